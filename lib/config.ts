@@ -1,0 +1,99 @@
+// Every default in one place: a flat, commented configuration, the named presets and the known dataset sources.
+
+/** The three classes, in the order used by every tensor, CSV and model output. */
+export const CLASSES = ['normal', 'bacteria', 'virus'] as const;
+export type Label = (typeof CLASSES)[number];
+
+/** The official splits of the archive (Kaggle's copy adds a tiny `val/`, reported separately). */
+export const SPLITS = ['train', 'test'] as const;
+export type Split = (typeof SPLITS)[number] | 'val';
+
+/** A dataset archive that can be fetched by name. */
+export interface KnownSource {
+  readonly name: string;
+  readonly url: string;
+  /** File name the archive is saved as. */
+  readonly fileName: string;
+  /** Approximate size, for progress and disk checks before the server answers. */
+  readonly approxBytes: number;
+  /** Prefix of the chest X-ray entries inside the archive (v3 also holds OCT scans, never extracted). */
+  readonly chestPrefix: string;
+  readonly description: string;
+}
+
+/** Mendeley Data releases of Kermany, Zhang & Goldbaum (2018), CC BY 4.0. URLs as in the original narrative. */
+export const SOURCES: Readonly<Record<'v2' | 'v3', KnownSource>> = {
+  v2: {
+    name: 'v2',
+    url: 'https://data.mendeley.com/datasets/rscbjbr9sj/2/files/f12eaf6d-6023-432f-acc9-80c9d7393433/ChestXRay2017.zip?dl=1',
+    fileName: 'ChestXRay2017.zip',
+    approxBytes: 1_235_000_000,
+    chestPrefix: 'chest_xray/',
+    description: 'Mendeley Data v2, ChestXRay2017.zip (1.15 GB): chest X-rays only, doi:10.17632/rscbjbr9sj.2',
+  },
+  v3: {
+    name: 'v3',
+    url: 'https://data.mendeley.com/datasets/rscbjbr9sj/3/files/810b2ce2-11c3-4424-996e-3bef36600907/ZhangLabData.zip?dl=1',
+    fileName: 'ZhangLabData.zip',
+    approxBytes: 8_480_000_000,
+    chestPrefix: 'CellData/chest_xray/',
+    description: 'Mendeley Data v3, ZhangLabData.zip (7.9 GB): OCT and chest X-rays, doi:10.17632/rscbjbr9sj.3',
+  },
+};
+
+/** The flat configuration. Every option of every step has its default here; presets override a few. */
+export const DEFAULTS = {
+  // --- where things go (relative to the working directory unless absolute)
+  dataDir: 'data',
+  downloadsDir: 'data/downloads',
+  extractedDir: 'data/extracted',
+  labeledDir: 'data/labeled',
+  cacheDir: 'data/cache',
+
+  // --- fetch
+  source: 'v2', // v2 | v3 | URL | local path; PNEUMOTYPE_SOURCE overrides
+  fetchRetries: 5, // transient failures (network errors, 5xx, 429) retried with exponential backoff
+  fetchBackoffMs: 1000, // first backoff; doubles each retry, with jitter
+  fetchTimeoutMs: 60_000, // no bytes for this long counts as a transient failure
+  progressIntervalMs: 250, // at most one progress callback per interval (plus the final one)
+
+  // --- extract (zip bombs and hostile archives)
+  maxArchiveEntries: 200_000, // more entries than this in one archive: refused
+  maxExtractBytes: 20 * 1024 ** 3, // sum of declared uncompressed sizes of the selected entries: refused above
+  maxEntryBytes: 1024 ** 3, // one entry larger than this (declared or actual): refused
+  maxCompressionRatio: 1000, // uncompressed / compressed above this for a large entry: refused
+
+  // --- images and the prepared cache
+  imageSize: 224, // model input, square; images are squashed to it (sharp fit: 'fill'), as the shared data were
+  maxInputPixels: 40_000_000, // decompression-bomb guard (sharp limitInputPixels); the largest originals are ~7 Mpx
+  maxInputBytes: 64 * 1024 ** 2, // larger image files are refused before decoding
+  prepareConcurrency: 2, // images decoded at once (sharp also uses its own thread pool)
+
+  // --- validation split and batching
+  seed: 42,
+  valFraction: 0.1, // share of train patients carved out for validation, stratified by label
+  batchSize: 32,
+  shuffleBuffer: 0, // 0: shuffle the whole index each epoch (it is only file offsets)
+  augment: false, // the original narrative used no augmentation
+} as const;
+
+export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends string
+  ? string
+  : (typeof DEFAULTS)[K] extends number
+    ? number
+    : (typeof DEFAULTS)[K] extends boolean
+      ? boolean
+      : (typeof DEFAULTS)[K] };
+
+/** Named presets: `smoke` for tests and notebook runs in CI, `cpu` for a laptop, `gpu` for a SageMaker GPU instance. */
+export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>> = {
+  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2 },
+  cpu: { imageSize: 128, batchSize: 32 },
+  gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4 },
+};
+export type PresetName = keyof typeof PRESETS;
+
+/** The configuration of a preset (DEFAULTS when none), with overrides applied last. */
+export function resolveConfig(preset?: PresetName, overrides: Partial<Config> = {}): Config {
+  return { ...DEFAULTS, ...(preset ? PRESETS[preset] : {}), ...overrides };
+}

@@ -1,0 +1,111 @@
+// The error vocabulary: one base class, one subclass per failing concern, messages that quote the bad value and path.
+
+/** Options shared by every pneumotype error. */
+export interface ErrorDetails {
+  /** The low-level error this one wraps. */
+  cause?: unknown;
+  /** The file, URL or archive entry the error is about. */
+  path?: string;
+}
+
+/**
+ * Base class of every error pneumotype throws. `code` is stable and machine-readable; `message` is for people and
+ * always quotes the offending value and the file, URL or entry it came from.
+ *
+ * @example
+ * try { await fetchDataset({ source: 'v9' }) } catch (e) { if (e instanceof PneumotypeError) console.error(e.code) }
+ */
+export class PneumotypeError extends Error {
+  readonly code: string;
+  readonly path: string | undefined;
+  constructor(code: string, message: string, details: ErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.path = details.path;
+  }
+}
+
+/** A bad option, argument or environment value. */
+export class ConfigError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_CONFIG', message, details);
+  }
+}
+
+/** A download that failed: network error, HTTP status, server that changed the file mid-way. */
+export class FetchError extends PneumotypeError {
+  readonly url: string;
+  readonly status: number | undefined;
+  constructor(message: string, details: ErrorDetails & { url: string; status?: number }) {
+    super('ERR_FETCH', message, { ...details, path: details.path ?? details.url });
+    this.url = details.url;
+    this.status = details.status;
+  }
+}
+
+/** Content that does not match what was expected (length, SHA-256, a source that changed). */
+export class IntegrityError extends PneumotypeError {
+  readonly expected: string;
+  readonly actual: string;
+  constructor(message: string, details: ErrorDetails & { expected: string; actual: string }) {
+    super('ERR_INTEGRITY', message, details);
+    this.expected = details.expected;
+    this.actual = details.actual;
+  }
+}
+
+/** A zip archive that is unsafe (path traversal, links, bombs) or broken (CRC, truncation). */
+export class ArchiveError extends PneumotypeError {
+  readonly entry: string | undefined;
+  constructor(message: string, details: ErrorDetails & { entry?: string }) {
+    super('ERR_ARCHIVE', message, details);
+    this.entry = details.entry;
+  }
+}
+
+/** File names that do not carry a label, a layout that is not the dataset's, or a source that changed. */
+export class LabelError extends PneumotypeError {
+  readonly files: readonly string[];
+  constructor(message: string, details: ErrorDetails & { files?: readonly string[] } = {}) {
+    super('ERR_LABEL', message, details);
+    this.files = details.files ?? [];
+  }
+}
+
+/** An image that cannot be decoded, is truncated, or is too large to decode safely. */
+export class ImageError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_IMAGE', message, details);
+  }
+}
+
+/** A prepared cache that is missing, stale or corrupt. */
+export class CacheError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_CACHE', message, details);
+  }
+}
+
+/** TensorFlow.js backend that cannot be loaded. */
+export class BackendError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_BACKEND', message, details);
+  }
+}
+
+/** Quotes a value for an error message: strings in double quotes, everything else as JSON. */
+export function quote(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}`;
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** The message of an unknown thrown value. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,77 @@
+// The labelled dataset's manifest.csv: one row per image, the contract between relabel, prepare, upload and training.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CLASSES, type Label, type Split } from './config.js';
+import { parseCsv, toCsv } from './csv.js';
+import { LabelError, quote } from './errors.js';
+import { writeFileAtomic } from './fsx.js';
+
+/** One image of the labelled dataset. `file` is relative to the labelled folder: `train/virus/person1_virus_6.jpeg`. */
+export interface ManifestRow {
+  readonly split: Split;
+  readonly label: Label;
+  readonly file: string;
+  /** Patient id, meaningful within one split only (see relabel). */
+  readonly patientId: string;
+  readonly bytes: number;
+  readonly sha256: string;
+  /** Pixel size as stored in the file (0 when the image is not decodable; such rows are listed in summary.json). */
+  readonly width: number;
+  readonly height: number;
+  readonly channels: number;
+}
+
+export const MANIFEST_COLUMNS = [
+  'split',
+  'label',
+  'file',
+  'patientId',
+  'bytes',
+  'sha256',
+  'width',
+  'height',
+  'channels',
+] as const satisfies readonly (keyof ManifestRow)[];
+
+export const MANIFEST_FILE = 'manifest.csv';
+
+/** Writes `DIR/manifest.csv` atomically, rows sorted by split, label and file. */
+export async function writeManifest(dir: string, rows: readonly ManifestRow[]): Promise<void> {
+  const sorted = [...rows].sort(
+    (a, b) => a.split.localeCompare(b.split) || a.label.localeCompare(b.label) || a.file.localeCompare(b.file),
+  );
+  await writeFileAtomic(join(dir, MANIFEST_FILE), toCsv(MANIFEST_COLUMNS, sorted));
+}
+
+/** Reads and validates `DIR/manifest.csv`. */
+export async function readManifest(dir: string): Promise<ManifestRow[]> {
+  const path = join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new LabelError(`no manifest at ${quote(path)}: run \`pneumotype relabel\` first`, { path, cause: err });
+  }
+  return parseCsv(text, path).map((r, i) => {
+    const label = r.label as Label;
+    if (!CLASSES.includes(label)) {
+      throw new LabelError(`row ${i + 2} of ${quote(path)}: label ${quote(r.label)} is not one of ${CLASSES.join(', ')}`, { path });
+    }
+    const num = (k: string): number => {
+      const v = Number(r[k]);
+      if (!Number.isFinite(v)) throw new LabelError(`row ${i + 2} of ${quote(path)}: ${k} ${quote(r[k])} is not a number`, { path });
+      return v;
+    };
+    return {
+      split: r.split as Split,
+      label,
+      file: r.file ?? '',
+      patientId: r.patientId ?? '',
+      bytes: num('bytes'),
+      sha256: r.sha256 ?? '',
+      width: num('width'),
+      height: num('height'),
+      channels: num('channels'),
+    };
+  });
+}

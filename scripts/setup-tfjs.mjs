@@ -1,0 +1,230 @@
+#!/usr/bin/env node
+// Makes @tensorflow/tfjs-node (and tfjs-node-gpu where a GPU is present) load: normal install first, else the offline recipe.
+//
+// Run from `postinstall` (npm denies the packages' own install scripts through `allowScripts`, so this script decides).
+// For each TensorFlow.js native package that is installed:
+//   1. its binding already loads                        -> nothing to do (idempotent re-runs take < 1 s)
+//   2. the package's own installer (downloads libtensorflow 2.9.1 and a prebuilt binding; needs the internet)
+//   3. offline recipe (CPU package only): libtensorflow from the `tensorflow-cpu` pip wheel into deps/, then build
+//      the binding with node-gyp against Node's own headers.
+// Environment: PNEUMOTYPE_TF_WHEEL=path/to/tensorflow_cpu-*.whl uses that wheel instead of `pip download`;
+// PNEUMOTYPE_TF_WHEEL_VERSION (default 2.21.0); PNEUMOTYPE_SKIP_TFJS_SETUP=1 skips everything.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(join(root, 'package.json'));
+const WHEEL_VERSION = process.env.PNEUMOTYPE_TF_WHEEL_VERSION ?? '2.21.0';
+const log = (msg) => process.stderr.write(`[pneumotype setup] ${msg}\n`);
+
+/** Directory of an installed package, or undefined. */
+function packageDir(name) {
+  try {
+    return dirname(require.resolve(`${name}/package.json`));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Tries to load the package's native binding in a child process (a broken .so can abort the process). */
+function bindingLoads(dir) {
+  const code = `
+    const binary = require(${JSON.stringify(join(dir, 'node_modules/@mapbox/node-pre-gyp'))});
+    const p = binary.find(${JSON.stringify(join(dir, 'package.json'))});
+    const b = require(p);
+    process.stdout.write(String(b.TF_Version));`;
+  const fallback = `
+    let binary; try { binary = require('@mapbox/node-pre-gyp'); } catch { binary = require(require.resolve('@mapbox/node-pre-gyp', {paths: [${JSON.stringify(dir)}]})); }
+    const p = binary.find(${JSON.stringify(join(dir, 'package.json'))});
+    process.stdout.write(String(require(p).TF_Version));`;
+  const script = existsSync(join(dir, 'node_modules/@mapbox/node-pre-gyp')) ? code : fallback;
+  const r = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  if (r.status === 0 && r.stdout) return { ok: true, version: r.stdout.trim() };
+  const lines = `${r.stderr ?? ''}`.split('\n').filter((l) => /Error|error:/.test(l));
+  return { ok: false, reason: lines.slice(0, 3).join(' | ') || `exit ${r.status}` };
+}
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', ...opts });
+  return { ok: r.status === 0, out: `${r.stdout ?? ''}${r.stderr ?? ''}`, status: r.status, error: r.error };
+}
+
+function tail(text, n = 6) {
+  return text.trim().split('\n').slice(-n).join('\n    ');
+}
+
+/** Step 2: the package's own installer. */
+function normalInstall(dir, flavour) {
+  log(`${flavour}: trying the package's own installer (downloads libtensorflow; needs the internet)`);
+  const r = run(process.execPath, ['scripts/install.js', ...(flavour === 'gpu' ? ['gpu', 'download'] : [])], {
+    cwd: dir,
+    timeout: 15 * 60_000,
+  });
+  if (!r.ok) log(`${flavour}: the package's own installer failed:\n    ${tail(r.out)}`);
+  return r.ok;
+}
+
+/** Finds or downloads the tensorflow-cpu wheel; returns its path. */
+function findWheel() {
+  if (process.env.PNEUMOTYPE_TF_WHEEL) {
+    if (!existsSync(process.env.PNEUMOTYPE_TF_WHEEL)) {
+      throw new Error(`PNEUMOTYPE_TF_WHEEL="${process.env.PNEUMOTYPE_TF_WHEEL}" does not exist`);
+    }
+    return process.env.PNEUMOTYPE_TF_WHEEL;
+  }
+  const cacheRoot = process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
+  const cache = join(cacheRoot, 'pneumotype', 'wheels');
+  mkdirSync(cache, { recursive: true });
+  const pick = () =>
+    readdirSync(cache).find((f) => f.startsWith(`tensorflow_cpu-${WHEEL_VERSION}-`) && f.endsWith('.whl'));
+  let wheel = pick();
+  if (!wheel) {
+    log(`downloading tensorflow-cpu==${WHEEL_VERSION} with pip into ${cache}`);
+    const args = ['-m', 'pip', 'download', '--no-deps', '--retries', '0', '--only-binary=:all:', '-d', cache,
+      `tensorflow-cpu==${WHEEL_VERSION}`];
+    let r = { ok: false, out: '' };
+    for (const py of ['python3', 'python']) {
+      r = run(py, args, { timeout: 20 * 60_000 });
+      if (r.ok || !r.error) break;
+    }
+    if (!r.ok) throw new Error(`pip download tensorflow-cpu==${WHEEL_VERSION} failed:\n    ${tail(r.out)}`);
+    wheel = pick();
+    if (!wheel) throw new Error(`pip reported success but no tensorflow_cpu-${WHEEL_VERSION}-*.whl is in ${cache}`);
+  }
+  return join(cache, wheel);
+}
+
+// Copies the two shared libraries and the include closure of the C API headers that the binding uses (following
+// quoted #include lines inside the wheel's include tree), writing each file through a .part rename.
+const EXTRACT_PY = `
+import sys, zipfile, os, re, shutil
+wheel, deps, binding = sys.argv[1], sys.argv[2], sys.argv[3]
+INC = 'tensorflow/include/'
+ROOTS = ['tensorflow/c/c_api.h', 'tensorflow/c/eager/c_api.h', 'tensorflow/c/c_api_experimental.h',
+         'tensorflow/c/eager/c_api_experimental.h']
+INCLUDE = re.compile(r'^\\s*#\\s*include\\s*"([^"]+)"', re.M)
+def write(z, name, dest):
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with z.open(name) as src, open(dest + '.part', 'wb') as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(dest + '.part', dest)
+with zipfile.ZipFile(wheel) as z:
+    names = set(z.namelist())
+    for lib in ('libtensorflow_cc.so.2', 'libtensorflow_framework.so.2'):
+        write(z, 'tensorflow/' + lib, os.path.join(deps, 'lib', lib))
+    for f in os.listdir(binding):
+        with open(os.path.join(binding, f), encoding='utf-8', errors='replace') as fh:
+            ROOTS += INCLUDE.findall(fh.read())
+    todo, seen = [r for r in ROOTS if INC + r in names], set()
+    while todo:
+        h = todo.pop()
+        if h in seen:
+            continue
+        seen.add(h)
+        text = z.read(INC + h).decode('utf-8', 'replace')
+        for inc in INCLUDE.findall(text):
+            if INC + inc in names and inc not in seen:
+                todo.append(inc)
+    for h in sorted(seen):
+        write(z, INC + h, os.path.join(deps, 'include', h))
+    print(len(seen), 'headers')
+`;
+
+function link(target, path) {
+  try {
+    lstatSync(path);
+    rmSync(path);
+  } catch {
+    /* absent */
+  }
+  symlinkSync(target, path);
+}
+
+/** Step 3: libtensorflow from the pip wheel + node-gyp build of the binding. */
+function offlineRecipe(dir) {
+  const wheel = findWheel();
+  const staging = join(dir, 'deps.staging');
+  rmSync(staging, { recursive: true, force: true });
+  log(`extracting libtensorflow and the C API headers from ${wheel}`);
+  const x = run('python3', ['-c', EXTRACT_PY, wheel, staging, join(dir, 'binding')], { timeout: 10 * 60_000 });
+  if (!x.ok) throw new Error(`extracting ${wheel} failed:\n    ${tail(x.out)}`);
+  const lib = join(staging, 'lib');
+  link('libtensorflow_cc.so.2', join(lib, 'libtensorflow.so.2'));
+  link('libtensorflow_cc.so.2', join(lib, 'libtensorflow.so'));
+  link('libtensorflow_framework.so.2', join(lib, 'libtensorflow_framework.so'));
+  rmSync(join(dir, 'deps'), { recursive: true, force: true });
+  renameSync(staging, join(dir, 'deps'));
+
+  const napi = 8;
+  const gyp =
+    process.env.npm_config_node_gyp ??
+    [join(dirname(process.env.npm_execpath ?? ''), '../node_modules/node-gyp/bin/node-gyp.js'),
+      join(dirname(process.execPath), '../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js')].find(existsSync);
+  if (!gyp) throw new Error('node-gyp not found (it ships with npm); run this script through `npm install`');
+  const nodedir = process.env.npm_config_nodedir || resolve(dirname(process.execPath), '..');
+  const modulePath = join(dir, 'lib', `napi-v${napi}`);
+  log(`building the binding with node-gyp (nodedir ${nodedir})`);
+  const b = run(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir}`, '--module_name=tfjs_binding',
+    `--module_path=${modulePath}`, `--napi_build_version=${napi}`, '-j', 'max'], { cwd: dir, timeout: 20 * 60_000 });
+  if (!b.ok) throw new Error(`node-gyp build of the tfjs-node binding failed:\n    ${tail(b.out, 12)}`);
+}
+
+function setup(name, flavour) {
+  const dir = packageDir(name);
+  if (!dir) return true;
+  const first = bindingLoads(dir);
+  if (first.ok) {
+    log(`${name}: binding loads (libtensorflow ${first.version}); nothing to do`);
+    return true;
+  }
+  if (flavour === 'gpu') {
+    const smi = run('nvidia-smi', ['-L']);
+    if (!smi.ok) {
+      log(`${name}: installed but no NVIDIA GPU is visible (nvidia-smi); skipped, the CPU backend will be used`);
+      return true;
+    }
+  }
+  if (normalInstall(dir, flavour) && bindingLoads(dir).ok) {
+    log(`${name}: ready through its own installer`);
+    return true;
+  }
+  if (flavour === 'gpu') {
+    log(`${name}: could not be set up (needs the internet, CUDA 11.2 and cuDNN 8.1); the CPU backend will be used`);
+    return true;
+  }
+  try {
+    offlineRecipe(dir);
+  } catch (err) {
+    log(`${name}: the offline recipe failed: ${err.message}`);
+    log(`${name}: NOT READY. Neither the package's own installer (needs the internet) nor the offline recipe ` +
+      `(needs pip with tensorflow-cpu==${WHEEL_VERSION}, python3, g++ and make) worked. ` +
+      'pneumotype will fall back to the slow pure-JavaScript backend. See environment.md.');
+    return false;
+  }
+  const last = bindingLoads(dir);
+  if (!last.ok) {
+    log(`${name}: built, but the binding still does not load: ${last.reason}`);
+    return false;
+  }
+  log(`${name}: ready through the offline recipe (libtensorflow ${last.version} from tensorflow-cpu ${WHEEL_VERSION})`);
+  return true;
+}
+
+if (process.env.PNEUMOTYPE_SKIP_TFJS_SETUP === '1') {
+  log('PNEUMOTYPE_SKIP_TFJS_SETUP=1: skipped');
+} else {
+  const cpu = setup('@tensorflow/tfjs-node', 'cpu');
+  setup('@tensorflow/tfjs-node-gpu', 'gpu');
+  // By default never fail `npm install`: the library falls back to pure JS with a loud warning and
+  // `pneumotype doctor` explains. CI sets PNEUMOTYPE_REQUIRE_NATIVE=1 so that a broken recipe fails loudly.
+  if (!cpu && process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') {
+    log('PNEUMOTYPE_REQUIRE_NATIVE=1 and native TensorFlow is not ready: failing');
+    process.exitCode = 1;
+  } else if (!cpu) {
+    log('continuing without native TensorFlow');
+  }
+}
