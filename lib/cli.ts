@@ -1,7 +1,194 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { DEFAULTS, PRESETS, type PresetName } from './config.js';
+import { diagnose } from './doctor.js';
+import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { fetchDataset } from './fetch.js';
+import { runPipeline, prepareStep } from './pipeline.js';
+import { relabel } from './relabel.js';
+import { formatBytes, progressRenderer } from './terminal.js';
+import { chestEntryFilter, extractZip } from './zip.js';
+
+const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric chest X-rays
+
+Usage: pneumotype <command> [options]
+
+Commands
+  run       fetch + relabel + prepare, skipping every step whose verified output exists
+            [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data]
+  fetch     download (resumable) or verify a dataset archive
+            --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
+  extract   extract an archive's chest X-ray entries safely
+            --archive ZIP [--out data/extracted] [--all]
+  relabel   NORMAL/PNEUMONIA -> normal/bacteria/virus, manifest.csv, summary.json, leakage audit
+            --from FOLDER|ZIP [--out data/labeled] [--extracted data/extracted] [--allow-unknown]
+  prepare   decode, resize and cache the labelled images as uint8, carve the validation split
+            [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
+  doctor    which TensorFlow.js backend is used and why, versions, GPU
+  help      this text
+
+Options for every command: --json (print the result as JSON), --quiet (no progress)
+Environment: PNEUMOTYPE_SOURCE (default source), PNEUMOTYPE_BACKEND (auto|gpu|cpu|js), PNEUMOTYPE_PRESET,
+HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
+`;
+
+const OPTIONS = {
+  source: { type: 'string' },
+  out: { type: 'string' },
+  sha256: { type: 'string' },
+  archive: { type: 'string' },
+  all: { type: 'boolean' },
+  from: { type: 'string' },
+  extracted: { type: 'string' },
+  'allow-unknown': { type: 'boolean' },
+  data: { type: 'string' },
+  'data-dir': { type: 'string' },
+  cache: { type: 'string' },
+  preset: { type: 'string' },
+  'image-size': { type: 'string' },
+  'val-fraction': { type: 'string' },
+  seed: { type: 'string' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed'): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(`--${name} ${quote(raw)} is not a number`);
+  return n;
+}
+
+function preset(values: Values): PresetName | undefined {
+  const p = values.preset ?? process.env.PNEUMOTYPE_PRESET;
+  if (p === undefined || p === '') return undefined;
+  if (!(p in PRESETS)) throw new ConfigError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
+  return p as PresetName;
+}
+
+function print(values: Values, result: unknown, human: string): void {
+  process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${human}\n`);
+}
 
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
-  process.stderr.write(`pneumotype: not implemented yet: ${argv.join(' ')}\n`);
-  return 2;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    process.stderr.write(`pneumotype: ${(err as Error).message}\nRun \`pneumotype help\` for usage.\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const command = positionals[0] ?? 'help';
+  const onProgress = values.quiet ? undefined : progressRenderer(process.stderr);
+  const progress = onProgress ? { onProgress } : {};
+  try {
+    switch (command) {
+      case 'help':
+        process.stdout.write(HELP);
+        return 0;
+      case 'doctor': {
+        const report = await diagnose();
+        const tf = report.tensorflow;
+        const lines = [
+          `node ${report.node} on ${report.platform}, ${report.cpu.cores} cores (${report.cpu.model}), ${report.memoryGiB} GiB`,
+          'error' in tf
+            ? `TensorFlow.js: NOT LOADED: ${tf.error}`
+            : `TensorFlow.js ${tf.tfjsVersion}: ${tf.package} (backend ${tf.backend}` +
+              `${tf.libtensorflowVersion ? `, libtensorflow ${tf.libtensorflowVersion}` : ''}), requested ${tf.requested}`,
+          ...('error' in tf ? [] : tf.reasons.map((r) => `  - ${r}`)),
+          `GPU: ${report.gpu.nvidiaSmi ?? 'none visible (nvidia-smi not found or failed)'}`,
+          `sharp ${report.sharp.sharp} (libvips ${report.sharp.libvips})`,
+          `installed: ${Object.entries(report.installed).map(([k, v]) => `${k}@${v ?? '-'}`).join(', ')}`,
+        ];
+        print(values, report, lines.join('\n'));
+        return 'error' in tf ? 1 : 0;
+      }
+      case 'fetch': {
+        const r = await fetchDataset({
+          ...(values.source !== undefined ? { source: values.source } : {}),
+          ...(values.out !== undefined ? { outDir: values.out } : {}),
+          ...(values.sha256 !== undefined ? { sha256: values.sha256 } : {}),
+          ...progress,
+        });
+        print(values, r, `${r.downloaded ? 'downloaded' : 'verified'} ${r.path} (${formatBytes(r.bytes)}, sha256 ${r.sha256})`);
+        return 0;
+      }
+      case 'extract': {
+        if (!values.archive) throw new ConfigError('extract needs --archive ZIP');
+        const r = await extractZip({
+          archive: values.archive,
+          outDir: values.out ?? DEFAULTS.extractedDir,
+          ...(values.all ? {} : { include: chestEntryFilter }),
+          ...progress,
+        });
+        print(values, r, `extracted ${r.files} file(s) (${formatBytes(r.bytes)}) to ${r.outDir}; ${r.alreadyPresent} already present, ${r.skippedJunk} junk skipped, ${r.excluded} not selected`);
+        return 0;
+      }
+      case 'relabel': {
+        if (!values.from) throw new ConfigError('relabel needs --from FOLDER|ZIP');
+        const r = await relabel({
+          from: values.from,
+          ...(values.out !== undefined ? { out: values.out } : {}),
+          ...(values.extracted !== undefined ? { extractedDir: values.extracted } : {}),
+          ...(values['allow-unknown'] ? { allowUnknown: true } : {}),
+          ...progress,
+        });
+        const c = r.summary.counts;
+        const line = (s: 'train' | 'test' | 'val'): string =>
+          c[s] ? `  ${s}: ${c[s].normal} normal, ${c[s].bacteria} bacteria, ${c[s].virus} virus (${r.summary.patients[s]?.total ?? 0} patients)` : '';
+        const audit = r.summary.leakage;
+        print(values, { changed: r.changed, out: r.out, summary: r.summary }, [
+          r.changed ? `relabelled into ${r.out}` : `unchanged: ${r.out} already holds this dataset`,
+          line('train'), line('test'), line('val'),
+          `  skipped ${r.summary.skipped.junk} junk, ${r.summary.skipped.ignored.length} ignored, ${r.summary.rejected.length} rejected, ${r.summary.undecodable.length} undecodable`,
+          `  leakage audit: ${audit.clean ? 'clean' : `${audit.identicalAcrossSplits.length} identical and ${audit.nearDuplicatesAcrossSplits.length} near-duplicate pair(s) across splits`}`,
+        ].filter(Boolean).join('\n'));
+        return 0;
+      }
+      case 'prepare': {
+        const p = preset(values);
+        const imageSize = number(values, 'image-size');
+        const valFraction = number(values, 'val-fraction');
+        const seed = number(values, 'seed');
+        const r = await prepareStep({
+          ...(values.data !== undefined ? { labeledDir: values.data } : {}),
+          ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
+          ...(p ? { preset: p } : {}),
+          ...(imageSize !== undefined ? { imageSize } : {}),
+          ...(valFraction !== undefined ? { valFraction } : {}),
+          ...(seed !== undefined ? { seed } : {}),
+          ...progress,
+        });
+        print(values, r, r.description);
+        return 0;
+      }
+      case 'run': {
+        const p = preset(values);
+        const r = await runPipeline({
+          ...(values.source !== undefined ? { source: values.source } : {}),
+          ...(values['data-dir'] !== undefined ? { dataDir: values['data-dir'] } : {}),
+          ...(p ? { preset: p } : {}),
+          ...progress,
+          onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
+        });
+        print(values, r, r.steps.map((s) => `${s.step}: ${s.note}`).join('\n'));
+        return 0;
+      }
+      default:
+        process.stderr.write(`pneumotype: unknown command ${quote(command)}\n\n${HELP}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof PneumotypeError) {
+      process.stderr.write(`\npneumotype ${command}: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
 }

@@ -1,0 +1,159 @@
+// Batches from the prepared cache: seeded per-epoch order, bounded memory, optional augmentation, tf.data adapter.
+import type { Tensor2D, Tensor4D, TensorContainer, data } from '@tensorflow/tfjs';
+import { augmentImage, checkAugment, isIdentityAugment, type AugmentOptions } from './augment.js';
+import type { OpenedCache, Subset } from './cache.js';
+import { CLASSES, DEFAULTS } from './config.js';
+import { ConfigError, quote } from './errors.js';
+import { createRng, shuffled } from './random.js';
+import { loadTf } from './tf.js';
+
+/** Options of {@link batches}, {@link batchPlan} and {@link toTfDataset}. */
+export interface BatchOptions {
+  subset: Subset;
+  /** Images per batch (DEFAULTS.batchSize). */
+  batchSize?: number;
+  /** Shuffle the subset each epoch (default: true for 'train', false for 'val' and 'test'). */
+  shuffle?: boolean;
+  /** With `epoch`, fixes the order and the augmentation: the order of epoch e is a shuffle seeded by seed + e. */
+  seed?: number;
+  epoch?: number;
+  /** Random changes per image (default DEFAULTS.augment: none). */
+  augment?: AugmentOptions | false;
+  /** Leave out the last, smaller batch (default false). */
+  dropRemainder?: boolean;
+}
+
+/** One batch. The consumer owns `xs` and `ys` and must dispose them (tf.dispose([b.xs, b.ys])). */
+export interface Batch {
+  /** [b, size, size, 1] float32, pixel / 255 in [0, 1]. */
+  readonly xs: Tensor4D;
+  /** [b, 3] float32 one-hot, columns in CLASSES order. */
+  readonly ys: Tensor2D;
+  /** Files (relative to the labelled folder) of the batch's images, in row order. */
+  readonly files: string[];
+  /** Indices into `cache.index.images`. */
+  readonly indices: number[];
+  /** Label indices (CLASSES) of the rows. */
+  readonly labels: number[];
+}
+
+interface Plan {
+  batches: number[][];
+  augment: ReturnType<typeof checkAugment> | undefined;
+  seed: number;
+  epoch: number;
+}
+
+function plan(cache: OpenedCache, options: BatchOptions): Plan {
+  const { subset } = options;
+  if (subset !== 'train' && subset !== 'val' && subset !== 'test') {
+    throw new ConfigError(`subset ${quote(subset)} is not valid: expected "train", "val" or "test"`);
+  }
+  const batchSize = options.batchSize ?? DEFAULTS.batchSize;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new ConfigError(`batchSize ${quote(batchSize)} is not valid: expected an integer of at least 1`);
+  }
+  const seed = options.seed ?? DEFAULTS.seed;
+  const epoch = options.epoch ?? 0;
+  if (!Number.isInteger(seed)) throw new ConfigError(`seed ${quote(seed)} is not valid: expected an integer`);
+  if (!Number.isInteger(epoch) || epoch < 0) {
+    throw new ConfigError(`epoch ${quote(epoch)} is not valid: expected an integer of at least 0`);
+  }
+  const augmentOption = options.augment ?? DEFAULTS.augment;
+  const checked = augmentOption === false ? undefined : checkAugment(augmentOption);
+  const augment = checked && !isIdentityAugment(checked) ? checked : undefined;
+  const base = cache.indices(subset);
+  const order = (options.shuffle ?? subset === 'train') ? shuffled(base, createRng(seed + epoch)) : [...base];
+  const out: number[][] = [];
+  for (let start = 0; start < order.length; start += batchSize) {
+    const rows = order.slice(start, start + batchSize);
+    if (rows.length < batchSize && options.dropRemainder) break;
+    out.push(rows);
+  }
+  return { batches: out, augment, seed, epoch };
+}
+
+/**
+ * The batches of one epoch as lists of indices into `cache.index.images`, without reading any pixel: pure planning,
+ * the same for the same seed and epoch.
+ *
+ * @example batchPlan(cache, { subset: 'train', batchSize: 32, epoch: 3 }).length // batches in an epoch
+ */
+export function batchPlan(cache: OpenedCache, options: BatchOptions): number[][] {
+  return plan(cache, options).batches;
+}
+
+/** A seed for the augmentation of one batch, so a batch is the same whether or not earlier batches were read. */
+function batchSeed(seed: number, epoch: number, batch: number): number {
+  return (Math.imul((seed + epoch) | 0, 0x9e3779b1) ^ Math.imul(batch + 1, 0x85ebca6b)) >>> 0;
+}
+
+/**
+ * The batches of one epoch, read synchronously from the cache one batch at a time (memory: one batch). Each yielded
+ * batch's tensors belong to the caller, who must dispose them; nothing else is left allocated between batches.
+ *
+ * @example for (const b of batchIterator(cache, { subset: 'val', batchSize: 64 })) { use(b); tf.dispose([b.xs, b.ys]) }
+ */
+export function* batchIterator(cache: OpenedCache, options: BatchOptions): Generator<Batch, void, undefined> {
+  const tf = loadTf();
+  const p = plan(cache, options);
+  const size = cache.imageSize;
+  const pixels = size * size;
+  const { images } = cache.index;
+  for (const [n, rows] of p.batches.entries()) {
+    const b = rows.length;
+    const raw = new Uint8Array(b * pixels);
+    rows.forEach((i, k) => cache.readInto(i, raw, k * pixels));
+    const x = new Float32Array(b * pixels);
+    for (let j = 0; j < x.length; j++) x[j] = (raw[j] as number) / 255;
+    if (p.augment) {
+      const rng = createRng(batchSeed(p.seed, p.epoch, n));
+      const tmp = new Float32Array(pixels);
+      for (let k = 0; k < b; k++) {
+        const view = x.subarray(k * pixels, (k + 1) * pixels);
+        augmentImage(view, size, p.augment, rng, tmp);
+        view.set(tmp);
+      }
+    }
+    const y = new Float32Array(b * CLASSES.length);
+    const labels = rows.map((i) => images[i]?.labelIndex ?? -1);
+    labels.forEach((l, k) => {
+      y[k * CLASSES.length + l] = 1;
+    });
+    const xs = tf.tensor4d(x, [b, size, size, 1], 'float32');
+    const ys = tf.tensor2d(y, [b, CLASSES.length], 'float32');
+    yield { xs, ys, files: rows.map((i) => images[i]?.file ?? ''), indices: rows, labels };
+  }
+}
+
+/**
+ * The batches of one epoch as an async iterable: `[b, size, size, 1]` float32 images in [0, 1] and `[b, 3]` one-hot
+ * labels. Shuffled by default for 'train' with a seed of `seed + epoch`; reads only the rows of the current batch.
+ * **The consumer owns the yielded tensors and must dispose them**; stopping early leaks nothing.
+ *
+ * @example
+ * for await (const { xs, ys } of batches(cache, { subset: 'train', batchSize: 32, epoch })) {
+ *   try { await model.trainOnBatch(xs, ys) } finally { tf.dispose([xs, ys]) }
+ * }
+ */
+export async function* batches(cache: OpenedCache, options: BatchOptions): AsyncGenerator<Batch, void, undefined> {
+  yield* batchIterator(cache, options);
+}
+
+/**
+ * The same batches as a tf.data.Dataset of `{ xs, ys }`, ready for `model.fitDataset` (which disposes each batch).
+ * Every new iteration of the dataset (each fitDataset epoch) advances the epoch, so the order reshuffles:
+ * the k-th iteration uses epoch `(options.epoch ?? 0) + k`.
+ *
+ * @example await model.fitDataset(toTfDataset(cache, { subset: 'train', batchSize: 32 }), { epochs: 10 })
+ */
+export function toTfDataset(cache: OpenedCache, options: BatchOptions): data.Dataset<{ xs: Tensor4D; ys: Tensor2D }> {
+  const tf = loadTf();
+  plan(cache, options); // fail now on bad options, not on the first iteration
+  let iteration = 0;
+  const epoch0 = options.epoch ?? 0;
+  return tf.data.generator(function* (): Generator<{ xs: Tensor4D; ys: Tensor2D } & TensorContainer, void, undefined> {
+    const epoch = epoch0 + iteration++;
+    for (const b of batchIterator(cache, { ...options, epoch })) yield { xs: b.xs, ys: b.ys };
+  });
+}

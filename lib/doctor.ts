@@ -1,0 +1,62 @@
+// Environment diagnosis for `pneumotype doctor`: which TensorFlow.js backend was picked and why, versions, GPU.
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { availableParallelism, cpus, totalmem, platform, arch } from 'node:os';
+import sharp from 'sharp';
+import { messageOf } from './errors.js';
+import { loadTfWithInfo, type BackendInfo } from './tf.js';
+
+export interface DoctorReport {
+  readonly node: string;
+  readonly platform: string;
+  readonly cpu: { readonly model: string; readonly cores: number };
+  readonly memoryGiB: number;
+  readonly tensorflow: BackendInfo | { readonly error: string };
+  readonly installed: Readonly<Record<string, string | null>>;
+  readonly sharp: { readonly libvips: string; readonly sharp: string };
+  readonly gpu: { readonly nvidiaSmi: string | null };
+  readonly env: Readonly<Record<string, string | null>>;
+}
+
+const require = createRequire(import.meta.url);
+
+function versionOf(pkg: string): string | null {
+  try {
+    return (require(`${pkg}/package.json`) as { version: string }).version;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Collects what pneumotype runs on: Node, CPU, memory, the TensorFlow.js backend (with the reasons for the choice),
+ * the installed native packages, sharp/libvips versions and any NVIDIA GPU. Loads TensorFlow.js.
+ *
+ * @example const report = await diagnose(); report.tensorflow
+ */
+export async function diagnose(): Promise<DoctorReport> {
+  let tensorflow: DoctorReport['tensorflow'];
+  try {
+    tensorflow = loadTfWithInfo().info;
+  } catch (err) {
+    tensorflow = { error: messageOf(err) };
+  }
+  const smi = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  const pkgs = ['@tensorflow/tfjs', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'sharp', 'yauzl', 'node-fetch'];
+  return {
+    node: process.version,
+    platform: `${platform()} ${arch()}`,
+    cpu: { model: cpus()[0]?.model ?? 'unknown', cores: availableParallelism() },
+    memoryGiB: Math.round((totalmem() / 1024 ** 3) * 10) / 10,
+    tensorflow,
+    installed: Object.fromEntries(pkgs.map((p) => [p, versionOf(p)])),
+    sharp: { libvips: sharp.versions.vips, sharp: versionOf('sharp') ?? 'unknown' },
+    gpu: { nvidiaSmi: smi.status === 0 ? smi.stdout.trim() : null },
+    env: Object.fromEntries(
+      ['PNEUMOTYPE_BACKEND', 'PNEUMOTYPE_SOURCE', 'PNEUMOTYPE_PRESET', 'CUDA_VISIBLE_DEVICES', 'HTTPS_PROXY'].map((k) => [k, process.env[k] ?? null]),
+    ),
+  };
+}

@@ -1,0 +1,727 @@
+// Downloads the dataset archive: known sources, URLs or local paths; resumable, retried, verified and proxy-aware.
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import type { Agent } from 'node:http';
+import { join } from 'node:path';
+import { HttpProxyAgent } from 'http-proxy-agent';
+import { HttpsProxyAgent } from 'https-proxy-agent';
+import nodeFetch from 'node-fetch';
+import type { Response } from 'node-fetch';
+import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
+import { ConfigError, FetchError, IntegrityError, messageOf, quote } from './errors.js';
+import { fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { ProgressTracker, type ProgressCallback } from './progress.js';
+
+/** The HTTP client: node-fetch's default export, or anything with its signature (tests, instrumented clients). */
+export type FetchFn = typeof nodeFetch;
+
+/** Options of {@link fetchDataset}. */
+export interface FetchOptions {
+  /** 'v2' | 'v3' | http(s) URL | local path. Default: env PNEUMOTYPE_SOURCE, else DEFAULTS.source. */
+  source?: string;
+  /** Folder the archive is saved in. Default DEFAULTS.downloadsDir. */
+  outDir?: string;
+  /** Expected SHA-256, hex. Optional: the digest is computed and recorded in `NAME.sha256` either way. */
+  sha256?: string;
+  /** Saved file name. Default: the known source's fileName, else the URL's last path segment, else 'download.zip'. */
+  fileName?: string;
+  /** Transient failures retried (network errors, cut bodies, timeouts, 5xx, 408, 429). Default DEFAULTS.fetchRetries. */
+  retries?: number;
+  /** First backoff in ms; doubles each retry, with jitter. Default DEFAULTS.fetchBackoffMs. */
+  backoffMs?: number;
+  /** No bytes for this long counts as a transient failure. Default DEFAULTS.fetchTimeoutMs. */
+  timeoutMs?: number;
+  /** HTTP client. Default node-fetch. */
+  fetch?: FetchFn;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+  /** Environment read for PNEUMOTYPE_SOURCE and the proxy variables. Default process.env. */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** What {@link fetchDataset} produced. */
+export interface FetchResult {
+  /** The archive on disk (the given path itself for a local source). */
+  path: string;
+  bytes: number;
+  /** SHA-256 of the archive, lowercase hex. */
+  sha256: string;
+  /** The source as given (or defaulted): 'v2', a URL or a path. */
+  source: string;
+  url?: string;
+  /** True when this call continued a partial download instead of starting from zero. */
+  resumed: boolean;
+  /** False when a verified file was already there or a local path was given. */
+  downloaded: boolean;
+}
+
+/** A source string, classified. */
+export type ResolvedSource = { kind: 'known'; known: KnownSource } | { kind: 'url'; url: string } | { kind: 'path'; path: string };
+
+/**
+ * Classifies a source string: a known name ('v2', 'v3'), an http(s) URL, or the path of an existing file or folder.
+ * Anything else is a ConfigError that lists the accepted forms.
+ *
+ * @example
+ * resolveSource('v3') // { kind: 'known', known: SOURCES.v3 }
+ * resolveSource('https://example.org/ChestXRay2017.zip') // { kind: 'url', url: ... }
+ */
+export function resolveSource(source: string): ResolvedSource {
+  if (Object.hasOwn(SOURCES, source)) return { kind: 'known', known: SOURCES[source as keyof typeof SOURCES] };
+  if (/^https?:\/\//i.test(source)) {
+    try {
+      return { kind: 'url', url: new URL(source).href };
+    } catch (err) {
+      throw new ConfigError(`Dataset source ${quote(source)} is not a valid URL`, { cause: err });
+    }
+  }
+  if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
+  throw new ConfigError(
+    `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file`,
+  );
+}
+
+/**
+ * Fetches the dataset archive into `outDir` and verifies it, resuming a previous partial download when the server
+ * allows it. A local path is only verified. Progress goes to `onProgress` (stage 'fetch', unit 'bytes').
+ *
+ * @example
+ * const { path, sha256 } = await fetchDataset({ source: 'v2', outDir: 'data/downloads', onProgress: console.log });
+ */
+export async function fetchDataset(options: FetchOptions = {}): Promise<FetchResult> {
+  const env = options.env ?? process.env;
+  const source = options.source ?? env.PNEUMOTYPE_SOURCE ?? DEFAULTS.source;
+  const expected = normalizeSha(options.sha256);
+  const resolved = resolveSource(source);
+  const tracker = new ProgressTracker({
+    stage: 'fetch',
+    unit: 'bytes',
+    onProgress: options.onProgress,
+    intervalMs: DEFAULTS.progressIntervalMs,
+  });
+  if (resolved.kind === 'path') return verifyLocal(resolved.path, source, expected, tracker);
+
+  const url = resolved.kind === 'known' ? resolved.known.url : resolved.url;
+  const name = options.fileName ?? (resolved.kind === 'known' ? resolved.known.fileName : fileNameFromUrl(url));
+  checkFileName(name);
+  const outDir = options.outDir ?? DEFAULTS.downloadsDir;
+  await mkdir(outDir, { recursive: true });
+  const finalPath = join(outDir, name);
+
+  const existing = await fileSize(finalPath);
+  if (existing !== undefined) {
+    const recorded = await readShaRecord(`${finalPath}.sha256`);
+    const want = expected ?? recorded;
+    tracker.setTotal(existing);
+    tracker.note(`verifying existing ${name}`);
+    const actual = await hashFile(finalPath, existing, tracker);
+    if (want === undefined || actual === want) {
+      if (recorded !== actual) await writeShaRecord(finalPath, name, actual);
+      tracker.finish(`${name} already downloaded and verified`);
+      return { path: finalPath, bytes: existing, sha256: actual, source, url, resumed: false, downloaded: false };
+    }
+    const bad = await moveAside(finalPath);
+    await rm(`${finalPath}.sha256`, { force: true });
+    tracker.set(0, `existing ${name} has SHA-256 ${actual}, expected ${want}; moved to ${bad}, downloading again`);
+  }
+
+  const download = new Download({
+    url,
+    finalPath,
+    name,
+    expected,
+    retries: options.retries ?? DEFAULTS.fetchRetries,
+    backoffMs: options.backoffMs ?? DEFAULTS.fetchBackoffMs,
+    timeoutMs: options.timeoutMs ?? DEFAULTS.fetchTimeoutMs,
+    fetch: options.fetch ?? nodeFetch,
+    agent: proxyAgentFor(env),
+    signal: options.signal,
+    tracker,
+  });
+  const { bytes, sha256, resumed } = await download.run();
+  return { path: finalPath, bytes, sha256, source, url, resumed, downloaded: true };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The download state machine
+
+interface PartState {
+  url: string;
+  etag?: string;
+  lastModified?: string;
+  total?: number;
+}
+
+interface DownloadSettings {
+  url: string;
+  finalPath: string;
+  name: string;
+  expected: string | undefined;
+  retries: number;
+  backoffMs: number;
+  timeoutMs: number;
+  fetch: FetchFn;
+  agent: (url: URL) => Agent | undefined;
+  signal: AbortSignal | undefined;
+  tracker: ProgressTracker;
+}
+
+class Download {
+  readonly #s: DownloadSettings;
+  readonly #partPath: string;
+  readonly #statePath: string;
+  /** Hash of the part's first #hashed bytes. */
+  #hash: Hash | undefined;
+  #hashed = 0;
+  #resumed = false;
+
+  constructor(settings: DownloadSettings) {
+    this.#s = settings;
+    this.#partPath = `${settings.finalPath}.part`;
+    this.#statePath = `${this.#partPath}.json`;
+  }
+
+  async run(): Promise<{ bytes: number; sha256: string; resumed: boolean }> {
+    const { tracker, retries } = this.#s;
+    let failures = 0;
+    let restarts = 0;
+    for (;;) {
+      this.#throwIfAborted();
+      let progressed = false;
+      try {
+        const outcome = await this.#attempt(() => (progressed = true));
+        if (outcome === 'again') {
+          if (++restarts > retries + 1) throw new TransientError('the server keeps answering with ranges that cannot be resumed');
+          continue;
+        }
+        return await this.#finish(outcome);
+      } catch (err) {
+        if (!(err instanceof TransientError)) throw err;
+        if (progressed) failures = 0;
+        failures++;
+        if (failures > retries) {
+          throw new FetchError(
+            `Download of ${quote(this.#s.url)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}; the partial file ${quote(this.#partPath)} is kept for resuming`,
+            { url: this.#s.url, ...(err.status === undefined ? {} : { status: err.status }), cause: err },
+          );
+        }
+        const delay = Math.max(backoffDelay(this.#s.backoffMs, failures), err.retryAfterMs ?? 0);
+        tracker.note(`retry ${failures} of ${retries} in ${formatSeconds(delay)}: ${err.message}`);
+        await sleep(delay, this.#s.signal).catch(() => this.#throwIfAborted());
+      }
+    }
+  }
+
+  /** One request. Returns the complete part's total (or undefined when unknown), or 'again' after a restart. */
+  async #attempt(onBytes: () => void): Promise<{ size: number } | 'again'> {
+    const { url, tracker } = this.#s;
+    let offset = (await fileSize(this.#partPath)) ?? 0;
+    let state = offset > 0 ? await this.#readState() : undefined;
+    if (offset > 0 && (state === undefined || state.url !== url || (state.total !== undefined && offset > state.total))) {
+      tracker.set(0, `cannot resume ${this.#s.name}.part (no matching record of its source); restarting from zero`);
+      await this.#truncate();
+      offset = 0;
+      state = undefined;
+    }
+    const validator = state?.etag !== undefined && !state.etag.startsWith('W/') ? state.etag : state?.lastModified;
+    if (offset > 0 && validator === undefined) {
+      tracker.set(0, `cannot resume ${this.#s.name}.part (the server sent no ETag or Last-Modified); restarting from zero`);
+      await this.#truncate();
+      offset = 0;
+    }
+
+    const headers: Record<string, string> = { 'Accept-Encoding': 'identity' };
+    // Hash what is on disk before asking, so neither side waits on the disk with a connection open.
+    if (offset > 0) await this.#ensureHash(offset);
+    if (offset > 0) {
+      headers.Range = `bytes=${offset}-`;
+      if (validator !== undefined) headers['If-Range'] = validator;
+    }
+    const idle = new IdleTimer(this.#s.timeoutMs, this.#s.signal);
+    try {
+      let res: Response;
+      try {
+        res = await this.#s.fetch(url, { headers, signal: idle.signal, agent: this.#s.agent, compress: false });
+      } catch (err) {
+        throw this.#networkError(err, idle);
+      }
+      const status = res.status;
+      if (status === 416 && offset > 0) {
+        cancel(res);
+        const total = contentRangeTotal(res.headers.get('content-range')) ?? state?.total;
+        if (total === offset) return { size: offset };
+        tracker.set(0, `server refused to resume at ${offset} bytes (HTTP 416); restarting from zero`);
+        await this.#truncate();
+        return 'again';
+      }
+      if (isTransientStatus(status)) {
+        cancel(res);
+        throw new TransientError(`HTTP ${status} ${res.statusText}`.trim(), {
+          status,
+          retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
+        });
+      }
+      if (status !== 200 && status !== 206) {
+        cancel(res);
+        throw new FetchError(`Cannot download ${quote(url)}: the server answered HTTP ${status} ${res.statusText}`.trimEnd(), {
+          url,
+          status,
+        });
+      }
+
+      const fresh: PartState = { url };
+      const etag = res.headers.get('etag');
+      const lastModified = res.headers.get('last-modified');
+      if (etag !== null) fresh.etag = etag;
+      if (lastModified !== null) fresh.lastModified = lastModified;
+
+      let start = 0;
+      let total: number | undefined;
+      if (status === 206) {
+        const range = parseContentRange(res.headers.get('content-range'));
+        const changed = state === undefined ? undefined : describeChange(state, fresh, range?.total);
+        if (range === undefined || range.start !== offset || changed !== undefined) {
+          cancel(res);
+          tracker.set(0, `${changed ?? 'the server answered with another range'}; restarting from zero`);
+          await this.#truncate();
+          return 'again';
+        }
+        start = offset;
+        total = range.total;
+        this.#resumed = true;
+        tracker.set(offset, `resuming at ${formatBytes(offset)}`);
+      } else {
+        const length = res.headers.get('content-length');
+        total = length === null ? undefined : Number(length);
+        if (offset > 0) {
+          const changed = state === undefined ? undefined : describeChange(state, fresh, total);
+          tracker.set(0, `${changed ?? 'the server ignored the Range request'}; restarting from zero`);
+        }
+      }
+      if (total !== undefined) fresh.total = total;
+      tracker.setTotal(total);
+      await writeJsonAtomic(this.#statePath, fresh);
+      if (start === 0) await this.#truncate();
+      await this.#ensureHash(start);
+      const size = await this.#writeBody(res, start, idle, onBytes);
+      if (total !== undefined && size < total) {
+        throw new TransientError(`the connection closed after ${size} of ${total} bytes`);
+      }
+      if (total !== undefined && size > total) {
+        const bad = await moveAside(this.#partPath, `${this.#s.finalPath}.bad`);
+        await rm(this.#statePath, { force: true });
+        throw new IntegrityError(
+          `Download of ${quote(url)} is ${size} bytes, expected ${total}; the file was kept as ${quote(bad)}`,
+          { expected: String(total), actual: String(size), path: bad },
+        );
+      }
+      return { size };
+    } finally {
+      idle.clear();
+    }
+  }
+
+  async #writeBody(res: Response, start: number, idle: IdleTimer, onBytes: () => void): Promise<number> {
+    const body = res.body;
+    if (body === null) return start;
+    const handle = await open(this.#partPath, 'r+');
+    let position = start;
+    let finished = false;
+    try {
+      const it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      for (;;) {
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await it.next();
+        } catch (err) {
+          throw this.#networkError(err, idle, `the connection broke after ${position} bytes`);
+        }
+        if (next.done) {
+          finished = true;
+          break;
+        }
+        idle.touch();
+        const chunk = next.value;
+        await writeAll(handle, chunk, position);
+        this.#hash?.update(chunk);
+        position += chunk.length;
+        this.#hashed = position;
+        onBytes();
+        this.#s.tracker.set(position);
+      }
+    } finally {
+      await handle.close();
+      if (!finished) cancel(res);
+    }
+    return position;
+  }
+
+  async #finish(outcome: { size: number }): Promise<{ bytes: number; sha256: string; resumed: boolean }> {
+    const { url, finalPath, name, expected, tracker } = this.#s;
+    await this.#ensureHash(outcome.size);
+    const actual = (this.#hash as Hash).digest('hex');
+    this.#hash = undefined;
+    if (expected !== undefined && actual !== expected) {
+      const bad = await moveAside(this.#partPath, `${finalPath}.bad`);
+      await rm(this.#statePath, { force: true });
+      throw new IntegrityError(`SHA-256 of ${quote(url)} is ${actual}, expected ${expected}; the download was kept as ${quote(bad)}`, {
+        expected,
+        actual,
+        path: bad,
+      });
+    }
+    await rename(this.#partPath, finalPath);
+    await writeShaRecord(finalPath, name, actual);
+    await rm(this.#statePath, { force: true });
+    tracker.setTotal(outcome.size);
+    tracker.finish(`saved ${name} (${formatBytes(outcome.size)})`);
+    return { bytes: outcome.size, sha256: actual, resumed: this.#resumed };
+  }
+
+  /** Makes #hash cover exactly the part's first `bytes` bytes, hashing from disk when this call did not write them. */
+  async #ensureHash(bytes: number): Promise<void> {
+    if (this.#hash !== undefined && this.#hashed === bytes) return;
+    this.#hash = createHash('sha256');
+    this.#hashed = 0;
+    if (bytes > 0) {
+      for await (const chunk of createReadStream(this.#partPath, { start: 0, end: bytes - 1, highWaterMark: 1 << 20 })) {
+        this.#hash.update(chunk as Buffer);
+      }
+    }
+    this.#hashed = bytes;
+  }
+
+  async #truncate(): Promise<void> {
+    const handle = await open(this.#partPath, 'w');
+    await handle.close();
+    this.#hash = createHash('sha256');
+    this.#hashed = 0;
+  }
+
+  async #readState(): Promise<PartState | undefined> {
+    try {
+      const value = JSON.parse(await readFile(this.#statePath, 'utf8')) as Partial<PartState>;
+      if (typeof value.url !== 'string') return undefined;
+      const state: PartState = { url: value.url };
+      if (typeof value.etag === 'string') state.etag = value.etag;
+      if (typeof value.lastModified === 'string') state.lastModified = value.lastModified;
+      if (typeof value.total === 'number') state.total = value.total;
+      return state;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #networkError(err: unknown, idle: IdleTimer, what = 'the request failed'): Error {
+    this.#throwIfAborted();
+    if (idle.timedOut) return new TransientError(`no data for ${formatSeconds(this.#s.timeoutMs)}`, { cause: err });
+    return new TransientError(`${what} (${messageOf(err)})`, { cause: err });
+  }
+
+  #throwIfAborted(): void {
+    const signal = this.#s.signal;
+    if (signal?.aborted) {
+      throw new FetchError(`Download of ${quote(this.#s.url)} was aborted; the partial file ${quote(this.#partPath)} is kept for resuming`, {
+        url: this.#s.url,
+        cause: signal.reason,
+      });
+    }
+  }
+}
+
+/** Local path source: verified, never copied, moved or deleted. */
+async function verifyLocal(path: string, source: string, expected: string | undefined, tracker: ProgressTracker): Promise<FetchResult> {
+  const s = await stat(path);
+  if (!s.isFile()) throw new ConfigError(`Dataset source ${quote(path)} is not a file: expected a zip archive`, { path });
+  tracker.setTotal(s.size);
+  const actual = await hashFile(path, s.size, tracker);
+  if (expected !== undefined && actual !== expected) {
+    throw new IntegrityError(`SHA-256 of ${quote(path)} is ${actual}, expected ${expected}`, { expected, actual, path });
+  }
+  tracker.finish(`using local file ${path}`);
+  return { path, bytes: s.size, sha256: actual, source, resumed: false, downloaded: false };
+}
+
+async function hashFile(path: string, size: number, tracker: ProgressTracker): Promise<string> {
+  const hash = createHash('sha256');
+  let done = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    hash.update(chunk as Buffer);
+    done += (chunk as Buffer).length;
+    tracker.set(Math.min(done, size));
+  }
+  return hash.digest('hex');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small shared pieces (also used by lib/http-range.ts)
+
+/** A failure worth retrying: network error, cut body, idle timeout, HTTP 408/429/5xx. */
+export class TransientError extends Error {
+  readonly status: number | undefined;
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, details: { status?: number; retryAfterMs?: number | undefined; cause?: unknown } = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'TransientError';
+    this.status = details.status;
+    this.retryAfterMs = details.retryAfterMs;
+  }
+}
+
+/** HTTP statuses retried with backoff: 408, 429 and every 5xx. */
+export function isTransientStatus(status: number): boolean {
+  return status === 408 || status === 429 || (status >= 500 && status <= 599);
+}
+
+/**
+ * Milliseconds to wait before retry number `attempt` (1-based): `backoffMs * 2^(attempt-1)`, scaled by a random
+ * factor in [0.5, 1.5) so that many clients do not retry in lockstep.
+ *
+ * @example backoffDelay(1000, 3, () => 0.5) // 4000
+ */
+export function backoffDelay(backoffMs: number, attempt: number, random: () => number = Math.random): number {
+  return Math.round(backoffMs * 2 ** Math.max(0, attempt - 1) * (0.5 + random()));
+}
+
+/**
+ * A Retry-After header in ms: delta-seconds or an HTTP date; undefined when absent or unreadable.
+ *
+ * @example parseRetryAfter('3') // 3000
+ */
+export function parseRetryAfter(value: string | null, now: number = Date.now()): number | undefined {
+  if (value === null) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** `Content-Range: bytes a-b/total` parsed; undefined unless well-formed with a known total. */
+export function parseContentRange(value: string | null): { start: number; end: number; total: number } | undefined {
+  const m = value === null ? null : /^bytes\s+(\d+)-(\d+)\/(\d+)$/i.exec(value.trim());
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
+}
+
+function contentRangeTotal(value: string | null): number | undefined {
+  const m = value === null ? null : /\/(\d+)\s*$/.exec(value);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** What changed between the recorded validators and a response's, or undefined when nothing did. */
+function describeChange(before: PartState, after: PartState, total: number | undefined): string | undefined {
+  if (before.etag !== undefined && after.etag !== undefined && before.etag !== after.etag) {
+    return `the file changed on the server (ETag ${before.etag} is now ${after.etag})`;
+  }
+  if (before.lastModified !== undefined && after.lastModified !== undefined && before.lastModified !== after.lastModified) {
+    return `the file changed on the server (Last-Modified ${before.lastModified} is now ${after.lastModified})`;
+  }
+  if (before.total !== undefined && total !== undefined && before.total !== total) {
+    return `the file changed on the server (length ${before.total} is now ${total})`;
+  }
+  return undefined;
+}
+
+/** An AbortSignal that fires when nothing arrived for `ms` (call touch() on every chunk) or when `parent` aborts. */
+export class IdleTimer {
+  readonly signal: AbortSignal;
+  timedOut = false;
+  readonly #controller = new AbortController();
+  readonly #ms: number;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(ms: number, parent?: AbortSignal) {
+    this.#ms = ms;
+    this.signal = parent ? AbortSignal.any([parent, this.#controller.signal]) : this.#controller.signal;
+    this.touch();
+  }
+
+  /** Restarts the countdown (data arrived, or the consumer is ready for more). */
+  touch(): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.timedOut = true;
+      this.#controller.abort(new Error(`no data for ${this.#ms} ms`));
+    }, this.#ms);
+  }
+
+  /** Stops the countdown (while a slow consumer, not the server, holds things up); touch() restarts it. */
+  clear(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** Waits `ms`, rejecting early when the signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason as Error);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Drops a response body we will not read, so the socket is released. */
+export function cancel(res: Response): void {
+  const body = res.body as (NodeJS.ReadableStream & { destroy?: () => void }) | null;
+  body?.destroy?.();
+}
+
+async function writeAll(handle: FileHandle, chunk: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < chunk.length) {
+    const { bytesWritten } = await handle.write(chunk, written, chunk.length - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+/** Renames `path` to the first free name among `base`, `base.1`, `base.2`, ... and returns it. Nothing is deleted. */
+async function moveAside(path: string, base = `${path}.bad`): Promise<string> {
+  for (let i = 0; ; i++) {
+    const candidate = i === 0 ? base : `${base}.${i}`;
+    if (!existsSync(candidate)) {
+      await rename(path, candidate);
+      return candidate;
+    }
+  }
+}
+
+async function readShaRecord(path: string): Promise<string | undefined> {
+  try {
+    const m = /^([0-9a-f]{64})\b/i.exec(await readFile(path, 'utf8'));
+    return m?.[1]?.toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeShaRecord(finalPath: string, name: string, digest: string): Promise<void> {
+  await writeFileAtomic(`${finalPath}.sha256`, `${digest}  ${name}\n`);
+}
+
+function normalizeSha(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(v)) throw new ConfigError(`SHA-256 ${quote(value)} is not 64 hexadecimal digits`);
+  return v;
+}
+
+/** The URL's last path segment, decoded, or 'download.zip' when it has none usable. */
+export function fileNameFromUrl(url: string): string {
+  const segment = new URL(url).pathname.split('/').pop() ?? '';
+  let name: string;
+  try {
+    name = decodeURIComponent(segment);
+  } catch {
+    name = segment;
+  }
+  return name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) ? 'download.zip' : name;
+}
+
+function checkFileName(name: string): void {
+  if (name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name)) {
+    throw new ConfigError(`File name ${quote(name)} is not a plain file name: expected a name without folders`);
+  }
+}
+
+function formatSeconds(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Proxies
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
+
+/**
+ * The proxy URL to use for `url` under `env` (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, lowercase first), or undefined
+ * for a direct connection: loopback hosts and NO_PROXY matches (`*`, `host`, `.domain`, `*.domain`, optional `:port`)
+ * never go through a proxy. Pure: reads only its arguments.
+ *
+ * @example
+ * proxyFor('https://data.mendeley.com/x.zip', { HTTPS_PROXY: 'http://proxy:3128' }) // 'http://proxy:3128'
+ * proxyFor('http://127.0.0.1:8080/x.zip', { HTTP_PROXY: 'http://proxy:3128' }) // undefined
+ */
+export function proxyFor(url: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const target = new URL(url);
+  const host = target.hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  if (LOOPBACK.has(host) || /^127\.\d+\.\d+\.\d+$/.test(host) || host.endsWith('.localhost')) return undefined;
+  const port = target.port || (target.protocol === 'https:' ? '443' : '80');
+  const noProxy = pick(env, 'no_proxy', 'NO_PROXY');
+  if (noProxy !== undefined && matchesNoProxy(host, port, noProxy)) return undefined;
+  const proxy =
+    target.protocol === 'https:'
+      ? (pick(env, 'https_proxy', 'HTTPS_PROXY') ?? pick(env, 'all_proxy', 'ALL_PROXY'))
+      : target.protocol === 'http:'
+        ? (pick(env, 'http_proxy', 'HTTP_PROXY') ?? pick(env, 'all_proxy', 'ALL_PROXY'))
+        : undefined;
+  if (proxy === undefined) return undefined;
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(proxy) ? proxy : `http://${proxy}`;
+}
+
+function pick(env: Readonly<Record<string, string | undefined>>, ...names: string[]): string | undefined {
+  for (const n of names) {
+    const v = env[n]?.trim();
+    if (v) return v;
+  }
+  return undefined;
+}
+
+function matchesNoProxy(host: string, port: string, list: string): boolean {
+  for (const raw of list.split(/[\s,]+/)) {
+    let entry = raw.trim().toLowerCase();
+    if (entry === '') continue;
+    if (entry === '*') return true;
+    let entryPort: string | undefined;
+    const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(entry);
+    if (m) {
+      entry = m[1] as string;
+      entryPort = m[2];
+    }
+    entry = entry.replace(/^\[|\]$/g, '');
+    if (entryPort !== undefined && entryPort !== port) continue;
+    if (entry.startsWith('*.')) entry = entry.slice(1);
+    if (entry.startsWith('.')) {
+      if (host.endsWith(entry) || host === entry.slice(1)) return true;
+    } else if (host === entry || host.endsWith(`.${entry}`)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * The `agent` option for node-fetch under `env`: a function of each request's URL (redirects included) that returns
+ * a proxy agent when {@link proxyFor} names a proxy, else undefined (direct). Agents are reused per proxy.
+ *
+ * @example await nodeFetch(url, { agent: proxyAgentFor(process.env) })
+ */
+export function proxyAgentFor(env: Readonly<Record<string, string | undefined>>): (url: URL) => Agent | undefined {
+  const agents = new Map<string, Agent>();
+  return (url) => {
+    const proxy = proxyFor(url.href, env);
+    if (proxy === undefined) return undefined;
+    const key = `${url.protocol} ${proxy}`;
+    let agent = agents.get(key);
+    if (agent === undefined) {
+      agent = url.protocol === 'https:' ? new HttpsProxyAgent(proxy) : new HttpProxyAgent(proxy);
+      agents.set(key, agent);
+    }
+    return agent;
+  };
+}

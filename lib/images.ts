@@ -1,0 +1,180 @@
+// Image decoding with sharp: header checks (format, bytes, pixels) and full grayscale decode to a square size.
+import { readFile, stat } from 'node:fs/promises';
+import sharp from 'sharp';
+import { DEFAULTS } from './config.js';
+import { ImageError, messageOf, quote } from './errors.js';
+
+/** What an image's header says, read without decoding pixels. */
+export interface ImageInfo {
+  readonly width: number;
+  readonly height: number;
+  /** Channels as stored (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA/CMYK). */
+  readonly channels: number;
+  /** sharp's format name: 'jpeg', 'png', 'webp', 'tiff'. */
+  readonly format: string;
+}
+
+/** Limits applied before any pixel is decoded. */
+export interface ImageLimits {
+  /** Files larger than this are refused without being read (DEFAULTS.maxInputBytes). */
+  maxInputBytes?: number;
+  /** Images whose header claims more pixels than this are refused (DEFAULTS.maxInputPixels). */
+  maxInputPixels?: number;
+  /** Names a Buffer input in error messages (a path input names itself). */
+  name?: string;
+}
+
+/** Raster formats accepted as X-rays; vector and document formats (svg, pdf) are refused. */
+export const IMAGE_FORMATS = ['jpeg', 'png', 'webp', 'tiff'] as const;
+
+const BUFFER_NAME = '<buffer>';
+
+function nameOf(input: string | Buffer, options: ImageLimits): string {
+  return typeof input === 'string' ? input : (options.name ?? BUFFER_NAME);
+}
+
+/** Reads the bytes of `input` after checking its size, so a huge file is refused before it is read. */
+async function loadBytes(input: string | Buffer, name: string, maxInputBytes: number): Promise<Buffer> {
+  let size: number;
+  if (typeof input === 'string') {
+    try {
+      size = (await stat(input)).size;
+    } catch (err) {
+      throw new ImageError(`${quote(name)}: cannot be read (${messageOf(err)})`, { path: name, cause: err });
+    }
+  } else size = input.length;
+  if (size > maxInputBytes) {
+    throw new ImageError(
+      `${quote(name)} is ${size} bytes, more than the limit of ${maxInputBytes} (maxInputBytes); ` +
+        'raise maxInputBytes if the file is trusted',
+      { path: name },
+    );
+  }
+  if (size === 0) throw new ImageError(`${quote(name)}: not a decodable image (the file is empty)`, { path: name });
+  if (typeof input !== 'string') return input;
+  try {
+    return await readFile(input);
+  } catch (err) {
+    throw new ImageError(`${quote(name)}: cannot be read (${messageOf(err)})`, { path: name, cause: err });
+  }
+}
+
+/** Turns a sharp/libvips error into an ImageError that names the file and says what kind of failure it was. */
+function wrapSharpError(err: unknown, name: string): ImageError {
+  const raw = messageOf(err).split('\n')[0]?.trim() ?? '';
+  if (/premature end|truncated|unexpected end|end of (?:file|data|stream)|not enough data/i.test(raw)) {
+    return new ImageError(
+      `${quote(name)} is truncated: the data ends before the image is complete (${raw})`,
+      { path: name, cause: err },
+    );
+  }
+  if (/unsupported image format/i.test(raw)) {
+    return new ImageError(`${quote(name)}: not a decodable image (unsupported or unrecognised format)`, {
+      path: name,
+      cause: err,
+    });
+  }
+  if (/exceeds pixel limit/i.test(raw)) {
+    return new ImageError(`${quote(name)}: not a decodable image (${raw}; see maxInputPixels)`, { path: name, cause: err });
+  }
+  const detail = raw.replace(/^Input (?:buffer|file) has corrupt header: /i, 'corrupt data: ');
+  return new ImageError(`${quote(name)}: not a decodable image (${detail || 'unknown decoder error'})`, {
+    path: name,
+    cause: err,
+  });
+}
+
+function checkHeader(meta: sharp.Metadata, name: string, maxInputPixels: number): ImageInfo {
+  const format = meta.format ?? 'unknown';
+  if (!(IMAGE_FORMATS as readonly string[]).includes(format)) {
+    throw new ImageError(
+      `${quote(name)}: not a decodable image (format ${quote(format)} is not accepted: expected ${IMAGE_FORMATS.join(', ')})`,
+      { path: name },
+    );
+  }
+  const width = meta.width ?? 0;
+  const height = meta.height ?? 0;
+  if (!(width > 0 && height > 0)) {
+    throw new ImageError(`${quote(name)}: not a decodable image (the header gives no size)`, { path: name });
+  }
+  const pixels = width * height;
+  if (pixels > maxInputPixels) {
+    throw new ImageError(
+      `${quote(name)} has ${width}x${height} = ${pixels} pixels, more than the limit of ${maxInputPixels} ` +
+        '(maxInputPixels); raise maxInputPixels if the image is trusted',
+      { path: name },
+    );
+  }
+  return { width, height, channels: meta.channels ?? 0, format };
+}
+
+async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo> {
+  let meta: sharp.Metadata;
+  try {
+    // The pixel limit is checked by checkHeader with a clearer message; sharp's own limit is off for the header read.
+    meta = await sharp(data, { failOn: 'error', limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw wrapSharpError(err, name);
+  }
+  return checkHeader(meta, name, maxInputPixels);
+}
+
+/**
+ * Reads an image's header (size, channels, format) without decoding its pixels. Refuses, with an ImageError naming
+ * the file, inputs larger than `maxInputBytes`, headers claiming more than `maxInputPixels`, and anything that is not
+ * a JPEG, PNG, WebP or TIFF image. It does not notice truncated or corrupt pixel data: {@link decodeGray} does.
+ *
+ * @example const { width, height } = await readImageInfo('data/labeled/train/virus/person1_virus_6.jpeg')
+ */
+export async function readImageInfo(input: string | Buffer, options: ImageLimits = {}): Promise<ImageInfo> {
+  const name = nameOf(input, options);
+  const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
+  return header(data, name, options.maxInputPixels ?? DEFAULTS.maxInputPixels);
+}
+
+/** Options of {@link decodeGray}. */
+export interface DecodeOptions extends ImageLimits {
+  /** Output width and height in pixels: the image is squashed to a square (sharp fit 'fill'), not cropped. */
+  size: number;
+}
+
+/**
+ * Decodes a whole image to 8-bit grayscale and resizes it to `size` x `size` (squashed, Lanczos 3), as the shared
+ * data were made. The whole pixel stream is decoded, so truncated and corrupt files fail with an ImageError instead
+ * of coming back half grey. Returns `size * size` bytes, row-major.
+ *
+ * @example const pixels = await decodeGray('scan.jpeg', { size: 224 }) // Uint8Array(50176)
+ */
+export async function decodeGray(input: string | Buffer, options: DecodeOptions): Promise<Uint8Array> {
+  const { size } = options;
+  if (!Number.isInteger(size) || size < 1 || size > 4096) {
+    throw new ImageError(`image size ${quote(size)} is not valid: expected an integer from 1 to 4096`);
+  }
+  const name = nameOf(input, options);
+  const maxInputPixels = options.maxInputPixels ?? DEFAULTS.maxInputPixels;
+  const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
+  await header(data, name, maxInputPixels);
+  let out: { data: Buffer; info: sharp.OutputInfo };
+  try {
+    out = await sharp(data, { failOn: 'error', limitInputPixels: maxInputPixels, autoOrient: true })
+      .removeAlpha()
+      .grayscale()
+      .resize(size, size, { fit: 'fill', kernel: 'lanczos3' })
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw wrapSharpError(err, name);
+  }
+  const { width, height, channels } = out.info;
+  if (width !== size || height !== size || out.data.length !== size * size * channels) {
+    throw new ImageError(
+      `${quote(name)}: not a decodable image (decoded to ${width}x${height}x${channels}, expected ${size}x${size}x1)`,
+      { path: name },
+    );
+  }
+  if (channels === 1) return new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
+  // libvips keeps 3 bands for some colour inputs; they are equal after grayscale, so keep the first.
+  const gray = new Uint8Array(size * size);
+  for (let i = 0; i < gray.length; i++) gray[i] = out.data[i * channels] ?? 0;
+  return gray;
+}

@@ -1,0 +1,149 @@
+// Pure planning of the relabel step: which source file is which split, label and patient, and where it goes.
+import { posix } from 'node:path';
+import type { Label, Split } from './config.js';
+import { LabelError, quote } from './errors.js';
+import { isJunkEntry } from './zip.js';
+
+const SPLIT_DIRS: Readonly<Record<string, Split>> = { train: 'train', test: 'test', val: 'val' };
+const CLASS_DIRS = new Set(['NORMAL', 'PNEUMONIA']);
+
+/** What a file name says. `label` is undefined when a PNEUMONIA name carries neither class or both. */
+export interface NameInfo {
+  readonly label: Label | undefined;
+  readonly patientId: string;
+  /** False when the patient id had to fall back to the file stem (the name is not in the dataset's pattern). */
+  readonly patientParsed: boolean;
+  readonly problem?: string;
+}
+
+/**
+ * Reads label and patient id from a file name found under `NORMAL/` or `PNEUMONIA/`.
+ *
+ * @example parseName('PNEUMONIA', 'person1000_virus_1681.jpeg') // { label: 'virus', patientId: 'person1000', ... }
+ * @example parseName('NORMAL', 'NORMAL2-IM-0927-0001.jpeg')    // { label: 'normal', patientId: 'NORMAL2-IM-0927' }
+ */
+export function parseName(classDir: 'NORMAL' | 'PNEUMONIA', fileName: string): NameInfo {
+  const stem = fileName.replace(/\.[^.]*$/, '');
+  if (classDir === 'NORMAL') {
+    const m = /^((?:NORMAL2-)?IM-\d+)/i.exec(stem);
+    return { label: 'normal', patientId: m?.[1] ?? stem, patientParsed: m !== null };
+  }
+  const lower = stem.toLowerCase();
+  const bacteria = lower.includes('_bacteria_') || lower.endsWith('_bacteria');
+  const virus = lower.includes('_virus_') || lower.endsWith('_virus');
+  const m = /^(person\d+)_/i.exec(stem);
+  const patientId = m?.[1] ?? (stem.split(/_(?:bacteria|virus)/i)[0] || stem);
+  const base = { patientId, patientParsed: m !== null };
+  if (bacteria && virus) return { ...base, label: undefined, problem: 'names both bacteria and virus' };
+  if (!bacteria && !virus) return { ...base, label: undefined, problem: 'names neither bacteria nor virus' };
+  return { ...base, label: bacteria ? 'bacteria' : 'virus' };
+}
+
+/** One image of the plan: `source` relative to the source root, `dest` relative to the output folder. */
+export interface PlannedImage {
+  readonly source: string;
+  readonly dest: string;
+  readonly split: Split;
+  readonly label: Label;
+  readonly patientId: string;
+  readonly patientParsed: boolean;
+}
+
+export interface RelabelPlan {
+  /** The dataset root inside the source, e.g. `chest_xray` or `CellData/chest_xray` ('' when at the top). */
+  readonly root: string;
+  readonly images: readonly PlannedImage[];
+  /** PNEUMONIA names without a usable label (only with allowUnknown; otherwise they are an error). */
+  readonly rejected: readonly { readonly source: string; readonly dest: string; readonly reason: string }[];
+  readonly junk: readonly string[];
+  /** Files outside the layout (other folders, other copies of the dataset) with the reason they were left alone. */
+  readonly ignored: readonly { readonly source: string; readonly reason: string }[];
+}
+
+interface Located {
+  readonly rel: string;
+  readonly root: string;
+  readonly split: Split;
+  readonly classDir: 'NORMAL' | 'PNEUMONIA';
+  readonly name: string;
+}
+
+function locate(rel: string): Located | undefined {
+  const parts = rel.split('/');
+  const n = parts.length;
+  if (n < 3) return undefined;
+  const split = SPLIT_DIRS[(parts[n - 3] ?? '').toLowerCase()];
+  const classDir = (parts[n - 2] ?? '').toUpperCase();
+  if (!split || !CLASS_DIRS.has(classDir)) return undefined;
+  return { rel, root: parts.slice(0, n - 3).join('/'), split, classDir: classDir as Located['classDir'], name: parts[n - 1] ?? '' };
+}
+
+/**
+ * Plans the redistribution of `NORMAL/` and `PNEUMONIA/` into `{split}/{normal,bacteria,virus}/`, keeping file
+ * names. `files` are paths relative to the source root, with `/` separators. When the source holds more than one
+ * copy of the dataset (Kaggle's archive nests a second `chest_xray/`), the copy with the most images is used and the
+ * others are listed as ignored. Unlabelled PNEUMONIA names are an error listing every one of them, unless
+ * `allowUnknown`, which plans them into `rejected/` instead.
+ *
+ * @example planRelabel({ files: ['chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' }).images[0].dest
+ * // 'train/virus/person1_virus_6.jpeg'
+ */
+export function planRelabel(options: { files: readonly string[]; source: string; allowUnknown?: boolean }): RelabelPlan {
+  const junk: string[] = [];
+  const ignored: { source: string; reason: string }[] = [];
+  const byRoot = new Map<string, Located[]>();
+  for (const raw of options.files) {
+    const rel = raw.replaceAll('\\', '/');
+    if (isJunkEntry(rel)) {
+      junk.push(rel);
+      continue;
+    }
+    const loc = locate(rel);
+    if (!loc) {
+      ignored.push({ source: rel, reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' });
+      continue;
+    }
+    const list = byRoot.get(loc.root) ?? [];
+    list.push(loc);
+    byRoot.set(loc.root, list);
+  }
+  const roots = [...byRoot.entries()].sort((a, b) => b[1].length - a[1].length || a[0].length - b[0].length);
+  const chosen = roots[0];
+  if (!chosen) {
+    throw new LabelError(
+      `no train/ or test/ folders with NORMAL/ and PNEUMONIA/ inside were found in ${quote(options.source)} ` +
+        `(${options.files.length} files looked at): expected the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/`,
+      { path: options.source },
+    );
+  }
+  for (const [root, list] of roots.slice(1)) {
+    for (const loc of list) ignored.push({ source: loc.rel, reason: `another copy of the dataset (root ${quote(root)}; using ${quote(chosen[0])})` });
+  }
+  const images: PlannedImage[] = [];
+  const unknown: { source: string; dest: string; reason: string }[] = [];
+  const seen = new Map<string, string>();
+  for (const loc of chosen[1]) {
+    const info = parseName(loc.classDir, loc.name);
+    if (info.label === undefined) {
+      unknown.push({ source: loc.rel, dest: posix.join('rejected', loc.split, loc.name), reason: info.problem ?? 'no label' });
+      continue;
+    }
+    const dest = posix.join(loc.split, info.label, loc.name);
+    const previous = seen.get(dest);
+    if (previous !== undefined) {
+      throw new LabelError(`${quote(loc.rel)} and ${quote(previous)} would both become ${quote(dest)}`, { path: options.source, files: [loc.rel, previous] });
+    }
+    seen.set(dest, loc.rel);
+    images.push({ source: loc.rel, dest, split: loc.split, label: info.label, patientId: info.patientId, patientParsed: info.patientParsed });
+  }
+  if (unknown.length > 0 && !options.allowUnknown) {
+    const list = unknown.map((u) => `  ${u.source} (${u.reason})`).join('\n');
+    throw new LabelError(
+      `${unknown.length} file(s) under PNEUMONIA/ in ${quote(options.source)} carry no single label ` +
+        `(expected _bacteria_ or _virus_ in the name); use --allow-unknown to set them aside in rejected/:\n${list}`,
+      { path: options.source, files: unknown.map((u) => u.source) },
+    );
+  }
+  images.sort((a, b) => a.dest.localeCompare(b.dest));
+  return { root: chosen[0], images, rejected: unknown, junk, ignored };
+}

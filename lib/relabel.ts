@@ -1,0 +1,281 @@
+// The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
+import { link, copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
+import { LabelError, messageOf, quote } from './errors.js';
+import { exists, sha256, writeJsonAtomic } from './fsx.js';
+import { readImageInfo } from './images.js';
+import { planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
+import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
+import { auditLeakage, dhash, type LeakageAudit } from './phash.js';
+import { ProgressTracker, type ProgressCallback } from './progress.js';
+import { chestEntryFilter, extractZip, type ExtractResult } from './zip.js';
+
+export const SUMMARY_FILE = 'summary.json';
+
+export interface RelabelOptions {
+  /** An extracted dataset folder, or a zip archive (extracted first into `extractedDir`). */
+  readonly from: string;
+  /** Output folder (DEFAULTS.labeledDir). */
+  readonly out?: string;
+  /** Where a zip `from` is extracted (DEFAULTS.extractedDir). */
+  readonly extractedDir?: string;
+  /** Set unlabelled PNEUMONIA names aside in `rejected/` instead of failing. */
+  readonly allowUnknown?: boolean;
+  /** Near-duplicate threshold of the leakage audit, in bits of a 256-bit dHash (10: no two patients of the real
+   * train split are that close, while 28 same-patient pairs are). */
+  readonly nearDuplicateBits?: number;
+  /** Images read, hashed and linked at once (DEFAULTS.prepareConcurrency). */
+  readonly concurrency?: number;
+  readonly onProgress?: ProgressCallback;
+}
+
+type Counts = Record<Label | 'total', number>;
+
+/** summary.json: what relabel found and did. */
+export interface RelabelSummary {
+  readonly version: 1;
+  readonly source: { readonly path: string; readonly kind: 'zip' | 'folder'; readonly root: string };
+  /** Images per split and label. `val` appears only when the source has Kaggle's val/ folder. */
+  readonly counts: Partial<Record<Split, Counts>>;
+  /** Distinct patient ids per split and label (ids group images within a split only). */
+  readonly patients: Partial<Record<Split, Counts>>;
+  /** Names whose patient id had to fall back to the file stem. */
+  readonly unparsedPatientIds: readonly string[];
+  readonly skipped: { readonly junk: number; readonly junkFiles: readonly string[]; readonly ignored: RelabelPlan['ignored'] };
+  readonly rejected: RelabelPlan['rejected'];
+  readonly undecodable: readonly { readonly file: string; readonly reason: string }[];
+  readonly written: { readonly linked: number; readonly copied: number; readonly kept: number };
+  readonly leakage: LeakageAudit;
+  readonly notes: readonly string[];
+}
+
+export interface RelabelResult {
+  readonly out: string;
+  /** False when the output already held exactly this dataset: nothing was written. */
+  readonly changed: boolean;
+  readonly manifest: readonly ManifestRow[];
+  readonly summary: RelabelSummary;
+  readonly extract?: ExtractResult;
+}
+
+/** Relative paths (posix separators) of every file under `root`. */
+async function listFiles(root: string): Promise<string[]> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  const files: string[] = [];
+  for (const e of entries) {
+    const full = join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
+    if (e.isFile() || (e.isSymbolicLink() && (await stat(full).catch(() => undefined))?.isFile())) {
+      files.push(relative(root, full).split(sep).join('/'));
+    }
+  }
+  return files.sort();
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight, in order of start. */
+async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return out;
+}
+
+/** Hard-links `src` to `dest` (copy when linking is impossible), through a temporary name; keeps identical files. */
+async function place(src: string, dest: string, data: Buffer, digest: string): Promise<'linked' | 'copied' | 'kept'> {
+  const [s, d] = await Promise.all([stat(src), stat(dest).catch(() => undefined)]);
+  if (d) {
+    if (d.ino === s.ino && d.dev === s.dev) return 'kept';
+    const existing = await readFile(dest);
+    if (existing.length === data.length && sha256(existing) === digest) return 'kept';
+    throw new LabelError(
+      `${quote(dest)} already exists with other content than its source ${quote(src)}: the output folder holds ` +
+        'another dataset; choose another --out or remove it first',
+      { path: dest },
+    );
+  }
+  await mkdir(dirname(dest), { recursive: true });
+  const tmp = `${dest}.part`;
+  await rm(tmp, { force: true });
+  let how: 'linked' | 'copied' = 'linked';
+  try {
+    await link(src, tmp);
+  } catch {
+    how = 'copied';
+    await copyFile(src, tmp);
+  }
+  await rename(tmp, dest);
+  return how;
+}
+
+function emptyCounts(): Counts {
+  return { normal: 0, bacteria: 0, virus: 0, total: 0 };
+}
+
+interface Examined {
+  readonly image: PlannedImage;
+  readonly row: ManifestRow;
+  readonly hash: string | undefined;
+  readonly problem: string | undefined;
+  readonly how: 'linked' | 'copied' | 'kept';
+}
+
+/** Compares the planned dataset with an existing manifest; returns the differences (empty: identical). */
+function differences(plan: readonly { dest: string; sha256: string }[], manifest: readonly ManifestRow[]): string[] {
+  const old = new Map(manifest.map((r) => [r.file, r.sha256]));
+  const diffs: string[] = [];
+  for (const p of plan) {
+    const sha = old.get(p.dest);
+    if (sha === undefined) diffs.push(`${p.dest}: new`);
+    else if (sha !== p.sha256) diffs.push(`${p.dest}: content changed`);
+    old.delete(p.dest);
+  }
+  for (const file of old.keys()) diffs.push(`${file}: gone from the source`);
+  return diffs;
+}
+
+/**
+ * Redistributes `NORMAL/` and `PNEUMONIA/` of every split into `OUT/{split}/{normal,bacteria,virus}/` (hard links
+ * where possible, copies otherwise; sources are never moved or deleted), then writes `OUT/manifest.csv` and
+ * `OUT/summary.json` (counts, patients, skipped and rejected files, undecodable images, leakage audit). A zip `from`
+ * is extracted first (chest X-ray entries only). Idempotent: over the same source a second run writes nothing and
+ * returns `changed: false`; over a different source it refuses rather than mixing.
+ *
+ * @example const { summary } = await relabel({ from: 'data/downloads/ChestXRay2017.zip', out: 'data/labeled' })
+ */
+export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
+  const out = resolve(options.out ?? DEFAULTS.labeledDir);
+  const fromStat = await stat(options.from).catch((err: unknown) => {
+    throw new LabelError(`relabel source ${quote(options.from)} does not exist (${messageOf(err)})`, { path: options.from, cause: err });
+  });
+  let root = resolve(options.from);
+  let extract: ExtractResult | undefined;
+  if (fromStat.isFile()) {
+    const extractedDir = options.extractedDir ?? DEFAULTS.extractedDir;
+    extract = await extractZip({
+      archive: options.from,
+      outDir: extractedDir,
+      include: chestEntryFilter,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    root = resolve(extractedDir);
+  }
+  if (out === root || out.startsWith(root + sep)) {
+    throw new LabelError(`the output folder ${quote(out)} is inside the source ${quote(root)}: choose another --out`, { path: out });
+  }
+  const files = (await listFiles(root)).filter((f) => !f.endsWith('.part'));
+  const plan = planRelabel({ files, source: options.from, ...(options.allowUnknown ? { allowUnknown: true } : {}) });
+
+  const tracker = new ProgressTracker({ stage: 'relabel', unit: 'files', total: plan.images.length, onProgress: options.onProgress });
+  const previous = (await exists(join(out, MANIFEST_FILE))) ? await readManifest(out) : undefined;
+  const concurrency = options.concurrency ?? DEFAULTS.prepareConcurrency;
+
+  if (previous) {
+    // Same source again? Compare content hashes only (cheap), before decoding or writing anything.
+    const hashes = await pool(plan.images, concurrency, async (image) => {
+      const digest = sha256(await readFile(join(root, image.source)));
+      tracker.add(1);
+      return { dest: image.dest, sha256: digest };
+    });
+    const diffs = differences(hashes, previous);
+    if (diffs.length === 0 && (await exists(join(out, SUMMARY_FILE)))) {
+      tracker.finish('unchanged: the output already holds this dataset');
+      const summary = JSON.parse(await readFile(join(out, SUMMARY_FILE), 'utf8')) as RelabelSummary;
+      return { out, changed: false, manifest: previous, summary, ...(extract ? { extract } : {}) };
+    }
+    if (diffs.length > 0) {
+      const shown = diffs.slice(0, 10).map((d) => `  ${d}`).join('\n');
+      throw new LabelError(
+        `${quote(out)} was made from another source: ${diffs.length} file(s) differ from ${quote(options.from)}; ` +
+          `choose another --out or remove it first:\n${shown}${diffs.length > 10 ? `\n  … and ${diffs.length - 10} more` : ''}`,
+        { path: out },
+      );
+    }
+    tracker.set(0, 'manifest found without summary: finishing the interrupted run');
+  }
+
+  const examined = await pool(plan.images, concurrency, async (image): Promise<Examined> => {
+    const src = join(root, image.source);
+    const data = await readFile(src);
+    const digest = sha256(data);
+    let info = { width: 0, height: 0, channels: 0 };
+    let hash: string | undefined;
+    let problem: string | undefined;
+    try {
+      const meta = await readImageInfo(data, { name: image.dest });
+      info = { width: meta.width, height: meta.height, channels: meta.channels };
+      hash = await dhash(data, { name: image.dest });
+    } catch (err) {
+      problem = messageOf(err);
+    }
+    const how = await place(src, join(out, image.dest), data, digest);
+    tracker.add(1);
+    const row: ManifestRow = {
+      split: image.split,
+      label: image.label,
+      file: image.dest,
+      patientId: image.patientId,
+      bytes: data.length,
+      sha256: digest,
+      ...info,
+    };
+    return { image, row, hash, problem, how };
+  });
+  for (const r of plan.rejected) {
+    const src = join(root, r.source);
+    const data = await readFile(src);
+    await place(src, join(out, r.dest), data, sha256(data));
+  }
+
+  const counts: Partial<Record<Split, Counts>> = {};
+  const patientSets = new Map<string, Set<string>>();
+  for (const { row } of examined) {
+    const c = (counts[row.split] ??= emptyCounts());
+    c[row.label]++;
+    c.total++;
+    for (const key of [`${row.split}/${row.label}`, `${row.split}/total`]) {
+      const set = patientSets.get(key) ?? new Set<string>();
+      set.add(row.patientId);
+      patientSets.set(key, set);
+    }
+  }
+  const patients: Partial<Record<Split, Counts>> = {};
+  for (const split of Object.keys(counts) as Split[]) {
+    const p = emptyCounts();
+    for (const label of [...CLASSES, 'total'] as const) p[label] = patientSets.get(`${split}/${label}`)?.size ?? 0;
+    patients[split] = p;
+  }
+  const written = { linked: 0, copied: 0, kept: 0 };
+  for (const e of examined) written[e.how]++;
+  const leakage = auditLeakage({
+    items: examined.map((e) => ({ file: e.row.file, split: e.row.split, patientId: e.row.patientId, sha256: e.row.sha256, hash: e.hash })),
+    ...(options.nearDuplicateBits !== undefined ? { threshold: options.nearDuplicateBits } : {}),
+  });
+  const summary: RelabelSummary = {
+    version: 1,
+    source: { path: options.from, kind: extract ? 'zip' : 'folder', root: plan.root },
+    counts,
+    patients,
+    unparsedPatientIds: examined.filter((e) => !e.image.patientParsed).map((e) => e.row.file),
+    skipped: { junk: plan.junk.length + (extract?.skippedJunk ?? 0), junkFiles: [...(extract?.junk ?? []), ...plan.junk].slice(0, 100), ignored: plan.ignored },
+    rejected: plan.rejected,
+    undecodable: examined.filter((e) => e.problem !== undefined).map((e) => ({ file: e.row.file, reason: e.problem ?? '' })),
+    written,
+    leakage,
+    notes: [
+      'Patient ids group images within one split only: the official archive numbers patients per split, so the same ' +
+        'personN in train and test are different children. Across splits the leakage audit compares content instead.',
+      `Near duplicates: 256-bit dHash at Hamming distance <= ${leakage.threshold}.`,
+    ],
+  };
+  // The manifest first, the summary last: a summary present means the run completed.
+  await writeManifest(out, examined.map((e) => e.row));
+  await writeJsonAtomic(join(out, SUMMARY_FILE), summary);
+  tracker.finish();
+  return { out, changed: true, manifest: examined.map((e) => e.row), summary, ...(extract ? { extract } : {}) };
+}

@@ -1,0 +1,62 @@
+// Terminal rendering for the CLI: a progress bar with rate and ETA on TTYs, sparse plain lines elsewhere.
+import type { Progress, ProgressCallback } from './progress.js';
+
+const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
+
+/** 1536 -> '1.5 KB' (decimal units, like download tools). */
+export function formatBytes(n: number): string {
+  let v = n;
+  let u = 0;
+  while (v >= 1000 && u < UNITS.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${u === 0 ? v.toFixed(0) : v.toFixed(1)} ${UNITS[u]}`;
+}
+
+/** 75 -> '1m15s'. */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const t = Math.round(s);
+  if (t < 60) return `${t}s`;
+  if (t < 3600) return `${Math.floor(t / 60)}m${String(t % 60).padStart(2, '0')}s`;
+  return `${Math.floor(t / 3600)}h${String(Math.floor((t % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** One line describing a progress event, without the bar. */
+export function describeProgress(p: Progress): string {
+  const amount = (n: number): string => (p.unit === 'bytes' ? formatBytes(n) : `${n}`);
+  const parts = [p.total !== undefined ? `${amount(p.done)}/${amount(p.total)}` : amount(p.done)];
+  if (p.unit !== 'bytes') parts[0] += ` ${p.unit}`;
+  if (p.rate !== undefined) parts.push(p.unit === 'bytes' ? `${formatBytes(p.rate)}/s` : `${p.rate.toFixed(1)} ${p.unit}/s`);
+  if (p.etaSeconds !== undefined && p.done !== p.total) parts.push(`ETA ${formatSeconds(p.etaSeconds)}`);
+  return parts.join('  ');
+}
+
+/**
+ * A ProgressCallback that draws on `stream`: an updating bar on a TTY, otherwise a line per stage at most every
+ * 10 % and for every message (CI logs stay short).
+ */
+export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): ProgressCallback {
+  const tty = Boolean(stream.isTTY);
+  const lastDecile = new Map<string, number>();
+  return (p) => {
+    const fraction = p.total ? Math.min(1, p.done / p.total) : undefined;
+    if (tty) {
+      const width = 24;
+      const bar = fraction === undefined ? '' : `${'█'.repeat(Math.round(fraction * width)).padEnd(width, '░')} ${(fraction * 100).toFixed(0).padStart(3)}% `;
+      stream.write(`\r\x1b[2K${p.stage.padEnd(8)} ${bar}${describeProgress(p)}`);
+      if (p.message) {
+        stream.write(`\n  ${p.message}\n`);
+      } else if (fraction === 1) {
+        stream.write('\n');
+      }
+      return;
+    }
+    const decile = fraction === undefined ? -1 : Math.floor(fraction * 10);
+    if (p.message || decile > (lastDecile.get(p.stage) ?? -1)) {
+      lastDecile.set(p.stage, decile);
+      stream.write(`${p.stage}: ${describeProgress(p)}${p.message ? ` (${p.message})` : ''}\n`);
+    }
+  };
+}

@@ -1,0 +1,263 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { cacheDirFor, openCache, prepareCache, type CacheIndex } from '../lib/cache.js';
+import type { Label } from '../lib/config.js';
+import { CacheError } from '../lib/errors.js';
+import { sha256 } from '../lib/fsx.js';
+import { decodeGray, readImageInfo } from '../lib/images.js';
+import { readManifest, writeManifest, type ManifestRow } from '../lib/manifest.js';
+import type { Progress } from '../lib/progress.js';
+import { datasetFiles } from './helpers/fixtures.js';
+
+const SIZE = 16;
+let root = '';
+let labeled = '';
+const q = (s: string): string => JSON.stringify(s);
+
+/** A labelled folder as relabel writes it: DIR/{train,test}/{label}/NAME plus manifest.csv. */
+async function writeLabeled(dir: string, options: { train: number; test: number; badImages?: boolean }): Promise<ManifestRow[]> {
+  const files = await datasetFiles({ perClass: { train: options.train, test: options.test }, badImages: options.badImages ?? false });
+  const rows: ManifestRow[] = [];
+  for (const f of files) {
+    const [, split, folder, name] = f.path.split('/') as [string, 'train' | 'test', string, string];
+    const label: Label = folder === 'NORMAL' ? 'normal' : name.includes('_virus_') ? 'virus' : 'bacteria';
+    const patientId = /^(person\d+)_/.exec(name)?.[1] ?? name.replace(/-\d{4}\.jpeg$/, '');
+    const file = `${split}/${label}/${name}`;
+    await mkdir(join(dir, split, label), { recursive: true });
+    await writeFile(join(dir, file), f.data);
+    const info = await readImageInfo(f.data).catch(() => ({ width: 0, height: 0, channels: 0 }));
+    rows.push({ split, label, file, patientId, bytes: f.data.length, sha256: sha256(f.data), width: info.width, height: info.height, channels: info.channels });
+  }
+  await writeManifest(dir, rows);
+  return rows;
+}
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pneumotype-cache-'));
+  labeled = join(root, 'labeled');
+  await writeLabeled(labeled, { train: 8, test: 3, badImages: true });
+});
+
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+const strip = (index: CacheIndex): Omit<CacheIndex, 'createdAt'> => {
+  const { createdAt: _createdAt, ...rest } = index;
+  return rest;
+};
+
+test('prepareCache decodes every image once, skips bad ones and carves a patient-grouped validation subset', async () => {
+  const events: Progress[] = [];
+  const cacheDir = join(root, 'c1');
+  const res = await prepareCache({ labeledDir: labeled, cacheDir, imageSize: SIZE, valFraction: 0.25, seed: 3, onProgress: (p) => events.push(p) });
+  assert.equal(res.dir, join(cacheDir, String(SIZE)));
+  assert.equal(res.dir, cacheDirFor({ cacheDir, imageSize: SIZE }));
+  assert.equal(res.reused, false);
+  const { index } = res;
+  const manifest = await readManifest(labeled);
+  assert.equal(index.imageSize, SIZE);
+  assert.equal(index.manifestSha256, sha256(await readFile(join(labeled, 'manifest.csv'))));
+  assert.deepEqual(index.classes, ['normal', 'bacteria', 'virus']);
+  assert.equal(index.splits.train?.count, 24);
+  assert.equal(index.splits.test?.count, 9);
+  assert.equal((await stat(join(res.dir, 'train.u8'))).size, 24 * SIZE * SIZE);
+  assert.equal((await stat(join(res.dir, 'test.u8'))).size, 9 * SIZE * SIZE);
+  assert.equal(index.images.length + index.failed.length, manifest.length);
+
+  const path = (f: string): string => join(labeled, f);
+  assert.deepEqual(
+    [...index.failed].sort((a, b) => a.file.localeCompare(b.file)),
+    [
+      {
+        split: 'train',
+        file: 'train/bacteria/person900_bacteria_9001.jpeg',
+        reason: `${q(path('train/bacteria/person900_bacteria_9001.jpeg'))}: not a decodable image (corrupt data: VipsJpeg: Bogus Huffman table definition)`,
+      },
+      {
+        split: 'train',
+        file: 'train/bacteria/person901_bacteria_9002.jpeg',
+        reason: `${q(path('train/bacteria/person901_bacteria_9002.jpeg'))} is truncated: the data ends before the image is complete (VipsJpeg: premature end of JPEG image)`,
+      },
+      {
+        split: 'train',
+        file: 'train/virus/person902_virus_9003.jpeg',
+        reason: `${q(path('train/virus/person902_virus_9003.jpeg'))}: not a decodable image (unsupported or unrecognised format)`,
+      },
+    ],
+  );
+  assert.ok(events.every((e) => e.stage === 'prepare' && e.unit === 'images'));
+  assert.equal(events.filter((e) => e.message?.startsWith('skipped ')).length, 3);
+  assert.equal(events.at(-1)?.done, manifest.length);
+  assert.equal(events.at(-1)?.message, `cached 33 images at ${q(res.dir)}, skipped 3`);
+  assert.ok(!(await stat(join(res.dir, 'train.u8.part')).catch(() => undefined)), 'no .part left');
+
+  // Subsets: test is test, val comes from train, no patient on both sides, every label in val.
+  const subsets = index.images.map((im) => `${im.split}:${im.subset}`);
+  assert.ok(subsets.every((s) => s === 'test:test' || s === 'train:train' || s === 'train:val'));
+  const trainPatients = new Set(index.images.filter((im) => im.subset === 'train').map((im) => im.patientId));
+  const val = index.images.filter((im) => im.subset === 'val');
+  assert.ok(val.every((im) => !trainPatients.has(im.patientId)));
+  assert.deepEqual(new Set(val.map((im) => im.label)), new Set(['normal', 'bacteria', 'virus']));
+
+  // Every cached row equals a fresh decode, in either read mode.
+  for (const preloadBytes of [0, undefined]) {
+    const cache = await openCache(res.dir, preloadBytes === undefined ? {} : { preloadBytes });
+    try {
+      assert.equal(cache.count('train') + cache.count('val'), 24);
+      assert.equal(cache.count('test'), 9);
+      for (const [i, im] of index.images.entries()) {
+        assert.equal(im.offset, index.images.filter((x, k) => k < i && x.split === im.split).length);
+        assert.deepEqual(cache.readImage(i), await decodeGray(path(im.file), { size: SIZE }), im.file);
+      }
+    } finally {
+      cache.close();
+    }
+  }
+});
+
+test('an up-to-date cache is reused untouched; a new seed only rewrites the index', async () => {
+  const cacheDir = join(root, 'c2');
+  const opts = { labeledDir: labeled, cacheDir, imageSize: SIZE, valFraction: 0.25, seed: 3 };
+  const first = await prepareCache(opts);
+  const u8 = join(first.dir, 'train.u8');
+  const before = await stat(u8);
+  const indexText = await readFile(join(first.dir, 'index.json'), 'utf8');
+  const events: Progress[] = [];
+  const again = await prepareCache({ ...opts, onProgress: (p) => events.push(p) });
+  assert.equal(again.reused, true);
+  assert.deepEqual(again.index, first.index);
+  assert.equal(await readFile(join(first.dir, 'index.json'), 'utf8'), indexText);
+  assert.equal(events.at(-1)?.message, `the cache at ${q(first.dir)} is up to date`);
+
+  const resplit = await prepareCache({ ...opts, seed: 4 });
+  assert.equal(resplit.reused, false);
+  assert.equal(resplit.resplit, true);
+  assert.equal(resplit.index.seed, 4);
+  assert.equal((await stat(u8)).mtimeMs, before.mtimeMs, 'pixels kept');
+  assert.deepEqual(
+    resplit.index.images.map(({ subset: _s, ...im }) => im),
+    first.index.images.map(({ subset: _s, ...im }) => im),
+  );
+});
+
+test('a stale cache is rebuilt, never mixed', async () => {
+  const dir = join(root, 'stale');
+  await writeLabeled(dir, { train: 4, test: 2 });
+  const cacheDir = join(root, 'c3');
+  const opts = { labeledDir: dir, cacheDir, imageSize: SIZE, valFraction: 0.2, seed: 1 };
+  const first = await prepareCache(opts);
+  assert.equal(first.index.images.length, 18);
+
+  // The manifest changes (an image dropped): a full rebuild.
+  const rows = await readManifest(dir);
+  await writeManifest(dir, rows.filter((r) => r.file !== 'test/normal/IM-0100-0001.jpeg'));
+  const second = await prepareCache(opts);
+  assert.equal(second.reused, false);
+  assert.equal(second.resplit, false);
+  assert.equal(second.index.images.length, 17);
+  assert.equal((await stat(join(second.dir, 'test.u8'))).size, 5 * SIZE * SIZE);
+
+  // A damaged .u8 file: openCache refuses it with an exact message, prepareCache rebuilds.
+  const u8 = join(second.dir, 'train.u8');
+  await truncate(u8, 100);
+  await assert.rejects(openCache(second.dir), (err: unknown) => {
+    assert.ok(err instanceof CacheError);
+    assert.equal(
+      err.message,
+      `${q(u8)} is 100 bytes, expected 12 x 16 x 16 = 3072: the cache is incomplete or corrupt; run \`pneumotype prepare\` again`,
+    );
+    return true;
+  });
+  const third = await prepareCache(opts);
+  assert.equal(third.reused, false);
+  assert.equal((await stat(u8)).size, 12 * SIZE * SIZE);
+  const cache = await openCache(third.dir);
+  cache.close();
+
+  // Only the train split: test.u8 goes away with the old index.
+  const trainOnly = await prepareCache({ ...opts, splits: ['train'] });
+  assert.deepEqual(Object.keys(trainOnly.index.splits), ['train']);
+  assert.ok(trainOnly.index.images.every((im) => im.split === 'train'));
+  assert.equal(await stat(join(trainOnly.dir, 'test.u8')).catch(() => 'gone'), 'gone');
+});
+
+test('an interrupted build resumes from its last checkpoint and ends identical to a fresh one', async () => {
+  const fresh = await prepareCache({ labeledDir: labeled, cacheDir: join(root, 'fresh'), imageSize: SIZE, seed: 9 });
+  const cacheDir = join(root, 'c4');
+  const opts = { labeledDir: labeled, cacheDir, imageSize: SIZE, seed: 9, chunkRows: 5 };
+  const controller = new AbortController();
+  await assert.rejects(
+    prepareCache({
+      ...opts,
+      signal: controller.signal,
+      onProgress: (p) => {
+        // The first bad image (row 9, in the second chunk of 5) reports at once: abort there, after that chunk.
+        if (p.done >= 9) controller.abort();
+      },
+    }),
+    { name: 'AbortError' },
+  );
+  assert.equal(await stat(join(cacheDir, String(SIZE), 'index.json')).catch(() => 'none'), 'none');
+  const events: Progress[] = [];
+  const resumed = await prepareCache({ ...opts, onProgress: (p) => events.push(p) });
+  assert.equal(resumed.resumedRows, 10);
+  assert.equal(events.find((e) => e.message?.startsWith('resuming'))?.message, 'resuming train at image 11 of 27');
+  assert.deepEqual(strip(resumed.index), strip(fresh.index));
+  for (const f of ['train.u8', 'test.u8']) {
+    assert.deepEqual(await readFile(join(resumed.dir, f)), await readFile(join(fresh.dir, f)), f);
+  }
+
+  // A journal made under other limits is not trusted: the build starts over.
+  const other = join(root, 'c5');
+  const c2 = new AbortController();
+  await assert.rejects(
+    prepareCache({ ...opts, cacheDir: other, signal: c2.signal, onProgress: (p) => p.done >= 5 && c2.abort() }),
+    { name: 'AbortError' },
+  );
+  const restarted = await prepareCache({ ...opts, cacheDir: other, maxInputPixels: 1_000_000 });
+  assert.equal(restarted.resumedRows, 0);
+  assert.deepEqual(strip({ ...restarted.index, maxInputPixels: fresh.index.maxInputPixels }), strip(fresh.index));
+});
+
+test('openCache reports a missing, broken or foreign index, and bad reads', async () => {
+  const empty = join(root, 'nothing');
+  await assert.rejects(openCache(empty), {
+    name: 'CacheError',
+    message: `no prepared cache at ${q(join(empty, 'index.json'))}: run \`pneumotype prepare\` first`,
+  });
+  const broken = join(root, 'broken');
+  await mkdir(broken, { recursive: true });
+  await writeFile(join(broken, 'index.json'), '{"version": 1,');
+  await assert.rejects(openCache(broken), (err: unknown) => {
+    assert.ok(err instanceof CacheError);
+    assert.match(err.message, /^".*index\.json" is not valid JSON \(.+\): run `pneumotype prepare` again$/);
+    return true;
+  });
+  await writeFile(join(broken, 'index.json'), '{"version": 99}');
+  await assert.rejects(openCache(broken), {
+    message: `${q(join(broken, 'index.json'))} has version 99, expected 1: run \`pneumotype prepare\` again`,
+  });
+  await writeFile(join(broken, 'index.json'), '{"version": 1, "imageSize": 16, "splits": {}}');
+  await assert.rejects(openCache(broken), {
+    message: `${q(join(broken, 'index.json'))} is not a cache index: missing images, failed or splits; run \`pneumotype prepare\` again`,
+  });
+
+  const { dir } = await prepareCache({ labeledDir: labeled, cacheDir: join(root, 'c1'), imageSize: SIZE, valFraction: 0.25, seed: 3 });
+  await rm(join(dir, 'test.u8'));
+  await assert.rejects(openCache(dir), {
+    message: `${q(join(dir, 'test.u8'))} is missing: the cache is incomplete; run \`pneumotype prepare\` again`,
+  });
+  const again = await prepareCache({ labeledDir: labeled, cacheDir: join(root, 'c1'), imageSize: SIZE, valFraction: 0.25, seed: 3 });
+  assert.equal(again.reused, false);
+  const cache = await openCache(dir);
+  assert.throws(() => cache.readImage(1000), {
+    name: 'CacheError',
+    message: `image 1000 is not in the cache at ${q(dir)}: expected 0 to 32`,
+  });
+  cache.close();
+  assert.throws(() => cache.readImage(0), { message: `the cache at ${q(dir)} is closed` });
+});

@@ -1,0 +1,434 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { SOURCES } from '../lib/config.js';
+import { ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
+import { backoffDelay, fetchDataset, parseRetryAfter, proxyFor, resolveSource } from '../lib/fetch.js';
+import type { Progress } from '../lib/progress.js';
+import { startFileServer } from './helpers/http-server.js';
+
+const DATA = randomBytes(300_000);
+const OTHER = randomBytes(280_000);
+const hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+const FAST = { backoffMs: 1, timeoutMs: 5_000 } as const;
+
+let root: string;
+let n = 0;
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pneumotype-fetch-'));
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+async function freshDir(): Promise<string> {
+  const dir = join(root, `t${n++}`);
+  await mkdir(dir);
+  return dir;
+}
+
+test('fresh download: saved under the URL name, hashed, recorded, no leftovers, monotonic progress', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const events: Progress[] = [];
+    const r = await fetchDataset({ outDir, env: { PNEUMOTYPE_SOURCE: server.url }, onProgress: (p) => events.push(p), ...FAST });
+    assert.deepEqual(r, {
+      path: join(outDir, 'data.zip'),
+      bytes: DATA.length,
+      sha256: hex(DATA),
+      source: server.url,
+      url: server.url,
+      resumed: false,
+      downloaded: true,
+    });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(await readFile(`${r.path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n`);
+    assert.deepEqual((await readdir(outDir)).sort(), ['data.zip', 'data.zip.sha256']);
+    assert.equal(server.requests.length, 1);
+    assert.equal(server.requests[0]?.range, undefined);
+    assert.ok(events.length >= 2);
+    for (let i = 1; i < events.length; i++) assert.ok((events[i]?.done ?? 0) >= (events[i - 1]?.done ?? 0), 'done never decreases');
+    const last = events.at(-1);
+    assert.equal(last?.stage, 'fetch');
+    assert.equal(last?.unit, 'bytes');
+    assert.equal(last?.done, DATA.length);
+    assert.equal(last?.total, DATA.length);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a cut connection is resumed with Range + If-Range and the file is byte-identical', async () => {
+  const server = await startFileServer({ data: DATA, cutAfterBytes: 100_000, etag: '"abc"' });
+  try {
+    const outDir = await freshDir();
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, fileName: 'x.zip', onProgress: (p) => events.push(p), ...FAST });
+    assert.equal(r.resumed, true);
+    assert.equal(r.path, join(outDir, 'x.zip'));
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(r.sha256, hex(DATA));
+    assert.equal(server.requests.length, 2);
+    const second = server.requests[1];
+    assert.match(second?.range ?? '', /^bytes=[1-9]\d*-$/);
+    assert.equal(second?.ifRange, '"abc"');
+    assert.ok(events.some((e) => e.message?.startsWith('retry 1 of 5 in ')));
+    assert.ok(events.some((e) => e.message?.startsWith('resuming at ')));
+    assert.deepEqual((await readdir(outDir)).sort(), ['x.zip', 'x.zip.sha256']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a later run resumes the .part left by a failed one (hashing what is on disk first)', async () => {
+  const server = await startFileServer({ data: DATA, cutAfterBytes: 120_000 });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await assert.rejects(fetchDataset({ source: server.url, outDir, retries: 0, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.match(err.message, new RegExp(`^Download of "${server.url}" failed after 1 attempt: .+; the partial file "${part}" is kept for resuming$`));
+      return true;
+    });
+    const sidecar = JSON.parse(await readFile(`${part}.json`, 'utf8')) as Record<string, unknown>;
+    assert.equal(sidecar.url, server.url);
+    assert.equal(sidecar.total, DATA.length);
+    assert.equal(typeof sidecar.etag, 'string');
+    const r = await fetchDataset({ source: server.url, outDir, sha256: hex(DATA), ...FAST });
+    assert.equal(r.resumed, true);
+    assert.equal(r.downloaded, true);
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.match(server.requests[1]?.range ?? '', /^bytes=[1-9]\d*-$/);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a server that ignores Range: the download restarts from zero', async () => {
+  const server = await startFileServer({ data: DATA, cutAfterBytes: 100_000, ignoreRange: true });
+  try {
+    const outDir = await freshDir();
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, onProgress: (p) => events.push(p), ...FAST });
+    assert.equal(r.resumed, false);
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.ok(server.requests[1]?.range !== undefined, 'a Range request was tried');
+    assert.ok(events.some((e) => e.message === 'the server ignored the Range request; restarting from zero'));
+  } finally {
+    await server.close();
+  }
+});
+
+test('a file changed on the server between runs (new ETag): restart from zero with the new content', async () => {
+  const server = await startFileServer({ data: DATA, cutAfterBytes: 100_000, etag: '"one"' });
+  try {
+    const outDir = await freshDir();
+    await assert.rejects(fetchDataset({ source: server.url, outDir, retries: 0, ...FAST }), FetchError);
+    server.setData(OTHER, '"two"');
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, onProgress: (p) => events.push(p), ...FAST });
+    assert.equal(r.resumed, false);
+    assert.deepEqual(await readFile(r.path), OTHER);
+    assert.equal(server.requests[1]?.ifRange, '"one"');
+    assert.ok(events.some((e) => e.message === 'the file changed on the server (ETag "one" is now "two"); restarting from zero'));
+  } finally {
+    await server.close();
+  }
+});
+
+test('503s are retried with backoff (Retry-After honoured) until the download succeeds', async () => {
+  const server = await startFileServer({ data: DATA, failFirst: 2 });
+  try {
+    const outDir = await freshDir();
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, onProgress: (p) => events.push(p), ...FAST });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(server.requests.length, 3);
+    assert.deepEqual(
+      events.filter((e) => e.message?.startsWith('retry')).map((e) => e.message?.replace(/ in \d+ ms/, '')),
+      ['retry 1 of 5: HTTP 503 Service Unavailable', 'retry 2 of 5: HTTP 503 Service Unavailable'],
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+test('retries run out: FetchError with the last status, the partial file kept', async () => {
+  const server = await startFileServer({ data: DATA, failFirst: 10 });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await assert.rejects(fetchDataset({ source: server.url, outDir, retries: 2, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(
+        err.message,
+        `Download of "${server.url}" failed after 3 attempts: HTTP 503 Service Unavailable; the partial file "${part}" is kept for resuming`,
+      );
+      assert.equal(err.status, 503);
+      return true;
+    });
+    assert.equal(server.requests.length, 3);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a stalled connection times out and is resumed', async () => {
+  const server = await startFileServer({ data: DATA, stallAfterBytes: 50_000 });
+  try {
+    const outDir = await freshDir();
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, onProgress: (p) => events.push(p), backoffMs: 1, timeoutMs: 200 });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(r.resumed, true);
+    assert.ok(events.some((e) => /^retry 1 of 5 in \d+ ms: no data for 200 ms$/.test(e.message ?? '')));
+  } finally {
+    await server.close();
+  }
+});
+
+test('404 is a FetchError at once, with status and URL', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const url = `${server.origin}/missing.zip`;
+    await assert.rejects(fetchDataset({ source: url, outDir, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(err.message, `Cannot download "${url}": the server answered HTTP 404 Not Found`);
+      assert.equal(err.status, 404);
+      assert.equal(err.url, url);
+      return true;
+    });
+    assert.equal(server.requests.length, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+test('SHA-256 mismatch: IntegrityError naming both digests, the download kept as NAME.bad', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const wrong = 'a'.repeat(64);
+    const bad = join(outDir, 'data.zip.bad');
+    await assert.rejects(fetchDataset({ source: server.url, outDir, sha256: wrong, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof IntegrityError);
+      assert.equal(err.message, `SHA-256 of "${server.url}" is ${hex(DATA)}, expected ${wrong}; the download was kept as "${bad}"`);
+      assert.equal(err.expected, wrong);
+      assert.equal(err.actual, hex(DATA));
+      return true;
+    });
+    assert.deepEqual(await readFile(bad), DATA);
+    assert.deepEqual(await readdir(outDir), ['data.zip.bad']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a second call finds the verified file and makes no request', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const first = await fetchDataset({ source: server.url, outDir, ...FAST });
+    const count = server.requests.length;
+    const second = await fetchDataset({ source: server.url, outDir, ...FAST });
+    const third = await fetchDataset({ source: server.url, outDir, sha256: hex(DATA).toUpperCase(), ...FAST });
+    assert.equal(server.requests.length, count);
+    for (const r of [second, third]) {
+      assert.equal(r.downloaded, false);
+      assert.equal(r.path, first.path);
+      assert.equal(r.sha256, first.sha256);
+      assert.equal(r.bytes, DATA.length);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test('an existing file that no longer matches its recorded SHA-256 is moved aside and downloaded again', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const path = join(outDir, 'data.zip');
+    const corrupt = Buffer.from(DATA);
+    corrupt[1000] = (corrupt[1000] ?? 0) ^ 0xff;
+    await writeFile(path, corrupt);
+    await writeFile(`${path}.sha256`, `${hex(DATA)}  data.zip\n`);
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, onProgress: (p) => events.push(p), ...FAST });
+    assert.equal(r.downloaded, true);
+    assert.deepEqual(await readFile(path), DATA);
+    assert.deepEqual(await readFile(`${path}.bad`), corrupt);
+    assert.ok(events.some((e) => e.message === `existing data.zip has SHA-256 ${hex(corrupt)}, expected ${hex(DATA)}; moved to ${path}.bad, downloading again`));
+  } finally {
+    await server.close();
+  }
+});
+
+test('a file-backed server streams from disk and resumes like a buffer-backed one', async () => {
+  const dir = await freshDir();
+  const file = join(dir, 'ZhangLabData.zip');
+  await writeFile(file, DATA);
+  const server = await startFileServer({ file, cutAfterBytes: 70_000 });
+  try {
+    const r = await fetchDataset({ source: server.url, outDir: join(dir, 'out'), ...FAST });
+    assert.equal(r.path, join(dir, 'out', 'ZhangLabData.zip'));
+    assert.equal(r.resumed, true);
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.deepEqual(await readFile(file), DATA);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a complete .part answered with 416 is verified and finished without downloading again', async () => {
+  const server = await startFileServer({ data: DATA, etag: '"e1"' });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await writeFile(part, DATA);
+    await writeFile(`${part}.json`, JSON.stringify({ url: server.url, etag: '"e1"', total: DATA.length }));
+    const r = await fetchDataset({ source: server.url, outDir, sha256: hex(DATA), ...FAST });
+    assert.equal(r.downloaded, true);
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(server.requests.length, 1);
+    assert.equal(server.requests[0]?.range, `bytes=${DATA.length}-`);
+    assert.equal(server.bytesSent, 0);
+    assert.deepEqual((await readdir(outDir)).sort(), ['data.zip', 'data.zip.sha256']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a local path is verified and returned as is', async () => {
+  const dir = await freshDir();
+  const path = join(dir, 'ChestXRay2017.zip');
+  await writeFile(path, DATA);
+  const r = await fetchDataset({ source: path, outDir: join(dir, 'out'), sha256: hex(DATA) });
+  assert.deepEqual(r, { path, bytes: DATA.length, sha256: hex(DATA), source: path, resumed: false, downloaded: false });
+  const wrong = '0'.repeat(64);
+  await assert.rejects(fetchDataset({ source: path, sha256: wrong }), (err: unknown) => {
+    assert.ok(err instanceof IntegrityError);
+    assert.equal(err.message, `SHA-256 of "${path}" is ${hex(DATA)}, expected ${wrong}`);
+    return true;
+  });
+  assert.deepEqual(await readFile(path), DATA);
+  assert.deepEqual((await readdir(dir)).sort(), ['ChestXRay2017.zip']);
+  await assert.rejects(fetchDataset({ source: dir }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, `Dataset source "${dir}" is not a file: expected a zip archive`);
+    return true;
+  });
+});
+
+test('bad source strings, SHA-256 values and file names are ConfigErrors', async () => {
+  await assert.rejects(fetchDataset({ source: 'v9' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, 'Unknown dataset source "v9": expected "v2" or "v3", an http(s) URL, or the path of an existing zip file');
+    return true;
+  });
+  await assert.rejects(fetchDataset({ source: 'v2', sha256: 'xyz' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, 'SHA-256 "xyz" is not 64 hexadecimal digits');
+    return true;
+  });
+  await assert.rejects(fetchDataset({ source: 'http://127.0.0.1:9/a.zip', fileName: '../a.zip' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, 'File name "../a.zip" is not a plain file name: expected a name without folders');
+    return true;
+  });
+});
+
+test('resolveSource classifies known names, URLs and paths', () => {
+  assert.deepEqual(resolveSource('v3'), { kind: 'known', known: SOURCES.v3 });
+  assert.deepEqual(resolveSource('https://example.org/a b.zip'), { kind: 'url', url: 'https://example.org/a%20b.zip' });
+  assert.deepEqual(resolveSource('.'), { kind: 'path', path: '.' });
+  assert.throws(() => resolveSource('ftp://example.org/a.zip'), ConfigError);
+  assert.throws(() => resolveSource('toString'), ConfigError);
+});
+
+test('an aborted signal stops the download with a FetchError', async () => {
+  const outDir = await freshDir();
+  const url = 'http://127.0.0.1:9/a.zip';
+  await assert.rejects(fetchDataset({ source: url, outDir, signal: AbortSignal.abort() }), (err: unknown) => {
+    assert.ok(err instanceof FetchError);
+    assert.equal(err.message, `Download of "${url}" was aborted; the partial file "${join(outDir, 'a.zip.part')}" is kept for resuming`);
+    return true;
+  });
+});
+
+test('proxyFor: scheme variables, lowercase first, loopback and NO_PROXY bypass', () => {
+  const env = { HTTPS_PROXY: 'http://proxy:3128', http_proxy: 'proxy2:8080', HTTP_PROXY: 'http://ignored:1' };
+  assert.equal(proxyFor('https://data.mendeley.com/x.zip', env), 'http://proxy:3128');
+  assert.equal(proxyFor('http://data.mendeley.com/x.zip', env), 'http://proxy2:8080');
+  assert.equal(proxyFor('https://a.example/x', { https_proxy: 'http://lower:1', HTTPS_PROXY: 'http://upper:1' }), 'http://lower:1');
+  assert.equal(proxyFor('https://a.example/x', { ALL_PROXY: 'http://all:1' }), 'http://all:1');
+  assert.equal(proxyFor('https://a.example/x', {}), undefined);
+  for (const host of ['127.0.0.1', 'localhost', '[::1]', '127.1.2.3']) {
+    assert.equal(proxyFor(`http://${host}:8080/x`, env), undefined, host);
+  }
+  const cases: Array<[string, string, boolean]> = [
+    ['mendeley.com', 'https://data.mendeley.com/x', true],
+    ['.mendeley.com', 'https://data.mendeley.com/x', true],
+    ['*.mendeley.com', 'https://mendeley.com/x', true],
+    ['mendeley.com', 'https://notmendeley.com/x', false],
+    ['other.org, data.mendeley.com', 'https://data.mendeley.com/x', true],
+    ['data.mendeley.com:443', 'https://data.mendeley.com/x', true],
+    ['data.mendeley.com:8443', 'https://data.mendeley.com/x', false],
+    ['*', 'https://anything.example/x', true],
+    ['', 'https://data.mendeley.com/x', false],
+  ];
+  for (const [noProxy, url, bypass] of cases) {
+    assert.equal(proxyFor(url, { ...env, NO_PROXY: noProxy }) === undefined, bypass, `${noProxy} vs ${url}`);
+    assert.equal(proxyFor(url, { ...env, no_proxy: noProxy }) === undefined, bypass, `${noProxy} vs ${url} (lowercase)`);
+  }
+});
+
+test('backoff doubles with jitter; Retry-After takes seconds or a date', () => {
+  assert.equal(backoffDelay(100, 1, () => 0.5), 100);
+  assert.equal(backoffDelay(100, 3, () => 0.5), 400);
+  assert.equal(backoffDelay(100, 3, () => 0), 200);
+  assert.equal(parseRetryAfter('7'), 7000);
+  assert.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4_000), 6000);
+  assert.equal(parseRetryAfter('soon'), undefined);
+  assert.equal(parseRetryAfter(null), undefined);
+});
+
+test('HTTP_PROXY is honoured: the request goes through a real loopback forward proxy', async () => {
+  const server = await startFileServer({ data: DATA });
+  const upstream = new URL(server.origin);
+  const seen: string[] = [];
+  const proxy: Server = createServer((req, res) => {
+    seen.push(req.url ?? '');
+    const target = new URL(req.url ?? '/');
+    const up = request(
+      { host: upstream.hostname, port: upstream.port, path: target.pathname, method: req.method, headers: { ...req.headers, host: upstream.host } },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  try {
+    const outDir = await freshDir();
+    const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    // `.invalid` never resolves: only the proxy can answer for it.
+    const url = 'http://dataset.invalid/data.zip';
+    const r = await fetchDataset({ source: url, outDir, env: { HTTP_PROXY: proxyUrl }, ...FAST });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.deepEqual(seen, [url]);
+    assert.equal(server.requests.length, 1);
+  } finally {
+    proxy.closeAllConnections();
+    await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    await server.close();
+  }
+});

@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { crc32, deflateSync } from 'node:zlib';
+import sharp from 'sharp';
+import { ImageError } from '../lib/errors.js';
+import { decodeGray, readImageInfo } from '../lib/images.js';
+import { makeJpeg } from './helpers/fixtures.js';
+
+let dir = '';
+let good: Buffer;
+const file = (name: string): string => join(dir, name);
+const q = (s: string): string => JSON.stringify(s);
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(data.length);
+  const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(body) >>> 0);
+  return Buffer.concat([length, body, crc]);
+}
+
+/** A 1-bit PNG whose header claims width x height; its pixel data is a few bytes (a decompression bomb's header). */
+function hugePng(width: number, height: number): Buffer {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 1; // bit depth
+  ihdr[9] = 0; // grayscale
+  const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
+  return Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', deflateSync(Buffer.alloc(16))), pngChunk('IEND', Buffer.alloc(0))]);
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pneumotype-images-'));
+  good = await makeJpeg({ seed: 7, width: 40, height: 48, pattern: 'bright-left' });
+  const corrupt = Buffer.from(good);
+  corrupt.fill(0x5a, 200, 400);
+  await writeFile(file('good.jpeg'), good);
+  await writeFile(file('corrupt.jpeg'), corrupt);
+  await writeFile(file('truncated.jpeg'), good.subarray(0, Math.floor(good.length / 2)));
+  await writeFile(file('text.jpeg'), 'this is not an image\n');
+  await writeFile(file('empty.jpeg'), '');
+  await writeFile(file('huge.png'), hugePng(50000, 50000));
+  await writeFile(file('vector.svg'), '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>');
+});
+
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function rejectsWith(p: Promise<unknown>, message: string, withCause = false): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof ImageError, `expected ImageError, got ${String(err)}`);
+    assert.equal(err.message, message);
+    assert.equal(err.code, 'ERR_IMAGE');
+    if (withCause) assert.ok(err.cause instanceof Error, 'sharp error kept as cause');
+    return true;
+  });
+}
+
+test('readImageInfo reads the header', async () => {
+  const info = await readImageInfo(file('good.jpeg'));
+  assert.deepEqual({ width: info.width, height: info.height, format: info.format }, { width: 40, height: 48, format: 'jpeg' });
+  assert.ok(info.channels >= 1);
+  assert.deepEqual(await readImageInfo(good), info);
+  // Header only: a truncated file still has a readable header.
+  assert.equal((await readImageInfo(file('truncated.jpeg'))).width, 40);
+});
+
+test('decodeGray squashes to size x size grayscale bytes, deterministically', async () => {
+  const a = await decodeGray(file('good.jpeg'), { size: 16 });
+  assert.ok(a instanceof Uint8Array);
+  assert.equal(a.length, 16 * 16);
+  assert.deepEqual(await decodeGray(file('good.jpeg'), { size: 16 }), a);
+  assert.deepEqual(await decodeGray(good, { size: 16 }), a);
+  // The pattern survives: the left half is brighter than the right half.
+  let left = 0;
+  let right = 0;
+  a.forEach((v, i) => {
+    if (i % 16 < 8) left += v;
+    else right += v;
+  });
+  assert.ok(left > right + 16 * 8 * 50, `left ${left} right ${right}`);
+  // Same result as sharp's own squash with Lanczos 3.
+  const direct = await sharp(good).grayscale().resize(16, 16, { fit: 'fill', kernel: 'lanczos3' }).raw().toBuffer();
+  assert.deepEqual(Buffer.from(a), direct);
+  // Colour and alpha inputs come out as one channel too.
+  const rgba = await sharp({ create: { width: 30, height: 20, channels: 4, background: { r: 200, g: 10, b: 10, alpha: 0.5 } } }).png().toBuffer();
+  assert.equal((await decodeGray(rgba, { size: 8 })).length, 64);
+});
+
+test('a corrupt JPEG is not a decodable image', async () => {
+  const msg = `${q(file('corrupt.jpeg'))}: not a decodable image (corrupt data: VipsJpeg: Bogus Huffman table definition)`;
+  await rejectsWith(decodeGray(file('corrupt.jpeg'), { size: 16 }), msg, true);
+  await rejectsWith(readImageInfo(file('corrupt.jpeg')), msg, true);
+});
+
+test('a truncated JPEG fails the full decode', async () => {
+  await rejectsWith(
+    decodeGray(file('truncated.jpeg'), { size: 16 }),
+    `${q(file('truncated.jpeg'))} is truncated: the data ends before the image is complete (VipsJpeg: premature end of JPEG image)`,
+    true,
+  );
+});
+
+test('a text file, an empty file and an SVG are refused', async () => {
+  await rejectsWith(
+    decodeGray(file('text.jpeg'), { size: 16 }),
+    `${q(file('text.jpeg'))}: not a decodable image (unsupported or unrecognised format)`,
+    true,
+  );
+  await rejectsWith(readImageInfo(file('empty.jpeg')), `${q(file('empty.jpeg'))}: not a decodable image (the file is empty)`);
+  await rejectsWith(
+    decodeGray(file('vector.svg'), { size: 16 }),
+    `${q(file('vector.svg'))}: not a decodable image (format "svg" is not accepted: expected jpeg, png, webp, tiff)`,
+  );
+  await rejectsWith(
+    decodeGray(Buffer.from('nope'), { size: 16 }),
+    '"<buffer>": not a decodable image (unsupported or unrecognised format)',
+  );
+  await rejectsWith(
+    decodeGray(Buffer.from('nope'), { size: 16, name: 'upload.jpeg' }),
+    '"upload.jpeg": not a decodable image (unsupported or unrecognised format)',
+  );
+});
+
+test('an image with too many pixels is refused before decoding', async () => {
+  const msg =
+    `${q(file('huge.png'))} has 50000x50000 = 2500000000 pixels, more than the limit of 40000000 (maxInputPixels); ` +
+    'raise maxInputPixels if the image is trusted';
+  await rejectsWith(readImageInfo(file('huge.png')), msg);
+  await rejectsWith(decodeGray(file('huge.png'), { size: 16 }), msg);
+  await rejectsWith(
+    decodeGray(good, { size: 16, maxInputPixels: 1000 }),
+    '"<buffer>" has 40x48 = 1920 pixels, more than the limit of 1000 (maxInputPixels); raise maxInputPixels if the image is trusted',
+  );
+});
+
+test('a file with too many bytes is refused before it is read', async () => {
+  await rejectsWith(
+    decodeGray(file('good.jpeg'), { size: 16, maxInputBytes: 100 }),
+    `${q(file('good.jpeg'))} is ${good.length} bytes, more than the limit of 100 (maxInputBytes); raise maxInputBytes if the file is trusted`,
+  );
+  await rejectsWith(
+    readImageInfo(good, { maxInputBytes: 100 }),
+    `"<buffer>" is ${good.length} bytes, more than the limit of 100 (maxInputBytes); raise maxInputBytes if the file is trusted`,
+  );
+});
+
+test('a missing file and a bad size are reported', async () => {
+  const missing = file('missing.jpeg');
+  await rejectsWith(
+    decodeGray(missing, { size: 16 }),
+    `${q(missing)}: cannot be read (ENOENT: no such file or directory, stat '${missing}')`,
+    true,
+  );
+  await rejectsWith(decodeGray(good, { size: 0 }), 'image size 0 is not valid: expected an integer from 1 to 4096');
+});

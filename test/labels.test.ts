@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LabelError } from '../lib/errors.js';
+import { parseName, planRelabel } from '../lib/labels.js';
+
+test('parseName reads labels and patient ids from the dataset names', () => {
+  assert.deepEqual(parseName('PNEUMONIA', 'person1000_bacteria_2931.jpeg'), { patientId: 'person1000', patientParsed: true, label: 'bacteria' });
+  assert.deepEqual(parseName('PNEUMONIA', 'person1000_virus_1681.jpeg'), { patientId: 'person1000', patientParsed: true, label: 'virus' });
+  assert.deepEqual(parseName('PNEUMONIA', 'person447_virus_921_1.jpeg'), { patientId: 'person447', patientParsed: true, label: 'virus' });
+  assert.deepEqual(parseName('NORMAL', 'IM-0115-0001.jpeg'), { label: 'normal', patientId: 'IM-0115', patientParsed: true });
+  assert.deepEqual(parseName('NORMAL', 'NORMAL2-IM-0927-0001.jpeg'), { label: 'normal', patientId: 'NORMAL2-IM-0927', patientParsed: true });
+  assert.deepEqual(parseName('NORMAL', 'scan 7.png'), { label: 'normal', patientId: 'scan 7', patientParsed: false });
+  assert.equal(parseName('PNEUMONIA', 'person5_1.jpeg').problem, 'names neither bacteria nor virus');
+  assert.equal(parseName('PNEUMONIA', 'person5_bacteria_virus_1.jpeg').problem, 'names both bacteria and virus');
+});
+
+const files = [
+  'chest_xray/train/NORMAL/IM-0115-0001.jpeg',
+  'chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg',
+  'chest_xray/train/PNEUMONIA/person1_virus_2.jpeg',
+  'chest_xray/test/NORMAL/NORMAL2-IM-0001-0001.jpeg',
+  'chest_xray/val/PNEUMONIA/person9_virus_3.jpeg',
+  'chest_xray/.DS_Store',
+  '__MACOSX/chest_xray/train/NORMAL/._IM-0115-0001.jpeg',
+  'chest_xray/README.txt',
+];
+
+test('planRelabel maps the layout to split/label/name and reports junk and ignored files', () => {
+  const plan = planRelabel({ files, source: 'fixture.zip' });
+  assert.equal(plan.root, 'chest_xray');
+  assert.deepEqual(plan.images.map((i) => i.dest), [
+    'test/normal/NORMAL2-IM-0001-0001.jpeg',
+    'train/bacteria/person1_bacteria_1.jpeg',
+    'train/normal/IM-0115-0001.jpeg',
+    'train/virus/person1_virus_2.jpeg',
+    'val/virus/person9_virus_3.jpeg',
+  ]);
+  assert.deepEqual(plan.junk, ['chest_xray/.DS_Store', '__MACOSX/chest_xray/train/NORMAL/._IM-0115-0001.jpeg']);
+  assert.deepEqual(plan.ignored, [{ source: 'chest_xray/README.txt', reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' }]);
+});
+
+test('planRelabel uses the largest copy when the archive nests a second one (Kaggle)', () => {
+  const plan = planRelabel({ files: [...files, 'chest_xray/chest_xray/train/NORMAL/IM-0115-0001.jpeg'], source: 'kaggle.zip' });
+  assert.equal(plan.root, 'chest_xray');
+  assert.deepEqual(plan.ignored.at(-1), {
+    source: 'chest_xray/chest_xray/train/NORMAL/IM-0115-0001.jpeg',
+    reason: 'another copy of the dataset (root "chest_xray/chest_xray"; using "chest_xray")',
+  });
+});
+
+test('planRelabel lists every unlabelled pneumonia name, or sets them aside with allowUnknown', () => {
+  const bad = [...files, 'chest_xray/train/PNEUMONIA/person2_3.jpeg', 'chest_xray/test/PNEUMONIA/person4_bacteria_virus_5.jpeg'];
+  assert.throws(
+    () => planRelabel({ files: bad, source: 'fixture.zip' }),
+    (err: unknown) => {
+      assert.ok(err instanceof LabelError);
+      assert.equal(
+        err.message,
+        '2 file(s) under PNEUMONIA/ in "fixture.zip" carry no single label (expected _bacteria_ or _virus_ in the name); ' +
+          'use --allow-unknown to set them aside in rejected/:\n' +
+          '  chest_xray/train/PNEUMONIA/person2_3.jpeg (names neither bacteria nor virus)\n' +
+          '  chest_xray/test/PNEUMONIA/person4_bacteria_virus_5.jpeg (names both bacteria and virus)',
+      );
+      assert.deepEqual(err.files, ['chest_xray/train/PNEUMONIA/person2_3.jpeg', 'chest_xray/test/PNEUMONIA/person4_bacteria_virus_5.jpeg']);
+      return true;
+    },
+  );
+  const plan = planRelabel({ files: bad, source: 'fixture.zip', allowUnknown: true });
+  assert.deepEqual(plan.rejected.map((r) => r.dest), ['rejected/train/person2_3.jpeg', 'rejected/test/person4_bacteria_virus_5.jpeg']);
+  assert.equal(plan.images.length, 5);
+});
+
+test('planRelabel refuses a source without the dataset layout', () => {
+  assert.throws(() => planRelabel({ files: ['a/b.jpeg', 'c.txt'], source: 'elsewhere' }), {
+    name: 'LabelError',
+    message:
+      'no train/ or test/ folders with NORMAL/ and PNEUMONIA/ inside were found in "elsewhere" (2 files looked at): ' +
+      'expected the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/',
+  });
+});

@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import AdmZip from 'adm-zip';
+import yauzl from 'yauzl';
+import { FetchError, IntegrityError } from '../lib/errors.js';
+import { openHttpRangeReader } from '../lib/http-range.js';
+import { startFileServer } from './helpers/http-server.js';
+
+/** A miniature ZhangLabData.zip: big OCT entries around small chest X-ray entries, the central directory at the end. */
+function makeArchive(): { zip: Buffer; chest: Map<string, Buffer>; oct: Map<string, Buffer> } {
+  const archive = new AdmZip();
+  const chest = new Map<string, Buffer>();
+  const oct = new Map<string, Buffer>();
+  const addOct = (name: string): void => {
+    const data = randomBytes(300_000);
+    oct.set(name, data);
+    archive.addFile(name, data);
+  };
+  for (let i = 0; i < 4; i++) addOct(`CellData/OCT/test/CNV/CNV-${i}.jpeg`);
+  for (let i = 0; i < 12; i++) {
+    // Small, partly compressible, like JPEG headers plus noise.
+    const data = Buffer.concat([Buffer.alloc(500, i), randomBytes(1500 + i * 100)]);
+    const name = `CellData/chest_xray/train/${i % 2 ? 'NORMAL' : 'PNEUMONIA'}/IM-${1000 + i}-0001.jpeg`;
+    chest.set(name, data);
+    archive.addFile(name, data);
+  }
+  for (let i = 0; i < 6; i++) addOct(`CellData/OCT/train/DME/DME-${i}.jpeg`);
+  return { zip: archive.toBuffer(), chest, oct };
+}
+const ARCHIVE = makeArchive();
+
+function openZip(reader: yauzl.RandomAccessReader, size: number): Promise<yauzl.ZipFile> {
+  return new Promise((resolve, reject) =>
+    yauzl.fromRandomAccessReader(reader, size, { lazyEntries: true, autoClose: false }, (err, zip) => (err ? reject(err) : resolve(zip))),
+  );
+}
+
+function listEntries(zip: yauzl.ZipFile): Promise<yauzl.Entry[]> {
+  return new Promise((resolve, reject) => {
+    const entries: yauzl.Entry[] = [];
+    zip.on('entry', (e: yauzl.Entry) => {
+      entries.push(e);
+      zip.readEntry();
+    });
+    zip.once('end', () => resolve(entries));
+    zip.once('error', reject);
+    zip.readEntry();
+  });
+}
+
+function readEntry(zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    zip.openReadStream(entry, (err, stream) => {
+      if (err) return reject(err);
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.once('end', () => resolve(Buffer.concat(chunks)));
+      stream.once('error', reject);
+    });
+  });
+}
+
+test('yauzl reads the central directory and chest entries over Range requests, transferring a small share', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip });
+  try {
+    let transferred = 0;
+    const remote = await openHttpRangeReader({ url: server.url, blockSize: 64 * 1024, backoffMs: 1, onBytes: (n) => (transferred += n) });
+    assert.equal(remote.size, ARCHIVE.zip.length);
+    assert.equal(remote.supportsRange, true);
+    assert.match(remote.etag ?? '', /^".+"$/);
+    const zip = await openZip(remote.reader, remote.size);
+    try {
+      const entries = await listEntries(zip);
+      assert.equal(entries.length, ARCHIVE.chest.size + ARCHIVE.oct.size);
+      const chestEntries = entries.filter((e) => e.fileName.startsWith('CellData/chest_xray/'));
+      assert.equal(chestEntries.length, ARCHIVE.chest.size);
+      for (const entry of chestEntries) assert.deepEqual(await readEntry(zip, entry), ARCHIVE.chest.get(entry.fileName));
+    } finally {
+      zip.close();
+    }
+    assert.ok(transferred < ARCHIVE.zip.length / 5, `${transferred} bytes transferred for a ${ARCHIVE.zip.length}-byte archive`);
+    assert.equal(server.bytesSent, transferred);
+    assert.equal(server.requests[0]?.method, 'HEAD');
+    for (const r of server.requests.slice(1)) {
+      assert.match(r.range ?? '', /^bytes=\d+-\d+$/);
+      assert.equal(r.ifRange, remote.etag);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test('entries larger than a block stream through their own Range request; cut connections are resumed', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip, cutAfterBytes: 20_000, cutTimes: 3, cutDelayMs: 20 });
+  try {
+    const remote = await openHttpRangeReader({ url: server.url, blockSize: 32 * 1024, backoffMs: 1 });
+    const zip = await openZip(remote.reader, remote.size);
+    try {
+      const entries = await listEntries(zip);
+      const big = entries.filter((e) => e.fileName.startsWith('CellData/OCT/')).slice(2, 5);
+      for (const entry of big) assert.deepEqual(await readEntry(zip, entry), ARCHIVE.oct.get(entry.fileName));
+    } finally {
+      zip.close();
+    }
+    const ranges = server.requests.map((r) => r.range).filter((r): r is string => r !== undefined);
+    assert.ok(ranges.some((r) => Number(/^bytes=\d+-(\d+)$/.exec(r)?.[1]) - Number(/^bytes=(\d+)-/.exec(r)?.[1]) > 32 * 1024), 'a long range');
+  } finally {
+    await server.close();
+  }
+});
+
+test('default block size: the whole archive reads correctly', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip });
+  try {
+    const remote = await openHttpRangeReader({ url: server.url, backoffMs: 1 });
+    const zip = await openZip(remote.reader, remote.size);
+    try {
+      for (const entry of await listEntries(zip)) {
+        assert.deepEqual(await readEntry(zip, entry), ARCHIVE.chest.get(entry.fileName) ?? ARCHIVE.oct.get(entry.fileName));
+      }
+    } finally {
+      zip.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test('HEAD refused: the size comes from a one-byte ranged GET; 503s are retried', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip, noHead: true, failFirst: 2 });
+  try {
+    const remote = await openHttpRangeReader({ url: server.url, backoffMs: 1 });
+    assert.equal(remote.size, ARCHIVE.zip.length);
+    assert.deepEqual(
+      server.requests.map((r) => `${r.method} ${r.range ?? ''}`.trim()),
+      ['HEAD', 'HEAD', 'HEAD', 'GET bytes=0-0'],
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+test('a server without Range support is a FetchError pointing at pneumotype fetch', async () => {
+  for (const options of [{ ignoreRange: true }, { rejectRange: true }]) {
+    const server = await startFileServer({ data: ARCHIVE.zip, ...options });
+    try {
+      let transferred = 0;
+      await assert.rejects(openHttpRangeReader({ url: server.url, backoffMs: 1, onBytes: (n) => (transferred += n) }), (err: unknown) => {
+        assert.ok(err instanceof FetchError);
+        assert.equal(
+          err.message,
+          `The server of "${server.url}" does not support HTTP Range requests; download the whole archive with \`pneumotype fetch\` instead`,
+        );
+        return true;
+      });
+      assert.equal(transferred, 0, 'the full body is not read');
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+test('404 is a FetchError naming the URL and status', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip });
+  try {
+    const url = `${server.origin}/nothing.zip`;
+    await assert.rejects(openHttpRangeReader({ url, backoffMs: 1 }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(err.message, `Cannot read "${url}": the server answered HTTP 404 Not Found`);
+      assert.equal(err.status, 404);
+      return true;
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+test('a file that changes on the server after opening is an IntegrityError, never a mix of versions', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip, etag: '"old"' });
+  try {
+    const remote = await openHttpRangeReader({ url: server.url, backoffMs: 1 });
+    server.setData(Buffer.concat([ARCHIVE.zip, Buffer.alloc(10)]), '"new"');
+    await assert.rejects(openZip(remote.reader, remote.size), (err: unknown) => {
+      assert.ok(err instanceof IntegrityError);
+      assert.equal(err.message, `Remote file "${server.url}" changed while it was being read (ETag "old" is now "new"); open it again`);
+      assert.equal(err.expected, '"old"');
+      assert.equal(err.actual, '"new"');
+      return true;
+    });
+  } finally {
+    await server.close();
+  }
+});
