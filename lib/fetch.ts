@@ -457,7 +457,12 @@ async function hashFile(path: string, size: number, tracker: ProgressTracker): P
 // ---------------------------------------------------------------------------------------------------------------
 // Small shared pieces (also used by lib/http-range.ts)
 
-/** A failure worth retrying: network error, cut body, idle timeout, HTTP 408/429/5xx. */
+/**
+ * A failure worth retrying: network error, cut body, idle timeout, HTTP 408/429/5xx. Internal to the retry loops;
+ * callers only ever see the FetchError it becomes when retries run out.
+ *
+ * @example throw new TransientError('HTTP 503 Service Unavailable', { status: 503, retryAfterMs: 2000 })
+ */
 export class TransientError extends Error {
   readonly status: number | undefined;
   readonly retryAfterMs: number | undefined;
@@ -469,7 +474,11 @@ export class TransientError extends Error {
   }
 }
 
-/** HTTP statuses retried with backoff: 408, 429 and every 5xx. */
+/**
+ * HTTP statuses retried with backoff: 408, 429 and every 5xx.
+ *
+ * @example isTransientStatus(503) // true; isTransientStatus(404) // false
+ */
 export function isTransientStatus(status: number): boolean {
   return status === 408 || status === 429 || (status >= 500 && status <= 599);
 }
@@ -497,7 +506,11 @@ export function parseRetryAfter(value: string | null, now: number = Date.now()):
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-/** `Content-Range: bytes a-b/total` parsed; undefined unless well-formed with a known total. */
+/**
+ * `Content-Range: bytes a-b/total` parsed; undefined unless well-formed with a known total.
+ *
+ * @example parseContentRange('bytes 100-199/1000') // { start: 100, end: 199, total: 1000 }
+ */
 export function parseContentRange(value: string | null): { start: number; end: number; total: number } | undefined {
   const m = value === null ? null : /^bytes\s+(\d+)-(\d+)\/(\d+)$/i.exec(value.trim());
   if (!m) return undefined;
@@ -523,7 +536,13 @@ function describeChange(before: PartState, after: PartState, total: number | und
   return undefined;
 }
 
-/** An AbortSignal that fires when nothing arrived for `ms` (call touch() on every chunk) or when `parent` aborts. */
+/**
+ * An AbortSignal that fires when nothing arrived for `ms` (call touch() on every chunk) or when `parent` aborts.
+ *
+ * @example
+ * const idle = new IdleTimer(60_000, signal);
+ * try { const res = await fetch(url, { signal: idle.signal }); for await (const c of res.body!) idle.touch() } finally { idle.clear() }
+ */
 export class IdleTimer {
   readonly signal: AbortSignal;
   timedOut = false;
@@ -553,7 +572,11 @@ export class IdleTimer {
   }
 }
 
-/** Waits `ms`, rejecting early when the signal aborts. */
+/**
+ * Waits `ms`, rejecting early when the signal aborts.
+ *
+ * @example await sleep(backoffDelay(1000, 2), signal)
+ */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason as Error);
@@ -569,7 +592,11 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Drops a response body we will not read, so the socket is released. */
+/**
+ * Drops a response body we will not read, so the socket is released.
+ *
+ * @example if (res.status !== 206) cancel(res)
+ */
 export function cancel(res: Response): void {
   const body = res.body as (NodeJS.ReadableStream & { destroy?: () => void }) | null;
   body?.destroy?.();
@@ -614,7 +641,11 @@ function normalizeSha(value: string | undefined): string | undefined {
   return v;
 }
 
-/** The URL's last path segment, decoded, or 'download.zip' when it has none usable. */
+/**
+ * The URL's last path segment, decoded, or 'download.zip' when it has none usable.
+ *
+ * @example fileNameFromUrl('https://example.org/files/Chest%20X.zip?dl=1') // 'Chest X.zip'
+ */
 export function fileNameFromUrl(url: string): string {
   const segment = new URL(url).pathname.split('/').pop() ?? '';
   let name: string;

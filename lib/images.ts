@@ -61,7 +61,13 @@ async function loadBytes(input: string | Buffer, name: string, maxInputBytes: nu
 
 /** Turns a sharp/libvips error into an ImageError that names the file and says what kind of failure it was. */
 function wrapSharpError(err: unknown, name: string): ImageError {
-  const raw = messageOf(err).split('\n')[0]?.trim() ?? '';
+  // libvips may put several lines in one error (a warning, then the error): keep them all, on one line.
+  const raw = messageOf(err)
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '')
+    .join('; ')
+    .replace(/^Input (?:buffer|file) has corrupt header: /i, '');
   if (/premature end|truncated|unexpected end|end of (?:file|data|stream)|not enough data/i.test(raw)) {
     return new ImageError(
       `${quote(name)} is truncated: the data ends before the image is complete (${raw})`,
@@ -77,8 +83,7 @@ function wrapSharpError(err: unknown, name: string): ImageError {
   if (/exceeds pixel limit/i.test(raw)) {
     return new ImageError(`${quote(name)}: not a decodable image (${raw}; see maxInputPixels)`, { path: name, cause: err });
   }
-  const detail = raw.replace(/^Input (?:buffer|file) has corrupt header: /i, 'corrupt data: ');
-  return new ImageError(`${quote(name)}: not a decodable image (${detail || 'unknown decoder error'})`, {
+  return new ImageError(`${quote(name)}: not a decodable image (corrupt data: ${raw || 'unknown decoder error'})`, {
     path: name,
     cause: err,
   });
@@ -108,14 +113,59 @@ function checkHeader(meta: sharp.Metadata, name: string, maxInputPixels: number)
   return { width, height, channels: meta.channels ?? 0, format };
 }
 
-async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo> {
-  let meta: sharp.Metadata;
+// libvips keeps one error buffer per process: when two operations fail at once, one of them may report the other's
+// message or "Unknown error". Operations run "shared"; a failed one is retried "alone" (after the shared ones in
+// flight finish, with new ones held back), so the error it reports is its own. Failures are rare, so this is cheap.
+let active = 0;
+let exclusive: Promise<void> | undefined;
+let idleWaiters: (() => void)[] = [];
+
+async function shared<T>(op: () => Promise<T>): Promise<T> {
+  while (exclusive) await exclusive;
+  active++;
   try {
-    // The pixel limit is checked by checkHeader with a clearer message; sharp's own limit is off for the header read.
-    meta = await sharp(data, { failOn: 'error', limitInputPixels: false }).metadata();
-  } catch (err) {
-    throw wrapSharpError(err, name);
+    return await op();
+  } finally {
+    active--;
+    if (active === 0) {
+      const waiters = idleWaiters;
+      idleWaiters = [];
+      for (const w of waiters) w();
+    }
   }
+}
+
+async function alone<T>(op: () => Promise<T>): Promise<T> {
+  while (exclusive) await exclusive;
+  let release = (): void => {};
+  exclusive = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  try {
+    while (active > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
+    return await op();
+  } finally {
+    exclusive = undefined;
+    release();
+  }
+}
+
+/** Runs a sharp operation; a failure is retried alone once and reported as an ImageError naming the file. */
+async function runSharp<T>(op: () => Promise<T>, name: string): Promise<T> {
+  try {
+    return await shared(op);
+  } catch {
+    try {
+      return await alone(op);
+    } catch (err) {
+      throw wrapSharpError(err, name);
+    }
+  }
+}
+
+async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo> {
+  // The pixel limit is checked by checkHeader with a clearer message; sharp's own limit is off for the header read.
+  const meta = await runSharp(() => sharp(data, { failOn: 'error', limitInputPixels: false }).metadata(), name);
   return checkHeader(meta, name, maxInputPixels);
 }
 
@@ -154,17 +204,16 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   const maxInputPixels = options.maxInputPixels ?? DEFAULTS.maxInputPixels;
   const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
   await header(data, name, maxInputPixels);
-  let out: { data: Buffer; info: sharp.OutputInfo };
-  try {
-    out = await sharp(data, { failOn: 'error', limitInputPixels: maxInputPixels, autoOrient: true })
-      .removeAlpha()
-      .grayscale()
-      .resize(size, size, { fit: 'fill', kernel: 'lanczos3' })
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
-  } catch (err) {
-    throw wrapSharpError(err, name);
-  }
+  const out = await runSharp(
+    () =>
+      sharp(data, { failOn: 'error', limitInputPixels: maxInputPixels, autoOrient: true })
+        .removeAlpha()
+        .grayscale()
+        .resize(size, size, { fit: 'fill', kernel: 'lanczos3' })
+        .raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true }),
+    name,
+  );
   const { width, height, channels } = out.info;
   if (width !== size || height !== size || out.data.length !== size * size * channels) {
     throw new ImageError(

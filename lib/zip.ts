@@ -1,8 +1,9 @@
 // Safe, streaming, resumable zip extraction with yauzl: refuses traversal, links, bombs and corrupt data.
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { addAbortSignal, type Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import yauzl from 'yauzl';
 import type { Entry, Options as YauzlOptions, ZipFile } from 'yauzl';
@@ -86,6 +87,9 @@ export const ZIP_OPEN_OPTIONS: Readonly<YauzlOptions> = Object.freeze({
 
 /** Entries below this size are never refused for their compression ratio (small files compress unpredictably). */
 const RATIO_MIN_BYTES = 1024 * 1024;
+
+/** Write buffer of each `.part` file. */
+const WRITE_BYTES = 1024 * 1024;
 
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
@@ -453,36 +457,39 @@ async function extractEntry(
   let crc = 0;
   try {
     await mkdir(dirname(target), { recursive: true });
-    const handle = await open(part, 'w');
     try {
-      try {
-        stream = await openReadStream(zipfile, entry);
-      } catch (err) {
-        throw unreadable(err);
-      }
-      // The loop below sees every error; this listener keeps one raised before or after it from crashing the process.
-      stream.on('error', ignore);
-      if (context.signal) addAbortSignal(context.signal, stream);
-      try {
-        for await (const chunk of stream) {
-          const buf = chunk as Buffer;
-          actual += buf.length;
-          if (actual > context.maxEntryBytes) {
-            throw new ArchiveError(`${where} inflates to more than ${context.maxEntryBytes} bytes (maxEntryBytes); refusing a possible zip bomb`, details);
-          }
-          if (actual > declared) {
-            throw new ArchiveError(`${where} inflates to more than its declared ${declared} bytes; the archive is corrupt or a zip bomb`, details);
-          }
-          crc = crc32(buf, crc);
-          await handle.write(buf);
-          context.tracker.add(buf.length);
+      stream = await openReadStream(zipfile, entry);
+    } catch (err) {
+      throw unreadable(err);
+    }
+    // pipeline sees every error; this listener keeps one raised before or after it from crashing the process.
+    stream.on('error', ignore);
+    const check = new Transform({
+      transform(chunk: Buffer, _encoding, done): void {
+        actual += chunk.length;
+        if (actual > context.maxEntryBytes) {
+          done(new ArchiveError(`${where} inflates to more than ${context.maxEntryBytes} bytes (maxEntryBytes); refusing a possible zip bomb`, details));
+        } else if (actual > declared) {
+          done(new ArchiveError(`${where} inflates to more than its declared ${declared} bytes; the archive is corrupt or a zip bomb`, details));
+        } else {
+          crc = crc32(chunk, crc);
+          context.tracker.add(chunk.length);
+          done(null, chunk);
         }
-      } catch (err) {
-        if (context.signal?.aborted) throw context.signal.reason;
-        throw err instanceof ArchiveError ? err : unreadable(err);
-      }
-    } finally {
-      await handle.close();
+      },
+    });
+    const sink = createWriteStream(part, { highWaterMark: WRITE_BYTES });
+    let writeFailure: unknown;
+    sink.on('error', (err) => {
+      writeFailure ??= err;
+    });
+    try {
+      await pipeline(stream, check, sink, context.signal ? { signal: context.signal } : {});
+    } catch (err) {
+      if (context.signal?.aborted) throw context.signal.reason;
+      if (err instanceof PneumotypeError) throw err;
+      if (writeFailure !== undefined) throw writeFailure;
+      throw unreadable(err);
     }
     if (actual !== declared) {
       throw new ArchiveError(`${where} holds ${actual} bytes, fewer than its declared ${declared}; the archive is corrupt or truncated`, details);

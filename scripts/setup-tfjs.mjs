@@ -220,8 +220,8 @@ if (process.env.PNEUMOTYPE_SKIP_TFJS_SETUP === '1') {
   const cpu = setup('@tensorflow/tfjs-node', 'cpu');
   setup('@tensorflow/tfjs-node-gpu', 'gpu');
   // By default never fail `npm install`: the library falls back to pure JS with a loud warning and
-  // `pneumotype doctor` explains. CI sets PNEUMOTYPE_REQUIRE_NATIVE=1 so that a broken recipe fails loudly.
-  if (!cpu && process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') {
+  // `pneumotype doctor` explains. CI sets PNEUMOTYPE_REQUIRE_NATIVE=1 (CI=true does the same) so that a broken recipe fails loudly.
+  if (!cpu && (process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1' || process.env.CI === 'true')) {
     log('PNEUMOTYPE_REQUIRE_NATIVE=1 and native TensorFlow is not ready: failing');
     process.exitCode = 1;
   } else if (!cpu) {

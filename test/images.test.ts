@@ -37,8 +37,10 @@ function hugePng(width: number, height: number): Buffer {
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pneumotype-images-'));
   good = await makeJpeg({ seed: 7, width: 40, height: 48, pattern: 'bright-left' });
+  // Garbage in the first Huffman table: corrupt whatever the encoder's exact output.
   const corrupt = Buffer.from(good);
-  corrupt.fill(0x5a, 200, 400);
+  const dht = corrupt.indexOf(Buffer.from([0xff, 0xc4]));
+  corrupt.fill(0xff, dht + 4, dht + 40);
   await writeFile(file('good.jpeg'), good);
   await writeFile(file('corrupt.jpeg'), corrupt);
   await writeFile(file('truncated.jpeg'), good.subarray(0, Math.floor(good.length / 2)));

@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 
-/** A tiny grayscale JPEG whose content depends on `seed` (so hashes differ) and, optionally, on a class pattern. */
+/** A tiny 8-bit grayscale (1-channel, like the dataset's) JPEG whose content depends on `seed` (so hashes differ) and, optionally, on a class pattern. */
 export async function makeJpeg(options: { seed: number; width?: number; height?: number; pattern?: 'bright-left' | 'bright-right' | 'stripes' }): Promise<Buffer> {
   const width = options.width ?? 40;
   const height = options.height ?? 48;
@@ -20,7 +20,7 @@ export async function makeJpeg(options: { seed: number; width?: number; height?:
       pixels[y * width + x] = Math.min(255, base + noise);
     }
   }
-  return sharp(pixels, { raw: { width, height, channels: 1 } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp(pixels, { raw: { width, height, channels: 1 } }).toColourspace('b-w').jpeg({ quality: 90 }).toBuffer();
 }
 
 export interface FixtureFile {
@@ -70,7 +70,7 @@ export async function datasetFiles(options: DatasetFixtureOptions = {}): Promise
   if (options.badImages) {
     const good = await makeJpeg({ seed: 999, ...size });
     const corrupt = Buffer.from(good);
-    corrupt.fill(0x5a, 200, 400);
+    corrupt.fill(0x5a, 150, 250); // inside the Huffman tables: a header-level corruption decoders must report
     files.push({ path: `${prefix}/train/PNEUMONIA/person900_bacteria_9001.jpeg`, data: corrupt });
     files.push({ path: `${prefix}/train/PNEUMONIA/person901_bacteria_9002.jpeg`, data: good.subarray(0, Math.floor(good.length / 2)) });
     files.push({ path: `${prefix}/train/PNEUMONIA/person902_virus_9003.jpeg`, data: Buffer.from('this is not an image\n') });

@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat, writeFile, mkdir, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import AdmZip from 'adm-zip';
+import sharp from 'sharp';
+import { LabelError } from '../lib/errors.js';
+import { readManifest } from '../lib/manifest.js';
+import { relabel } from '../lib/relabel.js';
+import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
+
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-relabel-'));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('relabel links a folder into three classes per split, with manifest, summary and a clean audit', async () => {
+  const src = join(tmp, 'a-src');
+  const out = join(tmp, 'a-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 4, test: 2, val: 1 }, junk: true, badImages: true }));
+  const events: string[] = [];
+  const r = await relabel({ from: src, out, onProgress: (p) => events.push(p.stage) });
+  assert.equal(r.changed, true);
+  const s = r.summary;
+  assert.deepEqual(s.counts, {
+    train: { normal: 4, bacteria: 6, virus: 5, total: 15 },
+    test: { normal: 2, bacteria: 2, virus: 2, total: 6 },
+    val: { normal: 1, bacteria: 1, virus: 1, total: 3 },
+  });
+  assert.deepEqual(s.patients.train, { normal: 4, bacteria: 4, virus: 3, total: 11 });
+  assert.equal(s.skipped.junk, 4);
+  assert.deepEqual(s.undecodable.map((u) => u.file).sort(), [
+    'train/bacteria/person900_bacteria_9001.jpeg',
+    'train/bacteria/person901_bacteria_9002.jpeg',
+    'train/virus/person902_virus_9003.jpeg',
+  ]);
+  assert.equal(s.leakage.clean, true);
+  assert.equal(s.written.linked + s.written.copied, 24);
+  assert.ok(events.includes('relabel'));
+
+  const rows = await readManifest(out);
+  assert.equal(rows.length, 24);
+  const row = rows.find((x) => x.file === 'train/normal/IM-0100-0001.jpeg');
+  assert.deepEqual({ ...row, sha256: row?.sha256.length }, {
+    split: 'train', label: 'normal', file: 'train/normal/IM-0100-0001.jpeg', patientId: 'IM-0100',
+    bytes: (await stat(join(src, 'chest_xray/train/NORMAL/IM-0100-0001.jpeg'))).size, sha256: 64, width: 40, height: 48, channels: 1,
+  });
+  // Hard links: same inode as the source, and the source is still there.
+  const [a, b] = await Promise.all([stat(join(out, 'train/normal/IM-0100-0001.jpeg')), stat(join(src, 'chest_xray/train/NORMAL/IM-0100-0001.jpeg'))]);
+  assert.equal(a.ino, b.ino);
+  assert.deepEqual((await readdir(join(out))).sort(), ['manifest.csv', 'summary.json', 'test', 'train', 'val']);
+
+  // A second run over the same source writes nothing.
+  const manifestBefore = await stat(join(out, 'manifest.csv'));
+  const again = await relabel({ from: src, out });
+  assert.equal(again.changed, false);
+  assert.equal((await stat(join(out, 'manifest.csv'))).mtimeMs, manifestBefore.mtimeMs);
+  assert.deepEqual(again.summary.counts, s.counts);
+});
+
+test('relabel refuses a changed source rather than mixing, and an output inside the source', async () => {
+  const src = join(tmp, 'b-src');
+  const out = join(tmp, 'b-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 2, test: 1 } }));
+  await relabel({ from: src, out });
+  await writeFile(join(src, 'chest_xray/test/NORMAL/IM-0100-0001.jpeg'), await makeJpeg({ seed: 4242 }));
+  await writeFile(join(src, 'chest_xray/test/NORMAL/IM-0777-0001.jpeg'), 'x');
+  await assert.rejects(relabel({ from: src, out }), (err: unknown) => {
+    assert.ok(err instanceof LabelError);
+    assert.equal(
+      err.message,
+      `"${out}" was made from another source: 2 file(s) differ from "${src}"; choose another --out or remove it first:\n` +
+        '  test/normal/IM-0100-0001.jpeg: content changed\n  test/normal/IM-0777-0001.jpeg: new',
+    );
+    return true;
+  });
+  await assert.rejects(relabel({ from: src, out: join(src, 'labeled') }), {
+    name: 'LabelError',
+    message: `the output folder "${join(src, 'labeled')}" is inside the source "${src}": choose another --out`,
+  });
+  await assert.rejects(relabel({ from: join(tmp, 'nope'), out }), { name: 'LabelError', message: new RegExp(`^relabel source "${join(tmp, 'nope')}" does not exist`) });
+});
+
+test('relabel sets unlabelled names aside with allowUnknown and lists them otherwise', async () => {
+  const src = join(tmp, 'c-src');
+  await writeTree(src, await datasetFiles({ perClass: { train: 1, test: 1 }, unlabeled: true }));
+  await assert.rejects(relabel({ from: src, out: join(tmp, 'c-out1') }), { name: 'LabelError', message: /^2 file\(s\) under PNEUMONIA\// });
+  const r = await relabel({ from: src, out: join(tmp, 'c-out2'), allowUnknown: true });
+  assert.deepEqual(r.summary.rejected.map((x) => x.dest), ['rejected/train/person950_9501.jpeg', 'rejected/train/person951_bacteria_virus_9502.jpeg']);
+  assert.ok((await stat(join(tmp, 'c-out2/rejected/train/person950_9501.jpeg'))).isFile());
+});
+
+/** A smooth 160 px grayscale JPEG (X-ray-like low frequencies, unlike the fixtures' pixel noise). */
+async function smoothJpeg(seed: number, quality = 90): Promise<Buffer> {
+  const n = 160;
+  const px = Buffer.alloc(n * n);
+  for (let y = 0; y < n; y++) {
+    for (let x = 0; x < n; x++) px[y * n + x] = 128 + 60 * Math.sin(x / (9 + seed) + seed) * Math.cos(y / (13 + seed));
+  }
+  return sharp(px, { raw: { width: n, height: n, channels: 1 } }).toColourspace('b-w').jpeg({ quality }).toBuffer();
+}
+
+test('the leakage audit finds identical and re-encoded images shared by train and test', async () => {
+  const src = join(tmp, 'd-src');
+  await writeTree(src, await datasetFiles({ perClass: { train: 2, test: 1 } }));
+  const trainImage = await readFile(join(src, 'chest_xray/train/NORMAL/IM-0100-0001.jpeg'));
+  await writeFile(join(src, 'chest_xray/test/NORMAL/IM-0500-0001.jpeg'), trainImage);
+  await writeFile(join(src, 'chest_xray/train/PNEUMONIA/person80_virus_80.jpeg'), await smoothJpeg(3));
+  await writeFile(join(src, 'chest_xray/test/PNEUMONIA/person70_virus_77.jpeg'), await smoothJpeg(3, 40));
+  await writeFile(join(src, 'chest_xray/test/PNEUMONIA/person71_virus_78.jpeg'), await smoothJpeg(7));
+  const r = await relabel({ from: src, out: join(tmp, 'd-out') });
+  const audit = r.summary.leakage;
+  assert.equal(audit.clean, false);
+  assert.deepEqual(audit.identicalAcrossSplits.map(({ a, b }) => [a, b].sort()), [['test/normal/IM-0500-0001.jpeg', 'train/normal/IM-0100-0001.jpeg']]);
+  assert.deepEqual(audit.nearDuplicatesAcrossSplits.map(({ a, b }) => [a, b].sort()), [['test/virus/person70_virus_77.jpeg', 'train/virus/person80_virus_80.jpeg']]);
+});
+
+test('relabel extracts a zip first (chest X-ray entries only) and never touches the archive', async () => {
+  const zipPath = join(tmp, 'e.zip');
+  const zip = new AdmZip();
+  for (const f of await datasetFiles({ prefix: 'CellData/chest_xray', perClass: { train: 2, test: 1 }, junk: true })) zip.addFile(f.path, f.data);
+  zip.addFile('CellData/OCT/train/CNV/CNV-1-1.jpeg', Buffer.from('oct'));
+  zip.writeZip(zipPath);
+  const before = await readFile(zipPath);
+  await mkdir(join(tmp, 'e'), { recursive: true });
+  const r = await relabel({ from: zipPath, out: join(tmp, 'e/labeled'), extractedDir: join(tmp, 'e/extracted') });
+  assert.equal(r.summary.source.kind, 'zip');
+  assert.equal(r.summary.source.root, 'CellData/chest_xray');
+  assert.equal(r.summary.counts.train?.total, 6);
+  assert.equal(r.summary.counts.test?.total, 3);
+  assert.equal(r.extract?.excluded, 1);
+  assert.deepEqual(await readFile(zipPath), before);
+});
