@@ -22,23 +22,23 @@ export interface ExtractOptions {
    */
   archive: ArchiveSource;
   /** Folder the entries are written under, with their archive paths. Default DEFAULTS.extractedDir. */
-  outDir?: string;
+  outDir?: string | undefined;
   /** Entries to extract (default: all). Junk entries ({@link isJunkEntry}) are never extracted. */
-  include?: (entryName: string) => boolean;
+  include?: (entryName: string) => boolean | undefined;
   /** More entries than this in the archive: refused. Default DEFAULTS.maxArchiveEntries. */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
   /** Sum of declared uncompressed sizes of the selected entries above this: refused. Default DEFAULTS.maxExtractBytes. */
-  maxTotalBytes?: number;
+  maxTotalBytes?: number | undefined;
   /** One entry larger than this, declared or actual: refused. Default DEFAULTS.maxEntryBytes. */
-  maxEntryBytes?: number;
+  maxEntryBytes?: number | undefined;
   /** Uncompressed/compressed above this for an entry over 1 MiB: refused. Default DEFAULTS.maxCompressionRatio. */
-  maxCompressionRatio?: number;
+  maxCompressionRatio?: number | undefined;
   /** Stage 'extract', unit 'bytes': uncompressed bytes of the selected entries, written or found already present. */
-  onProgress?: ProgressCallback;
+  onProgress?: ProgressCallback | undefined;
   /** At most one progress event per interval. Default DEFAULTS.progressIntervalMs. */
-  progressIntervalMs?: number;
+  progressIntervalMs?: number | undefined;
   /** Aborts between and within entries; the entry being written is discarded, finished ones stay (resumable). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** What {@link extractZip} did. */
@@ -213,8 +213,9 @@ interface PlannedFile {
 }
 
 /**
- * Extracts an archive safely. The whole central directory is validated first (entry count, names, links and special
- * files, encryption, compression method, declared sizes and ratios, total size); a refused archive writes nothing.
+ * Extracts an archive safely. The whole central directory is validated first (entry count; the name of every entry,
+ * selected or not; then links and special files, encryption, compression method, declared sizes and ratios and the
+ * total size of the selected entries); a refused archive writes nothing.
  * Then the selected entries are streamed, one at a time in archive order, to `NAME.part` and renamed when complete,
  * counting actual bytes and checking each CRC-32. Files already present with the same size and CRC-32 are kept, so
  * an interrupted extraction resumes. Data errors found while streaming (CRC, corrupt deflate data, sizes that lie)

@@ -192,3 +192,31 @@ test('a file that changes on the server after opening is an IntegrityError, neve
     await server.close();
   }
 });
+
+test('extractRemoteZip extracts only the chest X-ray entries of a v3-like archive over loopback, and resumes', async () => {
+  const { extractRemoteZip } = await import('../lib/remote-zip.js');
+  const { buildZip } = await import('./helpers/zip-writer.js');
+  const { datasetFiles } = await import('./helpers/fixtures.js');
+  const { mkdtemp, readFile, rm: remove } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  // Like v3: a large OCT half (random, incompressible) that must not be transferred, then the chest X-rays.
+  const chest = await datasetFiles({ prefix: 'CellData/chest_xray', perClass: { train: 2, test: 1 } });
+  const oct = Array.from({ length: 6 }, (_, i) => ({ path: `CellData/OCT/train/CNV/CNV-${i}-1.jpeg`, data: randomBytes(1_500_000) }));
+  const fixture = { chest, zip: buildZip([...oct, ...chest].map((f) => ({ name: f.path, data: f.data, method: 'store' as const }))) };
+  const server = await startFileServer({ data: fixture.zip });
+  const dir = await mkdtemp(join(tmpdir(), 'pneumotype-remote-'));
+  try {
+    const r = await extractRemoteZip({ url: server.url, outDir: dir, retries: 2, backoffMs: 5 });
+    assert.equal(r.files, fixture.chest.length);
+    assert.equal(r.excluded, 6);
+    assert.ok(r.transferredBytes < r.archiveBytes / 2, `transferred ${r.transferredBytes} of ${r.archiveBytes}`);
+    for (const f of fixture.chest) assert.deepEqual(await readFile(join(dir, f.path)), f.data);
+    const again = await extractRemoteZip({ url: server.url, outDir: dir, retries: 2, backoffMs: 5 });
+    assert.equal(again.files, 0);
+    assert.equal(again.alreadyPresent, fixture.chest.length);
+  } finally {
+    await server.close();
+    await remove(dir, { recursive: true, force: true });
+  }
+});

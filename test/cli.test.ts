@@ -1,0 +1,75 @@
+// The CLI as a user runs it: the built `bin/pneumotype.js` in a child process (npm test builds dist/ first).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
+
+const BIN = resolve('bin/pneumotype.js');
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-cli-'));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('help, unknown commands and bad options', () => {
+  const help = cli('help');
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^pneumotype: normal, bacterial and viral pneumonia/);
+  const unknown = cli('frobnicate');
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /^pneumotype: unknown command "frobnicate"/);
+  const bad = cli('relabel', '--nope');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /Unknown option '--nope'/);
+  const missing = cli('relabel');
+  assert.equal(missing.code, 1);
+  assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\n');
+  const preset = cli('prepare', '--preset', 'huge');
+  assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke, cpu, gpu\n');
+  const size = cli('prepare', '--image-size', 'big');
+  assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\n');
+});
+
+test('fetch names a bad source', () => {
+  const r = cli('fetch', '--source', 'v9', '--quiet');
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^\npneumotype fetch: .*"v9"/);
+});
+
+test('relabel then prepare on a fixture tree, with JSON output', async () => {
+  const src = join(tmp, 'src');
+  await writeTree(src, await datasetFiles({ perClass: { train: 4, test: 2 } }));
+  const r = cli('relabel', '--from', src, '--out', join(tmp, 'labeled'), '--json', '--quiet');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { changed: boolean; summary: { counts: unknown } };
+  assert.equal(out.changed, true);
+  assert.deepEqual(out.summary.counts, {
+    train: { normal: 4, bacteria: 4, virus: 4, total: 12 },
+    test: { normal: 2, bacteria: 2, virus: 2, total: 6 },
+  });
+  const again = cli('relabel', '--from', src, '--out', join(tmp, 'labeled'), '--quiet');
+  assert.match(again.stdout, /^unchanged: .* already holds this dataset\n  train: 4 normal, 4 bacteria, 4 virus \(\d+ patients\)/);
+  const p = cli('prepare', '--data', join(tmp, 'labeled'), '--cache', join(tmp, 'cache'), '--preset', 'smoke');
+  assert.equal(p.code, 0, p.stderr);
+  assert.match(p.stdout, /^cache written: .*32 px; \d+ train, \d+ validation, 6 test; 0 failed\)\n$/);
+  assert.match(p.stderr, /prepare: /, 'progress is shown on stderr');
+});
+
+test('doctor says which backend was picked and why', () => {
+  const r = cli('doctor', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { tensorflow: { package: string; reasons: string[] }; cpu: { cores: number } };
+  assert.ok(report.tensorflow.reasons.length > 0);
+  assert.ok(report.cpu.cores >= 1);
+  if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
+});
