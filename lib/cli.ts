@@ -3,9 +3,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DEFAULTS, PRESETS, type PresetName } from './config.js';
 import { diagnose } from './doctor.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
-import { fetchDataset } from './fetch.js';
+import { fetchDataset, resolveSource } from './fetch.js';
 import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
+import { extractRemoteZip } from './remote-zip.js';
 import { formatBytes, progressRenderer } from './terminal.js';
 import { chestEntryFilter, extractZip } from './zip.js';
 
@@ -16,10 +17,11 @@ Usage: pneumotype <command> [options]
 Commands
   run       fetch + relabel + prepare, skipping every step whose verified output exists
             [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data]
+            [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
-  extract   extract an archive's chest X-ray entries safely
-            --archive ZIP [--out data/extracted] [--all]
+  extract   extract an archive's chest X-ray entries safely (a URL or v2/v3: only those entries are transferred)
+            --archive ZIP|URL|v2|v3 [--out data/extracted] [--all]
   relabel   NORMAL/PNEUMONIA -> normal/bacteria/virus, manifest.csv, summary.json, leakage audit
             --from FOLDER|ZIP [--out data/labeled] [--extracted data/extracted] [--allow-unknown]
   prepare   decode, resize and cache the labelled images as uint8, carve the validation split
@@ -38,6 +40,8 @@ const OPTIONS = {
   sha256: { type: 'string' },
   archive: { type: 'string' },
   all: { type: 'boolean' },
+  remote: { type: 'boolean' },
+  'download-whole': { type: 'boolean' },
   from: { type: 'string' },
   extracted: { type: 'string' },
   'allow-unknown': { type: 'boolean' },
@@ -120,7 +124,18 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'extract': {
-        if (!values.archive) throw new ConfigError('extract needs --archive ZIP');
+        if (!values.archive) throw new ConfigError('extract needs --archive ZIP|URL|v2|v3');
+        const target = resolveSource(values.archive);
+        if (target.kind !== 'path') {
+          const r = await extractRemoteZip({
+            url: target.kind === 'known' ? target.known.url : target.url,
+            outDir: values.out ?? DEFAULTS.extractedDir,
+            ...(values.all ? { include: () => true } : {}),
+            ...progress,
+          });
+          print(values, r, `extracted ${r.files} file(s) (${formatBytes(r.bytes)}) to ${r.outDir}, transferring ${formatBytes(r.transferredBytes)} of ${formatBytes(r.archiveBytes)}; ${r.alreadyPresent} already present`);
+          return 0;
+        }
         const r = await extractZip({
           archive: values.archive,
           outDir: values.out ?? DEFAULTS.extractedDir,
@@ -174,6 +189,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.source !== undefined ? { source: values.source } : {}),
           ...(values['data-dir'] !== undefined ? { dataDir: values['data-dir'] } : {}),
           ...(p ? { preset: p } : {}),
+          ...(values.remote ? { remote: true } : values['download-whole'] ? { remote: false } : {}),
           ...progress,
           onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
         });

@@ -1,7 +1,29 @@
-// The public API of pneumotype: what notebooks and other programs import.
-export * from './config.js';
-export * from './errors.js';
+// The public API of pneumotype: what notebooks and other programs import (the built dist/index.js).
+
+// Configuration, errors, progress
+export { CLASSES, SPLITS, SOURCES, DEFAULTS, PRESETS, resolveConfig } from './config.js';
+export type { Label, Split, KnownSource, Config, PresetName } from './config.js';
+export {
+  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, BackendError,
+} from './errors.js';
 export { ProgressTracker, type Progress, type ProgressCallback } from './progress.js';
 export { createRng, shuffled, type Rng } from './random.js';
+
+// TensorFlow.js (the only way in: picks GPU, CPU or pure JS once)
 export { loadTf, loadTfWithInfo, type BackendInfo, type BackendChoice, type Tf } from './tf.js';
+export { diagnose, type DoctorReport } from './doctor.js';
+
+// Steps: fetch, extract, relabel, prepare, and the whole job
+export { fetchDataset, resolveSource, type FetchOptions, type FetchResult } from './fetch.js';
+export { extractZip, listZip, chestEntryFilter, isJunkEntry, type ExtractOptions, type ExtractResult } from './zip.js';
+export { extractRemoteZip, type RemoteExtractOptions, type RemoteExtractResult } from './remote-zip.js';
+export { parseName, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
+export { relabel, type RelabelOptions, type RelabelResult, type RelabelSummary } from './relabel.js';
 export { readManifest, writeManifest, type ManifestRow } from './manifest.js';
+export { auditLeakage, dhash, hammingDistance, type LeakageAudit } from './phash.js';
+export { readImageInfo, decodeGray, type ImageInfo } from './images.js';
+export { patientGroupedSplit } from './split.js';
+export { prepareCache, openCache, cacheDirFor, type PrepareOptions, type PrepareResult, type CacheIndex, type OpenedCache, type Subset } from './cache.js';
+export { batches, batchIterator, toTfDataset, type Batch, type BatchOptions } from './dataset.js';
+export type { AugmentOptions } from './augment.js';
+export { runPipeline, prepareStep, type PipelineOptions, type PipelineResult } from './pipeline.js';

@@ -19,6 +19,7 @@ const SUITE = [
   'test/split.test.ts',
   'test/cache.test.ts',
   'test/dataset.test.ts',
+  'test/pipeline.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',
 ];

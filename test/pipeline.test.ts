@@ -1,0 +1,51 @@
+// The whole job on fixtures: a local zip, and a remote v3-like zip read with Range requests; re-runs skip every step.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { runPipeline } from '../lib/pipeline.js';
+import { datasetFiles } from './helpers/fixtures.js';
+import { startFileServer } from './helpers/http-server.js';
+import { buildZip, datasetZip } from './helpers/zip-writer.js';
+
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-pipeline-'));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('run on a local zip: fetch verifies, relabel and prepare run, a second run skips all three', async () => {
+  const zipPath = join(tmp, 'local.zip');
+  await writeFile(zipPath, (await datasetZip({ perClass: { train: 4, test: 2 }, junk: true })).zip);
+  const dataDir = join(tmp, 'local-data');
+  const steps: string[] = [];
+  const first = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', onStep: (s, note) => steps.push(`${s}: ${note}`) });
+  assert.deepEqual(first.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', false], ['prepare', false]]);
+  assert.equal(first.cache.index.imageSize, 32);
+  assert.equal(first.cache.index.images.length, 18);
+  const second = await runPipeline({ source: zipPath, dataDir, preset: 'smoke' });
+  assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true]]);
+  assert.ok(steps.length >= 3);
+});
+
+test('run with remote: only the chest X-ray entries of a v3-like archive are transferred', async () => {
+  const chest = await datasetFiles({ prefix: 'CellData/chest_xray', perClass: { train: 3, test: 1 } });
+  const oct = Array.from({ length: 4 }, (_, i) => ({ name: `CellData/OCT/test/DME/DME-${i}-1.jpeg`, data: randomBytes(2_000_000), method: 'store' as const }));
+  const server = await startFileServer({ data: buildZip([...oct, ...chest.map((f) => ({ name: f.path, data: f.data }))]) });
+  try {
+    const dataDir = join(tmp, 'remote-data');
+    const r = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke' });
+    assert.equal(r.archive, undefined);
+    assert.equal(r.remote?.files, chest.length);
+    assert.ok((r.remote?.transferredBytes ?? Infinity) < 8_000_000 / 4, `transferred ${r.remote?.transferredBytes}`);
+    assert.equal(r.cache.index.images.length, 12);
+    const again = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke' });
+    assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
+  } finally {
+    await server.close();
+  }
+});
