@@ -96,6 +96,9 @@ async function main(): Promise<void> {
     const nZip = await writeLabeled(zipLabeled, zipImages(zipPath));
     log(`setup (not timed): ${nOrig} originals and ${nZip} images of ${basename(zipPath)} written as labelled folders in ${round((performance.now() - t) / 1000)} s`);
 
+    // Warm-up (not timed): sharp and libvips load their codecs on first use.
+    for (const f of (await readdir(join(originalsDir, 'NORMAL'))).slice(0, 2)) await decodeGray(join(originalsDir, 'NORMAL', f), { size: 224 });
+
     // --- decode + resize + cache (prepareCache: read, sha256 check, decodeGray, write .u8, index)
     const prepare: Record<string, Awaited<ReturnType<typeof timePrepare>>> = {};
     for (const [name, dir, size] of [

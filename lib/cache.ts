@@ -325,6 +325,8 @@ export async function prepareCache(options: PrepareOptions = {}): Promise<Prepar
   const total = [...bySplit.values()].reduce((n, rows) => n + rows.length, 0);
   const tracker = new ProgressTracker({ stage: 'prepare', unit: 'images', total, onProgress: options.onProgress });
   const indexPath = join(r.dir, CACHE_INDEX_FILE);
+  const ignored = manifest.filter((row) => !(SPLITS as readonly string[]).includes(row.split)).length;
+  if (ignored > 0) tracker.note(`${ignored} manifest rows of split "val" are not cached: only train and test are`);
 
   if (!options.force) {
     const old = await loadIndex(r.dir).catch(() => undefined);

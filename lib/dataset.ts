@@ -118,7 +118,7 @@ export function* batchIterator(cache: OpenedCache, options: BatchOptions): Gener
     const y = new Float32Array(b * CLASSES.length);
     const labels = rows.map((i) => images[i]?.labelIndex ?? -1);
     labels.forEach((l, k) => {
-      y[k * CLASSES.length + l] = 1;
+      if (l >= 0) y[k * CLASSES.length + l] = 1;
     });
     const xs = tf.tensor4d(x, [b, size, size, 1], 'float32');
     const ys = tf.tensor2d(y, [b, CLASSES.length], 'float32');
