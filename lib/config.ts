@@ -75,6 +75,22 @@ export const DEFAULTS = {
   batchSize: 32,
   shuffleBuffer: 0, // 0: shuffle the whole index each epoch (it is only file offsets)
   augment: false, // the original narrative used no augmentation
+
+  // --- model and training (see lib/models.ts for the architectures)
+  model: 'resnet', // resnet | mobile | tiny
+  modelWidth: 0, // base channels; 0 = the architecture's default
+  epochs: 30,
+  optimizer: 'adam', // adam | sgd (momentum 0.9, Nesterov)
+  learningRate: 1e-3, // peak rate, reached after the warm-up
+  minLearningRate: 1e-5, // floor of the cosine decay
+  warmupEpochs: 1, // linear warm-up from minLearningRate
+  schedule: 'cosine', // cosine | plateau (halve after `plateauPatience` epochs without a better validation macro-F1)
+  plateauPatience: 3,
+  weightDecay: 1e-4, // L2 on convolution and dense kernels
+  labelSmoothing: 0.05,
+  classWeights: 'balanced', // balanced (N / (K * n_class)) | none: the train split is 1,349 : 2,538 : 1,345
+  patience: 8, // early stopping: epochs without a better validation macro-F1
+  dropout: 0.2,
 } as const;
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends string
@@ -87,9 +103,9 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
 
 /** Named presets: `smoke` for tests and notebook runs in CI, `cpu` for a laptop, `gpu` for a SageMaker GPU instance. */
 export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>> = {
-  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2 },
-  cpu: { imageSize: 128, batchSize: 32 },
-  gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4 },
+  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2 },
+  cpu: { imageSize: 128, batchSize: 32, model: 'resnet', modelWidth: 16, epochs: 30 },
+  gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4, model: 'resnet', modelWidth: 32, epochs: 40 },
 };
 export type PresetName = keyof typeof PRESETS;
 

@@ -20,6 +20,8 @@ const SUITE = [
   'test/cache.test.ts',
   'test/dataset.test.ts',
   'test/pipeline.test.ts',
+  'test/models.test.ts',
+  'test/metrics.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',
 ];

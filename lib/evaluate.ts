@@ -1,0 +1,228 @@
+// Using a trained model: load it, predict on files or buffers, and evaluate it on a labelled split with intervals.
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LayersModel, Tensor } from '@tensorflow/tfjs';
+import { loadLayersModelFromDir } from './checkpoint.js';
+import { CLASSES, DEFAULTS, type Label } from './config.js';
+import { toCsv } from './csv.js';
+import { CacheError, ConfigError, messageOf, quote } from './errors.js';
+import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { decodeGray } from './images.js';
+import { planRelabel } from './labels.js';
+import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { argmax, evaluatePredictions, type EvaluationReport } from './metrics.js';
+import { ProgressTracker, type ProgressCallback } from './progress.js';
+import { patientGroupedSplit } from './split.js';
+import { loadTf } from './tf.js';
+import type { ModelCard } from './train.js';
+
+/** The model shipped in the repository (`models/default`), used when no model folder is given. */
+export const DEFAULT_MODEL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'models', 'default');
+
+/** A model ready to predict: the network, its card and where it came from. Call `dispose()` when done. */
+export interface LoadedModel {
+  readonly dir: string;
+  readonly model: LayersModel;
+  readonly card: ModelCard;
+  dispose(): void;
+}
+
+/**
+ * Loads a model folder written by `train` (model.json, weights.bin, pneumotype.json); the shipped model by default.
+ *
+ * @example const m = await loadModel(); (await predict(m, ['x.jpeg']))[0].label; m.dispose()
+ */
+export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<LoadedModel> {
+  const cardPath = join(dir, 'pneumotype.json');
+  if (!(await exists(cardPath))) {
+    throw new CacheError(`${quote(dir)} is not a pneumotype model folder: ${quote(cardPath)} is missing (train one with \`pneumotype train\`)`, { path: dir });
+  }
+  const card = JSON.parse(await readFile(cardPath, 'utf8')) as ModelCard;
+  if (card.format !== 'pneumotype-model' || card.classes.join() !== CLASSES.join()) {
+    throw new CacheError(`${quote(cardPath)} is not a pneumotype model card for the classes ${CLASSES.join(', ')}`, { path: cardPath });
+  }
+  const model = await loadLayersModelFromDir(dir);
+  return { dir, model, card, dispose: () => model.dispose() };
+}
+
+/** One image to predict: a path, or bytes with a name. */
+export type PredictInput = string | { readonly name: string; readonly data: Buffer };
+
+export type PredictResult =
+  | { readonly file: string; readonly label: Label; readonly probabilities: Readonly<Record<Label, number>> }
+  | { readonly file: string; readonly error: string };
+
+/** Probabilities of already decoded images (uint8 rows of size x size), in batches; no tensors are left behind. */
+export async function predictPixels(model: LayersModel, size: number, rows: readonly Uint8Array[], batchSize = 32): Promise<number[][]> {
+  const tf = loadTf();
+  const out: number[][] = [];
+  for (let start = 0; start < rows.length; start += batchSize) {
+    const chunk = rows.slice(start, start + batchSize);
+    const flat = new Float32Array(chunk.length * size * size);
+    chunk.forEach((r, i) => {
+      for (let k = 0; k < r.length; k++) flat[i * size * size + k] = (r[k] ?? 0) / 255;
+    });
+    const probs = tf.tidy(() => model.predict(tf.tensor4d(flat, [chunk.length, size, size, 1])) as Tensor);
+    try {
+      out.push(...((await probs.array()) as number[][]));
+    } finally {
+      probs.dispose();
+    }
+  }
+  return out;
+}
+
+/**
+ * Predicts each image with the model's own preprocessing (grayscale, squashed to its input size). A bad image gives
+ * an `error` entry, never an exception.
+ *
+ * @example await predict(model, ['a.jpeg', { name: 'upload', data: buffer }])
+ */
+export async function predict(loaded: LoadedModel, inputs: readonly PredictInput[], options: { batchSize?: number } = {}): Promise<PredictResult[]> {
+  const size = loaded.card.imageSize;
+  const decoded = await Promise.all(
+    inputs.map(async (input) => {
+      const name = typeof input === 'string' ? input : input.name;
+      try {
+        return { name, pixels: await decodeGray(typeof input === 'string' ? input : input.data, { size, name }) };
+      } catch (err) {
+        return { name, error: messageOf(err) };
+      }
+    }),
+  );
+  const good = decoded.flatMap((d, i) => ('pixels' in d ? [{ i, pixels: d.pixels }] : []));
+  const probs = await predictPixels(loaded.model, size, good.map((g) => g.pixels), options.batchSize);
+  const byIndex = new Map<number, number[]>();
+  good.forEach((g, k) => byIndex.set(g.i, probs[k] ?? []));
+  return decoded.map((d, i) => {
+    if ('error' in d) return { file: d.name, error: d.error ?? 'unknown error' };
+    const p = byIndex.get(i) ?? [];
+    const probabilities = Object.fromEntries(CLASSES.map((c, k) => [c, p[k] ?? 0])) as Record<Label, number>;
+    return { file: d.name, label: CLASSES[argmax(p)] ?? 'normal', probabilities };
+  });
+}
+
+/** An image to evaluate: path relative to the data folder, its class and patient. */
+interface EvalItem {
+  readonly file: string;
+  readonly label: Label;
+  readonly patientId: string;
+}
+
+/** Lists the images of `split` in `data`: from manifest.csv, else from `{split}/{label}/` folders, else from the raw archive layout. */
+async function evaluationItems(data: string, split: 'test' | 'val', card: ModelCard): Promise<EvalItem[]> {
+  if (await exists(join(data, MANIFEST_FILE))) {
+    const rows = await readManifest(data);
+    if (split === 'test') return rows.filter((r) => r.split === 'test' && r.width > 0);
+    const train = rows.filter((r) => r.split === 'train' && r.width > 0);
+    const config = card.training.config;
+    const { val } = patientGroupedSplit(train, { valFraction: config.valFraction, seed: config.seed });
+    return val.map((i) => train[i] as EvalItem);
+  }
+  if (split === 'val') {
+    throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(data, MANIFEST_FILE))} is missing`, { path: data });
+  }
+  const files = (await readdir(data, { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => relative(data, join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).split(sep).join('/'));
+  const labelled = files.filter((f) => f.startsWith('test/') && CLASSES.some((c) => f.startsWith(`test/${c}/`)));
+  if (labelled.length > 0) {
+    const { parseName } = await import('./labels.js');
+    return labelled.map((f) => {
+      const label = f.split('/')[1] as Label;
+      const name = f.split('/').at(-1) ?? f;
+      return { file: f, label, patientId: parseName(label === 'normal' ? 'NORMAL' : 'PNEUMONIA', name).patientId };
+    });
+  }
+  const plan = planRelabel({ files, source: data });
+  return plan.images.filter((i) => i.split === 'test').map((i) => ({ file: i.source, label: i.label, patientId: i.patientId }));
+}
+
+export interface EvaluateModelOptions {
+  /** Model folder (the shipped model by default). */
+  readonly model?: string;
+  /** A labelled folder (manifest.csv), a folder with test/{normal,bacteria,virus}/, or an extracted archive. */
+  readonly data?: string;
+  readonly split?: 'test' | 'val';
+  /** Bootstrap resamples for the 95 % intervals (by patient). Default 1000. */
+  readonly bootstrap?: number;
+  readonly seed?: number;
+  /** Writes the report here as JSON. */
+  readonly out?: string;
+  /** Writes one CSV row per image: file, patientId, trueLabel, predictedLabel and the three probabilities. */
+  readonly predictions?: string;
+  readonly concurrency?: number;
+  readonly onProgress?: ProgressCallback;
+}
+
+export interface EvaluateResult extends EvaluationReport {
+  readonly split: 'test' | 'val';
+  readonly model: string;
+  readonly data: string;
+  readonly failed: readonly { readonly file: string; readonly reason: string }[];
+}
+
+/**
+ * Evaluates a model on a split, decoding every image afresh with the model's preprocessing (no prepared cache
+ * needed): accuracy, balanced accuracy, macro-F1, per-class scores, confusion matrix, one-vs-rest AUCs and the two
+ * binary views, each with a 95 % bootstrap interval resampled by patient.
+ *
+ * @example const r = await evaluateModel({ data: 'data/labeled', split: 'test' }); r.accuracy.value
+ */
+export async function evaluateModel(options: EvaluateModelOptions = {}): Promise<EvaluateResult> {
+  const data = options.data ?? DEFAULTS.labeledDir;
+  const split = options.split ?? 'test';
+  const loaded = await loadModel(options.model);
+  try {
+    const items = await evaluationItems(data, split, loaded.card);
+    if (items.length === 0) throw new ConfigError(`no ${split} images found in ${quote(data)}`, { path: data });
+    const tracker = new ProgressTracker({ stage: 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
+    const size = loaded.card.imageSize;
+    const failed: { file: string; reason: string }[] = [];
+    const ok: { item: EvalItem; pixels: Uint8Array }[] = [];
+    const concurrency = options.concurrency ?? DEFAULTS.prepareConcurrency;
+    for (let start = 0; start < items.length; start += 64) {
+      const chunk = items.slice(start, start + 64);
+      const decoded: ({ item: EvalItem; pixels: Uint8Array } | undefined)[] = new Array(chunk.length);
+      let next = 0;
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (next < chunk.length) {
+          const i = next++;
+          const item = chunk[i] as EvalItem;
+          try {
+            decoded[i] = { item, pixels: await decodeGray(join(data, item.file), { size, name: item.file }) };
+          } catch (err) {
+            failed.push({ file: item.file, reason: messageOf(err) });
+          }
+          tracker.add(1);
+        }
+      }));
+      for (const d of decoded) if (d) ok.push(d);
+    }
+    const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
+    const preds = ok.map((o, i) => ({ trueIndex: CLASSES.indexOf(o.item.label), probs: probs[i] ?? [], patientId: o.item.patientId, file: o.item.file }));
+    const report = evaluatePredictions(preds, {
+      ...(options.bootstrap !== undefined ? { bootstrap: options.bootstrap } : {}),
+      ...(options.seed !== undefined ? { seed: options.seed } : {}),
+    });
+    tracker.finish();
+    const result: EvaluateResult = { split, model: loaded.dir, data, ...report, failed };
+    if (options.out) await writeJsonAtomic(options.out, result);
+    if (options.predictions) {
+      const rows = preds.map((p) => ({
+        file: p.file,
+        patientId: p.patientId,
+        trueLabel: CLASSES[p.trueIndex] ?? '',
+        predictedLabel: CLASSES[argmax(p.probs)] ?? '',
+        normal: p.probs[0] ?? 0,
+        bacteria: p.probs[1] ?? 0,
+        virus: p.probs[2] ?? 0,
+      }));
+      await writeFileAtomic(options.predictions, toCsv(['file', 'patientId', 'trueLabel', 'predictedLabel', 'normal', 'bacteria', 'virus'], rows));
+    }
+    return result;
+  } finally {
+    loaded.dispose();
+  }
+}

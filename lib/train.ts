@@ -1,0 +1,377 @@
+// The training loop: a readable epoch/batch loop with warm-up + cosine (or plateau) learning rates, class weights,
+// early stopping on validation macro-F1, atomic best/last checkpoints and exact resume.
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { LayersModel, Optimizer, Scalar, Tensor } from '@tensorflow/tfjs';
+import type { AugmentOptions } from './augment.js';
+import { openCache, prepareCache, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
+import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpoint.js';
+import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
+import { batches } from './dataset.js';
+import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { exists, writeJsonAtomic } from './fsx.js';
+import { evaluatePredictions, type EvaluationReport } from './metrics.js';
+import { buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
+import { ProgressTracker, type ProgressCallback } from './progress.js';
+import { loadTfWithInfo } from './tf.js';
+
+/** A training run that had to stop: a NaN loss, say. The last good checkpoint is kept. */
+export class TrainingError extends PneumotypeError {
+  constructor(message: string, details: { path?: string; cause?: unknown } = {}) {
+    super('ERR_TRAINING', message, details);
+  }
+}
+
+export interface TrainOptions {
+  /** The labelled folder (manifest.csv); its cache is prepared when missing. */
+  readonly data: string;
+  /** The run folder: checkpoints/, history.json, model/ (the best model, ready to use). */
+  readonly out: string;
+  readonly preset?: PresetName;
+  /** Overrides of the configuration (see DEFAULTS in lib/config.ts). */
+  readonly config?: Partial<Config>;
+  /** Where the prepared caches live (the config's cacheDir). */
+  readonly cacheDir?: string;
+  /** Continue from `out/checkpoints/last`, optimizer state included. */
+  readonly resume?: boolean;
+  /** Random changes applied to training images (none by default, as in the original narrative). */
+  readonly augment?: AugmentOptions | false;
+  /** Stop after this many epochs in this call (the run can be resumed later); for tests and time boxes. */
+  readonly stopAfterEpochs?: number;
+  readonly onProgress?: ProgressCallback;
+  /** Called after every epoch with its record. */
+  readonly onEpoch?: (record: EpochRecord) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** One line of history.json. */
+export interface EpochRecord {
+  readonly epoch: number;
+  readonly learningRate: number;
+  readonly loss: number;
+  readonly accuracy: number;
+  readonly valLoss: number;
+  readonly valAccuracy: number;
+  readonly valMacroF1: number;
+  readonly valBalancedAccuracy: number;
+  readonly seconds: number;
+  readonly imagesPerSecond: number;
+  readonly best: boolean;
+}
+
+/** pneumotype.json: everything needed to use a model and to know where it came from. */
+export interface ModelCard {
+  readonly format: 'pneumotype-model';
+  readonly version: 1;
+  readonly classes: readonly string[];
+  readonly imageSize: number;
+  readonly preprocessing: {
+    readonly grayscale: true;
+    readonly resize: 'fill';
+    readonly kernel: 'lanczos3';
+    readonly scale: '1/255';
+    readonly channels: 1;
+  };
+  readonly model: ModelOptions & { readonly summary: ModelSummary };
+  readonly training: {
+    readonly config: Config;
+    readonly epoch: number;
+    readonly epochs: number;
+    readonly seconds: number;
+    readonly backend: string;
+    readonly augment: AugmentOptions | false;
+  };
+  readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
+  readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
+  readonly createdAt: string;
+}
+
+export interface TrainResult {
+  readonly runDir: string;
+  /** The best model, `runDir/model`. */
+  readonly modelDir: string;
+  readonly history: readonly EpochRecord[];
+  readonly bestEpoch: number;
+  readonly stoppedEarly: boolean;
+  readonly card: ModelCard;
+}
+
+/** Trainer state saved with the last checkpoint: what --resume needs besides weights and optimizer. */
+interface TrainerState {
+  readonly epochsDone: number;
+  readonly globalStep: number;
+  readonly bestMetric: number;
+  readonly bestEpoch: number;
+  readonly sinceBest: number;
+  readonly plateauScale: number;
+  readonly seconds: number;
+  readonly history: EpochRecord[];
+  readonly configHash: string;
+}
+
+const STATE_FILE = 'trainer.json';
+const CARD_FILE = 'pneumotype.json';
+
+/** The learning rate of step `step` (0-based): linear warm-up, then cosine decay to the floor (or a plateau scale). */
+export function learningRateAt(config: Config, step: number, stepsPerEpoch: number, plateauScale = 1): number {
+  const warmup = Math.max(0, Math.round(config.warmupEpochs * stepsPerEpoch));
+  const total = Math.max(1, config.epochs * stepsPerEpoch);
+  if (step < warmup) return config.minLearningRate + ((config.learningRate - config.minLearningRate) * (step + 1)) / warmup;
+  if (config.schedule === 'plateau') return Math.max(config.minLearningRate, config.learningRate * plateauScale);
+  const t = Math.min(1, (step - warmup) / Math.max(1, total - warmup));
+  return config.minLearningRate + 0.5 * (config.learningRate - config.minLearningRate) * (1 + Math.cos(Math.PI * t));
+}
+
+/** Class weights N / (K * n_c) from label counts (1 for every class when `mode` is 'none'). */
+export function classWeights(counts: readonly number[], mode: string): number[] {
+  if (mode === 'none') return counts.map(() => 1);
+  const n = counts.reduce((a, b) => a + b, 0);
+  return counts.map((c) => (c > 0 ? n / (counts.length * c) : 0));
+}
+
+function makeOptimizer(config: Config): Optimizer {
+  const { tf } = loadTfWithInfo();
+  if (config.optimizer === 'adam') return tf.train.adam(config.learningRate);
+  if (config.optimizer === 'sgd') return tf.train.momentum(config.learningRate, 0.9, true);
+  throw new ConfigError(`optimizer ${quote(config.optimizer)} is not one of "adam", "sgd"`);
+}
+
+function setLearningRate(optimizer: Optimizer, lr: number): void {
+  (optimizer as unknown as { learningRate: number }).learningRate = lr;
+}
+
+/** Probabilities for every image of a subset, in batches, with the validation loss. Tensors are all disposed. */
+export async function predictSubset(
+  model: LayersModel,
+  cache: OpenedCache,
+  subset: Subset,
+  batchSize: number,
+): Promise<{ probs: number[][]; trueIndex: number[]; patientIds: string[]; files: string[]; loss: number }> {
+  const { tf } = loadTfWithInfo();
+  const probs: number[][] = [];
+  const trueIndex: number[] = [];
+  const patientIds: string[] = [];
+  const files: string[] = [];
+  let lossSum = 0;
+  for await (const batch of batches(cache, { subset, batchSize, shuffle: false })) {
+    try {
+      const [p, l] = tf.tidy(() => {
+        const out = model.predict(batch.xs) as Tensor;
+        return [out, batch.ys.mul(tf.log(tf.clipByValue(out, 1e-7, 1))).sum().neg()] as const;
+      });
+      const [pv, lv] = await Promise.all([p.array() as Promise<number[][]>, l.data()]);
+      tf.dispose([p, l]);
+      probs.push(...pv);
+      lossSum += lv[0] ?? 0;
+      trueIndex.push(...batch.labels);
+      files.push(...batch.files);
+      for (const i of batch.indices) patientIds.push(cache.index.images[i]?.patientId ?? '');
+    } finally {
+      tf.dispose([batch.xs, batch.ys]);
+    }
+  }
+  return { probs, trueIndex, patientIds, files, loss: probs.length > 0 ? lossSum / probs.length : Number.NaN };
+}
+
+function configHash(config: Config): string {
+  const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+    'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout'] as const;
+  return JSON.stringify(keys.map((k) => config[k]));
+}
+
+/**
+ * Trains a classifier on the prepared cache of `data` and writes the run to `out`:
+ * `checkpoints/{best,last}/` (model.json + weights.bin, optimizer state in last), `history.json`, and `model/` (the
+ * best model with its pneumotype.json card). `resume` continues from `checkpoints/last` exactly where it stopped.
+ *
+ * @example const r = await train({ data: 'data/labeled', out: 'runs/cpu-1', preset: 'cpu' }); r.history.at(-1)
+ */
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const { tf, info } = loadTfWithInfo();
+  const config = resolveConfig(options.preset, options.config ?? {});
+  if (!(['resnet', 'mobile', 'tiny'] as string[]).includes(config.model)) {
+    throw new ConfigError(`model ${quote(config.model)} is not one of "resnet", "mobile", "tiny"`);
+  }
+  const runDir = resolve(options.out);
+  const ckptLast = join(runDir, 'checkpoints', 'last');
+  const ckptBest = join(runDir, 'checkpoints', 'best');
+  const augment = options.augment ?? false;
+
+  // Data: the prepared cache (built or reused), with the validation subset carved by patient.
+  const prepared: PrepareResult = await prepareCache({
+    labeledDir: options.data,
+    cacheDir: options.cacheDir ?? config.cacheDir,
+    imageSize: config.imageSize,
+    valFraction: config.valFraction,
+    seed: config.seed,
+    concurrency: config.prepareConcurrency,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  const cache = await openCache(prepared.dir);
+  const modelOptions: ModelOptions = {
+    name: config.model as ModelName,
+    imageSize: config.imageSize,
+    dropout: config.dropout,
+    l2: config.weightDecay,
+    seed: config.seed,
+    ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
+  };
+  let model: LayersModel | undefined;
+  let optimizer: Optimizer | undefined;
+  try {
+    const trainCount = cache.count('train');
+    const valCount = cache.count('val');
+    if (trainCount === 0) throw new ConfigError(`no training images in the cache of ${quote(options.data)}`, { path: options.data });
+    const labelCounts = CLASSES.map((_, k) => cache.index.images.filter((i) => i.subset === 'train' && i.labelIndex === k).length);
+    const weights = classWeights(labelCounts, config.classWeights);
+    const stepsPerEpoch = Math.ceil(trainCount / config.batchSize);
+
+    // Model and optimizer: fresh, or restored from the last checkpoint.
+    let state: TrainerState = {
+      epochsDone: 0, globalStep: 0, bestMetric: -Infinity, bestEpoch: -1, sinceBest: 0, plateauScale: 1, seconds: 0, history: [],
+      configHash: configHash(config),
+    };
+    optimizer = makeOptimizer(config);
+    if (options.resume && (await exists(join(ckptLast, STATE_FILE)))) {
+      state = JSON.parse(await readFile(join(ckptLast, STATE_FILE), 'utf8')) as TrainerState;
+      if (state.configHash !== configHash(config)) {
+        throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
+      }
+      model = await loadLayersModelFromDir(ckptLast);
+      await loadOptimizerState(ckptLast, optimizer);
+    } else {
+      model = buildModel(modelOptions);
+    }
+    const summary = summarizeModel(model, modelOptions);
+    const classWeightTensor = tf.tensor1d(weights);
+    const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
+    let epochsThisCall = 0;
+    let stoppedEarly = false;
+
+    try {
+      for (let epoch = state.epochsDone; epoch < config.epochs; epoch++) {
+        if (options.signal?.aborted) break;
+        const started = performance.now();
+        let lossSum: Tensor = tf.scalar(0);
+        let correctSum: Tensor = tf.scalar(0);
+        let seen = 0;
+        let lr = 0;
+        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, shuffle: true })) {
+          try {
+            lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
+            setLearningRate(optimizer, lr);
+            const m = model;
+            let correct: Tensor | undefined;
+            // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties.
+            const loss = optimizer.minimize(() => {
+              const probs = m.apply(batch.xs, { training: true }) as Tensor;
+              const smooth = batch.ys.mul(1 - config.labelSmoothing).add(config.labelSmoothing / CLASSES.length);
+              const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
+              const w = batch.ys.mul(classWeightTensor).sum(1);
+              let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
+              for (const reg of m.losses) total = total.add(reg());
+              correct = tf.keep(tf.equal(probs.argMax(1), batch.ys.argMax(1)).sum());
+              return total;
+            }, true) as Scalar;
+            const c = correct as unknown as Tensor;
+            const [nextLoss, nextCorrect] = tf.tidy(() => [lossSum.add(loss.mul(batch.labels.length)), correctSum.add(c)]);
+            tf.dispose([lossSum, correctSum, loss, c]);
+            lossSum = nextLoss;
+            correctSum = nextCorrect;
+            seen += batch.labels.length;
+            state = { ...state, globalStep: state.globalStep + 1 };
+            tracker.add(1);
+            if (state.globalStep % 20 === 0 && !Number.isFinite((await lossSum.data())[0] ?? Number.NaN)) {
+              throw new TrainingError(
+                `the training loss became ${(await lossSum.data())[0]} at epoch ${epoch + 1}, step ${state.globalStep} (learning rate ${lr}); ` +
+                  `the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`,
+                { path: ckptLast },
+              );
+            }
+          } finally {
+            tf.dispose([batch.xs, batch.ys]);
+          }
+        }
+        const [lossValue, correctValue] = [(await lossSum.data())[0] ?? Number.NaN, (await correctSum.data())[0] ?? 0];
+        tf.dispose([lossSum, correctSum]);
+        const trainSeconds = (performance.now() - started) / 1000;
+        if (!Number.isFinite(lossValue)) {
+          throw new TrainingError(`the training loss became ${lossValue} in epoch ${epoch + 1}; the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`, { path: ckptLast });
+        }
+
+        // Validation on the patient-grouped subset.
+        const val = valCount > 0 ? await predictSubset(model, cache, 'val', config.batchSize * 2) : undefined;
+        const report: EvaluationReport | undefined = val
+          ? evaluatePredictions(val.probs.map((p, i) => ({ probs: p, trueIndex: val.trueIndex[i] ?? 0, patientId: val.patientIds[i] ?? '' })), { bootstrap: 0 })
+          : undefined;
+        const macroF1 = report?.macroF1.value ?? -lossValue / seen;
+        const improved = macroF1 > state.bestMetric;
+        const record: EpochRecord = {
+          epoch: epoch + 1,
+          learningRate: lr,
+          loss: lossValue / seen,
+          accuracy: correctValue / seen,
+          valLoss: val?.loss ?? Number.NaN,
+          valAccuracy: report?.accuracy.value ?? Number.NaN,
+          valMacroF1: report?.macroF1.value ?? Number.NaN,
+          valBalancedAccuracy: report?.balancedAccuracy.value ?? Number.NaN,
+          seconds: (performance.now() - started) / 1000,
+          imagesPerSecond: seen / trainSeconds,
+          best: improved,
+        };
+        const sinceBest = improved ? 0 : state.sinceBest + 1;
+        const plateauScale = config.schedule === 'plateau' && !improved && sinceBest % config.plateauPatience === 0 ? state.plateauScale / 2 : state.plateauScale;
+        state = {
+          ...state,
+          epochsDone: epoch + 1,
+          bestMetric: improved ? macroF1 : state.bestMetric,
+          bestEpoch: improved ? epoch + 1 : state.bestEpoch,
+          sinceBest,
+          plateauScale,
+          seconds: state.seconds + record.seconds,
+          history: [...state.history, record],
+        };
+        const card = (): ModelCard => ({
+          format: 'pneumotype-model',
+          version: 1,
+          classes: CLASSES,
+          imageSize: config.imageSize,
+          preprocessing: { grayscale: true, resize: 'fill', kernel: 'lanczos3', scale: '1/255', channels: 1 },
+          model: { ...modelOptions, summary },
+          training: { config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment },
+          data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
+          validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },
+          createdAt: new Date().toISOString(),
+        });
+        if (improved) await saveModel({ dir: ckptBest, model, extra: { [CARD_FILE]: card() } });
+        await saveModel({ dir: ckptLast, model, optimizer, extra: { [STATE_FILE]: state, [CARD_FILE]: card() } });
+        await writeJsonAtomic(join(runDir, 'history.json'), state.history);
+        options.onEpoch?.(record);
+        epochsThisCall++;
+        if (state.sinceBest >= config.patience) {
+          stoppedEarly = true;
+          break;
+        }
+        if (options.stopAfterEpochs !== undefined && epochsThisCall >= options.stopAfterEpochs) break;
+      }
+    } finally {
+      classWeightTensor.dispose();
+    }
+    tracker.finish();
+
+    // The best checkpoint becomes the run's model.
+    const modelDir = join(runDir, 'model');
+    const best = await loadLayersModelFromDir(ckptBest);
+    const card = JSON.parse(await readFile(join(ckptBest, CARD_FILE), 'utf8')) as ModelCard;
+    try {
+      await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card } });
+    } finally {
+      best.dispose();
+    }
+    return { runDir, modelDir, history: state.history, bestEpoch: state.bestEpoch, stoppedEarly, card };
+  } finally {
+    model?.dispose();
+    optimizer?.dispose();
+    await cache.close();
+  }
+}
