@@ -1,10 +1,15 @@
-// Seeded data augmentation on CPU arrays: flip, rotation, zoom, brightness, contrast and noise for one image.
+// Seeded data augmentation on CPU arrays for one image: geometry, acquisition-pipeline traces, intensity and noise.
 import { ConfigError, quote } from './errors.js';
-import type { Rng } from './random.js';
+import { createRng, type Rng } from './random.js';
 
 /**
- * What to randomise, per image. Every amount is the half-width of a uniform range around "no change"; 0 or absent
- * turns that step off. Off by default everywhere (the original narrative trained without augmentation).
+ * What to randomise, per image. Every amount is the half-width of a uniform range around "no change" or a probability;
+ * 0 or absent turns that step off. Off by default everywhere (the original narrative trained without augmentation).
+ *
+ * The steps run in this order: flip, rotation and zoom (one bilinear resampling); then the pipeline-trace steps
+ * `rescale`, `blur` (blur or sharpen), `jpegQuality`, `localContrast`, `normalizeIntensity`, `gamma`; then
+ * `contrast`, `brightness` and `noise`. The trace steps exist because the shared images come from copy pipelines whose
+ * resampling, sharpness, JPEG and intensity traces correlate with the label (see {@link TRACE_AUGMENT}).
  */
 export interface AugmentOptions {
   /** Mirror left-right with probability 1/2 (moves the heart to the other side: use with care on chest X-rays). */
@@ -19,17 +24,86 @@ export interface AugmentOptions {
   contrast?: number;
   /** Standard deviation of Gaussian pixel noise, in [0, 1] units (0 to 0.5): blurs acquisition-pipeline traces. */
   noise?: number;
+  /**
+   * Sharpness, in pixels (0 to 3). Half of the images get a Gaussian blur with sigma uniform in (0, blur]; the other
+   * half an unsharp mask (Gaussian sigma uniform in [0.5, 1.5)) of amount uniform in (0, blur / 2].
+   */
+  blur?: number;
+  /**
+   * Resampling traces (0 to 0.75): shrink by a factor uniform in (1 - rescale, 1] with area averaging, then scale back
+   * up bilinearly. The small side is rounded to whole pixels, so factors very close to 1 change nothing.
+   */
+  rescale?: number;
+  /**
+   * JPEG traces: `[low, high]`, integers with 1 <= low <= high <= 100. Every image is re-compressed (8x8 block DCT,
+   * the IJG luminance table scaled by libjpeg's quality formula, no chroma) at a quality uniform in low..high.
+   */
+  jpegQuality?: readonly [number, number];
+  /**
+   * Probability (0 to 1) of a CLAHE-like local contrast enhancement: tile histograms (tile grid 4 to 12 per side, at
+   * least 8 pixels per tile) clipped at a limit uniform in [2, 4), equalised, bilinearly interpolated between tiles,
+   * blended with the image by a weight uniform in (0.25, 1].
+   */
+  localContrast?: number;
+  /**
+   * Probability (0 to 1) of standardising the image to a mean uniform in [0.4, 0.6) and a standard deviation uniform
+   * in [0.15, 0.25) (gain at most 10, so near-flat images are not blown up), then clamping to [0, 1].
+   */
+  normalizeIntensity?: number;
+  /** Maximum |ln gamma| (0 to 1): every pixel becomes pixel^gamma with gamma = exp(uniform(-gamma, gamma)). */
+  gamma?: number;
 }
 
-type Checked = Required<AugmentOptions>;
+/** Augmentation options after {@link checkAugment}: every amount filled in, `jpegQuality` null when off. */
+export interface CheckedAugment {
+  flip: boolean;
+  rotateDegrees: number;
+  zoom: number;
+  brightness: number;
+  contrast: number;
+  noise: number;
+  blur: number;
+  rescale: number;
+  jpegQuality: readonly [number, number] | null;
+  localContrast: number;
+  normalizeIntensity: number;
+  gamma: number;
+}
 
-const LIMITS: Readonly<Record<Exclude<keyof AugmentOptions, 'flip'>, number>> = {
+type Checked = CheckedAugment;
+type NumericKey = Exclude<keyof AugmentOptions, 'flip' | 'jpegQuality'>;
+
+const LIMITS: Readonly<Record<NumericKey, number>> = {
   rotateDegrees: 45,
   zoom: 0.5,
   brightness: 1,
   contrast: 1,
   noise: 0.5,
+  blur: 3,
+  rescale: 0.75,
+  localContrast: 1,
+  normalizeIntensity: 1,
+  gamma: 1,
 };
+
+/**
+ * A preset against the shortcut in the shared data: mild geometry and intensity changes plus every pipeline-trace
+ * step (resampling, sharpness, JPEG, CLAHE, intensity normalisation, gamma). No flip (the heart stays on its side).
+ *
+ * @example batches(cache, { subset: 'train', augment: TRACE_AUGMENT })
+ */
+export const TRACE_AUGMENT: AugmentOptions = Object.freeze({
+  rotateDegrees: 7,
+  zoom: 0.1,
+  brightness: 0.05,
+  contrast: 0.1,
+  blur: 1.2,
+  rescale: 0.4,
+  jpegQuality: Object.freeze([40, 95] as const),
+  localContrast: 0.3,
+  normalizeIntensity: 0.3,
+  gamma: 0.3,
+});
 
 /**
  * Validates augmentation options (ConfigError for amounts out of range) and fills in the absent ones as "off".
@@ -37,9 +111,22 @@ const LIMITS: Readonly<Record<Exclude<keyof AugmentOptions, 'flip'>, number>> = 
  * @example checkAugment({ rotateDegrees: 10 }) // { flip: false, rotateDegrees: 10, zoom: 0, brightness: 0, ... }
  */
 export function checkAugment(options: AugmentOptions): Checked {
-  const out: Checked = { flip: options.flip ?? false, rotateDegrees: 0, zoom: 0, brightness: 0, contrast: 0, noise: 0 };
+  const out: Checked = {
+    flip: options.flip ?? false,
+    rotateDegrees: 0,
+    zoom: 0,
+    brightness: 0,
+    contrast: 0,
+    noise: 0,
+    blur: 0,
+    rescale: 0,
+    jpegQuality: null,
+    localContrast: 0,
+    normalizeIntensity: 0,
+    gamma: 0,
+  };
   if (typeof out.flip !== 'boolean') throw new ConfigError(`augment.flip ${quote(options.flip)} is not valid: expected true or false`);
-  for (const key of Object.keys(LIMITS) as (keyof typeof LIMITS)[]) {
+  for (const key of Object.keys(LIMITS) as NumericKey[]) {
     const v = options[key] ?? 0;
     const max = LIMITS[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) {
@@ -47,19 +134,32 @@ export function checkAugment(options: AugmentOptions): Checked {
     }
     out[key] = v;
   }
+  const q: unknown = options.jpegQuality;
+  if (q !== undefined && q !== null) {
+    const ok = Array.isArray(q) && q.length === 2 && q.every((v) => Number.isInteger(v) && v >= 1 && v <= 100) && q[0] <= q[1];
+    if (!ok) {
+      throw new ConfigError(`augment.jpegQuality ${quote(q)} is not valid: expected [low, high], integers with 1 <= low <= high <= 100`);
+    }
+    out.jpegQuality = [q[0] as number, q[1] as number];
+  }
   return out;
 }
 
 /** True when the options change nothing. */
 export function isIdentityAugment(options: Checked): boolean {
-  return !options.flip && !options.rotateDegrees && !options.zoom && !options.brightness && !options.contrast && !options.noise;
+  return !options.flip && !options.rotateDegrees && !options.zoom && !options.brightness && !options.contrast && !options.noise && !hasTraceSteps(options);
+}
+
+function hasTraceSteps(o: Checked): boolean {
+  return !!(o.blur || o.rescale || o.jpegQuality || o.localContrast || o.normalizeIntensity || o.gamma);
 }
 
 /**
  * Augments one `size` x `size` grayscale image with values in [0, 1] into `out` (a new array unless given; `out` must
- * not be `src`). Draws exactly six numbers from `rng` whatever the options (noise comes from a generator seeded by one
- * of them), so a seeded generator gives the same result every run. Geometry uses bilinear sampling with edge pixels repeated; results are clamped to
- * [0, 1].
+ * not be `src`). Draws exactly six numbers from `rng` whatever the options, plus a seventh when any pipeline-trace step
+ * is on (noise, and the trace steps, come from generators seeded by one draw each), so a seeded generator gives the
+ * same result every run. Geometry uses bilinear sampling with edge pixels repeated; results are clamped to [0, 1].
+ * The order of the steps is documented on {@link AugmentOptions}.
  *
  * @example const out = augmentImage(pixels, 128, checkAugment({ rotateDegrees: 10, brightness: 0.1 }), createRng(7))
  */
@@ -76,6 +176,7 @@ export function augmentImage(
   const delta = (rng() * 2 - 1) * options.brightness;
   const factor = 1 + (rng() * 2 - 1) * options.contrast;
   const noiseSeed = rng();
+  const traceSeed = hasTraceSteps(options) ? rng() : -1;
 
   if (!flip && angle === 0 && scale === 1) out.set(src.subarray(0, size * size));
   else {
@@ -103,6 +204,8 @@ export function augmentImage(
     }
   }
 
+  if (traceSeed >= 0) traceSteps(out, size, options, traceSeed);
+
   const n = size * size;
   let mean = 0;
   if (factor !== 1) {
@@ -121,4 +224,427 @@ export function augmentImage(
     out[i] = v < 0 ? 0 : v > 1 ? 1 : v;
   }
   return out;
+}
+
+/** The pipeline-trace steps, in place, with every random parameter drawn (always all of them) from one seed. */
+function traceSteps(pixels: Float32Array, size: number, o: Checked, seed: number): void {
+  const r = createRng(Math.floor(seed * 4294967296) >>> 0);
+  const uRescale = r();
+  const uMode = r();
+  const uBlur = r();
+  const uSharpSigma = r();
+  const uJpeg = r();
+  const pLocal = r();
+  const uClip = r();
+  const uTiles = r();
+  const uWeight = r();
+  const pNormalize = r();
+  const uMean = r();
+  const uStd = r();
+  const uGamma = r();
+  if (o.rescale > 0) rescaleImage(pixels, size, { factor: 1 - uRescale * o.rescale });
+  if (o.blur > 0) {
+    if (uMode < 0.5) blurImage(pixels, size, { sigma: o.blur * (1 - uBlur) });
+    else sharpenImage(pixels, size, { amount: (o.blur / 2) * (1 - uBlur), sigma: 0.5 + uSharpSigma });
+  }
+  if (o.jpegQuality) {
+    const [low, high] = o.jpegQuality;
+    jpegImage(pixels, size, { quality: low + Math.min(high - low, Math.floor(uJpeg * (high - low + 1))) });
+  }
+  if (pLocal < o.localContrast) {
+    localContrastImage(pixels, size, { clipLimit: 2 + 2 * uClip, tiles: 4 + Math.floor(uTiles * 9), weight: 1 - 0.75 * uWeight });
+  }
+  if (pNormalize < o.normalizeIntensity) normalizeImage(pixels, size, { mean: 0.4 + 0.2 * uMean, std: 0.15 + 0.1 * uStd });
+  if (o.gamma > 0) gammaImage(pixels, size, { gamma: Math.exp((uGamma * 2 - 1) * o.gamma) });
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The single steps. Each works in place on the first size * size values of `pixels` (values in [0, 1]) and returns
+// `pixels`. They share module-level scratch buffers (grown, never shrunk): synchronous and not reentrant.
+
+let bufA = new Float32Array(0);
+let bufB = new Float32Array(0);
+let idx0 = new Int32Array(0);
+let idx1 = new Int32Array(0);
+let frac = new Float64Array(0);
+let luts = new Float32Array(0);
+const hist = new Float64Array(256);
+const block = new Float64Array(64);
+const blockTmp = new Float64Array(64);
+const qTable = new Float64Array(64);
+
+function scratch(n: number, size: number): void {
+  if (bufA.length < n) {
+    bufA = new Float32Array(n);
+    bufB = new Float32Array(n);
+  }
+  if (idx0.length < size) {
+    idx0 = new Int32Array(size);
+    idx1 = new Int32Array(size);
+    frac = new Float64Array(size);
+  }
+}
+
+const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
+
+/** Normalised Gaussian taps for offsets -radius..radius. */
+function gaussianKernel(sigma: number): Float64Array {
+  const radius = Math.max(1, Math.ceil(3 * sigma));
+  const k = new Float64Array(2 * radius + 1);
+  let sum = 0;
+  for (let j = -radius; j <= radius; j++) {
+    const w = Math.exp(-(j * j) / (2 * sigma * sigma));
+    k[j + radius] = w;
+    sum += w;
+  }
+  for (let j = 0; j < k.length; j++) k[j] = (k[j] as number) / sum;
+  return k;
+}
+
+/** Separable convolution of `src` into `dst` (may be `src`) with edge pixels repeated; uses bufA in between. */
+function convolve(src: Float32Array, dst: Float32Array, size: number, k: Float64Array): void {
+  const radius = (k.length - 1) / 2;
+  const last = size - 1;
+  const tmp = bufA;
+  for (let y = 0; y < size; y++) {
+    const row = y * size;
+    for (let x = 0; x < size; x++) {
+      let acc = 0;
+      if (x >= radius && x + radius <= last) {
+        const base = row + x - radius;
+        for (let j = 0; j < k.length; j++) acc += (k[j] as number) * (src[base + j] as number);
+      } else {
+        for (let j = 0; j < k.length; j++) {
+          const xx = x + j - radius;
+          acc += (k[j] as number) * (src[row + (xx < 0 ? 0 : xx > last ? last : xx)] as number);
+        }
+      }
+      tmp[row + x] = acc;
+    }
+  }
+  for (let y = 0; y < size; y++) {
+    const row = y * size;
+    const inside = y >= radius && y + radius <= last;
+    for (let x = 0; x < size; x++) {
+      let acc = 0;
+      if (inside) {
+        const base = (y - radius) * size + x;
+        for (let j = 0; j < k.length; j++) acc += (k[j] as number) * (tmp[base + j * size] as number);
+      } else {
+        for (let j = 0; j < k.length; j++) {
+          const yy = y + j - radius;
+          acc += (k[j] as number) * (tmp[(yy < 0 ? 0 : yy > last ? last : yy) * size + x] as number);
+        }
+      }
+      dst[row + x] = acc;
+    }
+  }
+}
+
+/**
+ * Gaussian blur (separable, edge pixels repeated) with standard deviation `sigma` in pixels; sigma <= 0 changes nothing.
+ *
+ * @example blurImage(pixels, 128, { sigma: 1.2 })
+ */
+export function blurImage(pixels: Float32Array, size: number, options: { sigma: number }): Float32Array {
+  if (!(options.sigma > 0)) return pixels;
+  scratch(size * size, size);
+  convolve(pixels, pixels, size, gaussianKernel(options.sigma));
+  const n = size * size;
+  for (let i = 0; i < n; i++) pixels[i] = clamp01(pixels[i] as number);
+  return pixels;
+}
+
+/**
+ * Unsharp mask: pixel + amount * (pixel - Gaussian blur of the image with `sigma`, default 1), clamped to [0, 1].
+ *
+ * @example sharpenImage(pixels, 128, { amount: 0.5 })
+ */
+export function sharpenImage(pixels: Float32Array, size: number, options: { amount: number; sigma?: number }): Float32Array {
+  const sigma = options.sigma ?? 1;
+  if (!(options.amount > 0) || !(sigma > 0)) return pixels;
+  const n = size * size;
+  scratch(n, size);
+  const blurred = bufB;
+  convolve(pixels, blurred, size, gaussianKernel(sigma));
+  const a = options.amount;
+  for (let i = 0; i < n; i++) {
+    const p = pixels[i] as number;
+    pixels[i] = clamp01(p + a * (p - (blurred[i] as number)));
+  }
+  return pixels;
+}
+
+/**
+ * Shrinks the image to round(size * factor) pixels a side by area averaging and scales it back up bilinearly (pixel
+ * centres aligned). A factor that rounds to the full size changes nothing; a constant image stays exactly the same.
+ *
+ * @example rescaleImage(pixels, 128, { factor: 0.7 }) // through 90 x 90 and back
+ */
+export function rescaleImage(pixels: Float32Array, size: number, options: { factor: number }): Float32Array {
+  const m = Math.max(1, Math.min(size, Math.round(size * options.factor)));
+  if (m === size || !(options.factor > 0)) return pixels;
+  scratch(size * size, size);
+  const r = size / m;
+  // Area average along rows: pixels (size x size) -> bufA (size rows x m columns).
+  for (let y = 0; y < size; y++) {
+    const row = y * size;
+    for (let i = 0; i < m; i++) {
+      const a = i * r;
+      const b = i === m - 1 ? size : (i + 1) * r;
+      let acc = 0;
+      for (let j = Math.floor(a); j < b && j < size; j++) {
+        const lo = j < a ? a : j;
+        const hi = j + 1 > b ? b : j + 1;
+        acc += (hi - lo) * (pixels[row + j] as number);
+      }
+      bufA[y * m + i] = acc / (b - a);
+    }
+  }
+  // Area average along columns: bufA (size x m) -> bufB (m x m).
+  for (let c = 0; c < m; c++) {
+    for (let i = 0; i < m; i++) {
+      const a = i * r;
+      const b = i === m - 1 ? size : (i + 1) * r;
+      let acc = 0;
+      for (let j = Math.floor(a); j < b && j < size; j++) {
+        const lo = j < a ? a : j;
+        const hi = j + 1 > b ? b : j + 1;
+        acc += (hi - lo) * (bufA[j * m + c] as number);
+      }
+      bufB[i * m + c] = acc / (b - a);
+    }
+  }
+  // Bilinear source positions of the full-size pixel centres in the small image (same along both axes).
+  const ratio = m / size;
+  for (let x = 0; x < size; x++) {
+    let s = (x + 0.5) * ratio - 0.5;
+    s = s < 0 ? 0 : s > m - 1 ? m - 1 : s;
+    const s0 = Math.floor(s);
+    idx0[x] = s0;
+    idx1[x] = Math.min(m - 1, s0 + 1);
+    frac[x] = s - s0;
+  }
+  // Up along rows: bufB (m x m) -> bufA (m rows x size columns); then along columns: bufA -> pixels.
+  for (let i = 0; i < m; i++) {
+    const src = i * m;
+    const dst = i * size;
+    for (let x = 0; x < size; x++) {
+      const f = frac[x] as number;
+      bufA[dst + x] = (bufB[src + (idx0[x] as number)] as number) * (1 - f) + (bufB[src + (idx1[x] as number)] as number) * f;
+    }
+  }
+  for (let y = 0; y < size; y++) {
+    const f = frac[y] as number;
+    const top = (idx0[y] as number) * size;
+    const bottom = (idx1[y] as number) * size;
+    const row = y * size;
+    for (let x = 0; x < size; x++) pixels[row + x] = (bufA[top + x] as number) * (1 - f) + (bufA[bottom + x] as number) * f;
+  }
+  return pixels;
+}
+
+/** The IJG (JPEG Annex K) luminance quantisation table, rows = vertical frequency. */
+const IJG_LUMINANCE = [
+  16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18,
+  22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103,
+  99,
+] as const;
+
+/** Orthonormal 8-point DCT-II matrix, DCT[u * 8 + x] = c(u) / 2 * cos((2x + 1) u pi / 16): JPEG's transform. */
+const DCT = Float64Array.from({ length: 64 }, (_, i) => {
+  const u = Math.floor(i / 8);
+  const x = i % 8;
+  return (u === 0 ? Math.SQRT1_2 : 1) * 0.5 * Math.cos(((2 * x + 1) * u * Math.PI) / 16);
+});
+
+/**
+ * The quantisation table libjpeg uses for a quality (1 to 100, clamped, rounded): the IJG luminance table scaled by
+ * 5000 / quality below 50 and 200 - 2 * quality from 50, entries kept in 1..255 (baseline).
+ *
+ * @example jpegQuantTable(50)[0] // 16
+ */
+export function jpegQuantTable(quality: number, out: Float64Array = new Float64Array(64)): Float64Array {
+  const q = Math.min(100, Math.max(1, Math.round(quality)));
+  const scale = q < 50 ? Math.floor(5000 / q) : 200 - q * 2;
+  for (let i = 0; i < 64; i++) out[i] = Math.min(255, Math.max(1, Math.floor(((IJG_LUMINANCE[i] as number) * scale + 50) / 100)));
+  return out;
+}
+
+/**
+ * A JPEG round trip of the luminance at `quality` (1 to 100) without the entropy coding, which loses nothing: pixels *
+ * 255 - 128 in 8x8 blocks from the top-left corner (edge blocks padded by repeating the last row and column), DCT,
+ * quantised with {@link jpegQuantTable}, dequantised, inverse DCT, back to [0, 1] and clamped.
+ *
+ * @example jpegImage(pixels, 128, { quality: 75 })
+ */
+export function jpegImage(pixels: Float32Array, size: number, options: { quality: number }): Float32Array {
+  jpegQuantTable(options.quality, qTable);
+  const last = size - 1;
+  const blocks = Math.ceil(size / 8);
+  for (let by = 0; by < blocks; by++) {
+    for (let bx = 0; bx < blocks; bx++) {
+      const y0 = by * 8;
+      const x0 = bx * 8;
+      for (let y = 0; y < 8; y++) {
+        const row = Math.min(last, y0 + y) * size;
+        for (let x = 0; x < 8; x++) block[y * 8 + x] = (pixels[row + Math.min(last, x0 + x)] as number) * 255 - 128;
+      }
+      // Forward: blockTmp = DCT * block (columns), block = blockTmp * DCT^T (rows).
+      for (let u = 0; u < 8; u++) {
+        for (let x = 0; x < 8; x++) {
+          let acc = 0;
+          for (let y = 0; y < 8; y++) acc += (DCT[u * 8 + y] as number) * (block[y * 8 + x] as number);
+          blockTmp[u * 8 + x] = acc;
+        }
+      }
+      for (let u = 0; u < 8; u++) {
+        for (let v = 0; v < 8; v++) {
+          let acc = 0;
+          for (let x = 0; x < 8; x++) acc += (blockTmp[u * 8 + x] as number) * (DCT[v * 8 + x] as number);
+          // Quantise (rounding half away from zero, like libjpeg) and dequantise.
+          const step = qTable[u * 8 + v] as number;
+          const level = acc < 0 ? -Math.round(-acc / step) : Math.round(acc / step);
+          block[u * 8 + v] = level * step;
+        }
+      }
+      // Inverse: blockTmp = DCT^T * block, then blockTmp * DCT.
+      for (let y = 0; y < 8; y++) {
+        for (let v = 0; v < 8; v++) {
+          let acc = 0;
+          for (let u = 0; u < 8; u++) acc += (DCT[u * 8 + y] as number) * (block[u * 8 + v] as number);
+          blockTmp[y * 8 + v] = acc;
+        }
+      }
+      const rows = Math.min(8, size - y0);
+      const cols = Math.min(8, size - x0);
+      for (let y = 0; y < rows; y++) {
+        const row = (y0 + y) * size + x0;
+        for (let x = 0; x < cols; x++) {
+          let acc = 0;
+          for (let v = 0; v < 8; v++) acc += (blockTmp[y * 8 + v] as number) * (DCT[v * 8 + x] as number);
+          pixels[row + x] = clamp01((acc + 128) / 255);
+        }
+      }
+    }
+  }
+  return pixels;
+}
+
+/**
+ * Simplified CLAHE: `tiles` x `tiles` tiles (fewer when a tile would be under 8 pixels a side), a 256-bin histogram
+ * per tile clipped at `clipLimit` times the mean bin count (OpenCV's convention; the excess spread evenly over all
+ * bins), equalisation mappings interpolated bilinearly between tile centres, the result blended with the image as
+ * `weight` (default 1) * enhanced + (1 - weight) * original.
+ *
+ * @example localContrastImage(pixels, 224, { clipLimit: 4, tiles: 12 }) // the 224-copy pipeline's setting
+ */
+export function localContrastImage(
+  pixels: Float32Array,
+  size: number,
+  options: { clipLimit: number; tiles: number; weight?: number },
+): Float32Array {
+  const weight = options.weight ?? 1;
+  if (!(weight > 0)) return pixels;
+  const grid = Math.max(1, Math.min(Math.floor(options.tiles), Math.floor(size / 8)));
+  scratch(size * size, size);
+  if (luts.length < grid * grid * 256) luts = new Float32Array(grid * grid * 256);
+  const tw = size / grid;
+  const bin = (v: number): number => (v <= 0 ? 0 : v >= 1 ? 255 : (v * 255 + 0.5) | 0);
+  for (let ty = 0; ty < grid; ty++) {
+    const ya = Math.floor(ty * tw);
+    const yb = ty === grid - 1 ? size : Math.floor((ty + 1) * tw);
+    for (let tx = 0; tx < grid; tx++) {
+      const xa = Math.floor(tx * tw);
+      const xb = tx === grid - 1 ? size : Math.floor((tx + 1) * tw);
+      hist.fill(0);
+      for (let y = ya; y < yb; y++) {
+        const row = y * size;
+        for (let x = xa; x < xb; x++) {
+          const b = bin(pixels[row + x] as number);
+          hist[b] = (hist[b] as number) + 1;
+        }
+      }
+      const area = (yb - ya) * (xb - xa);
+      const limit = Math.max(1, (options.clipLimit * area) / 256);
+      let excess = 0;
+      for (let b = 0; b < 256; b++) {
+        const h = hist[b] as number;
+        if (h > limit) {
+          excess += h - limit;
+          hist[b] = limit;
+        }
+      }
+      const spread = excess / 256;
+      const lut = (ty * grid + tx) * 256;
+      let cdf = 0;
+      for (let b = 0; b < 256; b++) {
+        cdf += (hist[b] as number) + spread;
+        luts[lut + b] = Math.min(1, cdf / area);
+      }
+    }
+  }
+  // Tile-centre interpolation positions, the same along both axes.
+  for (let x = 0; x < size; x++) {
+    const t = (x + 0.5) / tw - 0.5;
+    const t0 = Math.floor(t);
+    idx0[x] = Math.max(0, t0);
+    idx1[x] = Math.min(grid - 1, t0 + 1);
+    frac[x] = t - t0;
+  }
+  for (let y = 0; y < size; y++) {
+    const fy = frac[y] as number;
+    const top = (idx0[y] as number) * grid * 256;
+    const bottom = (idx1[y] as number) * grid * 256;
+    const row = y * size;
+    for (let x = 0; x < size; x++) {
+      const fx = frac[x] as number;
+      const left = (idx0[x] as number) * 256;
+      const right = (idx1[x] as number) * 256;
+      const p = pixels[row + x] as number;
+      const b = bin(p);
+      const upper = (luts[top + left + b] as number) * (1 - fx) + (luts[top + right + b] as number) * fx;
+      const lower = (luts[bottom + left + b] as number) * (1 - fx) + (luts[bottom + right + b] as number) * fx;
+      pixels[row + x] = clamp01(p + weight * (upper * (1 - fy) + lower * fy - p));
+    }
+  }
+  return pixels;
+}
+
+/**
+ * Standardises the image to `mean` and `std` (gain capped at 10; a flat image becomes `mean`), clamped to [0, 1].
+ *
+ * @example normalizeImage(pixels, 128, { mean: 127 / 255, std: 50 / 255 }) // the 224-copy pipeline's target
+ */
+export function normalizeImage(pixels: Float32Array, size: number, options: { mean: number; std: number }): Float32Array {
+  const n = size * size;
+  let sum = 0;
+  let squares = 0;
+  for (let i = 0; i < n; i++) {
+    const v = pixels[i] as number;
+    sum += v;
+    squares += v * v;
+  }
+  const mean = sum / n;
+  const std = Math.sqrt(Math.max(0, squares / n - mean * mean));
+  const gain = std > 0 ? Math.min(10, options.std / std) : 0;
+  const target = options.mean;
+  for (let i = 0; i < n; i++) pixels[i] = clamp01(((pixels[i] as number) - mean) * gain + target);
+  return pixels;
+}
+
+/**
+ * Raises every pixel to the power `gamma` (> 1 darkens mid-tones, < 1 brightens them).
+ *
+ * @example gammaImage(pixels, 128, { gamma: 1.2 })
+ */
+export function gammaImage(pixels: Float32Array, size: number, options: { gamma: number }): Float32Array {
+  const g = options.gamma;
+  if (g === 1 || !(g > 0)) return pixels;
+  const n = size * size;
+  for (let i = 0; i < n; i++) {
+    const v = pixels[i] as number;
+    pixels[i] = v <= 0 ? 0 : v >= 1 ? 1 : Math.pow(v, g);
+  }
+  return pixels;
 }

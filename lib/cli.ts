@@ -1,6 +1,9 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { DEFAULTS, PRESETS, type PresetName } from './config.js';
+import { TRACE_AUGMENT, type AugmentOptions } from './augment.js';
+import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
+import { evaluateModel, loadModel, predict } from './evaluate.js';
+import { train, type EpochRecord } from './train.js';
 import { diagnose } from './doctor.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
@@ -15,8 +18,9 @@ const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric che
 Usage: pneumotype <command> [options]
 
 Commands
-  run       fetch + relabel + prepare, skipping every step whose verified output exists
-            [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data]
+  run       fetch + relabel + prepare + train + evaluate, skipping every step whose verified output exists
+            [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data] [--out runs/PRESET]
+            [--augment none|basic|traces] [--no-train]
             [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
@@ -26,6 +30,13 @@ Commands
             --from FOLDER|ZIP [--out data/labeled] [--extracted data/extracted] [--allow-unknown]
   prepare   decode, resize and cache the labelled images as uint8, carve the validation split
             [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
+  train     train a classifier on the prepared cache (prepared first when missing)
+            --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
+            [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces] [--resume]
+  evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
+            [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
+            [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
+  predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE...
   doctor    which TensorFlow.js backend is used and why, versions, GPU
   help      this text
 
@@ -42,6 +53,7 @@ const OPTIONS = {
   all: { type: 'boolean' },
   remote: { type: 'boolean' },
   'download-whole': { type: 'boolean' },
+  'no-train': { type: 'boolean' },
   from: { type: 'string' },
   extracted: { type: 'string' },
   'allow-unknown': { type: 'boolean' },
@@ -52,6 +64,15 @@ const OPTIONS = {
   'image-size': { type: 'string' },
   'val-fraction': { type: 'string' },
   seed: { type: 'string' },
+  model: { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  augment: { type: 'string' },
+  resume: { type: 'boolean' },
+  split: { type: 'string' },
+  predictions: { type: 'string' },
+  bootstrap: { type: 'string' },
+  groups: { type: 'string' },
   json: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -59,7 +80,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed'): number | undefined {
+function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap'): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -70,8 +91,30 @@ function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed'): n
 function preset(values: Values): PresetName | undefined {
   const p = values.preset ?? process.env.PNEUMOTYPE_PRESET;
   if (p === undefined || p === '') return undefined;
+  if (p === 'tiny') return 'smoke';
   if (!(p in PRESETS)) throw new ConfigError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
   return p as PresetName;
+}
+
+/** --augment none (default, as in the narrative) | basic (small geometry and intensity) | traces (also randomises pipeline traces). */
+export function augmentPreset(name: string | undefined): AugmentOptions | false {
+  if (name === undefined || name === 'none') return false;
+  if (name === 'basic') return { rotateDegrees: 7, zoom: 0.1, brightness: 0.05, contrast: 0.1 };
+  if (name === 'traces') return TRACE_AUGMENT;
+  throw new ConfigError(`--augment ${quote(name)} is not one of "none", "basic", "traces"`);
+}
+
+function parseGroups(value: string): { csv: string; column: string } {
+  const at = value.lastIndexOf(':');
+  if (at <= 0 || at === value.length - 1) throw new ConfigError(`--groups ${quote(value)} is not CSV:COLUMN`);
+  return { csv: value.slice(0, at), column: value.slice(at + 1) };
+}
+
+function printEpoch(e: EpochRecord): void {
+  process.stderr.write(
+    `epoch ${e.epoch}: loss ${e.loss.toFixed(4)} acc ${e.accuracy.toFixed(3)} | val loss ${e.valLoss.toFixed(4)} acc ${e.valAccuracy.toFixed(3)} ` +
+      `macro-F1 ${e.valMacroF1.toFixed(3)}${e.best ? ' (best)' : ''} | lr ${e.learningRate.toExponential(2)} | ${e.imagesPerSecond.toFixed(1)} img/s, ${e.seconds.toFixed(0)} s\n`,
+  );
 }
 
 function print(values: Values, result: unknown, human: string): void {
@@ -183,6 +226,64 @@ export async function main(argv: readonly string[]): Promise<number> {
         print(values, r, r.description);
         return 0;
       }
+      case 'train': {
+        if (!values.out) throw new ConfigError('train needs --out runs/NAME');
+        const p = preset(values);
+        const overrides: Partial<Config> = {};
+        const set = <K extends keyof Config>(k: K, v: Config[K] | undefined): void => {
+          if (v !== undefined) overrides[k] = v;
+        };
+        set('imageSize', number(values, 'image-size'));
+        set('epochs', number(values, 'epochs'));
+        set('batchSize', number(values, 'batch-size'));
+        set('seed', number(values, 'seed'));
+        set('model', values.model);
+        const r = await train({
+          data: values.data ?? DEFAULTS.labeledDir,
+          out: values.out,
+          ...(p ? { preset: p } : {}),
+          config: overrides,
+          augment: augmentPreset(values.augment),
+          ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
+          ...(values.resume ? { resume: true } : {}),
+          ...progress,
+          onEpoch: printEpoch,
+        });
+        print(values, r, `best epoch ${r.bestEpoch} of ${r.history.length}${r.stoppedEarly ? ' (stopped early)' : ''}: validation accuracy ${r.card.validation.accuracy.toFixed(3)}, macro-F1 ${r.card.validation.macroF1.toFixed(3)}; model in ${r.modelDir}`);
+        return 0;
+      }
+      case 'evaluate': {
+        const split = values.split ?? 'test';
+        if (split !== 'test' && split !== 'val') throw new ConfigError(`--split ${quote(split)} is not one of "test", "val"`);
+        const bootstrap = number(values, 'bootstrap');
+        const r = await evaluateModel({
+          ...(values.model !== undefined ? { model: values.model } : {}),
+          data: values.data ?? DEFAULTS.labeledDir,
+          split,
+          ...(bootstrap !== undefined ? { bootstrap } : {}),
+          ...(values.out !== undefined ? { out: values.out } : {}),
+          ...(values.predictions !== undefined ? { predictions: values.predictions } : {}),
+          ...(values.groups !== undefined ? { groups: parseGroups(values.groups) } : {}),
+          ...progress,
+        });
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return 0;
+      }
+      case 'predict': {
+        const files = positionals.slice(1);
+        if (files.length === 0) throw new ConfigError('predict needs at least one IMAGE');
+        const loaded = await loadModel(values.model);
+        try {
+          let bad = 0;
+          for (const r of await predict(loaded, files)) {
+            if ('error' in r) bad++;
+            process.stdout.write(`${JSON.stringify(r)}\n`);
+          }
+          return bad === files.length ? 1 : 0;
+        } finally {
+          loaded.dispose();
+        }
+      }
       case 'run': {
         const p = preset(values);
         const r = await runPipeline({
@@ -190,6 +291,10 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values['data-dir'] !== undefined ? { dataDir: values['data-dir'] } : {}),
           ...(p ? { preset: p } : {}),
           ...(values.remote ? { remote: true } : values['download-whole'] ? { remote: false } : {}),
+          ...(values['no-train'] ? { train: false } : {}),
+          ...(values.out !== undefined ? { runDir: values.out } : {}),
+          augment: augmentPreset(values.augment),
+          onEpoch: printEpoch,
           ...progress,
           onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
         });

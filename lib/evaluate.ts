@@ -5,13 +5,13 @@ import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
-import { toCsv } from './csv.js';
+import { parseCsv, toCsv } from './csv.js';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
-import { argmax, evaluatePredictions, type EvaluationReport } from './metrics.js';
+import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, type EvaluationReport } from './metrics.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
 import { loadTf } from './tf.js';
@@ -153,7 +153,57 @@ export interface EvaluateModelOptions {
   /** Writes one CSV row per image: file, patientId, trueLabel, predictedLabel and the three probabilities. */
   readonly predictions?: string;
   readonly concurrency?: number;
+  /**
+   * Also break the metrics down by a column of a CSV keyed by file name (matched on the base name), e.g. the shared
+   * data's `chest_xray_train_224.csv` and its `derived_from` column: shortcut learning shows as a gap between groups.
+   */
+  readonly groups?: { readonly csv: string; readonly column: string };
   readonly onProgress?: ProgressCallback;
+}
+
+/** Metrics of one group of images (no intervals). */
+export interface GroupMetrics {
+  readonly n: number;
+  readonly accuracy: number;
+  readonly balancedAccuracy: number;
+  readonly macroF1: number;
+  readonly recall: Readonly<Record<Label, number>>;
+  readonly support: Readonly<Record<Label, number>>;
+}
+
+/** Point metrics per group of `preds`, groups looked up by the file's base name in `groupsCsv`'s `column`. */
+export async function metricsByGroup(
+  preds: readonly { file?: string | undefined; trueIndex: number; probs: readonly number[] }[],
+  groups: { csv: string; column: string },
+): Promise<Record<string, GroupMetrics>> {
+  const rows = parseCsv(await readFile(groups.csv, 'utf8'), groups.csv);
+  if (rows.length > 0 && !(groups.column in (rows[0] ?? {}))) {
+    throw new ConfigError(`${quote(groups.csv)} has no column ${quote(groups.column)} (columns: ${Object.keys(rows[0] ?? {}).join(', ')})`, { path: groups.csv });
+  }
+  const byName = new Map(rows.map((r) => [r.file ?? '', r[groups.column] ?? '']));
+  const buckets = new Map<string, { t: number[]; p: number[] }>();
+  for (const pr of preds) {
+    const name = (pr.file ?? '').split('/').at(-1) ?? '';
+    const g = byName.get(name) ?? '(not listed)';
+    const b = buckets.get(g) ?? { t: [], p: [] };
+    b.t.push(pr.trueIndex);
+    b.p.push(argmax(pr.probs));
+    buckets.set(g, b);
+  }
+  const out: Record<string, GroupMetrics> = {};
+  for (const [g, b] of [...buckets.entries()].sort((x, y) => x[0].localeCompare(y[0]))) {
+    const cm = confusionMatrix(b.t, b.p);
+    const per = perClassMetrics(cm);
+    out[g] = {
+      n: b.t.length,
+      accuracy: accuracy(cm),
+      balancedAccuracy: balancedAccuracy(cm),
+      macroF1: macroF1(cm),
+      recall: Object.fromEntries(CLASSES.map((c, k) => [c, per[k]?.recall ?? 0])) as Record<Label, number>,
+      support: Object.fromEntries(CLASSES.map((c, k) => [c, per[k]?.support ?? 0])) as Record<Label, number>,
+    };
+  }
+  return out;
 }
 
 export interface EvaluateResult extends EvaluationReport {
@@ -161,6 +211,8 @@ export interface EvaluateResult extends EvaluationReport {
   readonly model: string;
   readonly data: string;
   readonly failed: readonly { readonly file: string; readonly reason: string }[];
+  /** Present when `groups` was given. */
+  readonly byGroup?: Record<string, GroupMetrics>;
 }
 
 /**
@@ -207,7 +259,10 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
     tracker.finish();
-    const result: EvaluateResult = { split, model: loaded.dir, data, ...report, failed };
+    const result: EvaluateResult = {
+      split, model: loaded.dir, data, ...report, failed,
+      ...(options.groups ? { byGroup: await metricsByGroup(preds, options.groups) } : {}),
+    };
     if (options.out) await writeJsonAtomic(options.out, result);
     if (options.predictions) {
       const rows = preds.map((p) => ({

@@ -8,6 +8,10 @@ import { exists } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE } from './relabel.js';
+import type { AugmentOptions } from './augment.js';
+import { evaluateModel, type EvaluateResult } from './evaluate.js';
+import { train, type TrainResult } from './train.js';
+import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
 
 export interface PrepareStepOptions {
@@ -68,7 +72,24 @@ export interface PipelineOptions {
   readonly remote?: boolean;
   readonly onProgress?: ProgressCallback;
   /** Called when a step starts or is skipped, with a one-line note. */
-  readonly onStep?: (step: 'fetch' | 'relabel' | 'prepare', note: string) => void;
+  readonly onStep?: (step: PipelineStep, note: string) => void;
+  /** Train and evaluate after preparing (default true). */
+  readonly train?: boolean;
+  /** Run folder of the training step (default `runs/<preset>`). */
+  readonly runDir?: string;
+  /** Augmentation for training (default none, as in the narrative). */
+  readonly augment?: AugmentOptions | false;
+  /** Called after every training epoch with a one-line summary. */
+  readonly onEpoch?: Parameters<typeof train>[0]['onEpoch'];
+}
+
+export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'evaluate';
+
+/** The preset `run` uses when none is given: gpu with a native GPU backend, else cpu. */
+export function defaultPreset(): PresetName {
+  const env = process.env.PNEUMOTYPE_PRESET;
+  if (env === 'smoke' || env === 'cpu' || env === 'gpu') return env;
+  return loadTfWithInfo().info.package === '@tensorflow/tfjs-node-gpu' ? 'gpu' : 'cpu';
 }
 
 export interface PipelineResult {
@@ -78,6 +99,8 @@ export interface PipelineResult {
   readonly remote?: RemoteExtractResult;
   readonly labeledDir: string;
   readonly cache: PrepareResult;
+  readonly training?: TrainResult;
+  readonly evaluation?: EvaluateResult;
 }
 
 /**
@@ -88,7 +111,8 @@ export interface PipelineResult {
  * @example await runPipeline({ source: 'v2', dataDir: 'data', preset: 'cpu' })
  */
 export async function runPipeline(options: PipelineOptions = {}): Promise<PipelineResult> {
-  const config = resolveConfig(options.preset);
+  const presetName = options.preset ?? (options.train === false ? undefined : defaultPreset());
+  const config = resolveConfig(presetName);
   const dataDir = options.dataDir ?? config.dataDir;
   const dirs = {
     downloads: join(dataDir, 'downloads'),
@@ -98,7 +122,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   };
   const progress = options.onProgress ? { onProgress: options.onProgress } : {};
   const steps: { step: string; skipped: boolean; note: string }[] = [];
-  const step = (name: 'fetch' | 'relabel' | 'prepare', skipped: boolean, note: string): void => {
+  const step = (name: PipelineStep, skipped: boolean, note: string): void => {
     steps.push({ step: name, skipped, note });
     options.onStep?.(name, note);
   };
@@ -135,7 +159,42 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   }
 
   options.onStep?.('prepare', `decoding into ${dirs.cache}`);
-  const cache = await prepareStep({ labeledDir: dirs.labeled, cacheDir: dirs.cache, ...(options.preset ? { preset: options.preset } : {}), ...progress });
+  const cache = await prepareStep({ labeledDir: dirs.labeled, cacheDir: dirs.cache, ...(presetName ? { preset: presetName } : {}), ...progress });
   step('prepare', cache.reused, cache.description);
-  return { steps, labeledDir: dirs.labeled, cache, ...(archive ? { archive } : {}), ...(remoteResult ? { remote: remoteResult } : {}) };
+  const base = { steps, labeledDir: dirs.labeled, cache, ...(archive ? { archive } : {}), ...(remoteResult ? { remote: remoteResult } : {}) };
+  if (options.train === false) return base;
+
+  // Train (resuming an interrupted run; skipped when the run's model is complete), then evaluate.
+  const runDir = options.runDir ?? join('runs', presetName ?? 'default');
+  const modelCard = join(runDir, 'model', 'pneumotype.json');
+  let training: TrainResult | undefined;
+  if (await exists(modelCard)) {
+    step('train', true, `${runDir}/model exists (delete it to train again)`);
+  } else {
+    options.onStep?.('train', `training ${config.model} at ${config.imageSize} px for up to ${config.epochs} epochs into ${runDir}`);
+    training = await train({
+      data: dirs.labeled,
+      out: runDir,
+      cacheDir: dirs.cache,
+      ...(presetName ? { preset: presetName } : {}),
+      resume: true,
+      augment: options.augment ?? false,
+      ...progress,
+      ...(options.onEpoch ? { onEpoch: options.onEpoch } : {}),
+    });
+    step('train', false, `best epoch ${training.bestEpoch}: validation accuracy ${training.card.validation.accuracy.toFixed(3)}, macro-F1 ${training.card.validation.macroF1.toFixed(3)}`);
+  }
+  const hasTest = Object.keys(cache.index.splits).includes('test') && cache.index.images.some((i) => i.subset === 'test');
+  const split = hasTest ? 'test' : 'val';
+  options.onStep?.('evaluate', `evaluating ${runDir}/model on the ${split} split`);
+  const evaluation = await evaluateModel({
+    model: join(runDir, 'model'),
+    data: dirs.labeled,
+    split,
+    out: join(runDir, `eval-${split}.json`),
+    predictions: join(runDir, `predictions-${split}.csv`),
+    ...progress,
+  });
+  step('evaluate', false, `${split}: accuracy ${evaluation.accuracy.value.toFixed(3)} [${evaluation.accuracy.low.toFixed(3)}, ${evaluation.accuracy.high.toFixed(3)}], macro-F1 ${evaluation.macroF1.value.toFixed(3)}`);
+  return { ...base, ...(training ? { training } : {}), evaluation };
 }

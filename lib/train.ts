@@ -245,6 +245,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const summary = summarizeModel(model, modelOptions);
     const classWeightTensor = tf.tensor1d(weights);
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
+    const diverged = (epoch: number, what: string): TrainingError =>
+      new TrainingError(`training diverged in epoch ${epoch + 1} (${what}); the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`, { path: ckptLast });
     let epochsThisCall = 0;
     let stoppedEarly = false;
 
@@ -281,12 +283,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             seen += batch.labels.length;
             state = { ...state, globalStep: state.globalStep + 1 };
             tracker.add(1);
-            if (state.globalStep % 20 === 0 && !Number.isFinite((await lossSum.data())[0] ?? Number.NaN)) {
-              throw new TrainingError(
-                `the training loss became ${(await lossSum.data())[0]} at epoch ${epoch + 1}, step ${state.globalStep} (learning rate ${lr}); ` +
-                  `the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`,
-                { path: ckptLast },
-              );
+            if (state.globalStep % 20 === 0) {
+              const running = (await lossSum.data())[0] ?? Number.NaN;
+              if (!Number.isFinite(running)) throw diverged(epoch, `the training loss became ${running} at step ${state.globalStep}, learning rate ${lr}`);
             }
           } finally {
             tf.dispose([batch.xs, batch.ys]);
@@ -295,12 +294,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const [lossValue, correctValue] = [(await lossSum.data())[0] ?? Number.NaN, (await correctSum.data())[0] ?? 0];
         tf.dispose([lossSum, correctSum]);
         const trainSeconds = (performance.now() - started) / 1000;
-        if (!Number.isFinite(lossValue)) {
-          throw new TrainingError(`the training loss became ${lossValue} in epoch ${epoch + 1}; the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`, { path: ckptLast });
-        }
+        if (!Number.isFinite(lossValue)) throw diverged(epoch, `the training loss became ${lossValue}`);
 
         // Validation on the patient-grouped subset.
         const val = valCount > 0 ? await predictSubset(model, cache, 'val', config.batchSize * 2) : undefined;
+        if (val?.probs.some((p) => p.some((x) => !Number.isFinite(x)))) throw diverged(epoch, 'the model outputs became NaN');
         const report: EvaluationReport | undefined = val
           ? evaluatePredictions(val.probs.map((p, i) => ({ probs: p, trueIndex: val.trueIndex[i] ?? 0, patientId: val.patientIds[i] ?? '' })), { bootstrap: 0 })
           : undefined;

@@ -21,6 +21,8 @@ const SUITE = [
   'test/dataset.test.ts',
   'test/pipeline.test.ts',
   'test/models.test.ts',
+  'test/train.test.ts',
+  'test/evaluate.test.ts',
   'test/metrics.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',

@@ -73,3 +73,25 @@ test('doctor says which backend was picked and why', () => {
   assert.ok(report.cpu.cores >= 1);
   if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
 });
+
+test('train, evaluate and predict from the command line (tiny preset)', async () => {
+  const data = join(tmp, 'labeled');
+  const t = cli('train', '--data', data, '--out', join(tmp, 'run'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '2', '--quiet');
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(t.stdout, /^best epoch \d of 2: validation accuracy \d\.\d{3}, macro-F1 \d\.\d{3}; model in .*run\/model\n$/);
+  assert.match(t.stderr, /^epoch 1: loss /m);
+  const e = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '50', '--quiet');
+  assert.equal(e.code, 0, e.stderr);
+  const report = JSON.parse(e.stdout) as { n: number; accuracy: { value: number; low: number; high: number } };
+  assert.equal(report.n, 6);
+  const { readdir } = await import('node:fs/promises');
+  const img = join(data, 'test', 'virus', (await readdir(join(data, 'test', 'virus')))[0] ?? '');
+  const p = cli('predict', '--model', join(tmp, 'run', 'model'), img, join(tmp, 'missing.jpeg'));
+  assert.equal(p.code, 0, p.stderr);
+  const lines = p.stdout.trim().split('\n').map((l) => JSON.parse(l) as { file: string; label?: string; error?: string });
+  assert.equal(lines[0]?.file, img);
+  assert.ok(['normal', 'bacteria', 'virus'].includes(lines[0]?.label ?? ''));
+  assert.match(lines[1]?.error ?? '', /^"[^"]*missing\.jpeg": cannot be read/);
+  assert.equal(cli('evaluate', '--split', 'train').stderr, '\npneumotype evaluate: --split "train" is not one of "test", "val"\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\n');
+});

@@ -23,11 +23,11 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   await writeFile(zipPath, (await datasetZip({ perClass: { train: 4, test: 2 }, junk: true })).zip);
   const dataDir = join(tmp, 'local-data');
   const steps: string[] = [];
-  const first = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', onStep: (s, note) => steps.push(`${s}: ${note}`) });
+  const first = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', train: false, onStep: (s, note) => steps.push(`${s}: ${note}`) });
   assert.deepEqual(first.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', false], ['prepare', false]]);
   assert.equal(first.cache.index.imageSize, 32);
   assert.equal(first.cache.index.images.length, 18);
-  const second = await runPipeline({ source: zipPath, dataDir, preset: 'smoke' });
+  const second = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true]]);
   assert.ok(steps.length >= 3);
 });
@@ -38,14 +38,27 @@ test('run with remote: only the chest X-ray entries of a v3-like archive are tra
   const server = await startFileServer({ data: buildZip([...oct, ...chest.map((f) => ({ name: f.path, data: f.data }))]) });
   try {
     const dataDir = join(tmp, 'remote-data');
-    const r = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke' });
+    const r = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke', train: false });
     assert.equal(r.archive, undefined);
     assert.equal(r.remote?.files, chest.length);
     assert.ok((r.remote?.transferredBytes ?? Infinity) < 8_000_000 / 4, `transferred ${r.remote?.transferredBytes}`);
     assert.equal(r.cache.index.images.length, 12);
-    const again = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke' });
+    const again = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke', train: false });
     assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
   } finally {
     await server.close();
   }
+});
+
+test('the whole job trains and evaluates on the test split; a second run skips training', async () => {
+  const zipPath = join(tmp, 'whole.zip');
+  await writeFile(zipPath, (await datasetZip({ perClass: { train: 8, test: 3 } })).zip);
+  const dataDir = join(tmp, 'whole-data');
+  const runDir = join(tmp, 'whole-run');
+  const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
+  assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'evaluate']);
+  assert.equal(first.evaluation?.split, 'test');
+  assert.equal(first.evaluation?.n, 9);
+  const second = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
+  assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['evaluate', false]]);
 });

@@ -1,0 +1,105 @@
+// Evaluate and predict with a model trained on the fixture: every field of the report, CSV, layouts, bad images.
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm, writeFile, cp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { evaluateModel, loadModel, predict } from '../lib/evaluate.js';
+import { relabel } from '../lib/relabel.js';
+import { loadTf } from '../lib/tf.js';
+import { train } from '../lib/train.js';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
+
+let tmp: string;
+let labeled: string;
+let modelDir: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-evaluate-'));
+  labeled = join(tmp, 'labeled');
+  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 12, test: 4 } }));
+  await relabel({ from: join(tmp, 'src'), out: labeled });
+  const r = await train({ data: labeled, out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { epochs: 3, dropout: 0, learningRate: 3e-3 } });
+  modelDir = r.modelDir;
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('evaluate prints every field, with patient-bootstrap intervals, and writes the predictions CSV', async () => {
+  const tf = loadTf();
+  const before = tf.memory().numTensors;
+  const r = await evaluateModel({ model: modelDir, data: labeled, split: 'test', bootstrap: 200, out: join(tmp, 'eval.json'), predictions: join(tmp, 'pred.csv') });
+  assert.equal(tf.memory().numTensors, before);
+  assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'bootstrap', 'failed']);
+  assert.equal(r.n, 12);
+  for (const c of ['normal', 'bacteria', 'virus'] as const) {
+    assert.deepEqual(Object.keys(r.perClass[c]), ['precision', 'recall', 'f1', 'support']);
+    assert.equal(r.perClass[c].support, 4);
+    assert.ok(r.auc[c].low <= r.auc[c].value && r.auc[c].value <= r.auc[c].high);
+  }
+  assert.deepEqual(Object.keys(r.binary), ['normalVsPneumonia', 'bacteriaVsVirus']);
+  assert.deepEqual(Object.keys(r.binary.normalVsPneumonia), ['accuracy', 'sensitivity', 'specificity', 'auc', 'n']);
+  assert.equal(r.binary.bacteriaVsVirus.n, 8);
+  assert.equal(r.confusion.flat().reduce((a, b) => a + b, 0), 12);
+  assert.deepEqual(r.bootstrap, { resamples: 200, seed: 42, confidence: 0.95, unit: 'patient' });
+  assert.deepEqual(JSON.parse(await readFile(join(tmp, 'eval.json'), 'utf8')).n, 12);
+  const csv = (await readFile(join(tmp, 'pred.csv'), 'utf8')).trim().split('\n');
+  assert.equal(csv[0], 'file,patientId,trueLabel,predictedLabel,normal,bacteria,virus');
+  assert.equal(csv.length, 13);
+});
+
+test('evaluate the validation split (re-carved from the manifest) and folders without a manifest', async () => {
+  const val = await evaluateModel({ model: modelDir, data: labeled, split: 'val', bootstrap: 0 });
+  assert.ok(val.n > 0 && val.n < 36);
+  // A folder with only test/{normal,bacteria,virus}/, as a user might lay out new images.
+  const plain = join(tmp, 'plain');
+  await cp(join(labeled, 'test'), join(plain, 'test'), { recursive: true });
+  assert.equal((await evaluateModel({ model: modelDir, data: plain, bootstrap: 0 })).n, 12);
+  // The raw archive layout (NORMAL/PNEUMONIA), never relabelled.
+  assert.equal((await evaluateModel({ model: modelDir, data: join(tmp, 'src'), bootstrap: 0 })).n, 12);
+  await assert.rejects(evaluateModel({ model: modelDir, data: plain, split: 'val' }), {
+    name: 'ConfigError',
+    message: `--split val needs the manifest.csv that relabel writes, and "${join(plain, 'manifest.csv')}" is missing`,
+  });
+  await assert.rejects(evaluateModel({ model: join(tmp, 'nowhere'), data: labeled }), {
+    name: 'CacheError',
+    message: `"${join(tmp, 'nowhere')}" is not a pneumotype model folder: "${join(tmp, 'nowhere', 'pneumotype.json')}" is missing (train one with \`pneumotype train\`)`,
+  });
+});
+
+test('predict gives a label and three probabilities per image, and an error line for a bad one', async () => {
+  const m = await loadModel(modelDir);
+  try {
+    await mkdir(join(tmp, 'bad'), { recursive: true });
+    await writeFile(join(tmp, 'bad', 'note.jpeg'), 'not an image');
+    const good = join(labeled, 'test', 'normal');
+    const { readdir } = await import('node:fs/promises');
+    const first = join(good, (await readdir(good))[0] ?? '');
+    const out = await predict(m, [first, join(tmp, 'bad', 'note.jpeg'), { name: 'upload', data: await readFile(first) }]);
+    assert.equal(out.length, 3);
+    const [a, b, c] = out;
+    assert.ok(a && 'label' in a && c && 'label' in c);
+    assert.deepEqual(Object.keys(a.probabilities), ['normal', 'bacteria', 'virus']);
+    assert.ok(Math.abs(a.probabilities.normal + a.probabilities.bacteria + a.probabilities.virus - 1) < 1e-5);
+    assert.deepEqual(a.probabilities, c.probabilities);
+    assert.ok(b && 'error' in b);
+    assert.equal(b.error, `"${join(tmp, 'bad', 'note.jpeg')}": not a decodable image (unsupported or unrecognised format)`);
+  } finally {
+    m.dispose();
+  }
+});
+
+test('metrics break down by a grouping CSV keyed by file name', async () => {
+  const rows = ['file,derived_from'];
+  const { readManifest } = await import('../lib/manifest.js');
+  for (const [i, r] of (await readManifest(labeled)).filter((x) => x.split === 'test').entries()) rows.push(`${r.file.split('/').at(-1)},${i % 2 === 0 ? 'full-res' : 'resized'}`);
+  await writeFile(join(tmp, 'groups.csv'), `${rows.join('\n')}\n`);
+  const r = await evaluateModel({ model: modelDir, data: labeled, bootstrap: 0, groups: { csv: join(tmp, 'groups.csv'), column: 'derived_from' } });
+  assert.deepEqual(Object.keys(r.byGroup ?? {}), ['full-res', 'resized']);
+  assert.equal((r.byGroup?.['full-res']?.n ?? 0) + (r.byGroup?.resized?.n ?? 0), 12);
+  assert.deepEqual(Object.keys(r.byGroup?.resized ?? {}), ['n', 'accuracy', 'balancedAccuracy', 'macroF1', 'recall', 'support']);
+  await assert.rejects(evaluateModel({ model: modelDir, data: labeled, bootstrap: 0, groups: { csv: join(tmp, 'groups.csv'), column: 'pipeline' } }), {
+    name: 'ConfigError',
+    message: `"${join(tmp, 'groups.csv')}" has no column "pipeline" (columns: file, derived_from)`,
+  });
+});

@@ -1,0 +1,101 @@
+// Training on a separable fixture with the tiny model: learning, checkpoints, exact resume, NaN guard, no leaks.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { resolveConfig } from '../lib/config.js';
+import { loadModel, predict } from '../lib/evaluate.js';
+import { readManifest } from '../lib/manifest.js';
+import { relabel } from '../lib/relabel.js';
+import { loadTf } from '../lib/tf.js';
+import { classWeights, learningRateAt, train, TrainingError } from '../lib/train.js';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
+
+let tmp: string;
+let labeled: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-train-'));
+  labeled = join(tmp, 'labeled');
+  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 16, test: 4 } }));
+  await relabel({ from: join(tmp, 'src'), out: labeled });
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const base = { epochs: 4, dropout: 0, learningRate: 3e-3, patience: 10 };
+
+test('learningRateAt warms up linearly, then decays along a cosine to the floor', () => {
+  const c = resolveConfig(undefined, { epochs: 10, warmupEpochs: 1, learningRate: 1e-3, minLearningRate: 1e-5 });
+  assert.equal(learningRateAt(c, 0, 10), 1e-5 + (1e-3 - 1e-5) / 10);
+  assert.equal(learningRateAt(c, 9, 10), 1e-3);
+  assert.equal(learningRateAt(c, 10, 10), 1e-3);
+  assert.ok(Math.abs(learningRateAt(c, 55, 10) - (1e-5 + (1e-3 - 1e-5) / 2)) < 1e-12);
+  assert.equal(learningRateAt(c, 100, 10), 1e-5);
+  const p = resolveConfig(undefined, { schedule: 'plateau', warmupEpochs: 0, learningRate: 1e-3 });
+  assert.equal(learningRateAt(p, 50, 10, 0.25), 2.5e-4);
+});
+
+test('classWeights balance the classes: N / (K * n_c)', () => {
+  assert.deepEqual(classWeights([1349, 2538, 1345], 'balanced').map((w) => Number(w.toFixed(4))), [1.2928, 0.6872, 1.2967]);
+  assert.deepEqual(classWeights([5, 10, 0], 'none'), [1, 1, 1]);
+});
+
+test('the tiny model learns the separable fixture, saves best/last/model, and predictions survive a reload', async () => {
+  const tf = loadTf();
+  const before = tf.memory().numTensors;
+  const epochs: number[] = [];
+  const r = await train({ data: labeled, out: join(tmp, 'run-a'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, onEpoch: (e) => epochs.push(e.loss) });
+  assert.equal(tf.memory().numTensors, before, 'training leaves no tensors behind');
+  assert.equal(r.history.length, 4);
+  assert.ok((epochs.at(-1) ?? 1) < (epochs[0] ?? 0) / 2, `loss falls: ${epochs.join(', ')}`);
+  assert.ok(r.card.validation.accuracy >= 0.6, `validation accuracy ${r.card.validation.accuracy}`);
+  const history = JSON.parse(await readFile(join(r.runDir, 'history.json'), 'utf8')) as unknown[];
+  assert.equal(history.length, 4);
+  assert.deepEqual(Object.keys(r.card), ['format', 'version', 'classes', 'imageSize', 'preprocessing', 'model', 'training', 'data', 'validation', 'createdAt']);
+
+  const testRow = (await readManifest(labeled)).find((row) => row.split === 'test' && row.label === 'virus');
+  const image = join(labeled, testRow?.file ?? 'missing');
+  const m1 = await loadModel(r.modelDir);
+  const m2 = await loadModel(join(r.runDir, 'checkpoints', 'best'));
+  try {
+    const [a] = await predict(m1, [image]);
+    const [b] = await predict(m2, [image]);
+    assert.deepEqual(a, b);
+    const after1 = tf.memory().numTensors;
+    await predict(m1, [image, { name: 'bytes', data: await readFile(image) }]);
+    assert.equal(tf.memory().numTensors, after1, 'predict leaves no tensors behind');
+  } finally {
+    m1.dispose();
+    m2.dispose();
+  }
+});
+
+test('an interrupted and resumed run ends where an uninterrupted one does (loss within 1e-4)', async () => {
+  const straight = await train({ data: labeled, out: join(tmp, 'run-b'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base });
+  const part = await train({ data: labeled, out: join(tmp, 'run-c'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, stopAfterEpochs: 2 });
+  assert.equal(part.history.length, 2);
+  const resumed = await train({ data: labeled, out: join(tmp, 'run-c'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, resume: true });
+  assert.equal(resumed.history.length, 4);
+  for (const [i, rec] of straight.history.entries()) {
+    const other = resumed.history[i];
+    assert.ok(other && Math.abs(rec.loss - other.loss) < 1e-4, `epoch ${i + 1}: ${rec.loss} vs ${other?.loss}`);
+    assert.ok(other && Math.abs(rec.valLoss - other.valLoss) < 1e-4, `epoch ${i + 1}: val ${rec.valLoss} vs ${other?.valLoss}`);
+  }
+  await assert.rejects(
+    train({ data: labeled, out: join(tmp, 'run-c'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 0.1 }, resume: true }),
+    { name: 'ConfigError', message: /^cannot resume ".*run-c": it was started with another configuration/ },
+  );
+});
+
+test('a diverging run stops with a clear error and keeps the last good checkpoint', async () => {
+  await assert.rejects(
+    train({ data: labeled, out: join(tmp, 'run-nan'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 1e12, warmupEpochs: 0, labelSmoothing: 0 } }),
+    (err: unknown) => {
+      assert.ok(err instanceof TrainingError, String(err));
+      assert.match(err.message, /^training diverged in epoch 1 \((the training loss became (NaN|Infinity)|the model outputs became NaN)\); the last good checkpoint is kept in ".*run-nan\/checkpoints\/last": lower the learning rate and resume$/);
+      return true;
+    },
+  );
+});
