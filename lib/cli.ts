@@ -33,6 +33,7 @@ Commands
   train     train a classifier on the prepared cache (prepared first when missing)
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces] [--resume]
+            [--init-from DIR|URL]  (transfer learning from a tfjs layers model, new 3-class head)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
@@ -69,6 +70,7 @@ const OPTIONS = {
   'batch-size': { type: 'string' },
   augment: { type: 'string' },
   resume: { type: 'boolean' },
+  'init-from': { type: 'string' },
   split: { type: 'string' },
   predictions: { type: 'string' },
   bootstrap: { type: 'string' },
@@ -246,6 +248,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           augment: augmentPreset(values.augment),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
           ...(values.resume ? { resume: true } : {}),
+          ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
           ...progress,
           onEpoch: printEpoch,
         });

@@ -14,6 +14,7 @@ import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
+import { buildTransferModel } from './transfer.js';
 
 /** A training run that had to stop: a NaN loss, say. The last good checkpoint is kept. */
 export class TrainingError extends PneumotypeError {
@@ -36,6 +37,8 @@ export interface TrainOptions {
   readonly resume?: boolean;
   /** Random changes applied to training images (none by default, as in the original narrative). */
   readonly augment?: AugmentOptions | false;
+  /** Start from a pretrained tfjs layers model (folder or URL) with a new head, instead of from scratch. */
+  readonly initFrom?: string;
   /** Stop after this many epochs in this call (the run can be resumed later); for tests and time boxes. */
   readonly stopAfterEpochs?: number;
   readonly onProgress?: ProgressCallback;
@@ -80,6 +83,8 @@ export interface ModelCard {
     readonly seconds: number;
     readonly backend: string;
     readonly augment: AugmentOptions | false;
+    /** The pretrained model the run started from, when not from scratch. */
+    readonly initFrom: string | null;
   };
   readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
   readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
@@ -239,6 +244,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
       model = await loadLayersModelFromDir(ckptLast);
       await loadOptimizerState(ckptLast, optimizer);
+    } else if (options.initFrom) {
+      model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed });
     } else {
       model = buildModel(modelOptions);
     }
@@ -336,7 +343,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           imageSize: config.imageSize,
           preprocessing: { grayscale: true, resize: 'fill', kernel: 'lanczos3', scale: '1/255', channels: 1 },
           model: { ...modelOptions, summary },
-          training: { config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment },
+          training: { config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null },
           data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },
           createdAt: new Date().toISOString(),

@@ -23,6 +23,7 @@ const SUITE = [
   'test/models.test.ts',
   'test/train.test.ts',
   'test/evaluate.test.ts',
+  'test/transfer.test.ts',
   'test/metrics.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',

@@ -1,0 +1,83 @@
+// Transfer learning: start from a pretrained tfjs layers model (a folder or URL), keep its features, new 3-class head.
+import { stat } from 'node:fs/promises';
+import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
+import { loadLayersModelFromDir } from './checkpoint.js';
+import { CLASSES } from './config.js';
+import { ConfigError, messageOf, quote } from './errors.js';
+import { loadTf } from './tf.js';
+
+export interface TransferOptions {
+  /** A folder holding model.json (+ weights), or an http(s) URL of a model.json (e.g. a MobileNetV2 converted from Keras). */
+  readonly from: string;
+  /** Input side in pixels; the pretrained model must accept it (most convolutional bases accept any size). */
+  readonly imageSize: number;
+  readonly dropout?: number;
+  /** Name of the layer whose output feeds the new head (default: the last layer with a 4-D output, pooled). */
+  readonly featureLayer?: string;
+  /** Freeze the pretrained layers (train the head only). Default false. */
+  readonly freeze?: boolean;
+  readonly seed?: number;
+}
+
+/** Loads the pretrained model, saying what was tried when it cannot be had (offline, 404, not a layers model). */
+async function loadPretrained(from: string): Promise<LayersModel> {
+  const tf = loadTf();
+  const isUrl = /^https?:\/\//i.test(from);
+  try {
+    if (!isUrl) {
+      const s = await stat(from).catch(() => undefined);
+      if (!s?.isDirectory()) throw new Error('not a folder holding model.json');
+      return await loadLayersModelFromDir(from);
+    }
+    return await tf.loadLayersModel(from);
+  } catch (err) {
+    throw new ConfigError(
+      `cannot start from the pretrained model ${quote(from)}: ${isUrl ? 'downloading it' : 'reading it'} failed (${messageOf(err)}). ` +
+        `Tried ${isUrl ? 'tf.loadLayersModel on the URL (needs the internet and a tfjs layers model.json)' : 'model.json and its weights in that folder'}; ` +
+        'without it, train from scratch (leave out --init-from).',
+      { path: from, cause: err },
+    );
+  }
+}
+
+/**
+ * A classifier made of a pretrained model's features and a new head (dropout + dense softmax over CLASSES). A
+ * 1-channel input is repeated to the 3 channels most pretrained models expect, by a fixed 1x1 convolution.
+ *
+ * @example const model = await buildTransferModel({ from: 'models/mobilenet_v2_tfjs', imageSize: 224 })
+ */
+export async function buildTransferModel(options: TransferOptions): Promise<LayersModel> {
+  const tf = loadTf();
+  const base = await loadPretrained(options.from);
+  const inShape = base.inputs[0]?.shape ?? [];
+  const channels = inShape[3] ?? 1;
+  if (inShape.length !== 4 || (channels !== 1 && channels !== 3)) {
+    base.dispose();
+    throw new ConfigError(`the pretrained model ${quote(options.from)} takes inputs of shape ${quote(inShape)}: expected [null, H, W, 1 or 3]`, { path: options.from });
+  }
+  const featureName = options.featureLayer ?? [...base.layers].reverse().find((l) => {
+    const shape = l.outputShape as (number | null)[];
+    return Array.isArray(shape) && shape.length === 4;
+  })?.name;
+  const featureLayer = featureName === undefined ? undefined : base.layers.find((l) => l.name === featureName);
+  if (!featureLayer) {
+    base.dispose();
+    throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
+  }
+  const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
+  trunk.trainable = !options.freeze;
+  const input = tf.input({ shape: [options.imageSize, options.imageSize, 1], name: 'gray_input' });
+  let x: SymbolicTensor = input;
+  if (channels === 3) {
+    x = tf.layers
+      .conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'gray_to_rgb' })
+      .apply(x) as SymbolicTensor;
+  }
+  x = trunk.apply(x) as SymbolicTensor;
+  x = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(x) as SymbolicTensor;
+  if ((options.dropout ?? 0.2) > 0) x = tf.layers.dropout({ rate: options.dropout ?? 0.2, name: 'head_dropout' }).apply(x) as SymbolicTensor;
+  const out = tf.layers
+    .dense({ units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }) })
+    .apply(x) as SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out, name: 'transfer' });
+}

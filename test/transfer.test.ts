@@ -1,0 +1,71 @@
+// Transfer learning from a saved 3-channel tfjs layers model, and the clear error when the model cannot be had.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { SymbolicTensor, Tensor } from '@tensorflow/tfjs';
+import { saveModel } from '../lib/checkpoint.js';
+import { relabel } from '../lib/relabel.js';
+import { loadTf } from '../lib/tf.js';
+import { train } from '../lib/train.js';
+import { buildTransferModel } from '../lib/transfer.js';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
+import { startFileServer } from './helpers/http-server.js';
+
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-transfer-'));
+  const tf = loadTf();
+  // A stand-in for an ImageNet model: RGB input, convolutions, a 10-class head.
+  const input = tf.input({ shape: [null, null, 3] as unknown as number[] });
+  let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', name: 'pre_conv1' }).apply(input) as SymbolicTensor;
+  x = tf.layers.conv2d({ filters: 6, kernelSize: 3, strides: 2, activation: 'relu', name: 'pre_conv2' }).apply(x) as SymbolicTensor;
+  const pooled = tf.layers.globalAveragePooling2d({}).apply(x) as SymbolicTensor;
+  const out = tf.layers.dense({ units: 10, activation: 'softmax' }).apply(pooled) as SymbolicTensor;
+  const pretrained = tf.model({ inputs: input, outputs: out });
+  await saveModel({ dir: join(tmp, 'pretrained'), model: pretrained });
+  pretrained.dispose();
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('buildTransferModel keeps the pretrained features, repeats gray to RGB and adds a 3-class head', async () => {
+  const tf = loadTf();
+  const model = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 32, freeze: true });
+  try {
+    const y = tf.tidy(() => model.predict(tf.zeros([2, 32, 32, 1])) as Tensor);
+    assert.deepEqual(y.shape, [2, 3]);
+    y.dispose();
+    assert.equal(model.layers[1]?.name, 'gray_to_rgb');
+    assert.equal(model.trainableWeights.length, 2, 'frozen: only the new head trains');
+  } finally {
+    model.dispose();
+  }
+});
+
+test('train --init-from fine-tunes the pretrained model on the fixture', async () => {
+  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 6, test: 2 } }));
+  await relabel({ from: join(tmp, 'src'), out: join(tmp, 'labeled') });
+  const r = await train({ data: join(tmp, 'labeled'), out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), config: { epochs: 1 } });
+  assert.equal(r.history.length, 1);
+  assert.equal(r.card.training.initFrom, join(tmp, 'pretrained'));
+});
+
+test('a pretrained model that cannot be had is a clear error saying what was tried', async () => {
+  const server = await startFileServer({ data: Buffer.from('{}'), path: '/model.json' });
+  try {
+    await assert.rejects(buildTransferModel({ from: `${server.origin}/missing/model.json`, imageSize: 32 }), (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.match(err.message, new RegExp(`^cannot start from the pretrained model "${server.origin}/missing/model.json": downloading it failed \\(.*404.*\\)\\. Tried tf\\.loadLayersModel on the URL \\(needs the internet and a tfjs layers model\\.json\\); without it, train from scratch \\(leave out --init-from\\)\\.$`));
+      return true;
+    });
+  } finally {
+    await server.close();
+  }
+  await assert.rejects(buildTransferModel({ from: join(tmp, 'nope'), imageSize: 32 }), {
+    name: 'ConfigError',
+    message: `cannot start from the pretrained model "${join(tmp, 'nope')}": reading it failed (not a folder holding model.json). Tried model.json and its weights in that folder; without it, train from scratch (leave out --init-from).`,
+  });
+});
