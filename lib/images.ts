@@ -150,8 +150,13 @@ async function alone<T>(op: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Runs a sharp operation; a failure is retried alone once and reported as an ImageError naming the file. */
-async function runSharp<T>(op: () => Promise<T>, name: string): Promise<T> {
+/**
+ * Runs a sharp operation; a failure is retried alone once and reported as an ImageError naming the file. Every sharp
+ * call of the project goes through here so that concurrent failures report their own libvips message.
+ *
+ * @example const px = await runSharp(() => sharp(buf).raw().toBuffer(), 'scan.jpeg')
+ */
+export async function runSharp<T>(op: () => Promise<T>, name: string): Promise<T> {
   try {
     return await shared(op);
   } catch {

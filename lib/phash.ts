@@ -1,6 +1,7 @@
 // Perceptual hashes and the leakage audit: byte-identical and near-duplicate images across splits.
 import sharp from 'sharp';
-import { ImageError, messageOf, quote } from './errors.js';
+import { DEFAULTS } from './config.js';
+import { runSharp } from './images.js';
 
 /** Bits in a hash: a 16x16 difference hash (dHash), robust to re-encoding, resizing and small intensity changes. */
 export const HASH_BITS = 256;
@@ -14,17 +15,16 @@ const H = 16;
  * @example await dhash('data/labeled/train/normal/IM-0115-0001.jpeg') // 'f0e1...'
  */
 export async function dhash(input: string | Buffer, options: { maxInputPixels?: number; name?: string } = {}): Promise<string> {
-  let px: Buffer;
-  try {
-    px = await sharp(input, { limitInputPixels: options.maxInputPixels ?? 40_000_000, failOn: 'truncated' })
-      .grayscale()
-      .resize(W, H, { fit: 'fill', kernel: 'lanczos3' })
-      .raw()
-      .toBuffer();
-  } catch (err) {
-    const name = options.name ?? (typeof input === 'string' ? input : '<buffer>');
-    throw new ImageError(`${quote(name)}: cannot hash, not a decodable image (${messageOf(err)})`, { path: name, cause: err });
-  }
+  const name = options.name ?? (typeof input === 'string' ? input : '<buffer>');
+  const px = await runSharp(
+    () =>
+      sharp(input, { limitInputPixels: options.maxInputPixels ?? DEFAULTS.maxInputPixels, failOn: 'truncated' })
+        .grayscale()
+        .resize(W, H, { fit: 'fill', kernel: 'lanczos3' })
+        .raw()
+        .toBuffer(),
+    name,
+  );
   const bytes = new Uint8Array(HASH_BITS / 8);
   for (let y = 0; y < H; y++) {
     for (let x = 0; x < W - 1; x++) {
