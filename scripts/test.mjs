@@ -18,6 +18,7 @@ const SUITE = [
   'test/images.test.ts',
   'test/split.test.ts',
   'test/cache.test.ts',
+  'test/augment.test.ts',
   'test/dataset.test.ts',
   'test/pipeline.test.ts',
   'test/models.test.ts',
@@ -25,6 +26,8 @@ const SUITE = [
   'test/evaluate.test.ts',
   'test/transfer.test.ts',
   'test/metrics.test.ts',
+  'test/serve.test.ts',
+  'test/sagemaker.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',
 ];
