@@ -4,6 +4,7 @@ import { TRACE_AUGMENT, type AugmentOptions } from './augment.js';
 import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
 import { evaluateModel, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
+import { upload } from './upload.js';
 import { diagnose } from './doctor.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
@@ -38,6 +39,9 @@ Commands
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
   predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE...
+  upload    the labelled dataset to S3 (resumable: only missing or changed files; a manifest object written last)
+            --bucket NAME [--prefix PATH] [--region REGION] [--endpoint URL] [--data data/labeled]
+            [--concurrency N] [--part-size MIB]   (credentials: the AWS SDK's default chain)
   doctor    which TensorFlow.js backend is used and why, versions, GPU
   help      this text
 
@@ -75,6 +79,12 @@ const OPTIONS = {
   predictions: { type: 'string' },
   bootstrap: { type: 'string' },
   groups: { type: 'string' },
+  bucket: { type: 'string' },
+  prefix: { type: 'string' },
+  region: { type: 'string' },
+  endpoint: { type: 'string' },
+  concurrency: { type: 'string' },
+  'part-size': { type: 'string' },
   json: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -82,7 +92,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap'): number | undefined {
+function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size'): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -285,6 +295,32 @@ export async function main(argv: readonly string[]): Promise<number> {
           return bad === files.length ? 1 : 0;
         } finally {
           loaded.dispose();
+        }
+      }
+      case 'upload': {
+        if (!values.bucket) throw new ConfigError('upload needs --bucket NAME');
+        process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+        const concurrency = number(values, 'concurrency');
+        const partMiB = number(values, 'part-size');
+        const controller = new AbortController();
+        const stop = (): void => controller.abort();
+        process.once('SIGINT', stop);
+        try {
+          const r = await upload({
+            data: values.data ?? DEFAULTS.labeledDir,
+            bucket: values.bucket,
+            ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
+            ...(values.region !== undefined ? { region: values.region } : {}),
+            ...(values.endpoint !== undefined ? { endpoint: values.endpoint } : {}),
+            ...(concurrency !== undefined ? { concurrency } : {}),
+            ...(partMiB !== undefined ? { partSize: Math.round(partMiB * 1024 ** 2) } : {}),
+            signal: controller.signal,
+            ...progress,
+          });
+          print(values, r, `${r.uploaded} uploaded (${formatBytes(r.bytes)}), ${r.skipped} already there; complete: s3://${r.bucket}/${r.manifestKey}`);
+          return 0;
+        } finally {
+          process.off('SIGINT', stop);
         }
       }
       case 'run': {

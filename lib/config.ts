@@ -91,6 +91,11 @@ export const DEFAULTS = {
   classWeights: 'balanced', // balanced (N / (K * n_class)) | none: the train split is 1,349 : 2,538 : 1,345
   patience: 8, // early stopping: epochs without a better validation macro-F1
   dropout: 0.2,
+
+  // --- upload to S3
+  uploadConcurrency: 4, // files uploaded at once
+  uploadPartSize: 8 * 1024 ** 2, // larger files go multipart; at most concurrency x 2 parts are buffered
+  uploadPrefix: '', // key prefix in the bucket ('' = the bucket's root)
 } as const;
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends string

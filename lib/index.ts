@@ -25,5 +25,22 @@ export { readImageInfo, decodeGray, type ImageInfo } from './images.js';
 export { patientGroupedSplit } from './split.js';
 export { prepareCache, openCache, cacheDirFor, type PrepareOptions, type PrepareResult, type CacheIndex, type OpenedCache, type Subset } from './cache.js';
 export { batches, batchIterator, toTfDataset, type Batch, type BatchOptions } from './dataset.js';
-export type { AugmentOptions } from './augment.js';
+export { TRACE_AUGMENT, augmentImage, checkAugment, type AugmentOptions } from './augment.js';
 export { runPipeline, prepareStep, type PipelineOptions, type PipelineResult } from './pipeline.js';
+
+// Models, training, evaluation, prediction
+export { MODEL_CATALOG, buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
+export { train, learningRateAt, classWeights, TrainingError, type TrainOptions, type TrainResult, type EpochRecord, type ModelCard } from './train.js';
+export { buildTransferModel, type TransferOptions } from './transfer.js';
+export { saveModel, loadLayersModelFromDir } from './checkpoint.js';
+export {
+  DEFAULT_MODEL_DIR, loadModel, predict, predictPixels, evaluateModel, metricsByGroup,
+  type LoadedModel, type PredictInput, type PredictResult, type EvaluateModelOptions, type EvaluateResult, type GroupMetrics,
+} from './evaluate.js';
+export {
+  evaluatePredictions, confusionMatrix, perClassMetrics, rocAuc, rocCurve, binaryMetrics,
+  type Prediction, type EvaluationReport, type Interval,
+} from './metrics.js';
+
+// S3
+export { upload, UploadError, type UploadOptions, type UploadResult, type UploadManifest } from './upload.js';

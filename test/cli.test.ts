@@ -36,6 +36,7 @@ test('help, unknown commands and bad options', () => {
   assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\n');
   const preset = cli('prepare', '--preset', 'huge');
   assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke, cpu, gpu\n');
+  assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\n');
   const size = cli('prepare', '--image-size', 'big');
   assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\n');
 });

@@ -1,0 +1,904 @@
+// The upload step: the labelled dataset folder to S3, resumable by size and MD5, with a manifest object written last.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, posix, relative, sep } from 'node:path';
+import { Transform, pipeline, type TransformCallback } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetBucketLocationCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { DEFAULTS } from './config.js';
+import { ConfigError, IntegrityError, LabelError, PneumotypeError, quote, type ErrorDetails } from './errors.js';
+import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { ProgressTracker, type ProgressCallback } from './progress.js';
+
+/** Name of the object, under the prefix, that marks an upload complete and lists every file in it. */
+export const UPLOAD_MANIFEST_NAME = '_pneumotype-upload.json';
+/** The relabel step's summary file, uploaded with the dataset and read for the counts in the manifest object. */
+const SUMMARY_FILE = 'summary.json';
+/** S3's limits on multipart part sizes. */
+export const MIN_PART_SIZE = 5 * 1024 ** 2;
+export const MAX_PART_SIZE = 5 * 1024 ** 3;
+
+/** Defaults of the upload step, from DEFAULTS in lib/config.ts. */
+export const UPLOAD_DEFAULTS = {
+  concurrency: DEFAULTS.uploadConcurrency,
+  partSize: DEFAULTS.uploadPartSize,
+  prefix: DEFAULTS.uploadPrefix,
+} as const;
+
+/** Parts of one multipart file uploaded at once. */
+const PART_QUEUE = 2;
+
+/** Why an upload failed, for programs that react differently (the message says it for people). */
+export type UploadFailure = 'credentials' | 'no-bucket' | 'denied' | 'region' | 'aborted' | 'failed';
+
+/** An S3 upload that failed: credentials, a missing bucket, a denied request, the wrong region, an abort. */
+export class UploadError extends PneumotypeError {
+  readonly bucket: string;
+  readonly key: string | undefined;
+  readonly reason: UploadFailure;
+  constructor(message: string, details: ErrorDetails & { bucket: string; key?: string; reason: UploadFailure }) {
+    super('ERR_UPLOAD', message, { ...details, path: details.path ?? s3Url(details.bucket, details.key ?? '') });
+    this.bucket = details.bucket;
+    this.key = details.key;
+    this.reason = details.reason;
+  }
+}
+
+export interface UploadOptions {
+  /** The labelled dataset folder (DEFAULTS.labeledDir): manifest.csv, summary.json, the images, rejected/. */
+  readonly data?: string;
+  readonly bucket: string;
+  /** Key prefix, without leading or trailing slash (UPLOAD_DEFAULTS.prefix: the bucket's root). */
+  readonly prefix?: string;
+  /** Region the upload targets; the bucket must be in it. Default: the client's region (AWS_REGION, the profile). */
+  readonly region?: string;
+  /** An S3-compatible endpoint (path-style addressing is used). Ignored when `client` is given. */
+  readonly endpoint?: string;
+  /** A ready client (tests, custom credentials). Default: one built from region/endpoint and the SDK's default chain. */
+  readonly client?: S3Client;
+  /** Files uploaded at once (UPLOAD_DEFAULTS.concurrency). */
+  readonly concurrency?: number;
+  /** Multipart part size in bytes, 5 MiB to 5 GiB (UPLOAD_DEFAULTS.partSize); larger files go multipart. */
+  readonly partSize?: number;
+  readonly onProgress?: ProgressCallback;
+  readonly signal?: AbortSignal;
+}
+
+/** A local file of the dataset, hashed. */
+export interface LocalFile {
+  /** Path relative to the dataset folder, posix separators: `train/virus/person1_virus_6.jpeg`. */
+  readonly file: string;
+  /** Path on disk. */
+  readonly path: string;
+  readonly bytes: number;
+  /** Lowercase hex. */
+  readonly md5: string;
+  readonly sha256: string;
+}
+
+/** What the bucket holds at a key (from ListObjectsV2, completed by HeadObject where needed). */
+export interface RemoteObject {
+  readonly key: string;
+  readonly bytes: number;
+  /** The ETag without quotes: the MD5 hex for single-part unencrypted objects, something else for multipart. */
+  readonly etag: string | undefined;
+  readonly lastModified: string | undefined;
+  /** `x-amz-meta-md5`, which this module stores on every object it writes. */
+  readonly md5?: string;
+}
+
+/** One file of a completed upload, as listed in the manifest object. */
+export interface UploadedFile {
+  readonly key: string;
+  readonly file: string;
+  readonly bytes: number;
+  readonly md5: string;
+  readonly sha256: string;
+  /** When the object was completed in the bucket (ISO 8601). */
+  readonly completedAt: string;
+}
+
+/** The manifest object `<prefix>/_pneumotype-upload.json`: present only once every file is in the bucket. */
+export interface UploadManifest {
+  readonly format: 'pneumotype-upload';
+  readonly version: 1;
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly region: string | undefined;
+  readonly completedAt: string;
+  readonly totals: { readonly files: number; readonly bytes: number };
+  /** Counts from the dataset's summary.json: images and patients per split and label. */
+  readonly summary: { readonly counts: unknown; readonly patients: unknown };
+  readonly files: readonly UploadedFile[];
+}
+
+export interface UploadResult {
+  readonly bucket: string;
+  readonly prefix: string;
+  /** The bucket's region as the server reported it (undefined when it reports none, like some S3-compatible servers). */
+  readonly region: string | undefined;
+  readonly manifestKey: string;
+  /** Files sent this run. */
+  readonly uploaded: number;
+  /** Files already in the bucket with the same size and MD5. */
+  readonly skipped: number;
+  /** Bytes sent this run. */
+  readonly bytes: number;
+  readonly skippedBytes: number;
+  readonly totalBytes: number;
+  /** False when the manifest object already listed exactly these files and was kept. */
+  readonly manifestWritten: boolean;
+  /** Objects under the prefix that are not part of this dataset (left alone). */
+  readonly otherObjects: number;
+  readonly manifest: UploadManifest;
+}
+
+/** What to do with each local file, given what the bucket holds. */
+export interface UploadPlan {
+  /** Missing from the bucket, or with another size or MD5. */
+  readonly upload: readonly LocalFile[];
+  /** Same size and an ETag equal to the MD5: already there. */
+  readonly skip: readonly { readonly local: LocalFile; readonly remote: RemoteObject }[];
+  /** Same size but an ETag that is not the MD5 (multipart, SSE-KMS): `x-amz-meta-md5` decides (HeadObject). */
+  readonly verify: readonly { readonly local: LocalFile; readonly remote: RemoteObject }[];
+}
+
+/** `s3://bucket/key`. */
+function s3Url(bucket: string, key: string): string {
+  return `s3://${bucket}/${key}`;
+}
+
+/**
+ * Checks a key prefix and returns it without leading or trailing slashes ('' for the bucket's root).
+ *
+ * @example normalizePrefix('/datasets/chest-xray/') // 'datasets/chest-xray'
+ */
+export function normalizePrefix(prefix: string): string {
+  const trimmed = prefix.replace(/^\/+|\/+$/g, '');
+  if (trimmed === '') return '';
+  if (trimmed.includes('\\') || trimmed.split('/').some((s) => s === '' || s === '.' || s === '..')) {
+    throw new ConfigError(`prefix ${quote(prefix)} has an empty, "." or ".." segment or a backslash: pass --prefix like "datasets/chest-xray"`);
+  }
+  return trimmed;
+}
+
+/**
+ * The object key of a dataset file under a (normalised) prefix.
+ *
+ * @example objectKey('datasets/v2', 'train/virus/person1_virus_6.jpeg') // 'datasets/v2/train/virus/person1_virus_6.jpeg'
+ */
+export function objectKey(prefix: string, file: string): string {
+  return prefix === '' ? file : `${prefix}/${file}`;
+}
+
+/**
+ * The region a GetBucketLocation LocationConstraint names: empty means us-east-1, "EU" is eu-west-1's old name.
+ *
+ * @example bucketRegionFrom('') // 'us-east-1'
+ */
+export function bucketRegionFrom(locationConstraint: string | undefined | null): string {
+  if (locationConstraint === undefined || locationConstraint === null || locationConstraint === '') return 'us-east-1';
+  if (locationConstraint === 'EU') return 'eu-west-1';
+  return locationConstraint;
+}
+
+/**
+ * Throws when the bucket is in another region than the upload targets (nothing to check when the server reports none).
+ *
+ * @example checkBucketRegion({ bucket: 'scans', bucketRegion: 'eu-west-1', targetRegion: 'eu-west-1' })
+ */
+export function checkBucketRegion(options: { bucket: string; bucketRegion: string | undefined; targetRegion: string; cause?: unknown }): void {
+  const { bucket, bucketRegion, targetRegion } = options;
+  if (bucketRegion === undefined || bucketRegion === targetRegion) return;
+  throw new UploadError(
+    `bucket ${quote(bucket)} is in ${quote(bucketRegion)} but the upload targets ${quote(targetRegion)}: the narrative keeps data ` +
+      `in the region the model is deployed to; pass --region ${bucketRegion} or use another bucket`,
+    { bucket, reason: 'region', ...(options.cause !== undefined ? { cause: options.cause } : {}) },
+  );
+}
+
+/**
+ * Decides, without any request, which files to upload, which are already there and which need their
+ * `x-amz-meta-md5` read. `remote` is keyed by object key.
+ *
+ * @example const plan = planUpload({ prefix: 'v2', files, remote: new Map() }) // plan.upload: every file
+ */
+export function planUpload(options: { prefix: string; files: readonly LocalFile[]; remote: ReadonlyMap<string, RemoteObject> }): UploadPlan {
+  const upload: LocalFile[] = [];
+  const skip: { local: LocalFile; remote: RemoteObject }[] = [];
+  const verify: { local: LocalFile; remote: RemoteObject }[] = [];
+  for (const local of options.files) {
+    const remote = options.remote.get(objectKey(options.prefix, local.file));
+    if (remote === undefined || remote.bytes !== local.bytes) upload.push(local);
+    else if (remote.etag === local.md5 || remote.md5 === local.md5) skip.push({ local, remote });
+    else if (remote.md5 !== undefined) upload.push(local);
+    else verify.push({ local, remote });
+  }
+  return { upload, skip, verify };
+}
+
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+function checkOptions(options: UploadOptions): { prefix: string; concurrency: number; partSize: number } {
+  if (!BUCKET_NAME.test(options.bucket)) {
+    throw new ConfigError(
+      `bucket ${quote(options.bucket)} is not a valid S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, ` +
+        'starting and ending with a letter or digit): pass --bucket NAME',
+    );
+  }
+  const concurrency = options.concurrency ?? UPLOAD_DEFAULTS.concurrency;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new ConfigError(`concurrency ${quote(concurrency)} is not a positive integer: pass --concurrency 4 or so`);
+  }
+  const partSize = options.partSize ?? UPLOAD_DEFAULTS.partSize;
+  if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
+    throw new ConfigError(
+      `part size ${quote(partSize)} is outside S3's limits for multipart parts (${MIN_PART_SIZE} to ${MAX_PART_SIZE} bytes, 5 MiB to 5 GiB)`,
+    );
+  }
+  if (options.endpoint !== undefined && options.client === undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(options.endpoint);
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new ConfigError(`endpoint ${quote(endpointLabel(options.endpoint))} is not an http(s) URL: pass --endpoint like "http://127.0.0.1:9000"`);
+    }
+  }
+  return { prefix: normalizePrefix(options.prefix ?? UPLOAD_DEFAULTS.prefix), concurrency, partSize };
+}
+
+/** An endpoint for messages: without user info (never print credentials embedded in a URL). */
+function endpointLabel(endpoint: string): string {
+  try {
+    const url = new URL(endpoint);
+    url.username = '';
+    url.password = '';
+    return url.href.replace(/\/$/, '');
+  } catch {
+    return endpoint.replace(/\/\/[^/@]*@/, '//');
+  }
+}
+
+function contentType(file: string): string {
+  const ext = posix.extname(file).toLowerCase();
+  if (ext === '.jpeg' || ext === '.jpg') return 'image/jpeg';
+  if (ext === '.png') return 'image/png';
+  if (ext === '.csv') return 'text/csv';
+  if (ext === '.json') return 'application/json';
+  return 'application/octet-stream';
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Local files
+
+/** A relative path that stays inside the dataset folder. */
+function isSafeRelative(file: string): boolean {
+  return file !== '' && !file.startsWith('/') && !file.includes('\\') && !file.split('/').some((s) => s === '' || s === '.' || s === '..');
+}
+
+async function listRejected(dir: string): Promise<string[]> {
+  const root = join(dir, 'rejected');
+  const s = await stat(root).catch(() => undefined);
+  if (!s?.isDirectory()) return [];
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  const files: string[] = [];
+  for (const e of entries) {
+    if (!e.isFile() || e.name.endsWith('.part') || e.name.endsWith('.tmp')) continue;
+    const parent = e.parentPath ?? (e as unknown as { path: string }).path;
+    files.push(relative(dir, join(parent, e.name)).split(sep).join('/'));
+  }
+  return files.sort();
+}
+
+async function hashFile(path: string, onBytes: (n: number) => void, signal: AbortSignal): Promise<{ bytes: number; md5: string; sha256: string }> {
+  const md5 = createHash('md5');
+  const sha = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20, signal })) {
+    const b = chunk as Buffer;
+    md5.update(b);
+    sha.update(b);
+    bytes += b.length;
+    onBytes(b.length);
+  }
+  return { bytes, md5: md5.digest('hex'), sha256: sha.digest('hex') };
+}
+
+/** The dataset folder as read before any hashing: files to upload with their sizes, what manifest.csv says. */
+interface Dataset {
+  readonly dir: string;
+  readonly names: readonly string[];
+  readonly sizes: readonly number[];
+  readonly expected: ReadonlyMap<string, { readonly bytes: number; readonly sha256: string }>;
+  readonly summary: UploadManifest['summary'];
+}
+
+/** Reads manifest.csv and summary.json and checks that every file to upload is there (cheap: no hashing). */
+async function readDataset(dir: string): Promise<Dataset> {
+  const rows = await readManifest(dir);
+  const summaryPath = join(dir, SUMMARY_FILE);
+  let summary: { counts?: unknown; patients?: unknown };
+  try {
+    summary = JSON.parse(await readFile(summaryPath, 'utf8')) as typeof summary;
+  } catch (err) {
+    throw new LabelError(`no readable summary at ${quote(summaryPath)}: relabel did not finish; run \`pneumotype relabel\` first`, {
+      path: summaryPath,
+      cause: err,
+    });
+  }
+  const expected = new Map<string, { bytes: number; sha256: string }>();
+  for (const r of rows) {
+    if (!isSafeRelative(r.file)) {
+      throw new LabelError(`${quote(join(dir, MANIFEST_FILE))} lists ${quote(r.file)}, which is not a path inside the dataset folder`, {
+        path: join(dir, MANIFEST_FILE),
+      });
+    }
+    expected.set(r.file, { bytes: r.bytes, sha256: r.sha256 });
+  }
+  const names = [...new Set([...rows.map((r) => r.file), ...(await listRejected(dir)), MANIFEST_FILE, SUMMARY_FILE])];
+  const sizes = await Promise.all(
+    names.map(async (file) => {
+      const path = join(dir, ...file.split('/'));
+      const s = await stat(path).catch(() => undefined);
+      if (!s?.isFile()) {
+        throw new LabelError(`${quote(file)} is listed in ${quote(join(dir, MANIFEST_FILE))} but missing from ${quote(dir)}: run \`pneumotype relabel\` again`, {
+          path,
+        });
+      }
+      return s.size;
+    }),
+  );
+  return { dir, names, sizes, expected, summary: { counts: summary.counts ?? null, patients: summary.patients ?? null } };
+}
+
+/** Hashes every file (MD5 for S3, SHA-256 for the manifest object) and checks the images against manifest.csv. */
+async function hashDataset(dataset: Dataset, concurrency: number, signal: AbortSignal, onProgress: ProgressCallback | undefined): Promise<LocalFile[]> {
+  const { dir, expected } = dataset;
+  const tracker = new ProgressTracker({
+    stage: 'hash',
+    unit: 'bytes',
+    total: dataset.sizes.reduce((a, b) => a + b, 0),
+    onProgress,
+    intervalMs: DEFAULTS.progressIntervalMs,
+  });
+  const files = await pool(dataset.names, concurrency, signal, async (file) => {
+    const path = join(dir, ...file.split('/'));
+    const h = await hashFile(path, (n) => tracker.add(n), signal);
+    const want = expected.get(file);
+    if (want && (want.bytes !== h.bytes || want.sha256 !== h.sha256)) {
+      throw new IntegrityError(
+        `${quote(file)} in ${quote(dir)} does not match ${MANIFEST_FILE} (${h.bytes} bytes, sha256 ${h.sha256}; the manifest says ` +
+          `${want.bytes} bytes, sha256 ${want.sha256}): the labelled folder changed after relabel; run \`pneumotype relabel\` again`,
+        { path, expected: want.sha256, actual: h.sha256 },
+      );
+    }
+    return { file, path, ...h };
+  });
+  tracker.finish();
+  return files;
+}
+
+/** Runs `fn` over `items`, at most `limit` at once; stops starting new ones once `signal` aborts. Results in order. */
+async function pool<T, R>(items: readonly T[], limit: number, signal: AbortSignal, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && failure === undefined && !signal.aborted) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i] as T);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failure) throw failure.error;
+  signal.throwIfAborted();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// S3 errors
+
+interface SdkError {
+  readonly name?: string;
+  readonly message?: string;
+  readonly Code?: string;
+  readonly Region?: string;
+  readonly $metadata?: { readonly httpStatusCode?: number };
+  readonly $response?: { readonly headers?: Readonly<Record<string, string | undefined>> };
+}
+
+const CREDENTIAL_CODES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'TokenRefreshRequired', 'InvalidClientTokenId']);
+const DENIED_CODES = new Set(['AccessDenied', 'AllAccessDisabled', 'AccountProblem', 'Forbidden']);
+const REGION_CODES = new Set(['PermanentRedirect', 'AuthorizationHeaderMalformed', 'IllegalLocationConstraintException']);
+
+function sdkCode(err: unknown): string {
+  const e = (err ?? {}) as SdkError;
+  return e.Code ?? e.name ?? 'Error';
+}
+
+function status(err: unknown): number | undefined {
+  return ((err ?? {}) as SdkError).$metadata?.httpStatusCode;
+}
+
+/** The region a redirect or a malformed-authorization answer names (S3 sends it in a header, and in the body). */
+function regionOf(err: unknown): string | undefined {
+  const e = (err ?? {}) as SdkError;
+  return e.$response?.headers?.['x-amz-bucket-region'] ?? (e.Region !== undefined && e.Region !== '' ? e.Region : undefined);
+}
+
+function isAbort(err: unknown): boolean {
+  return (err as { name?: string } | undefined)?.name === 'AbortError';
+}
+
+/** What an upload was doing when a request failed, for messages and the permission it needs. */
+type Step =
+  | { readonly kind: 'check' }
+  | { readonly kind: 'list' }
+  | { readonly kind: 'read'; readonly key: string }
+  | { readonly kind: 'write'; readonly key: string }
+  | { readonly kind: 'delete'; readonly key: string };
+
+interface Target {
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly endpoint: string | undefined;
+  readonly region: string;
+  readonly manifestKey: string;
+}
+
+function prefixUrl(t: Target): string {
+  return s3Url(t.bucket, t.prefix === '' ? '' : `${t.prefix}/`);
+}
+
+/** The SDK error of an S3 request as an UploadError that names the bucket/key and what to do. */
+function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
+  if (err instanceof PneumotypeError) return err;
+  const code = sdkCode(err);
+  const detail = `(${code}: ${((err ?? {}) as SdkError).message ?? String(err)})`;
+  const key = step.kind === 'check' || step.kind === 'list' ? undefined : step.key;
+  const where = step.kind === 'check' ? quote(s3Url(t.bucket, '')) : step.kind === 'list' ? quote(prefixUrl(t)) : quote(s3Url(t.bucket, key ?? ''));
+  const details = { bucket: t.bucket, ...(key !== undefined ? { key } : {}), cause: err };
+  const incomplete = step.kind === 'write' || step.kind === 'delete'
+    ? `; the upload is incomplete (${quote(s3Url(t.bucket, t.manifestKey))} is written only after every file): run it again to resume`
+    : '';
+  if (code === 'CredentialsProviderError') {
+    return new UploadError(
+      `no AWS credentials for bucket ${quote(t.bucket)} ${detail}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, ` +
+        'or run where an instance or task role provides them',
+      { ...details, reason: 'credentials' },
+    );
+  }
+  if (CREDENTIAL_CODES.has(code)) {
+    return new UploadError(
+      `S3 rejected the credentials for bucket ${quote(t.bucket)} ${detail}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ` +
+        "or AWS_PROFILE (the SDK's default credential chain)",
+      { ...details, reason: 'credentials' },
+    );
+  }
+  if (code === 'NoSuchBucket' || (step.kind === 'check' && status(err) === 404)) {
+    const at = t.endpoint !== undefined ? `endpoint ${quote(endpointLabel(t.endpoint))}` : 'AWS S3';
+    return new UploadError(
+      `bucket ${quote(t.bucket)} does not exist (${at}): create it in ${quote(t.region)} first or pass another --bucket`,
+      { ...details, reason: 'no-bucket' },
+    );
+  }
+  const redirected = regionOf(err);
+  if (REGION_CODES.has(code) || status(err) === 301) {
+    if (redirected !== undefined && redirected !== t.region) {
+      try {
+        checkBucketRegion({ bucket: t.bucket, bucketRegion: redirected, targetRegion: t.region, cause: err });
+      } catch (regionError) {
+        return regionError as UploadError;
+      }
+    }
+  }
+  if (DENIED_CODES.has(code) || status(err) === 403) {
+    const need =
+      step.kind === 'write'
+        ? `s3:PutObject on ${quote(`arn:aws:s3:::${t.bucket}/${t.prefix === '' ? '' : `${t.prefix}/`}*`)}; grant it or use another --bucket or --prefix`
+        : step.kind === 'delete'
+          ? `s3:DeleteObject on ${quote(`arn:aws:s3:::${t.bucket}/${step.key}`)} (to retire the old manifest object before changing files); grant it or use another --prefix`
+          : step.kind === 'read'
+            ? `s3:GetObject on ${quote(`arn:aws:s3:::${t.bucket}/${t.prefix === '' ? '' : `${t.prefix}/`}*`)}; grant it or use another --bucket or --prefix`
+            : `s3:ListBucket on ${quote(`arn:aws:s3:::${t.bucket}`)}; grant it or use another --bucket`;
+    const verb = { check: 'checking', list: 'listing', read: 'reading', write: 'writing', delete: 'deleting' }[step.kind];
+    return new UploadError(`access denied ${verb} ${where} ${detail}: the credentials need ${need}${incomplete}`, { ...details, reason: 'denied' });
+  }
+  const verb = { check: 'checking bucket', list: 'listing', read: 'reading', write: 'writing', delete: 'deleting' }[step.kind];
+  return new UploadError(`S3 failed ${verb} ${where} ${detail}${incomplete || ': run it again'}`, { ...details, reason: 'failed' });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// S3 requests
+
+/** The bucket's region: HeadBucket's x-amz-bucket-region, else GetBucketLocation (an empty answer from an
+ * S3-compatible endpoint means nothing). Throws for a missing bucket and for a region the server redirects to. */
+async function probeRegion(client: S3Client, t: Target, customEndpoint: boolean, signal: AbortSignal): Promise<string | undefined> {
+  try {
+    const head = await client.send(new HeadBucketCommand({ Bucket: t.bucket }), { abortSignal: signal });
+    if (head.BucketRegion !== undefined && head.BucketRegion !== '') return head.BucketRegion;
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    const redirected = regionOf(err);
+    if (redirected !== undefined) return redirected;
+    if (status(err) === 404 || sdkCode(err) === 'NoSuchBucket' || sdkCode(err) === 'CredentialsProviderError') {
+      throw toUploadError(err, { kind: 'check' }, t);
+    }
+    // 403 and others carry no body on HEAD: the listing below names the precise cause.
+  }
+  try {
+    const loc = await client.send(new GetBucketLocationCommand({ Bucket: t.bucket }), { abortSignal: signal });
+    const constraint = loc.LocationConstraint as string | undefined;
+    if (customEndpoint && (constraint === undefined || constraint === '')) return undefined;
+    return bucketRegionFrom(constraint);
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    const redirected = regionOf(err);
+    if (redirected !== undefined) return redirected;
+    return undefined; // often not granted (s3:GetBucketLocation); the listing reports what matters
+  }
+}
+
+async function listRemote(client: S3Client, t: Target, signal: AbortSignal): Promise<Map<string, RemoteObject>> {
+  const remote = new Map<string, RemoteObject>();
+  let token: string | undefined;
+  try {
+    do {
+      const page = await client.send(
+        new ListObjectsV2Command({
+          Bucket: t.bucket,
+          ...(t.prefix !== '' ? { Prefix: `${t.prefix}/` } : {}),
+          ...(token !== undefined ? { ContinuationToken: token } : {}),
+        }),
+        { abortSignal: signal },
+      );
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined) continue;
+        remote.set(o.Key, {
+          key: o.Key,
+          bytes: o.Size ?? -1,
+          etag: o.ETag?.replace(/"/g, '').toLowerCase(),
+          lastModified: o.LastModified?.toISOString(),
+        });
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    throw toUploadError(err, { kind: 'list' }, t);
+  }
+  return remote;
+}
+
+/** Completes listed objects whose ETag is not their MD5 with `x-amz-meta-md5` and LastModified from HeadObject. */
+async function headObject(client: S3Client, t: Target, remote: RemoteObject, signal: AbortSignal): Promise<RemoteObject> {
+  try {
+    const head = await client.send(new HeadObjectCommand({ Bucket: t.bucket, Key: remote.key }), { abortSignal: signal });
+    const md5 = head.Metadata?.md5;
+    return {
+      ...remote,
+      bytes: head.ContentLength ?? remote.bytes,
+      lastModified: head.LastModified?.toISOString() ?? remote.lastModified,
+      ...(md5 !== undefined ? { md5: md5.toLowerCase() } : { md5: '' }),
+    };
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    throw toUploadError(err, { kind: 'read', key: remote.key }, t);
+  }
+}
+
+/** The existing manifest object, or undefined when unreadable or not one of ours. */
+async function readManifestObject(client: S3Client, t: Target, signal: AbortSignal): Promise<UploadManifest | undefined> {
+  try {
+    const r = await client.send(new GetObjectCommand({ Bucket: t.bucket, Key: t.manifestKey }), { abortSignal: signal });
+    const parsed = JSON.parse((await r.Body?.transformToString('utf8')) ?? '') as Partial<UploadManifest>;
+    return parsed.format === 'pneumotype-upload' && parsed.version === 1 && Array.isArray(parsed.files) ? (parsed as UploadManifest) : undefined;
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    return undefined;
+  }
+}
+
+function sameFiles(a: readonly UploadedFile[], b: readonly UploadedFile[]): boolean {
+  if (a.length !== b.length) return false;
+  const index = new Map(a.map((f) => [f.key, f]));
+  return b.every((f) => {
+    const o = index.get(f.key);
+    return o !== undefined && o.md5 === f.md5 && o.bytes === f.bytes && o.sha256 === f.sha256;
+  });
+}
+
+/** Passes a file's bytes through and fails at the end, before the last part is released, when they are not the
+ * bytes that were hashed: no object ever carries an `x-amz-meta-md5` its content does not have. */
+class VerifyingStream extends Transform {
+  readonly #md5 = createHash('md5');
+  #bytes = 0;
+  constructor(readonly local: LocalFile) {
+    super();
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.#md5.update(chunk);
+    this.#bytes += chunk.length;
+    callback(null, chunk);
+  }
+  override _flush(callback: TransformCallback): void {
+    const md5 = this.#md5.digest('hex');
+    if (md5 === this.local.md5 && this.#bytes === this.local.bytes) return callback();
+    callback(
+      new IntegrityError(
+        `${quote(this.local.path)} changed while it was uploaded (${this.#bytes} bytes, MD5 ${md5}; hashed as ${this.local.bytes} ` +
+          `bytes, MD5 ${this.local.md5}): nothing was completed for it; run the upload again`,
+        { path: this.local.path, expected: this.local.md5, actual: md5 },
+      ),
+    );
+  }
+}
+
+/**
+ * lib-storage's Upload sends its requests without an abort signal (an aborted single PutObject would go on in the
+ * background): a view of the client whose send() passes ours, except for AbortMultipartUpload, which must still run.
+ */
+function abortableClient(client: S3Client, signal: AbortSignal): S3Client {
+  const view = Object.create(client) as S3Client;
+  const send = (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }) =>
+    command instanceof AbortMultipartUploadCommand ? client.send(command, options ?? {}) : client.send(command, { ...options, abortSignal: signal });
+  Object.defineProperty(view, 'send', { value: send });
+  return view;
+}
+
+async function putFile(
+  client: S3Client,
+  t: Target,
+  local: LocalFile,
+  partSize: number,
+  signal: AbortSignal,
+  onBytes: (n: number) => void,
+): Promise<UploadedFile> {
+  const key = objectKey(t.prefix, local.file);
+  const body = new VerifyingStream(local);
+  const source = createReadStream(local.path, { highWaterMark: 1 << 20 });
+  pipeline(source, body, () => undefined); // errors reach the consumer through `body`
+  const upload = new Upload({
+    client: abortableClient(client, signal),
+    params: {
+      Bucket: t.bucket,
+      Key: key,
+      Body: body,
+      ContentLength: local.bytes,
+      ContentType: contentType(local.file),
+      Metadata: { md5: local.md5, sha256: local.sha256 },
+      // A single PutObject (lib-storage goes multipart only above partSize): S3 checks the MD5 too.
+      ...(local.bytes <= partSize ? { ContentMD5: Buffer.from(local.md5, 'hex').toString('base64') } : {}),
+    },
+    partSize,
+    queueSize: PART_QUEUE,
+    leavePartsOnError: false,
+  });
+  let reported = 0;
+  upload.on('httpUploadProgress', (p) => {
+    const loaded = Math.min(p.loaded ?? 0, local.bytes);
+    if (loaded > reported) {
+      onBytes(loaded - reported);
+      reported = loaded;
+    }
+  });
+  const onAbort = (): void => void upload.abort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    await upload.done();
+  } catch (err) {
+    if (isAbort(err) || signal.aborted) throw signal.reason ?? err;
+    throw toUploadError(err, { kind: 'write', key }, t);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    body.destroy();
+    source.destroy();
+  }
+  if (reported < local.bytes) onBytes(local.bytes - reported);
+  return { key, file: local.file, bytes: local.bytes, md5: local.md5, sha256: local.sha256, completedAt: new Date().toISOString() };
+}
+
+/** The custom endpoint of a client, as a URL string (undefined when it cannot be read). */
+async function clientEndpoint(client: S3Client): Promise<string | undefined> {
+  try {
+    const e = await client.config.endpoint?.();
+    if (e === undefined) return undefined;
+    return `${e.protocol}//${e.hostname}${e.port !== undefined ? `:${e.port}` : ''}${e.path === '/' ? '' : e.path}`;
+  } catch {
+    return undefined;
+  }
+}
+
+function defaultClient(options: UploadOptions): S3Client {
+  const config: S3ClientConfig = {};
+  if (options.region !== undefined) config.region = options.region;
+  if (options.endpoint !== undefined) {
+    config.endpoint = options.endpoint;
+    config.forcePathStyle = true;
+    // S3-compatible servers rarely understand the flexible checksums (aws-chunked bodies) the SDK sends by default.
+    config.requestChecksumCalculation = 'WHEN_REQUIRED';
+    config.responseChecksumValidation = 'WHEN_REQUIRED';
+  }
+  return new S3Client(config);
+}
+
+/**
+ * Uploads the labelled dataset folder to `s3://bucket/prefix/`: every file of manifest.csv, manifest.csv and
+ * summary.json themselves, and rejected/ when present. Files already in the bucket with the same size and MD5 (the
+ * ETag, or `x-amz-meta-md5` for multipart objects) are skipped, so an interrupted upload resumes; files over
+ * `partSize` go multipart. The bucket's region must be the one targeted. `<prefix>/_pneumotype-upload.json` is
+ * written last, only once every file is there, and is removed before a re-run changes any file: a reader knows an
+ * upload is complete when that object exists. Credentials come from the SDK's default chain and are never written
+ * or reported.
+ *
+ * @example
+ * const r = await upload({ data: 'data/labeled', bucket: 'my-scans', prefix: 'chest-xray/v2', region: 'eu-west-1' })
+ * console.log(`${r.uploaded} uploaded, ${r.skipped} already there`)
+ */
+export async function upload(options: UploadOptions): Promise<UploadResult> {
+  const { prefix, concurrency, partSize } = checkOptions(options);
+  const dir = options.data ?? DEFAULTS.labeledDir;
+  const bucket = options.bucket;
+  const manifestKey = objectKey(prefix, UPLOAD_MANIFEST_NAME);
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort(options.signal?.reason);
+  if (options.signal?.aborted) onAbort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const client = options.client ?? defaultClient(options);
+  const aborted = (cause: unknown): UploadError =>
+    new UploadError(
+      `upload to ${quote(s3Url(bucket, prefix === '' ? '' : `${prefix}/`))} was aborted: run it again to upload the rest ` +
+        `(${quote(s3Url(bucket, manifestKey))} is written only when every file is there)`,
+      { bucket, reason: 'aborted', cause },
+    );
+  try {
+    const region = options.region ?? (await client.config.region().catch(() => undefined));
+    if (region === undefined || region === '') {
+      throw new ConfigError(`no AWS region for bucket ${quote(bucket)}: pass --region (the region the model is deployed to) or set AWS_REGION`);
+    }
+    const customEndpoint = options.client === undefined ? options.endpoint !== undefined : (client.config as { isCustomEndpoint?: boolean }).isCustomEndpoint === true;
+    const endpoint = options.client === undefined ? options.endpoint : customEndpoint ? await clientEndpoint(client) : undefined;
+    const t: Target = { bucket, prefix, endpoint, region, manifestKey };
+
+    const dataset = await readDataset(dir);
+    const summary = dataset.summary;
+
+    // Nothing is hashed or written before the bucket is known to exist, in the right region, and listable.
+    const bucketRegion = await probeRegion(client, t, customEndpoint, stop.signal);
+    checkBucketRegion({ bucket, bucketRegion, targetRegion: region });
+    const remote = await listRemote(client, t, stop.signal);
+    const files = await hashDataset(dataset, concurrency, stop.signal, options.onProgress);
+
+    const first = planUpload({ prefix, files, remote });
+    const verified = await pool(first.verify, concurrency, stop.signal, async (v) => ({ local: v.local, remote: await headObject(client, t, v.remote, stop.signal) }));
+    const second = planUpload({ prefix, files: verified.map((v) => v.local), remote: new Map(verified.map((v) => [v.remote.key, v.remote])) });
+    const toUpload = [...first.upload, ...second.upload];
+    const skipped = [...first.skip, ...second.skip];
+    const datasetKeys = new Set(files.map((f) => objectKey(prefix, f.file)));
+    const otherObjects = [...remote.keys()].filter((k) => !datasetKeys.has(k) && k !== manifestKey).length;
+
+    const totalBytes = files.reduce((a, f) => a + f.bytes, 0);
+    const skippedBytes = skipped.reduce((a, s) => a + s.local.bytes, 0);
+    const tracker = new ProgressTracker({
+      stage: 'upload',
+      unit: 'bytes',
+      total: totalBytes,
+      done: skippedBytes,
+      onProgress: options.onProgress,
+      intervalMs: DEFAULTS.progressIntervalMs,
+    });
+    if (skipped.length > 0) tracker.note(`${skipped.length} of ${files.length} file(s) already in the bucket`);
+
+    // A manifest object that no longer describes the bucket goes before the first file changes.
+    const hadManifest = remote.has(manifestKey);
+    if (hadManifest && toUpload.length > 0) {
+      try {
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }), { abortSignal: stop.signal });
+      } catch (err) {
+        if (isAbort(err)) throw err;
+        throw toUploadError(err, { kind: 'delete', key: manifestKey }, t);
+      }
+    }
+
+    let failed = false;
+    const sent = await pool(toUpload, concurrency, stop.signal, async (local) => {
+      try {
+        return await putFile(client, t, local, partSize, stop.signal, (n) => tracker.add(n));
+      } catch (err) {
+        if (!failed && !options.signal?.aborted) {
+          failed = true;
+          stop.abort(err); // the first failure stops the others; it is the one reported
+        }
+        throw err;
+      }
+    });
+
+    const byKey = new Map<string, UploadedFile>(sent.map((f) => [f.key, f]));
+    for (const s of skipped) {
+      byKey.set(s.remote.key, {
+        key: s.remote.key,
+        file: s.local.file,
+        bytes: s.local.bytes,
+        md5: s.local.md5,
+        sha256: s.local.sha256,
+        completedAt: s.remote.lastModified ?? new Date().toISOString(),
+      });
+    }
+    const listed = files.map((f) => byKey.get(objectKey(prefix, f.file)) as UploadedFile);
+    const previous = hadManifest && toUpload.length === 0 ? await readManifestObject(client, t, stop.signal) : undefined;
+    const keep = previous !== undefined && previous.bucket === bucket && previous.prefix === prefix && sameFiles(previous.files, listed);
+    const manifest: UploadManifest = keep
+      ? previous
+      : {
+          format: 'pneumotype-upload',
+          version: 1,
+          bucket,
+          prefix,
+          region: bucketRegion ?? region,
+          completedAt: new Date().toISOString(),
+          totals: { files: listed.length, bytes: totalBytes },
+          summary,
+          files: listed,
+        };
+    if (!keep) {
+      const json = `${JSON.stringify(manifest, null, 2)}\n`;
+      const md5 = createHash('md5').update(json).digest();
+      try {
+        await client.send(
+          new PutObjectCommand({
+            Bucket: bucket,
+            Key: manifestKey,
+            Body: json,
+            ContentType: 'application/json',
+            ContentMD5: md5.toString('base64'),
+            Metadata: { md5: md5.toString('hex') },
+          }),
+          { abortSignal: stop.signal },
+        );
+      } catch (err) {
+        if (isAbort(err)) throw err;
+        throw toUploadError(err, { kind: 'write', key: manifestKey }, t);
+      }
+    }
+    tracker.finish(`${toUpload.length} uploaded, ${skipped.length} already there`);
+    return {
+      bucket,
+      prefix,
+      region: bucketRegion,
+      manifestKey,
+      uploaded: toUpload.length,
+      skipped: skipped.length,
+      bytes: toUpload.reduce((a, f) => a + f.bytes, 0),
+      skippedBytes,
+      totalBytes,
+      manifestWritten: !keep,
+      otherObjects,
+      manifest,
+    };
+  } catch (err) {
+    if (options.signal?.aborted) throw aborted(options.signal.reason ?? err);
+    throw err; // S3 failures are UploadErrors already, local ones LabelError / IntegrityError / file-system errors
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    if (options.client === undefined) client.destroy();
+  }
+}

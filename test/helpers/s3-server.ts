@@ -1,0 +1,345 @@
+// Test helper: a real S3-compatible server (s3rver) on loopback, behind a thin proxy that checks SigV4 signatures and
+// injects what s3rver cannot do itself: bucket regions as AWS reports them, and denied writes.
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { Agent, createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+
+/** The part of s3rver's API the helper uses (the package ships no types). */
+interface S3rverInstance {
+  run(): Promise<AddressInfo>;
+  close(): Promise<void>;
+  readonly httpServer?: { closeAllConnections(): void };
+}
+type S3rverClass = new (options: {
+  address: string;
+  port: number;
+  silent: boolean;
+  directory: string;
+  configureBuckets: { name: string }[];
+}) => S3rverInstance;
+
+/** s3rver's one built-in account: it knows this access key id and answers InvalidAccessKeyId for any other. */
+export const S3RVER_ACCESS_KEY_ID = 'S3RVER';
+
+/** What the server holds and which S3 behaviours it adds on top of s3rver. */
+export interface S3ServerOptions {
+  /** Buckets that exist from the start. */
+  readonly buckets?: readonly string[];
+  /**
+   * Secret key of the S3RVER access key: requests signed with another secret are answered 403 SignatureDoesNotMatch
+   * (s3rver itself does not verify SigV4 signatures). Default: a random one.
+   */
+  readonly secretAccessKey?: string;
+  /**
+   * The region every bucket is in, reported the way AWS does: `x-amz-bucket-region` on HeadBucket, the
+   * LocationConstraint of GetBucketLocation, and for requests signed for another region 301 (HEAD) or 400
+   * AuthorizationHeaderMalformed. Default: none, like s3rver (empty LocationConstraint, no header).
+   */
+  readonly region?: string;
+  /** Writes (PutObject, multipart) to keys for which this returns true are answered 403 AccessDenied. */
+  readonly denyWrite?: (bucket: string, key: string) => boolean;
+}
+
+/** One request the proxy saw. `operation` is derived from method, path and query. */
+export interface S3Request {
+  readonly method: string;
+  readonly bucket: string;
+  readonly key: string;
+  readonly query: string;
+  readonly operation: string;
+}
+
+/** A running server; `close()` it in `after`. */
+export interface S3Server {
+  /** `http://127.0.0.1:PORT`, for `endpoint` options (path-style). */
+  readonly endpoint: string;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly requests: S3Request[];
+  /** Called after an object write completed (PutObject or CompleteMultipartUpload answered 200 and was sent). */
+  onObjectWritten: ((bucket: string, key: string) => void) | undefined;
+  /** A client for this server: path-style, checksums only when required (as S3-compatible servers need). */
+  client(overrides?: { accessKeyId?: string; secretAccessKey?: string; region?: string }): S3Client;
+  /** The bytes of an object, or undefined when it does not exist. */
+  getObject(bucket: string, key: string): Promise<Buffer | undefined>;
+  /** The user metadata (`x-amz-meta-*`) of an object. */
+  headMetadata(bucket: string, key: string): Promise<Record<string, string>>;
+  /** Every key under a prefix, sorted. */
+  listKeys(bucket: string, prefix?: string): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** RFC 3986 percent-encoding, as SigV4 canonicalises query strings. */
+function encodeRfc3986(s: string): string {
+  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+function hmac(key: Buffer | string, data: string): Buffer {
+  return createHmac('sha256', key).update(data, 'utf8').digest();
+}
+
+interface ParsedAuth {
+  readonly accessKeyId: string;
+  readonly date: string;
+  readonly region: string;
+  readonly service: string;
+  readonly signedHeaders: readonly string[];
+  readonly signature: string;
+}
+
+function parseAuthorization(header: string | undefined): ParsedAuth | undefined {
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/.exec(
+    header ?? '',
+  );
+  if (!m) return undefined;
+  return {
+    accessKeyId: m[1] ?? '',
+    date: m[2] ?? '',
+    region: m[3] ?? '',
+    service: m[4] ?? '',
+    signedHeaders: (m[5] ?? '').split(';'),
+    signature: m[6] ?? '',
+  };
+}
+
+/** Recomputes the SigV4 signature of an incoming request with `secret` (payload hash taken from x-amz-content-sha256). */
+function expectedSignature(req: IncomingMessage, auth: ParsedAuth, secret: string): string {
+  const [rawPath = '/', rawQuery = ''] = (req.url ?? '/').split(/\?(.*)/s, 2);
+  const query = rawQuery
+    .split('&')
+    .filter((p) => p !== '')
+    .map((p) => {
+      const i = p.indexOf('=');
+      const k = decodeURIComponent(i < 0 ? p : p.slice(0, i));
+      const v = i < 0 ? '' : decodeURIComponent(p.slice(i + 1));
+      return [encodeRfc3986(k), encodeRfc3986(v)] as const;
+    })
+    .sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join('&');
+  const headers = auth.signedHeaders
+    .map((h) => {
+      const v = req.headers[h];
+      const value = Array.isArray(v) ? v.join(',') : (v ?? '');
+      return `${h}:${value.trim().replace(/\s+/g, ' ')}\n`;
+    })
+    .join('');
+  const payloadHash = String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
+  const canonical = [req.method, rawPath, query, headers, auth.signedHeaders.join(';'), payloadHash].join('\n');
+  const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
+  const amzDate = String(req.headers['x-amz-date'] ?? '');
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, createHash('sha256').update(canonical, 'utf8').digest('hex')].join('\n');
+  const key = hmac(hmac(hmac(hmac(`AWS4${secret}`, auth.date), auth.region), auth.service), 'aws4_request');
+  return createHmac('sha256', key).update(toSign, 'utf8').digest('hex');
+}
+
+function xmlEscape(s: string): string {
+  return s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Answers an S3 error the way S3 does: XML body (none for HEAD), after reading the request body. */
+async function sendError(req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}, headers: OutgoingHttpHeaders = {}): Promise<void> {
+  req.resume();
+  if (!req.readableEnded) await once(req, 'end');
+  const body =
+    '<?xml version="1.0" encoding="UTF-8"?>\n' +
+    `<Error><Code>${code}</Code><Message>${xmlEscape(message)}</Message>` +
+    Object.entries(extra).map(([k, v]) => `<${k}>${xmlEscape(v)}</${k}>`).join('') +
+    `<RequestId>${randomBytes(8).toString('hex').toUpperCase()}</RequestId></Error>`;
+  res.writeHead(status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body), ...headers });
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+function operationOf(method: string, bucket: string, key: string, params: URLSearchParams): string {
+  if (bucket === '') return 'ListBuckets';
+  if (key === '') {
+    if (method === 'HEAD') return 'HeadBucket';
+    if (method === 'GET') return params.has('location') ? 'GetBucketLocation' : 'ListObjects';
+    if (method === 'PUT') return 'CreateBucket';
+    if (method === 'DELETE') return 'DeleteBucket';
+    return `${method}Bucket`;
+  }
+  if (method === 'PUT') return params.has('uploadId') ? 'UploadPart' : 'PutObject';
+  if (method === 'POST') return params.has('uploads') ? 'CreateMultipartUpload' : params.has('uploadId') ? 'CompleteMultipartUpload' : 'PostObject';
+  if (method === 'GET') return 'GetObject';
+  if (method === 'HEAD') return 'HeadObject';
+  if (method === 'DELETE') return params.has('uploadId') ? 'AbortMultipartUpload' : 'DeleteObject';
+  return method;
+}
+
+/**
+ * Starts s3rver on 127.0.0.1 (ephemeral port, files in a temp folder) behind a loopback proxy that verifies SigV4
+ * signatures of the S3RVER key against `secretAccessKey` and adds the behaviours in {@link S3ServerOptions}.
+ *
+ * @example
+ * const s3 = await startS3Server({ buckets: ['pneumotype-test'] });
+ * try { await upload({ data, bucket: 'pneumotype-test', client: s3.client() }) } finally { await s3.close() }
+ */
+export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Server> {
+  const S3rver = createRequire(import.meta.url)('s3rver') as S3rverClass;
+  const directory = await mkdtemp(join(tmpdir(), 'pneumotype-s3rver-'));
+  const s3rver = new S3rver({
+    address: '127.0.0.1',
+    port: 0,
+    silent: true,
+    directory,
+    configureBuckets: (options.buckets ?? []).map((name) => ({ name })),
+  });
+  const upstream = await s3rver.run();
+  const secretAccessKey = options.secretAccessKey ?? randomBytes(20).toString('base64url');
+  const requests: S3Request[] = [];
+  const clients: S3Client[] = [];
+  const agent = new Agent({ keepAlive: false });
+
+  async function handle(req: IncomingMessage, res: ServerResponse, server: S3Server): Promise<void> {
+    const method = req.method ?? 'GET';
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const [, bucketPart = '', ...keyParts] = url.pathname.split('/');
+    const bucket = decodeURIComponent(bucketPart);
+    const key = decodeURIComponent(keyParts.join('/'));
+    const operation = operationOf(method, bucket, key, url.searchParams);
+    requests.push({ method, bucket, key, query: url.search, operation });
+
+    const auth = parseAuthorization(req.headers.authorization);
+    if (auth && auth.accessKeyId === S3RVER_ACCESS_KEY_ID) {
+      const expected = Buffer.from(expectedSignature(req, auth, secretAccessKey));
+      const given = Buffer.from(auth.signature);
+      if (expected.length !== given.length || !timingSafeEqual(expected, given)) {
+        await sendError(req, res, 403, 'SignatureDoesNotMatch',
+          'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+          { AWSAccessKeyId: auth.accessKeyId });
+        return;
+      }
+    }
+    if (options.region !== undefined && bucket !== '') {
+      if (auth && auth.region !== options.region) {
+        if (method === 'HEAD') {
+          await sendError(req, res, 301, 'PermanentRedirect', 'Moved Permanently', {}, { 'x-amz-bucket-region': options.region });
+        } else {
+          await sendError(req, res, 400, 'AuthorizationHeaderMalformed',
+            `The authorization header is malformed; the region '${auth.region}' is wrong; expecting '${options.region}'`,
+            { Region: options.region }, { 'x-amz-bucket-region': options.region });
+        }
+        return;
+      }
+      if (operation === 'GetBucketLocation') {
+        req.resume();
+        const body = `<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${
+          options.region === 'us-east-1' ? '' : xmlEscape(options.region)
+        }</LocationConstraint>`;
+        res.writeHead(200, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body) });
+        res.end(body);
+        return;
+      }
+    }
+    const writes = ['PutObject', 'UploadPart', 'CreateMultipartUpload', 'CompleteMultipartUpload'];
+    if (writes.includes(operation) && options.denyWrite?.(bucket, key)) {
+      await sendError(req, res, 403, 'AccessDenied', 'Access Denied');
+      return;
+    }
+
+    const headers = { ...req.headers };
+    delete headers.expect; // this proxy already answered 100-continue; the body follows without waiting
+    const up = httpRequest({ host: '127.0.0.1', port: upstream.port, method, path: req.url, headers, agent });
+    req.pipe(up);
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy(); // the client gave up: so does the request to s3rver
+    });
+    const [upRes] = (await once(up, 'response')) as [IncomingMessage];
+    const out: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(upRes.headers)) {
+      if (value !== undefined && !['connection', 'keep-alive', 'transfer-encoding'].includes(name)) out[name] = value;
+    }
+    if (options.region !== undefined && operation === 'HeadBucket') out['x-amz-bucket-region'] = options.region;
+    res.writeHead(upRes.statusCode ?? 502, out);
+    upRes.pipe(res);
+    await once(res, 'finish');
+    if (upRes.statusCode === 200 && (operation === 'PutObject' || operation === 'CompleteMultipartUpload')) {
+      server.onObjectWritten?.(bucket, key);
+    }
+  }
+
+  let self: S3Server | undefined;
+  const proxy = createServer((req, res) => {
+    handle(req, res, self as S3Server).catch((err: unknown) => {
+      if (!res.headersSent) res.writeHead(502);
+      res.destroy(err instanceof Error ? err : new Error(String(err)));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    proxy.once('error', reject);
+    proxy.listen(0, '127.0.0.1', () => resolve());
+  });
+  const endpoint = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+
+  const makeClient = (overrides: { accessKeyId?: string; secretAccessKey?: string; region?: string } = {}): S3Client => {
+    const client = new S3Client({
+      region: overrides.region ?? options.region ?? 'us-east-1',
+      endpoint,
+      forcePathStyle: true,
+      credentials: {
+        accessKeyId: overrides.accessKeyId ?? S3RVER_ACCESS_KEY_ID,
+        secretAccessKey: overrides.secretAccessKey ?? secretAccessKey,
+      },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 1,
+    });
+    clients.push(client);
+    return client;
+  };
+  let admin: S3Client | undefined;
+  const adminClient = (): S3Client => (admin ??= makeClient());
+
+  self = {
+    endpoint,
+    accessKeyId: S3RVER_ACCESS_KEY_ID,
+    secretAccessKey,
+    requests,
+    onObjectWritten: undefined,
+    client: makeClient,
+    async getObject(bucket, key) {
+      try {
+        const r = await adminClient().send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+        return Buffer.from((await r.Body?.transformToByteArray()) ?? []);
+      } catch (err) {
+        if ((err as { name?: string }).name === 'NoSuchKey') return undefined;
+        throw err;
+      }
+    },
+    async headMetadata(bucket, key) {
+      return (await adminClient().send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata ?? {};
+    },
+    async listKeys(bucket, prefix) {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await adminClient().send(
+          new ListObjectsV2Command({ Bucket: bucket, ...(prefix ? { Prefix: prefix } : {}), ...(token ? { ContinuationToken: token } : {}) }),
+        );
+        for (const o of page.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return keys.sort();
+    },
+    async close() {
+      for (const c of clients) c.destroy();
+      await new Promise<void>((resolve, reject) => {
+        proxy.close((err) => (err ? reject(err) : resolve()));
+        proxy.closeAllConnections();
+      });
+      agent.destroy();
+      const closing = s3rver.close();
+      s3rver.httpServer?.closeAllConnections();
+      await closing;
+      await rm(directory, { recursive: true, force: true });
+    },
+  };
+  return self;
+}
