@@ -759,3 +759,17 @@ export function gammaImage(pixels: Float32Array, size: number, options: { gamma:
   }
   return pixels;
 }
+
+/**
+ * Augmentation by name, as the CLI and SageMaker hyperparameters give it: `none` (the default, as in the original
+ * narrative), `basic` (small geometry and intensity changes) or `traces` ({@link TRACE_AUGMENT}: also randomises the
+ * copy pipelines' traces).
+ *
+ * @example augmentFromName('traces') === TRACE_AUGMENT
+ */
+export function augmentFromName(name: string | undefined): AugmentOptions | false {
+  if (name === undefined || name === 'none') return false;
+  if (name === 'basic') return { rotateDegrees: 7, zoom: 0.1, brightness: 0.05, contrast: 0.1 };
+  if (name === 'traces') return TRACE_AUGMENT;
+  throw new ConfigError(`--augment ${quote(name)} is not one of "none", "basic", "traces"`);
+}

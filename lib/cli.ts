@@ -1,10 +1,13 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { TRACE_AUGMENT, type AugmentOptions } from './augment.js';
+import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
 import { evaluateModel, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
 import { upload } from './upload.js';
+import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
+import { serveUntilSignal } from './serve.js';
+import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
@@ -39,9 +42,15 @@ Commands
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
   predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE...
+  report    one self-contained HTML report of a training run (works offline: plotly is inlined)
+            --run runs/NAME [--eval evaluation.json] [--predictions predictions.csv] [--out report.html]
   upload    the labelled dataset to S3 (resumable: only missing or changed files; a manifest object written last)
             --bucket NAME [--prefix PATH] [--region REGION] [--endpoint URL] [--data data/labeled]
             [--concurrency N] [--part-size MIB]   (credentials: the AWS SDK's default chain)
+  serve     the SageMaker hosting contract: GET /ping, POST /invocations (image/jpeg, image/png, application/x-image)
+            [--model DIR] [--port 8080] [--host 0.0.0.0] [--max-batch 16] [--batch-window-ms 5] [--max-body-bytes N]
+  sagemaker train   the SageMaker training contract: /opt/ml/input/config/hyperparameters.json and
+            /opt/ml/input/data/training -> /opt/ml/model (failure reason in /opt/ml/output/failure)  [--root /opt/ml]
   doctor    which TensorFlow.js backend is used and why, versions, GPU
   help      this text
 
@@ -80,6 +89,14 @@ const OPTIONS = {
   bootstrap: { type: 'string' },
   groups: { type: 'string' },
   bucket: { type: 'string' },
+  run: { type: 'string' },
+  eval: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  'max-batch': { type: 'string' },
+  'batch-window-ms': { type: 'string' },
+  'max-body-bytes': { type: 'string' },
+  root: { type: 'string' },
   prefix: { type: 'string' },
   region: { type: 'string' },
   endpoint: { type: 'string' },
@@ -92,7 +109,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size'): number | undefined {
+function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -108,13 +125,6 @@ function preset(values: Values): PresetName | undefined {
   return p as PresetName;
 }
 
-/** --augment none (default, as in the narrative) | basic (small geometry and intensity) | traces (also randomises pipeline traces). */
-export function augmentPreset(name: string | undefined): AugmentOptions | false {
-  if (name === undefined || name === 'none') return false;
-  if (name === 'basic') return { rotateDegrees: 7, zoom: 0.1, brightness: 0.05, contrast: 0.1 };
-  if (name === 'traces') return TRACE_AUGMENT;
-  throw new ConfigError(`--augment ${quote(name)} is not one of "none", "basic", "traces"`);
-}
 
 function parseGroups(value: string): { csv: string; column: string } {
   const at = value.lastIndexOf(':');
@@ -255,7 +265,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           out: values.out,
           ...(p ? { preset: p } : {}),
           config: overrides,
-          augment: augmentPreset(values.augment),
+          augment: augmentFromName(values.augment),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
           ...(values.resume ? { resume: true } : {}),
           ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
@@ -297,6 +307,17 @@ export async function main(argv: readonly string[]): Promise<number> {
           loaded.dispose();
         }
       }
+      case 'report': {
+        if (!values.run) throw new ConfigError('report needs --run runs/NAME');
+        const r = await writeRunReport({
+          runDir: values.run,
+          ...(values.eval !== undefined ? { evaluation: values.eval } : {}),
+          ...(values.predictions !== undefined ? { predictionsCsv: values.predictions } : {}),
+          ...(values.out !== undefined ? { out: values.out } : {}),
+        });
+        print(values, r, `wrote ${r.out} (${formatBytes(r.bytes)}, ${r.figures} charts)${r.notes.length ? `\n  left out: ${r.notes.join('; ')}` : ''}`);
+        return 0;
+      }
       case 'upload': {
         if (!values.bucket) throw new ConfigError('upload needs --bucket NAME');
         process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -323,6 +344,29 @@ export async function main(argv: readonly string[]): Promise<number> {
           process.off('SIGINT', stop);
         }
       }
+      case 'serve': {
+        const port = number(values, 'port');
+        const maxBatch = number(values, 'max-batch');
+        const batchWindowMs = number(values, 'batch-window-ms');
+        const maxBodyBytes = number(values, 'max-body-bytes');
+        return await serveUntilSignal({
+          ...(values.model !== undefined ? { model: values.model } : process.env.PNEUMOTYPE_MODEL_DIR ? { model: process.env.PNEUMOTYPE_MODEL_DIR } : {}),
+          ...(port !== undefined ? { port } : {}),
+          ...(values.host !== undefined ? { host: values.host } : {}),
+          ...(maxBatch !== undefined ? { maxBatch } : {}),
+          ...(batchWindowMs !== undefined ? { batchWindowMs } : {}),
+          ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
+          onLog: (line) => process.stdout.write(`${JSON.stringify(line)}\n`),
+        });
+      }
+      case 'sagemaker': {
+        if (positionals[1] !== 'train') throw new ConfigError(`sagemaker needs a subcommand: "train" (got ${quote(positionals[1] ?? '')})`);
+        // process.exit, not exitCode: an epoch outliving SIGTERM's grace period must not keep the process alive.
+        process.exit(await runSageMakerTrainingUntilSignal({
+          ...(values.root !== undefined ? { root: values.root } : {}),
+          onLog: (line) => process.stdout.write(`${JSON.stringify(line)}\n`),
+        }));
+      }
       case 'run': {
         const p = preset(values);
         const r = await runPipeline({
@@ -332,7 +376,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.remote ? { remote: true } : values['download-whole'] ? { remote: false } : {}),
           ...(values['no-train'] ? { train: false } : {}),
           ...(values.out !== undefined ? { runDir: values.out } : {}),
-          augment: augmentPreset(values.augment),
+          augment: augmentFromName(values.augment),
           onEpoch: printEpoch,
           ...progress,
           onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),

@@ -44,3 +44,12 @@ export {
 
 // S3
 export { upload, UploadError, type UploadOptions, type UploadResult, type UploadManifest } from './upload.js';
+
+// Serving and SageMaker
+export { startServer, serveUntilSignal, type ServeOptions, type PredictionServer } from './serve.js';
+export { runSageMakerTraining, runSageMakerTrainingUntilSignal, parseHyperparameters, sageMakerPaths, HYPERPARAMETERS } from './sagemaker.js';
+
+// Figures, reports and notebook display (plotly {data, layout} objects; plotly.js runs only in the browser)
+export * from './plots.js';
+export { renderHtmlReport, writeRunReport, metricsTable, plotlyBundle, type ReportSection, type Table, type HtmlReportOptions, type RunReportOptions, type RunReportResult } from './report.js';
+export { showFigure, showTable, liveChart, loadPlotly, type HtmlDisplay, type LiveChart } from './display.js';

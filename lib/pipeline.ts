@@ -11,6 +11,7 @@ import { relabel, SUMMARY_FILE } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
 import { evaluateModel, type EvaluateResult } from './evaluate.js';
 import { train, type TrainResult } from './train.js';
+import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
 
@@ -83,7 +84,7 @@ export interface PipelineOptions {
   readonly onEpoch?: Parameters<typeof train>[0]['onEpoch'];
 }
 
-export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'evaluate';
+export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'evaluate' | 'report';
 
 /** The preset `run` uses when none is given: gpu with a native GPU backend, else cpu. */
 export function defaultPreset(): PresetName {
@@ -101,6 +102,8 @@ export interface PipelineResult {
   readonly cache: PrepareResult;
   readonly training?: TrainResult;
   readonly evaluation?: EvaluateResult;
+  /** The self-contained HTML report of the run. */
+  readonly report?: string;
 }
 
 /**
@@ -191,10 +194,13 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     model: join(runDir, 'model'),
     data: dirs.labeled,
     split,
-    out: join(runDir, `eval-${split}.json`),
-    predictions: join(runDir, `predictions-${split}.csv`),
+    out: join(runDir, 'evaluation.json'),
+    predictions: join(runDir, 'predictions.csv'),
     ...progress,
   });
   step('evaluate', false, `${split}: accuracy ${evaluation.accuracy.value.toFixed(3)} [${evaluation.accuracy.low.toFixed(3)}, ${evaluation.accuracy.high.toFixed(3)}], macro-F1 ${evaluation.macroF1.value.toFixed(3)}`);
-  return { ...base, ...(training ? { training } : {}), evaluation };
+  options.onStep?.('report', `writing ${join(runDir, 'report.html')}`);
+  const report = await writeRunReport({ runDir, evaluation, predictionsCsv: join(runDir, 'predictions.csv'), labeledDir: dirs.labeled });
+  step('report', false, `${report.out} (${report.figures} charts, self-contained)`);
+  return { ...base, ...(training ? { training } : {}), evaluation, report: report.out };
 }

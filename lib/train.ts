@@ -265,7 +265,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         let correctSum: Tensor = tf.scalar(0);
         let seen = 0;
         let lr = 0;
+        let interrupted = false;
         for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, shuffle: true })) {
+          if (options.signal?.aborted) {
+            // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
+            tf.dispose([batch.xs, batch.ys]);
+            interrupted = true;
+            break;
+          }
           try {
             lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
             setLearningRate(optimizer, lr);
@@ -297,6 +304,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           } finally {
             tf.dispose([batch.xs, batch.ys]);
           }
+        }
+        if (interrupted) {
+          tf.dispose([lossSum, correctSum]);
+          break;
         }
         const [lossValue, correctValue] = [(await lossSum.data())[0] ?? Number.NaN, (await correctSum.data())[0] ?? 0];
         tf.dispose([lossSum, correctSum]);
@@ -366,6 +377,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
     // The best checkpoint becomes the run's model.
     const modelDir = join(runDir, 'model');
+    if (!(await exists(join(ckptBest, CARD_FILE)))) {
+      throw new TrainingError(`training of ${quote(runDir)} stopped before its first epoch ended: there is no model yet (run it again with --resume)`, { path: runDir });
+    }
     const best = await loadLayersModelFromDir(ckptBest);
     const card = JSON.parse(await readFile(join(ckptBest, CARD_FILE), 'utf8')) as ModelCard;
     try {

@@ -26,7 +26,11 @@ const SUITE = [
   'test/evaluate.test.ts',
   'test/transfer.test.ts',
   'test/metrics.test.ts',
+  'test/serve.test.ts',
+  'test/sagemaker.test.ts',
   'test/upload.test.ts',
+  'test/plots.test.ts',
+  'test/report.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',
 ];

@@ -56,9 +56,10 @@ test('the whole job trains and evaluates on the test split; a second run skips t
   const dataDir = join(tmp, 'whole-data');
   const runDir = join(tmp, 'whole-run');
   const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
-  assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'evaluate']);
+  assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'evaluate', 'report']);
+  assert.equal(first.report, join(runDir, 'report.html'));
   assert.equal(first.evaluation?.split, 'test');
   assert.equal(first.evaluation?.n, 9);
   const second = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
-  assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['evaluate', false]]);
+  assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['evaluate', false], ['report', false]]);
 });

@@ -1,0 +1,631 @@
+// Self-contained HTML reports: plotly.js inlined once, figures as embedded JSON, no request to anywhere.
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { isAbsolute, join, resolve } from 'node:path';
+import { CLASSES } from './config.js';
+import { ConfigError, messageOf, quote } from './errors.js';
+import { exists, writeFileAtomic } from './fsx.js';
+import type { EvaluateResult } from './evaluate.js';
+import type { EvaluationReport, Interval } from './metrics.js';
+import {
+  classCounts,
+  classDistributionFigure,
+  confusionMatrixFigure,
+  metricBarsFigure,
+  misclassifiedGalleryFigure,
+  mostConfidentMistakes,
+  parsePredictionsCsv,
+  PUBLISHED,
+  rocCurvesFromPredictions,
+  rocFigure,
+  trainingCurvesFigure,
+  type Figure,
+  type MisclassifiedSample,
+  type PredictionRow,
+} from './plots.js';
+import type { RelabelSummary } from './relabel.js';
+import type { EpochRecord, ModelCard } from './train.js';
+
+/** A table of a report or a notebook: a header row and rows of cells (null shows as an em dash). */
+export interface Table {
+  readonly columns: readonly string[];
+  readonly rows: readonly (readonly (string | number | null)[])[];
+}
+
+/** One section of a report, shown in this order: text (plain, escaped; blank lines separate paragraphs), figures, table. */
+export interface ReportSection {
+  readonly heading: string;
+  readonly text?: string;
+  readonly table?: Table;
+  readonly figure?: Figure;
+  /** More figures after the first, drawn one below the other. */
+  readonly figures?: readonly Figure[];
+}
+
+export interface HtmlReportOptions {
+  readonly title: string;
+  readonly subtitle?: string;
+  readonly sections: readonly ReportSection[];
+  /** Shown in the footer (default: now, ISO 8601). */
+  readonly generatedAt?: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The plotly.js bundle
+
+/** Where plotly.js may be found, best first: a minified bundle when the installed packages have one. */
+const BUNDLE_CANDIDATES = ['plotly.js-dist/plotly.min.js', 'plotly.js-dist-min/plotly.min.js', 'plotly.js-dist/plotly.js'];
+let bundleCache: { path: string; text: string; version: string } | undefined;
+
+/**
+ * Makes script text safe inside an HTML `<script>` element: no `</script` and no `<!--` can end or confuse it (both
+ * are only ever valid inside JS strings, regexes and comments, where the escaped forms mean the same).
+ *
+ * @example escapeScriptText('s = "</script>"') // 's = "<\\/script>"'
+ */
+export function escapeScriptText(code: string): string {
+  return code.replace(/<\/(script)/gi, '<\\/$1').replace(/<!--/g, '<\\!--');
+}
+
+/**
+ * The plotly.js bundle installed with pneumotype (the `plotly.js-dist` package), read once, ready to inline in a
+ * `<script>` element. It is only ever read as text: plotly.js runs in browsers and notebooks, never in Node.
+ *
+ * @example const { version, text } = plotlyBundle() // version "4.1.1"
+ */
+export function plotlyBundle(): { path: string; text: string; version: string } {
+  if (bundleCache) return bundleCache;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const id of BUNDLE_CANDIDATES) {
+    let path: string;
+    try {
+      path = require.resolve(id);
+    } catch {
+      tried.push(id);
+      continue;
+    }
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read the plotly.js bundle ${quote(path)}: ${messageOf(err)}`, { path, cause: err });
+    }
+    if (!text.includes('Plotly')) {
+      throw new ConfigError(`${quote(path)} is not a plotly.js bundle: expected the plotly.js-dist package's file`, { path });
+    }
+    const version = /plotly\.js v(\d+\.\d+\.\d+\S*)/.exec(text.slice(0, 2000))?.[1] ?? 'unknown';
+    bundleCache = { path, text: escapeScriptText(text), version };
+    return bundleCache;
+  }
+  throw new ConfigError(`plotly.js is not installed (looked for ${tried.map((t) => quote(t)).join(', ')}): run \`npm install plotly.js-dist\``);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTML pieces
+
+/**
+ * Escapes text for HTML content and attribute values.
+ *
+ * @example escapeHtml('<b> & "x"') // '&lt;b&gt; &amp; &quot;x&quot;'
+ */
+export function escapeHtml(text: string): string {
+  return text
+    .replaceAll('&', '&amp;')
+    .replaceAll('<', '&lt;')
+    .replaceAll('>', '&gt;')
+    .replaceAll('"', '&quot;')
+    .replaceAll("'", '&#39;');
+}
+
+/**
+ * JSON that can sit inside a `<script>` element: `<`, `>` and `&` written as \u escapes (so no `</script>` or
+ * `<!--`), and U+2028/U+2029 escaped too. NaN and Infinity become null, as in JSON.stringify.
+ *
+ * @example scriptJson({ title: '</script>' }) // '{"title":"\\u003c/script\\u003e"}'
+ */
+export function scriptJson(value: unknown): string {
+  return JSON.stringify(value)
+    .replaceAll('<', '\\u003c')
+    .replaceAll('>', '\\u003e')
+    .replaceAll('&', '\\u0026')
+    .replaceAll('\u2028', '\\u2028')
+    .replaceAll('\u2029', '\\u2029');
+}
+
+function formatCell(v: string | number | null): string {
+  if (v === null) return '—';
+  if (typeof v === 'string') return escapeHtml(v);
+  if (!Number.isFinite(v)) return 'n/a';
+  if (Number.isInteger(v)) return v.toLocaleString('en-US');
+  if (Math.abs(v) < 1e-3) return v.toExponential(2);
+  return v.toLocaleString('en-US', { maximumFractionDigits: 4 });
+}
+
+/**
+ * An HTML `<table>` of a {@link Table}, every cell escaped; numbers right-aligned, integers with thousands separators,
+ * others to 4 decimals (below 0.001 in exponent notation).
+ *
+ * @example renderTableHtml({ columns: ['class', 'images'], rows: [['normal', 1349]] })
+ */
+export function renderTableHtml(table: Table): string {
+  const head = table.columns.map((c) => `<th scope="col">${escapeHtml(c)}</th>`).join('');
+  const body = table.rows
+    .map((row) => `<tr>${row.map((v) => `<td${typeof v === 'number' ? ' class="num"' : ''}>${formatCell(v)}</td>`).join('')}</tr>`)
+    .join('\n');
+  return `<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
+}
+
+/**
+ * Plain text as paragraphs: blank lines separate paragraphs, single newlines become line breaks; all escaped.
+ *
+ * @example renderTextHtml('a\nb\n\nc') // '<p>a<br>\nb</p>\n<p>c</p>'
+ */
+export function renderTextHtml(text: string): string {
+  return text
+    .split(/\r?\n\s*\r?\n/)
+    .map((p) => p.trim())
+    .filter((p) => p !== '')
+    .map((p) => `<p>${escapeHtml(p).replace(/\r?\n/g, '<br>\n')}</p>`)
+    .join('\n');
+}
+
+/** The plotly config of every drawn figure: interactive, resizing with the page, no plotly logo, no cloud links. */
+export const PLOT_CONFIG = { responsive: true, displaylogo: false, showLink: false, showSendToCloud: false } as const;
+
+/** The figure's title text, for the div's accessible label. */
+function figureTitle(figure: Figure): string {
+  const t = figure.layout.title;
+  if (typeof t === 'string') return t;
+  if (t && typeof t === 'object' && typeof (t as { text?: unknown }).text === 'string') return (t as { text: string }).text;
+  return 'figure';
+}
+
+/** The height a figure's div reserves before plotly draws it (its layout.height, else 450). */
+function figureHeight(figure: Figure): number {
+  const h = figure.layout.height;
+  return typeof h === 'number' && h > 0 ? h : 450;
+}
+
+/**
+ * A figure's placeholder div (class `plotly-figure`, labelled with the figure's title) and its JSON in a
+ * `<script type="application/json" id="ID-data">`, for {@link renderHtmlReport} and the notebook helpers.
+ *
+ * @example const { div, json } = figureElements(rocFigure(curves), 'figure-1')
+ */
+export function figureElements(figure: Figure, id: string): { div: string; json: string } {
+  const label = escapeHtml(figureTitle(figure).replace(/<[^>]*>/g, ''));
+  return {
+    div: `<div class="plotly-figure" id="${escapeHtml(id)}" role="img" aria-label="${label}" style="min-height:${figureHeight(figure)}px"></div>`,
+    json: `<script type="application/json" id="${escapeHtml(id)}-data">${scriptJson({ data: figure.data, layout: figure.layout })}</script>`,
+  };
+}
+
+const CSS = `
+:root { color-scheme: light; --fg: #1a1a1a; --muted: #5f6368; --line: #dadce0; --accent: #0072B2; --bg-alt: #f6f8fa; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff; font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 8px; padding-bottom: 10px; }
+h1 { font-size: 1.75rem; margin: 0.2em 0 0.1em; }
+.subtitle { color: var(--muted); margin: 0; }
+nav ol { columns: 2; padding-left: 1.4em; margin: 0.6em 0 0; }
+nav a, a { color: var(--accent); }
+section { margin-top: 28px; }
+h2 { font-size: 1.3rem; border-bottom: 1px solid var(--line); padding-bottom: 4px; margin: 0 0 10px; }
+p { max-width: 80ch; }
+table { border-collapse: collapse; margin: 10px 0 16px; font-size: 0.92rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: var(--bg-alt); font-weight: 600; }
+tbody tr:nth-child(even) td { background: #fbfbfc; }
+td.num { text-align: right; }
+.table-wrap { overflow-x: auto; }
+.plotly-figure { width: 100%; margin: 8px 0 20px; }
+.plot-error { color: #b00020; border: 1px solid #b00020; padding: 8px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 0.85rem; border-top: 1px solid var(--line); padding-top: 8px; }
+@media print { .plotly-figure { break-inside: avoid; } nav { display: none; } }
+`;
+
+/** Draws every `.plotly-figure` from its JSON once the page has loaded plotly.js. */
+const DRAW_SCRIPT = `
+(function () {
+  var config = ${scriptJson(PLOT_CONFIG)};
+  var divs = document.querySelectorAll('div.plotly-figure');
+  for (var i = 0; i < divs.length; i++) {
+    var div = divs[i];
+    var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);
+    if (!window.Plotly) {
+      div.className += ' plot-error';
+      div.textContent = 'This figure needs plotly.js, which did not load.';
+      continue;
+    }
+    window.Plotly.newPlot(div, spec.data, spec.layout, config);
+  }
+})();
+`;
+
+/**
+ * Renders ONE self-contained HTML document: plotly.js inlined once in the head, each section's text, table and
+ * figures (embedded as JSON and drawn with `Plotly.newPlot` when the page loads). It loads nothing from anywhere —
+ * no CDN, no fonts, no images — and a Content-Security-Policy forbids the page any request, so it opens offline,
+ * from a file, a mail attachment or an S3 bucket alike.
+ *
+ * @example
+ * const html = renderHtmlReport({ title: 'Run cpu-1', sections: [{ heading: 'Training', figure: trainingCurvesFigure(history) }] })
+ * await writeFileAtomic('runs/cpu-1/report.html', html)
+ */
+export function renderHtmlReport(options: HtmlReportOptions): string {
+  const bundle = plotlyBundle();
+  const generatedAt = options.generatedAt ?? new Date().toISOString();
+  let figureCount = 0;
+  const blocks: string[] = [];
+  const toc: string[] = [];
+  options.sections.forEach((section, s) => {
+    const anchor = `section-${s + 1}`;
+    toc.push(`<li><a href="#${anchor}">${escapeHtml(section.heading)}</a></li>`);
+    const parts = [`<section id="${anchor}">`, `<h2>${escapeHtml(section.heading)}</h2>`];
+    if (section.text !== undefined) parts.push(renderTextHtml(section.text));
+    for (const figure of [...(section.figure ? [section.figure] : []), ...(section.figures ?? [])]) {
+      const el = figureElements(figure, `figure-${++figureCount}`);
+      parts.push(el.div, el.json);
+    }
+    if (section.table) parts.push(`<div class="table-wrap">${renderTableHtml(section.table)}</div>`);
+    parts.push('</section>');
+    blocks.push(parts.join('\n'));
+  });
+  const csp = "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:";
+  return [
+    '<!DOCTYPE html>',
+    '<html lang="en">',
+    '<head>',
+    '<meta charset="utf-8">',
+    `<meta http-equiv="Content-Security-Policy" content="${csp}">`,
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    `<meta name="generator" content="pneumotype (plotly.js ${escapeHtml(bundle.version)})">`,
+    `<title>${escapeHtml(options.title)}</title>`,
+    `<style>${CSS}</style>`,
+    `<script>${bundle.text}\n</script>`,
+    '</head>',
+    '<body>',
+    '<main>',
+    '<header>',
+    `<h1>${escapeHtml(options.title)}</h1>`,
+    ...(options.subtitle !== undefined ? [`<p class="subtitle">${escapeHtml(options.subtitle)}</p>`] : []),
+    ...(options.sections.length > 3 ? [`<nav aria-label="contents"><ol>${toc.join('')}</ol></nav>`] : []),
+    '</header>',
+    '<noscript><p class="plot-error">The figures of this report are drawn by JavaScript, which is turned off.</p></noscript>',
+    ...blocks,
+    `<footer>Made by pneumotype on ${escapeHtml(generatedAt)} · figures drawn with plotly.js ${escapeHtml(bundle.version)}, ` +
+      'inlined: this file needs no network.</footer>',
+    '</main>',
+    `<script>${DRAW_SCRIPT}</script>`,
+    '</body>',
+    '</html>',
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The report of a training run
+
+export interface RunReportOptions {
+  /** The run folder of `pneumotype train`: history.json and model/pneumotype.json. */
+  readonly runDir: string;
+  /** An evaluation result, or the JSON file evaluateModel's `out` wrote. Default: RUN/evaluation.json when present. */
+  readonly evaluation?: EvaluateResult | EvaluationReport | string;
+  /** The per-image CSV of evaluateModel's `predictions` option. Default: RUN/predictions.csv when present. */
+  readonly predictionsCsv?: string;
+  /** The labelled folder (summary.json, images of the gallery). Default: the model card's data.labeledDir. */
+  readonly labeledDir?: string;
+  /** Where the report goes. Default RUN/report.html. */
+  readonly out?: string;
+  readonly title?: string;
+  /** Misclassified test images shown, most confident first (default 12; 0: none). Needs the images on disk. */
+  readonly gallery?: number;
+  /** Shown in the footer (default: now). */
+  readonly generatedAt?: string;
+}
+
+export interface RunReportResult {
+  readonly out: string;
+  readonly bytes: number;
+  readonly figures: number;
+  readonly sections: readonly string[];
+  /** What could not be included and why (a missing evaluation, an image that did not decode, ...). */
+  readonly notes: readonly string[];
+}
+
+async function readJson<T>(path: string, what: string): Promise<T> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${what} ${quote(path)}: ${messageOf(err)}`, { path, cause: err });
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (err) {
+    throw new ConfigError(`${what} ${quote(path)} is not valid JSON: ${messageOf(err)}`, { path, cause: err });
+  }
+}
+
+function fmt(v: number | undefined | null, digits = 3): string {
+  return v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toFixed(digits);
+}
+
+function intervalCells(i: Interval): [string, string] {
+  return [fmt(i.value), Number.isFinite(i.low) && Number.isFinite(i.high) ? `${fmt(i.low)} – ${fmt(i.high)}` : 'n/a'];
+}
+
+/**
+ * The metrics table of an evaluation: every interval, and the published figure where there is one.
+ *
+ * @example renderTableHtml(metricsTable(await evaluateModel({ data: 'data/labeled' })))
+ */
+export function metricsTable(report: EvaluationReport): Table {
+  const rows: (string | number | null)[][] = [];
+  const add = (name: string, i: Interval, published?: number): void => {
+    rows.push([name, ...intervalCells(i), published === undefined ? null : fmt(published)]);
+  };
+  add('accuracy (3 classes)', report.accuracy);
+  add('balanced accuracy', report.balancedAccuracy);
+  add('macro-F1', report.macroF1);
+  for (const label of CLASSES) {
+    const c = report.perClass[label];
+    add(`${label}: precision`, c.precision);
+    add(`${label}: recall`, c.recall);
+    add(`${label}: F1`, c.f1);
+    add(`${label}: one-vs-rest AUC`, report.auc[label]);
+  }
+  const nvp = report.binary.normalVsPneumonia;
+  const bvv = report.binary.bacteriaVsVirus;
+  for (const [name, b, pub] of [
+    ['normal vs pneumonia', nvp, PUBLISHED.normalVsPneumonia],
+    ['bacteria vs virus', bvv, PUBLISHED.bacteriaVsVirus],
+  ] as const) {
+    add(`${name}: accuracy`, b.accuracy, pub.accuracy);
+    add(`${name}: sensitivity`, b.sensitivity, pub.sensitivity);
+    add(`${name}: specificity`, b.specificity, pub.specificity);
+    add(`${name}: AUC`, b.auc, pub.auc);
+  }
+  return { columns: ['metric', 'value', '95 % interval', PUBLISHED.short], rows };
+}
+
+/** Images and patients per split and class, as a table. */
+function countsTable(summary: RelabelSummary): Table {
+  const { splits, images, patients } = classCounts(summary);
+  return {
+    columns: ['split', ...CLASSES.map((c) => `${c} images`), 'total images', ...CLASSES.map((c) => `${c} patients`)],
+    rows: splits.map((s) => [
+      s,
+      ...CLASSES.map((c) => images[s]?.[c] ?? 0),
+      images[s]?.total ?? 0,
+      ...CLASSES.map((c) => patients[s]?.[c] ?? 0),
+    ]),
+  };
+}
+
+/** The settings of the configuration that shape a training run (paths, download and archive limits are left out). */
+const TRAINING_SETTINGS = [
+  'model', 'modelWidth', 'imageSize', 'epochs', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'classWeights', 'patience', 'dropout', 'augment',
+  'valFraction', 'seed',
+] as const;
+
+function configTable(card: ModelCard): Table {
+  const rows: (string | number | null)[][] = [
+    ['model', card.model.summary.name],
+    ['parameters', card.model.summary.parameters],
+    ['GFLOPs per image', Number((card.model.summary.flops / 1e9).toFixed(3))],
+    ['image size', card.imageSize],
+    ['backend', card.training.backend],
+    ['epochs run', `${card.training.epoch} of ${card.training.epochs}`],
+    ['training time (s)', Math.round(card.training.seconds)],
+    ['started from', card.training.initFrom ?? 'scratch'],
+    ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
+    ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
+  ];
+  const config = card.training.config as unknown as Record<string, unknown>;
+  for (const k of TRAINING_SETTINGS) {
+    const v = config[k];
+    if (v !== undefined) rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
+  }
+  return { columns: ['setting', 'value'], rows };
+}
+
+function historyTable(history: readonly EpochRecord[]): Table {
+  return {
+    columns: ['epoch', 'learning rate', 'loss', 'accuracy', 'val loss', 'val accuracy', 'val macro-F1', 'seconds', 'best so far'],
+    rows: history.map((r) => [
+      r.epoch,
+      r.learningRate.toExponential(2),
+      fmt(r.loss, 4),
+      fmt(r.accuracy),
+      fmt(r.valLoss, 4),
+      fmt(r.valAccuracy),
+      fmt(r.valMacroF1),
+      Math.round(r.seconds),
+      r.best ? 'yes' : '',
+    ]),
+  };
+}
+
+/** The path as given when absolute, else resolved from the working directory. */
+function abs(path: string): string {
+  return isAbsolute(path) ? path : resolve(path);
+}
+
+/** Decodes the most confident mistakes at 96 px for the gallery; images that do not decode are noted and skipped. */
+async function gallerySamples(
+  rows: readonly PredictionRow[],
+  root: string,
+  limit: number,
+  notes: string[],
+): Promise<MisclassifiedSample[]> {
+  const { decodeGray } = await import('./images.js');
+  const out: MisclassifiedSample[] = [];
+  for (const row of mostConfidentMistakes(rows, { limit })) {
+    const path = join(root, row.file);
+    try {
+      const pixels = await decodeGray(path, { size: 96 });
+      out.push({ pixels, size: 96, file: row.file, trueLabel: row.trueLabel, predictedLabel: row.predictedLabel, confidence: row[row.predictedLabel] });
+    } catch (err) {
+      notes.push(`gallery: ${quote(path)} left out (${messageOf(err)})`);
+    }
+  }
+  return out;
+}
+
+/**
+ * Builds the HTML report of a training run and writes it atomically: configuration, the data (when the card's
+ * labelled folder has summary.json), training curves, and when an evaluation is available the metrics table with
+ * 95 % intervals, confusion matrix, metric bars beside Kermany et al. (2018), ROC curves and a gallery of the most
+ * confident mistakes (the last two need the predictions CSV). Parts whose inputs are missing are left out and listed
+ * in `notes`, and in the report.
+ *
+ * @example
+ * await evaluateModel({ model: 'runs/cpu-1/model', out: 'runs/cpu-1/evaluation.json', predictions: 'runs/cpu-1/predictions.csv' })
+ * const { out } = await writeRunReport({ runDir: 'runs/cpu-1' }) // runs/cpu-1/report.html
+ */
+export async function writeRunReport(options: RunReportOptions): Promise<RunReportResult> {
+  const runDir = abs(options.runDir);
+  const out = options.out ?? join(runDir, 'report.html');
+  const notes: string[] = [];
+  const sections: ReportSection[] = [];
+
+  const historyPath = join(runDir, 'history.json');
+  if (!(await exists(historyPath))) {
+    throw new ConfigError(
+      `no training history at ${quote(historyPath)}: expected the folder of a \`pneumotype train\` run (history.json, model/)`,
+      { path: historyPath },
+    );
+  }
+  const history = await readJson<EpochRecord[]>(historyPath, 'training history');
+  if (!Array.isArray(history)) {
+    throw new ConfigError(`training history ${quote(historyPath)} is not a list of epochs`, { path: historyPath });
+  }
+
+  let card: ModelCard | undefined;
+  for (const candidate of [join(runDir, 'model', 'pneumotype.json'), join(runDir, 'checkpoints', 'best', 'pneumotype.json')]) {
+    if (await exists(candidate)) {
+      card = await readJson<ModelCard>(candidate, 'model card');
+      break;
+    }
+  }
+  if (!card) notes.push(`no model card in ${quote(join(runDir, 'model'))}: the configuration is not shown`);
+
+  const best = [...history].reverse().find((r) => r.best);
+  const overview = [
+    `Run folder: ${runDir}`,
+    card
+      ? `Model ${card.model.summary.name} (${card.model.summary.parameters.toLocaleString('en-US')} parameters) on ${card.imageSize} x ${card.imageSize} grayscale images, ` +
+        `${card.training.epoch} of ${card.training.epochs} epochs, created ${card.createdAt}.`
+      : '',
+    best
+      ? `Best epoch ${best.epoch}: validation accuracy ${fmt(best.valAccuracy)}, macro-F1 ${fmt(best.valMacroF1)}, balanced accuracy ${fmt(best.valBalancedAccuracy)}.`
+      : 'No epoch finished yet.',
+  ].filter((l) => l !== '');
+  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card) } : {}) });
+
+  // The data
+  const labeledDir = options.labeledDir ?? card?.data.labeledDir;
+  if (labeledDir !== undefined) {
+    const summaryPath = join(abs(labeledDir), 'summary.json');
+    if (await exists(summaryPath)) {
+      const summary = await readJson<RelabelSummary>(summaryPath, 'dataset summary');
+      const leak = summary.leakage;
+      const leakText = leak?.clean
+        ? 'No image is shared across splits (byte-identical or near-duplicate).'
+        : leak
+          ? `Shared across splits: ${leak.identicalAcrossSplits.length} byte-identical and ${leak.nearDuplicatesAcrossSplits.length} near-duplicate pairs.`
+          : '';
+      sections.push({
+        heading: 'Data',
+        text: [`Labelled folder: ${labeledDir}`, leakText, ...(summary.notes ?? [])].filter((l) => l !== '').join('\n\n'),
+        table: countsTable(summary),
+        figure: classDistributionFigure(summary),
+      });
+    } else notes.push(`no dataset summary at ${quote(summaryPath)}: the data section is left out`);
+  }
+
+  sections.push({
+    heading: 'Training',
+    text:
+      'Loss, accuracy and validation macro-F1 per epoch; the dotted vertical line marks the best epoch (the model kept), ' +
+      'the gray dotted line the learning rate (right axis).',
+    figure: trainingCurvesFigure(history),
+    table: historyTable(history),
+  });
+
+  // The evaluation
+  let evaluation: EvaluationReport | undefined;
+  let evalData: string | undefined;
+  const evalSource = options.evaluation ?? ((await exists(join(runDir, 'evaluation.json'))) ? join(runDir, 'evaluation.json') : undefined);
+  if (typeof evalSource === 'string') evaluation = await readJson<EvaluationReport>(abs(evalSource), 'evaluation');
+  else evaluation = evalSource;
+  if (evaluation && (typeof evaluation !== 'object' || !Array.isArray(evaluation.confusion))) {
+    throw new ConfigError(`the evaluation ${quote(typeof evalSource === 'string' ? evalSource : '<object>')} has no confusion matrix: expected the JSON of \`pneumotype evaluate\``);
+  }
+  if (evaluation && 'data' in evaluation && typeof evaluation.data === 'string') evalData = evaluation.data;
+
+  const predictionsPath = options.predictionsCsv ?? ((await exists(join(runDir, 'predictions.csv'))) ? join(runDir, 'predictions.csv') : undefined);
+  const predictions = predictionsPath ? parsePredictionsCsv(await readFile(abs(predictionsPath), 'utf8').catch((err: unknown) => {
+    throw new ConfigError(`cannot read the predictions ${quote(predictionsPath)}: ${messageOf(err)}`, { path: predictionsPath, cause: err });
+  }), predictionsPath) : undefined;
+
+  if (evaluation) {
+    const split = 'split' in evaluation && typeof evaluation.split === 'string' ? evaluation.split : 'test';
+    const boot = evaluation.bootstrap;
+    sections.push({
+      heading: 'Evaluation',
+      text:
+        `${evaluation.n} ${split} images. Intervals: ${boot ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples` : 'none'}.\n\n` +
+        `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet) and ` +
+        'are shown for orientation, not as a like-for-like comparison.',
+      table: metricsTable(evaluation),
+      figures: [confusionMatrixFigure(evaluation.confusion), metricBarsFigure(evaluation)],
+    });
+  } else {
+    notes.push(
+      `no evaluation: run \`pneumotype evaluate --model ${join(runDir, 'model')} --out ${join(runDir, 'evaluation.json')} ` +
+        `--predictions ${join(runDir, 'predictions.csv')}\` and make the report again`,
+    );
+  }
+
+  if (predictions && predictions.length > 0) {
+    const curves = rocCurvesFromPredictions(predictions);
+    sections.push({
+      heading: 'ROC curves',
+      text: 'Each class against the two others, then the two binary views: pneumonia (bacteria or virus) against normal, and virus against bacteria among the pneumonia images.',
+      figures: [
+        rocFigure(curves.filter((c) => c.kind === 'one-vs-rest'), { title: 'ROC: each class against the others' }),
+        rocFigure(curves.filter((c) => c.kind === 'binary'), { title: 'ROC: the binary views' }),
+      ],
+    });
+    const limit = options.gallery ?? 12;
+    const root = evalData ?? labeledDir;
+    if (limit > 0 && root !== undefined) {
+      const samples = await gallerySamples(predictions, abs(root), limit, notes);
+      if (samples.length > 0) {
+        sections.push({
+          heading: 'Most confident mistakes',
+          text: 'Test images the model got wrong, the most confident first: true class → predicted class (probability).',
+          figure: misclassifiedGalleryFigure(samples),
+        });
+      }
+    }
+  }
+
+  if (notes.length > 0) sections.push({ heading: 'Left out', text: notes.join('\n\n') });
+  const html = renderHtmlReport({
+    title: options.title ?? `pneumotype run ${runDir.split(/[\\/]/).at(-1) ?? runDir}`,
+    subtitle: 'Normal, bacterial and viral pneumonia on pediatric chest X-rays (Kermany, Zhang & Goldbaum 2018, CC BY 4.0)',
+    sections,
+    ...(options.generatedAt !== undefined ? { generatedAt: options.generatedAt } : {}),
+  });
+  await writeFileAtomic(out, html);
+  const figures = sections.reduce((n, s) => n + (s.figure ? 1 : 0) + (s.figures?.length ?? 0), 0);
+  return { out, bytes: Buffer.byteLength(html), figures, sections: sections.map((s) => s.heading), notes };
+}
+

@@ -1,0 +1,391 @@
+// SageMaker's training contract: hyperparameters and channels under /opt/ml in; the model and a failure reason out.
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { augmentFromName, type AugmentOptions } from './augment.js';
+import { PRESETS, resolveConfig, type Config, type PresetName } from './config.js';
+import { ConfigError, messageOf, quote } from './errors.js';
+import { exists, writeFileAtomic } from './fsx.js';
+import { MANIFEST_FILE } from './manifest.js';
+import type { ProgressCallback } from './progress.js';
+import { relabel } from './relabel.js';
+import { train, type TrainResult } from './train.js';
+
+/** Where SageMaker mounts everything in a training or hosting container. */
+export const SAGEMAKER_ROOT = '/opt/ml';
+
+/** The channel that holds the images. */
+export const TRAINING_CHANNEL = 'training';
+
+/** The files of a model folder, as `train` writes them and `serve` reads them. */
+export const MODEL_FILES = ['model.json', 'weights.bin', 'pneumotype.json'] as const;
+
+/** The folders and files of SageMaker's contract under a root (`/opt/ml`). */
+export interface SageMakerPaths {
+  readonly root: string;
+  /** `input/config/hyperparameters.json`: every value a string. */
+  readonly hyperparameters: string;
+  /** `input/data`: one folder per channel. */
+  readonly channels: string;
+  /** `model`: packed as model.tar.gz when the job ends (also when it is stopped). */
+  readonly model: string;
+  /** `output/failure`: the text SageMaker shows as the job's failure reason. */
+  readonly failure: string;
+  /** `output/data`: packed as output.tar.gz (the run folder, history.json). */
+  readonly outputData: string;
+  /** `checkpoints`: present when the job has a checkpoint configuration (synced with S3; spot training resumes from it). */
+  readonly checkpoints: string;
+}
+
+/**
+ * The paths of SageMaker's contract under `root`.
+ *
+ * @example sageMakerPaths('/opt/ml').failure // '/opt/ml/output/failure'
+ */
+export function sageMakerPaths(root: string): SageMakerPaths {
+  return {
+    root,
+    hyperparameters: join(root, 'input', 'config', 'hyperparameters.json'),
+    channels: join(root, 'input', 'data'),
+    model: join(root, 'model'),
+    failure: join(root, 'output', 'failure'),
+    outputData: join(root, 'output', 'data'),
+    checkpoints: join(root, 'checkpoints'),
+  };
+}
+
+/** The hyperparameters a training job accepts (SageMaker passes each as a string). */
+export const HYPERPARAMETERS = {
+  preset: 'smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts',
+  model: 'resnet | mobile | tiny',
+  epochs: 'a whole number from 1 to 10000',
+  'image-size': 'a whole number from 16 to 1024',
+  'batch-size': 'a whole number from 1 to 4096',
+  seed: 'a whole number from 0 to 2^32 - 1',
+  'learning-rate': 'a number above 0 and at most 1',
+  augment: 'none | basic | traces (default none)',
+  resume: 'true | false (default true): continue from /opt/ml/checkpoints when the job has a checkpoint configuration',
+} as const;
+export type HyperparameterName = keyof typeof HYPERPARAMETERS;
+
+/** Hyperparameters turned into training options. */
+export interface TrainingPlan {
+  readonly preset: PresetName | undefined;
+  readonly config: Partial<Config>;
+  readonly augment: 'none' | 'basic' | 'traces';
+  readonly resume: boolean;
+}
+
+/**
+ * Parses SageMaker's hyperparameters (every value a string; JSON numbers and booleans are taken too) into training
+ * options. Unknown names are refused; names SageMaker adds itself (`_tuning_objective_metric`, `sagemaker_*`) are
+ * ignored. Throws a ConfigError that names the file, the hyperparameter, its value and what was expected.
+ *
+ * @example parseHyperparameters({ preset: 'gpu', epochs: '20' }) // { preset: 'gpu', config: { epochs: 20 }, augment: 'none', resume: true }
+ */
+export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json', defaultPreset?: string): TrainingPlan {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(`${quote(file)} is not a JSON object of hyperparameters`, { path: file });
+  }
+  const names = Object.keys(HYPERPARAMETERS);
+  const values = new Map<HyperparameterName, string>();
+  for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (key.startsWith('_') || key.startsWith('sagemaker_')) continue;
+    if (!names.includes(key)) {
+      throw new ConfigError(`unknown hyperparameter ${quote(key)} in ${quote(file)}: expected ${names.join(', ')}`, { path: file });
+    }
+    // SageMaker sends strings; some SDKs JSON-encode them once more ("\"gpu\""): unwrap that.
+    let text = typeof value === 'string' ? value.trim() : typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
+    if (text !== undefined && /^".*"$/.test(text)) text = text.slice(1, -1).trim();
+    if (text === undefined) {
+      throw new ConfigError(`hyperparameter ${quote(key)} is ${quote(value)} in ${quote(file)}: expected ${HYPERPARAMETERS[key as HyperparameterName]}`, { path: file });
+    }
+    values.set(key as HyperparameterName, text);
+  }
+  const bad = (key: HyperparameterName): ConfigError =>
+    new ConfigError(`hyperparameter ${quote(key)} is ${quote(values.get(key))} in ${quote(file)}: expected ${HYPERPARAMETERS[key]}`, { path: file });
+  const whole = (key: HyperparameterName, min: number, max: number): number | undefined => {
+    const text = values.get(key);
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (text === '' || !Number.isInteger(n) || n < min || n > max) throw bad(key);
+    return n;
+  };
+  const choice = <T extends string>(key: HyperparameterName, options: readonly T[]): T | undefined => {
+    const text = values.get(key)?.toLowerCase();
+    if (text === undefined) return undefined;
+    if (!(options as readonly string[]).includes(text)) throw bad(key);
+    return text as T;
+  };
+
+  const config: Partial<Config> = {};
+  const model = choice('model', ['resnet', 'mobile', 'tiny']);
+  if (model !== undefined) config.model = model;
+  const epochs = whole('epochs', 1, 10_000);
+  if (epochs !== undefined) config.epochs = epochs;
+  const imageSize = whole('image-size', 16, 1024);
+  if (imageSize !== undefined) config.imageSize = imageSize;
+  const batchSize = whole('batch-size', 1, 4096);
+  if (batchSize !== undefined) config.batchSize = batchSize;
+  const seed = whole('seed', 0, 2 ** 32 - 1);
+  if (seed !== undefined) config.seed = seed;
+  const lr = values.get('learning-rate');
+  if (lr !== undefined) {
+    const n = Number(lr);
+    if (lr === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw bad('learning-rate');
+    config.learningRate = n;
+  }
+  let preset: string | undefined = choice('preset', ['smoke', 'tiny', 'cpu', 'gpu']);
+  if (preset === undefined && defaultPreset !== undefined && defaultPreset !== '') {
+    if (!['tiny', ...Object.keys(PRESETS)].includes(defaultPreset)) {
+      throw new ConfigError(`PNEUMOTYPE_PRESET=${quote(defaultPreset)} is not one of ${Object.keys(PRESETS).join(', ')}`);
+    }
+    preset = defaultPreset;
+  }
+  const resume = choice('resume', ['true', 'false']);
+  return {
+    preset: preset === 'tiny' ? 'smoke' : (preset as PresetName | undefined),
+    config,
+    augment: choice('augment', ['none', 'basic', 'traces']) ?? 'none',
+    resume: resume !== 'false',
+  };
+}
+
+/** One log line of a training job (the CLI prints them as JSON lines, which end up in CloudWatch). */
+export interface SageMakerLogLine {
+  readonly time: string;
+  readonly level: 'info' | 'warn' | 'error';
+  readonly event: string;
+  readonly [field: string]: unknown;
+}
+
+export interface SageMakerTrainingOptions {
+  /** The contract's root: option, else $PNEUMOTYPE_SM_ROOT, else /opt/ml. */
+  readonly root?: string;
+  /** Stops the job: training ends after the epoch in progress, the best model so far is saved. */
+  readonly signal?: AbortSignal;
+  /** Scratch space for the prepared cache and a relabelled copy (default: a new folder in the OS temp dir, removed
+   * at the end; $PNEUMOTYPE_SM_WORK overrides the parent). */
+  readonly workDir?: string;
+  /**
+   * After the signal, how long to wait for the epoch in progress to end before giving up on it and saving the best
+   * checkpoint so far (SageMaker kills the container 120 s after SIGTERM). Default 90 000 ms.
+   */
+  readonly stopGraceMs?: number;
+  readonly onLog?: (line: SageMakerLogLine) => void;
+  readonly onProgress?: ProgressCallback;
+}
+
+/** Exit codes: 0 trained; 1 failed (reason in output/failure); 128 + signal number when stopped by a signal. */
+export const EXIT_CODES = { ok: 0, failed: 1, SIGINT: 130, SIGTERM: 143 } as const;
+
+/** Copies the model files into SageMaker's model folder, each through a temporary name. */
+async function publishModel(from: string, to: string): Promise<void> {
+  await mkdir(to, { recursive: true });
+  for (const file of MODEL_FILES) {
+    const tmp = join(to, `.${file}.${process.pid}.tmp`);
+    await copyFile(join(from, file), tmp);
+    await rename(tmp, join(to, file));
+  }
+}
+
+/** What the training channel holds: a labelled folder, or something relabel takes (archive layout or a zip). */
+async function trainingData(channel: string, workDir: string, channelsDir: string, log: (event: string, fields: Record<string, unknown>) => void, onProgress?: ProgressCallback): Promise<string> {
+  if (!(await exists(channel))) {
+    const found = (await readdir(channelsDir).catch(() => [] as string[])).sort();
+    throw new ConfigError(
+      `the ${quote(TRAINING_CHANNEL)} channel is missing: ${quote(channel)} does not exist (channels: ${found.length > 0 ? found.map((c) => quote(c)).join(', ') : 'none'}); ` +
+        `give the training job a channel named ${quote(TRAINING_CHANNEL)} with the labelled folder (manifest.csv) or the dataset's NORMAL/PNEUMONIA folders`,
+      { path: channel },
+    );
+  }
+  if (await exists(join(channel, MANIFEST_FILE))) {
+    log('data', { layout: 'labelled', path: channel });
+    return channel;
+  }
+  const entries = await readdir(channel);
+  const zips = entries.filter((e) => e.toLowerCase().endsWith('.zip'));
+  const from = zips.length === 1 && entries.length === 1 ? join(channel, zips[0] as string) : channel;
+  log('data', { layout: from === channel ? 'archive folders' : 'zip', path: from, relabelledInto: join(workDir, 'labeled') });
+  await relabel({ from, out: join(workDir, 'labeled'), extractedDir: join(workDir, 'extracted'), ...(onProgress ? { onProgress } : {}) });
+  return join(workDir, 'labeled');
+}
+
+function signalName(signal: AbortSignal | undefined): string {
+  const reason: unknown = signal?.reason;
+  return typeof reason === 'string' ? reason : 'an abort signal';
+}
+
+/**
+ * Runs a SageMaker training job inside the container: reads `ROOT/input/config/hyperparameters.json` and the
+ * `training` channel (`ROOT/input/data/training`: a labelled folder with manifest.csv, the dataset's NORMAL/PNEUMONIA
+ * folders, or one zip of them), trains, and copies the best model (model.json, weights.bin, pneumotype.json) to
+ * `ROOT/model`. The run folder (history.json, checkpoints) goes to `ROOT/output/data/run`, or to `ROOT/checkpoints`
+ * when the job has a checkpoint configuration (then a restarted spot job resumes). On failure the reason goes to
+ * `ROOT/output/failure` and it resolves to 1. When `signal` aborts (SIGTERM), training stops after the epoch in
+ * progress, the best model so far is saved, `ROOT/output/failure` says "stopped by SIGTERM ..." and it resolves to
+ * 128 + the signal's number: SageMaker marks stopped jobs Stopped whatever the code, and a non-zero code keeps a
+ * cut-short run from passing for a finished one. Never throws.
+ *
+ * @example process.exitCode = await runSageMakerTraining({ root: '/opt/ml' })
+ */
+export async function runSageMakerTraining(options: SageMakerTrainingOptions = {}): Promise<number> {
+  const paths = sageMakerPaths(options.root ?? process.env.PNEUMOTYPE_SM_ROOT ?? SAGEMAKER_ROOT);
+  const log = (level: SageMakerLogLine['level'], event: string, fields: Record<string, unknown> = {}): void => {
+    try {
+      options.onLog?.({ time: new Date().toISOString(), level, event, ...fields });
+    } catch {
+      // logging must not fail the job
+    }
+  };
+  const fail = async (reason: string, code: number): Promise<number> => {
+    log(code === EXIT_CODES.failed ? 'error' : 'warn', code === EXIT_CODES.failed ? 'failed' : 'stopped', { reason, exitCode: code });
+    try {
+      await writeFileAtomic(paths.failure, `${reason}\n`);
+    } catch (err) {
+      log('error', 'failure_not_written', { path: paths.failure, message: messageOf(err) });
+    }
+    return code;
+  };
+  const signal = options.signal;
+  const stopCode = (): number => {
+    const name = signalName(signal);
+    return name === 'SIGTERM' ? EXIT_CODES.SIGTERM : name === 'SIGINT' ? EXIT_CODES.SIGINT : EXIT_CODES.failed;
+  };
+
+  let workDir: string | undefined;
+  let ownWorkDir = false;
+  let runDir = join(paths.outputData, 'run');
+  let result: TrainResult | undefined;
+  let plannedEpochs = 0;
+  const epochsDone: number[] = [];
+  try {
+    await rm(paths.failure, { force: true }); // a reason left by an earlier local run is not this run's
+    if (signal?.aborted) return await fail(`stopped by ${signalName(signal)} before training started: no model was saved`, stopCode());
+
+    const work = async (): Promise<void> => {
+      // Hyperparameters: a missing file means every default (SageMaker always writes one, maybe `{}`).
+      let raw: unknown = {};
+      if (await exists(paths.hyperparameters)) {
+        const text = await readFile(paths.hyperparameters, 'utf8');
+        try {
+          raw = JSON.parse(text);
+        } catch (err) {
+          throw new ConfigError(`${quote(paths.hyperparameters)} is not valid JSON (${messageOf(err)})`, { path: paths.hyperparameters, cause: err });
+        }
+      }
+      const plan = parseHyperparameters(raw, paths.hyperparameters, process.env.PNEUMOTYPE_PRESET);
+      plannedEpochs = resolveConfig(plan.preset, plan.config).epochs;
+      const resume = plan.resume && (await exists(paths.checkpoints));
+      if (await exists(paths.checkpoints)) runDir = join(paths.checkpoints, 'run');
+      log('info', 'start', { root: paths.root, hyperparameters: raw, preset: plan.preset ?? null, config: plan.config, augment: plan.augment, runDir, resume });
+
+      if (options.workDir) {
+        workDir = options.workDir;
+        await mkdir(workDir, { recursive: true });
+      } else {
+        const parent = process.env.PNEUMOTYPE_SM_WORK ?? tmpdir();
+        await mkdir(parent, { recursive: true });
+        workDir = await mkdtemp(join(parent, 'pneumotype-sagemaker-'));
+        ownWorkDir = true;
+      }
+      const data = await trainingData(join(paths.channels, TRAINING_CHANNEL), workDir, paths.channels, (event, fields) => log('info', event, fields), options.onProgress);
+      if (signal?.aborted) return;
+      const augment: AugmentOptions | false = augmentFromName(plan.augment);
+      result = await train({
+        data,
+        out: runDir,
+        ...(plan.preset ? { preset: plan.preset } : {}),
+        config: plan.config,
+        cacheDir: join(workDir, 'cache'),
+        resume,
+        augment,
+        ...(signal ? { signal } : {}),
+        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+        onEpoch: (record) => {
+          epochsDone.push(record.epoch);
+          log('info', 'epoch', { ...record });
+        },
+      });
+      await publishModel(result.modelDir, paths.model);
+      log('info', 'model_saved', { path: paths.model, bestEpoch: result.bestEpoch, validation: result.card.validation });
+    };
+
+    // After a stop signal the epoch in progress gets `stopGraceMs` to end; then the best checkpoint so far is used.
+    const graceMs = options.stopGraceMs ?? 90_000;
+    let onAbort: (() => void) | undefined;
+    let graceTimer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      onAbort = () => {
+        log('warn', 'stopping', { signal: signalName(signal), graceMs });
+        graceTimer = setTimeout(() => resolve('deadline'), graceMs);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    let outcome: 'done' | 'deadline' | 'error';
+    try {
+      outcome = await Promise.race([work().then(() => 'done' as const), deadline]);
+    } catch (err) {
+      if (!signal?.aborted) throw err;
+      // train refuses to finish without a best checkpoint: a stop before the first epoch ended lands here.
+      outcome = 'error';
+      log('warn', 'stopped_with_error', { message: messageOf(err) });
+    } finally {
+      clearTimeout(graceTimer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
+
+    // A signal that came after the last epoch (or after early stopping) cut nothing short.
+    const finished = result !== undefined && (result.stoppedEarly || result.history.length >= plannedEpochs);
+    if (!signal?.aborted || (outcome === 'done' && finished)) return EXIT_CODES.ok;
+    // Stopped: keep what exists.
+    const name = signalName(signal);
+    const planned = plannedEpochs > 0 ? ` of ${plannedEpochs}` : '';
+    if (outcome === 'done' && result) {
+      return await fail(`stopped by ${name} after epoch ${result.history.length}${planned}: the best model so far (epoch ${result.bestEpoch}) is in ${quote(paths.model)}`, stopCode());
+    }
+    const best = join(runDir, 'checkpoints', 'best');
+    const last = epochsDone.at(-1);
+    const late = `did not end within ${Math.round(graceMs / 1000)} s of the signal`;
+    if (last !== undefined && (await exists(join(best, 'pneumotype.json')))) {
+      const card = JSON.parse(await readFile(join(best, 'pneumotype.json'), 'utf8')) as { training?: { epoch?: number } };
+      await publishModel(best, paths.model);
+      const why = outcome === 'deadline' ? `, which ${late}` : '';
+      return await fail(`stopped by ${name} during epoch ${last + 1}${planned}${why}: the best model so far (epoch ${card.training?.epoch ?? '?'}) is in ${quote(paths.model)}`, stopCode());
+    }
+    const when = outcome === 'deadline' ? `before the first epoch ended (the work in progress ${late})` : 'before the first epoch ended';
+    return await fail(`stopped by ${name} ${when}: no model was saved`, stopCode());
+  } catch (err) {
+    return await fail(messageOf(err), EXIT_CODES.failed);
+  } finally {
+    if (ownWorkDir && workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** Options of {@link runSageMakerTrainingUntilSignal}. */
+export interface SageMakerTrainingUntilSignalOptions extends Omit<SageMakerTrainingOptions, 'signal'> {
+  /** Signals that stop the job gracefully. Default SIGTERM (what SageMaker sends) and SIGINT. */
+  readonly signals?: readonly NodeJS.Signals[];
+}
+
+/**
+ * {@link runSageMakerTraining} with SIGTERM and SIGINT wired to a graceful stop: what `pneumotype sagemaker train`
+ * (the container's `train` command) runs. The CLI should `process.exit()` with the result: after a stop that outlived
+ * the grace period, the abandoned epoch is still running and would keep the process alive.
+ *
+ * @example process.exit(await runSageMakerTrainingUntilSignal({ onLog: (l) => console.log(JSON.stringify(l)) }))
+ */
+export async function runSageMakerTrainingUntilSignal(options: SageMakerTrainingUntilSignalOptions = {}): Promise<number> {
+  const controller = new AbortController();
+  const signals = options.signals ?? ['SIGTERM', 'SIGINT'];
+  const handler = (signal: NodeJS.Signals): void => {
+    if (!controller.signal.aborted) controller.abort(signal);
+  };
+  for (const s of signals) process.on(s, handler);
+  try {
+    return await runSageMakerTraining({ ...options, signal: controller.signal });
+  } finally {
+    for (const s of signals) process.off(s, handler);
+  }
+}
+

@@ -1,0 +1,190 @@
+#!/bin/bash
+# SageMaker notebook instance lifecycle configuration, "Create notebook" script for pneumotype.
+#
+# Installs Node.js 20 (nvm), the project and the tslab TypeScript kernel into /home/ec2-user/SageMaker, the only
+# folder that survives a stop/start. SageMaker runs this as root, once, and fails the instance when it takes more
+# than 5 minutes, so it only writes the installer and starts it in the background (nohup); follow it with
+#   tail -f /home/ec2-user/SageMaker/.pneumotype/setup.log
+# on-start.sh re-registers the kernel and PATH at every start and resumes an unfinished install.
+# Edit PROJECT_DIR / PROJECT_REPO below: with no repository, the project is expected at PROJECT_DIR (for instance
+# the instance's default Git repository, cloned by SageMaker under /home/ec2-user/SageMaker).
+set -uo pipefail
+
+PERSIST=/home/ec2-user/SageMaker
+STATE="$PERSIST/.pneumotype"
+PROJECT_DIR="$PERSIST/pneumotype"
+PROJECT_REPO=""   # e.g. https://github.com/OWNER/pneumotype.git; empty: use PROJECT_DIR as it is
+INSTALL_GPU=auto  # auto (when nvidia-smi sees a GPU) | yes | no: CUDA 11.2 + cuDNN 8.1 and @tensorflow/tfjs-node-gpu
+
+mkdir -p "$STATE"
+cat > "$STATE/config.sh" <<EOF
+# Written by on-create.sh; read by setup.sh.
+PERSIST="$PERSIST"
+STATE="$STATE"
+PROJECT_DIR="$PROJECT_DIR"
+PROJECT_REPO="$PROJECT_REPO"
+INSTALL_GPU="$INSTALL_GPU"
+EOF
+
+cat > "$STATE/setup.sh" <<'SETUP'
+#!/bin/bash
+# pneumotype's installer on a SageMaker notebook instance (written by on-create.sh). Runs as ec2-user.
+#   setup.sh install   Node.js 20 (nvm), the project (npm ci), optionally the GPU packages, tslab, then `kernel`
+#   setup.sh kernel    registers the tslab kernel with the instance's Jupyter and Node.js on the shell PATH (fast)
+# Every step is skipped when already done, so it can be re-run after a failure or an interrupted start.
+set -uo pipefail
+STATE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$STATE/config.sh"
+export NVM_DIR="$PERSIST/.nvm"
+NVM_VERSION=v0.40.1
+NODE_MAJOR=20
+JUPYTER_PYTHON=/home/ec2-user/anaconda3/envs/JupyterSystemEnv/bin/python
+CONDA=/home/ec2-user/anaconda3/bin/conda
+CUDA_ENV="$PERSIST/envs/cuda112"
+
+log() { echo "[$(date -u +%Y-%m-%dT%H:%M:%SZ)] $*"; }
+die() { log "FAILED: $*"; exit 1; }
+
+use_node() {
+  [ -s "$NVM_DIR/nvm.sh" ] || return 1
+  # shellcheck disable=SC1091
+  . "$NVM_DIR/nvm.sh" --no-use
+  if [ "$(glibc_ok)" = no ]; then
+    # Amazon Linux 2 has glibc 2.26; nodejs.org's Node 20 needs 2.28: use the unofficial glibc-2.17 builds.
+    export NVM_NODEJS_ORG_MIRROR=https://unofficial-builds.nodejs.org/download/release
+    nvm_get_arch() { nvm_echo x64-glibc-217; }
+  fi
+  nvm use --silent "$NODE_MAJOR" >/dev/null 2>&1
+}
+
+glibc_ok() {
+  local v
+  v="$(ldd --version 2>/dev/null | head -n1 | grep -oE '[0-9]+\.[0-9]+$')"
+  if [ -n "$v" ] && [ "$(printf '%s\n2.28\n' "$v" | sort -V | head -n1)" != 2.28 ]; then echo no; else echo yes; fi
+}
+
+gpu_wanted() {
+  case "$INSTALL_GPU" in
+    yes) return 0 ;;
+    no) return 1 ;;
+    *) nvidia-smi -L >/dev/null 2>&1 ;;
+  esac
+}
+
+install_node() {
+  if [ ! -s "$NVM_DIR/nvm.sh" ]; then
+    log "installing nvm $NVM_VERSION into $NVM_DIR"
+    mkdir -p "$NVM_DIR"
+    curl -fsSL "https://raw.githubusercontent.com/nvm-sh/nvm/$NVM_VERSION/install.sh" | PROFILE=/dev/null bash ||
+      die "nvm install"
+  fi
+  use_node || true
+  if ! nvm which "$NODE_MAJOR" >/dev/null 2>&1; then
+    log "installing Node.js $NODE_MAJOR"
+    nvm install "$NODE_MAJOR" || die "nvm install $NODE_MAJOR"
+    nvm alias default "$NODE_MAJOR" >/dev/null
+  fi
+  use_node || die "Node.js $NODE_MAJOR does not start"
+  log "node $(node --version), npm $(npm --version)"
+}
+
+install_project() {
+  if [ ! -f "$PROJECT_DIR/package.json" ]; then
+    if [ -n "$PROJECT_REPO" ]; then
+      log "cloning $PROJECT_REPO into $PROJECT_DIR"
+      git clone "$PROJECT_REPO" "$PROJECT_DIR" || die "git clone"
+    else
+      log "waiting for $PROJECT_DIR/package.json (the instance's Git repository is cloned at start)"
+      for _ in $(seq 60); do [ -f "$PROJECT_DIR/package.json" ] && break; sleep 5; done
+      [ -f "$PROJECT_DIR/package.json" ] || die "no project at $PROJECT_DIR: set PROJECT_REPO or PROJECT_DIR in on-create.sh"
+    fi
+  fi
+  cd "$PROJECT_DIR" || die "cd $PROJECT_DIR"
+  local stamp
+  stamp="$(sha256sum package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-64)"
+  if [ -d node_modules ] && [ "$(cat "$STATE/project.stamp" 2>/dev/null)" = "$stamp" ]; then
+    log "project dependencies are up to date"
+  else
+    log "installing the project's dependencies (npm ci; its postinstall sets TensorFlow up and builds dist/)"
+    if [ -f package-lock.json ]; then npm ci || die "npm ci"; else npm install || die "npm install"; fi
+    echo "$stamp" > "$STATE/project.stamp"
+  fi
+  if gpu_wanted; then
+    if [ ! -d "$CUDA_ENV/lib" ]; then
+      log "creating $CUDA_ENV with CUDA 11.2 and cuDNN 8.1 (what @tensorflow/tfjs-node-gpu 4.22 is built against)"
+      "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1 || die "conda create $CUDA_ENV"
+    fi
+    export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    if [ ! -d node_modules/@tensorflow/tfjs-node-gpu ]; then
+      log "installing @tensorflow/tfjs-node-gpu"
+      npm install --no-save @tensorflow/tfjs-node-gpu@4.22.0 || die "npm install @tensorflow/tfjs-node-gpu"
+      node scripts/setup-tfjs.mjs || log "the GPU package is not ready: pneumotype will use the CPU (see npx pneumotype doctor)"
+    fi
+  fi
+}
+
+install_tslab() {
+  if [ ! -x "$(dirname "$(nvm which "$NODE_MAJOR")")/tslab" ]; then
+    log "installing tslab (npm install -g, inside the persistent nvm folder)"
+    npm install -g tslab || die "npm install -g tslab"
+  fi
+}
+
+register_kernel() {
+  use_node || die "Node.js is not installed yet: run $STATE/setup.sh install"
+  local bin
+  bin="$(dirname "$(nvm which "$NODE_MAJOR")")"
+  [ -x "$bin/tslab" ] || die "tslab is not installed yet: run $STATE/setup.sh install"
+  # Jupyter starts kernels without nvm on its PATH: a small wrapper supplies Node.js (and CUDA 11.2 when present).
+  cat > "$STATE/tslab-kernel" <<EOF
+#!/bin/bash
+export PATH="$bin:\$PATH"
+export NVM_DIR="$NVM_DIR"
+[ -d "$CUDA_ENV/lib" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$bin/tslab" "\$@"
+EOF
+  chmod +x "$STATE/tslab-kernel"
+  "$bin/tslab" install --python="$JUPYTER_PYTHON" --binary="$STATE/tslab-kernel" --user || die "tslab install"
+  # Shells (Jupyter terminals, ssh) get Node.js too; .bashrc is outside the persistent volume, so this runs at each start.
+  if ! grep -q 'pneumotype: Node.js' "$HOME/.bashrc" 2>/dev/null; then
+    cat >> "$HOME/.bashrc" <<EOF
+
+# pneumotype: Node.js $NODE_MAJOR from the persistent volume (written by the lifecycle configuration)
+export NVM_DIR="$NVM_DIR"
+[ -s "\$NVM_DIR/nvm.sh" ] && . "\$NVM_DIR/nvm.sh"
+[ -d "$CUDA_ENV/lib" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+EOF
+  fi
+  log "tslab kernel registered (TypeScript and JavaScript) for $JUPYTER_PYTHON"
+}
+
+# One installer at a time: on the first boot, on-start.sh runs while on-create.sh's install is still going.
+exec 9>"$STATE/setup.lock"
+if ! flock -n 9; then
+  log "another setup.sh is running; leaving it to finish"
+  exit 0
+fi
+case "${1:-install}" in
+  install)
+    log "pneumotype setup: start"
+    install_node
+    install_project
+    install_tslab
+    register_kernel
+    touch "$STATE/installed"
+    log "pneumotype setup: done"
+    ;;
+  kernel) register_kernel ;;
+  *) die "usage: setup.sh [install|kernel]" ;;
+esac
+SETUP
+
+chmod +x "$STATE/setup.sh"
+chown -R ec2-user:ec2-user "$STATE"
+
+# The long part (downloads, npm ci, conda) in the background, as ec2-user, logging to a file.
+sudo -u ec2-user -i <<EOF
+nohup "$STATE/setup.sh" install >> "$STATE/setup.log" 2>&1 &
+EOF
+echo "pneumotype: installing in the background; see $STATE/setup.log"
+exit 0

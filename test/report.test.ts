@@ -1,0 +1,374 @@
+// HTML reports and notebook display: plotly inlined once, nothing fetched, escaping, the run report, and one real
+// browser drawing every figure offline (skipped without Debian's chromium).
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, test } from 'node:test';
+import { CLASSES, resolveConfig } from '../lib/config.js';
+import { toCsv } from '../lib/csv.js';
+import { figureHtml, forgetPlotly, liveChart, loadPlotly, plotlyIsLoaded, showFigure, showTable, toTable } from '../lib/display.js';
+import { ConfigError } from '../lib/errors.js';
+import type { EvaluateResult } from '../lib/evaluate.js';
+import { readManifest } from '../lib/manifest.js';
+import { evaluatePredictions, type Prediction } from '../lib/metrics.js';
+import {
+  classDistributionFigure,
+  confusionMatrixFigure,
+  metricBarsFigure,
+  rocCurvesFromPredictions,
+  rocFigure,
+  sampleGridFigure,
+  trainingCurvesFigure,
+  type Figure,
+} from '../lib/plots.js';
+import { relabel } from '../lib/relabel.js';
+import { escapeScriptText, plotlyBundle, renderHtmlReport, scriptJson, writeRunReport } from '../lib/report.js';
+import type { EpochRecord, ModelCard } from '../lib/train.js';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
+
+let tmp: string;
+let labeled: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-report-'));
+  labeled = join(tmp, 'labeled');
+  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 2, test: 2 } }));
+  await relabel({ from: join(tmp, 'src'), out: labeled });
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const HISTORY: EpochRecord[] = [1, 2, 3].map((epoch) => ({
+  epoch,
+  learningRate: 1e-3 / epoch,
+  loss: 1.1 / epoch,
+  accuracy: 0.4 + epoch * 0.1,
+  valLoss: 1.2 / epoch,
+  valAccuracy: 0.3 + epoch * 0.1,
+  valMacroF1: 0.25 + epoch * 0.1,
+  valBalancedAccuracy: 0.3 + epoch * 0.1,
+  seconds: 2.5,
+  imagesPerSecond: 40,
+  best: epoch !== 3,
+}));
+
+/** Predictions for every test image of the fixture: right for normal, half wrong for the rest. */
+async function fixturePredictions(): Promise<{ rows: Record<string, string | number>[]; preds: Prediction[] }> {
+  const test = (await readManifest(labeled)).filter((r) => r.split === 'test');
+  const rows = test.map((r, i) => {
+    const t = CLASSES.indexOf(r.label);
+    const guess = t === 0 || i % 2 === 0 ? t : 3 - t;
+    const probs = [0.1, 0.1, 0.1];
+    probs[guess] = 0.8;
+    return { file: r.file, patientId: r.patientId, trueLabel: r.label, predictedLabel: CLASSES[guess] as string, normal: probs[0]!, bacteria: probs[1]!, virus: probs[2]! };
+  });
+  const preds = rows.map((r) => ({ trueIndex: CLASSES.indexOf(r.trueLabel), probs: [r.normal, r.bacteria, r.virus], patientId: r.patientId, file: r.file }));
+  return { rows, preds };
+}
+
+function someFigures(): Figure[] {
+  const preds: Prediction[] = Array.from({ length: 30 }, (_, i) => {
+    const t = i % 3;
+    const probs = [0.2, 0.2, 0.2];
+    probs[i % 5 === 0 ? (t + 1) % 3 : t] = 0.6;
+    return { trueIndex: t, probs, patientId: `p${i >> 1}` };
+  });
+  const report = evaluatePredictions(preds, { bootstrap: 20 });
+  const rows = preds.map((p) => ({ trueLabel: CLASSES[p.trueIndex]!, normal: p.probs[0]!, bacteria: p.probs[1]!, virus: p.probs[2]! }));
+  const px = new Uint8Array(64 * 64).map((_, i) => (i * 7) % 256);
+  return [
+    trainingCurvesFigure(HISTORY),
+    confusionMatrixFigure(report.confusion),
+    rocFigure(rocCurvesFromPredictions(rows)),
+    metricBarsFigure(report),
+    sampleGridFigure([{ pixels: px, size: 64, title: 'normal' }, { pixels: px.slice().reverse(), size: 64, title: 'virus' }]),
+  ];
+}
+
+/** The document without the contents of its script elements (the plotly bundle holds URL strings in its code). */
+function withoutScriptBodies(html: string): string {
+  return html.replace(/(<script\b[^>]*>)[\s\S]*?(<\/script>)/gi, '$1$2');
+}
+
+function count(haystack: string, needle: string): number {
+  let n = 0;
+  for (let i = haystack.indexOf(needle); i !== -1; i = haystack.indexOf(needle, i + needle.length)) n++;
+  return n;
+}
+
+test('plotlyBundle reads the installed plotly.js-dist once, as text safe inside <script>', () => {
+  const require = createRequire(import.meta.url);
+  const pkg = JSON.parse(require('node:fs').readFileSync(require.resolve('plotly.js-dist/package.json'), 'utf8')) as { version: string };
+  const b = plotlyBundle();
+  assert.equal(b.version, pkg.version);
+  assert.match(b.path, /plotly\.js-dist/);
+  assert.ok(b.text.length > 1_000_000);
+  assert.ok(!/<\/script/i.test(b.text));
+  assert.equal(plotlyBundle(), b, 'read once');
+  assert.equal(escapeScriptText('a = "</script><!--"; b = "</SCRIPT>"'), 'a = "<\\/script><\\!--"; b = "<\\/SCRIPT>"');
+  assert.equal(scriptJson({ s: '</script>\u2028\u2029&' }), '{"s":"\\u003c/script\\u003e\\u2028\\u2029\\u0026"}');
+  assert.deepEqual(JSON.parse(scriptJson({ s: '</script>\u2028\u2029&' })), { s: '</script>\u2028\u2029&' });
+});
+
+test('renderHtmlReport: one self-contained document, plotly inlined once, nothing to fetch, everything escaped', () => {
+  const figures = someFigures();
+  const evil = 'x </script><script>alert(1)</script> & <b>';
+  const hostile: Figure = { data: [{ type: 'bar', name: evil, x: ['a\u2028b'], y: [1] }], layout: { title: { text: evil } } };
+  const html = renderHtmlReport({
+    title: `Run ${evil}`,
+    subtitle: 'sub <i>title</i>',
+    generatedAt: '2025-01-01T00:00:00.000Z',
+    sections: [
+      { heading: 'Curves', text: 'first paragraph\nsame paragraph\n\nsecond <paragraph>', figure: figures[0] as Figure },
+      { heading: 'Table only', table: { columns: ['k', 'v'], rows: [['a </script>', 1234567], ['b', 0.123456], ['c', null], ['d', 1e-5]] } },
+      { heading: 'Many', figures: figures.slice(1) },
+      { heading: `Evil ${evil}`, figure: hostile },
+    ],
+  });
+  const bundle = plotlyBundle().text;
+  assert.equal(count(html, bundle.slice(0, 400)), 1, 'the bundle is inlined exactly once');
+  assert.equal(count(html, bundle.slice(-400)), 1);
+  const head = html.slice(0, html.indexOf('</head>'));
+  assert.ok(head.includes(bundle.slice(1000, 1400)), 'the bundle is in the head');
+
+  // Well-formed enough: one html/head/body, balanced scripts, one div and one JSON per figure.
+  for (const tag of ['<html', '<head>', '<body>', '</html>', '</head>', '</body>']) assert.equal(count(html, tag), 1, tag);
+  assert.ok(html.startsWith('<!DOCTYPE html>\n<html lang="en">'));
+  const figureCount = figures.length + 1;
+  assert.equal(count(html, '<div class="plotly-figure"'), figureCount);
+  assert.equal(count(html, '<script type="application/json"'), figureCount);
+  assert.equal(count(html, '<script'), figureCount + 2);
+  assert.equal(count(html, '</script>'), figureCount + 2, 'no </script> other than the closing tags');
+
+  // The embedded figures are exact.
+  const specs = [...html.matchAll(/<script type="application\/json" id="(figure-\d+)-data">([^<]*)<\/script>/g)];
+  assert.deepEqual(specs.map((m) => m[1]), Array.from({ length: figureCount }, (_, i) => `figure-${i + 1}`));
+  assert.deepEqual(JSON.parse(specs[0]![2]!), { data: figures[0]!.data, layout: figures[0]!.layout });
+  assert.deepEqual(JSON.parse(specs.at(-1)![2]!), JSON.parse(JSON.stringify(hostile)));
+  assert.ok(!html.includes('\u2028'));
+
+  // Text is escaped everywhere outside the scripts.
+  const markup = withoutScriptBodies(html);
+  assert.ok(!markup.includes('<script>alert(1)'));
+  assert.ok(!markup.includes('<b>') && !markup.includes('<i>'));
+  assert.ok(markup.includes('<title>Run x &lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;</title>'));
+  assert.ok(markup.includes('<p>first paragraph<br>\nsame paragraph</p>\n<p>second &lt;paragraph&gt;</p>'));
+  assert.ok(markup.includes('<td>a &lt;/script&gt;</td><td class="num">1,234,567</td>'));
+  assert.ok(markup.includes('<td class="num">0.1235</td>'));
+  assert.ok(markup.includes('<td class="num">1.00e-5</td>'), 'small numbers are not rounded to 0');
+  assert.ok(markup.includes('<td>—</td>'));
+
+  // Nothing is fetched: no src/href/url() to the network, no external stylesheet, and a policy that forbids requests.
+  assert.doesNotMatch(markup, /\b(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:[a-z]+:)?\/\//i);
+  assert.doesNotMatch(markup, /<link\b|@import|url\(\s*["']?(?:https?:)?\/\//i);
+  assert.doesNotMatch(markup, /<(?:img|iframe|object|embed|audio|video|source)\b/i);
+  assert.match(markup, /<meta http-equiv="Content-Security-Policy" content="default-src 'none';/);
+  const hrefs = [...markup.matchAll(/\bhref="([^"]*)"/g)].map((m) => m[1]);
+  assert.ok(hrefs.length === 4 && hrefs.every((h) => h?.startsWith('#section-')), 'only in-page links (the table of contents)');
+});
+
+test('writeRunReport: the report of a run folder, with data, curves, metrics, ROC and the most confident mistakes', async () => {
+  const runDir = join(tmp, 'run');
+  await mkdir(join(runDir, 'model'), { recursive: true });
+  await writeFile(join(runDir, 'history.json'), JSON.stringify(HISTORY));
+  const card = {
+    format: 'pneumotype-model',
+    version: 1,
+    classes: [...CLASSES],
+    imageSize: 32,
+    model: { name: 'tiny', imageSize: 32, summary: { name: 'tiny', imageSize: 32, parameters: 24939, trainableParameters: 24699, flops: 31_000_000, layers: 12 } },
+    training: { config: resolveConfig('smoke'), epoch: 3, epochs: 3, seconds: 7.5, backend: 'cpu', augment: false, initFrom: null },
+    data: { labeledDir: labeled, manifestSha256: 'x', trainImages: 10, valImages: 2 },
+    validation: { accuracy: 0.5, macroF1: 0.45, balancedAccuracy: 0.5, loss: 0.6 },
+    createdAt: '2025-01-01T00:00:00.000Z',
+  } as unknown as ModelCard;
+  await writeFile(join(runDir, 'model', 'pneumotype.json'), JSON.stringify(card));
+
+  // Without an evaluation: configuration, data and training only, and a note saying how to get the rest.
+  const first = await writeRunReport({ runDir, generatedAt: 'then' });
+  assert.equal(first.out, join(runDir, 'report.html'));
+  assert.deepEqual(first.sections, ['Overview', 'Data', 'Training', 'Left out']);
+  assert.equal(first.figures, 2);
+  assert.match(first.notes[0] ?? '', /^no evaluation: run `pneumotype evaluate --model .*model --out .*evaluation\.json --predictions .*predictions\.csv`/);
+
+  // With evaluation.json and predictions.csv in the run folder (the defaults).
+  const { rows, preds } = await fixturePredictions();
+  const evaluation: EvaluateResult = { split: 'test', model: join(runDir, 'model'), data: labeled, ...evaluatePredictions(preds, { bootstrap: 30 }), failed: [] };
+  await writeFile(join(runDir, 'evaluation.json'), JSON.stringify(evaluation));
+  await writeFile(join(runDir, 'predictions.csv'), toCsv(['file', 'patientId', 'trueLabel', 'predictedLabel', 'normal', 'bacteria', 'virus'], rows));
+  const r = await writeRunReport({ runDir, out: join(tmp, 'out', 'report.html'), gallery: 3 });
+  assert.deepEqual(r.sections, ['Overview', 'Data', 'Training', 'Evaluation', 'ROC curves', 'Most confident mistakes']);
+  assert.equal(r.figures, 7);
+  assert.deepEqual(r.notes, []);
+  const html = await readFile(r.out, 'utf8');
+  assert.equal(Buffer.byteLength(html), r.bytes);
+  assert.equal(count(html, '<div class="plotly-figure"'), 7);
+  assert.ok(html.includes('<td>learningRate</td><td class="num">0.001</td>'));
+  assert.ok(html.includes('<td>normal vs pneumonia: sensitivity</td>'));
+  assert.ok(html.includes('<td>0.932</td>'), 'the published figure is in the metrics table');
+  assert.deepEqual((await readdir(join(tmp, 'out'))).sort(), ['report.html'], 'written atomically, no temporary left');
+  const gallery = [...html.matchAll(/<script type="application\/json" id="figure-7-data">([^<]*)<\/script>/g)][0]?.[1];
+  const galleryFigure = JSON.parse(gallery ?? 'null') as Figure;
+  assert.equal(galleryFigure.data.length, 2, 'the two mistakes of the fixture');
+
+  // An evaluation passed as a path, and a run folder that is not one.
+  const again = await writeRunReport({ runDir, evaluation: join(runDir, 'evaluation.json'), gallery: 0, out: join(tmp, 'out', 'b.html') });
+  assert.ok(!again.sections.includes('Most confident mistakes'));
+  await assert.rejects(writeRunReport({ runDir: join(tmp, 'nothing') }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, `no training history at ${JSON.stringify(join(tmp, 'nothing', 'history.json'))}: expected the folder of a \`pneumotype train\` run (history.json, model/)`);
+    return true;
+  });
+  await writeFile(join(tmp, 'bad.json'), '{');
+  await assert.rejects(writeRunReport({ runDir, evaluation: join(tmp, 'bad.json') }), (err: unknown) =>
+    err instanceof ConfigError && err.message.startsWith(`evaluation ${JSON.stringify(join(tmp, 'bad.json'))} is not valid JSON: `));
+});
+
+/** A stand-in for tslab's display: records what was written. */
+function recorder(): { html: (s: string) => void; out: string[] } {
+  const out: string[] = [];
+  return { out, html: (s: string) => out.push(s) };
+}
+
+test('display: plotly inlined with the first figure only, tables escaped, live charts redrawn', () => {
+  forgetPlotly();
+  const bundleStart = plotlyBundle().text.slice(0, 400);
+  const d = recorder();
+  const [a, b] = someFigures();
+  showFigure(d, a as Figure);
+  showFigure(d, b as Figure);
+  assert.equal(d.out.length, 2);
+  assert.equal(count(d.out[0]!, bundleStart), 1);
+  assert.equal(count(d.out[1]!, bundleStart), 0);
+  assert.ok(plotlyIsLoaded());
+  for (const html of d.out) {
+    assert.equal(count(html, '<div class="plotly-figure"'), 1);
+    assert.match(html, /window\.Plotly\.newPlot\(div, spec\.data, spec\.layout, \{"responsive":true,"displaylogo":false/);
+  }
+  loadPlotly(d);
+  assert.equal(d.out.length, 2, 'already loaded: nothing written');
+  loadPlotly(d, { force: true });
+  assert.equal(count(d.out[2]!, bundleStart), 1);
+
+  // A live chart made after plotly was loaded redraws without it; made before, it carries it on every redraw.
+  const live = recorder();
+  const chart = liveChart(live, trainingCurvesFigure([]));
+  chart.update(trainingCurvesFigure(HISTORY));
+  assert.equal(live.out.length, 2);
+  assert.ok(live.out.every((h) => !h.includes(bundleStart)));
+  assert.ok(live.out[1]!.includes('"validation macro-F1"'));
+  forgetPlotly();
+  const owner = recorder();
+  liveChart(owner, a as Figure).update(b as Figure);
+  assert.ok(owner.out.length === 2 && owner.out.every((h) => count(h, bundleStart) === 1));
+
+  const t = recorder();
+  showTable(t, [{ epoch: 1, note: '<b>x</b>' }, { epoch: 2, extra: { a: 1 } }]);
+  assert.equal(
+    t.out[0],
+    '<div style="overflow-x:auto"><table>\n<thead><tr><th scope="col">epoch</th><th scope="col">note</th><th scope="col">extra</th></tr></thead>\n' +
+      '<tbody>\n<tr><td class="num">1</td><td>&lt;b&gt;x&lt;/b&gt;</td><td>—</td></tr>\n<tr><td class="num">2</td><td>—</td><td>{&quot;a&quot;:1}</td></tr>\n</tbody>\n</table></div>',
+  );
+  assert.deepEqual(toTable({ columns: ['a'], rows: [[1]] }), { columns: ['a'], rows: [[1]] });
+  assert.throws(
+    () => figureHtml(a as Figure, { id: 'x"><script>', includeBundle: false }),
+    (err: unknown) => err instanceof ConfigError && err.message === 'figure id "x\\"><script>" is not valid: expected a letter, then letters, digits, "-" or "_"',
+  );
+});
+
+const CHROMIUM = process.env.PNEUMOTYPE_CHROMIUM ?? '/usr/bin/chromium';
+
+test('a real browser draws every figure offline, with no request and no console error', { timeout: 180_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set PNEUMOTYPE_CHROMIUM)`);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const dir = join(tmp, 'browser');
+  await mkdir(dir, { recursive: true });
+
+  // The report, and a page that renders notebook outputs the way JupyterLab does: HTML set on a detached element,
+  // its scripts recreated so that they run, the element attached later; a live chart's redraw replaces its output.
+  const figures = someFigures();
+  await writeFile(join(dir, 'report.html'), renderHtmlReport({ title: 'Browser check', sections: figures.map((f, i) => ({ heading: `Figure ${i + 1}`, figure: f })) }));
+  forgetPlotly();
+  const outputs = recorder();
+  showFigure(outputs, figures[0] as Figure);
+  const live = recorder();
+  const chart = liveChart(live, trainingCurvesFigure(HISTORY.slice(0, 1)));
+  chart.update(trainingCurvesFigure(HISTORY));
+  showFigure(outputs, figures[1] as Figure);
+  const notebook = `<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><div id="cells"></div><script>
+const outputs = ${scriptJson([outputs.out[0], live.out[0], outputs.out[1]])};
+const redraw = ${scriptJson(live.out[1])};
+function render(html) {
+  const host = document.createElement('div');
+  host.innerHTML = html;
+  for (const old of host.querySelectorAll('script')) {
+    const s = document.createElement('script');
+    for (const a of old.attributes) s.setAttribute(a.name, a.value);
+    s.textContent = old.textContent;
+    old.replaceWith(s);
+  }
+  return host;
+}
+const hosts = outputs.map(render);
+setTimeout(() => {
+  for (const h of hosts) document.getElementById('cells').appendChild(h);
+  setTimeout(() => hosts[1].replaceWith(render(redraw)), 50);
+}, 50);
+</script></body></html>`;
+  await writeFile(join(dir, 'notebook.html'), notebook);
+
+  const context = await chromium.launchPersistentContext(join(dir, 'profile'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+    viewport: { width: 1100, height: 900 },
+  });
+  try {
+    for (const [file, expected] of [['report.html', figures.length], ['notebook.html', 3]] as const) {
+      const page = await context.newPage();
+      const requests: string[] = [];
+      const problems: string[] = [];
+      page.on('request', (r) => requests.push(r.url()));
+      page.on('console', (m) => {
+        if (m.type() === 'error') problems.push(m.text());
+      });
+      page.on('pageerror', (e) => problems.push(e.message));
+      const url = pathToFileURL(join(dir, file)).href;
+      await page.goto(url);
+      // Every figure drawn; in the notebook, the live chart (the second output) redrawn with the whole history.
+      // Every figure drawn; in the notebook, the live chart (the second output) redrawn with the whole history.
+      // (Browser code as strings: the test's TypeScript has no DOM types.)
+      await page.waitForFunction(
+        `(() => {
+          const divs = [...document.querySelectorAll('div.plotly-figure')];
+          return divs.length === ${expected} && divs.every((d) => d.querySelector('svg.main-svg') !== null) &&
+            (${file !== 'notebook.html'} || divs[1]?.data?.[0]?.x?.length === 3);
+        })()`,
+        undefined,
+        { timeout: 120_000 },
+      );
+      const drawn = (await page.evaluate(
+        "[...document.querySelectorAll('div.plotly-figure')].map((d) => d.querySelectorAll('svg.main-svg').length)",
+      )) as number[];
+      assert.equal(drawn.length, expected, file);
+      assert.ok(drawn.every((n) => n >= 1), `${file}: every figure has its svg.main-svg`);
+      const shot = join(dir, `${file}.png`);
+      await page.screenshot({ path: shot, fullPage: file === 'notebook.html' });
+      const png = await readFile(shot);
+      assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+      if (process.env.PNEUMOTYPE_SCREENSHOT_DIR) await writeFile(join(process.env.PNEUMOTYPE_SCREENSHOT_DIR, `${file}.png`), png);
+      assert.deepEqual(problems, [], `${file}: console errors`);
+      assert.deepEqual(requests, [url], `${file}: the only request is the file itself`);
+      await page.close();
+    }
+  } finally {
+    await context.close();
+  }
+});

@@ -1,0 +1,199 @@
+// SageMaker's training contract end to end on a fixture /opt/ml tree, its failure texts, and the lifecycle scripts.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, test } from 'node:test';
+import { loadModel, predict } from '../lib/evaluate.js';
+import { relabel } from '../lib/relabel.js';
+import { parseHyperparameters, runSageMakerTraining, type SageMakerLogLine } from '../lib/sagemaker.js';
+import { loadTf } from '../lib/tf.js';
+import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
+
+let tmp: string;
+let raw: string;
+let labeled: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-sagemaker-'));
+  raw = join(tmp, 'raw');
+  labeled = join(tmp, 'labeled');
+  await writeTree(raw, await datasetFiles({ perClass: { train: 6, test: 1 } }));
+  await relabel({ from: raw, out: labeled });
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+/** A fresh /opt/ml tree: hyperparameters.json (when given) and the training channel copied from `channel`. */
+async function mlRoot(name: string, hyperparameters: Record<string, unknown> | undefined, channel?: string): Promise<string> {
+  const root = join(tmp, name);
+  await mkdir(join(root, 'input', 'config'), { recursive: true });
+  await mkdir(join(root, 'model'), { recursive: true });
+  if (hyperparameters) await writeFile(join(root, 'input', 'config', 'hyperparameters.json'), JSON.stringify(hyperparameters));
+  if (channel) await cp(channel, join(root, 'input', 'data', 'training'), { recursive: true });
+  return root;
+}
+
+const failure = (root: string): Promise<string> => readFile(join(root, 'output', 'failure'), 'utf8');
+
+test('a training job on the labelled channel writes the model to /opt/ml/model and no failure', async () => {
+  const root = await mlRoot('ok', { preset: 'smoke', epochs: '1', seed: '7', 'learning-rate': '0.003', augment: 'none', sagemaker_region: '"eu-west-1"', _tuning_objective_metric: 'x' }, labeled);
+  await mkdir(join(root, 'output'), { recursive: true });
+  await writeFile(join(root, 'output', 'failure'), 'left over from an earlier run\n');
+  const tf = loadTf();
+  const tensors = tf.memory().numTensors;
+  const events: string[] = [];
+  const code = await runSageMakerTraining({ root, onLog: (l) => events.push(l.event) });
+  assert.equal(code, 0);
+  assert.equal(tf.memory().numTensors, tensors);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  await assert.rejects(failure(root), { code: 'ENOENT' });
+  assert.deepEqual(events, ['start', 'data', 'epoch', 'model_saved']);
+  const card = JSON.parse(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8')) as { imageSize: number; training: { config: { seed: number; learningRate: number; epochs: number } } };
+  assert.deepEqual([card.imageSize, card.training.config.seed, card.training.config.learningRate, card.training.config.epochs], [32, 7, 0.003, 1]);
+  assert.ok((await readdir(join(root, 'output', 'data', 'run'))).includes('history.json'));
+  const m = await loadModel(join(root, 'model'));
+  try {
+    const [p] = await predict(m, [{ name: 'x', data: await makeJpeg({ seed: 1 }) }]);
+    assert.ok(p && 'label' in p);
+  } finally {
+    m.dispose();
+  }
+});
+
+test('the raw archive layout is relabelled first; a stop signal ends training after the epoch, keeps the model and says so', async () => {
+  const root = await mlRoot('stopped', { preset: 'tiny', epochs: '3' }, raw);
+  const controller = new AbortController();
+  const lines: SageMakerLogLine[] = [];
+  const code = await runSageMakerTraining({
+    root,
+    signal: controller.signal,
+    onLog: (l) => {
+      lines.push(l);
+      if (l.event === 'epoch') controller.abort('SIGTERM');
+    },
+  });
+  assert.equal(code, 143);
+  assert.equal(lines.find((l) => l.event === 'data')?.layout, 'archive folders');
+  assert.equal(await failure(root), `stopped by SIGTERM after epoch 1 of 3: the best model so far (epoch 1) is in "${join(root, 'model')}"\n`);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  // A stop that the work in progress outlives: the job gives up on it after the grace period.
+  const slow = await mlRoot('slow', { preset: 'smoke' }, raw);
+  const late = new AbortController();
+  const code2 = await runSageMakerTraining({ root: slow, workDir: join(tmp, 'slow-work'), stopGraceMs: 0, signal: late.signal, onLog: (l) => l.event === 'data' && late.abort('SIGTERM') });
+  assert.equal(code2, 143);
+  assert.equal(await failure(slow), 'stopped by SIGTERM before the first epoch ended (the work in progress did not end within 0 s of the signal): no model was saved\n');
+  // A signal before anything started: nothing to keep.
+  const early = await mlRoot('early', {}, labeled);
+  const aborted = new AbortController();
+  aborted.abort('SIGINT');
+  assert.equal(await runSageMakerTraining({ root: early, signal: aborted.signal }), 130);
+  assert.equal(await failure(early), 'stopped by SIGINT before training started: no model was saved\n');
+});
+
+test('runSageMakerTrainingUntilSignal: a real SIGTERM stops the job after the epoch in progress, exit code 143', async () => {
+  const root = await mlRoot('sigterm', { preset: 'smoke', epochs: '50' }, labeled);
+  const script = join(tmp, 'train-child.mts');
+  const url = pathToFileURL(join(import.meta.dirname, '..', 'lib', 'sagemaker.ts')).href;
+  await writeFile(script, [
+    `import { runSageMakerTrainingUntilSignal } from ${JSON.stringify(url)};`,
+    'process.exit(await runSageMakerTrainingUntilSignal({ root: process.argv[2], onLog: (l) => process.stdout.write(`${JSON.stringify(l)}\\n`) }));',
+  ].join('\n'));
+  const child = spawn(process.execPath, ['--import', 'tsx', script, root], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  child.stdout.on('data', (c: Buffer) => {
+    const first = !out.includes('"event":"epoch"');
+    out += c.toString('utf8');
+    if (first && out.includes('"event":"epoch"')) child.kill('SIGTERM');
+  });
+  assert.equal(await exited, 143, err);
+  const events = out.trim().split('\n').map((l) => (JSON.parse(l) as SageMakerLogLine).event);
+  assert.deepEqual(events.filter((e) => e !== 'epoch'), ['start', 'data', 'stopping', 'model_saved', 'stopped']);
+  const text = await failure(root);
+  assert.match(text, /^stopped by SIGTERM after epoch \d+ of 50: the best model so far \(epoch \d+\) is in "/);
+  assert.ok(text.endsWith(`"${join(root, 'model')}"\n`), text);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+});
+
+test('bad hyperparameters and a missing channel fail with an exact reason in /opt/ml/output/failure', async () => {
+  const cases: [Record<string, unknown> | string, (file: string) => string][] = [
+    [{ epochs: 'ten' }, (f) => `hyperparameter "epochs" is "ten" in "${f}": expected a whole number from 1 to 10000`],
+    [{ epoch: '3' }, (f) => `unknown hyperparameter "epoch" in "${f}": expected preset, model, epochs, image-size, batch-size, seed, learning-rate, augment, resume`],
+    [{ preset: 'huge' }, (f) => `hyperparameter "preset" is "huge" in "${f}": expected smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts`],
+    [{ augment: 'lots' }, (f) => `hyperparameter "augment" is "lots" in "${f}": expected none | basic | traces (default none)`],
+    [{ 'learning-rate': '0' }, (f) => `hyperparameter "learning-rate" is "0" in "${f}": expected a number above 0 and at most 1`],
+    [{ 'batch-size': ['8'] }, (f) => `hyperparameter "batch-size" is ["8"] in "${f}": expected a whole number from 1 to 4096`],
+    ['{"epochs": "1",', (f) => `"${f}" is not valid JSON (`],
+  ];
+  for (const [i, [hp, message]] of cases.entries()) {
+    const root = await mlRoot(`bad-${i}`, undefined, labeled);
+    const file = join(root, 'input', 'config', 'hyperparameters.json');
+    await writeFile(file, typeof hp === 'string' ? hp : JSON.stringify(hp));
+    assert.equal(await runSageMakerTraining({ root }), 1);
+    const text = await failure(root);
+    if (typeof hp === 'string') assert.ok(text.startsWith(message(file)), text);
+    else assert.equal(text, `${message(file)}\n`);
+  }
+  const root = await mlRoot('no-channel', { preset: 'smoke' });
+  await mkdir(join(root, 'input', 'data', 'validation'), { recursive: true });
+  assert.equal(await runSageMakerTraining({ root }), 1);
+  assert.equal(
+    await failure(root),
+    `the "training" channel is missing: "${join(root, 'input', 'data', 'training')}" does not exist (channels: "validation"); ` +
+      'give the training job a channel named "training" with the labelled folder (manifest.csv) or the dataset\'s NORMAL/PNEUMONIA folders\n',
+  );
+  // The root comes from PNEUMOTYPE_SM_ROOT when no option names it.
+  const envRoot = await mlRoot('env-root', { epochs: '0' });
+  const saved = process.env.PNEUMOTYPE_SM_ROOT;
+  process.env.PNEUMOTYPE_SM_ROOT = envRoot;
+  try {
+    assert.equal(await runSageMakerTraining(), 1);
+  } finally {
+    if (saved === undefined) delete process.env.PNEUMOTYPE_SM_ROOT;
+    else process.env.PNEUMOTYPE_SM_ROOT = saved;
+  }
+  assert.equal(await failure(envRoot), `hyperparameter "epochs" is "0" in "${join(envRoot, 'input', 'config', 'hyperparameters.json')}": expected a whole number from 1 to 10000\n`);
+});
+
+test('parseHyperparameters takes SageMaker strings, JSON numbers, once-more-quoted strings and Python booleans', () => {
+  assert.deepEqual(parseHyperparameters({ preset: 'gpu', epochs: '20', 'image-size': 128, 'batch-size': ' 16 ', seed: '0', model: 'MOBILE', augment: '"traces"', resume: 'False' }), {
+    preset: 'gpu',
+    config: { model: 'mobile', epochs: 20, imageSize: 128, batchSize: 16, seed: 0 },
+    augment: 'traces',
+    resume: false,
+  });
+  assert.deepEqual(parseHyperparameters({}, 'hp.json', 'cpu'), { preset: 'cpu', config: {}, augment: 'none', resume: true });
+  assert.deepEqual(parseHyperparameters({ preset: 'tiny' }), { preset: 'smoke', config: {}, augment: 'none', resume: true });
+  assert.throws(() => parseHyperparameters([], 'hp.json'), { name: 'ConfigError', message: '"hp.json" is not a JSON object of hyperparameters' });
+  assert.throws(() => parseHyperparameters({}, 'hp.json', 'huge'), { name: 'ConfigError', message: 'PNEUMOTYPE_PRESET="huge" is not one of smoke, cpu, gpu' });
+});
+
+test('the notebook lifecycle scripts are bash -n clean, use the persistent volume and run the long install in the background', async () => {
+  const dir = join(import.meta.dirname, '..', 'sagemaker');
+  for (const name of ['on-create.sh', 'on-start.sh']) {
+    const path = join(dir, name);
+    const r = spawnSync('bash', ['-n', path], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+    const text = await readFile(path, 'utf8');
+    assert.match(text, /^#!\/bin\/bash\n/);
+    assert.ok(text.includes('/home/ec2-user/SageMaker'), `${name} works in the persistent volume`);
+    assert.match(text, /sudo -u ec2-user -i <<EOF\nnohup "\$STATE\/setup\.sh" install >> "\$STATE\/setup\.log" 2>&1 &\nEOF/, `${name} installs in the background`);
+    assert.match(text, /\nexit 0\n$/, `${name} never fails the instance`);
+  }
+  // The installer that on-create.sh writes is checked too.
+  const create = await readFile(join(dir, 'on-create.sh'), 'utf8');
+  const setup = /<<'SETUP'\n([\s\S]*?)\nSETUP\n/.exec(create)?.[1] ?? '';
+  assert.ok(setup.includes('nvm install'));
+  assert.ok(setup.includes('npm install -g tslab'));
+  assert.ok(setup.includes('install --python="$JUPYTER_PYTHON"'));
+  assert.ok(setup.includes('/home/ec2-user/anaconda3/envs/JupyterSystemEnv/bin/python'));
+  await writeFile(join(tmp, 'setup.sh'), setup);
+  const r = spawnSync('bash', ['-n', join(tmp, 'setup.sh')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok((await readFile(join(dir, 'on-start.sh'), 'utf8')).includes('setup.sh" kernel'), 'on-start re-registers the kernel');
+});

@@ -1,0 +1,263 @@
+// The prediction server on loopback: SageMaker's /ping and /invocations, exact error bodies, batching, draining, SIGTERM.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import sharp from 'sharp';
+import { loadModel, predict, type LoadedModel } from '../lib/evaluate.js';
+import { relabel } from '../lib/relabel.js';
+import { startServer, type PredictionServer } from '../lib/serve.js';
+import { loadTf } from '../lib/tf.js';
+import { train } from '../lib/train.js';
+import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
+
+let tmp: string;
+let modelDir: string;
+let model: LoadedModel;
+let server: PredictionServer;
+let jpeg: Buffer;
+let png: Buffer;
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-serve-'));
+  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 6, test: 1 } }));
+  await relabel({ from: join(tmp, 'src'), out: join(tmp, 'labeled') });
+  const r = await train({ data: join(tmp, 'labeled'), out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { epochs: 1 } });
+  modelDir = r.modelDir;
+  model = await loadModel(modelDir);
+  server = await startServer({ model, host: '127.0.0.1', port: 0 });
+  jpeg = await makeJpeg({ seed: 7, pattern: 'stripes' });
+  png = await sharp(await makeJpeg({ seed: 8, pattern: 'bright-left' })).png().toBuffer();
+});
+after(async () => {
+  await server?.close();
+  model?.dispose();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+}
+
+/** One request on a fresh connection; the body is sent whole (or in `chunks`, without Content-Length). */
+function call(url: string, options: { method?: string; headers?: Record<string, string>; body?: Buffer; chunks?: Buffer[] } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: options.method ?? 'GET', headers: options.headers ?? {}, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8');
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text === '' ? undefined : JSON.parse(text) });
+      });
+      res.on('error', reject);
+    });
+    // The server may answer (413, 415) and close before the whole body is sent: the answer still counts.
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && err.code !== 'ECONNRESET') reject(err);
+    });
+    if (options.chunks) {
+      for (const c of options.chunks) req.write(c);
+      req.end();
+    } else req.end(options.body);
+  });
+}
+
+const invoke = (url: string, body: Buffer, type = 'image/jpeg', headers: Record<string, string> = {}): Promise<Reply> =>
+  call(`${url}/invocations`, { method: 'POST', headers: { 'content-type': type, ...headers }, body });
+
+const error = (code: string, message: string): unknown => ({ error: { code, message } });
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 2000 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(condition(), `timed out waiting for ${what}`);
+}
+
+test('GET /ping answers 200 and POST /invocations answers the label and the three probabilities in class order', async () => {
+  assert.deepEqual(await call(`${server.url}/ping`).then((r) => [r.status, r.body]), [200, { status: 'ok' }]);
+  const r = await invoke(server.url, jpeg, 'image/jpeg', { accept: 'application/json' });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['content-type'], 'application/json');
+  const body = r.body as { label: string; probabilities: Record<string, number> };
+  assert.deepEqual(Object.keys(body), ['label', 'probabilities']);
+  assert.deepEqual(Object.keys(body.probabilities), ['normal', 'bacteria', 'virus']);
+  const [expected] = await predict(model, [{ name: 'x', data: jpeg }]);
+  assert.ok(expected && 'label' in expected);
+  assert.equal(body.label, expected.label);
+  for (const c of ['normal', 'bacteria', 'virus'] as const) assert.ok(Math.abs((body.probabilities[c] ?? -1) - expected.probabilities[c]) < 1e-6);
+  // PNG, application/x-image, a Content-Type with parameters and a wildcard Accept are all fine.
+  assert.equal((await invoke(server.url, png, 'image/png')).status, 200);
+  assert.equal((await invoke(server.url, png, 'application/x-image')).status, 200);
+  assert.equal((await invoke(server.url, jpeg, 'Image/JPEG; charset=binary', { accept: 'text/html, */*;q=0.1' })).status, 200);
+});
+
+test('bad requests get a 4xx with an exact JSON error, never a 5xx', async () => {
+  const u = server.url;
+  const cases: [Promise<Reply>, number, unknown][] = [
+    [call(`${u}/nope?x=1`), 404, error('not_found', 'no such route: GET "/nope" (this server answers GET /ping and POST /invocations)')],
+    [call(`${u}/invocations`), 405, error('method_not_allowed', 'GET /invocations is not supported: send the image with POST')],
+    [call(`${u}/ping`, { method: 'POST', body: jpeg }), 405, error('method_not_allowed', 'POST /ping is not supported: use GET')],
+    [invoke(u, jpeg, 'text/plain'), 415, error('unsupported_media_type', 'content type "text/plain" is not accepted: send the image as image/jpeg, image/png or application/x-image')],
+    [call(`${u}/invocations`, { method: 'POST', body: jpeg }), 415, error('unsupported_media_type', 'the request has no content type: send the image as image/jpeg, image/png or application/x-image')],
+    [invoke(u, jpeg, 'image/jpeg', { accept: 'text/csv' }), 406, error('not_acceptable', 'Accept "text/csv" does not allow application/json, the only type this server answers with')],
+    [invoke(u, Buffer.alloc(0)), 400, error('empty_body', "the request body is empty: send the image's bytes")],
+    [invoke(u, Buffer.from('this is not an image\n')), 400, error('invalid_image', '"request body": not a decodable image (unsupported or unrecognised format)')],
+    [invoke(u, Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), 'application/x-image'), 400,
+      error('invalid_image', '"request body": not a decodable image (format "svg" is not accepted: expected jpeg, png, webp, tiff)')],
+  ];
+  for (const [reply, status, body] of cases) {
+    const r = await reply;
+    assert.deepEqual([r.status, r.body], [status, body]);
+  }
+  const truncated = await invoke(u, jpeg.subarray(0, Math.floor(jpeg.length / 2)));
+  assert.equal(truncated.status, 400);
+  assert.equal((truncated.body as { error: { code: string } }).error.code, 'invalid_image');
+  assert.match((truncated.body as { error: { message: string } }).error.message, /^"request body" is truncated: the data ends before the image is complete \(/);
+  const allowed = await call(`${u}/invocations`, { method: 'DELETE' });
+  assert.equal(allowed.headers.allow, 'POST');
+  assert.equal(server.stats.serverErrors, 0);
+});
+
+test('body size and pixel limits: 413 before the body is read (declared or counted), 413 for too many pixels', async () => {
+  const small = await startServer({ model, host: '127.0.0.1', port: 0, maxBodyBytes: 1000, maxInputPixels: 100 });
+  try {
+    const big = Buffer.alloc(5000, 1);
+    assert.deepEqual(await invoke(small.url, big).then((r) => [r.status, r.headers.connection, r.body]), [
+      413, 'close', error('payload_too_large', 'the request body is 5000 bytes, more than the limit of 1000 (maxBodyBytes)'),
+    ]);
+    const chunked = await call(`${small.url}/invocations`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, chunks: [big.subarray(0, 800), big.subarray(800, 1600)] });
+    assert.deepEqual([chunked.status, chunked.body], [413, error('payload_too_large', 'the request body is more than the limit of 1000 bytes (maxBodyBytes)')]);
+    const tiny = await makeJpeg({ seed: 3 });
+    assert.ok(tiny.length < 1000);
+    assert.deepEqual(await invoke(small.url, tiny).then((r) => [r.status, r.body]), [
+      413, error('image_too_large', '"request body" has 40x48 = 1920 pixels, more than the limit of 100 (maxInputPixels); raise maxInputPixels if the image is trusted'),
+    ]);
+    assert.equal(small.stats.clientErrors, 3);
+  } finally {
+    await small.close();
+  }
+});
+
+test('aborted uploads and malformed HTTP do not crash the server', async () => {
+  const abortedBefore = server.stats.aborted;
+  await new Promise<void>((resolve) => {
+    const req = request(`${server.url}/invocations`, { method: 'POST', agent: false, headers: { 'content-type': 'image/jpeg', 'content-length': '100000' } });
+    req.on('error', () => resolve());
+    req.write(Buffer.alloc(1000), () => setTimeout(() => req.destroy(), 20));
+  });
+  await until(() => server.stats.aborted === abortedBefore + 1, 'the aborted upload to be noticed');
+  const raw = await new Promise<string>((resolve, reject) => {
+    const socket = connect(server.port, '127.0.0.1', () => socket.write('NOT HTTP AT ALL\r\n\r\n'));
+    let text = '';
+    socket.on('data', (c) => (text += c.toString('utf8')));
+    socket.on('end', () => resolve(text));
+    socket.on('error', reject);
+  });
+  assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.deepEqual(JSON.parse(raw.split('\r\n\r\n')[1] ?? ''), error('bad_request', 'malformed HTTP request (HPE_INVALID_METHOD)'));
+  assert.equal((await invoke(server.url, jpeg)).status, 200);
+});
+
+test('concurrent requests are predicted in one batch, and requests leave no tensors behind', async () => {
+  const batched = await startServer({ model, host: '127.0.0.1', port: 0, maxBatch: 8, batchWindowMs: 60_000 });
+  try {
+    const images = await Promise.all(Array.from({ length: 8 }, (_, i) => makeJpeg({ seed: 100 + i, pattern: i % 2 ? 'stripes' : 'bright-right' })));
+    const replies = await Promise.all(images.map((img) => invoke(batched.url, img)));
+    assert.deepEqual(replies.map((r) => r.status), Array(8).fill(200));
+    assert.equal(batched.stats.batches, 1, 'eight requests, one predict call');
+    assert.equal(batched.stats.largestBatch, 8);
+    assert.equal(batched.stats.predictions, 8);
+    const alone = await predict(model, images.map((data, i) => ({ name: `${i}`, data })));
+    replies.forEach((r, i) => {
+      const want = alone[i];
+      assert.ok(want && 'label' in want);
+      assert.equal((r.body as { label: string }).label, want.label);
+    });
+  } finally {
+    await batched.close();
+  }
+  const tf = loadTf();
+  await invoke(server.url, jpeg); // warm-up
+  const before = tf.memory().numTensors;
+  await Promise.all([jpeg, png, jpeg, png].map((b, i) => invoke(server.url, b, i % 2 ? 'image/png' : 'image/jpeg')));
+  await invoke(server.url, Buffer.from('junk'));
+  assert.equal(tf.memory().numTensors, before, 'no tensors left behind across requests');
+});
+
+test('/ping says 503 until the model is loaded (and when it cannot be), close() drains queued requests and frees the model', async () => {
+  const missing = join(tmp, 'nowhere');
+  const broken = await startServer({ model: missing, host: '127.0.0.1', port: 0 });
+  try {
+    await assert.rejects(broken.ready, { name: 'CacheError' });
+    const why = `the model could not be loaded: "${missing}" is not a pneumotype model folder: "${join(missing, 'pneumotype.json')}" is missing (train one with \`pneumotype train\`)`;
+    assert.deepEqual(await call(`${broken.url}/ping`).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
+    assert.deepEqual(await invoke(broken.url, jpeg).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
+  } finally {
+    await broken.close();
+  }
+
+  const tf = loadTf();
+  const tensorsBefore = tf.memory().numTensors;
+  const logs: string[] = [];
+  const own = await startServer({ model: modelDir, host: '127.0.0.1', port: 0, batchWindowMs: 60_000, maxBatch: 64, onLog: (l) => logs.push(l.event) });
+  await own.ready;
+  assert.equal((await call(`${own.url}/ping`)).status, 200);
+  const pending = [jpeg, png, jpeg].map((b, i) => invoke(own.url, b, i === 1 ? 'image/png' : 'image/jpeg'));
+  await until(() => own.stats.queued === 3, 'three queued images');
+  await own.close();
+  assert.deepEqual((await Promise.all(pending)).map((r) => r.status), [200, 200, 200]);
+  assert.equal(own.stats.batches, 1);
+  await assert.rejects(call(`${own.url}/ping`), { code: 'ECONNREFUSED' });
+  assert.equal(tf.memory().numTensors, tensorsBefore, 'the server disposed the model it loaded');
+  assert.deepEqual(logs.filter((e) => e !== 'request'), ['listening', 'model_loaded', 'draining', 'closed']);
+});
+
+test('serveUntilSignal: SIGTERM lets requests in flight finish, then the process exits 0', async () => {
+  const script = join(tmp, 'serve-child.mts');
+  const serveUrl = pathToFileURL(join(import.meta.dirname, '..', 'lib', 'serve.ts')).href;
+  await writeFile(script, [
+    `import { serveUntilSignal } from ${JSON.stringify(serveUrl)};`,
+    'const out = (line: object) => process.stdout.write(`${JSON.stringify(line)}\\n`);',
+    'process.exitCode = await serveUntilSignal({',
+    "  model: process.argv[2], host: '127.0.0.1', port: 0, batchWindowMs: 60_000, maxBatch: 64, onLog: out,",
+    '  onStart: (s) => { let last = -1; const t = setInterval(() => { if (s.stats.queued !== last) { last = s.stats.queued; out({ event: "queued", n: last }); } }, 5); t.unref(); },',
+    '});',
+    "out({ event: 'exit', code: process.exitCode });",
+  ].join('\n'));
+  const child = spawn(process.execPath, ['--import', 'tsx', script, modelDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: Record<string, unknown>[] = [];
+  let stderr = '';
+  let buffered = '';
+  child.stdout.on('data', (c: Buffer) => {
+    buffered += c.toString('utf8');
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>);
+  });
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    await until(() => events.some((e) => e.event === 'model_loaded') || child.exitCode !== null, `the child server to load its model (${stderr})`);
+    assert.equal(child.exitCode, null, `the child exited early: ${stderr}`);
+    const port = events.find((e) => e.event === 'listening')?.port as number;
+    const url = `http://127.0.0.1:${port}`;
+    const pending = [jpeg, jpeg, png].map((b, i) => invoke(url, b, i === 2 ? 'image/png' : 'image/jpeg'));
+    await until(() => events.some((e) => e.event === 'queued' && e.n === 3), 'three queued requests in the child');
+    child.kill('SIGTERM');
+    const replies = await Promise.all(pending);
+    assert.deepEqual(replies.map((r) => r.status), [200, 200, 200]);
+    assert.ok(replies.every((r) => typeof (r.body as { label?: unknown }).label === 'string'));
+    assert.equal(await exited, 0, stderr);
+    const names = events.map((e) => e.event).filter((e) => e !== 'queued' && e !== 'request');
+    assert.deepEqual(names, ['listening', 'model_loaded', 'signal', 'draining', 'closed', 'exit']);
+    assert.equal(events.find((e) => e.event === 'signal')?.signal, 'SIGTERM');
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});
