@@ -99,3 +99,20 @@ test('a diverging run stops with a clear error and keeps the last good checkpoin
     },
   );
 });
+
+test('an aborted run stops between epochs, keeps its best model, and resumes from the last checkpoint', async () => {
+  const controller = new AbortController();
+  const r = await train({
+    data: labeled, out: join(tmp, 'run-abort'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base,
+    signal: controller.signal, onEpoch: () => controller.abort(),
+  });
+  assert.equal(r.history.length, 1);
+  const resumed = await train({ data: labeled, out: join(tmp, 'run-abort'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, resume: true });
+  assert.equal(resumed.history.length, 4);
+  const stopped = new AbortController();
+  stopped.abort();
+  await assert.rejects(train({ data: labeled, out: join(tmp, 'run-never'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, signal: stopped.signal }), {
+    name: 'TrainingError',
+    message: `training of "${join(tmp, 'run-never')}" stopped before its first epoch ended: there is no model yet (run it again with --resume)`,
+  });
+});
