@@ -32,6 +32,7 @@ export { runPipeline, prepareStep, type PipelineOptions, type PipelineResult } f
 export { MODEL_CATALOG, buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
 export { train, learningRateAt, classWeights, TrainingError, type TrainOptions, type TrainResult, type EpochRecord, type ModelCard } from './train.js';
 export { buildTransferModel, type TransferOptions } from './transfer.js';
+export { renderModelCard, writeModelCard, type ModelCardExtras } from './model-card.js';
 export { saveModel, loadLayersModelFromDir } from './checkpoint.js';
 export {
   DEFAULT_MODEL_DIR, loadModel, predict, predictPixels, evaluateModel, metricsByGroup,

@@ -103,3 +103,17 @@ test('metrics break down by a grouping CSV keyed by file name', async () => {
     message: `"${join(tmp, 'groups.csv')}" has no column "pipeline" (columns: file, derived_from)`,
   });
 });
+
+test('the model card renders data, architecture, training, metrics with intervals and limits', async () => {
+  const { writeModelCard } = await import('../lib/model-card.js');
+  const evaluation = await evaluateModel({ model: modelDir, data: labeled, split: 'val', bootstrap: 50 });
+  const out = await writeModelCard({ modelDir, history: join(tmp, 'run', 'history.json'), evaluation, extras: { hardware: 'a test machine' } });
+  const text = await readFile(out, 'utf8');
+  assert.match(text, /^# pneumotype default model\n/);
+  assert.match(text, /Research and teaching only\. Not a medical device/);
+  assert.match(text, /Grayscale, squashed to 32x32/);
+  assert.match(text, /`tiny`, width 8, 24,939 parameters/);
+  assert.match(text, /minutes on a test machine\./);
+  assert.match(text, /\| accuracy \| \d+\.\d % \[\d+\.\d %, \d+\.\d %\] \|/);
+  assert.match(text, /trained\n {2}without augmentation against them/);
+});

@@ -1,0 +1,135 @@
+// The model card (README.md beside a model): data, preprocessing, architecture, training, metrics, intended use.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { EvaluateResult, GroupMetrics } from './evaluate.js';
+import { writeFileAtomic } from './fsx.js';
+import type { Interval } from './metrics.js';
+import { resolveModelOptions } from './models.js';
+import type { EpochRecord, ModelCard } from './train.js';
+
+const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
+const ci = (i: Interval): string => `${pct(i.value)} [${pct(i.low)}, ${pct(i.high)}]`;
+const num = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
+
+/** Extra facts the card cannot read from the run: where it was trained and anything to say about it. */
+export interface ModelCardExtras {
+  readonly title?: string;
+  readonly hardware?: string;
+  /** What the data were, in a few words (e.g. "1,349 normal, 2,538 bacteria, 1,345 virus; 224 px copies"). */
+  readonly data?: string;
+  readonly notes?: readonly string[];
+}
+
+/**
+ * Renders the model card of a trained model as Markdown: pure, from the model's pneumotype.json, its training history
+ * and a validation evaluation (with intervals and, when given, metrics per group).
+ *
+ * @example renderModelCard(card, history, evaluation, { hardware: '2 CPU cores' })
+ */
+export function renderModelCard(card: ModelCard, history: readonly EpochRecord[], evaluation: EvaluateResult, extras: ModelCardExtras = {}): string {
+  const t = card.training;
+  const c = t.config;
+  const s = card.model.summary;
+  const best = history.find((h) => h.epoch === t.epoch);
+  const lines: string[] = [
+    `# ${extras.title ?? 'pneumotype default model'}`,
+    '',
+    'A three-class classifier of pediatric chest X-rays: **normal**, **bacterial pneumonia**, **viral pneumonia**.',
+    '',
+    '> **Research and teaching only. Not a medical device**: it has not been validated clinically, must not be used',
+    '> for diagnosis or treatment decisions, and is known to pick up traces of how images were copied (see below).',
+    '',
+    '## Use',
+    '',
+    '```sh',
+    'npx pneumotype predict path/to/xray.jpeg            # {"file":…,"label":"virus","probabilities":{…}}',
+    'npx pneumotype evaluate --data data/labeled --split test',
+    '```',
+    '',
+    'Files: `model.json` + `weights.bin` (TensorFlow.js layers format: `tf.loadLayersModel` in Node or a browser),',
+    '`pneumotype.json` (class order, input size, preprocessing, training configuration, data hash, validation metrics).',
+    '',
+    '## Input and preprocessing',
+    '',
+    `- Grayscale, squashed to ${card.imageSize}x${card.imageSize} (sharp \`fit: 'fill'\`, Lanczos 3; no crop), pixels / 255,`,
+    `  shape [batch, ${card.imageSize}, ${card.imageSize}, 1]. Output: softmax over ${card.classes.join(', ')} (this order).`,
+    '- `predict` and `evaluate` apply exactly this to any JPEG/PNG/WebP/TIFF.',
+    '',
+    '## Data',
+    '',
+    '- Kermany, Zhang, Goldbaum (2018), ChestXRay2017 (Mendeley Data, CC BY 4.0): the official **train** split as',
+    `  relabelled by pneumotype, ${card.data.trainImages + card.data.valImages} images${extras.data ? ` (${extras.data})` : ''}; manifest SHA-256 \`${card.data.manifestSha256.slice(0, 16)}…\`.`,
+    `- Validation: ${card.data.valImages} images carved from train **by patient** (no child on both sides), stratified by`,
+    `  label (${pct(c.valFraction)} of patients, seed ${c.seed}); training on the other ${card.data.trainImages}.`,
+    '- The official test split (624 images) was never used for training or model choice.',
+    '',
+    '## Architecture',
+    '',
+    `- \`${card.model.name}\`, width ${resolveModelOptions(card.model).width}, ${s.parameters.toLocaleString('en-US')} parameters`,
+    `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
+    '  trained from scratch (no ImageNet weights).',
+    '',
+    '## Training',
+    '',
+    `- ${t.epoch} of ${t.epochs} epochs (best validation macro-F1 at epoch ${t.epoch}), ${(t.seconds / 60).toFixed(1)} minutes on ${extras.hardware ?? t.backend}.`,
+    `- ${c.optimizer === 'adam' ? 'Adam' : 'SGD with Nesterov momentum 0.9'}, peak learning rate ${c.learningRate} after ${c.warmupEpochs} warm-up epoch(s), ${c.schedule} decay to ${c.minLearningRate};`,
+    `  batch ${c.batchSize}; L2 ${c.weightDecay}; dropout ${c.dropout}; label smoothing ${c.labelSmoothing}; class weights ${c.classWeights}.`,
+    `- Augmentation: ${t.augment === false ? 'none' : `\`${JSON.stringify(t.augment)}\``}.`,
+    `- Backend: ${t.backend}.`,
+  ];
+  if (best) lines.push(`- At the chosen epoch: training loss ${num(best.loss)}, accuracy ${pct(best.accuracy)}; validation loss ${num(best.valLoss)}.`);
+  lines.push(
+    '',
+    `## Validation metrics (${evaluation.n} images, 95 % intervals by patient bootstrap, ${evaluation.bootstrap.resamples} resamples)`,
+    '',
+    '| metric | value [95 % CI] |',
+    '| --- | --- |',
+    `| accuracy | ${ci(evaluation.accuracy)} |`,
+    `| balanced accuracy | ${ci(evaluation.balancedAccuracy)} |`,
+    `| macro-F1 | ${ci(evaluation.macroF1)} |`,
+    ...(['normal', 'bacteria', 'virus'] as const).map(
+      (k) => `| ${k}: recall / precision / AUC | ${ci(evaluation.perClass[k].recall)} / ${ci(evaluation.perClass[k].precision)} / ${ci(evaluation.auc[k])} |`,
+    ),
+    `| normal vs pneumonia: accuracy / sensitivity / specificity / AUC | ${ci(evaluation.binary.normalVsPneumonia.accuracy)} / ${ci(evaluation.binary.normalVsPneumonia.sensitivity)} / ${ci(evaluation.binary.normalVsPneumonia.specificity)} / ${ci(evaluation.binary.normalVsPneumonia.auc)} |`,
+    `| bacteria vs virus: accuracy / sensitivity (virus) / specificity / AUC | ${ci(evaluation.binary.bacteriaVsVirus.accuracy)} / ${ci(evaluation.binary.bacteriaVsVirus.sensitivity)} / ${ci(evaluation.binary.bacteriaVsVirus.specificity)} / ${ci(evaluation.binary.bacteriaVsVirus.auc)} |`,
+    '',
+    `Confusion matrix (rows true, columns predicted; normal, bacteria, virus): \`${JSON.stringify(evaluation.confusion)}\`.`,
+  );
+  if (evaluation.byGroup) {
+    lines.push(
+      '',
+      '### Per copy pipeline (`derived_from`): shortcut learning',
+      '',
+      'The shared images come from three copy pipelines whose traces correlate with the label. The full-res group holds all',
+      'three classes from one pipeline and is the fairest proxy for new images.',
+      '',
+      '| group | n | accuracy | recall normal / bacteria / virus (support) |',
+      '| --- | ---: | ---: | --- |',
+      ...Object.entries(evaluation.byGroup).map(([g, m]: [string, GroupMetrics]) =>
+        `| ${g} | ${m.n} | ${pct(m.accuracy)} | ${(['normal', 'bacteria', 'virus'] as const).map((k) => `${pct(m.recall[k])} (${m.support[k]})`).join(' / ')} |`),
+    );
+  }
+  lines.push(
+    '',
+    '## Limits',
+    '',
+    '- Pediatric patients aged one to five from one hospital (Guangzhou); adults and other sites are out of scope.',
+    '- Bacterial versus viral pneumonia is hard even for radiologists; expect most errors there.',
+    t.augment === false
+      ? '- The training images carry traces of three copy pipelines that correlate with the label, and this model was trained\n  without augmentation against them: part of its validation score comes from the pipeline, not the lungs.'
+      : '- The training images carry traces of three copy pipelines that correlate with the label; augmentation that\n  randomises those traces was used against it, but some of the validation score may still come from them.',
+    '- The official test split is scored independently; the figures above are validation figures.',
+    ...(extras.notes ?? []).map((n) => `- ${n}`),
+    '',
+  );
+  return lines.join('\n');
+}
+
+/** Writes `MODEL_DIR/README.md` from the model's card, the run's history.json and a validation evaluation. */
+export async function writeModelCard(options: { modelDir: string; history: string; evaluation: EvaluateResult; extras?: ModelCardExtras }): Promise<string> {
+  const card = JSON.parse(await readFile(join(options.modelDir, 'pneumotype.json'), 'utf8')) as ModelCard;
+  const history = JSON.parse(await readFile(options.history, 'utf8')) as EpochRecord[];
+  const out = join(options.modelDir, 'README.md');
+  await writeFileAtomic(out, renderModelCard(card, history, options.evaluation, options.extras));
+  return out;
+}
