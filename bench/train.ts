@@ -6,19 +6,21 @@
 // BENCH_VENV (the Python virtual environment, `.bench-venv`), BENCH_PYTHON (the interpreter that creates it, python3),
 // BENCH_NO_KERAS=1 (tfjs only), BENCH_KERAS_ARGS (extra options for bench/keras_train.py, e.g. `--eager`),
 // BENCH_PROFILE=1 (also break a few tfjs steps down: native TensorFlow ops, uploads, JavaScript), BENCH_NO_BN=1
-// (diagnosis: both models without their BatchNormalization layers).
+// (diagnosis: both models without their BatchNormalization layers), BENCH_FAST (0: plain tfjs only, 1: with
+// lib/fast-train.ts's patch only; default: both, alternated with Keras in every block).
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { LayersModel, Optimizer, Scalar, Tensor } from '@tensorflow/tfjs';
+import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
 import { CLASSES, resolveConfig, type Config } from '../lib/config.js';
 import { MODEL_CATALOG, buildModel, resolveModelOptions, type ModelName, type ModelOptions } from '../lib/models.js';
 import { createRng } from '../lib/random.js';
 import { loadTfWithInfo, type Tf } from '../lib/tf.js';
-import { classWeights, learningRateAt } from '../lib/train.js';
+import { enableFastTraining, planFastTraining } from '../lib/fast-train.js';
+import { classWeights, learningRateAt, trainStep } from '../lib/train.js';
 
 const root = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
 const venvDir = resolve(root, process.env.BENCH_VENV ?? '.bench-venv');
@@ -163,10 +165,9 @@ class KerasProcess {
 // --- the tfjs side: the step of lib/train.ts ----------------------------------------------------------------------
 
 /**
- * One training step exactly as lib/train.ts runs it (it does not export its step, so this replicates it): the
- * learning rate of the schedule set on the optimizer, `optimizer.minimize` over the class-weighted, label-smoothed
- * cross-entropy of `model.apply(x, { training: true })` plus the layers' L2 losses, the correct-count kept, and the
- * running loss and accuracy sums updated; a sync every 20 steps as the real loop checks for NaN.
+ * One training step as lib/train.ts runs it: the learning rate of the schedule set on the optimizer, its exported
+ * `trainStep` (optimizer.minimize over the class-weighted, label-smoothed cross-entropy plus the layers' L2 losses),
+ * and the running loss and accuracy sums updated; a sync every 20 steps as the real loop checks for NaN.
  */
 class TfjsTrainer {
   private lossSum: Tensor;
@@ -188,18 +189,7 @@ class TfjsTrainer {
     const { tf, model: m, config, classWeightTensor } = this;
     const lr = learningRateAt(config, this.step, this.stepsPerEpoch);
     (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
-    let correct: Tensor | undefined;
-    const loss = this.optimizer.minimize(() => {
-      const probs = m.apply(xs, { training: true }) as Tensor;
-      const smooth = ys.mul(1 - config.labelSmoothing).add(config.labelSmoothing / CLASSES.length);
-      const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
-      const w = ys.mul(classWeightTensor).sum(1);
-      let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
-      for (const reg of m.losses) total = total.add(reg());
-      correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum());
-      return total;
-    }, true) as Scalar;
-    const c = correct as unknown as Tensor;
+    const { loss, correct: c } = trainStep({ model: m, optimizer: this.optimizer, xs, ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
     const [nextLoss, nextCorrect] = tf.tidy(() => [this.lossSum.add(loss.mul(batchSize)), this.correctSum.add(c)]);
     tf.dispose([this.lossSum, this.correctSum, loss, c]);
     this.lossSum = nextLoss;
@@ -219,6 +209,8 @@ class TfjsTrainer {
     this.tf.dispose([this.lossSum, this.correctSum]);
   }
 }
+
+type Variant = 'plain' | 'fast';
 
 interface NativeBinding {
   executeOp(name: string, attrs: unknown, inputs: number[], numOutputs: number): unknown;
@@ -340,6 +332,10 @@ async function main(): Promise<void> {
   const blocks = intEnv('BENCH_BLOCKS', 5);
   const warmup = intEnv('BENCH_WARMUP', 3);
   const S = resolved.imageSize;
+  const fastEnv = process.env.BENCH_FAST?.trim() ?? '';
+  if (!['', '0', '1'].includes(fastEnv)) throw new Error(`BENCH_FAST=${JSON.stringify(fastEnv)} is not 0 or 1 (or unset: both)`);
+  /** The tfjs variants timed: plain (lib/train.ts's step as is) and fast (the same with enableFastTraining). */
+  const variants: Variant[] = fastEnv === '0' ? ['plain'] : fastEnv === '1' ? ['fast'] : ['plain', 'fast'];
 
   const { tf, info } = loadTfWithInfo();
   const lib = info.libtensorflowVersion ?? 'unknown';
@@ -372,21 +368,45 @@ async function main(): Promise<void> {
   }));
   let keras: KerasProcess | undefined;
   let exitCode = 0;
+  let undoFast: (() => void) | undefined;
   try {
     const parameters = model.countParams();
     const trainableParameters = model.trainableWeights.reduce((s, w) => s + w.shape.reduce<number>((a, b) => a * (b ?? 0), 1), 0);
     const bn = model.layers.find((l) => l.getClassName() === 'BatchNormalization')?.getConfig() as { momentum?: number; epsilon?: number } | undefined;
     const stem = (model.layers.find((l) => l.name === 'stem_conv')?.getConfig() as { kernelSize?: number[] } | undefined)?.kernelSize?.[0];
 
-    // --- tfjs warm-up (kernels, lazy variables, the optimizer's slots)
+    // --- tfjs warm-up (kernels, lazy variables, the optimizer's slots), each variant
+    const plan = planFastTraining(model);
+    if (variants.includes('fast')) {
+      const kinds = new Map<string, number>();
+      for (const l of plan.layers) if (l.kind) kinds.set(l.kind, (kinds.get(l.kind) ?? 0) + 1);
+      const skipped = plan.layers.filter((l) => l.reason).map((l) => `${l.name} (${l.reason})`);
+      log(`fast: enableFastTraining patches ${plan.patched} layers (${[...kinds].map(([kind, n]) => `${n} ${kind}`).join(', ')}) and the Adam update` +
+        `${skipped.length ? `; left alone: ${skipped.join(', ')}` : ''}${info.backend === 'tensorflow' ? '' : `; backend ${info.backend}: a no-op`}`);
+    }
+    /** Runs `fn` with the model patched (fast) or as built (plain). */
+    const as = async <T>(variant: Variant, fn: () => Promise<T>): Promise<T> => {
+      undoFast = variant === 'fast' ? enableFastTraining(model, { optimizer }) : undefined;
+      try {
+        return await fn();
+      } finally {
+        undoFast?.();
+        undoFast = undefined;
+      }
+    };
     let t = performance.now();
     let k = 0;
-    for (let i = 0; i < warmup; i++, k++) {
-      const d = data[k % DISTINCT_BATCHES]!;
-      await trainer.trainStep(d.xs, d.ys, batch);
+    for (const variant of variants) {
+      t = performance.now();
+      await as(variant, async () => {
+        for (let i = 0; i < warmup; i++, k++) {
+          const d = data[k % DISTINCT_BATCHES]!;
+          await trainer.trainStep(d.xs, d.ys, batch);
+        }
+        await trainer.sync();
+      });
+      log(`tfjs ${variant}: ${parameters.toLocaleString('en')} parameters (${trainableParameters.toLocaleString('en')} trainable); warm-up ${warmup} steps in ${round((performance.now() - t) / 1000, 2)} s`);
     }
-    await trainer.sync();
-    log(`tfjs: ${parameters.toLocaleString('en')} parameters (${trainableParameters.toLocaleString('en')} trainable); warm-up ${warmup} steps in ${round((performance.now() - t) / 1000, 2)} s`);
 
     // --- Keras process: built and warmed up once, then asked for one block at a time
     let ready: KerasReady | undefined;
@@ -429,52 +449,73 @@ async function main(): Promise<void> {
       }
     }
 
-    // --- timed blocks, alternated: tfjs, keras, tfjs, keras, ...
+    // --- timed blocks, alternated: tfjs (plain, fast), keras, tfjs (plain, fast), keras, ...
     const tfjsBlocks: Block[] = [];
+    const fastBlocks: Block[] = [];
     const kerasBlocks: Block[] = [];
     if (exitCode === 0) {
-      log(`timing: ${blocks} blocks per side, alternated (tfjs, keras, ...) so that other load on this machine affects both alike`);
+      log(`timing: ${blocks} blocks per side, alternated (${variants.map((v) => `tfjs ${v}`).join(', ')}, keras, ...) so that other load on this machine affects all alike`);
       for (let b = 0; b < blocks; b++) {
-        t = performance.now();
-        for (let i = 0; i < steps; i++, k++) {
-          const d = data[k % DISTINCT_BATCHES]!;
-          await trainer.trainStep(d.xs, d.ys, batch);
+        for (const variant of variants) {
+          const seconds = await as(variant, async () => {
+            const started = performance.now();
+            for (let i = 0; i < steps; i++, k++) {
+              const d = data[k % DISTINCT_BATCHES]!;
+              await trainer.trainStep(d.xs, d.ys, batch);
+            }
+            await trainer.sync();
+            return (performance.now() - started) / 1000;
+          });
+          (variant === 'fast' ? fastBlocks : tfjsBlocks).push({ steps, seconds: round(seconds, 4), imagesPerSecond: (steps * batch) / seconds });
+          log(`  tfjs ${variant.padEnd(5)} block ${b + 1}: ${steps} steps in ${round(seconds, 2)} s = ${round((steps * batch) / seconds)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
         }
-        await trainer.sync();
-        const seconds = (performance.now() - t) / 1000;
-        tfjsBlocks.push({ steps, seconds: round(seconds, 4), imagesPerSecond: (steps * batch) / seconds });
-        log(`  tfjs  block ${b + 1}: ${steps} steps in ${round(seconds, 2)} s = ${round((steps * batch) / seconds)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
         if (keras) {
           const { steps: s, seconds, imagesPerSecond } = await keras.run();
           const kb: Block = { steps: s, seconds, imagesPerSecond };
           kerasBlocks.push(kb);
-          log(`  keras block ${b + 1}: ${kb.steps} steps in ${round(kb.seconds, 2)} s = ${round(kb.imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
+          log(`  keras      block ${b + 1}: ${kb.steps} steps in ${round(kb.seconds, 2)} s = ${round(kb.imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
         }
       }
     }
     keras?.close();
     keras = undefined;
 
-    const profile = process.env.BENCH_PROFILE && exitCode === 0 ? await profileSteps(tf, trainer, data, batch, steps) : undefined;
-    if (profile) {
-      log(`profile of the tfjs step (mean of ${profile.steps} steps): ${profile.wallMsPerStep} ms wall = ${profile.nativeOpMsPerStep} ms in ` +
-        `${profile.nativeOpCallsPerStep} native TensorFlow ops + ${profile.uploadMsPerStep} ms uploading ${profile.uploadsPerStep} JS-made tensors + ` +
-        `${profile.otherMsPerStep} ms of JavaScript (${profile.tfjsKernelCallsPerStep} tfjs kernel calls, composites included)`);
-      for (const o of profile.ops.slice(0, 20)) log(`  ${o.name.padEnd(28)} ${String(o.callsPerStep).padStart(6)} calls ${String(o.msPerStep).padStart(9)} ms per step`);
+    const profiles: Partial<Record<Variant, Awaited<ReturnType<typeof profileSteps>>>> = {};
+    if (process.env.BENCH_PROFILE && exitCode === 0) {
+      for (const variant of variants) {
+        const profile = await as(variant, () => profileSteps(tf, trainer, data, batch, steps));
+        profiles[variant] = profile;
+        log(`profile of the tfjs ${variant} step (mean of ${profile.steps} steps): ${profile.wallMsPerStep} ms wall = ${profile.nativeOpMsPerStep} ms in ` +
+          `${profile.nativeOpCallsPerStep} native TensorFlow ops + ${profile.uploadMsPerStep} ms uploading ${profile.uploadsPerStep} JS-made tensors + ` +
+          `${profile.otherMsPerStep} ms of JavaScript (${profile.tfjsKernelCallsPerStep} tfjs kernel calls, composites included)`);
+        for (const o of profile.ops.slice(0, 20)) log(`  ${o.name.padEnd(28)} ${String(o.callsPerStep).padStart(6)} calls ${String(o.msPerStep).padStart(9)} ms per step`);
+      }
     }
 
     const tfjsIps = tfjsBlocks.length ? median(tfjsBlocks.map((b) => b.imagesPerSecond)) : null;
+    const fastIps = fastBlocks.length ? median(fastBlocks.map((b) => b.imagesPerSecond)) : null;
     const kerasIps = kerasBlocks.length ? median(kerasBlocks.map((b) => b.imagesPerSecond)) : null;
     const ratio = tfjsIps !== null && kerasIps !== null ? tfjsIps / kerasIps : null;
-    if (tfjsIps !== null) {
-      log(`result: tfjs ${round(tfjsIps)} images/s, keras ${kerasIps === null ? 'n/a' : `${round(kerasIps)} images/s`}` +
-        `${ratio === null ? '' : `, tfjs/keras = ${round(ratio, 3)}`} (medians of ${blocks} alternated blocks; ` +
-        `other processes on this machine may slow both sides, the alternation spreads that load over both)`);
+    const fastRatio = fastIps !== null && kerasIps !== null ? fastIps / kerasIps : null;
+    // The speed-up of the patch, as the median of the per-block ratios (the two runs of a block are back to back).
+    const speedup = tfjsBlocks.length && fastBlocks.length
+      ? median(tfjsBlocks.map((b, i) => (fastBlocks[i]?.imagesPerSecond ?? Number.NaN) / b.imagesPerSecond))
+      : null;
+    if (tfjsIps !== null || fastIps !== null) {
+      const ips = (v: number | null) => (v === null ? 'n/a' : `${round(v)} images/s`);
+      log(`result: tfjs plain ${ips(tfjsIps)}, tfjs fast ${ips(fastIps)}, keras ${ips(kerasIps)}` +
+        `${ratio === null ? '' : `; plain/keras = ${round(ratio, 3)}`}${fastRatio === null ? '' : `, fast/keras = ${round(fastRatio, 3)}`}` +
+        `${speedup === null ? '' : `, fast/plain = ${round(speedup, 3)}`} (medians of ${blocks} alternated blocks; ` +
+        `other processes on this machine may slow all sides, the alternation spreads that load over them)`);
     }
     log(JSON.stringify({
       tfjsImagesPerSecond: tfjsIps === null ? null : round(tfjsIps, 2),
+      tfjsFastImagesPerSecond: fastIps === null ? null : round(fastIps, 2),
       kerasImagesPerSecond: kerasIps === null ? null : round(kerasIps, 2),
       ratioToKeras: ratio === null ? null : round(ratio, 4),
+      fastRatioToKeras: fastRatio === null ? null : round(fastRatio, 4),
+      fastSpeedup: speedup === null ? null : round(speedup, 4),
+      fastLayersPatched: variants.includes('fast') ? plan.patched : null,
       imageSize: S,
       batchSize: batch,
       model: name,
@@ -496,16 +537,19 @@ async function main(): Promise<void> {
       tensorflowPython: ready?.tensorflow ?? null,
       keras: ready?.keras ?? null,
       kerasMethod: ready ? `${ready.method}; jit_compile ${ready.jitCompile}, run_eagerly ${ready.runEagerly}` : null,
-      tfjsMethod: 'lib/train.ts step replicated: optimizer.minimize (Adam), model.apply(x, {training: true}), class-weighted label-smoothed cross-entropy + L2; sync at block end',
+      tfjsMethod: 'lib/train.ts trainStep: optimizer.minimize (Adam), model.apply(x, {training: true}), class-weighted label-smoothed cross-entropy + L2; sync at block end; fast: the same with lib/fast-train.ts enableFastTraining(model, { optimizer })',
       tfjsBlocks: tfjsBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
+      tfjsFastBlocks: fastBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
       kerasBlocks: kerasBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
       venv: venv.action,
       ...(kerasError ? { kerasError } : {}),
       ...(exitCode ? { error: 'the tfjs and Keras models differ (parameters or weight shapes)' } : {}),
-      ...(profile ? { profile: { ...profile, ops: profile.ops.slice(0, 30) } } : {}),
+      ...(profiles.plain ? { profile: { ...profiles.plain, ops: profiles.plain.ops.slice(0, 30) } } : {}),
+      ...(profiles.fast ? { profileFast: { ...profiles.fast, ops: profiles.fast.ops.slice(0, 30) } } : {}),
     }));
   } finally {
     keras?.close();
+    undoFast?.();
     trainer.dispose();
     tf.dispose([classWeightTensor, ...data.flatMap((d) => [d.xs, d.ys])]);
     optimizer.dispose();

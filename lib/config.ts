@@ -91,6 +91,7 @@ export const DEFAULTS = {
   classWeights: 'balanced', // balanced (N / (K * n_class)) | none: the train split is 1,349 : 2,538 : 1,345
   patience: 8, // early stopping: epochs without a better validation macro-F1
   dropout: 0.2,
+  fastOps: true, // on tfjs-node, train with fused native ops (BN, ReLU, conv, max pool, Adam: lib/fast-train.ts); same results
 
   // --- upload to S3
   uploadConcurrency: 4, // files uploaded at once

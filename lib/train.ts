@@ -9,6 +9,7 @@ import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpo
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
 import { batches } from './dataset.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { enableFastTraining } from './fast-train.js';
 import { exists, writeJsonAtomic } from './fsx.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
@@ -145,6 +146,45 @@ function setLearningRate(optimizer: Optimizer, lr: number): void {
   (optimizer as unknown as { learningRate: number }).learningRate = lr;
 }
 
+// --- fast-train: the training step, exported (bench/train.ts times exactly this) --------------------------- begin
+/** What one training step needs. */
+export interface TrainStepOptions {
+  readonly model: LayersModel;
+  readonly optimizer: Optimizer;
+  /** Images [b, S, S, 1]. */
+  readonly xs: Tensor;
+  /** One-hot labels [b, classes]. */
+  readonly ys: Tensor;
+  /** Per-class loss weights [classes] (see {@link classWeights}). */
+  readonly classWeights: Tensor;
+  readonly labelSmoothing: number;
+}
+
+/**
+ * One optimizer step at the optimizer's current learning rate: `optimizer.minimize` over the class-weighted,
+ * label-smoothed cross-entropy of `model.apply(xs, { training: true })` plus the layers' L2 penalties. Returns the
+ * loss and the count of correct predictions, scalars the caller disposes.
+ *
+ * @example const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: w, labelSmoothing: 0.05 });
+ */
+export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: Scalar } {
+  const { tf } = loadTfWithInfo();
+  const { model: m, optimizer, xs, ys, classWeights: weightTensor, labelSmoothing } = options;
+  let correct: Scalar | undefined;
+  const loss = optimizer.minimize(() => {
+    const probs = m.apply(xs, { training: true }) as Tensor;
+    const smooth = ys.mul(1 - labelSmoothing).add(labelSmoothing / CLASSES.length);
+    const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
+    const w = ys.mul(weightTensor).sum(1);
+    let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
+    for (const reg of m.losses) total = total.add(reg());
+    correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum()) as Scalar;
+    return total;
+  }, true) as Scalar;
+  return { loss, correct: correct as unknown as Scalar };
+}
+// --- fast-train: the training step ----------------------------------------------------------------------------- end
+
 /** Probabilities for every image of a subset, in batches, with the validation loss. Tensors are all disposed. */
 export async function predictSubset(
   model: LayersModel,
@@ -223,6 +263,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   };
   let model: LayersModel | undefined;
   let optimizer: Optimizer | undefined;
+  let undoFastTraining: (() => void) | undefined; // fast-train
   try {
     const trainCount = cache.count('train');
     const valCount = cache.count('val');
@@ -249,6 +290,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     } else {
       model = buildModel(modelOptions);
     }
+    // fast-train: fused native ops (layers and Adam) while training on tfjs-node (a no-op elsewhere); undone in finally.
+    if (config.fastOps) undoFastTraining = enableFastTraining(model, { optimizer });
     const summary = summarizeModel(model, modelOptions);
     const classWeightTensor = tf.tensor1d(weights);
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
@@ -276,20 +319,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           try {
             lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
             setLearningRate(optimizer, lr);
-            const m = model;
-            let correct: Tensor | undefined;
-            // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties.
-            const loss = optimizer.minimize(() => {
-              const probs = m.apply(batch.xs, { training: true }) as Tensor;
-              const smooth = batch.ys.mul(1 - config.labelSmoothing).add(config.labelSmoothing / CLASSES.length);
-              const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
-              const w = batch.ys.mul(classWeightTensor).sum(1);
-              let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
-              for (const reg of m.losses) total = total.add(reg());
-              correct = tf.keep(tf.equal(probs.argMax(1), batch.ys.argMax(1)).sum());
-              return total;
-            }, true) as Scalar;
-            const c = correct as unknown as Tensor;
+            // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties (fast-train: exported step).
+            const { loss, correct: c } = trainStep({
+              model, optimizer, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing,
+            });
             const [nextLoss, nextCorrect] = tf.tidy(() => [lossSum.add(loss.mul(batch.labels.length)), correctSum.add(c)]);
             tf.dispose([lossSum, correctSum, loss, c]);
             lossSum = nextLoss;
@@ -389,6 +422,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     return { runDir, modelDir, history: state.history, bestEpoch: state.bestEpoch, stoppedEarly, card };
   } finally {
+    undoFastTraining?.(); // fast-train
     model?.dispose();
     optimizer?.dispose();
     await cache.close();

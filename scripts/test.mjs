@@ -23,6 +23,7 @@ const SUITE = [
   'test/pipeline.test.ts',
   'test/models.test.ts',
   'test/train.test.ts',
+  'test/fast-train.test.ts',
   'test/evaluate.test.ts',
   'test/transfer.test.ts',
   'test/metrics.test.ts',
