@@ -114,7 +114,7 @@ export function showFigure(display: HtmlDisplay, figure: Figure): void {
  *
  * @example showTable(tslab.display, history.map((r) => ({ epoch: r.epoch, loss: r.loss, valMacroF1: r.valMacroF1 })))
  */
-export function showTable(display: HtmlDisplay, rows: readonly Record<string, unknown>[] | Table): void {
+export function showTable(display: HtmlDisplay, rows: readonly object[] | Table): void {
   display.html(`<div style="overflow-x:auto">${renderTableHtml(toTable(rows))}</div>`);
 }
 
@@ -123,7 +123,7 @@ export function showTable(display: HtmlDisplay, rows: readonly Record<string, un
  *
  * @example toTable([{ epoch: 1, loss: 0.9 }]) // { columns: ['epoch', 'loss'], rows: [[1, 0.9]] }
  */
-export function toTable(rows: readonly Record<string, unknown>[] | Table): Table {
+export function toTable(rows: readonly object[] | Table): Table {
   if (!Array.isArray(rows)) return rows as Table;
   const records = rows as readonly Record<string, unknown>[];
   const columns: string[] = [];

@@ -392,8 +392,12 @@ export function metricsTable(report: EvaluationReport): Table {
   return { columns: ['metric', 'value', '95 % interval', PUBLISHED.short], rows };
 }
 
-/** Images and patients per split and class, as a table. */
-function countsTable(summary: RelabelSummary): Table {
+/**
+ * Images and patients per split and class, as a table.
+ *
+ * @example showTable(tslab.display, countsTable(summary))
+ */
+export function countsTable(summary: RelabelSummary): Table {
   const { splits, images, patients } = classCounts(summary);
   return {
     columns: ['split', ...CLASSES.map((c) => `${c} images`), 'total images', ...CLASSES.map((c) => `${c} patients`)],

@@ -32,6 +32,8 @@ const SUITE = [
   'test/upload.test.ts',
   'test/plots.test.ts',
   'test/report.test.ts',
+  'test/notebook.test.ts',
+  'test/notebooks.test.ts',
   'test/cli.test.ts',
   'test/integration.test.ts',
 ];

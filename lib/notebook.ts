@@ -1,0 +1,522 @@
+// The tslab notebooks' helpers: settings from the environment, live displays, and data shaped for one-call cells.
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { OpenedCache, Subset } from './cache.js';
+import { CLASSES, DEFAULTS, PRESETS, resolveConfig, type Config, type Label, type PresetName, type Split } from './config.js';
+import { batchIterator, type BatchOptions } from './dataset.js';
+import { liveChart, type HtmlDisplay } from './display.js';
+import { ConfigError, messageOf, quote } from './errors.js';
+import type { GroupMetrics } from './evaluate.js';
+import { decodeGray } from './images.js';
+import { readManifest } from './manifest.js';
+import { mostConfidentMistakes, parsePredictionsCsv, trainingCurvesFigure, type GraySample, type MisclassifiedSample, type PredictionRow } from './plots.js';
+import type { Progress, ProgressCallback } from './progress.js';
+import { createRng, shuffled } from './random.js';
+import { escapeHtml, type Table } from './report.js';
+import { describeProgress, formatBytes } from './terminal.js';
+import { loadTf } from './tf.js';
+import type { EpochRecord } from './train.js';
+import { upload, type UploadResult } from './upload.js';
+import type { LeakageAudit } from './phash.js';
+import { isJunkEntry, listZip } from './zip.js';
+
+/** The environment variables the notebooks read (set them before starting Jupyter, or let `npm run notebooks` do it). */
+export const NOTEBOOK_ENV = {
+  preset: 'PNEUMOTYPE_PRESET',
+  source: 'PNEUMOTYPE_SOURCE',
+  dataDir: 'PNEUMOTYPE_DATA_DIR',
+  runDir: 'PNEUMOTYPE_RUN_DIR',
+  reportsDir: 'PNEUMOTYPE_REPORTS_DIR',
+  groupsCsv: 'PNEUMOTYPE_GROUPS_CSV',
+  groupsColumn: 'PNEUMOTYPE_GROUPS_COLUMN',
+  bucket: 'PNEUMOTYPE_S3_BUCKET',
+  prefix: 'PNEUMOTYPE_S3_PREFIX',
+  endpoint: 'PNEUMOTYPE_S3_ENDPOINT',
+} as const;
+
+/** The preset notebooks use when PNEUMOTYPE_PRESET is not set. */
+export const NOTEBOOK_DEFAULT_PRESET: PresetName = 'cpu';
+
+/** Where the notebook uploads to, from the environment; absent when no bucket is named. */
+export interface NotebookS3 {
+  readonly bucket: string;
+  readonly prefix: string;
+  /** AWS_REGION, else AWS_DEFAULT_REGION; undefined lets the SDK's profile decide. */
+  readonly region: string | undefined;
+  /** PNEUMOTYPE_S3_ENDPOINT, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL: an S3-compatible server. */
+  readonly endpoint: string | undefined;
+}
+
+/** Everything a notebook needs to know about where things are and which preset it runs, all paths absolute. */
+export interface NotebookSettings {
+  /** The project folder (the nearest one up from the working directory with pneumotype's package.json), else the working directory. */
+  readonly root: string;
+  readonly preset: PresetName;
+  readonly config: Config;
+  /** v2 | v3 | URL | absolute path of a local archive. */
+  readonly source: string;
+  readonly dataDir: string;
+  readonly downloadsDir: string;
+  readonly extractedDir: string;
+  readonly labeledDir: string;
+  readonly cacheDir: string;
+  /** The training run folder (default `runs/notebook-<preset>`). */
+  readonly runDir: string;
+  /** Where reports and exported notebooks go (default `<dataDir>/reports`). */
+  readonly reportsDir: string;
+  /** Spread into evaluateModel's options: `{ groups }` when PNEUMOTYPE_GROUPS_CSV names a CSV, else `{}`. */
+  readonly groupBy: { readonly groups?: { readonly csv: string; readonly column: string } };
+  readonly s3: NotebookS3 | undefined;
+  /** Which variable (or default) each setting came from. */
+  readonly origins: Readonly<Record<string, string>>;
+}
+
+/** The nearest folder from `start` up whose package.json is pneumotype's, or undefined. */
+function projectRoot(start: string): string | undefined {
+  let dir = resolve(start);
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'pneumotype') return dir;
+      } catch {
+        // not a readable package.json: keep looking up
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+/**
+ * The notebooks' settings: the preset (PNEUMOTYPE_PRESET, default `cpu`), the dataset source (PNEUMOTYPE_SOURCE, a
+ * relative path taken from the project folder), the data, run and reports folders, the optional groups CSV for
+ * metrics by group, and the S3 target (PNEUMOTYPE_S3_BUCKET, AWS_REGION, PNEUMOTYPE_S3_ENDPOINT). Relative paths are
+ * resolved from the project folder, not from notebooks/ where Jupyter starts the kernel. Reads files only to find
+ * the project folder.
+ *
+ * @example const nb = notebookSettings(); await fetchDataset({ source: nb.source, outDir: nb.downloadsDir })
+ */
+export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): NotebookSettings {
+  const env = options.env ?? process.env;
+  const cwd = resolve(options.cwd ?? process.cwd());
+  const root = projectRoot(cwd) ?? cwd;
+  const origins: Record<string, string> = {};
+  const from = (key: keyof typeof NOTEBOOK_ENV, fallback: string): string => {
+    const v = nonEmpty(env[NOTEBOOK_ENV[key]]);
+    origins[key] = v === undefined ? 'default' : NOTEBOOK_ENV[key];
+    return v ?? fallback;
+  };
+
+  const presetName = from('preset', NOTEBOOK_DEFAULT_PRESET);
+  if (!Object.hasOwn(PRESETS, presetName)) {
+    throw new ConfigError(`${NOTEBOOK_ENV.preset} ${quote(presetName)} is not a preset: expected ${Object.keys(PRESETS).map((p) => quote(p)).join(', ')}`);
+  }
+  const preset = presetName as PresetName;
+  const config = resolveConfig(preset);
+  const rawSource = from('source', config.source);
+  const source = /^(v2|v3)$/.test(rawSource) || /^https?:\/\//i.test(rawSource) ? rawSource : resolve(root, rawSource);
+  const dataDir = resolve(root, from('dataDir', config.dataDir));
+  const runDir = resolve(root, from('runDir', join('runs', `notebook-${preset}`)));
+  const reportsDir = resolve(root, from('reportsDir', join(dataDir, 'reports')));
+
+  const groupsCsv = nonEmpty(env[NOTEBOOK_ENV.groupsCsv]);
+  let groupBy: NotebookSettings['groupBy'] = {};
+  if (groupsCsv !== undefined) {
+    const csv = resolve(root, groupsCsv);
+    if (!existsSync(csv)) {
+      throw new ConfigError(`${NOTEBOOK_ENV.groupsCsv} ${quote(csv)} does not exist: expected a CSV with a file column (or unset it)`, { path: csv });
+    }
+    groupBy = { groups: { csv, column: nonEmpty(env[NOTEBOOK_ENV.groupsColumn]) ?? 'derived_from' } };
+  }
+
+  const bucket = nonEmpty(env[NOTEBOOK_ENV.bucket]);
+  const s3: NotebookS3 | undefined =
+    bucket === undefined
+      ? undefined
+      : {
+          bucket,
+          prefix: nonEmpty(env[NOTEBOOK_ENV.prefix]) ?? config.uploadPrefix,
+          region: nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION),
+          endpoint: nonEmpty(env[NOTEBOOK_ENV.endpoint]) ?? nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL),
+        };
+
+  return {
+    root,
+    preset,
+    config,
+    source,
+    dataDir,
+    downloadsDir: join(dataDir, 'downloads'),
+    extractedDir: join(dataDir, 'extracted'),
+    labeledDir: join(dataDir, 'labeled'),
+    cacheDir: join(dataDir, 'cache'),
+    runDir,
+    reportsDir,
+    groupBy,
+    s3,
+    origins,
+  };
+}
+
+/**
+ * The settings as a table (setting, value, where it came from), for `showTable`.
+ *
+ * @example showTable(tslab.display, settingsTable(notebookSettings()))
+ */
+export function settingsTable(settings: NotebookSettings): Table {
+  const o = settings.origins;
+  const c = settings.config;
+  const rows: (string | number | null)[][] = [
+    ['preset', `${settings.preset} (${c.imageSize} px, model ${c.model}, ${c.epochs} epochs, batch ${c.batchSize})`, o.preset ?? 'default'],
+    ['dataset source', settings.source, o.source ?? 'default'],
+    ['data folder', settings.dataDir, o.dataDir ?? 'default'],
+    ['run folder', settings.runDir, o.runDir ?? 'default'],
+    ['reports folder', settings.reportsDir, o.reportsDir ?? 'default'],
+    ['metrics by group', settings.groupBy.groups ? `${settings.groupBy.groups.column} of ${settings.groupBy.groups.csv}` : 'off', NOTEBOOK_ENV.groupsCsv],
+    [
+      'S3 target',
+      settings.s3
+        ? `s3://${settings.s3.bucket}/${settings.s3.prefix} (region ${settings.s3.region ?? 'from the AWS profile'}${settings.s3.endpoint ? `, endpoint ${settings.s3.endpoint}` : ''})`
+        : 'none',
+      NOTEBOOK_ENV.bucket,
+    ],
+  ];
+  return { columns: ['setting', 'value', 'from'], rows };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Live displays
+
+/**
+ * A progress callback that draws into one notebook output, redrawn in place: a bar and a line per stage (fetch,
+ * extract, relabel, prepare, train, ...), the last message of each. Pass `tslab.newDisplay()`.
+ *
+ * @example await fetchDataset({ source: 'v2', onProgress: progressDisplay(tslab.newDisplay()) })
+ */
+export function progressDisplay(display: HtmlDisplay, options: { title?: string } = {}): ProgressCallback {
+  const stages = new Map<string, { last: Progress; message: string | undefined }>();
+  return (p) => {
+    const previous = stages.get(p.stage);
+    stages.set(p.stage, { last: p, message: p.message ?? previous?.message });
+    const rows = [...stages.entries()].map(([stage, { last, message }]) => {
+      const fraction = last.total !== undefined && last.total > 0 ? Math.min(1, last.done / last.total) : undefined;
+      const bar =
+        fraction === undefined
+          ? '<progress style="width:14em;vertical-align:middle"></progress>'
+          : `<progress max="1" value="${fraction.toFixed(4)}" style="width:14em;vertical-align:middle"></progress> ${(fraction * 100).toFixed(0).padStart(3)} %`;
+      const note = message === undefined ? '' : ` <span style="color:#5f6368">${escapeHtml(message)}</span>`;
+      return `<div><span style="display:inline-block;min-width:6.5em;font-weight:600">${escapeHtml(stage)}</span> ${bar} &nbsp;${escapeHtml(describeProgress(last))}${note}</div>`;
+    });
+    const title = options.title === undefined ? '' : `<div style="font-weight:600">${escapeHtml(options.title)}</div>`;
+    display.html(`<div class="pneumotype-progress" style="font:13px/1.6 system-ui,sans-serif">${title}${rows.join('')}</div>`);
+  };
+}
+
+/** A training chart that grows epoch by epoch; pass `onEpoch` to train(). */
+export interface LiveTraining {
+  /** The epochs seen so far, in order. */
+  readonly history: readonly EpochRecord[];
+  readonly onEpoch: (record: EpochRecord) => void;
+}
+
+/**
+ * A live training chart (loss, accuracy, validation macro-F1, learning rate) redrawn in place after every epoch.
+ * Pass `tslab.newDisplay()`, then `onEpoch` to train().
+ *
+ * @example
+ * const live = liveTrainingChart(tslab.newDisplay())
+ * await train({ data: 'data/labeled', out: 'runs/nb', preset: 'smoke', onEpoch: live.onEpoch })
+ */
+export function liveTrainingChart(display: HtmlDisplay, options: { title?: string } = {}): LiveTraining {
+  const history: EpochRecord[] = [];
+  const figureOptions = options.title === undefined ? {} : { title: options.title };
+  const chart = liveChart(display, trainingCurvesFigure(history, figureOptions));
+  return {
+    history,
+    onEpoch: (record) => {
+      history.push(record);
+      chart.update(trainingCurvesFigure(history, figureOptions));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data shaped for tables and figures
+
+/**
+ * What an archive holds, folder by folder: entries and uncompressed bytes per folder, junk (`__MACOSX`, `._*`,
+ * `.DS_Store`) counted apart. Reads only the central directory.
+ *
+ * @example showTable(tslab.display, await archiveContents('data/downloads/ChestXRay2017.zip'))
+ */
+export async function archiveContents(archive: string): Promise<Table> {
+  const entries = await listZip(archive);
+  const folders = new Map<string, { files: number; bytes: number }>();
+  let junk = 0;
+  for (const e of entries) {
+    if (e.isDirectory) continue;
+    if (isJunkEntry(e.name)) {
+      junk++;
+      continue;
+    }
+    const folder = e.name.split('/').slice(0, -1).join('/') || '(top level)';
+    const f = folders.get(folder) ?? { files: 0, bytes: 0 };
+    f.files++;
+    f.bytes += e.uncompressedSize;
+    folders.set(folder, f);
+  }
+  const rows: (string | number | null)[][] = [...folders.entries()]
+    .sort((a, b) => a[0].localeCompare(b[0]))
+    .map(([folder, f]) => [folder, f.files, formatBytes(f.bytes)]);
+  if (junk > 0) rows.push(['(junk: __MACOSX, ._*, .DS_Store, Thumbs.db)', junk, null]);
+  return { columns: ['folder', 'files', 'uncompressed'], rows };
+}
+
+/**
+ * A few images of each class straight from the labelled folder (no prepared cache needed), decoded to `size` (96)
+ * pixels a side, picked with `seed` (DEFAULTS.seed) so that they are the same every run; for sampleGridFigure.
+ *
+ * @example sampleGridFigure(await labeledSamples({ labeledDir: 'data/labeled', perClass: 4 }), { columns: 4 })
+ */
+export async function labeledSamples(options: { labeledDir: string; split?: Split; perClass?: number; size?: number; seed?: number }): Promise<GraySample[]> {
+  const perClass = options.perClass ?? 4;
+  const size = options.size ?? 96;
+  const rows = (await readManifest(options.labeledDir)).filter((r) => r.width > 0 && (options.split === undefined || r.split === options.split));
+  const rng = createRng(options.seed ?? DEFAULTS.seed);
+  const out: GraySample[] = [];
+  for (const label of CLASSES) {
+    for (const row of shuffled(rows.filter((r) => r.label === label), rng).slice(0, perClass)) {
+      const pixels = await decodeGray(join(options.labeledDir, row.file), { size, name: row.file });
+      out.push({ pixels, size, title: `${label} · ${row.file.split('/').at(-1) ?? row.file}` });
+    }
+  }
+  return out;
+}
+
+/** One batch, described: its tensors as a table and its images as samples to draw. */
+export interface BatchPreview {
+  /** tensor, shape, dtype, min, max, mean and what it holds, for `xs` and `ys`. */
+  readonly tensors: Table;
+  /** The batch's images as the model sees them (augmentation included), titled `label · file`. */
+  readonly samples: GraySample[];
+  readonly labels: readonly Label[];
+}
+
+/**
+ * Reads the first batch that `batches()` would yield with these options, describes its tensors and returns its
+ * images as samples (at most `limit`, default all), then disposes the tensors: nothing is left allocated.
+ *
+ * @example const preview = previewBatch(cache, { subset: 'train', batchSize: 8 }); showTable(tslab.display, preview.tensors)
+ */
+export function previewBatch(cache: OpenedCache, options: BatchOptions & { limit?: number }): BatchPreview {
+  const tf = loadTf();
+  const iterator = batchIterator(cache, options);
+  const first = iterator.next();
+  iterator.return(undefined);
+  if (first.done === true) {
+    throw new ConfigError(`the ${options.subset} subset of the cache at ${quote(cache.dir)} has no images`, { path: cache.dir });
+  }
+  const batch = first.value;
+  try {
+    const describe = (name: string, t: typeof batch.xs | typeof batch.ys, what: string): (string | number)[] => {
+      const [min, max, mean] = tf.tidy(() => [t.min(), t.max(), t.mean()].map((s) => s.dataSync()[0] ?? Number.NaN));
+      return [name, `[${t.shape.join(', ')}]`, t.dtype, round(min ?? Number.NaN), round(max ?? Number.NaN), round(mean ?? Number.NaN), what];
+    };
+    const tensors: Table = {
+      columns: ['tensor', 'shape', 'dtype', 'min', 'max', 'mean', 'holds'],
+      rows: [
+        describe('xs', batch.xs, 'images: batch x height x width x 1 channel, pixel / 255'),
+        describe('ys', batch.ys, `one-hot labels, columns ${CLASSES.join(', ')}`),
+      ],
+    };
+    const size = cache.imageSize;
+    const pixels = size * size;
+    const values = batch.xs.dataSync();
+    const count = Math.min(batch.labels.length, options.limit ?? batch.labels.length);
+    const labels = batch.labels.map((l) => CLASSES[l] ?? 'normal');
+    const samples: GraySample[] = [];
+    for (let k = 0; k < count; k++) {
+      const image = new Uint8Array(pixels);
+      for (let j = 0; j < pixels; j++) image[j] = Math.max(0, Math.min(255, Math.round((values[k * pixels + j] ?? 0) * 255)));
+      samples.push({ pixels: image, size, title: `${labels[k]} · ${batch.files[k]?.split('/').at(-1) ?? ''}` });
+    }
+    return { tensors, samples, labels };
+  } finally {
+    tf.dispose([batch.xs, batch.ys]);
+  }
+}
+
+function round(v: number): number {
+  return Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : v;
+}
+
+/**
+ * The pixels of up to `perClass` (200) images of each class from a prepared cache (of one subset, default all),
+ * picked with `seed`: the input of intensityHistogramFigure.
+ *
+ * @example intensityHistogramFigure(pixelsByClass(cache, { subset: 'train' }))
+ */
+export function pixelsByClass(cache: OpenedCache, options: { subset?: Subset; perClass?: number; seed?: number } = {}): Record<Label, Uint8Array[]> {
+  const perClass = options.perClass ?? 200;
+  const rng = createRng(options.seed ?? DEFAULTS.seed);
+  const out = { normal: [], bacteria: [], virus: [] } as Record<Label, Uint8Array[]>;
+  for (const label of CLASSES) {
+    const idx: number[] = [];
+    cache.index.images.forEach((im, i) => {
+      if (im.label === label && (options.subset === undefined || im.subset === options.subset)) idx.push(i);
+    });
+    for (const i of shuffled(idx, rng).slice(0, perClass)) out[label].push(cache.readImage(i));
+  }
+  return out;
+}
+
+/**
+ * Reads the per-image predictions CSV that evaluateModel's `predictions` option wrote.
+ *
+ * @example rocCurvesFromPredictions(await readPredictions('runs/cpu-1/predictions.csv'))
+ */
+export async function readPredictions(path: string): Promise<PredictionRow[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read the predictions ${quote(path)}: ${messageOf(err)}`, { path, cause: err });
+  }
+  return parsePredictionsCsv(text, path);
+}
+
+/**
+ * The most confident mistakes (up to `limit`, 12), decoded from the labelled folder at `size` (96) pixels, for
+ * misclassifiedGalleryFigure. Images that no longer decode are left out.
+ *
+ * @example misclassifiedGalleryFigure(await misclassifiedSamples(rows, { labeledDir: 'data/labeled', limit: 8 }))
+ */
+export async function misclassifiedSamples(
+  rows: readonly PredictionRow[],
+  options: { labeledDir: string; limit?: number; size?: number },
+): Promise<MisclassifiedSample[]> {
+  const size = options.size ?? 96;
+  const out: MisclassifiedSample[] = [];
+  for (const row of mostConfidentMistakes(rows, { limit: options.limit ?? 12 })) {
+    try {
+      const pixels = await decodeGray(join(options.labeledDir, row.file), { size, name: row.file });
+      out.push({ pixels, size, file: row.file, trueLabel: row.trueLabel, predictedLabel: row.predictedLabel, confidence: row[row.predictedLabel] });
+    } catch {
+      // an image that no longer decodes is simply not shown
+    }
+  }
+  return out;
+}
+
+/**
+ * The split to evaluate on: `test` when the labelled folder has one, else `val` (the validation patients carved out
+ * of train, as with the shared train-only data).
+ *
+ * @example await evaluateModel({ data: 'data/labeled', split: await evaluationSplit('data/labeled') })
+ */
+export async function evaluationSplit(labeledDir: string): Promise<'test' | 'val'> {
+  return (await readManifest(labeledDir)).some((r) => r.split === 'test') ? 'test' : 'val';
+}
+
+/** What {@link uploadIfConfigured} did. */
+export interface NotebookUpload {
+  readonly uploaded: boolean;
+  /** One sentence for people: what was sent where, or why nothing was. */
+  readonly note: string;
+  readonly result?: UploadResult;
+}
+
+/**
+ * Uploads the labelled folder to the notebook's S3 target, or, when none is configured, sends nothing and says how to
+ * configure one: the upload notebook then runs to its end either way.
+ *
+ * @example const r = await uploadIfConfigured({ s3: nb.s3, data: nb.labeledDir }); r.note
+ */
+export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; data: string; onProgress?: ProgressCallback }): Promise<NotebookUpload> {
+  const s3 = options.s3;
+  if (s3 === undefined) {
+    return {
+      uploaded: false,
+      note:
+        `No S3 bucket is configured, so nothing was uploaded. Set ${NOTEBOOK_ENV.bucket} (and AWS_REGION, the region the ` +
+        `model will be deployed in; ${NOTEBOOK_ENV.endpoint} for an S3-compatible server; credentials as for the AWS CLI) ` +
+        'and run this notebook again.',
+    };
+  }
+  // The SDK's notice that later versions will need Node.js 22 would land in the notebook as an error-coloured stream
+  // (the CLI silences it the same way); set the variable to "false" to see it.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const result = await upload({
+    data: options.data,
+    bucket: s3.bucket,
+    prefix: s3.prefix,
+    ...(s3.region !== undefined ? { region: s3.region } : {}),
+    ...(s3.endpoint !== undefined ? { endpoint: s3.endpoint } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  const where = `s3://${result.bucket}/${result.prefix === '' ? '' : `${result.prefix}/`}`;
+  return {
+    uploaded: true,
+    note:
+      `${result.uploaded} files sent (${formatBytes(result.bytes)}), ${result.skipped} already there; ${where} holds the ` +
+      `${result.manifest.totals.files} files of the dataset, listed in ${result.manifestKey}.`,
+    result,
+  };
+}
+
+/**
+ * Metrics per group of images (evaluateModel's `byGroup`) as a table: a gap between groups that differ only in how
+ * their files were made means the model learned the pipeline, not the lungs. Without groups, one row says how to
+ * measure them.
+ *
+ * @example showTable(tslab.display, groupMetricsTable(evaluation.byGroup))
+ */
+export function groupMetricsTable(byGroup: Readonly<Record<string, GroupMetrics>> | undefined): Table {
+  if (byGroup === undefined) {
+    return {
+      columns: ['group', 'note'],
+      rows: [['(none)', `not measured: set ${NOTEBOOK_ENV.groupsCsv} to a CSV with a file column and a group column (${NOTEBOOK_ENV.groupsColumn}, default derived_from)`]],
+    };
+  }
+  return {
+    columns: ['group', 'images', 'accuracy', 'balanced accuracy', 'macro-F1', ...CLASSES.map((c) => `${c} recall`)],
+    rows: Object.entries(byGroup).map(([group, m]) => [
+      group,
+      m.n,
+      round(m.accuracy),
+      round(m.balancedAccuracy),
+      round(m.macroF1),
+      ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c]) : null)),
+    ]),
+  };
+}
+
+/**
+ * The leakage audit of relabel's summary as a table: byte-identical and near-duplicate images shared by two splits,
+ * and byte-identical images under two patient ids within a split, each with a count and a first example.
+ *
+ * @example showTable(tslab.display, leakageTable(summary.leakage))
+ */
+export function leakageTable(audit: LeakageAudit): Table {
+  const first = <T>(pairs: readonly T[], show: (p: T) => string): string => (pairs[0] === undefined ? '—' : show(pairs[0]));
+  return {
+    columns: ['check', 'pairs', 'first example'],
+    rows: [
+      ['byte-identical images in two splits', audit.identicalAcrossSplits.length, first(audit.identicalAcrossSplits, (p) => `${p.a} = ${p.b}`)],
+      [
+        `near-duplicates in two splits (difference hashes at most ${audit.threshold} of 256 bits apart)`,
+        audit.nearDuplicatesAcrossSplits.length,
+        first(audit.nearDuplicatesAcrossSplits, (p) => `${p.a} ~ ${p.b} (${p.distance} bits)`),
+      ],
+      ['byte-identical images under two patient ids in one split', audit.identicalAcrossPatients.length, first(audit.identicalAcrossPatients, (p) => `${p.a} = ${p.b}`)],
+      ['verdict', null, audit.clean ? 'clean: no image is shared across splits' : 'images are shared across splits: test scores would be inflated'],
+    ],
+  };
+}

@@ -1,0 +1,229 @@
+#!/usr/bin/env node
+// Runs the notebooks headlessly: each executed in order with the tslab kernel through nbconvert, then exported as HTML.
+//
+// Usage: node scripts/notebooks.mjs [--out DIR] [--data DIR] [--run DIR] [--preset NAME] [--source SRC] [--only 01,03]
+//        [--timeout SECONDS]
+//   --out      where the HTML exports go (default data/reports; PNEUMOTYPE_REPORTS_DIR), executed notebooks in OUT/executed
+//   --data     the notebooks' data folder (default data/notebooks; PNEUMOTYPE_DATA_DIR)
+//   --run      the training run folder (default runs/notebooks-PRESET, cleared first; PNEUMOTYPE_RUN_DIR, kept)
+//   --preset   smoke (default; PNEUMOTYPE_PRESET), cpu or gpu
+//   --source   the dataset (PNEUMOTYPE_SOURCE; default ../shared/data/chest_xray_train_224.zip beside the checkout,
+//              else, or with `--source fixture`, a small generated archive in DATA/fixture)
+//   --only     run only the notebooks whose names start with these prefixes (they still need the earlier ones' data)
+//   --timeout  seconds a cell may run (default 600 for smoke, none otherwise)
+// Installs Jupyter and the tslab kernel first when they are missing (scripts/setup-notebooks.sh) and builds dist/ when
+// it is missing or older than lib/. The HTML is made with a template that loads nothing from the network (no
+// require.js, MathJax or mermaid from a CDN; plotly.js is inlined by the notebooks' first figure) and forbids requests
+// with a Content-Security-Policy. Exits 1 at the first notebook with an error, after printing the failing cell.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const VENV = process.env.PNEUMOTYPE_NOTEBOOK_VENV ? resolve(process.env.PNEUMOTYPE_NOTEBOOK_VENV) : join(ROOT, '.venv-notebooks');
+const JUPYTER = join(VENV, 'bin', 'jupyter');
+const TSLAB = join(ROOT, 'node_modules', '.bin', 'tslab');
+const KERNEL_JSON = join(VENV, 'share', 'jupyter', 'kernels', 'tslab', 'kernel.json');
+const SHARED_ZIP = resolve(ROOT, '..', 'shared', 'data', 'chest_xray_train_224.zip');
+const PRESETS = ['smoke', 'cpu', 'gpu'];
+
+const log = (msg) => process.stderr.write(`[notebooks] ${msg}\n`);
+const fail = (msg) => {
+  log(msg);
+  process.exit(1);
+};
+
+const { values: args } = parseArgs({
+  options: {
+    out: { type: 'string' },
+    data: { type: 'string' },
+    run: { type: 'string' },
+    preset: { type: 'string' },
+    source: { type: 'string' },
+    only: { type: 'string' },
+    timeout: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+  strict: true,
+});
+if (args.help) {
+  const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+  const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
+  process.stdout.write(`${header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n')}\n`);
+  process.exit(0);
+}
+
+const fromRoot = (p) => (isAbsolute(p) ? p : resolve(ROOT, p));
+const preset = args.preset ?? process.env.PNEUMOTYPE_PRESET ?? 'smoke';
+if (!PRESETS.includes(preset)) fail(`--preset "${preset}" is not one of ${PRESETS.join(', ')}`);
+const outDir = fromRoot(args.out ?? process.env.PNEUMOTYPE_REPORTS_DIR ?? join('data', 'reports'));
+const dataDir = fromRoot(args.data ?? process.env.PNEUMOTYPE_DATA_DIR ?? join('data', 'notebooks'));
+const runGiven = args.run ?? process.env.PNEUMOTYPE_RUN_DIR;
+const runDir = fromRoot(runGiven ?? join('runs', `notebooks-${preset}`));
+const timeout = args.timeout !== undefined ? Number(args.timeout) : preset === 'smoke' ? 600 : -1;
+if (!Number.isInteger(timeout) || timeout === 0 || timeout < -1) fail(`--timeout "${args.timeout}" is not valid: expected whole seconds`);
+
+/** Runs a command to completion; returns its status and output (inherited when `quiet` is false). */
+function run(command, argv, options = {}) {
+  const r = spawnSync(command, argv, {
+    cwd: options.cwd ?? ROOT,
+    env: options.env ?? process.env,
+    encoding: 'utf8',
+    stdio: options.quiet === false ? 'inherit' : ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (r.error) fail(`cannot run ${command}: ${r.error.message}`);
+  return r;
+}
+
+// 1. Jupyter and the tslab kernel.
+const kernelReady = () => existsSync(JUPYTER) && existsSync(KERNEL_JSON) && readFileSync(KERNEL_JSON, 'utf8').includes(JSON.stringify(TSLAB));
+if (!kernelReady()) {
+  log('Jupyter or the tslab kernel is missing: running scripts/setup-notebooks.sh');
+  if (run('bash', [join(ROOT, 'scripts', 'setup-notebooks.sh')], { quiet: false }).status !== 0 || !kernelReady()) {
+    fail('setting up Jupyter and the tslab kernel failed (see above)');
+  }
+}
+
+// 2. The library the notebooks import: dist/, rebuilt when a lib/ file is newer.
+const distIndex = join(ROOT, 'dist', 'index.js');
+const libDir = join(ROOT, 'lib');
+const newestLib = Math.max(...(await readdir(libDir)).filter((f) => f.endsWith('.ts')).map((f) => statSync(join(libDir, f)).mtimeMs));
+if (!existsSync(distIndex) || statSync(distIndex).mtimeMs < newestLib) {
+  log('building dist/ (npm run build)');
+  if (run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { quiet: false }).status !== 0) {
+    fail('npm run build failed');
+  }
+}
+
+// 3. The data: the given source, the shared train split beside the checkout, or a generated fixture.
+let source = args.source ?? process.env.PNEUMOTYPE_SOURCE;
+if (source === undefined && existsSync(SHARED_ZIP)) source = SHARED_ZIP;
+if (source === undefined || source === 'fixture') {
+  const why = source === 'fixture' ? '--source fixture' : `no dataset given and no ${SHARED_ZIP}`;
+  source = join(dataDir, 'fixture', 'chest_xray_fixture.zip');
+  if (!existsSync(source)) {
+    log(`${why}: generating a small fixture archive ${source}`);
+    const helper = pathToFileURL(join(ROOT, 'test', 'helpers', 'zip-writer.ts')).href;
+    const code =
+      `import { mkdir, rename, writeFile } from 'node:fs/promises';\n` +
+      `import { datasetZip } from ${JSON.stringify(helper)};\n` +
+      `const { zip } = await datasetZip({ perClass: { train: 40, test: 12 }, width: 64, height: 64 });\n` +
+      `await mkdir(${JSON.stringify(dirname(source))}, { recursive: true });\n` +
+      `await writeFile(${JSON.stringify(`${source}.part`)}, zip);\n` +
+      `await rename(${JSON.stringify(`${source}.part`)}, ${JSON.stringify(source)});\n`;
+    const r = run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code]);
+    if (r.status !== 0) fail(`generating the fixture archive failed:\n${r.stderr}`);
+  }
+} else if (!/^(v2|v3)$/.test(source) && !/^https?:\/\//i.test(source)) {
+  source = fromRoot(source);
+}
+// Metrics by group: a CSV of the same name beside a local archive (the shared data's derived_from column).
+let groupsCsv = process.env.PNEUMOTYPE_GROUPS_CSV;
+if (groupsCsv === undefined && isAbsolute(source) && source.endsWith('.zip') && existsSync(source.replace(/\.zip$/, '.csv'))) {
+  groupsCsv = source.replace(/\.zip$/, '.csv');
+}
+
+// 4. The notebooks, in order.
+const only = args.only?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+const notebooks = (await readdir(join(ROOT, 'notebooks')))
+  .filter((f) => f.endsWith('.ipynb') && !f.startsWith('.'))
+  .sort()
+  .filter((f) => only === undefined || only.some((p) => f.startsWith(p)));
+if (notebooks.length === 0) fail(`no notebook in notebooks/ matches ${only ? `--only ${args.only}` : '*.ipynb'}`);
+
+if (runGiven === undefined && notebooks.some((f) => f.startsWith('05')) && existsSync(runDir)) {
+  log(`clearing the previous run ${runDir} (give --run DIR to keep and resume a run)`);
+  await rm(runDir, { recursive: true, force: true });
+}
+const executedDir = join(outDir, 'executed');
+await mkdir(executedDir, { recursive: true });
+
+// 5. An HTML template without network: the lab template minus require.js, MathJax and mermaid, plus a CSP.
+const work = await mkdtemp(join(tmpdir(), 'pneumotype-notebooks-'));
+await mkdir(join(work, 'templates', 'pneumotype'), { recursive: true });
+await mkdir(join(work, 'runtime'), { recursive: true });
+await writeFile(join(work, 'templates', 'pneumotype', 'conf.json'), JSON.stringify({ base_template: 'lab', mimetypes: { 'text/html': true } }));
+const csp = "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:";
+await writeFile(
+  join(work, 'templates', 'pneumotype', 'index.html.j2'),
+  [
+    "{%- extends 'lab/index.html.j2' -%}",
+    `{%- block html_head_js_requirejs -%}<meta http-equiv="Content-Security-Policy" content="${csp}">{%- endblock html_head_js_requirejs -%}`,
+    '{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}',
+    // Long code lines wrap instead of being cut off at the cell's edge.
+    '{%- block extra_css -%}<style>.jp-InputArea-editor .highlight pre { white-space: pre-wrap; overflow-wrap: break-word; }</style>{%- endblock extra_css -%}',
+    '{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}',
+    '',
+  ].join('\n'),
+);
+
+const env = {
+  ...process.env,
+  PNEUMOTYPE_PRESET: preset,
+  PNEUMOTYPE_SOURCE: source,
+  PNEUMOTYPE_DATA_DIR: dataDir,
+  PNEUMOTYPE_RUN_DIR: runDir,
+  PNEUMOTYPE_REPORTS_DIR: outDir,
+  ...(groupsCsv !== undefined ? { PNEUMOTYPE_GROUPS_CSV: groupsCsv } : {}),
+  // This checkout's kernel first, whatever else is registered for the user; connection files in our temp folder.
+  JUPYTER_PATH: join(VENV, 'share', 'jupyter'),
+  JUPYTER_RUNTIME_DIR: join(work, 'runtime'),
+  JUPYTER_PLATFORM_DIRS: '1',
+  TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? '2',
+};
+
+log(`preset ${preset}, source ${source}`);
+log(`data ${dataDir}, run ${runDir}, HTML to ${outDir}`);
+const started = performance.now();
+const results = [];
+let failed = false;
+try {
+  for (const file of notebooks) {
+    const name = basename(file, '.ipynb');
+    const t0 = performance.now();
+    const exec = run(JUPYTER, [
+      'nbconvert', '--to', 'notebook', '--execute',
+      '--ExecutePreprocessor.kernel_name=tslab',
+      `--ExecutePreprocessor.timeout=${timeout}`,
+      '--ExecutePreprocessor.startup_timeout=120',
+      '--output-dir', executedDir,
+      join(ROOT, 'notebooks', file),
+    ], { env, cwd: join(ROOT, 'notebooks') });
+    const seconds = (performance.now() - t0) / 1000;
+    if (exec.status !== 0) {
+      // nbconvert's CellExecutionError names the cell and carries the kernel's message; show that part.
+      const text = `${exec.stdout}\n${exec.stderr}`;
+      const at = text.indexOf('An error occurred while executing the following cell');
+      log(`${name} FAILED after ${seconds.toFixed(1)} s:\n${at >= 0 ? text.slice(at) : text.slice(-6000)}`);
+      failed = true;
+      break;
+    }
+    const html = run(JUPYTER, [
+      'nbconvert', '--to', 'html',
+      '--template', 'pneumotype',
+      `--TemplateExporter.extra_template_basedirs=${join(work, 'templates')}`,
+      '--output-dir', outDir,
+      join(executedDir, file),
+    ], { env });
+    if (html.status !== 0) {
+      log(`${name}: the HTML export failed:\n${html.stderr.slice(-4000)}`);
+      failed = true;
+      break;
+    }
+    const out = join(outDir, `${name}.html`);
+    const mb = statSync(out).size / 1e6;
+    results.push({ name, seconds, out, mb });
+    log(`${name}: ${seconds.toFixed(1)} s, ${out} (${mb.toFixed(1)} MB)`);
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
+
+const total = (performance.now() - started) / 1000;
+if (failed) process.exit(1);
+process.stdout.write(`${results.length} notebooks executed and exported to ${outDir} in ${total.toFixed(1)} s\n`);

@@ -1,0 +1,329 @@
+// The notebooks: committed without outputs, thin cells, and (the slow test, 2-4 minutes) executed headlessly with the
+// tslab kernel into HTML that a real browser draws offline; the upload notebook against a loopback S3 server.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { startS3Server } from './helpers/s3-server.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const NOTEBOOK_DIR = join(ROOT, 'notebooks');
+const EXPECTED = ['01-obtain-data', '02-three-labels', '03-batches-and-tensors', '04-upload-to-s3', '05-train', '06-evaluate'];
+/** Figures each notebook draws (plotly-figure divs in its outputs), at least. */
+const MIN_FIGURES: Record<string, number> = {
+  '01-obtain-data': 0,
+  '02-three-labels': 3,
+  '03-batches-and-tensors': 4,
+  '04-upload-to-s3': 0,
+  '05-train': 1,
+  '06-evaluate': 4,
+};
+const CHROMIUM = process.env.PNEUMOTYPE_CHROMIUM ?? '/usr/bin/chromium';
+const SKIP_RUN = process.env.PNEUMOTYPE_SKIP_NOTEBOOKS === '1';
+const MAX_CELL_LINES = 5;
+// The loopback S3 server's client would print the SDK's notice about Node.js 22 (as in upload.test.ts).
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+
+interface Output {
+  readonly output_type: string;
+  readonly name?: string;
+  readonly text?: string | string[];
+  readonly data?: Record<string, string | string[]>;
+}
+interface Cell {
+  readonly cell_type: 'code' | 'markdown' | 'raw';
+  readonly source: string | string[];
+  readonly outputs?: Output[];
+  readonly execution_count?: number | null;
+  readonly metadata?: { readonly execution?: unknown };
+}
+interface Notebook {
+  readonly cells: Cell[];
+  readonly metadata: { readonly kernelspec?: { readonly name?: string } };
+  readonly nbformat: number;
+}
+
+const joined = (s: string | string[] | undefined): string => (Array.isArray(s) ? s.join('') : (s ?? ''));
+
+async function readNotebook(path: string): Promise<Notebook> {
+  return JSON.parse(await readFile(path, 'utf8')) as Notebook;
+}
+
+const committed = new Map<string, Notebook>();
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-notebooks-test-'));
+  for (const name of EXPECTED) {
+    const path = join(NOTEBOOK_DIR, `${name}.ipynb`);
+    if (existsSync(path)) committed.set(name, await readNotebook(path));
+  }
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+/**
+ * The code of a cell with string literals, template text and comments blanked out (template `${...}` expressions are
+ * kept: they are code), so that keywords are only found where they are code.
+ */
+function codeOnly(source: string): string {
+  let out = '';
+  const templates: number[] = []; // brace depth at which each open template's `${` started
+  let depth = 0;
+  let i = 0;
+  const inTemplateText = (): boolean => templates.length > 0 && templates.at(-1) === -1;
+  while (i < source.length) {
+    const c = source[i] as string;
+    const next = source[i + 1];
+    if (inTemplateText()) {
+      if (c === '\\') i += 2;
+      else if (c === '`') {
+        templates.pop();
+        i++;
+      } else if (c === '$' && next === '{') {
+        templates[templates.length - 1] = depth;
+        depth++;
+        out += ' ';
+        i += 2;
+      } else i++;
+      continue;
+    }
+    if (c === '/' && next === '/') {
+      while (i < source.length && source[i] !== '\n') i++;
+    } else if (c === '/' && next === '*') {
+      const end = source.indexOf('*/', i + 2);
+      i = end < 0 ? source.length : end + 2;
+    } else if (c === "'" || c === '"') {
+      i++;
+      while (i < source.length && source[i] !== c && source[i] !== '\n') i += source[i] === '\\' ? 2 : 1;
+      i++;
+      out += '""';
+    } else if (c === '`') {
+      templates.push(-1);
+      out += '""';
+      i++;
+    } else if (c === '{') {
+      depth++;
+      out += c;
+      i++;
+    } else if (c === '}') {
+      depth--;
+      if (templates.length > 0 && templates.at(-1) === depth) templates[templates.length - 1] = -1;
+      else out += c;
+      i++;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
+const FORBIDDEN: readonly [RegExp, string][] = [
+  [/\bfunction\b/, 'function'],
+  [/\bclass\b/, 'class'],
+  [/\bfor\b/, 'for loop'],
+  [/\bwhile\b/, 'while loop'],
+  [/\bdo\s*\{/, 'do loop'],
+  [/=>/, 'arrow function'],
+  [/\bif\s*\(/, 'if statement'],
+  [/\bswitch\s*\(/, 'switch statement'],
+];
+
+/** What breaks the thin-cell rule in one code cell: too many lines, or logic that belongs in the library. */
+function thinCellViolations(source: string): string[] {
+  const problems: string[] = [];
+  const lines = source.trimEnd().split('\n').length;
+  if (lines > MAX_CELL_LINES) problems.push(`${lines} lines (at most ${MAX_CELL_LINES})`);
+  const code = codeOnly(source);
+  for (const [re, what] of FORBIDDEN) if (re.test(code)) problems.push(what);
+  return problems;
+}
+
+test('the thin-cell check finds logic in code and not in strings', () => {
+  assert.deepEqual(thinCellViolations("showTable(tslab.display, [{ title: 'for a while, if (x) => y; function class' }]);"), []);
+  assert.deepEqual(thinCellViolations('const t = `${nb.runDir}/for => model`; // a function for each class'), []);
+  assert.deepEqual(thinCellViolations('items.map((x) => x * 2)'), ['arrow function']);
+  assert.deepEqual(thinCellViolations('const s = `${items.map((x) => x)}`'), ['arrow function']);
+  assert.deepEqual(thinCellViolations('for (const f of files) show(f)'), ['for loop']);
+  assert.deepEqual(thinCellViolations('function f() {}\nclass A {}'), ['function', 'class']);
+  assert.deepEqual(thinCellViolations('if (x) y()'), ['if statement']);
+  assert.deepEqual(thinCellViolations('a\nb\nc\nd\ne\nf'), ['6 lines (at most 5)']);
+});
+
+test('the six notebooks are in notebooks/, for the tslab kernel', async () => {
+  const files = (await readdir(NOTEBOOK_DIR)).filter((f) => f.endsWith('.ipynb')).sort();
+  assert.deepEqual(files, EXPECTED.map((n) => `${n}.ipynb`));
+  for (const [name, nb] of committed) {
+    assert.equal(nb.nbformat, 4, name);
+    assert.equal(nb.metadata.kernelspec?.name, 'tslab', `${name}: kernel`);
+    assert.ok(nb.cells.some((c) => c.cell_type === 'markdown'), `${name}: tells its story in markdown`);
+    assert.ok(nb.cells.some((c) => c.cell_type === 'code' && joined(c.source).includes("from '../dist/index.js'")), `${name}: imports the built library`);
+  }
+});
+
+test('notebooks in the repository carry no outputs and no execution counts', () => {
+  for (const [name, nb] of committed) {
+    nb.cells.forEach((cell, i) => {
+      if (cell.cell_type !== 'code') return;
+      assert.deepEqual(cell.outputs, [], `${name} cell ${i}: outputs`);
+      assert.equal(cell.execution_count, null, `${name} cell ${i}: execution count`);
+      assert.equal(cell.metadata?.execution, undefined, `${name} cell ${i}: execution metadata`);
+    });
+  }
+});
+
+test('code cells are thin: at most 5 lines calling the library, no function, class, loop or branch', () => {
+  const problems: string[] = [];
+  for (const [name, nb] of committed) {
+    nb.cells.forEach((cell, i) => {
+      if (cell.cell_type !== 'code') return;
+      const found = thinCellViolations(joined(cell.source));
+      if (found.length > 0) problems.push(`${name} cell ${i}: ${found.join(', ')}`);
+    });
+  }
+  assert.deepEqual(problems, []);
+});
+
+/** Runs the notebook runner; resolves with its output, rejects with it on a non-zero exit. */
+function runNotebooks(args: readonly string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    execFile(process.execPath, [join(ROOT, 'scripts', 'notebooks.mjs'), ...args], { cwd: ROOT, env, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`npm run notebooks failed (${err.message}):\n${stderr.slice(-8000)}`));
+      else resolvePromise({ stdout, stderr });
+    });
+  });
+}
+
+/** The environment without any notebook, S3 or AWS setting of the person running the tests. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!/^(PNEUMOTYPE_|AWS_)/.test(k) || k === 'PNEUMOTYPE_TEST') env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Every text output of a code cell, and every problem: an error output, or anything written to stderr. */
+function outputsOf(nb: Notebook, name: string): { text: string; html: string; problems: string[] } {
+  let text = '';
+  let html = '';
+  const problems: string[] = [];
+  nb.cells.forEach((cell, i) => {
+    if (cell.cell_type !== 'code') return;
+    if (cell.metadata?.execution === undefined) problems.push(`${name} cell ${i} was not executed`);
+    for (const o of cell.outputs ?? []) {
+      if (o.output_type === 'error') problems.push(`${name} cell ${i}: error output`);
+      if (o.output_type === 'stream' && o.name === 'stderr') problems.push(`${name} cell ${i} wrote to stderr: ${joined(o.text).slice(0, 300)}`);
+      if (o.output_type === 'stream') text += joined(o.text);
+      html += joined(o.data?.['text/html']);
+      text += joined(o.data?.['text/plain']);
+    }
+  });
+  return { text, html, problems };
+}
+
+test(
+  'slow: every notebook executes headlessly with the tslab kernel, and its HTML export draws offline in Chromium',
+  { timeout: 540_000, skip: SKIP_RUN ? 'PNEUMOTYPE_SKIP_NOTEBOOKS=1' : false },
+  async (t) => {
+    const out = join(tmp, 'reports');
+    const { stdout } = await runNotebooks(['--out', out, '--data', join(tmp, 'data'), '--run', join(tmp, 'run')], cleanEnv());
+    assert.match(stdout, /6 notebooks executed and exported/);
+
+    const figures = new Map<string, number>();
+    for (const name of EXPECTED) {
+      const executed = await readNotebook(join(out, 'executed', `${name}.ipynb`));
+      const { text, html, problems } = outputsOf(executed, name);
+      assert.deepEqual(problems, [], `${name}: executed without error or stderr`);
+      const count = html.split('class="plotly-figure"').length - 1;
+      assert.ok(count >= (MIN_FIGURES[name] ?? 0), `${name}: ${count} figures, expected at least ${MIN_FIGURES[name]}`);
+      figures.set(name, count);
+      if (name === '04-upload-to-s3') assert.match(text, /No S3 bucket is configured, so nothing was uploaded/);
+      assert.ok(existsSync(join(out, `${name}.html`)), `${name}.html written`);
+    }
+    assert.ok(existsSync(join(out, 'run-report-smoke.html')), 'the run report exported by notebook 6');
+
+    if (!existsSync(CHROMIUM)) {
+      t.diagnostic(`no Chromium at ${CHROMIUM}: the exported HTML was not opened in a browser`);
+      return;
+    }
+    const { chromium } = await import('playwright-core');
+    const context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+      viewport: { width: 1200, height: 900 },
+    });
+    try {
+      for (const name of EXPECTED) {
+        const page = await context.newPage();
+        const requests: string[] = [];
+        const problems: string[] = [];
+        page.on('request', (r) => requests.push(r.url()));
+        page.on('console', (m) => {
+          if (m.type() === 'error') problems.push(m.text());
+        });
+        page.on('pageerror', (e) => problems.push(e.message));
+        await page.goto(pathToFileURL(join(out, `${name}.html`)).href, { timeout: 120_000 });
+        const expected = figures.get(name) ?? 0;
+        // (Browser code as a string: the test's TypeScript has no DOM types.)
+        await page.waitForFunction(
+          `(() => {
+            const divs = [...document.querySelectorAll('div.plotly-figure')];
+            return divs.length === ${expected} && divs.every((d) => d.querySelector('svg.main-svg') !== null);
+          })()`,
+          undefined,
+          { timeout: 120_000 },
+        );
+        const drawn = (await page.evaluate(
+          "[...document.querySelectorAll('div.plotly-figure')].map((d) => d.querySelectorAll('svg.main-svg').length)",
+        )) as number[];
+        assert.equal(drawn.length, expected, `${name}: figures in the page`);
+        assert.ok(drawn.every((n) => n >= 1), `${name}: every figure has its svg.main-svg`);
+        if (process.env.PNEUMOTYPE_SCREENSHOT_DIR) {
+          await mkdir(process.env.PNEUMOTYPE_SCREENSHOT_DIR, { recursive: true });
+          await writeFile(join(process.env.PNEUMOTYPE_SCREENSHOT_DIR, `${name}.png`), await page.screenshot({ fullPage: true }));
+        }
+        assert.deepEqual(problems, [], `${name}: console errors`);
+        assert.deepEqual(requests.filter((u) => !u.startsWith('file://')), [], `${name}: requests leaving the machine`);
+        await page.close();
+      }
+    } finally {
+      await context.close();
+    }
+  },
+);
+
+test(
+  'slow: the upload notebook sends the labelled set to the S3-compatible endpoint given in the environment',
+  { timeout: 300_000, skip: SKIP_RUN ? 'PNEUMOTYPE_SKIP_NOTEBOOKS=1' : false },
+  async () => {
+    const s3 = await startS3Server({ buckets: ['pneumotype-notebooks'], region: 'eu-west-1' });
+    try {
+      const out = join(tmp, 'upload-reports');
+      await runNotebooks(
+        ['--only', '01,02,04', '--source', 'fixture', '--out', out, '--data', join(tmp, 'upload-data'), '--run', join(tmp, 'upload-run')],
+        cleanEnv({
+          PNEUMOTYPE_S3_BUCKET: 'pneumotype-notebooks',
+          PNEUMOTYPE_S3_PREFIX: 'chest-xray',
+          PNEUMOTYPE_S3_ENDPOINT: s3.endpoint,
+          AWS_REGION: 'eu-west-1',
+          AWS_ACCESS_KEY_ID: s3.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+        }),
+      );
+      const executed = await readNotebook(join(out, 'executed', '04-upload-to-s3.ipynb'));
+      const { text, problems } = outputsOf(executed, '04-upload-to-s3');
+      assert.deepEqual(problems, []);
+      assert.match(text, /\d+ files sent \(.*\), 0 already there; s3:\/\/pneumotype-notebooks\/chest-xray\/ holds the \d+ files of the dataset/);
+      const keys = await s3.listKeys('pneumotype-notebooks', 'chest-xray/');
+      assert.ok(keys.includes('chest-xray/_pneumotype-upload.json'), 'the manifest object, written last');
+      assert.ok(keys.includes('chest-xray/manifest.csv') && keys.some((k) => k.startsWith('chest-xray/train/virus/')), 'the labelled files');
+    } finally {
+      await s3.close();
+    }
+  },
+);
