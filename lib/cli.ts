@@ -24,7 +24,7 @@ Usage: pneumotype <command> [options]
 Commands
   run       fetch + relabel + prepare + train + evaluate, skipping every step whose verified output exists
             [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data] [--out runs/PRESET]
-            [--augment none|basic|traces] [--no-train]
+            [--augment none|basic|traces (default traces)] [--no-train]
             [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
@@ -36,7 +36,7 @@ Commands
             [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
   train     train a classifier on the prepared cache (prepared first when missing)
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
-            [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces] [--resume]
+            [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL]  (transfer learning from a tfjs layers model, new 3-class head)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
@@ -265,7 +265,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           out: values.out,
           ...(p ? { preset: p } : {}),
           config: overrides,
-          augment: augmentFromName(values.augment),
+          augment: augmentFromName(values.augment ?? 'traces'),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
           ...(values.resume ? { resume: true } : {}),
           ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
@@ -376,7 +376,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.remote ? { remote: true } : values['download-whole'] ? { remote: false } : {}),
           ...(values['no-train'] ? { train: false } : {}),
           ...(values.out !== undefined ? { runDir: values.out } : {}),
-          augment: augmentFromName(values.augment),
+          augment: augmentFromName(values.augment ?? 'traces'),
           onEpoch: printEpoch,
           ...progress,
           onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
