@@ -96,3 +96,16 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(cli('evaluate', '--split', 'train').stderr, '\npneumotype evaluate: --split "train" is not one of "test", "val"\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\n');
 });
+
+test('predict without --model uses the shipped model in models/default', async () => {
+  const data = join(tmp, 'labeled');
+  const { readdir } = await import('node:fs/promises');
+  const img = join(data, 'test', 'normal', (await readdir(join(data, 'test', 'normal')))[0] ?? '');
+  const p = cli('predict', img);
+  assert.equal(p.code, 0, p.stderr);
+  const line = JSON.parse(p.stdout.trim()) as { file: string; label: string; probabilities: Record<string, number> };
+  assert.equal(line.file, img);
+  assert.deepEqual(Object.keys(line.probabilities), ['normal', 'bacteria', 'virus']);
+  const card = JSON.parse(await (await import('node:fs/promises')).readFile(resolve('models/default/pneumotype.json'), 'utf8')) as { imageSize: number; classes: string[] };
+  assert.deepEqual(card.classes, ['normal', 'bacteria', 'virus']);
+});
