@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
+import { drawnFigures, launchOffline, noChromium, openWatched } from './helpers/browser.js';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startS3Server } from './helpers/s3-server.js';
 
@@ -22,7 +23,6 @@ const MIN_FIGURES: Record<string, number> = {
   '05-train': 1,
   '06-evaluate': 4,
 };
-const CHROMIUM = process.env.PNEUMOTYPE_CHROMIUM ?? '/usr/bin/chromium';
 const SKIP_RUN = process.env.PNEUMOTYPE_SKIP_NOTEBOOKS === '1';
 const MAX_CELL_LINES = 5;
 // The loopback S3 server's client would print the SDK's notice about Node.js 22 (as in upload.test.ts).
@@ -246,41 +246,17 @@ test(
     }
     assert.ok(existsSync(join(out, 'run-report-smoke.html')), 'the run report exported by notebook 6');
 
-    if (!existsSync(CHROMIUM)) {
-      t.diagnostic(`no Chromium at ${CHROMIUM}: the exported HTML was not opened in a browser`);
+    const missing = noChromium();
+    if (missing) {
+      t.diagnostic(`${missing}: the exported HTML was not opened in a browser`);
       return;
     }
-    const { chromium } = await import('playwright-core');
-    const context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
-      viewport: { width: 1200, height: 900 },
-    });
+    const context = await launchOffline(tmp, { width: 1200, height: 900 });
     try {
       for (const name of EXPECTED) {
-        const page = await context.newPage();
-        const requests: string[] = [];
-        const problems: string[] = [];
-        page.on('request', (r) => requests.push(r.url()));
-        page.on('console', (m) => {
-          if (m.type() === 'error') problems.push(m.text());
-        });
-        page.on('pageerror', (e) => problems.push(e.message));
-        await page.goto(pathToFileURL(join(out, `${name}.html`)).href, { timeout: 120_000 });
+        const { page, requests, problems } = await openWatched(context, pathToFileURL(join(out, `${name}.html`)).href);
         const expected = figures.get(name) ?? 0;
-        // (Browser code as a string: the test's TypeScript has no DOM types.)
-        await page.waitForFunction(
-          `(() => {
-            const divs = [...document.querySelectorAll('div.plotly-figure')];
-            return divs.length === ${expected} && divs.every((d) => d.querySelector('svg.main-svg') !== null);
-          })()`,
-          undefined,
-          { timeout: 120_000 },
-        );
-        const drawn = (await page.evaluate(
-          "[...document.querySelectorAll('div.plotly-figure')].map((d) => d.querySelectorAll('svg.main-svg').length)",
-        )) as number[];
+        const drawn = await drawnFigures(page, expected);
         assert.equal(drawn.length, expected, `${name}: figures in the page`);
         assert.ok(drawn.every((n) => n >= 1), `${name}: every figure has its svg.main-svg`);
         if (process.env.PNEUMOTYPE_SCREENSHOT_DIR) {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
+import { drawnFigures, launchOffline, noChromium, openWatched } from './helpers/browser.js';
 import { CLASSES, resolveConfig } from '../lib/config.js';
 import { toCsv } from '../lib/csv.js';
 import { figureHtml, forgetPlotly, liveChart, loadPlotly, plotlyIsLoaded, showFigure, showTable, toTable } from '../lib/display.js';
@@ -280,14 +281,12 @@ test('display: plotly inlined with the first figure only, tables escaped, live c
   );
 });
 
-const CHROMIUM = process.env.PNEUMOTYPE_CHROMIUM ?? '/usr/bin/chromium';
-
 test('a real browser draws every figure offline, with no request and no console error', { timeout: 180_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set PNEUMOTYPE_CHROMIUM)`);
+  const missing = noChromium();
+  if (missing) {
+    t.skip(missing);
     return;
   }
-  const { chromium } = await import('playwright-core');
   const dir = join(tmp, 'browser');
   await mkdir(dir, { recursive: true });
 
@@ -324,39 +323,13 @@ setTimeout(() => {
 </script></body></html>`;
   await writeFile(join(dir, 'notebook.html'), notebook);
 
-  const context = await chromium.launchPersistentContext(join(dir, 'profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
-    viewport: { width: 1100, height: 900 },
-  });
+  const context = await launchOffline(dir, { width: 1100, height: 900 });
   try {
     for (const [file, expected] of [['report.html', figures.length], ['notebook.html', 3]] as const) {
-      const page = await context.newPage();
-      const requests: string[] = [];
-      const problems: string[] = [];
-      page.on('request', (r) => requests.push(r.url()));
-      page.on('console', (m) => {
-        if (m.type() === 'error') problems.push(m.text());
-      });
-      page.on('pageerror', (e) => problems.push(e.message));
       const url = pathToFileURL(join(dir, file)).href;
-      await page.goto(url);
+      const { page, requests, problems } = await openWatched(context, url);
       // Every figure drawn; in the notebook, the live chart (the second output) redrawn with the whole history.
-      // Every figure drawn; in the notebook, the live chart (the second output) redrawn with the whole history.
-      // (Browser code as strings: the test's TypeScript has no DOM types.)
-      await page.waitForFunction(
-        `(() => {
-          const divs = [...document.querySelectorAll('div.plotly-figure')];
-          return divs.length === ${expected} && divs.every((d) => d.querySelector('svg.main-svg') !== null) &&
-            (${file !== 'notebook.html'} || divs[1]?.data?.[0]?.x?.length === 3);
-        })()`,
-        undefined,
-        { timeout: 120_000 },
-      );
-      const drawn = (await page.evaluate(
-        "[...document.querySelectorAll('div.plotly-figure')].map((d) => d.querySelectorAll('svg.main-svg').length)",
-      )) as number[];
+      const drawn = await drawnFigures(page, expected, `${file !== 'notebook.html'} || divs[1]?.data?.[0]?.x?.length === 3`);
       assert.equal(drawn.length, expected, file);
       assert.ok(drawn.every((n) => n >= 1), `${file}: every figure has its svg.main-svg`);
       const shot = join(dir, `${file}.png`);
