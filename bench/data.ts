@@ -14,6 +14,7 @@ import { decodeGray } from '../lib/images.js';
 import { parseName } from '../lib/labels.js';
 import { writeManifest, type ManifestRow } from '../lib/manifest.js';
 import { loadTfWithInfo } from '../lib/tf.js';
+import { round } from './util.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const shared = resolve(process.env.PNEUMOTYPE_SHARED_DATA ?? join(here, '..', '..', 'shared', 'data'));
@@ -26,9 +27,6 @@ const BATCH = 32;
 function log(line: string): void {
   process.stdout.write(`${line}\n`);
 }
-
-const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
-
 
 /** Writes a labelled folder (DIR/train/<label>/NAME + manifest.csv) from (class folder, name, bytes) triples. */
 async function writeLabeled(dir: string, files: Iterable<{ classDir: 'NORMAL' | 'PNEUMONIA'; name: string; data: Buffer }>): Promise<number> {

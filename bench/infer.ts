@@ -14,10 +14,11 @@ import { saveModel } from '../lib/checkpoint.js';
 import { CLASSES, resolveConfig } from '../lib/config.js';
 import { DEFAULT_MODEL_DIR, loadModel, predict, type PredictInput } from '../lib/evaluate.js';
 import { exists } from '../lib/fsx.js';
-import { buildModel, summarizeModel, type ModelName, type ModelOptions } from '../lib/models.js';
+import { buildModel, modelOptionsFromConfig, summarizeModel } from '../lib/models.js';
 import { createRng } from '../lib/random.js';
 import { loadTfWithInfo } from '../lib/tf.js';
 import type { ModelCard } from '../lib/train.js';
+import { intEnv, percentile, round } from './util.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const shared = resolve(process.env.PNEUMOTYPE_SHARED_DATA ?? join(here, '..', '..', 'shared', 'data'));
@@ -28,22 +29,6 @@ const WARMUP_CALLS = 5;
 
 function log(line: string): void {
   process.stdout.write(`${line}\n`);
-}
-
-const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
-
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}=${JSON.stringify(raw)} is not a positive integer`);
-  return v;
-}
-
-/** Nearest-rank percentile of `values` (p in [0, 100]). */
-function percentile(values: readonly number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
 }
 
 /** A few dozen real chest X-rays from the shared zip (spread over its classes), read into memory. */
@@ -73,14 +58,7 @@ async function generatedImages(count: number, seed: number): Promise<PredictInpu
 async function saveUntrainedDefault(dir: string): Promise<void> {
   const { info } = loadTfWithInfo();
   const config = resolveConfig('cpu');
-  const options: ModelOptions = {
-    name: config.model as ModelName,
-    imageSize: config.imageSize,
-    dropout: config.dropout,
-    l2: config.weightDecay,
-    seed: config.seed,
-    ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
-  };
+  const options = modelOptionsFromConfig(config);
   const model = buildModel(options);
   try {
     const card: ModelCard = {

@@ -15,6 +15,7 @@ import { startServer } from '../lib/serve.js';
 import { loadTfWithInfo } from '../lib/tf.js';
 import { train } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from '../test/helpers/fixtures.js';
+import { round } from './util.js';
 
 /** The part of autocannon's API used here (the package ships no types). */
 interface Histogram {
@@ -48,7 +49,6 @@ const CONCURRENCY = [1, 16] as const;
 function log(line: string): void {
   process.stdout.write(`${line}\n`);
 }
-const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
 /** A real X-ray from the shared train split, or a generated 224 px JPEG. */
 function xray(): Promise<{ body: Buffer; what: string }> {

@@ -21,6 +21,7 @@ import { createRng } from '../lib/random.js';
 import { loadTfWithInfo, type Tf } from '../lib/tf.js';
 import { enableFastTraining, planFastTraining } from '../lib/fast-train.js';
 import { classWeights, learningRateAt, trainStep } from '../lib/train.js';
+import { intEnv, median, round } from './util.js';
 
 const root = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
 const venvDir = resolve(root, process.env.BENCH_VENV ?? '.bench-venv');
@@ -33,22 +34,6 @@ const DISTINCT_BATCHES = 4;
 
 function log(line: string): void {
   process.stdout.write(`${line}\n`);
-}
-
-const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
-
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}=${JSON.stringify(raw)} is not a positive integer`);
-  return v;
 }
 
 // --- the Python side: virtual environment and the Keras process ---------------------------------------------------

@@ -2,11 +2,12 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, normalize, sep } from 'node:path';
-import { CLASSES, DEFAULTS, SPLITS, type Label } from './config.js';
+import { CLASSES, DEFAULTS, SPLITS, type Config, type Label } from './config.js';
 import { CacheError, ConfigError, ImageError, messageOf, quote } from './errors.js';
 import { fileSize, sha256, sha256File, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { MANIFEST_FILE, readManifest, type ManifestRow } from './manifest.js';
+import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
 
@@ -94,6 +95,22 @@ export interface PrepareResult {
   readonly resplit: boolean;
   /** Manifest rows taken over from an interrupted build instead of being decoded again. */
   readonly resumedRows: number;
+}
+
+/**
+ * The prepare options a configuration implies (cache folder, input size, validation fraction, seed, concurrency), so
+ * that every step asking for the same configuration finds the same cache.
+ *
+ * @example await prepareCache({ labeledDir: 'data/labeled', ...prepareOptionsFromConfig(resolveConfig('cpu')) })
+ */
+export function prepareOptionsFromConfig(config: Config): Pick<PrepareOptions, 'cacheDir' | 'imageSize' | 'valFraction' | 'seed' | 'concurrency'> {
+  return {
+    cacheDir: config.cacheDir,
+    imageSize: config.imageSize,
+    valFraction: config.valFraction,
+    seed: config.seed,
+    concurrency: config.prepareConcurrency,
+  };
 }
 
 /** The folder of the cache for one image size. */
@@ -200,19 +217,6 @@ async function decodeRow(row: ManifestRow, split: CacheSplit, r: Resolved): Prom
   }
 }
 
-/** Runs `fn` over `items` with at most `concurrency` at once; results in input order. */
-async function pool<T, R>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
-  return out;
-}
 
 async function readJournal(path: string): Promise<Journal | undefined> {
   try {
@@ -260,7 +264,7 @@ async function buildSplit(
     for (let start = journal.rowsDone; start < rows.length; start += r.chunkRows) {
       signal?.throwIfAborted();
       const chunk = rows.slice(start, start + r.chunkRows);
-      const results = await pool(chunk, r.concurrency, (row) => decodeRow(row, split, r));
+      const results = await mapPool(chunk, r.concurrency, (row) => decodeRow(row, split, r));
       const good = results.filter((x): x is Uint8Array => x instanceof Uint8Array);
       if (good.length > 0) {
         const buf = Buffer.allocUnsafe(good.length * rowBytes);

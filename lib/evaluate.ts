@@ -9,9 +9,10 @@ import { parseCsv, toCsv } from './csv.js';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
-import { planRelabel } from './labels.js';
+import { parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, type EvaluationReport } from './metrics.js';
+import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
 import { loadTf } from './tf.js';
@@ -128,7 +129,6 @@ async function evaluationItems(data: string, split: 'test' | 'val', card: ModelC
     .map((e) => relative(data, join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).split(sep).join('/'));
   const labelled = files.filter((f) => f.startsWith('test/') && CLASSES.some((c) => f.startsWith(`test/${c}/`)));
   if (labelled.length > 0) {
-    const { parseName } = await import('./labels.js');
     return labelled.map((f) => {
       const label = f.split('/')[1] as Label;
       const name = f.split('/').at(-1) ?? f;
@@ -231,27 +231,17 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
     if (items.length === 0) throw new ConfigError(`no ${split} images found in ${quote(data)}`, { path: data });
     const tracker = new ProgressTracker({ stage: 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
     const size = loaded.card.imageSize;
-    const failed: { file: string; reason: string }[] = [];
-    const ok: { item: EvalItem; pixels: Uint8Array }[] = [];
-    const concurrency = options.concurrency ?? DEFAULTS.prepareConcurrency;
-    for (let start = 0; start < items.length; start += 64) {
-      const chunk = items.slice(start, start + 64);
-      const decoded: ({ item: EvalItem; pixels: Uint8Array } | undefined)[] = new Array(chunk.length);
-      let next = 0;
-      await Promise.all(Array.from({ length: concurrency }, async () => {
-        while (next < chunk.length) {
-          const i = next++;
-          const item = chunk[i] as EvalItem;
-          try {
-            decoded[i] = { item, pixels: await decodeGray(join(data, item.file), { size, name: item.file }) };
-          } catch (err) {
-            failed.push({ file: item.file, reason: messageOf(err) });
-          }
-          tracker.add(1);
-        }
-      }));
-      for (const d of decoded) if (d) ok.push(d);
-    }
+    const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
+      try {
+        return { item, pixels: await decodeGray(join(data, item.file), { size, name: item.file }), reason: undefined };
+      } catch (err) {
+        return { item, pixels: undefined, reason: messageOf(err) };
+      } finally {
+        tracker.add(1);
+      }
+    });
+    const ok = decoded.flatMap((d) => (d.pixels ? [{ item: d.item, pixels: d.pixels }] : []));
+    const failed = decoded.flatMap((d) => (d.reason !== undefined ? [{ file: d.item.file, reason: d.reason }] : []));
     const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
     const preds = ok.map((o, i) => ({ trueIndex: CLASSES.indexOf(o.item.label), probs: probs[i] ?? [], patientId: o.item.patientId, file: o.item.file }));
     const report = evaluatePredictions(preds, {

@@ -1,6 +1,6 @@
 // The classifier architectures (ResNet-18-like, MobileNetV2-style, a tiny plain CNN) and their parameter/FLOP counts.
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
-import { CLASSES, DEFAULTS } from './config.js';
+import { CLASSES, DEFAULTS, type Config } from './config.js';
 import { ConfigError, quote } from './errors.js';
 import { createRng, type Rng } from './random.js';
 import { loadTf, type Tf } from './tf.js';
@@ -108,6 +108,25 @@ function bad(option: string, value: unknown, expected: string): ConfigError {
 
 function isPositiveInteger(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 1;
+}
+
+/**
+ * The model options a training configuration asks for (its model, width, input size, dropout, weight decay, seed).
+ *
+ * @example modelOptionsFromConfig(resolveConfig('cpu')) // { name: 'resnet', imageSize: 128, width: 16, ... }
+ */
+export function modelOptionsFromConfig(config: Config): ModelOptions {
+  if (!(config.model in MODEL_CATALOG)) {
+    throw new ConfigError(`model ${quote(config.model)} is not one of ${Object.keys(MODEL_CATALOG).map((m) => quote(m)).join(', ')}`);
+  }
+  return {
+    name: config.model as ModelName,
+    imageSize: config.imageSize,
+    dropout: config.dropout,
+    l2: config.weightDecay,
+    seed: config.seed,
+    ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
+  };
 }
 
 /**

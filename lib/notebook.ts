@@ -10,7 +10,7 @@ import { ConfigError, messageOf, quote } from './errors.js';
 import type { GroupMetrics } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { readManifest } from './manifest.js';
-import { mostConfidentMistakes, parsePredictionsCsv, trainingCurvesFigure, type GraySample, type MisclassifiedSample, type PredictionRow } from './plots.js';
+import { parsePredictionsCsv, trainingCurvesFigure, type GraySample, type PredictionRow } from './plots.js';
 import type { Progress, ProgressCallback } from './progress.js';
 import { createRng, shuffled } from './random.js';
 import { escapeHtml, type Table } from './report.js';
@@ -392,28 +392,7 @@ export async function readPredictions(path: string): Promise<PredictionRow[]> {
   return parsePredictionsCsv(text, path);
 }
 
-/**
- * The most confident mistakes (up to `limit`, 12), decoded from the labelled folder at `size` (96) pixels, for
- * misclassifiedGalleryFigure. Images that no longer decode are left out.
- *
- * @example misclassifiedGalleryFigure(await misclassifiedSamples(rows, { labeledDir: 'data/labeled', limit: 8 }))
- */
-export async function misclassifiedSamples(
-  rows: readonly PredictionRow[],
-  options: { labeledDir: string; limit?: number; size?: number },
-): Promise<MisclassifiedSample[]> {
-  const size = options.size ?? 96;
-  const out: MisclassifiedSample[] = [];
-  for (const row of mostConfidentMistakes(rows, { limit: options.limit ?? 12 })) {
-    try {
-      const pixels = await decodeGray(join(options.labeledDir, row.file), { size, name: row.file });
-      out.push({ pixels, size, file: row.file, trueLabel: row.trueLabel, predictedLabel: row.predictedLabel, confidence: row[row.predictedLabel] });
-    } catch {
-      // an image that no longer decodes is simply not shown
-    }
-  }
-  return out;
-}
+export { misclassifiedSamples } from './report.js';
 
 /**
  * The split to evaluate on: `test` when the labelled folder has one, else `val` (the validation patients carved out

@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveConfig, type PresetName } from './config.js';
-import { prepareCache, type PrepareResult } from './cache.js';
+import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { fetchDataset, resolveSource, type FetchResult } from './fetch.js';
 import { exists } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
@@ -34,11 +34,8 @@ export async function prepareStep(options: PrepareStepOptions): Promise<PrepareR
   });
   const r = await prepareCache({
     labeledDir: options.labeledDir ?? config.labeledDir,
-    cacheDir: options.cacheDir ?? config.cacheDir,
-    imageSize: config.imageSize,
-    valFraction: config.valFraction,
-    seed: config.seed,
-    concurrency: config.prepareConcurrency,
+    ...prepareOptionsFromConfig(config),
+    ...(options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const subsets = { train: 0, val: 0, test: 0 };

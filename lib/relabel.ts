@@ -8,6 +8,7 @@ import { readImageInfo } from './images.js';
 import { planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
 import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
 import { auditLeakage, dhash, type LeakageAudit } from './phash.js';
+import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { chestEntryFilter, extractZip, type ExtractResult } from './zip.js';
 
@@ -72,19 +73,6 @@ async function listFiles(root: string): Promise<string[]> {
   return files.sort();
 }
 
-/** Runs `fn` over `items` with at most `limit` in flight, in order of start. */
-async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return out;
-}
 
 /** Hard-links `src` to `dest` (copy when linking is impossible), through a temporary name; keeps identical files. */
 async function place(src: string, dest: string, data: Buffer, digest: string): Promise<'linked' | 'copied' | 'kept'> {
@@ -177,7 +165,7 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
 
   if (previous) {
     // Same source again? Compare content hashes only (cheap), before decoding or writing anything.
-    const hashes = await pool(plan.images, concurrency, async (image) => {
+    const hashes = await mapPool(plan.images, concurrency, async (image) => {
       const digest = sha256(await readFile(join(root, image.source)));
       tracker.add(1);
       return { dest: image.dest, sha256: digest };
@@ -199,7 +187,7 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
     tracker.set(0, 'manifest found without summary: finishing the interrupted run');
   }
 
-  const examined = await pool(plan.images, concurrency, async (image): Promise<Examined> => {
+  const examined = await mapPool(plan.images, concurrency, async (image): Promise<Examined> => {
     const src = join(root, image.source);
     const data = await readFile(src);
     const digest = sha256(data);

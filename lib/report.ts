@@ -6,6 +6,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
+import { decodeGray } from './images.js';
 import type { EvaluateResult } from './evaluate.js';
 import type { EvaluationReport, Interval } from './metrics.js';
 import {
@@ -460,22 +461,25 @@ function abs(path: string): string {
   return isAbsolute(path) ? path : resolve(path);
 }
 
-/** Decodes the most confident mistakes at 96 px for the gallery; images that do not decode are noted and skipped. */
-async function gallerySamples(
+/**
+ * The most confident mistakes (up to `limit`, 12), decoded from the labelled folder at `size` (96) pixels, for
+ * misclassifiedGalleryFigure. Images that no longer decode are left out and passed to `onSkip`.
+ *
+ * @example misclassifiedGalleryFigure(await misclassifiedSamples(rows, { labeledDir: 'data/labeled', limit: 8 }))
+ */
+export async function misclassifiedSamples(
   rows: readonly PredictionRow[],
-  root: string,
-  limit: number,
-  notes: string[],
+  options: { labeledDir: string; limit?: number; size?: number; onSkip?: (path: string, err: unknown) => void },
 ): Promise<MisclassifiedSample[]> {
-  const { decodeGray } = await import('./images.js');
+  const size = options.size ?? 96;
   const out: MisclassifiedSample[] = [];
-  for (const row of mostConfidentMistakes(rows, { limit })) {
-    const path = join(root, row.file);
+  for (const row of mostConfidentMistakes(rows, { limit: options.limit ?? 12 })) {
+    const path = join(options.labeledDir, row.file);
     try {
-      const pixels = await decodeGray(path, { size: 96 });
-      out.push({ pixels, size: 96, file: row.file, trueLabel: row.trueLabel, predictedLabel: row.predictedLabel, confidence: row[row.predictedLabel] });
+      const pixels = await decodeGray(path, { size, name: row.file });
+      out.push({ pixels, size, file: row.file, trueLabel: row.trueLabel, predictedLabel: row.predictedLabel, confidence: row[row.predictedLabel] });
     } catch (err) {
-      notes.push(`gallery: ${quote(path)} left out (${messageOf(err)})`);
+      options.onSkip?.(path, err);
     }
   }
   return out;
@@ -610,7 +614,11 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     const limit = options.gallery ?? 12;
     const root = evalData ?? labeledDir;
     if (limit > 0 && root !== undefined) {
-      const samples = await gallerySamples(predictions, abs(root), limit, notes);
+      const samples = await misclassifiedSamples(predictions, {
+        labeledDir: abs(root),
+        limit,
+        onSkip: (path, err) => notes.push(`gallery: ${quote(path)} left out (${messageOf(err)})`),
+      });
       if (samples.length > 0) {
         sections.push({
           heading: 'Most confident mistakes',

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor } from '@tensorflow/tfjs';
 import type { AugmentOptions } from './augment.js';
-import { openCache, prepareCache, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
+import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpoint.js';
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
 import { batches } from './dataset.js';
@@ -12,7 +12,7 @@ import { ConfigError, PneumotypeError, quote } from './errors.js';
 import { enableFastTraining } from './fast-train.js';
 import { exists, writeJsonAtomic } from './fsx.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
-import { buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
+import { buildModel, modelOptionsFromConfig, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
 import { buildTransferModel } from './transfer.js';
@@ -234,9 +234,7 @@ function configHash(config: Config): string {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const { tf, info } = loadTfWithInfo();
   const config = resolveConfig(options.preset, options.config ?? {});
-  if (!(['resnet', 'mobile', 'tiny'] as string[]).includes(config.model)) {
-    throw new ConfigError(`model ${quote(config.model)} is not one of "resnet", "mobile", "tiny"`);
-  }
+  const modelOptions = modelOptionsFromConfig(config); // checks the model name before any long work
   const runDir = resolve(options.out);
   const ckptLast = join(runDir, 'checkpoints', 'last');
   const ckptBest = join(runDir, 'checkpoints', 'best');
@@ -245,22 +243,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // Data: the prepared cache (built or reused), with the validation subset carved by patient.
   const prepared: PrepareResult = await prepareCache({
     labeledDir: options.data,
-    cacheDir: options.cacheDir ?? config.cacheDir,
-    imageSize: config.imageSize,
-    valFraction: config.valFraction,
-    seed: config.seed,
-    concurrency: config.prepareConcurrency,
+    ...prepareOptionsFromConfig(config),
+    ...(options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const cache = await openCache(prepared.dir);
-  const modelOptions: ModelOptions = {
-    name: config.model as ModelName,
-    imageSize: config.imageSize,
-    dropout: config.dropout,
-    l2: config.weightDecay,
-    seed: config.seed,
-    ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
-  };
   let model: LayersModel | undefined;
   let optimizer: Optimizer | undefined;
   let undoFastTraining: (() => void) | undefined; // fast-train

@@ -20,6 +20,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { DEFAULTS } from './config.js';
 import { ConfigError, IntegrityError, LabelError, PneumotypeError, quote, type ErrorDetails } from './errors.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 
 /** Name of the object, under the prefix, that marks an upload complete and lists every file in it. */
@@ -376,7 +377,7 @@ async function hashDataset(dataset: Dataset, concurrency: number, signal: AbortS
     onProgress,
     intervalMs: DEFAULTS.progressIntervalMs,
   });
-  const files = await pool(dataset.names, concurrency, signal, async (file) => {
+  const files = await mapPool(dataset.names, concurrency, async (file) => {
     const path = join(dir, ...file.split('/'));
     const h = await hashFile(path, (n) => tracker.add(n), signal);
     const want = expected.get(file);
@@ -388,31 +389,11 @@ async function hashDataset(dataset: Dataset, concurrency: number, signal: AbortS
       );
     }
     return { file, path, ...h };
-  });
+  }, signal);
   tracker.finish();
   return files;
 }
 
-/** Runs `fn` over `items`, at most `limit` at once; stops starting new ones once `signal` aborts. Results in order. */
-async function pool<T, R>(items: readonly T[], limit: number, signal: AbortSignal, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (next < items.length && failure === undefined && !signal.aborted) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i] as T);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failure) throw failure.error;
-  signal.throwIfAborted();
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // S3 errors
@@ -789,7 +770,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     const files = await hashDataset(dataset, concurrency, stop.signal, options.onProgress);
 
     const first = planUpload({ prefix, files, remote });
-    const verified = await pool(first.verify, concurrency, stop.signal, async (v) => ({ local: v.local, remote: await headObject(client, t, v.remote, stop.signal) }));
+    const verified = await mapPool(first.verify, concurrency, async (v) => ({ local: v.local, remote: await headObject(client, t, v.remote, stop.signal) }), stop.signal);
     const second = planUpload({ prefix, files: verified.map((v) => v.local), remote: new Map(verified.map((v) => [v.remote.key, v.remote])) });
     const toUpload = [...first.upload, ...second.upload];
     const skipped = [...first.skip, ...second.skip];
@@ -820,7 +801,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     }
 
     let failed = false;
-    const sent = await pool(toUpload, concurrency, stop.signal, async (local) => {
+    const sent = await mapPool(toUpload, concurrency, async (local) => {
       try {
         return await putFile(client, t, local, partSize, stop.signal, (n) => tracker.add(n));
       } catch (err) {
@@ -830,7 +811,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
         }
         throw err;
       }
-    });
+    }, stop.signal);
 
     const byKey = new Map<string, UploadedFile>(sent.map((f) => [f.key, f]));
     for (const s of skipped) {

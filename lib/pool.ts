@@ -1,0 +1,32 @@
+// Bounded concurrency: map over items with at most N promises in flight, results in input order.
+
+/**
+ * Runs `fn` over `items` with at most `limit` calls in flight; results come back in input order. After the first
+ * failure (or once `signal` aborts) no new call starts; the calls in flight finish, then the first error is thrown.
+ *
+ * @example const sizes = await mapPool(files, 2, async (f) => (await stat(f)).size)
+ */
+export async function mapPool<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>,
+  signal?: AbortSignal,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && failure === undefined && !signal?.aborted) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i] as T, i);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failure) throw failure.error;
+  signal?.throwIfAborted();
+  return out;
+}
