@@ -5,9 +5,13 @@
 // BENCH_STEPS (timed steps per block, 8), BENCH_BLOCKS (timed blocks per side, alternated, 5), BENCH_WARMUP (3),
 // BENCH_VENV (the Python virtual environment, `.bench-venv`), BENCH_PYTHON (the interpreter that creates it, python3),
 // BENCH_NO_KERAS=1 (tfjs only), BENCH_KERAS_ARGS (extra options for bench/keras_train.py, e.g. `--eager`),
-// BENCH_PROFILE=1 (also break a few tfjs steps down: native TensorFlow ops, uploads, JavaScript), BENCH_NO_BN=1
+// BENCH_PROFILE=1 (also break a few eager tfjs steps down: native TensorFlow ops, uploads, JavaScript), BENCH_NO_BN=1
 // (diagnosis: both models without their BatchNormalization layers), BENCH_FAST (0: plain tfjs only, 1: with
-// lib/fast-train.ts's patch only; default: both, alternated with Keras in every block).
+// lib/fast-train.ts's patch only; default: both, alternated with Keras in every block), BENCH_GRAPH (0: leave out the
+// graph step of lib/graph-train.ts, which `pneumotype train` runs on tfjs-node: it gives tfjsImagesPerSecond and
+// ratioToKeras; without it they are the fast step's), BENCH_KERAS_SERIAL (0: leave out
+// the second Keras reference, the same graph run one op at a time, TF_NUM_INTEROP_THREADS=1, which is what an eager
+// runtime such as tfjs-node can at best match: it runs one op after the other, each on every core).
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -20,6 +24,7 @@ import { MODEL_CATALOG, buildModel, resolveModelOptions, type ModelName, type Mo
 import { createRng } from '../lib/random.js';
 import { loadTfWithInfo, type Tf } from '../lib/tf.js';
 import { enableFastTraining, planFastTraining } from '../lib/fast-train.js';
+import { GraphTrainer, planGraphTraining } from '../lib/graph-train.js';
 import { classWeights, learningRateAt, trainStep } from '../lib/train.js';
 import { intEnv, median, round } from './util.js';
 
@@ -111,8 +116,8 @@ class KerasProcess {
   private readonly lines: AsyncIterator<string>;
   private stderr = '';
 
-  constructor(python: string, args: string[]) {
-    this.child = spawn(python, [kerasScript, ...args, '--serve'], { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+  constructor(python: string, args: string[], env: Record<string, string> = {}) {
+    this.child = spawn(python, [kerasScript, ...args, '--serve'], { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2', ...env } });
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (chunk: string) => {
       this.stderr = (this.stderr + chunk).slice(-8000);
@@ -165,6 +170,8 @@ class TfjsTrainer {
     private readonly config: Config,
     private readonly classWeightTensor: Tensor,
     private readonly stepsPerEpoch: number,
+    /** Run each step as this graph instead (lib/graph-train.ts, as `pneumotype train` does on tfjs-node). */
+    private readonly graph?: GraphTrainer,
   ) {
     this.lossSum = tf.scalar(0);
     this.correctSum = tf.scalar(0);
@@ -174,7 +181,9 @@ class TfjsTrainer {
     const { tf, model: m, config, classWeightTensor } = this;
     const lr = learningRateAt(config, this.step, this.stepsPerEpoch);
     (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
-    const { loss, correct: c } = trainStep({ model: m, optimizer: this.optimizer, xs, ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
+    const { loss, correct: c } = this.graph
+      ? this.graph.step(xs, ys, this.step + 1)
+      : trainStep({ model: m, optimizer: this.optimizer, xs, ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
     const [nextLoss, nextCorrect] = tf.tidy(() => [this.lossSum.add(loss.mul(batchSize)), this.correctSum.add(c)]);
     tf.dispose([this.lossSum, this.correctSum, loss, c]);
     this.lossSum = nextLoss;
@@ -195,7 +204,7 @@ class TfjsTrainer {
   }
 }
 
-type Variant = 'plain' | 'fast';
+type Variant = 'plain' | 'fast' | 'graph';
 
 interface NativeBinding {
   executeOp(name: string, attrs: unknown, inputs: number[], numOutputs: number): unknown;
@@ -321,6 +330,7 @@ async function main(): Promise<void> {
   if (!['', '0', '1'].includes(fastEnv)) throw new Error(`BENCH_FAST=${JSON.stringify(fastEnv)} is not 0 or 1 (or unset: both)`);
   /** The tfjs variants timed: plain (lib/train.ts's step as is) and fast (the same with enableFastTraining). */
   const variants: Variant[] = fastEnv === '0' ? ['plain'] : fastEnv === '1' ? ['fast'] : ['plain', 'fast'];
+  if (process.env.BENCH_GRAPH !== '0') variants.push('graph');
 
   const { tf, info } = loadTfWithInfo();
   const lib = info.libtensorflowVersion ?? 'unknown';
@@ -345,13 +355,32 @@ async function main(): Promise<void> {
   const weights = classWeights(TRAIN_LABEL_COUNTS, config.classWeights);
   const classWeightTensor = tf.tensor1d(weights);
   const stepsPerEpoch = Math.ceil(TRAIN_LABEL_COUNTS.reduce((a, b) => a + b, 0) / batch);
-  const trainer = new TfjsTrainer(tf, model, optimizer, config, classWeightTensor, stepsPerEpoch);
+  const eagerTrainer = new TfjsTrainer(tf, model, optimizer, config, classWeightTensor, stepsPerEpoch);
+  // The graph variant trains its own copy (same architecture and initial weights): its state lives in the session.
+  let graphParts: { model: LayersModel; optimizer: Optimizer; graph: GraphTrainer; trainer: TfjsTrainer } | undefined;
+  if (variants.includes('graph')) {
+    const graphPlan = planGraphTraining(model);
+    if (info.backend !== 'tensorflow' || !graphPlan.supported) {
+      log(`graph: left out (${info.backend !== 'tensorflow' ? `backend ${info.backend}` : graphPlan.reason})`);
+      variants.splice(variants.indexOf('graph'), 1);
+    } else {
+      const graphModel = noBn ? await withoutBatchNorm(tf, buildModel(modelOptions)) : buildModel(modelOptions);
+      const graphOptimizer = tf.train.adam(config.learningRate);
+      const graph = await GraphTrainer.create({ model: graphModel, optimizer: graphOptimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed });
+      graphParts = { model: graphModel, optimizer: graphOptimizer, graph, trainer: new TfjsTrainer(tf, graphModel, graphOptimizer, config, classWeightTensor, stepsPerEpoch, graph) };
+      log('graph: the step of lib/graph-train.ts (one TensorFlow session call per step), on a copy of the model');
+    }
+  }
+  const trainerFor = (variant: Variant): TfjsTrainer => (variant === 'graph' && graphParts ? graphParts.trainer : eagerTrainer);
+  const trainer = eagerTrainer;
   const rng = createRng(config.seed);
   const data = Array.from({ length: DISTINCT_BATCHES }, (_, i) => ({
     xs: tf.randomUniform([batch, S, S, 1], 0, 1, 'float32', config.seed + i),
     ys: tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from({ length: batch }, () => Math.floor(rng() * CLASSES.length)), 'int32'), CLASSES.length).toFloat()),
   }));
   let keras: KerasProcess | undefined;
+  let kerasSerial: KerasProcess | undefined;
+  let kerasSerialError: string | undefined;
   let exitCode = 0;
   let undoFast: (() => void) | undefined;
   try {
@@ -386,9 +415,9 @@ async function main(): Promise<void> {
       await as(variant, async () => {
         for (let i = 0; i < warmup; i++, k++) {
           const d = data[k % DISTINCT_BATCHES]!;
-          await trainer.trainStep(d.xs, d.ys, batch);
+          await trainerFor(variant).trainStep(d.xs, d.ys, batch);
         }
-        await trainer.sync();
+        await trainerFor(variant).sync();
       });
       log(`tfjs ${variant}: ${parameters.toLocaleString('en')} parameters (${trainableParameters.toLocaleString('en')} trainable); warm-up ${warmup} steps in ${round((performance.now() - t) / 1000, 2)} s`);
     }
@@ -432,12 +461,26 @@ async function main(): Promise<void> {
           log(`check: both models have ${parameters.toLocaleString('en')} parameters in ${mine.length} weights of the same shapes`);
         }
       }
+      if (ready && exitCode === 0 && process.env.BENCH_KERAS_SERIAL !== '0') {
+        kerasSerial = new KerasProcess(venv.python, args, { TF_NUM_INTEROP_THREADS: '1' });
+        try {
+          await kerasSerial.next<KerasReady>(600_000);
+          log('keras serial: the same graph with TF_NUM_INTEROP_THREADS=1 (one op at a time, each on every core)');
+        } catch (err) {
+          kerasSerialError = (err as Error).message;
+          log(`keras serial: failed to start: ${kerasSerialError}`);
+          kerasSerial.close();
+          kerasSerial = undefined;
+        }
+      }
     }
 
     // --- timed blocks, alternated: tfjs (plain, fast), keras, tfjs (plain, fast), keras, ...
     const tfjsBlocks: Block[] = [];
     const fastBlocks: Block[] = [];
     const kerasBlocks: Block[] = [];
+    const kerasSerialBlocks: Block[] = [];
+    const graphBlocks: Block[] = [];
     if (exitCode === 0) {
       log(`timing: ${blocks} blocks per side, alternated (${variants.map((v) => `tfjs ${v}`).join(', ')}, keras, ...) so that other load on this machine affects all alike`);
       for (let b = 0; b < blocks; b++) {
@@ -446,12 +489,12 @@ async function main(): Promise<void> {
             const started = performance.now();
             for (let i = 0; i < steps; i++, k++) {
               const d = data[k % DISTINCT_BATCHES]!;
-              await trainer.trainStep(d.xs, d.ys, batch);
+              await trainerFor(variant).trainStep(d.xs, d.ys, batch);
             }
-            await trainer.sync();
+            await trainerFor(variant).sync();
             return (performance.now() - started) / 1000;
           });
-          (variant === 'fast' ? fastBlocks : tfjsBlocks).push({ steps, seconds: round(seconds, 4), imagesPerSecond: (steps * batch) / seconds });
+          (variant === 'fast' ? fastBlocks : variant === 'graph' ? graphBlocks : tfjsBlocks).push({ steps, seconds: round(seconds, 4), imagesPerSecond: (steps * batch) / seconds });
           log(`  tfjs ${variant.padEnd(5)} block ${b + 1}: ${steps} steps in ${round(seconds, 2)} s = ${round((steps * batch) / seconds)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
         }
         if (keras) {
@@ -460,14 +503,21 @@ async function main(): Promise<void> {
           kerasBlocks.push(kb);
           log(`  keras      block ${b + 1}: ${kb.steps} steps in ${round(kb.seconds, 2)} s = ${round(kb.imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
         }
+        if (kerasSerial) {
+          const { steps: s, seconds, imagesPerSecond } = await kerasSerial.run();
+          kerasSerialBlocks.push({ steps: s, seconds, imagesPerSecond });
+          log(`  keras 1-op block ${b + 1}: ${s} steps in ${round(seconds, 2)} s = ${round(imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
+        }
       }
     }
     keras?.close();
     keras = undefined;
+    kerasSerial?.close();
+    kerasSerial = undefined;
 
     const profiles: Partial<Record<Variant, Awaited<ReturnType<typeof profileSteps>>>> = {};
     if (process.env.BENCH_PROFILE && exitCode === 0) {
-      for (const variant of variants) {
+      for (const variant of variants.filter((v) => v !== 'graph')) {
         const profile = await as(variant, () => profileSteps(tf, trainer, data, batch, steps));
         profiles[variant] = profile;
         log(`profile of the tfjs ${variant} step (mean of ${profile.steps} steps): ${profile.wallMsPerStep} ms wall = ${profile.nativeOpMsPerStep} ms in ` +
@@ -477,29 +527,45 @@ async function main(): Promise<void> {
       }
     }
 
-    const tfjsIps = tfjsBlocks.length ? median(tfjsBlocks.map((b) => b.imagesPerSecond)) : null;
-    const fastIps = fastBlocks.length ? median(fastBlocks.map((b) => b.imagesPerSecond)) : null;
-    const kerasIps = kerasBlocks.length ? median(kerasBlocks.map((b) => b.imagesPerSecond)) : null;
-    const ratio = tfjsIps !== null && kerasIps !== null ? tfjsIps / kerasIps : null;
-    const fastRatio = fastIps !== null && kerasIps !== null ? fastIps / kerasIps : null;
-    // The speed-up of the patch, as the median of the per-block ratios (the two runs of a block are back to back).
+    const med = (bs: Block[]): number | null => (bs.length ? median(bs.map((b) => b.imagesPerSecond)) : null);
+    const ratioOf = (a: number | null, b: number | null): number | null => (a !== null && b !== null ? a / b : null);
+    const r4 = (v: number | null): number | null => (v === null ? null : round(v, 4));
+    const r2 = (v: number | null): number | null => (v === null ? null : round(v, 2));
+    const plainIps = med(tfjsBlocks);
+    const fastIps = med(fastBlocks);
+    const graphIps = med(graphBlocks);
+    const kerasIps = med(kerasBlocks);
+    const serialIps = med(kerasSerialBlocks);
+    // The step `pneumotype train` runs here: the graph where it works, else the fast patch, else plain tfjs.
+    const [trainIps, trainVariant] = graphIps !== null ? [graphIps, 'graph'] : fastIps !== null ? [fastIps, 'fast'] : [plainIps, 'plain'];
+    // The speed-up of the patch, as the median of the per-block ratios (the runs of a block are back to back).
     const speedup = tfjsBlocks.length && fastBlocks.length
       ? median(tfjsBlocks.map((b, i) => (fastBlocks[i]?.imagesPerSecond ?? Number.NaN) / b.imagesPerSecond))
       : null;
-    if (tfjsIps !== null || fastIps !== null) {
+    if (trainIps !== null) {
       const ips = (v: number | null) => (v === null ? 'n/a' : `${round(v)} images/s`);
-      log(`result: tfjs plain ${ips(tfjsIps)}, tfjs fast ${ips(fastIps)}, keras ${ips(kerasIps)}` +
-        `${ratio === null ? '' : `; plain/keras = ${round(ratio, 3)}`}${fastRatio === null ? '' : `, fast/keras = ${round(fastRatio, 3)}`}` +
-        `${speedup === null ? '' : `, fast/plain = ${round(speedup, 3)}`} (medians of ${blocks} alternated blocks; ` +
+      const part = (label: string, v: number | null) => (v === null ? '' : `, ${label} = ${round(v, 3)}`);
+      log(`result: tfjs plain ${ips(plainIps)}, tfjs fast ${ips(fastIps)}, tfjs graph ${ips(graphIps)}, keras ${ips(kerasIps)}, ` +
+        `keras one op at a time ${ips(serialIps)}; ratios to keras: ${trainVariant} (what pneumotype train runs) = ${round(ratioOf(trainIps, kerasIps) ?? Number.NaN, 3)}` +
+        `${part('plain', ratioOf(plainIps, kerasIps))}${part('fast', ratioOf(fastIps, kerasIps))}` +
+        `${part('fast/plain', speedup)}${part('graph/fast', ratioOf(graphIps, fastIps))} (medians of ${blocks} alternated blocks; ` +
         `other processes on this machine may slow all sides, the alternation spreads that load over them)`);
     }
     log(JSON.stringify({
-      tfjsImagesPerSecond: tfjsIps === null ? null : round(tfjsIps, 2),
-      tfjsFastImagesPerSecond: fastIps === null ? null : round(fastIps, 2),
-      kerasImagesPerSecond: kerasIps === null ? null : round(kerasIps, 2),
-      ratioToKeras: ratio === null ? null : round(ratio, 4),
-      fastRatioToKeras: fastRatio === null ? null : round(fastRatio, 4),
-      fastSpeedup: speedup === null ? null : round(speedup, 4),
+      tfjsImagesPerSecond: r2(trainIps),
+      kerasImagesPerSecond: r2(kerasIps),
+      ratioToKeras: r4(ratioOf(trainIps, kerasIps)),
+      tfjsStep: trainVariant,
+      tfjsPlainImagesPerSecond: r2(plainIps),
+      tfjsFastImagesPerSecond: r2(fastIps),
+      tfjsGraphImagesPerSecond: r2(graphIps),
+      plainRatioToKeras: r4(ratioOf(plainIps, kerasIps)),
+      fastRatioToKeras: r4(ratioOf(fastIps, kerasIps)),
+      graphRatioToKeras: r4(ratioOf(graphIps, kerasIps)),
+      fastSpeedup: r4(speedup),
+      graphSpeedupOverFast: r4(ratioOf(graphIps, fastIps)),
+      kerasSerialImagesPerSecond: r2(serialIps),
+      ratioToKerasSerial: r4(ratioOf(trainIps, serialIps)),
       fastLayersPatched: variants.includes('fast') ? plan.patched : null,
       imageSize: S,
       batchSize: batch,
@@ -522,20 +588,31 @@ async function main(): Promise<void> {
       tensorflowPython: ready?.tensorflow ?? null,
       keras: ready?.keras ?? null,
       kerasMethod: ready ? `${ready.method}; jit_compile ${ready.jitCompile}, run_eagerly ${ready.runEagerly}` : null,
-      tfjsMethod: 'lib/train.ts trainStep: optimizer.minimize (Adam), model.apply(x, {training: true}), class-weighted label-smoothed cross-entropy + L2; sync at block end; fast: the same with lib/fast-train.ts enableFastTraining(model, { optimizer })',
+      tfjsMethod: 'plain: lib/train.ts trainStep (optimizer.minimize with Adam over model.apply(x, {training: true}), class-weighted label-smoothed cross-entropy + L2); ' +
+        'fast: the same with lib/fast-train.ts enableFastTraining(model, { optimizer }); graph: lib/graph-train.ts GraphTrainer.step (the same math as one TensorFlow graph); sync at block end',
       tfjsBlocks: tfjsBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
       tfjsFastBlocks: fastBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
+      tfjsGraphBlocks: graphBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
       kerasBlocks: kerasBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
+      kerasSerialBlocks: kerasSerialBlocks.map((b) => ({ ...b, imagesPerSecond: round(b.imagesPerSecond, 2) })),
       venv: venv.action,
       ...(kerasError ? { kerasError } : {}),
+      ...(kerasSerialError ? { kerasSerialError } : {}),
       ...(exitCode ? { error: 'the tfjs and Keras models differ (parameters or weight shapes)' } : {}),
       ...(profiles.plain ? { profile: { ...profiles.plain, ops: profiles.plain.ops.slice(0, 30) } } : {}),
       ...(profiles.fast ? { profileFast: { ...profiles.fast, ops: profiles.fast.ops.slice(0, 30) } } : {}),
     }));
   } finally {
     keras?.close();
+    kerasSerial?.close();
     undoFast?.();
     trainer.dispose();
+    if (graphParts) {
+      graphParts.trainer.dispose();
+      graphParts.graph.dispose();
+      graphParts.optimizer.dispose();
+      graphParts.model.dispose();
+    }
     tf.dispose([classWeightTensor, ...data.flatMap((d) => [d.xs, d.ys])]);
     optimizer.dispose();
     model.dispose();

@@ -42,6 +42,8 @@ export async function saveModel(options: {
   model: LayersModel;
   optimizer?: Optimizer | undefined;
   extra?: Readonly<Record<string, unknown>>;
+  /** Binary files written as they are, in the same atomic folder (the weight average of a run, say). */
+  extraBinary?: Readonly<Record<string, Uint8Array>>;
 }): Promise<void> {
   const tf = loadTf();
   let artifacts: io.ModelArtifacts | undefined;
@@ -87,6 +89,7 @@ export async function saveModel(options: {
     for (const [name, value] of Object.entries(options.extra ?? {})) {
       await writeFile(join(tmp, name), `${JSON.stringify(value, null, 2)}\n`);
     }
+    for (const [name, bytes] of Object.entries(options.extraBinary ?? {})) await writeFile(join(tmp, name), bytes);
   });
 }
 

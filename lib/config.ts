@@ -91,7 +91,9 @@ export const DEFAULTS = {
   classWeights: 'balanced', // balanced (N / (K * n_class)) | none: the train split is 1,349 : 2,538 : 1,345
   patience: 8, // early stopping: epochs without a better validation macro-F1
   dropout: 0.2,
-  fastOps: true, // on tfjs-node, train with fused native ops (BN, ReLU, conv, max pool, Adam: lib/fast-train.ts); same results
+  emaDecay: 0.998, // validate and ship a moving average of the weights (per step; about 500 steps); 0: the raw weights
+  graphOps: true, // on tfjs-node, run each training step as one TensorFlow graph (lib/graph-train.ts); same math, fewer round trips
+  fastOps: true, // otherwise, on tfjs-node, train with fused native ops (BN, ReLU, conv, max pool, Adam: lib/fast-train.ts); same results
 
   // --- upload to S3
   uploadConcurrency: 4, // files uploaded at once
@@ -109,7 +111,7 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
 
 /** Named presets: `smoke` for tests and notebook runs in CI, `cpu` for a laptop, `gpu` for a SageMaker GPU instance. */
 export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>> = {
-  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2 },
+  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2, emaDecay: 0 },
   cpu: { imageSize: 128, batchSize: 32, model: 'resnet', modelWidth: 16, epochs: 30 },
   gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4, model: 'resnet', modelWidth: 32, epochs: 40 },
 };

@@ -400,14 +400,16 @@ class Patcher {
   }
 }
 
-/** The internals of a tfjs AdamOptimizer read and updated here (the names of tfjs-core 4.x). */
-interface AdamInternals {
+/** The internals of a tfjs AdamOptimizer read and updated here and in lib/graph-train.ts (the names of tfjs-core 4.x). */
+export interface AdamInternals {
   learningRate: number;
   readonly beta1: number;
   readonly beta2: number;
   readonly epsilon: number;
   readonly accBeta1: Variable;
   readonly accBeta2: Variable;
+  /** Steps taken (undefined before the first). */
+  iterations_?: number;
   accumulatedFirstMoment: Array<{ originalName: string; variable: Variable } | undefined>;
   accumulatedSecondMoment: Array<{ originalName: string; variable: Variable } | undefined>;
   incrementIterations(): void;
@@ -575,7 +577,7 @@ class NativeAdam {
 const adamChecked = new WeakMap<object, boolean>();
 
 /** The optimizer as an Adam whose internals are as expected, or undefined. */
-function adamOf(optimizer: Optimizer): AdamInternals | undefined {
+export function adamOf(optimizer: Optimizer): AdamInternals | undefined {
   const o = optimizer as unknown as Partial<AdamInternals> & { getClassName?: () => string };
   if (o.getClassName?.() !== 'Adam') return undefined;
   const ok =

@@ -9,7 +9,9 @@ import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpo
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
 import { batches } from './dataset.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
+import { GraphTrainer, planGraphTraining } from './graph-train.js';
 import { exists, writeJsonAtomic } from './fsx.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { buildModel, modelOptionsFromConfig, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
@@ -86,6 +88,10 @@ export interface ModelCard {
     readonly augment: AugmentOptions | false;
     /** The pretrained model the run started from, when not from scratch. */
     readonly initFrom: string | null;
+    /** Which weights were saved: the moving average of the weights (emaDecay > 0) or those of the last step. */
+    readonly weights?: string;
+    /** How the steps ran: one TensorFlow graph per step, fused native ops, or plain tfjs (and why not the graph). */
+    readonly engine?: string;
   };
   readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
   readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
@@ -161,8 +167,28 @@ export interface TrainStepOptions {
 }
 
 /**
+ * The penalty functions (L2 on kernels) of every layer of `model`, nested models included. tfjs-layers does not gather
+ * them into a functional model's own `losses` (which stays empty), so they are collected layer by layer.
+ *
+ * @example const penalty = regularizationLosses(model).reduce((sum, f) => sum + f().dataSync()[0], 0)
+ */
+export function regularizationLosses(model: LayersModel): Array<() => Scalar> {
+  const out: Array<() => Scalar> = [...(model.losses as Array<() => Scalar>)];
+  const visit = (layers: LayersModel['layers']): void => {
+    for (const layer of layers) {
+      const inner = (layer as unknown as { layers?: LayersModel['layers'] }).layers;
+      if (Array.isArray(inner)) visit(inner);
+      else out.push(...(layer.losses as Array<() => Scalar>));
+    }
+  };
+  visit(model.layers);
+  return out;
+}
+
+/**
  * One optimizer step at the optimizer's current learning rate: `optimizer.minimize` over the class-weighted,
- * label-smoothed cross-entropy of `model.apply(xs, { training: true })` plus the layers' L2 penalties. Returns the
+ * label-smoothed cross-entropy of `model.apply(xs, { training: true })` plus the layers' L2 penalties
+ * ({@link regularizationLosses}). Returns the
  * loss and the count of correct predictions, scalars the caller disposes.
  *
  * @example const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: w, labelSmoothing: 0.05 });
@@ -177,7 +203,7 @@ export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: S
     const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
     const w = ys.mul(weightTensor).sum(1);
     let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
-    for (const reg of m.losses) total = total.add(reg());
+    for (const reg of regularizationLosses(m)) total = total.add(reg());
     correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum()) as Scalar;
     return total;
   }, true) as Scalar;
@@ -220,7 +246,7 @@ export async function predictSubset(
 
 function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
-    'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout'] as const;
+    'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   return JSON.stringify(keys.map((k) => config[k]));
 }
 
@@ -251,6 +277,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let model: LayersModel | undefined;
   let optimizer: Optimizer | undefined;
   let undoFastTraining: (() => void) | undefined; // fast-train
+  let average: WeightAverage | undefined;
+  let graph: GraphTrainer | undefined;
   try {
     const trainCount = cache.count('train');
     const valCount = cache.count('val');
@@ -277,8 +305,30 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     } else {
       model = buildModel(modelOptions);
     }
-    // fast-train: fused native ops (layers and Adam) while training on tfjs-node (a no-op elsewhere); undone in finally.
-    if (config.fastOps) undoFastTraining = enableFastTraining(model, { optimizer });
+    // The moving average of the weights (validated and saved as the best model), restored with the last checkpoint.
+    if (config.emaDecay > 0) {
+      average = options.resume && state.epochsDone > 0
+        ? await WeightAverage.restore(ckptLast, model, { decay: config.emaDecay })
+        : await WeightAverage.create(model, { decay: config.emaDecay });
+    }
+    const scored = average?.model ?? model;
+    // The step as one TensorFlow graph where the backend and the model allow it (lib/graph-train.ts); otherwise
+    // fast-train's fused native ops (layers and Adam) on tfjs-node (a no-op elsewhere); undone in finally.
+    let engine = 'tfjs ops';
+    if (config.graphOps) {
+      const plan = planGraphTraining(model);
+      const why = info.backend !== 'tensorflow' ? `the backend is ${info.backend}` : config.optimizer !== 'adam' ? `the optimizer is ${config.optimizer}` : plan.reason;
+      if (why === undefined) {
+        graph = await GraphTrainer.create({ model, optimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed, ...(average ? { average } : {}) });
+        engine = 'one TensorFlow graph per step (lib/graph-train.ts)';
+      } else {
+        engine = `tfjs ops (no graph: ${why})`;
+      }
+    }
+    if (!graph && config.fastOps) {
+      undoFastTraining = enableFastTraining(model, { optimizer });
+      if (info.backend === 'tensorflow') engine = `${engine}, fused native ops (lib/fast-train.ts)`;
+    }
     const summary = summarizeModel(model, modelOptions);
     const classWeightTensor = tf.tensor1d(weights);
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
@@ -307,15 +357,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
             setLearningRate(optimizer, lr);
             // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties (fast-train: exported step).
-            const { loss, correct: c } = trainStep({
-              model, optimizer, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing,
-            });
+            const { loss, correct: c } = graph
+              ? graph.step(batch.xs, batch.ys, state.globalStep + 1)
+              : trainStep({ model, optimizer, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
             const [nextLoss, nextCorrect] = tf.tidy(() => [lossSum.add(loss.mul(batch.labels.length)), correctSum.add(c)]);
             tf.dispose([lossSum, correctSum, loss, c]);
             lossSum = nextLoss;
             correctSum = nextCorrect;
             seen += batch.labels.length;
             state = { ...state, globalStep: state.globalStep + 1 };
+            if (!graph) average?.update(model, state.globalStep);
             tracker.add(1);
             if (state.globalStep % 20 === 0) {
               const running = (await lossSum.data())[0] ?? Number.NaN;
@@ -334,8 +385,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const trainSeconds = (performance.now() - started) / 1000;
         if (!Number.isFinite(lossValue)) throw diverged(epoch, `the training loss became ${lossValue}`);
 
-        // Validation on the patient-grouped subset.
-        const val = valCount > 0 ? await predictSubset(model, cache, 'val', config.batchSize * 2) : undefined;
+        // The graph's state back into the model, the optimizer and the average; then validation on the patient-grouped subset.
+        graph?.sync();
+        const val = valCount > 0 ? await predictSubset(scored, cache, 'val', config.batchSize * 2) : undefined;
         if (val?.probs.some((p) => p.some((x) => !Number.isFinite(x)))) throw diverged(epoch, 'the model outputs became NaN');
         const report: EvaluationReport | undefined = val
           ? evaluatePredictions(val.probs.map((p, i) => ({ probs: p, trueIndex: val.trueIndex[i] ?? 0, patientId: val.patientIds[i] ?? '' })), { bootstrap: 0 })
@@ -374,13 +426,20 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           imageSize: config.imageSize,
           preprocessing: { grayscale: true, resize: 'fill', kernel: 'lanczos3', scale: '1/255', channels: 1 },
           model: { ...modelOptions, summary },
-          training: { config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null },
+          training: {
+            config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null,
+            weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
+            engine,
+          },
           data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },
           createdAt: new Date().toISOString(),
         });
-        if (improved) await saveModel({ dir: ckptBest, model, extra: { [CARD_FILE]: card() } });
-        await saveModel({ dir: ckptLast, model, optimizer, extra: { [STATE_FILE]: state, [CARD_FILE]: card() } });
+        if (improved) await saveModel({ dir: ckptBest, model: scored, extra: { [CARD_FILE]: card() } });
+        await saveModel({
+          dir: ckptLast, model, optimizer, extra: { [STATE_FILE]: state, [CARD_FILE]: card() },
+          ...(average ? { extraBinary: await average.encode() } : {}),
+        });
         await writeJsonAtomic(join(runDir, 'history.json'), state.history);
         options.onEpoch?.(record);
         epochsThisCall++;
@@ -410,6 +469,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return { runDir, modelDir, history: state.history, bestEpoch: state.bestEpoch, stoppedEarly, card };
   } finally {
     undoFastTraining?.(); // fast-train
+    graph?.dispose();
+    average?.dispose();
     model?.dispose();
     optimizer?.dispose();
     await cache.close();

@@ -23,6 +23,8 @@ const SUITE = [
   'test/pipeline.test.ts',
   'test/models.test.ts',
   'test/train.test.ts',
+  'test/ema.test.ts',
+  'test/graph-train.test.ts',
   'test/fast-train.test.ts',
   'test/evaluate.test.ts',
   'test/transfer.test.ts',

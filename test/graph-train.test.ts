@@ -1,0 +1,203 @@
+// The training step as one TensorFlow graph: which models qualify, the same losses, weights, optimizer state and
+// weight average as the tfjs step, no tensor leaks, and clear refusals.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
+import { WeightAverage } from '../lib/ema.js';
+import { GraphTrainer, planGraphTraining } from '../lib/graph-train.js';
+import { buildModel, type ModelName } from '../lib/models.js';
+import { loadTf } from '../lib/tf.js';
+import { trainStep } from '../lib/train.js';
+import { assertNoTensorLeak } from './helpers/tf-leaks.js';
+
+const tf = loadTf();
+const S = 24;
+const WEIGHTS = [1.3, 0.7, 1.3];
+
+function batch(): { xs: Tensor; ys: Tensor } {
+  return tf.tidy(() => ({
+    xs: tf.randomUniform([6, S, S, 1], 0, 1, 'float32', 3),
+    ys: tf.oneHot(tf.tensor1d([0, 1, 2, 1, 0, 2], 'int32'), 3).toFloat(),
+  }));
+}
+
+function pair(name: ModelName, dropout = 0): [LayersModel, LayersModel] {
+  const options = { name, imageSize: S, width: 8, dropout, l2: 1e-4, seed: 5 };
+  return [buildModel(options), buildModel(options)];
+}
+
+/** The largest difference between two lists of tensors, relative to each tensor's largest magnitude (at least 1). */
+async function maxDifference(a: Array<{ tensor: Tensor } | Tensor>, b: Array<{ tensor: Tensor } | Tensor>): Promise<number> {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as { tensor: Tensor } | Tensor;
+    const y = b[i] as { tensor: Tensor } | Tensor;
+    const [tx, ty] = ['tensor' in x ? x.tensor : x, 'tensor' in y ? y.tensor : y];
+    const d = tf.tidy(() => tf.div(tf.max(tf.abs(tf.sub(tx, ty))), tf.maximum(1, tf.max(tf.abs(tx)))));
+    max = Math.max(max, (await d.data())[0] ?? Number.NaN);
+    d.dispose();
+  }
+  return max;
+}
+
+test('planGraphTraining accepts the three architectures and names what stops another model', () => {
+  for (const name of ['resnet', 'tiny', 'mobile'] as const) {
+    const [m, other] = pair(name);
+    assert.deepEqual(planGraphTraining(m), { supported: true }, name);
+    m.dispose();
+    other.dispose();
+  }
+  const input = tf.input({ shape: [S, S, 1] });
+  const flat = tf.layers.flatten({ name: 'flat' }).apply(input);
+  const out = tf.layers.dense({ name: 'out', units: 3, activation: 'softmax' }).apply(flat);
+  const flatModel = tf.model({ inputs: input, outputs: out as ReturnType<typeof tf.input> });
+  assert.deepEqual(planGraphTraining(flatModel), { supported: false, reason: 'layer "flat" is a Flatten, which graph training does not translate' });
+  flatModel.dispose();
+  const input2 = tf.input({ shape: [S, S, 1] });
+  const pooled = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(input2);
+  const sigmoid = tf.layers.dense({ name: 'sig', units: 3, activation: 'sigmoid' }).apply(pooled);
+  const sigmoidModel = tf.model({ inputs: input2, outputs: sigmoid as ReturnType<typeof tf.input> });
+  assert.deepEqual(planGraphTraining(sigmoidModel), { supported: false, reason: 'the output layer "sig" is not a softmax Dense (activation sigmoid)' });
+  sigmoidModel.dispose();
+});
+
+// The same math summed in another order: within 1e-4 (relative to each tensor's scale, at least 1); mobile's 52 batch
+// norms over 6 images of 1x1 to 12x12 pixels amplify the rounding, so 2e-3 there.
+const TOLERANCE = { resnet: 1e-4, tiny: 1e-4, mobile: 2e-3 } as const;
+for (const name of ['resnet', 'tiny', 'mobile'] as const) {
+  test(`${name}: graph steps give the tfjs step's losses, weights, moving statistics and Adam state`, async () => {
+    const [eager, graphed] = pair(name);
+    // epsilon 1 keeps Adam's update linear in the gradient, so that float rounding cannot flip a near-zero update.
+    const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
+    const { xs, ys } = batch();
+    const cw = tf.tensor1d(WEIGHTS);
+    const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
+    try {
+      for (let step = 0; step < 3; step++) {
+        const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
+        const b = trainer.step(xs, ys);
+        const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
+        assert.ok(Math.abs(la - lb) < TOLERANCE[name], `step ${step + 1}: loss ${la} vs ${lb}`);
+        assert.equal((await b.correct.data())[0], (await a.correct.data())[0]);
+        tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+      }
+      trainer.sync();
+      assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < TOLERANCE[name], 'weights');
+      const [wa, wb] = [await oa.getWeights(), await ob.getWeights()];
+      assert.equal(wb.length, wa.length);
+      assert.ok((await maxDifference(wa, wb)) < TOLERANCE[name], 'optimizer state');
+      assert.equal(ob.iterations, 3);
+      tf.dispose([...wa, ...wb].map((w) => w.tensor).filter((t) => !(t instanceof tf.Variable)));
+    } finally {
+      trainer.dispose();
+      tf.dispose([xs, ys, cw]);
+      for (const o of [oa, ob] as Optimizer[]) o.dispose();
+      eager.dispose();
+      graphed.dispose();
+    }
+  });
+}
+
+test('the weight average kept in the graph equals WeightAverage.update on the tfjs side', async () => {
+  const [eager, graphed] = pair('tiny');
+  const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
+  const [ea, eb] = [await WeightAverage.create(eager, { decay: 0.9, every: 2 }), await WeightAverage.create(graphed, { decay: 0.9, every: 2 })];
+  const { xs, ys } = batch();
+  const cw = tf.tensor1d(WEIGHTS);
+  const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0, average: eb });
+  try {
+    for (let step = 1; step <= 5; step++) {
+      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0 });
+      ea.update(eager, step);
+      const b = trainer.step(xs, ys, step);
+      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+    }
+    trainer.sync();
+    assert.equal(eb.count, ea.count);
+    assert.equal(eb.count, 2);
+    assert.ok((await maxDifference(ea.model.weights.map((w) => w.read()), eb.model.weights.map((w) => w.read()))) < 1e-5, 'averaged weights');
+  } finally {
+    trainer.dispose();
+    tf.dispose([xs, ys, cw]);
+    ea.dispose();
+    eb.dispose();
+    oa.dispose();
+    ob.dispose();
+    eager.dispose();
+    graphed.dispose();
+  }
+});
+
+test('steps and syncs leave no tensors behind; dropout masks follow the run step', async () => {
+  const [m1, m2] = pair('resnet', 0.3);
+  const [o1, o2] = [tf.train.adam(1e-3), tf.train.adam(1e-3)];
+  const { xs, ys } = batch();
+  const t1 = await GraphTrainer.create({ model: m1, optimizer: o1, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
+  const t2 = await GraphTrainer.create({ model: m2, optimizer: o2, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
+  try {
+    await assertNoTensorLeak('GraphTrainer.step', () => {
+      const r = t1.step(xs, ys);
+      tf.dispose([r.loss, r.correct]);
+    });
+    await assertNoTensorLeak('GraphTrainer.sync', () => t1.sync());
+    // Same state, same run step: the same masks; another run step: other masks.
+    const losses = async (t: GraphTrainer, step: number): Promise<number> => {
+      const r = t.step(xs, ys, step);
+      const v = (await r.loss.data())[0] ?? Number.NaN;
+      tf.dispose([r.loss, r.correct]);
+      return v;
+    };
+    const [a, b] = [await losses(t2, 7), await losses(await fresh(), 7)];
+    assert.ok(Math.abs(a - b) < 1e-6, `${a} vs ${b}`);
+    const c = await losses(await fresh(), 8);
+    assert.notEqual(c, a);
+  } finally {
+    t1.dispose();
+    t2.dispose();
+    for (const t of spares) t.trainer.dispose();
+    for (const t of spares) { t.model.dispose(); t.optimizer.dispose(); }
+    tf.dispose([xs, ys]);
+    o1.dispose();
+    o2.dispose();
+    m1.dispose();
+    m2.dispose();
+  }
+});
+
+const spares: Array<{ trainer: GraphTrainer; model: LayersModel; optimizer: Optimizer }> = [];
+async function fresh(): Promise<GraphTrainer> {
+  const model = buildModel({ name: 'resnet', imageSize: S, width: 8, dropout: 0.3, l2: 1e-4, seed: 5 });
+  const optimizer = tf.train.adam(1e-3);
+  const trainer = await GraphTrainer.create({ model, optimizer, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
+  spares.push({ trainer, model, optimizer });
+  return trainer;
+}
+
+test('GraphTrainer refuses another optimizer or an untranslatable model, and a disposed trainer', async () => {
+  const [m, spare] = pair('tiny');
+  spare.dispose();
+  const sgd = tf.train.momentum(1e-2, 0.9);
+  await assert.rejects(GraphTrainer.create({ model: m, optimizer: sgd, classWeights: WEIGHTS, labelSmoothing: 0 }), {
+    name: 'BackendError',
+    message: 'graph training needs a tf.train.adam optimizer (this is Momentum)',
+  });
+  const input = tf.input({ shape: [S, S, 1] });
+  const flat = tf.layers.flatten({ name: 'flat2' }).apply(input);
+  const out = tf.layers.dense({ name: 'out2', units: 3, activation: 'softmax' }).apply(flat);
+  const flatModel = tf.model({ inputs: input, outputs: out as ReturnType<typeof tf.input> });
+  const adam = tf.train.adam(1e-3);
+  await assert.rejects(GraphTrainer.create({ model: flatModel, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0 }), {
+    name: 'BackendError',
+    message: 'graph training cannot train this model: layer "flat2" is a Flatten, which graph training does not translate',
+  });
+  const trainer = await GraphTrainer.create({ model: m, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0 });
+  trainer.dispose();
+  const { xs, ys } = batch();
+  assert.throws(() => trainer.step(xs, ys), { name: 'BackendError', message: 'this graph trainer was disposed' });
+  tf.dispose([xs, ys]);
+  sgd.dispose();
+  adam.dispose();
+  flatModel.dispose();
+  m.dispose();
+});
