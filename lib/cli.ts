@@ -38,6 +38,8 @@ Commands
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL]  (transfer learning from a tfjs layers model, new 3-class head)
+            [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
+            pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
@@ -88,6 +90,7 @@ const OPTIONS = {
   predictions: { type: 'string' },
   bootstrap: { type: 'string' },
   groups: { type: 'string' },
+  'balance-groups': { type: 'string' },
   bucket: { type: 'string' },
   run: { type: 'string' },
   eval: { type: 'string' },
@@ -126,9 +129,9 @@ function preset(values: Values): PresetName | undefined {
 }
 
 
-function parseGroups(value: string): { csv: string; column: string } {
+function parseGroups(value: string, flag = 'groups'): { csv: string; column: string } {
   const at = value.lastIndexOf(':');
-  if (at <= 0 || at === value.length - 1) throw new ConfigError(`--groups ${quote(value)} is not CSV:COLUMN`);
+  if (at <= 0 || at === value.length - 1) throw new ConfigError(`--${flag} ${quote(value)} is not CSV:COLUMN`);
   return { csv: value.slice(0, at), column: value.slice(at + 1) };
 }
 
@@ -269,6 +272,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
           ...(values.resume ? { resume: true } : {}),
           ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
+          ...(values['balance-groups'] !== undefined ? { balanceGroups: parseGroups(values['balance-groups'], 'balance-groups') } : {}),
           ...progress,
           onEpoch: printEpoch,
         });

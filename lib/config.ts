@@ -89,6 +89,7 @@ export const DEFAULTS = {
   weightDecay: 1e-4, // L2 on convolution and dense kernels
   labelSmoothing: 0.05,
   classWeights: 'balanced', // balanced (N / (K * n_class)) | none: the train split is 1,349 : 2,538 : 1,345
+  maxSampleWeight: 10, // with train --balance-groups: cap on an image's weight, relative to the mean
   patience: 8, // early stopping: epochs without a better validation macro-F1
   dropout: 0.2,
   emaDecay: 0.998, // validate and ship a moving average of the weights (per step; about 500 steps); 0: the raw weights

@@ -3,9 +3,10 @@ import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
+import { groupOf, readGroups } from './balance.js';
 import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
-import { parseCsv, toCsv } from './csv.js';
+import { toCsv } from './csv.js';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
@@ -176,15 +177,10 @@ export async function metricsByGroup(
   preds: readonly { file?: string | undefined; trueIndex: number; probs: readonly number[] }[],
   groups: { csv: string; column: string },
 ): Promise<Record<string, GroupMetrics>> {
-  const rows = parseCsv(await readFile(groups.csv, 'utf8'), groups.csv);
-  if (rows.length > 0 && !(groups.column in (rows[0] ?? {}))) {
-    throw new ConfigError(`${quote(groups.csv)} has no column ${quote(groups.column)} (columns: ${Object.keys(rows[0] ?? {}).join(', ')})`, { path: groups.csv });
-  }
-  const byName = new Map(rows.map((r) => [r.file ?? '', r[groups.column] ?? '']));
+  const byName = await readGroups(groups);
   const buckets = new Map<string, { t: number[]; p: number[] }>();
   for (const pr of preds) {
-    const name = (pr.file ?? '').split('/').at(-1) ?? '';
-    const g = byName.get(name) ?? '(not listed)';
+    const g = groupOf(byName, pr.file ?? '');
     const b = buckets.get(g) ?? { t: [], p: [] };
     b.t.push(pr.trueIndex);
     b.p.push(argmax(pr.probs));

@@ -343,10 +343,11 @@ export class GraphTrainer {
   /**
    * One training step on images `xs` [b, S, S, C] and one-hot labels `ys` [b, classes] at the optimizer's current
    * learning rate. `runStep` (1-based: the run's step count, continued across resumes) seeds the dropout masks and
-   * lets the weight average fold on its schedule; without it, the trainer's own count is used.
+   * lets the weight average fold on its schedule; without it, the trainer's own count is used. `sampleWeights` [b]
+   * replace the class weights of the images (as in lib/train.ts's trainStep).
    * Returns the loss and the count of correct predictions (scalars the caller disposes).
    */
-  step(xs: Tensor, ys: Tensor, runStep?: number): { loss: Scalar; correct: Scalar } {
+  step(xs: Tensor, ys: Tensor, runStep?: number, sampleWeights?: Tensor): { loss: Scalar; correct: Scalar } {
     if (this.disposed) throw new BackendError('this graph trainer was disposed');
     const { tf, adam } = this;
     // tfjs's Adam: beta powers of the coming step (float32, as its accBeta variables), epsilon inside the correction.
@@ -361,7 +362,8 @@ export class GraphTrainer {
     const scalars = [adam.learningRate, b1p, b2p, epsilonHat, decay].map((v) => tf.scalar(v));
     const seed = this.hasDropout ? [tf.tensor1d([this.seed, at], 'int32')] : [];
     try {
-      const [loss, correct] = this.run([xs, ys, ...scalars, ...seed], this.stepFeeds, 'loss_out:0,correct_out:0');
+      const feeds = sampleWeights ? `${this.stepFeeds},sample_weights:0` : this.stepFeeds;
+      const [loss, correct] = this.run([xs, ys, ...scalars, ...seed, ...(sampleWeights ? [sampleWeights] : [])], feeds, 'loss_out:0,correct_out:0');
       return { loss: loss as Scalar, correct: correct as Scalar };
     } finally {
       tf.dispose([...scalars, ...seed]);
@@ -663,7 +665,9 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
   const clipped = g.op('ClipByValue', [probs, g.floatConst(1e-7), g.floatConst(1)], { T: F });
   const perImage = g.op('Neg', [g.op('Sum', [g.op('Mul', [smooth, g.op('Log', [clipped], { T: F })], { T: F }), g.intsConst([1])], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } })], { T: F });
   const weightsConst = g.op('Reshape', [g.op('Pack', options.classWeights.map((w) => g.floatConst(w)), { T: F, N: { i: K }, axis: { i: 0 } }), g.intsConst([1, K])], { T: F, Tshape: { type: 'DT_INT32' } });
-  const w = g.op('Sum', [g.op('Mul', [y, weightsConst], { T: F }), g.intsConst([1])], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } });
+  // Per-image weights: fed (sample weights) or, by default, each image's class weight.
+  const byClass = g.op('Sum', [g.op('Mul', [y, weightsConst], { T: F }), g.intsConst([1])], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } });
+  const w = g.op('PlaceholderWithDefault', [byClass], { dtype: F, shape: { shape: [-1] } }, { name: 'sample_weights' });
   const wSum = g.op('Sum', [w, g.intsConst([0])], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } });
   let loss = g.op('RealDiv', [g.op('Sum', [g.op('Mul', [perImage, w], { T: F }), g.intsConst([0])], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } }), wSum], { T: F });
   for (const term of l2Terms) loss = g.op('AddV2', [loss, term], { T: F });

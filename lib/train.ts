@@ -1,7 +1,7 @@
 // The training loop: a readable epoch/batch loop with warm-up + cosine (or plateau) learning rates, class weights,
 // early stopping on validation macro-F1, atomic best/last checkpoints and exact resume.
 import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor } from '@tensorflow/tfjs';
 import type { AugmentOptions } from './augment.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
@@ -9,6 +9,7 @@ import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpo
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
 import { batches } from './dataset.js';
 import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
@@ -40,6 +41,12 @@ export interface TrainOptions {
   readonly resume?: boolean;
   /** Random changes applied to training images (none by default, as in the original narrative). */
   readonly augment?: AugmentOptions | false;
+  /**
+   * Weigh each training image so that the classes balance within every group of this grouping (see
+   * groupBalancedWeights in lib/balance.ts), instead of the class weights: e.g. the copy pipeline of each image,
+   * `{ csv: '../shared/data/chest_xray_train_224.csv', column: 'derived_from' }`.
+   */
+  readonly balanceGroups?: GroupingSource;
   /** Start from a pretrained tfjs layers model (folder or URL) with a new head, instead of from scratch. */
   readonly initFrom?: string;
   /** Stop after this many epochs in this call (the run can be resumed later); for tests and time boxes. */
@@ -92,6 +99,8 @@ export interface ModelCard {
     readonly weights?: string;
     /** How the steps ran: one TensorFlow graph per step, fused native ops, or plain tfjs (and why not the graph). */
     readonly engine?: string;
+    /** The grouping whose classes the sample weights balanced (file name and column), when one was given. */
+    readonly balanceGroups?: string;
   };
   readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
   readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
@@ -163,6 +172,8 @@ export interface TrainStepOptions {
   readonly ys: Tensor;
   /** Per-class loss weights [classes] (see {@link classWeights}). */
   readonly classWeights: Tensor;
+  /** Per-image loss weights [b], used instead of the class weights when given (see groupBalancedWeights). */
+  readonly sampleWeights?: Tensor;
   readonly labelSmoothing: number;
 }
 
@@ -195,13 +206,13 @@ export function regularizationLosses(model: LayersModel): Array<() => Scalar> {
  */
 export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: Scalar } {
   const { tf } = loadTfWithInfo();
-  const { model: m, optimizer, xs, ys, classWeights: weightTensor, labelSmoothing } = options;
+  const { model: m, optimizer, xs, ys, classWeights: weightTensor, sampleWeights, labelSmoothing } = options;
   let correct: Scalar | undefined;
   const loss = optimizer.minimize(() => {
     const probs = m.apply(xs, { training: true }) as Tensor;
     const smooth = ys.mul(1 - labelSmoothing).add(labelSmoothing / CLASSES.length);
     const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
-    const w = ys.mul(weightTensor).sum(1);
+    const w = sampleWeights ?? ys.mul(weightTensor).sum(1);
     let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
     for (const reg of regularizationLosses(m)) total = total.add(reg());
     correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum()) as Scalar;
@@ -285,6 +296,17 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (trainCount === 0) throw new ConfigError(`no training images in the cache of ${quote(options.data)}`, { path: options.data });
     const labelCounts = CLASSES.map((_, k) => cache.index.images.filter((i) => i.subset === 'train' && i.labelIndex === k).length);
     const weights = classWeights(labelCounts, config.classWeights);
+    // Per-image weights balancing the classes within each group, by cache index (0 outside the training subset).
+    let sampleWeightOf: Float32Array | undefined;
+    if (options.balanceGroups) {
+      const groups = await readGroups(options.balanceGroups);
+      const trainImages = cache.index.images.map((img, i) => ({ img, i })).filter(({ img }) => img.subset === 'train');
+      const w = groupBalancedWeights(trainImages.map(({ img }) => img.labelIndex), trainImages.map(({ img }) => groupOf(groups, img.file)), { maxWeight: config.maxSampleWeight });
+      sampleWeightOf = new Float32Array(cache.index.images.length);
+      trainImages.forEach(({ i }, k) => {
+        (sampleWeightOf as Float32Array)[i] = w[k] ?? 0;
+      });
+    }
     const stepsPerEpoch = Math.ceil(trainCount / config.batchSize);
 
     // Model and optimizer: fresh, or restored from the last checkpoint.
@@ -357,9 +379,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
             setLearningRate(optimizer, lr);
             // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties (fast-train: exported step).
-            const { loss, correct: c } = graph
-              ? graph.step(batch.xs, batch.ys, state.globalStep + 1)
-              : trainStep({ model, optimizer, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
+            const sw = sampleWeightOf ? tf.tensor1d(batch.indices.map((i) => (sampleWeightOf as Float32Array)[i] ?? 0)) : undefined;
+            let out: { loss: Scalar; correct: Scalar };
+            try {
+              out = graph
+                ? graph.step(batch.xs, batch.ys, state.globalStep + 1, sw)
+                : trainStep({ model, optimizer, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing, ...(sw ? { sampleWeights: sw } : {}) });
+            } finally {
+              sw?.dispose();
+            }
+            const { loss, correct: c } = out;
             const [nextLoss, nextCorrect] = tf.tidy(() => [lossSum.add(loss.mul(batch.labels.length)), correctSum.add(c)]);
             tf.dispose([lossSum, correctSum, loss, c]);
             lossSum = nextLoss;
@@ -430,6 +459,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null,
             weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
             engine,
+            ...(options.balanceGroups ? { balanceGroups: `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` } : {}),
           },
           data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },

@@ -25,6 +25,7 @@ const SUITE = [
   'test/train.test.ts',
   'test/ema.test.ts',
   'test/graph-train.test.ts',
+  'test/balance.test.ts',
   'test/fast-train.test.ts',
   'test/evaluate.test.ts',
   'test/transfer.test.ts',

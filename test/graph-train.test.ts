@@ -99,6 +99,33 @@ for (const name of ['resnet', 'tiny', 'mobile'] as const) {
   });
 }
 
+test('per-image weights fed to the graph give the loss of trainStep with the same sampleWeights', async () => {
+  const [eager, graphed] = pair('tiny');
+  const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
+  const { xs, ys } = batch();
+  const cw = tf.tensor1d(WEIGHTS);
+  const sw = tf.tensor1d([0.5, 2, 1, 1, 3, 0.25]);
+  const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.1 });
+  try {
+    for (let step = 0; step < 2; step++) {
+      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, sampleWeights: sw, labelSmoothing: 0.1 });
+      const b = trainer.step(xs, ys, step + 1, sw);
+      const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
+      assert.ok(Math.abs(la - lb) < 1e-4, `step ${step + 1}: loss ${la} vs ${lb}`);
+      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+    }
+    trainer.sync();
+    assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < 1e-4, 'weights');
+  } finally {
+    trainer.dispose();
+    tf.dispose([xs, ys, cw, sw]);
+    oa.dispose();
+    ob.dispose();
+    eager.dispose();
+    graphed.dispose();
+  }
+});
+
 test('the weight average kept in the graph equals WeightAverage.update on the tfjs side', async () => {
   const [eager, graphed] = pair('tiny');
   const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
