@@ -450,7 +450,7 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
   }
   const moments = new Map<LayerVariable, [string, string]>();
   trainable.forEach((w, i) => {
-    const slot = (list: AdamInternals['accumulatedFirstMoment'], suffix: string) => (): Tensor => {
+    const slot = (list: AdamInternals['accumulatedFirstMoment']) => (): Tensor => {
       const existing = list[i];
       return existing ? existing.variable.clone() : tf.zeros(w.shape);
     };
@@ -460,8 +460,8 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
       else list[i] = { originalName: `${w.read().name}/${suffix}`, variable: tf.variable(t, false) };
     };
     moments.set(w, [
-      handleFor(w.shape, slot(adam.accumulatedFirstMoment, 'm'), store(adam.accumulatedFirstMoment, 'm')),
-      handleFor(w.shape, slot(adam.accumulatedSecondMoment, 'v'), store(adam.accumulatedSecondMoment, 'v')),
+      handleFor(w.shape, slot(adam.accumulatedFirstMoment), store(adam.accumulatedFirstMoment, 'm')),
+      handleFor(w.shape, slot(adam.accumulatedSecondMoment), store(adam.accumulatedSecondMoment, 'v')),
     ]);
   });
   const averaged = average?.model.weights as unknown as LayerVariable[] | undefined;

@@ -8,7 +8,7 @@ import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, ty
 import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpoint.js';
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
 import { batches } from './dataset.js';
-import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { BackendError, ConfigError, PneumotypeError, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
@@ -341,8 +341,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const plan = planGraphTraining(model);
       const why = info.backend !== 'tensorflow' ? `the backend is ${info.backend}` : config.optimizer !== 'adam' ? `the optimizer is ${config.optimizer}` : plan.reason;
       if (why === undefined) {
-        graph = await GraphTrainer.create({ model, optimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed, ...(average ? { average } : {}) });
-        engine = 'one TensorFlow graph per step (lib/graph-train.ts)';
+        try {
+          graph = await GraphTrainer.create({ model, optimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed, ...(average ? { average } : {}) });
+          engine = 'one TensorFlow graph per step (lib/graph-train.ts)';
+        } catch (err) {
+          // An older or other libtensorflow may refuse the graph: train op by op instead, and say why in the card.
+          if (!(err instanceof BackendError)) throw err;
+          engine = `tfjs ops (no graph: ${err.message})`;
+        }
       } else {
         engine = `tfjs ops (no graph: ${why})`;
       }
