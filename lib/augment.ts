@@ -228,6 +228,24 @@ export function augmentImage(
 }
 
 /** The pipeline-trace steps, in place, with every random parameter drawn (always all of them) from one seed. */
+/**
+ * Augments every image of a batch in place (`x`: the batch's images one after another, `size` x `size` values in
+ * [0, 1] each) with one generator seeded by `seed`, image after image: what lib/dataset.ts does per batch, in the
+ * main thread or in a worker (lib/augment-worker.ts), with the same result.
+ *
+ * @example augmentBatch(x, 128, checkAugment(TRACE_AUGMENT), 1234)
+ */
+export function augmentBatch(x: Float32Array, size: number, options: Checked, seed: number): void {
+  const pixels = size * size;
+  const rng = createRng(seed);
+  const tmp = new Float32Array(pixels);
+  for (let start = 0; start + pixels <= x.length; start += pixels) {
+    const view = x.subarray(start, start + pixels);
+    augmentImage(view, size, options, rng, tmp);
+    view.set(tmp);
+  }
+}
+
 function traceSteps(pixels: Float32Array, size: number, o: Checked, seed: number): void {
   const r = createRng(Math.floor(seed * 4294967296) >>> 0);
   const uRescale = r();

@@ -75,6 +75,7 @@ export const DEFAULTS = {
   batchSize: 32,
   shuffleBuffer: 0, // 0: shuffle the whole index each epoch (it is only file offsets)
   augment: false, // the original narrative used no augmentation
+  augmentWorkers: 1, // training: threads that augment the next batches while the current one trains (0: none)
 
   // --- model and training (see lib/models.ts for the architectures)
   model: 'resnet', // resnet | mobile | tiny
@@ -114,7 +115,7 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
 export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>> = {
   smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2, emaDecay: 0 },
   cpu: { imageSize: 128, batchSize: 32, model: 'resnet', modelWidth: 16, epochs: 30 },
-  gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4, model: 'resnet', modelWidth: 32, epochs: 40 },
+  gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4, augmentWorkers: 3, model: 'resnet', modelWidth: 32, epochs: 40 },
 };
 export type PresetName = keyof typeof PRESETS;
 

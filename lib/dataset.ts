@@ -1,6 +1,10 @@
 // Batches from the prepared cache: seeded per-epoch order, bounded memory, optional augmentation, tf.data adapter.
 import type { Tensor2D, Tensor4D, TensorContainer, data } from '@tensorflow/tfjs';
-import { augmentImage, checkAugment, isIdentityAugment, type AugmentOptions } from './augment.js';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { augmentBatch, checkAugment, isIdentityAugment, type AugmentOptions, type CheckedAugment } from './augment.js';
+import type { AugmentJob } from './augment-worker.js';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS } from './config.js';
 import { ConfigError, quote } from './errors.js';
@@ -21,6 +25,12 @@ export interface BatchOptions {
   augment?: AugmentOptions | false;
   /** Leave out the last, smaller batch (default false). */
   dropRemainder?: boolean;
+  /**
+   * {@link batches} only: augment in this many worker threads, a few batches ahead, while the consumer trains
+   * (default 0: in the calling thread, one batch at a time). The batches are the same either way. The threads end
+   * with the iteration (when it finishes, breaks or throws).
+   */
+  workers?: number;
 }
 
 /** One batch. The consumer owns `xs` and `ys` and must dispose them (tf.dispose([b.xs, b.ys])). */
@@ -95,34 +105,93 @@ function batchSeed(seed: number, epoch: number, batch: number): number {
  * @example for (const b of batchIterator(cache, { subset: 'val', batchSize: 64 })) { use(b); tf.dispose([b.xs, b.ys]) }
  */
 export function* batchIterator(cache: OpenedCache, options: BatchOptions): Generator<Batch, void, undefined> {
-  const tf = loadTf();
   const p = plan(cache, options);
-  const size = cache.imageSize;
-  const pixels = size * size;
-  const { images } = cache.index;
   for (const [n, rows] of p.batches.entries()) {
-    const b = rows.length;
-    const raw = new Uint8Array(b * pixels);
-    rows.forEach((i, k) => cache.readInto(i, raw, k * pixels));
-    const x = new Float32Array(b * pixels);
-    for (let j = 0; j < x.length; j++) x[j] = (raw[j] as number) / 255;
-    if (p.augment) {
-      const rng = createRng(batchSeed(p.seed, p.epoch, n));
-      const tmp = new Float32Array(pixels);
-      for (let k = 0; k < b; k++) {
-        const view = x.subarray(k * pixels, (k + 1) * pixels);
-        augmentImage(view, size, p.augment, rng, tmp);
-        view.set(tmp);
-      }
-    }
-    const y = new Float32Array(b * CLASSES.length);
-    const labels = rows.map((i) => images[i]?.labelIndex ?? -1);
-    labels.forEach((l, k) => {
-      if (l >= 0) y[k * CLASSES.length + l] = 1;
+    const x = readPixels(cache, rows);
+    if (p.augment) augmentBatch(x, cache.imageSize, p.augment, batchSeed(p.seed, p.epoch, n));
+    yield toBatch(cache, rows, x);
+  }
+}
+
+/** The pixels of `rows` as floats in [0, 1], one image after another. */
+function readPixels(cache: OpenedCache, rows: readonly number[]): Float32Array {
+  const pixels = cache.imageSize * cache.imageSize;
+  const raw = new Uint8Array(rows.length * pixels);
+  rows.forEach((i, k) => cache.readInto(i, raw, k * pixels));
+  const x = new Float32Array(raw.length);
+  for (let j = 0; j < x.length; j++) x[j] = (raw[j] as number) / 255;
+  return x;
+}
+
+/** The tensors and bookkeeping of one batch of (augmented) pixels. */
+function toBatch(cache: OpenedCache, rows: number[], x: Float32Array): Batch {
+  const tf = loadTf();
+  const size = cache.imageSize;
+  const { images } = cache.index;
+  const b = rows.length;
+  const y = new Float32Array(b * CLASSES.length);
+  const labels = rows.map((i) => images[i]?.labelIndex ?? -1);
+  labels.forEach((l, k) => {
+    if (l >= 0) y[k * CLASSES.length + l] = 1;
+  });
+  const xs = tf.tensor4d(x, [b, size, size, 1], 'float32');
+  const ys = tf.tensor2d(y, [b, CLASSES.length], 'float32');
+  return { xs, ys, files: rows.map((i) => images[i]?.file ?? ''), indices: rows, labels };
+}
+
+/** The worker module next to this one (.ts when run from source through tsx, .js when built). */
+const WORKER_URL = new URL(`./augment-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url);
+
+/**
+ * A worker running {@link WORKER_URL}. From TypeScript source (tests, `tsx` scripts) it first registers tsx's loader
+ * in the worker, which does not inherit the loader hooks of its parent's `--import tsx`.
+ */
+function startWorker(): Worker {
+  if (!WORKER_URL.pathname.endsWith('.ts')) return new Worker(WORKER_URL);
+  const api = import.meta.resolve('tsx/esm/api');
+  const code = `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_URL.href)}); });`;
+  return new Worker(code, { eval: true });
+}
+
+/** Worker threads that augment batches; results come back in any order, matched by id. */
+class AugmentPool {
+  private readonly workers: Worker[];
+  private readonly pending = new Map<number, { resolve: (x: Float32Array) => void; reject: (e: Error) => void }>();
+  private next = 0;
+  private failure: Error | undefined;
+
+  constructor(count: number) {
+    this.workers = Array.from({ length: count }, () => {
+      const w = startWorker();
+      w.on('message', (m: { id: number; x?: Float32Array; error?: string }) => {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (m.x) p?.resolve(m.x);
+        else p?.reject(new ConfigError(`augmenting a batch failed in a worker: ${m.error ?? 'no result'}`));
+      });
+      w.on('error', (err) => this.fail(err));
+      return w;
     });
-    const xs = tf.tensor4d(x, [b, size, size, 1], 'float32');
-    const ys = tf.tensor2d(y, [b, CLASSES.length], 'float32');
-    yield { xs, ys, files: rows.map((i) => images[i]?.file ?? ''), indices: rows, labels };
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  run(x: Float32Array, size: number, options: CheckedAugment, seed: number): Promise<Float32Array> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.next++;
+    const job: AugmentJob = { id, x, size, options, seed };
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      (this.workers[id % this.workers.length] as Worker).postMessage(job, [x.buffer as ArrayBuffer]);
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
 
@@ -137,7 +206,35 @@ export function* batchIterator(cache: OpenedCache, options: BatchOptions): Gener
  * }
  */
 export async function* batches(cache: OpenedCache, options: BatchOptions): AsyncGenerator<Batch, void, undefined> {
-  yield* batchIterator(cache, options);
+  const workers = options.workers ?? 0;
+  if (!Number.isInteger(workers) || workers < 0) throw new ConfigError(`workers ${quote(workers)} is not valid: expected an integer of at least 0`);
+  const p = plan(cache, options);
+  const augment = p.augment;
+  if (!augment || workers === 0) {
+    yield* batchIterator(cache, options);
+    return;
+  }
+  // Augmented in worker threads, up to workers + 1 batches ahead of the consumer, yielded in order.
+  const pool = new AugmentPool(workers);
+  const ahead: Array<Promise<Float32Array>> = [];
+  let submitted = 0;
+  const submit = (): void => {
+    const rows = p.batches[submitted];
+    if (!rows) return;
+    const job = pool.run(readPixels(cache, rows), cache.imageSize, augment, batchSeed(p.seed, p.epoch, submitted));
+    job.catch(() => undefined); // awaited in order below; a batch never awaited (early stop) must not go unhandled
+    ahead.push(job);
+    submitted++;
+  };
+  try {
+    for (let n = 0; n < p.batches.length; n++) {
+      while (submitted < p.batches.length && ahead.length < workers + 1) submit();
+      const x = await (ahead.shift() as Promise<Float32Array>);
+      yield toBatch(cache, p.batches[n] as number[], x);
+    }
+  } finally {
+    await pool.close();
+  }
 }
 
 /**

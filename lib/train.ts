@@ -374,7 +374,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         let seen = 0;
         let lr = 0;
         let interrupted = false;
-        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, shuffle: true })) {
+        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, shuffle: true, workers: config.augmentWorkers })) {
           if (options.signal?.aborted) {
             // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
             tf.dispose([batch.xs, batch.ys]);

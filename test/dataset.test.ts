@@ -183,3 +183,29 @@ test('no tensors leak: a consumed and disposed epoch, an early stop, and a tf.da
   assert.equal(epochFirstRows.length, 2);
   assert.notDeepEqual(epochFirstRows[0], epochFirstRows[1]);
 });
+
+test('augmenting in worker threads gives the same batches, in order, and stops cleanly', async () => {
+  const options = { subset: 'train' as const, batchSize: 4, seed: 3, epoch: 2, augment: { rotateDegrees: 10, blur: 1, jpegQuality: [40, 90] as [number, number] } };
+  const collect = async (workers: number): Promise<Array<{ x: number[]; files: string[] }>> => {
+    const out: Array<{ x: number[]; files: string[] }> = [];
+    for await (const b of batches(cache, { ...options, workers })) {
+      out.push({ x: Array.from(await b.xs.data()), files: b.files });
+      tf.dispose([b.xs, b.ys]);
+    }
+    return out;
+  };
+  const inThread = await collect(0);
+  const inWorkers = await collect(2);
+  assert.ok(inThread.length > 2);
+  assert.deepEqual(inWorkers, inThread);
+  // An early stop ends the workers (the test would not end otherwise) and leaks no tensor.
+  const before = tf.memory().numTensors;
+  for await (const b of batches(cache, { ...options, workers: 2 })) {
+    tf.dispose([b.xs, b.ys]);
+    break;
+  }
+  assert.equal(tf.memory().numTensors, before);
+  await assert.rejects(async () => {
+    for await (const b of batches(cache, { ...options, workers: -1 })) tf.dispose([b.xs, b.ys]);
+  }, { name: 'ConfigError', message: 'workers -1 is not valid: expected an integer of at least 0' });
+});
