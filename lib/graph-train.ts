@@ -317,7 +317,7 @@ export class GraphTrainer {
       trainer.load();
     } catch (err) {
       trainer.dispose();
-      throw err;
+      throw new BackendError(`TensorFlow could not start the training graph (${messageOf(err)})`, { cause: err });
     }
     return trainer;
   }
