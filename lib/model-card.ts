@@ -75,7 +75,9 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     `- ${c.optimizer === 'adam' ? 'Adam' : 'SGD with Nesterov momentum 0.9'}, peak learning rate ${c.learningRate} after ${c.warmupEpochs} warm-up epoch(s), ${c.schedule} decay to ${c.minLearningRate};`,
     `  batch ${c.batchSize}; L2 ${c.weightDecay}; dropout ${c.dropout}; label smoothing ${c.labelSmoothing}; class weights ${c.classWeights}.`,
     `- Augmentation: ${t.augment === false ? 'none' : `\`${JSON.stringify(t.augment)}\``}.`,
-    `- Backend: ${t.backend}.`,
+    `- Backend: ${t.backend}${t.engine ? `; steps: ${t.engine}` : ''}.`,
+    ...(t.weights ? [`- Saved weights: ${t.weights}.`] : []),
+    ...(t.balanceGroups ? [`- Sample weights balancing the classes within each group of ${t.balanceGroups}.`] : []),
   ];
   if (best) lines.push(`- At the chosen epoch: training loss ${num(best.loss)}, accuracy ${pct(best.accuracy)}; validation loss ${num(best.valLoss)}.`);
   lines.push(
