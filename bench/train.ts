@@ -8,8 +8,8 @@
 // BENCH_PROFILE=1 (also break a few eager tfjs steps down: native TensorFlow ops, uploads, JavaScript), BENCH_NO_BN=1
 // (diagnosis: both models without their BatchNormalization layers), BENCH_FAST (0: plain tfjs only, 1: with
 // lib/fast-train.ts's patch only; default: both, alternated with Keras in every block), BENCH_GRAPH (0: leave out the
-// graph step of lib/graph-train.ts, which `pneumotype train` runs on tfjs-node: it gives tfjsImagesPerSecond and
-// ratioToKeras; without it they are the fast step's), BENCH_KERAS_SERIAL (0: leave out
+// graph step of lib/graph-train.ts, which `pneumotype train` runs with graphOps on; tfjsImagesPerSecond and
+// ratioToKeras are the step it runs by default, graphRatioToKeras the graph's), BENCH_KERAS_SERIAL (0: leave out
 // the second Keras reference, the same graph run one op at a time, TF_NUM_INTEROP_THREADS=1, which is what an eager
 // runtime such as tfjs-node can at best match: it runs one op after the other, each on every core).
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -536,8 +536,8 @@ async function main(): Promise<void> {
     const graphIps = med(graphBlocks);
     const kerasIps = med(kerasBlocks);
     const serialIps = med(kerasSerialBlocks);
-    // The step `pneumotype train` runs here: the graph where it works, else the fast patch, else plain tfjs.
-    const [trainIps, trainVariant] = graphIps !== null ? [graphIps, 'graph'] : fastIps !== null ? [fastIps, 'fast'] : [plainIps, 'plain'];
+    // The step `pneumotype train` runs here by default: the graph when graphOps is on (opt-in), else the fast patch.
+    const [trainIps, trainVariant] = config.graphOps && graphIps !== null ? [graphIps, 'graph'] : fastIps !== null ? [fastIps, 'fast'] : [plainIps, 'plain'];
     // The speed-up of the patch, as the median of the per-block ratios (the runs of a block are back to back).
     const speedup = tfjsBlocks.length && fastBlocks.length
       ? median(tfjsBlocks.map((b, i) => (fastBlocks[i]?.imagesPerSecond ?? Number.NaN) / b.imagesPerSecond))

@@ -38,6 +38,7 @@ Commands
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL]  (transfer learning from a tfjs layers model, new 3-class head)
+            [--graph]  (each step as one TensorFlow graph on tfjs-node: about 2x faster; opt-in, see README)
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
@@ -91,6 +92,7 @@ const OPTIONS = {
   bootstrap: { type: 'string' },
   groups: { type: 'string' },
   'balance-groups': { type: 'string' },
+  graph: { type: 'boolean' },
   bucket: { type: 'string' },
   run: { type: 'string' },
   eval: { type: 'string' },
@@ -263,6 +265,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('batchSize', number(values, 'batch-size'));
         set('seed', number(values, 'seed'));
         set('model', values.model);
+        if (values.graph) overrides.graphOps = true;
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
           out: values.out,

@@ -117,10 +117,10 @@ test('an aborted run stops between epochs, keeps its best model, and resumes fro
   });
 });
 
-test('the card says how the steps ran: one graph by default, fused ops without it, and why not the graph', async () => {
+test('the card says how the steps ran: fused ops by default, one graph with graphOps, and why not the graph', async () => {
   const run = (name: string, config: Record<string, unknown>) =>
     train({ data: labeled, out: join(tmp, name), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 1, ...config } });
-  assert.equal((await run('run-graph', {})).card.training.engine, 'one TensorFlow graph per step (lib/graph-train.ts)');
-  assert.equal((await run('run-eager', { graphOps: false })).card.training.engine, 'tfjs ops, fused native ops (lib/fast-train.ts)');
-  assert.equal((await run('run-sgd', { optimizer: 'sgd' })).card.training.engine, 'tfjs ops (no graph: the optimizer is sgd), fused native ops (lib/fast-train.ts)');
+  assert.equal((await run('run-graph', { graphOps: true })).card.training.engine, 'one TensorFlow graph per step (lib/graph-train.ts)');
+  assert.equal((await run('run-eager', {})).card.training.engine, 'tfjs ops, fused native ops (lib/fast-train.ts)');
+  assert.equal((await run('run-sgd', { graphOps: true, optimizer: 'sgd' })).card.training.engine, 'tfjs ops (no graph: the optimizer is sgd), fused native ops (lib/fast-train.ts)');
 });
