@@ -66,7 +66,8 @@ export function groupBalancedWeights(labels: readonly number[], groups: readonly
     return (groupSize.get(g) ?? 0) / ((classesIn.get(g)?.size ?? 1) * (count.get(`${g}\u0000${k}`) ?? 1));
   });
   const mean = (ws: number[]): number => ws.reduce((a, b) => a + b, 0) / Math.max(1, ws.length);
-  const capped = raw.map((w) => Math.min(w, maxWeight * mean(raw)));
+  const cap = maxWeight * mean(raw);
+  const capped = raw.map((w) => Math.min(w, cap));
   const m = mean(capped);
   return capped.map((w) => w / m);
 }

@@ -31,6 +31,19 @@ export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise
   if (had) await rm(old, { recursive: true, force: true });
 }
 
+/** The topology and weights of `model` in memory, as `model.save` hands them to a save handler. */
+export async function modelArtifacts(model: LayersModel): Promise<io.ModelArtifacts | undefined> {
+  const tf = loadTf();
+  let artifacts: io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (a) => {
+      artifacts = a;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  return artifacts;
+}
+
 /**
  * Saves `model` as `DIR/model.json` + `DIR/weights.bin` (loadable with tf.loadLayersModel in Node and browsers), plus
  * the optimizer's state when given and any extra JSON files, all in one atomic folder swap.
@@ -46,13 +59,7 @@ export async function saveModel(options: {
   extraBinary?: Readonly<Record<string, Uint8Array>>;
 }): Promise<void> {
   const tf = loadTf();
-  let artifacts: io.ModelArtifacts | undefined;
-  await options.model.save(
-    tf.io.withSaveHandler(async (a) => {
-      artifacts = a;
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }),
-  );
+  const artifacts = await modelArtifacts(options.model);
   if (!artifacts?.weightData || !artifacts.weightSpecs) throw new ConfigError('the model produced no weights to save');
   const weightData = tf.io.concatenateArrayBuffers(
     Array.isArray(artifacts.weightData) ? artifacts.weightData : [artifacts.weightData],

@@ -105,7 +105,11 @@ function batchSeed(seed: number, epoch: number, batch: number): number {
  * @example for (const b of batchIterator(cache, { subset: 'val', batchSize: 64 })) { use(b); tf.dispose([b.xs, b.ys]) }
  */
 export function* batchIterator(cache: OpenedCache, options: BatchOptions): Generator<Batch, void, undefined> {
-  const p = plan(cache, options);
+  yield* planned(cache, plan(cache, options));
+}
+
+/** The batches of a plan, read and augmented in the calling thread. */
+function* planned(cache: OpenedCache, p: Plan): Generator<Batch, void, undefined> {
   for (const [n, rows] of p.batches.entries()) {
     const x = readPixels(cache, rows);
     if (p.augment) augmentBatch(x, cache.imageSize, p.augment, batchSeed(p.seed, p.epoch, n));
@@ -211,7 +215,7 @@ export async function* batches(cache: OpenedCache, options: BatchOptions): Async
   const p = plan(cache, options);
   const augment = p.augment;
   if (!augment || workers === 0) {
-    yield* batchIterator(cache, options);
+    yield* planned(cache, p);
     return;
   }
   // Augmented in worker threads, up to workers + 1 batches ahead of the consumer, yielded in order.

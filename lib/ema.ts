@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LayersModel, Tensor, io } from '@tensorflow/tfjs';
+import { modelArtifacts } from './checkpoint.js';
 import { ConfigError, quote } from './errors.js';
 import { exists } from './fsx.js';
 import { loadTf } from './tf.js';
@@ -141,14 +142,8 @@ export class WeightAverage {
 
 /** A new model with `model`'s topology and a copy of its weights. */
 async function cloneModel(model: LayersModel): Promise<LayersModel> {
-  const tf = loadTf();
-  let artifacts: io.ModelArtifacts | undefined;
-  await model.save(
-    tf.io.withSaveHandler(async (a) => {
-      artifacts = a;
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }),
-  );
+  const artifacts = await modelArtifacts(model);
   if (!artifacts) throw new ConfigError('the model could not be copied for the weight average');
+  const tf = loadTf();
   return tf.loadLayersModel(tf.io.fromMemory(artifacts));
 }
