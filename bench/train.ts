@@ -536,7 +536,7 @@ async function main(): Promise<void> {
     const graphIps = med(graphBlocks);
     const kerasIps = med(kerasBlocks);
     const serialIps = med(kerasSerialBlocks);
-    // The step `pneumotype train` runs here by default: the graph when graphOps is on (opt-in), else the fast patch.
+    // The step `pneumotype train` runs here by default: the graph (graphOps, on in the cpu preset), else the fast patch.
     const [trainIps, trainVariant] = config.graphOps && graphIps !== null ? [graphIps, 'graph'] : fastIps !== null ? [fastIps, 'fast'] : [plainIps, 'plain'];
     // The speed-up of the patch, as the median of the per-block ratios (the runs of a block are back to back).
     const speedup = tfjsBlocks.length && fastBlocks.length

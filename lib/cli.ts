@@ -24,7 +24,7 @@ Usage: pneumotype <command> [options]
 Commands
   run       fetch + relabel + prepare + train + evaluate, skipping every step whose verified output exists
             [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data] [--out runs/PRESET]
-            [--augment none|basic|traces (default traces)] [--no-train]
+            [--augment none|basic|traces (default traces)] [--no-train] [--eager | --graph]
             [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
@@ -38,7 +38,9 @@ Commands
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL]  (transfer learning from a tfjs layers model, new 3-class head)
-            [--graph]  (each step as one TensorFlow graph on tfjs-node: about 2x faster; opt-in, see README)
+            [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
+            cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
+            [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
@@ -93,6 +95,8 @@ const OPTIONS = {
   groups: { type: 'string' },
   'balance-groups': { type: 'string' },
   graph: { type: 'boolean' },
+  eager: { type: 'boolean' },
+  mixup: { type: 'string' },
   bucket: { type: 'string' },
   run: { type: 'string' },
   eval: { type: 'string' },
@@ -114,7 +118,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
+function number(values: Values, name: 'mixup' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -265,7 +269,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('batchSize', number(values, 'batch-size'));
         set('seed', number(values, 'seed'));
         set('model', values.model);
+        set('mixup', number(values, 'mixup'));
         if (values.graph) overrides.graphOps = true;
+        if (values.eager) overrides.graphOps = false;
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
           out: values.out,
@@ -380,6 +386,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.source !== undefined ? { source: values.source } : {}),
           ...(values['data-dir'] !== undefined ? { dataDir: values['data-dir'] } : {}),
           ...(p ? { preset: p } : {}),
+          ...(values.eager ? { config: { graphOps: false } } : values.graph ? { config: { graphOps: true } } : {}),
           ...(values.remote ? { remote: true } : values['download-whole'] ? { remote: false } : {}),
           ...(values['no-train'] ? { train: false } : {}),
           ...(values.out !== undefined ? { runDir: values.out } : {}),

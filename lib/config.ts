@@ -89,14 +89,17 @@ export const DEFAULTS = {
   plateauPatience: 3,
   weightDecay: 1e-4, // L2 on convolution and dense kernels
   labelSmoothing: 0.05,
+  mixup: 0, // mixup's alpha (lib/mixup.ts): blend image pairs and their labels, e.g. 0.2; 0: off
   classWeights: 'balanced', // balanced (N / (K * n_class)) | none: the train split is 1,349 : 2,538 : 1,345
   maxSampleWeight: 10, // with train --balance-groups: cap on an image's weight, relative to the mean
   patience: 8, // early stopping: epochs without a better validation macro-F1
   dropout: 0.2,
   emaDecay: 0.998, // validate and ship a moving average of the weights (per step; about 500 steps); 0: the raw weights
   // On tfjs-node, run each training step as one TensorFlow graph (lib/graph-train.ts): the same math, 2x the speed.
-  // Opt-in for now: once in CI, TensorFlow's session deadlocked inside ResourceApplyAdam (see docs/experiments.md).
-  graphOps: false,
+  // Once in CI its session deadlocked (inside ResourceApplyAdam; not seen again in 3,000+ stress runs): hence
+  // stallSeconds, after which a blocked session call ends the process with a resume hint (lib/watchdog.ts); 0: off.
+  graphOps: true,
+  stallSeconds: 300,
   fastOps: true, // otherwise, on tfjs-node, train with fused native ops (BN, ReLU, conv, max pool, Adam: lib/fast-train.ts); same results
 
   // --- upload to S3
@@ -115,7 +118,8 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
 
 /** Named presets: `smoke` for tests and notebook runs in CI, `cpu` for a laptop, `gpu` for a SageMaker GPU instance. */
 export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>> = {
-  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2, emaDecay: 0 },
+  // smoke trains op by op (graphOps false): CI runs it in many short processes; the graph has tests of its own.
+  smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2, emaDecay: 0, graphOps: false },
   cpu: { imageSize: 128, batchSize: 32, model: 'resnet', modelWidth: 16, epochs: 30 },
   gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4, augmentWorkers: 3, model: 'resnet', modelWidth: 32, epochs: 40 },
 };

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { augmentBatch, checkAugment, isIdentityAugment, type AugmentOptions, type CheckedAugment } from './augment.js';
 import type { AugmentJob } from './augment-worker.js';
+import { checkMixup, mixBatch } from './mixup.js';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS } from './config.js';
 import { ConfigError, quote } from './errors.js';
@@ -23,6 +24,11 @@ export interface BatchOptions {
   epoch?: number;
   /** Random changes per image (default DEFAULTS.augment: none). */
   augment?: AugmentOptions | false;
+  /**
+   * Mixup's alpha (default 0: off; training takes DEFAULTS.mixup): each image and its label row are blended with another of the same
+   * batch (lib/mixup.ts), after augmentation; labels then are soft (each row still sums to 1, its own class largest).
+   */
+  mixup?: number;
   /** Leave out the last, smaller batch (default false). */
   dropRemainder?: boolean;
   /**
@@ -50,6 +56,7 @@ export interface Batch {
 interface Plan {
   batches: number[][];
   augment: ReturnType<typeof checkAugment> | undefined;
+  mixup: number;
   seed: number;
   epoch: number;
 }
@@ -80,7 +87,7 @@ function plan(cache: OpenedCache, options: BatchOptions): Plan {
     if (rows.length < batchSize && options.dropRemainder) break;
     out.push(rows);
   }
-  return { batches: out, augment, seed, epoch };
+  return { batches: out, augment, mixup: checkMixup(options.mixup ?? 0), seed, epoch };
 }
 
 /**
@@ -113,7 +120,7 @@ function* planned(cache: OpenedCache, p: Plan): Generator<Batch, void, undefined
   for (const [n, rows] of p.batches.entries()) {
     const x = readPixels(cache, rows);
     if (p.augment) augmentBatch(x, cache.imageSize, p.augment, batchSeed(p.seed, p.epoch, n));
-    yield toBatch(cache, rows, x);
+    yield toBatch(cache, rows, x, p, n);
   }
 }
 
@@ -127,8 +134,8 @@ function readPixels(cache: OpenedCache, rows: readonly number[]): Float32Array {
   return x;
 }
 
-/** The tensors and bookkeeping of one batch of (augmented) pixels. */
-function toBatch(cache: OpenedCache, rows: number[], x: Float32Array): Batch {
+/** The tensors and bookkeeping of batch `n` of the plan, from its (augmented) pixels; mixed up if the plan says so. */
+function toBatch(cache: OpenedCache, rows: number[], x: Float32Array, p: Plan, n: number): Batch {
   const tf = loadTf();
   const size = cache.imageSize;
   const { images } = cache.index;
@@ -138,6 +145,7 @@ function toBatch(cache: OpenedCache, rows: number[], x: Float32Array): Batch {
   labels.forEach((l, k) => {
     if (l >= 0) y[k * CLASSES.length + l] = 1;
   });
+  if (p.mixup > 0) mixBatch(x, y, { count: b, classes: CLASSES.length, alpha: p.mixup, seed: batchSeed(p.seed, p.epoch, n) ^ 0x6d697875 });
   const xs = tf.tensor4d(x, [b, size, size, 1], 'float32');
   const ys = tf.tensor2d(y, [b, CLASSES.length], 'float32');
   return { xs, ys, files: rows.map((i) => images[i]?.file ?? ''), indices: rows, labels };
@@ -234,7 +242,7 @@ export async function* batches(cache: OpenedCache, options: BatchOptions): Async
     for (let n = 0; n < p.batches.length; n++) {
       while (submitted < p.batches.length && ahead.length < workers + 1) submit();
       const x = await (ahead.shift() as Promise<Float32Array>);
-      yield toBatch(cache, p.batches[n] as number[], x);
+      yield toBatch(cache, p.batches[n] as number[], x, p, n);
     }
   } finally {
     await pool.close();

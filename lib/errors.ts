@@ -97,7 +97,7 @@ export class BackendError extends PneumotypeError {
 /** Quotes a value for an error message: strings in double quotes, everything else as JSON. */
 export function quote(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'bigint') return `${value}`;
+  if (typeof value === 'bigint' || (typeof value === 'number' && !Number.isFinite(value))) return `${value}`;
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {

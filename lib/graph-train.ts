@@ -21,6 +21,7 @@ import type { WeightAverage } from './ema.js';
 import { BackendError, messageOf } from './errors.js';
 import { adamOf, type AdamInternals } from './fast-train.js';
 import { loadTf, type Tf } from './tf.js';
+import type { StallWatchdog } from './watchdog.js';
 
 /** Whether {@link GraphTrainer} can train a model, and why not. */
 export interface GraphTrainingPlan {
@@ -261,6 +262,8 @@ export interface GraphTrainerOptions {
   readonly average?: WeightAverage;
   /** Seed of the dropout masks. */
   readonly seed?: number;
+  /** Guards every session call (lib/watchdog.ts): a call that blocks too long ends the process with a message. */
+  readonly watchdog?: StallWatchdog;
 }
 
 /**
@@ -286,6 +289,7 @@ export class GraphTrainer {
     private readonly average: WeightAverage | undefined,
     private readonly hasDropout: boolean,
     private readonly seed: number,
+    private readonly watchdog: StallWatchdog | undefined,
   ) {
     this.stepFeeds = ['x:0', 'y:0', 'lr:0', 'beta1_power:0', 'beta2_power:0', 'epsilon_hat:0', 'ema_decay:0', ...(hasDropout ? ['seed:0'] : [])].join(',');
   }
@@ -305,14 +309,15 @@ export class GraphTrainer {
     try {
       await writeFile(join(dir, 'saved_model.pbtxt'), built.graph.savedModel('pneumotype_train'));
       try {
-        session = backend.binding.loadSavedModel(dir, 'pneumotype_train');
+        const load = (): number => backend.binding.loadSavedModel(dir, 'pneumotype_train');
+        session = options.watchdog ? options.watchdog.guard(load) : load();
       } catch (err) {
         throw new BackendError(`TensorFlow refused the training graph (${messageOf(err)})`, { cause: err });
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-    const trainer = new GraphTrainer(tf, backend, session, built.variables, built.reads.join(','), adam, options.average, built.hasDropout, (options.seed ?? 0) | 0);
+    const trainer = new GraphTrainer(tf, backend, session, built.variables, built.reads.join(','), adam, options.average, built.hasDropout, (options.seed ?? 0) | 0, options.watchdog);
     try {
       trainer.load();
     } catch (err) {
@@ -324,7 +329,8 @@ export class GraphTrainer {
 
   private run(inputs: Tensor[], inputNames: string, outputNames: string): Tensor[] {
     const ids = this.backend.getInputTensorIds(inputs);
-    const metadata = this.backend.binding.runSavedModel(this.session, ids, inputNames, outputNames);
+    const call = (): unknown[] => this.backend.binding.runSavedModel(this.session, ids, inputNames, outputNames);
+    const metadata = this.watchdog ? this.watchdog.guard(call) : call();
     return metadata.map((m) => this.backend.createOutputTensor(m));
   }
 

@@ -26,6 +26,7 @@ export { patientGroupedSplit } from './split.js';
 export { prepareCache, openCache, cacheDirFor, type PrepareOptions, type PrepareResult, type CacheIndex, type OpenedCache, type Subset } from './cache.js';
 export { batches, batchIterator, toTfDataset, type Batch, type BatchOptions } from './dataset.js';
 export { TRACE_AUGMENT, augmentImage, checkAugment, type AugmentOptions } from './augment.js';
+export { mixBatch, sampleBeta } from './mixup.js';
 export { runPipeline, prepareStep, type PipelineOptions, type PipelineResult } from './pipeline.js';
 
 // Models, training, evaluation, prediction

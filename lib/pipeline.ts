@@ -1,7 +1,7 @@
 // The whole job, step by step: fetch, relabel (with extraction) and prepare, skipping what is already done.
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { resolveConfig, type PresetName } from './config.js';
+import { resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { fetchDataset, resolveSource, type FetchResult } from './fetch.js';
 import { exists } from './fsx.js';
@@ -63,6 +63,8 @@ export interface PipelineOptions {
   /** Root of downloads/, extracted/, labeled/ and cache/ (DEFAULTS.dataDir). */
   readonly dataDir?: string;
   readonly preset?: PresetName;
+  /** Overrides of the preset's configuration (e.g. `{ graphOps: false }`), applied to every step. */
+  readonly config?: Partial<Config>;
   /**
    * Read only the chest X-ray entries of a remote archive with HTTP Range requests instead of downloading it whole.
    * Default: true for `v3` (1.2 of 7.9 GB), false otherwise.
@@ -112,7 +114,7 @@ export interface PipelineResult {
  */
 export async function runPipeline(options: PipelineOptions = {}): Promise<PipelineResult> {
   const presetName = options.preset ?? (options.train === false ? undefined : defaultPreset());
-  const config = resolveConfig(presetName);
+  const config = resolveConfig(presetName, options.config ?? {});
   const dataDir = options.dataDir ?? config.dataDir;
   const dirs = {
     downloads: join(dataDir, 'downloads'),
@@ -177,6 +179,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
       out: runDir,
       cacheDir: dirs.cache,
       ...(presetName ? { preset: presetName } : {}),
+      ...(options.config ? { config: options.config } : {}),
       resume: true,
       augment: options.augment ?? false,
       ...progress,

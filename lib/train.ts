@@ -19,6 +19,7 @@ import { buildModel, modelOptionsFromConfig, summarizeModel, type ModelOptions, 
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
 import { buildTransferModel } from './transfer.js';
+import { StallWatchdog } from './watchdog.js';
 
 /** A training run that had to stop: a NaN loss, say. The last good checkpoint is kept. */
 export class TrainingError extends PneumotypeError {
@@ -257,7 +258,7 @@ export async function predictSubset(
 
 function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
-    'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
+    'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay', 'mixup'] as const;
   return JSON.stringify(keys.map((k) => config[k]));
 }
 
@@ -290,6 +291,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let undoFastTraining: (() => void) | undefined; // fast-train
   let average: WeightAverage | undefined;
   let graph: GraphTrainer | undefined;
+  let watchdog: StallWatchdog | undefined;
   try {
     const trainCount = cache.count('train');
     const valCount = cache.count('val');
@@ -342,11 +344,22 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const why = info.backend !== 'tensorflow' ? `the backend is ${info.backend}` : config.optimizer !== 'adam' ? `the optimizer is ${config.optimizer}` : plan.reason;
       if (why === undefined) {
         try {
-          graph = await GraphTrainer.create({ model, optimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed, ...(average ? { average } : {}) });
+          // libtensorflow's session deadlocked once (in a CI run): a session call blocked past stallSeconds ends the
+          // process with a message saying how to resume, rather than hanging for ever (lib/watchdog.ts).
+          if (config.stallSeconds > 0) {
+            watchdog = StallWatchdog.start({
+              seconds: config.stallSeconds,
+              what: 'a TensorFlow graph call (a training step of lib/graph-train.ts)',
+              hint: `The last checkpoint is in ${quote(ckptLast)}: run the same training again with --resume (and --eager to train op by op).`,
+            });
+          }
+          graph = await GraphTrainer.create({ model, optimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed, ...(average ? { average } : {}), ...(watchdog ? { watchdog } : {}) });
           engine = 'one TensorFlow graph per step (lib/graph-train.ts)';
         } catch (err) {
           // An older or other libtensorflow may refuse the graph: train op by op instead, and say why in the card.
           if (!(err instanceof BackendError)) throw err;
+          await watchdog?.stop();
+          watchdog = undefined;
           engine = `tfjs ops (no graph: ${err.message})`;
         }
       } else {
@@ -374,7 +387,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         let seen = 0;
         let lr = 0;
         let interrupted = false;
-        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, shuffle: true, workers: config.augmentWorkers })) {
+        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, mixup: config.mixup, shuffle: true, workers: config.augmentWorkers })) {
           if (options.signal?.aborted) {
             // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
             tf.dispose([batch.xs, batch.ys]);
@@ -506,6 +519,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   } finally {
     undoFastTraining?.(); // fast-train
     graph?.dispose();
+    await watchdog?.stop();
     average?.dispose();
     model?.dispose();
     optimizer?.dispose();

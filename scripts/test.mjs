@@ -26,6 +26,8 @@ const SUITE = [
   'test/ema.test.ts',
   'test/graph-train.test.ts',
   'test/balance.test.ts',
+  'test/mixup.test.ts',
+  'test/watchdog.test.ts',
   'test/fast-train.test.ts',
   'test/evaluate.test.ts',
   'test/transfer.test.ts',

@@ -135,7 +135,7 @@ test('checkAugment: new steps are off by default, TRACE_AUGMENT is valid, bad am
     [{ localContrast: 1.5 }, 'augment.localContrast 1.5 is not valid: expected a number from 0 to 1'],
     [{ normalizeIntensity: -0.1 }, 'augment.normalizeIntensity -0.1 is not valid: expected a number from 0 to 1'],
     [{ gamma: 'x' as unknown as number }, 'augment.gamma "x" is not valid: expected a number from 0 to 1'],
-    [{ blur: Number.NaN }, 'augment.blur null is not valid: expected a number from 0 to 3'],
+    [{ blur: Number.NaN }, 'augment.blur NaN is not valid: expected a number from 0 to 3'],
     [{ jpegQuality: [0, 50] }, 'augment.jpegQuality [0,50] is not valid: expected [low, high], integers with 1 <= low <= high <= 100'],
     [{ jpegQuality: [90, 40] }, 'augment.jpegQuality [90,40] is not valid: expected [low, high], integers with 1 <= low <= high <= 100'],
     [{ jpegQuality: [40.5, 90] }, 'augment.jpegQuality [40.5,90] is not valid: expected [low, high], integers with 1 <= low <= high <= 100'],

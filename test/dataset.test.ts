@@ -209,3 +209,35 @@ test('augmenting in worker threads gives the same batches, in order, and stops c
     for await (const b of batches(cache, { ...options, workers: -1 })) tf.dispose([b.xs, b.ys]);
   }, { name: 'ConfigError', message: 'workers -1 is not valid: expected an integer of at least 0' });
 });
+
+test('mixup blends training batches reproducibly: soft label rows that sum to 1, hard labels kept', async () => {
+  const options = { subset: 'train' as const, batchSize: 6, seed: 3, epoch: 1, mixup: 0.4 };
+  const read = async (extra: object): Promise<Array<{ x: number[]; y: number[]; labels: number[] }>> => {
+    const out: Array<{ x: number[]; y: number[]; labels: number[] }> = [];
+    for await (const b of batches(cache, { ...options, ...extra })) {
+      out.push({ x: Array.from(await b.xs.data()), y: Array.from(await b.ys.data()), labels: b.labels });
+      tf.dispose([b.xs, b.ys]);
+    }
+    return out;
+  };
+  const mixed = await read({});
+  const plain = await read({ mixup: 0 });
+  assert.deepEqual(await read({}), mixed);
+  assert.deepEqual(await read({ workers: 1, augment: { flip: true } }).then((r) => r.length), mixed.length);
+  assert.notDeepEqual(mixed.map((b) => b.x), plain.map((b) => b.x));
+  assert.deepEqual(mixed.map((b) => b.labels), plain.map((b) => b.labels));
+  let soft = 0;
+  for (const b of mixed) {
+    b.labels.forEach((l, k) => {
+      const row = b.y.slice(k * 3, k * 3 + 3);
+      assert.ok(Math.abs(row.reduce((s, v) => s + v, 0) - 1) < 1e-6);
+      assert.ok((row[l] as number) >= 0.5);
+      if ((row[l] as number) < 1) soft++;
+    });
+  }
+  assert.ok(soft > 0);
+  assert.throws(() => batchPlan(cache, { subset: 'train', mixup: -0.5 }), {
+    name: 'ConfigError',
+    message: 'mixup -0.5 is not valid: expected 0 (off) or a positive number, e.g. 0.2',
+  });
+});

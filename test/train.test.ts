@@ -117,7 +117,8 @@ test('an aborted run stops between epochs, keeps its best model, and resumes fro
   });
 });
 
-test('the card says how the steps ran: fused ops by default, one graph with graphOps, and why not the graph', async () => {
+test('the card says how the steps ran: one graph by default, fused ops in the smoke preset, and why not the graph', async () => {
+  assert.deepEqual([resolveConfig().graphOps, resolveConfig('cpu').graphOps, resolveConfig('gpu').graphOps, resolveConfig('smoke').graphOps], [true, true, true, false]);
   const run = (name: string, config: Record<string, unknown>) =>
     train({ data: labeled, out: join(tmp, name), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 1, ...config } });
   assert.equal((await run('run-graph', { graphOps: true })).card.training.engine, 'one TensorFlow graph per step (lib/graph-train.ts)');

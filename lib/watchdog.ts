@@ -1,0 +1,110 @@
+// Stall guard: a watcher thread that ends the process when a native call has blocked the main thread for too long.
+import { Worker } from 'node:worker_threads';
+import { ConfigError, quote } from './errors.js';
+
+/** Options of {@link StallWatchdog.start}. */
+export interface StallWatchdogOptions {
+  /** A guarded call running longer than this many seconds ends the process (DEFAULTS.stallSeconds). */
+  seconds: number;
+  /** What the call is, for the message: e.g. "a TensorFlow graph call". */
+  what: string;
+  /** What the user can do next, appended to the message: e.g. how to resume. */
+  hint: string;
+  /** How often the watcher looks, in milliseconds (default 1000). */
+  pollMs?: number;
+}
+
+// The watcher, as plain JavaScript (it runs the same from the .ts sources and from dist/). Shared slots (Float64):
+// 0 start of the running call in ms since the epoch (0: none running), 1 calls done, 2 their total ms.
+// It writes straight to file descriptor 2, since the blocked main thread would never flush process.stderr, and ends
+// the whole process with SIGKILL, since nothing else reaches a thread stuck inside native code.
+const WATCHER = `
+const { workerData } = require('node:worker_threads');
+const { writeSync } = require('node:fs');
+const slots = new Float64Array(workerData.buffer);
+setInterval(() => {
+  const started = slots[0];
+  if (started === 0) return;
+  const seconds = (performance.timeOrigin + performance.now() - started) / 1000;
+  if (seconds <= workerData.seconds) return;
+  const done = slots[1];
+  const typical = done > 0 ? ' (the ' + done + ' before it took ' + Math.round(slots[2] / done) + ' ms on average)' : '';
+  writeSync(2, '\\npneumotype: ' + workerData.what + ' has been blocked for ' + Math.round(seconds) + ' s' + typical +
+    '; a native call cannot be interrupted, so the process ends now. ' + workerData.hint + '\\n');
+  process.kill(process.pid, 'SIGKILL');
+}, workerData.pollMs);
+`;
+
+/** Milliseconds since the epoch, with the sub-millisecond steps of the monotonic clock. */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Guards synchronous native calls that could block forever (libtensorflow's session has deadlocked once in a CI run,
+ * inside a graph training step): while a call runs between {@link StallWatchdog.enter} and {@link StallWatchdog.leave},
+ * a watcher thread checks the clock; past `seconds` it writes one line to stderr (what was blocked, for how long, and
+ * `hint`) and ends the process, the only way out of a thread stuck in native code. A hung run thus fails loudly
+ * instead of hanging, and `--resume` continues it from its last checkpoint. The watcher costs nothing between checks
+ * and never keeps the process alive.
+ *
+ * @example const dog = StallWatchdog.start({ seconds: 300, what: 'a TensorFlow graph call', hint: 'Run it again with --resume.' });
+ * dog.enter(); try { runNative() } finally { dog.leave() }
+ * await dog.stop();
+ */
+export class StallWatchdog {
+  private stopped = false;
+
+  private constructor(
+    private readonly slots: Float64Array,
+    private readonly worker: Worker,
+  ) {}
+
+  static start(options: StallWatchdogOptions): StallWatchdog {
+    const { seconds } = options;
+    if (typeof seconds !== 'number' || !(seconds > 0) || !Number.isFinite(seconds)) {
+      throw new ConfigError(`stallSeconds ${quote(seconds)} is not valid: expected a positive number of seconds`);
+    }
+    const buffer = new SharedArrayBuffer(3 * Float64Array.BYTES_PER_ELEMENT);
+    const worker = new Worker(WATCHER, {
+      eval: true,
+      workerData: { buffer, seconds, what: options.what, hint: options.hint, pollMs: options.pollMs ?? 1000 },
+      // The watcher needs none of the parent's loaders (tsx, source maps), and starts faster without them.
+      execArgv: [],
+    });
+    worker.unref();
+    return new StallWatchdog(new Float64Array(buffer), worker);
+  }
+
+  /** Marks the start of a guarded call. */
+  enter(): void {
+    this.slots[0] = now();
+  }
+
+  /** Marks its end. */
+  leave(): void {
+    const started = this.slots[0] ?? 0;
+    if (started === 0) return;
+    this.slots[0] = 0;
+    this.slots[1] = (this.slots[1] ?? 0) + 1;
+    this.slots[2] = (this.slots[2] ?? 0) + (now() - started);
+  }
+
+  /** Runs `fn` as a guarded call. */
+  guard<T>(fn: () => T): T {
+    this.enter();
+    try {
+      return fn();
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Ends the watcher thread. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.slots[0] = 0;
+    await this.worker.terminate();
+  }
+}
