@@ -49,9 +49,16 @@ if (files.length === 0 || missing.length > 0) {
   console.error(`test list problem: ${files.length === 0 ? 'no test files' : `missing ${missing.join(', ')}`}`);
   process.exit(1);
 }
+// A whole-suite limit (PNEUMOTYPE_TEST_TIMEOUT_MIN, default 45 minutes; the suite takes about 4): a test process
+// stuck in native code cannot time itself out, and CI must end with a failure, not hang.
+const minutes = Number(process.env.PNEUMOTYPE_TEST_TIMEOUT_MIN ?? 45);
 const r = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
-  { stdio: 'inherit', env: { ...process.env, PNEUMOTYPE_TEST: '1' } },
+  { stdio: 'inherit', env: { ...process.env, PNEUMOTYPE_TEST: '1' }, timeout: minutes * 60_000, killSignal: 'SIGKILL' },
 );
+if (r.error && 'code' in r.error && r.error.code === 'ETIMEDOUT') {
+  console.error(`test run stopped: it ran past ${minutes} minutes (PNEUMOTYPE_TEST_TIMEOUT_MIN)`);
+  process.exit(1);
+}
 process.exit(r.status ?? 1);

@@ -1,14 +1,26 @@
 // The training step as one TensorFlow graph: which models qualify, the same losses, weights, optimizer state and
 // weight average as the tfjs step, no tensor leaks, and clear refusals.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
 import { WeightAverage } from '../lib/ema.js';
-import { GraphTrainer, planGraphTraining } from '../lib/graph-train.js';
+import { GraphTrainer, planGraphTraining, type GraphTrainerOptions } from '../lib/graph-train.js';
 import { buildModel, type ModelName } from '../lib/models.js';
 import { loadTf } from '../lib/tf.js';
 import { trainStep } from '../lib/train.js';
+import { StallWatchdog } from '../lib/watchdog.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
+
+// Every session call of this file runs under the stall guard, as in train(): a deadlock of libtensorflow's session
+// (see "The stall guard" in the README) fails the run within two minutes, with a message, instead of hanging CI.
+let watchdog: StallWatchdog;
+before(() => {
+  watchdog = StallWatchdog.start({ seconds: 120, what: 'a TensorFlow graph call of test/graph-train.test.ts', hint: 'See "The stall guard" in the README.' });
+});
+after(async () => {
+  await watchdog.stop();
+});
+const createTrainer = (options: GraphTrainerOptions): Promise<GraphTrainer> => GraphTrainer.create({ ...options, watchdog });
 
 const tf = loadTf();
 const S = 24;
@@ -72,7 +84,7 @@ for (const name of ['resnet', 'tiny', 'mobile'] as const) {
     const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
     const { xs, ys } = batch();
     const cw = tf.tensor1d(WEIGHTS);
-    const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
+    const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
     try {
       for (let step = 0; step < 3; step++) {
         const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
@@ -105,7 +117,7 @@ test('per-image weights fed to the graph give the loss of trainStep with the sam
   const { xs, ys } = batch();
   const cw = tf.tensor1d(WEIGHTS);
   const sw = tf.tensor1d([0.5, 2, 1, 1, 3, 0.25]);
-  const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.1 });
+  const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.1 });
   try {
     for (let step = 0; step < 2; step++) {
       const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, sampleWeights: sw, labelSmoothing: 0.1 });
@@ -132,7 +144,7 @@ test('the weight average kept in the graph equals WeightAverage.update on the tf
   const [ea, eb] = [await WeightAverage.create(eager, { decay: 0.9, every: 2 }), await WeightAverage.create(graphed, { decay: 0.9, every: 2 })];
   const { xs, ys } = batch();
   const cw = tf.tensor1d(WEIGHTS);
-  const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0, average: eb });
+  const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0, average: eb });
   try {
     for (let step = 1; step <= 5; step++) {
       const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0 });
@@ -160,8 +172,8 @@ test('steps and syncs leave no tensors behind; dropout masks follow the run step
   const [m1, m2] = pair('resnet', 0.3);
   const [o1, o2] = [tf.train.adam(1e-3), tf.train.adam(1e-3)];
   const { xs, ys } = batch();
-  const t1 = await GraphTrainer.create({ model: m1, optimizer: o1, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
-  const t2 = await GraphTrainer.create({ model: m2, optimizer: o2, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
+  const t1 = await createTrainer({ model: m1, optimizer: o1, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
+  const t2 = await createTrainer({ model: m2, optimizer: o2, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
   try {
     await assertNoTensorLeak('GraphTrainer.step', () => {
       const r = t1.step(xs, ys);
@@ -196,7 +208,7 @@ const spares: Array<{ trainer: GraphTrainer; model: LayersModel; optimizer: Opti
 async function fresh(): Promise<GraphTrainer> {
   const model = buildModel({ name: 'resnet', imageSize: S, width: 8, dropout: 0.3, l2: 1e-4, seed: 5 });
   const optimizer = tf.train.adam(1e-3);
-  const trainer = await GraphTrainer.create({ model, optimizer, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
+  const trainer = await createTrainer({ model, optimizer, classWeights: WEIGHTS, labelSmoothing: 0.05, seed: 9 });
   spares.push({ trainer, model, optimizer });
   return trainer;
 }
@@ -205,7 +217,7 @@ test('GraphTrainer refuses another optimizer or an untranslatable model, and a d
   const [m, spare] = pair('tiny');
   spare.dispose();
   const sgd = tf.train.momentum(1e-2, 0.9);
-  await assert.rejects(GraphTrainer.create({ model: m, optimizer: sgd, classWeights: WEIGHTS, labelSmoothing: 0 }), {
+  await assert.rejects(createTrainer({ model: m, optimizer: sgd, classWeights: WEIGHTS, labelSmoothing: 0 }), {
     name: 'BackendError',
     message: 'graph training needs a tf.train.adam optimizer (this is Momentum)',
   });
@@ -214,11 +226,11 @@ test('GraphTrainer refuses another optimizer or an untranslatable model, and a d
   const out = tf.layers.dense({ name: 'out2', units: 3, activation: 'softmax' }).apply(flat);
   const flatModel = tf.model({ inputs: input, outputs: out as ReturnType<typeof tf.input> });
   const adam = tf.train.adam(1e-3);
-  await assert.rejects(GraphTrainer.create({ model: flatModel, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0 }), {
+  await assert.rejects(createTrainer({ model: flatModel, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0 }), {
     name: 'BackendError',
     message: 'graph training cannot train this model: layer "flat2" is a Flatten, which graph training does not translate',
   });
-  const trainer = await GraphTrainer.create({ model: m, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0 });
+  const trainer = await createTrainer({ model: m, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0 });
   trainer.dispose();
   const { xs, ys } = batch();
   assert.throws(() => trainer.step(xs, ys), { name: 'BackendError', message: 'this graph trainer was disposed' });
