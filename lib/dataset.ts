@@ -25,8 +25,9 @@ export interface BatchOptions {
   /** Random changes per image (default DEFAULTS.augment: none). */
   augment?: AugmentOptions | false;
   /**
-   * Mixup's alpha (default 0: off; training takes DEFAULTS.mixup): each image and its label row are blended with another of the same
-   * batch (lib/mixup.ts), after augmentation; labels then are soft (each row still sums to 1, its own class largest).
+   * Mixup's alpha (default 0: off; training takes DEFAULTS.mixup): each image and its label row are blended with
+   * another of the same batch (lib/mixup.ts), after augmentation; labels then are soft (each row still sums to 1, its
+   * own class the largest part).
    */
   mixup?: number;
   /** Leave out the last, smaller batch (default false). */

@@ -68,7 +68,7 @@ test('valFraction 0 keeps everything in train; out-of-range fractions are refuse
       () => patientGroupedSplit(rows, { valFraction: bad, seed: 1 }),
       (err: unknown) =>
         err instanceof ConfigError &&
-        err.message === `valFraction ${JSON.stringify(bad)} is not valid: expected a number from 0 up to (not including) 1`,
+        err.message === `valFraction ${String(bad)} is not valid: expected a number from 0 up to (not including) 1`,
     );
   }
 });
