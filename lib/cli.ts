@@ -181,6 +181,7 @@ export async function main(argv: readonly string[]): Promise<number> {
               `${tf.libtensorflowVersion ? `, libtensorflow ${tf.libtensorflowVersion}` : ''}), requested ${tf.requested}`,
           ...('error' in tf ? [] : tf.reasons.map((r) => `  - ${r}`)),
           `GPU: ${report.gpu.nvidiaSmi ?? 'none visible (nvidia-smi not found or failed)'}`,
+          `training steps: ${report.training.note}`,
           `sharp ${report.sharp.sharp} (libvips ${report.sharp.libvips})`,
           `installed: ${Object.entries(report.installed).map(([k, v]) => `${k}@${v ?? '-'}`).join(', ')}`,
         ];

@@ -1,9 +1,11 @@
-// Environment diagnosis for `pneumotype doctor`: which TensorFlow.js backend was picked and why, versions, GPU.
+// Environment diagnosis for `pneumotype doctor`: which TensorFlow.js backend was picked and why, versions, GPU, training engine.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem, platform, arch } from 'node:os';
 import sharp from 'sharp';
+import { DEFAULTS } from './config.js';
 import { messageOf } from './errors.js';
+import { graphBackendProblem } from './graph-train.js';
 import { loadTfWithInfo, type BackendInfo } from './tf.js';
 
 export interface DoctorReport {
@@ -15,6 +17,8 @@ export interface DoctorReport {
   readonly installed: Readonly<Record<string, string | null>>;
   readonly sharp: { readonly libvips: string; readonly sharp: string };
   readonly gpu: { readonly nvidiaSmi: string | null };
+  /** How `train` runs its steps here by default (graphOps of DEFAULTS, the cpu and gpu presets). */
+  readonly training: { readonly engine: 'graph' | 'ops'; readonly note: string };
   readonly env: Readonly<Record<string, string | null>>;
 }
 
@@ -45,6 +49,17 @@ export async function diagnose(): Promise<DoctorReport> {
     encoding: 'utf8',
     timeout: 10_000,
   });
+  let problem: string | undefined = 'error' in tensorflow ? 'TensorFlow.js did not load' : undefined;
+  if (problem === undefined) {
+    try {
+      problem = graphBackendProblem();
+    } catch (err) {
+      problem = messageOf(err);
+    }
+  }
+  const training: DoctorReport['training'] = problem === undefined
+    ? { engine: 'graph', note: `one TensorFlow graph per step (lib/graph-train.ts), stall guard ${DEFAULTS.stallSeconds} s; --eager trains op by op` }
+    : { engine: 'ops', note: `op by op (no graph step: ${problem})` };
   const pkgs = ['@tensorflow/tfjs', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'sharp', 'yauzl', 'node-fetch'];
   return {
     node: process.version,
@@ -55,6 +70,7 @@ export async function diagnose(): Promise<DoctorReport> {
     installed: Object.fromEntries(pkgs.map((p) => [p, versionOf(p)])),
     sharp: { libvips: sharp.versions.vips, sharp: versionOf('sharp') ?? 'unknown' },
     gpu: { nvidiaSmi: smi.status === 0 ? smi.stdout.trim() : null },
+    training,
     env: Object.fromEntries(
       ['PNEUMOTYPE_BACKEND', 'PNEUMOTYPE_SOURCE', 'PNEUMOTYPE_PRESET', 'CUDA_VISIBLE_DEVICES', 'HTTPS_PROXY'].map((k) => [k, process.env[k] ?? null]),
     ),

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { WeightAverage } from './ema.js';
-import { BackendError, messageOf } from './errors.js';
+import { BackendError, messageOf, quote } from './errors.js';
 import { adamOf, type AdamInternals } from './fast-train.js';
 import { loadTf, type Tf } from './tf.js';
 import type { StallWatchdog } from './watchdog.js';
@@ -248,6 +248,18 @@ function nativeBackend(tf: Tf): NativeBackend | undefined {
   const ok = typeof b.binding?.loadSavedModel === 'function' && typeof b.binding.runSavedModel === 'function' &&
     typeof b.getInputTensorIds === 'function' && typeof b.createOutputTensor === 'function';
   return ok ? (b as NativeBackend) : undefined;
+}
+
+/**
+ * Why the graph step cannot run on the loaded backend (undefined when it can, models and optimizer aside): for
+ * `pneumotype doctor`.
+ *
+ * @example graphBackendProblem() // undefined on tfjs-node; 'the backend is "cpu" (pure JavaScript)' elsewhere
+ */
+export function graphBackendProblem(): string | undefined {
+  const tf = loadTf();
+  if (tf.getBackend() !== 'tensorflow') return `the backend is ${quote(tf.getBackend())}, not tfjs-node's "tensorflow"`;
+  return nativeBackend(tf) ? undefined : "this tfjs-node lacks the SavedModel binding (loadSavedModel, runSavedModel)";
 }
 
 /** What {@link GraphTrainer.create} needs. */

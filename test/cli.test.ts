@@ -69,10 +69,13 @@ test('relabel then prepare on a fixture tree, with JSON output', async () => {
 test('doctor says which backend was picked and why', () => {
   const r = cli('doctor', '--json');
   assert.equal(r.code, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { tensorflow: { package: string; reasons: string[] }; cpu: { cores: number } };
+  const report = JSON.parse(r.stdout) as { tensorflow: { package: string; reasons: string[] }; cpu: { cores: number }; training: { engine: string; note: string } };
   assert.ok(report.tensorflow.reasons.length > 0);
   assert.ok(report.cpu.cores >= 1);
-  if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
+  if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') {
+    assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
+    assert.deepEqual(report.training, { engine: 'graph', note: 'one TensorFlow graph per step (lib/graph-train.ts), stall guard 300 s; --eager trains op by op' });
+  }
 });
 
 test('train, evaluate and predict from the command line (tiny preset)', async () => {
