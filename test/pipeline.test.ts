@@ -50,13 +50,16 @@ test('run with remote: only the chest X-ray entries of a v3-like archive are tra
   }
 });
 
-test('the whole job trains and evaluates on the test split; a second run skips training', async () => {
+test('the whole job trains (with config overrides) and evaluates on the test split; a second run skips training', async () => {
   const zipPath = join(tmp, 'whole.zip');
   await writeFile(zipPath, (await datasetZip({ perClass: { train: 8, test: 3 } })).zip);
   const dataDir = join(tmp, 'whole-data');
   const runDir = join(tmp, 'whole-run');
-  const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
+  // Overrides of the preset reach training (pneumotype run --eager passes { graphOps: false } the same way).
+  const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1, graphOps: false } });
   assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'evaluate', 'report']);
+  assert.equal(first.training?.history.length, 1);
+  assert.equal(first.training?.card.training.engine, 'tfjs ops, fused native ops (lib/fast-train.ts)');
   assert.equal(first.report, join(runDir, 'report.html'));
   assert.equal(first.evaluation?.split, 'test');
   assert.equal(first.evaluation?.n, 9);
