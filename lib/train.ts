@@ -350,6 +350,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           if (config.stallSeconds > 0) {
             watchdog = StallWatchdog.start({
               seconds: config.stallSeconds,
+              // A GPU newer than libtensorflow's build compiles its kernels at the first steps, for many minutes.
+              firstSeconds: info.package === '@tensorflow/tfjs-node-gpu' ? Math.max(config.stallSeconds, 3600) : config.stallSeconds,
               what: 'a TensorFlow graph call (a training step of lib/graph-train.ts)',
               hint: `The last checkpoint is in ${quote(ckptLast)}: run the same training again with --resume (and --eager to train op by op).`,
             });

@@ -6,6 +6,11 @@ import { ConfigError, quote } from './errors.js';
 export interface StallWatchdogOptions {
   /** A guarded call running longer than this many seconds ends the process (DEFAULTS.stallSeconds). */
   seconds: number;
+  /**
+   * The limit while no guarded call has returned yet (default `seconds`): on a GPU the first steps may spend many
+   * minutes compiling kernels (CUDA's PTX JIT for a GPU newer than the TensorFlow build).
+   */
+  firstSeconds?: number;
   /** What the call is, for the message: e.g. "a TensorFlow graph call". */
   what: string;
   /** What the user can do next, appended to the message: e.g. how to resume. */
@@ -26,8 +31,8 @@ setInterval(() => {
   const started = slots[0];
   if (started === 0) return;
   const seconds = (performance.timeOrigin + performance.now() - started) / 1000;
-  if (seconds <= workerData.seconds) return;
   const done = slots[1];
+  if (seconds <= (done > 0 ? workerData.seconds : workerData.firstSeconds)) return;
   const typical = done > 0 ? ' (the ' + done + ' before it took ' + Math.round(slots[2] / done) + ' ms on average)' : '';
   writeSync(2, '\\npneumotype: ' + workerData.what + ' has been blocked for ' + Math.round(seconds) + ' s' + typical +
     '; a native call cannot be interrupted, so the process ends now. ' + workerData.hint + '\\n');
@@ -62,13 +67,16 @@ export class StallWatchdog {
 
   static start(options: StallWatchdogOptions): StallWatchdog {
     const { seconds } = options;
-    if (typeof seconds !== 'number' || !(seconds > 0) || !Number.isFinite(seconds)) {
-      throw new ConfigError(`stallSeconds ${quote(seconds)} is not valid: expected a positive number of seconds`);
+    const firstSeconds = options.firstSeconds ?? seconds;
+    for (const [name, value] of [['stallSeconds', seconds], ['firstSeconds', firstSeconds]] as const) {
+      if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
+        throw new ConfigError(`${name} ${quote(value)} is not valid: expected a positive number of seconds`);
+      }
     }
     const buffer = new SharedArrayBuffer(3 * Float64Array.BYTES_PER_ELEMENT);
     const worker = new Worker(WATCHER, {
       eval: true,
-      workerData: { buffer, seconds, what: options.what, hint: options.hint, pollMs: options.pollMs ?? 1000 },
+      workerData: { buffer, seconds, firstSeconds, what: options.what, hint: options.hint, pollMs: options.pollMs ?? 1000 },
       // The watcher needs none of the parent's loaders (tsx, source maps), and starts faster without them.
       execArgv: [],
     });

@@ -51,6 +51,13 @@ test('calls that return in time pass their result and errors through, and the wa
     // No stop(): the process must still end on its own.
   ].join('\n'));
   assert.deepEqual([r.status, r.signal, r.stdout, r.stderr], [0, null, 'inner\n190\n', '']);
+  // Before the first call has returned, firstSeconds is the limit (a GPU's first steps compile kernels).
+  const slow = await child('first', [
+    "const dog = StallWatchdog.start({ seconds: 1, firstSeconds: 30, what: 'a test call', hint: '', pollMs: 50 });",
+    'const t = Date.now(); dog.guard(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000));',
+    "console.log(Date.now() - t >= 1900 ? 'first call survived' : 'too short');",
+  ].join('\n'));
+  assert.deepEqual([slow.status, slow.stdout, slow.stderr], [0, 'first call survived\n', '']);
   const dog = StallWatchdog.start({ seconds: 5, what: 'x', hint: '' });
   assert.equal(dog.guard(() => 'value'), 'value');
   await dog.stop();
@@ -61,4 +68,8 @@ test('calls that return in time pass their result and errors through, and the wa
       message: `stallSeconds ${String(bad)} is not valid: expected a positive number of seconds`,
     });
   }
+  assert.throws(() => StallWatchdog.start({ seconds: 1, firstSeconds: -5, what: 'x', hint: '' }), {
+    name: 'ConfigError',
+    message: 'firstSeconds -5 is not valid: expected a positive number of seconds',
+  });
 });
