@@ -354,6 +354,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
               firstSeconds: info.package === '@tensorflow/tfjs-node-gpu' ? Math.max(config.stallSeconds, 3600) : config.stallSeconds,
               what: 'a TensorFlow graph call (a training step of lib/graph-train.ts)',
               hint: `The last checkpoint is in ${quote(ckptLast)}: run the same training again with --resume (and --eager to train op by op).`,
+              reportFile: join(runDir, 'stalled.txt'),
             });
           }
           graph = await GraphTrainer.create({ model, optimizer, classWeights: weights, labelSmoothing: config.labelSmoothing, seed: config.seed, ...(average ? { average } : {}), ...(watchdog ? { watchdog } : {}) });

@@ -15,6 +15,8 @@ export interface StallWatchdogOptions {
   what: string;
   /** What the user can do next, appended to the message: e.g. how to resume. */
   hint: string;
+  /** Also write the message to this file (a notebook's kernel dies with the process; its stderr is not shown). */
+  reportFile?: string;
   /** How often the watcher looks, in milliseconds (default 1000). */
   pollMs?: number;
 }
@@ -25,7 +27,7 @@ export interface StallWatchdogOptions {
 // the whole process with SIGKILL, since nothing else reaches a thread stuck inside native code.
 const WATCHER = `
 const { workerData } = require('node:worker_threads');
-const { writeSync } = require('node:fs');
+const { writeFileSync, writeSync } = require('node:fs');
 const slots = new Float64Array(workerData.buffer);
 setInterval(() => {
   const started = slots[0];
@@ -34,8 +36,12 @@ setInterval(() => {
   const done = slots[1];
   if (seconds <= (done > 0 ? workerData.seconds : workerData.firstSeconds)) return;
   const typical = done > 0 ? ' (the ' + done + ' before it took ' + Math.round(slots[2] / done) + ' ms on average)' : '';
-  writeSync(2, '\\npneumotype: ' + workerData.what + ' has been blocked for ' + Math.round(seconds) + ' s' + typical +
-    '; a native call cannot be interrupted, so the process ends now. ' + workerData.hint + '\\n');
+  const message = 'pneumotype: ' + workerData.what + ' has been blocked for ' + Math.round(seconds) + ' s' + typical +
+    '; a native call cannot be interrupted, so the process ends now. ' + workerData.hint + '\\n';
+  writeSync(2, '\\n' + message);
+  if (workerData.reportFile) {
+    try { writeFileSync(workerData.reportFile, message); } catch {}
+  }
   process.kill(process.pid, 'SIGKILL');
 }, workerData.pollMs);
 `;
@@ -48,8 +54,8 @@ function now(): number {
 /**
  * Guards synchronous native calls that could block forever (libtensorflow's session has deadlocked once in a CI run,
  * inside a graph training step): while a call runs between {@link StallWatchdog.enter} and {@link StallWatchdog.leave},
- * a watcher thread checks the clock; past `seconds` it writes one line to stderr (what was blocked, for how long, and
- * `hint`) and ends the process, the only way out of a thread stuck in native code. A hung run thus fails loudly
+ * a watcher thread checks the clock; past `seconds` it writes one line to stderr and to `reportFile` (what was
+ * blocked, for how long, and `hint`) and ends the process, the only way out of a thread stuck in native code. A hung run thus fails loudly
  * instead of hanging, and `--resume` continues it from its last checkpoint. The watcher costs nothing between checks
  * and never keeps the process alive.
  *
@@ -76,7 +82,9 @@ export class StallWatchdog {
     const buffer = new SharedArrayBuffer(3 * Float64Array.BYTES_PER_ELEMENT);
     const worker = new Worker(WATCHER, {
       eval: true,
-      workerData: { buffer, seconds, firstSeconds, what: options.what, hint: options.hint, pollMs: options.pollMs ?? 1000 },
+      workerData: {
+        buffer, seconds, firstSeconds, what: options.what, hint: options.hint, reportFile: options.reportFile ?? null, pollMs: options.pollMs ?? 1000,
+      },
       // The watcher needs none of the parent's loaders (tsx, source maps), and starts faster without them.
       execArgv: [],
     });

@@ -1,7 +1,7 @@
 // The stall guard: a blocked main thread ends the process with a message; guarded calls that return cost nothing.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -27,7 +27,7 @@ async function child(name: string, body: string): Promise<{ status: number | nul
 
 test('a call blocked past the limit ends the process with a message that says what, how long and what next', async () => {
   const r = await child('blocked', [
-    "const dog = StallWatchdog.start({ seconds: 1, what: 'a test call', hint: 'Run it again with --resume.', pollMs: 50 });",
+    `const dog = StallWatchdog.start({ seconds: 1, what: 'a test call', hint: 'Run it again with --resume.', pollMs: 50, reportFile: ${JSON.stringify(join(tmp, 'stalled.txt'))} });`,
     'dog.guard(() => 1); dog.guard(() => 2);',
     "console.log('blocking');",
     // Atomics.wait blocks the main thread the way a stuck native call does: no event loop, no signal handlers.
@@ -36,6 +36,7 @@ test('a call blocked past the limit ends the process with a message that says wh
   ].join('\n'));
   assert.equal(r.signal, 'SIGKILL');
   assert.equal(r.stdout, 'blocking\n');
+  assert.equal(`\n${await readFile(join(tmp, 'stalled.txt'), 'utf8')}`, r.stderr);
   assert.match(r.stderr, /^\npneumotype: a test call has been blocked for [12] s \(the 2 before it took \d+ ms on average\); a native call cannot be interrupted, so the process ends now\. Run it again with --resume\.\n$/);
 });
 
