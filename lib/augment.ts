@@ -1,6 +1,6 @@
 // Seeded data augmentation on CPU arrays for one image: geometry, acquisition-pipeline traces, intensity and noise.
 import { ConfigError, quote } from './errors.js';
-import { createRng, type Rng } from './random.js';
+import { createRng, standardNormal, type Rng } from './random.js';
 
 /**
  * What to randomise, per image. Every amount is the half-width of a uniform range around "no change" or a probability;
@@ -221,13 +221,12 @@ export function augmentImage(
   };
   for (let i = 0; i < n; i++) {
     let v = ((out[i] as number) - mean) * factor + mean + delta;
-    if (options.noise > 0) v += options.noise * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+    if (options.noise > 0) v += options.noise * standardNormal(uniform);
     out[i] = v < 0 ? 0 : v > 1 ? 1 : v;
   }
   return out;
 }
 
-/** The pipeline-trace steps, in place, with every random parameter drawn (always all of them) from one seed. */
 /**
  * Augments every image of a batch in place (`x`: the batch's images one after another, `size` x `size` values in
  * [0, 1] each) with one generator seeded by `seed`, image after image: what lib/dataset.ts does per batch, in the
@@ -246,6 +245,7 @@ export function augmentBatch(x: Float32Array, size: number, options: Checked, se
   }
 }
 
+/** The pipeline-trace steps, in place, with every random parameter drawn (always all of them) from one seed. */
 function traceSteps(pixels: Float32Array, size: number, o: Checked, seed: number): void {
   const r = createRng(Math.floor(seed * 4294967296) >>> 0);
   const uRescale = r();

@@ -262,6 +262,11 @@ export function graphBackendProblem(): string | undefined {
   return nativeBackend(tf) ? undefined : "this tfjs-node lacks the SavedModel binding (loadSavedModel, runSavedModel)";
 }
 
+/** Runs a session call under the stall guard when there is one. */
+function guarded<T>(watchdog: StallWatchdog | undefined, call: () => T): T {
+  return watchdog ? watchdog.guard(call) : call();
+}
+
 /** What {@link GraphTrainer.create} needs. */
 export interface GraphTrainerOptions {
   readonly model: LayersModel;
@@ -321,8 +326,7 @@ export class GraphTrainer {
     try {
       await writeFile(join(dir, 'saved_model.pbtxt'), built.graph.savedModel('pneumotype_train'));
       try {
-        const load = (): number => backend.binding.loadSavedModel(dir, 'pneumotype_train');
-        session = options.watchdog ? options.watchdog.guard(load) : load();
+        session = guarded(options.watchdog, () => backend.binding.loadSavedModel(dir, 'pneumotype_train'));
       } catch (err) {
         throw new BackendError(`TensorFlow refused the training graph (${messageOf(err)})`, { cause: err });
       }
@@ -341,8 +345,7 @@ export class GraphTrainer {
 
   private run(inputs: Tensor[], inputNames: string, outputNames: string): Tensor[] {
     const ids = this.backend.getInputTensorIds(inputs);
-    const call = (): unknown[] => this.backend.binding.runSavedModel(this.session, ids, inputNames, outputNames);
-    const metadata = this.watchdog ? this.watchdog.guard(call) : call();
+    const metadata = guarded(this.watchdog, () => this.backend.binding.runSavedModel(this.session, ids, inputNames, outputNames));
     return metadata.map((m) => this.backend.createOutputTensor(m));
   }
 

@@ -1,12 +1,6 @@
 // Mixup (Zhang et al., 2018): trains on blends of image pairs and of their labels, a regulariser for small data sets.
 import { ConfigError, quote } from './errors.js';
-import { createRng, shuffled, type Rng } from './random.js';
-
-/** A standard normal draw (Box-Muller). */
-function normal(rng: Rng): number {
-  const u = 1 - rng(); // (0, 1]: log(u) is finite
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng());
-}
+import { createRng, shuffled, standardNormal, type Rng } from './random.js';
 
 /** A Gamma(shape, 1) draw (Marsaglia and Tsang, 2000; shapes below 1 through the u^(1/shape) boost). */
 function gamma(shape: number, rng: Rng): number {
@@ -17,7 +11,7 @@ function gamma(shape: number, rng: Rng): number {
     let x: number;
     let v: number;
     do {
-      x = normal(rng);
+      x = standardNormal(rng);
       v = 1 + c * x;
     } while (v <= 0);
     v = v * v * v;

@@ -37,6 +37,15 @@ export function createRng(seed: number): Rng {
   };
 }
 
+/**
+ * A standard normal draw (Box-Muller), from two uniforms; `1 - rng()` keeps the logarithm finite.
+ *
+ * @example standardNormal(createRng(1)) // e.g. -0.42
+ */
+export function standardNormal(rng: Rng): number {
+  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
+}
+
 /** Fisher-Yates shuffle of a copy of `items`. */
 export function shuffled<T>(items: readonly T[], rng: Rng): T[] {
   const out = items.slice();
