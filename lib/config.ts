@@ -96,8 +96,8 @@ export const DEFAULTS = {
   dropout: 0.2,
   emaDecay: 0.998, // validate and ship a moving average of the weights (per step; about 500 steps); 0: the raw weights
   // On tfjs-node, run each training step as one TensorFlow graph (lib/graph-train.ts): the same math, 2x the speed.
-  // Once in CI its session deadlocked (inside ResourceApplyAdam; not seen again in about 2,900 stress runs): hence
-  // stallSeconds, after which a blocked session call ends the process with a resume hint (lib/watchdog.ts); 0: off.
+  // Its session once deadlocked in CI (inside ResourceApplyAdam; most likely the thread race fixed in graph-train.ts,
+  // see the README): stallSeconds still ends a blocked session call's process with a resume hint (lib/watchdog.ts); 0: off.
   graphOps: true,
   stallSeconds: 300,
   fastOps: true, // otherwise, on tfjs-node, train with fused native ops (BN, ReLU, conv, max pool, Adam: lib/fast-train.ts); same results

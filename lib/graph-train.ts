@@ -3,8 +3,8 @@
 // Eager execution (what tfjs does, op by op) cannot run two independent ops at once, fuse across ops, or skip the
 // per-op round trip through JavaScript; Keras's model.fit runs one graph per step and gets all three. tfjs-node can
 // load and run a SavedModel through its native binding, so this module writes the training step of a LayersModel as a
-// graph (forward pass, hand-derived backward pass, Adam, batch-norm statistics and the weight average), loads it
-// into a TensorFlow session and runs one session call per batch. The weights, Adam's moments and the averaged
+// graph (forward pass, hand-derived backward pass, Adam or momentum, batch-norm statistics and the weight average), loads it
+// into a TensorFlow session and runs one session call per batch. The weights, the optimizer's slots and the averaged
 // weights live in the session's resource variables while an epoch runs; `sync` copies them back into the tfjs model,
 // the optimizer and the WeightAverage (before validation and checkpoints), so saved models and resumes are unchanged.
 //
@@ -219,6 +219,8 @@ class Graph {
 }
 
 const F: Attr = { type: 'DT_FLOAT' };
+/** The SavedModel tag of the training graph. */
+const TAG = 'pneumotype_train';
 
 /** One variable of the session: where it comes from on the tfjs side, and its resource handle node. */
 interface SessionVariable {
@@ -262,6 +264,31 @@ export function graphBackendProblem(): string | undefined {
   return nativeBackend(tf) ? undefined : "this tfjs-node lacks the SavedModel binding (loadSavedModel, runSavedModel)";
 }
 
+/** tfjs's momentum optimizer (tf.train.momentum, the config's "sgd"), as graph training continues it. */
+interface MomentumInternals {
+  learningRate: number;
+  readonly momentum: number;
+  readonly useNesterov: boolean;
+  /** Steps taken (undefined before the first). */
+  iterations_?: number;
+  accumulations: Array<{ originalName: string; variable: Variable } | undefined>;
+}
+
+/** How the session updates the weights: tfjs's Adam or its momentum optimizer, read at each step, written back by sync. */
+type UpdateRule = { readonly kind: 'adam'; readonly adam: AdamInternals } | { readonly kind: 'momentum'; readonly momentum: MomentumInternals };
+
+/** `optimizer`'s update rule, or the error that graph training needs Adam or momentum. */
+function updateRuleOf(optimizer: Optimizer): UpdateRule {
+  const adam = adamOf(optimizer);
+  if (adam) return { kind: 'adam', adam };
+  const m = optimizer as unknown as Partial<MomentumInternals>;
+  if (optimizer.getClassName() === 'Momentum' && typeof m.learningRate === 'number' && typeof m.momentum === 'number' &&
+    typeof m.useNesterov === 'boolean' && Array.isArray(m.accumulations)) {
+    return { kind: 'momentum', momentum: m as MomentumInternals };
+  }
+  throw new BackendError(`graph training needs a tf.train.adam or tf.train.momentum optimizer (this is ${optimizer.getClassName()})`);
+}
+
 /** Runs a session call under the stall guard when there is one. */
 function guarded<T>(watchdog: StallWatchdog | undefined, call: () => T): T {
   return watchdog ? watchdog.guard(call) : call();
@@ -270,7 +297,7 @@ function guarded<T>(watchdog: StallWatchdog | undefined, call: () => T): T {
 /** What {@link GraphTrainer.create} needs. */
 export interface GraphTrainerOptions {
   readonly model: LayersModel;
-  /** A tf.train.adam: its learning rate is read at every step, its state is continued and written back by sync. */
+  /** A tf.train.adam or tf.train.momentum: its learning rate is read at every step, its state continued and written back by sync. */
   readonly optimizer: Optimizer;
   /** Per-class loss weights (see classWeights in lib/train.ts). */
   readonly classWeights: readonly number[];
@@ -281,6 +308,17 @@ export interface GraphTrainerOptions {
   readonly seed?: number;
   /** Guards every session call (lib/watchdog.ts): a call that blocks too long ends the process with a message. */
   readonly watchdog?: StallWatchdog;
+}
+
+/**
+ * The SavedModel text (pbtxt) of `options.model`'s training step, as {@link GraphTrainer.create} loads it: pure, for
+ * inspection and tests.
+ *
+ * @example trainingGraphText({ model, optimizer: tf.train.adam(1e-3), classWeights: [1, 1, 1], labelSmoothing: 0 })
+ */
+export function trainingGraphText(options: GraphTrainerOptions): string {
+  const tf = loadTf();
+  return buildStepGraph(tf, options, updateRuleOf(options.optimizer)).graph.savedModel(TAG);
 }
 
 /**
@@ -302,13 +340,14 @@ export class GraphTrainer {
     private readonly session: number,
     private readonly variables: SessionVariable[],
     private readonly readNames: string,
-    private readonly adam: AdamInternals,
+    private readonly rule: UpdateRule,
     private readonly average: WeightAverage | undefined,
     private readonly hasDropout: boolean,
     private readonly seed: number,
     private readonly watchdog: StallWatchdog | undefined,
   ) {
-    this.stepFeeds = ['x:0', 'y:0', 'lr:0', 'beta1_power:0', 'beta2_power:0', 'epsilon_hat:0', 'ema_decay:0', ...(hasDropout ? ['seed:0'] : [])].join(',');
+    const adamFeeds = rule.kind === 'adam' ? ['beta1_power:0', 'beta2_power:0', 'epsilon_hat:0'] : [];
+    this.stepFeeds = ['x:0', 'y:0', 'lr:0', ...adamFeeds, 'ema_decay:0', ...(hasDropout ? ['seed:0'] : [])].join(',');
   }
 
   /** Builds the graph of `model`'s step, loads it into a session and copies the current state in. */
@@ -318,22 +357,21 @@ export class GraphTrainer {
     if (!backend) throw new BackendError(`graph training needs the tfjs-node backend "tensorflow" (this is "${tf.getBackend()}")`);
     const plan = planGraphTraining(options.model);
     if (!plan.supported) throw new BackendError(`graph training cannot train this model: ${plan.reason ?? 'unsupported'}`);
-    const adam = adamOf(options.optimizer);
-    if (!adam) throw new BackendError(`graph training needs a tf.train.adam optimizer (this is ${options.optimizer.getClassName()})`);
-    const built = buildStepGraph(tf, options, adam);
+    const rule = updateRuleOf(options.optimizer);
+    const built = buildStepGraph(tf, options, rule);
     const dir = await mkdtemp(join(tmpdir(), 'pneumotype-graph-'));
     let session: number;
     try {
-      await writeFile(join(dir, 'saved_model.pbtxt'), built.graph.savedModel('pneumotype_train'));
+      await writeFile(join(dir, 'saved_model.pbtxt'), built.graph.savedModel(TAG));
       try {
-        session = guarded(options.watchdog, () => backend.binding.loadSavedModel(dir, 'pneumotype_train'));
+        session = guarded(options.watchdog, () => backend.binding.loadSavedModel(dir, TAG));
       } catch (err) {
         throw new BackendError(`TensorFlow refused the training graph (${messageOf(err)})`, { cause: err });
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-    const trainer = new GraphTrainer(tf, backend, session, built.variables, built.reads.join(','), adam, options.average, built.hasDropout, (options.seed ?? 0) | 0, options.watchdog);
+    const trainer = new GraphTrainer(tf, backend, session, built.variables, built.reads.join(','), rule, options.average, built.hasDropout, (options.seed ?? 0) | 0, options.watchdog);
     try {
       trainer.load();
     } catch (err) {
@@ -370,17 +408,13 @@ export class GraphTrainer {
    */
   step(xs: Tensor, ys: Tensor, runStep?: number, sampleWeights?: Tensor): { loss: Scalar; correct: Scalar } {
     if (this.disposed) throw new BackendError('this graph trainer was disposed');
-    const { tf, adam } = this;
-    // tfjs's Adam: beta powers of the coming step (float32, as its accBeta variables), epsilon inside the correction.
-    const t = (adam.iterations_ ?? 0) + this.steps + 1;
-    const b1p = Math.fround(adam.beta1 ** t);
-    const b2p = Math.fround(adam.beta2 ** t);
-    const epsilonHat = Math.fround(Math.sqrt(1 - b2p) * adam.epsilon);
+    const { tf, rule } = this;
+    const rates = rule.kind === 'adam' ? [rule.adam.learningRate, ...adamPowers(rule.adam, this.steps)] : [rule.momentum.learningRate];
     this.steps++;
     const at = runStep ?? this.steps;
     // The average folds the new weights in on the steps WeightAverage.update would (decay 1: left as it is).
     const decay = this.average ? this.average.foldDecay(at) : 1;
-    const scalars = [adam.learningRate, b1p, b2p, epsilonHat, decay].map((v) => tf.scalar(v));
+    const scalars = [...rates, decay].map((v) => tf.scalar(v));
     const seed = this.hasDropout ? [tf.tensor1d([this.seed, at], 'int32')] : [];
     try {
       const feeds = sampleWeights ? `${this.stepFeeds},sample_weights:0` : this.stepFeeds;
@@ -391,10 +425,10 @@ export class GraphTrainer {
     }
   }
 
-  /** Writes the session's state back: model weights and moving statistics, Adam's moments and counters, the average. */
+  /** Writes the session's state back: model weights and moving statistics, the optimizer's slots and counters, the average. */
   sync(): void {
     if (this.disposed) throw new BackendError('this graph trainer was disposed');
-    const { tf, adam } = this;
+    const { tf, rule } = this;
     // The binding needs at least one feed: the learning rate, unused by the reads.
     const dummy = tf.scalar(0);
     let values: Tensor[];
@@ -409,12 +443,17 @@ export class GraphTrainer {
       tf.dispose(values);
     }
     if (this.steps > 0) {
-      const iterations = (adam.iterations_ ?? 0) + this.steps;
-      adam.iterations_ = iterations;
-      tf.tidy(() => {
-        adam.accBeta1.assign(tf.pow(adam.beta1, iterations + 1));
-        adam.accBeta2.assign(tf.pow(adam.beta2, iterations + 1));
-      });
+      if (rule.kind === 'adam') {
+        const { adam } = rule;
+        const iterations = (adam.iterations_ ?? 0) + this.steps;
+        adam.iterations_ = iterations;
+        tf.tidy(() => {
+          adam.accBeta1.assign(tf.pow(adam.beta1, iterations + 1));
+          adam.accBeta2.assign(tf.pow(adam.beta2, iterations + 1));
+        });
+      } else {
+        rule.momentum.iterations_ = (rule.momentum.iterations_ ?? 0) + this.steps;
+      }
       this.steps = 0;
     }
   }
@@ -424,6 +463,17 @@ export class GraphTrainer {
     this.disposed = true;
     this.backend.binding.deleteSavedModel(this.session);
   }
+}
+
+/**
+ * tfjs's Adam at the coming step (`pending` steps after its last sync): the beta powers (float32, as its accBeta
+ * variables) and epsilon inside the bias correction.
+ */
+function adamPowers(adam: AdamInternals, pending: number): [number, number, number] {
+  const t = (adam.iterations_ ?? 0) + pending + 1;
+  const b1p = Math.fround(adam.beta1 ** t);
+  const b2p = Math.fround(adam.beta2 ** t);
+  return [b1p, b2p, Math.fround(Math.sqrt(1 - b2p) * adam.epsilon)];
 }
 
 /** The order in which tfjs's optimizer.minimize lists the trainable variables (and so its moments). */
@@ -445,7 +495,7 @@ interface BuiltGraph {
 }
 
 /** Writes the forward pass, the loss, the backward pass and the updates of `model` as graph nodes. */
-function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternals): BuiltGraph {
+function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule): BuiltGraph {
   const { model, average } = options;
   const g = new Graph();
   const variables: SessionVariable[] = [];
@@ -460,7 +510,8 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
   };
   const readVar = (handle: string): string => g.op('ReadVariableOp', [handle], { dtype: F });
 
-  // Every weight of the model gets a session variable; trainable ones also two Adam moments.
+  // Every weight of the model gets a session variable; trainable ones also the optimizer's slots (Adam: two moments,
+  // momentum: one accumulation).
   const weights = model.weights as unknown as LayerVariable[];
   const trainable = optimizerOrder(tf, weights.filter((w) => w.trainable));
   const handles = new Map<LayerVariable, string>();
@@ -469,21 +520,20 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
     const h = handleFor(w.shape, () => w.read().clone(), (t) => w.write(t));
     handles.set(w, h);
   }
-  const moments = new Map<LayerVariable, [string, string]>();
+  const slots = new Map<LayerVariable, string[]>();
+  const slotLists: Array<[MomentumInternals['accumulations'], string]> = rule.kind === 'adam'
+    ? [[rule.adam.accumulatedFirstMoment, 'm'], [rule.adam.accumulatedSecondMoment, 'v']]
+    : [[rule.momentum.accumulations, 'momentum']];
   trainable.forEach((w, i) => {
-    const slot = (list: AdamInternals['accumulatedFirstMoment']) => (): Tensor => {
-      const existing = list[i];
-      return existing ? existing.variable.clone() : tf.zeros(w.shape);
-    };
-    const store = (list: AdamInternals['accumulatedFirstMoment'], suffix: string) => (t: Tensor): void => {
-      const existing = list[i];
-      if (existing) existing.variable.assign(t);
-      else list[i] = { originalName: `${w.read().name}/${suffix}`, variable: tf.variable(t, false) };
-    };
-    moments.set(w, [
-      handleFor(w.shape, slot(adam.accumulatedFirstMoment), store(adam.accumulatedFirstMoment, 'm')),
-      handleFor(w.shape, slot(adam.accumulatedSecondMoment), store(adam.accumulatedSecondMoment, 'v')),
-    ]);
+    slots.set(w, slotLists.map(([list, suffix]) => handleFor(
+      w.shape,
+      () => list[i]?.variable.clone() ?? tf.zeros(w.shape),
+      (t) => {
+        const existing = list[i];
+        if (existing) existing.variable.assign(t);
+        else list[i] = { originalName: `${w.read().name}/${suffix}`, variable: tf.variable(t, false) };
+      },
+    )));
   });
   const averaged = average?.model.weights as unknown as LayerVariable[] | undefined;
   if (average && averaged) {
@@ -509,9 +559,6 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
   const numClasses = (model.outputs[0]?.shape ?? [])[1] ?? options.classWeights.length;
   const y = g.placeholder('y', [-1, numClasses]);
   const lr = g.placeholder('lr', []);
-  const beta1Power = g.placeholder('beta1_power', []);
-  const beta2Power = g.placeholder('beta2_power', []);
-  const epsilonHat = g.placeholder('epsilon_hat', []);
   const emaDecay = g.placeholder('ema_decay', []);
   let seedFeed: string | undefined;
 
@@ -735,15 +782,23 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
   // Every read, the loss and every gradient are done before a variable changes. (The moving statistics' updates need
   // no barrier: each reads its variable through the same node as the forward pass, before it writes.)
   const barrier = g.op('NoOp', [], {}, { control: [loss, correct, ...grads.values()] });
-  const beta1 = g.floatConst(adam.beta1);
-  const beta2 = g.floatConst(adam.beta2);
+  // The update of one variable: tfjs's Adam (bias correction fed as beta powers and epsilon-hat), or its momentum
+  // (accum = m * accum + grad; w -= lr * accum, or with Nesterov w -= lr * (grad + m * accum)).
+  let update: (handle: string, slotsOf: string[], grad: string) => string;
+  if (rule.kind === 'adam') {
+    const [b1p, b2p, epsilonHat] = ['beta1_power', 'beta2_power', 'epsilon_hat'].map((name) => g.placeholder(name, [])) as [string, string, string];
+    const [beta1, beta2] = [g.floatConst(rule.adam.beta1), g.floatConst(rule.adam.beta2)];
+    update = (h, [m, s], grad) => g.op('ResourceApplyAdam', [h, m as string, s as string, b1p, b2p, lr, beta1, beta2, epsilonHat, grad],
+      { T: F, use_locking: { b: false }, use_nesterov: { b: false } }, { control: [barrier] });
+  } else {
+    const momentum = g.floatConst(rule.momentum.momentum);
+    update = (h, [accum], grad) => g.op('ResourceApplyMomentum', [h, accum as string, lr, grad, momentum],
+      { T: F, use_locking: { b: false }, use_nesterov: { b: rule.momentum.useNesterov } }, { control: [barrier] });
+  }
   const updates: string[] = [...controlAfterStep];
   for (const v of trainable) {
     const grad = grads.get(v);
-    const [m, s] = moments.get(v) as [string, string];
-    if (!grad) continue;
-    updates.push(g.op('ResourceApplyAdam', [handles.get(v) as string, m, s, beta1Power, beta2Power, lr, beta1, beta2, epsilonHat, grad],
-      { T: F, use_locking: { b: false }, use_nesterov: { b: false } }, { control: [barrier] }));
+    if (grad) updates.push(update(handles.get(v) as string, slots.get(v) ?? [], grad));
   }
   // The weight average, after the updates: avg -= (avg - w) * (1 - decay) (decay 1: unchanged).
   const emaOps: string[] = [];
@@ -759,8 +814,12 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, adam: AdamInternal
   g.op('Identity', [loss], { T: F }, { name: 'loss_out', control: [...updates, ...emaOps] });
   g.op('Identity', [correct], { T: F }, { name: 'correct_out', control: [...updates, ...emaOps] });
 
-  // Initialisation and read-back.
-  const assigns = variables.map((v, i) => g.op('AssignVariableOp', [v.handle, g.placeholder(`init_${i}`, v.shape)], { dtype: F }));
+  // Initialisation and read-back. Each fed value is copied (DeepCopy always allocates) before the variable adopts
+  // it: a tensor fed from JavaScript lends V8's memory, whose release calls napi_delete_reference, and Adam's
+  // copy-on-write would release it on one of TensorFlow's threads, racing the main thread over Node's reference list
+  // (a crash at exit, in node_napi_env__::DeleteMe). With the copy, those buffers are released on the main thread.
+  const assigns = variables.map((v, i) =>
+    g.op('AssignVariableOp', [v.handle, g.op('DeepCopy', [g.placeholder(`init_${i}`, v.shape)], { T: F })], { dtype: F }));
   g.op('Identity', [g.floatConst(0)], { T: F }, { name: 'init_done', control: assigns });
   const readNames = variables.map((v, i) => {
     g.op('ReadVariableOp', [v.handle], { dtype: F }, { name: `read_${i}` });

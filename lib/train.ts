@@ -158,8 +158,16 @@ function makeOptimizer(config: Config): Optimizer {
   throw new ConfigError(`optimizer ${quote(config.optimizer)} is not one of "adam", "sgd"`);
 }
 
-function setLearningRate(optimizer: Optimizer, lr: number): void {
-  (optimizer as unknown as { learningRate: number }).learningRate = lr;
+/**
+ * Sets the rate of `optimizer`'s next steps. tfjs's SGD and momentum optimizers keep it in a tensor made when they
+ * are built (setLearningRate remakes it), Adam reads its `learningRate` at each step.
+ *
+ * @example setLearningRate(optimizer, learningRateAt(config, step, stepsPerEpoch, 1))
+ */
+export function setLearningRate(optimizer: Optimizer, lr: number): void {
+  const o = optimizer as unknown as { learningRate: number; setLearningRate?: (lr: number) => void };
+  if (typeof o.setLearningRate === 'function') o.setLearningRate(lr);
+  else o.learningRate = lr;
 }
 
 // --- fast-train: the training step, exported (bench/train.ts times exactly this) --------------------------- begin
@@ -342,11 +350,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     let engine = 'tfjs ops';
     if (config.graphOps) {
       const plan = planGraphTraining(model);
-      const why = info.backend !== 'tensorflow' ? `the backend is ${info.backend}` : config.optimizer !== 'adam' ? `the optimizer is ${config.optimizer}` : plan.reason;
+      const why = info.backend !== 'tensorflow' ? `the backend is ${info.backend}` : plan.reason;
       if (why === undefined) {
         try {
-          // libtensorflow's session deadlocked once (in a CI run): a session call blocked past stallSeconds ends the
-          // process with a message saying how to resume, rather than hanging for ever (lib/watchdog.ts).
+          // libtensorflow's session deadlocked once (in a CI run, before the fix of a thread race): a session call
+          // blocked past stallSeconds ends the process with a message saying how to resume (lib/watchdog.ts).
           if (config.stallSeconds > 0) {
             watchdog = StallWatchdog.start({
               seconds: config.stallSeconds,

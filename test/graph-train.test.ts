@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
 import { WeightAverage } from '../lib/ema.js';
-import { GraphTrainer, planGraphTraining, type GraphTrainerOptions } from '../lib/graph-train.js';
+import { GraphTrainer, planGraphTraining, trainingGraphText, type GraphTrainerOptions } from '../lib/graph-train.js';
 import { buildModel, type ModelName } from '../lib/models.js';
 import { loadTf } from '../lib/tf.js';
-import { trainStep } from '../lib/train.js';
+import { setLearningRate, trainStep } from '../lib/train.js';
 import { StallWatchdog } from '../lib/watchdog.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 
@@ -77,39 +77,56 @@ test('planGraphTraining accepts the three architectures and names what stops ano
 // The same math summed in another order: within 1e-4 (relative to each tensor's scale, at least 1); mobile's 52 batch
 // norms over 6 images of 1x1 to 12x12 pixels amplify the rounding, so 2e-3 there.
 const TOLERANCE = { resnet: 1e-4, tiny: 1e-4, mobile: 2e-3 } as const;
+
+/**
+ * Three steps of twin models, one by trainStep (tfjs), one by the graph, each with its own `make()` optimizer (at the
+ * learning rates `rates` when given): the same losses, correct counts, weights, moving statistics and optimizer state.
+ */
+async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readonly number[]): Promise<void> {
+  const [eager, graphed] = pair(name);
+  const [oa, ob] = [make(), make()];
+  const { xs, ys } = batch();
+  const cw = tf.tensor1d(WEIGHTS);
+  const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
+  try {
+    for (let step = 0; step < 3; step++) {
+      const lr = rates?.[step];
+      if (lr !== undefined) for (const o of [oa, ob]) setLearningRate(o, lr);
+      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
+      const b = trainer.step(xs, ys);
+      const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
+      assert.ok(Math.abs(la - lb) < TOLERANCE[name], `step ${step + 1}: loss ${la} vs ${lb}`);
+      assert.equal((await b.correct.data())[0], (await a.correct.data())[0]);
+      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+    }
+    trainer.sync();
+    assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < TOLERANCE[name], 'weights');
+    const [wa, wb] = [await oa.getWeights(), await ob.getWeights()];
+    // The same slots in the same order (names without the suffixes that tell the twins apart, e.g. kernel_1/m).
+    const slotNames = (ws: Array<{ name: string }>) => ws.map((w) => w.name.replace(/_\d+\//, '/'));
+    assert.deepEqual(slotNames(wb), slotNames(wa));
+    assert.ok((await maxDifference(wa, wb)) < TOLERANCE[name], 'optimizer state');
+    assert.equal(ob.iterations, 3);
+    tf.dispose([...wa, ...wb].map((w) => w.tensor).filter((t) => !(t instanceof tf.Variable)));
+  } finally {
+    trainer.dispose();
+    tf.dispose([xs, ys, cw]);
+    for (const o of [oa, ob]) o.dispose();
+    eager.dispose();
+    graphed.dispose();
+  }
+}
+
 for (const name of ['resnet', 'tiny', 'mobile'] as const) {
   test(`${name}: graph steps give the tfjs step's losses, weights, moving statistics and Adam state`, async () => {
-    const [eager, graphed] = pair(name);
     // epsilon 1 keeps Adam's update linear in the gradient, so that float rounding cannot flip a near-zero update.
-    const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
-    const { xs, ys } = batch();
-    const cw = tf.tensor1d(WEIGHTS);
-    const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
-    try {
-      for (let step = 0; step < 3; step++) {
-        const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
-        const b = trainer.step(xs, ys);
-        const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
-        assert.ok(Math.abs(la - lb) < TOLERANCE[name], `step ${step + 1}: loss ${la} vs ${lb}`);
-        assert.equal((await b.correct.data())[0], (await a.correct.data())[0]);
-        tf.dispose([a.loss, a.correct, b.loss, b.correct]);
-      }
-      trainer.sync();
-      assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < TOLERANCE[name], 'weights');
-      const [wa, wb] = [await oa.getWeights(), await ob.getWeights()];
-      assert.equal(wb.length, wa.length);
-      assert.ok((await maxDifference(wa, wb)) < TOLERANCE[name], 'optimizer state');
-      assert.equal(ob.iterations, 3);
-      tf.dispose([...wa, ...wb].map((w) => w.tensor).filter((t) => !(t instanceof tf.Variable)));
-    } finally {
-      trainer.dispose();
-      tf.dispose([xs, ys, cw]);
-      for (const o of [oa, ob] as Optimizer[]) o.dispose();
-      eager.dispose();
-      graphed.dispose();
-    }
+    await sameAsTfjs(name, () => tf.train.adam(1e-2, 0.9, 0.999, 1));
   });
 }
+
+test('with SGD (Nesterov momentum, the config\'s "sgd") graph steps follow the tfjs step, learning-rate changes included', async () => {
+  await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2]);
+});
 
 test('per-image weights fed to the graph give the loss of trainStep with the same sampleWeights', async () => {
   const [eager, graphed] = pair('tiny');
@@ -213,13 +230,45 @@ async function fresh(): Promise<GraphTrainer> {
   return trainer;
 }
 
+// A tensor fed from JavaScript lends V8's memory to TensorFlow; its release calls napi_delete_reference, which only
+// the main thread may. Were a variable to adopt a fed buffer, Adam's copy-on-write would release it on a TensorFlow
+// thread: Node's reference list then races and corrupts (SIGSEGV at exit in node_napi_env__::DeleteMe, or a hang).
+test('every session variable adopts a copy of its fed initial value, never the fed buffer itself', async () => {
+  const [m, spare] = pair('resnet', 0.2);
+  spare.dispose();
+  const [adam, sgd] = [tf.train.adam(1e-3), tf.train.sgd(0.1)];
+  const average = await WeightAverage.create(m, { decay: 0.9, every: 1 });
+  const text = trainingGraphText({ model: m, optimizer: adam, classWeights: WEIGHTS, labelSmoothing: 0.05, average });
+  const nodes = new Map([...text.matchAll(/node \{ name: "([^"]+)" op: "([^"]+)"((?: input: "[^"]+")*)/g)].map((n) => [
+    n[1] as string,
+    { op: n[2] as string, inputs: [...(n[3] ?? '').matchAll(/input: "([^"]+)"/g)].map((i) => i[1] as string) },
+  ]));
+  const assigns = [...nodes.values()].filter((n) => n.op === 'AssignVariableOp');
+  const variables = [...nodes.values()].filter((n) => n.op === 'VarHandleOp').length;
+  assert.ok(variables > 3 * m.trainableWeights.length, `${variables} variables`);
+  assert.equal(assigns.length, variables);
+  for (const assign of assigns) {
+    const value = nodes.get(assign.inputs[1] ?? '');
+    assert.equal(value?.op, 'DeepCopy', `${assign.inputs[0]} adopts ${assign.inputs[1]}`);
+    assert.equal(nodes.get(value.inputs[0] ?? '')?.op, 'Placeholder');
+  }
+  assert.throws(() => trainingGraphText({ model: m, optimizer: sgd, classWeights: WEIGHTS, labelSmoothing: 0 }), {
+    name: 'BackendError',
+    message: 'graph training needs a tf.train.adam or tf.train.momentum optimizer (this is SGD)',
+  });
+  average.dispose();
+  adam.dispose();
+  sgd.dispose();
+  m.dispose();
+});
+
 test('GraphTrainer refuses another optimizer or an untranslatable model, and a disposed trainer', async () => {
   const [m, spare] = pair('tiny');
   spare.dispose();
-  const sgd = tf.train.momentum(1e-2, 0.9);
-  await assert.rejects(createTrainer({ model: m, optimizer: sgd, classWeights: WEIGHTS, labelSmoothing: 0 }), {
+  const rmsprop = tf.train.rmsprop(1e-2);
+  await assert.rejects(createTrainer({ model: m, optimizer: rmsprop, classWeights: WEIGHTS, labelSmoothing: 0 }), {
     name: 'BackendError',
-    message: 'graph training needs a tf.train.adam optimizer (this is Momentum)',
+    message: 'graph training needs a tf.train.adam or tf.train.momentum optimizer (this is RMSProp)',
   });
   const input = tf.input({ shape: [S, S, 1] });
   const flat = tf.layers.flatten({ name: 'flat2' }).apply(input);
@@ -235,7 +284,7 @@ test('GraphTrainer refuses another optimizer or an untranslatable model, and a d
   const { xs, ys } = batch();
   assert.throws(() => trainer.step(xs, ys), { name: 'BackendError', message: 'this graph trainer was disposed' });
   tf.dispose([xs, ys]);
-  sgd.dispose();
+  rmsprop.dispose();
   adam.dispose();
   flatModel.dispose();
   m.dispose();
