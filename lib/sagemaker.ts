@@ -63,6 +63,7 @@ export const HYPERPARAMETERS = {
   'batch-size': 'a whole number from 1 to 4096',
   seed: 'a whole number from 0 to 2^32 - 1',
   'learning-rate': 'a number above 0 and at most 1',
+  optimizer: 'adam | sgd (Nesterov momentum 0.9)',
   augment: 'none | basic | traces (default none)',
   resume: 'true | false (default true): continue from /opt/ml/checkpoints when the job has a checkpoint configuration',
 } as const;
@@ -135,6 +136,8 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
     if (lr === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw bad('learning-rate');
     config.learningRate = n;
   }
+  const optimizer = choice('optimizer', ['adam', 'sgd']);
+  if (optimizer !== undefined) config.optimizer = optimizer;
   let preset: string | undefined = choice('preset', ['smoke', 'tiny', 'cpu', 'gpu']);
   if (preset === undefined && defaultPreset !== undefined && defaultPreset !== '') {
     if (!['tiny', ...Object.keys(PRESETS)].includes(defaultPreset)) {
