@@ -86,20 +86,27 @@ test('the tiny model learns the separable fixture, saves best/last/model, and pr
   }
 });
 
-test('an interrupted and resumed run ends where an uninterrupted one does (loss within 1e-4)', async () => {
-  const straight = await train({ data: labeled, out: join(tmp, 'run-b'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base });
-  const part = await train({ data: labeled, out: join(tmp, 'run-c'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, stopAfterEpochs: 2 });
-  assert.equal(part.history.length, 2);
-  const resumed = await train({ data: labeled, out: join(tmp, 'run-c'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base, resume: true });
-  assert.equal(resumed.history.length, 4);
-  for (const [i, rec] of straight.history.entries()) {
-    const other = resumed.history[i];
-    assert.ok(other && Math.abs(rec.loss - other.loss) < 1e-4, `epoch ${i + 1}: ${rec.loss} vs ${other?.loss}`);
-    assert.ok(other && Math.abs(rec.valLoss - other.valLoss) < 1e-4, `epoch ${i + 1}: val ${rec.valLoss} vs ${other?.valLoss}`);
-  }
+// Op by op with Adam (the smoke preset), and one TensorFlow graph per step with SGD: the optimizer's state survives.
+for (const [engine, config] of [['eager, Adam', base], ['graph, SGD', { ...base, graphOps: true, optimizer: 'sgd', learningRate: 0.05 }]] as const) {
+  test(`an interrupted and resumed run ends where an uninterrupted one does (loss within 1e-4; ${engine})`, async () => {
+    const name = engine.startsWith('graph') ? 'g' : 'e';
+    const straight = await train({ data: labeled, out: join(tmp, `run-b${name}`), preset: 'smoke', cacheDir: join(tmp, 'cache'), config });
+    const part = await train({ data: labeled, out: join(tmp, `run-c${name}`), preset: 'smoke', cacheDir: join(tmp, 'cache'), config, stopAfterEpochs: 2 });
+    assert.equal(part.history.length, 2);
+    const resumed = await train({ data: labeled, out: join(tmp, `run-c${name}`), preset: 'smoke', cacheDir: join(tmp, 'cache'), config, resume: true });
+    assert.equal(resumed.history.length, 4);
+    for (const [i, rec] of straight.history.entries()) {
+      const other = resumed.history[i];
+      assert.ok(other && Math.abs(rec.loss - other.loss) < 1e-4, `epoch ${i + 1}: ${rec.loss} vs ${other?.loss}`);
+      assert.ok(other && Math.abs(rec.valLoss - other.valLoss) < 1e-4, `epoch ${i + 1}: val ${rec.valLoss} vs ${other?.valLoss}`);
+    }
+  });
+}
+
+test('a run resumes only with the configuration it was started with', async () => {
   await assert.rejects(
-    train({ data: labeled, out: join(tmp, 'run-c'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 0.1 }, resume: true }),
-    { name: 'ConfigError', message: /^cannot resume ".*run-c": it was started with another configuration/ },
+    train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 0.1 }, resume: true }),
+    { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration/ },
   );
 });
 
