@@ -2,11 +2,11 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LayersModel, Optimizer, io } from '@tensorflow/tfjs';
-
-type NamedTensor = Awaited<ReturnType<Optimizer['getWeights']>>[number];
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists } from './fsx.js';
 import { loadTf } from './tf.js';
+
+type NamedTensor = Awaited<ReturnType<Optimizer['getWeights']>>[number];
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
@@ -122,8 +122,54 @@ export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> 
   );
 }
 
-/** Restores an optimizer's state saved by {@link saveModel}; returns false when the folder holds none. */
-export async function loadOptimizerState(dir: string, optimizer: Optimizer): Promise<boolean> {
+/**
+ * The names of `model`'s trainable variables in the order in which tfjs's `optimizer.minimize` visits them in this
+ * process, the order of an optimizer's slots: the order in which the variables were made. A model built in code and
+ * the same model loaded from disk make them in different orders (a ResNet's projection shortcut before or after its
+ * block's first convolution), so saved slots are matched by name ({@link alignSlots}), never by position.
+ *
+ * @example minimizeOrder(model) // ['stem_conv/kernel', 'stem_bn/gamma', ...]
+ */
+export function minimizeOrder(model: LayersModel): string[] {
+  const tf = loadTf();
+  const mine = new Set(model.trainableWeights.map((w) => (w.read() as unknown as { name: string }).name));
+  return Object.values(tf.engine().registeredVariables).filter((v) => v.trainable && mine.has(v.name)).map((v) => v.name);
+}
+
+/** A variable's name without the suffix that makes it unique in its process (`stem_conv/kernel_1` → `stem_conv/kernel`). */
+const stem = (name: string): string => name.replace(/_\d+$/, '');
+
+/**
+ * Puts an optimizer's saved weights (`iter`, then one block of slots per kind: Adam's `…/m` then `…/v`, momentum's
+ * `…/momentum`) in the order `order` (variable names, see {@link minimizeOrder}), matching each slot to its variable
+ * by name. Pure: the tensors are carried along. Throws a ConfigError naming `path` when a variable has no slot.
+ *
+ * @example alignSlots(named, minimizeOrder(model), 'runs/a/checkpoints/last/optimizer.json')
+ */
+export function alignSlots<T extends { name: string }>(named: readonly T[], order: readonly string[], path: string): T[] {
+  const wanted = order.map(stem);
+  const [iter, slots] = [named.filter((n) => n.name === 'iter'), named.filter((n) => n.name !== 'iter')];
+  if (slots.length === 0 || new Set(wanted).size !== wanted.length) return [...named];
+  const kinds = [...new Set(slots.map((s) => s.name.slice(s.name.lastIndexOf('/') + 1)))];
+  const aligned = kinds.flatMap((kind) => {
+    const byVariable = new Map(slots.filter((s) => s.name.endsWith(`/${kind}`)).map((s) => [stem(s.name.slice(0, -kind.length - 1)), s]));
+    if (byVariable.size !== wanted.length) {
+      throw new ConfigError(`the optimizer state ${quote(path)} holds ${byVariable.size} "${kind}" slots, but the model has ${wanted.length} trainable weights`, { path });
+    }
+    return wanted.map((name) => {
+      const slot = byVariable.get(name);
+      if (!slot) throw new ConfigError(`the optimizer state ${quote(path)} has no "${kind}" slot for the weight ${quote(name)}`, { path });
+      return slot;
+    });
+  });
+  return [...iter, ...aligned];
+}
+
+/**
+ * Restores an optimizer's state saved by {@link saveModel} for `model` (its slots matched to the model's weights by
+ * name); returns false when the folder holds none.
+ */
+export async function loadOptimizerState(dir: string, optimizer: Optimizer, model: LayersModel): Promise<boolean> {
   const tf = loadTf();
   if (!(await exists(join(dir, OPTIMIZER_JSON)))) return false;
   const meta = JSON.parse(await readFile(join(dir, OPTIMIZER_JSON), 'utf8')) as { className: string; specs: io.WeightsManifestEntry[] };
@@ -134,7 +180,7 @@ export async function loadOptimizerState(dir: string, optimizer: Optimizer): Pro
   const map = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), meta.specs);
   const named = meta.specs.map((s) => ({ name: s.name, tensor: map[s.name] as NonNullable<(typeof map)[string]> }));
   try {
-    await optimizer.setWeights(named);
+    await optimizer.setWeights(alignSlots(named, minimizeOrder(model), join(dir, OPTIMIZER_JSON)));
   } finally {
     tf.dispose(named.map((n) => n.tensor)); // the optimizer's variables hold their own references
   }

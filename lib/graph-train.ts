@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { WeightAverage } from './ema.js';
+import { minimizeOrder } from './checkpoint.js';
 import { BackendError, messageOf, quote } from './errors.js';
 import { adamOf, type AdamInternals } from './fast-train.js';
 import { loadTf, type Tf } from './tf.js';
@@ -476,17 +477,6 @@ function adamPowers(adam: AdamInternals, pending: number): [number, number, numb
   return [b1p, b2p, Math.fround(Math.sqrt(1 - b2p) * adam.epsilon)];
 }
 
-/** The order in which tfjs's optimizer.minimize lists the trainable variables (and so its moments). */
-function optimizerOrder(tf: Tf, weights: readonly LayerVariable[]): LayerVariable[] {
-  const byName = new Map(weights.map((w) => [w.read().name, w]));
-  const order: LayerVariable[] = [];
-  for (const v of Object.values(tf.engine().registeredVariables)) {
-    const w = byName.get(v.name);
-    if (w && v.trainable) order.push(w);
-  }
-  return order;
-}
-
 interface BuiltGraph {
   readonly graph: Graph;
   readonly variables: SessionVariable[];
@@ -513,7 +503,9 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
   // Every weight of the model gets a session variable; trainable ones also the optimizer's slots (Adam: two moments,
   // momentum: one accumulation).
   const weights = model.weights as unknown as LayerVariable[];
-  const trainable = optimizerOrder(tf, weights.filter((w) => w.trainable));
+  // In the order of tfjs's optimizer.minimize, which is the order of the optimizer's slots.
+  const byName = new Map(weights.map((w) => [w.read().name, w]));
+  const trainable = minimizeOrder(model).map((name) => byName.get(name) as LayerVariable);
   const handles = new Map<LayerVariable, string>();
   const reads = new Map<LayerVariable, string>();
   for (const w of weights) {

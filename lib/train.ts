@@ -332,7 +332,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
       }
       model = await loadLayersModelFromDir(ckptLast);
-      await loadOptimizerState(ckptLast, optimizer);
+      await loadOptimizerState(ckptLast, optimizer, model);
     } else if (options.initFrom) {
       model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed });
     } else {
