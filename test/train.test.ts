@@ -106,7 +106,7 @@ test('the tiny model learns the separable fixture, saves best/last/model, and pr
 // Op by op with Adam (the smoke preset), and one TensorFlow graph per step with SGD: the optimizer's state survives.
 // ResNets: loaded from a checkpoint, they make their variables in another order than when built (see alignSlots).
 const resnet = { model: 'resnet', modelWidth: 4 };
-for (const [engine, config] of [['eager, Adam', { ...base, ...resnet }], ['graph, SGD', { ...base, ...resnet, graphOps: true, optimizer: 'sgd', learningRate: 0.05 }]] as const) {
+for (const [engine, config] of [['eager, Adam', { ...base, ...resnet }], ['graph, SGD, weight average', { ...base, ...resnet, graphOps: true, optimizer: 'sgd', learningRate: 0.05, emaDecay: 0.9 }]] as const) {
   test(`an interrupted and resumed run ends where an uninterrupted one does (loss within 1e-4; ${engine})`, async () => {
     const name = engine.startsWith('graph') ? 'g' : 'e';
     const straight = await train({ data: labeled, out: join(tmp, `run-b${name}`), preset: 'smoke', cacheDir: join(tmp, 'cache'), config });
