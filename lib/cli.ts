@@ -41,7 +41,8 @@ Commands
             [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
-            [--optimizer adam|sgd] [--learning-rate PEAK]  (sgd: Nesterov momentum 0.9; defaults adam, 1e-3)
+            [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
+            defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.05, 5e-4)
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
@@ -100,6 +101,7 @@ const OPTIONS = {
   mixup: { type: 'string' },
   optimizer: { type: 'string' },
   'learning-rate': { type: 'string' },
+  'weight-decay': { type: 'string' },
   bucket: { type: 'string' },
   run: { type: 'string' },
   eval: { type: 'string' },
@@ -121,7 +123,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'mixup' | 'learning-rate' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
+function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -280,6 +282,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         const learningRate = number(values, 'learning-rate');
         if (learningRate !== undefined && !(learningRate > 0)) throw new ConfigError(`--learning-rate ${quote(values['learning-rate'])} is not a positive number`);
         set('learningRate', learningRate);
+        const weightDecay = number(values, 'weight-decay');
+        if (weightDecay !== undefined && !(weightDecay >= 0)) throw new ConfigError(`--weight-decay ${quote(values['weight-decay'])} is not a number of at least 0`);
+        set('weightDecay', weightDecay);
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         const r = await train({

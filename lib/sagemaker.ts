@@ -64,6 +64,7 @@ export const HYPERPARAMETERS = {
   seed: 'a whole number from 0 to 2^32 - 1',
   'learning-rate': 'a number above 0 and at most 1',
   optimizer: 'adam | sgd (Nesterov momentum 0.9)',
+  'weight-decay': 'a number from 0 to 1 (the L2 penalty)',
   augment: 'none | basic | traces (default none)',
   resume: 'true | false (default true): continue from /opt/ml/checkpoints when the job has a checkpoint configuration',
 } as const;
@@ -130,12 +131,17 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
   if (batchSize !== undefined) config.batchSize = batchSize;
   const seed = whole('seed', 0, 2 ** 32 - 1);
   if (seed !== undefined) config.seed = seed;
-  const lr = values.get('learning-rate');
-  if (lr !== undefined) {
-    const n = Number(lr);
-    if (lr === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw bad('learning-rate');
-    config.learningRate = n;
-  }
+  const real = (key: HyperparameterName, ok: (n: number) => boolean): number | undefined => {
+    const text = values.get(key);
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (text === '' || !Number.isFinite(n) || !ok(n)) throw bad(key);
+    return n;
+  };
+  const lr = real('learning-rate', (n) => n > 0 && n <= 1);
+  if (lr !== undefined) config.learningRate = lr;
+  const weightDecay = real('weight-decay', (n) => n >= 0 && n <= 1);
+  if (weightDecay !== undefined) config.weightDecay = weightDecay;
   const optimizer = choice('optimizer', ['adam', 'sgd']);
   if (optimizer !== undefined) config.optimizer = optimizer;
   let preset: string | undefined = choice('preset', ['smoke', 'tiny', 'cpu', 'gpu']);

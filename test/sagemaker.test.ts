@@ -123,7 +123,8 @@ test('runSageMakerTrainingUntilSignal: a real SIGTERM stops the job after the ep
 test('bad hyperparameters and a missing channel fail with an exact reason in /opt/ml/output/failure', async () => {
   const cases: [Record<string, unknown> | string, (file: string) => string][] = [
     [{ epochs: 'ten' }, (f) => `hyperparameter "epochs" is "ten" in "${f}": expected a whole number from 1 to 10000`],
-    [{ epoch: '3' }, (f) => `unknown hyperparameter "epoch" in "${f}": expected preset, model, epochs, image-size, batch-size, seed, learning-rate, optimizer, augment, resume`],
+    [{ epoch: '3' }, (f) => `unknown hyperparameter "epoch" in "${f}": expected preset, model, epochs, image-size, batch-size, seed, learning-rate, optimizer, weight-decay, augment, resume`],
+    [{ 'weight-decay': '-0.1' }, (f) => `hyperparameter "weight-decay" is "-0.1" in "${f}": expected a number from 0 to 1 (the L2 penalty)`],
     [{ optimizer: 'lbfgs' }, (f) => `hyperparameter "optimizer" is "lbfgs" in "${f}": expected adam | sgd (Nesterov momentum 0.9)`],
     [{ preset: 'huge' }, (f) => `hyperparameter "preset" is "huge" in "${f}": expected smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts`],
     [{ augment: 'lots' }, (f) => `hyperparameter "augment" is "lots" in "${f}": expected none | basic | traces (default none)`],
@@ -162,9 +163,9 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
 });
 
 test('parseHyperparameters takes SageMaker strings, JSON numbers, once-more-quoted strings and Python booleans', () => {
-  assert.deepEqual(parseHyperparameters({ preset: 'gpu', epochs: '20', 'image-size': 128, 'batch-size': ' 16 ', seed: '0', model: 'MOBILE', optimizer: 'SGD', augment: '"traces"', resume: 'False' }), {
+  assert.deepEqual(parseHyperparameters({ preset: 'gpu', epochs: '20', 'image-size': 128, 'batch-size': ' 16 ', seed: '0', model: 'MOBILE', optimizer: 'SGD', 'weight-decay': '5e-4', augment: '"traces"', resume: 'False' }), {
     preset: 'gpu',
-    config: { model: 'mobile', epochs: 20, imageSize: 128, batchSize: 16, seed: 0, optimizer: 'sgd' },
+    config: { model: 'mobile', epochs: 20, imageSize: 128, batchSize: 16, seed: 0, optimizer: 'sgd', weightDecay: 5e-4 },
     augment: 'traces',
     resume: false,
   });
