@@ -1,4 +1,5 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
+import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
@@ -153,6 +154,19 @@ function printEpoch(e: EpochRecord): void {
   );
 }
 
+/**
+ * Until the returned undo: Ctrl-C ends the process (status 130) with `hint` on stderr. Training writes every
+ * checkpoint atomically, so a run stopped at any moment resumes from its last finished epoch.
+ */
+function onInterrupt(hint: string): () => void {
+  const stop = (): void => {
+    process.stderr.write(`\n${hint}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', stop);
+  return () => process.off('SIGINT', stop);
+}
+
 function print(values: Values, result: unknown, human: string): void {
   process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${human}\n`);
 }
@@ -287,6 +301,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('weightDecay', weightDecay);
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
+        const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
           out: values.out,
@@ -299,7 +314,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values['balance-groups'] !== undefined ? { balanceGroups: parseGroups(values['balance-groups'], 'balance-groups') } : {}),
           ...progress,
           onEpoch: printEpoch,
-        });
+        }).finally(undo);
         print(values, r, `best epoch ${r.bestEpoch} of ${r.history.length}${r.stoppedEarly ? ' (stopped early)' : ''}: validation accuracy ${r.card.validation.accuracy.toFixed(3)}, macro-F1 ${r.card.validation.macroF1.toFixed(3)}; model in ${r.modelDir}`);
         return 0;
       }
@@ -397,6 +412,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'run': {
         const p = preset(values);
+        const undo = onInterrupt('pneumotype run: interrupted; finished steps and epochs are kept: run the same command again to continue');
         const r = await runPipeline({
           ...(values.source !== undefined ? { source: values.source } : {}),
           ...(values['data-dir'] !== undefined ? { dataDir: values['data-dir'] } : {}),
@@ -409,7 +425,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           onEpoch: printEpoch,
           ...progress,
           onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
-        });
+        }).finally(undo);
         print(values, r, r.steps.map((s) => `${s.step}: ${s.note}`).join('\n'));
         return 0;
       }

@@ -1,6 +1,8 @@
 // The CLI as a user runs it: the built `bin/pneumotype.js` in a child process (npm test builds dist/ first).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -103,6 +105,21 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, '\npneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, '\npneumotype train: --learning-rate "0" is not a positive number\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\n');
+});
+
+test('Ctrl-C during train ends with status 130 and says how to resume', async () => {
+  const out = join(tmp, 'run-interrupted');
+  const child = spawn(process.execPath, [BIN, 'train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '500', '--quiet'], { cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
+  let stderr = '';
+  let sent = false;
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+    if (!sent && /^epoch 2: /m.test(stderr)) sent = child.kill('SIGINT');
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 130, stderr);
+  assert.ok(stderr.endsWith(`\npneumotype train: interrupted; the last finished epoch is saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`), stderr);
+  assert.ok(existsSync(join(out, 'checkpoints', 'last', 'model.json')));
 });
 
 test('predict without --model uses the shipped model in models/default', async () => {
