@@ -44,6 +44,8 @@ Commands
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
             [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
             defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.05, 5e-4)
+            [--patience N]  (early stopping: epochs without a better validation macro-F1; default 8; SGD gains late
+            in the schedule: the shipped model ran all 60 epochs)
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
@@ -103,6 +105,7 @@ const OPTIONS = {
   optimizer: { type: 'string' },
   'learning-rate': { type: 'string' },
   'weight-decay': { type: 'string' },
+  patience: { type: 'string' },
   bucket: { type: 'string' },
   run: { type: 'string' },
   eval: { type: 'string' },
@@ -124,7 +127,7 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
+function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -299,6 +302,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         const weightDecay = number(values, 'weight-decay');
         if (weightDecay !== undefined && !(weightDecay >= 0)) throw new ConfigError(`--weight-decay ${quote(values['weight-decay'])} is not a number of at least 0`);
         set('weightDecay', weightDecay);
+        const patience = number(values, 'patience');
+        if (patience !== undefined && !(Number.isInteger(patience) && patience >= 1)) throw new ConfigError(`--patience ${quote(values.patience)} is not a whole number of at least 1`);
+        set('patience', patience);
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);

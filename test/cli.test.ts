@@ -82,10 +82,10 @@ test('doctor says which backend was picked and why', () => {
 
 test('train, evaluate and predict from the command line (tiny preset)', async () => {
   const data = join(tmp, 'labeled');
-  const t = cli('train', '--data', data, '--out', join(tmp, 'run'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '2', '--optimizer', 'sgd', '--learning-rate', '0.02', '--weight-decay', '5e-4', '--quiet');
+  const t = cli('train', '--data', data, '--out', join(tmp, 'run'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '2', '--optimizer', 'sgd', '--learning-rate', '0.02', '--weight-decay', '5e-4', '--patience', '5', '--quiet');
   assert.equal(t.code, 0, t.stderr);
-  const { config } = (JSON.parse(await readFile(join(tmp, 'run', 'model', 'pneumotype.json'), 'utf8')) as { training: { config: { optimizer: string; learningRate: number; weightDecay: number } } }).training;
-  assert.deepEqual([config.optimizer, config.learningRate, config.weightDecay], ['sgd', 0.02, 5e-4]);
+  const { config } = (JSON.parse(await readFile(join(tmp, 'run', 'model', 'pneumotype.json'), 'utf8')) as { training: { config: { optimizer: string; learningRate: number; weightDecay: number; patience: number } } }).training;
+  assert.deepEqual([config.optimizer, config.learningRate, config.weightDecay, config.patience], ['sgd', 0.02, 5e-4, 5]);
   assert.match(t.stdout, /^best epoch \d of 2: validation accuracy \d\.\d{3}, macro-F1 \d\.\d{3}; model in .*run\/model\n$/);
   assert.match(t.stderr, /^epoch 1: loss /m);
   const e = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '50', '--quiet');
@@ -104,6 +104,7 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, '\npneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, '\npneumotype train: --learning-rate "0" is not a positive number\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--patience', '2.5').stderr, '\npneumotype train: --patience "2.5" is not a whole number of at least 1\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\n');
 });
 
