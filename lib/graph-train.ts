@@ -3,16 +3,18 @@
 // Eager execution (what tfjs does, op by op) cannot run two independent ops at once, fuse across ops, or skip the
 // per-op round trip through JavaScript; Keras's model.fit runs one graph per step and gets all three. tfjs-node can
 // load and run a SavedModel through its native binding, so this module writes the training step of a LayersModel as a
-// graph (forward pass, hand-derived backward pass, Adam or momentum, batch-norm statistics and the weight average), loads it
-// into a TensorFlow session and runs one session call per batch. The weights, the optimizer's slots and the averaged
-// weights live in the session's resource variables while an epoch runs; `sync` copies them back into the tfjs model,
-// the optimizer and the WeightAverage (before validation and checkpoints), so saved models and resumes are unchanged.
+// graph (forward pass, hand-derived backward pass, Adam or momentum, batch-norm statistics and the weight average),
+// loads it into a TensorFlow session and runs one session call per batch. The weights, the optimizer's slots and the
+// averaged weights live in the session's resource variables while an epoch runs; `sync` copies them back into the
+// tfjs model, the optimizer and the WeightAverage (before validation and checkpoints), so saved models and resumes
+// are unchanged.
 //
 // The math is the step of lib/train.ts (class-weighted, label-smoothed cross-entropy of the softmax clipped to
-// [1e-7, 1], plus the layers' L2 penalties; tfjs's Adam; tfjs-layers' moving statistics with the biased variance);
-// dropout draws other random numbers than tfjs does. Supported layers: InputLayer, Conv2D, DepthwiseConv2D,
-// BatchNormalization, ReLU (max 6 or none), Activation('relu'), MaxPooling2D, Add, GlobalAveragePooling2D, Dropout and
-// a softmax Dense output. {@link planGraphTraining} says whether a model qualifies, and why not.
+// [1e-7, 1], plus the layers' L2 penalties; tfjs's Adam or momentum; tfjs-layers' moving statistics with the biased
+// variance); dropout draws other random numbers than tfjs does. Supported layers: InputLayer, Conv2D,
+// DepthwiseConv2D, BatchNormalization, ReLU (max 6 or none), Activation('relu'), MaxPooling2D, Add,
+// GlobalAveragePooling2D, Dropout and a softmax Dense output. {@link planGraphTraining} says whether a model
+// qualifies, and why not.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
