@@ -43,7 +43,7 @@ Commands
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
             [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
-            defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.05, 5e-4)
+            defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.1, 5e-4)
             [--patience N]  (early stopping: epochs without a better validation macro-F1; default 8; SGD gains late
             in the schedule: the shipped model ran all 60 epochs)
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
