@@ -127,11 +127,12 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes'): number | undefined {
+function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'batch-window-ms' | 'max-body-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
   if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(`--${name} ${quote(raw)} is not a number`);
+  if (check && !check.ok(n)) throw new ConfigError(`--${name} ${quote(raw)} is not ${check.expected}`);
   return n;
 }
 
@@ -296,15 +297,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         const { optimizer } = values;
         if (optimizer !== undefined && optimizer !== 'adam' && optimizer !== 'sgd') throw new ConfigError(`--optimizer ${quote(optimizer)} is not one of "adam", "sgd"`);
         set('optimizer', optimizer);
-        const learningRate = number(values, 'learning-rate');
-        if (learningRate !== undefined && !(learningRate > 0)) throw new ConfigError(`--learning-rate ${quote(values['learning-rate'])} is not a positive number`);
-        set('learningRate', learningRate);
-        const weightDecay = number(values, 'weight-decay');
-        if (weightDecay !== undefined && !(weightDecay >= 0)) throw new ConfigError(`--weight-decay ${quote(values['weight-decay'])} is not a number of at least 0`);
-        set('weightDecay', weightDecay);
-        const patience = number(values, 'patience');
-        if (patience !== undefined && !(Number.isInteger(patience) && patience >= 1)) throw new ConfigError(`--patience ${quote(values.patience)} is not a whole number of at least 1`);
-        set('patience', patience);
+        set('learningRate', number(values, 'learning-rate', { ok: (n) => n > 0, expected: 'a positive number' }));
+        set('weightDecay', number(values, 'weight-decay', { ok: (n) => n >= 0, expected: 'a number of at least 0' }));
+        set('patience', number(values, 'patience', { ok: (n) => Number.isInteger(n) && n >= 1, expected: 'a whole number of at least 1' }));
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);

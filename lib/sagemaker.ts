@@ -106,13 +106,15 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
   }
   const bad = (key: HyperparameterName): ConfigError =>
     new ConfigError(`hyperparameter ${quote(key)} is ${quote(values.get(key))} in ${quote(file)}: expected ${HYPERPARAMETERS[key]}`, { path: file });
-  const whole = (key: HyperparameterName, min: number, max: number): number | undefined => {
+  const real = (key: HyperparameterName, ok: (n: number) => boolean): number | undefined => {
     const text = values.get(key);
     if (text === undefined) return undefined;
     const n = Number(text);
-    if (text === '' || !Number.isInteger(n) || n < min || n > max) throw bad(key);
+    if (text === '' || !Number.isFinite(n) || !ok(n)) throw bad(key);
     return n;
   };
+  const whole = (key: HyperparameterName, min: number, max: number): number | undefined =>
+    real(key, (n) => Number.isInteger(n) && n >= min && n <= max);
   const choice = <T extends string>(key: HyperparameterName, options: readonly T[]): T | undefined => {
     const text = values.get(key)?.toLowerCase();
     if (text === undefined) return undefined;
@@ -131,13 +133,6 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
   if (batchSize !== undefined) config.batchSize = batchSize;
   const seed = whole('seed', 0, 2 ** 32 - 1);
   if (seed !== undefined) config.seed = seed;
-  const real = (key: HyperparameterName, ok: (n: number) => boolean): number | undefined => {
-    const text = values.get(key);
-    if (text === undefined) return undefined;
-    const n = Number(text);
-    if (text === '' || !Number.isFinite(n) || !ok(n)) throw bad(key);
-    return n;
-  };
   const lr = real('learning-rate', (n) => n > 0 && n <= 1);
   if (lr !== undefined) config.learningRate = lr;
   const weightDecay = real('weight-decay', (n) => n >= 0 && n <= 1);
