@@ -1,5 +1,5 @@
 // Safe, streaming, resumable zip extraction with yauzl: refuses traversal, links, bombs and corrupt data.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -454,6 +454,7 @@ async function extractEntry(
   };
 
   let stream: Readable | undefined;
+  let sink: WriteStream | undefined;
   let actual = 0;
   let crc = 0;
   try {
@@ -479,7 +480,7 @@ async function extractEntry(
         }
       },
     });
-    const sink = createWriteStream(part, { highWaterMark: WRITE_BYTES });
+    sink = createWriteStream(part, { highWaterMark: WRITE_BYTES });
     let writeFailure: unknown;
     sink.on('error', (err) => {
       writeFailure ??= err;
@@ -501,6 +502,8 @@ async function extractEntry(
     await rename(part, target);
   } catch (err) {
     stream?.destroy();
+    // pipeline can reject before the sink has opened its file; removing .part before then would leave one behind.
+    if (sink !== undefined) await closed(sink);
     await rm(part, { force: true });
     if (err instanceof PneumotypeError || context.signal?.aborted) throw err;
     throw new ArchiveError(`${where} cannot be written to ${quote(target)}`, { ...details, cause: err });
@@ -508,6 +511,14 @@ async function extractEntry(
 }
 
 function ignore(): void {}
+
+/** Destroys a write stream and resolves once its file descriptor is closed (at once if it already is). */
+async function closed(sink: WriteStream): Promise<void> {
+  if (sink.closed) return;
+  const done = new Promise<void>((resolve) => sink.once('close', resolve));
+  sink.destroy();
+  await done;
+}
 
 function hex(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
