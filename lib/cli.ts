@@ -151,6 +151,13 @@ function parseGroups(value: string, flag = 'groups'): { csv: string; column: str
   return { csv: value.slice(0, at), column: value.slice(at + 1) };
 }
 
+/** `--NAME`'s value when it is one of `options` (undefined when not given); a ConfigError quoting it otherwise. */
+function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', options: readonly T[]): T | undefined {
+  const raw = values[name];
+  if (raw === undefined || (options as readonly string[]).includes(raw)) return raw as T | undefined;
+  throw new ConfigError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
+}
+
 function printEpoch(e: EpochRecord): void {
   process.stderr.write(
     `epoch ${e.epoch}: loss ${e.loss.toFixed(4)} acc ${e.accuracy.toFixed(3)} | val loss ${e.valLoss.toFixed(4)} acc ${e.valAccuracy.toFixed(3)} ` +
@@ -294,9 +301,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('seed', number(values, 'seed'));
         set('model', values.model);
         set('mixup', number(values, 'mixup'));
-        const { optimizer } = values;
-        if (optimizer !== undefined && optimizer !== 'adam' && optimizer !== 'sgd') throw new ConfigError(`--optimizer ${quote(optimizer)} is not one of "adam", "sgd"`);
-        set('optimizer', optimizer);
+        set('optimizer', oneOf(values, 'optimizer', ['adam', 'sgd'] as const));
         set('learningRate', number(values, 'learning-rate', { ok: (n) => n > 0, expected: 'a positive number' }));
         set('weightDecay', number(values, 'weight-decay', { ok: (n) => n >= 0, expected: 'a number of at least 0' }));
         set('patience', number(values, 'patience', { ok: (n) => Number.isInteger(n) && n >= 1, expected: 'a whole number of at least 1' }));
@@ -320,8 +325,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'evaluate': {
-        const split = values.split ?? 'test';
-        if (split !== 'test' && split !== 'val') throw new ConfigError(`--split ${quote(split)} is not one of "test", "val"`);
+        const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'test';
         const bootstrap = number(values, 'bootstrap');
         const r = await evaluateModel({
           ...(values.model !== undefined ? { model: values.model } : {}),

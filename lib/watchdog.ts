@@ -56,8 +56,8 @@ function now(): number {
  * inside a graph training step, before a thread race was fixed): while a call runs between
  * {@link StallWatchdog.enter} and {@link StallWatchdog.leave}, a watcher thread checks the clock; past `seconds` it
  * writes one line to stderr and to `reportFile` (what was blocked, for how long, and `hint`) and ends the process,
- * the only way out of a thread stuck in native code. A hung run thus fails loudly instead of hanging, and `--resume` continues it from its last checkpoint. The watcher costs nothing between checks
- * and never keeps the process alive.
+ * the only way out of a thread stuck in native code. A hung run thus fails loudly instead of hanging, and `--resume`
+ * continues it from its last checkpoint. The watcher costs nothing between checks and never keeps the process alive.
  *
  * @example const dog = StallWatchdog.start({ seconds: 300, what: 'a TensorFlow graph call', hint: 'Run it again with --resume.' });
  * dog.enter(); try { runNative() } finally { dog.leave() }
