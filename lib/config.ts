@@ -116,12 +116,24 @@ export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)
       ? boolean
       : (typeof DEFAULTS)[K] };
 
-/** Named presets: `smoke` for tests and notebook runs in CI, `cpu` for a laptop, `gpu` for a SageMaker GPU instance. */
+/**
+ * Named presets: `smoke` for tests and notebook runs in CI, `cpu` for a laptop (a quick run, minutes), `gpu` for a
+ * machine that can afford the shipped model's whole recipe (run 22 of docs/experiments.md). Their models
+ * (test/models.test.ts asserts these, and that `gpu` is what models/default/pneumotype.json was trained with):
+ * - smoke: tiny CNN, width 8, 32 px: 24,939 parameters, 1.9 MFLOPs per image
+ * - cpu: ResNet, width 16, 128 px: 703,315 parameters, 76 MFLOPs per image; Adam, 30 epochs, early stopping after 8
+ * - gpu: the same ResNet at 128 px, SGD with Nesterov momentum at peak rate 0.1, L2 5e-4, all 60 epochs. A larger
+ *   input or a wider network did not do better here (runs 5, 6, 8, 21 and 24 of docs/experiments.md): more pixels
+ *   and more capacity went into the copy pipelines' traces, not the lungs.
+ */
 export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>> = {
   // smoke trains op by op (graphOps false): CI runs it in many short processes; the graph has tests of its own.
   smoke: { imageSize: 32, batchSize: 8, valFraction: 0.2, model: 'tiny', epochs: 2, warmupEpochs: 0, patience: 2, emaDecay: 0, graphOps: false },
   cpu: { imageSize: 128, batchSize: 32, model: 'resnet', modelWidth: 16, epochs: 30 },
-  gpu: { imageSize: 224, batchSize: 64, prepareConcurrency: 4, augmentWorkers: 3, model: 'resnet', modelWidth: 32, epochs: 40 },
+  gpu: {
+    imageSize: 128, batchSize: 32, prepareConcurrency: 4, augmentWorkers: 3, model: 'resnet', modelWidth: 16, epochs: 60,
+    optimizer: 'sgd', learningRate: 0.1, minLearningRate: 1e-4, weightDecay: 5e-4, patience: 60,
+  },
 };
 export type PresetName = keyof typeof PRESETS;
 

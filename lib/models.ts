@@ -10,7 +10,7 @@ export type ModelName = 'resnet' | 'mobile' | 'tiny';
 /** The knobs of {@link buildModel}. Unset ones come from {@link MODEL_CATALOG} (and DEFAULTS.seed, CLASSES). */
 export interface ModelOptions {
   name: ModelName;
-  /** Side of the square, 1-channel input in pixels (the preset's imageSize: 32 smoke, 128 cpu, 224 gpu). */
+  /** Side of the square, 1-channel input in pixels (the preset's imageSize: 32 smoke, 128 cpu and gpu). */
   imageSize: number;
   /** Base channels: resnet 32 (stages w, 2w, 4w, 8w), mobile 16 (channels of the first bottleneck), tiny 8. */
   width?: number;

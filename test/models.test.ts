@@ -1,7 +1,9 @@
 // Tests of lib/models.ts: shapes, exact parameter and FLOP counts, seeded initialisation, a quick overfit, no leaks.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { readFileSync } from 'node:fs';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
+import { PRESETS, resolveConfig, type Config, type PresetName } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import {
   MODEL_CATALOG,
@@ -87,7 +89,7 @@ for (const name of ['resnet', 'mobile', 'tiny'] as const) {
   });
 }
 
-// The defaults at 224 px (the gpu preset); parameter counts are also in the MODEL_CATALOG doc comment.
+// The defaults at 224 and 128 px; parameter counts are also in the MODEL_CATALOG doc comment.
 const DEFAULT_COUNTS: Array<[ModelName, number, number, number, number, number]> = [
   // name, parameters, trainable, FLOPs at 224, FLOPs at 128, layers
   ['resnet', 2_801_315, 2_796_515, 887_113_216, 289_670_656, 70],
@@ -114,6 +116,34 @@ for (const [name, parameters, trainable, flops224, flops128, layers] of DEFAULT_
     });
   });
 }
+
+// Each preset's model, as the PRESETS doc comment in lib/config.ts gives it: name, px, parameters, FLOPs per image.
+const PRESET_MODELS: Record<PresetName, [ModelName, number, number, number]> = {
+  smoke: ['tiny', 32, 24_939, 1_917_312],
+  cpu: ['resnet', 128, 703_315, 75_629_312],
+  gpu: ['resnet', 128, 703_315, 75_629_312],
+};
+test('each preset builds the model its doc comment gives, parameters and FLOPs included', async () => {
+  assert.deepEqual(Object.keys(PRESET_MODELS), Object.keys(PRESETS));
+  for (const [preset, [name, imageSize, parameters, flops]] of Object.entries(PRESET_MODELS)) {
+    const config = resolveConfig(preset as PresetName);
+    const options: ModelOptions = { name: config.model as ModelName, imageSize: config.imageSize, ...(config.modelWidth ? { width: config.modelWidth } : {}) };
+    await withModel(options, (model) => {
+      const s = summarizeModel(model, options);
+      assert.deepEqual([s.name, s.imageSize, s.parameters, s.flops], [name, imageSize, parameters, flops], preset);
+    });
+  }
+});
+
+test('the gpu preset is the recipe the shipped model was trained with (models/default/pneumotype.json)', () => {
+  const card = JSON.parse(readFileSync(new URL('../models/default/pneumotype.json', import.meta.url), 'utf8')) as { training: { config: Config } };
+  const recipe: Array<keyof Config> = [
+    'imageSize', 'batchSize', 'model', 'modelWidth', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs', 'schedule',
+    'weightDecay', 'labelSmoothing', 'mixup', 'classWeights', 'patience', 'dropout', 'emaDecay', 'seed', 'valFraction', 'graphOps',
+  ];
+  const gpu = resolveConfig('gpu');
+  assert.deepEqual(Object.fromEntries(recipe.map((k) => [k, gpu[k]])), Object.fromEntries(recipe.map((k) => [k, card.training.config[k]])));
+});
 
 test('resnet uses the 5x5 stem below 128 px: 2,800,547 parameters at 32 px, 24 * 32 fewer', async () => {
   await withModel({ name: 'resnet', imageSize: 32 }, (model) => {
