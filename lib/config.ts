@@ -75,7 +75,7 @@ export const DEFAULTS = {
   batchSize: 32,
   shuffleBuffer: 0, // 0: shuffle the whole index each epoch (it is only file offsets)
   augment: false, // the original narrative used no augmentation
-  augmentWorkers: 1, // training: threads that augment the next batches while the current one trains (0: none)
+  augmentWorkers: 1, // training: threads that augment the next batches while the current one trains (0: none; at most cores - 1)
 
   // --- model and training (see lib/models.ts for the architectures)
   model: 'resnet', // resnet | mobile | tiny

@@ -209,6 +209,19 @@ class AugmentPool {
 }
 
 /**
+ * How many augmentation threads training actually starts: the configured `augmentWorkers`, but at most one fewer
+ * than the machine's cores (and at least 1), so that a preset written for a many-core GPU instance does not starve
+ * TensorFlow's own threads on a laptop. The batches do not depend on it.
+ *
+ * @example augmentThreads(3, 2) // 1
+ * @example augmentThreads(3, 8) // 3
+ * @example augmentThreads(0, 8) // 0 (augment in the training thread)
+ */
+export function augmentThreads(configured: number, cores: number): number {
+  return configured <= 0 ? 0 : Math.max(1, Math.min(configured, cores - 1));
+}
+
+/**
  * The batches of one epoch as an async iterable: `[b, size, size, 1]` float32 images in [0, 1] and `[b, 3]` one-hot
  * labels. Shuffled by default for 'train' with a seed of `seed + epoch`; reads only the rows of the current batch.
  * **The consumer owns the yielded tensors and must dispose them**; stopping early leaks nothing.

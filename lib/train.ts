@@ -1,13 +1,14 @@
 // The training loop: a readable epoch/batch loop with warm-up + cosine (or plateau) learning rates, class weights,
 // early stopping on validation macro-F1, atomic best/last checkpoints and exact resume.
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor } from '@tensorflow/tfjs';
 import type { AugmentOptions } from './augment.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpoint.js';
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
-import { batches } from './dataset.js';
+import { augmentThreads, batches } from './dataset.js';
 import { BackendError, ConfigError, PneumotypeError, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
@@ -399,7 +400,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         let seen = 0;
         let lr = 0;
         let interrupted = false;
-        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, mixup: config.mixup, shuffle: true, workers: config.augmentWorkers })) {
+        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, mixup: config.mixup, shuffle: true, workers: augmentThreads(config.augmentWorkers, availableParallelism()) })) {
           if (options.signal?.aborted) {
             // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
             tf.dispose([batch.xs, batch.ys]);

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { augmentImage, checkAugment } from '../lib/augment.js';
 import { openCache, prepareCache, type OpenedCache } from '../lib/cache.js';
 import type { Label } from '../lib/config.js';
-import { batchPlan, batches, batchIterator, toTfDataset, type Batch } from '../lib/dataset.js';
+import { augmentThreads, batchPlan, batches, batchIterator, toTfDataset, type Batch } from '../lib/dataset.js';
 import { ConfigError } from '../lib/errors.js';
 import { sha256 } from '../lib/fsx.js';
 import { writeManifest, type ManifestRow } from '../lib/manifest.js';
@@ -208,6 +208,10 @@ test('augmenting in worker threads gives the same batches, in order, and stops c
   await assert.rejects(async () => {
     for await (const b of batches(cache, { ...options, workers: -1 })) tf.dispose([b.xs, b.ys]);
   }, { name: 'ConfigError', message: 'workers -1 is not valid: expected an integer of at least 0' });
+});
+
+test('augmentThreads: the configured count, capped at one fewer than the cores, at least 1, 0 kept', () => {
+  assert.deepEqual([augmentThreads(3, 2), augmentThreads(3, 1), augmentThreads(3, 4), augmentThreads(3, 16), augmentThreads(1, 1), augmentThreads(0, 16)], [1, 1, 3, 3, 1, 0]);
 });
 
 test('mixup blends training batches reproducibly: soft label rows that sum to 1, hard labels kept', async () => {
