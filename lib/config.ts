@@ -137,6 +137,30 @@ export const PRESETS: Readonly<Record<'smoke' | 'cpu' | 'gpu', Partial<Config>>>
 };
 export type PresetName = keyof typeof PRESETS;
 
+/**
+ * The fields of a configuration that decide what a model learns (not where files go, nor how fast it gets there):
+ * two runs with equal recipes on the same data train the same model, up to floating-point order.
+ */
+export const RECIPE_KEYS = [
+  'imageSize', 'batchSize', 'model', 'modelWidth', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'mixup', 'classWeights', 'patience', 'dropout', 'emaDecay',
+  'seed', 'valFraction', 'graphOps',
+] as const satisfies ReadonlyArray<keyof Config>;
+
+/**
+ * The preset whose recipe ({@link RECIPE_KEYS}) a configuration has, if any: how a model card says which
+ * `--preset` trains its model again.
+ *
+ * @example presetMatching(resolveConfig('gpu', { augmentWorkers: 1 })) // 'gpu'
+ * @example presetMatching(resolveConfig('gpu', { epochs: 10 })) // undefined
+ */
+export function presetMatching(config: Readonly<Partial<Config>>): PresetName | undefined {
+  return (Object.keys(PRESETS) as PresetName[]).find((p) => {
+    const preset = resolveConfig(p);
+    return RECIPE_KEYS.every((k) => config[k] === preset[k]);
+  });
+}
+
 /** The configuration of a preset (DEFAULTS when none), with overrides applied last. */
 export function resolveConfig(preset?: PresetName, overrides: Partial<Config> = {}): Config {
   return { ...DEFAULTS, ...(preset ? PRESETS[preset] : {}), ...overrides };

@@ -1,6 +1,8 @@
 // The model card (README.md beside a model): data, preprocessing, architecture, training, metrics, intended use.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { TRACE_AUGMENT } from './augment.js';
+import { presetMatching } from './config.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { writeFileAtomic } from './fsx.js';
 import type { Interval } from './metrics.js';
@@ -80,6 +82,12 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     ...(t.balanceGroups ? [`- Sample weights balancing the classes within each group of ${t.balanceGroups}.`] : []),
   ];
   if (best) lines.push(`- At the chosen epoch: training loss ${num(best.loss)}, accuracy ${pct(best.accuracy)}; validation loss ${num(best.valLoss)}.`);
+  // The command that trains the same recipe again, where a preset has it and the augmentation is one the CLI names.
+  const preset = presetMatching(c);
+  const augmentFlag = t.augment === false ? ' --augment none' : JSON.stringify(t.augment) === JSON.stringify(TRACE_AUGMENT) ? '' : undefined;
+  if (preset && augmentFlag !== undefined && !t.balanceGroups && !t.initFrom) {
+    lines.push(`- The same recipe again: \`npx pneumotype train --data data/labeled --out runs/NAME --preset ${preset}${augmentFlag}\`.`);
+  }
   lines.push(
     '',
     `## Validation metrics (${evaluation.n} images, 95 % intervals by patient bootstrap, ${evaluation.bootstrap.resamples} resamples)`,

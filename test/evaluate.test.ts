@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { evaluateModel, loadModel, predict } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import { train } from '../lib/train.js';
+import { train, type EpochRecord, type ModelCard } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 
 let tmp: string;
@@ -116,4 +116,12 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.match(text, /minutes on a test machine\./);
   assert.match(text, /\| accuracy \| \d+\.\d % \[\d+\.\d %, \d+\.\d %\] \|/);
   assert.match(text, /trained\n {2}without augmentation against them/);
+  assert.doesNotMatch(text, /The same recipe again/, 'a run with its own epochs and rates has no preset to name');
+  // With a preset's recipe, the card names the command that trains it again.
+  const { renderModelCard } = await import('../lib/model-card.js');
+  const { resolveConfig } = await import('../lib/config.js');
+  const card = JSON.parse(await readFile(join(modelDir, 'pneumotype.json'), 'utf8')) as ModelCard;
+  const history = JSON.parse(await readFile(join(tmp, 'run', 'history.json'), 'utf8')) as EpochRecord[];
+  const again = renderModelCard({ ...card, training: { ...card.training, config: resolveConfig('smoke', { augmentWorkers: 2 }) } }, history, evaluation);
+  assert.match(again, /\n- The same recipe again: `npx pneumotype train --data data\/labeled --out runs\/NAME --preset smoke --augment none`\.\n/);
 });

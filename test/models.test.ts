@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
-import { PRESETS, resolveConfig, type Config, type PresetName } from '../lib/config.js';
+import { PRESETS, RECIPE_KEYS, presetMatching, resolveConfig, type Config, type PresetName } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import {
   MODEL_CATALOG,
@@ -137,12 +137,17 @@ test('each preset builds the model its doc comment gives, parameters and FLOPs i
 
 test('the gpu preset is the recipe the shipped model was trained with (models/default/pneumotype.json)', () => {
   const card = JSON.parse(readFileSync(new URL('../models/default/pneumotype.json', import.meta.url), 'utf8')) as { training: { config: Config } };
-  const recipe: Array<keyof Config> = [
-    'imageSize', 'batchSize', 'model', 'modelWidth', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs', 'schedule',
-    'weightDecay', 'labelSmoothing', 'mixup', 'classWeights', 'patience', 'dropout', 'emaDecay', 'seed', 'valFraction', 'graphOps',
-  ];
   const gpu = resolveConfig('gpu');
-  assert.deepEqual(Object.fromEntries(recipe.map((k) => [k, gpu[k]])), Object.fromEntries(recipe.map((k) => [k, card.training.config[k]])));
+  assert.deepEqual(Object.fromEntries(RECIPE_KEYS.map((k) => [k, card.training.config[k]])), Object.fromEntries(RECIPE_KEYS.map((k) => [k, gpu[k]])));
+  assert.equal(presetMatching(card.training.config), 'gpu');
+});
+
+test('presetMatching: the preset with the same recipe; speed and paths do not count, any recipe change does', () => {
+  for (const p of Object.keys(PRESETS) as PresetName[]) assert.equal(presetMatching(resolveConfig(p)), p);
+  assert.equal(presetMatching(resolveConfig('gpu', { augmentWorkers: 1, prepareConcurrency: 2, cacheDir: '/elsewhere' })), 'gpu');
+  assert.equal(presetMatching(resolveConfig('gpu', { epochs: 10 })), undefined);
+  assert.equal(presetMatching(resolveConfig('cpu', { seed: 7 })), undefined);
+  assert.equal(presetMatching(resolveConfig()), undefined);
 });
 
 test('resnet uses the 5x5 stem below 128 px: 2,800,547 parameters at 32 px, 24 * 32 fewer', async () => {
