@@ -56,11 +56,12 @@ export function loadTf(options: { backend?: BackendChoice } = {}): Tf {
 }
 
 /** Like {@link loadTf}, and says what was picked and why. */
-export function loadTfWithInfo(options: { backend?: BackendChoice } = {}): { tf: Tf; info: BackendInfo } {
+export function loadTfWithInfo(options: { backend?: BackendChoice; gpuVisible?: boolean } = {}): { tf: Tf; info: BackendInfo } {
   if (loaded) return loaded;
   const requested = options.backend ?? parseChoice(process.env.PNEUMOTYPE_BACKEND);
   process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // silence libtensorflow's start-up chatter
-  const gpu = gpuVisible();
+  // `gpuVisible` overrides the driver check: a test takes the GPU path on a machine without one.
+  const gpu = options.gpuVisible ?? gpuVisible();
   const reasons: string[] = [];
   const candidates: BackendInfo['package'][] =
     requested === 'gpu'
@@ -84,7 +85,9 @@ export function loadTfWithInfo(options: { backend?: BackendChoice } = {}): { tf:
       if (requested !== 'auto') {
         throw new BackendError(
           `PNEUMOTYPE_BACKEND=${quote(requested)} asks for ${pkg}, which does not load: ${why}. ` +
-            'Run `npm install` (its postinstall sets native TensorFlow up) and see `npx pneumotype doctor`.',
+            (pkg === '@tensorflow/tfjs-node-gpu'
+              ? `It is not a dependency: install it with \`npm install --no-save ${pkg}@4.22.0 && node scripts/setup-tfjs.mjs\`, which needs CUDA 11.2 and cuDNN 8.1 (environment.md), and see \`npx pneumotype doctor\`.`
+              : 'Run `npm install` (its postinstall sets native TensorFlow up) and see `npx pneumotype doctor`.'),
           { cause: err },
         );
       }
