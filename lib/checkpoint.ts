@@ -100,6 +100,21 @@ export async function saveModel(options: {
   });
 }
 
+/**
+ * Makes the variables of every layer that is not trainable untrainable too. tfjs-layers creates a layer's variables
+ * trainable even when the layer is made (or loaded) with `trainable: false`: the layer hides them from
+ * `trainableWeights`, but `optimizer.minimize`, which takes every trainable variable its loss depends on, would still
+ * change them. Setting the layer's flag again reaches its variables. Returns the model.
+ *
+ * @example freezeUntrainable(await tf.loadLayersModel(handler))
+ */
+export function freezeUntrainable<M extends LayersModel>(model: M): M {
+  for (const layer of model.layers) {
+    if (!layer.trainable) layer.trainable = false;
+  }
+  return model;
+}
+
 /** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */
 export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> {
   const tf = loadTf();
@@ -117,9 +132,9 @@ export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> 
     for (const p of group.paths) buffers.push(await readFile(join(dir, p)));
   }
   const data = Buffer.concat(buffers);
-  return tf.loadLayersModel(
+  return freezeUntrainable(await tf.loadLayersModel(
     tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) }),
-  );
+  ));
 }
 
 /**

@@ -42,6 +42,7 @@ Commands
             [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
+            [--antialias]  (resnet: blur before each later subsampling, against high-frequency copy traces)
             [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
             defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.1, 5e-4)
             [--patience N]  (early stopping: epochs without a better validation macro-F1; default 8; SGD gains late
@@ -102,6 +103,7 @@ const OPTIONS = {
   graph: { type: 'boolean' },
   eager: { type: 'boolean' },
   mixup: { type: 'string' },
+  antialias: { type: 'boolean' },
   optimizer: { type: 'string' },
   'learning-rate': { type: 'string' },
   'weight-decay': { type: 'string' },
@@ -305,6 +307,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('learningRate', number(values, 'learning-rate', { ok: (n) => n > 0, expected: 'a positive number' }));
         set('weightDecay', number(values, 'weight-decay', { ok: (n) => n >= 0, expected: 'a number of at least 0' }));
         set('patience', number(values, 'patience', { ok: (n) => Number.isInteger(n) && n >= 1, expected: 'a whole number of at least 1' }));
+        if (values.antialias) overrides.antialias = true;
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);

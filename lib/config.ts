@@ -80,6 +80,7 @@ export const DEFAULTS = {
   // --- model and training (see lib/models.ts for the architectures)
   model: 'resnet', // resnet | mobile | tiny
   modelWidth: 0, // base channels; 0 = the architecture's default
+  antialias: false, // resnet: blur before each later subsampling (lib/models.ts), against high-frequency copy traces
   epochs: 30,
   optimizer: 'adam', // adam | sgd (momentum 0.9, Nesterov)
   learningRate: 1e-3, // peak rate, reached after the warm-up
@@ -142,7 +143,7 @@ export type PresetName = keyof typeof PRESETS;
  * two runs with equal recipes on the same data train the same model, up to floating-point order.
  */
 export const RECIPE_KEYS = [
-  'imageSize', 'batchSize', 'model', 'modelWidth', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'imageSize', 'batchSize', 'model', 'modelWidth', 'antialias', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
   'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'mixup', 'classWeights', 'patience', 'dropout', 'emaDecay',
   'seed', 'valFraction', 'graphOps',
 ] as const satisfies ReadonlyArray<keyof Config>;
@@ -157,7 +158,8 @@ export const RECIPE_KEYS = [
 export function presetMatching(config: Readonly<Partial<Config>>): PresetName | undefined {
   return (Object.keys(PRESETS) as PresetName[]).find((p) => {
     const preset = resolveConfig(p);
-    return RECIPE_KEYS.every((k) => config[k] === preset[k]);
+    // A key absent from a configuration recorded before it existed has its default, the behaviour of that time.
+    return RECIPE_KEYS.every((k) => (config[k] ?? DEFAULTS[k]) === preset[k]);
   });
 }
 

@@ -1,5 +1,6 @@
 // The classifier architectures (ResNet-18-like, MobileNetV2-style, a tiny plain CNN) and their parameter/FLOP counts.
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
+import { freezeUntrainable } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Config } from './config.js';
 import { ConfigError, quote } from './errors.js';
 import { createRng, type Rng } from './random.js';
@@ -24,6 +25,13 @@ export interface ModelOptions {
   numClasses?: number;
   /** Seed of the kernel initialisers: the same seed gives the same initial weights. Default DEFAULTS.seed. */
   seed?: number;
+  /**
+   * resnet only: anti-aliased downsampling (Zhang 2019, "Making convolutional networks shift-invariant again"): each
+   * stride-2 step after the stem low-passes with a fixed 3x3 binomial filter before it subsamples (max pool at stride
+   * 1 then blur at stride 2; a block's first conv at stride 1, then blur at stride 2; the projection shortcut blurs
+   * first). Against high-frequency copy-pipeline traces. Default false.
+   */
+  antialias?: boolean;
 }
 
 /** {@link ModelOptions} with every default filled in. */
@@ -37,6 +45,7 @@ export interface ResolvedModelOptions {
   readonly l2: number;
   readonly numClasses: number;
   readonly seed: number;
+  readonly antialias: boolean;
 }
 
 /** What a model costs: printed by the CLI and recorded next to training runs. */
@@ -126,6 +135,7 @@ export function modelOptionsFromConfig(config: Config): ModelOptions {
     l2: config.weightDecay,
     seed: config.seed,
     ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
+    ...(config.antialias ? { antialias: true } : {}),
   };
 }
 
@@ -162,7 +172,10 @@ export function resolveModelOptions(options: ModelOptions): ResolvedModelOptions
   if (typeof l2 !== 'number' || !Number.isFinite(l2) || l2 < 0) throw bad('l2', l2, 'a finite number >= 0');
   if (!isPositiveInteger(numClasses) || numClasses < 2) throw bad('numClasses', numClasses, 'an integer >= 2');
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) throw bad('seed', seed, 'an integer');
-  return { name, imageSize, width, depth: [...depth], dropout, l2, numClasses, seed };
+  const antialias = options.antialias ?? false;
+  if (typeof antialias !== 'boolean') throw bad('antialias', antialias, 'true or false');
+  if (antialias && name !== 'resnet') throw bad('antialias', antialias, `false for ${quote(name)} (only resnet has it)`);
+  return { name, imageSize, width, depth: [...depth], dropout, l2, numClasses, seed, antialias };
 }
 
 /** Layer factories sharing one regulariser and one seed stream (each kernel gets its own seed from it). */
@@ -222,6 +235,16 @@ class Builder {
     return this.apply(layer, x);
   }
 
+  /** The blur layers made so far: {@link buildModel} sets their fixed kernels once the model exists. */
+  readonly blurs: string[] = [];
+
+  /** A fixed (not trained) 3x3 binomial low-pass filter per channel, then subsampling by `strides`. */
+  blur(x: SymbolicTensor, name: string, strides: number): SymbolicTensor {
+    const layer = this.tf.layers.depthwiseConv2d({ name, kernelSize: 3, strides, padding: 'same', depthMultiplier: 1, useBias: false, trainable: false });
+    this.blurs.push(name);
+    return this.apply(layer, x);
+  }
+
   /** Batch normalisation; `zeroGamma` starts a residual branch as the identity (Goyal et al. 2017). */
   bn(x: SymbolicTensor, name: string, zeroGamma = false): SymbolicTensor {
     const layer = this.tf.layers.batchNormalization({
@@ -266,18 +289,23 @@ function buildResnet(b: Builder, x: SymbolicTensor): SymbolicTensor {
   const stemKernel = imageSize >= RESNET_LARGE_STEM_FROM ? 7 : 5;
   let y = b.conv(x, 'stem_conv', width, stemKernel, 2);
   y = b.relu(b.bn(y, 'stem_bn'), 'stem_relu');
-  y = b.maxPool(y, 'stem_pool', 3, 2);
+  // Anti-aliased (b.o.antialias): every later stride 2 becomes stride 1, then a blur that subsamples.
+  const aa = b.o.antialias;
+  y = aa ? b.blur(b.maxPool(y, 'stem_pool', 3, 1), 'stem_pool_blur', 2) : b.maxPool(y, 'stem_pool', 3, 2);
   let channels = width;
   depth.forEach((blocks, s) => {
     const out = width * 2 ** s;
     for (let i = 0; i < blocks; i++) {
       const p = `stage${s + 1}_block${i + 1}`;
       const stride = s > 0 && i === 0 ? 2 : 1;
+      const blurFirst = aa && stride === 2;
       let shortcut = y;
       if (stride !== 1 || channels !== out) {
-        shortcut = b.bn(b.conv(y, `${p}_proj`, out, 1, stride), `${p}_proj_bn`);
+        const into = blurFirst ? b.blur(y, `${p}_proj_blur`, 2) : y;
+        shortcut = b.bn(b.conv(into, `${p}_proj`, out, 1, blurFirst ? 1 : stride), `${p}_proj_bn`);
       }
-      let r = b.relu(b.bn(b.conv(y, `${p}_conv1`, out, 3, stride), `${p}_bn1`), `${p}_relu1`);
+      let r = b.relu(b.bn(b.conv(y, `${p}_conv1`, out, 3, blurFirst ? 1 : stride), `${p}_bn1`), `${p}_relu1`);
+      if (blurFirst) r = b.blur(r, `${p}_blur`, 2);
       r = b.bn(b.conv(r, `${p}_conv2`, out, 3), `${p}_bn2`, true);
       y = b.relu(b.add(shortcut, r, `${p}_add`), `${p}_relu2`);
       channels = out;
@@ -346,7 +374,19 @@ export function buildModel(options: ModelOptions): LayersModel {
   const input = tf.input({ name: 'image', shape: [o.imageSize, o.imageSize, 1], dtype: 'float32' });
   const build = { resnet: buildResnet, mobile: buildMobile, tiny: buildTiny }[o.name];
   const output = build(b, input);
-  return tf.model({ name: o.name, inputs: input, outputs: output });
+  const model = tf.model({ name: o.name, inputs: input, outputs: output });
+  if (b.blurs.length > 0) {
+    // [1, 2, 1] x [1, 2, 1] / 16 for every channel: kernel [3, 3, channels, 1].
+    const binomial = [1, 2, 1].flatMap((a) => [1, 2, 1].map((c) => (a * c) / 16));
+    for (const name of b.blurs) {
+      const layer = model.getLayer(name);
+      const [, , channels] = layer.weights[0]?.shape ?? [];
+      const kernel = tf.tidy(() => tf.tensor(binomial, [3, 3, 1, 1]).tile([1, 1, channels ?? 1, 1]));
+      layer.setWeights([kernel]);
+      kernel.dispose();
+    }
+  }
+  return freezeUntrainable(model);
 }
 
 type AnyLayer = LayersModel['layers'][number];

@@ -16,7 +16,7 @@ import { enableFastTraining } from './fast-train.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
 import { exists, writeJsonAtomic } from './fsx.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
-import { buildModel, modelOptionsFromConfig, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
+import { buildModel, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
 import { buildTransferModel } from './transfer.js';
@@ -269,7 +269,7 @@ function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
     'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   // Settings added later count only when set, so that runs started before them still resume.
-  return JSON.stringify([...keys.map((k) => config[k]), ...(config.mixup !== 0 ? [{ mixup: config.mixup }] : [])]);
+  return JSON.stringify([...keys.map((k) => config[k]), ...(config.mixup !== 0 ? [{ mixup: config.mixup }] : []), ...(config.antialias ? [{ antialias: true }] : [])]);
 }
 
 /**
@@ -280,9 +280,10 @@ function configHash(config: Config): string {
  * @example const r = await train({ data: 'data/labeled', out: 'runs/cpu-1', preset: 'cpu' }); r.history.at(-1)
  */
 export async function train(options: TrainOptions): Promise<TrainResult> {
-  const { tf, info } = loadTfWithInfo();
   const config = resolveConfig(options.preset, options.config ?? {});
-  const modelOptions = modelOptionsFromConfig(config); // checks the model name before any long work
+  const modelOptions = modelOptionsFromConfig(config);
+  if (!options.initFrom) resolveModelOptions(modelOptions); // checks every model option before any long work
+  const { tf, info } = loadTfWithInfo();
   const runDir = resolve(options.out);
   const ckptLast = join(runDir, 'checkpoints', 'last');
   const ckptBest = join(runDir, 'checkpoints', 'best');

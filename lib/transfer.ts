@@ -1,7 +1,7 @@
 // Transfer learning: start from a pretrained tfjs layers model (a folder or URL), keep its features, new 3-class head.
 import { stat } from 'node:fs/promises';
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
-import { loadLayersModelFromDir } from './checkpoint.js';
+import { freezeUntrainable, loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { loadTf } from './tf.js';
@@ -14,7 +14,10 @@ export interface TransferOptions {
   readonly dropout?: number;
   /** Name of the layer whose output feeds the new head (default: the last layer with a 4-D output, pooled). */
   readonly featureLayer?: string;
-  /** Freeze the pretrained layers (train the head only). Default false. */
+  /**
+   * Freeze the pretrained layers (train the head only). Default false. Holds for the model returned: tfjs saves no
+   * trainable flag for a nested model, so the same model saved and loaded again trains its pretrained layers too.
+   */
   readonly freeze?: boolean;
   readonly seed?: number;
 }
@@ -79,5 +82,5 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   const out = tf.layers
     .dense({ units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }) })
     .apply(x) as SymbolicTensor;
-  return tf.model({ inputs: input, outputs: out, name: 'transfer' });
+  return freezeUntrainable(tf.model({ inputs: input, outputs: out, name: 'transfer' }));
 }

@@ -106,6 +106,10 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, '\npneumotype train: --learning-rate "0" is not a positive number\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--patience', '2.5').stderr, '\npneumotype train: --patience "2.5" is not a whole number of at least 1\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\n');
+  assert.equal(
+    cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--antialias').stderr,
+    '\npneumotype train: model option antialias=true is not usable: expected false for "tiny" (only resnet has it)\n',
+  );
 });
 
 test('Ctrl-C during train ends with status 130 and says how to resume', async () => {

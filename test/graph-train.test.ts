@@ -33,8 +33,8 @@ function batch(): { xs: Tensor; ys: Tensor } {
   }));
 }
 
-function pair(name: ModelName, dropout = 0): [LayersModel, LayersModel] {
-  const options = { name, imageSize: S, width: 8, dropout, l2: 1e-4, seed: 5 };
+function pair(name: ModelName, dropout = 0, antialias = false): [LayersModel, LayersModel] {
+  const options = { name, imageSize: S, width: 8, dropout, l2: 1e-4, seed: 5, antialias };
   return [buildModel(options), buildModel(options)];
 }
 
@@ -82,8 +82,8 @@ const TOLERANCE = { resnet: 1e-4, tiny: 1e-4, mobile: 2e-3 } as const;
  * Three steps of twin models, one by trainStep (tfjs), one by the graph, each with its own `make()` optimizer (at the
  * learning rates `rates` when given): the same losses, correct counts, weights, moving statistics and optimizer state.
  */
-async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readonly number[]): Promise<void> {
-  const [eager, graphed] = pair(name);
+async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readonly number[], antialias = false): Promise<void> {
+  const [eager, graphed] = pair(name, 0, antialias);
   const [oa, ob] = [make(), make()];
   const { xs, ys } = batch();
   const cw = tf.tensor1d(WEIGHTS);
@@ -126,6 +126,10 @@ for (const name of ['resnet', 'tiny', 'mobile'] as const) {
 
 test('with SGD (Nesterov momentum, the config\'s "sgd") graph steps follow the tfjs step, learning-rate changes included', async () => {
   await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2]);
+});
+
+test('resnet with anti-aliased downsampling: graph steps follow the tfjs step (the fixed blur kernels included)', async () => {
+  await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2], true);
 });
 
 test('per-image weights fed to the graph give the loss of trainStep with the same sampleWeights', async () => {

@@ -138,7 +138,8 @@ test('each preset builds the model its doc comment gives, parameters and FLOPs i
 test('the gpu preset is the recipe the shipped model was trained with (models/default/pneumotype.json)', () => {
   const card = JSON.parse(readFileSync(new URL('../models/default/pneumotype.json', import.meta.url), 'utf8')) as { training: { config: Config } };
   const gpu = resolveConfig('gpu');
-  assert.deepEqual(Object.fromEntries(RECIPE_KEYS.map((k) => [k, card.training.config[k]])), Object.fromEntries(RECIPE_KEYS.map((k) => [k, gpu[k]])));
+  const shipped = resolveConfig(undefined, card.training.config); // keys added since then have their defaults
+  assert.deepEqual(Object.fromEntries(RECIPE_KEYS.map((k) => [k, shipped[k]])), Object.fromEntries(RECIPE_KEYS.map((k) => [k, gpu[k]])));
   assert.equal(presetMatching(card.training.config), 'gpu');
 });
 
@@ -168,6 +169,38 @@ test('resnet structure: projection shortcuts only where the shape changes, conv 
       assert.equal(l.weights.length, 1, `${l.name} has no bias`);
     }
     assert.deepEqual(model.getLayer('stage4_block2_add').outputShape, [null, 2, 2, 32]);
+  });
+});
+
+test('resnet antialias: a fixed binomial blur subsamples after the stem pool and in every stride-2 block', async () => {
+  await withModel({ name: 'resnet', imageSize: 128, width: 16, antialias: true }, (model) => {
+    const blurs = model.layers.filter((l) => l.name.endsWith('_blur'));
+    assert.deepEqual(blurs.map((l) => `${l.name} ${JSON.stringify(l.outputShape)}`), [
+      'stem_pool_blur [null,32,32,16]',
+      'stage2_block1_proj_blur [null,16,16,16]',
+      'stage2_block1_blur [null,16,16,32]',
+      'stage3_block1_proj_blur [null,8,8,32]',
+      'stage3_block1_blur [null,8,8,64]',
+      'stage4_block1_proj_blur [null,4,4,64]',
+      'stage4_block1_blur [null,4,4,128]',
+    ]);
+    for (const l of blurs) {
+      assert.equal(l.trainable, false, l.name);
+      const [kernel] = l.getWeights();
+      const channels = kernel?.shape[2] ?? 0;
+      // Channel 0's 3x3 kernel, times 16: [1, 2, 1] x [1, 2, 1]; every channel the same.
+      const values = Array.from(kernel?.dataSync() ?? []);
+      assert.deepEqual(values.filter((_, i) => i % channels === 0).map((v) => v * 16), [1, 2, 1, 2, 4, 2, 1, 2, 1], l.name);
+      assert.deepEqual(values.filter((_, i) => i % channels === channels - 1), values.filter((_, i) => i % channels === 0));
+    }
+    // The convolutions before a blur run at stride 1: 7 blurs and their fixed weights on top of the plain network.
+    assert.deepEqual(model.getLayer('stage2_block1_conv1').getConfig().strides, [1, 1]);
+    const s = summarizeModel(model, { name: 'resnet', imageSize: 128, width: 16 });
+    assert.deepEqual([s.parameters, s.trainableParameters, s.flops, s.layers], [706_483, 700_915, 97_544_960, 77]);
+  });
+  assert.throws(() => buildModel({ name: 'mobile', imageSize: 32, antialias: true }), {
+    name: 'ConfigError',
+    message: 'model option antialias=true is not usable: expected false for "mobile" (only resnet has it)',
   });
 });
 
@@ -311,6 +344,7 @@ test('resolveModelOptions fills the catalog defaults and DEFAULTS.seed', () => {
     l2: 1e-4,
     numClasses: 3,
     seed: 42,
+    antialias: false,
   });
   assert.equal(resolveModelOptions({ name: 'mobile', imageSize: 128 }).width, 16);
   assert.equal(resolveModelOptions({ name: 'tiny', imageSize: 32, width: 3 }).width, 3);

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { SymbolicTensor, Tensor } from '@tensorflow/tfjs';
-import { saveModel } from '../lib/checkpoint.js';
+import { loadLayersModelFromDir, saveModel } from '../lib/checkpoint.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import { train } from '../lib/train.js';
+import { train, trainStep } from '../lib/train.js';
 import { buildTransferModel } from '../lib/transfer.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
@@ -42,6 +42,37 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
     assert.equal(model.trainableWeights.length, 2, 'frozen: only the new head trains');
   } finally {
     model.dispose();
+  }
+});
+
+test('frozen weights stay put under optimizer.minimize, built or loaded again (tfjs makes their variables trainable)', async () => {
+  const tf = loadTf();
+  const built = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 16, freeze: true });
+  await saveModel({ dir: join(tmp, 'frozen'), model: built });
+  const loaded = await loadLayersModelFromDir(join(tmp, 'frozen'));
+  const xs = tf.randomUniform([4, 16, 16, 1], 0, 1, 'float32', 1);
+  const ys = tf.oneHot(tf.tensor1d([0, 1, 2, 1], 'int32'), 3).toFloat();
+  const cw = tf.ones([3]);
+  const moves = (model: typeof built): string[] => {
+    const before = model.weights.map((w) => w.read().clone());
+    const optimizer = tf.train.sgd(0.5);
+    const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: cw, labelSmoothing: 0 });
+    tf.dispose([loss, correct]);
+    optimizer.dispose();
+    const moved = model.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), before[i] as Tensor)).dataSync()[0]) === 1);
+    tf.dispose(before);
+    return moved.map((w) => w.originalName);
+  };
+  try {
+    const head = ['head_logits/kernel', 'head_logits/bias'];
+    assert.deepEqual(moves(built), head, 'built: the fixed gray-to-RGB filter and the frozen trunk stay put');
+    // tfjs saves no trainable flag for a nested model: loaded again, the trunk trains (a documented limit of
+    // `freeze`); a frozen layer of the model itself (gray_to_rgb) stays frozen.
+    assert.deepEqual(moves(loaded), ['pre_conv1/kernel', 'pre_conv1/bias', 'pre_conv2/kernel', 'pre_conv2/bias', ...head], 'loaded');
+  } finally {
+    tf.dispose([xs, ys, cw]);
+    built.dispose();
+    loaded.dispose();
   }
 });
 
