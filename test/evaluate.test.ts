@@ -124,4 +124,7 @@ test('the model card renders data, architecture, training, metrics with interval
   const history = JSON.parse(await readFile(join(tmp, 'run', 'history.json'), 'utf8')) as EpochRecord[];
   const again = renderModelCard({ ...card, training: { ...card.training, config: resolveConfig('smoke', { augmentWorkers: 2 }) } }, history, evaluation);
   assert.match(again, /\n- The same recipe again: `npx pneumotype train --data data\/labeled --out runs\/NAME --preset smoke --augment none`\.\n/);
+  assert.doesNotMatch(again, /anti-aliased/);
+  const antialiased = renderModelCard({ ...card, model: { ...card.model, name: 'resnet', antialias: true } }, history, evaluation);
+  assert.match(antialiased, /\n- `resnet`, width \d+, anti-aliased downsampling \(a fixed binomial blur before each subsampling after the stem\), /);
 });
