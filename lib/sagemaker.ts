@@ -65,7 +65,7 @@ export const HYPERPARAMETERS = {
   'learning-rate': 'a number above 0 and at most 1',
   optimizer: 'adam | sgd (Nesterov momentum 0.9)',
   'weight-decay': 'a number from 0 to 1 (the L2 penalty)',
-  augment: 'none | basic | traces (default none)',
+  augment: 'none | basic | traces (default traces, as the CLI)',
   resume: 'true | false (default true): continue from /opt/ml/checkpoints when the job has a checkpoint configuration',
 } as const;
 export type HyperparameterName = keyof typeof HYPERPARAMETERS;
@@ -83,7 +83,7 @@ export interface TrainingPlan {
  * options. Unknown names are refused; names SageMaker adds itself (`_tuning_objective_metric`, `sagemaker_*`) are
  * ignored. Throws a ConfigError that names the file, the hyperparameter, its value and what was expected.
  *
- * @example parseHyperparameters({ preset: 'gpu', epochs: '20' }) // { preset: 'gpu', config: { epochs: 20 }, augment: 'none', resume: true }
+ * @example parseHyperparameters({ preset: 'gpu', epochs: '20' }) // { preset: 'gpu', config: { epochs: 20 }, augment: 'traces', resume: true }
  */
 export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json', defaultPreset?: string): TrainingPlan {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -150,7 +150,7 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
   return {
     preset: preset === 'tiny' ? 'smoke' : (preset as PresetName | undefined),
     config,
-    augment: choice('augment', ['none', 'basic', 'traces']) ?? 'none',
+    augment: choice('augment', ['none', 'basic', 'traces']) ?? 'traces',
     resume: resume !== 'false',
   };
 }

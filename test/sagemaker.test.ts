@@ -127,7 +127,7 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
     [{ 'weight-decay': '-0.1' }, (f) => `hyperparameter "weight-decay" is "-0.1" in "${f}": expected a number from 0 to 1 (the L2 penalty)`],
     [{ optimizer: 'lbfgs' }, (f) => `hyperparameter "optimizer" is "lbfgs" in "${f}": expected adam | sgd (Nesterov momentum 0.9)`],
     [{ preset: 'huge' }, (f) => `hyperparameter "preset" is "huge" in "${f}": expected smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts`],
-    [{ augment: 'lots' }, (f) => `hyperparameter "augment" is "lots" in "${f}": expected none | basic | traces (default none)`],
+    [{ augment: 'lots' }, (f) => `hyperparameter "augment" is "lots" in "${f}": expected none | basic | traces (default traces, as the CLI)`],
     [{ 'learning-rate': '0' }, (f) => `hyperparameter "learning-rate" is "0" in "${f}": expected a number above 0 and at most 1`],
     [{ 'batch-size': ['8'] }, (f) => `hyperparameter "batch-size" is ["8"] in "${f}": expected a whole number from 1 to 4096`],
     ['{"epochs": "1",', (f) => `"${f}" is not valid JSON (`],
@@ -169,8 +169,8 @@ test('parseHyperparameters takes SageMaker strings, JSON numbers, once-more-quot
     augment: 'traces',
     resume: false,
   });
-  assert.deepEqual(parseHyperparameters({}, 'hp.json', 'cpu'), { preset: 'cpu', config: {}, augment: 'none', resume: true });
-  assert.deepEqual(parseHyperparameters({ preset: 'tiny' }), { preset: 'smoke', config: {}, augment: 'none', resume: true });
+  assert.deepEqual(parseHyperparameters({}, 'hp.json', 'cpu'), { preset: 'cpu', config: {}, augment: 'traces', resume: true });
+  assert.deepEqual(parseHyperparameters({ preset: 'tiny' }), { preset: 'smoke', config: {}, augment: 'traces', resume: true });
   assert.throws(() => parseHyperparameters([], 'hp.json'), { name: 'ConfigError', message: '"hp.json" is not a JSON object of hyperparameters' });
   assert.throws(() => parseHyperparameters({}, 'hp.json', 'huge'), { name: 'ConfigError', message: 'PNEUMOTYPE_PRESET="huge" is not one of smoke, cpu, gpu' });
 });
