@@ -240,7 +240,7 @@ class Builder {
 
   /** A fixed (not trained) 3x3 binomial low-pass filter per channel, then subsampling by `strides`. */
   blur(x: SymbolicTensor, name: string, strides: number): SymbolicTensor {
-    const layer = this.tf.layers.depthwiseConv2d({ name, kernelSize: 3, strides, padding: 'same', depthMultiplier: 1, useBias: false, trainable: false });
+    const layer = this.tf.layers.depthwiseConv2d({ name, kernelSize: 3, strides, padding: 'same', depthMultiplier: 1, useBias: false, trainable: false, depthwiseInitializer: 'zeros' });
     this.blurs.push(name);
     return this.apply(layer, x);
   }
