@@ -18,7 +18,8 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
+import type { LayersModel, Optimizer, Tensor, Variable } from '@tensorflow/tfjs';
+import { trainableVariables } from '../lib/checkpoint.js';
 import { CLASSES, resolveConfig, type Config } from '../lib/config.js';
 import { MODEL_CATALOG, buildModel, resolveModelOptions, type ModelName, type ModelOptions } from '../lib/models.js';
 import { createRng } from '../lib/random.js';
@@ -163,6 +164,8 @@ class TfjsTrainer {
   private lossSum: Tensor;
   private correctSum: Tensor;
   private step = 0;
+  /** The variables the step trains, found once as `pneumotype train` does. */
+  private readonly variables: Variable[];
   constructor(
     private readonly tf: Tf,
     private readonly model: LayersModel,
@@ -175,6 +178,7 @@ class TfjsTrainer {
   ) {
     this.lossSum = tf.scalar(0);
     this.correctSum = tf.scalar(0);
+    this.variables = trainableVariables(model);
   }
 
   async trainStep(xs: Tensor, ys: Tensor, batchSize: number): Promise<void> {
@@ -183,7 +187,7 @@ class TfjsTrainer {
     (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
     const { loss, correct: c } = this.graph
       ? this.graph.step(xs, ys, this.step + 1)
-      : trainStep({ model: m, optimizer: this.optimizer, xs, ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
+      : trainStep({ model: m, optimizer: this.optimizer, variables: this.variables, xs, ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing });
     const [nextLoss, nextCorrect] = tf.tidy(() => [this.lossSum.add(loss.mul(batchSize)), this.correctSum.add(c)]);
     tf.dispose([this.lossSum, this.correctSum, loss, c]);
     this.lossSum = nextLoss;

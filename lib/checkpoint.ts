@@ -1,7 +1,7 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LayersModel, Optimizer, io } from '@tensorflow/tfjs';
+import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists } from './fsx.js';
 import { loadTf } from './tf.js';
@@ -100,21 +100,6 @@ export async function saveModel(options: {
   });
 }
 
-/**
- * Makes the variables of every layer that is not trainable untrainable too. tfjs-layers creates a layer's variables
- * trainable even when the layer is made (or loaded) with `trainable: false`: the layer hides them from
- * `trainableWeights`, but `optimizer.minimize`, which takes every trainable variable its loss depends on, would still
- * change them. Setting the layer's flag again reaches its variables. Returns the model.
- *
- * @example freezeUntrainable(await tf.loadLayersModel(handler))
- */
-export function freezeUntrainable<M extends LayersModel>(model: M): M {
-  for (const layer of model.layers) {
-    if (!layer.trainable) layer.trainable = false;
-  }
-  return model;
-}
-
 /** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */
 export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> {
   const tf = loadTf();
@@ -132,9 +117,9 @@ export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> 
     for (const p of group.paths) buffers.push(await readFile(join(dir, p)));
   }
   const data = Buffer.concat(buffers);
-  return freezeUntrainable(await tf.loadLayersModel(
+  return tf.loadLayersModel(
     tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) }),
-  ));
+  );
 }
 
 /**
@@ -149,6 +134,19 @@ export function minimizeOrder(model: LayersModel): string[] {
   const tf = loadTf();
   const mine = new Set(model.trainableWeights.map((w) => (w.read() as unknown as { name: string }).name));
   return Object.values(tf.engine().registeredVariables).filter((v) => v.trainable && mine.has(v.name)).map((v) => v.name);
+}
+
+/**
+ * `model`'s trainable variables in {@link minimizeOrder}: the list to give `optimizer.minimize`. Without one, minimize
+ * takes every trainable variable of the process that the loss depends on, and tfjs-layers makes the variables of a
+ * layer created or loaded with `trainable: false` trainable too (the layer only hides them from `trainableWeights`):
+ * the fixed blur filters of an anti-aliased ResNet and the transfer model's gray-to-RGB filter would be trained.
+ *
+ * @example optimizer.minimize(loss, true, trainableVariables(model))
+ */
+export function trainableVariables(model: LayersModel): Variable[] {
+  const byName = new Map(model.trainableWeights.map((w) => [(w.read() as Variable).name, w.read() as Variable]));
+  return minimizeOrder(model).map((name) => byName.get(name) as Variable);
 }
 
 /** A variable's name without the suffix that makes it unique in its process (`stem_conv/kernel_1` → `stem_conv/kernel`). */

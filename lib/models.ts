@@ -1,6 +1,5 @@
 // The classifier architectures (ResNet-18-like, MobileNetV2-style, a tiny plain CNN) and their parameter/FLOP counts.
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
-import { freezeUntrainable } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Config } from './config.js';
 import { ConfigError, quote } from './errors.js';
 import { createRng, type Rng } from './random.js';
@@ -386,7 +385,7 @@ export function buildModel(options: ModelOptions): LayersModel {
       kernel.dispose();
     }
   }
-  return freezeUntrainable(model);
+  return model;
 }
 
 type AnyLayer = LayersModel['layers'][number];

@@ -3,10 +3,10 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import type { LayersModel, Optimizer, Scalar, Tensor } from '@tensorflow/tfjs';
+import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { AugmentOptions } from './augment.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
-import { loadLayersModelFromDir, loadOptimizerState, saveModel } from './checkpoint.js';
+import { loadLayersModelFromDir, loadOptimizerState, saveModel, trainableVariables } from './checkpoint.js';
 import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
 import { BackendError, ConfigError, PneumotypeError, quote } from './errors.js';
@@ -185,6 +185,8 @@ export interface TrainStepOptions {
   /** Per-image loss weights [b], used instead of the class weights when given (see groupBalancedWeights). */
   readonly sampleWeights?: Tensor;
   readonly labelSmoothing: number;
+  /** The variables to train, in the optimizer's order (default trainableVariables(model); the same every step). */
+  readonly variables?: readonly Variable[];
 }
 
 /**
@@ -227,7 +229,7 @@ export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: S
     for (const reg of regularizationLosses(m)) total = total.add(reg());
     correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum()) as Scalar;
     return total;
-  }, true) as Scalar;
+  }, true, [...(options.variables ?? trainableVariables(m))]) as Scalar;
   return { loss, correct: correct as unknown as Scalar };
 }
 // --- fast-train: the training step ----------------------------------------------------------------------------- end
@@ -385,6 +387,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (info.backend === 'tensorflow') engine = `${engine}, fused native ops (lib/fast-train.ts)`;
     }
     const summary = summarizeModel(model, modelOptions);
+    const variables = trainableVariables(model);
     const classWeightTensor = tf.tensor1d(weights);
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
     const diverged = (epoch: number, what: string): TrainingError =>
@@ -417,7 +420,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             try {
               out = graph
                 ? graph.step(batch.xs, batch.ys, state.globalStep + 1, sw)
-                : trainStep({ model, optimizer, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing, ...(sw ? { sampleWeights: sw } : {}) });
+                : trainStep({ model, optimizer, variables, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing, ...(sw ? { sampleWeights: sw } : {}) });
             } finally {
               sw?.dispose();
             }

@@ -1,7 +1,7 @@
 // Transfer learning: start from a pretrained tfjs layers model (a folder or URL), keep its features, new 3-class head.
 import { stat } from 'node:fs/promises';
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
-import { freezeUntrainable, loadLayersModelFromDir } from './checkpoint.js';
+import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { loadTf } from './tf.js';
@@ -82,5 +82,5 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   const out = tf.layers
     .dense({ units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }) })
     .apply(x) as SymbolicTensor;
-  return freezeUntrainable(tf.model({ inputs: input, outputs: out, name: 'transfer' }));
+  return tf.model({ inputs: input, outputs: out, name: 'transfer' });
 }
