@@ -43,6 +43,7 @@ Commands
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
             [--antialias]  (resnet: blur before each later subsampling, against high-frequency copy traces)
+            [--standardize]  (standardise each image over its own pixels first, against intensity traces)
             [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
             defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.1, 5e-4)
             [--patience N]  (early stopping: epochs without a better validation macro-F1; default 8; SGD gains late
@@ -104,6 +105,7 @@ const OPTIONS = {
   eager: { type: 'boolean' },
   mixup: { type: 'string' },
   antialias: { type: 'boolean' },
+  standardize: { type: 'boolean' },
   optimizer: { type: 'string' },
   'learning-rate': { type: 'string' },
   'weight-decay': { type: 'string' },
@@ -308,6 +310,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('weightDecay', number(values, 'weight-decay', { ok: (n) => n >= 0, expected: 'a number of at least 0' }));
         set('patience', number(values, 'patience', { ok: (n) => Number.isInteger(n) && n >= 1, expected: 'a whole number of at least 1' }));
         if (values.antialias) overrides.antialias = true;
+        if (values.standardize) overrides.standardize = true;
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);

@@ -81,6 +81,7 @@ export const DEFAULTS = {
   model: 'resnet', // resnet | mobile | tiny
   modelWidth: 0, // base channels; 0 = the architecture's default
   antialias: false, // resnet: blur before each later subsampling (lib/models.ts), against high-frequency copy traces
+  standardize: false, // the model standardises each image over its own pixels first (lib/models.ts), against intensity traces
   epochs: 30,
   optimizer: 'adam', // adam | sgd (momentum 0.9, Nesterov)
   learningRate: 1e-3, // peak rate, reached after the warm-up
@@ -143,7 +144,7 @@ export type PresetName = keyof typeof PRESETS;
  * two runs with equal recipes on the same data train the same model, up to floating-point order.
  */
 export const RECIPE_KEYS = [
-  'imageSize', 'batchSize', 'model', 'modelWidth', 'antialias', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'imageSize', 'batchSize', 'model', 'modelWidth', 'antialias', 'standardize', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
   'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'mixup', 'classWeights', 'patience', 'dropout', 'emaDecay',
   'seed', 'valFraction', 'graphOps',
 ] as const satisfies ReadonlyArray<keyof Config>;

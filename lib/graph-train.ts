@@ -13,8 +13,9 @@
 // [1e-7, 1], plus the layers' L2 penalties; tfjs's Adam or momentum; tfjs-layers' moving statistics with the biased
 // variance); dropout draws other random numbers than tfjs does. Supported layers: InputLayer, Conv2D,
 // DepthwiseConv2D, BatchNormalization, ReLU (max 6 or none), Activation('relu'), MaxPooling2D, Add,
-// GlobalAveragePooling2D, Dropout and a softmax Dense output. {@link planGraphTraining} says whether a model
-// qualifies, and why not.
+// GlobalAveragePooling2D, Dropout, a softmax Dense output, and a LayerNormalization over each whole image with no
+// trained scale or offset, on the model's input (the `standardize` option of lib/models.ts).
+// {@link planGraphTraining} says whether a model qualifies, and why not.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,6 +110,13 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
       return same(c.padding) ? undefined : `layer "${layer.name}": padding ${JSON.stringify(c.padding)} is not same or valid`;
     case 'Add':
       return undefined;
+    case 'LayerNormalization': {
+      const axis = Array.isArray(c.axis) ? (c.axis as number[]).map((a) => (a < 0 ? a + 4 : a)).sort() : [];
+      if ((layer.trainable && (c.center !== false || c.scale !== false)) || axis.join() !== '1,2,3') {
+        return `layer "${layer.name}": a LayerNormalization is translated only over axes [1, 2, 3], with no trained scale or offset`;
+      }
+      return undefined;
+    }
     case 'GlobalAveragePooling2D':
       return c.dataFormat === undefined || c.dataFormat === 'channelsLast' ? undefined : `layer "${layer.name}": dataFormat is not channelsLast`;
     case 'Dropout':
@@ -121,6 +129,12 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
     default:
       return `layer "${layer.name}" is a ${name}, which graph training does not translate`;
   }
+}
+
+/** Whether `layer` reads the model's input itself (so nothing before it needs a gradient). */
+function isOnInput(layer: Layer, model: LayersModel): boolean {
+  const node = (layer as unknown as { inboundNodes: LayerNode[] }).inboundNodes[0];
+  return node?.inputTensors[0]?.id === (model.inputs[0] as unknown as SymbolicRef).id;
 }
 
 /**
@@ -137,6 +151,9 @@ export function planGraphTraining(model: LayersModel): GraphTrainingPlan {
     if (!layer.built) return { supported: false, reason: `layer "${layer.name}" is not built` };
     const problem = layerProblem(layer, layer === outputLayer);
     if (problem) return { supported: false, reason: problem };
+    if (layer.getClassName() === 'LayerNormalization' && !isOnInput(layer, model)) {
+      return { supported: false, reason: `layer "${layer.name}": a LayerNormalization is translated only on the model's input` };
+    }
   }
   if (outputLayer?.getClassName() !== 'Dense') return { supported: false, reason: 'the output layer is not a softmax Dense' };
   return { supported: true };
@@ -558,6 +575,8 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
 
   // Forward pass: one entry per symbolic tensor; what the backward pass needs is kept per layer.
   const tensorOf = new Map<number, string>();
+  // Tensors that depend on no variable (the input, and what is computed from it alone): they need no gradient.
+  const constant = new Set<number>();
   const modelInputId = (model.inputs[0] as unknown as SymbolicRef).id;
   type Back = (dy: string) => Array<string | undefined>;
   const backward: Array<{ layer: Layer; node: LayerNode; back: Back }> = [];
@@ -582,6 +601,7 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
     const className = layer.getClassName();
     if (className === 'InputLayer') {
       tensorOf.set((node.outputTensors[0] as SymbolicRef).id, x);
+      constant.add((node.outputTensors[0] as SymbolicRef).id);
       continue;
     }
     const ins = node.inputTensors.map((t) => tensorOf.get(t.id) as string);
@@ -611,7 +631,7 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
         out = biasVar ? g.op('BiasAdd', [conv, value(biasVar)], { T: F }) : conv;
         regularize(layer, depthwise ? 'depthwiseRegularizer' : 'kernelRegularizer', kernelVar);
         if (biasVar) regularize(layer, 'biasRegularizer', biasVar);
-        const isStem = node.inputTensors[0]?.id === modelInputId;
+        const isStem = constant.has(node.inputTensors[0]?.id ?? -1);
         back = (dy) => {
           addGrad(kernelVar, g.op(bfil, [input, g.intsConst((kernelVar as LayerVariable).shape), dy], attrs));
           if (biasVar) addGrad(biasVar, g.op('BiasAddGrad', [dy], { T: F }));
@@ -667,6 +687,20 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
       case 'Add': {
         out = ins.length === 2 ? g.op('AddV2', ins, { T: F }) : g.op('AddN', ins, { T: F, N: { i: ins.length } });
         back = (dy) => ins.map(() => dy);
+        break;
+      }
+      case 'LayerNormalization': {
+        // Each image standardised over its own pixels; it reads the model's input (planGraphTraining), so no
+        // gradient flows through it.
+        const axes = g.intsConst([1, 2, 3]);
+        const mean = g.op('Mean', [input, axes], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: true } });
+        const centred = g.op('Sub', [input, mean], { T: F });
+        const variance = g.op('Mean', [g.op('Square', [centred], { T: F }), axes], { T: F, Tidx: { type: 'DT_INT32' }, keep_dims: { b: true } });
+        const normalized = g.op('Mul', [centred, g.op('Rsqrt', [g.op('AddV2', [variance, g.floatConst(c.epsilon as number)], { T: F })], { T: F })], { T: F });
+        const scaled = c.scale === false ? normalized : g.op('Mul', [normalized, value(L.gamma)], { T: F });
+        out = c.center === false ? scaled : g.op('AddV2', [scaled, value(L.beta)], { T: F });
+        constant.add((node.outputTensors[0] as SymbolicRef).id);
+        back = () => [undefined];
         break;
       }
       case 'GlobalAveragePooling2D': {

@@ -31,6 +31,13 @@ export interface ModelOptions {
    * first). Against high-frequency copy-pipeline traces. Default false.
    */
   antialias?: boolean;
+  /**
+   * Standardise every image on its own (zero mean, unit variance over its pixels) as the model's first layer, a
+   * parameter-free LayerNormalization, so that training, evaluate, predict and browsers all apply it. Removes the
+   * absolute brightness and contrast that one copy pipeline normalised (mean 127, sd 50) and the others did not.
+   * Default false.
+   */
+  standardize?: boolean;
 }
 
 /** {@link ModelOptions} with every default filled in. */
@@ -45,6 +52,7 @@ export interface ResolvedModelOptions {
   readonly numClasses: number;
   readonly seed: number;
   readonly antialias: boolean;
+  readonly standardize: boolean;
 }
 
 /** What a model costs: printed by the CLI and recorded next to training runs. */
@@ -107,6 +115,9 @@ export const RESNET_LARGE_STEM_FROM = 128;
 /** BN running statistics follow the batch quickly (PyTorch's 0.1 update): training here is short and from scratch. */
 const BN_MOMENTUM = 0.9;
 
+/** Added to each image's pixel variance (pixels in [0, 1]) by the `standardize` layer; tfjs-layers' default. */
+const STANDARDIZE_EPSILON = 1e-3;
+
 type Initializer = ReturnType<Tf['initializers']['heNormal']>;
 type Regularizer = ReturnType<Tf['regularizers']['l2']>;
 
@@ -135,6 +146,7 @@ export function modelOptionsFromConfig(config: Config): ModelOptions {
     seed: config.seed,
     ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
     ...(config.antialias ? { antialias: true } : {}),
+    ...(config.standardize ? { standardize: true } : {}),
   };
 }
 
@@ -174,7 +186,9 @@ export function resolveModelOptions(options: ModelOptions): ResolvedModelOptions
   const antialias = options.antialias ?? false;
   if (typeof antialias !== 'boolean') throw bad('antialias', antialias, 'true or false');
   if (antialias && name !== 'resnet') throw bad('antialias', antialias, `false for ${quote(name)} (only resnet has it)`);
-  return { name, imageSize, width, depth: [...depth], dropout, l2, numClasses, seed, antialias };
+  const standardize = options.standardize ?? false;
+  if (typeof standardize !== 'boolean') throw bad('standardize', standardize, 'true or false');
+  return { name, imageSize, width, depth: [...depth], dropout, l2, numClasses, seed, antialias, standardize };
 }
 
 /** Layer factories sharing one regulariser and one seed stream (each kernel gets its own seed from it). */
@@ -241,6 +255,18 @@ class Builder {
   blur(x: SymbolicTensor, name: string, strides: number): SymbolicTensor {
     const layer = this.tf.layers.depthwiseConv2d({ name, kernelSize: 3, strides, padding: 'same', depthMultiplier: 1, useBias: false, trainable: false, depthwiseInitializer: 'zeros' });
     this.blurs.push(name);
+    return this.apply(layer, x);
+  }
+
+  /**
+   * Each image standardised over its own pixels: (x - mean) / sqrt(variance + 1e-3), with a fixed per-pixel scale of
+   * ones and offset of zeros (not trained). They are there only because tfjs cannot record the gradient of a
+   * LayerNormalization without them (its batch-norm op then has undefined inputs), and cost 2 x imageSize² weights.
+   */
+  standardize(x: SymbolicTensor): SymbolicTensor {
+    const layer = this.tf.layers.layerNormalization({
+      name: 'standardize', axis: [1, 2, 3], trainable: false, epsilon: STANDARDIZE_EPSILON,
+    });
     return this.apply(layer, x);
   }
 
@@ -372,7 +398,7 @@ export function buildModel(options: ModelOptions): LayersModel {
   const b = new Builder(tf, o);
   const input = tf.input({ name: 'image', shape: [o.imageSize, o.imageSize, 1], dtype: 'float32' });
   const build = { resnet: buildResnet, mobile: buildMobile, tiny: buildTiny }[o.name];
-  const output = build(b, input);
+  const output = build(b, o.standardize ? b.standardize(input) : input);
   const model = tf.model({ name: o.name, inputs: input, outputs: output });
   if (b.blurs.length > 0) {
     // [1, 2, 1] x [1, 2, 1] / 16 for every channel: kernel [3, 3, channels, 1].

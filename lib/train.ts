@@ -271,7 +271,7 @@ function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
     'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   // Settings added later count only when set, so that runs started before them still resume.
-  return JSON.stringify([...keys.map((k) => config[k]), ...(config.mixup !== 0 ? [{ mixup: config.mixup }] : []), ...(config.antialias ? [{ antialias: true }] : [])]);
+  return JSON.stringify([...keys.map((k) => config[k]), ...(config.mixup !== 0 ? [{ mixup: config.mixup }] : []), ...(config.antialias ? [{ antialias: true }] : []), ...(config.standardize ? [{ standardize: true }] : [])]);
 }
 
 /**

@@ -82,10 +82,13 @@ test('doctor says which backend was picked and why', () => {
 
 test('train, evaluate and predict from the command line (tiny preset)', async () => {
   const data = join(tmp, 'labeled');
-  const t = cli('train', '--data', data, '--out', join(tmp, 'run'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '2', '--optimizer', 'sgd', '--learning-rate', '0.02', '--weight-decay', '5e-4', '--patience', '5', '--quiet');
+  const t = cli('train', '--data', data, '--out', join(tmp, 'run'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '2', '--optimizer', 'sgd', '--learning-rate', '0.02', '--weight-decay', '5e-4', '--patience', '5', '--standardize', '--quiet');
   assert.equal(t.code, 0, t.stderr);
-  const { config } = (JSON.parse(await readFile(join(tmp, 'run', 'model', 'pneumotype.json'), 'utf8')) as { training: { config: { optimizer: string; learningRate: number; weightDecay: number; patience: number } } }).training;
+  const card = JSON.parse(await readFile(join(tmp, 'run', 'model', 'pneumotype.json'), 'utf8')) as { model: { standardize?: boolean }; training: { config: { optimizer: string; learningRate: number; weightDecay: number; patience: number } } };
+  const { config } = card.training;
   assert.deepEqual([config.optimizer, config.learningRate, config.weightDecay, config.patience], ['sgd', 0.02, 5e-4, 5]);
+  // The standardising first layer is saved with the model: evaluate and predict below load it from model.json.
+  assert.equal(card.model.standardize, true);
   assert.match(t.stdout, /^best epoch \d of 2: validation accuracy \d\.\d{3}, macro-F1 \d\.\d{3}; model in .*run\/model\n$/);
   assert.match(t.stderr, /^epoch 1: loss /m);
   const e = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '50', '--quiet');

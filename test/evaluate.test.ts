@@ -127,4 +127,7 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.doesNotMatch(again, /anti-aliased/);
   const antialiased = renderModelCard({ ...card, model: { ...card.model, name: 'resnet', antialias: true } }, history, evaluation);
   assert.match(antialiased, /\n- `resnet`, width \d+, anti-aliased downsampling \(a fixed binomial blur before each subsampling after the stem\), /);
+  assert.doesNotMatch(again, /standardised/);
+  const standardized = renderModelCard({ ...card, model: { ...card.model, standardize: true } }, history, evaluation);
+  assert.match(standardized, /\n- `tiny`, width \d+, each image standardised over its own pixels first \(zero mean, unit variance\), /);
 });

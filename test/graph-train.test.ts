@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
 import { WeightAverage } from '../lib/ema.js';
 import { GraphTrainer, planGraphTraining, trainingGraphText, type GraphTrainerOptions } from '../lib/graph-train.js';
-import { buildModel, type ModelName } from '../lib/models.js';
+import { buildModel, type ModelName, type ModelOptions } from '../lib/models.js';
 import { loadTf } from '../lib/tf.js';
 import { setLearningRate, trainStep } from '../lib/train.js';
 import { StallWatchdog } from '../lib/watchdog.js';
@@ -33,8 +33,8 @@ function batch(): { xs: Tensor; ys: Tensor } {
   }));
 }
 
-function pair(name: ModelName, dropout = 0, antialias = false): [LayersModel, LayersModel] {
-  const options = { name, imageSize: S, width: 8, dropout, l2: 1e-4, seed: 5, antialias };
+function pair(name: ModelName, dropout = 0, extra: Partial<ModelOptions> = {}): [LayersModel, LayersModel] {
+  const options = { name, imageSize: S, width: 8, dropout, l2: 1e-4, seed: 5, ...extra };
   return [buildModel(options), buildModel(options)];
 }
 
@@ -72,6 +72,23 @@ test('planGraphTraining accepts the three architectures and names what stops ano
   const sigmoidModel = tf.model({ inputs: input2, outputs: sigmoid as ReturnType<typeof tf.input> });
   assert.deepEqual(planGraphTraining(sigmoidModel), { supported: false, reason: 'the output layer "sig" is not a softmax Dense (activation sigmoid)' });
   sigmoidModel.dispose();
+  const [standardized, spare] = pair('tiny', 0, { standardize: true });
+  assert.deepEqual(planGraphTraining(standardized), { supported: true });
+  standardized.dispose();
+  spare.dispose();
+  const input3 = tf.input({ shape: [S, S, 1] });
+  const conv = tf.layers.conv2d({ name: 'conv', filters: 2, kernelSize: 3 }).apply(input3);
+  const norm = tf.layers.layerNormalization({ name: 'norm', axis: [1, 2, 3], center: false, scale: false }).apply(conv);
+  const head = tf.layers.dense({ name: 'head', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(norm));
+  const normModel = tf.model({ inputs: input3, outputs: head as ReturnType<typeof tf.input> });
+  assert.deepEqual(planGraphTraining(normModel), { supported: false, reason: 'layer "norm": a LayerNormalization is translated only on the model\'s input' });
+  const perChannel = tf.input({ shape: [S, S, 1] });
+  const channelNorm = tf.layers.layerNormalization({ name: 'channel_norm' }).apply(perChannel);
+  const head2 = tf.layers.dense({ name: 'head2', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(channelNorm));
+  const channelModel = tf.model({ inputs: perChannel, outputs: head2 as ReturnType<typeof tf.input> });
+  assert.deepEqual(planGraphTraining(channelModel), { supported: false, reason: 'layer "channel_norm": a LayerNormalization is translated only over axes [1, 2, 3], with no trained scale or offset' });
+  normModel.dispose();
+  channelModel.dispose();
 });
 
 // The same math summed in another order: within 1e-4 (relative to each tensor's scale, at least 1); mobile's 52 batch
@@ -82,8 +99,8 @@ const TOLERANCE = { resnet: 1e-4, tiny: 1e-4, mobile: 2e-3 } as const;
  * Three steps of twin models, one by trainStep (tfjs), one by the graph, each with its own `make()` optimizer (at the
  * learning rates `rates` when given): the same losses, correct counts, weights, moving statistics and optimizer state.
  */
-async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readonly number[], antialias = false): Promise<void> {
-  const [eager, graphed] = pair(name, 0, antialias);
+async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readonly number[], extra: Partial<ModelOptions> = {}): Promise<void> {
+  const [eager, graphed] = pair(name, 0, extra);
   const [oa, ob] = [make(), make()];
   const { xs, ys } = batch();
   const cw = tf.tensor1d(WEIGHTS);
@@ -129,7 +146,11 @@ test('with SGD (Nesterov momentum, the config\'s "sgd") graph steps follow the t
 });
 
 test('resnet with anti-aliased downsampling: graph steps follow the tfjs step (the fixed blur kernels included)', async () => {
-  await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2], true);
+  await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2], { antialias: true });
+});
+
+test('a model that standardises each image first: graph steps follow the tfjs step', async () => {
+  await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2], { standardize: true });
 });
 
 test('per-image weights fed to the graph give the loss of trainStep with the same sampleWeights', async () => {

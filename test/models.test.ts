@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { readFileSync } from 'node:fs';
-import type { LayersModel, Tensor } from '@tensorflow/tfjs';
+import type { LayersModel, SymbolicTensor, Tensor } from '@tensorflow/tfjs';
 import { PRESETS, RECIPE_KEYS, presetMatching, resolveConfig, type Config, type PresetName } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import {
@@ -204,6 +204,39 @@ test('resnet antialias: a fixed binomial blur subsamples after the stem pool and
   });
 });
 
+test('standardize: every image is brought to zero mean and unit variance first, by fixed weights', async () => {
+  const tf = loadTf();
+  await withModel({ name: 'tiny', imageSize: 32, standardize: true }, async (model) => {
+    const layer = model.getLayer('standardize');
+    assert.equal(model.layers[1], layer);
+    assert.equal(layer.trainable, false);
+    assert.equal(model.trainableWeights.some((w) => w.name.startsWith('standardize')), false);
+    // Two images of other brightness and contrast (the second is half the first, plus 0.3): each becomes
+    // (x - mean) / sqrt(variance + 1e-3) over its own pixels, so nearly the same image.
+    const probe = tf.model({ inputs: model.inputs, outputs: layer.output as SymbolicTensor });
+    const a = Array.from(tf.tidy(() => tf.randomUniform([32 * 32], 0, 0.8, 'float32', 9).dataSync()));
+    const b = a.map((v) => v / 2 + 0.3);
+    const out = tf.tidy(() => probe.predict(tf.tensor4d([...a, ...b], [2, 32, 32, 1])) as Tensor);
+    const got = Array.from(out.dataSync());
+    out.dispose();
+    const standardized = (v: number[]) => {
+      const mean = v.reduce((x, y) => x + y, 0) / v.length;
+      const variance = v.reduce((x, y) => x + (y - mean) ** 2, 0) / v.length;
+      return v.map((x) => (x - mean) / Math.sqrt(variance + 1e-3));
+    };
+    const expected = [...standardized(a), ...standardized(b)];
+    assert.ok(got.every((v, i) => Math.abs(v - (expected[i] ?? Number.NaN)) < 1e-4));
+    assert.ok(got.slice(0, 1024).every((v, i) => Math.abs(v - (got[1024 + i] ?? Number.NaN)) < 0.05));
+    // One layer and 2 x 32 x 32 fixed weights (scale and offset) on top of the plain tiny model; nothing else changes.
+    const s = summarizeModel(model, { name: 'tiny', imageSize: 32 });
+    assert.deepEqual([s.parameters, s.trainableParameters, s.flops, s.layers], [24_939 + 2_048, 24_699, 1_917_312, 20 + 1]);
+  });
+  assert.throws(() => buildModel({ name: 'tiny', imageSize: 32, standardize: 1 as unknown as boolean }), {
+    name: 'ConfigError',
+    message: 'model option standardize=1 is not usable: expected true or false',
+  });
+});
+
 test('mobile structure: residual adds at stride 1 and equal channels, ReLU6', async () => {
   await withModel({ name: 'mobile', imageSize: 32, width: 8 }, (model) => {
     const adds = model.layers.filter((l) => l.getClassName() === 'Add').map((l) => l.name);
@@ -345,6 +378,7 @@ test('resolveModelOptions fills the catalog defaults and DEFAULTS.seed', () => {
     numClasses: 3,
     seed: 42,
     antialias: false,
+    standardize: false,
   });
   assert.equal(resolveModelOptions({ name: 'mobile', imageSize: 128 }).width, 16);
   assert.equal(resolveModelOptions({ name: 'tiny', imageSize: 32, width: 3 }).width, 3);
