@@ -33,9 +33,9 @@ export interface ModelOptions {
   antialias?: boolean;
   /**
    * Standardise every image on its own (zero mean, unit variance over its pixels) as the model's first layer, a
-   * parameter-free LayerNormalization, so that training, evaluate, predict and browsers all apply it. Removes the
-   * absolute brightness and contrast that one copy pipeline normalised (mean 127, sd 50) and the others did not.
-   * Default false.
+   * LayerNormalization whose weights are fixed (not trained), so that training, evaluate, predict and browsers all
+   * apply it. Removes the absolute brightness and contrast that one copy pipeline normalised (mean 127, sd 50) and
+   * the others did not. Default false.
    */
   standardize?: boolean;
 }
