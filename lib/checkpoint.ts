@@ -145,7 +145,7 @@ export function minimizeOrder(model: LayersModel): string[] {
  * @example optimizer.minimize(loss, true, trainableVariables(model))
  */
 export function trainableVariables(model: LayersModel): Variable[] {
-  const byName = new Map(model.trainableWeights.map((w) => [(w.read() as Variable).name, w.read() as Variable]));
+  const byName = new Map(model.trainableWeights.map((w) => w.read() as Variable).map((v) => [v.name, v]));
   return minimizeOrder(model).map((name) => byName.get(name) as Variable);
 }
 

@@ -577,7 +577,6 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
   const tensorOf = new Map<number, string>();
   // Tensors that depend on no variable (the input, and what is computed from it alone): they need no gradient.
   const constant = new Set<number>();
-  const modelInputId = (model.inputs[0] as unknown as SymbolicRef).id;
   type Back = (dy: string) => Array<string | undefined>;
   const backward: Array<{ layer: Layer; node: LayerNode; back: Back }> = [];
   const gradsOf = new Map<LayerVariable, string[]>();
@@ -796,7 +795,7 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
     const dxs = back(sum(parts));
     node.inputTensors.forEach((t, i) => {
       const dx = dxs[i];
-      if (dx === undefined || t.id === modelInputId) return;
+      if (dx === undefined || constant.has(t.id)) return;
       gradOfTensor.set(t.id, [...(gradOfTensor.get(t.id) ?? []), dx]);
     });
   }

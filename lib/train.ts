@@ -7,7 +7,7 @@ import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorfl
 import type { AugmentOptions } from './augment.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, saveModel, trainableVariables } from './checkpoint.js';
-import { CLASSES, resolveConfig, type Config, type PresetName } from './config.js';
+import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
 import { BackendError, ConfigError, PneumotypeError, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
@@ -270,8 +270,9 @@ export async function predictSubset(
 function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
     'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
-  // Settings added later count only when set, so that runs started before them still resume.
-  return JSON.stringify([...keys.map((k) => config[k]), ...(config.mixup !== 0 ? [{ mixup: config.mixup }] : []), ...(config.antialias ? [{ antialias: true }] : []), ...(config.standardize ? [{ standardize: true }] : [])]);
+  // Settings added later count only when not at their default, so that runs started before them still resume.
+  const later = (['mixup', 'antialias', 'standardize'] as const).filter((k) => config[k] !== DEFAULTS[k]).map((k) => ({ [k]: config[k] }));
+  return JSON.stringify([...keys.map((k) => config[k]), ...later]);
 }
 
 /**

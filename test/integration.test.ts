@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import AdmZip from 'adm-zip';
 import { openCache, prepareCache } from '../lib/cache.js';
 import { CLASSES } from '../lib/config.js';
+import { parseCsv } from '../lib/csv.js';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { batches } from '../lib/dataset.js';
 import { fetchDataset } from '../lib/fetch.js';
@@ -77,9 +78,10 @@ test('the real train split: download cut and resumed, relabelled with exact coun
 // 107 originals of ../shared/data (416 to 2,772 px; training images, so this checks consistency, not accuracy) the
 // shipped model gave the same label to 106 and moved no probability by more than 0.01 on average (largest 0.35).
 test('the shipped model labels full-resolution originals as it labels their 224 px copies', { skip: skipOriginals }, async () => {
-  const rows = (await readFile(join(ORIGINALS, 'originals.csv'), 'utf8')).trim().split('\n').slice(1).map((l) => l.split(','));
+  const csvPath = join(ORIGINALS, 'originals.csv');
+  const rows = parseCsv(await readFile(csvPath, 'utf8'), csvPath);
   const zip = new AdmZip(REAL_ZIP);
-  const copies = rows.map(([, folder, file]) => {
+  const copies = rows.map(({ label_folder: folder, file }) => {
     const name = `chest_xray/train/${folder}/${file}`;
     const entry = zip.getEntry(name);
     assert.ok(entry, name);
@@ -87,7 +89,7 @@ test('the shipped model labels full-resolution originals as it labels their 224 
   });
   const model = await loadModel();
   try {
-    const originals = await predict(model, rows.map(([, folder, file]) => join(ORIGINALS, folder ?? '', file ?? '')));
+    const originals = await predict(model, rows.map(({ label_folder: folder, file }) => join(ORIGINALS, folder ?? '', file ?? '')));
     const fromCopies = await predict(model, copies);
     let same = 0;
     let moved = 0;
