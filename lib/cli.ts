@@ -38,7 +38,8 @@ Commands
   train     train a classifier on the prepared cache (prepared first when missing)
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
-            [--init-from DIR|URL]  (transfer learning from a tfjs layers model, new 3-class head)
+            [--init-from DIR|URL [--freeze]]  (transfer learning from a tfjs layers model, new 3-class head;
+            --freeze trains the head only)
             [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
@@ -96,6 +97,7 @@ const OPTIONS = {
   augment: { type: 'string' },
   resume: { type: 'boolean' },
   'init-from': { type: 'string' },
+  freeze: { type: 'boolean' },
   split: { type: 'string' },
   predictions: { type: 'string' },
   bootstrap: { type: 'string' },
@@ -323,6 +325,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
           ...(values.resume ? { resume: true } : {}),
           ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
+          ...(values.freeze ? { freeze: true } : {}),
           ...(values['balance-groups'] !== undefined ? { balanceGroups: parseGroups(values['balance-groups'], 'balance-groups') } : {}),
           ...progress,
           onEpoch: printEpoch,

@@ -67,9 +67,16 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     '## Architecture',
     '',
-    `- \`${card.model.name}\`, width ${resolveModelOptions(card.model).width}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
-    `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
-    '  trained from scratch (no ImageNet weights).',
+    ...(card.training.initFrom === null
+      ? [
+          `- \`${card.model.name}\`, width ${resolveModelOptions(card.model).width}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
+          `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
+          '  trained from scratch (no ImageNet weights).',
+        ]
+      : [
+          `- The pretrained model \`${card.training.initFrom}\` with a new 3-class head (gray input repeated to its channels),`,
+          `  ${s.parameters.toLocaleString('en-US')} parameters (${s.trainableParameters.toLocaleString('en-US')} trainable): ${card.training.freeze ? 'its layers frozen, the head trained' : 'fine-tuned whole'}.`,
+        ]),
     '',
     '## Training',
     '',

@@ -427,7 +427,7 @@ function configTable(card: ModelCard): Table {
     ['backend', card.training.backend],
     ['epochs run', `${card.training.epoch} of ${card.training.epochs}`],
     ['training time (s)', Math.round(card.training.seconds)],
-    ['started from', card.training.initFrom ?? 'scratch'],
+    ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : ''}`],
     ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
   ];

@@ -51,6 +51,8 @@ export interface TrainOptions {
   readonly balanceGroups?: GroupingSource;
   /** Start from a pretrained tfjs layers model (folder or URL) with a new head, instead of from scratch. */
   readonly initFrom?: string;
+  /** With `initFrom`: train the new head only, the pretrained layers stay fixed (kept on `resume`). Default false. */
+  readonly freeze?: boolean;
   /** Stop after this many epochs in this call (the run can be resumed later); for tests and time boxes. */
   readonly stopAfterEpochs?: number;
   readonly onProgress?: ProgressCallback;
@@ -97,6 +99,8 @@ export interface ModelCard {
     readonly augment: AugmentOptions | false;
     /** The pretrained model the run started from, when not from scratch. */
     readonly initFrom: string | null;
+    /** Whether the pretrained layers were frozen (only with initFrom). */
+    readonly freeze?: boolean;
     /** Which weights were saved: the moving average of the weights (emaDecay > 0) or those of the last step. */
     readonly weights?: string;
     /** How the steps ran: one TensorFlow graph per step, fused native ops, or plain tfjs (and why not the graph). */
@@ -286,6 +290,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = resolveConfig(options.preset, options.config ?? {});
   const modelOptions = modelOptionsFromConfig(config);
   if (!options.initFrom) resolveModelOptions(modelOptions); // checks every model option before any long work
+  if (options.freeze && !options.initFrom) throw new ConfigError('freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too');
   const { tf, info } = loadTfWithInfo();
   const runDir = resolve(options.out);
   const ckptLast = join(runDir, 'checkpoints', 'last');
@@ -339,7 +344,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       model = await loadLayersModelFromDir(ckptLast);
       await loadOptimizerState(ckptLast, optimizer, model);
     } else if (options.initFrom) {
-      model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed });
+      model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed, freeze: options.freeze ?? false });
     } else {
       model = buildModel(modelOptions);
     }
@@ -494,6 +499,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           model: { ...modelOptions, summary },
           training: {
             config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null,
+            ...(options.initFrom ? { freeze: options.freeze ?? false } : {}),
             weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
             engine,
             ...(options.balanceGroups ? { balanceGroups: `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` } : {}),

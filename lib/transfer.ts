@@ -15,8 +15,10 @@ export interface TransferOptions {
   /** Name of the layer whose output feeds the new head (default: the last layer with a 4-D output, pooled). */
   readonly featureLayer?: string;
   /**
-   * Freeze the pretrained layers (train the head only). Default false. Holds for the model returned: tfjs saves no
-   * trainable flag for a nested model, so the same model saved and loaded again trains its pretrained layers too.
+   * Freeze the pretrained layers (train the head only). Default false. Each pretrained layer carries the flag itself,
+   * so it survives saving and loading (and so `--resume`): tfjs saves no trainable flag for a nested model. Its
+   * batch-normalisation layers still normalise with the statistics of each training batch and update their moving
+   * averages (tfjs-layers passes `training` to every layer); their scale and offset stay fixed.
    */
   readonly freeze?: boolean;
   readonly seed?: number;
@@ -68,7 +70,11 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
   }
   const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
-  trunk.trainable = !options.freeze;
+  if (options.freeze) {
+    // Layer by layer: a nested model's own flag is lost on saving, its layers' flags are kept.
+    for (const layer of trunk.layers) layer.trainable = false;
+    trunk.trainable = false;
+  }
   const input = tf.input({ shape: [options.imageSize, options.imageSize, 1], name: 'gray_input' });
   let x: SymbolicTensor = input;
   if (channels === 3) {

@@ -41,6 +41,9 @@ test('help, unknown commands and bad options', () => {
   assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\n');
   const size = cli('prepare', '--image-size', 'big');
   assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\n');
+  const freeze = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze');
+  assert.equal(freeze.code, 1);
+  assert.equal(freeze.stderr, '\npneumotype train: freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too\n');
 });
 
 test('fetch names a bad source', () => {

@@ -130,4 +130,10 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.doesNotMatch(again, /standardised/);
   const standardized = renderModelCard({ ...card, model: { ...card.model, standardize: true } }, history, evaluation);
   assert.match(standardized, /\n- `tiny`, width \d+, each image standardised over its own pixels first \(zero mean, unit variance\), /);
+  assert.match(text, /trained from scratch \(no ImageNet weights\)/);
+  const frozen = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: true } }, history, evaluation);
+  assert.match(frozen, /\n- The pretrained model `models\/mobilenet_v2` with a new 3-class head \(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\): its layers frozen, the head trained\.\n/);
+  assert.doesNotMatch(frozen, /trained from scratch|`tiny`, width/);
+  const tuned = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false } }, history, evaluation);
+  assert.match(tuned, /: fine-tuned whole\.\n/);
 });
