@@ -17,7 +17,7 @@ let tmp: string;
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'pneumotype-transfer-'));
   const tf = loadTf();
-  // A stand-in for an ImageNet model: RGB input, convolutions, a 10-class head.
+  // A stand-in for an ImageNet model: RGB input, convolutions and a batch norm, a 10-class head.
   const input = tf.input({ shape: [null, null, 3] as unknown as number[] });
   let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', name: 'pre_conv1' }).apply(input) as SymbolicTensor;
   x = tf.layers.batchNormalization({ name: 'pre_bn' }).apply(x) as SymbolicTensor;
