@@ -70,11 +70,8 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
   }
   const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
-  if (options.freeze) {
-    // Layer by layer: a nested model's own flag is lost on saving, its layers' flags are kept.
-    for (const layer of trunk.layers) layer.trainable = false;
-    trunk.trainable = false;
-  }
+  // Layer by layer, not on the nested model: its own flag is lost on saving, its layers' flags are kept.
+  if (options.freeze) for (const layer of trunk.layers) layer.trainable = false;
   const input = tf.input({ shape: [options.imageSize, options.imageSize, 1], name: 'gray_input' });
   let x: SymbolicTensor = input;
   if (channels === 3) {
