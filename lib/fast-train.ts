@@ -129,6 +129,7 @@ function classify(layer: Layer, options: FastTrainingOptions): { kind: FastLayer
   const className = layer.getClassName();
   if (className === 'BatchNormalization') {
     if (options.batchNorm === false) return { reason: 'batchNorm patches are turned off' };
+    if (!layer.trainable) return { reason: 'the layer is frozen (it normalises with its moving statistics: holdFrozenBatchNorms of lib/transfer.ts)' };
     const c = config(layer);
     const axis = c.axis;
     if (axis !== -1 && axis !== 3) return { reason: `axis ${JSON.stringify(axis)} is not the last one of a 4-D input` };

@@ -99,6 +99,7 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
     case 'BatchNormalization':
       if (c.axis !== -1 && c.axis !== 3) return `layer "${layer.name}": axis ${JSON.stringify(c.axis)} is not the last of a 4-D input`;
       if (c.center === false || c.scale === false) return `layer "${layer.name}": center and scale must both be on`;
+      if (!layer.trainable) return `layer "${layer.name}" is a frozen batch norm, which graph training does not translate`;
       return undefined;
     case 'ReLU':
       if (c.maxValue === undefined || c.maxValue === null || c.maxValue === 6) return undefined;

@@ -19,7 +19,7 @@ import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { buildModel, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
-import { buildTransferModel } from './transfer.js';
+import { buildTransferModel, holdFrozenBatchNorms } from './transfer.js';
 import { StallWatchdog } from './watchdog.js';
 
 /** A training run that had to stop: a NaN loss, say. The last good checkpoint is kept. */
@@ -308,6 +308,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let model: LayersModel | undefined;
   let optimizer: Optimizer | undefined;
   let undoFastTraining: (() => void) | undefined; // fast-train
+  let undoHold: (() => void) | undefined;
   let average: WeightAverage | undefined;
   let graph: GraphTrainer | undefined;
   let watchdog: StallWatchdog | undefined;
@@ -355,6 +356,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         : await WeightAverage.create(model, { decay: config.emaDecay });
     }
     const scored = average?.model ?? model;
+    // Frozen batch norms (a frozen pretrained trunk) keep their moving statistics, as in Keras.
+    undoHold = holdFrozenBatchNorms(model);
     // The step as one TensorFlow graph where the backend and the model allow it (lib/graph-train.ts); otherwise
     // fast-train's fused native ops (layers and Adam) on tfjs-node (a no-op elsewhere); undone in finally.
     let engine = 'tfjs ops';
@@ -542,6 +545,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return { runDir, modelDir, history: state.history, bestEpoch: state.bestEpoch, stoppedEarly, card };
   } finally {
     undoFastTraining?.(); // fast-train
+    undoHold?.();
     graph?.dispose();
     await watchdog?.stop();
     average?.dispose();

@@ -17,11 +17,58 @@ export interface TransferOptions {
   /**
    * Freeze the pretrained layers (train the head only). Default false. Each pretrained layer carries the flag itself,
    * so it survives saving and loading (and so `--resume`): tfjs saves no trainable flag for a nested model. Its
-   * batch-normalisation layers still normalise with the statistics of each training batch and update their moving
-   * averages (tfjs-layers passes `training` to every layer); their scale and offset stay fixed.
+   * batch-normalisation layers keep their scale and offset, and in {@link train} (or under
+   * {@link holdFrozenBatchNorms}) also their moving statistics, as in Keras.
    */
   readonly freeze?: boolean;
   readonly seed?: number;
+}
+
+type Layer = LayersModel['layers'][number];
+type CallFn = (inputs: unknown, kwargs: Record<string, unknown>) => unknown;
+
+/** Every layer of `model`, those of nested models included (depth first), each frozen if it or a model holding it is. */
+function allLayers(model: { layers: readonly Layer[] }, frozen = false): Array<{ layer: Layer; frozen: boolean }> {
+  return model.layers.flatMap((layer) => {
+    const here = { layer, frozen: frozen || !layer.trainable };
+    const nested = (layer as unknown as { layers?: readonly Layer[] }).layers;
+    return Array.isArray(nested) ? [here, ...allLayers({ layers: nested }, here.frozen)] : [here];
+  });
+}
+
+/** Layers held in inference mode by a live {@link holdFrozenBatchNorms}. */
+const held = new WeakSet<Layer>();
+
+/**
+ * Makes every frozen BatchNormalization layer of `model` (`trainable` false, or inside a nested model that is)
+ * normalise with its moving statistics and leave them as they are, in training too: what Keras does with a frozen
+ * batch norm, and what a frozen pretrained trunk needs. tfjs-layers passes `training` to every layer, so a frozen batch
+ * norm would otherwise normalise each batch by its own statistics and drift its moving averages towards the new data.
+ * Replaces the `call` of those layer instances; nothing about the saved model changes. {@link train} applies it to
+ * every run.
+ * Returns the undo function.
+ *
+ * @example
+ * const undo = holdFrozenBatchNorms(model);
+ * try { optimizer.minimize(() => loss(model.apply(xs, { training: true }))); } finally { undo(); }
+ */
+export function holdFrozenBatchNorms(model: LayersModel): () => void {
+  const patched: Array<{ layer: Layer; own: boolean; before: CallFn }> = [];
+  for (const { layer, frozen } of allLayers(model)) {
+    if (layer.getClassName() !== 'BatchNormalization' || !frozen || held.has(layer)) continue;
+    const target = layer as unknown as { call: CallFn };
+    const before = target.call;
+    patched.push({ layer, own: Object.prototype.hasOwnProperty.call(layer, 'call'), before });
+    held.add(layer);
+    target.call = (inputs, kwargs) => before.call(layer, inputs, { ...kwargs, training: false });
+  }
+  return () => {
+    for (const { layer, own, before } of patched.splice(0)) {
+      held.delete(layer);
+      if (own) (layer as unknown as { call: CallFn }).call = before;
+      else Reflect.deleteProperty(layer, 'call');
+    }
+  };
 }
 
 /** Loads the pretrained model, saying what was tried when it cannot be had (offline, 404, not a layers model). */

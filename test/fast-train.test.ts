@@ -108,6 +108,7 @@ test('planFastTraining lists the patched layers and why others are left alone', 
   const input = tf.input({ shape: [4, 4, 2] });
   const odd = [
     tf.layers.batchNormalization({ name: 'bn_axis1', axis: 1 }),
+    tf.layers.batchNormalization({ name: 'bn_frozen', trainable: false }),
     tf.layers.reLU({ name: 'relu_max3', maxValue: 3 }),
     tf.layers.activation({ name: 'tanh', activation: 'tanh' }),
   ];
@@ -117,6 +118,7 @@ test('planFastTraining lists the patched layers and why others are left alone', 
     assert.equal(plan.patched, 0);
     assert.deepEqual(plan.layers.filter((l) => l.reason).map((l) => `${l.name}: ${l.reason}`), [
       'bn_axis1: axis 1 is not the last one of a 4-D input',
+      'bn_frozen: the layer is frozen (it normalises with its moving statistics: holdFrozenBatchNorms of lib/transfer.ts)',
       'relu_max3: maxValue 3 is neither unset nor 6',
       'tanh: activation "tanh" is not relu',
     ]);

@@ -87,8 +87,14 @@ test('planGraphTraining accepts the three architectures and names what stops ano
   const head2 = tf.layers.dense({ name: 'head2', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(channelNorm));
   const channelModel = tf.model({ inputs: perChannel, outputs: head2 as ReturnType<typeof tf.input> });
   assert.deepEqual(planGraphTraining(channelModel), { supported: false, reason: 'layer "channel_norm": a LayerNormalization is translated only over axes [1, 2, 3], with no trained scale or offset' });
+  const input4 = tf.input({ shape: [S, S, 1] });
+  const frozenBn = tf.layers.batchNormalization({ name: 'frozen_bn', trainable: false }).apply(input4);
+  const head3 = tf.layers.dense({ name: 'head3', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(frozenBn));
+  const frozenModel = tf.model({ inputs: input4, outputs: head3 as ReturnType<typeof tf.input> });
+  assert.deepEqual(planGraphTraining(frozenModel), { supported: false, reason: 'layer "frozen_bn" is a frozen batch norm, which graph training does not translate' });
   normModel.dispose();
   channelModel.dispose();
+  frozenModel.dispose();
 });
 
 // The same math summed in another order: within 1e-4 (relative to each tensor's scale, at least 1); mobile's 52 batch

@@ -9,7 +9,7 @@ import { loadLayersModelFromDir, saveModel } from '../lib/checkpoint.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
 import { train, trainStep } from '../lib/train.js';
-import { buildTransferModel } from '../lib/transfer.js';
+import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
 
@@ -62,9 +62,9 @@ test('frozen weights stay put under optimizer.minimize, built or saved and loade
     optimizer.dispose();
     const moved = model.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), before[i] as Tensor)).dataSync()[0]) === 1);
     tf.dispose(before);
-    // A batch norm's moving statistics follow the batches in training, frozen or not (see TransferOptions.freeze).
-    return moved.map((w) => w.originalName).filter((name) => !/moving_(mean|variance)$/.test(name));
+    return moved.map((w) => w.originalName);
   };
+  const undo = [holdFrozenBatchNorms(built), holdFrozenBatchNorms(loaded)];
   try {
     const head = ['head_logits/kernel', 'head_logits/bias'];
     assert.deepEqual(moves(built), head, 'built: the fixed gray-to-RGB filter and the frozen trunk stay put');
@@ -72,10 +72,49 @@ test('frozen weights stay put under optimizer.minimize, built or saved and loade
     // trunk stays frozen, as does the fixed gray_to_rgb filter.
     assert.deepEqual(moves(loaded), head, 'loaded');
     assert.equal(loaded.trainableWeights.length, 2);
+    for (const u of undo.splice(0)) u();
+    // Not held, the frozen batch norm's moving statistics follow the batches (tfjs-layers passes training to it).
+    assert.deepEqual(moves(built), [...head, 'pre_bn/moving_mean', 'pre_bn/moving_variance'], 'not held');
   } finally {
+    for (const u of undo) u();
     tf.dispose([xs, ys, cw]);
     built.dispose();
     loaded.dispose();
+  }
+});
+
+test('holdFrozenBatchNorms: a frozen batch norm uses its moving statistics in training too, until undone', async () => {
+  const tf = loadTf();
+  const frozen = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 16, freeze: true, dropout: 0 });
+  const tuned = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 16, dropout: 0 });
+  const xs = tf.randomUniform([4, 16, 16, 1], 0, 1, 'float32', 2);
+  const out = (model: typeof frozen, training: boolean): number[] => tf.tidy(() => Array.from((model.apply(xs, { training }) as Tensor).dataSync()));
+  const stats = (model: typeof frozen): number[][] => model.weights.filter((w) => /moving_/.test(w.originalName)).map((w) => Array.from(w.read().dataSync()));
+  try {
+    const undo = holdFrozenBatchNorms(frozen);
+    const undoAgain = holdFrozenBatchNorms(frozen);
+    const before = stats(frozen);
+    assert.deepEqual(out(frozen, true), out(frozen, false), 'held: training normalises as inference does');
+    assert.deepEqual(stats(frozen), before, 'held: the moving statistics stay');
+    undoAgain();
+    assert.deepEqual(out(frozen, true), out(frozen, false), 'a second hold of the same layers changes nothing, nor does its undo');
+    undo();
+    assert.notDeepEqual(out(frozen, true), out(frozen, false), 'undone: batch statistics again');
+    assert.notDeepEqual(stats(frozen), before, 'undone: the moving statistics follow the batches');
+    // A model being fine-tuned whole has nothing frozen to hold; a nested model frozen as a whole holds its layers.
+    const undoTuned = holdFrozenBatchNorms(tuned);
+    assert.notDeepEqual(out(tuned, true), out(tuned, false), 'fine-tuned: batch statistics');
+    undoTuned();
+    const trunk = tuned.layers.find((l) => 'layers' in l);
+    assert.ok(trunk);
+    trunk.trainable = false;
+    const undoTrunk = holdFrozenBatchNorms(tuned);
+    assert.deepEqual(out(tuned, true), out(tuned, false), 'trunk frozen as a whole');
+    undoTrunk();
+  } finally {
+    xs.dispose();
+    frozen.dispose();
+    tuned.dispose();
   }
 });
 
@@ -98,8 +137,8 @@ test('train --init-from --freeze trains the head only, resumed too, and says so 
   const pretrained = await loadLayersModelFromDir(join(tmp, 'pretrained'));
   const trained = await loadLayersModelFromDir(r.modelDir);
   try {
-    const trunkWeights = trained.weights.filter((w) => w.originalName.startsWith('pre_') && !/moving_/.test(w.originalName));
-    assert.equal(trunkWeights.length, 6, 'two convolutions and a batch norm (gamma, beta)');
+    const trunkWeights = trained.weights.filter((w) => w.originalName.startsWith('pre_'));
+    assert.equal(trunkWeights.length, 8, 'two convolutions and a batch norm (gamma, beta and its moving statistics)');
     for (const w of trunkWeights) {
       const p = pretrained.weights.find((v) => v.originalName === w.originalName);
       assert.ok(p, w.originalName);
