@@ -100,9 +100,8 @@ export async function saveModel(options: {
   });
 }
 
-/** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */
-export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> {
-  const tf = loadTf();
+/** `DIR/model.json` and its weights as tfjs model artifacts, read from disk (any backend, no file:// handler needed). */
+export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts> {
   const path = join(dir, MODEL_JSON);
   let json: { modelTopology: object; weightsManifest: { paths: string[]; weights: io.WeightsManifestEntry[] }[] };
   try {
@@ -117,9 +116,13 @@ export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> 
     for (const p of group.paths) buffers.push(await readFile(join(dir, p)));
   }
   const data = Buffer.concat(buffers);
-  return tf.loadLayersModel(
-    tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) }),
-  );
+  return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };
+}
+
+/** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */
+export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> {
+  const tf = loadTf();
+  return tf.loadLayersModel(tf.io.fromMemory(await readModelArtifacts(dir)));
 }
 
 /**

@@ -1,9 +1,10 @@
 // Transfer learning: start from a pretrained tfjs layers model (a folder or URL), keep its features, new 3-class head.
 import { stat } from 'node:fs/promises';
-import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
-import { loadLayersModelFromDir } from './checkpoint.js';
+import type { LayersModel, SymbolicTensor, io } from '@tensorflow/tfjs';
+import { readModelArtifacts } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
+import { fromKeras3 } from './keras3.js';
 import { loadTf } from './tf.js';
 
 export interface TransferOptions {
@@ -71,21 +72,29 @@ export function holdFrozenBatchNorms(model: LayersModel): () => void {
   };
 }
 
-/** Loads the pretrained model, saying what was tried when it cannot be had (offline, 404, not a layers model). */
+/**
+ * Loads the pretrained model, saying what was tried when it cannot be had (offline, 404, not a layers model). A
+ * model.json written from Keras 3 is read too (lib/keras3.ts).
+ */
 async function loadPretrained(from: string): Promise<LayersModel> {
   const tf = loadTf();
   const isUrl = /^https?:\/\//i.test(from);
   try {
-    if (!isUrl) {
+    let artifacts: io.ModelArtifacts;
+    if (isUrl) {
+      const handler = tf.io.http(from);
+      if (!handler.load) throw new Error('tfjs has no HTTP loader');
+      artifacts = await handler.load();
+    } else {
       const s = await stat(from).catch(() => undefined);
       if (!s?.isDirectory()) throw new Error('not a folder holding model.json');
-      return await loadLayersModelFromDir(from);
+      artifacts = await readModelArtifacts(from);
     }
-    return await tf.loadLayersModel(from);
+    return await tf.loadLayersModel(tf.io.fromMemory(fromKeras3(artifacts)));
   } catch (err) {
     throw new ConfigError(
       `cannot start from the pretrained model ${quote(from)}: ${isUrl ? 'downloading it' : 'reading it'} failed (${messageOf(err)}). ` +
-        `Tried ${isUrl ? 'tf.loadLayersModel on the URL (needs the internet and a tfjs layers model.json)' : 'model.json and its weights in that folder'}; ` +
+        `Tried ${isUrl ? 'the tfjs layers model.json at that URL (needs the internet)' : 'model.json and its weights in that folder'}; ` +
         'without it, train from scratch (leave out --init-from).',
       { path: from, cause: err },
     );

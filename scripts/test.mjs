@@ -31,6 +31,7 @@ const SUITE = [
   'test/fast-train.test.ts',
   'test/evaluate.test.ts',
   'test/transfer.test.ts',
+  'test/keras3.test.ts',
   'test/metrics.test.ts',
   'test/serve.test.ts',
   'test/sagemaker.test.ts',

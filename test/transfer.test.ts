@@ -160,7 +160,7 @@ test('a pretrained model that cannot be had is a clear error saying what was tri
   try {
     await assert.rejects(buildTransferModel({ from: `${server.origin}/missing/model.json`, imageSize: 32 }), (err: unknown) => {
       assert.ok(err instanceof Error);
-      assert.match(err.message, new RegExp(`^cannot start from the pretrained model "${server.origin}/missing/model.json": downloading it failed \\(.*404.*\\)\\. Tried tf\\.loadLayersModel on the URL \\(needs the internet and a tfjs layers model\\.json\\); without it, train from scratch \\(leave out --init-from\\)\\.$`));
+      assert.match(err.message, new RegExp(`^cannot start from the pretrained model "${server.origin}/missing/model.json": downloading it failed \\(.*404.*\\)\\. Tried the tfjs layers model\\.json at that URL \\(needs the internet\\); without it, train from scratch \\(leave out --init-from\\)\\.$`));
       return true;
     });
   } finally {

@@ -1,0 +1,187 @@
+// Models saved from Keras 3: a genuine Keras 3 MobileNetV2 topology loads, predicts what Keras predicted, and serves
+// as the pretrained model of transfer learning, from a folder and from a URL.
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { after, before, test } from 'node:test';
+import type { LayersModel, Tensor } from '@tensorflow/tfjs';
+import { readModelArtifacts, saveModel } from '../lib/checkpoint.js';
+import { fromKeras3, isKeras3Topology } from '../lib/keras3.js';
+import { loadTf } from '../lib/tf.js';
+import { trainStep } from '../lib/train.js';
+import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
+import { assertNoTensorLeak } from './helpers/tf-leaks.js';
+
+/** One model of what scripts/make-keras3-fixture.py wrote (Keras 3.15 in TensorFlow 2.21's Python package). */
+interface FixtureModel {
+  readonly about: string;
+  readonly modelConfig: { readonly config: { readonly layers: unknown[] } };
+  /** Keras 3's weight paths and shapes, in the model's order. */
+  readonly weights: Array<[string, number[]]>;
+  readonly inputShape: number[];
+  /** model.predict of the input, in Keras. */
+  readonly expected: number[][];
+}
+
+const fixture = JSON.parse(gunzipSync(await readFile(new URL('./fixtures/keras3-models.json.gz', import.meta.url))).toString('utf8')) as {
+  readonly kerasVersion: string;
+  readonly models: Record<'mobilenetv2' | 'sequential' | 'nested', FixtureModel>;
+};
+const mobilenet = fixture.models.mobilenetv2;
+
+/** The values of scripts/make-keras3-fixture.py: `count` values in [-1, 1) from an integer hash of their position. */
+function uniform(count: number, salt: number): Float64Array {
+  const out = new Float64Array(count);
+  for (let i = 0; i < count; i++) out[i] = ((i * 2654435761 + salt * 40503) % 4294967296) / 4294967296 * 2 - 1;
+  return out;
+}
+
+/** Weight `index` of the fixture, as scripts/make-keras3-fixture.py set it in Keras. */
+function weightValues(index: number, name: string, shape: number[]): Float32Array {
+  const u = uniform(shape.reduce((a, b) => a * b, 1), index);
+  const fanIn = (shape.length === 4 && shape[3] === 1 ? shape.slice(0, 2) : shape.slice(0, -1)).reduce((a, b) => a * b, 1);
+  const f = name.endsWith('moving_variance')
+    ? (v: number) => 1 + 0.2 * v
+    : name.endsWith('gamma')
+      ? (v: number) => 1 + 0.1 * v
+      : name.endsWith('kernel')
+        ? (v: number) => Math.sqrt(6 / fanIn) * v
+        : (v: number) => 0.1 * v;
+  return Float32Array.from(u, f);
+}
+
+/** A fixture model as a converter writes it: model.json with the Keras 3 topology and weight paths, one weights file. */
+async function writeKeras3Model(dir: string, m: FixtureModel): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const data = Buffer.concat(m.weights.map(([name, shape], k) => Buffer.from(weightValues(k, name, shape).buffer)));
+  await writeFile(join(dir, 'group1-shard1of1.bin'), data);
+  const modelJson = {
+    format: 'layers-model',
+    generatedBy: `keras v${fixture.kerasVersion}`,
+    convertedBy: 'TensorFlow.js Converter v4.22.0',
+    modelTopology: { keras_version: fixture.kerasVersion, backend: 'tensorflow', model_config: m.modelConfig },
+    weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: m.weights.map(([name, shape]) => ({ name, shape, dtype: 'float32' })) }],
+  };
+  await writeFile(join(dir, 'model.json'), JSON.stringify(modelJson));
+}
+
+/** Loads a fixture model through fromKeras3 and checks its predictions against Keras's (within 1e-5). */
+async function loadAndCompare(dir: string, m: FixtureModel): Promise<LayersModel> {
+  const tf = loadTf();
+  const model = await tf.loadLayersModel(tf.io.fromMemory(fromKeras3(await readModelArtifacts(dir))));
+  const got = tf.tidy(() => (model.predict(tf.tensor(Float32Array.from(uniform(m.inputShape.reduce((a, b) => a * b, 1), 1000)), m.inputShape)) as Tensor).arraySync()) as number[][];
+  for (const [i, row] of m.expected.entries()) {
+    for (const [j, p] of row.entries()) assert.ok(Math.abs((got[i]?.[j] ?? NaN) - p) < 1e-5, `${m.about}: image ${i} class ${j}: tfjs ${got[i]?.[j]}, Keras ${p}`);
+  }
+  return model;
+}
+
+let tmp: string;
+let keras3Dir: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-keras3-'));
+  keras3Dir = join(tmp, 'mobilenetv2');
+  await writeKeras3Model(keras3Dir, mobilenet);
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('tfjs-layers alone cannot read the Keras 3 topology (the reason for lib/keras3.ts)', async () => {
+  const tf = loadTf();
+  const artifacts = await readModelArtifacts(keras3Dir);
+  assert.equal(isKeras3Topology(artifacts.modelTopology), true);
+  await assert.rejects(tf.loadLayersModel(tf.io.fromMemory(artifacts)), {
+    message: 'An InputLayer should be passed either a `batchInputShape` or an `inputShape`.',
+  });
+});
+
+test('fromKeras3: the Keras 3 MobileNetV2 loads in tfjs and predicts what Keras predicted', async () => {
+  const model = await loadAndCompare(keras3Dir, mobilenet);
+  try {
+    assert.equal(model.layers.length, mobilenet.modelConfig.config.layers.length);
+    assert.equal(model.countParams(), 423_018, 'as Keras counts them');
+    assert.equal(model.layers.filter((l) => l.getClassName() === 'BatchNormalization').length, 52);
+    // A model tfjs saved itself passes unchanged.
+    await saveModel({ dir: join(tmp, 'resaved'), model });
+    const resaved = await readModelArtifacts(join(tmp, 'resaved'));
+    assert.equal(isKeras3Topology(resaved.modelTopology), false);
+    assert.equal(fromKeras3(resaved), resaved);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('fromKeras3: a Keras 3 Sequential model and a functional model nested in another predict what Keras predicted', async () => {
+  for (const name of ['sequential', 'nested'] as const) {
+    const m = fixture.models[name];
+    await writeKeras3Model(join(tmp, name), m);
+    const model = await loadAndCompare(join(tmp, name), m);
+    model.dispose();
+  }
+});
+
+test('a Keras 3 MobileNetV2 as the pretrained model: frozen, only the new head trains and no statistic moves', async () => {
+  const tf = loadTf();
+  const model = await buildTransferModel({ from: keras3Dir, imageSize: 64, freeze: true });
+  const xs = tf.randomUniform([4, 64, 64, 1], 0, 1, 'float32', 3);
+  const ys = tf.oneHot(tf.tensor1d([0, 1, 2, 1], 'int32'), 3).toFloat();
+  const cw = tf.ones([3]);
+  const optimizer = tf.train.sgd(0.5);
+  const undo = holdFrozenBatchNorms(model);
+  try {
+    assert.equal(model.trainableWeights.length, 2);
+    const before = model.weights.map((w) => w.read().clone());
+    const step = (): void => {
+      const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: cw, labelSmoothing: 0 });
+      tf.dispose([loss, correct]);
+    };
+    step();
+    const moved = model.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), before[i] as Tensor)).dataSync()[0]) === 1);
+    tf.dispose(before);
+    assert.deepEqual(moved.map((w) => w.originalName), ['head_logits/kernel', 'head_logits/bias'], "the 52 batch norms' statistics included");
+    await assertNoTensorLeak('a training step of the Keras 3 transfer model', step);
+  } finally {
+    undo();
+    tf.dispose([xs, ys, cw]);
+    optimizer.dispose();
+    model.dispose();
+  }
+});
+
+test('a Keras 3 model.json from a URL loads as the pretrained model too', async () => {
+  const server = createServer((req, res) => {
+    const name = (req.url ?? '').replace(/^\/models\//, '');
+    readFile(join(keras3Dir, name)).then(
+      (body) => res.writeHead(200).end(body),
+      () => res.writeHead(404).end(),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  try {
+    const model = await buildTransferModel({ from: `http://127.0.0.1:${port}/models/model.json`, imageSize: 32 });
+    try {
+      assert.equal(model.countParams(), 423_018 - (1280 * 10 + 10) + (1280 * 3 + 3) + 3, 'the trunk, a 3-class head and the 1x1 gray-to-RGB filter');
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+test('a Keras 3 tensor without its history is a clear error', () => {
+  const broken = structuredClone(mobilenet.modelConfig) as { config: { layers: Array<{ inbound_nodes: Array<{ args: Array<{ config: Record<string, unknown> }> }> }> } };
+  const node = broken.config.layers[1]?.inbound_nodes[0]?.args[0];
+  assert.ok(node);
+  delete node.config.keras_history;
+  assert.throws(() => fromKeras3({ modelTopology: { model_config: broken } }), {
+    name: 'ConfigError',
+    message: 'the Keras 3 tensor in the model layer 1 ("Conv1") has no keras_history [layer, node, tensor] (it has null)',
+  });
+});
