@@ -85,7 +85,34 @@ export interface EvaluationReport {
      */
     bacteriaVsVirus: BinaryReport;
   };
+  /** How well the top probability matches the share of right answers (see {@link CalibrationReport}). */
+  calibration: CalibrationReport;
   bootstrap: { resamples: number; seed: number; confidence: number; unit: 'patient' };
+}
+
+/** One bin of the reliability diagram: images whose top probability lies in [low, high) ([low, 1] for the last). */
+export interface CalibrationBin {
+  low: number;
+  high: number;
+  n: number;
+  /** Mean top probability of its images (NaN, JSON null, when empty). */
+  confidence: number;
+  /** Share of its images predicted right (NaN, JSON null, when empty). */
+  accuracy: number;
+}
+
+/** Calibration part of an {@link EvaluationReport}. */
+export interface CalibrationReport {
+  /**
+   * Expected calibration error (Guo et al. 2017): the images' share-weighted mean of |accuracy − confidence| over
+   * CALIBRATION_BINS equal-width bins of the top probability. 0 is perfect.
+   */
+  ece: Interval;
+  /** Multi-class Brier score: the mean over images of Σ_k (p_k − y_k)², from 0 (perfect) to 2. */
+  brier: Interval;
+  /** Mean negative log of the true class's probability (natural log, probabilities clipped to at least 1e-15). */
+  logLoss: Interval;
+  bins: CalibrationBin[];
 }
 
 /** Options of {@link evaluatePredictions}. */
@@ -395,12 +422,20 @@ export function binaryMetrics(scores: readonly number[], positives: readonly boo
 // Evaluation with a patient bootstrap
 
 const K = CLASSES.length;
-/** Per-patient count vector: K*K confusion cells (row-major), then bacteria-vs-virus TN, FP, FN, TP. */
-const CELLS = K * K + 4;
+/** Equal-width bins of the top probability for the expected calibration error and the reliability diagram. */
+export const CALIBRATION_BINS = 10;
+/**
+ * Per-patient sum vector: K*K confusion cells (row-major), then bacteria-vs-virus TN, FP, FN, TP, then per
+ * calibration bin the images, their summed top probability and their right answers, then the summed Brier score and
+ * log loss.
+ */
 const BVV = K * K;
+const CAL = BVV + 4;
+const BRIER = CAL + 3 * CALIBRATION_BINS;
+const CELLS = BRIER + 2;
 
 /** Every metric of the report, in a fixed order, computed from counts and per-image weights. */
-const METRIC_COUNT = 3 + 3 * K + K + 4 + 4;
+const METRIC_COUNT = 3 + 3 * K + K + 4 + 4 + 3;
 
 interface Prepared {
   /** Ranking per AUC: one-vs-rest per class, then normal vs pneumonia, then bacteria vs virus. */
@@ -446,6 +481,21 @@ function computeAll(counts: Float64Array, weights: Float64Array | undefined, pre
   put(bvv.sensitivity);
   put(bvv.specificity);
   put(rankedAuc(prep.rankings[K + 1] as Ranking, weights));
+  let images = 0;
+  let gap = 0;
+  for (let b = 0; b < CALIBRATION_BINS; b++) {
+    const m = counts[CAL + 3 * b]!;
+    images += m;
+    gap += Math.abs(counts[CAL + 3 * b + 2]! - counts[CAL + 3 * b + 1]!);
+  }
+  put(images > 0 ? gap / images : NaN);
+  put(images > 0 ? counts[BRIER]! / images : NaN);
+  put(images > 0 ? counts[BRIER + 1]! / images : NaN);
+}
+
+/** The calibration bin of a top probability. */
+function calibrationBin(confidence: number): number {
+  return Math.min(CALIBRATION_BINS - 1, Math.max(0, Math.floor(confidence * CALIBRATION_BINS)));
 }
 
 /** Percentile of sorted values, linear interpolation between order statistics (numpy's default). */
@@ -497,10 +547,11 @@ function validateOptions(bootstrap: number, seed: number, confidence: number): v
 
 /**
  * Evaluates 3-class predictions: confusion matrix, accuracy, balanced accuracy, macro F1, per-class precision /
- * recall / F1, one-vs-rest AUCs and two binary views (see {@link EvaluationReport}), each with a percentile bootstrap
- * interval. The bootstrap resamples PATIENTS: images are grouped by patientId, patients are drawn with replacement
- * (as many as there are) and all images of a drawn patient are taken, as many times as it is drawn. Resamples where a
- * metric is undefined (an AUC with one class, the precision of a class never predicted) are skipped for that metric.
+ * recall / F1, one-vs-rest AUCs, two binary views and calibration (see {@link EvaluationReport}), each with a
+ * percentile bootstrap interval. The bootstrap resamples PATIENTS: images are grouped by patientId, patients are
+ * drawn with replacement (as many as there are) and all images of a drawn patient are taken, as many times as it is
+ * drawn. Resamples where a metric is undefined (an AUC with one class, the precision of a class never predicted) are
+ * skipped for that metric.
  * Predicted class: argmax of probs, ties to the lowest index. Point estimates of per-class ratios are 0 when
  * undefined (as {@link perClassMetrics}); every other undefined value is NaN. Deterministic for a seed and
  * independent of the order of the predictions.
@@ -554,6 +605,13 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
         bvvIds.push(i);
         patientCounts[pi * CELLS + BVV + (virus ? 2 : 0) + (pv > pb ? 1 : 0)]! += 1;
       }
+      const top = probs[pred] as number;
+      const bin = pi * CELLS + CAL + 3 * calibrationBin(top);
+      patientCounts[bin]! += 1;
+      patientCounts[bin + 1]! += top;
+      patientCounts[bin + 2]! += pred === t ? 1 : 0;
+      patientCounts[pi * CELLS + BRIER]! += probs.reduce((sum, p, c) => sum + (p - (c === t ? 1 : 0)) ** 2, 0);
+      patientCounts[pi * CELLS + BRIER + 1]! += -Math.log(Math.max(probs[t] as number, 1e-15));
     }
   });
   for (let pi = 0; pi < patientCount; pi++) for (let j = 0; j < CELLS; j++) total[j]! += patientCounts[pi * CELLS + j]!;
@@ -619,6 +677,17 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
     n: count,
   });
   const confusion = Array.from({ length: K }, (_, t) => Array.from({ length: K }, (_, p) => total[t * K + p] as number));
+  const cal = 3 + 4 * K + 8;
+  const bins = Array.from({ length: CALIBRATION_BINS }, (_, b): CalibrationBin => {
+    const count = total[CAL + 3 * b]!;
+    return {
+      low: b / CALIBRATION_BINS,
+      high: (b + 1) / CALIBRATION_BINS,
+      n: count,
+      confidence: count > 0 ? total[CAL + 3 * b + 1]! / count : NaN,
+      accuracy: count > 0 ? total[CAL + 3 * b + 2]! / count : NaN,
+    };
+  });
   return {
     n,
     accuracy: interval(0),
@@ -631,6 +700,7 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
       normalVsPneumonia: binaryAt(3 + 4 * K, n),
       bacteriaVsVirus: binaryAt(3 + 4 * K + 4, bvvIds.length),
     },
+    calibration: { ece: interval(cal), brier: interval(cal + 1), logLoss: interval(cal + 2), bins },
     bootstrap: { resamples, seed, confidence, unit: 'patient' },
   };
 }

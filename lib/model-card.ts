@@ -12,6 +12,7 @@ import type { EpochRecord, ModelCard } from './train.js';
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
 const ci = (i: Interval): string => `${pct(i.value)} [${pct(i.low)}, ${pct(i.high)}]`;
 const num = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
+const ciNum = (i: Interval): string => `${num(i.value)} [${num(i.low)}, ${num(i.high)}]`;
 
 /** Extra facts the card cannot read from the run: where it was trained and anything to say about it. */
 export interface ModelCardExtras {
@@ -109,6 +110,10 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     ),
     `| normal vs pneumonia: accuracy / sensitivity / specificity / AUC | ${ci(evaluation.binary.normalVsPneumonia.accuracy)} / ${ci(evaluation.binary.normalVsPneumonia.sensitivity)} / ${ci(evaluation.binary.normalVsPneumonia.specificity)} / ${ci(evaluation.binary.normalVsPneumonia.auc)} |`,
     `| bacteria vs virus: accuracy / sensitivity (virus) / specificity / AUC | ${ci(evaluation.binary.bacteriaVsVirus.accuracy)} / ${ci(evaluation.binary.bacteriaVsVirus.sensitivity)} / ${ci(evaluation.binary.bacteriaVsVirus.specificity)} / ${ci(evaluation.binary.bacteriaVsVirus.auc)} |`,
+    // An evaluation from before calibration was measured has none.
+    ...((evaluation.calibration as EvaluateResult['calibration'] | undefined)
+      ? [`| calibration: expected calibration error / Brier score / log loss | ${ci(evaluation.calibration.ece)} / ${ciNum(evaluation.calibration.brier)} / ${ciNum(evaluation.calibration.logLoss)} |`]
+      : []),
     '',
     `Confusion matrix (rows true, columns predicted; normal, bacteria, virus): \`${JSON.stringify(evaluation.confusion)}\`.`,
   );

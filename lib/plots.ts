@@ -609,6 +609,11 @@ export interface RocCurveData {
   readonly kind?: 'one-vs-rest' | 'binary';
 }
 
+/** The dashed diagonal from (0, 0) to (1, 1): chance in a ROC plot, perfect calibration in a reliability diagram. */
+function diagonal(name: string): Trace {
+  return { type: 'scatter', mode: 'lines', name, x: [0, 1], y: [0, 1], line: { color: SERIES_COLORS.chance, dash: 'dash', width: 1 }, hoverinfo: 'skip' };
+}
+
 const PALETTE = ['#0072B2', '#E69F00', '#CC79A7', '#009E73', '#D55E00', '#56B4E9', '#000000'];
 
 /**
@@ -617,17 +622,7 @@ const PALETTE = ['#0072B2', '#E69F00', '#CC79A7', '#009E73', '#D55E00', '#56B4E9
  * @example rocFigure([{ name: 'virus', ...rocCurve(scores, positives), auc: rocAuc(scores, positives) }])
  */
 export function rocFigure(curves: readonly RocCurveData[], options: { title?: string } = {}): Figure {
-  const data: Trace[] = [
-    {
-      type: 'scatter',
-      mode: 'lines',
-      name: 'chance',
-      x: [0, 1],
-      y: [0, 1],
-      line: { color: SERIES_COLORS.chance, dash: 'dash', width: 1 },
-      hoverinfo: 'skip',
-    },
-  ];
+  const data: Trace[] = [diagonal('chance')];
   curves.forEach((c, i) => {
     if (c.fpr.length !== c.tpr.length) {
       throw new ConfigError(`ROC curve ${quote(c.name)} has ${c.fpr.length} fpr but ${c.tpr.length} tpr values: expected as many`);
@@ -646,6 +641,52 @@ export function rocFigure(curves: readonly RocCurveData[], options: { title?: st
     xaxis: axis('false positive rate (1 - specificity)', { range: [-0.01, 1.01], constrain: 'domain' }),
     yaxis: axis('true positive rate (sensitivity)', { range: [-0.01, 1.01], scaleanchor: 'x', constrain: 'domain' }),
     legend: { x: 0.98, y: 0.02, xanchor: 'right', yanchor: 'bottom', bgcolor: 'rgba(255,255,255,0.85)', bordercolor: '#cccccc', borderwidth: 1 },
+  });
+  return { data, layout };
+}
+
+/**
+ * The reliability diagram: for each bin of the top probability, the share of right answers (bars, with the images
+ * in each bin on hover) against the bin's mean top probability (dots), beside the diagonal of perfect calibration;
+ * the title gives the expected calibration error and the Brier score with their intervals. Bars below the diagonal
+ * mean overconfidence.
+ *
+ * @example reliabilityFigure(evaluatePredictions(preds).calibration)
+ */
+export function reliabilityFigure(calibration: EvaluationReport['calibration'], options: { title?: string } = {}): Figure {
+  const bins = calibration.bins.filter((b) => b.n > 0);
+  const mid = (b: { low: number; high: number }): number => (b.low + b.high) / 2;
+  const range = (i: Interval): string => (Number.isFinite(i.low) && Number.isFinite(i.high) ? ` [${i.low.toFixed(3)}, ${i.high.toFixed(3)}]` : '');
+  const data: Trace[] = [
+    diagonal('perfectly calibrated'),
+    {
+      type: 'bar',
+      name: 'accuracy in the bin',
+      x: bins.map(mid),
+      y: bins.map((b) => finite(b.accuracy)),
+      width: bins.map((b) => (b.high - b.low) * 0.9),
+      marker: { color: SERIES_COLORS.model, opacity: 0.75 },
+      customdata: bins.map((b) => [b.low, b.high, b.n, finite(b.confidence)]),
+      hovertemplate: 'top probability %{customdata[0]:.1f}-%{customdata[1]:.1f}: %{customdata[2]} images, ' +
+        'accuracy %{y:.3f}, mean top probability %{customdata[3]:.3f}<extra></extra>',
+    },
+    {
+      type: 'scatter',
+      mode: 'markers',
+      name: 'mean top probability',
+      x: bins.map(mid),
+      y: bins.map((b) => finite(b.confidence)),
+      marker: { color: SERIES_COLORS.val, size: 8, symbol: 'diamond' },
+      hoverinfo: 'skip',
+    },
+  ];
+  const { ece, brier } = calibration;
+  const title = options.title ?? `Reliability: ECE ${ece.value.toFixed(3)}${range(ece)}, Brier ${brier.value.toFixed(3)}${range(brier)}`;
+  const layout = baseLayout(title, 440, {
+    xaxis: axis('top probability (the model\'s confidence)', { range: [0, 1], dtick: 0.1 }),
+    yaxis: axis('share predicted right', { range: [0, 1.02] }),
+    bargap: 0,
+    legend: { x: 0.02, y: 0.98, xanchor: 'left', yanchor: 'top', bgcolor: 'rgba(255,255,255,0.85)', bordercolor: '#cccccc', borderwidth: 1 },
   });
   return { data, layout };
 }

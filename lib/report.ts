@@ -18,6 +18,7 @@ import {
   mostConfidentMistakes,
   parsePredictionsCsv,
   PUBLISHED,
+  reliabilityFigure,
   rocCurvesFromPredictions,
   rocFigure,
   trainingCurvesFigure,
@@ -390,6 +391,13 @@ export function metricsTable(report: EvaluationReport): Table {
     add(`${name}: specificity`, b.specificity, pub.specificity);
     add(`${name}: AUC`, b.auc, pub.auc);
   }
+  // An evaluation.json written before calibration was measured has none.
+  const cal = report.calibration as EvaluationReport['calibration'] | undefined;
+  if (cal) {
+    add('calibration: expected calibration error', cal.ece);
+    add('calibration: Brier score', cal.brier);
+    add('calibration: log loss', cal.logLoss);
+  }
   return { columns: ['metric', 'value', '95 % interval', PUBLISHED.short], rows };
 }
 
@@ -592,7 +600,12 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
         `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet) and ` +
         'are shown for orientation, not as a like-for-like comparison.',
       table: metricsTable(evaluation),
-      figures: [confusionMatrixFigure(evaluation.confusion), metricBarsFigure(evaluation)],
+      figures: [
+        confusionMatrixFigure(evaluation.confusion),
+        metricBarsFigure(evaluation),
+        // An evaluation.json written before calibration was measured has none.
+        ...((evaluation.calibration as EvaluationReport['calibration'] | undefined) ? [reliabilityFigure(evaluation.calibration)] : []),
+      ],
     });
   } else {
     notes.push(

@@ -30,7 +30,7 @@ test('evaluate prints every field, with patient-bootstrap intervals, and writes 
   const before = tf.memory().numTensors;
   const r = await evaluateModel({ model: modelDir, data: labeled, split: 'test', bootstrap: 200, out: join(tmp, 'eval.json'), predictions: join(tmp, 'pred.csv') });
   assert.equal(tf.memory().numTensors, before);
-  assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'bootstrap', 'failed']);
+  assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap', 'failed']);
   assert.equal(r.n, 12);
   for (const c of ['normal', 'bacteria', 'virus'] as const) {
     assert.deepEqual(Object.keys(r.perClass[c]), ['precision', 'recall', 'f1', 'support']);
@@ -115,6 +115,7 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.match(text, /`tiny`, width 8, 24,939 parameters/);
   assert.match(text, /minutes on a test machine\./);
   assert.match(text, /\| accuracy \| \d+\.\d % \[\d+\.\d %, \d+\.\d %\] \|/);
+  assert.match(text, /\| calibration: expected calibration error \/ Brier score \/ log loss \| \d+\.\d % \[\d+\.\d %, \d+\.\d %\] \/ \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \/ \d\.\d{3} \[/);
   assert.match(text, /trained\n {2}without augmentation against them/);
   assert.doesNotMatch(text, /The same recipe again/, 'a run with its own epochs and rates has no preset to name');
   // With a preset's recipe, the card names the command that trains it again.

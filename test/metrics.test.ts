@@ -233,12 +233,42 @@ test('evaluatePredictions: point estimates of a hand-computed case', () => {
   assert.deepEqual(r.bootstrap, { resamples: 50, seed: 42, confidence: 0.95, unit: 'patient' });
 });
 
+test('evaluatePredictions: calibration of the hand-computed case (ECE, Brier score, log loss, reliability bins)', () => {
+  const r = evaluatePredictions(HAND, { bootstrap: 50 });
+  const c = r.calibration;
+  // Top probabilities by bin: 0.4-0.5 holds p2 (0.4, right), p7 (0.4, wrong), p8 (0.45, wrong); 0.5-0.6 p3 and p5
+  // (0.5, both wrong); 0.6-0.7 p1 and p6 (0.6, both right); 0.7-0.8 p4 (0.7, right).
+  assert.deepEqual(c.bins.map((b) => b.n), [0, 0, 0, 0, 3, 2, 2, 1, 0, 0]);
+  const b4 = c.bins[4];
+  assert.ok(b4);
+  assert.deepEqual([b4.low, b4.high], [0.4, 0.5]);
+  close(b4.confidence, 1.25 / 3);
+  close(b4.accuracy, 1 / 3);
+  assert.deepEqual([c.bins[5]?.accuracy, c.bins[6]?.accuracy, c.bins[7]?.accuracy], [0, 1, 1]);
+  assert.ok(Number.isNaN(c.bins[0]?.confidence ?? 0) && Number.isNaN(c.bins[9]?.accuracy ?? 0), 'empty bins');
+  // ECE: (|1 - 1.25| + |0 - 1.0| + |2 - 1.2| + |1 - 0.7|) / 8 images.
+  close(c.ece.value, 2.35 / 8);
+  // Brier: Σ_k (p_k - y_k)² per image: 0.26, 0.54, 0.98, 0.14, 0.98, 0.24, 0.74, 0.515.
+  close(c.brier.value, 4.395 / 8);
+  close(c.logLoss.value, -[0.6, 0.4, 0.2, 0.7, 0.2, 0.6, 0.3, 0.45].reduce((sum, p) => sum + Math.log(p), 0) / 8);
+  for (const m of [c.ece, c.brier, c.logLoss]) assert.ok(m.low <= m.value && m.value <= m.high, JSON.stringify(m));
+  // A confident and right model is perfectly calibrated; probability 0 for the true class is clipped, not infinite.
+  const sure = evaluatePredictions([{ trueIndex: 1, probs: [0, 1, 0], patientId: 'a' }, { trueIndex: 0, probs: [0, 1, 0], patientId: 'b' }], { bootstrap: 0 });
+  assert.equal(sure.calibration.ece.value, 0.5);
+  assert.equal(sure.calibration.brier.value, 1);
+  close(sure.calibration.logLoss.value, -Math.log(1e-15) / 2);
+  assert.equal(evaluatePredictions([{ trueIndex: 1, probs: [0, 1, 0], patientId: 'a' }], { bootstrap: 0 }).calibration.ece.value, 0);
+});
+
 test('evaluatePredictions: the report has the documented JSON shape', () => {
   const r = evaluatePredictions(HAND, { bootstrap: 20 });
   const json = JSON.parse(JSON.stringify(r)) as EvaluationReport;
   assert.deepEqual(Object.keys(json), [
-    'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'bootstrap',
+    'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap',
   ]);
+  assert.deepEqual(Object.keys(json.calibration), ['ece', 'brier', 'logLoss', 'bins']);
+  assert.deepEqual(Object.keys(json.calibration.bins[0] ?? {}), ['low', 'high', 'n', 'confidence', 'accuracy']);
+  assert.equal(json.calibration.bins[0]?.confidence, null, 'an empty bin prints null');
   assert.deepEqual(Object.keys(json.perClass), ['normal', 'bacteria', 'virus']);
   assert.deepEqual(Object.keys(json.perClass.virus), ['precision', 'recall', 'f1', 'support']);
   assert.deepEqual(Object.keys(json.perClass.virus.f1), ['value', 'low', 'high']);

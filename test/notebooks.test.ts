@@ -21,7 +21,7 @@ const MIN_FIGURES: Record<string, number> = {
   '03-batches-and-tensors': 4,
   '04-upload-to-s3': 0,
   '05-train': 1,
-  '06-evaluate': 4,
+  '06-evaluate': 5,
 };
 const SKIP_RUN = process.env.PNEUMOTYPE_SKIP_NOTEBOOKS === '1';
 const MAX_CELL_LINES = 5;

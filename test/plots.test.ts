@@ -19,6 +19,7 @@ import {
   mostConfidentMistakes,
   parsePredictionsCsv,
   PUBLISHED,
+  reliabilityFigure,
   rocCurvesFromPredictions,
   rocFigure,
   sampleGridFigure,
@@ -372,6 +373,31 @@ test('metricBarsFigure: the intervals as error bars, beside the published figure
   assertPlainJson(bare);
   assert.equal(bare.data.length, 3);
   assert.deepEqual((bare.data[0]?.error_x as { array: unknown[] }).array, [null, null, null]);
+});
+
+test('reliabilityFigure: accuracy per bin of the top probability against the diagonal, ECE and Brier in the title', () => {
+  const preds: Prediction[] = [
+    { trueIndex: 0, probs: [0.95, 0.03, 0.02], patientId: 'a' },
+    { trueIndex: 1, probs: [0.9, 0.05, 0.05], patientId: 'b' },
+    { trueIndex: 2, probs: [0.2, 0.25, 0.55], patientId: 'c' },
+  ];
+  const report = evaluatePredictions(preds, { bootstrap: 30, seed: 1 });
+  const fig = reliabilityFigure(report.calibration);
+  assertPlainJson(fig);
+  assert.deepEqual(fig.data.map((t) => [t.type, t.name]), [
+    ['scatter', 'perfectly calibrated'],
+    ['bar', 'accuracy in the bin'],
+    ['scatter', 'mean top probability'],
+  ]);
+  // Only the bins that hold images: 0.5-0.6 (one right) and 0.9-1.0 (one right, one wrong).
+  const bars = fig.data[1] as Trace;
+  assert.deepEqual((bars.x as number[]).map((x) => Math.round(x * 100) / 100), [0.55, 0.95]);
+  assert.deepEqual(bars.y, [1, 0.5]);
+  assert.deepEqual((fig.data[2]?.y as number[]).map((y) => Math.round(y * 1000) / 1000), [0.55, 0.925]);
+  const c = report.calibration;
+  assert.equal(title(fig.layout), `Reliability: ECE ${c.ece.value.toFixed(3)} [${c.ece.low.toFixed(3)}, ${c.ece.high.toFixed(3)}], Brier ${c.brier.value.toFixed(3)} [${c.brier.low.toFixed(3)}, ${c.brier.high.toFixed(3)}]`);
+  // Without a bootstrap: no intervals in the title.
+  assert.equal(title(reliabilityFigure(evaluatePredictions(preds, { bootstrap: 0 }).calibration).layout), `Reliability: ECE ${c.ece.value.toFixed(3)}, Brier ${c.brier.value.toFixed(3)}`);
 });
 
 test('mostConfidentMistakes and misclassifiedGalleryFigure', () => {

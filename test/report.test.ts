@@ -20,6 +20,7 @@ import {
   classDistributionFigure,
   confusionMatrixFigure,
   metricBarsFigure,
+  reliabilityFigure,
   rocCurvesFromPredictions,
   rocFigure,
   sampleGridFigure,
@@ -86,6 +87,7 @@ function someFigures(): Figure[] {
     confusionMatrixFigure(report.confusion),
     rocFigure(rocCurvesFromPredictions(rows)),
     metricBarsFigure(report),
+    reliabilityFigure(report.calibration),
     sampleGridFigure([{ pixels: px, size: 64, title: 'normal' }, { pixels: px.slice().reverse(), size: 64, title: 'virus' }]),
   ];
 }
@@ -203,22 +205,30 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   await writeFile(join(runDir, 'predictions.csv'), toCsv(['file', 'patientId', 'trueLabel', 'predictedLabel', 'normal', 'bacteria', 'virus'], rows));
   const r = await writeRunReport({ runDir, out: join(tmp, 'out', 'report.html'), gallery: 3 });
   assert.deepEqual(r.sections, ['Overview', 'Data', 'Training', 'Evaluation', 'ROC curves', 'Most confident mistakes']);
-  assert.equal(r.figures, 7);
+  assert.equal(r.figures, 8);
   assert.deepEqual(r.notes, []);
   const html = await readFile(r.out, 'utf8');
   assert.equal(Buffer.byteLength(html), r.bytes);
-  assert.equal(count(html, '<div class="plotly-figure"'), 7);
+  assert.equal(count(html, '<div class="plotly-figure"'), 8);
+  assert.ok(html.includes('<td>calibration: expected calibration error</td>'), 'calibration in the metrics table');
+  assert.ok(html.includes('Reliability: ECE '), 'and its reliability diagram');
   assert.ok(html.includes('<td>learningRate</td><td class="num">0.001</td>'));
   assert.ok(html.includes('<td>normal vs pneumonia: sensitivity</td>'));
   assert.ok(html.includes('<td>0.932</td>'), 'the published figure is in the metrics table');
   assert.deepEqual((await readdir(join(tmp, 'out'))).sort(), ['report.html'], 'written atomically, no temporary left');
-  const gallery = [...html.matchAll(/<script type="application\/json" id="figure-7-data">([^<]*)<\/script>/g)][0]?.[1];
+  const gallery = [...html.matchAll(/<script type="application\/json" id="figure-8-data">([^<]*)<\/script>/g)][0]?.[1];
   const galleryFigure = JSON.parse(gallery ?? 'null') as Figure;
   assert.equal(galleryFigure.data.length, 2, 'the two mistakes of the fixture');
 
   // An evaluation passed as a path, and a run folder that is not one.
   const again = await writeRunReport({ runDir, evaluation: join(runDir, 'evaluation.json'), gallery: 0, out: join(tmp, 'out', 'b.html') });
   assert.ok(!again.sections.includes('Most confident mistakes'));
+  // An evaluation.json from before calibration was measured: the report leaves calibration out.
+  const { calibration: _, ...older } = evaluation;
+  await writeFile(join(tmp, 'older-evaluation.json'), JSON.stringify(older));
+  const old = await writeRunReport({ runDir, evaluation: join(tmp, 'older-evaluation.json'), gallery: 0, out: join(tmp, 'out', 'c.html') });
+  assert.equal(old.figures, 6);
+  assert.ok(!(await readFile(old.out, 'utf8')).includes('calibration'));
   await assert.rejects(writeRunReport({ runDir: join(tmp, 'nothing') }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.message, `no training history at ${JSON.stringify(join(tmp, 'nothing', 'history.json'))}: expected the folder of a \`pneumotype train\` run (history.json, model/)`);
