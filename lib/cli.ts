@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
+import { calibrateModel } from './calibrate.js';
 import { evaluateModel, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
 import { upload } from './upload.js';
@@ -54,6 +55,8 @@ Commands
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
+  calibrate fit a temperature on the validation patients and fold it into the model (predictions unchanged,
+            probabilities honest): --model DIR [--data data/labeled] [--split val] [--out DIR (default: in place)]
   predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE...
   report    one self-contained HTML report of a training run (works offline: plotly is inlined)
             --run runs/NAME [--eval evaluation.json] [--predictions predictions.csv] [--out report.html]
@@ -347,6 +350,21 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...progress,
         });
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return 0;
+      }
+      case 'calibrate': {
+        if (!values.model) throw new ConfigError('calibrate needs --model DIR (the folder of a trained model)');
+        const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'val';
+        const r = await calibrateModel({
+          model: values.model,
+          data: values.data ?? DEFAULTS.labeledDir,
+          split,
+          ...(values.out !== undefined ? { out: values.out } : {}),
+          ...progress,
+        });
+        const f = (x: number): string => x.toFixed(3);
+        print(values, r, `temperature ${r.temperature.toFixed(3)} fitted on ${r.images} ${split} images: expected calibration error ${f(r.before.ece)} -> ${f(r.after.ece)} ` +
+          `(${f(r.crossFitted.ece)} cross-fitted by patient), log loss ${f(r.before.logLoss)} -> ${f(r.after.logLoss)}; model in ${r.out}`);
         return 0;
       }
       case 'predict': {

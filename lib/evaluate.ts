@@ -12,7 +12,7 @@ import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
-import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, type EvaluationReport } from './metrics.js';
+import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, type EvaluationReport, type Prediction } from './metrics.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
@@ -211,6 +211,46 @@ export interface EvaluateResult extends EvaluationReport {
   readonly byGroup?: Record<string, GroupMetrics>;
 }
 
+/** The predictions of a model on a split's images, and the images that could not be decoded. */
+export interface SplitPredictions {
+  readonly preds: Array<Prediction & { readonly file: string }>;
+  readonly failed: Array<{ readonly file: string; readonly reason: string }>;
+}
+
+/**
+ * The model's probabilities for every image of a split, each decoded afresh with the model's preprocessing: what
+ * {@link evaluateModel} scores and `calibrate` fits on.
+ *
+ * @example const { preds } = await predictSplit(await loadModel(), { data: 'data/labeled', split: 'val' })
+ */
+export async function predictSplit(
+  loaded: LoadedModel,
+  options: { readonly data: string; readonly split: 'test' | 'val'; readonly concurrency?: number; readonly onProgress?: ProgressCallback },
+): Promise<SplitPredictions> {
+  const { data, split } = options;
+  const items = await evaluationItems(data, split, loaded.card);
+  if (items.length === 0) throw new ConfigError(`no ${split} images found in ${quote(data)}`, { path: data });
+  const tracker = new ProgressTracker({ stage: 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
+  const size = loaded.card.imageSize;
+  const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
+    try {
+      return { item, pixels: await decodeGray(join(data, item.file), { size, name: item.file }), reason: undefined };
+    } catch (err) {
+      return { item, pixels: undefined, reason: messageOf(err) };
+    } finally {
+      tracker.add(1);
+    }
+  });
+  const ok = decoded.flatMap((d) => (d.pixels ? [{ item: d.item, pixels: d.pixels }] : []));
+  const failed = decoded.flatMap((d) => (d.reason !== undefined ? [{ file: d.item.file, reason: d.reason }] : []));
+  const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
+  tracker.finish();
+  return {
+    preds: ok.map((o, i) => ({ trueIndex: CLASSES.indexOf(o.item.label), probs: probs[i] ?? [], patientId: o.item.patientId, file: o.item.file })),
+    failed,
+  };
+}
+
 /**
  * Evaluates a model on a split, decoding every image afresh with the model's preprocessing (no prepared cache
  * needed): accuracy, balanced accuracy, macro-F1, per-class scores, confusion matrix, one-vs-rest AUCs and the two
@@ -223,28 +263,15 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
   const split = options.split ?? 'test';
   const loaded = await loadModel(options.model);
   try {
-    const items = await evaluationItems(data, split, loaded.card);
-    if (items.length === 0) throw new ConfigError(`no ${split} images found in ${quote(data)}`, { path: data });
-    const tracker = new ProgressTracker({ stage: 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
-    const size = loaded.card.imageSize;
-    const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
-      try {
-        return { item, pixels: await decodeGray(join(data, item.file), { size, name: item.file }), reason: undefined };
-      } catch (err) {
-        return { item, pixels: undefined, reason: messageOf(err) };
-      } finally {
-        tracker.add(1);
-      }
+    const { preds, failed } = await predictSplit(loaded, {
+      data, split,
+      ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
-    const ok = decoded.flatMap((d) => (d.pixels ? [{ item: d.item, pixels: d.pixels }] : []));
-    const failed = decoded.flatMap((d) => (d.reason !== undefined ? [{ file: d.item.file, reason: d.reason }] : []));
-    const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
-    const preds = ok.map((o, i) => ({ trueIndex: CLASSES.indexOf(o.item.label), probs: probs[i] ?? [], patientId: o.item.patientId, file: o.item.file }));
     const report = evaluatePredictions(preds, {
       ...(options.bootstrap !== undefined ? { bootstrap: options.bootstrap } : {}),
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
-    tracker.finish();
     const result: EvaluateResult = {
       split, model: loaded.dir, data, ...report, failed,
       ...(options.groups ? { byGroup: await metricsByGroup(preds, options.groups) } : {}),

@@ -34,18 +34,20 @@ export { MODEL_CATALOG, buildModel, summarizeModel, type ModelName, type ModelOp
 export { train, trainStep, regularizationLosses, learningRateAt, classWeights, TrainingError, type TrainOptions, type TrainResult, type EpochRecord, type ModelCard } from './train.js';
 export { buildTransferModel, holdFrozenBatchNorms, type TransferOptions } from './transfer.js';
 export { fromKeras3, isKeras3Topology } from './keras3.js';
+export { calibrateModel, fitTemperature, foldTemperature, temperatureScaled, type CalibrateOptions, type CalibrationRecord } from './calibrate.js';
 export { enableFastTraining, planFastTraining, type FastTrainingOptions, type FastTrainingPlan } from './fast-train.js';
 export { GraphTrainer, planGraphTraining, type GraphTrainerOptions, type GraphTrainingPlan } from './graph-train.js';
 export { WeightAverage, type WeightAverageOptions } from './ema.js';
 export { renderModelCard, writeModelCard, type ModelCardExtras } from './model-card.js';
 export { saveModel, loadLayersModelFromDir } from './checkpoint.js';
 export {
-  DEFAULT_MODEL_DIR, loadModel, predict, predictPixels, evaluateModel, metricsByGroup,
+  DEFAULT_MODEL_DIR, loadModel, predict, predictPixels, predictSplit, evaluateModel, metricsByGroup,
   type LoadedModel, type PredictInput, type PredictResult, type EvaluateModelOptions, type EvaluateResult, type GroupMetrics,
+  type SplitPredictions,
 } from './evaluate.js';
 export {
   evaluatePredictions, confusionMatrix, perClassMetrics, rocAuc, rocCurve, binaryMetrics,
-  type Prediction, type EvaluationReport, type Interval,
+  CALIBRATION_BINS, type Prediction, type EvaluationReport, type Interval, type CalibrationBin, type CalibrationReport,
 } from './metrics.js';
 
 // S3

@@ -117,6 +117,16 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     `Confusion matrix (rows true, columns predicted; normal, bacteria, virus): \`${JSON.stringify(evaluation.confusion)}\`.`,
   );
+  if (card.calibration) {
+    const k = card.calibration;
+    lines.push(
+      '',
+      `Temperature scaling: the output layer's weights are divided by T = ${k.temperature.toFixed(3)}, fitted (log loss) on the ${k.images}`,
+      `${k.split === 'val' ? 'validation' : k.split} images; predictions are unchanged, probabilities ${k.temperature > 1 ? 'softer' : 'sharper'}. Expected calibration error on them ${pct(k.before.ece)} before,`,
+      `${pct(k.after.ece)} after (optimistic: fitted on the same images), ${pct(k.crossFitted.ece)} cross-fitted by patient (T fitted on one half, measured`,
+      `on the other); log loss ${num(k.before.logLoss)} before, ${num(k.after.logLoss)} after, ${num(k.crossFitted.logLoss)} cross-fitted.${evaluation.calibration ? ' The metrics above are those of the calibrated model.' : ''}`,
+    );
+  }
   if (evaluation.byGroup) {
     lines.push(
       '',

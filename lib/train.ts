@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { AugmentOptions } from './augment.js';
+import type { CalibrationRecord } from './calibrate.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, saveModel, trainableVariables } from './checkpoint.js';
 import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
@@ -110,6 +111,8 @@ export interface ModelCard {
   };
   readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
   readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
+  /** The temperature folded into the output layer by `calibrate`, and what it did (absent when never calibrated). */
+  readonly calibration?: CalibrationRecord;
   readonly createdAt: string;
 }
 
@@ -137,7 +140,8 @@ interface TrainerState {
 }
 
 const STATE_FILE = 'trainer.json';
-const CARD_FILE = 'pneumotype.json';
+/** The model card's file in a model folder. */
+export const CARD_FILE = 'pneumotype.json';
 
 /** The learning rate of step `step` (0-based): linear warm-up, then cosine decay to the floor (or a plateau scale). */
 export function learningRateAt(config: Config, step: number, stepsPerEpoch: number, plateauScale = 1): number {

@@ -1,13 +1,16 @@
 // Maintainer tool: copies a run's best model to models/default, with paths made relative and a model card written.
-// Usage: npx tsx scripts/ship-model.ts RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]
+// Usage: npx tsx scripts/ship-model.ts [--calibrate] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]
+// --calibrate fits a temperature on the validation patients and folds it into the shipped weights (lib/calibrate.ts).
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { calibrateModel } from '../lib/calibrate.js';
 import { evaluateModel } from '../lib/evaluate.js';
 import { writeModelCard } from '../lib/model-card.js';
 
-const [runDir, labeledDir, groups, hardware] = process.argv.slice(2);
+const calibrate = process.argv.includes('--calibrate');
+const [runDir, labeledDir, groups, hardware] = process.argv.slice(2).filter((a) => a !== '--calibrate');
 if (!runDir || !labeledDir) {
-  process.stderr.write('usage: npx tsx scripts/ship-model.ts RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]\n');
+  process.stderr.write('usage: npx tsx scripts/ship-model.ts [--calibrate] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]\n');
   process.exit(2);
 }
 const out = 'models/default';
@@ -17,6 +20,7 @@ for (const f of ['model.json', 'weights.bin']) await copyFile(join(runDir, 'mode
 const card = JSON.parse(await readFile(join(runDir, 'model', 'pneumotype.json'), 'utf8'));
 card.data.labeledDir = 'data/labeled';
 await writeFile(join(out, 'pneumotype.json'), `${JSON.stringify(card, null, 2)}\n`);
+if (calibrate) await calibrateModel({ model: out, data: labeledDir });
 const [csv, column] = groups ? [groups.slice(0, groups.lastIndexOf(':')), groups.slice(groups.lastIndexOf(':') + 1)] : [];
 const evaluation = await evaluateModel({
   model: out,

@@ -30,6 +30,7 @@ const SUITE = [
   'test/watchdog.test.ts',
   'test/fast-train.test.ts',
   'test/evaluate.test.ts',
+  'test/calibrate.test.ts',
   'test/transfer.test.ts',
   'test/keras3.test.ts',
   'test/metrics.test.ts',

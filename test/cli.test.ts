@@ -98,6 +98,10 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(e.code, 0, e.stderr);
   const report = JSON.parse(e.stdout) as { n: number; accuracy: { value: number; low: number; high: number } };
   assert.equal(report.n, 6);
+  const c = cli('calibrate', '--model', join(tmp, 'run', 'model'), '--data', data, '--out', join(tmp, 'calibrated'), '--quiet');
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stdout, /^temperature \d+\.\d{3} fitted on \d+ val images: expected calibration error \d\.\d{3} -> \d\.\d{3} \(\d\.\d{3} cross-fitted by patient\), log loss \d+\.\d{3} -> \d+\.\d{3}; model in .*calibrated\n$/);
+  assert.equal(cli('calibrate', '--data', data).stderr, '\npneumotype calibrate: calibrate needs --model DIR (the folder of a trained model)\n');
   const { readdir } = await import('node:fs/promises');
   const img = join(data, 'test', 'virus', (await readdir(join(data, 'test', 'virus')))[0] ?? '');
   const p = cli('predict', '--model', join(tmp, 'run', 'model'), img, join(tmp, 'missing.jpeg'));

@@ -5,21 +5,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { evaluateModel, loadModel, predict } from '../lib/evaluate.js';
-import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import { train, type EpochRecord, type ModelCard } from '../lib/train.js';
-import { datasetFiles, writeTree } from './helpers/fixtures.js';
+import type { EpochRecord, ModelCard } from '../lib/train.js';
+import { trainFixtureModel } from './helpers/fixture-model.js';
 
 let tmp: string;
 let labeled: string;
 let modelDir: string;
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'pneumotype-evaluate-'));
-  labeled = join(tmp, 'labeled');
-  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 12, test: 4 } }));
-  await relabel({ from: join(tmp, 'src'), out: labeled });
-  const r = await train({ data: labeled, out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { epochs: 3, dropout: 0, learningRate: 3e-3 } });
-  modelDir = r.modelDir;
+  ({ labeled, modelDir } = await trainFixtureModel(tmp, { train: 12, test: 4 }));
 });
 after(async () => {
   await rm(tmp, { recursive: true, force: true });

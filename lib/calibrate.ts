@@ -1,0 +1,193 @@
+// Temperature scaling (Guo et al. 2017): one temperature fitted on validation predictions, folded into the softmax layer.
+//
+// A network trained with class weights and label smoothing is often over- or underconfident: its top probability is
+// not the share of right answers. Dividing the logits by one temperature T fixes much of that without changing any
+// prediction (the largest logit stays the largest). T is fitted to minimise the log loss on a held-out split, then
+// folded into the output layer's weights (softmax(z / T) = softmax((W / T) x + b / T)), so the saved model gives the
+// calibrated probabilities everywhere: predict, evaluate, serve and browsers, with no code of ours.
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { LayersModel } from '@tensorflow/tfjs';
+import { MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
+import { ConfigError, quote } from './errors.js';
+import { loadModel, predictSplit } from './evaluate.js';
+import { loadTf } from './tf.js';
+import { evaluatePredictions, type Prediction } from './metrics.js';
+import type { ProgressCallback } from './progress.js';
+import { CARD_FILE, type ModelCard } from './train.js';
+
+/** The files of a model folder that saving writes. */
+const MODEL_FILES = new Set([MODEL_JSON, WEIGHTS_BIN, CARD_FILE]);
+
+/** The search range of {@link fitTemperature}. */
+export const TEMPERATURE_RANGE = [0.05, 20] as const;
+
+/** Probabilities re-tempered: softmax(log(p) / T), the same as dividing the logits by T. Pure. */
+export function temperatureScaled(probs: readonly number[], temperature: number): number[] {
+  const logs = probs.map((p) => Math.log(Math.max(p, 1e-30)) / temperature);
+  const top = Math.max(...logs);
+  const exps = logs.map((l) => Math.exp(l - top));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((e) => e / sum);
+}
+
+/** Mean negative log-likelihood of the true classes after tempering by 1 / `inverse`. */
+function meanLogLoss(preds: readonly Prediction[], inverse: number): number {
+  let sum = 0;
+  for (const p of preds) {
+    const logs = p.probs.map((q) => Math.log(Math.max(q, 1e-30)) * inverse);
+    const top = Math.max(...logs);
+    const lse = top + Math.log(logs.reduce((a, l) => a + Math.exp(l - top), 0));
+    sum += lse - (logs[p.trueIndex] ?? 0);
+  }
+  return sum / preds.length;
+}
+
+/**
+ * The temperature that minimises the mean log loss of `preds` (golden-section search over 1 / T, in which the loss is
+ * convex), within {@link TEMPERATURE_RANGE}. T > 1 softens overconfident probabilities, T < 1 sharpens timid ones.
+ *
+ * @example fitTemperature(preds) // 1.6
+ */
+export function fitTemperature(preds: readonly Prediction[]): number {
+  if (preds.length === 0) throw new ConfigError('no predictions to fit a temperature on: expected at least one');
+  let lo = 1 / TEMPERATURE_RANGE[1];
+  let hi = 1 / TEMPERATURE_RANGE[0];
+  const phi = (Math.sqrt(5) - 1) / 2;
+  let a = hi - phi * (hi - lo);
+  let b = lo + phi * (hi - lo);
+  let fa = meanLogLoss(preds, a);
+  let fb = meanLogLoss(preds, b);
+  while (hi - lo > 1e-7) {
+    if (fa <= fb) {
+      hi = b;
+      b = a;
+      fb = fa;
+      a = hi - phi * (hi - lo);
+      fa = meanLogLoss(preds, a);
+    } else {
+      lo = a;
+      a = b;
+      fa = fb;
+      b = lo + phi * (hi - lo);
+      fb = meanLogLoss(preds, b);
+    }
+  }
+  return 1 / ((lo + hi) / 2);
+}
+
+/**
+ * Divides the weights of `model`'s softmax output layer by `temperature`, in place: the model's probabilities become
+ * softmax(logits / T), its predictions stay the same.
+ *
+ * @example foldTemperature(model, 1.6)
+ */
+export function foldTemperature(model: LayersModel, temperature: number): void {
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new ConfigError(`temperature ${quote(temperature)} is not valid: expected a positive number`);
+  const layer = model.outputs[0]?.sourceLayer;
+  const activation = (layer as unknown as { activation?: { getClassName?: () => string } } | undefined)?.activation?.getClassName?.();
+  if (!layer || layer.getClassName() !== 'Dense' || activation !== 'softmax') {
+    throw new ConfigError(`the model's output layer ${quote(layer?.name ?? null)} is not a softmax Dense layer: a temperature cannot be folded into it`);
+  }
+  const tf = loadTf();
+  for (const w of layer.weights) {
+    const scaled = tf.tidy(() => tf.div(w.read(), temperature));
+    w.write(scaled);
+    scaled.dispose();
+  }
+}
+
+/** Calibration figures before and after tempering, on the fitting split and cross-fitted. */
+export interface CalibrationFigures {
+  readonly ece: number;
+  readonly brier: number;
+  readonly logLoss: number;
+}
+
+/** What {@link calibrateModel} did, also recorded in the card (`calibration`). */
+export interface CalibrationRecord {
+  /** The temperature folded into the weights as trained (the product, if a model was calibrated twice). */
+  readonly temperature: number;
+  readonly split: 'val' | 'test';
+  readonly images: number;
+  /** On the fitting images, before tempering. */
+  readonly before: CalibrationFigures;
+  /** On the fitting images, after: optimistic, since T was fitted on them. */
+  readonly after: CalibrationFigures;
+  /**
+   * Two-fold cross-fitted by patient (T fitted on one half of the patients, measured on the other, pooled): an
+   * estimate for images the temperature was not fitted on.
+   */
+  readonly crossFitted: CalibrationFigures;
+}
+
+export interface CalibrateOptions {
+  /** The model folder to calibrate. */
+  readonly model: string;
+  /** Labelled data (manifest.csv), as for evaluate. */
+  readonly data: string;
+  /** The split to fit on: the patient-grouped validation split (default). Never the test split you report. */
+  readonly split?: 'val' | 'test';
+  /** Where to write the calibrated model (default: the model folder itself, rewritten atomically). */
+  readonly out?: string;
+  readonly concurrency?: number;
+  readonly onProgress?: ProgressCallback;
+}
+
+function figures(preds: readonly Prediction[]): CalibrationFigures {
+  const c = evaluatePredictions(preds, { bootstrap: 0 }).calibration;
+  return { ece: c.ece.value, brier: c.brier.value, logLoss: c.logLoss.value };
+}
+
+function tempered(preds: readonly Prediction[], temperature: number): Prediction[] {
+  return preds.map((p) => ({ ...p, probs: temperatureScaled(p.probs, temperature) }));
+}
+
+/** Two-fold cross-fitting by patient: each half tempered with the temperature fitted on the other half. */
+function crossFitted(preds: readonly Prediction[]): Prediction[] {
+  const ids = [...new Set(preds.map((p) => p.patientId))].sort();
+  const fold = new Map(ids.map((id, i) => [id, i % 2]));
+  const halves = [0, 1].map((f) => preds.filter((p) => fold.get(p.patientId) === f));
+  if (halves.some((h) => h.length === 0)) return tempered(preds, fitTemperature(preds));
+  return halves.flatMap((half, f) => tempered(half, fitTemperature(halves[1 - f] as Prediction[])));
+}
+
+/**
+ * Fits a temperature on a model's predictions for a held-out split (the validation patients by default), folds it
+ * into the model's output layer and saves the model with its card's `calibration` record. Predictions do not change;
+ * the probabilities become honest where the model was over- or underconfident.
+ *
+ * @example const r = await calibrateModel({ model: 'runs/gpu/model', data: 'data/labeled' }); r.temperature
+ */
+export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationRecord & { readonly out: string }> {
+  const split = options.split ?? 'val';
+  const out = options.out ?? options.model;
+  const loaded = await loadModel(options.model);
+  try {
+    const { preds } = await predictSplit(loaded, {
+      data: options.data, split,
+      ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    const temperature = fitTemperature(preds);
+    const previous = loaded.card.calibration;
+    const record: CalibrationRecord = {
+      temperature: temperature * (previous?.temperature ?? 1),
+      split,
+      images: preds.length,
+      before: figures(preds),
+      after: figures(tempered(preds, temperature)),
+      crossFitted: figures(crossFitted(preds)),
+    };
+    foldTemperature(loaded.model, temperature);
+    // The folder is written anew: other files in it (a model card's README.md) go along unchanged.
+    const others: Record<string, Buffer> = {};
+    for (const e of await readdir(options.model, { withFileTypes: true })) {
+      if (e.isFile() && !MODEL_FILES.has(e.name)) others[e.name] = await readFile(join(options.model, e.name));
+    }
+    await saveModel({ dir: out, model: loaded.model, extra: { [CARD_FILE]: { ...loaded.card, calibration: record } satisfies ModelCard }, extraBinary: others });
+    return { ...record, out };
+  } finally {
+    loaded.dispose();
+  }
+}

@@ -1,0 +1,122 @@
+// Temperature scaling: the fit on hand-made and synthetic cases, folding into the output layer, and calibrate end to end.
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { SymbolicTensor, Tensor } from '@tensorflow/tfjs';
+import { calibrateModel, fitTemperature, foldTemperature, temperatureScaled } from '../lib/calibrate.js';
+import { evaluateModel, loadModel, predictSplit } from '../lib/evaluate.js';
+import { argmax, type Prediction } from '../lib/metrics.js';
+import { createRng } from '../lib/random.js';
+import { loadTf } from '../lib/tf.js';
+import type { ModelCard } from '../lib/train.js';
+import { trainFixtureModel } from './helpers/fixture-model.js';
+import { assertNoTensorLeak } from './helpers/tf-leaks.js';
+
+const close = (a: number, b: number, tol = 1e-9): void => assert.ok(Math.abs(a - b) <= tol, `${a} is not ${b}`);
+
+let tmp: string;
+let labeled: string;
+let modelDir: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-calibrate-'));
+  ({ labeled, modelDir } = await trainFixtureModel(tmp, { train: 12, test: 2 }));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('temperatureScaled: softmax(log p / T), by hand', () => {
+  assert.deepEqual(temperatureScaled([0.7, 0.2, 0.1], 1).map((p) => Math.round(p * 1e12) / 1e12), [0.7, 0.2, 0.1]);
+  // T = 2: proportional to the square roots.
+  const roots = [0.7, 0.2, 0.1].map(Math.sqrt);
+  const sum = roots.reduce((a, b) => a + b, 0);
+  temperatureScaled([0.7, 0.2, 0.1], 2).forEach((p, i) => close(p, (roots[i] as number) / sum, 1e-12));
+  // A probability of 0 stays (almost) 0 and the order never changes.
+  const sharp = temperatureScaled([0.5, 0.5, 0], 0.5);
+  close(sharp[0] as number, 0.5, 1e-12);
+  assert.ok((sharp[2] as number) < 1e-50);
+});
+
+test('fitTemperature finds the temperature that made synthetic labels, and 1 for calibrated ones', () => {
+  const rng = createRng(7);
+  const sample = (temperature: number, n: number): Prediction[] =>
+    Array.from({ length: n }, (_, i) => {
+      // The model's logits; the true class is drawn from softmax(logits / temperature): a model overconfident by T.
+      const logits = [0, 1, 2].map(() => 4 * (rng() - 0.5));
+      const truth = temperatureScaled(temperatureScaled(logits.map(Math.exp), 1), temperature);
+      const u = rng();
+      const trueIndex = u < (truth[0] as number) ? 0 : u < (truth[0] as number) + (truth[1] as number) ? 1 : 2;
+      return { trueIndex, probs: temperatureScaled(logits.map(Math.exp), 1), patientId: `p${i}` };
+    });
+  const over = fitTemperature(sample(2, 6000));
+  assert.ok(Math.abs(over - 2) < 0.15, `overconfident by 2: fitted ${over}`);
+  const calibrated = fitTemperature(sample(1, 6000));
+  assert.ok(Math.abs(calibrated - 1) < 0.08, `calibrated: fitted ${calibrated}`);
+  const timid = fitTemperature(sample(0.5, 6000));
+  assert.ok(Math.abs(timid - 0.5) < 0.05, `underconfident: fitted ${timid}`);
+  assert.throws(() => fitTemperature([]), { name: 'ConfigError', message: 'no predictions to fit a temperature on: expected at least one' });
+});
+
+test('foldTemperature divides the softmax layer so the model gives the tempered probabilities', async () => {
+  const tf = loadTf();
+  const loaded = await loadModel(modelDir);
+  const xs = tf.randomUniform([3, loaded.card.imageSize, loaded.card.imageSize, 1], 0, 1, 'float32', 5);
+  try {
+    const before = (tf.tidy(() => loaded.model.predict(xs) as Tensor).arraySync() as number[][]);
+    foldTemperature(loaded.model, 1.7);
+    const after = (tf.tidy(() => loaded.model.predict(xs) as Tensor).arraySync() as number[][]);
+    before.forEach((row, i) => temperatureScaled(row, 1.7).forEach((p, k) => close(after[i]?.[k] ?? NaN, p, 1e-5)));
+    await assertNoTensorLeak('foldTemperature', () => foldTemperature(loaded.model, 1));
+  } finally {
+    xs.dispose();
+    loaded.dispose();
+  }
+  const input = tf.input({ shape: [4] });
+  const linear = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 3, name: 'scores' }).apply(input) as SymbolicTensor });
+  assert.throws(() => foldTemperature(linear, 2), {
+    name: 'ConfigError',
+    message: 'the model\'s output layer "scores" is not a softmax Dense layer: a temperature cannot be folded into it',
+  });
+  assert.throws(() => foldTemperature(linear, 0), { name: 'ConfigError', message: 'temperature 0 is not valid: expected a positive number' });
+  linear.dispose();
+});
+
+test('calibrate: fits on the validation patients, folds, keeps the predictions and the folder\'s other files, records it', async () => {
+  const dir = join(tmp, 'to-calibrate');
+  await cp(modelDir, dir, { recursive: true });
+  await writeFile(join(dir, 'README.md'), '# a model card\n');
+  const loadedBefore = await loadModel(dir);
+  const { preds: before } = await predictSplit(loadedBefore, { data: labeled, split: 'val' });
+  loadedBefore.dispose();
+
+  const r = await calibrateModel({ model: dir, data: labeled });
+  assert.equal(r.out, dir);
+  assert.equal(r.split, 'val');
+  assert.equal(r.images, before.length);
+  close(r.temperature, fitTemperature(before), 1e-9);
+  assert.ok(r.after.logLoss <= r.before.logLoss + 1e-12, 'the fit lowers the log loss on its own images');
+  for (const k of ['ece', 'brier', 'logLoss'] as const) assert.ok(Number.isFinite(r.crossFitted[k]), k);
+
+  const card = JSON.parse(await readFile(join(dir, 'pneumotype.json'), 'utf8')) as ModelCard;
+  assert.deepEqual(card.calibration, { temperature: r.temperature, split: r.split, images: r.images, before: r.before, after: r.after, crossFitted: r.crossFitted });
+  assert.equal(await readFile(join(dir, 'README.md'), 'utf8'), '# a model card\n', 'other files go along');
+
+  // The saved model gives the tempered probabilities, the same predictions, and the fitted log loss.
+  const loadedAfter = await loadModel(dir);
+  const { preds: afterPreds } = await predictSplit(loadedAfter, { data: labeled, split: 'val' });
+  loadedAfter.dispose();
+  afterPreds.forEach((p, i) => {
+    const was = before[i] as Prediction;
+    assert.equal(argmax(p.probs), argmax(was.probs), p.file);
+    temperatureScaled(was.probs, r.temperature).forEach((q, k) => close(p.probs[k] ?? NaN, q, 1e-5));
+  });
+  const evaluation = await evaluateModel({ model: dir, data: labeled, split: 'val', bootstrap: 0 });
+  close(evaluation.calibration.logLoss.value, r.after.logLoss, 1e-4);
+
+  // Calibrating again composes: the second temperature is about 1, and the card holds the product.
+  const again = await calibrateModel({ model: dir, data: labeled, out: join(tmp, 'twice') });
+  close(again.temperature, r.temperature, 1e-3 * r.temperature);
+  await assert.rejects(calibrateModel({ model: join(tmp, 'nothing'), data: labeled }), { name: 'CacheError' });
+});
