@@ -24,9 +24,9 @@ const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric che
 Usage: pneumotype <command> [options]
 
 Commands
-  run       fetch + relabel + prepare + train + evaluate, skipping every step whose verified output exists
+  run       fetch + relabel + prepare + train + calibrate + evaluate, skipping every step whose output exists
             [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data] [--out runs/PRESET]
-            [--augment none|basic|traces (default traces)] [--no-train] [--eager | --graph]
+            [--augment none|basic|traces (default traces)] [--no-train] [--no-calibrate] [--eager | --graph]
             [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
@@ -84,6 +84,7 @@ const OPTIONS = {
   remote: { type: 'boolean' },
   'download-whole': { type: 'boolean' },
   'no-train': { type: 'boolean' },
+  'no-calibrate': { type: 'boolean' },
   from: { type: 'string' },
   extracted: { type: 'string' },
   'allow-unknown': { type: 'boolean' },
@@ -452,6 +453,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.eager ? { config: { graphOps: false } } : values.graph ? { config: { graphOps: true } } : {}),
           ...(values.remote ? { remote: true } : values['download-whole'] ? { remote: false } : {}),
           ...(values['no-train'] ? { train: false } : {}),
+          ...(values['no-calibrate'] ? { calibrate: false } : {}),
           ...(values.out !== undefined ? { runDir: values.out } : {}),
           augment: augmentFromName(values.augment ?? 'traces'),
           onEpoch: printEpoch,

@@ -1,5 +1,6 @@
-// The whole job, step by step: fetch, relabel (with extraction) and prepare, skipping what is already done.
-import { stat } from 'node:fs/promises';
+// The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
+// skipping what is already done.
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
@@ -9,8 +10,9 @@ import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
+import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, type EvaluateResult } from './evaluate.js';
-import { train, type TrainResult } from './train.js';
+import { train, type ModelCard, type TrainResult } from './train.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
@@ -75,6 +77,8 @@ export interface PipelineOptions {
   readonly onStep?: (step: PipelineStep, note: string) => void;
   /** Train and evaluate after preparing (default true). */
   readonly train?: boolean;
+  /** Fit a temperature on the validation patients and fold it into the trained model (default true; lib/calibrate.ts). */
+  readonly calibrate?: boolean;
   /** Run folder of the training step (default `runs/<preset>`). */
   readonly runDir?: string;
   /** Augmentation for training (default none, as in the narrative). */
@@ -83,7 +87,7 @@ export interface PipelineOptions {
   readonly onEpoch?: Parameters<typeof train>[0]['onEpoch'];
 }
 
-export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'evaluate' | 'report';
+export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'calibrate' | 'evaluate' | 'report';
 
 /** The preset `run` uses when none is given: gpu with a native GPU backend, else cpu. */
 export function defaultPreset(): PresetName {
@@ -100,15 +104,18 @@ export interface PipelineResult {
   readonly labeledDir: string;
   readonly cache: PrepareResult;
   readonly training?: TrainResult;
+  /** What calibration did (absent when it was skipped or turned off). */
+  readonly calibration?: CalibrationRecord;
   readonly evaluation?: EvaluateResult;
   /** The self-contained HTML report of the run. */
   readonly report?: string;
 }
 
 /**
- * Runs fetch, relabel and prepare. Each step checks its own output first: a verified archive is not downloaded
- * again, a complete labelled folder is not rebuilt, an up-to-date cache is reused; so an interrupted run picks up
- * where it stopped.
+ * Runs fetch, relabel and prepare, then (unless `train` is false) train, calibrate, evaluate and report. Each step
+ * checks its own output first: a verified archive is not downloaded again, a complete labelled folder is not
+ * rebuilt, an up-to-date cache is reused, a finished model is not trained again nor a calibrated one calibrated; so
+ * an interrupted run picks up where it stopped.
  *
  * @example await runPipeline({ source: 'v2', dataDir: 'data', preset: 'cpu' })
  */
@@ -187,6 +194,18 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     });
     step('train', false, `best epoch ${training.bestEpoch}: validation accuracy ${training.card.validation.accuracy.toFixed(3)}, macro-F1 ${training.card.validation.macroF1.toFixed(3)}`);
   }
+  // Calibrate (skipped when the model's card already records a calibration).
+  let calibration: CalibrationRecord | undefined;
+  const card = JSON.parse(await readFile(modelCard, 'utf8')) as ModelCard;
+  if (options.calibrate === false) {
+    step('calibrate', true, 'turned off');
+  } else if (card.calibration) {
+    step('calibrate', true, `${runDir}/model is calibrated (temperature ${card.calibration.temperature.toFixed(3)})`);
+  } else {
+    options.onStep?.('calibrate', `fitting a temperature on the validation patients for ${runDir}/model`);
+    calibration = await calibrateModel({ model: join(runDir, 'model'), data: dirs.labeled, ...progress });
+    step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${calibration.crossFitted.ece.toFixed(3)} (cross-fitted by patient)`);
+  }
   const hasTest = Object.keys(cache.index.splits).includes('test') && cache.index.images.some((i) => i.subset === 'test');
   const split = hasTest ? 'test' : 'val';
   options.onStep?.('evaluate', `evaluating ${runDir}/model on the ${split} split`);
@@ -202,5 +221,5 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   options.onStep?.('report', `writing ${join(runDir, 'report.html')}`);
   const report = await writeRunReport({ runDir, evaluation, predictionsCsv: join(runDir, 'predictions.csv'), labeledDir: dirs.labeled });
   step('report', false, `${report.out} (${report.figures} charts, self-contained)`);
-  return { ...base, ...(training ? { training } : {}), evaluation, report: report.out };
+  return { ...base, ...(training ? { training } : {}), ...(calibration ? { calibration } : {}), evaluation, report: report.out };
 }

@@ -57,12 +57,17 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   const runDir = join(tmp, 'whole-run');
   // Overrides of the preset reach training (pneumotype run --eager passes { graphOps: false } the same way).
   const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1, graphOps: false } });
-  assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'evaluate', 'report']);
+  assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'calibrate', 'evaluate', 'report']);
+  assert.ok(first.calibration && first.calibration.temperature > 0 && first.calibration.split === 'val');
+  assert.match(first.steps[4]?.note ?? '', /^temperature \d+\.\d{3}: expected calibration error \d\.\d{3} -> \d\.\d{3} \(cross-fitted by patient\)$/);
   assert.equal(first.training?.history.length, 1);
   assert.equal(first.training?.card.training.engine, 'tfjs ops, fused native ops (lib/fast-train.ts)');
   assert.equal(first.report, join(runDir, 'report.html'));
   assert.equal(first.evaluation?.split, 'test');
   assert.equal(first.evaluation?.n, 9);
   const second = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
-  assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['evaluate', false], ['report', false]]);
+  assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['calibrate', true], ['evaluate', false], ['report', false]]);
+  assert.equal(second.steps[4]?.note, `${runDir}/model is calibrated (temperature ${first.calibration.temperature.toFixed(3)})`);
+  const off = await runPipeline({ source: zipPath, dataDir, runDir: join(tmp, 'uncalibrated-run'), preset: 'smoke', calibrate: false, config: { epochs: 1, graphOps: false } });
+  assert.deepEqual(off.steps.filter((s) => s.step === 'calibrate'), [{ step: 'calibrate', skipped: true, note: 'turned off' }]);
 });
