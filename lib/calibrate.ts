@@ -11,9 +11,9 @@ import type { LayersModel } from '@tensorflow/tfjs';
 import { MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
 import { ConfigError, quote } from './errors.js';
 import { loadModel, predictSplit } from './evaluate.js';
-import { loadTf } from './tf.js';
 import { evaluatePredictions, type Prediction } from './metrics.js';
 import type { ProgressCallback } from './progress.js';
+import { loadTf } from './tf.js';
 import { CARD_FILE, type ModelCard } from './train.js';
 
 /** The files of a model folder that saving writes. */

@@ -253,8 +253,8 @@ export async function predictSplit(
 
 /**
  * Evaluates a model on a split, decoding every image afresh with the model's preprocessing (no prepared cache
- * needed): accuracy, balanced accuracy, macro-F1, per-class scores, confusion matrix, one-vs-rest AUCs and the two
- * binary views, each with a 95 % bootstrap interval resampled by patient.
+ * needed): accuracy, balanced accuracy, macro-F1, per-class scores, confusion matrix, one-vs-rest AUCs, the two
+ * binary views and calibration, each with a 95 % bootstrap interval resampled by patient.
  *
  * @example const r = await evaluateModel({ data: 'data/labeled', split: 'test' }); r.accuracy.value
  */
