@@ -165,7 +165,7 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
   const loaded = await loadModel(options.model);
   try {
     const { preds } = await predictSplit(loaded, {
-      data: options.data, split,
+      data: options.data, split, stage: 'calibrate',
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });

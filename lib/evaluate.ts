@@ -225,12 +225,19 @@ export interface SplitPredictions {
  */
 export async function predictSplit(
   loaded: LoadedModel,
-  options: { readonly data: string; readonly split: 'test' | 'val'; readonly concurrency?: number; readonly onProgress?: ProgressCallback },
+  options: {
+    readonly data: string;
+    readonly split: 'test' | 'val';
+    readonly concurrency?: number;
+    readonly onProgress?: ProgressCallback;
+    /** The stage the progress reports name (default "evaluate"). */
+    readonly stage?: string;
+  },
 ): Promise<SplitPredictions> {
   const { data, split } = options;
   const items = await evaluationItems(data, split, loaded.card);
   if (items.length === 0) throw new ConfigError(`no ${split} images found in ${quote(data)}`, { path: data });
-  const tracker = new ProgressTracker({ stage: 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
+  const tracker = new ProgressTracker({ stage: options.stage ?? 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
   const size = loaded.card.imageSize;
   const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
     try {
