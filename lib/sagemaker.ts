@@ -3,6 +3,7 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
+import { calibrateModel } from './calibrate.js';
 import { PRESETS, resolveConfig, type Config, type PresetName } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
@@ -67,6 +68,7 @@ export const HYPERPARAMETERS = {
   'weight-decay': 'a number from 0 to 1 (the L2 penalty)',
   augment: 'none | basic | traces (default traces, as the CLI)',
   resume: 'true | false (default true): continue from /opt/ml/checkpoints when the job has a checkpoint configuration',
+  calibrate: 'true | false (default true): fit a temperature on the validation patients and fold it into the model',
 } as const;
 export type HyperparameterName = keyof typeof HYPERPARAMETERS;
 
@@ -76,6 +78,7 @@ export interface TrainingPlan {
   readonly config: Partial<Config>;
   readonly augment: 'none' | 'basic' | 'traces';
   readonly resume: boolean;
+  readonly calibrate: boolean;
 }
 
 /**
@@ -83,7 +86,7 @@ export interface TrainingPlan {
  * options. Unknown names are refused; names SageMaker adds itself (`_tuning_objective_metric`, `sagemaker_*`) are
  * ignored. Throws a ConfigError that names the file, the hyperparameter, its value and what was expected.
  *
- * @example parseHyperparameters({ preset: 'gpu', epochs: '20' }) // { preset: 'gpu', config: { epochs: 20 }, augment: 'traces', resume: true }
+ * @example parseHyperparameters({ preset: 'gpu', epochs: '20' }) // { preset: 'gpu', config: { epochs: 20 }, augment: 'traces', resume: true, calibrate: true }
  */
 export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json', defaultPreset?: string): TrainingPlan {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -147,11 +150,13 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
     preset = defaultPreset;
   }
   const resume = choice('resume', ['true', 'false']);
+  const calibrate = choice('calibrate', ['true', 'false']);
   return {
     preset: preset === 'tiny' ? 'smoke' : (preset as PresetName | undefined),
     config,
     augment: choice('augment', ['none', 'basic', 'traces']) ?? 'traces',
     resume: resume !== 'false',
+    calibrate: calibrate !== 'false',
   };
 }
 
@@ -311,6 +316,11 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
           log('info', 'epoch', { ...record });
         },
       });
+      // Not after a stop signal: the grace period is for saving what exists.
+      if (plan.calibrate && !signal?.aborted) {
+        const c = await calibrateModel({ model: result.modelDir, data, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+        log('info', 'calibrated', { temperature: c.temperature, images: c.images, before: c.before, after: c.after, crossFitted: c.crossFitted });
+      }
       await publishModel(result.modelDir, paths.model);
       log('info', 'model_saved', { path: paths.model, bestEpoch: result.bestEpoch, validation: result.card.validation });
     };

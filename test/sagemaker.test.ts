@@ -50,7 +50,7 @@ test('a training job on the labelled channel writes the model to /opt/ml/model a
   assert.equal(tf.memory().numTensors, tensors);
   assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
   await assert.rejects(failure(root), { code: 'ENOENT' });
-  assert.deepEqual(events, ['start', 'data', 'epoch', 'model_saved']);
+  assert.deepEqual(events, ['start', 'data', 'epoch', 'calibrated', 'model_saved']);
   const card = JSON.parse(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8')) as { imageSize: number; training: { config: { seed: number; learningRate: number; epochs: number } } };
   assert.deepEqual([card.imageSize, card.training.config.seed, card.training.config.learningRate, card.training.config.epochs], [32, 7, 0.003, 1]);
   assert.ok((await readdir(join(root, 'output', 'data', 'run'))).includes('history.json'));
@@ -123,7 +123,7 @@ test('runSageMakerTrainingUntilSignal: a real SIGTERM stops the job after the ep
 test('bad hyperparameters and a missing channel fail with an exact reason in /opt/ml/output/failure', async () => {
   const cases: [Record<string, unknown> | string, (file: string) => string][] = [
     [{ epochs: 'ten' }, (f) => `hyperparameter "epochs" is "ten" in "${f}": expected a whole number from 1 to 10000`],
-    [{ epoch: '3' }, (f) => `unknown hyperparameter "epoch" in "${f}": expected preset, model, epochs, image-size, batch-size, seed, learning-rate, optimizer, weight-decay, augment, resume`],
+    [{ epoch: '3' }, (f) => `unknown hyperparameter "epoch" in "${f}": expected preset, model, epochs, image-size, batch-size, seed, learning-rate, optimizer, weight-decay, augment, resume, calibrate`],
     [{ 'weight-decay': '-0.1' }, (f) => `hyperparameter "weight-decay" is "-0.1" in "${f}": expected a number from 0 to 1 (the L2 penalty)`],
     [{ optimizer: 'lbfgs' }, (f) => `hyperparameter "optimizer" is "lbfgs" in "${f}": expected adam | sgd (Nesterov momentum 0.9)`],
     [{ preset: 'huge' }, (f) => `hyperparameter "preset" is "huge" in "${f}": expected smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts`],
@@ -163,14 +163,15 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
 });
 
 test('parseHyperparameters takes SageMaker strings, JSON numbers, once-more-quoted strings and Python booleans', () => {
-  assert.deepEqual(parseHyperparameters({ preset: 'gpu', epochs: '20', 'image-size': 128, 'batch-size': ' 16 ', seed: '0', model: 'MOBILE', optimizer: 'SGD', 'weight-decay': '5e-4', augment: '"traces"', resume: 'False' }), {
+  assert.deepEqual(parseHyperparameters({ preset: 'gpu', epochs: '20', 'image-size': 128, 'batch-size': ' 16 ', seed: '0', model: 'MOBILE', optimizer: 'SGD', 'weight-decay': '5e-4', augment: '"traces"', resume: 'False', calibrate: false }), {
     preset: 'gpu',
     config: { model: 'mobile', epochs: 20, imageSize: 128, batchSize: 16, seed: 0, optimizer: 'sgd', weightDecay: 5e-4 },
     augment: 'traces',
     resume: false,
+    calibrate: false,
   });
-  assert.deepEqual(parseHyperparameters({}, 'hp.json', 'cpu'), { preset: 'cpu', config: {}, augment: 'traces', resume: true });
-  assert.deepEqual(parseHyperparameters({ preset: 'tiny' }), { preset: 'smoke', config: {}, augment: 'traces', resume: true });
+  assert.deepEqual(parseHyperparameters({}, 'hp.json', 'cpu'), { preset: 'cpu', config: {}, augment: 'traces', resume: true, calibrate: true });
+  assert.deepEqual(parseHyperparameters({ preset: 'tiny' }), { preset: 'smoke', config: {}, augment: 'traces', resume: true, calibrate: true });
   assert.throws(() => parseHyperparameters([], 'hp.json'), { name: 'ConfigError', message: '"hp.json" is not a JSON object of hyperparameters' });
   assert.throws(() => parseHyperparameters({}, 'hp.json', 'huge'), { name: 'ConfigError', message: 'PNEUMOTYPE_PRESET="huge" is not one of smoke, cpu, gpu' });
 });
