@@ -12,9 +12,10 @@
 // The math is the step of lib/train.ts (class-weighted, label-smoothed cross-entropy of the softmax clipped to
 // [1e-7, 1], plus the layers' L2 penalties; tfjs's Adam or momentum; tfjs-layers' moving statistics with the biased
 // variance); dropout draws other random numbers than tfjs does. Supported layers: InputLayer, Conv2D,
-// DepthwiseConv2D, BatchNormalization, ReLU (max 6 or none), Activation('relu'), MaxPooling2D, Add,
-// GlobalAveragePooling2D, Dropout, a softmax Dense output, and a LayerNormalization over each whole image with no
-// trained scale or offset, on the model's input (the `standardize` option of lib/models.ts).
+// DepthwiseConv2D, BatchNormalization (a frozen one in inference mode, as lib/transfer.ts's holdFrozenBatchNorms),
+// ReLU (max 6 or none), Activation('relu'), MaxPooling2D, ZeroPadding2D, Add, GlobalAveragePooling2D, Dropout, a
+// softmax Dense output, and a LayerNormalization over each whole image with no trained scale or offset, on the
+// model's input (the `standardize` option of lib/models.ts). Frozen layers pass gradients on and are not updated.
 // {@link planGraphTraining} says whether a model qualifies, and why not.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -99,7 +100,6 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
     case 'BatchNormalization':
       if (c.axis !== -1 && c.axis !== 3) return `layer "${layer.name}": axis ${JSON.stringify(c.axis)} is not the last of a 4-D input`;
       if (c.center === false || c.scale === false) return `layer "${layer.name}": center and scale must both be on`;
-      if (!layer.trainable) return `layer "${layer.name}" is a frozen batch norm, which graph training does not translate`;
       return undefined;
     case 'ReLU':
       if (c.maxValue === undefined || c.maxValue === null || c.maxValue === 6) return undefined;
@@ -111,6 +111,12 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
       return same(c.padding) ? undefined : `layer "${layer.name}": padding ${JSON.stringify(c.padding)} is not same or valid`;
     case 'Add':
       return undefined;
+    case 'ZeroPadding2D': {
+      const p = c.padding;
+      const ok = Array.isArray(p) && p.length === 2 && p.every((pair) => Array.isArray(pair) && pair.length === 2 && pair.every((v) => Number.isInteger(v) && v >= 0));
+      if (c.dataFormat !== undefined && c.dataFormat !== 'channelsLast') return `layer "${layer.name}": dataFormat ${JSON.stringify(c.dataFormat)} is not channelsLast`;
+      return ok ? undefined : `layer "${layer.name}": padding ${JSON.stringify(p)} is not [[top, bottom], [left, right]]`;
+    }
     case 'LayerNormalization': {
       const axis = Array.isArray(c.axis) ? (c.axis as number[]).map((a) => (a < 0 ? a + 4 : a)).sort() : [];
       if ((layer.trainable && (c.center !== false || c.scale !== false)) || axis.join() !== '1,2,3') {
@@ -646,6 +652,13 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
         const movingVar = L.movingVariance as LayerVariable;
         const epsilon = c.epsilon as number;
         const momentum = c.momentum as number;
+        if (!layer.trainable) {
+          // Frozen: normalised with the moving statistics, which stay; the gradient is dy * gamma / sqrt(var + eps).
+          out = g.op('FusedBatchNormV3', [input, value(gamma), value(beta), value(movingMean), value(movingVar)],
+            { T: F, U: F, epsilon: { f: epsilon }, data_format: { s: 'NHWC' }, is_training: { b: false }, exponential_avg_factor: { f: 1 } });
+          back = (dy) => [g.op('Mul', [dy, g.op('Mul', [value(gamma), g.op('Rsqrt', [g.op('AddV2', [value(movingVar), g.floatConst(epsilon)], { T: F })], { T: F })], { T: F })], { T: F })];
+          break;
+        }
         const bnAttrs: Record<string, Attr> = { T: F, U: F, epsilon: { f: epsilon }, data_format: { s: 'NHWC' }, is_training: { b: true } };
         const bn = g.op('FusedBatchNormV3', [input, value(gamma), value(beta), value(movingMean), value(movingVar)], { ...bnAttrs, exponential_avg_factor: { f: 1 } });
         out = bn;
@@ -682,6 +695,13 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
         out = g.op('MaxPool', [input], attrs);
         const y0 = out;
         back = (dy) => [g.op('MaxPoolGrad', [input, y0, dy], attrs)];
+        break;
+      }
+      case 'ZeroPadding2D': {
+        const [[top, bottom], [left, right]] = c.padding as [[number, number], [number, number]];
+        const paddings = g.op('Reshape', [g.intsConst([0, 0, top, bottom, left, right, 0, 0]), g.intsConst([4, 2])], { T: { type: 'DT_INT32' }, Tshape: { type: 'DT_INT32' } });
+        out = g.op('Pad', [input, paddings], { T: F, Tpaddings: { type: 'DT_INT32' } });
+        back = (dy) => [g.op('Slice', [dy, g.intsConst([0, top, left, 0]), g.op('Shape', [input], { T: F, out_type: { type: 'DT_INT32' } })], { T: F, Index: { type: 'DT_INT32' } })];
         break;
       }
       case 'Add': {
@@ -749,6 +769,8 @@ function buildStepGraph(tf: Tf, options: GraphTrainerOptions, rule: UpdateRule):
         throw new BackendError(`graph training: layer "${layer.name}" is a ${className}`);
     }
     tensorOf.set((node.outputTensors[0] as SymbolicRef).id, out);
+    // Computed from constants alone with nothing to train (a fixed gray-to-RGB filter on the input): no gradient.
+    if (layer.trainableWeights.length === 0 && node.inputTensors.every((t) => constant.has(t.id))) constant.add((node.outputTensors[0] as SymbolicRef).id);
     backward.push({ layer, node, back });
   }
   if (!outputLogits) throw new BackendError('graph training: the model has no softmax output');

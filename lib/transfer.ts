@@ -101,9 +101,83 @@ async function loadPretrained(from: string): Promise<LayersModel> {
   }
 }
 
+/** A layer of a functional model's configuration, as tfjs writes it (Keras 2 form). */
+interface LayerJson {
+  name: string;
+  class_name: string;
+  config: Record<string, unknown>;
+  inbound_nodes: Array<Array<[string, number, number, Record<string, unknown>]>>;
+}
+
+/** The names of the head and input layers this module adds; a pretrained layer of the same name keeps it nested. */
+const OWN_NAMES = ['gray_input', 'gray_to_rgb', 'head_pool', 'head_dropout', 'head_logits'];
+
+/**
+ * The pretrained layers from the base's input up to `featureName` as one flat model on a new gray input (repeated to
+ * RGB by `gray_to_rgb` when the base takes 3 channels), with the base's weights; undefined when the base is not a
+ * plain functional model (one input, no nested models, each layer used once) or a name collides with ours. A flat
+ * model trains in the graph step (lib/graph-train.ts); a nested one only op by op.
+ */
+async function flatTrunk(base: LayersModel, featureName: string, options: TransferOptions, channels: number): Promise<LayersModel | undefined> {
+  const tf = loadTf();
+  const json = base.toJSON(null, false) as unknown as { class_name: string; config: { layers: LayerJson[]; input_layers: Array<[string, number, number]> } };
+  if (!['Model', 'Functional'].includes(json.class_name) || json.config.input_layers.length !== 1) return undefined;
+  const layers = json.config.layers;
+  const inputName = json.config.input_layers[0]?.[0];
+  const byName = new Map(layers.map((l) => [l.name, l]));
+  const keep = new Set<string>();
+  const stack = [featureName];
+  for (let name = stack.pop(); name !== undefined; name = stack.pop()) {
+    const layer = byName.get(name);
+    if (!layer || keep.has(name)) continue;
+    if ('layers' in layer.config || layer.inbound_nodes.length > 1 || OWN_NAMES.includes(name)) return undefined;
+    keep.add(name);
+    for (const ref of layer.inbound_nodes.flat()) {
+      if (ref[1] !== 0) return undefined;
+      stack.push(ref[0]);
+    }
+  }
+  const root = channels === 3 ? 'gray_to_rgb' : 'gray_input';
+  const own: LayerJson[] = [
+    { name: 'gray_input', class_name: 'InputLayer', config: { batch_input_shape: [null, options.imageSize, options.imageSize, 1], dtype: 'float32', sparse: false, name: 'gray_input' }, inbound_nodes: [] },
+  ];
+  if (channels === 3) {
+    own.push({
+      name: 'gray_to_rgb',
+      class_name: 'Conv2D',
+      config: {
+        name: 'gray_to_rgb', trainable: false, filters: 3, kernel_size: [1, 1], strides: [1, 1], padding: 'valid', data_format: 'channels_last',
+        dilation_rate: [1, 1], activation: 'linear', use_bias: false, kernel_initializer: { class_name: 'Ones', config: {} },
+      },
+      inbound_nodes: [[['gray_input', 0, 0, {}]]],
+    });
+  }
+  const trunkLayers = layers
+    .filter((l) => keep.has(l.name) && l.name !== inputName)
+    .map((l) => ({
+      ...l,
+      // Layer by layer: each keeps its own frozen flag when saved.
+      config: options.freeze ? { ...l.config, trainable: false } : l.config,
+      inbound_nodes: l.inbound_nodes.map((node) => node.map(([name, n, t, kw]): [string, number, number, Record<string, unknown>] => [name === inputName ? root : name, n, t, kw])),
+    }));
+  const config = { name: 'transfer_trunk', layers: [...own, ...trunkLayers], input_layers: [['gray_input', 0, 0]], output_layers: [[featureName, 0, 0]] };
+  // Through JSON text: a plain copy, sharing nothing with the base's configuration objects.
+  const trunk = await tf.models.modelFromJSON({ modelTopology: JSON.parse(JSON.stringify({ class_name: 'Model', config })) as Record<string, never> });
+  try {
+    for (const l of trunkLayers) trunk.getLayer(l.name).setWeights(base.getLayer(l.name).getWeights());
+  } catch {
+    // Weights that do not fit the new input (a flattening layer in the trunk, say): keep the model nested.
+    trunk.dispose();
+    return undefined;
+  }
+  return trunk;
+}
+
 /**
  * A classifier made of a pretrained model's features and a new head (dropout + dense softmax over CLASSES). A
- * 1-channel input is repeated to the 3 channels most pretrained models expect, by a fixed 1x1 convolution.
+ * 1-channel input is repeated to the 3 channels most pretrained models expect, by a fixed 1x1 convolution. The
+ * pretrained layers become layers of the new model itself (so that it trains in the graph step) when the pretrained
+ * model is a plain functional one, and a nested model otherwise.
  *
  * @example const model = await buildTransferModel({ from: 'models/mobilenet_v2_tfjs', imageSize: 224 })
  */
@@ -121,21 +195,30 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     return Array.isArray(shape) && shape.length === 4;
   })?.name;
   const featureLayer = featureName === undefined ? undefined : base.layers.find((l) => l.name === featureName);
-  if (!featureLayer) {
+  if (!featureLayer || featureName === undefined) {
     base.dispose();
     throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
   }
-  const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
-  // Layer by layer, not on the nested model: its own flag is lost on saving, its layers' flags are kept.
-  if (options.freeze) for (const layer of trunk.layers) layer.trainable = false;
-  const input = tf.input({ shape: [options.imageSize, options.imageSize, 1], name: 'gray_input' });
-  let x: SymbolicTensor = input;
-  if (channels === 3) {
-    x = tf.layers
-      .conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'gray_to_rgb' })
-      .apply(x) as SymbolicTensor;
+  let input: SymbolicTensor;
+  let x: SymbolicTensor;
+  const flat = await flatTrunk(base, featureName, options, channels);
+  if (flat) {
+    base.dispose();
+    input = flat.inputs[0] as SymbolicTensor;
+    x = flat.outputs[0] as SymbolicTensor;
+  } else {
+    const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
+    // Layer by layer, not on the nested model: its own flag is lost on saving, its layers' flags are kept.
+    if (options.freeze) for (const layer of trunk.layers) layer.trainable = false;
+    input = tf.input({ shape: [options.imageSize, options.imageSize, 1], name: 'gray_input' });
+    x = input;
+    if (channels === 3) {
+      x = tf.layers
+        .conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'gray_to_rgb' })
+        .apply(x) as SymbolicTensor;
+    }
+    x = trunk.apply(x) as SymbolicTensor;
   }
-  x = trunk.apply(x) as SymbolicTensor;
   x = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(x) as SymbolicTensor;
   if ((options.dropout ?? 0.2) > 0) x = tf.layers.dropout({ rate: options.dropout ?? 0.2, name: 'head_dropout' }).apply(x) as SymbolicTensor;
   const out = tf.layers

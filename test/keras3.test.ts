@@ -10,10 +10,15 @@ import { gunzipSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { readModelArtifacts, saveModel } from '../lib/checkpoint.js';
+import { enableFastTraining } from '../lib/fast-train.js';
+import { GraphTrainer, planGraphTraining } from '../lib/graph-train.js';
 import { fromKeras3, isKeras3Topology } from '../lib/keras3.js';
 import { loadTf } from '../lib/tf.js';
-import { trainStep } from '../lib/train.js';
+import { relabel } from '../lib/relabel.js';
+import { train, trainStep } from '../lib/train.js';
 import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
+import { StallWatchdog } from '../lib/watchdog.js';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 
 /** One model of what scripts/make-keras3-fixture.py wrote (Keras 3.15 in TensorFlow 2.21's Python package). */
@@ -151,6 +156,76 @@ test('a Keras 3 MobileNetV2 as the pretrained model: frozen, only the new head t
     optimizer.dispose();
     model.dispose();
   }
+});
+
+for (const freeze of [true, false]) {
+  test(`a Keras 3 MobileNetV2 transfer model ${freeze ? 'frozen' : 'fine-tuned whole'}: the graph step follows the tfjs step`, async () => {
+    const tf = loadTf();
+    const watchdog = StallWatchdog.start({ seconds: 120, what: 'a TensorFlow graph call of test/keras3.test.ts', hint: 'See "The stall guard" in the README.' });
+    const [eager, graphed] = [await buildTransferModel({ from: keras3Dir, imageSize: 96, freeze, dropout: 0 }), await buildTransferModel({ from: keras3Dir, imageSize: 96, freeze, dropout: 0 })];
+    assert.ok(!eager.layers.some((l) => 'layers' in l), 'flat: the pretrained layers are the model\'s own');
+    assert.deepEqual(planGraphTraining(graphed), { supported: true });
+    const [oa, ob] = [tf.train.momentum(5e-3, 0.9, true), tf.train.momentum(5e-3, 0.9, true)];
+    const xs = tf.randomUniform([6, 96, 96, 1], 0, 1, 'float32', 6);
+    const ys = tf.oneHot(tf.tensor1d([0, 1, 2, 1, 0, 2], 'int32'), 3).toFloat();
+    const cw = tf.tensor1d([1.3, 0.7, 1.3]);
+    // The tfjs side with fast-train's fused native batch norms, the kernels the graph runs: on this randomly weighted
+    // network tfjs-layers' own batch norm (built from single ops) rounds differently enough to move gradients by a
+    // few per cent, for fast-train as for the graph.
+    const undoHold = holdFrozenBatchNorms(eager);
+    const undoFast = enableFastTraining(eager, { optimizer: oa });
+    const undo = (): void => {
+      undoFast();
+      undoHold();
+    };
+    const trainer = await GraphTrainer.create({ model: graphed, optimizer: ob, classWeights: [1.3, 0.7, 1.3], labelSmoothing: 0.05, watchdog });
+    try {
+      // Fine-tuned whole, this random network's gradients are large enough (hundreds) that float rounding grows
+      // chaotically after two steps; frozen, only the head trains and three steps agree as closely.
+      for (let step = 0; step < (freeze ? 3 : 2); step++) {
+        const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
+        const b = trainer.step(xs, ys);
+        const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
+        assert.ok(Math.abs(la - lb) < 2e-3, `step ${step + 1}: loss ${la} vs ${lb}`);
+        tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+      }
+      trainer.sync();
+      let worst = 0;
+      eager.weights.forEach((w, i) => {
+        const d = tf.tidy(() => tf.div(tf.max(tf.abs(tf.sub(w.read(), graphed.weights[i]?.read() ?? w.read()))), tf.maximum(1, tf.max(tf.abs(w.read())))).dataSync()[0] ?? NaN);
+        worst = Math.max(worst, d);
+      });
+      assert.ok(worst < 2e-3, `weights differ by ${worst}`);
+      if (freeze) {
+        // Only the head moved, in the graph too: the 52 batch norms' statistics included.
+        const fresh = await buildTransferModel({ from: keras3Dir, imageSize: 96, freeze, dropout: 0 });
+        const moved = graphed.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), fresh.weights[i]?.read() ?? w.read())).dataSync()[0]) === 1);
+        fresh.dispose();
+        assert.deepEqual(moved.map((w) => w.originalName), ['head_logits/kernel', 'head_logits/bias']);
+      }
+    } finally {
+      trainer.dispose();
+      undo();
+      await watchdog.stop();
+      tf.dispose([xs, ys, cw]);
+      oa.dispose();
+      ob.dispose();
+      eager.dispose();
+      graphed.dispose();
+    }
+  });
+}
+
+test('train --init-from a Keras 3 MobileNetV2 --freeze runs in the graph step and says so in the card', async () => {
+  await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 6, test: 2 } }));
+  await relabel({ from: join(tmp, 'src'), out: join(tmp, 'labeled') });
+  const r = await train({
+    data: join(tmp, 'labeled'), out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: keras3Dir, freeze: true,
+    config: { epochs: 1, graphOps: true },
+  });
+  assert.equal(r.card.training.engine, 'one TensorFlow graph per step (lib/graph-train.ts)');
+  assert.equal(r.card.training.freeze, true);
+  assert.equal(r.card.model.summary.trainableParameters, 1280 * 3 + 3);
 });
 
 test('a Keras 3 model.json from a URL loads as the pretrained model too', async () => {

@@ -41,8 +41,23 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
     y.dispose();
     assert.equal(model.layers[1]?.name, 'gray_to_rgb');
     assert.equal(model.trainableWeights.length, 2, 'frozen: only the new head trains');
+    // A plain functional model: its layers (up to the last 4-D output) become the new model's own.
+    assert.deepEqual(model.layers.map((l) => l.name), ['gray_input', 'gray_to_rgb', 'pre_conv1', 'pre_bn', 'pre_conv2', 'head_pool', 'head_dropout', 'head_logits']);
   } finally {
     model.dispose();
+  }
+  // A Sequential model (no functional configuration to rewrite) stays nested, and works the same.
+  const seq = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [8, 8, 3], filters: 2, kernelSize: 3, name: 'seq_conv' }), tf.layers.flatten({}), tf.layers.dense({ units: 4 })] });
+  await saveModel({ dir: join(tmp, 'sequential'), model: seq });
+  seq.dispose();
+  const nested = await buildTransferModel({ from: join(tmp, 'sequential'), imageSize: 8 });
+  try {
+    assert.ok(nested.layers.some((l) => 'layers' in l), 'nested');
+    const y = tf.tidy(() => nested.predict(tf.zeros([2, 8, 8, 1])) as Tensor);
+    assert.deepEqual(y.shape, [2, 3]);
+    y.dispose();
+  } finally {
+    nested.dispose();
   }
 });
 
@@ -101,20 +116,30 @@ test('holdFrozenBatchNorms: a frozen batch norm uses its moving statistics in tr
     undo();
     assert.notDeepEqual(out(frozen, true), out(frozen, false), 'undone: batch statistics again');
     assert.notDeepEqual(stats(frozen), before, 'undone: the moving statistics follow the batches');
-    // A model being fine-tuned whole has nothing frozen to hold; a nested model frozen as a whole holds its layers.
+    // A model being fine-tuned whole has nothing frozen to hold.
     const undoTuned = holdFrozenBatchNorms(tuned);
     assert.notDeepEqual(out(tuned, true), out(tuned, false), 'fine-tuned: batch statistics');
     undoTuned();
-    const trunk = tuned.layers.find((l) => 'layers' in l);
-    assert.ok(trunk);
-    trunk.trainable = false;
-    const undoTrunk = holdFrozenBatchNorms(tuned);
-    assert.deepEqual(out(tuned, true), out(tuned, false), 'trunk frozen as a whole');
-    undoTrunk();
   } finally {
     xs.dispose();
     frozen.dispose();
     tuned.dispose();
+  }
+  // A nested model frozen as a whole (its own flag, not its layers'): its batch norms are held too.
+  const innerIn = tf.input({ shape: [4, 4, 2] });
+  const inner = tf.model({ inputs: innerIn, outputs: tf.layers.batchNormalization({ name: 'nested_bn' }).apply(innerIn) as SymbolicTensor });
+  const outerIn = tf.input({ shape: [4, 4, 2] });
+  const outer = tf.model({ inputs: outerIn, outputs: inner.apply(outerIn) as SymbolicTensor });
+  inner.trainable = false;
+  const ys = tf.randomUniform([3, 4, 4, 2], 0, 5, 'float32', 4);
+  const run = (training: boolean): number[] => tf.tidy(() => Array.from((outer.apply(ys, { training }) as Tensor).dataSync()));
+  const undoNested = holdFrozenBatchNorms(outer);
+  try {
+    assert.deepEqual(run(true), run(false), 'a nested model frozen as a whole');
+  } finally {
+    undoNested();
+    ys.dispose();
+    outer.dispose();
   }
 });
 
