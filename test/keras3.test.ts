@@ -1,12 +1,11 @@
 // Models saved from Keras 3: a genuine Keras 3 MobileNetV2 topology loads, predicts what Keras predicted, and serves
 // as the pretrained model of transfer learning, from a folder and from a URL.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { readModelArtifacts, saveModel } from '../lib/checkpoint.js';
@@ -19,60 +18,8 @@ import { train, trainStep } from '../lib/train.js';
 import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
 import { StallWatchdog } from '../lib/watchdog.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
+import { fixture, mobilenet, uniform, writeKeras3Model, type FixtureModel } from './helpers/keras3-fixture.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
-
-/** One model of what scripts/make-keras3-fixture.py wrote (Keras 3.15 in TensorFlow 2.21's Python package). */
-interface FixtureModel {
-  readonly about: string;
-  readonly modelConfig: { readonly config: { readonly layers: unknown[] } };
-  /** Keras 3's weight paths and shapes, in the model's order. */
-  readonly weights: Array<[string, number[]]>;
-  readonly inputShape: number[];
-  /** model.predict of the input, in Keras. */
-  readonly expected: number[][];
-}
-
-const fixture = JSON.parse(gunzipSync(await readFile(new URL('./fixtures/keras3-models.json.gz', import.meta.url))).toString('utf8')) as {
-  readonly kerasVersion: string;
-  readonly models: Record<'mobilenetv2' | 'sequential' | 'nested', FixtureModel>;
-};
-const mobilenet = fixture.models.mobilenetv2;
-
-/** The values of scripts/make-keras3-fixture.py: `count` values in [-1, 1) from an integer hash of their position. */
-function uniform(count: number, salt: number): Float64Array {
-  const out = new Float64Array(count);
-  for (let i = 0; i < count; i++) out[i] = ((i * 2654435761 + salt * 40503) % 4294967296) / 4294967296 * 2 - 1;
-  return out;
-}
-
-/** Weight `index` of the fixture, as scripts/make-keras3-fixture.py set it in Keras. */
-function weightValues(index: number, name: string, shape: number[]): Float32Array {
-  const u = uniform(shape.reduce((a, b) => a * b, 1), index);
-  const fanIn = (shape.length === 4 && shape[3] === 1 ? shape.slice(0, 2) : shape.slice(0, -1)).reduce((a, b) => a * b, 1);
-  const f = name.endsWith('moving_variance')
-    ? (v: number) => 1 + 0.2 * v
-    : name.endsWith('gamma')
-      ? (v: number) => 1 + 0.1 * v
-      : name.endsWith('kernel')
-        ? (v: number) => Math.sqrt(6 / fanIn) * v
-        : (v: number) => 0.1 * v;
-  return Float32Array.from(u, f);
-}
-
-/** A fixture model as a converter writes it: model.json with the Keras 3 topology and weight paths, one weights file. */
-async function writeKeras3Model(dir: string, m: FixtureModel): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const data = Buffer.concat(m.weights.map(([name, shape], k) => Buffer.from(weightValues(k, name, shape).buffer)));
-  await writeFile(join(dir, 'group1-shard1of1.bin'), data);
-  const modelJson = {
-    format: 'layers-model',
-    generatedBy: `keras v${fixture.kerasVersion}`,
-    convertedBy: 'TensorFlow.js Converter v4.22.0',
-    modelTopology: { keras_version: fixture.kerasVersion, backend: 'tensorflow', model_config: m.modelConfig },
-    weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: m.weights.map(([name, shape]) => ({ name, shape, dtype: 'float32' })) }],
-  };
-  await writeFile(join(dir, 'model.json'), JSON.stringify(modelJson));
-}
 
 /** Loads a fixture model through fromKeras3 and checks its predictions against Keras's (within 1e-5). */
 async function loadAndCompare(dir: string, m: FixtureModel): Promise<LayersModel> {
