@@ -438,6 +438,7 @@ function configTable(card: ModelCard): Table {
     ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : ''}`],
     ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
+    ['calibration', card.calibration ? `temperature ${card.calibration.temperature.toFixed(3)}, fitted on ${card.calibration.images} ${card.calibration.split} images` : 'none'],
   ];
   const config = card.training.config as unknown as Record<string, unknown>;
   for (const k of TRAINING_SETTINGS) {
@@ -598,7 +599,11 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       text:
         `${evaluation.n} ${split} images. Intervals: ${boot ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples` : 'none'}.\n\n` +
         `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet) and ` +
-        'are shown for orientation, not as a like-for-like comparison.',
+        'are shown for orientation, not as a like-for-like comparison.' +
+        (card?.calibration && card.calibration.split === split
+          ? `\n\nThe temperature of this model was fitted on these ${split} images, so their calibration figures are optimistic: ` +
+            `cross-fitted by patient, the expected calibration error is ${card.calibration.crossFitted.ece.toFixed(3)} (${card.calibration.before.ece.toFixed(3)} before calibration).`
+          : ''),
       table: metricsTable(evaluation),
       figures: [
         confusionMatrixFigure(evaluation.confusion),
