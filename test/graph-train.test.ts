@@ -8,6 +8,7 @@ import { GraphTrainer, planGraphTraining, trainingGraphText, type GraphTrainerOp
 import { buildModel, type ModelName, type ModelOptions } from '../lib/models.js';
 import { loadTf } from '../lib/tf.js';
 import { setLearningRate, trainStep } from '../lib/train.js';
+import { holdFrozenBatchNorms } from '../lib/transfer.js';
 import { StallWatchdog } from '../lib/watchdog.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 
@@ -157,6 +158,55 @@ test('resnet with anti-aliased downsampling: graph steps follow the tfjs step (t
 
 test('a model that standardises each image first: graph steps follow the tfjs step', async () => {
   await sameAsTfjs('resnet', () => tf.train.momentum(5e-2, 0.9, true), [5e-2, 2e-2, 1e-2], { standardize: true });
+});
+
+test('zero padding, a frozen batch norm (inference mode) and a fixed filter: graph steps follow the tfjs step', async () => {
+  // What a transfer model from a Keras MobileNetV2 holds: ZeroPadding2D before a valid stride-2 depthwise convolution,
+  // frozen layers (a fixed 1x1 filter on the input, a frozen batch norm with its own moving statistics).
+  const build = (): LayersModel => {
+    const input = tf.input({ shape: [S, S, 1] });
+    let x = tf.layers.conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'fixed' }).apply(input);
+    x = tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', useBias: false, kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }), name: 'conv' }).apply(x);
+    x = tf.layers.zeroPadding2d({ padding: [[0, 1], [0, 1]], name: 'pad' }).apply(x);
+    x = tf.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'valid', useBias: false, depthwiseInitializer: tf.initializers.glorotUniform({ seed: 2 }), name: 'dw' }).apply(x);
+    x = tf.layers.batchNormalization({ trainable: false, movingMeanInitializer: tf.initializers.constant({ value: 0.1 }), movingVarianceInitializer: tf.initializers.constant({ value: 0.5 }), name: 'frozen_bn' }).apply(x);
+    x = tf.layers.reLU({ maxValue: 6, name: 'relu6' }).apply(x);
+    x = tf.layers.batchNormalization({ momentum: 0.9, name: 'bn' }).apply(x);
+    x = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(x);
+    const out = tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }), name: 'out' }).apply(x);
+    return tf.model({ inputs: input, outputs: out as ReturnType<typeof tf.input> });
+  };
+  const [eager, graphed] = [build(), build()];
+  assert.deepEqual(planGraphTraining(graphed), { supported: true });
+  const [oa, ob] = [tf.train.momentum(5e-2, 0.9, true), tf.train.momentum(5e-2, 0.9, true)];
+  const { xs, ys } = batch();
+  const cw = tf.tensor1d(WEIGHTS);
+  const undo = holdFrozenBatchNorms(eager);
+  const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
+  try {
+    for (let step = 0; step < 3; step++) {
+      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
+      const b = trainer.step(xs, ys);
+      const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
+      assert.ok(Math.abs(la - lb) < 1e-4, `step ${step + 1}: loss ${la} vs ${lb}`);
+      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+    }
+    trainer.sync();
+    assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < 1e-4, 'weights');
+    // The frozen layers did not move, in the graph either; the trained batch norm's statistics did.
+    const fresh = build();
+    const moved = graphed.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), fresh.weights[i]?.read() ?? w.read())).dataSync()[0]) === 1).map((w) => w.originalName);
+    fresh.dispose();
+    assert.deepEqual(moved.sort(), ['bn/beta', 'bn/gamma', 'bn/moving_mean', 'bn/moving_variance', 'conv/kernel', 'dw/depthwise_kernel', 'out/bias', 'out/kernel']);
+  } finally {
+    trainer.dispose();
+    undo();
+    tf.dispose([xs, ys, cw]);
+    oa.dispose();
+    ob.dispose();
+    eager.dispose();
+    graphed.dispose();
+  }
 });
 
 test('per-image weights fed to the graph give the loss of trainStep with the same sampleWeights', async () => {
