@@ -22,25 +22,22 @@ const MODEL_FILES = new Set([MODEL_JSON, WEIGHTS_BIN, CARD_FILE]);
 /** The search range of {@link fitTemperature}. */
 export const TEMPERATURE_RANGE = [0.05, 20] as const;
 
+/** log softmax(log(p) * inverse): the log-probabilities of `probs` tempered by T = 1 / `inverse`. */
+function temperedLogProbs(probs: readonly number[], inverse: number): number[] {
+  const logs = probs.map((p) => Math.log(Math.max(p, 1e-30)) * inverse);
+  const top = Math.max(...logs);
+  const lse = top + Math.log(logs.reduce((a, l) => a + Math.exp(l - top), 0));
+  return logs.map((l) => l - lse);
+}
+
 /** Probabilities re-tempered: softmax(log(p) / T), the same as dividing the logits by T. Pure. */
 export function temperatureScaled(probs: readonly number[], temperature: number): number[] {
-  const logs = probs.map((p) => Math.log(Math.max(p, 1e-30)) / temperature);
-  const top = Math.max(...logs);
-  const exps = logs.map((l) => Math.exp(l - top));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return exps.map((e) => e / sum);
+  return temperedLogProbs(probs, 1 / temperature).map(Math.exp);
 }
 
 /** Mean negative log-likelihood of the true classes after tempering by 1 / `inverse`. */
 function meanLogLoss(preds: readonly Prediction[], inverse: number): number {
-  let sum = 0;
-  for (const p of preds) {
-    const logs = p.probs.map((q) => Math.log(Math.max(q, 1e-30)) * inverse);
-    const top = Math.max(...logs);
-    const lse = top + Math.log(logs.reduce((a, l) => a + Math.exp(l - top), 0));
-    sum += lse - (logs[p.trueIndex] ?? 0);
-  }
-  return sum / preds.length;
+  return preds.reduce((sum, p) => sum - (temperedLogProbs(p.probs, inverse)[p.trueIndex] ?? 0), 0) / preds.length;
 }
 
 /**

@@ -112,8 +112,26 @@ interface ConvInternals {
   readonly activation?: { apply(x: Tensor): Tensor; getClassName(): string } | null;
 }
 
-/** Layers patched by a live enableFastTraining, with the `call` they had as an own property (usually none). */
-const active = new WeakMap<Layer, { own: boolean; original: unknown }>();
+/** Layers patched by a live enableFastTraining. */
+const active = new WeakSet<Layer>();
+
+/**
+ * Replaces the `call` of one layer instance by `make(original)` (the layer's own call, bound to it) and returns the
+ * function that puts the original back: an own property restored, or the class's method shown again. The model's
+ * classes, weights and saved form are untouched.
+ *
+ * @example const restore = replaceLayerCall(layer, (original) => (x, kwargs) => original(x, { ...kwargs, training: false }))
+ */
+export function replaceLayerCall(layer: Layer, make: (original: CallFn) => CallFn): () => void {
+  const target = layer as unknown as { call: CallFn };
+  const own = Object.prototype.hasOwnProperty.call(layer, 'call');
+  const before = target.call;
+  target.call = make((inputs, kwargs) => before.call(layer, inputs, kwargs));
+  return () => {
+    if (own) target.call = before;
+    else Reflect.deleteProperty(layer, 'call');
+  };
+}
 
 function config(layer: Layer): Record<string, unknown> {
   return layer.getConfig() as Record<string, unknown>;
@@ -630,27 +648,25 @@ export function enableFastTraining(model: LayersModel, options: FastTrainingOpti
   const backend = nativeBackend(tf);
   if (!backend) return () => {};
   const patcher = new Patcher(tf, backend);
-  const patched: Layer[] = [];
+  const restores: Array<() => void> = [];
   for (const layer of model.layers) {
     if (active.has(layer)) continue;
     const c = classify(layer, options);
     if (c === undefined || !('kind' in c)) continue;
     if (c.kind === 'maxPool' && !patcher.mklMaxPoolWorks()) continue;
-    const target = layer as unknown as { call: CallFn };
-    const own = Object.prototype.hasOwnProperty.call(layer, 'call');
-    const before = target.call;
-    const original: CallFn = (inputs, kwargs) => before.call(layer, inputs, kwargs);
-    const call =
+    const restore = replaceLayerCall(layer, (original) =>
       c.kind === 'batchNorm'
         ? patcher.batchNorm(layer, original)
         : c.kind === 'conv'
           ? patcher.conv(layer, original)
           : c.kind === 'maxPool'
             ? patcher.maxPool(layer, original)
-            : patcher.relu(layer, original, c.kind === 'relu6');
-    active.set(layer, { own, original: before });
-    target.call = call;
-    patched.push(layer);
+            : patcher.relu(layer, original, c.kind === 'relu6'));
+    active.add(layer);
+    restores.push(() => {
+      active.delete(layer);
+      restore();
+    });
   }
   const undoAdam = options.optimizer ? patchAdam(tf, backend, options.optimizer) : undefined;
   let undone = false;
@@ -658,11 +674,6 @@ export function enableFastTraining(model: LayersModel, options: FastTrainingOpti
     if (undone) return;
     undone = true;
     undoAdam?.();
-    for (const layer of patched) {
-      const entry = active.get(layer);
-      active.delete(layer);
-      if (entry?.own) (layer as unknown as { call: unknown }).call = entry.original;
-      else Reflect.deleteProperty(layer, 'call');
-    }
+    for (const restore of restores) restore();
   };
 }

@@ -47,7 +47,7 @@ export {
 } from './evaluate.js';
 export {
   evaluatePredictions, confusionMatrix, perClassMetrics, rocAuc, rocCurve, binaryMetrics,
-  CALIBRATION_BINS, type Prediction, type EvaluationReport, type Interval, type CalibrationBin, type CalibrationReport,
+  CALIBRATION_BINS, calibrationOf, type Prediction, type EvaluationReport, type Interval, type CalibrationBin, type CalibrationReport,
 } from './metrics.js';
 
 // S3

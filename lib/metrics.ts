@@ -115,6 +115,16 @@ export interface CalibrationReport {
   bins: CalibrationBin[];
 }
 
+/**
+ * The calibration of a report, or undefined for one read from an evaluation.json written before calibration was
+ * measured.
+ *
+ * @example calibrationOf(JSON.parse(await readFile('runs/cpu/evaluation.json', 'utf8')))?.ece.value
+ */
+export function calibrationOf(report: EvaluationReport): CalibrationReport | undefined {
+  return (report as { calibration?: CalibrationReport }).calibration;
+}
+
 /** Options of {@link evaluatePredictions}. */
 export interface EvaluateOptions {
   /** Bootstrap resamples (an integer >= 0; 0 skips the bootstrap and leaves every low/high NaN). Default 1000. */

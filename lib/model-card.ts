@@ -5,7 +5,7 @@ import { TRACE_AUGMENT } from './augment.js';
 import { presetMatching } from './config.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { writeFileAtomic } from './fsx.js';
-import type { Interval } from './metrics.js';
+import { calibrationOf, type Interval } from './metrics.js';
 import { resolveModelOptions } from './models.js';
 import type { EpochRecord, ModelCard } from './train.js';
 
@@ -33,6 +33,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
   const t = card.training;
   const c = t.config;
   const s = card.model.summary;
+  const cal = calibrationOf(evaluation);
   const best = history.find((h) => h.epoch === t.epoch);
   const lines: string[] = [
     `# ${extras.title ?? 'pneumotype default model'}`,
@@ -110,10 +111,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     ),
     `| normal vs pneumonia: accuracy / sensitivity / specificity / AUC | ${ci(evaluation.binary.normalVsPneumonia.accuracy)} / ${ci(evaluation.binary.normalVsPneumonia.sensitivity)} / ${ci(evaluation.binary.normalVsPneumonia.specificity)} / ${ci(evaluation.binary.normalVsPneumonia.auc)} |`,
     `| bacteria vs virus: accuracy / sensitivity (virus) / specificity / AUC | ${ci(evaluation.binary.bacteriaVsVirus.accuracy)} / ${ci(evaluation.binary.bacteriaVsVirus.sensitivity)} / ${ci(evaluation.binary.bacteriaVsVirus.specificity)} / ${ci(evaluation.binary.bacteriaVsVirus.auc)} |`,
-    // An evaluation from before calibration was measured has none.
-    ...((evaluation.calibration as EvaluateResult['calibration'] | undefined)
-      ? [`| calibration: expected calibration error / Brier score / log loss | ${ci(evaluation.calibration.ece)} / ${ciNum(evaluation.calibration.brier)} / ${ciNum(evaluation.calibration.logLoss)} |`]
-      : []),
+    ...(cal ? [`| calibration: expected calibration error / Brier score / log loss | ${ci(cal.ece)} / ${ciNum(cal.brier)} / ${ciNum(cal.logLoss)} |`] : []),
     '',
     `Confusion matrix (rows true, columns predicted; normal, bacteria, virus): \`${JSON.stringify(evaluation.confusion)}\`.`,
   );
@@ -124,7 +122,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
       `Temperature scaling: the output layer's weights are divided by T = ${k.temperature.toFixed(3)}, fitted (log loss) on the ${k.images}`,
       `${k.split === 'val' ? 'validation' : k.split} images; predictions are unchanged, probabilities ${k.temperature > 1 ? 'softer' : 'sharper'}. Expected calibration error on them ${pct(k.before.ece)} before,`,
       `${pct(k.after.ece)} after (optimistic: fitted on the same images), ${pct(k.crossFitted.ece)} cross-fitted by patient (T fitted on one half, measured`,
-      `on the other); log loss ${num(k.before.logLoss)} before, ${num(k.after.logLoss)} after, ${num(k.crossFitted.logLoss)} cross-fitted.${evaluation.calibration ? ' The metrics above are those of the calibrated model.' : ''}`,
+      `on the other); log loss ${num(k.before.logLoss)} before, ${num(k.after.logLoss)} after, ${num(k.crossFitted.logLoss)} cross-fitted.${cal ? ' The metrics above are those of the calibrated model.' : ''}`,
     );
   }
   if (evaluation.byGroup) {

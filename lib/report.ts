@@ -8,7 +8,7 @@ import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import type { EvaluateResult } from './evaluate.js';
-import type { EvaluationReport, Interval } from './metrics.js';
+import { calibrationOf, type EvaluationReport, type Interval } from './metrics.js';
 import {
   classCounts,
   classDistributionFigure,
@@ -391,8 +391,7 @@ export function metricsTable(report: EvaluationReport): Table {
     add(`${name}: specificity`, b.specificity, pub.specificity);
     add(`${name}: AUC`, b.auc, pub.auc);
   }
-  // An evaluation.json written before calibration was measured has none.
-  const cal = report.calibration as EvaluationReport['calibration'] | undefined;
+  const cal = calibrationOf(report);
   if (cal) {
     add('calibration: expected calibration error', cal.ece);
     add('calibration: Brier score', cal.brier);
@@ -594,6 +593,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   if (evaluation) {
     const split = 'split' in evaluation && typeof evaluation.split === 'string' ? evaluation.split : 'test';
     const boot = evaluation.bootstrap;
+    const calibration = calibrationOf(evaluation);
     sections.push({
       heading: 'Evaluation',
       text:
@@ -608,8 +608,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       figures: [
         confusionMatrixFigure(evaluation.confusion),
         metricBarsFigure(evaluation),
-        // An evaluation.json written before calibration was measured has none.
-        ...((evaluation.calibration as EvaluationReport['calibration'] | undefined) ? [reliabilityFigure(evaluation.calibration)] : []),
+        ...(calibration ? [reliabilityFigure(calibration)] : []),
       ],
     });
   } else {

@@ -4,6 +4,7 @@ import type { LayersModel, SymbolicTensor, io } from '@tensorflow/tfjs';
 import { readModelArtifacts } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
+import { replaceLayerCall } from './fast-train.js';
 import { fromKeras3 } from './keras3.js';
 import { loadTf } from './tf.js';
 
@@ -26,7 +27,6 @@ export interface TransferOptions {
 }
 
 type Layer = LayersModel['layers'][number];
-type CallFn = (inputs: unknown, kwargs: Record<string, unknown>) => unknown;
 
 /** Every layer of `model`, those of nested models included (depth first), each frozen if it or a model holding it is. */
 function allLayers(model: { layers: readonly Layer[] }, frozen = false): Array<{ layer: Layer; frozen: boolean }> {
@@ -54,21 +54,18 @@ const held = new WeakSet<Layer>();
  * try { optimizer.minimize(() => loss(model.apply(xs, { training: true }))); } finally { undo(); }
  */
 export function holdFrozenBatchNorms(model: LayersModel): () => void {
-  const patched: Array<{ layer: Layer; own: boolean; before: CallFn }> = [];
+  const restores: Array<() => void> = [];
   for (const { layer, frozen } of allLayers(model)) {
     if (layer.getClassName() !== 'BatchNormalization' || !frozen || held.has(layer)) continue;
-    const target = layer as unknown as { call: CallFn };
-    const before = target.call;
-    patched.push({ layer, own: Object.prototype.hasOwnProperty.call(layer, 'call'), before });
+    const restore = replaceLayerCall(layer, (original) => (inputs, kwargs) => original(inputs, { ...kwargs, training: false }));
     held.add(layer);
-    target.call = (inputs, kwargs) => before.call(layer, inputs, { ...kwargs, training: false });
+    restores.push(() => {
+      held.delete(layer);
+      restore();
+    });
   }
   return () => {
-    for (const { layer, own, before } of patched.splice(0)) {
-      held.delete(layer);
-      if (own) (layer as unknown as { call: CallFn }).call = before;
-      else Reflect.deleteProperty(layer, 'call');
-    }
+    for (const restore of restores.splice(0)) restore();
   };
 }
 
@@ -112,15 +109,32 @@ interface LayerJson {
 /** The names of the head and input layers this module adds; a pretrained layer of the same name keeps it nested. */
 const OWN_NAMES = ['gray_input', 'gray_to_rgb', 'head_pool', 'head_dropout', 'head_logits'];
 
+/** The new gray input, repeated to RGB by a fixed 1x1 convolution (`gray_to_rgb`) when the pretrained model takes RGB. */
+function grayStem(imageSize: number, channels: number): { input: SymbolicTensor; output: SymbolicTensor } {
+  const tf = loadTf();
+  const input = tf.input({ shape: [imageSize, imageSize, 1], name: 'gray_input' });
+  if (channels !== 3) return { input, output: input };
+  const output = tf.layers
+    .conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'gray_to_rgb' })
+    .apply(input) as SymbolicTensor;
+  return { input, output };
+}
+
+/** The configuration of a functional model as tfjs writes it (Keras 2 form). */
+interface ModelJson {
+  class_name: string;
+  config: { layers: LayerJson[]; input_layers: Array<[string, number, number]> };
+}
+
 /**
- * The pretrained layers from the base's input up to `featureName` as one flat model on a new gray input (repeated to
- * RGB by `gray_to_rgb` when the base takes 3 channels), with the base's weights; undefined when the base is not a
- * plain functional model (one input, no nested models, each layer used once) or a name collides with ours. A flat
- * model trains in the graph step (lib/graph-train.ts); a nested one only op by op.
+ * The pretrained layers from the base's input up to `featureName` as one flat model on the gray stem (see
+ * {@link grayStem}), with the base's weights; undefined when the base is not a plain functional model (one input, no
+ * nested models, each layer used once) or a name collides with ours. A flat model trains in the graph step
+ * (lib/graph-train.ts); a nested one only op by op.
  */
 async function flatTrunk(base: LayersModel, featureName: string, options: TransferOptions, channels: number): Promise<LayersModel | undefined> {
   const tf = loadTf();
-  const json = base.toJSON(null, false) as unknown as { class_name: string; config: { layers: LayerJson[]; input_layers: Array<[string, number, number]> } };
+  const json = base.toJSON(null, false) as unknown as ModelJson;
   if (!['Model', 'Functional'].includes(json.class_name) || json.config.input_layers.length !== 1) return undefined;
   const layers = json.config.layers;
   const inputName = json.config.input_layers[0]?.[0];
@@ -137,21 +151,12 @@ async function flatTrunk(base: LayersModel, featureName: string, options: Transf
       stack.push(ref[0]);
     }
   }
-  const root = channels === 3 ? 'gray_to_rgb' : 'gray_input';
-  const own: LayerJson[] = [
-    { name: 'gray_input', class_name: 'InputLayer', config: { batch_input_shape: [null, options.imageSize, options.imageSize, 1], dtype: 'float32', sparse: false, name: 'gray_input' }, inbound_nodes: [] },
-  ];
-  if (channels === 3) {
-    own.push({
-      name: 'gray_to_rgb',
-      class_name: 'Conv2D',
-      config: {
-        name: 'gray_to_rgb', trainable: false, filters: 3, kernel_size: [1, 1], strides: [1, 1], padding: 'valid', data_format: 'channels_last',
-        dilation_rate: [1, 1], activation: 'linear', use_bias: false, kernel_initializer: { class_name: 'Ones', config: {} },
-      },
-      inbound_nodes: [[['gray_input', 0, 0, {}]]],
-    });
-  }
+  // The stem's layers in the same written form, taken from a model of the stem alone.
+  const stem = grayStem(options.imageSize, channels);
+  const stemModel = tf.model({ inputs: stem.input, outputs: stem.output });
+  const own = (stemModel.toJSON(null, false) as unknown as ModelJson).config.layers;
+  stemModel.dispose();
+  const root = stem.output.sourceLayer.name;
   const trunkLayers = layers
     .filter((l) => keep.has(l.name) && l.name !== inputName)
     .map((l) => ({
@@ -210,14 +215,9 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
     // Layer by layer, not on the nested model: its own flag is lost on saving, its layers' flags are kept.
     if (options.freeze) for (const layer of trunk.layers) layer.trainable = false;
-    input = tf.input({ shape: [options.imageSize, options.imageSize, 1], name: 'gray_input' });
-    x = input;
-    if (channels === 3) {
-      x = tf.layers
-        .conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'gray_to_rgb' })
-        .apply(x) as SymbolicTensor;
-    }
-    x = trunk.apply(x) as SymbolicTensor;
+    const stem = grayStem(options.imageSize, channels);
+    input = stem.input;
+    x = trunk.apply(stem.output) as SymbolicTensor;
   }
   x = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(x) as SymbolicTensor;
   if ((options.dropout ?? 0.2) > 0) x = tf.layers.dropout({ rate: options.dropout ?? 0.2, name: 'head_dropout' }).apply(x) as SymbolicTensor;
