@@ -39,8 +39,10 @@ Commands
   train     train a classifier on the prepared cache (prepared first when missing)
             --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
-            [--init-from DIR|URL [--freeze]]  (transfer learning from a tfjs layers model, new 3-class head;
-            --freeze trains the head only)
+            [--init-from DIR|URL [--freeze | --unfreeze] [--init-range LO,HI]]  (transfer learning from a tfjs
+            layers model, new 3-class head; --freeze trains the head only, --unfreeze also the layers the model
+            marks frozen; --init-range: the pixel range it expects, default 0,1; Keras's MobileNetV2 and
+            InceptionV3: --init-range=-1,1)
             [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
@@ -102,6 +104,8 @@ const OPTIONS = {
   resume: { type: 'boolean' },
   'init-from': { type: 'string' },
   freeze: { type: 'boolean' },
+  'init-range': { type: 'string' },
+  unfreeze: { type: 'boolean' },
   split: { type: 'string' },
   predictions: { type: 'string' },
   bootstrap: { type: 'string' },
@@ -154,6 +158,16 @@ function preset(values: Values): PresetName | undefined {
   return p as PresetName;
 }
 
+
+/** `--init-range LO,HI` as a pair with LO < HI. */
+function parseRange(value: string): [number, number] {
+  const parts = value.split(',').map((p) => (p.trim() === '' ? Number.NaN : Number(p)));
+  const [low, high] = parts;
+  if (parts.length !== 2 || low === undefined || high === undefined || !Number.isFinite(low) || !Number.isFinite(high) || low >= high) {
+    throw new ConfigError(`--init-range ${quote(value)} is not LO,HI with LO < HI (for example -1,1)`);
+  }
+  return [low, high];
+}
 
 function parseGroups(value: string, flag = 'groups'): { csv: string; column: string } {
   const at = value.lastIndexOf(':');
@@ -330,6 +344,8 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.resume ? { resume: true } : {}),
           ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
           ...(values.freeze ? { freeze: true } : {}),
+          ...(values.unfreeze ? { unfreeze: true } : {}),
+          ...(values['init-range'] !== undefined ? { initRange: parseRange(values['init-range']) } : {}),
           ...(values['balance-groups'] !== undefined ? { balanceGroups: parseGroups(values['balance-groups'], 'balance-groups') } : {}),
           ...progress,
           onEpoch: printEpoch,

@@ -76,8 +76,8 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
           '  trained from scratch (no ImageNet weights).',
         ]
       : [
-          `- The pretrained model \`${card.training.initFrom}\` with a new 3-class head (gray input repeated to its channels),`,
-          `  ${s.parameters.toLocaleString('en-US')} parameters (${s.trainableParameters.toLocaleString('en-US')} trainable): ${card.training.freeze ? 'its layers frozen, the head trained' : 'fine-tuned whole'}.`,
+          `- The pretrained model \`${card.training.initFrom}\` with a new 3-class head (gray input repeated to its channels${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}),`,
+          `  ${s.parameters.toLocaleString('en-US')} parameters (${s.trainableParameters.toLocaleString('en-US')} trainable): ${card.training.freeze ? 'its layers frozen, the head trained' : card.training.unfreeze ? 'fine-tuned whole' : 'fine-tuned (layers the pretrained model marks frozen stay frozen)'}.`,
         ]),
     '',
     '## Training',

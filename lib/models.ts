@@ -113,7 +113,7 @@ export const MIN_IMAGE_SIZE = 16;
 export const RESNET_LARGE_STEM_FROM = 128;
 
 /** BN running statistics follow the batch quickly (PyTorch's 0.1 update): training here is short and from scratch. */
-const BN_MOMENTUM = 0.9;
+export const BN_MOMENTUM = 0.9;
 
 /** Added to each image's pixel variance (pixels in [0, 1]) by the `standardize` layer; tfjs-layers' default. */
 const STANDARDIZE_EPSILON = 1e-3;

@@ -434,7 +434,7 @@ function configTable(card: ModelCard): Table {
     ['backend', card.training.backend],
     ['epochs run', `${card.training.epoch} of ${card.training.epochs}`],
     ['training time (s)', Math.round(card.training.seconds)],
-    ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : ''}`],
+    ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}`],
     ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
     ['calibration', card.calibration ? `temperature ${card.calibration.temperature.toFixed(3)}, fitted on ${card.calibration.images} ${card.calibration.split} images` : 'none'],

@@ -54,6 +54,10 @@ export interface TrainOptions {
   readonly initFrom?: string;
   /** With `initFrom`: train the new head only, the pretrained layers stay fixed (kept on `resume`). Default false. */
   readonly freeze?: boolean;
+  /** With `initFrom`: train every pretrained layer, also those it marks frozen (not with `freeze`). Default false. */
+  readonly unfreeze?: boolean;
+  /** With `initFrom`: the pixel range the pretrained model expects (default [0, 1]; Keras's MobileNetV2: [-1, 1]). */
+  readonly initRange?: readonly [number, number];
   /** Stop after this many epochs in this call (the run can be resumed later); for tests and time boxes. */
   readonly stopAfterEpochs?: number;
   readonly onProgress?: ProgressCallback;
@@ -102,6 +106,10 @@ export interface ModelCard {
     readonly initFrom: string | null;
     /** Whether the pretrained layers were frozen (only with initFrom). */
     readonly freeze?: boolean;
+    /** Whether every pretrained layer was trained, also those it marks frozen (only with initFrom, when true). */
+    readonly unfreeze?: boolean;
+    /** The pixel range the pretrained model was given (only with initFrom and a range other than [0, 1]). */
+    readonly initRange?: readonly [number, number];
     /** Which weights were saved: the moving average of the weights (emaDecay > 0) or those of the last step. */
     readonly weights?: string;
     /** How the steps ran: one TensorFlow graph per step, fused native ops, or plain tfjs (and why not the graph). */
@@ -295,6 +303,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const modelOptions = modelOptionsFromConfig(config);
   if (!options.initFrom) resolveModelOptions(modelOptions); // checks every model option before any long work
   if (options.freeze && !options.initFrom) throw new ConfigError('freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too');
+  if (options.unfreeze && !options.initFrom) throw new ConfigError('unfreeze needs a pretrained model to unfreeze: give initFrom (--init-from DIR|URL) too');
+  if (options.initRange && !options.initFrom) throw new ConfigError('initRange is the pixel range of a pretrained model: give initFrom (--init-from DIR|URL) too');
   const { tf, info } = loadTfWithInfo();
   const runDir = resolve(options.out);
   const ckptLast = join(runDir, 'checkpoints', 'last');
@@ -349,7 +359,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       model = await loadLayersModelFromDir(ckptLast);
       await loadOptimizerState(ckptLast, optimizer, model);
     } else if (options.initFrom) {
-      model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed, freeze: options.freeze ?? false });
+      model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed, freeze: options.freeze ?? false,
+        ...(options.initRange ? { inputRange: options.initRange } : {}),
+        ...(options.unfreeze ? { unfreeze: true } : {}),
+      });
     } else {
       model = buildModel(modelOptions);
     }
@@ -507,6 +520,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           training: {
             config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null,
             ...(options.initFrom ? { freeze: options.freeze ?? false } : {}),
+            ...(options.initFrom && options.initRange ? { initRange: options.initRange } : {}),
+            ...(options.initFrom && options.unfreeze ? { unfreeze: true } : {}),
             weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
             engine,
             ...(options.balanceGroups ? { balanceGroups: `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` } : {}),

@@ -6,6 +6,7 @@ import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { replaceLayerCall } from './fast-train.js';
 import { fromKeras3 } from './keras3.js';
+import { BN_MOMENTUM } from './models.js';
 import { loadTf } from './tf.js';
 
 export interface TransferOptions {
@@ -14,7 +15,10 @@ export interface TransferOptions {
   /** Input side in pixels; the pretrained model must accept it (most convolutional bases accept any size). */
   readonly imageSize: number;
   readonly dropout?: number;
-  /** Name of the layer whose output feeds the new head (default: the last layer with a 4-D output, pooled). */
+  /**
+   * Name of the layer whose output feeds the new head, which pools it globally (default: the last layer with a 4-D
+   * output that is not a pooling layer: a pretrained head's fixed-size pooling would not fit other input sizes).
+   */
   readonly featureLayer?: string;
   /**
    * Freeze the pretrained layers (train the head only). Default false. Each pretrained layer carries the flag itself,
@@ -23,6 +27,18 @@ export interface TransferOptions {
    * {@link holdFrozenBatchNorms}) also their moving statistics, as in Keras.
    */
   readonly freeze?: boolean;
+  /**
+   * Train every pretrained layer, also those the pretrained model itself marks frozen (a converted model keeps the
+   * flags it was saved with: nsfwjs's MobileNetV2 marks blocks 0-10). Default false: those marks are kept. Not with
+   * `freeze`.
+   */
+  readonly unfreeze?: boolean;
+  /**
+   * The pixel range the pretrained model was trained on, `[low, high]`; our pixels in [0, 1] are mapped onto it by the
+   * fixed input filter. Default `[0, 1]` (unchanged). Keras's MobileNet, MobileNetV2, InceptionV3 and Xception expect
+   * `[-1, 1]`.
+   */
+  readonly inputRange?: readonly [number, number];
   readonly seed?: number;
 }
 
@@ -109,15 +125,39 @@ interface LayerJson {
 /** The names of the head and input layers this module adds; a pretrained layer of the same name keeps it nested. */
 const OWN_NAMES = ['gray_input', 'gray_to_rgb', 'head_pool', 'head_dropout', 'head_logits'];
 
-/** The new gray input, repeated to RGB by a fixed 1x1 convolution (`gray_to_rgb`) when the pretrained model takes RGB. */
-function grayStem(imageSize: number, channels: number): { input: SymbolicTensor; output: SymbolicTensor } {
+/**
+ * The new gray input, repeated to RGB when the pretrained model takes RGB and mapped from [0, 1] onto `range`, by a
+ * fixed 1x1 convolution (`gray_to_rgb`); with one channel and the range [0, 1] nothing is added.
+ */
+function grayStem(imageSize: number, channels: number, range: readonly [number, number] = [0, 1]): { input: SymbolicTensor; output: SymbolicTensor } {
   const tf = loadTf();
   const input = tf.input({ shape: [imageSize, imageSize, 1], name: 'gray_input' });
-  if (channels !== 3) return { input, output: input };
+  const [low, high] = range;
+  const identity = low === 0 && high === 1;
+  if (channels !== 3 && identity) return { input, output: input };
   const output = tf.layers
-    .conv2d({ filters: 3, kernelSize: 1, useBias: false, trainable: false, kernelInitializer: 'ones', name: 'gray_to_rgb' })
+    .conv2d({
+      filters: channels,
+      kernelSize: 1,
+      useBias: !identity,
+      trainable: false,
+      kernelInitializer: identity ? 'ones' : tf.initializers.constant({ value: high - low }),
+      ...(identity ? {} : { biasInitializer: tf.initializers.constant({ value: low }) }),
+      name: 'gray_to_rgb',
+    })
     .apply(input) as SymbolicTensor;
   return { input, output };
+}
+
+/**
+ * A pretrained layer's configuration for training here: a batch norm that trains gets the momentum of our own models
+ * ({@link BN_MOMENTUM}) when its own is slower. Keras's applications use 0.999, which leaves the moving statistics
+ * thousands of steps behind layers that fine-tuning changes quickly: validation, which uses them, then collapses.
+ */
+function trainedConfig(layer: LayerJson): Record<string, unknown> {
+  const { momentum, trainable } = layer.config;
+  if (layer.class_name !== 'BatchNormalization' || trainable === false || typeof momentum !== 'number' || momentum <= BN_MOMENTUM) return layer.config;
+  return { ...layer.config, momentum: BN_MOMENTUM };
 }
 
 /** The configuration of a functional model as tfjs writes it (Keras 2 form). */
@@ -152,7 +192,7 @@ async function flatTrunk(base: LayersModel, featureName: string, options: Transf
     }
   }
   // The stem's layers in the same written form, taken from a model of the stem alone.
-  const stem = grayStem(options.imageSize, channels);
+  const stem = grayStem(options.imageSize, channels, options.inputRange);
   const stemModel = tf.model({ inputs: stem.input, outputs: stem.output });
   const own = (stemModel.toJSON(null, false) as unknown as ModelJson).config.layers;
   stemModel.dispose();
@@ -162,7 +202,7 @@ async function flatTrunk(base: LayersModel, featureName: string, options: Transf
     .map((l) => ({
       ...l,
       // Layer by layer: each keeps its own frozen flag when saved.
-      config: options.freeze ? { ...l.config, trainable: false } : l.config,
+      config: options.freeze ? { ...l.config, trainable: false } : trainedConfig(options.unfreeze ? { ...l, config: { ...l.config, trainable: true } } : l),
       inbound_nodes: l.inbound_nodes.map((node) => node.map(([name, n, t, kw]): [string, number, number, Record<string, unknown>] => [name === inputName ? root : name, n, t, kw])),
     }));
   const config = { name: 'transfer_trunk', layers: [...own, ...trunkLayers], input_layers: [['gray_input', 0, 0]], output_layers: [[featureName, 0, 0]] };
@@ -188,6 +228,7 @@ async function flatTrunk(base: LayersModel, featureName: string, options: Transf
  */
 export async function buildTransferModel(options: TransferOptions): Promise<LayersModel> {
   const tf = loadTf();
+  if (options.freeze && options.unfreeze) throw new ConfigError('freeze and unfreeze exclude each other: freeze trains the head only, unfreeze every pretrained layer');
   const base = await loadPretrained(options.from);
   const inShape = base.inputs[0]?.shape ?? [];
   const channels = inShape[3] ?? 1;
@@ -197,7 +238,7 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   }
   const featureName = options.featureLayer ?? [...base.layers].reverse().find((l) => {
     const shape = l.outputShape as (number | null)[];
-    return Array.isArray(shape) && shape.length === 4;
+    return Array.isArray(shape) && shape.length === 4 && !/Pooling2D$/.test(l.getClassName());
   })?.name;
   const featureLayer = featureName === undefined ? undefined : base.layers.find((l) => l.name === featureName);
   if (!featureLayer || featureName === undefined) {
@@ -214,8 +255,13 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   } else {
     const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
     // Layer by layer, not on the nested model: its own flag is lost on saving, its layers' flags are kept.
-    if (options.freeze) for (const layer of trunk.layers) layer.trainable = false;
-    const stem = grayStem(options.imageSize, channels);
+    if (options.freeze || options.unfreeze) for (const { layer } of allLayers(trunk)) layer.trainable = !options.freeze;
+    for (const { layer, frozen } of allLayers(trunk)) {
+      // As trainedConfig does for a flat trunk.
+      const bn = layer as unknown as { momentum: number };
+      if (!frozen && layer.getClassName() === 'BatchNormalization') bn.momentum = Math.min(bn.momentum, BN_MOMENTUM);
+    }
+    const stem = grayStem(options.imageSize, channels, options.inputRange);
     input = stem.input;
     x = trunk.apply(stem.output) as SymbolicTensor;
   }

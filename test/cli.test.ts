@@ -44,6 +44,8 @@ test('help, unknown commands and bad options', () => {
   const freeze = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze');
   assert.equal(freeze.code, 1);
   assert.equal(freeze.stderr, '\npneumotype train: freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too\n');
+  const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
+  assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\n');
 });
 
 test('fetch names a bad source', () => {

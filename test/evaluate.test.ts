@@ -130,6 +130,8 @@ test('the model card renders data, architecture, training, metrics with interval
   const frozen = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: true } }, history, evaluation);
   assert.match(frozen, /\n- The pretrained model `models\/mobilenet_v2` with a new 3-class head \(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\): its layers frozen, the head trained\.\n/);
   assert.doesNotMatch(frozen, /trained from scratch|`tiny`, width/);
-  const tuned = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false } }, history, evaluation);
-  assert.match(tuned, /: fine-tuned whole\.\n/);
+  const tuned = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false, initRange: [-1, 1] } }, history, evaluation);
+  assert.match(tuned, /\(gray input repeated to its channels, pixels mapped onto \[-1, 1\]\),\n {2}24,939 parameters \(24,699 trainable\): fine-tuned \(layers the pretrained model marks frozen stay frozen\)\.\n/);
+  const whole = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false, unfreeze: true } }, history, evaluation);
+  assert.match(whole, /\(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\): fine-tuned whole\.\n/);
 });

@@ -12,6 +12,7 @@ import { train, trainStep } from '../lib/train.js';
 import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
+import { writeNsfwjsModel } from './helpers/nsfwjs-fixture.js';
 
 let tmp: string;
 before(async () => {
@@ -59,6 +60,70 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
   } finally {
     nested.dispose();
   }
+});
+
+test('a pretrained head with fixed-size pooling is left out, and inputRange maps the pixels onto the pretrained range', async () => {
+  const tf = loadTf();
+  // A classifier as tfjs-converter writes Keras's MobileNetV2 with its own head: a 7x7 average pool sized for 224 px.
+  const input = tf.input({ shape: [16, 16, 3] });
+  let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', name: 'pool_conv' }).apply(input) as SymbolicTensor;
+  x = tf.layers.averagePooling2d({ poolSize: 7, name: 'pool_fixed' }).apply(x) as SymbolicTensor;
+  x = tf.layers.flatten({}).apply(x) as SymbolicTensor;
+  const out = tf.layers.dense({ units: 5, activation: 'softmax' }).apply(x) as SymbolicTensor;
+  const pretrained = tf.model({ inputs: input, outputs: out });
+  await saveModel({ dir: join(tmp, 'pooled'), model: pretrained });
+  pretrained.dispose();
+  // At 6 px the fixed 7x7 pool has nothing to pool: the features come from the convolution before it.
+  const model = await buildTransferModel({ from: join(tmp, 'pooled'), imageSize: 6, inputRange: [-1, 1] });
+  try {
+    assert.deepEqual(model.layers.map((l) => l.name), ['gray_input', 'gray_to_rgb', 'pool_conv', 'head_pool', 'head_dropout', 'head_logits']);
+    const y = tf.tidy(() => model.predict(tf.fill([1, 6, 6, 1], 0.5)) as Tensor);
+    assert.ok(Array.from(y.dataSync()).every(Number.isFinite));
+    y.dispose();
+    const mapped = tf.tidy(() => model.getLayer('gray_to_rgb').apply(tf.tensor4d([0, 0.25, 1, 0.5], [1, 2, 2, 1])) as Tensor);
+    assert.deepEqual(Array.from(mapped.dataSync()), [-1, -1, -1, -0.5, -0.5, -0.5, 1, 1, 1, 0, 0, 0], '[0, 1] onto [-1, 1], gray repeated to RGB');
+    mapped.dispose();
+    assert.equal(model.trainableWeights.some((w) => w.originalName.startsWith('gray_to_rgb')), false, 'the mapping is fixed');
+  } finally {
+    model.dispose();
+  }
+});
+
+test("real converter output (nsfwjs's MobileNetV2: Keras 2.2.4, uint8 weights): features before its head, its frozen marks kept, trained batch norms follow the data", async () => {
+  const tf = loadTf();
+  await writeNsfwjsModel(join(tmp, 'nsfwjs'));
+  const model = await buildTransferModel({ from: join(tmp, 'nsfwjs'), imageSize: 96, inputRange: [-1, 1], dropout: 0 });
+  try {
+    const names = model.layers.map((l) => l.name);
+    assert.deepEqual(names.slice(0, 3), ['gray_input', 'gray_to_rgb', 'Conv1_pad']);
+    assert.deepEqual(names.slice(-3), ['out_relu', 'head_pool', 'head_logits'], 'its 7x7 pool, flatten and dense head left out');
+    assert.equal(names.length, 158);
+    // nsfwjs froze blocks 0-10 (ImageNet's weights) and trained blocks 11-16: fine-tuning keeps those marks.
+    assert.equal(model.getLayer('block_10_project').trainable, false);
+    assert.equal(model.getLayer('block_11_expand').trainable, true);
+    // Keras's momentum 0.999 stays where nothing trains; a batch norm that trains follows the data at 0.9.
+    assert.equal(model.getLayer('block_10_project_BN').getConfig().momentum, 0.999);
+    assert.equal(model.getLayer('block_11_expand_BN').getConfig().momentum, 0.9);
+    const y = tf.tidy(() => model.predict(tf.randomUniform([2, 96, 96, 1], 0, 1, 'float32', 3)) as Tensor);
+    const p = Array.from(y.dataSync());
+    y.dispose();
+    assert.ok(p.every(Number.isFinite) && Math.abs(p[0]! + p[1]! + p[2]! - 1) < 1e-5, `finite probabilities: ${p.join(', ')}`);
+  } finally {
+    model.dispose();
+  }
+  // unfreeze trains the marked blocks too, their batch norms following the data.
+  const whole = await buildTransferModel({ from: join(tmp, 'nsfwjs'), imageSize: 96, inputRange: [-1, 1], unfreeze: true });
+  try {
+    assert.equal(whole.getLayer('Conv1').trainable, true);
+    assert.equal(whole.getLayer('block_10_project_BN').getConfig().momentum, 0.9);
+    assert.equal(whole.layers.filter((l) => l.trainable && l.weights.length > 0).length, whole.layers.filter((l) => l.weights.length > 0).length - 1, 'all but gray_to_rgb');
+  } finally {
+    whole.dispose();
+  }
+  await assert.rejects(buildTransferModel({ from: join(tmp, 'nsfwjs'), imageSize: 96, freeze: true, unfreeze: true }), {
+    name: 'ConfigError',
+    message: 'freeze and unfreeze exclude each other: freeze trains the head only, unfreeze every pretrained layer',
+  });
 });
 
 test('frozen weights stay put under optimizer.minimize, built or saved and loaded again', async () => {
@@ -146,9 +211,10 @@ test('holdFrozenBatchNorms: a frozen batch norm uses its moving statistics in tr
 test('train --init-from fine-tunes the pretrained model on the fixture', async () => {
   await writeTree(join(tmp, 'src'), await datasetFiles({ perClass: { train: 6, test: 2 } }));
   await relabel({ from: join(tmp, 'src'), out: join(tmp, 'labeled') });
-  const r = await train({ data: join(tmp, 'labeled'), out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), config: { epochs: 1 } });
+  const r = await train({ data: join(tmp, 'labeled'), out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), initRange: [-1, 1], config: { epochs: 1 } });
   assert.equal(r.history.length, 1);
   assert.equal(r.card.training.initFrom, join(tmp, 'pretrained'));
+  assert.deepEqual(r.card.training.initRange, [-1, 1]);
 });
 
 test('train --init-from --freeze trains the head only, resumed too, and says so in the card', async () => {
@@ -177,6 +243,14 @@ test('train --init-from --freeze trains the head only, resumed too, and says so 
   await assert.rejects(train({ data: labeled, out: join(tmp, 'run-nothing'), preset: 'smoke', freeze: true }), {
     name: 'ConfigError',
     message: 'freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too',
+  });
+  await assert.rejects(train({ data: labeled, out: join(tmp, 'run-nothing'), preset: 'smoke', initRange: [-1, 1] }), {
+    name: 'ConfigError',
+    message: 'initRange is the pixel range of a pretrained model: give initFrom (--init-from DIR|URL) too',
+  });
+  await assert.rejects(train({ data: labeled, out: join(tmp, 'run-nothing'), preset: 'smoke', unfreeze: true }), {
+    name: 'ConfigError',
+    message: 'unfreeze needs a pretrained model to unfreeze: give initFrom (--init-from DIR|URL) too',
   });
 });
 
