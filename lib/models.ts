@@ -57,7 +57,8 @@ export interface ResolvedModelOptions {
 
 /** What a model costs: printed by the CLI and recorded next to training runs. */
 export interface ModelSummary {
-  readonly name: ModelName;
+  /** The architecture built here, or `transfer` for a pretrained model with a new head (lib/transfer.ts). */
+  readonly name: ModelName | 'transfer';
   readonly imageSize: number;
   /** model.countParams(): trainable weights plus BN moving statistics. */
   readonly parameters: number;

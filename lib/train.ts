@@ -412,7 +412,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       undoFastTraining = enableFastTraining(model, { optimizer });
       if (info.backend === 'tensorflow') engine = `${engine}, fused native ops (lib/fast-train.ts)`;
     }
-    const summary = summarizeModel(model, modelOptions);
+    const summary = { ...summarizeModel(model, modelOptions), ...(options.initFrom ? { name: 'transfer' as const } : {}) };
     const variables = trainableVariables(model);
     const classWeightTensor = tf.tensor1d(weights);
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });

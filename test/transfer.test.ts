@@ -215,6 +215,7 @@ test('train --init-from fine-tunes the pretrained model on the fixture', async (
   assert.equal(r.history.length, 1);
   assert.equal(r.card.training.initFrom, join(tmp, 'pretrained'));
   assert.deepEqual(r.card.training.initRange, [-1, 1]);
+  assert.equal(r.card.model.summary.name, 'transfer');
 });
 
 test('train --init-from --freeze trains the head only, resumed too, and says so in the card', async () => {
