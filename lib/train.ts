@@ -359,9 +359,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       model = await loadLayersModelFromDir(ckptLast);
       await loadOptimizerState(ckptLast, optimizer, model);
     } else if (options.initFrom) {
-      model = await buildTransferModel({ from: options.initFrom, imageSize: config.imageSize, dropout: config.dropout, seed: config.seed, freeze: options.freeze ?? false,
-        ...(options.initRange ? { inputRange: options.initRange } : {}),
+      model = await buildTransferModel({
+        from: options.initFrom,
+        imageSize: config.imageSize,
+        dropout: config.dropout,
+        seed: config.seed,
+        freeze: options.freeze ?? false,
         ...(options.unfreeze ? { unfreeze: true } : {}),
+        ...(options.initRange ? { inputRange: options.initRange } : {}),
       });
     } else {
       model = buildModel(modelOptions);

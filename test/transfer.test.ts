@@ -48,12 +48,17 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
     model.dispose();
   }
   // A Sequential model (no functional configuration to rewrite) stays nested, and works the same.
-  const seq = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [8, 8, 3], filters: 2, kernelSize: 3, name: 'seq_conv' }), tf.layers.flatten({}), tf.layers.dense({ units: 4 })] });
+  const seq = tf.sequential({
+    layers: [tf.layers.conv2d({ inputShape: [8, 8, 3], filters: 2, kernelSize: 3, name: 'seq_conv' }), tf.layers.batchNormalization({ momentum: 0.999, name: 'seq_bn' }), tf.layers.flatten({}), tf.layers.dense({ units: 4 })],
+  });
   await saveModel({ dir: join(tmp, 'sequential'), model: seq });
   seq.dispose();
   const nested = await buildTransferModel({ from: join(tmp, 'sequential'), imageSize: 8 });
   try {
-    assert.ok(nested.layers.some((l) => 'layers' in l), 'nested');
+    const inner = nested.layers.find((l) => 'layers' in l) as unknown as { layers: Array<{ name: string; getConfig(): Record<string, unknown> }> } | undefined;
+    assert.ok(inner, 'nested');
+    // A batch norm that trains follows the data at our momentum, nested too (see the nsfwjs test below).
+    assert.equal(inner.layers.find((l) => l.name === 'seq_bn')?.getConfig().momentum, 0.9);
     const y = tf.tidy(() => nested.predict(tf.zeros([2, 8, 8, 1])) as Tensor);
     assert.deepEqual(y.shape, [2, 3]);
     y.dispose();
