@@ -12,7 +12,7 @@ import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
-import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, type EvaluationReport, type Prediction } from './metrics.js';
+import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, rocAuc, virusShare, type EvaluationReport, type Prediction } from './metrics.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
@@ -170,6 +170,11 @@ export interface GroupMetrics {
   readonly macroF1: number;
   readonly recall: Readonly<Record<Label, number>>;
   readonly support: Readonly<Record<Label, number>>;
+  /**
+   * Bacteria-versus-virus AUC among the group's pneumonia images (virus positive, scored by {@link virusShare}): how
+   * well the model ranks the two within one pipeline. Null when the group lacks either class.
+   */
+  readonly bacteriaVsVirusAuc: number | null;
 }
 
 /** Point metrics per group of `preds`, groups looked up by the file's base name in `groupsCsv`'s `column`. */
@@ -178,12 +183,16 @@ export async function metricsByGroup(
   groups: { csv: string; column: string },
 ): Promise<Record<string, GroupMetrics>> {
   const byName = await readGroups(groups);
-  const buckets = new Map<string, { t: number[]; p: number[] }>();
+  const buckets = new Map<string, { t: number[]; p: number[]; share: number[]; virus: boolean[] }>();
   for (const pr of preds) {
     const g = groupOf(byName, pr.file ?? '');
-    const b = buckets.get(g) ?? { t: [], p: [] };
+    const b = buckets.get(g) ?? { t: [], p: [], share: [], virus: [] };
     b.t.push(pr.trueIndex);
     b.p.push(argmax(pr.probs));
+    if (pr.trueIndex !== 0) {
+      b.share.push(virusShare(pr.probs));
+      b.virus.push(pr.trueIndex === 2);
+    }
     buckets.set(g, b);
   }
   const out: Record<string, GroupMetrics> = {};
@@ -197,6 +206,7 @@ export async function metricsByGroup(
       macroF1: macroF1(cm),
       recall: Object.fromEntries(CLASSES.map((c, k) => [c, per[k]?.recall ?? 0])) as Record<Label, number>,
       support: Object.fromEntries(CLASSES.map((c, k) => [c, per[k]?.support ?? 0])) as Record<Label, number>,
+      bacteriaVsVirusAuc: b.virus.includes(true) && b.virus.includes(false) ? rocAuc(b.share, b.virus) : null,
     };
   }
   return out;

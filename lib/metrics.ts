@@ -352,6 +352,18 @@ function rankedAuc(r: Ranking, weights?: Float64Array): number {
 }
 
 /**
+ * The bacteria-versus-virus score of one prediction: the virus probability's share of the two pneumonia
+ * probabilities (0.5 when both are 0). Ranked among true pneumonia images, it gives the bacteria-versus-virus AUC.
+ *
+ * @example virusShare([0.2, 0.2, 0.6]) // 0.75
+ */
+export function virusShare(probs: readonly number[]): number {
+  const pb = probs[1] as number;
+  const pv = probs[2] as number;
+  return pb + pv > 0 ? pv / (pb + pv) : 0.5;
+}
+
+/**
  * Area under the ROC curve: the Mann-Whitney U statistic over (positives x negatives), a tied positive/negative pair
  * counting 1/2 (exact; one sort, ties grouped, which is the average-rank formula). NaN when only one class is present
  * (or the input is empty).
@@ -610,7 +622,7 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
         const pb = probs[1] as number;
         const pv = probs[2] as number;
         const virus = t === 2;
-        bvvScores.push(pb + pv > 0 ? pv / (pb + pv) : 0.5);
+        bvvScores.push(virusShare(probs));
         bvvPositive.push(virus);
         bvvIds.push(i);
         patientCounts[pi * CELLS + BVV + (virus ? 2 : 0) + (pv > pb ? 1 : 0)]! += 1;

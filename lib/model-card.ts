@@ -133,10 +133,10 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
       'The shared images come from three copy pipelines whose traces correlate with the label. The full-res group holds all',
       'three classes from one pipeline and is the fairest proxy for new images.',
       '',
-      '| group | n | accuracy | recall normal / bacteria / virus (support) |',
-      '| --- | ---: | ---: | --- |',
+      '| group | n | accuracy | recall normal / bacteria / virus (support) | bacteria vs virus AUC |',
+      '| --- | ---: | ---: | --- | ---: |',
       ...Object.entries(evaluation.byGroup).map(([g, m]: [string, GroupMetrics]) =>
-        `| ${g} | ${m.n} | ${pct(m.accuracy)} | ${(['normal', 'bacteria', 'virus'] as const).map((k) => `${pct(m.recall[k])} (${m.support[k]})`).join(' / ')} |`),
+        `| ${g} | ${m.n} | ${pct(m.accuracy)} | ${(['normal', 'bacteria', 'virus'] as const).map((k) => `${pct(m.recall[k])} (${m.support[k]})`).join(' / ')} | ${typeof m.bacteriaVsVirusAuc === 'number' ? num(m.bacteriaVsVirusAuc) : '—'} |`),
     );
   }
   lines.push(

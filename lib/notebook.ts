@@ -465,7 +465,7 @@ export function groupMetricsTable(byGroup: Readonly<Record<string, GroupMetrics>
     };
   }
   return {
-    columns: ['group', 'images', 'accuracy', 'balanced accuracy', 'macro-F1', ...CLASSES.map((c) => `${c} recall`)],
+    columns: ['group', 'images', 'accuracy', 'balanced accuracy', 'macro-F1', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
     rows: Object.entries(byGroup).map(([group, m]) => [
       group,
       m.n,
@@ -473,6 +473,8 @@ export function groupMetricsTable(byGroup: Readonly<Record<string, GroupMetrics>
       round(m.balancedAccuracy),
       round(m.macroF1),
       ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c]) : null)),
+      // Older evaluations have no such field.
+      m.bacteriaVsVirusAuc === undefined || m.bacteriaVsVirusAuc === null ? null : round(m.bacteriaVsVirusAuc),
     ]),
   };
 }

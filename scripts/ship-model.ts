@@ -1,6 +1,7 @@
 // Maintainer tool: copies a run's best model to models/default, with paths made relative and a model card written.
-// Usage: npx tsx scripts/ship-model.ts [--calibrate] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]
-// --calibrate fits a temperature on the validation patients and folds it into the shipped weights (lib/calibrate.ts).
+// Usage: npx tsx scripts/ship-model.ts [--calibrate | --card-only] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]
+// --calibrate fits a temperature on the validation patients and folds it into the shipped weights (lib/calibrate.ts);
+// --card-only leaves the shipped model as it is and writes its card again (evaluated afresh).
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { calibrateModel } from '../lib/calibrate.js';
@@ -8,19 +9,22 @@ import { evaluateModel } from '../lib/evaluate.js';
 import { writeModelCard } from '../lib/model-card.js';
 
 const calibrate = process.argv.includes('--calibrate');
-const [runDir, labeledDir, groups, hardware] = process.argv.slice(2).filter((a) => a !== '--calibrate');
-if (!runDir || !labeledDir) {
-  process.stderr.write('usage: npx tsx scripts/ship-model.ts [--calibrate] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]\n');
+const cardOnly = process.argv.includes('--card-only');
+const [runDir, labeledDir, groups, hardware] = process.argv.slice(2).filter((a) => a !== '--calibrate' && a !== '--card-only');
+if (!runDir || !labeledDir || (calibrate && cardOnly)) {
+  process.stderr.write('usage: npx tsx scripts/ship-model.ts [--calibrate | --card-only] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]\n');
   process.exit(2);
 }
 const out = 'models/default';
-await mkdir(out, { recursive: true });
-for (const f of ['model.json', 'weights.bin']) await copyFile(join(runDir, 'model', f), join(out, f));
-// No path of the machine it was trained on goes into the repository.
-const card = JSON.parse(await readFile(join(runDir, 'model', 'pneumotype.json'), 'utf8'));
-card.data.labeledDir = 'data/labeled';
-await writeFile(join(out, 'pneumotype.json'), `${JSON.stringify(card, null, 2)}\n`);
-if (calibrate) await calibrateModel({ model: out, data: labeledDir });
+if (!cardOnly) {
+  await mkdir(out, { recursive: true });
+  for (const f of ['model.json', 'weights.bin']) await copyFile(join(runDir, 'model', f), join(out, f));
+  // No path of the machine it was trained on goes into the repository.
+  const card = JSON.parse(await readFile(join(runDir, 'model', 'pneumotype.json'), 'utf8'));
+  card.data.labeledDir = 'data/labeled';
+  await writeFile(join(out, 'pneumotype.json'), `${JSON.stringify(card, null, 2)}\n`);
+  if (calibrate) await calibrateModel({ model: out, data: labeledDir });
+}
 const [csv, column] = groups ? [groups.slice(0, groups.lastIndexOf(':')), groups.slice(groups.lastIndexOf(':') + 1)] : [];
 const evaluation = await evaluateModel({
   model: out,

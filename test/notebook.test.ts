@@ -260,9 +260,11 @@ test('uploadIfConfigured: says how to configure S3 when nothing is, uploads when
 test('groupMetricsTable and leakageTable', () => {
   assert.deepEqual(groupMetricsTable(undefined).rows[0]?.[0], '(none)');
   const table = groupMetricsTable({
-    'full-res': { n: 4, accuracy: 0.75, balancedAccuracy: 0.5, macroF1: 0.4, recall: { normal: 1, bacteria: 0.5, virus: 0 }, support: { normal: 2, bacteria: 2, virus: 0 } },
+    'full-res': { n: 4, accuracy: 0.75, balancedAccuracy: 0.5, macroF1: 0.4, recall: { normal: 1, bacteria: 0.5, virus: 0 }, support: { normal: 2, bacteria: 2, virus: 0 }, bacteriaVsVirusAuc: null },
+    'copies': { n: 4, accuracy: 0.5, balancedAccuracy: 0.5, macroF1: 0.5, recall: { normal: 0, bacteria: 0.5, virus: 0.5 }, support: { normal: 0, bacteria: 2, virus: 2 }, bacteriaVsVirusAuc: 0.75 },
   });
-  assert.deepEqual(table.rows, [['full-res', 4, 0.75, 0.5, 0.4, 1, 0.5, null]]);
+  assert.deepEqual(table.rows, [['full-res', 4, 0.75, 0.5, 0.4, 1, 0.5, null, null], ['copies', 4, 0.5, 0.5, 0.5, null, 0.5, 0.5, 0.75]]);
+  assert.equal(table.columns.at(-1), 'bacteria vs virus AUC');
   const audit = leakageTable({
     threshold: 10,
     identicalAcrossSplits: [],
