@@ -28,6 +28,8 @@ Commands
             [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data] [--out runs/PRESET]
             [--augment none|basic|traces (default traces)] [--no-train] [--no-calibrate] [--eager | --graph]
             [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
+            [--groups CSV:COLUMN]  (evaluate per group too, in evaluation.json and the report, e.g. the copy pipeline:
+            ../shared/data/chest_xray_train_224.csv:derived_from)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
   extract   extract an archive's chest X-ray entries safely (a URL or v2/v3: only those entries are transferred)
@@ -471,6 +473,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values['no-train'] ? { train: false } : {}),
           ...(values['no-calibrate'] ? { calibrate: false } : {}),
           ...(values.out !== undefined ? { runDir: values.out } : {}),
+          ...(values.groups !== undefined ? { groups: parseGroups(values.groups) } : {}),
           augment: augmentFromName(values.augment ?? 'traces'),
           onEpoch: printEpoch,
           ...progress,

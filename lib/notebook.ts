@@ -13,7 +13,7 @@ import { readManifest } from './manifest.js';
 import { parsePredictionsCsv, trainingCurvesFigure, type GraySample, type PredictionRow } from './plots.js';
 import type { Progress, ProgressCallback } from './progress.js';
 import { createRng, shuffled } from './random.js';
-import { escapeHtml, type Table } from './report.js';
+import { escapeHtml, groupsTable, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
 import type { EpochRecord } from './train.js';
@@ -458,24 +458,10 @@ export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; 
  * @example showTable(tslab.display, groupMetricsTable(evaluation.byGroup))
  */
 export function groupMetricsTable(byGroup: Readonly<Record<string, GroupMetrics>> | undefined): Table {
-  if (byGroup === undefined) {
-    return {
-      columns: ['group', 'note'],
-      rows: [['(none)', `not measured: set ${NOTEBOOK_ENV.groupsCsv} to a CSV with a file column and a group column (${NOTEBOOK_ENV.groupsColumn}, default derived_from)`]],
-    };
-  }
+  if (byGroup !== undefined) return groupsTable(byGroup);
   return {
-    columns: ['group', 'images', 'accuracy', 'balanced accuracy', 'macro-F1', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
-    rows: Object.entries(byGroup).map(([group, m]) => [
-      group,
-      m.n,
-      round(m.accuracy),
-      round(m.balancedAccuracy),
-      round(m.macroF1),
-      ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c]) : null)),
-      // Older evaluations have no such field.
-      m.bacteriaVsVirusAuc === undefined || m.bacteriaVsVirusAuc === null ? null : round(m.bacteriaVsVirusAuc),
-    ]),
+    columns: ['group', 'note'],
+    rows: [['(none)', `not measured: set ${NOTEBOOK_ENV.groupsCsv} to a CSV with a file column and a group column (${NOTEBOOK_ENV.groupsColumn}, default derived_from)`]],
   };
 }
 

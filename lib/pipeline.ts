@@ -10,6 +10,7 @@ import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
+import type { GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, type EvaluateResult } from './evaluate.js';
 import { train, type ModelCard, type TrainResult } from './train.js';
@@ -81,6 +82,11 @@ export interface PipelineOptions {
   readonly calibrate?: boolean;
   /** Run folder of the training step (default `runs/<preset>`). */
   readonly runDir?: string;
+  /**
+   * Also evaluate per group of images (evaluate's `byGroup`, in evaluation.json and the report), e.g. the copy
+   * pipeline of the shared data: `{ csv: '../shared/data/chest_xray_train_224.csv', column: 'derived_from' }`.
+   */
+  readonly groups?: GroupingSource;
   /** Augmentation for training (default none, as in the narrative). */
   readonly augment?: AugmentOptions | false;
   /** Called after every training epoch with a one-line summary. */
@@ -215,6 +221,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     split,
     out: join(runDir, 'evaluation.json'),
     predictions: join(runDir, 'predictions.csv'),
+    ...(options.groups ? { groups: options.groups } : {}),
     ...progress,
   });
   step('evaluate', false, `${split}: accuracy ${evaluation.accuracy.value.toFixed(3)} [${evaluation.accuracy.low.toFixed(3)}, ${evaluation.accuracy.high.toFixed(3)}], macro-F1 ${evaluation.macroF1.value.toFixed(3)}`);

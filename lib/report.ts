@@ -7,7 +7,7 @@ import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
-import type { EvaluateResult } from './evaluate.js';
+import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { calibrationOf, type EvaluationReport, type Interval } from './metrics.js';
 import {
   classCounts,
@@ -418,6 +418,30 @@ export function countsTable(summary: RelabelSummary): Table {
   };
 }
 
+/**
+ * Point metrics per group of images (evaluate's `byGroup`), a row per group: a gap between groups that differ only in
+ * how their files were made means the model learned the pipeline, not the lungs. A recall is empty where the group
+ * has no image of that class, the bacteria-versus-virus AUC where it lacks either.
+ *
+ * @example showTable(tslab.display, groupsTable(evaluation.byGroup))
+ */
+export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Table {
+  const round = (v: number): number => Math.round(v * 1e4) / 1e4;
+  return {
+    columns: ['group', 'images', 'accuracy', 'balanced accuracy', 'macro-F1', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
+    rows: Object.entries(byGroup).map(([group, m]) => [
+      group,
+      m.n,
+      round(m.accuracy),
+      round(m.balancedAccuracy),
+      round(m.macroF1),
+      ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c]) : null)),
+      // Evaluations saved before this field have none.
+      typeof m.bacteriaVsVirusAuc === 'number' ? round(m.bacteriaVsVirusAuc) : null,
+    ]),
+  };
+}
+
 /** The settings of the configuration that shape a training run (paths, download and archive limits are left out). */
 const TRAINING_SETTINGS = [
   'model', 'modelWidth', 'imageSize', 'epochs', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
@@ -616,6 +640,19 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       `no evaluation: run \`pneumotype evaluate --model ${join(runDir, 'model')} --out ${join(runDir, 'evaluation.json')} ` +
         `--predictions ${join(runDir, 'predictions.csv')}\` and make the report again`,
     );
+  }
+
+  const byGroup = (evaluation as Partial<EvaluateResult> | undefined)?.byGroup;
+  if (byGroup && Object.keys(byGroup).length > 0) {
+    sections.push({
+      heading: 'Metrics per group',
+      text:
+        'The same images, broken down by a grouping of the files (evaluate --groups). When the groups are how the files ' +
+        'were made, such as the copy pipelines of the shared data (derived_from), a gap between them means the model ' +
+        'learned the pipeline, not the lungs; a group holding every class from one pipeline (full-res there) is the ' +
+        'fairest proxy for new images. Point values, no intervals.',
+      table: groupsTable(byGroup),
+    });
   }
 
   if (predictions && predictions.length > 0) {

@@ -46,6 +46,7 @@ test('help, unknown commands and bad options', () => {
   assert.equal(freeze.stderr, '\npneumotype train: freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too\n');
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
   assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\n');
+  assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\n');
 });
 
 test('fetch names a bad source', () => {

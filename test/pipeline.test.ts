@@ -1,7 +1,7 @@
 // The whole job on fixtures: a local zip, and a remote v3-like zip read with Range requests; re-runs skip every step.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -70,4 +70,11 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   assert.equal(second.steps[4]?.note, `${runDir}/model is calibrated (temperature ${first.calibration.temperature.toFixed(3)})`);
   const off = await runPipeline({ source: zipPath, dataDir, runDir: join(tmp, 'uncalibrated-run'), preset: 'smoke', calibrate: false, config: { epochs: 1, graphOps: false } });
   assert.deepEqual(off.steps.filter((s) => s.step === 'calibrate'), [{ step: 'calibrate', skipped: true, note: 'turned off' }]);
+  // With groups, the evaluation and the report break the metrics down by them.
+  const { readManifest } = await import('../lib/manifest.js');
+  const rows = (await readManifest(join(dataDir, 'labeled'))).filter((r) => r.split === 'test').map((r, i) => `${r.file.split('/').at(-1)},${i < 5 ? 'full-res' : 'copies'}`);
+  await writeFile(join(tmp, 'groups.csv'), `file,derived_from\n${rows.join('\n')}\n`);
+  const grouped = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', groups: { csv: join(tmp, 'groups.csv'), column: 'derived_from' } });
+  assert.deepEqual(Object.entries(grouped.evaluation?.byGroup ?? {}).map(([g, m]) => [g, m.n]), [['copies', 4], ['full-res', 5]]);
+  assert.match(await readFile(join(runDir, 'report.html'), 'utf8'), /<h2[^>]*>Metrics per group<\/h2>/);
 });

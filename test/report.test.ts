@@ -223,6 +223,17 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   // An evaluation passed as a path, and a run folder that is not one.
   const again = await writeRunReport({ runDir, evaluation: join(runDir, 'evaluation.json'), gallery: 0, out: join(tmp, 'out', 'b.html') });
   assert.ok(!again.sections.includes('Most confident mistakes'));
+  // An evaluation with metrics per group (evaluate --groups): a table of them after the evaluation.
+  const byGroup = {
+    'full-res': { n: 5, accuracy: 0.8, balancedAccuracy: 0.75, macroF1: 0.7, recall: { normal: 1, bacteria: 0.5, virus: 1 }, support: { normal: 2, bacteria: 2, virus: 1 }, bacteriaVsVirusAuc: 0.5 },
+    copies: { n: 2, accuracy: 0.5, balancedAccuracy: 0.5, macroF1: 0.3333, recall: { normal: 0, bacteria: 0.5, virus: 0 }, support: { normal: 0, bacteria: 2, virus: 0 }, bacteriaVsVirusAuc: null },
+  };
+  const grouped = await writeRunReport({ runDir, evaluation: { ...evaluation, byGroup }, gallery: 0, out: join(tmp, 'out', 'e.html') });
+  assert.deepEqual(grouped.sections, ['Overview', 'Data', 'Training', 'Evaluation', 'Metrics per group', 'ROC curves']);
+  const groupedHtml = await readFile(grouped.out, 'utf8');
+  assert.ok(groupedHtml.includes('<th scope="col">bacteria vs virus AUC</th>'));
+  assert.ok(groupedHtml.includes('<tr><td>full-res</td><td class="num">5</td><td class="num">0.8</td><td class="num">0.75</td><td class="num">0.7</td><td class="num">1</td><td class="num">0.5</td><td class="num">1</td><td class="num">0.5</td></tr>'));
+  assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td class="num">0.5</td><td class="num">0.5</td><td class="num">0.3333</td><td>—</td><td class="num">0.5</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
   // An evaluation.json from before calibration was measured: the report leaves calibration out.
   const { calibration: _, ...older } = evaluation;
   await writeFile(join(tmp, 'older-evaluation.json'), JSON.stringify(older));
