@@ -150,14 +150,19 @@ function grayStem(imageSize: number, channels: number, range: readonly [number, 
 }
 
 /**
- * A pretrained layer's configuration for training here: a batch norm that trains gets the momentum of our own models
- * ({@link BN_MOMENTUM}) when its own is slower. Keras's applications use 0.999, which leaves the moving statistics
- * thousands of steps behind layers that fine-tuning changes quickly: validation, which uses them, then collapses.
+ * Sets the pretrained layers of `trunk` (those not named in `ours`) to train as asked: all frozen (`freeze`), all
+ * trained (`unfreeze`), or each as the pretrained model marks it. Then a batch norm that trains gets the momentum of
+ * our own models ({@link BN_MOMENTUM}) when its own is slower: Keras's applications use 0.999, which leaves the moving
+ * statistics thousands of steps behind layers that fine-tuning changes quickly, and validation, which uses them,
+ * collapses. The flags and the momentum are the layers' own, so they are saved with the model (and kept on resume).
  */
-function trainedConfig(layer: LayerJson): Record<string, unknown> {
-  const { momentum, trainable } = layer.config;
-  if (layer.class_name !== 'BatchNormalization' || trainable === false || typeof momentum !== 'number' || momentum <= BN_MOMENTUM) return layer.config;
-  return { ...layer.config, momentum: BN_MOMENTUM };
+function setTrainable(trunk: LayersModel, options: TransferOptions, ours: ReadonlySet<string> = new Set()): void {
+  const pretrained = (): Array<{ layer: Layer; frozen: boolean }> => allLayers(trunk).filter(({ layer }) => !ours.has(layer.name));
+  if (options.freeze || options.unfreeze) for (const { layer } of pretrained()) layer.trainable = !options.freeze;
+  for (const { layer, frozen } of pretrained()) {
+    const bn = layer as unknown as { momentum: number };
+    if (!frozen && layer.getClassName() === 'BatchNormalization') bn.momentum = Math.min(bn.momentum, BN_MOMENTUM);
+  }
 }
 
 /** The configuration of a functional model as tfjs writes it (Keras 2 form). */
@@ -201,8 +206,6 @@ async function flatTrunk(base: LayersModel, featureName: string, options: Transf
     .filter((l) => keep.has(l.name) && l.name !== inputName)
     .map((l) => ({
       ...l,
-      // Layer by layer: each keeps its own frozen flag when saved.
-      config: options.freeze ? { ...l.config, trainable: false } : trainedConfig(options.unfreeze ? { ...l, config: { ...l.config, trainable: true } } : l),
       inbound_nodes: l.inbound_nodes.map((node) => node.map(([name, n, t, kw]): [string, number, number, Record<string, unknown>] => [name === inputName ? root : name, n, t, kw])),
     }));
   const config = { name: 'transfer_trunk', layers: [...own, ...trunkLayers], input_layers: [['gray_input', 0, 0]], output_layers: [[featureName, 0, 0]] };
@@ -215,6 +218,7 @@ async function flatTrunk(base: LayersModel, featureName: string, options: Transf
     trunk.dispose();
     return undefined;
   }
+  setTrainable(trunk, options, new Set(own.map((l) => l.name)));
   return trunk;
 }
 
@@ -254,13 +258,8 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     x = flat.outputs[0] as SymbolicTensor;
   } else {
     const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
-    // Layer by layer, not on the nested model: its own flag is lost on saving, its layers' flags are kept.
-    if (options.freeze || options.unfreeze) for (const { layer } of allLayers(trunk)) layer.trainable = !options.freeze;
-    for (const { layer, frozen } of allLayers(trunk)) {
-      // As trainedConfig does for a flat trunk.
-      const bn = layer as unknown as { momentum: number };
-      if (!frozen && layer.getClassName() === 'BatchNormalization') bn.momentum = Math.min(bn.momentum, BN_MOMENTUM);
-    }
+    // Layer by layer (allLayers), not only on the nested model: its own flag is lost on saving, its layers' are kept.
+    setTrainable(trunk, options);
     const stem = grayStem(options.imageSize, channels, options.inputRange);
     input = stem.input;
     x = trunk.apply(stem.output) as SymbolicTensor;

@@ -11,6 +11,7 @@ import { setLearningRate, trainStep } from '../lib/train.js';
 import { holdFrozenBatchNorms } from '../lib/transfer.js';
 import { StallWatchdog } from '../lib/watchdog.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
+import { movedWeights } from './helpers/weights.js';
 
 // Every session call of this file runs under the stall guard, as in train(): a deadlock of libtensorflow's session
 // (see "The stall guard" in the README) fails the run within two minutes, with a message, instead of hanging CI.
@@ -195,7 +196,7 @@ test('zero padding, a frozen batch norm (inference mode) and a fixed filter: gra
     assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < 1e-4, 'weights');
     // The frozen layers did not move, in the graph either; the trained batch norm's statistics did.
     const fresh = build();
-    const moved = graphed.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), fresh.weights[i]?.read() ?? w.read())).dataSync()[0]) === 1).map((w) => w.originalName);
+    const moved = movedWeights(graphed, fresh.weights.map((w) => w.read()));
     fresh.dispose();
     assert.deepEqual(moved.sort(), ['bn/beta', 'bn/gamma', 'bn/moving_mean', 'bn/moving_variance', 'conv/kernel', 'dw/depthwise_kernel', 'out/bias', 'out/kernel']);
   } finally {

@@ -13,6 +13,7 @@ import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
 import { writeNsfwjsModel } from './helpers/nsfwjs-fixture.js';
+import { movedWeights } from './helpers/weights.js';
 
 let tmp: string;
 before(async () => {
@@ -145,9 +146,9 @@ test('frozen weights stay put under optimizer.minimize, built or saved and loade
     const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: cw, labelSmoothing: 0 });
     tf.dispose([loss, correct]);
     optimizer.dispose();
-    const moved = model.weights.filter((w, i) => tf.tidy(() => tf.any(tf.notEqual(w.read(), before[i] as Tensor)).dataSync()[0]) === 1);
+    const moved = movedWeights(model, before);
     tf.dispose(before);
-    return moved.map((w) => w.originalName);
+    return moved;
   };
   const undo = [holdFrozenBatchNorms(built), holdFrozenBatchNorms(loaded)];
   try {
