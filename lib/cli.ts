@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
-import { evaluateModel, loadModel, predict } from './evaluate.js';
+import { evaluateModel, expandImagePaths, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
 import { upload } from './upload.js';
 import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
@@ -58,10 +58,13 @@ Commands
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
             [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
+            (--data: a labelled folder, test/{normal,bacteria,virus}/, an extracted archive or its zip (extracted
+            to --extracted, default data/extracted), or the test split's own NORMAL/ and PNEUMONIA/ folders)
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
   calibrate fit a temperature on the validation patients and fold it into the model (predictions unchanged,
             probabilities honest): --model DIR [--data data/labeled] [--split val] [--out DIR (default: in place)]
-  predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE...
+  predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE|FOLDER...  (a folder: every
+            .jpeg/.jpg/.png/.webp/.tif/.tiff under it)
   report    one self-contained HTML report of a training run (works offline: plotly is inlined)
             --run runs/NAME [--eval evaluation.json] [--predictions predictions.csv] [--out report.html]
   upload    the labelled dataset to S3 (resumable: only missing or changed files; a manifest object written last)
@@ -78,6 +81,9 @@ Options for every command: --json (print the result as JSON), --quiet (no progre
 Environment: PNEUMOTYPE_SOURCE (default source), PNEUMOTYPE_BACKEND (auto|gpu|cpu|js), PNEUMOTYPE_PRESET,
 HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
 `;
+
+/** Images predict decodes and scores at once before printing their lines. */
+const PREDICT_CHUNK = 64;
 
 const OPTIONS = {
   source: { type: 'string' },
@@ -208,6 +214,19 @@ function print(values: Values, result: unknown, human: string): void {
   process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${human}\n`);
 }
 
+/**
+ * The usage of one command (`pneumotype evaluate --help`): the usage line, the command's own lines of HELP and the
+ * options every command takes; the whole text for `help` or a command it does not list.
+ */
+export function commandHelp(command: string): string {
+  const lines = HELP.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(`  ${command} `));
+  if (command === 'help' || start < 0) return HELP;
+  const end = lines.findIndex((l, i) => i > start && !l.startsWith('   '));
+  const footer = lines.findIndex((l) => l.startsWith('Options for every command'));
+  return [`Usage: pneumotype ${command} [options]`, '', ...lines.slice(start, end), '', ...lines.slice(footer)].join('\n');
+}
+
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
@@ -219,6 +238,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   const command = positionals[0] ?? 'help';
+  if (values.help) {
+    process.stdout.write(commandHelp(command));
+    return 0;
+  }
   const onProgress = values.quiet ? undefined : progressRenderer(process.stderr);
   const progress = onProgress ? { onProgress } : {};
   try {
@@ -366,6 +389,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.out !== undefined ? { out: values.out } : {}),
           ...(values.predictions !== undefined ? { predictions: values.predictions } : {}),
           ...(values.groups !== undefined ? { groups: parseGroups(values.groups) } : {}),
+          ...(values.extracted !== undefined ? { extractedDir: values.extracted } : {}),
           ...progress,
         });
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
@@ -387,14 +411,17 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'predict': {
-        const files = positionals.slice(1);
-        if (files.length === 0) throw new ConfigError('predict needs at least one IMAGE');
+        if (positionals.length < 2) throw new ConfigError('predict needs at least one IMAGE or FOLDER');
+        const files = await expandImagePaths(positionals.slice(1));
         const loaded = await loadModel(values.model);
         try {
           let bad = 0;
-          for (const r of await predict(loaded, files)) {
-            if ('error' in r) bad++;
-            process.stdout.write(`${JSON.stringify(r)}\n`);
+          // In chunks, so that lines appear as a large folder goes.
+          for (let i = 0; i < files.length; i += PREDICT_CHUNK) {
+            for (const r of await predict(loaded, files.slice(i, i + PREDICT_CHUNK))) {
+              if ('error' in r) bad++;
+              process.stdout.write(`${JSON.stringify(r)}\n`);
+            }
           }
           return bad === files.length ? 1 : 0;
         } finally {

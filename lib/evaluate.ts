@@ -1,6 +1,6 @@
 // Using a trained model: load it, predict on files or buffers, and evaluate it on a labelled split with intervals.
-import { readdir, readFile } from 'node:fs/promises';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { groupOf, readGroups } from './balance.js';
@@ -8,9 +8,9 @@ import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
-import { exists, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
-import { parseName, planRelabel } from './labels.js';
+import { inDatasetLayout, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, rocAuc, virusShare, type EvaluationReport, type Prediction } from './metrics.js';
 import { mapPool } from './pool.js';
@@ -18,6 +18,7 @@ import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
 import { loadTf } from './tf.js';
 import type { ModelCard } from './train.js';
+import { extractZip } from './zip.js';
 
 /** The model shipped in the repository (`models/default`), used when no model folder is given. */
 export const DEFAULT_MODEL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'models', 'default');
@@ -105,6 +106,29 @@ export async function predict(loaded: LoadedModel, inputs: readonly PredictInput
   });
 }
 
+/** File names a folder given to predict is searched for. */
+const IMAGE_FILE = /\.(jpe?g|png|webp|tiff?)$/i;
+
+/**
+ * Predict's inputs from command-line arguments: files (and paths that do not exist, which predict reports) as given,
+ * each folder replaced by the image files under it, sorted; a folder without any is an error naming it.
+ *
+ * @example await expandImagePaths(['data/labeled/test/virus', 'x.png'])
+ */
+export async function expandImagePaths(paths: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const path of paths) {
+    if (!(await stat(path).catch(() => undefined))?.isDirectory()) {
+      out.push(path);
+      continue;
+    }
+    const images = (await listFiles(path)).filter((f) => IMAGE_FILE.test(f));
+    if (images.length === 0) throw new ConfigError(`folder ${quote(path)} holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)`, { path });
+    out.push(...images.map((f) => join(path, f)));
+  }
+  return out;
+}
+
 /** An image to evaluate: path relative to the data folder, its class and patient. */
 interface EvalItem {
   readonly file: string;
@@ -112,10 +136,49 @@ interface EvalItem {
   readonly patientId: string;
 }
 
-/** Lists the images of `split` in `data`: from manifest.csv, else from `{split}/{label}/` folders, else from the raw archive layout. */
-async function evaluationItems(data: string, split: 'test' | 'val', card: ModelCard): Promise<EvalItem[]> {
-  if (await exists(join(data, MANIFEST_FILE))) {
-    const rows = await readManifest(data);
+/** What `--data` may be, for messages: every layout {@link evaluationItems} reads. */
+const DATA_LAYOUTS =
+  'a labelled folder (manifest.csv from pneumotype relabel), a folder with test/{normal,bacteria,virus}/, ' +
+  'an archive layout chest_xray/test/{NORMAL,PNEUMONIA}/ or its zip, or one split\'s own NORMAL/ and PNEUMONIA/ ' +
+  '(or normal/, bacteria/, virus/) folders';
+
+/** Top-level folders that make a folder one split on its own (the test split extracted alone, say). */
+const CLASS_FOLDERS = new Set(['NORMAL', 'PNEUMONIA', ...CLASSES]);
+
+/**
+ * The zip entries evaluation extracts: everything but the `train/` and `val/` folders and v3's `OCT/` scans, so the
+ * test split of ChestXRay2017.zip costs its own 80 MB, not the archive's 1.2 GB.
+ */
+export function evaluationEntryFilter(name: string): boolean {
+  return !name.split('/').slice(0, -1).some((s) => ['train', 'val', 'oct'].includes(s.toLowerCase()));
+}
+
+/** The images `data` holds: its folder and their paths in it; a zip's entries (but train/) are extracted first. */
+async function evaluationSource(
+  data: string,
+  options: { readonly extractedDir?: string; readonly onProgress?: ProgressCallback | undefined },
+): Promise<{ root: string; files: readonly string[] | undefined }> {
+  const info = await stat(data).catch((err: unknown) => {
+    throw new ConfigError(`--data ${quote(data)} does not exist: expected ${DATA_LAYOUTS}`, { path: data, cause: err });
+  });
+  if (info.isDirectory()) return { root: data, files: undefined };
+  const r = await extractZip({
+    archive: data,
+    outDir: options.extractedDir ?? DEFAULTS.extractedDir,
+    include: evaluationEntryFilter,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  return { root: r.outDir, files: r.entries };
+}
+
+/**
+ * Lists the images of `split` under `root`: from manifest.csv, else from `test/{label}/` folders, else from the raw
+ * archive layout; a folder whose top level is `NORMAL/` and `PNEUMONIA/` (or the three label folders) is read as the
+ * test split. `files` (relative paths) replaces the listing of `root`, for an archive's own entries.
+ */
+async function evaluationItems(root: string, files: readonly string[] | undefined, split: 'test' | 'val', card: ModelCard): Promise<EvalItem[]> {
+  if (files === undefined && (await exists(join(root, MANIFEST_FILE)))) {
+    const rows = await readManifest(root);
     if (split === 'test') return rows.filter((r) => r.split === 'test' && r.width > 0);
     const train = rows.filter((r) => r.split === 'train' && r.width > 0);
     const config = card.training.config;
@@ -123,27 +186,32 @@ async function evaluationItems(data: string, split: 'test' | 'val', card: ModelC
     return val.map((i) => train[i] as EvalItem);
   }
   if (split === 'val') {
-    throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(data, MANIFEST_FILE))} is missing`, { path: data });
+    throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(root, MANIFEST_FILE))} is missing`, { path: root });
   }
-  const files = (await readdir(data, { recursive: true, withFileTypes: true }))
-    .filter((e) => e.isFile())
-    .map((e) => relative(data, join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).split(sep).join('/'));
-  const labelled = files.filter((f) => f.startsWith('test/') && CLASSES.some((c) => f.startsWith(`test/${c}/`)));
+  const listed = (files ?? (await listFiles(root))).filter((f) => !f.endsWith('.part'));
+  const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has(f.split('/')[0] ?? ''));
+  const prefix = alone ? 'test/' : '';
+  const paths = listed.map((f) => prefix + f);
+  const labelled = paths.filter((f) => CLASSES.some((c) => f.startsWith(`test/${c}/`)));
   if (labelled.length > 0) {
     return labelled.map((f) => {
       const label = f.split('/')[1] as Label;
       const name = f.split('/').at(-1) ?? f;
-      return { file: f, label, patientId: parseName(label === 'normal' ? 'NORMAL' : 'PNEUMONIA', name).patientId };
+      return { file: f.slice(prefix.length), label, patientId: parseName(label === 'normal' ? 'NORMAL' : 'PNEUMONIA', name).patientId };
     });
   }
-  const plan = planRelabel({ files, source: data });
-  return plan.images.filter((i) => i.split === 'test').map((i) => ({ file: i.source, label: i.label, patientId: i.patientId }));
+  if (!paths.some(inDatasetLayout)) return [];
+  const plan = planRelabel({ files: paths, source: root });
+  return plan.images.filter((i) => i.split === 'test').map((i) => ({ file: i.source.slice(prefix.length), label: i.label, patientId: i.patientId }));
 }
 
 export interface EvaluateModelOptions {
   /** Model folder (the shipped model by default). */
   readonly model?: string;
-  /** A labelled folder (manifest.csv), a folder with test/{normal,bacteria,virus}/, or an extracted archive. */
+  /**
+   * A labelled folder (manifest.csv), a folder with test/{normal,bacteria,virus}/, an extracted archive or its zip, or
+   * the test split's own NORMAL/ and PNEUMONIA/ folders.
+   */
   readonly data?: string;
   readonly split?: 'test' | 'val';
   /** Bootstrap resamples for the 95 % intervals (by patient). Default 1000. */
@@ -159,6 +227,8 @@ export interface EvaluateModelOptions {
    * data's `chest_xray_train_224.csv` and its `derived_from` column: shortcut learning shows as a gap between groups.
    */
   readonly groups?: { readonly csv: string; readonly column: string };
+  /** Where a zip `data` is extracted (all but train/ and val/, resumable). Default `data/extracted`, as relabel. */
+  readonly extractedDir?: string;
   readonly onProgress?: ProgressCallback;
 }
 
@@ -242,16 +312,21 @@ export async function predictSplit(
     readonly onProgress?: ProgressCallback;
     /** The stage the progress reports name (default "evaluate"). */
     readonly stage?: string;
+    /** Where a zip `data` is extracted (all but train/ and val/, resumable). Default `data/extracted`, as relabel. */
+    readonly extractedDir?: string;
   },
 ): Promise<SplitPredictions> {
   const { data, split } = options;
-  const items = await evaluationItems(data, split, loaded.card);
-  if (items.length === 0) throw new ConfigError(`no ${split} images found in ${quote(data)}`, { path: data });
+  const { root, files } = await evaluationSource(data, options);
+  const items = await evaluationItems(root, files, split, loaded.card);
+  if (items.length === 0) {
+    throw new ConfigError(`no ${split} images found in ${quote(data)}${split === 'test' ? `: expected ${DATA_LAYOUTS}` : ''}`, { path: data });
+  }
   const tracker = new ProgressTracker({ stage: options.stage ?? 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
   const size = loaded.card.imageSize;
   const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
     try {
-      return { item, pixels: await decodeGray(join(data, item.file), { size, name: item.file }), reason: undefined };
+      return { item, pixels: await decodeGray(join(root, item.file), { size, name: item.file }), reason: undefined };
     } catch (err) {
       return { item, pixels: undefined, reason: messageOf(err) };
     } finally {
@@ -283,6 +358,7 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
     const { preds, failed } = await predictSplit(loaded, {
       data, split,
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      ...(options.extractedDir !== undefined ? { extractedDir: options.extractedDir } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     const report = evaluatePredictions(preds, {

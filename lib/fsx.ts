@@ -1,8 +1,8 @@
-// File-system helpers shared by every step: atomic writes, streaming hashes, existence checks.
+// File-system helpers shared by every step: atomic writes, streaming hashes, existence checks, listings.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
 
 /**
  * Writes a file atomically: data goes to `PATH.<pid>.<n>.tmp`, is flushed, then renamed over `PATH`, so readers see the
@@ -65,4 +65,17 @@ export async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Relative paths (posix separators, sorted) of every file under `root`, symbolic links to files included. */
+export async function listFiles(root: string): Promise<string[]> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  const files: string[] = [];
+  for (const e of entries) {
+    const full = join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
+    if (e.isFile() || (e.isSymbolicLink() && (await stat(full).catch(() => undefined))?.isFile())) {
+      files.push(relative(root, full).split(sep).join('/'));
+    }
+  }
+  return files.sort();
 }

@@ -78,6 +78,11 @@ function locate(rel: string): Located | undefined {
   return { rel, root: parts.slice(0, n - 3).join('/'), split, classDir: classDir as Located['classDir'], name: parts[n - 1] ?? '' };
 }
 
+/** True when `path` (relative, `/` separators) sits in the archive layout `…/{train,test,val}/{NORMAL,PNEUMONIA}/NAME`. */
+export function inDatasetLayout(path: string): boolean {
+  return locate(path) !== undefined;
+}
+
 /**
  * Plans the redistribution of `NORMAL/` and `PNEUMONIA/` into `{split}/{normal,bacteria,virus}/`, keeping file
  * names. `files` are paths relative to the source root, with `/` separators. When the source holds more than one

@@ -1,9 +1,9 @@
 // The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
-import { link, copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { link, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
 import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
-import { exists, sha256, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, sha256, writeJsonAtomic } from './fsx.js';
 import { readImageInfo } from './images.js';
 import { planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
 import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
@@ -59,20 +59,6 @@ export interface RelabelResult {
   readonly summary: RelabelSummary;
   readonly extract?: ExtractResult;
 }
-
-/** Relative paths (posix separators) of every file under `root`. */
-async function listFiles(root: string): Promise<string[]> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  const files: string[] = [];
-  for (const e of entries) {
-    const full = join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
-    if (e.isFile() || (e.isSymbolicLink() && (await stat(full).catch(() => undefined))?.isFile())) {
-      files.push(relative(root, full).split(sep).join('/'));
-    }
-  }
-  return files.sort();
-}
-
 
 /** Hard-links `src` to `dest` (copy when linking is impossible), through a temporary name; keeps identical files. */
 async function place(src: string, dest: string, data: Buffer, digest: string): Promise<'linked' | 'copied' | 'kept'> {

@@ -47,6 +47,15 @@ test('help, unknown commands and bad options', () => {
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
   assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\n');
   assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\n');
+
+  // A command's --help prints its own usage and runs nothing.
+  const usage = cli('evaluate', '--help', '--data', 'nowhere');
+  assert.equal(usage.code, 0);
+  assert.match(usage.stdout, /^Usage: pneumotype evaluate \[options\]\n\n {2}evaluate {2}metrics with 95 % patient-bootstrap intervals/);
+  assert.match(usage.stdout, /--predictions FILE\.csv\]\n/);
+  assert.match(usage.stdout, /\nOptions for every command: --json/);
+  assert.doesNotMatch(usage.stdout, /\n {2}train /);
+  assert.equal(cli('frobnicate', '-h').stdout, cli('help').stdout);
 });
 
 test('fetch names a bad source', () => {
@@ -151,4 +160,18 @@ test('predict without --model uses the shipped model in models/default', async (
   assert.deepEqual(Object.keys(line.probabilities), ['normal', 'bacteria', 'virus']);
   const card = JSON.parse(await (await import('node:fs/promises')).readFile(resolve('models/default/pneumotype.json'), 'utf8')) as { imageSize: number; classes: string[] };
   assert.deepEqual(card.classes, ['normal', 'bacteria', 'virus']);
+
+  // A folder: one line per image under it, in sorted order.
+  const folder = cli('predict', join(data, 'test'));
+  assert.equal(folder.code, 0, folder.stderr);
+  const files = folder.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { file: string }).file);
+  const all = (await readdir(join(data, 'test'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+  assert.equal(files.length, all.length);
+  assert.ok(files.every((f) => f.startsWith(join(data, 'test', ''))), files.join(' '));
+  assert.deepEqual([...files].sort(), files);
+  const missing = cli('predict', join(tmp, 'missing.jpeg'));
+  assert.equal(missing.code, 1);
+  assert.match(missing.stdout, /^\{"file":".*missing\.jpeg","error":".*cannot be read \(ENOENT/);
+  await (await import('node:fs/promises')).mkdir(join(tmp, 'no-images'));
+  assert.equal(cli('predict', join(tmp, 'no-images')).stderr, `\npneumotype predict: folder "${join(tmp, 'no-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)\n`);
 });

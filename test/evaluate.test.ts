@@ -1,12 +1,14 @@
 // Evaluate and predict with a model trained on the fixture: every field of the report, CSV, layouts, bad images.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile, cp } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import AdmZip from 'adm-zip';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { evaluateModel, loadModel, metricsByGroup, predict } from '../lib/evaluate.js';
+import { evaluateModel, evaluationEntryFilter, loadModel, metricsByGroup, predict } from '../lib/evaluate.js';
 import { loadTf } from '../lib/tf.js';
 import type { EpochRecord, ModelCard } from '../lib/train.js';
+import { datasetFiles } from './helpers/fixtures.js';
 import { trainFixtureModel } from './helpers/fixture-model.js';
 
 let tmp: string;
@@ -62,13 +64,42 @@ test('evaluate the validation split (re-carved from the manifest) and folders wi
   });
 });
 
+test('evaluate reads the test split alone, a zip (train/ never extracted), and names what it expected', async () => {
+  // The test split extracted on its own: NORMAL/ and PNEUMONIA/ at the top, or the three label folders.
+  const alone = join(tmp, 'alone');
+  await cp(join(tmp, 'src', 'chest_xray', 'test'), alone, { recursive: true });
+  assert.equal((await evaluateModel({ model: modelDir, data: alone, bootstrap: 0 })).n, 12);
+  const labels = join(tmp, 'labels-alone');
+  await cp(join(labeled, 'test'), labels, { recursive: true });
+  assert.equal((await evaluateModel({ model: modelDir, data: labels, bootstrap: 0 })).n, 12);
+  // The archive itself: only its test entries are extracted, to extractedDir.
+  const zip = new AdmZip();
+  for (const f of await datasetFiles({ perClass: { train: 12, test: 4 } })) zip.addFile(f.path, f.data);
+  const archive = join(tmp, 'ChestXRay2017.zip');
+  await writeFile(archive, zip.toBuffer());
+  const extracted = join(tmp, 'extracted');
+  const r = await evaluateModel({ model: modelDir, data: archive, bootstrap: 0, extractedDir: extracted });
+  assert.equal(r.n, 12);
+  assert.deepEqual(await readdir(join(extracted, 'chest_xray')), ['test']);
+  assert.equal(evaluationEntryFilter('CellData/OCT/test/CNV/x.jpeg'), false);
+  assert.equal(evaluationEntryFilter('CellData/chest_xray/test/NORMAL/x.jpeg'), true);
+  const expected =
+    'expected a labelled folder (manifest.csv from pneumotype relabel), a folder with test/{normal,bacteria,virus}/, ' +
+    'an archive layout chest_xray/test/{NORMAL,PNEUMONIA}/ or its zip, or one split\'s own NORMAL/ and PNEUMONIA/ ' +
+    '(or normal/, bacteria/, virus/) folders';
+  const nowhere = join(tmp, 'nowhere');
+  await assert.rejects(evaluateModel({ model: modelDir, data: nowhere }), { name: 'ConfigError', message: `--data "${nowhere}" does not exist: ${expected}` });
+  const trainOnly = join(tmp, 'train-only');
+  await cp(join(tmp, 'src', 'chest_xray', 'train'), join(trainOnly, 'chest_xray', 'train'), { recursive: true });
+  await assert.rejects(evaluateModel({ model: modelDir, data: trainOnly }), { name: 'ConfigError', message: `no test images found in "${trainOnly}": ${expected}` });
+});
+
 test('predict gives a label and three probabilities per image, and an error line for a bad one', async () => {
   const m = await loadModel(modelDir);
   try {
     await mkdir(join(tmp, 'bad'), { recursive: true });
     await writeFile(join(tmp, 'bad', 'note.jpeg'), 'not an image');
     const good = join(labeled, 'test', 'normal');
-    const { readdir } = await import('node:fs/promises');
     const first = join(good, (await readdir(good))[0] ?? '');
     const out = await predict(m, [first, join(tmp, 'bad', 'note.jpeg'), { name: 'upload', data: await readFile(first) }]);
     assert.equal(out.length, 3);
