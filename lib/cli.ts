@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
-import { evaluateModel, expandImagePaths, loadModel, predict } from './evaluate.js';
+import { evaluateModel, evaluationSummary, expandImagePaths, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
 import { upload } from './upload.js';
 import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
@@ -393,6 +393,10 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...progress,
         });
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        if (!values.quiet) {
+          const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
+          process.stderr.write(`== evaluate: ${evaluationSummary(r)} (${r.n} images${unread})\n`);
+        }
         return 0;
       }
       case 'calibrate': {

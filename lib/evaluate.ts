@@ -291,6 +291,16 @@ export interface EvaluateResult extends EvaluationReport {
   readonly byGroup?: Record<string, GroupMetrics>;
 }
 
+/**
+ * One line for people: the split, accuracy with its 95 % interval and macro-F1.
+ *
+ * @example evaluationSummary(await evaluateModel()) // 'test: accuracy 0.827 [0.797, 0.856], macro-F1 0.815'
+ */
+export function evaluationSummary(r: EvaluateResult): string {
+  const a = r.accuracy;
+  return `${r.split}: accuracy ${a.value.toFixed(3)} [${a.low.toFixed(3)}, ${a.high.toFixed(3)}], macro-F1 ${r.macroF1.value.toFixed(3)}`;
+}
+
 /** The predictions of a model on a split's images, and the images that could not be decoded. */
 export interface SplitPredictions {
   readonly preds: Array<Prediction & { readonly file: string }>;

@@ -41,7 +41,7 @@ export { WeightAverage, type WeightAverageOptions } from './ema.js';
 export { renderModelCard, writeModelCard, type ModelCardExtras } from './model-card.js';
 export { saveModel, loadLayersModelFromDir } from './checkpoint.js';
 export {
-  DEFAULT_MODEL_DIR, loadModel, predict, expandImagePaths, predictPixels, predictSplit, evaluateModel, metricsByGroup,
+  DEFAULT_MODEL_DIR, loadModel, predict, expandImagePaths, predictPixels, predictSplit, evaluateModel, evaluationSummary, metricsByGroup,
   type LoadedModel, type PredictInput, type PredictResult, type EvaluateModelOptions, type EvaluateResult, type GroupMetrics,
   type SplitPredictions,
 } from './evaluate.js';

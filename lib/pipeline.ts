@@ -12,7 +12,7 @@ import { relabel, SUMMARY_FILE } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
 import type { GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
-import { evaluateModel, type EvaluateResult } from './evaluate.js';
+import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
 import { train, type ModelCard, type TrainResult } from './train.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
@@ -224,7 +224,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     ...(options.groups ? { groups: options.groups } : {}),
     ...progress,
   });
-  step('evaluate', false, `${split}: accuracy ${evaluation.accuracy.value.toFixed(3)} [${evaluation.accuracy.low.toFixed(3)}, ${evaluation.accuracy.high.toFixed(3)}], macro-F1 ${evaluation.macroF1.value.toFixed(3)}`);
+  step('evaluate', false, evaluationSummary(evaluation));
   options.onStep?.('report', `writing ${join(runDir, 'report.html')}`);
   const report = await writeRunReport({ runDir, evaluation, predictionsCsv: join(runDir, 'predictions.csv'), labeledDir: dirs.labeled });
   step('report', false, `${report.out} (${report.figures} charts, self-contained)`);

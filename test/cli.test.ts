@@ -107,6 +107,8 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.match(t.stdout, /^best epoch \d of 2: validation accuracy \d\.\d{3}, macro-F1 \d\.\d{3}; model in .*run\/model\n$/);
   assert.match(t.stderr, /^epoch 1: loss /m);
   const e = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '50', '--quiet');
+  const loud = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '20');
+  assert.match(loud.stderr, /\n== evaluate: test: accuracy \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\], macro-F1 \d\.\d{3} \(\d+ images\)\n$/);
   assert.equal(e.code, 0, e.stderr);
   const report = JSON.parse(e.stdout) as { n: number; accuracy: { value: number; low: number; high: number } };
   assert.equal(report.n, 6);
