@@ -109,6 +109,8 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   const e = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '50', '--quiet');
   const loud = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '20');
   assert.match(loud.stderr, /\n== evaluate: test: accuracy \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\], macro-F1 \d\.\d{3} \(\d+ images\)\n$/);
+  const plain = cli('evaluate', '--model', join(tmp, 'run', 'model'), '--data', data, '--split', 'test', '--bootstrap', '0');
+  assert.match(plain.stderr, /\n== evaluate: test: accuracy \d\.\d{3}, macro-F1 \d\.\d{3} \(\d+ images\)\n$/);
   assert.equal(e.code, 0, e.stderr);
   const report = JSON.parse(e.stdout) as { n: number; accuracy: { value: number; low: number; high: number } };
   assert.equal(report.n, 6);
