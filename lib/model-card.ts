@@ -47,7 +47,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     '```sh',
     'npx pneumotype predict path/to/xray.jpeg            # {"file":…,"label":"virus","probabilities":{…}}',
-    'npx pneumotype evaluate --data data/labeled --split test',
+    'npx pneumotype evaluate --data data/labeled --split test   # or --data ChestXRay2017.zip, or its test/ folder',
     '```',
     '',
     'Files: `model.json` + `weights.bin` (TensorFlow.js layers format: `tf.loadLayersModel` in Node or a browser),',
