@@ -75,7 +75,7 @@ Commands
   sagemaker train   the SageMaker training contract: /opt/ml/input/config/hyperparameters.json and
             /opt/ml/input/data/training -> /opt/ml/model (failure reason in /opt/ml/output/failure)  [--root /opt/ml]
   doctor    which TensorFlow.js backend is used and why, versions, GPU
-  help      this text
+  help      this text; help COMMAND (or COMMAND --help): that command's usage
 
 Options for every command: --json (print the result as JSON), --quiet (no progress)
 Environment: PNEUMOTYPE_SOURCE (default source), PNEUMOTYPE_BACKEND (auto|gpu|cpu|js), PNEUMOTYPE_PRESET,
@@ -247,7 +247,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     switch (command) {
       case 'help':
-        process.stdout.write(HELP);
+        process.stdout.write(commandHelp(positionals[1] ?? 'help'));
         return 0;
       case 'doctor': {
         const report = await diagnose();

@@ -56,6 +56,7 @@ test('help, unknown commands and bad options', () => {
   assert.match(usage.stdout, /\nOptions for every command: --json/);
   assert.doesNotMatch(usage.stdout, /\n {2}train /);
   assert.equal(cli('frobnicate', '-h').stdout, cli('help').stdout);
+  assert.equal(cli('help', 'evaluate').stdout, usage.stdout);
 });
 
 test('fetch names a bad source', () => {
