@@ -11,6 +11,7 @@ import { setLearningRate, trainStep } from '../lib/train.js';
 import { holdFrozenBatchNorms } from '../lib/transfer.js';
 import { StallWatchdog } from '../lib/watchdog.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
+import { assertStepsAgree } from './helpers/twin-steps.js';
 import { movedWeights } from './helpers/weights.js';
 
 // Every session call of this file runs under the stall guard, as in train(): a deadlock of libtensorflow's session
@@ -114,16 +115,13 @@ async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readon
   const cw = tf.tensor1d(WEIGHTS);
   const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
   try {
-    for (let step = 0; step < 3; step++) {
-      const lr = rates?.[step];
-      if (lr !== undefined) for (const o of [oa, ob]) setLearningRate(o, lr);
-      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
-      const b = trainer.step(xs, ys);
-      const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
-      assert.ok(Math.abs(la - lb) < TOLERANCE[name], `step ${step + 1}: loss ${la} vs ${lb}`);
-      assert.equal((await b.correct.data())[0], (await a.correct.data())[0]);
-      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
-    }
+    await assertStepsAgree({
+      eager, optimizer: oa, graphStep: (x, y) => trainer.step(x, y), xs, ys, classWeights: cw, steps: 3, tolerance: TOLERANCE[name], sameCorrect: true,
+      beforeStep: (step) => {
+        const lr = rates?.[step];
+        if (lr !== undefined) for (const o of [oa, ob]) setLearningRate(o, lr);
+      },
+    });
     trainer.sync();
     assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < TOLERANCE[name], 'weights');
     const [wa, wb] = [await oa.getWeights(), await ob.getWeights()];
@@ -185,13 +183,7 @@ test('zero padding, a frozen batch norm (inference mode) and a fixed filter: gra
   const undo = holdFrozenBatchNorms(eager);
   const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
   try {
-    for (let step = 0; step < 3; step++) {
-      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0.05 });
-      const b = trainer.step(xs, ys);
-      const [la, lb] = [(await a.loss.data())[0] ?? 0, (await b.loss.data())[0] ?? 0];
-      assert.ok(Math.abs(la - lb) < 1e-4, `step ${step + 1}: loss ${la} vs ${lb}`);
-      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
-    }
+    await assertStepsAgree({ eager, optimizer: oa, graphStep: (x, y) => trainer.step(x, y), xs, ys, classWeights: cw, steps: 3, tolerance: 1e-4 });
     trainer.sync();
     assert.ok((await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()))) < 1e-4, 'weights');
     // The frozen layers did not move, in the graph either; the trained batch norm's statistics did.
