@@ -48,6 +48,7 @@ Commands
             [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
+            [--depth BLOCKS]  (resnet: basic blocks per stage; default 2,2,2,2, ResNet-18-like; 3,4,6,3: ResNet-34-like)
             [--antialias]  (resnet: blur before each later subsampling, against high-frequency copy traces)
             [--standardize]  (standardise each image over its own pixels first, against intensity traces)
             [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
@@ -123,6 +124,7 @@ const OPTIONS = {
   eager: { type: 'boolean' },
   mixup: { type: 'string' },
   antialias: { type: 'boolean' },
+  depth: { type: 'string' },
   standardize: { type: 'boolean' },
   optimizer: { type: 'string' },
   'learning-rate': { type: 'string' },
@@ -349,6 +351,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('batchSize', number(values, 'batch-size'));
         set('seed', number(values, 'seed'));
         set('model', values.model);
+        set('modelDepth', values.depth);
         set('mixup', number(values, 'mixup'));
         set('optimizer', oneOf(values, 'optimizer', ['adam', 'sgd'] as const));
         set('learningRate', number(values, 'learning-rate', { ok: (n) => n > 0, expected: 'a positive number' }));

@@ -80,6 +80,7 @@ export const DEFAULTS = {
   // --- model and training (see lib/models.ts for the architectures)
   model: 'resnet', // resnet | mobile | tiny
   modelWidth: 0, // base channels; 0 = the architecture's default
+  modelDepth: '', // resnet: basic blocks per stage, e.g. '3,4,6,3' (ResNet-34-like); '' = the default '2,2,2,2' (ResNet-18-like)
   antialias: false, // resnet: blur before each later subsampling (lib/models.ts), against high-frequency copy traces
   standardize: false, // the model standardises each image over its own pixels first (lib/models.ts), against intensity traces
   epochs: 30,
@@ -144,7 +145,7 @@ export type PresetName = keyof typeof PRESETS;
  * two runs with equal recipes on the same data train the same model, up to floating-point order.
  */
 export const RECIPE_KEYS = [
-  'imageSize', 'batchSize', 'model', 'modelWidth', 'antialias', 'standardize', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'imageSize', 'batchSize', 'model', 'modelWidth', 'modelDepth', 'antialias', 'standardize', 'epochs', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
   'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'mixup', 'classWeights', 'patience', 'dropout', 'emaDecay',
   'seed', 'valFraction', 'graphOps',
 ] as const satisfies ReadonlyArray<keyof Config>;

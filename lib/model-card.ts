@@ -13,6 +13,11 @@ const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)
 const ci = (i: Interval): string => `${pct(i.value)} [${pct(i.low)}, ${pct(i.high)}]`;
 const num = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
 const ciNum = (i: Interval): string => `${num(i.value)} [${num(i.low)}, ${num(i.high)}]`;
+/** A ResNet's blocks per stage, when not the ResNet-18-like default. */
+const depthNote = (model: ModelCard['model']): string => {
+  const depth = resolveModelOptions(model).depth;
+  return model.name === 'resnet' && depth.join(',') !== '2,2,2,2' ? `, blocks per stage ${depth.join(', ')}` : '';
+};
 
 /** Extra facts the card cannot read from the run: where it was trained and anything to say about it. */
 export interface ModelCardExtras {
@@ -71,7 +76,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     ...(card.training.initFrom === null
       ? [
-          `- \`${card.model.name}\`, width ${resolveModelOptions(card.model).width}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
+          `- \`${card.model.name}\`, width ${resolveModelOptions(card.model).width}${depthNote(card.model)}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
           `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
           '  trained from scratch (no ImageNet weights).',
         ]

@@ -146,9 +146,24 @@ export function modelOptionsFromConfig(config: Config): ModelOptions {
     l2: config.weightDecay,
     seed: config.seed,
     ...(config.modelWidth > 0 ? { width: config.modelWidth } : {}),
+    ...(config.modelDepth !== '' ? { depth: parseDepth(config.model, config.modelDepth) } : {}),
     ...(config.antialias ? { antialias: true } : {}),
     ...(config.standardize ? { standardize: true } : {}),
   };
+}
+
+/**
+ * The blocks per stage of a configuration's `modelDepth` (resnet only).
+ *
+ * @example parseDepth('resnet', '3,4,6,3') // [3, 4, 6, 3]
+ */
+export function parseDepth(model: string, text: string): number[] {
+  const depth = text.split(',').map((part) => (/^\s*\d+\s*$/.test(part) ? Number(part) : Number.NaN));
+  if (!depth.every(isPositiveInteger)) {
+    throw new ConfigError(`modelDepth ${quote(text)} is not usable: expected blocks per stage, whole numbers of at least 1 separated by commas, e.g. "3,4,6,3"`);
+  }
+  if (model !== 'resnet') throw new ConfigError(`modelDepth ${quote(text)} is not usable with model ${quote(model)}: only resnet has blocks per stage`);
+  return depth;
 }
 
 /**

@@ -444,7 +444,7 @@ export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Ta
 
 /** The settings of the configuration that shape a training run (paths, download and archive limits are left out). */
 const TRAINING_SETTINGS = [
-  'model', 'modelWidth', 'imageSize', 'epochs', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'model', 'modelWidth', 'modelDepth', 'imageSize', 'epochs', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
   'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'classWeights', 'patience', 'dropout', 'augment',
   'valFraction', 'seed',
 ] as const;

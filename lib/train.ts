@@ -287,7 +287,7 @@ function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
     'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   // Settings added later count only when not at their default, so that runs started before them still resume.
-  const later = (['mixup', 'antialias', 'standardize'] as const).filter((k) => config[k] !== DEFAULTS[k]).map((k) => ({ [k]: config[k] }));
+  const later = (['mixup', 'antialias', 'standardize', 'modelDepth'] as const).filter((k) => config[k] !== DEFAULTS[k]).map((k) => ({ [k]: config[k] }));
   return JSON.stringify([...keys.map((k) => config[k]), ...later]);
 }
 

@@ -137,6 +137,10 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
     cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--antialias').stderr,
     '\npneumotype train: model option antialias=true is not usable: expected false for "tiny" (only resnet has it)\n',
   );
+  assert.equal(
+    cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--depth', '1,1').stderr,
+    '\npneumotype train: modelDepth "1,1" is not usable with model "tiny": only resnet has blocks per stage\n',
+  );
 });
 
 test('Ctrl-C during train ends with status 130 and says how to resume', async () => {

@@ -8,6 +8,8 @@ import { ConfigError } from '../lib/errors.js';
 import {
   MODEL_CATALOG,
   buildModel,
+  modelOptionsFromConfig,
+  parseDepth,
   resolveModelOptions,
   summarizeModel,
   type ModelName,
@@ -201,6 +203,28 @@ test('resnet antialias: a fixed binomial blur subsamples after the stem pool and
   assert.throws(() => buildModel({ name: 'mobile', imageSize: 32, antialias: true }), {
     name: 'ConfigError',
     message: 'model option antialias=true is not usable: expected false for "mobile" (only resnet has it)',
+  });
+});
+
+test('modelDepth sets a ResNet\'s blocks per stage (--depth); anything else is refused with the value quoted', async () => {
+  const options = modelOptionsFromConfig(resolveConfig('gpu', { modelDepth: '3,4,6,3' }));
+  assert.deepEqual(options.depth, [3, 4, 6, 3]);
+  await withModel(options, (model) => {
+    const s = summarizeModel(model, options);
+    // ResNet-34-like at width 16: 1.9x the parameters and 2.0x the FLOPs of the presets' ResNet-18-like network.
+    assert.deepEqual([s.parameters, s.flops], [1_338_323, 151_126_784]);
+  });
+  assert.equal(modelOptionsFromConfig(resolveConfig('gpu')).depth, undefined, 'the default: the architecture\'s own');
+  assert.deepEqual(parseDepth('resnet', ' 1, 1,1 ,1'), [1, 1, 1, 1]);
+  for (const text of ['3,x', '3,,3', '0,1', '2.5', '']) {
+    assert.throws(() => parseDepth('resnet', text), {
+      name: 'ConfigError',
+      message: `modelDepth "${text}" is not usable: expected blocks per stage, whole numbers of at least 1 separated by commas, e.g. "3,4,6,3"`,
+    });
+  }
+  assert.throws(() => modelOptionsFromConfig(resolveConfig('cpu', { model: 'mobile', modelDepth: '2,2' })), {
+    name: 'ConfigError',
+    message: 'modelDepth "2,2" is not usable with model "mobile": only resnet has blocks per stage',
   });
 });
 
