@@ -466,7 +466,8 @@ function configTable(card: ModelCard): Table {
   const config = card.training.config as unknown as Record<string, unknown>;
   for (const k of TRAINING_SETTINGS) {
     const v = config[k];
-    if (v !== undefined) rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
+    // '' is "the architecture's default" (modelDepth): nothing to show.
+    if (v !== undefined && v !== '') rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
   }
   return { columns: ['setting', 'value'], rows };
 }
