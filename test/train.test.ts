@@ -127,6 +127,11 @@ test('a run resumes only with the configuration it was started with', async () =
     train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 0.1 }, resume: true }),
     { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration/ },
   );
+  // A setting added later (here the ResNet's blocks per stage) counts as soon as it leaves its default.
+  await assert.rejects(
+    train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, ...resnet, modelDepth: '1,1,1,1' }, resume: true }),
+    { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration \(.*, now .*\{"modelDepth":"1,1,1,1"\}\]\)$/ },
+  );
 });
 
 test('a diverging run stops with a clear error and keeps the last good checkpoint', async () => {
