@@ -6,18 +6,16 @@ import { presetMatching } from './config.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { writeFileAtomic } from './fsx.js';
 import { calibrationOf, type Interval } from './metrics.js';
-import { resolveModelOptions } from './models.js';
+import { MODEL_CATALOG, resolveModelOptions, type ResolvedModelOptions } from './models.js';
 import type { EpochRecord, ModelCard } from './train.js';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
 const ci = (i: Interval): string => `${pct(i.value)} [${pct(i.low)}, ${pct(i.high)}]`;
 const num = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
 const ciNum = (i: Interval): string => `${num(i.value)} [${num(i.low)}, ${num(i.high)}]`;
-/** A ResNet's blocks per stage, when not the ResNet-18-like default. */
-const depthNote = (model: ModelCard['model']): string => {
-  const depth = resolveModelOptions(model).depth;
-  return model.name === 'resnet' && depth.join(',') !== '2,2,2,2' ? `, blocks per stage ${depth.join(', ')}` : '';
-};
+/** A ResNet's blocks per stage, when not its catalog default (ResNet-18-like). */
+const depthNote = (model: ResolvedModelOptions): string =>
+  model.name === 'resnet' && model.depth.join(',') !== MODEL_CATALOG.resnet.defaults.depth?.join(',') ? `, blocks per stage ${model.depth.join(', ')}` : '';
 
 /** Extra facts the card cannot read from the run: where it was trained and anything to say about it. */
 export interface ModelCardExtras {
@@ -38,6 +36,8 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
   const t = card.training;
   const c = t.config;
   const s = card.model.summary;
+  // A model trained from scratch: its architecture's options, defaults filled in (a transfer model has none).
+  const arch = t.initFrom === null ? resolveModelOptions(card.model) : undefined;
   const cal = calibrationOf(evaluation);
   const best = history.find((h) => h.epoch === t.epoch);
   const lines: string[] = [
@@ -74,9 +74,9 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     '## Architecture',
     '',
-    ...(card.training.initFrom === null
+    ...(arch
       ? [
-          `- \`${card.model.name}\`, width ${resolveModelOptions(card.model).width}${depthNote(card.model)}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
+          `- \`${card.model.name}\`, width ${arch.width}${depthNote(arch)}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
           `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
           '  trained from scratch (no ImageNet weights).',
         ]

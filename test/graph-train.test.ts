@@ -11,7 +11,7 @@ import { setLearningRate, trainStep } from '../lib/train.js';
 import { holdFrozenBatchNorms } from '../lib/transfer.js';
 import { StallWatchdog } from '../lib/watchdog.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
-import { assertStepsAgree } from './helpers/twin-steps.js';
+import { assertStepsAgree, maxDifference } from './helpers/twin-steps.js';
 import { movedWeights } from './helpers/weights.js';
 
 // Every session call of this file runs under the stall guard, as in train(): a deadlock of libtensorflow's session
@@ -41,20 +41,6 @@ function pair(name: ModelName, dropout = 0, extra: Partial<ModelOptions> = {}): 
   return [buildModel(options), buildModel(options)];
 }
 
-/** The largest difference between two lists of tensors, relative to each tensor's largest magnitude (at least 1). */
-async function maxDifference(a: Array<{ tensor: Tensor } | Tensor>, b: Array<{ tensor: Tensor } | Tensor>): Promise<number> {
-  assert.equal(a.length, b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] as { tensor: Tensor } | Tensor;
-    const y = b[i] as { tensor: Tensor } | Tensor;
-    const [tx, ty] = ['tensor' in x ? x.tensor : x, 'tensor' in y ? y.tensor : y];
-    const d = tf.tidy(() => tf.div(tf.max(tf.abs(tf.sub(tx, ty))), tf.maximum(1, tf.max(tf.abs(tx)))));
-    max = Math.max(max, (await d.data())[0] ?? Number.NaN);
-    d.dispose();
-  }
-  return max;
-}
 
 test('planGraphTraining accepts the three architectures and names what stops another model', () => {
   for (const name of ['resnet', 'tiny', 'mobile'] as const) {

@@ -20,7 +20,7 @@ import { StallWatchdog } from '../lib/watchdog.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { fixture, mobilenet, uniform, writeKeras3Model, type FixtureModel } from './helpers/keras3-fixture.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
-import { assertStepsAgree } from './helpers/twin-steps.js';
+import { assertStepsAgree, maxDifference } from './helpers/twin-steps.js';
 import { movedWeights } from './helpers/weights.js';
 
 /** Loads a fixture model through fromKeras3 and checks its predictions against Keras's (within 1e-5). */
@@ -133,11 +133,7 @@ for (const freeze of [true, false]) {
       // chaotically after two steps; frozen, only the head trains and three steps agree as closely.
       await assertStepsAgree({ eager, optimizer: oa, graphStep: (x, y) => trainer.step(x, y), xs, ys, classWeights: cw, steps: freeze ? 3 : 2, tolerance: 2e-3 });
       trainer.sync();
-      let worst = 0;
-      eager.weights.forEach((w, i) => {
-        const d = tf.tidy(() => tf.div(tf.max(tf.abs(tf.sub(w.read(), graphed.weights[i]?.read() ?? w.read()))), tf.maximum(1, tf.max(tf.abs(w.read())))).dataSync()[0] ?? NaN);
-        worst = Math.max(worst, d);
-      });
+      const worst = await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()));
       assert.ok(worst < 2e-3, `weights differ by ${worst}`);
       if (freeze) {
         // Only the head moved, in the graph too: the 52 batch norms' statistics included.

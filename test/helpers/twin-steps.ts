@@ -1,4 +1,4 @@
-// Test helper: twin models trained step by step, one by tfjs (trainStep) and one by the graph, must agree.
+// Test helper: twin models trained step by step, one by tfjs (trainStep) and one by the graph, must agree; and how far apart their tensors are.
 import assert from 'node:assert/strict';
 import type { LayersModel, Optimizer, Tensor } from '@tensorflow/tfjs';
 import { loadTf } from '../../lib/tf.js';
@@ -38,4 +38,20 @@ export async function assertStepsAgree(options: {
     if (options.sameCorrect) assert.equal((await b.correct.data())[0], (await a.correct.data())[0]);
     tf.dispose([a.loss, a.correct, b.loss, b.correct]);
   }
+}
+
+/** The largest difference between two lists of tensors, relative to each tensor's largest magnitude (at least 1). */
+export async function maxDifference(a: Array<{ tensor: Tensor } | Tensor>, b: Array<{ tensor: Tensor } | Tensor>): Promise<number> {
+  const tf = loadTf();
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as { tensor: Tensor } | Tensor;
+    const y = b[i] as { tensor: Tensor } | Tensor;
+    const [tx, ty] = ['tensor' in x ? x.tensor : x, 'tensor' in y ? y.tensor : y];
+    const d = tf.tidy(() => tf.div(tf.max(tf.abs(tf.sub(tx, ty))), tf.maximum(1, tf.max(tf.abs(tx)))));
+    max = Math.max(max, (await d.data())[0] ?? Number.NaN);
+    d.dispose();
+  }
+  return max;
 }
