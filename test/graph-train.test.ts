@@ -41,7 +41,6 @@ function pair(name: ModelName, dropout = 0, extra: Partial<ModelOptions> = {}): 
   return [buildModel(options), buildModel(options)];
 }
 
-
 test('planGraphTraining accepts the three architectures and names what stops another model', () => {
   for (const name of ['resnet', 'tiny', 'mobile'] as const) {
     const [m, other] = pair(name);
