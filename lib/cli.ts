@@ -400,6 +400,12 @@ export async function main(argv: readonly string[]): Promise<number> {
           const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
           process.stderr.write(`== evaluate: ${evaluationSummary(r)} (${r.n} images${unread})\n`);
         }
+        if (r.failed.length > 0) {
+          // Even with --quiet: these images are missing from every figure above.
+          const listed = r.failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n');
+          const more = r.failed.length > 5 ? `\n  and ${r.failed.length - 5} more (see "failed")` : '';
+          process.stderr.write(`pneumotype evaluate: warning: ${r.failed.length} image(s) could not be read and are left out of the scores (n = ${r.n}):\n${listed}${more}\n`);
+        }
         return 0;
       }
       case 'calibrate': {

@@ -7,7 +7,7 @@ import { groupOf, readGroups } from './balance.js';
 import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
-import { CacheError, ConfigError, messageOf, quote } from './errors.js';
+import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { exists, listFiles, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { inDatasetLayout, parseName, planRelabel } from './labels.js';
@@ -18,7 +18,7 @@ import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
 import { loadTf } from './tf.js';
 import type { ModelCard } from './train.js';
-import { extractZip } from './zip.js';
+import { extractZip, isJunkEntry } from './zip.js';
 
 /** The model shipped in the repository (`models/default`), used when no model folder is given. */
 export const DEFAULT_MODEL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'models', 'default');
@@ -111,7 +111,8 @@ const IMAGE_FILE = /\.(jpe?g|png|webp|tiff?)$/i;
 
 /**
  * Predict's inputs from command-line arguments: files (and paths that do not exist, which predict reports) as given,
- * each folder replaced by the image files under it, sorted; a folder without any is an error naming it.
+ * each folder replaced by the image files under it, sorted (macOS's `__MACOSX/` and `._*` copies left out); a folder
+ * without any is an error naming it.
  *
  * @example await expandImagePaths(['data/labeled/test/virus', 'x.png'])
  */
@@ -122,7 +123,7 @@ export async function expandImagePaths(paths: readonly string[]): Promise<string
       out.push(path);
       continue;
     }
-    const images = (await listFiles(path)).filter((f) => IMAGE_FILE.test(f));
+    const images = (await listFiles(path)).filter((f) => IMAGE_FILE.test(f) && !isJunkEntry(f));
     if (images.length === 0) throw new ConfigError(`folder ${quote(path)} holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)`, { path });
     out.push(...images.map((f) => join(path, f)));
   }
@@ -142,8 +143,8 @@ const DATA_LAYOUTS =
   'an archive layout chest_xray/test/{NORMAL,PNEUMONIA}/ or its zip, or one split\'s own NORMAL/ and PNEUMONIA/ ' +
   '(or normal/, bacteria/, virus/) folders';
 
-/** Top-level folders that make a folder one split on its own (the test split extracted alone, say). */
-const CLASS_FOLDERS = new Set(['NORMAL', 'PNEUMONIA', ...CLASSES]);
+/** Top-level folders (in any case) that make a folder one split on its own (the test split extracted alone, say). */
+const CLASS_FOLDERS = new Set(['normal', 'pneumonia', ...CLASSES]);
 
 /**
  * The zip entries evaluation extracts: everything but the `train/` and `val/` folders and v3's `OCT/` scans, so the
@@ -156,12 +157,15 @@ export function evaluationEntryFilter(name: string): boolean {
 /** The images `data` holds: its folder and their paths in it; a zip's entries (but train/) are extracted first. */
 async function evaluationSource(
   data: string,
-  options: { readonly extractedDir?: string; readonly onProgress?: ProgressCallback | undefined },
+  options: { readonly split: 'test' | 'val'; readonly extractedDir?: string; readonly onProgress?: ProgressCallback | undefined },
 ): Promise<{ root: string; files: readonly string[] | undefined }> {
   const info = await stat(data).catch((err: unknown) => {
     throw new ConfigError(`--data ${quote(data)} does not exist: expected ${DATA_LAYOUTS}`, { path: data, cause: err });
   });
   if (info.isDirectory()) return { root: data, files: undefined };
+  if (options.split === 'val') {
+    throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(data)} is an archive: relabel it first (pneumotype relabel --from ${data})`, { path: data });
+  }
   const r = await extractZip({
     archive: data,
     outDir: options.extractedDir ?? DEFAULTS.extractedDir,
@@ -172,9 +176,11 @@ async function evaluationSource(
 }
 
 /**
- * Lists the images of `split` under `root`: from manifest.csv, else from `test/{label}/` folders, else from the raw
- * archive layout; a folder whose top level is `NORMAL/` and `PNEUMONIA/` (or the three label folders) is read as the
- * test split. `files` (relative paths) replaces the listing of `root`, for an archive's own entries.
+ * Lists the images of `split` under `root`: from manifest.csv, else from `test/{normal,bacteria,virus}/` folders,
+ * else from the raw archive layout (folder names in any case; v3's OCT scans left alone); a folder whose top level is
+ * `NORMAL/` and `PNEUMONIA/` (or the three label folders) is read as the test split. `files` (relative paths)
+ * replaces the listing of `root`, for an archive's own entries. No image of the test folder is left out silently: one
+ * in a folder of no class, or a PNEUMONIA name without a label, is an error.
  */
 async function evaluationItems(root: string, files: readonly string[] | undefined, split: 'test' | 'val', card: ModelCard): Promise<EvalItem[]> {
   if (files === undefined && (await exists(join(root, MANIFEST_FILE)))) {
@@ -188,21 +194,52 @@ async function evaluationItems(root: string, files: readonly string[] | undefine
   if (split === 'val') {
     throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(root, MANIFEST_FILE))} is missing`, { path: root });
   }
-  const listed = (files ?? (await listFiles(root))).filter((f) => !f.endsWith('.part'));
-  const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has(f.split('/')[0] ?? ''));
+  const listed = (files ?? (await listFiles(root))).filter((f) => !f.endsWith('.part') && !isJunkEntry(f));
+  const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has((f.split('/')[0] ?? '').toLowerCase()));
   const prefix = alone ? 'test/' : '';
   const paths = listed.map((f) => prefix + f);
-  const labelled = paths.filter((f) => CLASSES.some((c) => f.startsWith(`test/${c}/`)));
-  if (labelled.length > 0) {
-    return labelled.map((f) => {
-      const label = f.split('/')[1] as Label;
+  const shown = (f: string): string => f.slice(prefix.length);
+  const inTest = paths.filter((f) => f.split('/').length >= 3 && f.split('/')[0]?.toLowerCase() === 'test');
+  const folders = [...new Set(inTest.map((f) => f.split('/')[1] ?? ''))].sort();
+  let items: EvalItem[];
+  let testRoot = '';
+  if (folders.some((d) => ['bacteria', 'virus'].includes(d.toLowerCase()))) {
+    // Labelled: test/{normal,bacteria,virus}/, in any case.
+    if (!folders.every((d) => (CLASSES as readonly string[]).includes(d.toLowerCase()))) {
+      throw new ConfigError(
+        `the test images in ${quote(root)} sit in the class folders ${folders.map((d) => quote(d)).join(', ')}: expected ` +
+          'normal/, bacteria/ and virus/ (labelled) or NORMAL/ and PNEUMONIA/ (as in the archive), not a mix',
+        { path: root },
+      );
+    }
+    items = inTest.map((f) => {
+      const label = (f.split('/')[1] ?? '').toLowerCase() as Label;
       const name = f.split('/').at(-1) ?? f;
-      return { file: f.slice(prefix.length), label, patientId: parseName(label === 'normal' ? 'NORMAL' : 'PNEUMONIA', name).patientId };
+      return { file: shown(f), label, patientId: parseName(label === 'normal' ? 'NORMAL' : 'PNEUMONIA', name).patientId };
     });
+  } else {
+    if (!paths.some(inDatasetLayout)) return [];
+    const plan = planRelabel({ files: paths, source: root, allowUnknown: true });
+    const unknown = plan.rejected.filter((r) => r.dest.startsWith('rejected/test/'));
+    if (unknown.length > 0) {
+      throw new LabelError(
+        `${unknown.length} test image(s) under PNEUMONIA/ in ${quote(root)} carry no single label (expected _bacteria_ or ` +
+          `_virus_ in the name), so they cannot be scored; rename them or move them out:\n${unknown.map((u) => `  ${shown(u.source)} (${u.reason})`).join('\n')}`,
+        { path: root, files: unknown.map((u) => shown(u.source)) },
+      );
+    }
+    items = plan.images.filter((i) => i.split === 'test').map((i) => ({ file: shown(i.source), label: i.label, patientId: i.patientId }));
+    testRoot = plan.root === '' ? '' : `${plan.root}/`;
   }
-  if (!paths.some(inDatasetLayout)) return [];
-  const plan = planRelabel({ files: paths, source: root });
-  return plan.images.filter((i) => i.split === 'test').map((i) => ({ file: i.source.slice(prefix.length), label: i.label, patientId: i.patientId }));
+  const scored = new Set(items.map((i) => i.file));
+  const testDir = `${testRoot}test/`.toLowerCase();
+  const left = paths.filter((f) => f.toLowerCase().startsWith(testDir) && IMAGE_FILE.test(f) && !scored.has(shown(f)));
+  if (left.length > 0) {
+    const named = left.slice(0, 5).map((f) => quote(shown(f))).join(', ') + (left.length > 5 ? `, and ${left.length - 5} more` : '');
+    const expected = alone ? '{NORMAL,PNEUMONIA}/ or {normal,bacteria,virus}/' : `${testRoot}test/{NORMAL,PNEUMONIA}/ or test/{normal,bacteria,virus}/`;
+    throw new ConfigError(`${left.length} test image(s) in ${quote(root)} sit in no class folder: ${named}; expected ${expected}`, { path: root });
+  }
+  return items;
 }
 
 export interface EvaluateModelOptions {

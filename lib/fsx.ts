@@ -1,8 +1,8 @@
 // File-system helpers shared by every step: atomic writes, streaming hashes, existence checks, listings.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 
 /**
  * Writes a file atomically: data goes to `PATH.<pid>.<n>.tmp`, is flushed, then renamed over `PATH`, so readers see the
@@ -67,15 +67,24 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Relative paths (posix separators, sorted) of every file under `root`, symbolic links to files included. */
+/**
+ * Relative paths (posix separators, sorted) of every file under `root`, following symbolic links to files and to
+ * folders (a folder reached twice, through a link cycle or two links, is listed once).
+ */
 export async function listFiles(root: string): Promise<string[]> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
   const files: string[] = [];
-  for (const e of entries) {
-    const full = join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
-    if (e.isFile() || (e.isSymbolicLink() && (await stat(full).catch(() => undefined))?.isFile())) {
-      files.push(relative(root, full).split(sep).join('/'));
+  const seen = new Set<string>();
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    const real = await realpath(dir);
+    if (seen.has(real)) return;
+    seen.add(real);
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      const path = rel === '' ? e.name : `${rel}/${e.name}`;
+      const kind = e.isSymbolicLink() ? await stat(join(dir, e.name)).catch(() => undefined) : e;
+      if (kind?.isDirectory()) await walk(join(dir, e.name), path);
+      else if (kind?.isFile()) files.push(path);
     }
-  }
+  };
+  await walk(root, '');
   return files.sort();
 }

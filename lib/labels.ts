@@ -87,8 +87,9 @@ export function inDatasetLayout(path: string): boolean {
  * Plans the redistribution of `NORMAL/` and `PNEUMONIA/` into `{split}/{normal,bacteria,virus}/`, keeping file
  * names. `files` are paths relative to the source root, with `/` separators. When the source holds more than one
  * copy of the dataset (Kaggle's archive nests a second `chest_xray/`), the copy with the most images is used and the
- * others are listed as ignored. Unlabelled PNEUMONIA names are an error listing every one of them, unless
- * `allowUnknown`, which plans them into `rejected/` instead.
+ * others are listed as ignored, as are v3's OCT scans (`CellData/OCT/{train,test}/NORMAL/…` fits the layout too).
+ * Unlabelled PNEUMONIA names are an error listing every one of them, unless `allowUnknown`, which plans them into
+ * `rejected/` instead.
  *
  * @example planRelabel({ files: ['chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' }).images[0].dest
  * // 'train/virus/person1_virus_6.jpeg'
@@ -106,6 +107,11 @@ export function planRelabel(options: { files: readonly string[]; source: string;
     const loc = locate(rel);
     if (!loc) {
       ignored.push({ source: rel, reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' });
+      continue;
+    }
+    if (loc.root.split('/').some((s) => s.toLowerCase() === 'oct')) {
+      // v3's other half has the same split and NORMAL/ folders, and far more images than the chest X-rays.
+      ignored.push({ source: rel, reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' });
       continue;
     }
     const list = byRoot.get(loc.root) ?? [];

@@ -178,9 +178,41 @@ test('predict without --model uses the shipped model in models/default', async (
   assert.equal(files.length, all.length);
   assert.ok(files.every((f) => f.startsWith(join(data, 'test', ''))), files.join(' '));
   assert.deepEqual([...files].sort(), files);
+  // macOS's copies beside the images are not images.
+  const { cp, mkdir, writeFile } = await import('node:fs/promises');
+  const mac = join(tmp, 'mac');
+  await cp(join(data, 'test', 'virus'), join(mac, 'virus'), { recursive: true });
+  await mkdir(join(mac, '__MACOSX', 'virus'), { recursive: true });
+  for (const f of await readdir(join(mac, 'virus'))) await writeFile(join(mac, '__MACOSX', 'virus', `._${f}`), 'Mac OS X');
+  await writeFile(join(mac, 'virus', '._extra.jpeg'), 'Mac OS X');
+  const macLines = cli('predict', mac).stdout.trim().split('\n');
+  assert.equal(macLines.length, (await readdir(join(data, 'test', 'virus'))).length);
+  assert.ok(macLines.every((l) => 'label' in (JSON.parse(l) as object)), macLines.join('\n'));
+  // A reader that stops early (`| head -1`) ends predict quietly.
+  const child = spawn(process.execPath, [BIN, 'predict', ...Array.from({ length: 200 }, () => img)], { cwd: tmp });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.stdout.once('data', () => child.stdout.destroy());
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(stderr, '');
+  assert.equal(code, 0);
   const missing = cli('predict', join(tmp, 'missing.jpeg'));
   assert.equal(missing.code, 1);
   assert.match(missing.stdout, /^\{"file":".*missing\.jpeg","error":".*cannot be read \(ENOENT/);
-  await (await import('node:fs/promises')).mkdir(join(tmp, 'no-images'));
+  // evaluate names the images it could not read even with --quiet: they are missing from every figure.
+  const withBad = join(tmp, 'with-bad');
+  await cp(join(data, 'test', 'normal'), join(withBad, 'test', 'normal'), { recursive: true });
+  await mkdir(join(withBad, 'test', 'virus'));
+  await writeFile(join(withBad, 'test', 'virus', 'person1_virus_1.jpeg'), '');
+  const e = cli('evaluate', '--data', withBad, '--bootstrap', '0', '--quiet');
+  assert.equal(e.code, 0, e.stderr);
+  const normals = (await readdir(join(data, 'test', 'normal'))).length;
+  assert.equal((JSON.parse(e.stdout) as { n: number }).n, normals);
+  assert.equal(
+    e.stderr,
+    `pneumotype evaluate: warning: 1 image(s) could not be read and are left out of the scores (n = ${normals}):\n` +
+      `  test/virus/person1_virus_1.jpeg: "${join(withBad, 'test', 'virus', 'person1_virus_1.jpeg')}": not a decodable image (the file is empty)\n`,
+  );
+  await mkdir(join(tmp, 'no-images'));
   assert.equal(cli('predict', join(tmp, 'no-images')).stderr, `\npneumotype predict: folder "${join(tmp, 'no-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)\n`);
 });

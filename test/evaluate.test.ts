@@ -1,6 +1,7 @@
 // Evaluate and predict with a model trained on the fixture: every field of the report, CSV, layouts, bad images.
 import assert from 'node:assert/strict';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import AdmZip from 'adm-zip';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,68 @@ test('evaluate reads the test split alone, a zip (train/ never extracted), and n
   const trainOnly = join(tmp, 'train-only');
   await cp(join(tmp, 'src', 'chest_xray', 'train'), join(trainOnly, 'chest_xray', 'train'), { recursive: true });
   await assert.rejects(evaluateModel({ model: modelDir, data: trainOnly }), { name: 'ConfigError', message: `no test images found in "${trainOnly}": ${expected}` });
+});
+
+test('evaluate scores every test image whatever the folders\' case, links, junk or v3\'s OCT half, or says which it cannot', async () => {
+  const score = async (data: string): Promise<number[][]> => (await evaluateModel({ model: modelDir, data, bootstrap: 0 })).confusion;
+  const all = await score(labeled);
+  const copy = async (name: string, from: string, to: string): Promise<string> => {
+    await cp(join(tmp, from), join(tmp, name, to), { recursive: true });
+    return join(tmp, name);
+  };
+  // Class and split folders in another case than the archive's or relabel's.
+  const upper = await copy('upper', 'labeled/test/normal', 'Test/NORMAL');
+  await cp(join(labeled, 'test', 'bacteria'), join(upper, 'Test', 'Bacteria'), { recursive: true });
+  await cp(join(labeled, 'test', 'virus'), join(upper, 'Test', 'VIRUS'), { recursive: true });
+  assert.deepEqual(await score(upper), all);
+  const lower = await copy('lower', 'src/chest_xray/test/NORMAL', 'test/normal');
+  await cp(join(tmp, 'src', 'chest_xray', 'test', 'PNEUMONIA'), join(lower, 'test', 'pneumonia'), { recursive: true });
+  assert.deepEqual(await score(lower), all);
+  // A class folder that is a symbolic link, and macOS's junk beside the images.
+  const linked = await copy('linked', 'src/chest_xray/test/PNEUMONIA', 'chest_xray/test/PNEUMONIA');
+  await symlink(join(tmp, 'src', 'chest_xray', 'test', 'NORMAL'), join(linked, 'chest_xray', 'test', 'NORMAL'));
+  await writeFile(join(linked, 'chest_xray', 'test', 'PNEUMONIA', '.DS_Store'), 'Bud1');
+  await mkdir(join(linked, '__MACOSX', 'chest_xray', 'test', 'NORMAL'), { recursive: true });
+  await writeFile(join(linked, '__MACOSX', 'chest_xray', 'test', 'NORMAL', '._IM-0001-0001.jpeg'), 'Mac OS X');
+  const junk = await copy('junk', 'labeled/test', 'test');
+  await writeFile(join(junk, 'test', 'virus', '.DS_Store'), 'Bud1');
+  assert.deepEqual(await score(linked), all);
+  assert.deepEqual(await score(junk), all);
+  // v3 unzipped: CellData/OCT/{train,test}/NORMAL/ fits the layout too and outnumbers the chest X-rays.
+  const v3 = await copy('v3', 'src/chest_xray', 'CellData/chest_xray');
+  await cp(join(tmp, 'src', 'chest_xray', 'train'), join(v3, 'CellData', 'OCT', 'train'), { recursive: true });
+  await cp(join(tmp, 'src', 'chest_xray', 'test', 'NORMAL'), join(v3, 'CellData', 'OCT', 'test', 'NORMAL'), { recursive: true });
+  assert.deepEqual(await score(v3), all);
+
+  // What cannot be scored is an error, never a smaller n.
+  const odd = await copy('odd', 'src/chest_xray/test', 'test');
+  await mkdir(join(odd, 'test', 'OTHER'));
+  await writeFile(join(odd, 'test', 'OTHER', 'x.jpeg'), 'any');
+  await assert.rejects(evaluateModel({ model: modelDir, data: odd }), {
+    name: 'ConfigError',
+    message: `1 test image(s) in "${odd}" sit in no class folder: "test/OTHER/x.jpeg"; expected test/{NORMAL,PNEUMONIA}/ or test/{normal,bacteria,virus}/`,
+  });
+  const mixed = await copy('mixed', 'labeled/test', 'test');
+  await cp(join(tmp, 'src', 'chest_xray', 'test', 'PNEUMONIA'), join(mixed, 'test', 'PNEUMONIA'), { recursive: true });
+  await assert.rejects(evaluateModel({ model: modelDir, data: mixed }), {
+    name: 'ConfigError',
+    message: `the test images in "${mixed}" sit in the class folders "PNEUMONIA", "bacteria", "normal", "virus": expected ` +
+      'normal/, bacteria/ and virus/ (labelled) or NORMAL/ and PNEUMONIA/ (as in the archive), not a mix',
+  });
+  const unnamed = await copy('unnamed', 'src/chest_xray/test', '.');
+  await writeFile(join(unnamed, 'PNEUMONIA', 'person7_3.jpeg'), await readFile(join(labeled, 'test', 'virus', (await readdir(join(labeled, 'test', 'virus')))[0] ?? '')));
+  await assert.rejects(evaluateModel({ model: modelDir, data: unnamed }), {
+    name: 'LabelError',
+    message: `1 test image(s) under PNEUMONIA/ in "${unnamed}" carry no single label (expected _bacteria_ or _virus_ in the name), ` +
+      'so they cannot be scored; rename them or move them out:\n  PNEUMONIA/person7_3.jpeg (names neither bacteria nor virus)',
+  });
+  const archive = join(tmp, 'any.zip');
+  await writeFile(archive, 'PK');
+  await assert.rejects(evaluateModel({ model: modelDir, data: archive, split: 'val', extractedDir: join(tmp, 'never') }), {
+    name: 'ConfigError',
+    message: `--split val needs the manifest.csv that relabel writes, and "${archive}" is an archive: relabel it first (pneumotype relabel --from ${archive})`,
+  });
+  assert.equal(existsSync(join(tmp, 'never')), false);
 });
 
 test('predict gives a label and three probabilities per image, and an error line for a bad one', async () => {

@@ -48,6 +48,14 @@ test('planRelabel uses the largest copy when the archive nests a second one (Kag
   });
 });
 
+test('planRelabel leaves v3\'s OCT scans alone, though they outnumber the chest X-rays', () => {
+  const oct = ['CellData/OCT/train/NORMAL/NORMAL-1-1.jpeg', 'CellData/OCT/test/NORMAL/NORMAL-2-1.jpeg', 'CellData/oct/train/NORMAL/NORMAL-3-1.jpeg'];
+  const plan = planRelabel({ files: ['CellData/chest_xray/test/PNEUMONIA/person1_virus_6.jpeg', ...oct], source: 'ZhangLabData' });
+  assert.equal(plan.root, 'CellData/chest_xray');
+  assert.deepEqual(plan.images.map((i) => i.dest), ['test/virus/person1_virus_6.jpeg']);
+  assert.deepEqual(plan.ignored, oct.map((source) => ({ source, reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' })));
+});
+
 test('planRelabel lists every unlabelled pneumonia name, or sets them aside with allowUnknown', () => {
   const bad = [...files, 'chest_xray/train/PNEUMONIA/person2_3.jpeg', 'chest_xray/test/PNEUMONIA/person4_bacteria_virus_5.jpeg'];
   assert.throws(
