@@ -56,8 +56,15 @@ export type PredictResult =
   | { readonly file: string; readonly label: Label; readonly probabilities: Readonly<Record<Label, number>> }
   | { readonly file: string; readonly error: string };
 
+function checkBatchSize(batchSize: number): void {
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new ConfigError(`batchSize ${quote(batchSize)} is not valid: expected an integer of at least 1`);
+  }
+}
+
 /** Probabilities of already decoded images (uint8 rows of size x size), in batches; no tensors are left behind. */
 export async function predictPixels(model: LayersModel, size: number, rows: readonly Uint8Array[], batchSize = 32): Promise<number[][]> {
+  checkBatchSize(batchSize);
   const tf = loadTf();
   const out: number[][] = [];
   for (let start = 0; start < rows.length; start += batchSize) {
@@ -78,11 +85,12 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
 
 /**
  * Predicts each image with the model's own preprocessing (grayscale, squashed to its input size). A bad image gives
- * an `error` entry, never an exception.
+ * an `error` entry, never an exception; a bad `batchSize` is a ConfigError.
  *
  * @example await predict(model, ['a.jpeg', { name: 'upload', data: buffer }])
  */
 export async function predict(loaded: LoadedModel, inputs: readonly PredictInput[], options: { batchSize?: number } = {}): Promise<PredictResult[]> {
+  if (options.batchSize !== undefined) checkBatchSize(options.batchSize);
   const size = loaded.card.imageSize;
   const decoded = await Promise.all(
     inputs.map(async (input) => {

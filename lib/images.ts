@@ -68,7 +68,7 @@ function wrapSharpError(err: unknown, name: string): ImageError {
     .filter((line) => line !== '')
     .join('; ')
     .replace(/^Input (?:buffer|file) has corrupt header: /i, '');
-  if (/premature end|truncated|unexpected end|end of (?:file|data|stream)|not enough data/i.test(raw)) {
+  if (/premature end|truncated|unexpected end|end of (?:file|data|stream)|not enough data/i.test(raw) && !/corrupt jpeg data/i.test(raw)) {
     return new ImageError(
       `${quote(name)} is truncated: the data ends before the image is complete (${raw})`,
       { path: name, cause: err },
@@ -208,10 +208,13 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   const name = nameOf(input, options);
   const maxInputPixels = options.maxInputPixels ?? DEFAULTS.maxInputPixels;
   const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
-  await header(data, name, maxInputPixels);
+  const { format } = await header(data, name, maxInputPixels);
+  // libjpeg reports damaged scan data ("Corrupt JPEG data: …") only as a warning: stop on it (sharp's own default).
+  // Not for PNG, where libpng warns about harmless chunks (a known-incorrect sRGB profile, say).
+  const failOn = format === 'jpeg' ? 'warning' : 'error';
   const out = await runSharp(
     () =>
-      sharp(data, { failOn: 'error', limitInputPixels: maxInputPixels, autoOrient: true })
+      sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true })
         .removeAlpha()
         .grayscale()
         .resize(size, size, { fit: 'fill', kernel: 'lanczos3' })

@@ -259,6 +259,9 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
     stats,
   );
 
+  /** Connections the server cut because their request was too slow to arrive (requestTimeoutMs). */
+  const timedOut = new WeakSet<Socket>();
+
   const send = (req: IncomingMessage, res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     if (res.headersSent || res.destroyed) return;
     const text = `${JSON.stringify(body)}\n`;
@@ -326,8 +329,14 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
       body = await readBody(req);
     } catch (err) {
       if (err instanceof HttpError) throw err;
-      stats.aborted++;
-      log('warn', 'aborted', { path: '/invocations', reason: messageOf(err) });
+      if (timedOut.has(req.socket)) {
+        // The server cut it (requestTimeoutMs): answered 408 by the clientError handler below.
+        stats.clientErrors++;
+        log('warn', 'request_timeout', { path: '/invocations', reason: `the body was not complete within ${requestTimeoutMs} ms (requestTimeoutMs)` });
+      } else {
+        stats.aborted++;
+        log('warn', 'aborted', { path: '/invocations', reason: messageOf(err) });
+      }
       res.destroy();
       return undefined;
     }
@@ -342,6 +351,11 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
       throw new HttpError(tooLarge ? 413 : 400, tooLarge ? 'image_too_large' : 'invalid_image', err.message);
     }
     const probs = await batcher.add(pixels);
+    if (res.destroyed || req.socket.destroyed) {
+      stats.aborted++;
+      log('warn', 'aborted', { path: '/invocations', reason: 'the client went away before the answer' });
+      return undefined;
+    }
     const classes = (model.card.classes.length === CLASSES.length ? model.card.classes : CLASSES) as readonly Label[];
     const probabilities = Object.fromEntries(classes.map((c, k) => [c, probs[k] ?? 0])) as Record<Label, number>;
     return { label: classes[argmax(probs)] ?? CLASSES[0], probabilities };
@@ -401,15 +415,24 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
     }
   };
 
-  const server = createServer({ requestTimeout: requestTimeoutMs }, (req, res) => {
+  // Node checks request timeouts every connectionsCheckingInterval (30 s by default): often enough for the limit to hold.
+  const connectionsCheckingInterval = Math.min(30_000, Math.max(50, Math.floor(requestTimeoutMs / 4)));
+  const server = createServer({ requestTimeout: requestTimeoutMs, connectionsCheckingInterval }, (req, res) => {
     void handle(req, res);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // Malformed HTTP: answer 400 (431 for oversized headers) when the socket still takes it, then drop the connection.
+    // Malformed HTTP: answer 400 (431 for oversized headers, 408 for a request too slow to arrive) when the socket
+    // still takes it, then drop the connection.
     if (err.code !== 'ECONNRESET' && socket.writable) {
-      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-      const body = JSON.stringify({ error: { code: tooLarge ? 'headers_too_large' : 'bad_request', message: tooLarge ? 'the request headers are too large' : `malformed HTTP request (${err.code ?? 'parse error'})` } });
-      socket.end(`HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      const [status, code, message] =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? ['431 Request Header Fields Too Large', 'headers_too_large', 'the request headers are too large']
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? ['408 Request Timeout', 'request_timeout', `the request was not complete within ${requestTimeoutMs} ms (requestTimeoutMs)`]
+            : ['400 Bad Request', 'bad_request', `malformed HTTP request (${err.code ?? 'parse error'})`];
+      if (code === 'request_timeout') timedOut.add(socket);
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     } else socket.destroy();
   });
 

@@ -173,6 +173,9 @@ test('predict gives a label and three probabilities per image, and an error line
     assert.deepEqual(a.probabilities, c.probabilities);
     assert.ok(b && 'error' in b);
     assert.equal(b.error, `"${join(tmp, 'bad', 'note.jpeg')}": not a decodable image (unsupported or unrecognised format)`);
+    for (const [batchSize, shown] of [[0, '0'], [-1, '-1'], [Number.NaN, 'NaN'], [2.5, '2.5']] as const) {
+      await assert.rejects(predict(m, [first], { batchSize }), { name: 'ConfigError', message: `batchSize ${shown} is not valid: expected an integer of at least 1` });
+    }
   } finally {
     m.dispose();
   }

@@ -101,6 +101,22 @@ test('a corrupt JPEG is not a decodable image', async () => {
   await rejectsWith(readImageInfo(file('corrupt.jpeg')), msg, true);
 });
 
+test('a JPEG with damaged scan data is refused, not decoded to garbage', async () => {
+  // A marker in the middle of the entropy-coded data: libjpeg only warns ("Corrupt JPEG data") and goes on.
+  const damaged = Buffer.from(good);
+  const sos = damaged.indexOf(Buffer.from([0xff, 0xda]));
+  const start = sos + 2 + damaged.readUInt16BE(sos + 2);
+  const mid = start + Math.floor((damaged.length - 2 - start) / 2);
+  damaged[mid] = 0xff;
+  damaged[mid + 1] = 0xd3;
+  await sharp(damaged, { failOn: 'error' }).raw().toBuffer(); // what a lenient decoder accepts
+  await rejectsWith(
+    decodeGray(damaged, { size: 16, name: 'damaged.jpeg' }),
+    '"damaged.jpeg": not a decodable image (corrupt data: VipsJpeg: Corrupt JPEG data: premature end of data segment)',
+    true,
+  );
+});
+
 test('a truncated JPEG fails the full decode', async () => {
   await rejectsWith(
     decodeGray(file('truncated.jpeg'), { size: 16 }),

@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadModel, predict, type LoadedModel } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
-import { startServer, type PredictionServer } from '../lib/serve.js';
+import { startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
 import { loadTf } from '../lib/tf.js';
 import { train } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
@@ -71,6 +71,17 @@ function call(url: string, options: { method?: string; headers?: Record<string, 
 
 const invoke = (url: string, body: Buffer, type = 'image/jpeg', headers: Record<string, string> = {}): Promise<Reply> =>
   call(`${url}/invocations`, { method: 'POST', headers: { 'content-type': type, ...headers }, body });
+
+/** Writes `text` on a raw connection and resolves with everything the server sends until it closes. */
+function rawExchange(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(text));
+    let got = '';
+    socket.on('data', (c) => (got += c.toString('utf8')));
+    socket.on('end', () => resolve(got));
+    socket.on('error', reject);
+  });
+}
 
 const error = (code: string, message: string): unknown => ({ error: { code, message } });
 
@@ -152,16 +163,37 @@ test('aborted uploads and malformed HTTP do not crash the server', async () => {
     req.write(Buffer.alloc(1000), () => setTimeout(() => req.destroy(), 20));
   });
   await until(() => server.stats.aborted === abortedBefore + 1, 'the aborted upload to be noticed');
-  const raw = await new Promise<string>((resolve, reject) => {
-    const socket = connect(server.port, '127.0.0.1', () => socket.write('NOT HTTP AT ALL\r\n\r\n'));
-    let text = '';
-    socket.on('data', (c) => (text += c.toString('utf8')));
-    socket.on('end', () => resolve(text));
-    socket.on('error', reject);
-  });
+  const raw = await rawExchange(server.port, 'NOT HTTP AT ALL\r\n\r\n');
   assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
   assert.deepEqual(JSON.parse(raw.split('\r\n\r\n')[1] ?? ''), error('bad_request', 'malformed HTTP request (HPE_INVALID_METHOD)'));
   assert.equal((await invoke(server.url, jpeg)).status, 200);
+});
+
+test('a request too slow to arrive gets a 408, and a client gone before its answer counts as aborted, not answered', async () => {
+  const lines: ServeLogLine[] = [];
+  const slow = await startServer({ model, host: '127.0.0.1', port: 0, requestTimeoutMs: 300, batchWindowMs: 300, onLog: (l) => lines.push(l) });
+  try {
+    const started = performance.now();
+    const raw = await rawExchange(slow.port, 'POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: image/jpeg\r\ncontent-length: 100000\r\n\r\nx');
+    assert.ok(performance.now() - started < 5000, 'cut within a few checking intervals of the limit, not 30 s later');
+    assert.match(raw, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.deepEqual(JSON.parse(raw.split('\r\n\r\n')[1] ?? ''), error('request_timeout', 'the request was not complete within 300 ms (requestTimeoutMs)'));
+    await until(() => lines.some((l) => l.event === 'request_timeout'), 'the timeout to be logged');
+    assert.equal(slow.stats.aborted, 0);
+
+    // The whole image arrives, then the client hangs up while the image waits for its batch (300 ms).
+    await new Promise<void>((resolve) => {
+      const req = request(`${slow.url}/invocations`, { method: 'POST', agent: false, headers: { 'content-type': 'image/jpeg' } });
+      req.on('error', () => resolve());
+      req.end(jpeg, () => setTimeout(() => req.destroy(), 50));
+    });
+    await until(() => slow.stats.aborted === 1, 'the hang-up to be noticed');
+    assert.equal(slow.stats.predictions, 0);
+    assert.ok(lines.some((l) => l.event === 'aborted' && l.reason === 'the client went away before the answer'), JSON.stringify(lines));
+    assert.ok(!lines.some((l) => l.event === 'request' && l.status === 200));
+  } finally {
+    await slow.close();
+  }
 });
 
 test('concurrent requests are predicted in one batch, and requests leave no tensors behind', async () => {
