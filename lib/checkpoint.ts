@@ -113,7 +113,12 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
   const buffers: Buffer[] = [];
   for (const group of json.weightsManifest ?? []) {
     specs.push(...group.weights);
-    for (const p of group.paths) buffers.push(await readFile(join(dir, p)));
+    for (const p of group.paths) {
+      const weights = join(dir, p);
+      buffers.push(await readFile(weights).catch((err: unknown) => {
+        throw new CacheError(`cannot read the weights ${quote(weights)} of ${quote(path)} (${messageOf(err)})`, { path: weights, cause: err });
+      }));
+    }
   }
   const data = Buffer.concat(buffers);
   return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };
@@ -122,7 +127,13 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
 /** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */
 export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> {
   const tf = loadTf();
-  return tf.loadLayersModel(tf.io.fromMemory(await readModelArtifacts(dir)));
+  const artifacts = await readModelArtifacts(dir);
+  try {
+    return await tf.loadLayersModel(tf.io.fromMemory(artifacts));
+  } catch (err) {
+    // A weights file cut short or from another model: tfjs names a shape, not the file.
+    throw new CacheError(`cannot load the model in ${quote(dir)}: its model.json and weights do not fit (${messageOf(err)})`, { path: dir, cause: err });
+  }
 }
 
 /**
@@ -188,12 +199,22 @@ export function alignSlots<T extends { name: string }>(named: readonly T[], orde
 export async function loadOptimizerState(dir: string, optimizer: Optimizer, model: LayersModel): Promise<boolean> {
   const tf = loadTf();
   if (!(await exists(join(dir, OPTIMIZER_JSON)))) return false;
-  const meta = JSON.parse(await readFile(join(dir, OPTIMIZER_JSON), 'utf8')) as { className: string; specs: io.WeightsManifestEntry[] };
+  const damaged = (file: string) => (err: unknown): never => {
+    throw new CacheError(`the optimizer state ${quote(join(dir, file))} cannot be read (${messageOf(err)})`, { path: join(dir, file), cause: err });
+  };
+  const meta = await readFile(join(dir, OPTIMIZER_JSON), 'utf8')
+    .then((text) => JSON.parse(text) as { className: string; specs: io.WeightsManifestEntry[] })
+    .catch(damaged(OPTIMIZER_JSON));
   if (meta.className !== optimizer.getClassName()) {
     throw new ConfigError(`the checkpoint ${quote(dir)} holds ${meta.className} state, but the run uses ${optimizer.getClassName()}`, { path: dir });
   }
-  const bin = await readFile(join(dir, OPTIMIZER_BIN));
-  const map = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), meta.specs);
+  const bin = await readFile(join(dir, OPTIMIZER_BIN)).catch(damaged(OPTIMIZER_BIN));
+  let map: ReturnType<typeof tf.io.decodeWeights>;
+  try {
+    map = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), meta.specs);
+  } catch (err) {
+    damaged(OPTIMIZER_BIN)(err);
+  }
   const named = meta.specs.map((s) => ({ name: s.name, tensor: map[s.name] as NonNullable<(typeof map)[string]> }));
   try {
     await optimizer.setWeights(alignSlots(named, minimizeOrder(model), join(dir, OPTIMIZER_JSON)));

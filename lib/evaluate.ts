@@ -8,7 +8,7 @@ import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
 import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
-import { exists, listFiles, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { inDatasetLayout, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
@@ -143,6 +143,8 @@ interface EvalItem {
   readonly file: string;
   readonly label: Label;
   readonly patientId: string;
+  /** The content relabel recorded (manifest.csv), checked before the image is scored. */
+  readonly sha256?: string;
 }
 
 /** What `--data` may be, for messages: every layout {@link evaluationItems} reads. */
@@ -382,6 +384,13 @@ export async function predictSplit(
   const size = loaded.card.imageSize;
   const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
     try {
+      if (item.sha256 !== undefined) {
+        // Unreadable: decodeGray below says so in its own words.
+        const digest = await sha256File(join(root, item.file)).catch(() => item.sha256);
+        if (digest !== item.sha256 && digest !== undefined) {
+          return { item, pixels: undefined, reason: `changed since relabel: SHA-256 ${digest.slice(0, 12)}…, ${MANIFEST_FILE} has ${item.sha256.slice(0, 12)}…` };
+        }
+      }
       return { item, pixels: await decodeGray(join(root, item.file), { size, name: item.file }), reason: undefined };
     } catch (err) {
       return { item, pixels: undefined, reason: messageOf(err) };

@@ -301,8 +301,9 @@ class Download {
       }
       if (total !== undefined) fresh.total = total;
       tracker.setTotal(total);
-      await writeJsonAtomic(this.#statePath, fresh);
+      // Empty the .part first: killed in between, old bytes must never sit under the new validators.
       if (start === 0) await this.#truncate();
+      await writeJsonAtomic(this.#statePath, fresh);
       await this.#ensureHash(start);
       const size = await this.#writeBody(res, start, idle, onBytes);
       if (total !== undefined && size < total) {

@@ -1,19 +1,20 @@
 // The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
 // skipping what is already done.
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { resolveConfig, type Config, type PresetName } from './config.js';
+import { join, resolve } from 'node:path';
+import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { fetchDataset, resolveSource, type FetchResult } from './fetch.js';
 import { exists } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
-import { relabel, SUMMARY_FILE } from './relabel.js';
+import { relabel, SUMMARY_FILE, type RelabelSummary } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
 import type { GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
-import { train, type ModelCard, type TrainResult } from './train.js';
+import { configHash, train, type ModelCard, type TrainResult } from './train.js';
+import { ConfigError, LabelError, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
@@ -163,10 +164,18 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', !archive.downloaded, archive.downloaded ? `downloaded ${archive.path}` : `verified ${archive.path}`);
   }
 
+  const from = archive?.path ?? dirs.extracted;
   if (labeledDone) {
+    // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix).
+    const made = (JSON.parse(await readFile(join(dirs.labeled, SUMMARY_FILE), 'utf8')) as RelabelSummary).source.path;
+    if (resolve(made) !== resolve(from)) {
+      throw new LabelError(
+        `${quote(dirs.labeled)} was made from ${quote(made)}, not from ${quote(from)}: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
+        { path: dirs.labeled },
+      );
+    }
     step('relabel', true, `${dirs.labeled} is complete (summary.json and every manifest file present)`);
   } else {
-    const from = archive?.path ?? dirs.extracted;
     options.onStep?.('relabel', `relabelling ${from}`);
     const r = await relabel({ from, out: dirs.labeled, extractedDir: dirs.extracted, ...progress });
     const c = r.summary.counts;
@@ -184,7 +193,17 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const modelCard = join(runDir, 'model', 'pneumotype.json');
   let training: TrainResult | undefined;
   if (await exists(modelCard)) {
-    step('train', true, `${runDir}/model exists (delete it to train again)`);
+    // Reused only when it is this data's and this configuration's model.
+    const existing = JSON.parse(await readFile(modelCard, 'utf8')) as ModelCard;
+    const other = existing.data.manifestSha256 !== cache.index.manifestSha256
+      ? `other data (manifest SHA-256 ${existing.data.manifestSha256.slice(0, 12)}…, ${dirs.labeled} has ${cache.index.manifestSha256.slice(0, 12)}…)`
+      : configHash({ ...DEFAULTS, ...existing.training.config }) !== configHash(config)
+        ? `another configuration (${configHash({ ...DEFAULTS, ...existing.training.config })}, now ${configHash(config)})`
+        : undefined;
+    if (other !== undefined) {
+      throw new ConfigError(`${quote(join(runDir, 'model'))} was trained on ${other}: choose another --out, or remove ${quote(runDir)} to train again`, { path: runDir });
+    }
+    step('train', true, `${runDir}/model exists (remove ${runDir} to train again)`);
   } else {
     options.onStep?.('train', `training ${config.model} at ${config.imageSize} px for up to ${config.epochs} epochs into ${runDir}`);
     training = await train({

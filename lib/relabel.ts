@@ -117,8 +117,9 @@ function differences(plan: readonly { dest: string; sha256: string }[], manifest
  * Redistributes `NORMAL/` and `PNEUMONIA/` of every split into `OUT/{split}/{normal,bacteria,virus}/` (hard links
  * where possible, copies otherwise; sources are never moved or deleted), then writes `OUT/manifest.csv` and
  * `OUT/summary.json` (counts, patients, skipped and rejected files, undecodable images, leakage audit). A zip `from`
- * is extracted first (chest X-ray entries only). Idempotent: over the same source a second run writes nothing and
- * returns `changed: false`; over a different source it refuses rather than mixing.
+ * is extracted first (chest X-ray entries only; files an earlier archive left in the extracted folder are not read).
+ * Idempotent: over the same source a second run writes nothing and returns `changed: false` (or puts back output
+ * files deleted since, with `changed: true`); over a different source it refuses rather than mixing.
  *
  * @example const { summary } = await relabel({ from: 'data/downloads/ChestXRay2017.zip', out: 'data/labeled' })
  */
@@ -142,7 +143,8 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
   if (out === root || out.startsWith(root + sep)) {
     throw new LabelError(`the output folder ${quote(out)} is inside the source ${quote(root)}: choose another --out`, { path: out });
   }
-  const files = (await listFiles(root)).filter((f) => !f.endsWith('.part'));
+  // From a zip: its own entries only, never what an earlier archive left in the same extracted folder.
+  const files = (extract ? extract.entries : await listFiles(root)).filter((f) => !f.endsWith('.part'));
   const plan = planRelabel({ files, source: options.from, ...(options.allowUnknown ? { allowUnknown: true } : {}) });
 
   const tracker = new ProgressTracker({ stage: 'relabel', unit: 'files', total: plan.images.length, onProgress: options.onProgress });
@@ -158,9 +160,16 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
     });
     const diffs = differences(hashes, previous);
     if (diffs.length === 0 && (await exists(join(out, SUMMARY_FILE)))) {
-      tracker.finish('unchanged: the output already holds this dataset');
+      // The same dataset: put back any output file deleted since (hard links cost nothing; sources are untouched).
+      const missing = (await mapPool(plan.images, concurrency, async (image) => ((await exists(join(out, image.dest))) ? [] : [image]))).flat();
+      for (const image of missing) {
+        const src = join(root, image.source);
+        const data = await readFile(src);
+        await place(src, join(out, image.dest), data, sha256(data));
+      }
+      tracker.finish(missing.length > 0 ? `restored ${missing.length} missing file(s)` : 'unchanged: the output already holds this dataset');
       const summary = JSON.parse(await readFile(join(out, SUMMARY_FILE), 'utf8')) as RelabelSummary;
-      return { out, changed: false, manifest: previous, summary, ...(extract ? { extract } : {}) };
+      return { out, changed: missing.length > 0, manifest: previous, summary, ...(extract ? { extract } : {}) };
     }
     if (diffs.length > 0) {
       const shown = diffs.slice(0, 10).map((d) => `  ${d}`).join('\n');

@@ -10,7 +10,7 @@ import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, ty
 import { loadLayersModelFromDir, loadOptimizerState, saveModel, trainableVariables } from './checkpoint.js';
 import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
-import { BackendError, ConfigError, PneumotypeError, quote } from './errors.js';
+import { BackendError, CacheError, ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
@@ -283,7 +283,8 @@ export async function predictSubset(
   return { probs, trueIndex, patientIds, files, loss: probs.length > 0 ? lossSum / probs.length : Number.NaN };
 }
 
-function configHash(config: Config): string {
+/** The settings a run's weights depend on, as one string: a resumed or reused run must match it. */
+export function configHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
     'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   // Settings added later count only when not at their default, so that runs started before them still resume.
@@ -352,9 +353,21 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     };
     optimizer = makeOptimizer(config);
     if (options.resume && (await exists(join(ckptLast, STATE_FILE)))) {
-      state = JSON.parse(await readFile(join(ckptLast, STATE_FILE), 'utf8')) as TrainerState;
+      const statePath = join(ckptLast, STATE_FILE);
+      state = await readFile(statePath, 'utf8').then((text) => JSON.parse(text) as TrainerState).catch((err: unknown) => {
+        throw new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err });
+      });
       if (state.configHash !== configHash(config)) {
         throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
+      }
+      const lastCard = join(ckptLast, CARD_FILE);
+      const trainedOn = (await exists(lastCard)) ? (JSON.parse(await readFile(lastCard, 'utf8')) as ModelCard).data.manifestSha256 : undefined;
+      if (trainedOn !== undefined && trainedOn !== prepared.index.manifestSha256) {
+        throw new ConfigError(
+          `cannot resume ${quote(runDir)}: it was trained on other data (manifest SHA-256 ${trainedOn.slice(0, 12)}…, ${quote(options.data)} has ` +
+            `${prepared.index.manifestSha256.slice(0, 12)}…): train into another --out, or remove ${quote(runDir)} to start over`,
+          { path: runDir },
+        );
       }
       model = await loadLayersModelFromDir(ckptLast);
       await loadOptimizerState(ckptLast, optimizer, model);
@@ -424,10 +437,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const diverged = (epoch: number, what: string): TrainingError =>
       new TrainingError(`training diverged in epoch ${epoch + 1} (${what}); the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`, { path: ckptLast });
     let epochsThisCall = 0;
-    let stoppedEarly = false;
+    // A resumed run that had already stopped early (killed before its model was written) trains no further.
+    let stoppedEarly = state.sinceBest >= config.patience;
 
     try {
-      for (let epoch = state.epochsDone; epoch < config.epochs; epoch++) {
+      for (let epoch = state.epochsDone; !stoppedEarly && epoch < config.epochs; epoch++) {
         if (options.signal?.aborted) break;
         const started = performance.now();
         let lossSum: Tensor = tf.scalar(0);

@@ -157,6 +157,21 @@ test('evaluate scores every test image whatever the folders\' case, links, junk 
   assert.equal(existsSync(join(tmp, 'never')), false);
 });
 
+test('an image changed since relabel is left out and named, not scored under its old label', async () => {
+  const copy = join(tmp, 'labeled-changed');
+  await cp(labeled, copy, { recursive: true });
+  const rows = (await readFile(join(copy, 'manifest.csv'), 'utf8')).split('\n');
+  const victim = rows.find((r) => r.startsWith('test,virus,'))?.split(',')[2] ?? '';
+  const stranger = join(copy, 'test', 'normal', (await readdir(join(copy, 'test', 'normal')))[0] ?? '');
+  await rm(join(copy, victim));
+  await cp(stranger, join(copy, victim));
+  const r = await evaluateModel({ model: modelDir, data: copy, bootstrap: 0 });
+  assert.equal(r.n, 11);
+  assert.equal(r.failed.length, 1);
+  assert.equal(r.failed[0]?.file, victim);
+  assert.match(r.failed[0]?.reason ?? '', /^changed since relabel: SHA-256 [0-9a-f]{12}…, manifest\.csv has [0-9a-f]{12}…$/);
+});
+
 test('predict gives a label and three probabilities per image, and an error line for a bad one', async () => {
   const m = await loadModel(modelDir);
   try {

@@ -1,10 +1,11 @@
 // The whole job on fixtures: a local zip, and a remote v3-like zip read with Range requests; re-runs skip every step.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { readManifest } from '../lib/manifest.js';
 import { runPipeline } from '../lib/pipeline.js';
 import { datasetFiles } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
@@ -18,7 +19,7 @@ after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-test('run on a local zip: fetch verifies, relabel and prepare run, a second run skips all three', async () => {
+test('run on a local zip: fetch verifies, relabel and prepare run, a second run skips all three, another archive is refused', async () => {
   const zipPath = join(tmp, 'local.zip');
   await writeFile(zipPath, (await datasetZip({ perClass: { train: 4, test: 2 }, junk: true })).zip);
   const dataDir = join(tmp, 'local-data');
@@ -30,6 +31,24 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   const second = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true]]);
   assert.ok(steps.length >= 3);
+  // Another archive into the same folders: refused, not skipped past.
+  const otherZip = join(tmp, 'other.zip');
+  await writeFile(otherZip, (await datasetZip({ perClass: { train: 5, test: 2 } })).zip);
+  const labeled = join(dataDir, 'labeled');
+  await assert.rejects(runPipeline({ source: otherZip, dataDir, preset: 'smoke', train: false }), {
+    name: 'LabelError',
+    message: `"${labeled}" was made from "${zipPath}", not from "${otherZip}": choose another --data-dir, or remove "${labeled}" to relabel`,
+  });
+  // Relabelled from it after all, nothing that the first archive left in extracted/ is mixed in.
+  await rm(labeled, { recursive: true });
+  const other = await runPipeline({ source: otherZip, dataDir, preset: 'smoke', train: false });
+  assert.equal(other.cache.index.images.length, 21);
+  // A labelled file deleted since is put back.
+  const gone = join(labeled, (await readManifest(labeled))[0]?.file ?? '');
+  await rm(gone);
+  const back = await runPipeline({ source: otherZip, dataDir, preset: 'smoke', train: false });
+  assert.deepEqual(back.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', false], ['prepare', true]]);
+  assert.equal((await stat(gone)).isFile(), true);
 });
 
 test('run with remote: only the chest X-ray entries of a v3-like archive are transferred', async () => {
@@ -68,10 +87,20 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   const second = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
   assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['calibrate', true], ['evaluate', false], ['report', false]]);
   assert.equal(second.steps[4]?.note, `${runDir}/model is calibrated (temperature ${first.calibration.temperature.toFixed(3)})`);
+  // The model is reused only for the data and the configuration it was trained with.
+  await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { learningRate: 0.5 } }), {
+    name: 'ConfigError',
+    message: new RegExp(`^"${join(runDir, 'model')}" was trained on another configuration \\(.*\\): choose another --out, or remove "${runDir}" to train again$`),
+  });
+  const otherZip = join(tmp, 'whole-other.zip');
+  await writeFile(otherZip, (await datasetZip({ perClass: { train: 8, test: 2 } })).zip);
+  await assert.rejects(runPipeline({ source: otherZip, dataDir: join(tmp, 'whole-other-data'), runDir, preset: 'smoke' }), {
+    name: 'ConfigError',
+    message: new RegExp(`^"${join(runDir, 'model')}" was trained on other data \\(manifest SHA-256 [0-9a-f]{12}…, .* has [0-9a-f]{12}…\\): choose another --out`),
+  });
   const off = await runPipeline({ source: zipPath, dataDir, runDir: join(tmp, 'uncalibrated-run'), preset: 'smoke', calibrate: false, config: { epochs: 1, graphOps: false } });
   assert.deepEqual(off.steps.filter((s) => s.step === 'calibrate'), [{ step: 'calibrate', skipped: true, note: 'turned off' }]);
   // With groups, the evaluation and the report break the metrics down by them.
-  const { readManifest } = await import('../lib/manifest.js');
   const rows = (await readManifest(join(dataDir, 'labeled'))).filter((r) => r.split === 'test').map((r, i) => `${r.file.split('/').at(-1)},${i < 5 ? 'full-res' : 'copies'}`);
   await writeFile(join(tmp, 'groups.csv'), `file,derived_from\n${rows.join('\n')}\n`);
   const grouped = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', groups: { csv: join(tmp, 'groups.csv'), column: 'derived_from' } });

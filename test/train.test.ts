@@ -1,6 +1,6 @@
 // Training on a separable fixture with the tiny model: learning, checkpoints, exact resume, NaN guard, no leaks.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -132,6 +132,41 @@ test('a run resumes only with the configuration it was started with', async () =
     train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, ...resnet, modelDepth: '1,1,1,1' }, resume: true }),
     { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration \(.*, now .*\{"modelDepth":"1,1,1,1"\}\]\)$/ },
   );
+});
+
+test('resume refuses other data and a damaged checkpoint with the file named, and trains no further once stopped early', async () => {
+  const run = join(tmp, 'run-guard');
+  const opts = { preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 6, patience: 1, learningRate: 0 } } as const;
+  // No learning (only the batch-norm statistics move): patience 1 stops the run long before its 6 epochs.
+  const stopped = await train({ data: labeled, out: run, ...opts });
+  assert.ok(stopped.stoppedEarly && stopped.history.length < 6, `stopped after ${stopped.history.length} epochs`);
+  await rm(join(run, 'model'), { recursive: true });
+  const again = await train({ data: labeled, out: run, ...opts, resume: true });
+  assert.equal(again.history.length, stopped.history.length, 'killed before its model was written, it exports the best and trains no further');
+  assert.equal(again.stoppedEarly, true);
+
+  // Other data: a labelled folder with one test image fewer has another manifest.
+  const other = join(tmp, 'labeled-other');
+  await writeTree(join(tmp, 'src-other'), (await datasetFiles({ perClass: { train: 16, test: 4 } })).slice(1));
+  await relabel({ from: join(tmp, 'src-other'), out: other });
+  await assert.rejects(train({ data: other, out: run, ...opts, resume: true }), {
+    name: 'ConfigError',
+    message: new RegExp(`^cannot resume "${run}": it was trained on other data \\(manifest SHA-256 [0-9a-f]{12}…, "${other}" has [0-9a-f]{12}…\\): train into another --out, or remove "${run}" to start over$`),
+  });
+
+  // A damaged checkpoint: the trainer state, then the weights.
+  const last = join(run, 'checkpoints', 'last');
+  await writeFile(join(last, 'trainer.json'), '{"epochsDone": 2,');
+  await assert.rejects(train({ data: labeled, out: run, ...opts, resume: true }), {
+    name: 'CacheError',
+    message: new RegExp(`^cannot resume "${run}": its trainer state "${join(last, 'trainer.json')}" cannot be read \\(.*JSON.*\\); remove "${run}" to start over$`),
+  });
+  const cut = join(tmp, 'cut-model');
+  await cp(join(run, 'model'), cut, { recursive: true });
+  await truncate(join(cut, 'weights.bin'), 100);
+  await assert.rejects(loadModel(cut), { name: 'CacheError', message: new RegExp(`^cannot load the model in "${cut}": its model.json and weights do not fit \\(.+\\)$`) });
+  await rm(join(cut, 'weights.bin'));
+  await assert.rejects(loadModel(cut), { name: 'CacheError', message: new RegExp(`^cannot read the weights "${join(cut, 'weights.bin')}" of "${join(cut, 'model.json')}" \\(ENOENT`) });
 });
 
 test('a diverging run stops with a clear error and keeps the last good checkpoint', async () => {
