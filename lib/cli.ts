@@ -454,7 +454,6 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'upload': {
         if (!values.bucket) throw new ConfigError('upload needs --bucket NAME');
-        process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
         const concurrency = number(values, 'concurrency');
         const partMiB = number(values, 'part-size');
         const controller = new AbortController();

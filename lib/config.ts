@@ -109,6 +109,8 @@ export const DEFAULTS = {
   uploadConcurrency: 4, // files uploaded at once
   uploadPartSize: 8 * 1024 ** 2, // larger files go multipart; at most concurrency x 2 parts are buffered
   uploadPrefix: '', // key prefix in the bucket ('' = the bucket's root)
+  uploadConnectTimeoutMs: 10_000, // an S3 endpoint that does not accept the connection by then: that attempt fails
+  uploadRequestTimeoutMs: 120_000, // a request silent this long (a server that accepts and never answers) fails
 } as const;
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends string

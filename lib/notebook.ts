@@ -429,9 +429,6 @@ export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; 
         'and run this notebook again.',
     };
   }
-  // The SDK's notice that later versions will need Node.js 22 would land in the notebook as an error-coloured stream
-  // (the CLI silences it the same way); set the variable to "false" to see it.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const result = await upload({
     data: options.data,
     bucket: s3.bucket,

@@ -812,7 +812,7 @@ export function metricBarsFigure(report: EvaluationReport, options: { title?: st
   const usable = 1 - gap * (panels.length - 1);
   const data: Trace[] = [];
   const height = 140 + total * 26 + panels.length * 40;
-  const layout = baseLayout(options.title ?? 'Test metrics with 95 % intervals', height, {
+  const layout = baseLayout(options.title ?? 'Metrics with 95 % intervals', height, {
     barmode: 'group',
     bargap: 0.22,
     bargroupgap: 0.05,
@@ -930,6 +930,6 @@ export function misclassifiedGalleryFigure(
       size: s.size,
       title: `${s.trueLabel} → ${s.predictedLabel} (${pct(s.confidence, 0)}) · ${s.file.split('/').at(-1) ?? s.file}`,
     })),
-    { ...options, title: options.title ?? 'Misclassified test images, most confident first' },
+    { ...options, title: options.title ?? 'Misclassified images, most confident first' },
   );
 }

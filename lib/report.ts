@@ -445,19 +445,29 @@ export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Ta
 /** The settings of the configuration that shape a training run (paths, download and archive limits are left out). */
 const TRAINING_SETTINGS = [
   'model', 'modelWidth', 'modelDepth', 'imageSize', 'epochs', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
-  'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'classWeights', 'patience', 'dropout', 'augment',
+  'schedule', 'plateauPatience', 'weightDecay', 'labelSmoothing', 'classWeights', 'patience', 'dropout', 'mixup',
   'valFraction', 'seed',
 ] as const;
 
-function configTable(card: ModelCard): Table {
+/** "Validation" or "Test" (or the split's own name), to title what was measured on it. */
+function splitTitle(split: string): string {
+  return split === 'val' ? 'Validation' : `${split.charAt(0).toUpperCase()}${split.slice(1)}`;
+}
+
+/** Epochs run and training time of the whole run (the card records them up to its best epoch only). */
+function runLength(card: ModelCard, history: readonly EpochRecord[]): string {
+  const seconds = history.length > 0 ? history.reduce((sum, r) => sum + r.seconds, 0) : card.training.seconds;
+  return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s (best: epoch ${card.training.epoch})`;
+}
+
+function configTable(card: ModelCard, history: readonly EpochRecord[]): Table {
   const rows: (string | number | null)[][] = [
     ['model', card.model.summary.name],
     ['parameters', card.model.summary.parameters],
     ['GFLOPs per image', Number((card.model.summary.flops / 1e9).toFixed(3))],
     ['image size', card.imageSize],
     ['backend', card.training.backend],
-    ['epochs run', `${card.training.epoch} of ${card.training.epochs}`],
-    ['training time (s)', Math.round(card.training.seconds)],
+    ['training', runLength(card, history)],
     ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}`],
     ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
@@ -561,13 +571,13 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     `Run folder: ${runDir}`,
     card
       ? `Model ${card.model.summary.name} (${card.model.summary.parameters.toLocaleString('en-US')} parameters) on ${card.imageSize} x ${card.imageSize} grayscale images, ` +
-        `${card.training.epoch} of ${card.training.epochs} epochs, created ${card.createdAt}.`
+        `${runLength(card, history)}, created ${card.createdAt}.`
       : '',
     best
       ? `Best epoch ${best.epoch}: validation accuracy ${fmt(best.valAccuracy)}, macro-F1 ${fmt(best.valMacroF1)}, balanced accuracy ${fmt(best.valBalancedAccuracy)}.`
       : 'No epoch finished yet.',
   ].filter((l) => l !== '');
-  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card) } : {}) });
+  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card, history) } : {}) });
 
   // The data
   const labeledDir = options.labeledDir ?? card?.data.labeledDir;
@@ -615,8 +625,9 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     throw new ConfigError(`cannot read the predictions ${quote(predictionsPath)}: ${messageOf(err)}`, { path: predictionsPath, cause: err });
   }), predictionsPath) : undefined;
 
+  const evaluationSplit = evaluation && 'split' in evaluation && typeof evaluation.split === 'string' ? evaluation.split : 'test';
   if (evaluation) {
-    const split = 'split' in evaluation && typeof evaluation.split === 'string' ? evaluation.split : 'test';
+    const split = evaluationSplit;
     const boot = evaluation.bootstrap;
     const calibration = calibrationOf(evaluation);
     sections.push({
@@ -632,7 +643,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       table: metricsTable(evaluation),
       figures: [
         confusionMatrixFigure(evaluation.confusion),
-        metricBarsFigure(evaluation),
+        metricBarsFigure(evaluation, { title: `${splitTitle(split)} metrics with 95 % intervals` }),
         ...(calibration ? [reliabilityFigure(calibration)] : []),
       ],
     });
@@ -677,8 +688,8 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       if (samples.length > 0) {
         sections.push({
           heading: 'Most confident mistakes',
-          text: 'Test images the model got wrong, the most confident first: true class → predicted class (probability).',
-          figure: misclassifiedGalleryFigure(samples),
+          text: `${splitTitle(evaluationSplit)} images the model got wrong, the most confident first: true class → predicted class (probability).`,
+          figure: misclassifiedGalleryFigure(samples, { columns: 3, title: `Misclassified ${evaluationSplit === 'val' ? 'validation' : evaluationSplit} images, most confident first` }),
         });
       }
     }

@@ -1,6 +1,7 @@
 // The upload step: the labelled dataset folder to S3, resumable by size and MD5, with a manifest object written last.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, posix, relative, sep } from 'node:path';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
@@ -73,6 +74,12 @@ export interface UploadOptions {
   readonly concurrency?: number;
   /** Multipart part size in bytes, 5 MiB to 5 GiB (UPLOAD_DEFAULTS.partSize); larger files go multipart. */
   readonly partSize?: number;
+  /**
+   * How long one request may stay silent before that attempt fails (DEFAULTS.uploadRequestTimeoutMs); the SDK tries
+   * three times. Ignored when `client` is given, as is connectTimeoutMs (DEFAULTS.uploadConnectTimeoutMs).
+   */
+  readonly requestTimeoutMs?: number;
+  readonly connectTimeoutMs?: number;
   readonly onProgress?: ProgressCallback;
   readonly signal?: AbortSignal;
 }
@@ -96,8 +103,10 @@ export interface RemoteObject {
   /** The ETag without quotes: the MD5 hex for single-part unencrypted objects, something else for multipart. */
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
-  /** `x-amz-meta-md5`, which this module stores on every object it writes. */
+  /** `x-amz-meta-md5`, which this module stores on every object it writes ('' when HeadObject found none). */
   readonly md5?: string;
+  /** HeadObject's server-side encryption ('none' when it reported none); undefined before HeadObject. */
+  readonly encryption?: string;
 }
 
 /** One file of a completed upload, as listed in the manifest object. */
@@ -152,7 +161,10 @@ export interface UploadPlan {
   readonly upload: readonly LocalFile[];
   /** Same size and an ETag equal to the MD5: already there. */
   readonly skip: readonly { readonly local: LocalFile; readonly remote: RemoteObject }[];
-  /** Same size but an ETag that is not the MD5 (multipart, SSE-KMS): `x-amz-meta-md5` decides (HeadObject). */
+  /**
+   * Same size but an ETag that is not the MD5: HeadObject tells multipart and SSE-KMS objects (`x-amz-meta-md5`
+   * decides) from changed ones (the single-part ETag of an object without SSE-KMS is its MD5).
+   */
   readonly verify: readonly { readonly local: LocalFile; readonly remote: RemoteObject }[];
 }
 
@@ -223,11 +235,21 @@ export function planUpload(options: { prefix: string; files: readonly LocalFile[
   for (const local of options.files) {
     const remote = options.remote.get(objectKey(options.prefix, local.file));
     if (remote === undefined || remote.bytes !== local.bytes) upload.push(local);
-    else if (remote.etag === local.md5 || remote.md5 === local.md5) skip.push({ local, remote });
-    else if (remote.md5 !== undefined) upload.push(local);
-    else verify.push({ local, remote });
+    else if (remote.etag === local.md5) skip.push({ local, remote });
+    else if (remote.md5 === undefined) verify.push({ local, remote });
+    // An ETag known to be the content's MD5 outranks x-amz-meta-md5, which is only what a writer claimed.
+    else if (remote.md5 === local.md5 && !etagIsContentMd5(remote)) skip.push({ local, remote });
+    else upload.push(local);
   }
   return { upload, skip, verify };
+}
+
+/**
+ * True when the object's ETag is the MD5 of its bytes: a single-part ETag (32 hex digits) of an object HeadObject
+ * found unencrypted or encrypted with S3's own keys (SSE-KMS ETags are not the MD5, multipart ones carry a "-N").
+ */
+function etagIsContentMd5(remote: RemoteObject): boolean {
+  return remote.encryption !== undefined && !remote.encryption.startsWith('aws:kms') && /^[0-9a-f]{32}$/.test(remote.etag ?? '');
 }
 
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -580,6 +602,7 @@ async function headObject(client: S3Client, t: Target, remote: RemoteObject, sig
       bytes: head.ContentLength ?? remote.bytes,
       lastModified: head.LastModified?.toISOString() ?? remote.lastModified,
       ...(md5 !== undefined ? { md5: md5.toLowerCase() } : { md5: '' }),
+      encryption: head.ServerSideEncryption ?? 'none',
     };
   } catch (err) {
     if (isAbort(err)) throw err;
@@ -710,7 +733,17 @@ async function clientEndpoint(client: S3Client): Promise<string | undefined> {
 }
 
 function defaultClient(options: UploadOptions): S3Client {
-  const config: S3ClientConfig = {};
+  // The SDK's notice that its later versions will need Node.js 22 would land on stderr (in a notebook, as an
+  // error-coloured stream): the library prints nothing. Set the variable to "false" to see it.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const config: S3ClientConfig = {
+    // Without these the SDK waits forever on an endpoint that accepts the connection and never answers.
+    requestHandler: {
+      connectionTimeout: options.connectTimeoutMs ?? DEFAULTS.uploadConnectTimeoutMs,
+      requestTimeout: options.requestTimeoutMs ?? DEFAULTS.uploadRequestTimeoutMs,
+      throwOnRequestTimeout: true,
+    },
+  };
   if (options.region !== undefined) config.region = options.region;
   if (options.endpoint !== undefined) {
     config.endpoint = options.endpoint;
@@ -741,6 +774,8 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
   const bucket = options.bucket;
   const manifestKey = objectKey(prefix, UPLOAD_MANIFEST_NAME);
   const stop = new AbortController();
+  // Every file being sent, each of its parts and the SDK's requests listen to it: more than Node's warning level of 10.
+  setMaxListeners(Math.max(10, concurrency * (PART_QUEUE + 2) * 2), stop.signal);
   const onAbort = (): void => stop.abort(options.signal?.reason);
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener('abort', onAbort, { once: true });

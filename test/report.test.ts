@@ -184,7 +184,8 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
     classes: [...CLASSES],
     imageSize: 32,
     model: { name: 'tiny', imageSize: 32, summary: { name: 'tiny', imageSize: 32, parameters: 24939, trainableParameters: 24699, flops: 31_000_000, layers: 12 } },
-    training: { config: resolveConfig('smoke'), epoch: 3, epochs: 3, seconds: 7.5, backend: 'cpu', augment: false, initFrom: null },
+    // The card is the best epoch's (2): the run went on to epoch 3.
+    training: { config: resolveConfig('smoke'), epoch: 2, epochs: 3, seconds: 5, backend: 'cpu', augment: false, initFrom: null },
     data: { labeledDir: labeled, manifestSha256: 'x', trainImages: 10, valImages: 2 },
     validation: { accuracy: 0.5, macroF1: 0.45, balancedAccuracy: 0.5, loss: 0.6 },
     createdAt: '2025-01-01T00:00:00.000Z',
@@ -213,6 +214,9 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(html.includes('<td>calibration: expected calibration error</td>'), 'calibration in the metrics table');
   assert.ok(html.includes('Reliability: ECE '), 'and its reliability diagram');
   assert.ok(html.includes('<td>learningRate</td><td class="num">0.001</td>'));
+  assert.ok(html.includes('<td>training</td><td>3 of 3 epochs in 8 s (best: epoch 2)</td>'), 'the whole run, not only up to its best epoch');
+  assert.ok(!html.includes('<td>augment</td>'), 'augmentation is shown once, as the run used it');
+  assert.ok(html.includes('Test metrics with 95 % intervals'));
   assert.ok(html.includes('<td>normal vs pneumonia: sensitivity</td>'));
   assert.ok(html.includes('<td>0.932</td>'), 'the published figure is in the metrics table');
   assert.deepEqual((await readdir(join(tmp, 'out'))).sort(), ['report.html'], 'written atomically, no temporary left');

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -287,6 +289,25 @@ test('an endpoint option works with the default credential chain (environment) a
   });
 });
 
+test('an endpoint that accepts connections and never answers fails after the request timeout, not never', async () => {
+  const dir = await labelled('silent');
+  const silent = createServer(() => {}).listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  const none = join(tmp, 'no-such-aws-file');
+  try {
+    await withEnv({ AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_PROFILE: undefined, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' }, async () => {
+      await assert.rejects(upload({ data: dir, bucket: BUCKET, region: 'us-east-1', endpoint, requestTimeoutMs: 200 }), (err: unknown) => {
+        assert.ok(err instanceof UploadError, String(err));
+        assert.match(err.message, /^S3 failed listing "s3:\/\/pneumotype-test\/" \(TimeoutError: .*200 ms requestTimeout.*\): run it again/);
+        return true;
+      });
+    });
+  } finally {
+    silent.close();
+  }
+});
+
 test('a file that changes after hashing is never completed in the bucket under the old MD5', async () => {
   const dir = await labelled('racing');
   const first = (await readManifest(dir))[0];
@@ -440,7 +461,7 @@ test('checkBucketRegion and bucketRegionFrom compare regions as S3 names them', 
   });
 });
 
-test('planUpload skips same size and MD5 (ETag or x-amz-meta-md5), verifies multipart ETags, uploads the rest', () => {
+test('planUpload skips same size and MD5 (ETag or x-amz-meta-md5), verifies other ETags, uploads the rest', () => {
   const file = (name: string, bytes: number, m: string): LocalFile => ({ file: name, path: `/x/${name}`, bytes, md5: m, sha256: 's' });
   const a = file('a.jpeg', 10, 'aaaa');
   const b = file('b.jpeg', 20, 'bbbb');
@@ -459,6 +480,22 @@ test('planUpload skips same size and MD5 (ETag or x-amz-meta-md5), verifies mult
   assert.deepEqual(plan.upload.map((x) => x.file), ['b.jpeg', 'e.jpeg', 'f.jpeg']);
   assert.deepEqual(plan.skip.map((x) => x.local.file), ['a.jpeg', 'd.jpeg']);
   assert.deepEqual(plan.verify.map((x) => x.local.file), ['c.jpeg']);
+  // A single-part ETag that is not the MD5: HeadObject decides. Without SSE-KMS that ETag is the content's MD5, so an
+  // x-amz-meta-md5 claiming otherwise is not believed; with SSE-KMS the ETag says nothing and the metadata decides.
+  const hex = (ch: string): string => ch.repeat(32);
+  const g = file('g.jpeg', 70, hex('1'));
+  const h = file('h.jpeg', 80, hex('2'));
+  const i = file('i.jpeg', 90, hex('3'));
+  const headed = planUpload({
+    prefix: 'p',
+    files: [g, h, i],
+    remote: new Map<string, RemoteObject>([
+      ['p/g.jpeg', { key: 'p/g.jpeg', bytes: 70, etag: hex('9'), lastModified: undefined, md5: hex('1'), encryption: 'AES256' }],
+      ['p/h.jpeg', { key: 'p/h.jpeg', bytes: 80, etag: hex('9'), lastModified: undefined, md5: hex('2'), encryption: 'aws:kms' }],
+      ['p/i.jpeg', { key: 'p/i.jpeg', bytes: 90, etag: hex('9'), lastModified: undefined }],
+    ]),
+  });
+  assert.deepEqual([headed.upload.map((x) => x.file), headed.skip.map((x) => x.local.file), headed.verify.map((x) => x.local.file)], [['g.jpeg'], ['h.jpeg'], ['i.jpeg']]);
   assert.equal(objectKey('', 'manifest.csv'), 'manifest.csv');
   assert.equal(normalizePrefix('/datasets/chest-xray/'), 'datasets/chest-xray');
 });
