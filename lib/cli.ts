@@ -473,6 +473,11 @@ export async function main(argv: readonly string[]): Promise<number> {
           });
           print(values, r, `${r.uploaded} uploaded (${formatBytes(r.bytes)}), ${r.skipped} already there; complete: s3://${r.bucket}/${r.manifestKey}`);
           return 0;
+        } catch (err) {
+          // Ctrl-C: the upload stopped cleanly and says how to go on; the status is an interrupt's, as for run and train.
+          if (!controller.signal.aborted || !(err instanceof PneumotypeError)) throw err;
+          process.stderr.write(`\npneumotype upload: ${err.message}\n`);
+          return 130;
         } finally {
           process.off('SIGINT', stop);
         }

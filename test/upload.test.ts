@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { inspect } from 'node:util';
 import { ConfigError, IntegrityError, LabelError } from '../lib/errors.js';
@@ -303,6 +304,17 @@ test('an endpoint that accepts connections and never answers fails after the req
         return true;
       });
     });
+    // The command, stopped by Ctrl-C while it waits: status 130 and how to go on, as run and train do.
+    const cli = spawn(process.execPath, [resolve('bin/pneumotype.js'), 'upload', '--data', dir, '--bucket', BUCKET, '--region', 'us-east-1', '--endpoint', endpoint, '--quiet'], {
+      env: { ...process.env, AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' },
+    });
+    let stderr = '';
+    cli.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    await once(silent, 'connection');
+    cli.kill('SIGINT');
+    const [code] = (await once(cli, 'exit')) as [number | null];
+    assert.equal(code, 130, stderr);
+    assert.equal(stderr, `\npneumotype upload: upload to "s3://${BUCKET}/" was aborted: run it again to upload the rest ("s3://${BUCKET}/_pneumotype-upload.json" is written only when every file is there)\n`);
   } finally {
     silent.close();
   }
