@@ -18,12 +18,13 @@ COPY tsconfig.json ./
 COPY scripts ./scripts
 COPY lib ./lib
 COPY bin ./bin
+COPY models ./models
 RUN node scripts/setup-tfjs.mjs && npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 # The GPU package next to the CPU one; its installer fetches libtensorflow-gpu 2.9.1 (no GPU is needed to build).
 FROM build AS build-gpu
 RUN npm install --no-save --omit=dev --ignore-scripts --no-audit --no-fund @tensorflow/tfjs-node-gpu@4.22.0 \
- && cd node_modules/@tensorflow/tfjs-node-gpu && node scripts/install.js gpu download
+ && cd node_modules/@tensorflow/tfjs-node-gpu && PATH=/opt/pneumotype/node_modules/.bin:$PATH node scripts/install.js gpu download
 
 # The entry point SageMaker calls with `train` or `serve` (SAGEMAKER_BIND_TO_PORT: inference pipelines pick the port).
 FROM scratch AS entrypoint

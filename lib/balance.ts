@@ -5,7 +5,7 @@
 // Weighting every training image by 1 / (images of its class in its group) makes each class weigh the same inside
 // every group, so the group no longer says anything about the label; each group keeps its share of the total weight.
 import { readFile } from 'node:fs/promises';
-import { ConfigError, quote } from './errors.js';
+import { ConfigError, messageOf, quote } from './errors.js';
 import { parseCsv } from './csv.js';
 
 /** A grouping: a CSV with a `file` column (base names) and the column that names each file's group. */
@@ -20,7 +20,10 @@ export interface GroupingSource {
  * @example const groups = await readGroups({ csv: '../shared/data/chest_xray_train_224.csv', column: 'derived_from' })
  */
 export async function readGroups(source: GroupingSource): Promise<Map<string, string>> {
-  const rows = parseCsv(await readFile(source.csv, 'utf8'), source.csv);
+  const text = await readFile(source.csv, 'utf8').catch((err: unknown) => {
+    throw new ConfigError(`the grouping CSV ${quote(source.csv)} cannot be read (${messageOf(err)})`, { path: source.csv, cause: err });
+  });
+  const rows = parseCsv(text, source.csv);
   const first = rows[0] ?? {};
   if (rows.length > 0 && !('file' in first)) {
     throw new ConfigError(`${quote(source.csv)} has no column "file" (columns: ${Object.keys(first).join(', ')})`, { path: source.csv });

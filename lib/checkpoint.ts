@@ -1,5 +1,5 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
@@ -15,6 +15,11 @@ export const OPTIMIZER_BIN = 'optimizer.bin';
 
 /** Writes a folder atomically: build in `DIR.tmp-PID`, then swap it in (the old one is removed only afterwards). */
 export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  // Only a model folder (or an empty one) is ever replaced: `--out` pointed at a dataset, a run or a file is refused.
+  const present = await stat(dir).catch(() => undefined);
+  if (present && !(present.isDirectory() && ((await exists(join(dir, MODEL_JSON))) || (await readdir(dir)).length === 0))) {
+    throw new ConfigError(`${quote(dir)} exists and is not a model folder (no ${MODEL_JSON}): choose another output folder; nothing was replaced`, { path: dir });
+  }
   const tmp = `${dir}.tmp-${process.pid}`;
   const old = `${dir}.old-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });

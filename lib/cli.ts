@@ -11,7 +11,7 @@ import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
-import { ConfigError, PneumotypeError, quote } from './errors.js';
+import { ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
 import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
@@ -533,6 +533,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     if (err instanceof PneumotypeError) {
       process.stderr.write(`\npneumotype ${command}: ${err.message}\n`);
+      return 1;
+    }
+    // A file-system error (a path that is a file where a folder is needed, say) names its path: one line, no trace.
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && (err as NodeJS.ErrnoException).syscall !== undefined) {
+      process.stderr.write(`\npneumotype ${command}: ${messageOf(err)}\n`);
       return 1;
     }
     throw err;

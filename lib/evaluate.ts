@@ -418,6 +418,8 @@ export async function predictSplit(
 export async function evaluateModel(options: EvaluateModelOptions = {}): Promise<EvaluateResult> {
   const data = options.data ?? DEFAULTS.labeledDir;
   const split = options.split ?? 'test';
+  // A bad grouping CSV is found before every image is scored, not after.
+  if (options.groups) await readGroups(options.groups);
   const loaded = await loadModel(options.model);
   try {
     const { preds, failed } = await predictSplit(loaded, {

@@ -1,6 +1,6 @@
 // Temperature scaling: the fit on hand-made and synthetic cases, folding into the output layer, and calibrate end to end.
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -119,4 +119,13 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   const again = await calibrateModel({ model: dir, data: labeled, out: join(tmp, 'twice') });
   close(again.temperature, r.temperature, 1e-3 * r.temperature);
   await assert.rejects(calibrateModel({ model: join(tmp, 'nothing'), data: labeled }), { name: 'CacheError' });
+  // An output that exists and is not a model folder (a dataset, a file) is refused, never replaced.
+  const precious = join(tmp, 'precious');
+  await mkdir(precious);
+  await writeFile(join(precious, 'notes.txt'), 'keep me');
+  await assert.rejects(calibrateModel({ model: dir, data: labeled, out: precious }), {
+    name: 'ConfigError',
+    message: `"${precious}" exists and is not a model folder (no model.json): choose another output folder; nothing was replaced`,
+  });
+  assert.equal(await readFile(join(precious, 'notes.txt'), 'utf8'), 'keep me');
 });

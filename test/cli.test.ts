@@ -76,6 +76,12 @@ test('relabel then prepare on a fixture tree, with JSON output', async () => {
     train: { normal: 4, bacteria: 4, virus: 4, total: 12 },
     test: { normal: 2, bacteria: 2, virus: 2, total: 6 },
   });
+  // A file where a folder is needed: one line naming it, no stack trace.
+  const { writeFile: write } = await import('node:fs/promises');
+  await write(join(tmp, 'plain.txt'), 'a file');
+  const notDir = cli('relabel', '--from', src, '--out', join(tmp, 'plain.txt'), '--quiet');
+  assert.equal(notDir.code, 1);
+  assert.match(notDir.stderr, new RegExp(`^\\npneumotype relabel: ENOTDIR: not a directory, \\w+ '${join(tmp, 'plain.txt')}/[^']*'\\n$`));
   const again = cli('relabel', '--from', src, '--out', join(tmp, 'labeled'), '--quiet');
   assert.match(again.stdout, /^unchanged: .* already holds this dataset\n  train: 4 normal, 4 bacteria, 4 virus \(\d+ patients\)/);
   const p = cli('prepare', '--data', join(tmp, 'labeled'), '--cache', join(tmp, 'cache'), '--preset', 'smoke');

@@ -196,6 +196,14 @@ test('predict gives a label and three probabilities per image, and an error line
   }
 });
 
+test('a grouping CSV that cannot be read is refused before any image is scored', async () => {
+  const missing = join(tmp, 'no-such-groups.csv');
+  await assert.rejects(evaluateModel({ model: join(tmp, 'no-such-model'), data: labeled, groups: { csv: missing, column: 'derived_from' } }), {
+    name: 'ConfigError',
+    message: new RegExp(`^the grouping CSV "${missing}" cannot be read \\(ENOENT`),
+  });
+});
+
 test('metrics break down by a grouping CSV keyed by file name', async () => {
   const rows = ['file,derived_from'];
   const { readManifest } = await import('../lib/manifest.js');

@@ -169,6 +169,15 @@ test('resume refuses other data and a damaged checkpoint with the file named, an
   await assert.rejects(loadModel(cut), { name: 'CacheError', message: new RegExp(`^cannot read the weights "${join(cut, 'weights.bin')}" of "${join(cut, 'model.json')}" \\(ENOENT`) });
 });
 
+test('epochs and batchSize must be whole numbers of at least 1, checked before any work', async () => {
+  for (const [key, value, shown] of [['epochs', 1.5, '1.5'], ['epochs', 0, '0'], ['batchSize', -1, '-1']] as const) {
+    await assert.rejects(train({ data: join(tmp, 'no-such-data'), out: join(tmp, 'run-bad'), preset: 'smoke', config: { [key]: value } }), {
+      name: 'ConfigError',
+      message: `${key} ${shown} is not valid: expected an integer of at least 1`,
+    });
+  }
+});
+
 test('a diverging run stops with a clear error and keeps the last good checkpoint', async () => {
   await assert.rejects(
     train({ data: labeled, out: join(tmp, 'run-nan'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 1e12, warmupEpochs: 0, labelSmoothing: 0 } }),
