@@ -8,7 +8,7 @@ import type { AugmentJob } from './augment-worker.js';
 import { checkMixup, mixBatch } from './mixup.js';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS } from './config.js';
-import { ConfigError, quote } from './errors.js';
+import { ConfigError, checkInteger, quote } from './errors.js';
 import { createRng, shuffled } from './random.js';
 import { loadTf } from './tf.js';
 
@@ -68,15 +68,11 @@ function plan(cache: OpenedCache, options: BatchOptions): Plan {
     throw new ConfigError(`subset ${quote(subset)} is not valid: expected "train", "val" or "test"`);
   }
   const batchSize = options.batchSize ?? DEFAULTS.batchSize;
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new ConfigError(`batchSize ${quote(batchSize)} is not valid: expected an integer of at least 1`);
-  }
+  checkInteger('batchSize', batchSize, 1);
   const seed = options.seed ?? DEFAULTS.seed;
   const epoch = options.epoch ?? 0;
   if (!Number.isInteger(seed)) throw new ConfigError(`seed ${quote(seed)} is not valid: expected an integer`);
-  if (!Number.isInteger(epoch) || epoch < 0) {
-    throw new ConfigError(`epoch ${quote(epoch)} is not valid: expected an integer of at least 0`);
-  }
+  checkInteger('epoch', epoch, 0);
   const augmentOption = options.augment ?? DEFAULTS.augment;
   const checked = augmentOption === false ? undefined : checkAugment(augmentOption);
   const augment = checked && !isIdentityAugment(checked) ? checked : undefined;
@@ -233,7 +229,7 @@ export function augmentThreads(configured: number, cores: number): number {
  */
 export async function* batches(cache: OpenedCache, options: BatchOptions): AsyncGenerator<Batch, void, undefined> {
   const workers = options.workers ?? 0;
-  if (!Number.isInteger(workers) || workers < 0) throw new ConfigError(`workers ${quote(workers)} is not valid: expected an integer of at least 0`);
+  checkInteger('workers', workers, 0);
   const p = plan(cache, options);
   const augment = p.augment;
   if (!augment || workers === 0) {

@@ -105,6 +105,15 @@ export function quote(value: unknown): string {
   }
 }
 
+/**
+ * Checks that an option is a whole number of at least `min`, or throws the project's ConfigError for it.
+ *
+ * @example checkInteger('batchSize', options.batchSize, 1) // "batchSize 0 is not valid: expected an integer of at least 1"
+ */
+export function checkInteger(name: string, value: number, min: number): void {
+  if (!Number.isInteger(value) || value < min) throw new ConfigError(`${name} ${quote(value)} is not valid: expected an integer of at least ${min}`);
+}
+
 /** The message of an unknown thrown value. */
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -3,12 +3,12 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
-import { groupOf, readGroups } from './balance.js';
+import { groupOf, readGroups, type GroupingSource } from './balance.js';
 import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
-import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
-import { exists, listFiles, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { CacheError, ConfigError, LabelError, checkInteger, messageOf, quote } from './errors.js';
+import { exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { inDatasetLayout, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
@@ -56,15 +56,9 @@ export type PredictResult =
   | { readonly file: string; readonly label: Label; readonly probabilities: Readonly<Record<Label, number>> }
   | { readonly file: string; readonly error: string };
 
-function checkBatchSize(batchSize: number): void {
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new ConfigError(`batchSize ${quote(batchSize)} is not valid: expected an integer of at least 1`);
-  }
-}
-
 /** Probabilities of already decoded images (uint8 rows of size x size), in batches; no tensors are left behind. */
 export async function predictPixels(model: LayersModel, size: number, rows: readonly Uint8Array[], batchSize = 32): Promise<number[][]> {
-  checkBatchSize(batchSize);
+  checkInteger('batchSize', batchSize, 1);
   const tf = loadTf();
   const out: number[][] = [];
   for (let start = 0; start < rows.length; start += batchSize) {
@@ -90,7 +84,7 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
  * @example await predict(model, ['a.jpeg', { name: 'upload', data: buffer }])
  */
 export async function predict(loaded: LoadedModel, inputs: readonly PredictInput[], options: { batchSize?: number } = {}): Promise<PredictResult[]> {
-  if (options.batchSize !== undefined) checkBatchSize(options.batchSize);
+  if (options.batchSize !== undefined) checkInteger('batchSize', options.batchSize, 1);
   const size = loaded.card.imageSize;
   const decoded = await Promise.all(
     inputs.map(async (input) => {
@@ -294,12 +288,12 @@ export interface GroupMetrics {
   readonly bacteriaVsVirusAuc: number | null;
 }
 
-/** Point metrics per group of `preds`, groups looked up by the file's base name in `groupsCsv`'s `column`. */
+/** Point metrics per group of `preds`, groups looked up by the file's base name (a grouping CSV, or the map readGroups made of one). */
 export async function metricsByGroup(
   preds: readonly { file?: string | undefined; trueIndex: number; probs: readonly number[] }[],
-  groups: { csv: string; column: string },
+  groups: GroupingSource | ReadonlyMap<string, string>,
 ): Promise<Record<string, GroupMetrics>> {
-  const byName = await readGroups(groups);
+  const byName = 'csv' in groups ? await readGroups(groups) : groups;
   const buckets = new Map<string, { t: number[]; p: number[]; share: number[]; virus: boolean[] }>();
   for (const pr of preds) {
     const g = groupOf(byName, pr.file ?? '');
@@ -384,14 +378,14 @@ export async function predictSplit(
   const size = loaded.card.imageSize;
   const decoded = await mapPool(items, options.concurrency ?? DEFAULTS.prepareConcurrency, async (item) => {
     try {
-      if (item.sha256 !== undefined) {
-        // Unreadable: decodeGray below says so in its own words.
-        const digest = await sha256File(join(root, item.file)).catch(() => item.sha256);
-        if (digest !== item.sha256 && digest !== undefined) {
-          return { item, pixels: undefined, reason: `changed since relabel: SHA-256 ${digest.slice(0, 12)}…, ${MANIFEST_FILE} has ${item.sha256.slice(0, 12)}…` };
-        }
+      // With the manifest's SHA-256, the bytes are read once, checked, then decoded (unreadable: decodeGray says so).
+      const path = join(root, item.file);
+      const data = item.sha256 === undefined ? undefined : await readFile(path).catch(() => undefined);
+      const digest = data === undefined ? undefined : sha256(data);
+      if (digest !== undefined && digest !== item.sha256) {
+        return { item, pixels: undefined, reason: `changed since relabel: SHA-256 ${digest.slice(0, 12)}…, ${MANIFEST_FILE} has ${item.sha256?.slice(0, 12) ?? ''}…` };
       }
-      return { item, pixels: await decodeGray(join(root, item.file), { size, name: item.file }), reason: undefined };
+      return { item, pixels: await decodeGray(data ?? path, { size, name: item.file }), reason: undefined };
     } catch (err) {
       return { item, pixels: undefined, reason: messageOf(err) };
     } finally {
@@ -418,8 +412,8 @@ export async function predictSplit(
 export async function evaluateModel(options: EvaluateModelOptions = {}): Promise<EvaluateResult> {
   const data = options.data ?? DEFAULTS.labeledDir;
   const split = options.split ?? 'test';
-  // A bad grouping CSV is found before every image is scored, not after.
-  if (options.groups) await readGroups(options.groups);
+  // Read before any image is scored: a bad grouping CSV is found first.
+  const groups = options.groups ? await readGroups(options.groups) : undefined;
   const loaded = await loadModel(options.model);
   try {
     const { preds, failed } = await predictSplit(loaded, {
@@ -434,7 +428,7 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
     });
     const result: EvaluateResult = {
       split, model: loaded.dir, data, ...report, failed,
-      ...(options.groups ? { byGroup: await metricsByGroup(preds, options.groups) } : {}),
+      ...(groups ? { byGroup: await metricsByGroup(preds, groups) } : {}),
     };
     if (options.out) await writeJsonAtomic(options.out, result);
     if (options.predictions) {

@@ -192,18 +192,21 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const runDir = options.runDir ?? join('runs', presetName ?? 'default');
   const modelCard = join(runDir, 'model', 'pneumotype.json');
   let training: TrainResult | undefined;
+  let card: ModelCard;
   if (await exists(modelCard)) {
     // Reused only when it is this data's and this configuration's model.
     const existing = JSON.parse(await readFile(modelCard, 'utf8')) as ModelCard;
+    const [was, now] = [configHash({ ...DEFAULTS, ...existing.training.config }), configHash(config)];
     const other = existing.data.manifestSha256 !== cache.index.manifestSha256
       ? `other data (manifest SHA-256 ${existing.data.manifestSha256.slice(0, 12)}…, ${dirs.labeled} has ${cache.index.manifestSha256.slice(0, 12)}…)`
-      : configHash({ ...DEFAULTS, ...existing.training.config }) !== configHash(config)
-        ? `another configuration (${configHash({ ...DEFAULTS, ...existing.training.config })}, now ${configHash(config)})`
+      : was !== now
+        ? `another configuration (${was}, now ${now})`
         : undefined;
     if (other !== undefined) {
       throw new ConfigError(`${quote(join(runDir, 'model'))} was trained on ${other}: choose another --out, or remove ${quote(runDir)} to train again`, { path: runDir });
     }
     step('train', true, `${runDir}/model exists (remove ${runDir} to train again)`);
+    card = existing;
   } else {
     options.onStep?.('train', `training ${config.model} at ${config.imageSize} px for up to ${config.epochs} epochs into ${runDir}`);
     training = await train({
@@ -218,10 +221,10 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
       ...(options.onEpoch ? { onEpoch: options.onEpoch } : {}),
     });
     step('train', false, `best epoch ${training.bestEpoch}: validation accuracy ${training.card.validation.accuracy.toFixed(3)}, macro-F1 ${training.card.validation.macroF1.toFixed(3)}`);
+    card = training.card;
   }
   // Calibrate (skipped when the model's card already records a calibration).
   let calibration: CalibrationRecord | undefined;
-  const card = JSON.parse(await readFile(modelCard, 'utf8')) as ModelCard;
   if (options.calibrate === false) {
     step('calibrate', true, 'turned off');
   } else if (card.calibration) {

@@ -689,7 +689,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
         sections.push({
           heading: 'Most confident mistakes',
           text: `${splitTitle(evaluationSplit)} images the model got wrong, the most confident first: true class → predicted class (probability).`,
-          figure: misclassifiedGalleryFigure(samples, { columns: 3, title: `Misclassified ${evaluationSplit === 'val' ? 'validation' : evaluationSplit} images, most confident first` }),
+          figure: misclassifiedGalleryFigure(samples, { columns: 3, title: `Misclassified ${splitTitle(evaluationSplit).toLowerCase()} images, most confident first` }),
         });
       }
     }

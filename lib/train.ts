@@ -10,7 +10,7 @@ import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, ty
 import { loadLayersModelFromDir, loadOptimizerState, saveModel, trainableVariables } from './checkpoint.js';
 import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
-import { BackendError, CacheError, ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
+import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, messageOf, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
@@ -303,9 +303,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = resolveConfig(options.preset, options.config ?? {});
   const modelOptions = modelOptionsFromConfig(config);
   if (!options.initFrom) resolveModelOptions(modelOptions); // checks every model option before any long work
-  for (const key of ['epochs', 'batchSize'] as const) {
-    if (!Number.isInteger(config[key]) || config[key] < 1) throw new ConfigError(`${key} ${quote(config[key])} is not valid: expected an integer of at least 1`);
-  }
+  for (const key of ['epochs', 'batchSize'] as const) checkInteger(key, config[key], 1);
   if (options.freeze && !options.initFrom) throw new ConfigError('freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too');
   if (options.unfreeze && !options.initFrom) throw new ConfigError('unfreeze needs a pretrained model to unfreeze: give initFrom (--init-from DIR|URL) too');
   if (options.initRange && !options.initFrom) throw new ConfigError('initRange is the pixel range of a pretrained model: give initFrom (--init-from DIR|URL) too');
