@@ -41,6 +41,21 @@ export interface CacheFailure {
   readonly reason: string;
 }
 
+/** One split's .u8 file in index.json. */
+export interface CacheSplitInfo {
+  readonly count: number;
+  /** File name inside the cache folder. */
+  readonly file: string;
+  /** count x imageSize x imageSize. */
+  readonly bytes: number;
+  /**
+   * SHA-256 of the whole .u8 file, lowercase hex: {@link openCache} refuses a file that no longer matches it and
+   * {@link prepareCache} rebuilds one instead of reusing it. Optional: indexes written before it existed have none and
+   * are still read (their files only get the size check), without a rebuild.
+   */
+  readonly sha256?: string;
+}
+
 /** index.json: everything needed to read the .u8 files and to tell whether they are still up to date. */
 export interface CacheIndex {
   readonly version: number;
@@ -53,7 +68,7 @@ export interface CacheIndex {
   readonly seed: number;
   readonly maxInputPixels: number;
   readonly maxInputBytes: number;
-  readonly splits: { readonly [S in CacheSplit]?: { readonly count: number; readonly file: string; readonly bytes: number } };
+  readonly splits: { readonly [S in CacheSplit]?: CacheSplitInfo };
   /** Train images first, then test, each in row order. */
   readonly images: readonly CacheImage[];
   readonly failed: readonly CacheFailure[];
@@ -313,9 +328,10 @@ function assignSubsets(
  *
  * Idempotent and resumable: an index that matches the manifest's SHA-256, imageSize, limits, seed and valFraction is
  * returned untouched (`reused: true`); one that differs only in seed or valFraction gets a new index over the same
- * pixels (`resplit: true`); anything else is rebuilt from scratch, never mixed. Pixels go to `.part` files with a
- * journal checkpointed every `chunkRows` images, so an interrupted build picks up at its last checkpoint; the old index is
- * removed before the new files are renamed into place and the new index is written last.
+ * pixels (`resplit: true`); anything else, a .u8 file of the wrong size or SHA-256 included, is rebuilt from scratch,
+ * never mixed. Pixels go to `.part` files with a journal checkpointed every `chunkRows` images, so an interrupted build
+ * picks up at its last checkpoint; each finished file's SHA-256 goes to the index, the old index is removed before the
+ * new files are renamed into place and the new index is written last.
  *
  * @example
  * const { dir, index } = await prepareCache({ labeledDir: 'data/labeled', imageSize: 128, onProgress: console.log })
@@ -340,7 +356,12 @@ export async function prepareCache(options: PrepareOptions = {}): Promise<Prepar
       old.imageSize === r.imageSize &&
       old.maxInputPixels === r.maxInputPixels &&
       old.maxInputBytes === r.maxInputBytes &&
-      sameSet(Object.keys(old.splits), r.splits)
+      sameSet(Object.keys(old.splits), r.splits) &&
+      // Last, as it reads every pixel: a .u8 file that no longer matches its SHA-256 is rebuilt, as one of the wrong size is.
+      (await checkPixels(r.dir, old).then(
+        () => true,
+        () => false,
+      ))
     ) {
       if (old.seed === r.seed && old.valFraction === r.valFraction) {
         tracker.set(total);
@@ -363,7 +384,7 @@ export async function prepareCache(options: PrepareOptions = {}): Promise<Prepar
 
   const images: Omit<CacheImage, 'subset'>[] = [];
   const failed: CacheFailure[] = [];
-  const splits: { [S in CacheSplit]?: { count: number; file: string; bytes: number } } = {};
+  const splits: { [S in CacheSplit]?: CacheSplitInfo } = {};
   let resumedRows = 0;
   await mkdir(r.dir, { recursive: true });
   for (const [split, rows] of bySplit) {
@@ -387,7 +408,9 @@ export async function prepareCache(options: PrepareOptions = {}): Promise<Prepar
     }
     failed.push(...built.failed);
     const file = `${split}.u8`;
-    splits[split] = { count: offset, file, bytes: offset * r.imageSize * r.imageSize };
+    // Hashed as finished, before the rename: a resumed build has no single pass over all its bytes to hash on the way.
+    const sha = await sha256File(join(r.dir, `${split}.u8.part`));
+    splits[split] = { count: offset, file, bytes: offset * r.imageSize * r.imageSize, sha256: sha };
   }
 
   const index: CacheIndex = {
@@ -478,8 +501,13 @@ async function loadIndex(dir: string): Promise<CacheIndex> {
   }
   for (const [split, info] of Object.entries(index.splits)) {
     if (!(SPLITS as readonly string[]).includes(split) || !isRecord(info)) throw corrupt(`split ${quote(split)}`);
-    const { count, file } = info;
-    if (typeof count !== 'number' || typeof file !== 'string' || !/^[\w.-]+$/.test(file)) {
+    const { count, file, sha256: hash } = info;
+    if (
+      typeof count !== 'number' ||
+      typeof file !== 'string' ||
+      !/^[\w.-]+$/.test(file) ||
+      (hash !== undefined && (typeof hash !== 'string' || !/^[0-9a-f]{64}$/.test(hash)))
+    ) {
       throw corrupt(`split ${quote(split)} is malformed`);
     }
     if ((counts.get(split) ?? 0) > count) throw corrupt(`split ${quote(split)} has more images than its count ${count}`);
@@ -501,6 +529,23 @@ async function loadIndex(dir: string): Promise<CacheIndex> {
   }
   for (const s of counts.keys()) if (!isRecord(index.splits[s])) throw corrupt(`split ${quote(s)} is not described`);
   return index as unknown as CacheIndex;
+}
+
+/** Checks each .u8 file against the SHA-256 its index records (an index without one: nothing to check). */
+async function checkPixels(dir: string, index: CacheIndex): Promise<void> {
+  for (const split of SPLITS) {
+    const info = index.splits[split];
+    if (info?.sha256 === undefined) continue;
+    const u8 = join(dir, info.file);
+    const actual = await sha256File(u8);
+    if (actual !== info.sha256) {
+      throw new CacheError(
+        `${quote(u8)} does not match ${CACHE_INDEX_FILE} (SHA-256 ${actual.slice(0, 12)}…, ${CACHE_INDEX_FILE} says ` +
+          `${info.sha256.slice(0, 12)}…): the cache is corrupt; run \`pneumotype prepare\` again`,
+        { path: u8 },
+      );
+    }
+  }
 }
 
 /** A prepared cache opened for reading. Reads are synchronous preads of one row each (or memory, when preloaded). */
@@ -526,8 +571,9 @@ export interface OpenCacheOptions {
 }
 
 /**
- * Opens a cache written by {@link prepareCache}: checks index.json and that every .u8 file has exactly
- * count x size x size bytes (CacheError otherwise), then reads rows on demand. Call `close()` when done.
+ * Opens a cache written by {@link prepareCache}: checks index.json, that every .u8 file has exactly
+ * count x size x size bytes and, where the index records one, the file's SHA-256 (CacheError otherwise), then reads
+ * rows on demand. Call `close()` when done.
  *
  * @example
  * const cache = await openCache('data/cache/224')
@@ -535,6 +581,7 @@ export interface OpenCacheOptions {
  */
 export async function openCache(dir: string, options: OpenCacheOptions = {}): Promise<OpenedCache> {
   const index = await loadIndex(dir);
+  await checkPixels(dir, index);
   const size = index.imageSize;
   const rowBytes = size * size;
   const preloadBytes = options.preloadBytes ?? 32 * 1024 ** 2;

@@ -62,6 +62,7 @@ Commands
             (--data: a labelled folder, test/{normal,bacteria,virus}/, an extracted archive or its zip (extracted
             to --extracted, default data/extracted), or the test split's own NORMAL/ and PNEUMONIA/ folders)
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)
+            [--bootstrap N]  (resamples for the intervals, default 1000; 0: none)
   calibrate fit a temperature on the validation patients and fold it into the model (predictions unchanged,
             probabilities honest): --model DIR [--data data/labeled] [--split val] [--out DIR (default: in place)]
   predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE|FOLDER...  (a folder: every
@@ -148,6 +149,53 @@ const OPTIONS = {
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
+
+/**
+ * What each command takes besides --json, --quiet and --help: its options, and how many arguments may follow its
+ * name (`help evaluate`, `sagemaker train`, predict's images). Anything else is a usage error (status 2), so that an
+ * option meant for another command (`run --epochs 5`) or a path given without its flag (`evaluate data/labeled`) is
+ * never silently ignored.
+ */
+const COMMANDS: { readonly [command: string]: { readonly options: readonly (keyof typeof OPTIONS)[]; readonly args?: number } } = {
+  help: { options: [], args: 1 },
+  doctor: { options: [] },
+  fetch: { options: ['source', 'out', 'sha256'] },
+  extract: { options: ['archive', 'out', 'all'] },
+  relabel: { options: ['from', 'out', 'extracted', 'allow-unknown'] },
+  prepare: { options: ['data', 'cache', 'preset', 'image-size', 'val-fraction', 'seed'] },
+  train: {
+    options: ['data', 'out', 'preset', 'cache', 'model', 'epochs', 'image-size', 'batch-size', 'seed', 'augment', 'resume',
+      'init-from', 'freeze', 'unfreeze', 'init-range', 'eager', 'graph', 'mixup', 'depth', 'antialias', 'standardize',
+      'optimizer', 'learning-rate', 'weight-decay', 'patience', 'balance-groups'],
+  },
+  evaluate: { options: ['model', 'data', 'split', 'out', 'predictions', 'groups', 'extracted', 'bootstrap'] },
+  calibrate: { options: ['model', 'data', 'split', 'out'] },
+  predict: { options: ['model'], args: Number.POSITIVE_INFINITY },
+  report: { options: ['run', 'eval', 'predictions', 'out'] },
+  upload: { options: ['bucket', 'prefix', 'region', 'endpoint', 'data', 'concurrency', 'part-size'] },
+  serve: { options: ['model', 'port', 'host', 'max-batch', 'batch-window-ms', 'max-body-bytes'] },
+  sagemaker: { options: ['root'], args: 1 },
+  run: { options: ['source', 'preset', 'data-dir', 'out', 'augment', 'no-train', 'no-calibrate', 'eager', 'graph', 'remote', 'download-whole', 'groups'] },
+};
+const EVERY_COMMAND = ['json', 'quiet', 'help'] as const;
+
+/** The usage error for an option or argument `command` does not take; undefined when all are its own. */
+export function usageError(command: string, values: Readonly<Record<string, unknown>>, positionals: readonly string[]): string | undefined {
+  const spec = COMMANDS[command];
+  if (spec === undefined) return undefined; // an unknown command has its own message
+  const own = new Set<string>([...spec.options, ...EVERY_COMMAND]);
+  const foreign = Object.keys(values).filter((name) => !own.has(name));
+  if (foreign.length > 0) {
+    const takes = spec.options.length > 0 ? `it takes ${spec.options.map((o) => `--${o}`).join(', ')}` : 'it takes none';
+    const list = foreign.map((o) => `--${o}`).join(', ');
+    return `${list} ${foreign.length === 1 ? 'is not an option' : 'are not options'} of ${command}; ${takes} (and --json, --quiet)`;
+  }
+  const extra = positionals.slice(1 + (spec.args ?? 0));
+  if (extra.length > 0) {
+    return `unexpected argument ${quote(extra[0])}: ${command} takes ${spec.args ? `at most ${spec.args} argument` : 'no arguments'} besides its options (a path needs its option, e.g. --data PATH)`;
+  }
+  return undefined;
+}
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
@@ -243,6 +291,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (values.help) {
     process.stdout.write(commandHelp(command));
     return 0;
+  }
+  const misuse = usageError(command, values, positionals);
+  if (misuse !== undefined) {
+    process.stderr.write(`pneumotype ${command}: ${misuse}\nRun \`pneumotype help ${command}\` for usage.\n`);
+    return 2;
   }
   const onProgress = values.quiet ? undefined : progressRenderer(process.stderr);
   const progress = onProgress ? { onProgress } : {};

@@ -23,7 +23,7 @@ export { readManifest, writeManifest, type ManifestRow } from './manifest.js';
 export { auditLeakage, dhash, hammingDistance, type LeakageAudit } from './phash.js';
 export { readImageInfo, decodeGray, type ImageInfo } from './images.js';
 export { patientGroupedSplit } from './split.js';
-export { prepareCache, openCache, cacheDirFor, type PrepareOptions, type PrepareResult, type CacheIndex, type OpenedCache, type Subset } from './cache.js';
+export { prepareCache, openCache, cacheDirFor, type PrepareOptions, type PrepareResult, type CacheIndex, type CacheSplitInfo, type OpenedCache, type Subset } from './cache.js';
 export { batches, batchIterator, toTfDataset, type Batch, type BatchOptions } from './dataset.js';
 export { TRACE_AUGMENT, augmentImage, checkAugment, type AugmentOptions } from './augment.js';
 export { mixBatch, sampleBeta } from './mixup.js';

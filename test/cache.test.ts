@@ -258,3 +258,81 @@ test('openCache reports a missing, broken or foreign index, and bad reads', asyn
   cache.close();
   assert.throws(() => cache.readImage(0), { message: `the cache at ${q(dir)} is closed` });
 });
+
+test('prepareCache records the SHA-256 of each .u8 file in index.json', async () => {
+  const { dir, index } = await prepareCache({ labeledDir: labeled, cacheDir: join(root, 'h1'), imageSize: SIZE, valFraction: 0.25, seed: 3 });
+  assert.deepEqual(Object.keys(index.splits), ['train', 'test']);
+  for (const split of ['train', 'test'] as const) {
+    const info = index.splits[split];
+    assert.match(info?.sha256 ?? '', /^[0-9a-f]{64}$/, split);
+    assert.equal(info?.sha256, sha256(await readFile(join(dir, `${split}.u8`))), split);
+  }
+  const written = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as CacheIndex;
+  assert.deepEqual(written.splits, index.splits);
+});
+
+test('a .u8 file damaged at the same size is refused by openCache and rebuilt by prepareCache', async () => {
+  const opts = { labeledDir: labeled, cacheDir: join(root, 'h2'), imageSize: SIZE, valFraction: 0.25, seed: 3 };
+  const first = await prepareCache(opts);
+  const u8 = join(first.dir, 'train.u8');
+  const original = await readFile(u8);
+  const damaged = Buffer.from(original);
+  damaged[1000] = (damaged[1000] ?? 0) ^ 0xff;
+  await writeFile(u8, damaged);
+  assert.equal((await stat(u8)).size, original.length);
+  const expected = first.index.splits.train?.sha256 ?? '';
+  for (const preloadBytes of [0, undefined]) {
+    await assert.rejects(openCache(first.dir, preloadBytes === undefined ? {} : { preloadBytes }), (err: unknown) => {
+      assert.ok(err instanceof CacheError);
+      assert.equal(
+        err.message,
+        `${q(u8)} does not match index.json (SHA-256 ${sha256(damaged).slice(0, 12)}…, index.json says ${expected.slice(0, 12)}…): ` +
+          'the cache is corrupt; run `pneumotype prepare` again',
+      );
+      assert.equal(err.path, u8);
+      return true;
+    });
+  }
+
+  const rebuilt = await prepareCache(opts);
+  assert.equal(rebuilt.reused, false);
+  assert.equal(rebuilt.resplit, false);
+  assert.deepEqual(strip(rebuilt.index), strip(first.index));
+  assert.deepEqual(await readFile(u8), original);
+  const cache = await openCache(rebuilt.dir);
+  cache.close();
+  assert.equal((await prepareCache(opts)).reused, true);
+
+  // A new seed over damaged pixels is no mere resplit either: the pixels are rebuilt.
+  await writeFile(u8, damaged);
+  const reseeded = await prepareCache({ ...opts, seed: 4 });
+  assert.equal(reseeded.resplit, false);
+  assert.equal(reseeded.reused, false);
+  assert.deepEqual(await readFile(u8), original);
+});
+
+test('an index written without SHA-256s (an older cache) still opens and is reused; a malformed one is refused', async () => {
+  const opts = { labeledDir: labeled, cacheDir: join(root, 'h3'), imageSize: SIZE, valFraction: 0.25, seed: 3 };
+  const { dir } = await prepareCache(opts);
+  const indexPath = join(dir, 'index.json');
+  const raw = JSON.parse(await readFile(indexPath, 'utf8')) as { splits: Record<string, { sha256?: string }> };
+  for (const info of Object.values(raw.splits)) delete info.sha256;
+  await writeFile(indexPath, `${JSON.stringify(raw, null, 2)}\n`);
+  const cache = await openCache(dir);
+  try {
+    assert.equal(cache.index.splits.train?.sha256, undefined);
+    assert.equal(cache.count('test'), 9);
+  } finally {
+    cache.close();
+  }
+  const again = await prepareCache(opts);
+  assert.equal(again.reused, true);
+  assert.equal(again.index.splits.train?.sha256, undefined);
+
+  (raw.splits.train as { sha256?: string }).sha256 = 'not-a-hash';
+  await writeFile(indexPath, `${JSON.stringify(raw, null, 2)}\n`);
+  await assert.rejects(openCache(dir), {
+    name: 'CacheError',
+    message: `${q(indexPath)} is not a cache index: split "train" is malformed; run \`pneumotype prepare\` again`,
+  });
+});

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
+import { commandHelp, usageError } from '../lib/cli.js';
 
 const BIN = resolve('bin/pneumotype.js');
 let tmp: string;
@@ -22,6 +23,22 @@ function cli(...args: string[]): { code: number | null; stdout: string; stderr: 
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+test('each command takes exactly the options its usage names', () => {
+  const commands = ['doctor', 'fetch', 'extract', 'relabel', 'prepare', 'train', 'evaluate', 'calibrate', 'predict', 'report', 'upload', 'serve', 'sagemaker', 'run'];
+  for (const command of commands) {
+    const usage = commandHelp(command);
+    const own = usage.slice(0, usage.indexOf('Options for every command'));
+    const named = [...new Set([...own.matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1] ?? ''))];
+    assert.ok(named.length > 0 || command === 'doctor', command);
+    for (const name of named) assert.equal(usageError(command, { [name]: true }, [command]), undefined, `${command} --${name}`);
+    for (const name of ['json', 'quiet', 'help']) assert.equal(usageError(command, { [name]: true }, [command]), undefined, `${command} --${name}`);
+    // What the usage does not name is refused (--sha256 belongs to fetch only).
+    if (command !== 'fetch') assert.match(usageError(command, { sha256: 'x' }, [command]) ?? '', /^--sha256 is not an option of /, command);
+  }
+  assert.equal(usageError('predict', { model: 'm' }, ['predict', 'a.png', 'b.png', 'c.png']), undefined);
+  assert.equal(usageError('frobnicate', { epochs: '1' }, ['frobnicate']), undefined);
+});
 
 test('help, unknown commands and bad options', () => {
   const help = cli('help');
@@ -47,6 +64,21 @@ test('help, unknown commands and bad options', () => {
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
   assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\n');
   assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\n');
+
+  // An option of another command, or a path without its option, is a usage error, not silently ignored.
+  const foreign = cli('run', '--epochs', '5', '--quiet');
+  assert.equal(foreign.code, 2);
+  assert.equal(foreign.stderr,
+    'pneumotype run: --epochs is not an option of run; it takes --source, --preset, --data-dir, --out, --augment, --no-train, ' +
+    '--no-calibrate, --eager, --graph, --remote, --download-whole, --groups (and --json, --quiet)\nRun `pneumotype help run` for usage.\n');
+  assert.equal(cli('doctor', '--model', 'm', '--seed', '1').stderr,
+    'pneumotype doctor: --model, --seed are not options of doctor; it takes none (and --json, --quiet)\nRun `pneumotype help doctor` for usage.\n');
+  const stray = cli('evaluate', 'data/labeled');
+  assert.equal(stray.code, 2);
+  assert.equal(stray.stderr, 'pneumotype evaluate: unexpected argument "data/labeled": evaluate takes no arguments besides its options ' +
+    '(a path needs its option, e.g. --data PATH)\nRun `pneumotype help evaluate` for usage.\n');
+  assert.equal(cli('sagemaker', 'train', 'now').stderr, 'pneumotype sagemaker: unexpected argument "now": sagemaker takes at most 1 argument ' +
+    'besides its options (a path needs its option, e.g. --data PATH)\nRun `pneumotype help sagemaker` for usage.\n');
 
   // A command's --help prints its own usage and runs nothing.
   const usage = cli('evaluate', '--help', '--data', 'nowhere');

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { inspect } from 'node:util';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { ConfigError, IntegrityError, LabelError } from '../lib/errors.js';
 import { readManifest, writeManifest } from '../lib/manifest.js';
 import type { Progress } from '../lib/progress.js';
@@ -141,6 +142,28 @@ test('upload sends every file, compared object by object, writes the manifest ob
   assert.deepEqual(again.manifest, m.json);
   const later = s3.requests.slice(before).map((q) => q.operation);
   assert.ok(!later.some((op) => ['PutObject', 'UploadPart', 'CreateMultipartUpload', 'DeleteObject'].includes(op)), later.join(' '));
+});
+
+test('a listing in pages (IsTruncated, continuation tokens) is read to its last page', async () => {
+  const paged = await startS3Server({ buckets: [BUCKET], secretAccessKey: SECRET, listPageSize: 4 });
+  try {
+    const dir = await labelled('paged');
+    const first = await upload({ data: dir, bucket: BUCKET, prefix: 'paged', region: 'us-east-1', client: paged.client() });
+    assert.equal(first.uploaded, 11);
+    // One more object, last in key order, so that it comes on the last of 4 pages (13 keys, 4 a page).
+    await paged.client().send(new PutObjectCommand({ Bucket: BUCKET, Key: 'paged/zz-notes.txt', Body: 'kept' }));
+    const before = paged.requests.length;
+    const again = await upload({ data: dir, bucket: BUCKET, prefix: 'paged', region: 'us-east-1', client: paged.client() });
+    assert.deepEqual(
+      { uploaded: again.uploaded, skipped: again.skipped, manifestWritten: again.manifestWritten, otherObjects: again.otherObjects },
+      { uploaded: 0, skipped: 11, manifestWritten: false, otherObjects: 1 },
+    );
+    const lists = paged.requests.slice(before).filter((q) => q.operation === 'ListObjects');
+    assert.deepEqual(lists.map((q) => q.query.includes('continuation-token=')), [false, true, true, true]);
+    assert.deepEqual(await paged.listKeys(BUCKET, 'paged/'), [...(await expectedFiles(dir)).map((f) => `paged/${f}`), 'paged/_pneumotype-upload.json', 'paged/zz-notes.txt'].sort());
+  } finally {
+    await paged.close();
+  }
 });
 
 test('an upload aborted part-way leaves no manifest object; the re-run uploads only the rest', async () => {

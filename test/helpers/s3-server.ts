@@ -44,6 +44,13 @@ export interface S3ServerOptions {
   readonly region?: string;
   /** Writes (PutObject, multipart) to keys for which this returns true are answered 403 AccessDenied. */
   readonly denyWrite?: (bucket: string, key: string) => boolean;
+  /**
+   * ListObjectsV2 answers at most this many keys per page, with IsTruncated and a NextContinuationToken, as S3 does at
+   * 1,000, so that a client's paging is tested on a handful of objects. The proxy pages itself (continuation token:
+   * the last key, base64url; s3rver gets start-after): s3rver's own tokens need DES, which OpenSSL 3 no longer has.
+   * Default: s3rver's listing as it is (up to 1,000 keys, one page).
+   */
+  readonly listPageSize?: number;
 }
 
 /** One request the proxy saw. `operation` is derived from method, path and query. */
@@ -174,6 +181,52 @@ function operationOf(method: string, bucket: string, key: string, params: URLSea
 }
 
 /**
+ * Answers a ListObjectsV2 request one page of `listPageSize` keys at a time: asks s3rver for every key after the
+ * continuation token (start-after) and cuts its answer to one page, adding IsTruncated and NextContinuationToken.
+ */
+async function pageListing(
+  req: IncomingMessage,
+  res: ServerResponse,
+  options: S3ServerOptions & { listPageSize: number },
+  port: number,
+  headers: OutgoingHttpHeaders,
+  agent: Agent,
+  url: URL,
+): Promise<void> {
+  req.resume();
+  const params = new URLSearchParams(url.searchParams);
+  const token = params.get('continuation-token');
+  params.delete('continuation-token');
+  params.delete('max-keys');
+  if (token !== null) params.set('start-after', Buffer.from(token, 'base64url').toString('utf8'));
+  const up = httpRequest({ host: '127.0.0.1', port, method: 'GET', path: `${url.pathname}?${params}`, headers, agent });
+  up.end();
+  const [upRes] = (await once(up, 'response')) as [IncomingMessage];
+  const chunks: Buffer[] = [];
+  for await (const chunk of upRes) chunks.push(chunk as Buffer);
+  let body = Buffer.concat(chunks).toString('utf8');
+  const contents = body.match(/<Contents>[\s\S]*?<\/Contents>/g) ?? [];
+  if (upRes.statusCode === 200 && /<IsTruncated>false<\/IsTruncated>/.test(body)) {
+    const size = Math.min(options.listPageSize, Number(url.searchParams.get('max-keys') ?? 1000));
+    const kept = contents.slice(0, size);
+    const last = /<Key>([\s\S]*?)<\/Key>/.exec(kept.at(-1) ?? '')?.[1];
+    const truncated = contents.length > size && last !== undefined;
+    const decoded = (last ?? '').replace(/&(lt|gt|amp|quot|apos|#\d+);/g, (e, name: string) =>
+      name.startsWith('#') ? String.fromCharCode(Number(name.slice(1))) : ({ lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" } as Record<string, string>)[name] ?? e);
+    body = body
+      .replace(/<Contents>[\s\S]*<\/Contents>/, () => kept.join(""))
+      .replace(/<KeyCount>\d+<\/KeyCount>/, `<KeyCount>${kept.length}</KeyCount>`)
+      .replace(/<MaxKeys>\d+<\/MaxKeys>/, `<MaxKeys>${size}</MaxKeys>`)
+      .replace('<IsTruncated>false</IsTruncated>', truncated
+        ? `<IsTruncated>true</IsTruncated><NextContinuationToken>${Buffer.from(decoded, 'utf8').toString('base64url')}</NextContinuationToken>`
+        : '<IsTruncated>false</IsTruncated>')
+      .replace(/<StartAfter>[\s\S]*?<\/StartAfter>/, token === null ? '$&' : `<ContinuationToken>${xmlEscape(token)}</ContinuationToken>`);
+  }
+  res.writeHead(upRes.statusCode ?? 502, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/**
  * Starts s3rver on 127.0.0.1 (ephemeral port, files in a temp folder) behind a loopback proxy that verifies SigV4
  * signatures of the S3RVER key against `secretAccessKey` and adds the behaviours in {@link S3ServerOptions}.
  *
@@ -246,6 +299,11 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
 
     const headers = { ...req.headers };
     delete headers.expect; // this proxy already answered 100-continue; the body follows without waiting
+    const page = options.listPageSize !== undefined && operation === 'ListObjects' && url.searchParams.get('list-type') === '2';
+    if (page) {
+      await pageListing(req, res, { ...options, listPageSize: options.listPageSize ?? 1000 }, upstream.port, headers, agent, url);
+      return;
+    }
     const up = httpRequest({ host: '127.0.0.1', port: upstream.port, method, path: req.url, headers, agent });
     req.pipe(up);
     res.on('close', () => {
