@@ -11,7 +11,7 @@ import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
-import { ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
+import { ArchiveError, ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
 import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
@@ -240,6 +240,16 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
   throw new ConfigError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
 }
 
+/** An ArchiveError when extract selected no entry: an archive of something else, where exit 0 would hide it. */
+function noChestEntries(archive: string, r: { entries: readonly string[] }): void {
+  if (r.entries.length > 0) return;
+  throw new ArchiveError(
+    `Archive ${quote(archive)} holds no chest X-ray entries (files under a chest_xray/ folder, as in ChestXRay2017.zip and ZhangLabData.zip); ` +
+      '--all extracts every entry',
+    { path: archive },
+  );
+}
+
 function printEpoch(e: EpochRecord): void {
   process.stderr.write(
     `epoch ${e.epoch}: loss ${e.loss.toFixed(4)} acc ${e.accuracy.toFixed(3)} | val loss ${e.valLoss.toFixed(4)} acc ${e.valAccuracy.toFixed(3)} ` +
@@ -342,6 +352,7 @@ export async function main(argv: readonly string[]): Promise<number> {
             ...(values.all ? { include: () => true } : {}),
             ...progress,
           });
+          if (!values.all) noChestEntries(values.archive, r);
           print(values, r, `extracted ${r.files} file(s) (${formatBytes(r.bytes)}) to ${r.outDir}, transferring ${formatBytes(r.transferredBytes)} of ${formatBytes(r.archiveBytes)}; ${r.alreadyPresent} already present`);
           return 0;
         }
@@ -351,6 +362,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.all ? {} : { include: chestEntryFilter }),
           ...progress,
         });
+        if (!values.all) noChestEntries(values.archive, r);
         print(values, r, `extracted ${r.files} file(s) (${formatBytes(r.bytes)}) to ${r.outDir}; ${r.alreadyPresent} already present, ${r.skippedJunk} junk skipped, ${r.excluded} not selected`);
         return 0;
       }

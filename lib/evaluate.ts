@@ -34,7 +34,7 @@ export interface LoadedModel {
 /**
  * Loads a model folder written by `train` (model.json, weights.bin, pneumotype.json); the shipped model by default.
  *
- * @example const m = await loadModel(); (await predict(m, ['x.jpeg']))[0].label; m.dispose()
+ * @example const m = await loadModel(); const [r] = await predict(m, ['x.jpeg']); if (r && 'label' in r) r.label; m.dispose()
  */
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<LoadedModel> {
   const cardPath = join(dir, 'pneumotype.json');
@@ -81,7 +81,7 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
  * Predicts each image with the model's own preprocessing (grayscale, squashed to its input size). A bad image gives
  * an `error` entry, never an exception; a bad `batchSize` is a ConfigError.
  *
- * @example await predict(model, ['a.jpeg', { name: 'upload', data: buffer }])
+ * @example await predict(await loadModel('runs/cpu/model'), ['a.jpeg', { name: 'upload', data: buffer }])
  */
 export async function predict(loaded: LoadedModel, inputs: readonly PredictInput[], options: { batchSize?: number } = {}): Promise<PredictResult[]> {
   if (options.batchSize !== undefined) checkInteger('batchSize', options.batchSize, 1);

@@ -186,11 +186,13 @@ class Download {
     const { tracker, retries } = this.#s;
     let failures = 0;
     let restarts = 0;
+    // The count of failures starts again only when the .part grows past its largest size so far: a server that cuts
+    // every response and cannot resume (so each attempt starts from zero) must still run out of retries.
+    let largest = (await fileSize(this.#partPath)) ?? 0;
     for (;;) {
       this.#throwIfAborted();
-      let progressed = false;
       try {
-        const outcome = await this.#attempt(() => (progressed = true));
+        const outcome = await this.#attempt();
         if (outcome === 'again') {
           if (++restarts > retries + 1) throw new TransientError('the server keeps answering with ranges that cannot be resumed');
           continue;
@@ -198,7 +200,11 @@ class Download {
         return await this.#finish(outcome);
       } catch (err) {
         if (!(err instanceof TransientError)) throw err;
-        if (progressed) failures = 0;
+        const size = (await fileSize(this.#partPath)) ?? 0;
+        if (size > largest) {
+          largest = size;
+          failures = 0;
+        }
         failures++;
         if (failures > retries) {
           throw new FetchError(
@@ -214,7 +220,7 @@ class Download {
   }
 
   /** One request. Returns the complete part's total (or undefined when unknown), or 'again' after a restart. */
-  async #attempt(onBytes: () => void): Promise<{ size: number } | 'again'> {
+  async #attempt(): Promise<{ size: number } | 'again'> {
     const { url, tracker } = this.#s;
     let offset = (await fileSize(this.#partPath)) ?? 0;
     let state = offset > 0 ? await this.#readState() : undefined;
@@ -250,8 +256,9 @@ class Download {
       if (status === 416 && offset > 0) {
         cancel(res);
         const total = contentRangeTotal(res.headers.get('content-range')) ?? state?.total;
-        if (total === offset) return { size: offset };
-        tracker.set(0, `server refused to resume at ${offset} bytes (HTTP 416); restarting from zero`);
+        const changed = state === undefined ? undefined : describeChange(state, validatorsOf(res, url), total);
+        if (total === offset && changed === undefined) return { size: offset };
+        tracker.set(0, `${changed ?? `server refused to resume at ${offset} bytes (HTTP 416)`}; restarting from zero`);
         await this.#truncate();
         return 'again';
       }
@@ -270,11 +277,21 @@ class Download {
         });
       }
 
-      const fresh: PartState = { url };
-      const etag = res.headers.get('etag');
-      const lastModified = res.headers.get('last-modified');
-      if (etag !== null) fresh.etag = etag;
-      if (lastModified !== null) fresh.lastModified = lastModified;
+      const fresh = validatorsOf(res, url);
+      const encoding = res.headers.get('content-encoding');
+      if (encoding !== null && !/^\s*identity\s*$/i.test(encoding)) {
+        cancel(res);
+        throw new FetchError(
+          `Cannot download ${quote(url)}: the server sent it ${quote(encoding)}-encoded although "identity" was asked, so its ` +
+            `bytes cannot be resumed or verified; download it another way (a browser, \`curl --compressed\`) and give the file's path as the source`,
+          { url },
+        );
+      }
+      const type = res.headers.get('content-type');
+      if (type !== null && /^\s*(text\/html|application\/xhtml)/i.test(type)) {
+        cancel(res);
+        throw this.#notAnArchive(`an HTML page (Content-Type ${quote(type)})`, offset);
+      }
 
       let start = 0;
       let total: number | undefined;
@@ -287,6 +304,9 @@ class Download {
           await this.#truncate();
           return 'again';
         }
+        // A 206 SHOULD repeat the validators but need not: keep the recorded ones for the next resume.
+        if (fresh.etag === undefined && state?.etag !== undefined) fresh.etag = state.etag;
+        if (fresh.lastModified === undefined && state?.lastModified !== undefined) fresh.lastModified = state.lastModified;
         start = offset;
         total = range.total;
         this.#resumed = true;
@@ -300,12 +320,20 @@ class Download {
         }
       }
       if (total !== undefined) fresh.total = total;
+      const body = bodyChunks(res);
+      // A new body from the first byte: look at its start before anything on disk is given up for it.
+      const first = start === 0 ? await this.#nextChunk(body, idle, 0) : undefined;
+      if (first !== undefined && !first.done && first.value.length >= 2 && !isZipStart(first.value)) {
+        cancel(res);
+        const head = first.value.subarray(0, 32).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
+        throw this.#notAnArchive(/^\s*</.test(head) ? `an HTML or XML page (it starts with ${quote(head)})` : `a file that starts with ${quote(head)}`, offset);
+      }
       tracker.setTotal(total);
       // Empty the .part first: killed in between, old bytes must never sit under the new validators.
       if (start === 0) await this.#truncate();
       await writeJsonAtomic(this.#statePath, fresh);
       await this.#ensureHash(start);
-      const size = await this.#writeBody(res, start, idle, onBytes);
+      const size = await this.#writeBody(res, body, first, start, idle);
       if (total !== undefined && size < total) {
         throw new TransientError(`the connection closed after ${size} of ${total} bytes`);
       }
@@ -323,32 +351,42 @@ class Download {
     }
   }
 
-  async #writeBody(res: Response, start: number, idle: IdleTimer, onBytes: () => void): Promise<number> {
-    const body = res.body;
-    if (body === null) return start;
+  /** The body's next chunk; a broken connection is a TransientError saying how far it got. */
+  async #nextChunk(body: AsyncIterator<Buffer>, idle: IdleTimer, position: number): Promise<IteratorResult<Buffer>> {
+    try {
+      const next = await body.next();
+      idle.touch();
+      return next;
+    } catch (err) {
+      throw this.#networkError(err, idle, `the connection broke after ${position} bytes`);
+    }
+  }
+
+  /** Writes the body from `start` on (its `first` chunk already read), hashing as it goes. */
+  async #writeBody(res: Response, body: AsyncIterator<Buffer>, first: IteratorResult<Buffer> | undefined, start: number, idle: IdleTimer): Promise<number> {
     const handle = await open(this.#partPath, 'r+');
     let position = start;
     let finished = false;
     try {
-      const it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-      for (;;) {
-        let next: IteratorResult<Buffer>;
-        try {
-          next = await it.next();
-        } catch (err) {
-          throw this.#networkError(err, idle, `the connection broke after ${position} bytes`);
-        }
+      for (let next = first ?? (await this.#nextChunk(body, idle, position)); ; next = await this.#nextChunk(body, idle, position)) {
         if (next.done) {
           finished = true;
           break;
         }
-        idle.touch();
         const chunk = next.value;
-        await writeAll(handle, chunk, position);
+        try {
+          await writeAll(handle, chunk, position);
+        } catch (err) {
+          // A full disk, say: the bytes so far are good and kept.
+          throw new FetchError(
+            `Cannot write ${quote(this.#partPath)} (${messageOf(err)}): the ${formatBytes(position)} downloaded so far are kept; ` +
+              'make room and run again to resume',
+            { url: this.#s.url, path: this.#partPath, cause: err },
+          );
+        }
         this.#hash?.update(chunk);
         position += chunk.length;
         this.#hashed = position;
-        onBytes();
         this.#s.tracker.set(position);
       }
     } finally {
@@ -358,8 +396,22 @@ class Download {
     return position;
   }
 
+  /** The error for a response that is not the archive; a partial download from before is kept. */
+  #notAnArchive(what: string, offset: number): FetchError {
+    const kept = offset > 0 ? `; the partial file ${quote(this.#partPath)} (${formatBytes(offset)}) is kept` : '';
+    return new FetchError(
+      `${quote(this.#s.url)} answered with ${what}, not a zip archive: a captive portal, a login or an error page? ` +
+        `Open the URL in a browser, then run again${kept}`,
+      { url: this.#s.url },
+    );
+  }
+
   async #finish(outcome: { size: number }): Promise<{ bytes: number; sha256: string; resumed: boolean }> {
     const { url, finalPath, name, expected, tracker } = this.#s;
+    if (!(await endsLikeZip(this.#partPath, outcome.size))) {
+      // A body cut where the server gave no length looks complete until here: resume it.
+      throw new TransientError(`the download ends after ${outcome.size} bytes without a zip archive's end (its central directory): it was cut short`);
+    }
     await this.#ensureHash(outcome.size);
     const actual = (this.#hash as Hash).digest('hex');
     this.#hash = undefined;
@@ -416,6 +468,9 @@ class Download {
 
   #networkError(err: unknown, idle: IdleTimer, what = 'the request failed'): Error {
     this.#throwIfAborted();
+    if ((err as { type?: unknown } | undefined)?.type === 'max-redirect') {
+      return new FetchError(`Cannot download ${quote(this.#s.url)}: ${messageOf(err)} (a redirect loop?)`, { url: this.#s.url, cause: err });
+    }
     if (idle.timedOut) return new TransientError(`no data for ${formatSeconds(this.#s.timeoutMs)}`, { cause: err });
     return new TransientError(`${what} (${messageOf(err)})`, { cause: err });
   }
@@ -601,6 +656,48 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function cancel(res: Response): void {
   const body = res.body as (NodeJS.ReadableStream & { destroy?: () => void }) | null;
   body?.destroy?.();
+}
+
+/** The validators (ETag, Last-Modified) a response carries, as a part's state for `url`. */
+function validatorsOf(res: Response, url: string): PartState {
+  const state: PartState = { url };
+  const etag = res.headers.get('etag');
+  const lastModified = res.headers.get('last-modified');
+  if (etag !== null) state.etag = etag;
+  if (lastModified !== null) state.lastModified = lastModified;
+  return state;
+}
+
+/** A response body as an iterator of Buffers (an empty one for a body-less response). */
+function bodyChunks(res: Response): AsyncIterator<Buffer> {
+  const body = res.body as AsyncIterable<Buffer> | null;
+  return body === null ? [][Symbol.iterator]() as unknown as AsyncIterator<Buffer> : body[Symbol.asyncIterator]();
+}
+
+/** True when bytes start as a zip archive does: "PK" and a local file header, an empty archive's end, or a span marker. */
+function isZipStart(head: Uint8Array): boolean {
+  return head[0] === 0x50 && head[1] === 0x4b && (head.length < 4 || [0x0403, 0x0605, 0x0807, 0x3030].includes((head[2] ?? 0) | ((head[3] ?? 0) << 8)));
+}
+
+/**
+ * True when the file's last 64 KiB hold a zip's end of central directory record (its signature, with a comment that
+ * fits the file): what a download cut short lacks.
+ */
+async function endsLikeZip(path: string, size: number): Promise<boolean> {
+  const EOCD = 22;
+  if (size < EOCD) return false;
+  const length = Math.min(size, EOCD + 0xffff);
+  const tail = Buffer.alloc(length);
+  const handle = await open(path, 'r');
+  try {
+    await handle.read(tail, 0, length, size - length);
+  } finally {
+    await handle.close();
+  }
+  for (let i = length - EOCD; i >= 0; i--) {
+    if (tail.readUInt32LE(i) === 0x06054b50 && i + EOCD + tail.readUInt16LE(i + 20) === length) return true;
+  }
+  return false;
 }
 
 async function writeAll(handle: FileHandle, chunk: Buffer, position: number): Promise<void> {

@@ -147,7 +147,7 @@ function isOnInput(layer: Layer, model: LayersModel): boolean {
 /**
  * Whether {@link GraphTrainer} can train `model` (pure: looks at the layers and their configurations only).
  *
- * @example planGraphTraining(buildModel({ name: 'resnet' })).supported // true
+ * @example planGraphTraining(buildModel({ name: 'resnet', imageSize: 128 })).supported // true
  */
 export function planGraphTraining(model: LayersModel): GraphTrainingPlan {
   if (model.inputs.length !== 1 || model.outputs.length !== 1) return { supported: false, reason: 'the model does not have exactly one input and one output' };

@@ -153,6 +153,9 @@ async function request(c: Client, init: { method?: string; headers: Record<strin
 
 function networkError(c: Client, err: unknown, idle: IdleTimer): Error {
   if (c.signal?.aborted) return abortedError(c);
+  if ((err as { type?: unknown } | undefined)?.type === 'max-redirect') {
+    return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)} (a redirect loop?)`, { url: c.url, cause: err });
+  }
   if (idle.timedOut) return new TransientError(`no data for ${c.timeoutMs} ms`, { cause: err });
   return new TransientError(messageOf(err), { cause: err });
 }
@@ -254,9 +257,26 @@ function checkRangeResponse(c: Client, info: RemoteInfo, res: Response, pos: num
     }
     return;
   }
+  if (status === 200 && sameFile(info, res)) {
+    // The whole file again, unchanged: something between (a proxy, say) drops the Range header.
+    cancel(res);
+    throw new FetchError(
+      `The server of ${quote(c.url)} answered a Range request with the whole file (HTTP 200, the same ${info.etag !== undefined ? 'ETag' : 'Last-Modified'}): ` +
+        'Range requests do not get through (a proxy between may drop them); download the whole archive with `pneumotype fetch` instead',
+      { url: c.url, status },
+    );
+  }
   if (status === 200 || status === 416) throw changedError(c, info, res);
   if (isTransientStatus(status)) throw transientStatus(res);
   throw new FetchError(`Cannot read ${quote(c.url)}: the server answered HTTP ${status} ${res.statusText}`.trimEnd(), { url: c.url, status });
+}
+
+/** True when a response names the same file as `info`: its ETag (else Last-Modified) and its length. */
+function sameFile(info: RemoteInfo, res: Response): boolean {
+  const { etag, lastModified } = validators(res);
+  const length = Number(res.headers.get('content-length') ?? Number.NaN);
+  const same = info.etag !== undefined ? etag === info.etag : info.lastModified !== undefined && lastModified === info.lastModified;
+  return same && (!Number.isSafeInteger(length) || length === info.size);
 }
 
 function changedError(c: Client, info: RemoteInfo, res: Response): IntegrityError {

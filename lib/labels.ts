@@ -91,7 +91,7 @@ export function inDatasetLayout(path: string): boolean {
  * Unlabelled PNEUMONIA names are an error listing every one of them, unless `allowUnknown`, which plans them into
  * `rejected/` instead.
  *
- * @example planRelabel({ files: ['chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' }).images[0].dest
+ * @example planRelabel({ files: ['chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' }).images[0]?.dest
  * // 'train/virus/person1_virus_6.jpeg'
  */
 export function planRelabel(options: { files: readonly string[]; source: string; allowUnknown?: boolean }): RelabelPlan {

@@ -87,7 +87,10 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     '## Training',
     '',
-    `- ${t.epoch} of ${t.epochs} epochs (best validation macro-F1 at epoch ${t.epoch}), ${(t.seconds / 60).toFixed(1)} minutes on ${extras.hardware ?? t.backend}.`,
+    // The card itself is written at the best epoch; the history tells how the run went on after it.
+    `- ${Math.max(history.length, t.epoch)} of ${t.epochs} epochs${history.length > 0 && history.length < t.epochs ? ' (stopped early)' : ''}, ` +
+      `the best validation macro-F1 at epoch ${t.epoch} (these weights), ` +
+      `${((history.length > 0 ? history.reduce((sum, e) => sum + e.seconds, 0) : t.seconds) / 60).toFixed(1)} minutes on ${extras.hardware ?? t.backend}.`,
     `- ${c.optimizer === 'adam' ? 'Adam' : 'SGD with Nesterov momentum 0.9'}, peak learning rate ${c.learningRate} after ${c.warmupEpochs} warm-up epoch(s), ${c.schedule} decay to ${c.minLearningRate};`,
     `  batch ${c.batchSize}; L2 ${c.weightDecay}; dropout ${c.dropout}; label smoothing ${c.labelSmoothing}; class weights ${c.classWeights}.`,
     `- Augmentation: ${t.augment === false ? 'none' : `\`${JSON.stringify(t.augment)}\``}.`,

@@ -2,7 +2,7 @@
 import yauzl from 'yauzl';
 import type { ZipFile } from 'yauzl';
 import { DEFAULTS } from './config.js';
-import { ArchiveError, messageOf, quote } from './errors.js';
+import { ArchiveError, PneumotypeError, messageOf, quote } from './errors.js';
 import type { FetchFn } from './fetch.js';
 import { openHttpRangeReader } from './http-range.js';
 import type { ProgressCallback } from './progress.js';
@@ -50,7 +50,8 @@ export async function extractRemoteZip(options: RemoteExtractOptions): Promise<R
   const zipfile = await new Promise<ZipFile>((resolve, reject) => {
     yauzl.fromRandomAccessReader(opened.reader, opened.size, { ...ZIP_OPEN_OPTIONS }, (err, zip) => {
       if (err || !zip) {
-        reject(new ArchiveError(`${quote(options.url)} is not a readable zip archive (${messageOf(err)})`, { path: options.url, cause: err }));
+        // A failed read (the server, the network) says so itself; anything else is the archive's fault.
+        reject(err instanceof PneumotypeError ? err : new ArchiveError(`${quote(options.url)} is not a readable zip archive (${messageOf(err)})`, { path: options.url, cause: err }));
       } else resolve(zip);
     });
   });

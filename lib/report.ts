@@ -423,7 +423,7 @@ export function countsTable(summary: RelabelSummary): Table {
  * how their files were made means the model learned the pipeline, not the lungs. A recall is empty where the group
  * has no image of that class, the bacteria-versus-virus AUC where it lacks either.
  *
- * @example showTable(tslab.display, groupsTable(evaluation.byGroup))
+ * @example if (evaluation.byGroup) showTable(tslab.display, groupsTable(evaluation.byGroup))
  */
 export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Table {
   const round = (v: number): number => Math.round(v * 1e4) / 1e4;

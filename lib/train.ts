@@ -209,7 +209,7 @@ export interface TrainStepOptions {
  * The penalty functions (L2 on kernels) of every layer of `model`, nested models included. tfjs-layers does not gather
  * them into a functional model's own `losses` (which stays empty), so they are collected layer by layer.
  *
- * @example const penalty = regularizationLosses(model).reduce((sum, f) => sum + f().dataSync()[0], 0)
+ * @example const penalty = regularizationLosses(model).reduce((sum, f) => sum + (f().dataSync()[0] ?? 0), 0)
  */
 export function regularizationLosses(model: LayersModel): Array<() => Scalar> {
   const out: Array<() => Scalar> = [...(model.losses as Array<() => Scalar>)];

@@ -8,7 +8,7 @@ import { crc32 } from 'node:zlib';
 import yauzl from 'yauzl';
 import type { Entry, Options as YauzlOptions, ZipFile } from 'yauzl';
 import { DEFAULTS } from './config.js';
-import { ArchiveError, ConfigError, PneumotypeError, quote } from './errors.js';
+import { ArchiveError, ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 
 /** An archive to read: a path, or a yauzl ZipFile opened elsewhere (e.g. over HTTP ranges) with a name for messages. */
@@ -287,6 +287,28 @@ export async function extractZip(options: ExtractOptions): Promise<ExtractResult
       planned.push({ entry, name, target });
     }
 
+    // Two entries must not write one path: a file where another entry needs a folder, or a file named like another's
+    // temporary `.part` (it would be overwritten by it, silently, on every run).
+    const byTarget = new Map(planned.map((f) => [f.target, f.name]));
+    for (const file of planned) {
+      const clash = byTarget.get(`${file.target}.part`);
+      if (clash !== undefined) {
+        throw new ArchiveError(
+          `Archive ${quote(archive)} entry ${quote(clash)} has the name of entry ${quote(file.name)}'s temporary file (its name plus ".part"); expected entries that cannot overwrite each other`,
+          { path: archive, entry: clash },
+        );
+      }
+      for (let dir = dirname(file.target); dir.length > outDir.length; dir = dirname(dir)) {
+        const holder = byTarget.get(dir);
+        if (holder !== undefined) {
+          throw new ArchiveError(
+            `Archive ${quote(archive)} entry ${quote(file.name)} lies in ${quote(holder)}, which the archive also holds as a file; expected a folder there`,
+            { path: archive, entry: file.name },
+          );
+        }
+      }
+    }
+
     // --- extract: stream each selected entry, verify, rename
     const tracker = new ProgressTracker({
       stage: 'extract',
@@ -504,9 +526,10 @@ async function extractEntry(
     stream?.destroy();
     // pipeline can reject before the sink has opened its file; removing .part before then would leave one behind.
     if (sink !== undefined) await closed(sink);
-    await rm(part, { force: true });
+    // Best effort: where the folder itself cannot be made (a file in its place), there is no .part to remove.
+    await rm(part, { force: true }).catch(ignore);
     if (err instanceof PneumotypeError || context.signal?.aborted) throw err;
-    throw new ArchiveError(`${where} cannot be written to ${quote(target)}`, { ...details, cause: err });
+    throw new ArchiveError(`${where} cannot be written to ${quote(target)} (${messageOf(err)})`, { ...details, cause: err });
   }
 }
 

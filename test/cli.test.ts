@@ -1,5 +1,6 @@
 // The CLI as a user runs it: the built `bin/pneumotype.js` in a child process (npm test builds dist/ first).
 import assert from 'node:assert/strict';
+import AdmZip from 'adm-zip';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
@@ -95,6 +96,18 @@ test('fetch names a bad source', () => {
   const r = cli('fetch', '--source', 'v9', '--quiet');
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^\npneumotype fetch: .*"v9"/);
+});
+
+test('extract of an archive without chest X-ray entries is an error, not "extracted 0 files"', async () => {
+  const zip = new AdmZip();
+  zip.addFile('OCT/train/CNV/CNV-1.jpeg', Buffer.from('not a chest X-ray'));
+  const archive = join(tmp, 'oct-only.zip');
+  zip.writeZip(archive);
+  const r = cli('extract', '--archive', archive, '--out', join(tmp, 'oct-out'), '--quiet');
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, `\npneumotype extract: Archive "${archive}" holds no chest X-ray entries (files under a chest_xray/ folder, as in ` +
+    'ChestXRay2017.zip and ZhangLabData.zip); --all extracts every entry\n');
+  assert.equal(cli('extract', '--archive', archive, '--out', join(tmp, 'oct-out'), '--all', '--quiet').code, 0);
 });
 
 test('relabel then prepare on a fixture tree, with JSON output', async () => {

@@ -254,6 +254,10 @@ test('the model card renders data, architecture, training, metrics with interval
   const { resolveConfig } = await import('../lib/config.js');
   const card = JSON.parse(await readFile(join(modelDir, 'pneumotype.json'), 'utf8')) as ModelCard;
   const history = JSON.parse(await readFile(join(tmp, 'run', 'history.json'), 'utf8')) as EpochRecord[];
+  // The epochs the run went through (from its history), and the one whose weights these are (the card's).
+  const minutes = (history.reduce((sum, e) => sum + e.seconds, 0) / 60).toFixed(1);
+  assert.ok(text.includes(`\n- ${history.length} of ${card.training.epochs} epochs${history.length < card.training.epochs ? ' (stopped early)' : ''}, ` +
+    `the best validation macro-F1 at epoch ${card.training.epoch} (these weights), ${minutes} minutes on a test machine.\n`), text);
   const again = renderModelCard({ ...card, training: { ...card.training, config: resolveConfig('smoke', { augmentWorkers: 2 }) } }, history, evaluation);
   assert.match(again, /\n- The same recipe again: `npx pneumotype train --data data\/labeled --out runs\/NAME --preset smoke --augment none`\.\n/);
   assert.doesNotMatch(again, /anti-aliased/);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import AdmZip from 'adm-zip';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,8 +13,16 @@ import { backoffDelay, fetchDataset, parseRetryAfter, proxyFor, resolveSource } 
 import type { Progress } from '../lib/progress.js';
 import { startFileServer } from './helpers/http-server.js';
 
-const DATA = randomBytes(300_000);
-const OTHER = randomBytes(280_000);
+/** A real zip of about `bytes` bytes (one stored entry of random bytes): downloads are checked to be zip archives. */
+function zipOf(bytes: number): Buffer {
+  const zip = new AdmZip();
+  zip.addFile('chest_xray/blob.bin', randomBytes(bytes));
+  const entry = zip.getEntry('chest_xray/blob.bin');
+  if (entry) entry.header.method = 0;
+  return zip.toBuffer();
+}
+const DATA = zipOf(300_000);
+const OTHER = zipOf(280_000);
 const hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const FAST = { backoffMs: 1, timeoutMs: 5_000 } as const;
 
@@ -430,5 +439,178 @@ test('HTTP_PROXY is honoured: the request goes through a real loopback forward p
     proxy.closeAllConnections();
     await new Promise<void>((resolve) => proxy.close(() => resolve()));
     await server.close();
+  }
+});
+
+/** A loopback server answering each request with `handle(request number, ...)`; `close()` it in `finally`. */
+async function serveWith(
+  handle: (n: number, req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void,
+): Promise<{ url: string; ranges: (string | undefined)[]; close: () => Promise<void> }> {
+  const ranges: (string | undefined)[] = [];
+  const server = createServer((req, res) => {
+    ranges.push(req.headers.range);
+    handle(ranges.length, req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/data.zip`,
+    ranges,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Sends `bytes` of `body` as a 200 (or the given status) with these headers, then cuts the connection. */
+function sendCut(res: import('node:http').ServerResponse, body: Buffer, bytes: number, headers: Record<string, string | number>, status = 200): void {
+  res.writeHead(status, headers);
+  // Destroyed a little after the bytes were flushed, so that the client reads them all before the cut.
+  res.write(body.subarray(0, bytes), () => setTimeout(() => res.destroy(), 50));
+}
+
+test('an HTML page instead of the archive (a captive portal) is refused; a partial download is kept, a fresh one never written', async () => {
+  // Cut after 100,000 bytes; then the network answers every request with its login page.
+  const portal = await serveWith((n, _req, res) => {
+    if (n === 1) sendCut(res, DATA, 100_000, { 'Content-Length': DATA.length, ETag: '"a"' });
+    else res.writeHead(200, { 'Content-Type': 'text/html' }).end('<html><body>Log in to the Wi-Fi</body></html>');
+  });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await assert.rejects(fetchDataset({ source: portal.url, outDir, retries: 3, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(err.message, `"${portal.url}" answered with an HTML page (Content-Type "text/html"), not a zip archive: a captive portal, ` +
+        `a login or an error page? Open the URL in a browser, then run again; the partial file "${part}" (97.7 KiB) is kept`);
+      return true;
+    });
+    assert.deepEqual(await readFile(part), DATA.subarray(0, 100_000));
+    assert.deepEqual(portal.ranges, [undefined, 'bytes=100000-']);
+  } finally {
+    await portal.close();
+  }
+  // Without a Content-Type: the body's first bytes give it away.
+  const page = await serveWith((_n, _req, res) => res.writeHead(200).end('<!DOCTYPE html>\n<html>Access denied</html>'));
+  try {
+    const outDir = await freshDir();
+    await assert.rejects(fetchDataset({ source: page.url, outDir, ...FAST }), {
+      message: `"${page.url}" answered with an HTML or XML page (it starts with "<!DOCTYPE html>.<html>Access den"), not a zip archive: ` +
+        'a captive portal, a login or an error page? Open the URL in a browser, then run again',
+    });
+    assert.deepEqual(await readdir(outDir), []);
+  } finally {
+    await page.close();
+  }
+});
+
+test('retries run out against a server that cuts every response and cannot resume', async () => {
+  const server = await startFileServer({ data: DATA, cutAfterBytes: 100_000, cutTimes: 1_000, ignoreRange: true });
+  try {
+    const outDir = await freshDir();
+    await assert.rejects(fetchDataset({ source: server.url, outDir, retries: 2, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.match(err.message, /^Download of "[^"]+" failed after 3 attempts: the connection (broke|closed) after /);
+      return true;
+    });
+    // The first attempt's progress resets the count; restarting from zero to the same 100,000 bytes does not.
+    assert.equal(server.requests.filter((r) => r.method === 'GET').length, 3);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a 206 without ETag or Last-Modified keeps the recorded validator: cut twice, resumed twice', async () => {
+  const server = await serveWith((n, req, res) => {
+    if (n === 1) return sendCut(res, DATA, 100_000, { 'Content-Length': DATA.length, ETag: '"v"' });
+    const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    assert.equal(req.headers['if-range'], '"v"');
+    const headers = { 'Content-Length': DATA.length - start, 'Content-Range': `bytes ${start}-${DATA.length - 1}/${DATA.length}` };
+    if (n === 2) return sendCut(res, DATA.subarray(start), 100_000, headers, 206);
+    res.writeHead(206, headers).end(DATA.subarray(start));
+  });
+  try {
+    const r = await fetchDataset({ source: server.url, outDir: await freshDir(), ...FAST });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(r.resumed, true);
+    assert.deepEqual(server.ranges, [undefined, 'bytes=100000-', 'bytes=200000-']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a body cut where the server gave no length is resumed, not saved as the archive', async () => {
+  const server = await serveWith((n, req, res) => {
+    if (n === 1) {
+      // No Content-Length and no chunked encoding: the body ends when the connection closes.
+      res.socket?.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nETag: "w"\r\nConnection: close\r\n\r\n'), DATA.subarray(0, 120_000)]));
+      return;
+    }
+    const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    res.writeHead(206, { ETag: '"w"', 'Content-Length': DATA.length - start, 'Content-Range': `bytes ${start}-${DATA.length - 1}/${DATA.length}` });
+    res.end(DATA.subarray(start));
+  });
+  try {
+    const r = await fetchDataset({ source: server.url, outDir: await freshDir(), ...FAST });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.deepEqual(server.ranges, [undefined, 'bytes=120000-']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a 416 with a new ETag restarts from zero instead of finishing the old bytes', async () => {
+  const NEW = zipOf(300_000);
+  assert.equal(NEW.length, DATA.length);
+  const server = await serveWith((_n, req, res) => {
+    if (req.headers.range !== undefined) res.writeHead(416, { ETag: '"new"', 'Content-Range': `bytes */${NEW.length}` }).end();
+    else res.writeHead(200, { ETag: '"new"', 'Content-Length': NEW.length }).end(NEW);
+  });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await writeFile(part, DATA);
+    await writeFile(`${part}.json`, JSON.stringify({ url: server.url, etag: '"old"', total: DATA.length }));
+    const r = await fetchDataset({ source: server.url, outDir, ...FAST });
+    assert.deepEqual(await readFile(r.path), NEW);
+    assert.deepEqual(server.ranges, [`bytes=${DATA.length}-`, undefined]);
+  } finally {
+    await server.close();
+  }
+});
+
+test('gzip-encoded bodies, redirect loops and a full disk are clear errors at once, not retried', async () => {
+  const gzip = await serveWith((_n, _req, res) => res.writeHead(200, { 'Content-Encoding': 'gzip' }).end(DATA));
+  try {
+    await assert.rejects(fetchDataset({ source: gzip.url, outDir: await freshDir(), ...FAST }), {
+      message: `Cannot download "${gzip.url}": the server sent it "gzip"-encoded although "identity" was asked, so its bytes cannot be ` +
+        'resumed or verified; download it another way (a browser, `curl --compressed`) and give the file\'s path as the source',
+    });
+    assert.equal(gzip.ranges.length, 1);
+  } finally {
+    await gzip.close();
+  }
+  const loop = await serveWith((_n, _req, res) => res.writeHead(302, { Location: '/data.zip' }).end());
+  try {
+    await assert.rejects(fetchDataset({ source: loop.url, outDir: await freshDir(), ...FAST }), {
+      message: `Cannot download "${loop.url}": maximum redirect reached at: ${loop.url} (a redirect loop?)`,
+    });
+    assert.equal(loop.ranges.length, 21);
+  } finally {
+    await loop.close();
+  }
+  // A .part that is /dev/full: every write fails with ENOSPC.
+  if (process.platform === 'linux') {
+    const server = await startFileServer({ data: DATA });
+    try {
+      const outDir = await freshDir();
+      const part = join(outDir, 'data.zip.part');
+      await symlink('/dev/full', part);
+      await assert.rejects(fetchDataset({ source: server.url, outDir, ...FAST }), {
+        message: `Cannot write "${part}" (ENOSPC: no space left on device, write): the 0 B downloaded so far are kept; make room and run again to resume`,
+      });
+      assert.equal(server.requests.length, 1);
+    } finally {
+      await server.close();
+    }
   }
 });

@@ -161,6 +161,33 @@ test('a server without Range support is a FetchError pointing at pneumotype fetc
   }
 });
 
+test('HEAD promises Range but GET ignores it (a proxy dropping it): a FetchError saying so, not "the file changed"', async () => {
+  const { createServer } = await import('node:http');
+  const { extractRemoteZip } = await import('../lib/remote-zip.js');
+  const { mkdtemp, rm: remove } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const server = createServer((req, res) => {
+    res.writeHead(200, { ETag: '"z"', 'Accept-Ranges': 'bytes', 'Content-Length': ARCHIVE.zip.length });
+    res.end(req.method === 'HEAD' ? undefined : ARCHIVE.zip);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}/ZhangLabData.zip`;
+  const out = await mkdtemp(join(tmpdir(), 'pneumotype-remote-'));
+  try {
+    await assert.rejects(extractRemoteZip({ url, outDir: out, backoffMs: 1 }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(err.message, `The server of "${url}" answered a Range request with the whole file (HTTP 200, the same ETag): Range requests ` +
+        'do not get through (a proxy between may drop them); download the whole archive with `pneumotype fetch` instead');
+      return true;
+    });
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await remove(out, { recursive: true, force: true });
+  }
+});
+
 test('404 is a FetchError naming the URL and status', async () => {
   const server = await startFileServer({ data: ARCHIVE.zip });
   try {

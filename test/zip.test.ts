@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -296,6 +296,18 @@ const HOSTILE: readonly HostileCase[] = [
     entry: 'chest_xray/a.txt',
     message: 'entry "chest_xray/a.txt" appears more than once; expected unique entry names',
   },
+  {
+    title: 'an entry named like another entry\'s temporary file',
+    zip: () => buildZip([{ name: 'chest_xray/a.jpeg.part', data: Buffer.from('1') }, { name: 'chest_xray/a.jpeg', data: Buffer.from('2') }]),
+    entry: 'chest_xray/a.jpeg.part',
+    message: 'entry "chest_xray/a.jpeg.part" has the name of entry "chest_xray/a.jpeg"\'s temporary file (its name plus ".part"); expected entries that cannot overwrite each other',
+  },
+  {
+    title: 'a file where another entry needs a folder',
+    zip: () => buildZip([{ name: 'chest_xray/a', data: Buffer.from('1') }, { name: 'chest_xray/a/b.txt', data: Buffer.from('2') }]),
+    entry: 'chest_xray/a/b.txt',
+    message: 'entry "chest_xray/a/b.txt" lies in "chest_xray/a", which the archive also holds as a file; expected a folder there',
+  },
   { title: 'too many entries', zip: () => tooManyEntriesZip(30), options: { maxEntries: 20 }, message: 'has 30 entries, more than the limit of 20 (maxEntries); refusing a possible zip bomb' },
   {
     title: 'oversized claim',
@@ -420,4 +432,25 @@ test('a missing archive is an ArchiveError naming it', async () => {
     name: 'ArchiveError',
     message: `Archive ${quote(missing)} does not exist; expected a zip file at that path`,
   });
+});
+
+test('an entry that cannot be written says why (a file where its folder should be; a full disk), naming entry and target', async () => {
+  const { archive, outDir } = await place(buildZip([{ name: 'chest_xray/a/b.txt', data: Buffer.from('x') }]));
+  await mkdir(join(outDir, 'chest_xray'), { recursive: true });
+  await writeFile(join(outDir, 'chest_xray', 'a'), 'a file, not a folder');
+  const target = join(outDir, 'chest_xray', 'a', 'b.txt');
+  await assert.rejects(extractZip({ archive, outDir }), {
+    name: 'ArchiveError',
+    message: `Archive ${quote(archive)} entry "chest_xray/a/b.txt" cannot be written to ${quote(target)} (EEXIST: file already exists, mkdir ${quote(join(outDir, 'chest_xray', 'a')).replace(/"/g, "'")})`,
+  });
+  if (process.platform === 'linux') {
+    // Its temporary file is /dev/full: every write fails with ENOSPC.
+    const full = await place(buildZip([{ name: 'chest_xray/c.txt', data: Buffer.from('y') }]));
+    await mkdir(join(full.outDir, 'chest_xray'), { recursive: true });
+    await symlink('/dev/full', join(full.outDir, 'chest_xray', 'c.txt.part'));
+    await assert.rejects(extractZip({ archive: full.archive, outDir: full.outDir }), {
+      name: 'ArchiveError',
+      message: `Archive ${quote(full.archive)} entry "chest_xray/c.txt" cannot be written to ${quote(join(full.outDir, 'chest_xray', 'c.txt'))} (ENOSPC: no space left on device, write)`,
+    });
+  }
 });
