@@ -412,6 +412,16 @@ export async function prepareCache(options: PrepareOptions = {}): Promise<Prepar
     const sha = await sha256File(join(r.dir, `${split}.u8.part`));
     splits[split] = { count: offset, file, bytes: offset * r.imageSize * r.imageSize, sha256: sha };
   }
+  if (images.length === 0) {
+    // A cache of nothing would pass for done; nothing can be trained or evaluated on it.
+    const first = failed[0];
+    throw new CacheError(
+      first === undefined
+        ? `${quote(join(r.labeledDir, MANIFEST_FILE))} lists no images of the splits ${r.splits.join(', ')}: nothing to cache`
+        : `none of the ${failed.length} images of ${quote(r.labeledDir)} could be decoded (the first: ${first.reason}): nothing to cache`,
+      { path: r.labeledDir },
+    );
+  }
 
   const index: CacheIndex = {
     version: CACHE_VERSION,

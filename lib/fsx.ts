@@ -69,9 +69,10 @@ export async function exists(path: string): Promise<boolean> {
 
 /**
  * Relative paths (posix separators, sorted) of every file under `root`, following symbolic links to files and to
- * folders (a folder reached twice, through a link cycle or two links, is listed once).
+ * folders (a folder reached twice, through a link cycle or two links, is listed once). A link that leads nowhere
+ * is left out and, with `onSkipped`, named with the reason.
  */
-export async function listFiles(root: string): Promise<string[]> {
+export async function listFiles(root: string, options: { onSkipped?: (path: string, reason: string) => void } = {}): Promise<string[]> {
   const files: string[] = [];
   const seen = new Set<string>();
   const walk = async (dir: string, rel: string): Promise<void> => {
@@ -80,7 +81,13 @@ export async function listFiles(root: string): Promise<string[]> {
     seen.add(real);
     for (const e of await readdir(dir, { withFileTypes: true })) {
       const path = rel === '' ? e.name : `${rel}/${e.name}`;
-      const kind = e.isSymbolicLink() ? await stat(join(dir, e.name)).catch(() => undefined) : e;
+      const kind = e.isSymbolicLink()
+        ? await stat(join(dir, e.name)).catch((err: unknown) => {
+            const code = (err as NodeJS.ErrnoException).code;
+            options.onSkipped?.(path, code === 'ELOOP' ? 'a symbolic link loop' : `a symbolic link that leads nowhere (${code ?? 'unreadable'})`);
+            return undefined;
+          })
+        : e;
       if (kind?.isDirectory()) await walk(join(dir, e.name), path);
       else if (kind?.isFile()) files.push(path);
     }

@@ -24,18 +24,21 @@ export interface NameInfo {
  */
 export function parseName(classDir: 'NORMAL' | 'PNEUMONIA', fileName: string): NameInfo {
   const stem = fileName.replace(/\.[^.]*$/, '');
+  // Patient ids in one case (`PERSON31_…` and `person31_…` are one child); `personN_` names under NORMAL/ too.
+  const person = /^(person\d+)_/i.exec(stem);
   if (classDir === 'NORMAL') {
     const m = /^((?:NORMAL2-)?IM-\d+)/i.exec(stem);
-    return { label: 'normal', patientId: m?.[1] ?? stem, patientParsed: m !== null };
+    const patientId = m?.[1]?.toUpperCase() ?? person?.[1]?.toLowerCase() ?? stem;
+    return { label: 'normal', patientId, patientParsed: m !== null || person !== null };
   }
-  const lower = stem.toLowerCase();
-  const bacteria = lower.includes('_bacteria_') || lower.endsWith('_bacteria');
-  const virus = lower.includes('_virus_') || lower.endsWith('_virus');
-  const m = /^(person\d+)_/i.exec(stem);
-  const patientId = m?.[1] ?? (stem.split(/_(?:bacteria|virus)/i)[0] || stem);
-  const base = { patientId, patientParsed: m !== null };
+  // Whole words of the name, however they are separated: `person1_bacteria_2`, `bacteria_1`, `person1-virus 3`.
+  const words = stem.toLowerCase().split(/[^a-z0-9]+/);
+  const bacteria = words.includes('bacteria');
+  const virus = words.includes('virus');
+  const patientId = person?.[1]?.toLowerCase() ?? (stem.split(/[^a-z0-9]*(?:bacteria|virus)/i)[0] || stem);
+  const base = { patientId, patientParsed: person !== null };
   if (bacteria && virus) return { ...base, label: undefined, problem: 'names both bacteria and virus' };
-  if (!bacteria && !virus) return { ...base, label: undefined, problem: 'names neither bacteria nor virus' };
+  if (!bacteria && !virus) return { ...base, label: undefined, problem: 'names neither bacteria nor virus; expected personN_bacteria_M or personN_virus_M' };
   return { ...base, label: bacteria ? 'bacteria' : 'virus' };
 }
 

@@ -9,7 +9,7 @@ const W = 17;
 const H = 16;
 
 /**
- * Difference hash of an image: grayscale, squashed to 17x16, one bit per horizontal neighbour pair (left brighter).
+ * Difference hash of an image: EXIF orientation applied, grayscale, squashed to 17x16, one bit per horizontal neighbour pair (left brighter).
  * Returned as 64 hex characters.
  *
  * @example await dhash('data/labeled/train/normal/IM-0115-0001.jpeg') // 'f0e1...'
@@ -18,7 +18,8 @@ export async function dhash(input: string | Buffer, options: { maxInputPixels?: 
   const name = options.name ?? (typeof input === 'string' ? input : '<buffer>');
   const px = await runSharp(
     () =>
-      sharp(input, { limitInputPixels: options.maxInputPixels ?? DEFAULTS.maxInputPixels, failOn: 'truncated' })
+      // Oriented as decodeGray orients it, so that an EXIF-rotated copy hashes like the same image saved upright.
+      sharp(input, { limitInputPixels: options.maxInputPixels ?? DEFAULTS.maxInputPixels, failOn: 'truncated', autoOrient: true })
         .grayscale()
         .resize(W, H, { fit: 'fill', kernel: 'lanczos3' })
         .raw()

@@ -1,11 +1,11 @@
 // The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
-import { link, copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, copyFile, mkdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
 import { exists, listFiles, sha256, writeJsonAtomic } from './fsx.js';
 import { readImageInfo } from './images.js';
-import { planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
+import { inDatasetLayout, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
 import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
 import { auditLeakage, dhash, type LeakageAudit } from './phash.js';
 import { mapPool } from './pool.js';
@@ -78,13 +78,22 @@ async function place(src: string, dest: string, data: Buffer, digest: string): P
   await rm(tmp, { force: true });
   let how: 'linked' | 'copied' = 'linked';
   try {
-    await link(src, tmp);
+    // The file itself: a hard link to a symbolic link would keep its (maybe relative) target, broken from `dest`.
+    await link(await realpath(src), tmp);
   } catch {
     how = 'copied';
     await copyFile(src, tmp);
   }
   await rename(tmp, dest);
   return how;
+}
+
+/**
+ * The entries relabel extracts from a zip: the chest X-ray folders of the published archives, and the
+ * `{train,test,val}/{NORMAL,PNEUMONIA}/` layout under any other top folder (a re-zipped copy), v3's OCT half excepted.
+ */
+function relabelEntryFilter(name: string): boolean {
+  return chestEntryFilter(name) || (inDatasetLayout(name) && !name.split('/').some((s) => s.toLowerCase() === 'oct'));
 }
 
 function emptyCounts(): Counts {
@@ -135,7 +144,7 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
     extract = await extractZip({
       archive: options.from,
       outDir: extractedDir,
-      include: chestEntryFilter,
+      include: relabelEntryFilter,
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     root = resolve(extractedDir);
@@ -144,8 +153,12 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
     throw new LabelError(`the output folder ${quote(out)} is inside the source ${quote(root)}: choose another --out`, { path: out });
   }
   // From a zip: its own entries only, never what an earlier archive left in the same extracted folder.
-  const files = (extract ? extract.entries : await listFiles(root)).filter((f) => !f.endsWith('.part'));
-  const plan = planRelabel({ files, source: options.from, ...(options.allowUnknown ? { allowUnknown: true } : {}) });
+  const unreadable: { source: string; reason: string }[] = [];
+  const listed = extract ? extract.entries : await listFiles(root, { onSkipped: (source, reason) => unreadable.push({ source, reason }) });
+  for (const f of listed) if (f.endsWith('.part')) unreadable.push({ source: f, reason: 'an unfinished copy (.part)' });
+  const files = listed.filter((f) => !f.endsWith('.part'));
+  const planned = planRelabel({ files, source: options.from, ...(options.allowUnknown ? { allowUnknown: true } : {}) });
+  const plan: RelabelPlan = { ...planned, ignored: [...planned.ignored, ...unreadable] };
 
   const tracker = new ProgressTracker({ stage: 'relabel', unit: 'files', total: plan.images.length, onProgress: options.onProgress });
   const previous = (await exists(join(out, MANIFEST_FILE))) ? await readManifest(out) : undefined;

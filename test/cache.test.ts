@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { cacheDirFor, openCache, prepareCache, type CacheIndex } from '../lib/cache.js';
 import type { Label } from '../lib/config.js';
-import { CacheError } from '../lib/errors.js';
+import { CacheError, quote } from '../lib/errors.js';
 import { sha256 } from '../lib/fsx.js';
 import { decodeGray, readImageInfo } from '../lib/images.js';
 import { readManifest, writeManifest, type ManifestRow } from '../lib/manifest.js';
@@ -335,4 +336,18 @@ test('an index written without SHA-256s (an older cache) still opens and is reus
     name: 'CacheError',
     message: `${q(indexPath)} is not a cache index: split "train" is malformed; run \`pneumotype prepare\` again`,
   });
+});
+
+test('a labelled folder none of whose images decodes is an error, not an empty cache that passes for done', async () => {
+  const dir = join(root, 'all-bad');
+  const rows = await writeLabeled(dir, { train: 1, test: 0 });
+  for (const row of rows) await writeFile(join(dir, row.file), row.file.endsWith('.jpeg') ? Buffer.alloc(row.bytes, 0x2a) : 'x');
+  // The manifest still matches the files' sizes; their bytes are not images.
+  const cacheDir = join(root, 'all-bad-cache');
+  await assert.rejects(prepareCache({ labeledDir: dir, cacheDir, imageSize: 16, verify: false }), (err: unknown) => {
+    assert.ok(err instanceof CacheError);
+    assert.match(err.message, new RegExp(`^none of the ${rows.length} images of ${quote(dir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} could be decoded \\(the first: .+\\): nothing to cache$`));
+    return true;
+  });
+  assert.equal(existsSync(join(cacheDir, '16', 'index.json')), false);
 });

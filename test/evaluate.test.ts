@@ -146,7 +146,7 @@ test('evaluate scores every test image whatever the folders\' case, links, junk 
   await assert.rejects(evaluateModel({ model: modelDir, data: unnamed }), {
     name: 'LabelError',
     message: `1 test image(s) under PNEUMONIA/ in "${unnamed}" carry no single label (expected _bacteria_ or _virus_ in the name), ` +
-      'so they cannot be scored; rename them or move them out:\n  PNEUMONIA/person7_3.jpeg (names neither bacteria nor virus)',
+      'so they cannot be scored; rename them or move them out:\n  PNEUMONIA/person7_3.jpeg (names neither bacteria nor virus; expected personN_bacteria_M or personN_virus_M)',
   });
   const archive = join(tmp, 'any.zip');
   await writeFile(archive, 'PK');

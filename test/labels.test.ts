@@ -10,8 +10,15 @@ test('parseName reads labels and patient ids from the dataset names', () => {
   assert.deepEqual(parseName('NORMAL', 'IM-0115-0001.jpeg'), { label: 'normal', patientId: 'IM-0115', patientParsed: true });
   assert.deepEqual(parseName('NORMAL', 'NORMAL2-IM-0927-0001.jpeg'), { label: 'normal', patientId: 'NORMAL2-IM-0927', patientParsed: true });
   assert.deepEqual(parseName('NORMAL', 'scan 7.png'), { label: 'normal', patientId: 'scan 7', patientParsed: false });
-  assert.equal(parseName('PNEUMONIA', 'person5_1.jpeg').problem, 'names neither bacteria nor virus');
+  assert.equal(parseName('PNEUMONIA', 'person5_1.jpeg').problem, 'names neither bacteria nor virus; expected personN_bacteria_M or personN_virus_M');
   assert.equal(parseName('PNEUMONIA', 'person5_bacteria_virus_1.jpeg').problem, 'names both bacteria and virus');
+  // One child, whatever the case of the name or the folder it is in; the label from whole words of the name.
+  assert.deepEqual(parseName('PNEUMONIA', 'PERSON31_BACTERIA_9.JPG'), { patientId: 'person31', patientParsed: true, label: 'bacteria' });
+  assert.deepEqual(parseName('NORMAL', 'person31_normal_1.jpeg'), { label: 'normal', patientId: 'person31', patientParsed: true });
+  assert.deepEqual(parseName('NORMAL', 'im-0115-0002.jpeg'), { label: 'normal', patientId: 'IM-0115', patientParsed: true });
+  assert.deepEqual(parseName('PNEUMONIA', 'bacteria_1.jpeg'), { patientId: 'bacteria_1', patientParsed: false, label: 'bacteria' });
+  assert.deepEqual(parseName('PNEUMONIA', 'child 4 - virus (2).png'), { patientId: 'child 4', patientParsed: false, label: 'virus' });
+  assert.equal(parseName('PNEUMONIA', 'person5_bacterial_1.jpeg').label, undefined, 'whole words only');
 });
 
 const files = [
@@ -66,7 +73,7 @@ test('planRelabel lists every unlabelled pneumonia name, or sets them aside with
         err.message,
         '2 file(s) under PNEUMONIA/ in "fixture.zip" carry no single label (expected _bacteria_ or _virus_ in the name); ' +
           'use --allow-unknown to set them aside in rejected/:\n' +
-          '  chest_xray/train/PNEUMONIA/person2_3.jpeg (names neither bacteria nor virus)\n' +
+          '  chest_xray/train/PNEUMONIA/person2_3.jpeg (names neither bacteria nor virus; expected personN_bacteria_M or personN_virus_M)\n' +
           '  chest_xray/test/PNEUMONIA/person4_bacteria_virus_5.jpeg (names both bacteria and virus)',
       );
       assert.deepEqual(err.files, ['chest_xray/train/PNEUMONIA/person2_3.jpeg', 'chest_xray/test/PNEUMONIA/person4_bacteria_virus_5.jpeg']);

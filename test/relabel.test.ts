@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, writeFile, mkdir, readdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, symlink, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
 import AdmZip from 'adm-zip';
 import sharp from 'sharp';
@@ -134,4 +134,56 @@ test('relabel extracts a zip first (chest X-ray entries only) and never touches 
   assert.equal(r.summary.counts.test?.total, 3);
   assert.equal(r.extract?.excluded, 1);
   assert.deepEqual(await readFile(zipPath), before);
+});
+
+test('a zip of the layout under another top folder relabels like the folder would (OCT still left out)', async () => {
+  const zipPath = join(tmp, 'f.zip');
+  const zip = new AdmZip();
+  for (const f of await datasetFiles({ prefix: 'Chest_XRay_224', perClass: { train: 2, test: 1 } })) zip.addFile(f.path, f.data);
+  zip.addFile('OCT/train/NORMAL/NORMAL-1-1.jpeg', Buffer.from('oct'));
+  zip.writeZip(zipPath);
+  await mkdir(join(tmp, 'f'), { recursive: true });
+  const r = await relabel({ from: zipPath, out: join(tmp, 'f/labeled'), extractedDir: join(tmp, 'f/extracted') });
+  assert.equal(r.summary.source.root, 'Chest_XRay_224');
+  assert.equal(r.summary.counts.train?.total, 6);
+  assert.equal(r.summary.counts.test?.total, 3);
+  assert.equal(r.extract?.excluded, 1, 'the OCT entry is not even extracted');
+});
+
+test('relative symbolic links are followed to their files; links that lead nowhere and .part files are named, not dropped', async () => {
+  const src = join(tmp, 'g-src');
+  const files = await datasetFiles({ perClass: { train: 1, test: 1 } });
+  // Every image lives in pool/; the layout holds relative links to it.
+  for (const f of files) {
+    const pooled = join(src, 'pool', f.path.replaceAll('/', '_'));
+    await mkdir(join(src, 'pool'), { recursive: true });
+    await writeFile(pooled, f.data);
+    await mkdir(join(src, dirname(f.path)), { recursive: true });
+    await symlink(relative(join(src, dirname(f.path)), pooled), join(src, f.path));
+  }
+  await symlink('nowhere.jpeg', join(src, 'chest_xray/train/NORMAL/IM-0900-0001.jpeg'));
+  await symlink('loop.jpeg', join(src, 'chest_xray/train/NORMAL/loop.jpeg'));
+  await writeFile(join(src, 'chest_xray/train/PNEUMONIA/person9_virus_9.jpeg.part'), 'half a copy');
+  const out = join(tmp, 'g-out');
+  const r = await relabel({ from: src, out });
+  assert.equal(r.summary.counts.train?.total, 3);
+  for (const row of await readManifest(out)) {
+    const f = files.find((x) => x.path.startsWith(`chest_xray/${row.split}/`) && x.path.endsWith(`/${basename(row.file)}`));
+    assert.ok(f, row.file);
+    assert.deepEqual(await readFile(join(out, row.file)), f.data, `${row.file} reads through its link`);
+  }
+  assert.deepEqual(r.summary.skipped.ignored.filter((i) => !i.source.startsWith('pool/')), [
+    { source: 'chest_xray/train/NORMAL/IM-0900-0001.jpeg', reason: 'a symbolic link that leads nowhere (ENOENT)' },
+    { source: 'chest_xray/train/NORMAL/loop.jpeg', reason: 'a symbolic link loop' },
+    { source: 'chest_xray/train/PNEUMONIA/person9_virus_9.jpeg.part', reason: 'an unfinished copy (.part)' },
+  ]);
+});
+
+test('dhash sees an EXIF-rotated image as it is shown, like the same image saved upright', async () => {
+  const { dhash, hammingDistance } = await import('../lib/phash.js');
+  const upright = await sharp(await makeJpeg({ seed: 5, width: 96, height: 64, pattern: 'bright-left' })).jpeg({ quality: 95 }).toBuffer();
+  // Stored turned a quarter the other way, with orientation 6 (rotate 90° clockwise to show): the same picture.
+  const stored = await sharp(upright).rotate(-90).withMetadata({ orientation: 6 }).jpeg({ quality: 95 }).toBuffer();
+  assert.equal((await sharp(stored).metadata()).orientation, 6);
+  assert.ok(hammingDistance(await dhash(upright), await dhash(stored)) <= 10);
 });
