@@ -578,6 +578,11 @@ export interface OpenedCache {
 export interface OpenCacheOptions {
   /** Splits whose .u8 file is at most this many bytes are read into memory once (default 32 MiB). */
   preloadBytes?: number;
+  /**
+   * The files were checked against their SHA-256 a moment ago ({@link prepareCache} does when it reuses or writes
+   * a cache): skip reading every pixel again. Default false.
+   */
+  pixelsChecked?: boolean;
 }
 
 /**
@@ -591,7 +596,7 @@ export interface OpenCacheOptions {
  */
 export async function openCache(dir: string, options: OpenCacheOptions = {}): Promise<OpenedCache> {
   const index = await loadIndex(dir);
-  await checkPixels(dir, index);
+  if (options.pixelsChecked !== true) await checkPixels(dir, index);
   const size = index.imageSize;
   const rowBytes = size * size;
   const preloadBytes = options.preloadBytes ?? 32 * 1024 ** 2;

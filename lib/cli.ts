@@ -17,7 +17,8 @@ import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
 import { extractRemoteZip } from './remote-zip.js';
 import { formatBytes, progressRenderer } from './terminal.js';
-import { chestEntryFilter, extractZip } from './zip.js';
+import { datasetEntryFilter } from './labels.js';
+import { extractZip } from './zip.js';
 
 const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric chest X-rays
 
@@ -39,7 +40,7 @@ Commands
   prepare   decode, resize and cache the labelled images as uint8, carve the validation split
             [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
   train     train a classifier on the prepared cache (prepared first when missing)
-            --data data/labeled --out runs/NAME [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
+            --data data/labeled --out runs/NAME [--cache data/cache] [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL [--freeze | --unfreeze] [--init-range LO,HI]]  (transfer learning from a tfjs
             layers model, new 3-class head; --freeze trains the head only, --unfreeze also the layers the model
@@ -156,8 +157,8 @@ const OPTIONS = {
  * option meant for another command (`run --epochs 5`) or a path given without its flag (`evaluate data/labeled`) is
  * never silently ignored.
  */
-const COMMANDS: { readonly [command: string]: { readonly options: readonly (keyof typeof OPTIONS)[]; readonly args?: number } } = {
-  help: { options: [], args: 1 },
+export const COMMANDS: { readonly [command: string]: { readonly options: readonly (keyof typeof OPTIONS)[]; readonly args?: number } } = {
+  help: { options: [], args: 2 },
   doctor: { options: [] },
   fetch: { options: ['source', 'out', 'sha256'] },
   extract: { options: ['archive', 'out', 'all'] },
@@ -192,7 +193,9 @@ export function usageError(command: string, values: Readonly<Record<string, unkn
   }
   const extra = positionals.slice(1 + (spec.args ?? 0));
   if (extra.length > 0) {
-    return `unexpected argument ${quote(extra[0])}: ${command} takes ${spec.args ? `at most ${spec.args} argument` : 'no arguments'} besides its options (a path needs its option, e.g. --data PATH)`;
+    const takes = spec.args ? `at most ${spec.args} argument${spec.args === 1 ? '' : 's'}` : 'no arguments';
+    const options = spec.options.length > 0 ? ` (${spec.options.map((o) => `--${o}`).join(', ')}): a value needs its option` : '';
+    return `unexpected argument ${quote(extra[0])}: ${command} takes ${takes} besides its options${options}`;
   }
   return undefined;
 }
@@ -244,7 +247,7 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
 function noChestEntries(archive: string, r: { entries: readonly string[] }): void {
   if (r.entries.length > 0) return;
   throw new ArchiveError(
-    `Archive ${quote(archive)} holds no chest X-ray entries (files under a chest_xray/ folder, as in ChestXRay2017.zip and ZhangLabData.zip); ` +
+    `Archive ${quote(archive)} holds no chest X-ray entries (a chest_xray/ folder as in ChestXRay2017.zip and ZhangLabData.zip, or {train,test}/{NORMAL,PNEUMONIA}/ folders); ` +
       '--all extracts every entry',
     { path: archive },
   );
@@ -349,7 +352,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           const r = await extractRemoteZip({
             url: target.kind === 'known' ? target.known.url : target.url,
             outDir: values.out ?? DEFAULTS.extractedDir,
-            ...(values.all ? { include: () => true } : {}),
+            include: values.all ? () => true : datasetEntryFilter,
             ...progress,
           });
           if (!values.all) noChestEntries(values.archive, r);
@@ -359,7 +362,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         const r = await extractZip({
           archive: values.archive,
           outDir: values.out ?? DEFAULTS.extractedDir,
-          ...(values.all ? {} : { include: chestEntryFilter }),
+          ...(values.all ? {} : { include: datasetEntryFilter }),
           ...progress,
         });
         if (!values.all) noChestEntries(values.archive, r);

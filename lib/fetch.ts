@@ -9,7 +9,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
-import { ConfigError, FetchError, IntegrityError, messageOf, quote } from './errors.js';
+import { ConfigError, FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
 import { fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 
@@ -153,6 +153,12 @@ interface PartState {
   total?: number;
 }
 
+/** A finished body: its size, and whether the server gave that length (else the end was only the connection's). */
+interface Complete {
+  size: number;
+  lengthKnown: boolean;
+}
+
 interface DownloadSettings {
   url: string;
   finalPath: string;
@@ -175,6 +181,12 @@ class Download {
   #hash: Hash | undefined;
   #hashed = 0;
   #resumed = false;
+  /**
+   * The largest the .part has been since the download last had to start again for a reason of its own (another
+   * file, a stale record): the count of failures starts again only when the .part grows past it, so a server that
+   * cuts every response and cannot resume (each attempt from zero) still runs out of retries.
+   */
+  #largest = 0;
 
   constructor(settings: DownloadSettings) {
     this.#s = settings;
@@ -186,9 +198,7 @@ class Download {
     const { tracker, retries } = this.#s;
     let failures = 0;
     let restarts = 0;
-    // The count of failures starts again only when the .part grows past its largest size so far: a server that cuts
-    // every response and cannot resume (so each attempt starts from zero) must still run out of retries.
-    let largest = (await fileSize(this.#partPath)) ?? 0;
+    this.#largest = (await fileSize(this.#partPath)) ?? 0;
     for (;;) {
       this.#throwIfAborted();
       try {
@@ -201,8 +211,8 @@ class Download {
       } catch (err) {
         if (!(err instanceof TransientError)) throw err;
         const size = (await fileSize(this.#partPath)) ?? 0;
-        if (size > largest) {
-          largest = size;
+        if (size > this.#largest) {
+          this.#largest = size;
           failures = 0;
         }
         failures++;
@@ -220,13 +230,14 @@ class Download {
   }
 
   /** One request. Returns the complete part's total (or undefined when unknown), or 'again' after a restart. */
-  async #attempt(): Promise<{ size: number } | 'again'> {
+  async #attempt(): Promise<Complete | 'again'> {
     const { url, tracker } = this.#s;
     let offset = (await fileSize(this.#partPath)) ?? 0;
     let state = offset > 0 ? await this.#readState() : undefined;
     if (offset > 0 && (state === undefined || state.url !== url || (state.total !== undefined && offset > state.total))) {
       tracker.set(0, `cannot resume ${this.#s.name}.part (no matching record of its source); restarting from zero`);
       await this.#truncate();
+      this.#largest = 0;
       offset = 0;
       state = undefined;
     }
@@ -257,9 +268,10 @@ class Download {
         cancel(res);
         const total = contentRangeTotal(res.headers.get('content-range')) ?? state?.total;
         const changed = state === undefined ? undefined : describeChange(state, validatorsOf(res, url), total);
-        if (total === offset && changed === undefined) return { size: offset };
+        if (total === offset && changed === undefined) return { size: offset, lengthKnown: true };
         tracker.set(0, `${changed ?? `server refused to resume at ${offset} bytes (HTTP 416)`}; restarting from zero`);
         await this.#truncate();
+        if (changed !== undefined) this.#largest = 0;
         return 'again';
       }
       if (isTransientStatus(status)) {
@@ -279,18 +291,13 @@ class Download {
 
       const fresh = validatorsOf(res, url);
       const encoding = res.headers.get('content-encoding');
-      if (encoding !== null && !/^\s*identity\s*$/i.test(encoding)) {
+      if (encoding !== null && !/^\s*(identity|none)?\s*$/i.test(encoding)) {
         cancel(res);
         throw new FetchError(
           `Cannot download ${quote(url)}: the server sent it ${quote(encoding)}-encoded although "identity" was asked, so its ` +
             `bytes cannot be resumed or verified; download it another way (a browser, \`curl --compressed\`) and give the file's path as the source`,
           { url },
         );
-      }
-      const type = res.headers.get('content-type');
-      if (type !== null && /^\s*(text\/html|application\/xhtml)/i.test(type)) {
-        cancel(res);
-        throw this.#notAnArchive(`an HTML page (Content-Type ${quote(type)})`, offset);
       }
 
       let start = 0;
@@ -302,6 +309,7 @@ class Download {
           cancel(res);
           tracker.set(0, `${changed ?? 'the server answered with another range'}; restarting from zero`);
           await this.#truncate();
+          if (changed !== undefined) this.#largest = 0;
           return 'again';
         }
         // A 206 SHOULD repeat the validators but need not: keep the recorded ones for the next resume.
@@ -317,22 +325,40 @@ class Download {
         if (offset > 0) {
           const changed = state === undefined ? undefined : describeChange(state, fresh, total);
           tracker.set(0, `${changed ?? 'the server ignored the Range request'}; restarting from zero`);
+          // Another file: a fresh start. The same one again (Range ignored): no progress, so the count goes on.
+          if (changed !== undefined) this.#largest = 0;
         }
       }
       if (total !== undefined) fresh.total = total;
       const body = bodyChunks(res);
       // A new body from the first byte: look at its start before anything on disk is given up for it.
       const first = start === 0 ? await this.#nextChunk(body, idle, 0) : undefined;
-      if (first !== undefined && !first.done && first.value.length >= 2 && !isZipStart(first.value)) {
+      if (first?.done === true) {
         cancel(res);
+        throw new TransientError(`the server sent an empty body${offset > 0 ? `; the ${formatBytes(offset)} of the partial file are kept` : ''}`);
+      }
+      if (first !== undefined && !first.done) {
         const head = first.value.subarray(0, 32).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
-        throw this.#notAnArchive(/^\s*</.test(head) ? `an HTML or XML page (it starts with ${quote(head)})` : `a file that starts with ${quote(head)}`, offset);
+        const type = res.headers.get('content-type');
+        // A page, whatever its Content-Type says (servers label zips text/html too); and where a partial download
+        // would be given up for it, anything that does not start like a zip (a self-extracting one only fresh).
+        const page = /^(\xef\xbb\xbf)?\s*</.test(first.value.subarray(0, 64).toString('latin1'));
+        if (page || (offset > 0 && first.value.length >= 4 && !isZipStart(first.value))) {
+          cancel(res);
+          const typed = type !== null ? `, Content-Type ${quote(type)}` : '';
+          throw this.#notAnArchive(page ? `an HTML or XML page (it starts with ${quote(head)}${typed})` : `a file that starts with ${quote(head)}${typed}`, offset);
+        }
       }
       tracker.setTotal(total);
-      // Empty the .part first: killed in between, old bytes must never sit under the new validators.
-      if (start === 0) await this.#truncate();
-      await writeJsonAtomic(this.#statePath, fresh);
-      await this.#ensureHash(start);
+      try {
+        // Empty the .part first: killed in between, old bytes must never sit under the new validators.
+        if (start === 0) await this.#truncate();
+        await writeJsonAtomic(this.#statePath, fresh);
+        await this.#ensureHash(start);
+      } catch (err) {
+        cancel(res);
+        throw this.#writeError(err, start);
+      }
       const size = await this.#writeBody(res, body, first, start, idle);
       if (total !== undefined && size < total) {
         throw new TransientError(`the connection closed after ${size} of ${total} bytes`);
@@ -345,7 +371,7 @@ class Download {
           { expected: String(total), actual: String(size), path: bad },
         );
       }
-      return { size };
+      return { size, lengthKnown: total !== undefined };
     } finally {
       idle.clear();
     }
@@ -377,12 +403,7 @@ class Download {
         try {
           await writeAll(handle, chunk, position);
         } catch (err) {
-          // A full disk, say: the bytes so far are good and kept.
-          throw new FetchError(
-            `Cannot write ${quote(this.#partPath)} (${messageOf(err)}): the ${formatBytes(position)} downloaded so far are kept; ` +
-              'make room and run again to resume',
-            { url: this.#s.url, path: this.#partPath, cause: err },
-          );
+          throw this.#writeError(err, position);
         }
         this.#hash?.update(chunk);
         position += chunk.length;
@@ -396,6 +417,16 @@ class Download {
     return position;
   }
 
+  /** A file-system error while writing the download (a full disk, say): the `kept` bytes so far are good. */
+  #writeError(err: unknown, kept: number): Error {
+    if (err instanceof PneumotypeError || typeof (err as NodeJS.ErrnoException | undefined)?.code !== 'string') return err as Error;
+    return new FetchError(
+      `Cannot write ${quote(this.#partPath)} (${messageOf(err)}): the ${formatBytes(kept)} downloaded so far are kept; ` +
+        'make room and run again to resume',
+      { url: this.#s.url, path: this.#partPath, cause: err },
+    );
+  }
+
   /** The error for a response that is not the archive; a partial download from before is kept. */
   #notAnArchive(what: string, offset: number): FetchError {
     const kept = offset > 0 ? `; the partial file ${quote(this.#partPath)} (${formatBytes(offset)}) is kept` : '';
@@ -406,9 +437,10 @@ class Download {
     );
   }
 
-  async #finish(outcome: { size: number }): Promise<{ bytes: number; sha256: string; resumed: boolean }> {
+  async #finish(outcome: Complete): Promise<{ bytes: number; sha256: string; resumed: boolean }> {
     const { url, finalPath, name, expected, tracker } = this.#s;
-    if (!(await endsLikeZip(this.#partPath, outcome.size))) {
+    const zipEnd = await endsLikeZip(this.#partPath, outcome.size);
+    if (!zipEnd && !outcome.lengthKnown) {
       // A body cut where the server gave no length looks complete until here: resume it.
       throw new TransientError(`the download ends after ${outcome.size} bytes without a zip archive's end (its central directory): it was cut short`);
     }
@@ -423,6 +455,16 @@ class Download {
         actual,
         path: bad,
       });
+    }
+    if (!zipEnd && expected === undefined) {
+      // All the bytes the server announced, and still no zip (a given SHA-256 that matches vouches for the file).
+      const bad = await moveAside(this.#partPath, `${finalPath}.bad`);
+      await rm(this.#statePath, { force: true });
+      throw new IntegrityError(
+        `Download of ${quote(url)} is complete (${outcome.size} bytes, the length the server gave) but is not a whole zip archive ` +
+          `(no end of central directory record at its end); the file was kept as ${quote(bad)}`,
+        { expected: 'a zip archive', actual: `${outcome.size} bytes without a zip end`, path: bad },
+      );
     }
     await rename(this.#partPath, finalPath);
     await writeShaRecord(finalPath, name, actual);

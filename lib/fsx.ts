@@ -84,7 +84,8 @@ export async function listFiles(root: string, options: { onSkipped?: (path: stri
       const kind = e.isSymbolicLink()
         ? await stat(join(dir, e.name)).catch((err: unknown) => {
             const code = (err as NodeJS.ErrnoException).code;
-            options.onSkipped?.(path, code === 'ELOOP' ? 'a symbolic link loop' : `a symbolic link that leads nowhere (${code ?? 'unreadable'})`);
+            const reason = code === 'ENOENT' ? 'a symbolic link that leads nowhere' : code === 'ELOOP' ? 'a symbolic link loop' : `a symbolic link that cannot be followed (${code ?? 'unreadable'})`;
+            options.onSkipped?.(path, reason);
             return undefined;
           })
         : e;

@@ -17,7 +17,7 @@ export { diagnose, type DoctorReport } from './doctor.js';
 export { fetchDataset, resolveSource, type FetchOptions, type FetchResult } from './fetch.js';
 export { extractZip, listZip, chestEntryFilter, isJunkEntry, type ExtractOptions, type ExtractResult } from './zip.js';
 export { extractRemoteZip, type RemoteExtractOptions, type RemoteExtractResult } from './remote-zip.js';
-export { parseName, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
+export { parseName, planRelabel, datasetEntryFilter, type PlannedImage, type RelabelPlan } from './labels.js';
 export { relabel, type RelabelOptions, type RelabelResult, type RelabelSummary } from './relabel.js';
 export { readManifest, writeManifest, type ManifestRow } from './manifest.js';
 export { auditLeakage, dhash, hammingDistance, type LeakageAudit } from './phash.js';

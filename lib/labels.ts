@@ -2,7 +2,7 @@
 import { posix } from 'node:path';
 import type { Label, Split } from './config.js';
 import { LabelError, quote } from './errors.js';
-import { isJunkEntry } from './zip.js';
+import { chestEntryFilter, isJunkEntry } from './zip.js';
 
 const SPLIT_DIRS: Readonly<Record<string, Split>> = { train: 'train', test: 'test', val: 'val' };
 const CLASS_DIRS = new Set(['NORMAL', 'PNEUMONIA']);
@@ -84,6 +84,16 @@ function locate(rel: string): Located | undefined {
 /** True when `path` (relative, `/` separators) sits in the archive layout `…/{train,test,val}/{NORMAL,PNEUMONIA}/NAME`. */
 export function inDatasetLayout(path: string): boolean {
   return locate(path) !== undefined;
+}
+
+/**
+ * The archive entries of the dataset: the chest X-ray folders of the published archives, and the
+ * `{train,test,val}/{NORMAL,PNEUMONIA}/` layout under any other top folder (a re-zipped copy), v3's OCT half excepted.
+ *
+ * @example datasetEntryFilter('Chest_XRay_224/train/NORMAL/IM-0115-0001.jpeg') // true
+ */
+export function datasetEntryFilter(name: string): boolean {
+  return chestEntryFilter(name) || (inDatasetLayout(name) && !name.split('/').some((s) => s.toLowerCase() === 'oct'));
 }
 
 /**

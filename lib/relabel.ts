@@ -5,12 +5,12 @@ import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
 import { exists, listFiles, sha256, writeJsonAtomic } from './fsx.js';
 import { readImageInfo } from './images.js';
-import { inDatasetLayout, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
+import { datasetEntryFilter, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
 import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
 import { auditLeakage, dhash, type LeakageAudit } from './phash.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
-import { chestEntryFilter, extractZip, type ExtractResult } from './zip.js';
+import { extractZip, type ExtractResult } from './zip.js';
 
 export const SUMMARY_FILE = 'summary.json';
 
@@ -88,14 +88,6 @@ async function place(src: string, dest: string, data: Buffer, digest: string): P
   return how;
 }
 
-/**
- * The entries relabel extracts from a zip: the chest X-ray folders of the published archives, and the
- * `{train,test,val}/{NORMAL,PNEUMONIA}/` layout under any other top folder (a re-zipped copy), v3's OCT half excepted.
- */
-function relabelEntryFilter(name: string): boolean {
-  return chestEntryFilter(name) || (inDatasetLayout(name) && !name.split('/').some((s) => s.toLowerCase() === 'oct'));
-}
-
 function emptyCounts(): Counts {
   return { normal: 0, bacteria: 0, virus: 0, total: 0 };
 }
@@ -144,7 +136,7 @@ export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
     extract = await extractZip({
       archive: options.from,
       outDir: extractedDir,
-      include: relabelEntryFilter,
+      include: datasetEntryFilter,
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     root = resolve(extractedDir);

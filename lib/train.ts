@@ -320,7 +320,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     ...(options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  const cache = await openCache(prepared.dir);
+  const cache = await openCache(prepared.dir, { pixelsChecked: true }); // prepareCache just checked them
   let model: LayersModel | undefined;
   let optimizer: Optimizer | undefined;
   let undoFastTraining: (() => void) | undefined; // fast-train

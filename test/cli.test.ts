@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
-import { commandHelp, usageError } from '../lib/cli.js';
+import { COMMANDS, commandHelp, usageError } from '../lib/cli.js';
 
 const BIN = resolve('bin/pneumotype.js');
 let tmp: string;
@@ -34,6 +34,8 @@ test('each command takes exactly the options its usage names', () => {
     assert.ok(named.length > 0 || command === 'doctor', command);
     for (const name of named) assert.equal(usageError(command, { [name]: true }, [command]), undefined, `${command} --${name}`);
     for (const name of ['json', 'quiet', 'help']) assert.equal(usageError(command, { [name]: true }, [command]), undefined, `${command} --${name}`);
+    // And every option it takes is in its usage.
+    for (const name of COMMANDS[command]?.options ?? []) assert.ok(named.includes(name), `${command}'s usage names --${name}`);
     // What the usage does not name is refused (--sha256 belongs to fetch only).
     if (command !== 'fetch') assert.match(usageError(command, { sha256: 'x' }, [command]) ?? '', /^--sha256 is not an option of /, command);
   }
@@ -77,9 +79,13 @@ test('help, unknown commands and bad options', () => {
   const stray = cli('evaluate', 'data/labeled');
   assert.equal(stray.code, 2);
   assert.equal(stray.stderr, 'pneumotype evaluate: unexpected argument "data/labeled": evaluate takes no arguments besides its options ' +
-    '(a path needs its option, e.g. --data PATH)\nRun `pneumotype help evaluate` for usage.\n');
+    '(--model, --data, --split, --out, --predictions, --groups, --extracted, --bootstrap): a value needs its option\n' +
+    'Run `pneumotype help evaluate` for usage.\n');
   assert.equal(cli('sagemaker', 'train', 'now').stderr, 'pneumotype sagemaker: unexpected argument "now": sagemaker takes at most 1 argument ' +
-    'besides its options (a path needs its option, e.g. --data PATH)\nRun `pneumotype help sagemaker` for usage.\n');
+    'besides its options (--root): a value needs its option\nRun `pneumotype help sagemaker` for usage.\n');
+  assert.equal(cli('doctor', 'now').stderr, 'pneumotype doctor: unexpected argument "now": doctor takes no arguments besides its options\n' +
+    'Run `pneumotype help doctor` for usage.\n');
+  assert.equal(cli('help', 'sagemaker', 'train').code, 0);
 
   // A command's --help prints its own usage and runs nothing.
   const usage = cli('evaluate', '--help', '--data', 'nowhere');
@@ -105,9 +111,17 @@ test('extract of an archive without chest X-ray entries is an error, not "extrac
   zip.writeZip(archive);
   const r = cli('extract', '--archive', archive, '--out', join(tmp, 'oct-out'), '--quiet');
   assert.equal(r.code, 1);
-  assert.equal(r.stderr, `\npneumotype extract: Archive "${archive}" holds no chest X-ray entries (files under a chest_xray/ folder, as in ` +
-    'ChestXRay2017.zip and ZhangLabData.zip); --all extracts every entry\n');
+  assert.equal(r.stderr, `\npneumotype extract: Archive "${archive}" holds no chest X-ray entries (a chest_xray/ folder as in ` +
+    'ChestXRay2017.zip and ZhangLabData.zip, or {train,test}/{NORMAL,PNEUMONIA}/ folders); --all extracts every entry\n');
   assert.equal(cli('extract', '--archive', archive, '--out', join(tmp, 'oct-out'), '--all', '--quiet').code, 0);
+  // The dataset's layout under another top folder is what relabel reads, so extract takes it too.
+  const copy = new AdmZip();
+  copy.addFile('Chest_XRay_224/train/NORMAL/IM-0115-0001.jpeg', Buffer.from('an image'));
+  const rezipped = join(tmp, 'rezipped.zip');
+  copy.writeZip(rezipped);
+  const out = cli('extract', '--archive', rezipped, '--out', join(tmp, 'rezipped-out'), '--json', '--quiet');
+  assert.equal(out.code, 0, out.stderr);
+  assert.deepEqual((JSON.parse(out.stdout) as { entries: string[] }).entries, ['Chest_XRay_224/train/NORMAL/IM-0115-0001.jpeg']);
 });
 
 test('relabel then prepare on a fixture tree, with JSON output', async () => {

@@ -480,7 +480,8 @@ test('an HTML page instead of the archive (a captive portal) is refused; a parti
     const part = join(outDir, 'data.zip.part');
     await assert.rejects(fetchDataset({ source: portal.url, outDir, retries: 3, ...FAST }), (err: unknown) => {
       assert.ok(err instanceof FetchError);
-      assert.equal(err.message, `"${portal.url}" answered with an HTML page (Content-Type "text/html"), not a zip archive: a captive portal, ` +
+      assert.equal(err.message, `"${portal.url}" answered with an HTML or XML page (it starts with "<html><body>Log in to the Wi-Fi<", ` +
+        'Content-Type "text/html"), not a zip archive: a captive portal, ' +
         `a login or an error page? Open the URL in a browser, then run again; the partial file "${part}" (97.7 KiB) is kept`);
       return true;
     });
@@ -612,5 +613,74 @@ test('gzip-encoded bodies, redirect loops and a full disk are clear errors at on
     } finally {
       await server.close();
     }
+  }
+});
+
+test('what the checks must let through: a zip labelled text/html, an empty Content-Encoding, a self-extracting prefix', async () => {
+  const prefixed = Buffer.concat([Buffer.from('MZ\x90\x00 a self-extracting stub'), DATA]);
+  const server = await serveWith((n, _req, res) => {
+    const body = n === 3 ? prefixed : DATA;
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Encoding': n === 2 ? '' : 'identity', 'Content-Length': body.length }).end(body);
+  });
+  try {
+    for (const expected of [DATA, DATA, prefixed]) {
+      const r = await fetchDataset({ source: server.url, outDir: await freshDir(), ...FAST });
+      assert.deepEqual(await readFile(r.path), expected);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test('an empty body keeps the partial file; a complete body that is no zip is set aside at once, not retried', async () => {
+  const empty = await serveWith((n, req, res) => {
+    if (n === 1) return sendCut(res, DATA, 100_000, { 'Content-Length': DATA.length, ETag: '"e"' });
+    if (n === 2) return void res.writeHead(200, { 'Content-Length': 0 }).end();
+    const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    res.writeHead(206, { ETag: '"e"', 'Content-Length': DATA.length - start, 'Content-Range': `bytes ${start}-${DATA.length - 1}/${DATA.length}` }).end(DATA.subarray(start));
+  });
+  try {
+    const r = await fetchDataset({ source: empty.url, outDir: await freshDir(), ...FAST });
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.deepEqual(empty.ranges, [undefined, 'bytes=100000-', 'bytes=100000-']);
+  } finally {
+    await empty.close();
+  }
+  const trailing = Buffer.concat([DATA, Buffer.alloc(16, 7)]);
+  const server = await serveWith((_n, _req, res) => res.writeHead(200, { 'Content-Length': trailing.length }).end(trailing));
+  try {
+    const outDir = await freshDir();
+    const bad = join(outDir, 'data.zip.bad');
+    await assert.rejects(fetchDataset({ source: server.url, outDir, ...FAST }), {
+      name: 'IntegrityError',
+      message: `Download of "${server.url}" is complete (${trailing.length} bytes, the length the server gave) but is not a whole zip archive ` +
+        `(no end of central directory record at its end); the file was kept as "${bad}"`,
+    });
+    assert.deepEqual(await readFile(bad), trailing);
+    assert.equal(server.ranges.length, 1);
+    // A SHA-256 the user gave, and that matches, vouches for the file.
+    const vouched = await fetchDataset({ source: server.url, outDir: await freshDir(), sha256: hex(trailing), ...FAST });
+    assert.deepEqual(await readFile(vouched.path), trailing);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a partial file of another source restarts from zero without using up the retries of a slow, cutting server', async () => {
+  // Every response is cut after 30,000 bytes, but resumes fine: 10 attempts with 3 retries, each one progress.
+  const server = await serveWith((_n, req, res) => {
+    const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    const headers = { ETag: '"s"', 'Content-Length': DATA.length - start, ...(start > 0 ? { 'Content-Range': `bytes ${start}-${DATA.length - 1}/${DATA.length}` } : {}) };
+    sendCut(res, DATA.subarray(start), 30_000, headers, start > 0 ? 206 : 200);
+  });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await writeFile(part, randomBytes(200_000));
+    await writeFile(`${part}.json`, JSON.stringify({ url: 'http://elsewhere.invalid/data.zip', etag: '"x"' }));
+    const r = await fetchDataset({ source: server.url, outDir, retries: 3, ...FAST });
+    assert.deepEqual(await readFile(r.path), DATA);
+  } finally {
+    await server.close();
   }
 });

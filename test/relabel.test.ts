@@ -173,7 +173,7 @@ test('relative symbolic links are followed to their files; links that lead nowhe
     assert.deepEqual(await readFile(join(out, row.file)), f.data, `${row.file} reads through its link`);
   }
   assert.deepEqual(r.summary.skipped.ignored.filter((i) => !i.source.startsWith('pool/')), [
-    { source: 'chest_xray/train/NORMAL/IM-0900-0001.jpeg', reason: 'a symbolic link that leads nowhere (ENOENT)' },
+    { source: 'chest_xray/train/NORMAL/IM-0900-0001.jpeg', reason: 'a symbolic link that leads nowhere' },
     { source: 'chest_xray/train/NORMAL/loop.jpeg', reason: 'a symbolic link loop' },
     { source: 'chest_xray/train/PNEUMONIA/person9_virus_9.jpeg.part', reason: 'an unfinished copy (.part)' },
   ]);
