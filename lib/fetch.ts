@@ -229,7 +229,7 @@ class Download {
     }
   }
 
-  /** One request. Returns the complete part's total (or undefined when unknown), or 'again' after a restart. */
+  /** One request. Returns the finished body (its size, and whether the server gave that length), or 'again' after a restart. */
   async #attempt(): Promise<Complete | 'again'> {
     const { url, tracker } = this.#s;
     let offset = (await fileSize(this.#partPath)) ?? 0;
