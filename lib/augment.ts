@@ -4,7 +4,8 @@ import { createRng, standardNormal, type Rng } from './random.js';
 
 /**
  * What to randomise, per image. Every amount is the half-width of a uniform range around "no change" or a probability;
- * 0 or absent turns that step off. Off by default everywhere (the original narrative trained without augmentation).
+ * 0 or absent turns that step off. Off by default in the library (`train` and `batches` augment nothing unless
+ * asked, as the original narrative); the CLI and SageMaker default to `traces`.
  *
  * The steps run in this order: flip, rotation and zoom (one bilinear resampling); then the pipeline-trace steps
  * `rescale`, `blur` (blur or sharpen), `jpegQuality`, `localContrast`, `normalizeIntensity`, `gamma`; then
@@ -779,8 +780,8 @@ export function gammaImage(pixels: Float32Array, size: number, options: { gamma:
 }
 
 /**
- * Augmentation by name, as the CLI and SageMaker hyperparameters give it: `none` (the default, as in the original
- * narrative), `basic` (small geometry and intensity changes) or `traces` ({@link TRACE_AUGMENT}: also randomises the
+ * Augmentation by name, as the CLI and SageMaker hyperparameters give it: `none` (as in the original narrative; the
+ * CLI's and SageMaker's default is `traces`), `basic` (small geometry and intensity changes) or `traces` ({@link TRACE_AUGMENT}: also randomises the
  * copy pipelines' traces).
  *
  * @example augmentFromName('traces') === TRACE_AUGMENT

@@ -46,8 +46,8 @@ export interface GroupBalanceOptions {
 
 /**
  * Per-sample weights, mean 1, under which every class present in a group carries the same total weight within that
- * group, and every group its share of the images: w = n_g / (K_g * n_gk), capped at `maxWeight` times the mean,
- * then scaled to mean 1 (n_g: images in the group, K_g: classes present in it, n_gk: images of the class there).
+ * group, and every group its share of the images: w = n_g / (K_g * n_gk), scaled to mean 1 with no weight above
+ * `maxWeight` (capped weights stay at the cap, the others share the rest) (n_g: images in the group, K_g: classes present in it, n_gk: images of the class there).
  *
  * @example groupBalancedWeights([0, 1, 1, 1], ['a', 'a', 'a', 'a']) // [2, 0.667, 0.667, 0.667]
  */
@@ -69,8 +69,13 @@ export function groupBalancedWeights(labels: readonly number[], groups: readonly
     return (groupSize.get(g) ?? 0) / ((classesIn.get(g)?.size ?? 1) * (count.get(`${g}\u0000${k}`) ?? 1));
   });
   const mean = (ws: number[]): number => ws.reduce((a, b) => a + b, 0) / Math.max(1, ws.length);
-  const cap = maxWeight * mean(raw);
-  const capped = raw.map((w) => Math.min(w, cap));
-  const m = mean(capped);
-  return capped.map((w) => w / m);
+  // Cap, then bring the mean back to 1, until no weight is above the cap: scaling up after one cap would lift the
+  // capped weights past it again (a rare class could end at 1.7x the cap). Converges: each round caps more weights.
+  let w = raw.map((x) => x / (mean(raw) || 1));
+  for (let round = 0; round < 100 && w.some((x) => x > maxWeight * (1 + 1e-12)); round++) {
+    const capped = w.map((x) => Math.min(x, maxWeight));
+    const m = mean(capped);
+    w = capped.map((x) => x / m);
+  }
+  return w;
 }

@@ -8,7 +8,7 @@ import type { AugmentJob } from './augment-worker.js';
 import { checkMixup, mixBatch } from './mixup.js';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS } from './config.js';
-import { ConfigError, checkInteger, quote } from './errors.js';
+import { AugmentError, ConfigError, checkInteger, quote } from './errors.js';
 import { createRng, shuffled } from './random.js';
 import { loadTf } from './tf.js';
 
@@ -168,6 +168,7 @@ class AugmentPool {
   private readonly pending = new Map<number, { resolve: (x: Float32Array) => void; reject: (e: Error) => void }>();
   private next = 0;
   private failure: Error | undefined;
+  private closing = false;
 
   constructor(count: number) {
     this.workers = Array.from({ length: count }, () => {
@@ -176,9 +177,14 @@ class AugmentPool {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
         if (m.x) p?.resolve(m.x);
-        else p?.reject(new ConfigError(`augmenting a batch failed in a worker: ${m.error ?? 'no result'}`));
+        else p?.reject(new AugmentError(`augmenting a batch failed in a worker thread: ${m.error ?? 'no result'}`));
       });
-      w.on('error', (err) => this.fail(err));
+      w.on('error', (err) => this.fail(new AugmentError(`an augmentation worker thread failed: ${err.message}`, { cause: err })));
+      w.on('messageerror', (err) => this.fail(new AugmentError(`an augmentation worker thread sent a batch that cannot be read: ${err.message}`, { cause: err })));
+      // An exit without 'error' (killed, out of memory) would leave its batches waiting forever.
+      w.on('exit', (code) => {
+        if (!this.closing) this.fail(new AugmentError(`an augmentation worker thread stopped (exit code ${code}) with batches still to make`));
+      });
       return w;
     });
   }
@@ -200,6 +206,7 @@ class AugmentPool {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

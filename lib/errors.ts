@@ -87,6 +87,13 @@ export class CacheError extends PneumotypeError {
   }
 }
 
+/** Training batches that could not be made: an augmentation worker thread that failed or stopped. */
+export class AugmentError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_AUGMENT', message, details);
+  }
+}
+
 /** TensorFlow.js backend that cannot be loaded. */
 export class BackendError extends PneumotypeError {
   constructor(message: string, details: ErrorDetails = {}) {

@@ -31,10 +31,12 @@ export function sampleBeta(alpha: number, rng: Rng): number {
   return a + b > 0 ? a / (a + b) : 0.5;
 }
 
-/** Checks a mixup alpha: 0 (off) or a positive finite number. */
+/** Checks a mixup alpha: 0 (off) or a finite number of at least 0.01. */
 export function checkMixup(alpha: unknown): number {
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) {
-    throw new ConfigError(`mixup ${quote(alpha)} is not valid: expected 0 (off) or a positive number, e.g. 0.2`);
+  // Below 0.01, Beta(alpha, alpha)'s gamma draws underflow to 0 and the blend falls back to 1/2: the opposite of the
+  // near-0-or-1 weights a small alpha asks for.
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || (alpha > 0 && alpha < 0.01)) {
+    throw new ConfigError(`mixup ${quote(alpha)} is not valid: expected 0 (off) or a number of at least 0.01, e.g. 0.2`);
   }
   return alpha;
 }

@@ -450,42 +450,48 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         let seen = 0;
         let lr = 0;
         let interrupted = false;
-        for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, mixup: config.mixup, shuffle: true, workers: augmentThreads(config.augmentWorkers, availableParallelism()) })) {
-          if (options.signal?.aborted) {
-            // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
-            tf.dispose([batch.xs, batch.ys]);
-            interrupted = true;
-            break;
-          }
-          try {
-            lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
-            setLearningRate(optimizer, lr);
-            // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties (fast-train: exported step).
-            const sw = sampleWeightOf ? tf.tensor1d(batch.indices.map((i) => (sampleWeightOf as Float32Array)[i] ?? 0)) : undefined;
-            let out: { loss: Scalar; correct: Scalar };
+        try {
+          for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, mixup: config.mixup, shuffle: true, workers: augmentThreads(config.augmentWorkers, availableParallelism()) })) {
+            if (options.signal?.aborted) {
+              // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
+              tf.dispose([batch.xs, batch.ys]);
+              interrupted = true;
+              break;
+            }
             try {
-              out = graph
-                ? graph.step(batch.xs, batch.ys, state.globalStep + 1, sw)
-                : trainStep({ model, optimizer, variables, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing, ...(sw ? { sampleWeights: sw } : {}) });
+              lr = learningRateAt(config, state.globalStep, stepsPerEpoch, state.plateauScale);
+              setLearningRate(optimizer, lr);
+              // One step: weighted, label-smoothed cross-entropy plus the layers' L2 penalties (fast-train: exported step).
+              const sw = sampleWeightOf ? tf.tensor1d(batch.indices.map((i) => (sampleWeightOf as Float32Array)[i] ?? 0)) : undefined;
+              let out: { loss: Scalar; correct: Scalar };
+              try {
+                out = graph
+                  ? graph.step(batch.xs, batch.ys, state.globalStep + 1, sw)
+                  : trainStep({ model, optimizer, variables, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing, ...(sw ? { sampleWeights: sw } : {}) });
+              } finally {
+                sw?.dispose();
+              }
+              const { loss, correct: c } = out;
+              const [nextLoss, nextCorrect] = tf.tidy(() => [lossSum.add(loss.mul(batch.labels.length)), correctSum.add(c)]);
+              tf.dispose([lossSum, correctSum, loss, c]);
+              lossSum = nextLoss;
+              correctSum = nextCorrect;
+              seen += batch.labels.length;
+              state = { ...state, globalStep: state.globalStep + 1 };
+              if (!graph) average?.update(model, state.globalStep);
+              tracker.add(1);
+              if (state.globalStep % 20 === 0) {
+                const running = (await lossSum.data())[0] ?? Number.NaN;
+                if (!Number.isFinite(running)) throw diverged(epoch, `the training loss became ${running} at step ${state.globalStep}, learning rate ${lr}`);
+              }
             } finally {
-              sw?.dispose();
+              tf.dispose([batch.xs, batch.ys]);
             }
-            const { loss, correct: c } = out;
-            const [nextLoss, nextCorrect] = tf.tidy(() => [lossSum.add(loss.mul(batch.labels.length)), correctSum.add(c)]);
-            tf.dispose([lossSum, correctSum, loss, c]);
-            lossSum = nextLoss;
-            correctSum = nextCorrect;
-            seen += batch.labels.length;
-            state = { ...state, globalStep: state.globalStep + 1 };
-            if (!graph) average?.update(model, state.globalStep);
-            tracker.add(1);
-            if (state.globalStep % 20 === 0) {
-              const running = (await lossSum.data())[0] ?? Number.NaN;
-              if (!Number.isFinite(running)) throw diverged(epoch, `the training loss became ${running} at step ${state.globalStep}, learning rate ${lr}`);
-            }
-          } finally {
-            tf.dispose([batch.xs, batch.ys]);
           }
+        } catch (err) {
+          // A diverged loss or a failed batch: the running sums go too (a long-lived process keeps no stray tensors).
+          tf.dispose([lossSum, correctSum]);
+          throw err;
         }
         if (interrupted) {
           tf.dispose([lossSum, correctSum]);

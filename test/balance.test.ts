@@ -42,6 +42,11 @@ test('a rare class in a big group is capped at maxWeight times the mean', () => 
   const capped = groupBalancedWeights(labels, groups, { maxWeight: 5 });
   assert.ok((capped[0] ?? 0) / (capped[1] ?? 1) < 50 && (capped[0] ?? 0) > (capped[1] ?? 0));
   assert.ok(Math.abs(capped.reduce((s, v) => s + v, 0) / capped.length - 1) < 1e-9);
+  // The cap holds after the mean is brought back to 1: the rare image at exactly 5 (once, 8.33), the rest share 95.
+  assert.ok(Math.abs((capped[0] ?? 0) - 5) < 1e-9, String(capped[0]));
+  assert.ok(Math.abs((capped[1] ?? 0) - 95 / 99) < 1e-9);
+  const ten = groupBalancedWeights(labels, groups, { maxWeight: 10 });
+  assert.ok(Math.max(...ten) <= 10 + 1e-9, String(Math.max(...ten)));
   assert.throws(() => groupBalancedWeights([0], ['a', 'b']), { name: 'ConfigError', message: '1 labels but 2 groups: one group per image expected' });
   assert.throws(() => groupBalancedWeights([0], ['a'], { maxWeight: 0.5 }), { name: 'ConfigError', message: 'maxWeight 0.5 is not a number >= 1' });
 });

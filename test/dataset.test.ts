@@ -242,6 +242,6 @@ test('mixup blends training batches reproducibly: soft label rows that sum to 1,
   assert.ok(soft > 0);
   assert.throws(() => batchPlan(cache, { subset: 'train', mixup: -0.5 }), {
     name: 'ConfigError',
-    message: 'mixup -0.5 is not valid: expected 0 (off) or a positive number, e.g. 0.2',
+    message: 'mixup -0.5 is not valid: expected 0 (off) or a number of at least 0.01, e.g. 0.2',
   });
 });

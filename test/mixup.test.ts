@@ -52,7 +52,9 @@ test('mixBatch blends each image with a partner and its label row alike; its own
 
 test('a bad alpha is refused with an exact message', () => {
   assert.equal(checkMixup(0.2), 0.2);
-  for (const bad of [-1, Number.NaN, '0.2']) {
-    assert.throws(() => checkMixup(bad), { name: 'ConfigError', message: `mixup ${typeof bad === 'string' ? '"0.2"' : String(bad)} is not valid: expected 0 (off) or a positive number, e.g. 0.2` });
+  assert.equal(checkMixup(0.01), 0.01);
+  // Smaller alphas underflow to a blend of one half, the opposite of what they ask for.
+  for (const bad of [-1, Number.NaN, '0.2', 0.001]) {
+    assert.throws(() => checkMixup(bad), { name: 'ConfigError', message: `mixup ${typeof bad === 'string' ? '"0.2"' : String(bad)} is not valid: expected 0 (off) or a number of at least 0.01, e.g. 0.2` });
   }
 });
