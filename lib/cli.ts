@@ -11,7 +11,7 @@ import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
-import { ArchiveError, ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
+import { ArchiveError, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
 import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
@@ -206,8 +206,8 @@ function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay'
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(`--${name} ${quote(raw)} is not a number`);
-  if (check && !check.ok(n)) throw new ConfigError(`--${name} ${quote(raw)} is not ${check.expected}`);
+  if (raw.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name} ${quote(raw)} is not a number`);
+  if (check && !check.ok(n)) throw new UsageError(`--${name} ${quote(raw)} is not ${check.expected}`);
   return n;
 }
 
@@ -215,7 +215,7 @@ function preset(values: Values): PresetName | undefined {
   const p = values.preset ?? process.env.PNEUMOTYPE_PRESET;
   if (p === undefined || p === '') return undefined;
   if (p === 'tiny') return 'smoke';
-  if (!(p in PRESETS)) throw new ConfigError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
+  if (!(p in PRESETS)) throw new UsageError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
   return p as PresetName;
 }
 
@@ -225,22 +225,22 @@ function parseRange(value: string): [number, number] {
   const parts = value.split(',').map((p) => (p.trim() === '' ? Number.NaN : Number(p)));
   const [low, high] = parts;
   if (parts.length !== 2 || low === undefined || high === undefined || !Number.isFinite(low) || !Number.isFinite(high) || low >= high) {
-    throw new ConfigError(`--init-range ${quote(value)} is not LO,HI with LO < HI (for example -1,1)`);
+    throw new UsageError(`--init-range ${quote(value)} is not LO,HI with LO < HI (for example -1,1)`);
   }
   return [low, high];
 }
 
 function parseGroups(value: string, flag = 'groups'): { csv: string; column: string } {
   const at = value.lastIndexOf(':');
-  if (at <= 0 || at === value.length - 1) throw new ConfigError(`--${flag} ${quote(value)} is not CSV:COLUMN`);
+  if (at <= 0 || at === value.length - 1) throw new UsageError(`--${flag} ${quote(value)} is not CSV:COLUMN`);
   return { csv: value.slice(0, at), column: value.slice(at + 1) };
 }
 
-/** `--NAME`'s value when it is one of `options` (undefined when not given); a ConfigError quoting it otherwise. */
+/** `--NAME`'s value when it is one of `options` (undefined when not given); a UsageError quoting it otherwise. */
 function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', options: readonly T[]): T | undefined {
   const raw = values[name];
   if (raw === undefined || (options as readonly string[]).includes(raw)) return raw as T | undefined;
-  throw new ConfigError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
+  throw new UsageError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
 }
 
 /** An ArchiveError when extract selected no entry: an archive of something else, where exit 0 would hide it. */
@@ -251,6 +251,15 @@ function noChestEntries(archive: string, r: { entries: readonly string[] }): voi
       '--all extracts every entry',
     { path: archive },
   );
+}
+
+/** `--augment`'s augmentation (default traces); a bad name is a usage error. */
+function augmentOption(values: Values): ReturnType<typeof augmentFromName> {
+  try {
+    return augmentFromName(values.augment ?? 'traces');
+  } catch (err) {
+    throw new UsageError(messageOf(err));
+  }
 }
 
 function printEpoch(e: EpochRecord): void {
@@ -346,7 +355,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'extract': {
-        if (!values.archive) throw new ConfigError('extract needs --archive ZIP|URL|v2|v3');
+        if (!values.archive) throw new UsageError('extract needs --archive ZIP|URL|v2|v3');
         const target = resolveSource(values.archive);
         if (target.kind !== 'path') {
           const r = await extractRemoteZip({
@@ -370,7 +379,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'relabel': {
-        if (!values.from) throw new ConfigError('relabel needs --from FOLDER|ZIP');
+        if (!values.from) throw new UsageError('relabel needs --from FOLDER|ZIP');
         const r = await relabel({
           from: values.from,
           ...(values.out !== undefined ? { out: values.out } : {}),
@@ -408,7 +417,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'train': {
-        if (!values.out) throw new ConfigError('train needs --out runs/NAME');
+        if (!values.out) throw new UsageError('train needs --out runs/NAME');
         const p = preset(values);
         const overrides: Partial<Config> = {};
         const set = <K extends keyof Config>(k: K, v: Config[K] | undefined): void => {
@@ -435,7 +444,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           out: values.out,
           ...(p ? { preset: p } : {}),
           config: overrides,
-          augment: augmentFromName(values.augment ?? 'traces'),
+          augment: augmentOption(values),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
           ...(values.resume ? { resume: true } : {}),
           ...(values['init-from'] !== undefined ? { initFrom: values['init-from'] } : {}),
@@ -477,7 +486,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'calibrate': {
-        if (!values.model) throw new ConfigError('calibrate needs --model DIR (the folder of a trained model)');
+        if (!values.model) throw new UsageError('calibrate needs --model DIR (the folder of a trained model)');
         const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'val';
         const r = await calibrateModel({
           model: values.model,
@@ -492,7 +501,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'predict': {
-        if (positionals.length < 2) throw new ConfigError('predict needs at least one IMAGE or FOLDER');
+        if (positionals.length < 2) throw new UsageError('predict needs at least one IMAGE or FOLDER');
         const files = await expandImagePaths(positionals.slice(1));
         const loaded = await loadModel(values.model);
         try {
@@ -510,7 +519,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         }
       }
       case 'report': {
-        if (!values.run) throw new ConfigError('report needs --run runs/NAME');
+        if (!values.run) throw new UsageError('report needs --run runs/NAME');
         const r = await writeRunReport({
           runDir: values.run,
           ...(values.eval !== undefined ? { evaluation: values.eval } : {}),
@@ -521,7 +530,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'upload': {
-        if (!values.bucket) throw new ConfigError('upload needs --bucket NAME');
+        if (!values.bucket) throw new UsageError('upload needs --bucket NAME');
         const concurrency = number(values, 'concurrency');
         const partMiB = number(values, 'part-size');
         const controller = new AbortController();
@@ -566,7 +575,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         });
       }
       case 'sagemaker': {
-        if (positionals[1] !== 'train') throw new ConfigError(`sagemaker needs a subcommand: "train" (got ${quote(positionals[1] ?? '')})`);
+        if (positionals[1] !== 'train') throw new UsageError(`sagemaker needs a subcommand: "train" (got ${quote(positionals[1] ?? '')})`);
         // process.exit, not exitCode: an epoch outliving SIGTERM's grace period must not keep the process alive.
         process.exit(await runSageMakerTrainingUntilSignal({
           ...(values.root !== undefined ? { root: values.root } : {}),
@@ -586,7 +595,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values['no-calibrate'] ? { calibrate: false } : {}),
           ...(values.out !== undefined ? { runDir: values.out } : {}),
           ...(values.groups !== undefined ? { groups: parseGroups(values.groups) } : {}),
-          augment: augmentFromName(values.augment ?? 'traces'),
+          augment: augmentOption(values),
           onEpoch: printEpoch,
           ...progress,
           onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
@@ -599,6 +608,11 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
+    if (err instanceof UsageError) {
+      // The command line itself: status 2, like an unknown option, with the way to its usage.
+      process.stderr.write(`\npneumotype ${command}: ${err.message}\nRun \`pneumotype help ${command}\` for usage.\n`);
+      return 2;
+    }
     if (err instanceof PneumotypeError) {
       process.stderr.write(`\npneumotype ${command}: ${err.message}\n`);
       return 1;

@@ -33,6 +33,9 @@ export class ConfigError extends PneumotypeError {
   }
 }
 
+/** A command line that cannot run as written: an option missing or malformed (the CLI exits with status 2). */
+export class UsageError extends ConfigError {}
+
 /** A download that failed: network error, HTTP status, server that changed the file mid-way. */
 export class FetchError extends PneumotypeError {
   readonly url: string;

@@ -4,7 +4,7 @@
 export { CLASSES, SPLITS, SOURCES, DEFAULTS, PRESETS, resolveConfig } from './config.js';
 export type { Label, Split, KnownSource, Config, PresetName } from './config.js';
 export {
-  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, AugmentError, BackendError,
+  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, AugmentError, BackendError, UsageError,
 } from './errors.js';
 export { ProgressTracker, type Progress, type ProgressCallback } from './progress.js';
 export { createRng, shuffled, type Rng } from './random.js';

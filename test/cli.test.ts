@@ -54,19 +54,20 @@ test('help, unknown commands and bad options', () => {
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /Unknown option '--nope'/);
   const missing = cli('relabel');
-  assert.equal(missing.code, 1);
-  assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\n');
+  assert.equal(missing.code, 2, 'a usage error, like an unknown option');
+  assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\nRun `pneumotype help relabel` for usage.\n');
   const preset = cli('prepare', '--preset', 'huge');
-  assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke, cpu, gpu\n');
-  assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\n');
+  assert.equal(preset.code, 2);
+  assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke, cpu, gpu\nRun `pneumotype help prepare` for usage.\n');
+  assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\nRun `pneumotype help upload` for usage.\n');
   const size = cli('prepare', '--image-size', 'big');
-  assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\n');
+  assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\nRun `pneumotype help prepare` for usage.\n');
   const freeze = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze');
   assert.equal(freeze.code, 1);
   assert.equal(freeze.stderr, '\npneumotype train: freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too\n');
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
-  assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\n');
-  assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\n');
+  assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\nRun `pneumotype help run` for usage.\n');
 
   // An option of another command, or a path without its option, is a usage error, not silently ignored.
   const foreign = cli('run', '--epochs', '5', '--quiet');
@@ -183,7 +184,7 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   const c = cli('calibrate', '--model', join(tmp, 'run', 'model'), '--data', data, '--out', join(tmp, 'calibrated'), '--quiet');
   assert.equal(c.code, 0, c.stderr);
   assert.match(c.stdout, /^temperature \d+\.\d{3} fitted on \d+ val images: expected calibration error \d\.\d{3} -> \d\.\d{3} \(\d\.\d{3} cross-fitted by patient\), log loss \d+\.\d{3} -> \d+\.\d{3}; model in .*calibrated\n$/);
-  assert.equal(cli('calibrate', '--data', data).stderr, '\npneumotype calibrate: calibrate needs --model DIR (the folder of a trained model)\n');
+  assert.equal(cli('calibrate', '--data', data).stderr, '\npneumotype calibrate: calibrate needs --model DIR (the folder of a trained model)\nRun `pneumotype help calibrate` for usage.\n');
   const { readdir } = await import('node:fs/promises');
   const img = join(data, 'test', 'virus', (await readdir(join(data, 'test', 'virus')))[0] ?? '');
   const p = cli('predict', '--model', join(tmp, 'run', 'model'), img, join(tmp, 'missing.jpeg'));
@@ -192,12 +193,12 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(lines[0]?.file, img);
   assert.ok(['normal', 'bacteria', 'virus'].includes(lines[0]?.label ?? ''));
   assert.match(lines[1]?.error ?? '', /^"[^"]*missing\.jpeg": cannot be read/);
-  assert.equal(cli('evaluate', '--split', 'train').stderr, '\npneumotype evaluate: --split "train" is not one of "test", "val"\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, '\npneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, '\npneumotype train: --learning-rate "0" is not a positive number\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--patience', '2.5').stderr, '\npneumotype train: --patience "2.5" is not a whole number of at least 1\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\n');
+  assert.equal(cli('evaluate', '--split', 'train').stderr, '\npneumotype evaluate: --split "train" is not one of "test", "val"\nRun `pneumotype help evaluate` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, '\npneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, '\npneumotype train: --learning-rate "0" is not a positive number\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--patience', '2.5').stderr, '\npneumotype train: --patience "2.5" is not a whole number of at least 1\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\nRun `pneumotype help train` for usage.\n');
   assert.equal(
     cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--antialias').stderr,
     '\npneumotype train: model option antialias=true is not usable: expected false for "tiny" (only resnet has it)\n',
