@@ -71,7 +71,8 @@ export function groupBalancedWeights(labels: readonly number[], groups: readonly
   const mean = (ws: number[]): number => ws.reduce((a, b) => a + b, 0) / Math.max(1, ws.length);
   // Cap, then bring the mean back to 1, until no weight is above the cap: scaling up after one cap would lift the
   // capped weights past it again (a rare class could end at 1.7x the cap). Converges: each round caps more weights.
-  let w = raw.map((x) => x / (mean(raw) || 1));
+  const rawMean = mean(raw) || 1;
+  let w = raw.map((x) => x / rawMean);
   for (let round = 0; round < 100 && w.some((x) => x > maxWeight * (1 + 1e-12)); round++) {
     const capped = w.map((x) => Math.min(x, maxWeight));
     const m = mean(capped);

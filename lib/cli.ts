@@ -185,16 +185,17 @@ export function usageError(command: string, values: Readonly<Record<string, unkn
   const spec = COMMANDS[command];
   if (spec === undefined) return undefined; // an unknown command has its own message
   const own = new Set<string>([...spec.options, ...EVERY_COMMAND]);
+  const flags = spec.options.map((o) => `--${o}`).join(', ');
   const foreign = Object.keys(values).filter((name) => !own.has(name));
   if (foreign.length > 0) {
-    const takes = spec.options.length > 0 ? `it takes ${spec.options.map((o) => `--${o}`).join(', ')}` : 'it takes none';
+    const takes = spec.options.length > 0 ? `it takes ${flags}` : 'it takes none';
     const list = foreign.map((o) => `--${o}`).join(', ');
     return `${list} ${foreign.length === 1 ? 'is not an option' : 'are not options'} of ${command}; ${takes} (and --json, --quiet)`;
   }
   const extra = positionals.slice(1 + (spec.args ?? 0));
   if (extra.length > 0) {
     const takes = spec.args ? `at most ${spec.args} argument${spec.args === 1 ? '' : 's'}` : 'no arguments';
-    const options = spec.options.length > 0 ? ` (${spec.options.map((o) => `--${o}`).join(', ')}): a value needs its option` : '';
+    const options = spec.options.length > 0 ? ` (${flags}): a value needs its option` : '';
     return `unexpected argument ${quote(extra[0])}: ${command} takes ${takes} besides its options${options}`;
   }
   return undefined;

@@ -364,8 +364,7 @@ class Download {
         throw new TransientError(`the connection closed after ${size} of ${total} bytes`);
       }
       if (total !== undefined && size > total) {
-        const bad = await moveAside(this.#partPath, `${this.#s.finalPath}.bad`);
-        await rm(this.#statePath, { force: true });
+        const bad = await this.#setAside();
         throw new IntegrityError(
           `Download of ${quote(url)} is ${size} bytes, expected ${total}; the file was kept as ${quote(bad)}`,
           { expected: String(total), actual: String(size), path: bad },
@@ -417,6 +416,13 @@ class Download {
     return position;
   }
 
+  /** Moves the finished but bad download to `NAME.bad` (never deleted) and forgets its record; returns where it went. */
+  async #setAside(): Promise<string> {
+    const bad = await moveAside(this.#partPath, `${this.#s.finalPath}.bad`);
+    await rm(this.#statePath, { force: true });
+    return bad;
+  }
+
   /** A file-system error while writing the download (a full disk, say): the `kept` bytes so far are good. */
   #writeError(err: unknown, kept: number): Error {
     if (err instanceof PneumotypeError || typeof (err as NodeJS.ErrnoException | undefined)?.code !== 'string') return err as Error;
@@ -448,8 +454,7 @@ class Download {
     const actual = (this.#hash as Hash).digest('hex');
     this.#hash = undefined;
     if (expected !== undefined && actual !== expected) {
-      const bad = await moveAside(this.#partPath, `${finalPath}.bad`);
-      await rm(this.#statePath, { force: true });
+      const bad = await this.#setAside();
       throw new IntegrityError(`SHA-256 of ${quote(url)} is ${actual}, expected ${expected}; the download was kept as ${quote(bad)}`, {
         expected,
         actual,
@@ -458,8 +463,7 @@ class Download {
     }
     if (!zipEnd && expected === undefined) {
       // All the bytes the server announced, and still no zip (a given SHA-256 that matches vouches for the file).
-      const bad = await moveAside(this.#partPath, `${finalPath}.bad`);
-      await rm(this.#statePath, { force: true });
+      const bad = await this.#setAside();
       throw new IntegrityError(
         `Download of ${quote(url)} is complete (${outcome.size} bytes, the length the server gave) but is not a whole zip archive ` +
           `(no end of central directory record at its end); the file was kept as ${quote(bad)}`,
@@ -510,7 +514,7 @@ class Download {
 
   #networkError(err: unknown, idle: IdleTimer, what = 'the request failed'): Error {
     this.#throwIfAborted();
-    if ((err as { type?: unknown } | undefined)?.type === 'max-redirect') {
+    if (isRedirectLoop(err)) {
       return new FetchError(`Cannot download ${quote(this.#s.url)}: ${messageOf(err)} (a redirect loop?)`, { url: this.#s.url, cause: err });
     }
     if (idle.timedOut) return new TransientError(`no data for ${formatSeconds(this.#s.timeoutMs)}`, { cause: err });
@@ -570,6 +574,15 @@ export class TransientError extends Error {
     this.status = details.status;
     this.retryAfterMs = details.retryAfterMs;
   }
+}
+
+/**
+ * True for node-fetch's error when a URL redirects more than it follows (20): a loop, not worth retrying.
+ *
+ * @example if (isRedirectLoop(err)) throw new FetchError(...)
+ */
+export function isRedirectLoop(err: unknown): boolean {
+  return (err as { type?: unknown } | undefined)?.type === 'max-redirect';
 }
 
 /**

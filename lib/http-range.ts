@@ -10,6 +10,7 @@ import {
   backoffDelay,
   cancel,
   IdleTimer,
+  isRedirectLoop,
   isTransientStatus,
   parseContentRange,
   parseRetryAfter,
@@ -153,7 +154,7 @@ async function request(c: Client, init: { method?: string; headers: Record<strin
 
 function networkError(c: Client, err: unknown, idle: IdleTimer): Error {
   if (c.signal?.aborted) return abortedError(c);
-  if ((err as { type?: unknown } | undefined)?.type === 'max-redirect') {
+  if (isRedirectLoop(err)) {
     return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)} (a redirect loop?)`, { url: c.url, cause: err });
   }
   if (idle.timedOut) return new TransientError(`no data for ${c.timeoutMs} ms`, { cause: err });

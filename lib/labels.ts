@@ -93,7 +93,12 @@ export function inDatasetLayout(path: string): boolean {
  * @example datasetEntryFilter('Chest_XRay_224/train/NORMAL/IM-0115-0001.jpeg') // true
  */
 export function datasetEntryFilter(name: string): boolean {
-  return chestEntryFilter(name) || (inDatasetLayout(name) && !name.split('/').some((s) => s.toLowerCase() === 'oct'));
+  return chestEntryFilter(name) || (inDatasetLayout(name) && !inOct(name));
+}
+
+/** True when a path lies in an `OCT/` folder: v3's other half, whose `{train,test}/NORMAL/` fits the layout too. */
+function inOct(path: string): boolean {
+  return path.split('/').some((s) => s.toLowerCase() === 'oct');
 }
 
 /**
@@ -122,7 +127,7 @@ export function planRelabel(options: { files: readonly string[]; source: string;
       ignored.push({ source: rel, reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' });
       continue;
     }
-    if (loc.root.split('/').some((s) => s.toLowerCase() === 'oct')) {
+    if (inOct(loc.root)) {
       // v3's other half has the same split and NORMAL/ folders, and far more images than the chest X-rays.
       ignored.push({ source: rel, reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' });
       continue;
