@@ -5,6 +5,7 @@ import { isAbsolute, join, normalize, sep } from 'node:path';
 import { CLASSES, DEFAULTS, SPLITS, type Config, type Label } from './config.js';
 import { CacheError, ConfigError, ImageError, messageOf, quote } from './errors.js';
 import { fileSize, sha256, sha256File, writeJsonAtomic } from './fsx.js';
+import { withLock } from './lock.js';
 import { decodeGray } from './images.js';
 import { MANIFEST_FILE, readManifest, type ManifestRow } from './manifest.js';
 import { mapPool } from './pool.js';
@@ -331,13 +332,19 @@ function assignSubsets(
  * pixels (`resplit: true`); anything else, a .u8 file of the wrong size or SHA-256 included, is rebuilt from scratch,
  * never mixed. Pixels go to `.part` files with a journal checkpointed every `chunkRows` images, so an interrupted build
  * picks up at its last checkpoint; each finished file's SHA-256 goes to the index, the old index is removed before the
- * new files are renamed into place and the new index is written last.
+ * new files are renamed into place and the new index is written last. While it works it holds `DIR.lock` beside the
+ * cache folder: a second process preparing the same cache gets a BusyError.
  *
  * @example
  * const { dir, index } = await prepareCache({ labeledDir: 'data/labeled', imageSize: 128, onProgress: console.log })
  * const cache = await openCache(dir)
  */
 export async function prepareCache(options: PrepareOptions = {}): Promise<PrepareResult> {
+  const dir = resolve(options).dir;
+  return withLock(`${dir}.lock`, `preparing the cache ${quote(dir)}`, () => prepareUnlocked(options));
+}
+
+async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareResult> {
   const r = resolve(options);
   const manifest = await readManifest(r.labeledDir);
   const manifestSha256 = await sha256File(join(r.labeledDir, MANIFEST_FILE));

@@ -212,6 +212,14 @@ function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay'
   return n;
 }
 
+/** The checks of whole-number options: at least `min` (and at most `max`). */
+function whole(min: number, max?: number): { ok: (n: number) => boolean; expected: string } {
+  return {
+    ok: (n) => Number.isInteger(n) && n >= min && (max === undefined || n <= max),
+    expected: max === undefined ? `a whole number of at least ${min}` : `a whole number from ${min} to ${max}`,
+  };
+}
+
 function preset(values: Values): PresetName | undefined {
   const p = values.preset ?? process.env.PNEUMOTYPE_PRESET;
   if (p === undefined || p === '') return undefined;
@@ -338,6 +346,9 @@ export async function main(argv: readonly string[]): Promise<number> {
               `${tf.libtensorflowVersion ? `, libtensorflow ${tf.libtensorflowVersion}` : ''}), requested ${tf.requested}`,
           ...('error' in tf ? [] : tf.reasons.map((r) => `  - ${r}`)),
           `GPU: ${report.gpu.nvidiaSmi ?? 'none visible (nvidia-smi not found or failed)'}`,
+          ...(Object.keys(report.gpu.cudaLibraries).length === 0
+            ? []
+            : [`CUDA 11 runtime for tfjs-node-gpu: ${Object.entries(report.gpu.cudaLibraries).map(([name, path]) => `${name} ${path ?? 'not found'}`).join(', ')}`]),
           `training steps: ${report.training.note}`,
           `sharp ${report.sharp.sharp} (libvips ${report.sharp.libvips})`,
           `installed: ${Object.entries(report.installed).map(([k, v]) => `${k}@${v ?? '-'}`).join(', ')}`,
@@ -402,9 +413,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'prepare': {
         const p = preset(values);
-        const imageSize = number(values, 'image-size');
-        const valFraction = number(values, 'val-fraction');
-        const seed = number(values, 'seed');
+        const imageSize = number(values, 'image-size', whole(1, 4096));
+        const valFraction = number(values, 'val-fraction', { ok: (n) => n > 0 && n < 1, expected: 'a fraction between 0 and 1' });
+        const seed = number(values, 'seed', whole(0));
         const r = await prepareStep({
           ...(values.data !== undefined ? { labeledDir: values.data } : {}),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
@@ -424,17 +435,17 @@ export async function main(argv: readonly string[]): Promise<number> {
         const set = <K extends keyof Config>(k: K, v: Config[K] | undefined): void => {
           if (v !== undefined) overrides[k] = v;
         };
-        set('imageSize', number(values, 'image-size'));
-        set('epochs', number(values, 'epochs'));
-        set('batchSize', number(values, 'batch-size'));
-        set('seed', number(values, 'seed'));
+        set('imageSize', number(values, 'image-size', whole(1, 4096)));
+        set('epochs', number(values, 'epochs', whole(1)));
+        set('batchSize', number(values, 'batch-size', whole(1)));
+        set('seed', number(values, 'seed', whole(0)));
         set('model', values.model);
         set('modelDepth', values.depth);
         set('mixup', number(values, 'mixup'));
         set('optimizer', oneOf(values, 'optimizer', ['adam', 'sgd'] as const));
         set('learningRate', number(values, 'learning-rate', { ok: (n) => n > 0, expected: 'a positive number' }));
         set('weightDecay', number(values, 'weight-decay', { ok: (n) => n >= 0, expected: 'a number of at least 0' }));
-        set('patience', number(values, 'patience', { ok: (n) => Number.isInteger(n) && n >= 1, expected: 'a whole number of at least 1' }));
+        set('patience', number(values, 'patience', whole(1)));
         if (values.antialias) overrides.antialias = true;
         if (values.standardize) overrides.standardize = true;
         if (values.graph) overrides.graphOps = true;
@@ -461,7 +472,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'evaluate': {
         const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'test';
-        const bootstrap = number(values, 'bootstrap');
+        const bootstrap = number(values, 'bootstrap', whole(0));
         const r = await evaluateModel({
           ...(values.model !== undefined ? { model: values.model } : {}),
           data: values.data ?? DEFAULTS.labeledDir,
@@ -532,8 +543,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'upload': {
         if (!values.bucket) throw new UsageError('upload needs --bucket NAME');
-        const concurrency = number(values, 'concurrency');
-        const partMiB = number(values, 'part-size');
+        const concurrency = number(values, 'concurrency', whole(1));
+        const partMiB = number(values, 'part-size', { ok: (n) => n >= 5 && n <= 5120, expected: "a size in MiB from 5 to 5120 (S3's limits for one part)" });
         const controller = new AbortController();
         const stop = (): void => controller.abort();
         process.once('SIGINT', stop);
@@ -561,10 +572,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         }
       }
       case 'serve': {
-        const port = number(values, 'port');
-        const maxBatch = number(values, 'max-batch');
-        const batchWindowMs = number(values, 'batch-window-ms');
-        const maxBodyBytes = number(values, 'max-body-bytes');
+        const port = number(values, 'port', whole(0, 65535));
+        const maxBatch = number(values, 'max-batch', whole(1));
+        const batchWindowMs = number(values, 'batch-window-ms', { ok: (n) => n >= 0, expected: 'a number of at least 0' });
+        const maxBodyBytes = number(values, 'max-body-bytes', whole(1));
         return await serveUntilSignal({
           ...(values.model !== undefined ? { model: values.model } : process.env.PNEUMOTYPE_MODEL_DIR ? { model: process.env.PNEUMOTYPE_MODEL_DIR } : {}),
           ...(port !== undefined ? { port } : {}),

@@ -67,6 +67,7 @@ export const DEFAULTS = {
   imageSize: 224, // model input, square; images are squashed to it (sharp fit: 'fill'), as the shared data were
   maxInputPixels: 40_000_000, // decompression-bomb guard (sharp limitInputPixels); the largest originals are ~7 Mpx
   maxInputBytes: 64 * 1024 ** 2, // larger image files are refused before decoding
+  minInputSide: 16, // an image narrower or lower than this is refused: no chest X-ray (an icon, a tracking pixel)
   prepareConcurrency: 2, // images decoded at once (sharp also uses its own thread pool)
 
   // --- validation split and batching

@@ -162,17 +162,21 @@ function startWorker(): Worker {
   return new Worker(code, { eval: true });
 }
 
-/** Worker threads that augment batches; results come back in any order, matched by id. */
-class AugmentPool {
+/**
+ * Worker threads that augment batches; results come back in any order, matched by id. A worker that fails, sends
+ * what cannot be read or stops while batches are due rejects them all with an AugmentError. Exported for its tests
+ * (`start` makes a worker); training uses it through {@link batches}.
+ */
+export class AugmentPool {
   private readonly workers: Worker[];
   private readonly pending = new Map<number, { resolve: (x: Float32Array) => void; reject: (e: Error) => void }>();
   private next = 0;
   private failure: Error | undefined;
   private closing = false;
 
-  constructor(count: number) {
+  constructor(count: number, start: () => Worker = startWorker) {
     this.workers = Array.from({ length: count }, () => {
-      const w = startWorker();
+      const w = start();
       w.on('message', (m: { id: number; x?: Float32Array; error?: string }) => {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);

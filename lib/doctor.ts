@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { DEFAULTS } from './config.js';
 import { messageOf } from './errors.js';
 import { graphBackendProblem } from './graph-train.js';
-import { loadTfWithInfo, type BackendInfo } from './tf.js';
+import { cudaLibraryPaths, loadTfWithInfo, type BackendInfo } from './tf.js';
 
 export interface DoctorReport {
   readonly node: string;
@@ -16,7 +16,8 @@ export interface DoctorReport {
   readonly tensorflow: BackendInfo | { readonly error: string };
   readonly installed: Readonly<Record<string, string | null>>;
   readonly sharp: { readonly libvips: string; readonly sharp: string };
-  readonly gpu: { readonly nvidiaSmi: string | null };
+  /** nvidia-smi's line per GPU; on Linux, where the loader finds the CUDA 11 runtime that tfjs-node-gpu needs (null: not found). */
+  readonly gpu: { readonly nvidiaSmi: string | null; readonly cudaLibraries: Readonly<Record<string, string | null>> };
   /** How `train` runs its steps here by default (graphOps of DEFAULTS, the cpu and gpu presets). */
   readonly training: { readonly engine: 'graph' | 'ops'; readonly note: string };
   readonly env: Readonly<Record<string, string | null>>;
@@ -69,7 +70,10 @@ export async function diagnose(): Promise<DoctorReport> {
     tensorflow,
     installed: Object.fromEntries(pkgs.map((p) => [p, versionOf(p)])),
     sharp: { libvips: sharp.versions.vips, sharp: versionOf('sharp') ?? 'unknown' },
-    gpu: { nvidiaSmi: smi.status === 0 ? smi.stdout.trim() : null },
+    gpu: {
+      nvidiaSmi: smi.status === 0 ? smi.stdout.trim() : null,
+      cudaLibraries: Object.fromEntries(Object.entries(cudaLibraryPaths()).map(([name, path]) => [name, path ?? null])),
+    },
     training,
     env: Object.fromEntries(
       ['PNEUMOTYPE_BACKEND', 'PNEUMOTYPE_SOURCE', 'PNEUMOTYPE_PRESET', 'CUDA_VISIBLE_DEVICES', 'HTTPS_PROXY'].map((k) => [k, process.env[k] ?? null]),

@@ -97,6 +97,13 @@ export class AugmentError extends PneumotypeError {
   }
 }
 
+/** Work that another process is doing right now (the same download, cache or training run): see its lock file. */
+export class BusyError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_BUSY', message, details);
+  }
+}
+
 /** TensorFlow.js backend that cannot be loaded. */
 export class BackendError extends PneumotypeError {
   constructor(message: string, details: ErrorDetails = {}) {

@@ -1,6 +1,7 @@
 // Using a trained model: load it, predict on files or buffers, and evaluate it on a labelled split with intervals.
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { groupOf, readGroups, type GroupingSource } from './balance.js';
@@ -41,9 +42,21 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<Loaded
   if (!(await exists(cardPath))) {
     throw new CacheError(`${quote(dir)} is not a pneumotype model folder: ${quote(cardPath)} is missing (train one with \`pneumotype train\`)`, { path: dir });
   }
-  const card = JSON.parse(await readFile(cardPath, 'utf8')) as ModelCard;
-  if (card.format !== 'pneumotype-model' || card.classes.join() !== CLASSES.join()) {
+  let card: ModelCard;
+  try {
+    card = JSON.parse(await readFile(cardPath, 'utf8')) as ModelCard;
+  } catch (err) {
+    throw new CacheError(`${quote(cardPath)} cannot be read as JSON (${messageOf(err)}): the model folder is damaged; train or copy it again`, {
+      path: cardPath,
+      cause: err,
+    });
+  }
+  const classes: unknown = (card as Partial<ModelCard> | null)?.classes;
+  if (card?.format !== 'pneumotype-model' || !Array.isArray(classes) || classes.join() !== CLASSES.join()) {
     throw new CacheError(`${quote(cardPath)} is not a pneumotype model card for the classes ${CLASSES.join(', ')}`, { path: cardPath });
+  }
+  if (!Number.isInteger(card.imageSize) || card.imageSize < 1) {
+    throw new CacheError(`${quote(cardPath)} gives the input size ${quote(card.imageSize)}: expected a whole number of pixels`, { path: cardPath });
   }
   const model = await loadLayersModelFromDir(dir);
   return { dir, model, card, dispose: () => model.dispose() };
@@ -79,23 +92,29 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
 
 /**
  * Predicts each image with the model's own preprocessing (grayscale, squashed to its input size). A bad image gives
- * an `error` entry, never an exception; a bad `batchSize` is a ConfigError.
+ * an `error` entry, never an exception; a bad `batchSize` is a ConfigError. At most `concurrency` images (default: the
+ * cores, at least DEFAULTS.prepareConcurrency) are read and decoded at once.
  *
  * @example await predict(await loadModel('runs/cpu/model'), ['a.jpeg', { name: 'upload', data: buffer }])
  */
-export async function predict(loaded: LoadedModel, inputs: readonly PredictInput[], options: { batchSize?: number } = {}): Promise<PredictResult[]> {
+export async function predict(
+  loaded: LoadedModel,
+  inputs: readonly PredictInput[],
+  options: { batchSize?: number; concurrency?: number } = {},
+): Promise<PredictResult[]> {
   if (options.batchSize !== undefined) checkInteger('batchSize', options.batchSize, 1);
+  // Images decoded (and files open) at once: a list of thousands must not run out of file descriptors.
+  const concurrency = options.concurrency ?? Math.max(DEFAULTS.prepareConcurrency, availableParallelism());
+  checkInteger('concurrency', concurrency, 1);
   const size = loaded.card.imageSize;
-  const decoded = await Promise.all(
-    inputs.map(async (input) => {
-      const name = typeof input === 'string' ? input : input.name;
-      try {
-        return { name, pixels: await decodeGray(typeof input === 'string' ? input : input.data, { size, name }) };
-      } catch (err) {
-        return { name, error: messageOf(err) };
-      }
-    }),
-  );
+  const decoded = await mapPool(inputs, concurrency, async (input) => {
+    const name = typeof input === 'string' ? input : input.name;
+    try {
+      return { name, pixels: await decodeGray(typeof input === 'string' ? input : input.data, { size, name }) };
+    } catch (err) {
+      return { name, error: messageOf(err) };
+    }
+  });
   const good = decoded.flatMap((d, i) => ('pixels' in d ? [{ i, pixels: d.pixels }] : []));
   const probs = await predictPixels(loaded.model, size, good.map((g) => g.pixels), options.batchSize);
   const byIndex = new Map<number, number[]>();

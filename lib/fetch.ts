@@ -11,6 +11,7 @@ import type { Response } from 'node-fetch';
 import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
 import { ConfigError, FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
 import { fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { withLock } from './lock.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 
 /** The HTTP client: node-fetch's default export, or anything with its signature (tests, instrumented clients). */
@@ -86,6 +87,8 @@ export function resolveSource(source: string): ResolvedSource {
  * Fetches the dataset archive into `outDir` and verifies it, resuming a previous partial download when the server
  * allows it. A local path is only verified. Progress goes to `onProgress` (stage 'fetch', unit 'bytes').
  *
+ * While it works it holds `NAME.lock` beside the download: a second process fetching the same file gets a BusyError.
+ *
  * @example
  * const { path, sha256 } = await fetchDataset({ source: 'v2', outDir: 'data/downloads', onProgress: console.log });
  */
@@ -109,38 +112,41 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
   await mkdir(outDir, { recursive: true });
   const finalPath = join(outDir, name);
 
-  const existing = await fileSize(finalPath);
-  if (existing !== undefined) {
-    const recorded = await readShaRecord(`${finalPath}.sha256`);
-    const want = expected ?? recorded;
-    tracker.setTotal(existing);
-    tracker.note(`verifying existing ${name}`);
-    const actual = await hashFile(finalPath, existing, tracker);
-    if (want === undefined || actual === want) {
-      if (recorded !== actual) await writeShaRecord(finalPath, name, actual);
-      tracker.finish(`${name} already downloaded and verified`);
-      return { path: finalPath, bytes: existing, sha256: actual, source, url, resumed: false, downloaded: false };
+  // One process at a time: a second would write the same .part and rename it from under the first.
+  return withLock(`${finalPath}.lock`, `downloading ${name} into ${quote(outDir)}`, async () => {
+    const existing = await fileSize(finalPath);
+    if (existing !== undefined) {
+      const recorded = await readShaRecord(`${finalPath}.sha256`);
+      const want = expected ?? recorded;
+      tracker.setTotal(existing);
+      tracker.note(`verifying existing ${name}`);
+      const actual = await hashFile(finalPath, existing, tracker);
+      if (want === undefined || actual === want) {
+        if (recorded !== actual) await writeShaRecord(finalPath, name, actual);
+        tracker.finish(`${name} already downloaded and verified`);
+        return { path: finalPath, bytes: existing, sha256: actual, source, url, resumed: false, downloaded: false };
+      }
+      const bad = await moveAside(finalPath);
+      await rm(`${finalPath}.sha256`, { force: true });
+      tracker.set(0, `existing ${name} has SHA-256 ${actual}, expected ${want}; moved to ${bad}, downloading again`);
     }
-    const bad = await moveAside(finalPath);
-    await rm(`${finalPath}.sha256`, { force: true });
-    tracker.set(0, `existing ${name} has SHA-256 ${actual}, expected ${want}; moved to ${bad}, downloading again`);
-  }
 
-  const download = new Download({
-    url,
-    finalPath,
-    name,
-    expected,
-    retries: options.retries ?? DEFAULTS.fetchRetries,
-    backoffMs: options.backoffMs ?? DEFAULTS.fetchBackoffMs,
-    timeoutMs: options.timeoutMs ?? DEFAULTS.fetchTimeoutMs,
-    fetch: options.fetch ?? nodeFetch,
-    agent: proxyAgentFor(env),
-    signal: options.signal,
-    tracker,
+    const download = new Download({
+      url,
+      finalPath,
+      name,
+      expected,
+      retries: options.retries ?? DEFAULTS.fetchRetries,
+      backoffMs: options.backoffMs ?? DEFAULTS.fetchBackoffMs,
+      timeoutMs: options.timeoutMs ?? DEFAULTS.fetchTimeoutMs,
+      fetch: options.fetch ?? nodeFetch,
+      agent: proxyAgentFor(env),
+      signal: options.signal,
+      tracker,
+    });
+    const { bytes, sha256, resumed } = await download.run();
+    return { path: finalPath, bytes, sha256, source, url, resumed, downloaded: true };
   });
-  const { bytes, sha256, resumed } = await download.run();
-  return { path: finalPath, bytes, sha256, source, url, resumed, downloaded: true };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -102,6 +102,13 @@ function checkHeader(meta: sharp.Metadata, name: string, maxInputPixels: number)
   if (!(width > 0 && height > 0)) {
     throw new ImageError(`${quote(name)}: not a decodable image (the header gives no size)`, { path: name });
   }
+  if (width < DEFAULTS.minInputSide || height < DEFAULTS.minInputSide) {
+    throw new ImageError(
+      `${quote(name)} is ${width}x${height} pixels: too small for a chest X-ray (expected at least ${DEFAULTS.minInputSide} ` +
+        'pixels on each side; an icon or a thumbnail?)',
+      { path: name },
+    );
+  }
   const pixels = width * height;
   if (pixels > maxInputPixels) {
     throw new ImageError(
@@ -168,10 +175,10 @@ export async function runSharp<T>(op: () => Promise<T>, name: string): Promise<T
   }
 }
 
-async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo> {
+async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo & { hasAlpha: boolean }> {
   // The pixel limit is checked by checkHeader with a clearer message; sharp's own limit is off for the header read.
   const meta = await runSharp(() => sharp(data, { failOn: 'error', limitInputPixels: false }).metadata(), name);
-  return checkHeader(meta, name, maxInputPixels);
+  return { ...checkHeader(meta, name, maxInputPixels), hasAlpha: meta.hasAlpha === true };
 }
 
 /**
@@ -184,7 +191,8 @@ async function header(data: Buffer, name: string, maxInputPixels: number): Promi
 export async function readImageInfo(input: string | Buffer, options: ImageLimits = {}): Promise<ImageInfo> {
   const name = nameOf(input, options);
   const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
-  return header(data, name, options.maxInputPixels ?? DEFAULTS.maxInputPixels);
+  const { width, height, channels, format } = await header(data, name, options.maxInputPixels ?? DEFAULTS.maxInputPixels);
+  return { width, height, channels, format };
 }
 
 /** Options of {@link decodeGray}. */
@@ -208,20 +216,21 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   const name = nameOf(input, options);
   const maxInputPixels = options.maxInputPixels ?? DEFAULTS.maxInputPixels;
   const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
-  const { format } = await header(data, name, maxInputPixels);
+  const { format, hasAlpha } = await header(data, name, maxInputPixels);
   // libjpeg reports damaged scan data ("Corrupt JPEG data: …") only as a warning: stop on it (sharp's own default).
   // Not for PNG, where libpng warns about harmless chunks (a known-incorrect sRGB profile, say).
   const failOn = format === 'jpeg' ? 'warning' : 'error';
-  const out = await runSharp(
-    () =>
-      sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true })
-        .removeAlpha()
-        .grayscale()
-        .resize(size, size, { fit: 'fill', kernel: 'lanczos3' })
-        .raw({ depth: 'uchar' })
-        .toBuffer({ resolveWithObject: true }),
-    name,
-  );
+  const decode = (): sharp.Sharp => sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true }).removeAlpha().grayscale();
+  const squash = (image: sharp.Sharp): Promise<{ data: Buffer; info: sharp.OutputInfo }> =>
+    image.resize(size, size, { fit: 'fill', kernel: 'lanczos3' }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  const out = await runSharp(async () => {
+    if (!hasAlpha) return squash(decode());
+    // libvips resizes an image with alpha premultiplied, so removeAlpha would leave transparent pixels black: the
+    // alpha goes first, in a pass of its own, and the opaque pixels are resized as they are.
+    const flat = await decode().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const { width, height, channels } = flat.info;
+    return squash(sharp(flat.data, { raw: { width, height, channels } }));
+  }, name);
   const { width, height, channels } = out.info;
   if (width !== size || height !== size || out.data.length !== size * size * channels) {
     throw new ImageError(

@@ -4,8 +4,9 @@
 export { CLASSES, SPLITS, SOURCES, DEFAULTS, PRESETS, resolveConfig } from './config.js';
 export type { Label, Split, KnownSource, Config, PresetName } from './config.js';
 export {
-  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, AugmentError, BackendError, UsageError,
+  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, AugmentError, BackendError, UsageError, BusyError,
 } from './errors.js';
+export { withLock, type LockOwner } from './lock.js';
 export { ProgressTracker, type Progress, type ProgressCallback } from './progress.js';
 export { createRng, shuffled, type Rng } from './random.js';
 
@@ -21,7 +22,7 @@ export { parseName, planRelabel, datasetEntryFilter, type PlannedImage, type Rel
 export { relabel, type RelabelOptions, type RelabelResult, type RelabelSummary } from './relabel.js';
 export { readManifest, writeManifest, type ManifestRow } from './manifest.js';
 export { auditLeakage, dhash, hammingDistance, type LeakageAudit } from './phash.js';
-export { readImageInfo, decodeGray, type ImageInfo } from './images.js';
+export { readImageInfo, decodeGray, type ImageInfo, type ImageLimits, type DecodeOptions } from './images.js';
 export { patientGroupedSplit } from './split.js';
 export { prepareCache, openCache, cacheDirFor, type PrepareOptions, type PrepareResult, type CacheIndex, type CacheSplitInfo, type OpenedCache, type Subset } from './cache.js';
 export { batches, batchIterator, toTfDataset, type Batch, type BatchOptions } from './dataset.js';
@@ -54,8 +55,13 @@ export {
 export { upload, UploadError, type UploadOptions, type UploadResult, type UploadManifest } from './upload.js';
 
 // Serving and SageMaker
-export { startServer, serveUntilSignal, type ServeOptions, type PredictionServer } from './serve.js';
-export { runSageMakerTraining, runSageMakerTrainingUntilSignal, parseHyperparameters, sageMakerPaths, HYPERPARAMETERS } from './sagemaker.js';
+export {
+  startServer, serveUntilSignal, type ServeOptions, type PredictionServer, type ServeStats, type ServeLogLine, type ServeUntilSignalOptions,
+} from './serve.js';
+export {
+  runSageMakerTraining, runSageMakerTrainingUntilSignal, parseHyperparameters, sageMakerPaths, HYPERPARAMETERS,
+  type SageMakerPaths, type SageMakerTrainingOptions, type SageMakerTrainingUntilSignalOptions, type SageMakerLogLine, type TrainingPlan,
+} from './sagemaker.js';
 
 // Figures, reports and notebook display (plotly {data, layout} objects; plotly.js runs only in the browser)
 export * from './plots.js';

@@ -4,6 +4,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
 import { exists, listFiles, sha256, writeJsonAtomic } from './fsx.js';
+import { withLock } from './lock.js';
 import { readImageInfo } from './images.js';
 import { datasetEntryFilter, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
 import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
@@ -120,11 +121,17 @@ function differences(plan: readonly { dest: string; sha256: string }[], manifest
  * `OUT/summary.json` (counts, patients, skipped and rejected files, undecodable images, leakage audit). A zip `from`
  * is extracted first (chest X-ray entries only; files an earlier archive left in the extracted folder are not read).
  * Idempotent: over the same source a second run writes nothing and returns `changed: false` (or puts back output
- * files deleted since, with `changed: true`); over a different source it refuses rather than mixing.
+ * files deleted since, with `changed: true`); over a different source it refuses rather than mixing. While it works it
+ * holds `OUT.lock` beside the output folder: a second relabel into it gets a BusyError.
  *
  * @example const { summary } = await relabel({ from: 'data/downloads/ChestXRay2017.zip', out: 'data/labeled' })
  */
 export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
+  const out = resolve(options.out ?? DEFAULTS.labeledDir);
+  return withLock(`${out}.lock`, `relabelling into ${quote(out)}`, () => relabelUnlocked(options));
+}
+
+async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> {
   const out = resolve(options.out ?? DEFAULTS.labeledDir);
   const fromStat = await stat(options.from).catch((err: unknown) => {
     throw new LabelError(`relabel source ${quote(options.from)} does not exist (${messageOf(err)})`, { path: options.from, cause: err });

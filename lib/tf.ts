@@ -1,6 +1,8 @@
 // The only module that imports TensorFlow.js: picks the backend (GPU, CPU or pure JS) once and hands out `tf`.
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { delimiter, join } from 'node:path';
 import { BackendError, quote, messageOf } from './errors.js';
 
 /** The TensorFlow.js API (the union package; tfjs-node and tfjs-node-gpu re-export it with native kernels). */
@@ -27,8 +29,75 @@ export interface BackendInfo {
 const require = createRequire(import.meta.url);
 let loaded: { tf: Tf; info: BackendInfo } | undefined;
 
+/** An NVIDIA driver on Linux, or WSL2's GPU device (setup-tfjs.mjs asks nvidia-smi as well). */
 function gpuVisible(): boolean {
-  return existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl');
+  return existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl') || existsSync('/dev/dxg');
+}
+
+/**
+ * The CUDA runtime libraries that libtensorflow-gpu 2.9.1 (tfjs-node-gpu 4.22) opens when it starts. They are not
+ * linked in: without them the binding loads all the same and TensorFlow quietly runs on the CPU.
+ */
+export const CUDA_LIBRARIES = ['libcudart.so.11.0', 'libcudnn.so.8'] as const;
+
+/** Where the dynamic loader looks, in its order: what `findLibraries` searches. */
+export interface LibrarySearch {
+  /** LD_LIBRARY_PATH. */
+  readonly ldLibraryPath: string | undefined;
+  /** `ldconfig -p` output (the linker cache), or '' when it cannot be read. */
+  readonly ldconfig: string;
+  readonly exists: (path: string) => boolean;
+}
+
+const DEFAULT_LIBRARY_DIRS = ['/lib', '/usr/lib', '/lib64', '/usr/lib64', '/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu'];
+
+/**
+ * Where the dynamic loader would find each library (LD_LIBRARY_PATH, then the linker cache, then the default folders),
+ * or undefined.
+ *
+ * @example findLibraries(['libcudnn.so.8'], { ldLibraryPath: '/opt/cuda/lib', ldconfig: '', exists: existsSync })
+ */
+export function findLibraries(names: readonly string[], search: LibrarySearch): Record<string, string | undefined> {
+  const dirs = (search.ldLibraryPath ?? '').split(delimiter).filter((d) => d !== '');
+  const cached = new Map<string, string>();
+  for (const m of search.ldconfig.matchAll(/^\s*(\S+) \(([^)]*)\) => (\S+)\s*$/gm)) {
+    const [, name, flags, path] = m;
+    if (name !== undefined && path !== undefined && !cached.has(name) && (process.arch !== 'x64' || (flags ?? '').includes('x86-64'))) cached.set(name, path);
+  }
+  return Object.fromEntries(
+    names.map((name) => [
+      name,
+      dirs.map((d) => join(d, name)).find(search.exists) ?? cached.get(name) ?? DEFAULT_LIBRARY_DIRS.map((d) => join(d, name)).find(search.exists),
+    ]),
+  );
+}
+
+/** Where this machine's loader finds each of {@link CUDA_LIBRARIES} (undefined: not found); an empty record off Linux. */
+export function cudaLibraryPaths(): Record<string, string | undefined> {
+  if (process.platform !== 'linux') return {};
+  let ldconfig = '';
+  for (const cmd of ['ldconfig', '/sbin/ldconfig', '/usr/sbin/ldconfig']) {
+    const r = spawnSync(cmd, ['-p'], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status === 0) {
+      ldconfig = r.stdout;
+      break;
+    }
+  }
+  return findLibraries(CUDA_LIBRARIES, { ldLibraryPath: process.env.LD_LIBRARY_PATH, ldconfig, exists: existsSync });
+}
+
+function missingCudaLibraries(): string[] {
+  const found = cudaLibraryPaths();
+  return Object.keys(found).filter((name) => found[name] === undefined);
+}
+
+function installed(pkg: string): boolean {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function parseChoice(value: string | undefined): BackendChoice {
@@ -55,12 +124,16 @@ export function loadTf(options: { backend?: BackendChoice } = {}): Tf {
   return loadTfWithInfo(options).tf;
 }
 
-/** Like {@link loadTf}, and says what was picked and why. */
-export function loadTfWithInfo(options: { backend?: BackendChoice; gpuVisible?: boolean } = {}): { tf: Tf; info: BackendInfo } {
+/**
+ * Like {@link loadTf}, and says what was picked and why. `gpuVisible` and `cudaMissing` replace the checks of this
+ * machine (the driver; the CUDA libraries the loader finds), so that tests can take the GPU paths anywhere.
+ */
+export function loadTfWithInfo(
+  options: { backend?: BackendChoice; gpuVisible?: boolean; cudaMissing?: readonly string[] } = {},
+): { tf: Tf; info: BackendInfo } {
   if (loaded) return loaded;
   const requested = options.backend ?? parseChoice(process.env.PNEUMOTYPE_BACKEND);
-  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // silence libtensorflow's start-up chatter
-  // `gpuVisible` overrides the driver check: a test takes the GPU path on a machine without one.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // quiets most of libtensorflow's log lines (absl's start-up lines remain)
   const gpu = options.gpuVisible ?? gpuVisible();
   const reasons: string[] = [];
   const candidates: BackendInfo['package'][] =
@@ -74,6 +147,17 @@ export function loadTfWithInfo(options: { backend?: BackendChoice; gpuVisible?: 
   for (const pkg of candidates) {
     if (pkg === '@tensorflow/tfjs-node-gpu' && requested === 'auto' && !gpu) {
       reasons.push(`${pkg}: skipped, no NVIDIA GPU visible`);
+      continue;
+    }
+    // Installed and wanted: without the CUDA runtime it would load and run on the CPU, calling itself the GPU backend.
+    const cudaMissing = pkg === '@tensorflow/tfjs-node-gpu' && installed(pkg) ? (options.cudaMissing ?? missingCudaLibraries()) : [];
+    const noCuda =
+      cudaMissing.length === 0
+        ? undefined
+        : `${cudaMissing.join(' and ')} not found (LD_LIBRARY_PATH, the linker cache): libtensorflow-gpu would run on the CPU; ` +
+          'install CUDA 11.2 and cuDNN 8.1 (environment.md)';
+    if (noCuda !== undefined && requested === 'auto') {
+      reasons.push(`${pkg}: skipped, ${noCuda}, or set PNEUMOTYPE_BACKEND=gpu to try it anyway`);
       continue;
     }
     let tf: Tf;
@@ -103,6 +187,9 @@ export function loadTfWithInfo(options: { backend?: BackendChoice; gpuVisible?: 
           { code: 'PNEUMOTYPE_PURE_JS' },
         );
       }
+    } else if (noCuda !== undefined) {
+      reasons.push(`${pkg}: loaded, but ${noCuda}`);
+      process.emitWarning(`pneumotype loaded @tensorflow/tfjs-node-gpu as asked, but ${noCuda}.`, { code: 'PNEUMOTYPE_NO_CUDA' });
     } else {
       reasons.push(`${pkg}: loaded`);
     }

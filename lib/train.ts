@@ -16,6 +16,7 @@ import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
 import { exists, writeJsonAtomic } from './fsx.js';
+import { withLock } from './lock.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { buildModel, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
@@ -296,10 +297,16 @@ export function configHash(config: Config): string {
  * Trains a classifier on the prepared cache of `data` and writes the run to `out`:
  * `checkpoints/{best,last}/` (model.json + weights.bin, optimizer state in last), `history.json`, and `model/` (the
  * best model with its pneumotype.json card). `resume` continues from `checkpoints/last` exactly where it stopped.
+ * While it runs it holds `OUT.lock` beside the run folder: a second training into the same folder gets a BusyError.
  *
  * @example const r = await train({ data: 'data/labeled', out: 'runs/cpu-1', preset: 'cpu' }); r.history.at(-1)
  */
 export async function train(options: TrainOptions): Promise<TrainResult> {
+  const runDir = resolve(options.out);
+  return withLock(`${runDir}.lock`, `training into ${quote(runDir)}`, () => trainUnlocked(options));
+}
+
+async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   const config = resolveConfig(options.preset, options.config ?? {});
   const modelOptions = modelOptionsFromConfig(config);
   if (!options.initFrom) resolveModelOptions(modelOptions); // checks every model option before any long work

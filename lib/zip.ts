@@ -9,6 +9,7 @@ import yauzl from 'yauzl';
 import type { Entry, Options as YauzlOptions, ZipFile } from 'yauzl';
 import { DEFAULTS } from './config.js';
 import { ArchiveError, ConfigError, PneumotypeError, messageOf, quote } from './errors.js';
+import { withLock } from './lock.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 
 /** An archive to read: a path, or a yauzl ZipFile opened elsewhere (e.g. over HTTP ranges) with a name for messages. */
@@ -220,11 +221,17 @@ interface PlannedFile {
  * counting actual bytes and checking each CRC-32. Files already present with the same size and CRC-32 are kept, so
  * an interrupted extraction resumes. Data errors found while streaming (CRC, corrupt deflate data, sizes that lie)
  * discard the entry being written and throw; files finished before it stay. The archive itself is never modified.
+ * While it works it holds `OUT.lock` beside the output folder: a second extraction into it gets a BusyError.
  *
  * @example
  * const r = await extractZip({ archive: 'data/downloads/ChestXRay2017.zip', outDir: 'data/extracted', include: chestEntryFilter });
  */
 export async function extractZip(options: ExtractOptions): Promise<ExtractResult> {
+  const outDir = resolve(options.outDir ?? DEFAULTS.extractedDir);
+  return withLock(`${outDir}.lock`, `extracting into ${quote(outDir)}`, () => extractUnlocked(options));
+}
+
+async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> {
   const outDir = resolve(options.outDir ?? DEFAULTS.extractedDir);
   const include = options.include ?? (() => true);
   const maxEntries = options.maxEntries ?? DEFAULTS.maxArchiveEntries;

@@ -35,6 +35,14 @@ if ! "$VENV/bin/python" -c 'import nbconvert, nbclient, jupyter_client, IPython'
       fi
     fi
   fi
+  # A venv cut short while it was being made can lack pip: put it back (ensurepip), or make the venv again.
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "$VENV has no pip: repairing it"
+    if ! "$VENV/bin/python" -m ensurepip --upgrade >/dev/null 2>&1; then
+      rm -rf "$VENV"
+      "$PYTHON" -m venv "$VENV"
+    fi
+  fi
   log "installing ${PACKAGES[*]} into $VENV (pip)"
   PIP_LOG="$(mktemp)"
   # --retries 0: an index that cannot be reached is skipped at once instead of after minutes of back-off.

@@ -7,8 +7,10 @@
 //   2. the package's own installer (downloads libtensorflow 2.9.1 and a prebuilt binding; needs the internet)
 //   3. offline recipe (CPU package only): libtensorflow from the `tensorflow-cpu` pip wheel into deps/, then build
 //      the binding with node-gyp against Node's own headers.
-// Environment: PNEUMOTYPE_TF_WHEEL=path/to/tensorflow_cpu-*.whl uses that wheel instead of `pip download`;
-// PNEUMOTYPE_TF_WHEEL_VERSION (default 2.21.0); PNEUMOTYPE_SKIP_TFJS_SETUP=1 skips everything.
+// Environment: PNEUMOTYPE_TF_WHEEL=path/to/tensorflow_cpu-*.whl uses that wheel instead of `pip download` (else it
+// is cached in $XDG_CACHE_HOME/pneumotype/wheels, a damaged one set aside as .bad and fetched again);
+// PNEUMOTYPE_TF_WHEEL_VERSION (default 2.21.0); PNEUMOTYPE_PYTHON (default python3, else python);
+// PNEUMOTYPE_SKIP_TFJS_SETUP=1 skips everything.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -52,7 +54,27 @@ function run(cmd, args, opts = {}) {
   // The packages' installers call node-pre-gyp by name: npm puts node_modules/.bin on PATH, `node scripts/…` does not.
   const path = [join(root, 'node_modules', '.bin'), process.env.PATH ?? ''].join(delimiter);
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', env: { ...process.env, PATH: path }, ...opts });
-  return { ok: r.status === 0, out: `${r.stdout ?? ''}${r.stderr ?? ''}`, status: r.status, error: r.error };
+  // Why a command gave nothing to show: not found, killed by the time limit or a signal.
+  const why = r.error?.code === 'ENOENT'
+    ? `\`${cmd}\` not found`
+    : r.error?.code === 'ETIMEDOUT'
+      ? `\`${cmd}\` timed out after ${Math.round((opts.timeout ?? 0) / 1000)} s`
+      : r.error
+        ? `\`${cmd}\` failed: ${r.error.message}`
+        : r.signal
+          ? `\`${cmd}\` was killed by ${r.signal}`
+          : '';
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}${why ? `\n${why}` : ''}`;
+  return { ok: r.status === 0, out, status: r.status, error: r.error };
+}
+
+/** The Python to use: PNEUMOTYPE_PYTHON, else the first of python3 and python that runs. */
+let python;
+function pythonCommand() {
+  if (python) return python;
+  const candidates = process.env.PNEUMOTYPE_PYTHON ? [process.env.PNEUMOTYPE_PYTHON] : ['python3', 'python'];
+  python = candidates.find((py) => run(py, ['--version'], { timeout: 30_000 }).ok) ?? candidates[0];
+  return python;
 }
 
 function tail(text, n = 6) {
@@ -62,7 +84,8 @@ function tail(text, n = 6) {
 /** Step 2: the package's own installer. */
 function normalInstall(dir, flavour) {
   log(`${flavour}: trying the package's own installer (downloads libtensorflow; needs the internet)`);
-  const r = run(process.execPath, ['scripts/install.js', ...(flavour === 'gpu' ? ['gpu', 'download'] : [])], {
+  // `download` always: without it the installer reuses a deps/lib/libtensorflow that an interrupted run left half-written.
+  const r = run(process.execPath, ['scripts/install.js', flavour, 'download'], {
     cwd: dir,
     timeout: 15 * 60_000,
   });
@@ -70,34 +93,36 @@ function normalInstall(dir, flavour) {
   return r.ok;
 }
 
-/** Finds or downloads the tensorflow-cpu wheel; returns its path. */
+/** Finds or downloads the tensorflow-cpu wheel; returns its path and whether it is ours to replace (from the cache). */
 function findWheel() {
   if (process.env.PNEUMOTYPE_TF_WHEEL) {
     if (!existsSync(process.env.PNEUMOTYPE_TF_WHEEL)) {
       throw new Error(`PNEUMOTYPE_TF_WHEEL="${process.env.PNEUMOTYPE_TF_WHEEL}" does not exist`);
     }
-    return process.env.PNEUMOTYPE_TF_WHEEL;
+    return { wheel: process.env.PNEUMOTYPE_TF_WHEEL, cached: false };
   }
-  const cacheRoot = process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
+  const cacheRoot = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
   const cache = join(cacheRoot, 'pneumotype', 'wheels');
   mkdirSync(cache, { recursive: true });
-  const pick = () =>
-    readdirSync(cache).find((f) => f.startsWith(`tensorflow_cpu-${WHEEL_VERSION}-`) && f.endsWith('.whl'));
-  let wheel = pick();
-  if (!wheel) {
-    log(`downloading tensorflow-cpu==${WHEEL_VERSION} with pip into ${cache}`);
-    const args = ['-m', 'pip', 'download', '--no-deps', '--retries', '0', '--only-binary=:all:', '-d', cache,
-      `tensorflow-cpu==${WHEEL_VERSION}`];
-    let r = { ok: false, out: '' };
-    for (const py of ['python3', 'python']) {
-      r = run(py, args, { timeout: 20 * 60_000 });
-      if (r.ok || !r.error) break;
-    }
+  const isWheel = (f) => f.startsWith(`tensorflow_cpu-${WHEEL_VERSION}-`) && f.endsWith('.whl');
+  const found = readdirSync(cache).find(isWheel);
+  if (found) return { wheel: join(cache, found), cached: true };
+  // pip writes the wheel under its final name as it goes: into a folder of its own first, moved into the cache
+  // only once pip has finished, so an interrupted download never passes for a wheel.
+  const staging = join(cache, `.download-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  log(`downloading tensorflow-cpu==${WHEEL_VERSION} with pip into ${cache}`);
+  const r = run(pythonCommand(), ['-m', 'pip', 'download', '--no-deps', '--retries', '0', '--only-binary=:all:', '-d', staging,
+    `tensorflow-cpu==${WHEEL_VERSION}`], { timeout: 20 * 60_000 });
+  try {
     if (!r.ok) throw new Error(`pip download tensorflow-cpu==${WHEEL_VERSION} failed:\n    ${tail(r.out)}`);
-    wheel = pick();
-    if (!wheel) throw new Error(`pip reported success but no tensorflow_cpu-${WHEEL_VERSION}-*.whl is in ${cache}`);
+    const wheel = existsSync(staging) ? readdirSync(staging).find(isWheel) : undefined;
+    if (!wheel) throw new Error(`pip reported success but no tensorflow_cpu-${WHEEL_VERSION}-*.whl is in ${staging}`);
+    renameSync(join(staging, wheel), join(cache, wheel));
+    return { wheel: join(cache, wheel), cached: true };
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
   }
-  return join(cache, wheel);
 }
 
 // Copies the two shared libraries and the include closure of the C API headers that the binding uses (following
@@ -148,12 +173,21 @@ function link(target, path) {
 
 /** Step 3: libtensorflow from the pip wheel + node-gyp build of the binding. */
 function offlineRecipe(dir) {
-  const wheel = findWheel();
   const staging = join(dir, 'deps.staging');
-  rmSync(staging, { recursive: true, force: true });
-  log(`extracting libtensorflow and the C API headers from ${wheel}`);
-  const x = run('python3', ['-c', EXTRACT_PY, wheel, staging, join(dir, 'binding')], { timeout: 10 * 60_000 });
-  if (!x.ok) throw new Error(`extracting ${wheel} failed:\n    ${tail(x.out)}`);
+  for (let attempt = 1; ; attempt++) {
+    const { wheel, cached } = findWheel();
+    rmSync(staging, { recursive: true, force: true });
+    log(`extracting libtensorflow and the C API headers from ${wheel}`);
+    const x = run(pythonCommand(), ['-c', EXTRACT_PY, wheel, staging, join(dir, 'binding')], { timeout: 10 * 60_000 });
+    if (x.ok) break;
+    // A damaged wheel in our cache (cut short, a full disk) is set aside, never deleted, and downloaded again once.
+    if (cached && attempt === 1 && /BadZipFile|zipfile|CRC|Error -3 while decompressing/i.test(x.out)) {
+      renameSync(wheel, `${wheel}.bad`);
+      log(`${wheel} is not a whole wheel (${tail(x.out, 1)}); moved to ${wheel}.bad, downloading it again`);
+      continue;
+    }
+    throw new Error(`extracting ${wheel} failed:\n    ${tail(x.out)}`);
+  }
   const lib = join(staging, 'lib');
   link('libtensorflow_cc.so.2', join(lib, 'libtensorflow.so.2'));
   link('libtensorflow_cc.so.2', join(lib, 'libtensorflow.so'));
@@ -175,20 +209,28 @@ function offlineRecipe(dir) {
   if (!b.ok) throw new Error(`node-gyp build of the tfjs-node binding failed:\n    ${tail(b.out, 12)}`);
 }
 
+/** An NVIDIA GPU, as lib/tf.ts sees one (the driver on Linux, WSL2's GPU device), or as nvidia-smi does. */
+function gpuVisible() {
+  return ['/proc/driver/nvidia/version', '/dev/nvidiactl', '/dev/dxg'].some(existsSync) || run('nvidia-smi', ['-L'], { timeout: 30_000 }).ok;
+}
+
 function setup(name, flavour) {
   const dir = packageDir(name);
-  if (!dir) return true;
+  if (!dir) {
+    if (flavour === 'gpu' && gpuVisible()) {
+      log(`${name}: an NVIDIA GPU is visible but the GPU package is not installed (a plain \`npm install\` removes one ` +
+        `installed with --no-save): \`npm install --no-save ${name}@4.22.0 && node scripts/setup-tfjs.mjs\` (environment.md)`);
+    }
+    return true;
+  }
   const first = bindingLoads(dir);
   if (first.ok) {
     log(`${name}: binding loads (libtensorflow ${first.version}); nothing to do`);
     return true;
   }
-  if (flavour === 'gpu') {
-    const smi = run('nvidia-smi', ['-L']);
-    if (!smi.ok) {
-      log(`${name}: installed but no NVIDIA GPU is visible (nvidia-smi); skipped, the CPU backend will be used`);
-      return true;
-    }
+  if (flavour === 'gpu' && !gpuVisible()) {
+    log(`${name}: installed but no NVIDIA GPU is visible (driver, nvidia-smi); skipped, the CPU backend will be used`);
+    return true;
   }
   if (normalInstall(dir, flavour) && bindingLoads(dir).ok) {
     log(`${name}: ready through its own installer`);

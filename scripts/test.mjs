@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 
 const SUITE = [
   'test/errors.test.ts',
+  'test/lock.test.ts',
   'test/random.test.ts',
   'test/progress.test.ts',
   'test/tf.test.ts',

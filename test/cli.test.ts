@@ -62,6 +62,21 @@ test('help, unknown commands and bad options', () => {
   assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\nRun `pneumotype help upload` for usage.\n');
   const size = cli('prepare', '--image-size', 'big');
   assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\nRun `pneumotype help prepare` for usage.\n');
+  // Numbers out of range are usage errors too, named by their flag, before any work starts.
+  for (const [args, message] of [
+    [['serve', '--max-batch', '0'], '--max-batch "0" is not a whole number of at least 1'],
+    [['serve', '--port', '70000'], '--port "70000" is not a whole number from 0 to 65535'],
+    [['serve', '--batch-window-ms=-1'], '--batch-window-ms "-1" is not a number of at least 0'],
+    [['upload', '--bucket', 'b', '--part-size', '1'], '--part-size "1" is not a size in MiB from 5 to 5120 (S3\'s limits for one part)'],
+    [['upload', '--bucket', 'b', '--concurrency', '0'], '--concurrency "0" is not a whole number of at least 1'],
+    [['evaluate', '--bootstrap', '1.5'], '--bootstrap "1.5" is not a whole number of at least 0'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--epochs', '0'], '--epochs "0" is not a whole number of at least 1'],
+    [['prepare', '--val-fraction', '1'], '--val-fraction "1" is not a fraction between 0 and 1'],
+  ] as const) {
+    const r = cli(...args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.equal(r.stderr, `\npneumotype ${args[0]}: ${message}\nRun \`pneumotype help ${args[0]}\` for usage.\n`);
+  }
   const freeze = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze');
   assert.equal(freeze.code, 1);
   assert.equal(freeze.stderr, '\npneumotype train: freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too\n');
@@ -153,9 +168,15 @@ test('relabel then prepare on a fixture tree, with JSON output', async () => {
 test('doctor says which backend was picked and why', () => {
   const r = cli('doctor', '--json');
   assert.equal(r.code, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { tensorflow: { package: string; reasons: string[] }; cpu: { cores: number }; training: { engine: string; note: string } };
+  const report = JSON.parse(r.stdout) as {
+    tensorflow: { package: string; reasons: string[] };
+    cpu: { cores: number };
+    training: { engine: string; note: string };
+    gpu: { cudaLibraries: Record<string, string | null> };
+  };
   assert.ok(report.tensorflow.reasons.length > 0);
   assert.ok(report.cpu.cores >= 1);
+  if (process.platform === 'linux') assert.deepEqual(Object.keys(report.gpu.cudaLibraries), ['libcudart.so.11.0', 'libcudnn.so.8']);
   if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') {
     assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
     assert.deepEqual(report.training, { engine: 'graph', note: 'one TensorFlow graph per step (lib/graph-train.ts), stall guard 300 s; --eager trains op by op' });

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { after, before, test } from 'node:test';
 import { augmentImage, checkAugment } from '../lib/augment.js';
 import { openCache, prepareCache, type OpenedCache } from '../lib/cache.js';
 import type { Label } from '../lib/config.js';
-import { augmentThreads, batchPlan, batches, batchIterator, toTfDataset, type Batch } from '../lib/dataset.js';
+import { AugmentPool, augmentThreads, batchPlan, batches, batchIterator, toTfDataset, type Batch } from '../lib/dataset.js';
 import { ConfigError } from '../lib/errors.js';
 import { sha256 } from '../lib/fsx.js';
 import { writeManifest, type ManifestRow } from '../lib/manifest.js';
@@ -244,4 +245,31 @@ test('mixup blends training batches reproducibly: soft label rows that sum to 1,
     name: 'ConfigError',
     message: 'mixup -0.5 is not valid: expected 0 (off) or a number of at least 0.01, e.g. 0.2',
   });
+});
+
+test('a worker thread that stops, throws or reports an error rejects its batch with an AugmentError, and later ones at once', async () => {
+  const fake = (onJob: string) => (): Worker =>
+    new Worker(`const { parentPort } = require('node:worker_threads'); parentPort.on('message', (job) => { ${onJob} });`, { eval: true });
+  const options = checkAugment({ flip: true });
+  const cases: Array<[string, string]> = [
+    ['process.exit(3)', 'an augmentation worker thread stopped (exit code 3) with batches still to make'],
+    ["throw new Error('out of luck')", 'an augmentation worker thread failed: out of luck'],
+    ["parentPort.postMessage({ id: job.id, error: 'bad pixels' })", 'augmenting a batch failed in a worker thread: bad pixels'],
+  ];
+  for (const [onJob, message] of cases) {
+    const pool = new AugmentPool(1, fake(onJob));
+    try {
+      await assert.rejects(pool.run(new Float32Array(16), 4, options, 1), { name: 'AugmentError', message });
+      if (!onJob.startsWith('parentPort')) {
+        // The pool has failed for good: the next batch is refused at once, with the same error.
+        await assert.rejects(pool.run(new Float32Array(16), 4, options, 2), { name: 'AugmentError', message });
+      }
+    } finally {
+      await pool.close();
+    }
+  }
+  // A healthy pool closed with no batches due is no failure.
+  const pool = new AugmentPool(1, fake('parentPort.postMessage({ id: job.id, x: job.x }, [job.x.buffer])'));
+  assert.equal((await pool.run(new Float32Array(16).fill(0.5), 4, options, 1))[0], 0.5);
+  await pool.close();
 });

@@ -1,7 +1,8 @@
 // Evaluate and predict with a model trained on the fixture: every field of the report, CSV, layouts, bad images.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import AdmZip from 'adm-zip';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -193,6 +194,48 @@ test('predict gives a label and three probabilities per image, and an error line
     }
   } finally {
     m.dispose();
+  }
+});
+
+test('predict reads a few images at a time: 400 files under a limit of 96 open files give no error line', { skip: process.platform === 'win32' && 'ulimit is a POSIX shell builtin' }, async () => {
+  const dir = join(tmp, 'many');
+  await mkdir(dir, { recursive: true });
+  const good = join(labeled, 'test', 'normal');
+  const first = join(good, (await readdir(good))[0] ?? '');
+  for (let i = 0; i < 400; i++) await link(first, join(dir, `c${i}.jpeg`));
+  const script = join(tmp, 'many.mts');
+  await writeFile(
+    script,
+    `import { loadModel, predict } from ${JSON.stringify(join(process.cwd(), 'lib', 'evaluate.ts'))};\n` +
+      `const m = await loadModel(${JSON.stringify(modelDir)});\n` +
+      `const files = Array.from({ length: 400 }, (_, i) => ${JSON.stringify(dir)} + '/c' + i + '.jpeg');\n` +
+      `const out = await predict(m, files, process.argv[2] ? { concurrency: Number(process.argv[2]) } : {});\n` +
+      "console.log(JSON.stringify(out.filter((r) => 'error' in r).map((r) => r.error)));\n",
+  );
+  const run = (concurrency: string): string[] => {
+    const r = spawnSync('bash', ['-c', `ulimit -n 96 && exec "$0" --import tsx "$1" ${concurrency}`, process.execPath, script], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '') as string[];
+  };
+  assert.deepEqual(run(''), []);
+  // All at once, as predict did before: the same files fail for want of file descriptors.
+  assert.match(run('400')[0] ?? '', /cannot be read \(EMFILE: too many open files/);
+});
+
+test('a damaged model card is a CacheError naming it, not a crash', async () => {
+  const card = JSON.parse(await readFile(join(modelDir, 'pneumotype.json'), 'utf8')) as Record<string, unknown>;
+  const cases: Array<[string, string]> = [
+    ['{not json', 'cannot be read as JSON (Expected property name or \'}\' in JSON at position 1): the model folder is damaged; train or copy it again'],
+    ['null', 'is not a pneumotype model card for the classes normal, bacteria, virus'],
+    [JSON.stringify({ ...card, classes: undefined }), 'is not a pneumotype model card for the classes normal, bacteria, virus'],
+    [JSON.stringify({ ...card, classes: 'normal,bacteria,virus' }), 'is not a pneumotype model card for the classes normal, bacteria, virus'],
+    [JSON.stringify({ ...card, imageSize: '64' }), 'gives the input size "64": expected a whole number of pixels'],
+  ];
+  for (const [i, [text, message]] of cases.entries()) {
+    const dir = join(tmp, `bad-card-${i}`);
+    await cp(modelDir, dir, { recursive: true });
+    await writeFile(join(dir, 'pneumotype.json'), text);
+    await assert.rejects(loadModel(dir), { name: 'CacheError', message: `${JSON.stringify(join(dir, 'pneumotype.json'))} ${message}` });
   }
 });
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SOURCES } from '../lib/config.js';
-import { ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
+import { BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
 import { backoffDelay, fetchDataset, parseRetryAfter, proxyFor, resolveSource } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
 import { startFileServer } from './helpers/http-server.js';
@@ -680,6 +680,30 @@ test('a partial file of another source restarts from zero without using up the r
     await writeFile(`${part}.json`, JSON.stringify({ url: 'http://elsewhere.invalid/data.zip', etag: '"x"' }));
     const r = await fetchDataset({ source: server.url, outDir, retries: 3, ...FAST });
     assert.deepEqual(await readFile(r.path), DATA);
+  } finally {
+    await server.close();
+  }
+});
+
+test('two downloads of the same file at once: one proceeds, the other is a BusyError at once and touches nothing', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const options = { outDir, env: { PNEUMOTYPE_SOURCE: server.url }, ...FAST };
+    const [a, b] = await Promise.allSettled([fetchDataset(options), fetchDataset(options)]);
+    const done = [a, b].filter((r) => r.status === 'fulfilled');
+    const refused = [a, b].filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.equal(done.length, 1);
+    assert.equal(refused.length, 1);
+    const lock = join(outDir, 'data.zip.lock');
+    assert.ok(refused[0]?.reason instanceof BusyError);
+    assert.equal(
+      (refused[0]?.reason as BusyError).message,
+      `This process is already downloading data.zip into ${JSON.stringify(outDir)} (lock file ${JSON.stringify(lock)}): wait for that call to finish`,
+    );
+    assert.equal(server.requests.length, 1, 'the refused call made no request');
+    assert.deepEqual(await readFile(join(outDir, 'data.zip')), DATA);
+    assert.deepEqual((await readdir(outDir)).sort(), ['data.zip', 'data.zip.sha256'], 'the lock is gone');
   } finally {
     await server.close();
   }

@@ -95,6 +95,17 @@ test('decodeGray squashes to size x size grayscale bytes, deterministically', as
   assert.equal((await decodeGray(rgba, { size: 8 })).length, 64);
 });
 
+test('transparency is ignored: a transparent image decodes like the same image without its alpha channel, not black', async () => {
+  const gray = await sharp(good).grayscale().png().toBuffer();
+  const plain = await decodeGray(gray, { size: 16 });
+  for (const alpha of [0, 0.5, 1]) {
+    const withAlpha = await sharp(good).grayscale().ensureAlpha(alpha).png().toBuffer();
+    assert.equal((await sharp(withAlpha).metadata()).hasAlpha, true);
+    assert.deepEqual(await decodeGray(withAlpha, { size: 16 }), plain, `alpha ${alpha}`);
+  }
+  assert.ok(plain.reduce((a, b) => a + b, 0) / plain.length > 60, 'the fixture is not black itself');
+});
+
 test('a corrupt JPEG is not a decodable image', async () => {
   const msg = `${q(file('corrupt.jpeg'))}: not a decodable image (corrupt data: VipsJpeg: Bogus Huffman table definition)`;
   await rejectsWith(decodeGray(file('corrupt.jpeg'), { size: 16 }), msg, true);
@@ -156,6 +167,20 @@ test('an image with too many pixels is refused before decoding', async () => {
     decodeGray(good, { size: 16, maxInputPixels: 1000 }),
     '"<buffer>" has 40x48 = 1920 pixels, more than the limit of 1000 (maxInputPixels); raise maxInputPixels if the image is trusted',
   );
+});
+
+test('an image under 16 pixels on a side (a tracking pixel, an icon) is refused, 16 is accepted', async () => {
+  const png = (width: number, height: number): Promise<Buffer> =>
+    sharp({ create: { width, height, channels: 3, background: { r: 90, g: 90, b: 90 } } }).png().toBuffer();
+  await rejectsWith(
+    decodeGray(await png(1, 1), { size: 16 }),
+    '"<buffer>" is 1x1 pixels: too small for a chest X-ray (expected at least 16 pixels on each side; an icon or a thumbnail?)',
+  );
+  await rejectsWith(
+    readImageInfo(await png(200, 15)),
+    '"<buffer>" is 200x15 pixels: too small for a chest X-ray (expected at least 16 pixels on each side; an icon or a thumbnail?)',
+  );
+  assert.equal((await decodeGray(await png(16, 16), { size: 16 })).length, 256);
 });
 
 test('a file with too many bytes is refused before it is read', async () => {

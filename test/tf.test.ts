@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { loadTf, loadTfWithInfo } from '../lib/tf.js';
+import { findLibraries, loadTf, loadTfWithInfo } from '../lib/tf.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 
 test('loadTf picks a backend once and says why', () => {
@@ -69,4 +71,47 @@ test('PNEUMOTYPE_BACKEND=gpu without the GPU package is an error that says how t
     name: 'BackendError',
     message: 'PNEUMOTYPE_BACKEND="cuda" is not a backend: expected one of "auto", "gpu", "cpu", "js"',
   });
+});
+
+test('findLibraries looks where the loader does: LD_LIBRARY_PATH first, then the linker cache, then the default folders', () => {
+  const files = new Set(['/opt/cuda/lib/libcudnn.so.8', '/usr/lib/x86_64-linux-gnu/libcudnn.so.8', '/usr/lib/libcudart.so.11.0']);
+  const exists = (p: string): boolean => files.has(p);
+  const ldconfig =
+    '3 libs found in cache `/etc/ld.so.cache\'\n' +
+    '\tlibcudart.so.11.0 (libc6) => /usr/lib32/libcudart.so.11.0\n' +
+    '\tlibcudart.so.11.0 (libc6,x86-64) => /usr/local/cuda-11.2/lib64/libcudart.so.11.0\n';
+  const found = findLibraries(['libcudart.so.11.0', 'libcudnn.so.8', 'libnvinfer.so.7'], { ldLibraryPath: '/nowhere:/opt/cuda/lib', ldconfig, exists });
+  assert.deepEqual(found, {
+    'libcudart.so.11.0': process.arch === 'x64' ? '/usr/local/cuda-11.2/lib64/libcudart.so.11.0' : '/usr/lib32/libcudart.so.11.0',
+    'libcudnn.so.8': '/opt/cuda/lib/libcudnn.so.8',
+    'libnvinfer.so.7': undefined,
+  });
+  assert.deepEqual(findLibraries(['libcudart.so.11.0'], { ldLibraryPath: undefined, ldconfig: '', exists }), { 'libcudart.so.11.0': '/usr/lib/libcudart.so.11.0' });
+});
+
+test('an installed GPU package without the CUDA runtime is skipped in auto (it would run on the CPU), loaded with a warning when asked for', { skip: gpuPackageInstalled && 'tfjs-node-gpu is installed' }, () => {
+  // A stand-in for tfjs-node-gpu (the CPU package under its name), found through NODE_PATH.
+  const dir = mkdtempSync(join(tmpdir(), 'pneumotype-fake-gpu-'));
+  try {
+    const pkg = join(dir, '@tensorflow', 'tfjs-node-gpu');
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), '{"name":"@tensorflow/tfjs-node-gpu","version":"4.22.0","main":"index.js"}');
+    const cpuPackage = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-node/package.json'));
+    writeFileSync(join(pkg, 'index.js'), `module.exports = require(${JSON.stringify(cpuPackage)});`);
+    const env = { NODE_PATH: dir, PNEUMOTYPE_BACKEND: 'auto' };
+    const missing = "cudaMissing: ['libcudart.so.11.0', 'libcudnn.so.8']";
+    const why = 'libcudart.so.11.0 and libcudnn.so.8 not found (LD_LIBRARY_PATH, the linker cache): libtensorflow-gpu would run on the CPU; install CUDA 11.2 and cuDNN 8.1 (environment.md)';
+    assert.deepEqual(probe(env, `{ gpuVisible: true, ${missing} }`).info?.reasons, [
+      `@tensorflow/tfjs-node-gpu: skipped, ${why}, or set PNEUMOTYPE_BACKEND=gpu to try it anyway`,
+      '@tensorflow/tfjs-node: loaded',
+    ]);
+    const asked = probe({ ...env, PNEUMOTYPE_BACKEND: 'gpu' }, `{ gpuVisible: true, ${missing} }`).info;
+    assert.equal(asked?.package, '@tensorflow/tfjs-node-gpu');
+    assert.deepEqual(asked?.reasons, [`@tensorflow/tfjs-node-gpu: loaded, but ${why}`]);
+    const ready = probe(env, '{ gpuVisible: true, cudaMissing: [] }').info;
+    assert.equal(ready?.package, '@tensorflow/tfjs-node-gpu');
+    assert.deepEqual(ready?.reasons, ['@tensorflow/tfjs-node-gpu: loaded']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

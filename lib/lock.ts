@@ -1,0 +1,89 @@
+// Lock files, so that two processes never write the same download, cache or run at once.
+import { hostname } from 'node:os';
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { BusyError, quote } from './errors.js';
+
+/** What a lock file holds: who took it, and when. */
+export interface LockOwner {
+  pid: number;
+  host: string;
+  started: string;
+}
+
+/**
+ * Runs `fn` while holding the lock file `path` (created exclusively, removed afterwards however `fn` ends). Another
+ * live process holding it gives a BusyError that names the work, the process and the file; a lock left by a process
+ * of this machine that no longer runs (killed with SIGKILL, say) is taken over.
+ *
+ * @example await withLock('data/downloads/ChestXRay2017.zip.lock', 'downloading ChestXRay2017.zip', () => download())
+ */
+export async function withLock<T>(path: string, what: string, fn: () => Promise<T>): Promise<T> {
+  await acquire(path, what);
+  try {
+    return await fn();
+  } finally {
+    await rm(path, { force: true });
+  }
+}
+
+async function acquire(path: string, what: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const me: LockOwner = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+  // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
+  const tmp = `${path}.${process.pid}.${lockCounter++}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(me)}\n`);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
+          // A file system without hard links (FAT, some network shares): created exclusively, written at once.
+          if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP'].includes(err.code ?? '')) throw err;
+          await writeFile(path, `${JSON.stringify(me)}\n`, { flag: 'wx' });
+        });
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = await readOwner(path);
+      if (owner !== undefined && owner.host === me.host && owner.pid === process.pid) {
+        throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
+      }
+      if (owner !== undefined && (owner.host !== me.host || isAlive(owner.pid))) {
+        throw new BusyError(
+          `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
+            `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,
+          { path },
+        );
+      }
+      if (attempt > 0) throw new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process keeps taking it`, { path });
+      // Left by a process of this machine that no longer runs (or unreadable): taken over.
+      await rm(path, { force: true });
+    }
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+let lockCounter = 0;
+
+async function readOwner(path: string): Promise<LockOwner | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<LockOwner>;
+    if (typeof parsed.pid === 'number' && typeof parsed.host === 'string' && typeof parsed.started === 'string') {
+      return { pid: parsed.pid, host: parsed.host, started: parsed.started };
+    }
+  } catch {
+    // missing, empty or garbled: treated as stale
+  }
+  return undefined;
+}
+
+/** True when a process with this id runs (EPERM: it runs as another user). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

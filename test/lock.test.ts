@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { BusyError } from '../lib/errors.js';
+import { prepareCache } from '../lib/cache.js';
+import { withLock } from '../lib/lock.js';
+import { relabel } from '../lib/relabel.js';
+import { train } from '../lib/train.js';
+import { extractZip } from '../lib/zip.js';
+
+let root: string;
+let n = 0;
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pneumotype-lock-'));
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+const freshLock = (): string => join(root, `w${n++}`, 'out.lock');
+
+/** A node process that waits until killed: a live owner that is not this process. */
+async function sleeper(): Promise<ChildProcess & { pid: number }> {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  await once(child, 'spawn');
+  return child as ChildProcess & { pid: number };
+}
+
+test('withLock holds the lock file while fn runs (its owner inside) and removes it however fn ends', async () => {
+  const lock = freshLock();
+  const seen = await withLock(lock, 'testing', async () => JSON.parse(await readFile(lock, 'utf8')) as Record<string, unknown>);
+  assert.equal(seen.pid, process.pid);
+  assert.equal(seen.host, hostname());
+  assert.match(String(seen.started), /^\d{4}-\d\d-\d\dT/);
+  await assert.rejects(readFile(lock), { code: 'ENOENT' });
+  await assert.rejects(withLock(lock, 'testing', () => Promise.reject(new Error('boom'))), /^Error: boom$/);
+  assert.deepEqual(await readdir(join(lock, '..')), [], 'no lock and no temporary file left');
+});
+
+test('a second call in the same process is refused while the first holds the lock', async () => {
+  const lock = freshLock();
+  let release: () => void = () => {};
+  const first = withLock(lock, 'downloading "x.zip"', () => new Promise<void>((r) => (release = r)));
+  await new Promise((r) => setTimeout(r, 20));
+  await assert.rejects(withLock(lock, 'downloading "x.zip"', async () => 1), (err: unknown) => {
+    assert.ok(err instanceof BusyError);
+    assert.equal(err.code, 'ERR_BUSY');
+    assert.equal(err.path, lock);
+    assert.equal(err.message, `This process is already downloading "x.zip" (lock file ${JSON.stringify(lock)}): wait for that call to finish`);
+    return true;
+  });
+  release();
+  await first;
+  assert.equal(await withLock(lock, 'downloading "x.zip"', async () => 2), 2, 'free again once the first has finished');
+});
+
+test('a lock held by another live process is a BusyError naming the process, the work and the file', async () => {
+  const lock = freshLock();
+  const child = await sleeper();
+  try {
+    await mkdir(dirname(lock), { recursive: true });
+    // The lock file of a live process, as that process would have written it:
+    await writeFile(lock, `${JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' })}\n`);
+    let ran = false;
+    await assert.rejects(
+      withLock(lock, 'training into "runs/a"', async () => {
+        ran = true;
+      }),
+      {
+        name: 'BusyError',
+        message:
+          `Another process is already training into "runs/a": process ${child.pid} on ${JSON.stringify(hostname())}, since ` +
+          `2026-11-27T06:00:00.000Z (lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
+      },
+    );
+    assert.equal(ran, false);
+    assert.equal(JSON.parse(await readFile(lock, 'utf8')).pid, child.pid, "the other process's lock is left alone");
+  } finally {
+    child.kill('SIGKILL');
+    await once(child, 'exit').catch(() => {});
+  }
+});
+
+test('a lock left by a process that no longer runs, or a garbled one, is taken over', async () => {
+  const child = await sleeper();
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  for (const content of [JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }), '', '{"pid":']) {
+    const lock = freshLock();
+    await mkdir(dirname(lock), { recursive: true });
+    await writeFile(lock, content);
+    assert.equal(await withLock(lock, 'preparing', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid);
+    await assert.rejects(readFile(lock), { code: 'ENOENT' });
+  }
+});
+
+test('a lock of another machine (a shared folder) is never taken over: its process cannot be checked from here', async () => {
+  const lock = freshLock();
+  await mkdir(dirname(lock), { recursive: true });
+  await writeFile(lock, JSON.stringify({ pid: 999_999_999, host: 'other-host', started: '2026-11-27T06:00:00.000Z' }));
+  await assert.rejects(withLock(lock, 'relabelling', async () => {}), {
+    name: 'BusyError',
+    message:
+      'Another process is already relabelling: process 999999999 on "other-host", since 2026-11-27T06:00:00.000Z ' +
+      `(lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
+  });
+});
+
+test('every step that writes a shared output takes its lock first: extract, relabel, prepare, train', async () => {
+  const child = await sleeper();
+  try {
+    const base = join(root, `steps${n++}`);
+    await mkdir(base, { recursive: true });
+    const steps: Array<[string, string, () => Promise<unknown>]> = [
+      [join(base, 'extracted'), 'extracting into', () => extractZip({ archive: join(base, 'none.zip'), outDir: join(base, 'extracted') })],
+      [join(base, 'labeled'), 'relabelling into', () => relabel({ from: join(base, 'none'), out: join(base, 'labeled') })],
+      [join(base, 'cache', '64'), 'preparing the cache', () => prepareCache({ labeledDir: join(base, 'none'), cacheDir: join(base, 'cache'), imageSize: 64 })],
+      [join(base, 'runs', 'a'), 'training into', () => train({ data: join(base, 'none'), out: join(base, 'runs', 'a'), preset: 'smoke' })],
+    ];
+    for (const [dir, what, step] of steps) {
+      const lock = `${dir}.lock`;
+      await mkdir(dirname(lock), { recursive: true });
+      await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+      await assert.rejects(step(), {
+        name: 'BusyError',
+        message:
+          `Another process is already ${what} ${JSON.stringify(dir)}: process ${child.pid} on ${JSON.stringify(hostname())}, since ` +
+          `2026-11-27T06:00:00.000Z (lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
+      });
+      await rm(lock);
+      await assert.rejects(step(), (err: unknown) => !(err instanceof BusyError), `${what}: without the lock it goes on (and fails on the missing input)`);
+    }
+  } finally {
+    child.kill('SIGKILL');
+    await once(child, 'exit').catch(() => {});
+  }
+});
