@@ -307,18 +307,21 @@ async function buildSplit(
   return { written: journal.written, failed: journal.failed, resumedRows };
 }
 
+/**
+ * Carves the validation patients out of the manifest's train rows that relabel could read (width > 0), exactly as
+ * `evaluate --split val` and `calibrate` carve them, and marks the cached images accordingly: an image that relabel
+ * read but this cache could not decode leaves a hole, not a different split.
+ */
 function assignSubsets(
   images: Omit<CacheImage, 'subset'>[],
+  manifest: readonly ManifestRow[],
   valFraction: number,
   seed: number,
 ): CacheImage[] {
-  const trainIdx = images.flatMap((im, i) => (im.split === 'train' ? [i] : []));
-  const { val } = patientGroupedSplit(
-    trainIdx.map((i) => images[i] as CacheImage),
-    { valFraction, seed },
-  );
-  const valSet = new Set(val.map((k) => trainIdx[k]));
-  return images.map((im, i) => ({ ...im, subset: im.split === 'test' ? 'test' : valSet.has(i) ? 'val' : 'train' }));
+  const train = manifest.filter((row) => row.split === 'train' && row.width > 0);
+  const { val } = patientGroupedSplit(train, { valFraction, seed });
+  const valFiles = new Set(val.map((k) => (train[k] as ManifestRow).file));
+  return images.map((im) => ({ ...im, subset: im.split === 'test' ? 'test' : valFiles.has(im.file) ? 'val' : 'train' }));
 }
 
 /**
@@ -380,7 +383,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
         createdAt: new Date().toISOString(),
         valFraction: r.valFraction,
         seed: r.seed,
-        images: assignSubsets(old.images.map(({ subset: _subset, ...im }) => im), r.valFraction, r.seed),
+        images: assignSubsets(old.images.map(({ subset: _subset, ...im }) => im), manifest, r.valFraction, r.seed),
       };
       await writeJsonAtomic(indexPath, index);
       tracker.set(total);
@@ -441,7 +444,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
     maxInputPixels: r.maxInputPixels,
     maxInputBytes: r.maxInputBytes,
     splits,
-    images: assignSubsets(images, r.valFraction, r.seed),
+    images: assignSubsets(images, manifest, r.valFraction, r.seed),
     failed,
   };
   // Old index first: from here until the new index is written, the folder has no index and is rebuilt if interrupted.

@@ -1,6 +1,6 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
 import { hostname } from 'node:os';
-import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { BusyError, quote } from './errors.js';
 
@@ -11,18 +11,29 @@ export interface LockOwner {
   started: string;
 }
 
+/** How often a held lock file is touched, and how long untouched before another machine's lock counts as left. */
+const HEARTBEAT_MS = 30_000;
+const STALE_MS = 5 * 60_000;
+
 /**
- * Runs `fn` while holding the lock file `path` (created exclusively, removed afterwards however `fn` ends). Another
- * live process holding it gives a BusyError that names the work, the process and the file; a lock left by a process
- * of this machine that no longer runs (killed with SIGKILL, say) is taken over.
+ * Runs `fn` while holding the lock file `path` (created exclusively, touched every 30 s, removed afterwards however
+ * `fn` ends). Another live process holding it gives a BusyError that names the work, the process and the file. A lock
+ * is taken over when it was left: by a process of this machine that no longer runs (killed with SIGKILL, say), or, for
+ * another machine's (a shared folder, another container), when it has not been touched for 5 minutes.
  *
  * @example await withLock('data/downloads/ChestXRay2017.zip.lock', 'downloading ChestXRay2017.zip', () => download())
  */
 export async function withLock<T>(path: string, what: string, fn: () => Promise<T>): Promise<T> {
   await acquire(path, what);
+  const heartbeat = setInterval(() => {
+    const now = new Date();
+    utimes(path, now, now).catch(() => {});
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
   try {
     return await fn();
   } finally {
+    clearInterval(heartbeat);
     await rm(path, { force: true });
   }
 }
@@ -49,7 +60,8 @@ async function acquire(path: string, what: string): Promise<void> {
       if (owner !== undefined && owner.host === me.host && owner.pid === process.pid) {
         throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
       }
-      if (owner !== undefined && (owner.host !== me.host || isAlive(owner.pid))) {
+      const held = owner !== undefined && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS);
+      if (owner !== undefined && held) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,
@@ -57,7 +69,7 @@ async function acquire(path: string, what: string): Promise<void> {
         );
       }
       if (attempt > 0) throw new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process keeps taking it`, { path });
-      // Left by a process of this machine that no longer runs (or unreadable): taken over.
+      // Left (a dead process of this machine, another machine's untouched for STALE_MS) or unreadable: taken over.
       await rm(path, { force: true });
     }
   } finally {
@@ -65,6 +77,11 @@ async function acquire(path: string, what: string): Promise<void> {
   }
 }
 let lockCounter = 0;
+
+/** When the lock file was last touched (ms since the epoch); 0 when it is gone. */
+async function touched(path: string): Promise<number> {
+  return (await stat(path).catch(() => undefined))?.mtimeMs ?? 0;
+}
 
 async function readOwner(path: string): Promise<LockOwner | undefined> {
   try {

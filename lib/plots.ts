@@ -115,6 +115,14 @@ function panelTitle(text: string, domain: [number, number], y = 1): Layout {
   };
 }
 
+/** A title cut in the middle to at most `max` characters (its end, a file name's, kept): tiles have a fixed width. */
+const TILE_TITLE_CHARS = 48;
+function shorten(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const head = Math.ceil((max - 1) / 2);
+  return `${s.slice(0, head)}…${s.slice(s.length - (max - 1 - head))}`;
+}
+
 /** Plotly renders a small subset of HTML in text: escape what comes from file names and labels. */
 function escapeText(s: string): string {
   return s.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
@@ -328,7 +336,7 @@ export function sampleGridFigure(samples: readonly GraySample[], options: Sample
     layout[ax.xKey] = { ...hidden, domain: xDomain, anchor: ax.y, constrain: 'domain' };
     layout[ax.yKey] = { ...hidden, domain: yDomain, anchor: ax.x, autorange: 'reversed', scaleanchor: ax.x, constrain: 'domain' };
     annotations.push({
-      text: escapeText(sample.title),
+      text: escapeText(shorten(sample.title, TILE_TITLE_CHARS)), // whole in the hover text
       x: (xDomain[0] + xDomain[1]) / 2,
       y: yDomain[1],
       xref: 'paper',
@@ -471,10 +479,12 @@ export function trainingCurvesFigure(
     line('validation macro-F1', history.map((r) => r.valMacroF1), SERIES_COLORS.extra, 'dot', 'x2', 'y2', 'f1'),
   ];
   const domains = columnDomains(2, 0.14);
+  // One epoch range for both panels, set here: autorange would stretch the right one to fit the best-epoch label.
+  const epochRange = epochs.length === 0 ? undefined : [Math.min(...epochs) - 0.5, Math.max(...epochs) + 0.5];
   const layout = baseLayout(options.title ?? 'Training curves', 440, {
-    xaxis: axis('epoch', { domain: domains[0], anchor: 'y', dtick: history.length <= 20 ? 1 : undefined }),
+    xaxis: axis('epoch', { domain: domains[0], anchor: 'y', dtick: history.length <= 20 ? 1 : undefined, range: epochRange }),
     yaxis: axis('loss', { anchor: 'x', rangemode: 'tozero' }),
-    xaxis2: axis('epoch', { domain: domains[1], anchor: 'y2', dtick: history.length <= 20 ? 1 : undefined }),
+    xaxis2: axis('epoch', { domain: domains[1], anchor: 'y2', dtick: history.length <= 20 ? 1 : undefined, range: epochRange }),
     yaxis2: axis('accuracy / macro-F1', { anchor: 'x2', range: [0, 1.02], tickformat: '.0%' }),
     hovermode: 'x unified',
   });
@@ -485,7 +495,7 @@ export function trainingCurvesFigure(
   if (showLr) {
     data.push({
       ...line('learning rate', history.map((r) => r.learningRate), SERIES_COLORS.learningRate, 'dot', 'x', 'y3', 'lr'),
-      mode: 'lines',
+      mode: history.length > 1 ? 'lines' : 'markers', // one epoch: a line of one point draws nothing
       line: { color: SERIES_COLORS.learningRate, dash: 'dot', width: 1.5 },
       hovertemplate: 'learning rate, epoch %{x}: %{y:.2e}<extra></extra>',
     });
@@ -500,10 +510,11 @@ export function trainingCurvesFigure(
       tickfont: { color: SERIES_COLORS.learningRate },
     });
   }
-  // JSON has no undefined: drop the dtick keys that were left undefined.
+  // JSON has no undefined: drop the dtick and range keys that were left undefined.
   for (const key of ['xaxis', 'xaxis2']) {
     const ax = layout[key] as Layout;
     if (ax.dtick === undefined) delete ax.dtick;
+    if (ax.range === undefined) delete ax.range;
   }
   const best = [...history].reverse().find((r) => r.best);
   if (best) {
@@ -523,7 +534,8 @@ export function trainingCurvesFigure(
       y: 1,
       xref: 'x2',
       yref: 'y2 domain',
-      xanchor: 'left',
+      // Into the panel: leftwards from a best epoch in the right half, so the label is never cut at the edge.
+      xanchor: epochs.length > 0 && best.epoch > (Math.min(...epochs) + Math.max(...epochs)) / 2 ? 'right' : 'left',
       yanchor: 'top',
       showarrow: false,
       font: { size: 11, color: '#555555' },

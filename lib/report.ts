@@ -56,8 +56,8 @@ export interface HtmlReportOptions {
 // ---------------------------------------------------------------------------------------------------------------
 // The plotly.js bundle
 
-/** Where plotly.js may be found, best first: a minified bundle when the installed packages have one. */
-const BUNDLE_CANDIDATES = ['plotly.js-dist/plotly.min.js', 'plotly.js-dist-min/plotly.min.js', 'plotly.js-dist/plotly.js'];
+/** Where plotly.js may be found, best first: the minified bundle (plotly.js-dist 4 ships none of its own). */
+const BUNDLE_CANDIDATES = ['plotly.js-dist-min/plotly.min.js', 'plotly.js-dist/plotly.min.js', 'plotly.js-dist/plotly.js'];
 let bundleCache: { path: string; text: string; version: string } | undefined;
 
 /**
@@ -71,8 +71,9 @@ export function escapeScriptText(code: string): string {
 }
 
 /**
- * The plotly.js bundle installed with pneumotype (the `plotly.js-dist` package), read once, ready to inline in a
- * `<script>` element. It is only ever read as text: plotly.js runs in browsers and notebooks, never in Node.
+ * The plotly.js bundle installed with pneumotype (`plotly.js-dist-min`'s minified one, 4.8 MB, else `plotly.js-dist`'s,
+ * 10 MB), read once, ready to inline in a `<script>` element. It is only ever read as text: plotly.js runs in browsers
+ * and notebooks, never in Node.
  *
  * @example const { version, text } = plotlyBundle() // version "4.1.1"
  */
@@ -318,7 +319,10 @@ export interface RunReportOptions {
   readonly evaluation?: EvaluateResult | EvaluationReport | string;
   /** The per-image CSV of evaluateModel's `predictions` option. Default: RUN/predictions.csv when present. */
   readonly predictionsCsv?: string;
-  /** The labelled folder (summary.json, images of the gallery). Default: the model card's data.labeledDir. */
+  /**
+   * The labelled folder (summary.json, images of the gallery). Default: the model card's data.labeledDir, and for the
+   * gallery the folder the evaluation read (its `data`).
+   */
   readonly labeledDir?: string;
   /** Where the report goes. Default RUN/report.html. */
   readonly out?: string;
@@ -376,8 +380,12 @@ export function metricsTable(report: EvaluationReport): Table {
   for (const label of CLASSES) {
     const c = report.perClass[label];
     add(`${label}: precision`, c.precision);
-    add(`${label}: recall`, c.recall);
-    add(`${label}: F1`, c.f1);
+    // A class without images has no recall (the JSON's 0 is a convention, see perClassMetrics): not a score of 0.
+    if (c.support === 0) rows.push([`${label}: recall`, 'n/a (no images)', 'n/a', null], [`${label}: F1`, 'n/a (no images)', 'n/a', null]);
+    else {
+      add(`${label}: recall`, c.recall);
+      add(`${label}: F1`, c.f1);
+    }
     add(`${label}: one-vs-rest AUC`, report.auc[label]);
   }
   const nvp = report.binary.normalVsPneumonia;
@@ -678,7 +686,8 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       ],
     });
     const limit = options.gallery ?? 12;
-    const root = evalData ?? labeledDir;
+    // A folder the caller names wins; else where the evaluation read its images; else the model card's.
+    const root = options.labeledDir ?? evalData ?? labeledDir;
     if (limit > 0 && root !== undefined) {
       const samples = await misclassifiedSamples(predictions, {
         labeledDir: abs(root),

@@ -81,9 +81,11 @@ function pickStratum(patients: readonly Patient[], valFraction: number, rng: Rng
 /**
  * Splits train rows into train and validation by patient: all images of a patient land on one side. Patients are
  * stratified by their majority label and, within each label, picked in a seeded shuffled order until about
- * `valFraction` of that label's images are in validation. Every label carried by at least two patients gets at least
- * one validation patient (when `valFraction > 0`), and every stratum keeps at least one patient in train. The result
- * depends only on the rows' labels and patient ids and on the seed, not on the order of the rows.
+ * `valFraction` of that label's images are in validation. Every label keeps images in train, and every stratum at least
+ * one patient there; a label carried by at least two patients gets a validation patient (when `valFraction > 0`)
+ * where one can be moved without taking another label's last training images. The result
+ * depends only on the rows' labels and patient ids and on the seed, not on the order of the rows (except for rows
+ * without a patient id, each a patient of its own, known by its position).
  *
  * @example
  * const { train, val } = patientGroupedSplit(rows, { valFraction: 0.1, seed: 42 }) // indices into rows, ascending
@@ -114,6 +116,13 @@ export function patientGroupedSplit(
       );
       const pick = movable.reduce<Patient | undefined>((a, b) => (a === undefined || b.rows.length < a.rows.length ? b : a), undefined);
       if (pick) val.add(pick);
+    }
+    // Every label keeps images in train: strata are picked one at a time, so mixed patients of several strata can
+    // together take a label's last training images; the smallest of them goes back.
+    for (const label of CLASSES) {
+      if (patients.some((p) => !val.has(p) && p.labels.has(label))) continue;
+      const back = [...val].filter((p) => p.labels.has(label)).reduce<Patient | undefined>((a, b) => (a === undefined || b.rows.length < a.rows.length ? b : a), undefined);
+      if (back) val.delete(back);
     }
   }
   const train: number[] = [];

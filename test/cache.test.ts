@@ -9,6 +9,7 @@ import type { Label } from '../lib/config.js';
 import { CacheError, quote } from '../lib/errors.js';
 import { sha256 } from '../lib/fsx.js';
 import { decodeGray, readImageInfo } from '../lib/images.js';
+import { patientGroupedSplit } from '../lib/split.js';
 import { readManifest, writeManifest, type ManifestRow } from '../lib/manifest.js';
 import type { Progress } from '../lib/progress.js';
 import { datasetFiles } from './helpers/fixtures.js';
@@ -100,6 +101,12 @@ test('prepareCache decodes every image once, skips bad ones and carves a patient
   const val = index.images.filter((im) => im.subset === 'val');
   assert.ok(val.every((im) => !trainPatients.has(im.patientId)));
   assert.deepEqual(new Set(val.map((im) => im.label)), new Set(['normal', 'bacteria', 'virus']));
+  // The validation patients are those `evaluate --split val` carves from the manifest (rows relabel could read), so
+  // the truncated image, whose header reads but which does not decode, leaves a hole instead of another split.
+  const readable = manifest.filter((row) => row.split === 'train' && row.width > 0);
+  assert.ok(readable.some((row) => row.file === bad[1]), 'the truncated image has a readable header');
+  const carved = patientGroupedSplit(readable, { valFraction: 0.25, seed: 3 }).val.map((k) => readable[k]?.file ?? '');
+  assert.deepEqual(val.map((im) => im.file).sort(), carved.filter((f) => !bad.includes(f)).sort());
 
   // Every cached row equals a fresh decode, in either read mode.
   for (const preloadBytes of [0, undefined]) {

@@ -317,4 +317,8 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.match(tuned, /\(gray input repeated to its channels, pixels mapped onto \[-1, 1\]\),\n {2}24,939 parameters \(24,699 trainable\): fine-tuned \(layers the pretrained model marks frozen stay frozen\)\.\n/);
   const whole = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false, unfreeze: true } }, history, evaluation);
   assert.match(whole, /\(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\): fine-tuned whole\.\n/);
+  // A group without images of a class has no recall for it: a dash, not 0.0 %.
+  const group = { n: 4, accuracy: 0.75, balancedAccuracy: 0.75, macroF1: 0.7, recall: { normal: 1, bacteria: 0, virus: 0.5 }, support: { normal: 2, bacteria: 0, virus: 2 }, bacteriaVsVirusAuc: null };
+  const grouped = renderModelCard(card, history, { ...evaluation, byGroup: { '227 copies': group } });
+  assert.ok(grouped.includes('| 227 copies | 4 | 75.0 % | 100.0 % (2) / — (0) / 50.0 % (2) | — |'), grouped);
 });

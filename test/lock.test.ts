@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -97,7 +97,7 @@ test('a lock left by a process that no longer runs, or a garbled one, is taken o
   }
 });
 
-test('a lock of another machine (a shared folder) is never taken over: its process cannot be checked from here', async () => {
+test("another machine's lock (a shared folder, another container) holds while it is touched, and is taken over after 5 minutes untouched", async () => {
   const lock = freshLock();
   await mkdir(dirname(lock), { recursive: true });
   await writeFile(lock, JSON.stringify({ pid: 999_999_999, host: 'other-host', started: '2026-11-27T06:00:00.000Z' }));
@@ -107,6 +107,28 @@ test('a lock of another machine (a shared folder) is never taken over: its proce
       'Another process is already relabelling: process 999999999 on "other-host", since 2026-11-27T06:00:00.000Z ' +
       `(lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
   });
+  const fourMinutesAgo = new Date(Date.now() - 4 * 60_000);
+  await utimes(lock, fourMinutesAgo, fourMinutesAgo);
+  await assert.rejects(withLock(lock, 'relabelling', async () => {}), { name: 'BusyError' });
+  const sixMinutesAgo = new Date(Date.now() - 6 * 60_000);
+  await utimes(lock, sixMinutesAgo, sixMinutesAgo);
+  assert.equal(await withLock(lock, 'relabelling', async () => JSON.parse(await readFile(lock, 'utf8')).host as string), hostname());
+});
+
+test('a held lock is touched every 30 s, so that other machines see it alive', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const lock = freshLock();
+  let release: () => void = () => {};
+  const held = withLock(lock, 'training', () => new Promise<void>((r) => (release = r)));
+  await new Promise((r) => setImmediate(r));
+  while (!(await readFile(lock, 'utf8').then(() => true, () => false))) await new Promise((r) => setImmediate(r));
+  const longAgo = new Date(Date.now() - 10 * 60_000);
+  await utimes(lock, longAgo, longAgo);
+  t.mock.timers.tick(30_000);
+  for (let i = 0; i < 50 && (await stat(lock)).mtimeMs < Date.now() - 60_000; i++) await new Promise((r) => setTimeout(r, 0));
+  assert.ok((await stat(lock)).mtimeMs > Date.now() - 60_000, 'touched by the heartbeat');
+  release();
+  await held;
 });
 
 test('every step that writes a shared output takes its lock first: extract, relabel, prepare, train', async () => {

@@ -179,6 +179,13 @@ test('sampleGridFigure: one gray heatmap per image, downsampled to 96 px, rows t
   const notes = (fig.layout.annotations as { text: string }[]).map((a) => a.text);
   assert.deepEqual(notes, ['normal · IM-0001.jpeg', 'virus &lt;b&gt;', 'bacteria']);
   assert.ok(JSON.stringify(fig).length < 60_000, 'the JSON stays small');
+  // A long title is cut in the middle on its tile (the file name's end kept), and whole in the hover text.
+  const long = `bacteria → virus (91%) · ${'x'.repeat(150)}_bacteria_12.jpeg`;
+  const cut = sampleGridFigure([{ pixels: new Uint8Array(4), size: 2, title: long }]);
+  const tile = (cut.layout.annotations as { text: string }[])[0]?.text ?? '';
+  assert.equal(tile.length, 48);
+  assert.ok(tile.startsWith('bacteria → virus (91%)') && tile.endsWith('_bacteria_12.jpeg') && tile.includes('…'), tile);
+  assert.ok(String(cut.data[0]?.hovertemplate).includes(long));
 
   const empty = sampleGridFigure([]);
   assertPlainJson(empty);
@@ -246,6 +253,11 @@ test('trainingCurvesFigure: loss and accuracy, train and validation, learning ra
   assert.equal(layoutAxis(fig, 'yaxis3').overlaying, 'y');
   const shapes = fig.layout.shapes as { x0: number }[];
   assert.deepEqual(shapes.map((s) => s.x0), [2, 2], 'the best epoch is marked on both panels');
+  // Both panels show the same epochs, fixed, so that the best-epoch label cannot stretch one of them.
+  assert.deepEqual(layoutAxis(fig, 'xaxis').range, [0.5, 3.5]);
+  assert.deepEqual(layoutAxis(fig, 'xaxis2').range, [0.5, 3.5]);
+  const one = trainingCurvesFigure(history(1));
+  assert.equal(one.data.at(-1)?.mode, 'markers', 'one epoch: the learning rate is a point, not an empty line');
 
   const noLr = trainingCurvesFigure([{ ...h[0]!, loss: NaN }], { learningRate: false });
   assertPlainJson(noLr);

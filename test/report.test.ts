@@ -28,7 +28,7 @@ import {
   type Figure,
 } from '../lib/plots.js';
 import { relabel } from '../lib/relabel.js';
-import { escapeScriptText, plotlyBundle, renderHtmlReport, scriptJson, writeRunReport } from '../lib/report.js';
+import { escapeScriptText, metricsTable, plotlyBundle, renderHtmlReport, scriptJson, writeRunReport } from '../lib/report.js';
 import type { EpochRecord, ModelCard } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 
@@ -103,13 +103,13 @@ function count(haystack: string, needle: string): number {
   return n;
 }
 
-test('plotlyBundle reads the installed plotly.js-dist once, as text safe inside <script>', () => {
+test('plotlyBundle reads the installed minified plotly.js once, as text safe inside <script>', () => {
   const require = createRequire(import.meta.url);
   const pkg = JSON.parse(require('node:fs').readFileSync(require.resolve('plotly.js-dist/package.json'), 'utf8')) as { version: string };
   const b = plotlyBundle();
   assert.equal(b.version, pkg.version);
-  assert.match(b.path, /plotly\.js-dist/);
-  assert.ok(b.text.length > 1_000_000);
+  assert.match(b.path, /plotly\.js-dist-min[/\\]plotly\.min\.js$/);
+  assert.ok(b.text.length > 1_000_000 && b.text.length < 6_000_000, 'the minified bundle, about 4.8 MB');
   assert.ok(!/<\/script/i.test(b.text));
   assert.equal(plotlyBundle(), b, 'read once');
   assert.equal(escapeScriptText('a = "</script><!--"; b = "</SCRIPT>"'), 'a = "<\\/script><\\!--"; b = "<\\/SCRIPT>"');
@@ -223,6 +223,13 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   const gallery = [...html.matchAll(/<script type="application\/json" id="figure-8-data">([^<]*)<\/script>/g)][0]?.[1];
   const galleryFigure = JSON.parse(gallery ?? 'null') as Figure;
   assert.equal(galleryFigure.data.length, 2, 'the two mistakes of the fixture');
+
+  // An evaluation whose images folder is not where it says (made elsewhere, a relative path): a folder given wins.
+  const moved = { ...evaluation, data: 'data/labeled-made-elsewhere' };
+  const lost = await writeRunReport({ runDir, evaluation: moved, gallery: 3, out: join(tmp, 'out', 'f.html') });
+  assert.ok(!lost.sections.includes('Most confident mistakes') && lost.notes.some((n) => n.startsWith('gallery: ')));
+  const found = await writeRunReport({ runDir, evaluation: moved, labeledDir: labeled, gallery: 3, out: join(tmp, 'out', 'g.html') });
+  assert.ok(found.sections.includes('Most confident mistakes'), found.notes.join('\n'));
 
   // An evaluation passed as a path, and a run folder that is not one.
   const again = await writeRunReport({ runDir, evaluation: join(runDir, 'evaluation.json'), gallery: 0, out: join(tmp, 'out', 'b.html') });
@@ -379,4 +386,17 @@ setTimeout(() => {
   } finally {
     await context.close();
   }
+});
+
+test('the metrics table gives no recall or F1 for a class without images, instead of a score of 0', () => {
+  const preds: Prediction[] = [
+    { file: 'a', patientId: 'p1', trueIndex: 0, probs: [0.8, 0.1, 0.1] },
+    { file: 'b', patientId: 'p2', trueIndex: 1, probs: [0.1, 0.8, 0.1] },
+    { file: 'c', patientId: 'p3', trueIndex: 1, probs: [0.1, 0.2, 0.7] },
+  ];
+  const table = metricsTable(evaluatePredictions(preds, { bootstrap: 20, seed: 1 }));
+  const row = (name: string): readonly unknown[] | undefined => table.rows.find((r) => r[0] === name);
+  assert.deepEqual(row('virus: recall'), ['virus: recall', 'n/a (no images)', 'n/a', null]);
+  assert.deepEqual(row('virus: F1'), ['virus: F1', 'n/a (no images)', 'n/a', null]);
+  assert.equal(row('bacteria: recall')?.[1], '0.500');
 });

@@ -111,6 +111,16 @@ test('edge cases: no rows, one patient, tiny strata, mixed-label patients, missi
   assert.ok(m.val.some((i) => mixed[i]?.label === 'virus'), 'virus in val');
   assert.ok(m.train.some((i) => mixed[i]?.label === 'virus'), 'virus in train');
 
+  // Mixed patients of several strata cannot together take a label's last training images: virus appears only in
+  // two bacteria-majority patients, and across 200 seeds at least one of them always stays in train.
+  const twoCarriers: SplitRow[] = [];
+  for (let p = 0; p < 10; p++) for (let k = 0; k < 3; k++) twoCarriers.push({ label: 'normal', patientId: `n${p}` }, { label: 'bacteria', patientId: `b${p}` });
+  twoCarriers.push({ label: 'virus', patientId: 'b0' }, { label: 'virus', patientId: 'b1' });
+  for (let seed = 0; seed < 200; seed++) {
+    const t = patientGroupedSplit(twoCarriers, { valFraction: 0.3, seed });
+    assert.ok(t.train.some((i) => twoCarriers[i]?.label === 'virus'), `virus kept in train (seed ${seed})`);
+  }
+
   // Rows without a patient id are patients of their own.
   const anon: SplitRow[] = Array.from({ length: 20 }, () => ({ label: 'normal' as const, patientId: '' }));
   const an = patientGroupedSplit(anon, { valFraction: 0.25, seed: 2 });
