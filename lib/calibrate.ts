@@ -11,7 +11,7 @@ import type { LayersModel } from '@tensorflow/tfjs';
 import { MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
 import { ConfigError, quote } from './errors.js';
 import { loadModel, predictSplit } from './evaluate.js';
-import { evaluatePredictions, type Prediction } from './metrics.js';
+import { evaluatePredictions, validatePredictions, type Prediction } from './metrics.js';
 import type { ProgressCallback } from './progress.js';
 import { loadTf } from './tf.js';
 import { CARD_FILE, type ModelCard } from './train.js';
@@ -32,6 +32,9 @@ function temperedLogProbs(probs: readonly number[], inverse: number): number[] {
 
 /** Probabilities re-tempered: softmax(log(p) / T), the same as dividing the logits by T. Pure. */
 export function temperatureScaled(probs: readonly number[], temperature: number): number[] {
+  if (!(Number.isFinite(temperature) && temperature > 0)) {
+    throw new ConfigError(`temperature ${quote(temperature)} is not valid: expected a positive number`);
+  }
   return temperedLogProbs(probs, 1 / temperature).map(Math.exp);
 }
 
@@ -48,6 +51,7 @@ function meanLogLoss(preds: readonly Prediction[], inverse: number): number {
  */
 export function fitTemperature(preds: readonly Prediction[]): number {
   if (preds.length === 0) throw new ConfigError('no predictions to fit a temperature on: expected at least one');
+  validatePredictions(preds); // a NaN probability or a bad class index would otherwise end at an edge of the range
   let lo = 1 / TEMPERATURE_RANGE[1];
   let hi = 1 / TEMPERATURE_RANGE[0];
   const phi = (Math.sqrt(5) - 1) / 2;
@@ -142,9 +146,11 @@ function tempered(preds: readonly Prediction[], temperature: number): Prediction
 
 /** Two-fold cross-fitting by patient: each half tempered with the temperature fitted on the other half. */
 function crossFitted(preds: readonly Prediction[]): Prediction[] {
-  const ids = [...new Set(preds.map((p) => p.patientId))].sort();
+  // An image without a patient id is a patient of its own (as the bootstrap takes it), known by its file or position.
+  const key = (p: Prediction, i: number): string => (p.patientId === '' ? `\u0000image:${p.file ?? i}` : p.patientId);
+  const ids = [...new Set(preds.map(key))].sort();
   const fold = new Map(ids.map((id, i) => [id, i % 2]));
-  const halves = [0, 1].map((f) => preds.filter((p) => fold.get(p.patientId) === f));
+  const halves = [0, 1].map((f) => preds.filter((p, i) => fold.get(key(p, i)) === f));
   if (halves.some((h) => h.length === 0)) return tempered(preds, fitTemperature(preds));
   return halves.flatMap((half, f) => tempered(half, fitTemperature(halves[1 - f] as Prediction[])));
 }

@@ -530,7 +530,8 @@ function quantileSorted(sorted: Float64Array, q: number): number {
   return a + (h - lo) * (b - a);
 }
 
-function validatePredictions(preds: readonly Prediction[]): void {
+/** Checks predictions as evaluatePredictions takes them: ConfigError naming the first bad one. */
+export function validatePredictions(preds: readonly Prediction[]): void {
   if (!Array.isArray(preds) || preds.length === 0) {
     throw new ConfigError('no predictions to evaluate: expected at least one');
   }
@@ -559,8 +560,9 @@ function validateOptions(bootstrap: number, seed: number, confidence: number): v
   if (!Number.isInteger(bootstrap) || bootstrap < 0) {
     throw new ConfigError(`bootstrap ${show(bootstrap)} is not valid: expected an integer of at least 0`);
   }
-  if (typeof seed !== 'number' || !Number.isFinite(seed)) {
-    throw new ConfigError(`seed ${show(seed)} is not valid: expected a finite number`);
+  // The generator takes the seed modulo 2^32: a fraction or a larger number would repeat another seed's resamples.
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
+    throw new ConfigError(`seed ${show(seed)} is not valid: expected a whole number from 0 to 4294967295`);
   }
   if (typeof confidence !== 'number' || !(confidence > 0 && confidence < 1)) {
     throw new ConfigError(`confidence ${show(confidence)} is not valid: expected a number between 0 and 1 (exclusive)`);

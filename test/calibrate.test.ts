@@ -57,6 +57,14 @@ test('fitTemperature finds the temperature that made synthetic labels, and 1 for
   const timid = fitTemperature(sample(0.5, 6000));
   assert.ok(Math.abs(timid - 0.5) < 0.05, `underconfident: fitted ${timid}`);
   assert.throws(() => fitTemperature([]), { name: 'ConfigError', message: 'no predictions to fit a temperature on: expected at least one' });
+  // Bad predictions are named, not fitted to an edge of the range; a temperature must be positive.
+  const good: Prediction = { trueIndex: 0, probs: [0.7, 0.2, 0.1], patientId: 'a' };
+  assert.throws(() => fitTemperature([good, { ...good, probs: [Number.NaN, 0.5, 0.5], file: 'x.jpeg' }]), (err: Error) =>
+    err.name === 'ConfigError' && err.message.startsWith('predictions[1] (file "x.jpeg") '));
+  assert.throws(() => fitTemperature([{ ...good, trueIndex: 5 }]), (err: Error) => err.name === 'ConfigError' && err.message.startsWith('predictions[0] '));
+  for (const t of [0, -1, Number.NaN]) {
+    assert.throws(() => temperatureScaled([0.5, 0.3, 0.2], t), { name: 'ConfigError', message: `temperature ${Number.isNaN(t) ? 'NaN' : t} is not valid: expected a positive number` });
+  }
 });
 
 test('foldTemperature divides the softmax layer so the model gives the tempered probabilities', async () => {

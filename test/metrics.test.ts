@@ -444,5 +444,9 @@ test('input validation: exact messages', () => {
     () => evaluatePredictions([ok], { confidence: 1 }),
     configError('confidence 1 is not valid: expected a number between 0 and 1 (exclusive)'),
   );
-  assert.throws(() => evaluatePredictions([ok], { seed: NaN }), configError('seed NaN is not valid: expected a finite number'));
+  assert.throws(() => evaluatePredictions([ok], { seed: NaN }), configError('seed NaN is not valid: expected a whole number from 0 to 4294967295'));
+  // Seeds the generator would fold onto others (42.7 and 2^32 + 42 onto 42) are refused.
+  for (const seed of [42.7, 2 ** 32 + 42, -1]) {
+    assert.throws(() => evaluatePredictions([ok], { seed }), configError(`seed ${seed} is not valid: expected a whole number from 0 to 4294967295`));
+  }
 });
