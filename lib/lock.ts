@@ -60,8 +60,7 @@ async function acquire(path: string, what: string): Promise<void> {
       if (owner !== undefined && owner.host === me.host && owner.pid === process.pid) {
         throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
       }
-      const held = owner !== undefined && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS);
-      if (owner !== undefined && held) {
+      if (owner !== undefined && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS)) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,

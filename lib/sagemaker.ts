@@ -304,6 +304,7 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
       result = await train({
         data,
         out: runDir,
+        lock: false, // one training per container; /opt/ml/checkpoints, where the run may be, is copied to S3 and back
         ...(plan.preset ? { preset: plan.preset } : {}),
         config: plan.config,
         cacheDir: join(workDir, 'cache'),

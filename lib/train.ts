@@ -59,6 +59,12 @@ export interface TrainOptions {
   readonly unfreeze?: boolean;
   /** With `initFrom`: the pixel range the pretrained model expects (default [0, 1]; Keras's MobileNetV2: [-1, 1]). */
   readonly initRange?: readonly [number, number];
+  /**
+   * Hold `OUT.lock` beside the run folder while training, so that a second training into it is refused (default
+   * true). SageMaker passes false: one training per container, and a lock in its checkpoint folder, which SageMaker
+   * copies to S3 and back, would come back on a restarted instance as another machine's.
+   */
+  readonly lock?: boolean;
   /** Stop after this many epochs in this call (the run can be resumed later); for tests and time boxes. */
   readonly stopAfterEpochs?: number;
   readonly onProgress?: ProgressCallback;
@@ -302,6 +308,7 @@ export function configHash(config: Config): string {
  * @example const r = await train({ data: 'data/labeled', out: 'runs/cpu-1', preset: 'cpu' }); r.history.at(-1)
  */
 export async function train(options: TrainOptions): Promise<TrainResult> {
+  if (options.lock === false) return trainUnlocked(options);
   const runDir = resolve(options.out);
   return withLock(`${runDir}.lock`, `training into ${quote(runDir)}`, () => trainUnlocked(options));
 }

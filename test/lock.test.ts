@@ -155,6 +155,10 @@ test('every step that writes a shared output takes its lock first: extract, rela
       await rm(lock);
       await assert.rejects(step(), (err: unknown) => !(err instanceof BusyError), `${what}: without the lock it goes on (and fails on the missing input)`);
     }
+    // SageMaker trains without a lock (lock: false): one training per container, its checkpoints copied to S3 and back.
+    const run = join(base, 'runs', 'b');
+    await writeFile(`${run}.lock`, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+    await assert.rejects(train({ data: join(base, 'none'), out: run, preset: 'smoke', lock: false }), (err: unknown) => !(err instanceof BusyError));
   } finally {
     child.kill('SIGKILL');
     await once(child, 'exit').catch(() => {});
