@@ -344,7 +344,12 @@ function assignSubsets(
  */
 export async function prepareCache(options: PrepareOptions = {}): Promise<PrepareResult> {
   const dir = resolve(options).dir;
-  return withLock(`${dir}.lock`, `preparing the cache ${quote(dir)}`, () => prepareUnlocked(options));
+  // Two trainings started together on one cache: the second waits for the first to prepare it, then reuses it.
+  const wait = {
+    onWait: (message: string) => options.onProgress?.({ stage: 'prepare', unit: 'images', done: 0, message: `waiting: ${message}` }),
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
+  return withLock(`${dir}.lock`, `preparing the cache ${quote(dir)}`, () => prepareUnlocked(options), { wait });
 }
 
 async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareResult> {

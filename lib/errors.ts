@@ -97,10 +97,20 @@ export class AugmentError extends PneumotypeError {
   }
 }
 
+/** Who holds a lock file: its process, machine and start time. */
+export interface LockHolder {
+  readonly pid: number;
+  readonly host: string;
+  readonly started: string;
+}
+
 /** Work that another process is doing right now (the same download, cache or training run): see its lock file. */
 export class BusyError extends PneumotypeError {
-  constructor(message: string, details: ErrorDetails = {}) {
+  /** The other process, when it is another (undefined: this process is already doing it). */
+  readonly holder: LockHolder | undefined;
+  constructor(message: string, details: ErrorDetails & { holder?: LockHolder } = {}) {
     super('ERR_BUSY', message, details);
+    this.holder = details.holder;
   }
 }
 

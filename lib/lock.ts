@@ -2,13 +2,17 @@
 import { hostname } from 'node:os';
 import { link, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { BusyError, quote } from './errors.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { BusyError, quote, type LockHolder } from './errors.js';
 
-/** What a lock file holds: who took it, and when. */
-export interface LockOwner {
-  pid: number;
-  host: string;
-  started: string;
+
+/** Options of {@link withLock}. */
+export interface LockOptions {
+  /**
+   * Wait while another process holds the lock, instead of a BusyError: `onWait` hears the BusyError's message once,
+   * the lock is tried again every `pollMs` (default 1000) until it is free or `signal` aborts.
+   */
+  readonly wait?: { readonly onWait?: (message: string) => void; readonly pollMs?: number; readonly signal?: AbortSignal };
 }
 
 /** How often a held lock file is touched, and how long untouched before another machine's lock counts as left. */
@@ -17,14 +21,26 @@ const STALE_MS = 5 * 60_000;
 
 /**
  * Runs `fn` while holding the lock file `path` (created exclusively, touched every 30 s, removed afterwards however
- * `fn` ends). Another live process holding it gives a BusyError that names the work, the process and the file. A lock
- * is taken over when it was left: by a process of this machine that no longer runs (killed with SIGKILL, say), or, for
- * another machine's (a shared folder, another container), when it has not been touched for 5 minutes.
+ * `fn` ends). Another live process holding it gives a BusyError that names the work, the process and the file (or,
+ * with `wait`, a wait until it is free). A lock is taken over when it was left: by a process of this machine that no
+ * longer runs (killed with SIGKILL, say), or, for another machine's (a shared folder, another container), when it has
+ * not been touched for 5 minutes.
  *
  * @example await withLock('data/downloads/ChestXRay2017.zip.lock', 'downloading ChestXRay2017.zip', () => download())
  */
-export async function withLock<T>(path: string, what: string, fn: () => Promise<T>): Promise<T> {
-  await acquire(path, what);
+export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
+  for (let waited = false; ; ) {
+    try {
+      await acquire(path, what);
+      break;
+    } catch (err) {
+      if (!options.wait || !(err instanceof BusyError) || err.holder === undefined) throw err;
+      if (!waited) options.wait.onWait?.(err.message);
+      waited = true;
+      const { signal } = options.wait;
+      await delay(options.wait.pollMs ?? 1000, undefined, signal ? { signal } : {}).catch(() => signal?.throwIfAborted());
+    }
+  }
   const heartbeat = setInterval(() => {
     const now = new Date();
     utimes(path, now, now).catch(() => {});
@@ -40,7 +56,7 @@ export async function withLock<T>(path: string, what: string, fn: () => Promise<
 
 async function acquire(path: string, what: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const me: LockOwner = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+  const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
   const tmp = `${path}.${process.pid}.${lockCounter++}.tmp`;
   await writeFile(tmp, `${JSON.stringify(me)}\n`);
@@ -64,7 +80,7 @@ async function acquire(path: string, what: string): Promise<void> {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,
-          { path },
+          { path, holder: owner },
         );
       }
       if (attempt > 0) throw new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process keeps taking it`, { path });
@@ -82,9 +98,9 @@ async function touched(path: string): Promise<number> {
   return (await stat(path).catch(() => undefined))?.mtimeMs ?? 0;
 }
 
-async function readOwner(path: string): Promise<LockOwner | undefined> {
+async function readOwner(path: string): Promise<LockHolder | undefined> {
   try {
-    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<LockOwner>;
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<LockHolder>;
     if (typeof parsed.pid === 'number' && typeof parsed.host === 'string' && typeof parsed.started === 'string') {
       return { pid: parsed.pid, host: parsed.host, started: parsed.started };
     }

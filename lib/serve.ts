@@ -115,12 +115,16 @@ function mediaType(header: string | undefined): string {
  */
 export function acceptsJson(accept: string | undefined): boolean {
   if (accept === undefined || accept.trim() === '') return true;
-  return accept.split(',').some((part) => {
-    const [range, ...params] = part.split(';').map((s) => s.trim().toLowerCase());
+  // The most specific range that matches decides (RFC 9110): `application/json;q=0, */*` refuses JSON.
+  const quality = new Map<string, number>();
+  for (const part of accept.split(',')) {
+    const [range = '', ...params] = part.split(';').map((s) => s.trim().toLowerCase());
     const q = params.find((p) => p.startsWith('q='));
-    if (q !== undefined && Number(q.slice(2)) === 0) return false;
-    return range === 'application/json' || range === 'application/*' || range === '*/*';
-  });
+    const value = q === undefined ? 1 : Number(q.slice(2));
+    quality.set(range, Math.max(quality.get(range) ?? 0, Number.isFinite(value) ? value : 0));
+  }
+  const decisive = ['application/json', 'application/*', '*/*'].find((range) => quality.has(range));
+  return decisive !== undefined && (quality.get(decisive) ?? 0) > 0;
 }
 
 interface Job {

@@ -131,7 +131,7 @@ test('a held lock is touched every 30 s, so that other machines see it alive', a
   await held;
 });
 
-test('every step that writes a shared output takes its lock first: extract, relabel, prepare, train', async () => {
+test('every step that writes a shared output takes its lock first: extract, relabel, train', async () => {
   const child = await sleeper();
   try {
     const base = join(root, `steps${n++}`);
@@ -139,7 +139,6 @@ test('every step that writes a shared output takes its lock first: extract, rela
     const steps: Array<[string, string, () => Promise<unknown>]> = [
       [join(base, 'extracted'), 'extracting into', () => extractZip({ archive: join(base, 'none.zip'), outDir: join(base, 'extracted') })],
       [join(base, 'labeled'), 'relabelling into', () => relabel({ from: join(base, 'none'), out: join(base, 'labeled') })],
-      [join(base, 'cache', '64'), 'preparing the cache', () => prepareCache({ labeledDir: join(base, 'none'), cacheDir: join(base, 'cache'), imageSize: 64 })],
       [join(base, 'runs', 'a'), 'training into', () => train({ data: join(base, 'none'), out: join(base, 'runs', 'a'), preset: 'smoke' })],
     ];
     for (const [dir, what, step] of steps) {
@@ -163,4 +162,30 @@ test('every step that writes a shared output takes its lock first: extract, rela
     child.kill('SIGKILL');
     await once(child, 'exit').catch(() => {});
   }
+});
+
+test('prepare waits for another process preparing the same cache (two trainings started together), then goes on', async () => {
+  const child = await sleeper();
+  const base = join(root, `wait${n++}`);
+  const dir = join(base, 'cache', '64');
+  await mkdir(dirname(dir), { recursive: true });
+  await writeFile(`${dir}.lock`, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+  const notes: string[] = [];
+  const prepared = prepareCache({ labeledDir: join(base, 'none'), cacheDir: join(base, 'cache'), imageSize: 64, onProgress: (p) => notes.push(p.message ?? '') });
+  const outcome = prepared.then(() => 'done', (err: unknown) => (err instanceof BusyError ? 'busy' : 'went on'));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.deepEqual(notes, [
+    `waiting: Another process is already preparing the cache ${JSON.stringify(dir)}: process ${child.pid} on ${JSON.stringify(hostname())}, ` +
+      `since 2026-11-27T06:00:00.000Z (lock file ${JSON.stringify(`${dir}.lock`)}); wait for it to finish, or delete the lock file if no such process runs`,
+  ], 'said once, while waiting');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  // The holder is gone: its lock is taken over, and prepare goes on (to fail here on the missing labelled folder).
+  assert.equal(await outcome, 'went on');
+  // Waiting stops when the signal aborts.
+  await writeFile(`${dir}.lock`, JSON.stringify({ pid: process.ppid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+  const controller = new AbortController();
+  const aborted = prepareCache({ labeledDir: join(base, 'none'), cacheDir: join(base, 'cache'), imageSize: 64, signal: controller.signal });
+  setTimeout(() => controller.abort(new Error('stop waiting')), 300);
+  await assert.rejects(aborted, /^Error: stop waiting$/);
 });

@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadModel, predict, type LoadedModel } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
-import { startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
+import { acceptsJson, startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
 import { loadTf } from '../lib/tf.js';
 import { train } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
@@ -291,5 +291,22 @@ test('serveUntilSignal: SIGTERM lets requests in flight finish, then the process
     assert.equal(events.find((e) => e.event === 'signal')?.signal, 'SIGTERM');
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});
+
+test('acceptsJson: the most specific matching range decides, q=0 refuses', () => {
+  for (const [accept, ok] of [
+    [undefined, true],
+    ['', true],
+    ['application/json', true],
+    ['text/html, */*;q=0.1', true],
+    ['application/*', true],
+    ['text/csv', false],
+    ['application/json;q=0', false],
+    ['application/json;q=0, */*', false],
+    ['application/*;q=0, application/json', true],
+    ['*/*;q=0', false],
+  ] as const) {
+    assert.equal(acceptsJson(accept), ok, String(accept));
   }
 });
