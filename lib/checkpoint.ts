@@ -1,6 +1,6 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists } from './fsx.js';
@@ -13,8 +13,50 @@ export const WEIGHTS_BIN = 'weights.bin';
 export const OPTIMIZER_JSON = 'optimizer.json';
 export const OPTIMIZER_BIN = 'optimizer.bin';
 
+/** True when a process with this id runs (EPERM: as another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Finishes or undoes a folder swap of {@link writeDirAtomic} that a killed process left half done, and removes what
+ * dead writers left beside `dir`. The swap renames `DIR` to `DIR.old-PID`, then the complete `DIR.tmp-PID` to `DIR`:
+ * with `DIR` missing, a `.tmp` beside its `.old` is complete and goes in; an `.old` alone is put back. Returns what
+ * it did, for the caller to report ('' when there was nothing to do).
+ *
+ * @example await recoverDirSwap('runs/a/checkpoints/last') // "finished the interrupted swap of …"
+ */
+export async function recoverDirSwap(dir: string): Promise<string> {
+  const parent = dirname(dir);
+  const base = basename(dir);
+  const strays = (await readdir(parent).catch(() => [] as string[]))
+    .map((name) => /^(.*)\.(old|tmp)-(\d+)$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null && m[1] === base)
+    .map((m) => ({ path: join(parent, m[0]), kind: m[2] as 'old' | 'tmp', pid: Number(m[3]) }))
+    .filter((x) => x.pid !== process.pid && !alive(x.pid));
+  if (strays.length === 0) return '';
+  let done = '';
+  if (!(await exists(dir))) {
+    const old = strays.find((x) => x.kind === 'old');
+    const tmp = old && strays.find((x) => x.kind === 'tmp' && x.pid === old.pid);
+    const back = tmp ?? old;
+    if (back) {
+      await rename(back.path, dir);
+      done = tmp ? `finished the interrupted swap of ${quote(dir)}` : `put back ${quote(dir)} from ${quote(back.path)}`;
+    }
+  }
+  for (const x of strays) await rm(x.path, { recursive: true, force: true });
+  return done;
+}
+
 /** Writes a folder atomically: build in `DIR.tmp-PID`, then swap it in (the old one is removed only afterwards). */
 export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  await recoverDirSwap(dir);
   // Only a model folder (or an empty one) is ever replaced: `--out` pointed at a dataset, a run or a file is refused.
   const present = await stat(dir).catch(() => undefined);
   if (present && !(present.isDirectory() && ((await exists(join(dir, MODEL_JSON))) || (await readdir(dir)).length === 0))) {

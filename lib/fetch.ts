@@ -84,6 +84,24 @@ export function resolveSource(source: string): ResolvedSource {
 }
 
 /**
+ * Where {@link fetchDataset} puts (or, for a local path, finds) the archive of `source`, without touching anything;
+ * undefined for a source that is none of the accepted forms.
+ *
+ * @example archivePathFor('v2', 'data/downloads') // "data/downloads/ChestXRay2017.zip"
+ */
+export function archivePathFor(source: string, outDir: string = DEFAULTS.downloadsDir): string | undefined {
+  if (Object.hasOwn(SOURCES, source)) return join(outDir, SOURCES[source as keyof typeof SOURCES].fileName);
+  if (/^https?:\/\//i.test(source)) {
+    try {
+      return join(outDir, fileNameFromUrl(new URL(source).href));
+    } catch {
+      return undefined;
+    }
+  }
+  return source === '' ? undefined : source;
+}
+
+/**
  * Fetches the dataset archive into `outDir` and verifies it, resuming a previous partial download when the server
  * allows it. A local path is only verified. Progress goes to `onProgress` (stage 'fetch', unit 'bytes').
  *

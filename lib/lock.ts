@@ -1,7 +1,8 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
-import { hostname } from 'node:os';
+import { rmSync } from 'node:fs';
 import { link, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BusyError, quote, type LockHolder } from './errors.js';
 
@@ -50,8 +51,22 @@ export async function withLock<T>(path: string, what: string, fn: () => Promise<
     return await fn();
   } finally {
     clearInterval(heartbeat);
+    held.delete(resolve(path));
     await rm(path, { force: true });
   }
+}
+
+/** The lock files this process holds (resolved paths); removed at exit too, as when Ctrl-C ends the CLI at once. */
+const held = new Set<string>();
+let exitHook = false;
+
+function hold(path: string): void {
+  held.add(resolve(path));
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const p of held) rmSync(p, { force: true });
+  });
 }
 
 async function acquire(path: string, what: string): Promise<void> {
@@ -68,15 +83,19 @@ async function acquire(path: string, what: string): Promise<void> {
           if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP'].includes(err.code ?? '')) throw err;
           await writeFile(path, `${JSON.stringify(me)}\n`, { flag: 'wx' });
         });
+        hold(path);
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const owner = await readOwner(path);
-      if (owner !== undefined && owner.host === me.host && owner.pid === process.pid) {
+      if (held.has(resolve(path))) {
         throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
       }
-      if (owner !== undefined && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS)) {
+      // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
+      // container's PID 1, say), so taken over like any other dead owner's.
+      const mine = owner !== undefined && owner.host === me.host && owner.pid === process.pid;
+      if (owner !== undefined && !mine && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS)) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,

@@ -4,7 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
-import { fetchDataset, resolveSource, type FetchResult } from './fetch.js';
+import { archivePathFor, fetchDataset, resolveSource, type FetchResult } from './fetch.js';
 import { exists } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
@@ -14,7 +14,7 @@ import type { GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
 import { configHash, train, type ModelCard, type TrainResult } from './train.js';
-import { ConfigError, LabelError, quote } from './errors.js';
+import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
@@ -48,6 +48,26 @@ export async function prepareStep(options: PrepareStepOptions): Promise<PrepareR
     `${r.reused ? 'cache up to date' : 'cache written'}: ${r.dir} (${config.imageSize} px; ` +
     `${subsets.train} train, ${subsets.val} validation, ${subsets.test} test; ${r.index.failed.length} failed)`;
   return { ...r, description };
+}
+
+/** A JSON file the run wrote earlier, or a CacheError naming it when it cannot be read. */
+async function readJson<T>(path: string, what: string): Promise<T> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    throw new CacheError(`the ${what} ${quote(path)} cannot be read (${messageOf(err)}): remove it, or its folder, and run again`, { path, cause: err });
+  }
+}
+
+/**
+ * False while the run in `runDir` can go on: its last checkpoint has epochs left and did not stop early (a run cut short
+ * by a time box still has its model/ from the best epoch so far). True when there is no such checkpoint.
+ */
+async function runFinished(runDir: string, config: Config): Promise<boolean> {
+  const statePath = join(runDir, 'checkpoints', 'last', 'trainer.json');
+  if (!(await exists(statePath))) return true;
+  const state = await readJson<{ epochsDone: number; sinceBest: number }>(statePath, 'trainer state');
+  return state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
 }
 
 /** True when the labelled folder is complete: summary written last, every manifest file present with its size. */
@@ -151,8 +171,15 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   let remoteResult: RemoteExtractResult | undefined;
   const labeledDone = await labeledIsComplete(dirs.labeled);
 
+  // A complete labelled folder made from this source's archive needs no archive: one deleted since is not fetched again.
+  const madeFrom = labeledDone ? (await readJson<RelabelSummary>(join(dirs.labeled, SUMMARY_FILE), 'relabel summary')).source.path : undefined;
+  const expected = archivePathFor(source, dirs.downloads);
+  const archiveGone = !remote && madeFrom !== undefined && expected !== undefined && resolve(madeFrom) === resolve(expected) && !(await exists(expected));
+
   if (remote && labeledDone) {
     step('fetch', true, `${dirs.labeled} is complete; nothing to read from ${url}`);
+  } else if (archiveGone) {
+    step('fetch', true, `${dirs.labeled} is complete; its archive ${expected} is gone and not needed`);
   } else if (remote) {
     options.onStep?.('fetch', `reading only the chest X-ray entries of ${url} with Range requests`);
     remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, ...progress });
@@ -164,10 +191,10 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', !archive.downloaded, archive.downloaded ? `downloaded ${archive.path}` : `verified ${archive.path}`);
   }
 
-  const from = archive?.path ?? dirs.extracted;
-  if (labeledDone) {
+  const from = archive?.path ?? (archiveGone && expected !== undefined ? expected : dirs.extracted);
+  if (labeledDone && madeFrom !== undefined) {
     // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix).
-    const made = (JSON.parse(await readFile(join(dirs.labeled, SUMMARY_FILE), 'utf8')) as RelabelSummary).source.path;
+    const made = madeFrom;
     if (resolve(made) !== resolve(from)) {
       throw new LabelError(
         `${quote(dirs.labeled)} was made from ${quote(made)}, not from ${quote(from)}: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
@@ -183,7 +210,16 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   }
 
   options.onStep?.('prepare', `decoding into ${dirs.cache}`);
-  const cache = await prepareStep({ labeledDir: dirs.labeled, cacheDir: dirs.cache, ...(presetName ? { preset: presetName } : {}), ...progress });
+  const cache = await prepareStep({
+    labeledDir: dirs.labeled,
+    cacheDir: dirs.cache,
+    ...(presetName ? { preset: presetName } : {}),
+    // The run's own settings (options.config included), so that training finds the cache prepared here.
+    imageSize: config.imageSize,
+    valFraction: config.valFraction,
+    seed: config.seed,
+    ...progress,
+  });
   step('prepare', cache.reused, cache.description);
   const base = { steps, labeledDir: dirs.labeled, cache, ...(archive ? { archive } : {}), ...(remoteResult ? { remote: remoteResult } : {}) };
   if (options.train === false) return base;
@@ -193,15 +229,17 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const modelCard = join(runDir, 'model', 'pneumotype.json');
   let training: TrainResult | undefined;
   let card: ModelCard;
-  if (await exists(modelCard)) {
+  if ((await exists(modelCard)) && (await runFinished(runDir, config))) {
     // Reused only when it is this data's and this configuration's model.
-    const existing = JSON.parse(await readFile(modelCard, 'utf8')) as ModelCard;
+    const existing = await readJson<ModelCard>(modelCard, 'model card');
     const [was, now] = [configHash({ ...DEFAULTS, ...existing.training.config }), configHash(config)];
     const other = existing.data.manifestSha256 !== cache.index.manifestSha256
       ? `other data (manifest SHA-256 ${existing.data.manifestSha256.slice(0, 12)}…, ${dirs.labeled} has ${cache.index.manifestSha256.slice(0, 12)}…)`
       : was !== now
         ? `another configuration (${was}, now ${now})`
-        : undefined;
+        : existing.training.epochs !== config.epochs
+          ? `another number of epochs (${existing.training.epochs}, now ${config.epochs})`
+          : undefined;
     if (other !== undefined) {
       throw new ConfigError(`${quote(join(runDir, 'model'))} was trained on ${other}: choose another --out, or remove ${quote(runDir)} to train again`, { path: runDir });
     }

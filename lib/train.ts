@@ -7,7 +7,7 @@ import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorfl
 import type { AugmentOptions } from './augment.js';
 import type { CalibrationRecord } from './calibrate.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
-import { loadLayersModelFromDir, loadOptimizerState, saveModel, trainableVariables } from './checkpoint.js';
+import { loadLayersModelFromDir, loadOptimizerState, recoverDirSwap, saveModel, trainableVariables } from './checkpoint.js';
 import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
 import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, messageOf, quote } from './errors.js';
@@ -180,6 +180,22 @@ function makeOptimizer(config: Config): Optimizer {
   if (config.optimizer === 'adam') return tf.train.adam(config.learningRate);
   if (config.optimizer === 'sgd') return tf.train.momentum(config.learningRate, 0.9, true);
   throw new ConfigError(`optimizer ${quote(config.optimizer)} is not one of "adam", "sgd"`);
+}
+
+/** A model card (pneumotype.json), or a CacheError naming the file when it cannot be read as one. */
+async function readCard(path: string): Promise<ModelCard> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as ModelCard;
+  } catch (err) {
+    throw new CacheError(`${quote(path)} cannot be read as a model card (${messageOf(err)}): the run folder is damaged`, { path, cause: err });
+  }
+}
+
+/** Frees an optimizer's tensors: tfjs's momentum optimizer leaves its rate (`c`, from SGD) out of its own dispose. */
+function disposeOptimizer(optimizer: Optimizer | undefined): void {
+  optimizer?.dispose();
+  const rate = (optimizer as unknown as { c?: Tensor } | undefined)?.c;
+  if (rate && !rate.isDisposed) rate.dispose();
 }
 
 /**
@@ -367,6 +383,21 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       configHash: configHash(config),
     };
     optimizer = makeOptimizer(config);
+    // A folder swap that a killed process left half done (the last checkpoint renamed away, say) is finished first.
+    for (const dir of [ckptLast, ckptBest, join(runDir, 'model')]) {
+      const done = await recoverDirSwap(dir);
+      if (done !== '') options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message: done });
+    }
+    if (options.resume && !(await exists(join(ckptLast, STATE_FILE)))) {
+      const earlier = await readFile(join(runDir, 'history.json'), 'utf8').then((t) => (JSON.parse(t) as unknown[]).length, () => 0);
+      if (earlier > 0) {
+        throw new CacheError(
+          `cannot resume ${quote(runDir)}: its history.json has ${earlier} epoch${earlier === 1 ? '' : 's'} but ${quote(join(ckptLast, STATE_FILE))} is missing, ` +
+            `so the run cannot continue where it stopped; train without --resume into another --out, or remove ${quote(runDir)} to start over`,
+          { path: ckptLast },
+        );
+      }
+    }
     if (options.resume && (await exists(join(ckptLast, STATE_FILE)))) {
       const statePath = join(ckptLast, STATE_FILE);
       state = await readFile(statePath, 'utf8').then((text) => JSON.parse(text) as TrainerState).catch((err: unknown) => {
@@ -376,7 +407,24 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
       }
       const lastCard = join(ckptLast, CARD_FILE);
-      const trainedOn = (await exists(lastCard)) ? (JSON.parse(await readFile(lastCard, 'utf8')) as ModelCard).data.manifestSha256 : undefined;
+      const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
+      // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
+      // cosine decay runs over all epochs), the augmentation and the group balancing. Patience may change.
+      const was = last?.training;
+      const balance = options.balanceGroups ? `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` : undefined;
+      const changed = was === undefined ? [] : [
+        ...(was.epochs !== config.epochs ? [`${was.epochs} epoch${was.epochs === 1 ? '' : 's'} (now ${config.epochs})`] : []),
+        ...(JSON.stringify(was.augment ?? false) !== JSON.stringify(augment) ? [`augmentation ${JSON.stringify(was.augment ?? false)} (now ${JSON.stringify(augment)})`] : []),
+        ...((was.balanceGroups ?? undefined) !== balance ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balance ?? 'none')})`] : []),
+      ];
+      if (changed.length > 0) {
+        throw new ConfigError(
+          `cannot resume ${quote(runDir)}: it was started with ${changed.join(', ')}; a resume continues the same run: ` +
+            'give the settings it was started with, or train into another --out',
+          { path: runDir },
+        );
+      }
+      const trainedOn = last?.data.manifestSha256;
       if (trainedOn !== undefined && trainedOn !== prepared.index.manifestSha256) {
         throw new ConfigError(
           `cannot resume ${quote(runDir)}: it was trained on other data (manifest SHA-256 ${trainedOn.slice(0, 12)}…, ${quote(options.data)} has ` +
@@ -449,8 +497,14 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     const variables = trainableVariables(model);
     const classWeightTensor = tf.tensor1d(weights);
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
+    // A resume keeps the run's configuration, its learning rate included: the way on is a new run with a lower rate.
     const diverged = (epoch: number, what: string): TrainingError =>
-      new TrainingError(`training diverged in epoch ${epoch + 1} (${what}); the last good checkpoint is kept in ${quote(ckptLast)}: lower the learning rate and resume`, { path: ckptLast });
+      new TrainingError(
+        `training diverged in epoch ${epoch + 1} (${what}); ` +
+          (epoch > 0 ? `the last good checkpoint (epoch ${epoch}) is kept in ${quote(ckptLast)}` : 'no epoch had finished, so there is no checkpoint') +
+          `: train again into another --out with a lower --learning-rate (now ${config.learningRate})`,
+        { path: epoch > 0 ? ckptLast : runDir },
+      );
     let epochsThisCall = 0;
     // A resumed run that had already stopped early (killed before its model was written) trains no further.
     let stoppedEarly = state.sinceBest >= config.patience;
@@ -594,8 +648,15 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     if (!(await exists(join(ckptBest, CARD_FILE)))) {
       throw new TrainingError(`training of ${quote(runDir)} stopped before its first epoch ended: there is no model yet (run it again with --resume)`, { path: runDir });
     }
+    // history.json again: a run killed between its last checkpoint and its history resumes with no epoch to train.
+    await writeJsonAtomic(join(runDir, 'history.json'), state.history);
+    const card = await readCard(join(ckptBest, CARD_FILE));
+    // Nothing trained in this call and model/ is already the best epoch's (calibrated, perhaps): it stays as it is.
+    const current = epochsThisCall === 0 && (await exists(join(modelDir, CARD_FILE))) ? await readCard(join(modelDir, CARD_FILE)) : undefined;
+    if (current && current.training.epoch === card.training.epoch && current.data.manifestSha256 === card.data.manifestSha256) {
+      return { runDir, modelDir, history: state.history, bestEpoch: state.bestEpoch, stoppedEarly, card: current };
+    }
     const best = await loadLayersModelFromDir(ckptBest);
-    const card = JSON.parse(await readFile(join(ckptBest, CARD_FILE), 'utf8')) as ModelCard;
     try {
       await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card } });
     } finally {
@@ -609,7 +670,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     await watchdog?.stop();
     average?.dispose();
     model?.dispose();
-    optimizer?.dispose();
+    disposeOptimizer(optimizer);
     await cache.close();
   }
 }

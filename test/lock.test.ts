@@ -189,3 +189,18 @@ test('prepare waits for another process preparing the same cache (two trainings 
   setTimeout(() => controller.abort(new Error('stop waiting')), 300);
   await assert.rejects(aborted, /^Error: stop waiting$/);
 });
+
+test("a lock with this process's own id that it does not hold (a restarted container's PID 1) is taken over; exit removes held locks", async () => {
+  const lock = freshLock();
+  await mkdir(dirname(lock), { recursive: true });
+  await writeFile(lock, JSON.stringify({ pid: process.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+  assert.equal(await withLock(lock, 'training', async () => JSON.parse(await readFile(lock, 'utf8')).started !== '2026-11-27T06:00:00.000Z'), true);
+  // Ctrl-C in the CLI ends the process at once (process.exit): the locks it held go with it.
+  const script = join(root, `exit${n++}.mts`);
+  await writeFile(script, `import { withLock } from ${JSON.stringify(join(process.cwd(), 'lib', 'lock.ts'))};\n` +
+    `await withLock(${JSON.stringify(lock)}, 'training', async () => { process.exit(130); });\n`);
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: 'ignore' });
+  const [code] = (await once(child, 'exit')) as [number];
+  assert.equal(code, 130);
+  await assert.rejects(readFile(lock), { code: 'ENOENT' });
+});

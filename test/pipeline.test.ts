@@ -1,12 +1,13 @@
 // The whole job on fixtures: a local zip, and a remote v3-like zip read with Range requests; re-runs skip every step.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readManifest } from '../lib/manifest.js';
 import { runPipeline } from '../lib/pipeline.js';
+import { train } from '../lib/train.js';
 import { datasetFiles } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
 import { buildZip, datasetZip } from './helpers/zip-writer.js';
@@ -84,17 +85,22 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   assert.equal(first.report, join(runDir, 'report.html'));
   assert.equal(first.evaluation?.split, 'test');
   assert.equal(first.evaluation?.n, 9);
-  const second = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' });
+  const second = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1 } });
   assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true], ['train', true], ['calibrate', true], ['evaluate', false], ['report', false]]);
   assert.equal(second.steps[4]?.note, `${runDir}/model is calibrated (temperature ${first.calibration.temperature.toFixed(3)})`);
   // The model is reused only for the data and the configuration it was trained with.
-  await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { learningRate: 0.5 } }), {
+  await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1, learningRate: 0.5 } }), {
     name: 'ConfigError',
     message: new RegExp(`^"${join(runDir, 'model')}" was trained on another configuration \\(.*\\): choose another --out, or remove "${runDir}" to train again$`),
   });
+  // More epochs than the run was started with: it cannot continue as the same run (the schedule spans all epochs).
+  await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke' }), {
+    name: 'ConfigError',
+    message: `cannot resume ${JSON.stringify(runDir)}: it was started with 1 epoch (now 2); a resume continues the same run: give the settings it was started with, or train into another --out`,
+  });
   const otherZip = join(tmp, 'whole-other.zip');
   await writeFile(otherZip, (await datasetZip({ perClass: { train: 8, test: 2 } })).zip);
-  await assert.rejects(runPipeline({ source: otherZip, dataDir: join(tmp, 'whole-other-data'), runDir, preset: 'smoke' }), {
+  await assert.rejects(runPipeline({ source: otherZip, dataDir: join(tmp, 'whole-other-data'), runDir, preset: 'smoke', config: { epochs: 1 } }), {
     name: 'ConfigError',
     message: new RegExp(`^"${join(runDir, 'model')}" was trained on other data \\(manifest SHA-256 [0-9a-f]{12}…, .* has [0-9a-f]{12}…\\): choose another --out`),
   });
@@ -103,7 +109,39 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   // With groups, the evaluation and the report break the metrics down by them.
   const rows = (await readManifest(join(dataDir, 'labeled'))).filter((r) => r.split === 'test').map((r, i) => `${r.file.split('/').at(-1)},${i < 5 ? 'full-res' : 'copies'}`);
   await writeFile(join(tmp, 'groups.csv'), `file,derived_from\n${rows.join('\n')}\n`);
-  const grouped = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', groups: { csv: join(tmp, 'groups.csv'), column: 'derived_from' } });
+  const grouped = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1 }, groups: { csv: join(tmp, 'groups.csv'), column: 'derived_from' } });
   assert.deepEqual(Object.entries(grouped.evaluation?.byGroup ?? {}).map(([g, m]) => [g, m.n]), [['copies', 4], ['full-res', 5]]);
   assert.match(await readFile(join(runDir, 'report.html'), 'utf8'), /<h2[^>]*>Metrics per group<\/h2>/);
+});
+
+test('run resumes a run cut short (its model/ is the best epoch so far), prepares the cache at the configured size, and fetches no archive that is no longer needed', async () => {
+  const zipPath = join(tmp, 'resume.zip');
+  await writeFile(zipPath, (await datasetZip({ perClass: { train: 6, test: 2 } })).zip);
+  const dataDir = join(tmp, 'resume-data');
+  const runDir = join(tmp, 'resume-run');
+  const config = { epochs: 2, graphOps: false, imageSize: 40 };
+  const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config, train: false });
+  assert.equal(first.cache.index.imageSize, 40, 'the configured size, not the preset\'s 32');
+  await train({ data: join(dataDir, 'labeled'), out: runDir, preset: 'smoke', cacheDir: join(dataDir, 'cache'), config, stopAfterEpochs: 1 });
+  const r = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config, calibrate: false });
+  assert.deepEqual(r.steps.find((s) => s.step === 'train')?.skipped, false);
+  assert.deepEqual(r.training?.history.map((e) => e.epoch), [1, 2]);
+  assert.deepEqual(await readdir(join(dataDir, 'cache')), ['40'], 'one cache, at 40 px');
+});
+
+test('a downloaded archive deleted after relabelling is not downloaded again while the labelled folder is complete', async () => {
+  const { zip } = await datasetZip({ perClass: { train: 3, test: 1 } });
+  const server = await startFileServer({ data: zip });
+  try {
+    const dataDir = join(tmp, 'gone-data');
+    await runPipeline({ source: server.url, dataDir, preset: 'smoke', train: false });
+    assert.equal(server.requests.length, 1);
+    await rm(join(dataDir, 'downloads', 'data.zip'));
+    const again = await runPipeline({ source: server.url, dataDir, preset: 'smoke', train: false });
+    assert.equal(server.requests.length, 1, 'no request');
+    assert.deepEqual(again.steps[0], { step: 'fetch', skipped: true, note: `${join(dataDir, 'labeled')} is complete; its archive ${join(dataDir, 'downloads', 'data.zip')} is gone and not needed` });
+    assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
+  } finally {
+    await server.close();
+  }
 });

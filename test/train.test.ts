@@ -1,6 +1,8 @@
 // Training on a separable fixture with the tiny model: learning, checkpoints, exact resume, NaN guard, no leaks.
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { cp, mkdtemp, readdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -186,11 +188,22 @@ test('a diverging run stops with a clear error, keeps the last good checkpoint a
     (err: unknown) => {
       assert.ok(err instanceof TrainingError, String(err));
       // Batches of one: the loss is checked every 20 steps inside the epoch, where the running sums must be let go.
-      assert.match(err.message, /^training diverged in epoch 1 \(the training loss became (NaN|Infinity) at step 20, learning rate \d(\.\d+)?e\+29\); the last good checkpoint is kept in ".*run-nan\/checkpoints\/last": lower the learning rate and resume$/);
+      assert.match(err.message, /^training diverged in epoch 1 \(the training loss became (NaN|Infinity) at step 20, learning rate \d(\.\d+)?e\+29\); no epoch had finished, so there is no checkpoint: train again into another --out with a lower --learning-rate \(now 1e\+30\)$/);
       return true;
     },
   );
   assert.equal(tf.memory().numTensors, before, 'a diverged run leaves no tensors behind');
+});
+
+test("SGD training leaves no tensor behind (tfjs's momentum optimizer keeps its rate out of its own dispose)", async () => {
+  const tf = loadTf();
+  const run = (): Promise<unknown> =>
+    train({ data: labeled, out: join(tmp, 'run-sgd-leak'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 1, optimizer: 'sgd', learningRate: 0.01 } });
+  await run(); // warm-up
+  await rm(join(tmp, 'run-sgd-leak'), { recursive: true, force: true });
+  const before = tf.memory().numTensors;
+  await run();
+  assert.equal(tf.memory().numTensors, before);
 });
 
 test('an aborted run stops between epochs, keeps its best model, and resumes from the last checkpoint', async () => {
@@ -217,4 +230,45 @@ test('the card says how the steps ran: one graph by default (with Adam or SGD), 
   assert.equal((await run('run-graph', { graphOps: true })).card.training.engine, 'one TensorFlow graph per step (lib/graph-train.ts)');
   assert.equal((await run('run-eager', {})).card.training.engine, 'tfjs ops, fused native ops (lib/fast-train.ts)');
   assert.equal((await run('run-sgd', { graphOps: true, optimizer: 'sgd' })).card.training.engine, 'one TensorFlow graph per step (lib/graph-train.ts)');
+});
+
+test('a run killed in the middle of its checkpoint swap, or before its history, resumes where it stopped', async () => {
+  const out = join(tmp, 'run-swap');
+  const config = { ...base, epochs: 3 };
+  await train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, stopAfterEpochs: 2 });
+  // A resume with another schedule length or augmentation would not continue the same run: refused, naming both.
+  await assert.rejects(train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...config, epochs: 8 }, augment: { flip: true }, resume: true }), {
+    name: 'ConfigError',
+    message: `cannot resume ${JSON.stringify(out)}: it was started with 3 epochs (now 8), augmentation false (now {"flip":true}); a resume continues ` +
+      'the same run: give the settings it was started with, or train into another --out',
+  });
+  // Killed between the two renames of a swap (last -> last.old-PID, then last.tmp-PID -> last), by a process now gone.
+  const child = spawn(process.execPath, ['-e', '']);
+  await once(child, 'exit');
+  const pid = child.pid ?? 0;
+  const last = join(out, 'checkpoints', 'last');
+  await cp(last, `${last}.tmp-${pid}`, { recursive: true });
+  await rename(last, `${last}.old-${pid}`);
+  // ... and its history.json one epoch short, as when killed before writing it.
+  const history = JSON.parse(await readFile(join(out, 'history.json'), 'utf8')) as unknown[];
+  await writeFile(join(out, 'history.json'), JSON.stringify(history.slice(0, 1)));
+  const notes: string[] = [];
+  const resumed = await train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, resume: true, onProgress: (p) => notes.push(p.message ?? '') });
+  assert.deepEqual(resumed.history.map((r) => r.epoch), [1, 2, 3], 'continued at epoch 3, not from scratch');
+  assert.ok(notes.includes(`finished the interrupted swap of ${JSON.stringify(last)}`), notes.join('\n'));
+  assert.deepEqual((await readdir(join(out, 'checkpoints'))).sort(), ['best', 'last'], 'no .old or .tmp left');
+  // A resume with nothing left to train still writes the whole history, and leaves model/ (calibrated, say) alone.
+  await writeFile(join(out, 'history.json'), JSON.stringify(resumed.history.slice(0, 2)));
+  const card = JSON.parse(await readFile(join(out, 'model', 'pneumotype.json'), 'utf8')) as Record<string, unknown>;
+  await writeFile(join(out, 'model', 'pneumotype.json'), JSON.stringify({ ...card, calibration: { temperature: 1.5 } }));
+  const again = await train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, resume: true });
+  assert.equal((JSON.parse(await readFile(join(out, 'history.json'), 'utf8')) as unknown[]).length, 3);
+  assert.deepEqual((again.card as unknown as { calibration: unknown }).calibration, { temperature: 1.5 });
+  // A resume whose trainer state is gone, while history.json shows epochs, is refused rather than started over.
+  await rm(last, { recursive: true });
+  await assert.rejects(train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, resume: true }), {
+    name: 'CacheError',
+    message: `cannot resume ${JSON.stringify(out)}: its history.json has 3 epochs but ${JSON.stringify(join(last, 'trainer.json'))} is missing, so the run ` +
+      `cannot continue where it stopped; train without --resume into another --out, or remove ${JSON.stringify(out)} to start over`,
+  });
 });
