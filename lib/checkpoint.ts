@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists } from './fsx.js';
+import { isAlive } from './lock.js';
 import { loadTf } from './tf.js';
 
 type NamedTensor = Awaited<ReturnType<Optimizer['getWeights']>>[number];
@@ -12,16 +13,6 @@ export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
 export const OPTIMIZER_JSON = 'optimizer.json';
 export const OPTIMIZER_BIN = 'optimizer.bin';
-
-/** True when a process with this id runs (EPERM: as another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Finishes or undoes a folder swap of {@link writeDirAtomic} that a killed process left half done, and removes what
@@ -38,7 +29,7 @@ export async function recoverDirSwap(dir: string): Promise<string> {
     .map((name) => /^(.*)\.(old|tmp)-(\d+)$/.exec(name))
     .filter((m): m is RegExpExecArray => m !== null && m[1] === base)
     .map((m) => ({ path: join(parent, m[0]), kind: m[2] as 'old' | 'tmp', pid: Number(m[3]) }))
-    .filter((x) => x.pid !== process.pid && !alive(x.pid));
+    .filter((x) => x.pid !== process.pid && !isAlive(x.pid));
   if (strays.length === 0) return '';
   let done = '';
   if (!(await exists(dir))) {

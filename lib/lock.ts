@@ -129,8 +129,8 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
   return undefined;
 }
 
-/** True when a process with this id runs (EPERM: it runs as another user). */
-function isAlive(pid: number): boolean {
+/** True when a process with this id runs on this machine (EPERM: it runs as another user). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
