@@ -1,6 +1,6 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
 import { rmSync } from 'node:fs';
-import { link, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -102,9 +102,22 @@ async function acquire(path: string, what: string): Promise<void> {
           { path, holder: owner },
         );
       }
-      if (attempt > 0) throw new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process keeps taking it`, { path });
-      // Left (a dead process of this machine, another machine's untouched for STALE_MS) or unreadable: taken over.
-      await rm(path, { force: true });
+      const racing = new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process keeps taking it`, { path });
+      if (attempt > 0) throw racing;
+      // Left (a dead process of this machine, another machine's untouched for STALE_MS) or unreadable: taken over. It is
+      // moved aside first (atomic), and put back if what moved is not what was judged left: another process may have
+      // taken it over in between, and its fresh lock must not be deleted.
+      const aside = `${path}.${process.pid}.${lockCounter++}.stale`;
+      const moved = await rename(path, aside).then(() => true, () => false);
+      if (moved) {
+        const was = await readOwner(aside);
+        if (JSON.stringify(was) !== JSON.stringify(owner)) {
+          await link(aside, path).catch(() => {});
+          await rm(aside, { force: true });
+          throw racing;
+        }
+        await rm(aside, { force: true });
+      }
     }
   } finally {
     await rm(tmp, { force: true });

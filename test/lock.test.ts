@@ -204,3 +204,25 @@ test("a lock with this process's own id that it does not hold (a restarted conta
   assert.equal(code, 130);
   await assert.rejects(readFile(lock), { code: 'ENOENT' });
 });
+
+test('several takers of one left lock at once: exactly one holds it', async () => {
+  const child = await sleeper();
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  for (let round = 0; round < 5; round++) {
+    const lock = freshLock();
+    await mkdir(dirname(lock), { recursive: true });
+    await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+    const inside: number[] = [];
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 5 }, (_, i) => withLock(lock, 'training', async () => {
+        inside.push(i);
+        await new Promise((r) => setTimeout(r, 30));
+      })),
+    );
+    assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 1, `round ${round}`);
+    assert.ok(outcomes.every((o) => o.status === 'fulfilled' || o.reason instanceof BusyError));
+    assert.equal(inside.length, 1);
+    assert.deepEqual(await readdir(dirname(lock)), [], 'nothing left beside it');
+  }
+});
