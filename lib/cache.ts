@@ -336,7 +336,8 @@ function assignSubsets(
  * never mixed. Pixels go to `.part` files with a journal checkpointed every `chunkRows` images, so an interrupted build
  * picks up at its last checkpoint; each finished file's SHA-256 goes to the index, the old index is removed before the
  * new files are renamed into place and the new index is written last. While it works it holds `DIR.lock` beside the
- * cache folder: a second process preparing the same cache gets a BusyError.
+ * cache folder: a second process preparing the same cache waits for it (saying so once through `onProgress`), then
+ * finds the cache up to date.
  *
  * @example
  * const { dir, index } = await prepareCache({ labeledDir: 'data/labeled', imageSize: 128, onProgress: console.log })

@@ -25,7 +25,8 @@ const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric che
 Usage: pneumotype <command> [options]
 
 Commands
-  run       fetch + relabel + prepare + train + calibrate + evaluate, skipping every step whose output exists
+  run       fetch + relabel + prepare + train + calibrate + evaluate + report; the steps up to calibrate are skipped
+            when their verified output exists (evaluate and report, seconds, run again)
             [--source v2|v3|URL|PATH] [--preset smoke|cpu|gpu] [--data-dir data] [--out runs/PRESET]
             [--augment none|basic|traces (default traces)] [--no-train] [--no-calibrate] [--eager | --graph]
             [--remote | --download-whole]  (v3 defaults to --remote: only its chest X-ray entries are read)
@@ -413,7 +414,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'prepare': {
         const p = preset(values);
-        const imageSize = number(values, 'image-size', whole(1, 4096));
+        const imageSize = number(values, 'image-size', whole(16, 4096));
         const valFraction = number(values, 'val-fraction', { ok: (n) => n > 0 && n < 1, expected: 'a fraction between 0 and 1' });
         const seed = number(values, 'seed', whole(0));
         const r = await prepareStep({
@@ -435,13 +436,13 @@ export async function main(argv: readonly string[]): Promise<number> {
         const set = <K extends keyof Config>(k: K, v: Config[K] | undefined): void => {
           if (v !== undefined) overrides[k] = v;
         };
-        set('imageSize', number(values, 'image-size', whole(1, 4096)));
+        set('imageSize', number(values, 'image-size', whole(16, 4096)));
         set('epochs', number(values, 'epochs', whole(1)));
         set('batchSize', number(values, 'batch-size', whole(1)));
         set('seed', number(values, 'seed', whole(0)));
         set('model', values.model);
         set('modelDepth', values.depth);
-        set('mixup', number(values, 'mixup'));
+        set('mixup', number(values, 'mixup', { ok: (n) => n === 0 || n >= 0.01, expected: '0 (off) or a number of at least 0.01' }));
         set('optimizer', oneOf(values, 'optimizer', ['adam', 'sgd'] as const));
         set('learningRate', number(values, 'learning-rate', { ok: (n) => n > 0, expected: 'a positive number' }));
         set('weightDecay', number(values, 'weight-decay', { ok: (n) => n >= 0, expected: 'a number of at least 0' }));

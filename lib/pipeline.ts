@@ -147,7 +147,8 @@ export interface PipelineResult {
  * @example await runPipeline({ source: 'v2', dataDir: 'data', preset: 'cpu' })
  */
 export async function runPipeline(options: PipelineOptions = {}): Promise<PipelineResult> {
-  const presetName = options.preset ?? (options.train === false ? undefined : defaultPreset());
+  // The same preset with or without training, so that a later run finds the cache that --no-train prepared.
+  const presetName = options.preset ?? defaultPreset();
   const config = resolveConfig(presetName, options.config ?? {});
   const dataDir = options.dataDir ?? config.dataDir;
   const dirs = {
@@ -239,7 +240,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
         ? `another configuration (${was}, now ${now})`
         : existing.training.epochs !== config.epochs
           ? `another number of epochs (${existing.training.epochs}, now ${config.epochs})`
-          : undefined;
+          : JSON.stringify(existing.training.augment ?? false) !== JSON.stringify(options.augment ?? false)
+            ? `another augmentation (${JSON.stringify(existing.training.augment ?? false)}, now ${JSON.stringify(options.augment ?? false)})`
+            : undefined;
     if (other !== undefined) {
       throw new ConfigError(`${quote(join(runDir, 'model'))} was trained on ${other}: choose another --out, or remove ${quote(runDir)} to train again`, { path: runDir });
     }

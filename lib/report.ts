@@ -102,7 +102,7 @@ export function plotlyBundle(): { path: string; text: string; version: string } 
     bundleCache = { path, text: escapeScriptText(text), version };
     return bundleCache;
   }
-  throw new ConfigError(`plotly.js is not installed (looked for ${tried.map((t) => quote(t)).join(', ')}): run \`npm install plotly.js-dist\``);
+  throw new ConfigError(`plotly.js is not installed (looked for ${tried.map((t) => quote(t)).join(', ')}): run \`npm install\` (plotly.js-dist-min is a dependency)`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

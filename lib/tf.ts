@@ -20,7 +20,7 @@ export interface BackendInfo {
   readonly tfjsVersion: string;
   /** libtensorflow version of the native binding, when native. */
   readonly libtensorflowVersion: string | undefined;
-  /** An NVIDIA driver is visible on this machine. */
+  /** An NVIDIA GPU is visible on this machine (the driver on Linux, or WSL2's /dev/dxg). */
   readonly gpuVisible: boolean;
   /** One line per candidate tried, in order, with the reason it was or was not taken. */
   readonly reasons: readonly string[];
@@ -116,7 +116,8 @@ function libtensorflowVersion(tf: Tf): string | undefined {
 
 /**
  * Loads TensorFlow.js once and returns it. `PNEUMOTYPE_BACKEND` (auto, gpu, cpu, js) or `options.backend` forces a
- * backend; `auto` tries tfjs-node-gpu when a GPU is visible, then tfjs-node, then pure JS with a loud warning.
+ * backend; `auto` tries tfjs-node-gpu when a GPU is visible and the loader finds the CUDA 11 libraries it needs
+ * ({@link CUDA_LIBRARIES}), then tfjs-node, then pure JS with a loud warning.
  *
  * @example const tf = loadTf(); tf.tidy(() => tf.ones([2, 2]).sum().dataSync())
  */
@@ -154,7 +155,7 @@ export function loadTfWithInfo(
     const noCuda =
       cudaMissing.length === 0
         ? undefined
-        : `${cudaMissing.join(' and ')} not found (LD_LIBRARY_PATH, the linker cache): libtensorflow-gpu would run on the CPU; ` +
+        : `${cudaMissing.join(' and ')} not found (LD_LIBRARY_PATH, the linker cache, /usr/lib): libtensorflow-gpu would run on the CPU; ` +
           'install CUDA 11.2 and cuDNN 8.1 (environment.md)';
     if (noCuda !== undefined && requested === 'auto') {
       reasons.push(`${pkg}: skipped, ${noCuda}, or set PNEUMOTYPE_BACKEND=gpu to try it anyway`);

@@ -72,6 +72,8 @@ test('help, unknown commands and bad options', () => {
     [['evaluate', '--bootstrap', '1.5'], '--bootstrap "1.5" is not a whole number of at least 0'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--epochs', '0'], '--epochs "0" is not a whole number of at least 1'],
     [['prepare', '--val-fraction', '1'], '--val-fraction "1" is not a fraction between 0 and 1'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--image-size', '8'], '--image-size "8" is not a whole number from 16 to 4096'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--mixup', '0.001'], '--mixup "0.001" is not 0 (off) or a number of at least 0.01'],
   ] as const) {
     const r = cli(...args);
     assert.equal(r.code, 2, args.join(' '));

@@ -98,6 +98,10 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
     name: 'ConfigError',
     message: `cannot resume ${JSON.stringify(runDir)}: it was started with 1 epoch (now 2); a resume continues the same run: give the settings it was started with, or train into another --out`,
   });
+  await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1 }, augment: { flip: true } }), {
+    name: 'ConfigError',
+    message: `"${join(runDir, 'model')}" was trained on another augmentation (false, now {"flip":true}): choose another --out, or remove "${runDir}" to train again`,
+  });
   const otherZip = join(tmp, 'whole-other.zip');
   await writeFile(otherZip, (await datasetZip({ perClass: { train: 8, test: 2 } })).zip);
   await assert.rejects(runPipeline({ source: otherZip, dataDir: join(tmp, 'whole-other-data'), runDir, preset: 'smoke', config: { epochs: 1 } }), {

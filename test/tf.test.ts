@@ -100,7 +100,7 @@ test('an installed GPU package without the CUDA runtime is skipped in auto (it w
     writeFileSync(join(pkg, 'index.js'), `module.exports = require(${JSON.stringify(cpuPackage)});`);
     const env = { NODE_PATH: dir, PNEUMOTYPE_BACKEND: 'auto' };
     const missing = "cudaMissing: ['libcudart.so.11.0', 'libcudnn.so.8']";
-    const why = 'libcudart.so.11.0 and libcudnn.so.8 not found (LD_LIBRARY_PATH, the linker cache): libtensorflow-gpu would run on the CPU; install CUDA 11.2 and cuDNN 8.1 (environment.md)';
+    const why = 'libcudart.so.11.0 and libcudnn.so.8 not found (LD_LIBRARY_PATH, the linker cache, /usr/lib): libtensorflow-gpu would run on the CPU; install CUDA 11.2 and cuDNN 8.1 (environment.md)';
     assert.deepEqual(probe(env, `{ gpuVisible: true, ${missing} }`).info?.reasons, [
       `@tensorflow/tfjs-node-gpu: skipped, ${why}, or set PNEUMOTYPE_BACKEND=gpu to try it anyway`,
       '@tensorflow/tfjs-node: loaded',
