@@ -214,7 +214,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const cache = await prepareStep({
     labeledDir: dirs.labeled,
     cacheDir: dirs.cache,
-    ...(presetName ? { preset: presetName } : {}),
+    preset: presetName,
     // The run's own settings (options.config included), so that training finds the cache prepared here.
     imageSize: config.imageSize,
     valFraction: config.valFraction,
@@ -226,7 +226,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   if (options.train === false) return base;
 
   // Train (resuming an interrupted run; skipped when the run's model is complete), then evaluate.
-  const runDir = options.runDir ?? join('runs', presetName ?? 'default');
+  const runDir = options.runDir ?? join('runs', presetName);
   const modelCard = join(runDir, 'model', 'pneumotype.json');
   let training: TrainResult | undefined;
   let card: ModelCard;
@@ -254,7 +254,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
       data: dirs.labeled,
       out: runDir,
       cacheDir: dirs.cache,
-      ...(presetName ? { preset: presetName } : {}),
+      preset: presetName,
       ...(options.config ? { config: options.config } : {}),
       resume: true,
       augment: options.augment ?? false,

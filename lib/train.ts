@@ -652,7 +652,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     await writeJsonAtomic(join(runDir, 'history.json'), state.history);
     const card = await readCard(join(ckptBest, CARD_FILE));
     // Nothing trained in this call and model/ is already the best epoch's (calibrated, perhaps): it stays as it is.
-    const current = epochsThisCall === 0 && (await exists(join(modelDir, CARD_FILE))) ? await readCard(join(modelDir, CARD_FILE)) : undefined;
+    const current = epochsThisCall === 0 ? await readCard(join(modelDir, CARD_FILE)).catch(() => undefined) : undefined; // damaged or absent: written anew
     if (current && current.training.epoch === card.training.epoch && current.data.manifestSha256 === card.data.manifestSha256) {
       return { runDir, modelDir, history: state.history, bestEpoch: state.bestEpoch, stoppedEarly, card: current };
     }
