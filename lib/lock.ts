@@ -1,6 +1,6 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
 import { rmSync } from 'node:fs';
-import { link, mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -19,6 +19,8 @@ export interface LockOptions {
 /** How often a held lock file is touched, and how long untouched before another machine's lock counts as left. */
 const HEARTBEAT_MS = 30_000;
 const STALE_MS = 5 * 60_000;
+/** A takeover takes milliseconds: its marker, older than this, was left by a killed taker. */
+const TAKEOVER_STALE_MS = 10_000;
 
 /**
  * Runs `fn` while holding the lock file `path` (created exclusively, touched every 30 s, removed afterwards however
@@ -78,11 +80,7 @@ async function acquire(path: string, what: string): Promise<void> {
   try {
     for (let attempt = 0; ; attempt++) {
       try {
-        await link(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
-          // A file system without hard links (FAT, some network shares): created exclusively, written at once.
-          if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP'].includes(err.code ?? '')) throw err;
-          await writeFile(path, `${JSON.stringify(me)}\n`, { flag: 'wx' });
-        });
+        await createExclusive(path, tmp, me);
         hold(path);
         return;
       } catch (err) {
@@ -94,8 +92,8 @@ async function acquire(path: string, what: string): Promise<void> {
       }
       // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
       // container's PID 1, say), so taken over like any other dead owner's.
-      const mine = owner !== undefined && owner.host === me.host && owner.pid === process.pid;
-      if (owner !== undefined && !mine && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS)) {
+      const ownId = owner !== undefined && owner.host === me.host && owner.pid === process.pid;
+      if (owner !== undefined && !ownId && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS)) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,
@@ -104,19 +102,21 @@ async function acquire(path: string, what: string): Promise<void> {
       }
       const racing = new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process keeps taking it`, { path });
       if (attempt > 0) throw racing;
-      // Left (a dead process of this machine, another machine's untouched for STALE_MS) or unreadable: taken over. It is
-      // moved aside first (atomic), and put back if what moved is not what was judged left: another process may have
-      // taken it over in between, and its fresh lock must not be deleted.
-      const aside = `${path}.${process.pid}.${lockCounter++}.stale`;
-      const moved = await rename(path, aside).then(() => true, () => false);
-      if (moved) {
-        const was = await readOwner(aside);
-        if (JSON.stringify(was) !== JSON.stringify(owner)) {
-          await link(aside, path).catch(() => {});
-          await rm(aside, { force: true });
-          throw racing;
-        }
-        await rm(aside, { force: true });
+      // Left (a dead process of this machine, another machine's untouched for STALE_MS) or unreadable: taken over, by
+      // one taker at a time. The taker holds `PATH.takeover` (made like the lock; one a killed taker left is dropped
+      // after TAKEOVER_STALE_MS) and removes the lock only if it still holds the owner judged left, so a lock that
+      // another taker has just made is never removed.
+      const mutex = `${path}.takeover`;
+      const taking = await createExclusive(mutex, tmp, me).then(() => true, async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+        if (Date.now() - (await touched(mutex)) > TAKEOVER_STALE_MS) await rm(mutex, { force: true });
+        return false;
+      });
+      if (!taking) throw racing;
+      try {
+        if (JSON.stringify(await readOwner(path)) === JSON.stringify(owner)) await rm(path, { force: true });
+      } finally {
+        await rm(mutex, { force: true });
       }
     }
   } finally {
@@ -124,6 +124,17 @@ async function acquire(path: string, what: string): Promise<void> {
   }
 }
 let lockCounter = 0;
+
+/**
+ * Makes `path` exclusively (EEXIST when it is there), with `owner` in it from the start: a hard link to `tmp`, which
+ * already holds it; where the file system has no hard links (FAT, some network shares), created and written at once.
+ */
+async function createExclusive(path: string, tmp: string, owner: LockHolder): Promise<void> {
+  await link(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP'].includes(err.code ?? '')) throw err;
+    await writeFile(path, `${JSON.stringify(owner)}\n`, { flag: 'wx' });
+  });
+}
 
 /** When the lock file was last touched (ms since the epoch); 0 when it is gone. */
 async function touched(path: string): Promise<number> {

@@ -209,7 +209,7 @@ test('several takers of one left lock at once: exactly one holds it', async () =
   const child = await sleeper();
   child.kill('SIGKILL');
   await once(child, 'exit');
-  for (let round = 0; round < 5; round++) {
+  for (let round = 0; round < 40; round++) {
     const lock = freshLock();
     await mkdir(dirname(lock), { recursive: true });
     await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
