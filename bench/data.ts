@@ -38,7 +38,7 @@ async function writeLabeled(dir: string, files: Iterable<{ classDir: 'NORMAL' | 
     const file = `train/${label}/${name}`;
     await mkdir(join(dir, 'train', label), { recursive: true });
     await writeFile(join(dir, file), data);
-    rows.push({ split: 'train', label, file, patientId: info.patientId, bytes: data.length, sha256: sha256(data), width: 0, height: 0, channels: 0 });
+    rows.push({ split: 'train', label, file, patientId: info.patientId, bytes: data.length, sha256: sha256(data), width: 224, height: 224, channels: 1 }); // the shared zip's images are all 224 x 224 gray
   }
   await writeManifest(dir, rows);
   return rows.length;

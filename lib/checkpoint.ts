@@ -29,7 +29,9 @@ export async function recoverDirSwap(dir: string): Promise<string> {
     .map((name) => /^(.*)\.(old|tmp)-(\d+)$/.exec(name))
     .filter((m): m is RegExpExecArray => m !== null && m[1] === base)
     .map((m) => ({ path: join(parent, m[0]), kind: m[2] as 'old' | 'tmp', pid: Number(m[3]) }))
-    .filter((x) => x.pid !== process.pid && !isAlive(x.pid));
+    // This process's own id counts as left too: nothing of it is being written now, and a restarted container (PID 1
+    // again, its SageMaker checkpoints copied back) finds its earlier life's leftovers under that id.
+    .filter((x) => x.pid === process.pid || !isAlive(x.pid));
   if (strays.length === 0) return '';
   let done = '';
   if (!(await exists(dir))) {

@@ -32,12 +32,14 @@ const TAKEOVER_STALE_MS = 10_000;
  * @example await withLock('data/downloads/ChestXRay2017.zip.lock', 'downloading ChestXRay2017.zip', () => download())
  */
 export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
+  let token: symbol;
   for (let waited = false; ; ) {
     try {
-      await acquire(path, what);
+      token = await acquire(path, what);
       break;
     } catch (err) {
-      if (!options.wait || !(err instanceof BusyError) || err.holder === undefined) throw err;
+      // Any BusyError waits: a holder at work, or another taker of a left lock (it will hold it, or leave it free).
+      if (!options.wait || !(err instanceof BusyError)) throw err;
       if (!waited) options.wait.onWait?.(err.message);
       waited = true;
       const { signal } = options.wait;
@@ -53,25 +55,30 @@ export async function withLock<T>(path: string, what: string, fn: () => Promise<
     return await fn();
   } finally {
     clearInterval(heartbeat);
-    held.delete(resolve(path));
+    // The file first, then the record (if it is still this call's): a call of this process in between is told it is
+    // busy, and one that takes the lock once the file is gone keeps its own record.
     await rm(path, { force: true });
+    if (held.get(resolve(path)) === token) held.delete(resolve(path));
   }
 }
 
-/** The lock files this process holds (resolved paths); removed at exit too, as when Ctrl-C ends the CLI at once. */
-const held = new Set<string>();
+/** The lock files this process holds (resolved path → the holding call); removed at exit too, as when Ctrl-C ends the CLI. */
+const held = new Map<string, symbol>();
 let exitHook = false;
 
-function hold(path: string): void {
-  held.add(resolve(path));
-  if (exitHook) return;
-  exitHook = true;
-  process.on('exit', () => {
-    for (const p of held) rmSync(p, { force: true });
-  });
+function hold(path: string): symbol {
+  const token = Symbol(path);
+  held.set(resolve(path), token);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const p of held.keys()) rmSync(p, { force: true });
+    });
+  }
+  return token;
 }
 
-async function acquire(path: string, what: string): Promise<void> {
+async function acquire(path: string, what: string): Promise<symbol> {
   await mkdir(dirname(path), { recursive: true });
   const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
@@ -81,8 +88,7 @@ async function acquire(path: string, what: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
         await createExclusive(path, tmp, me);
-        hold(path);
-        return;
+        return hold(path);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
@@ -107,11 +113,16 @@ async function acquire(path: string, what: string): Promise<void> {
       // after TAKEOVER_STALE_MS) and removes the lock only if it still holds the owner judged left, so a lock that
       // another taker has just made is never removed.
       const mutex = `${path}.takeover`;
-      const taking = await createExclusive(mutex, tmp, me).then(() => true, async (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err;
-        if (Date.now() - (await touched(mutex)) > TAKEOVER_STALE_MS) await rm(mutex, { force: true });
-        return false;
-      });
+      const takeMarker = (): Promise<boolean> =>
+        createExclusive(mutex, tmp, me).then(() => true, (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+          return false;
+        });
+      let taking = await takeMarker();
+      if (!taking && Date.now() - (await touched(mutex)) > TAKEOVER_STALE_MS) {
+        await rm(mutex, { force: true }); // a killed taker's
+        taking = await takeMarker();
+      }
       if (!taking) throw racing;
       try {
         if (JSON.stringify(await readOwner(path)) === JSON.stringify(owner)) await rm(path, { force: true });

@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TRACE_AUGMENT } from './augment.js';
-import { presetMatching } from './config.js';
+import { DEFAULTS, presetMatching } from './config.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { writeFileAtomic } from './fsx.js';
 import { calibrationOf, type Interval } from './metrics.js';
@@ -62,7 +62,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     `- Grayscale, squashed to ${card.imageSize}x${card.imageSize} (sharp \`fit: 'fill'\`, Lanczos 3; no crop), pixels / 255,`,
     `  shape [batch, ${card.imageSize}, ${card.imageSize}, 1]. Output: softmax over ${card.classes.join(', ')} (this order).`,
-    '- `predict` and `evaluate` apply exactly this to any JPEG/PNG/WebP/TIFF of at least 16 pixels a side (its alpha channel, if any, is dropped).',
+    `- \`predict\` and \`evaluate\` apply exactly this to any JPEG/PNG/WebP/TIFF of at least ${DEFAULTS.minInputSide} pixels a side (its alpha channel, if any, is dropped).`,
     '',
     '## Data',
     '',

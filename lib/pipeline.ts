@@ -13,7 +13,7 @@ import type { AugmentOptions } from './augment.js';
 import type { GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
-import { configHash, train, type ModelCard, type TrainResult } from './train.js';
+import { configHash, runFinished, train, type ModelCard, type TrainResult } from './train.js';
 import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
@@ -57,17 +57,6 @@ async function readJson<T>(path: string, what: string): Promise<T> {
   } catch (err) {
     throw new CacheError(`the ${what} ${quote(path)} cannot be read (${messageOf(err)}): remove it, or its folder, and run again`, { path, cause: err });
   }
-}
-
-/**
- * False while the run in `runDir` can go on: its last checkpoint has epochs left and did not stop early (a run cut short
- * by a time box still has its model/ from the best epoch so far). True when there is no such checkpoint.
- */
-async function runFinished(runDir: string, config: Config): Promise<boolean> {
-  const statePath = join(runDir, 'checkpoints', 'last', 'trainer.json');
-  if (!(await exists(statePath))) return true;
-  const state = await readJson<{ epochsDone: number; sinceBest: number }>(statePath, 'trainer state');
-  return state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
 }
 
 /** True when the labelled folder is complete: summary written last, every manifest file present with its size. */
@@ -147,8 +136,9 @@ export interface PipelineResult {
  * @example await runPipeline({ source: 'v2', dataDir: 'data', preset: 'cpu' })
  */
 export async function runPipeline(options: PipelineOptions = {}): Promise<PipelineResult> {
-  // The same preset with or without training, so that a later run finds the cache that --no-train prepared.
-  const presetName = options.preset ?? defaultPreset();
+  // Without training, the cpu preset's cache (the gpu preset's is the same) and TensorFlow is not loaded to choose: a
+  // later run finds the cache that --no-train prepared.
+  const presetName = options.preset ?? (options.train === false ? (process.env.PNEUMOTYPE_PRESET === 'smoke' ? 'smoke' : 'cpu') : defaultPreset());
   const config = resolveConfig(presetName, options.config ?? {});
   const dataDir = options.dataDir ?? config.dataDir;
   const dirs = {

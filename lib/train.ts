@@ -182,6 +182,24 @@ function makeOptimizer(config: Config): Optimizer {
   throw new ConfigError(`optimizer ${quote(config.optimizer)} is not one of "adam", "sgd"`);
 }
 
+/**
+ * False while the run in `runDir` can go on: its last checkpoint has epochs left and did not stop early (a run cut short
+ * by a time box or Ctrl-C has a model/ from its best epoch so far). True when there is no such checkpoint.
+ *
+ * @example if (!(await runFinished('runs/cpu', resolveConfig('cpu')))) await train({ ..., resume: true })
+ */
+export async function runFinished(runDir: string, config: Pick<Config, 'epochs' | 'patience'>): Promise<boolean> {
+  const statePath = join(runDir, 'checkpoints', 'last', STATE_FILE);
+  if (!(await exists(statePath))) return true;
+  let state: TrainerState;
+  try {
+    state = JSON.parse(await readFile(statePath, 'utf8')) as TrainerState;
+  } catch (err) {
+    throw new CacheError(`the trainer state ${quote(statePath)} cannot be read (${messageOf(err)}): the run folder is damaged`, { path: statePath, cause: err });
+  }
+  return state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
+}
+
 /** A model card (pneumotype.json), or a CacheError naming the file when it cannot be read as one. */
 async function readCard(path: string): Promise<ModelCard> {
   try {

@@ -181,7 +181,7 @@ function offlineRecipe(dir) {
     const x = run(pythonCommand(), ['-c', EXTRACT_PY, wheel, staging, join(dir, 'binding')], { timeout: 10 * 60_000 });
     if (x.ok) break;
     // A damaged wheel in our cache (cut short, a full disk) is set aside, never deleted, and downloaded again once.
-    if (cached && attempt === 1 && /BadZipFile|zipfile|CRC|Error -3 while decompressing/i.test(x.out)) {
+    if (cached && attempt === 1 && /BadZipFile|Bad CRC-32|Error -3 while decompressing/.test(x.out)) {
       renameSync(wheel, `${wheel}.bad`);
       log(`${wheel} is not a whole wheel (${tail(x.out, 1)}); moved to ${wheel}.bad, downloading it again`);
       continue;

@@ -226,3 +226,19 @@ test('several takers of one left lock at once: exactly one holds it', async () =
     assert.deepEqual(await readdir(dirname(lock)), [], 'nothing left beside it');
   }
 });
+
+test('with wait, callers that meet on one left lock all get it in turn, none fails', async () => {
+  const child = await sleeper();
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  const lock = freshLock();
+  await mkdir(dirname(lock), { recursive: true });
+  await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+  const order: number[] = [];
+  await Promise.all(Array.from({ length: 4 }, (_, i) => withLock(lock, 'preparing', async () => {
+    order.push(i);
+    await new Promise((r) => setTimeout(r, 20));
+  }, { wait: { pollMs: 10 } })));
+  assert.equal(order.length, 4);
+  await assert.rejects(readFile(lock), { code: 'ENOENT' });
+});

@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { cp, mkdtemp, readdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { alignSlots } from '../lib/checkpoint.js';
+import { alignSlots, recoverDirSwap } from '../lib/checkpoint.js';
 import { resolveConfig } from '../lib/config.js';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { readManifest } from '../lib/manifest.js';
@@ -271,4 +271,14 @@ test('a run killed in the middle of its checkpoint swap, or before its history, 
     message: `cannot resume ${JSON.stringify(out)}: its history.json has 3 epochs but ${JSON.stringify(join(last, 'trainer.json'))} is missing, so the run ` +
       `cannot continue where it stopped; train without --resume into another --out, or remove ${JSON.stringify(out)} to start over`,
   });
+});
+
+test("recoverDirSwap finishes a swap left under this process's own id (a restarted container is PID 1 again)", async () => {
+  const dir = join(tmp, 'own-pid', 'last');
+  await mkdir(`${dir}.tmp-${process.pid}`, { recursive: true });
+  await writeFile(join(`${dir}.tmp-${process.pid}`, 'model.json'), '{}');
+  await mkdir(`${dir}.old-${process.pid}`, { recursive: true });
+  assert.equal(await recoverDirSwap(dir), `finished the interrupted swap of ${JSON.stringify(dir)}`);
+  assert.deepEqual(await readdir(join(tmp, 'own-pid')), ['last']);
+  assert.deepEqual(await readdir(dir), ['model.json']);
 });
