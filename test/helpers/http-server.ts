@@ -201,8 +201,14 @@ export async function startFileServer(options: FileServerOptions): Promise<FileS
         sent += piece.length;
         bytesSent += piece.length;
         if (!res.write(piece)) await new Promise<void>((resolve) => {
-          res.once('drain', resolve);
-          res.once('close', resolve);
+          // Whichever comes first; the other listener goes too, or they pile up over a long body.
+          const done = (): void => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.once('drain', done);
+          res.once('close', done);
         });
       }
       if (limit !== undefined && sent >= limit) {
