@@ -6,7 +6,6 @@ import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BusyError, quote, type LockHolder } from './errors.js';
 
-
 /** Options of {@link withLock}. */
 export interface LockOptions {
   /**
@@ -92,10 +91,10 @@ async function acquire(path: string, what: string): Promise<symbol> {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      const owner = await readOwner(path);
       if (held.has(resolve(path))) {
         throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
       }
+      const owner = await readOwner(path);
       // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
       // container's PID 1, say), so taken over like any other dead owner's.
       const ownId = owner !== undefined && owner.host === me.host && owner.pid === process.pid;

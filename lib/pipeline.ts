@@ -13,7 +13,7 @@ import type { AugmentOptions } from './augment.js';
 import type { GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
-import { configHash, runFinished, train, type ModelCard, type TrainResult } from './train.js';
+import { configHash, readCard, runFinished, train, type ModelCard, type TrainResult } from './train.js';
 import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
@@ -165,12 +165,14 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   // A complete labelled folder made from this source's archive needs no archive: one deleted since is not fetched again.
   const madeFrom = labeledDone ? (await readJson<RelabelSummary>(join(dirs.labeled, SUMMARY_FILE), 'relabel summary')).source.path : undefined;
   const expected = archivePathFor(source, dirs.downloads);
-  const archiveGone = !remote && madeFrom !== undefined && expected !== undefined && resolve(madeFrom) === resolve(expected) && !(await exists(expected));
+  const goneArchive = !remote && madeFrom !== undefined && expected !== undefined && resolve(madeFrom) === resolve(expected) && !(await exists(expected))
+    ? expected
+    : undefined;
 
   if (remote && labeledDone) {
     step('fetch', true, `${dirs.labeled} is complete; nothing to read from ${url}`);
-  } else if (archiveGone) {
-    step('fetch', true, `${dirs.labeled} is complete; its archive ${expected} is gone and not needed`);
+  } else if (goneArchive !== undefined) {
+    step('fetch', true, `${dirs.labeled} is complete; its archive ${goneArchive} is gone and not needed`);
   } else if (remote) {
     options.onStep?.('fetch', `reading only the chest X-ray entries of ${url} with Range requests`);
     remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, ...progress });
@@ -182,13 +184,12 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', !archive.downloaded, archive.downloaded ? `downloaded ${archive.path}` : `verified ${archive.path}`);
   }
 
-  const from = archive?.path ?? (archiveGone && expected !== undefined ? expected : dirs.extracted);
-  if (labeledDone && madeFrom !== undefined) {
+  const from = archive?.path ?? goneArchive ?? dirs.extracted;
+  if (madeFrom !== undefined) {
     // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix).
-    const made = madeFrom;
-    if (resolve(made) !== resolve(from)) {
+    if (resolve(madeFrom) !== resolve(from)) {
       throw new LabelError(
-        `${quote(dirs.labeled)} was made from ${quote(made)}, not from ${quote(from)}: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
+        `${quote(dirs.labeled)} was made from ${quote(madeFrom)}, not from ${quote(from)}: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
         { path: dirs.labeled },
       );
     }
@@ -222,7 +223,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   let card: ModelCard;
   if ((await exists(modelCard)) && (await runFinished(runDir, config))) {
     // Reused only when it is this data's and this configuration's model.
-    const existing = await readJson<ModelCard>(modelCard, 'model card');
+    const existing = await readCard(modelCard);
     const [was, now] = [configHash({ ...DEFAULTS, ...existing.training.config }), configHash(config)];
     const other = existing.data.manifestSha256 !== cache.index.manifestSha256
       ? `other data (manifest SHA-256 ${existing.data.manifestSha256.slice(0, 12)}…, ${dirs.labeled} has ${cache.index.manifestSha256.slice(0, 12)}…)`

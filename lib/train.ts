@@ -189,19 +189,27 @@ function makeOptimizer(config: Config): Optimizer {
  * @example if (!(await runFinished('runs/cpu', resolveConfig('cpu')))) await train({ ..., resume: true })
  */
 export async function runFinished(runDir: string, config: Pick<Config, 'epochs' | 'patience'>): Promise<boolean> {
-  const statePath = join(runDir, 'checkpoints', 'last', STATE_FILE);
-  if (!(await exists(statePath))) return true;
-  let state: TrainerState;
-  try {
-    state = JSON.parse(await readFile(statePath, 'utf8')) as TrainerState;
-  } catch (err) {
-    throw new CacheError(`the trainer state ${quote(statePath)} cannot be read (${messageOf(err)}): the run folder is damaged`, { path: statePath, cause: err });
-  }
-  return state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
+  const state = await readTrainerState(runDir);
+  return state === undefined || state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
 }
 
-/** A model card (pneumotype.json), or a CacheError naming the file when it cannot be read as one. */
-async function readCard(path: string): Promise<ModelCard> {
+/** The trainer state of the run's last checkpoint; undefined when there is none, a CacheError when it is damaged. */
+async function readTrainerState(runDir: string): Promise<TrainerState | undefined> {
+  const statePath = join(runDir, 'checkpoints', 'last', STATE_FILE);
+  if (!(await exists(statePath))) return undefined;
+  try {
+    return JSON.parse(await readFile(statePath, 'utf8')) as TrainerState;
+  } catch (err) {
+    throw new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err });
+  }
+}
+
+/**
+ * A model card (pneumotype.json), or a CacheError naming the file when it cannot be read as one.
+ *
+ * @example (await readCard('runs/cpu/model/pneumotype.json')).training.epoch
+ */
+export async function readCard(path: string): Promise<ModelCard> {
   try {
     return JSON.parse(await readFile(path, 'utf8')) as ModelCard;
   } catch (err) {
@@ -360,6 +368,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   const ckptLast = join(runDir, 'checkpoints', 'last');
   const ckptBest = join(runDir, 'checkpoints', 'best');
   const augment = options.augment ?? false;
+  // How the card names the grouping the classes were balanced in (and a resume compares against).
+  const balanceLabel = options.balanceGroups ? `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` : undefined;
 
   // Data: the prepared cache (built or reused), with the validation subset carved by patient.
   const prepared: PrepareResult = await prepareCache({
@@ -406,7 +416,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       const done = await recoverDirSwap(dir);
       if (done !== '') options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message: done });
     }
-    if (options.resume && !(await exists(join(ckptLast, STATE_FILE)))) {
+    const saved = options.resume ? await readTrainerState(runDir) : undefined;
+    if (options.resume && saved === undefined) {
       const earlier = await readFile(join(runDir, 'history.json'), 'utf8').then((t) => (JSON.parse(t) as unknown[]).length, () => 0);
       if (earlier > 0) {
         throw new CacheError(
@@ -416,11 +427,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         );
       }
     }
-    if (options.resume && (await exists(join(ckptLast, STATE_FILE)))) {
-      const statePath = join(ckptLast, STATE_FILE);
-      state = await readFile(statePath, 'utf8').then((text) => JSON.parse(text) as TrainerState).catch((err: unknown) => {
-        throw new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err });
-      });
+    if (saved !== undefined) {
+      state = saved;
       if (state.configHash !== configHash(config)) {
         throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
       }
@@ -429,11 +437,10 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
       // cosine decay runs over all epochs), the augmentation and the group balancing. Patience may change.
       const was = last?.training;
-      const balance = options.balanceGroups ? `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` : undefined;
       const changed = was === undefined ? [] : [
         ...(was.epochs !== config.epochs ? [`${was.epochs} epoch${was.epochs === 1 ? '' : 's'} (now ${config.epochs})`] : []),
         ...(JSON.stringify(was.augment ?? false) !== JSON.stringify(augment) ? [`augmentation ${JSON.stringify(was.augment ?? false)} (now ${JSON.stringify(augment)})`] : []),
-        ...((was.balanceGroups ?? undefined) !== balance ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balance ?? 'none')})`] : []),
+        ...((was.balanceGroups ?? undefined) !== balanceLabel ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balanceLabel ?? 'none')})`] : []),
       ];
       if (changed.length > 0) {
         throw new ConfigError(
@@ -636,7 +643,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
             ...(options.initFrom && options.unfreeze ? { unfreeze: true } : {}),
             weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
             engine,
-            ...(options.balanceGroups ? { balanceGroups: `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` } : {}),
+            ...(balanceLabel !== undefined ? { balanceGroups: balanceLabel } : {}),
           },
           data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },
