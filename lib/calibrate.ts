@@ -6,13 +6,14 @@
 // folded into the output layer's weights (softmax(z / T) = softmax((W / T) x + b / T)), so the saved model gives the
 // calibrated probabilities everywhere: predict, evaluate, serve and browsers, with no code of ours.
 import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { LayersModel } from '@tensorflow/tfjs';
 import { MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
 import { ConfigError, quote } from './errors.js';
 import { loadModel, predictSplit } from './evaluate.js';
 import { evaluatePredictions, validatePredictions, type Prediction } from './metrics.js';
 import type { ProgressCallback } from './progress.js';
+import { withLock } from './lock.js';
 import { loadTf } from './tf.js';
 import { CARD_FILE, type ModelCard } from './train.js';
 
@@ -133,6 +134,8 @@ export interface CalibrateOptions {
   readonly out?: string;
   readonly concurrency?: number;
   readonly onProgress?: ProgressCallback;
+  /** Hold `OUT.lock` while working (default true); SageMaker passes false, as it does to `train`. */
+  readonly lock?: boolean;
 }
 
 function figures(preds: readonly Prediction[]): CalibrationFigures {
@@ -158,13 +161,20 @@ function crossFitted(preds: readonly Prediction[]): Prediction[] {
 /**
  * Fits a temperature on a model's predictions for a held-out split (the validation patients by default), folds it
  * into the model's output layer and saves the model with its card's `calibration` record. Predictions do not change;
- * the probabilities become honest where the model was over- or underconfident.
+ * the probabilities become honest where the model was over- or underconfident. While it works it holds `OUT.lock`
+ * beside the output folder: a second calibration of the same folder (which would fold a second temperature on top)
+ * gets a BusyError.
  *
  * @example const r = await calibrateModel({ model: 'runs/gpu/model', data: 'data/labeled' }); r.temperature
  */
 export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationRecord & { readonly out: string }> {
-  const split = options.split ?? 'val';
   const out = options.out ?? options.model;
+  if (options.lock === false) return calibrateUnlocked(options, out);
+  return withLock(`${resolve(out)}.lock`, `calibrating into ${quote(resolve(out))}`, () => calibrateUnlocked(options, out));
+}
+
+async function calibrateUnlocked(options: CalibrateOptions, out: string): Promise<CalibrationRecord & { readonly out: string }> {
+  const split = options.split ?? 'val';
   const loaded = await loadModel(options.model);
   try {
     const { preds } = await predictSplit(loaded, {

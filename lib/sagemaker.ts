@@ -319,7 +319,7 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
       });
       // Not after a stop signal: the grace period is for saving what exists.
       if (plan.calibrate && !signal?.aborted && !result.card.calibration) {
-        const c = await calibrateModel({ model: result.modelDir, data, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+        const c = await calibrateModel({ model: result.modelDir, data, lock: false, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
         log('info', 'calibrated', { temperature: c.temperature, images: c.images, before: c.before, after: c.after, crossFitted: c.crossFitted });
       }
       await publishModel(result.modelDir, paths.model);

@@ -527,7 +527,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       new TrainingError(
         `training diverged in epoch ${epoch + 1} (${what}); ` +
           (epoch > 0 ? `the last good checkpoint (epoch ${epoch}) is kept in ${quote(ckptLast)}` : 'no epoch had finished, so there is no checkpoint') +
-          `: train again into another --out with a lower --learning-rate (now ${config.learningRate})`,
+          `: start a new run in another output folder with a lower learning rate (now ${config.learningRate})`,
         { path: epoch > 0 ? ckptLast : runDir },
       );
     let epochsThisCall = 0;

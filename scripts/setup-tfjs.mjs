@@ -12,7 +12,7 @@
 // PNEUMOTYPE_TF_WHEEL_VERSION (default 2.21.0); PNEUMOTYPE_PYTHON (default python3, else python);
 // PNEUMOTYPE_SKIP_TFJS_SETUP=1 skips everything.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
@@ -161,6 +161,14 @@ with zipfile.ZipFile(wheel) as z:
     print(len(seen), 'headers')
 `;
 
+/** What Python's zipfile says of a wheel cut short or with damaged bytes (tested in test/setup-tfjs.test.ts). */
+export const WHEEL_DAMAGE = /BadZipFile|Bad CRC-32|Error -3 while decompressing/;
+
+/** Extracts libtensorflow and the headers that the binding in `binding` includes from `wheel` into `deps`. */
+export function extractWheel(wheel, deps, binding) {
+  return run(pythonCommand(), ['-c', EXTRACT_PY, wheel, deps, binding], { timeout: 10 * 60_000 });
+}
+
 function link(target, path) {
   try {
     lstatSync(path);
@@ -178,10 +186,10 @@ function offlineRecipe(dir) {
     const { wheel, cached } = findWheel();
     rmSync(staging, { recursive: true, force: true });
     log(`extracting libtensorflow and the C API headers from ${wheel}`);
-    const x = run(pythonCommand(), ['-c', EXTRACT_PY, wheel, staging, join(dir, 'binding')], { timeout: 10 * 60_000 });
+    const x = extractWheel(wheel, staging, join(dir, 'binding'));
     if (x.ok) break;
     // A damaged wheel in our cache (cut short, a full disk) is set aside, never deleted, and downloaded again once.
-    if (cached && attempt === 1 && /BadZipFile|Bad CRC-32|Error -3 while decompressing/.test(x.out)) {
+    if (cached && attempt === 1 && WHEEL_DAMAGE.test(x.out)) {
       renameSync(wheel, `${wheel}.bad`);
       log(`${wheel} is not a whole wheel (${tail(x.out, 1)}); moved to ${wheel}.bad, downloading it again`);
       continue;
@@ -258,7 +266,11 @@ function setup(name, flavour) {
   return true;
 }
 
-if (process.env.PNEUMOTYPE_SKIP_TFJS_SETUP === '1') {
+// Run as a script (node resolves symlinks in the script's own URL: /tmp is /private/tmp on macOS), not imported by a test.
+const isMain = process.argv[1] !== undefined && existsSync(process.argv[1]) && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (!isMain) {
+  // Imported (by a test): nothing runs.
+} else if (process.env.PNEUMOTYPE_SKIP_TFJS_SETUP === '1') {
   log('PNEUMOTYPE_SKIP_TFJS_SETUP=1: skipped');
 } else {
   const cpu = setup('@tensorflow/tfjs-node', 'cpu');

@@ -10,6 +10,7 @@ const SUITE = [
   'test/random.test.ts',
   'test/progress.test.ts',
   'test/tf.test.ts',
+  'test/setup-tfjs.test.ts',
   'test/csv.test.ts',
   'test/fetch.test.ts',
   'test/remote-zip.test.ts',

@@ -1,5 +1,6 @@
 // Temperature scaling: the fit on hand-made and synthetic cases, folding into the output layer, and calibrate end to end.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,8 +125,18 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   close(evaluation.calibration.logLoss.value, r.after.logLoss, 1e-4);
 
   // Calibrating again composes: the second temperature is about 1, and the card holds the product.
-  const again = await calibrateModel({ model: dir, data: labeled, out: join(tmp, 'twice') });
-  close(again.temperature, r.temperature, 1e-3 * r.temperature);
+  const twice = join(tmp, 'twice');
+  const settled = await Promise.allSettled([calibrateModel({ model: dir, data: labeled, out: twice }), calibrateModel({ model: dir, data: labeled, out: twice })]);
+  // Two calibrations of one folder at once: one is refused at once, so no temperature is folded twice.
+  const refused = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+  assert.deepEqual(refused.map((s) => ({ name: (s.reason as Error).name, message: (s.reason as Error).message })), [{
+    name: 'BusyError',
+    message: `This process is already calibrating into ${JSON.stringify(twice)} (lock file ${JSON.stringify(`${twice}.lock`)}): wait for that call to finish`,
+  }]);
+  const again = settled.find((s) => s.status === 'fulfilled');
+  assert.ok(again?.status === 'fulfilled');
+  assert.equal(existsSync(`${twice}.lock`), false, 'the lock is gone');
+  close(again.value.temperature, r.temperature, 1e-3 * r.temperature);
   await assert.rejects(calibrateModel({ model: join(tmp, 'nothing'), data: labeled }), { name: 'CacheError' });
   // An output that exists and is not a model folder (a dataset, a file) is refused, never replaced.
   const precious = join(tmp, 'precious');

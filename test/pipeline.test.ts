@@ -50,6 +50,19 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   const back = await runPipeline({ source: otherZip, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(back.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', false], ['prepare', true]]);
   assert.equal((await stat(gone)).isFile(), true);
+  // Without a preset and without training: the cpu preset's cache (128 px, the gpu preset's too), so that a later
+  // run finds it; under PNEUMOTYPE_PRESET=smoke (the notebooks in CI), the smoke preset's.
+  const saved = process.env.PNEUMOTYPE_PRESET;
+  try {
+    delete process.env.PNEUMOTYPE_PRESET;
+    assert.equal((await runPipeline({ source: otherZip, dataDir, train: false })).cache.index.imageSize, 128);
+    process.env.PNEUMOTYPE_PRESET = 'smoke';
+    const smoke = await runPipeline({ source: otherZip, dataDir, train: false });
+    assert.deepEqual([smoke.cache.index.imageSize, smoke.steps.at(-1)?.skipped], [32, true]);
+  } finally {
+    if (saved === undefined) delete process.env.PNEUMOTYPE_PRESET;
+    else process.env.PNEUMOTYPE_PRESET = saved;
+  }
 });
 
 test('run with remote: only the chest X-ray entries of a v3-like archive are transferred', async () => {

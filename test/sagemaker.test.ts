@@ -10,6 +10,7 @@ import { loadModel, predict } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
 import { parseHyperparameters, runSageMakerTraining, type SageMakerLogLine } from '../lib/sagemaker.js';
 import { loadTf } from '../lib/tf.js';
+import type { ModelCard } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
 
 let tmp: string;
@@ -61,6 +62,24 @@ test('a training job on the labelled channel writes the model to /opt/ml/model a
   } finally {
     m.dispose();
   }
+});
+
+test('a restart of a finished job with checkpoints trains nothing and does not calibrate the calibrated model again', async () => {
+  const root = await mlRoot('restart', { preset: 'smoke', epochs: '1', augment: 'none' }, labeled);
+  await mkdir(join(root, 'checkpoints'));
+  const first: string[] = [];
+  assert.equal(await runSageMakerTraining({ root, onLog: (l) => first.push(l.event) }), 0);
+  assert.deepEqual(first, ['start', 'data', 'epoch', 'calibrated', 'model_saved']);
+  const card = await readFile(join(root, 'model', 'pneumotype.json'), 'utf8');
+  assert.ok((JSON.parse(card) as ModelCard).calibration);
+  // The restart (resume is the default) finds the finished run: a second temperature folded on top would be wrong.
+  const again: string[] = [];
+  assert.equal(await runSageMakerTraining({ root, onLog: (l) => again.push(l.event) }), 0);
+  assert.deepEqual(again, ['start', 'data', 'model_saved']);
+  assert.equal(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8'), card);
+  // No lock files in the folder that SageMaker copies to S3 and back.
+  const run = join(root, 'checkpoints', 'run');
+  assert.deepEqual([...await readdir(join(root, 'checkpoints')), ...await readdir(run)].filter((f) => f.endsWith('.lock')), []);
 });
 
 test('the raw archive layout is relabelled first; a stop signal ends training after the epoch, keeps the model and says so', async () => {

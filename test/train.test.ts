@@ -188,7 +188,7 @@ test('a diverging run stops with a clear error, keeps the last good checkpoint a
     (err: unknown) => {
       assert.ok(err instanceof TrainingError, String(err));
       // Batches of one: the loss is checked every 20 steps inside the epoch, where the running sums must be let go.
-      assert.match(err.message, /^training diverged in epoch 1 \(the training loss became (NaN|Infinity) at step 20, learning rate \d(\.\d+)?e\+29\); no epoch had finished, so there is no checkpoint: train again into another --out with a lower --learning-rate \(now 1e\+30\)$/);
+      assert.match(err.message, /^training diverged in epoch 1 \(the training loss became (NaN|Infinity) at step 20, learning rate \d(\.\d+)?e\+29\); no epoch had finished, so there is no checkpoint: start a new run in another output folder with a lower learning rate \(now 1e\+30\)$/);
       return true;
     },
   );

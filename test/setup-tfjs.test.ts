@@ -1,0 +1,90 @@
+// The offline recipe's wheel extraction (scripts/setup-tfjs.mjs): a whole wheel, and which damage sends it to download again.
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, test } from 'node:test';
+import AdmZip from 'adm-zip';
+
+interface SetupScript {
+  readonly WHEEL_DAMAGE: RegExp;
+  extractWheel(wheel: string, deps: string, binding: string): { readonly ok: boolean; readonly out: string };
+}
+// A non-literal specifier: the script is plain JavaScript, typed by the interface above.
+const script = pathToFileURL(join(import.meta.dirname, '..', 'scripts', 'setup-tfjs.mjs')).href;
+const { WHEEL_DAMAGE, extractWheel } = (await import(script)) as SetupScript;
+
+let tmp: string;
+let binding: string;
+/** Bytes that deflate but not to nothing, so that damage lands inside compressed data. */
+const LIB = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919 + (i >> 5)) % 251));
+const HEADERS: Record<string, string> = {
+  'tensorflow/c/c_api.h': '#include "tensorflow/c/tf_status.h"\n#include <stdint.h>\n',
+  'tensorflow/c/tf_status.h': '// status\n',
+  'tensorflow/c/eager/c_api.h': '#include "tensorflow/c/c_api.h"\n',
+  'tensorflow/core/unused.h': '// not included by anything the binding uses\n',
+};
+
+/** A wheel-shaped zip: the two libraries and an include tree, `without` one of its members. */
+function wheel(without?: string): Buffer {
+  const zip = new AdmZip();
+  const members: Record<string, Buffer> = {
+    'tensorflow/libtensorflow_cc.so.2': LIB,
+    'tensorflow/libtensorflow_framework.so.2': LIB.subarray(0, 50_000),
+    ...Object.fromEntries(Object.entries(HEADERS).map(([h, text]) => [`tensorflow/include/${h}`, Buffer.from(text)])),
+  };
+  for (const [name, data] of Object.entries(members)) if (name !== without) zip.addFile(name, data);
+  return zip.toBuffer();
+}
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-setup-'));
+  binding = join(tmp, 'binding');
+  await mkdir(binding);
+  await writeFile(join(binding, 'tfjs_backend.cc'), '#include "tensorflow/c/eager/c_api.h"\n');
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('a whole wheel: both libraries and the include closure of the headers the binding uses', async () => {
+  const path = join(tmp, 'whole.whl');
+  await writeFile(path, wheel());
+  const deps = join(tmp, 'deps-whole');
+  const r = extractWheel(path, deps, binding);
+  assert.ok(r.ok, r.out);
+  assert.deepEqual(readFileSync(join(deps, 'lib', 'libtensorflow_cc.so.2')), LIB);
+  assert.deepEqual(readdirSync(join(deps, 'lib')).sort(), ['libtensorflow_cc.so.2', 'libtensorflow_framework.so.2']);
+  for (const h of ['tensorflow/c/c_api.h', 'tensorflow/c/tf_status.h', 'tensorflow/c/eager/c_api.h']) {
+    assert.equal(await readFile(join(deps, 'include', h), 'utf8'), HEADERS[h], h);
+  }
+  assert.equal(existsSync(join(deps, 'include', 'tensorflow/core/unused.h')), false);
+});
+
+test('a wheel cut short or with damaged bytes is recognised as damaged; a wheel without a library is not', async () => {
+  const whole = wheel();
+  const at = whole.indexOf(Buffer.from('tensorflow/libtensorflow_cc.so.2')) + 200; // inside its compressed data
+  const flipped = Buffer.from(whole);
+  for (let i = at; i < at + 64; i++) flipped[i] = (flipped[i] ?? 0) ^ 0xa5;
+  const cases = {
+    'cut short': whole.subarray(0, Math.floor(whole.length * 0.6)),
+    'damaged bytes': flipped,
+    'empty': Buffer.alloc(0),
+  };
+  for (const [what, bytes] of Object.entries(cases)) {
+    const path = join(tmp, `${what}.whl`);
+    await writeFile(path, bytes);
+    const r = extractWheel(path, join(tmp, `deps-${what}`), binding);
+    assert.equal(r.ok, false, what);
+    assert.match(r.out, WHEEL_DAMAGE, `${what}: ${r.out}`);
+  }
+  // Another wheel (one without the library): downloading it again would not help, so it is not "damaged".
+  const path = join(tmp, 'other.whl');
+  await writeFile(path, wheel('tensorflow/libtensorflow_framework.so.2'));
+  const r = extractWheel(path, join(tmp, 'deps-other'), binding);
+  assert.equal(r.ok, false);
+  assert.match(r.out, /KeyError: "There is no item named 'tensorflow\/libtensorflow_framework.so.2' in the archive"/);
+  assert.doesNotMatch(r.out, WHEEL_DAMAGE);
+});
