@@ -1,6 +1,6 @@
 // The only module that imports TensorFlow.js: picks the backend (GPU, CPU or pure JS) once and hands out `tf`.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { delimiter, join } from 'node:path';
 import { BackendError, quote, messageOf } from './errors.js';
@@ -86,6 +86,48 @@ export function cudaLibraryPaths(): Record<string, string | undefined> {
   return findLibraries(CUDA_LIBRARIES, { ldLibraryPath: process.env.LD_LIBRARY_PATH, ldconfig, exists: existsSync });
 }
 
+/**
+ * Whether this CPU lacks AVX, which libtensorflow (the npm download and the pip wheel alike) is built for: loading it
+ * there kills the process with "Illegal instruction", past any catch. Known only on x86-64 Linux (/proc/cpuinfo);
+ * false elsewhere and where the flags cannot be read. `cpuinfo` replaces the file's text (tests).
+ *
+ * @example cpuLacksAvx('flags : fpu sse sse2 pni') // true on x86-64
+ */
+export function cpuLacksAvx(cpuinfo?: string): boolean {
+  if (process.arch !== 'x64') return false;
+  let text = cpuinfo;
+  if (text === undefined) {
+    if (process.platform !== 'linux') return false;
+    try {
+      text = readFileSync('/proc/cpuinfo', 'utf8');
+    } catch {
+      return false;
+    }
+  }
+  const flags = /^flags\s*:(.*)$/m.exec(text)?.[1];
+  return flags !== undefined && !flags.trim().split(/\s+/).includes('avx');
+}
+
+const NO_AVX =
+  'this CPU has no AVX instructions, which libtensorflow is built for: loading it would kill the process ' +
+  '("Illegal instruction")';
+
+function requestFor(pkg: BackendInfo['package']): BackendChoice {
+  return pkg === '@tensorflow/tfjs-node-gpu' ? 'gpu' : pkg === '@tensorflow/tfjs-node' ? 'cpu' : 'js';
+}
+
+/** "was killed by SIGILL" where loading `pkg` kills a child process; undefined where it loads or throws (said in-process). */
+function childLoadDies(pkg: string): string | undefined {
+  let path: string;
+  try {
+    path = require.resolve(pkg);
+  } catch {
+    return undefined; // not installed: the load below says so
+  }
+  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path)})`], { stdio: 'ignore', timeout: 120_000 });
+  return r.signal ? `was killed by ${r.signal}` : undefined;
+}
+
 function missingCudaLibraries(): string[] {
   const found = cudaLibraryPaths();
   return Object.keys(found).filter((name) => found[name] === undefined);
@@ -126,11 +168,12 @@ export function loadTf(options: { backend?: BackendChoice } = {}): Tf {
 }
 
 /**
- * Like {@link loadTf}, and says what was picked and why. `gpuVisible` and `cudaMissing` replace the checks of this
- * machine (the driver; the CUDA libraries the loader finds), so that tests can take the GPU paths anywhere.
+ * Like {@link loadTf}, and says what was picked and why. `gpuVisible`, `cudaMissing` and `noAvx` replace the checks of
+ * this machine (the driver; the CUDA libraries the loader finds; the CPU's AVX), so that tests can take every path
+ * anywhere.
  */
 export function loadTfWithInfo(
-  options: { backend?: BackendChoice; gpuVisible?: boolean; cudaMissing?: readonly string[] } = {},
+  options: { backend?: BackendChoice; gpuVisible?: boolean; cudaMissing?: readonly string[]; noAvx?: boolean } = {},
 ): { tf: Tf; info: BackendInfo } {
   if (loaded) return loaded;
   const requested = options.backend ?? parseChoice(process.env.PNEUMOTYPE_BACKEND);
@@ -145,10 +188,26 @@ export function loadTfWithInfo(
         : requested === 'js'
           ? ['@tensorflow/tfjs']
           : ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs'];
+  const noAvx = options.noAvx ?? cpuLacksAvx();
   for (const pkg of candidates) {
     if (pkg === '@tensorflow/tfjs-node-gpu' && requested === 'auto' && !gpu) {
       reasons.push(`${pkg}: skipped, no NVIDIA GPU visible`);
       continue;
+    }
+    if (pkg !== '@tensorflow/tfjs' && noAvx) {
+      if (requested === 'auto') {
+        reasons.push(`${pkg}: skipped, ${NO_AVX}; set PNEUMOTYPE_BACKEND=${requestFor(pkg)} to try a libtensorflow built without AVX`);
+        continue;
+      }
+      // Asked for by name: tried in a child process first, where a libtensorflow built without AVX loads and the
+      // stock one dies instead of this process.
+      const died = childLoadDies(pkg);
+      if (died !== undefined) {
+        throw new BackendError(
+          `PNEUMOTYPE_BACKEND=${quote(requested)} asks for ${pkg}, but ${NO_AVX}: a test load in a child process ${died}. ` +
+            'Use a libtensorflow built without AVX (environment.md), a machine whose CPU has AVX, or PNEUMOTYPE_BACKEND=js (slow).',
+        );
+      }
     }
     // Installed and wanted: without the CUDA runtime it would load and run on the CPU, calling itself the GPU backend.
     const cudaMissing = pkg === '@tensorflow/tfjs-node-gpu' && installed(pkg) ? (options.cudaMissing ?? missingCudaLibraries()) : [];
@@ -184,7 +243,9 @@ export function loadTfWithInfo(
       if (requested === 'auto') {
         process.emitWarning(
           'pneumotype is using the pure-JavaScript TensorFlow.js backend: training will be 10-100x slower. ' +
-            'Run `npm install` to set up @tensorflow/tfjs-node, and `npx pneumotype doctor` to see why it failed.',
+            (noAvx
+              ? `Native TensorFlow was not tried: ${NO_AVX} (environment.md).`
+              : 'Run `npm install` to set up @tensorflow/tfjs-node, and `npx pneumotype doctor` to see why it failed.'),
           { code: 'PNEUMOTYPE_PURE_JS' },
         );
       }

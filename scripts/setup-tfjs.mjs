@@ -46,8 +46,10 @@ function bindingLoads(dir) {
   const script = existsSync(join(dir, 'node_modules/@mapbox/node-pre-gyp')) ? code : fallback;
   const r = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', timeout: 120_000 });
   if (r.status === 0 && r.stdout) return { ok: true, version: r.stdout.trim() };
+  // libtensorflow on a CPU without AVX: the loader dies of SIGILL, and no install of the same build can help.
+  if (r.signal === 'SIGILL') return { ok: false, noAvx: true, reason: 'killed by SIGILL ("Illegal instruction": this CPU lacks AVX, which libtensorflow is built for)' };
   const lines = `${r.stderr ?? ''}`.split('\n').filter((l) => /Error|error:/.test(l));
-  return { ok: false, reason: lines.slice(0, 3).join(' | ') || `exit ${r.status}` };
+  return { ok: false, reason: lines.slice(0, 3).join(' | ') || (r.signal ? `killed by ${r.signal}` : `exit ${r.status}`) };
 }
 
 function run(cmd, args, opts = {}) {
@@ -236,13 +238,25 @@ function setup(name, flavour) {
     log(`${name}: binding loads (libtensorflow ${first.version}); nothing to do`);
     return true;
   }
+  const noAvx = (r) => {
+    if (r.noAvx) {
+      log(`${name}: the binding does not load: ${r.reason}. Reinstalling cannot help; pneumotype will use the slow ` +
+        'pure-JavaScript backend (environment.md: a libtensorflow built without AVX)');
+    }
+    return r.noAvx === true;
+  };
+  if (noAvx(first)) return false;
   if (flavour === 'gpu' && !gpuVisible()) {
     log(`${name}: installed but no NVIDIA GPU is visible (driver, nvidia-smi); skipped, the CPU backend will be used`);
     return true;
   }
-  if (normalInstall(dir, flavour) && bindingLoads(dir).ok) {
-    log(`${name}: ready through its own installer`);
-    return true;
+  if (normalInstall(dir, flavour)) {
+    const installed = bindingLoads(dir);
+    if (installed.ok) {
+      log(`${name}: ready through its own installer`);
+      return true;
+    }
+    if (noAvx(installed)) return false;
   }
   if (flavour === 'gpu') {
     log(`${name}: could not be set up (needs the internet, CUDA 11.2 and cuDNN 8.1); the CPU backend will be used`);
@@ -258,6 +272,7 @@ function setup(name, flavour) {
     return false;
   }
   const last = bindingLoads(dir);
+  if (noAvx(last)) return false;
   if (!last.ok) {
     log(`${name}: built, but the binding still does not load: ${last.reason}`);
     return false;

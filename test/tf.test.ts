@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { findLibraries, loadTf, loadTfWithInfo } from '../lib/tf.js';
+import { cpuLacksAvx, findLibraries, loadTf, loadTfWithInfo } from '../lib/tf.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 
 test('loadTf picks a backend once and says why', () => {
@@ -111,6 +111,39 @@ test('an installed GPU package without the CUDA runtime is skipped in auto (it w
     const ready = probe(env, '{ gpuVisible: true, cudaMissing: [] }').info;
     assert.equal(ready?.package, '@tensorflow/tfjs-node-gpu');
     assert.deepEqual(ready?.reasons, ['@tensorflow/tfjs-node-gpu: loaded']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a CPU without AVX: auto skips the native packages for pure JS and says why; asked for by name, a package that dies loading is an error', { skip: gpuPackageInstalled && 'tfjs-node-gpu is installed' }, () => {
+  assert.equal(cpuLacksAvx('processor : 0\nflags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 popcnt\n'), process.arch === 'x64');
+  assert.equal(cpuLacksAvx('flags\t\t: fpu sse sse2 avx f16c avx2 fma\n'), false);
+  assert.equal(cpuLacksAvx('no flags line (another architecture)\n'), false);
+  // A stand-in for tfjs-node-gpu that dies loading, as libtensorflow does on such a CPU.
+  const dir = mkdtempSync(join(tmpdir(), 'pneumotype-no-avx-'));
+  try {
+    const pkg = join(dir, '@tensorflow', 'tfjs-node-gpu');
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), '{"name":"@tensorflow/tfjs-node-gpu","version":"4.22.0","main":"index.js"}');
+    writeFileSync(join(pkg, 'index.js'), "process.kill(process.pid, 'SIGILL');");
+    const env = { NODE_PATH: dir, PNEUMOTYPE_BACKEND: 'auto' };
+    const why = 'this CPU has no AVX instructions, which libtensorflow is built for: loading it would kill the process ("Illegal instruction")';
+    const auto = probe(env, '{ gpuVisible: true, cudaMissing: [], noAvx: true }').info;
+    assert.equal(auto?.package, '@tensorflow/tfjs');
+    assert.deepEqual(auto?.reasons, [
+      `@tensorflow/tfjs-node-gpu: skipped, ${why}; set PNEUMOTYPE_BACKEND=gpu to try a libtensorflow built without AVX`,
+      `@tensorflow/tfjs-node: skipped, ${why}; set PNEUMOTYPE_BACKEND=cpu to try a libtensorflow built without AVX`,
+      '@tensorflow/tfjs: loaded (pure JavaScript)',
+    ]);
+    assert.deepEqual(probe({ ...env, PNEUMOTYPE_BACKEND: 'gpu' }, '{ gpuVisible: true, cudaMissing: [], noAvx: true }').error, {
+      name: 'BackendError',
+      message:
+        `PNEUMOTYPE_BACKEND="gpu" asks for @tensorflow/tfjs-node-gpu, but ${why}: a test load in a child process was killed by SIGILL. ` +
+        'Use a libtensorflow built without AVX (environment.md), a machine whose CPU has AVX, or PNEUMOTYPE_BACKEND=js (slow).',
+    });
+    // A package that loads in the child (here the real one, standing for a libtensorflow built without AVX) is used.
+    assert.deepEqual(probe({ ...env, PNEUMOTYPE_BACKEND: 'cpu' }, '{ noAvx: true }').info?.reasons, ['@tensorflow/tfjs-node: loaded']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
