@@ -2,23 +2,24 @@
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
-import { DEFAULTS, PRESETS, type Config, type PresetName } from './config.js';
+import { DEFAULTS, PRESETS, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
 import { evaluateModel, evaluationSummary, expandImagePaths, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
-import { upload } from './upload.js';
+import { checkUploadOptions, upload } from './upload.js';
 import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
-import { ArchiveError, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
+import { ArchiveError, ConfigError, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource } from './fetch.js';
 import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
 import { extractRemoteZip } from './remote-zip.js';
-import { formatBytes, progressRenderer } from './terminal.js';
+import { endProgressLine, formatBytes, progressRenderer } from './terminal.js';
 import { datasetEntryFilter } from './labels.js';
 import { extractZip } from './zip.js';
+import { MODEL_CATALOG } from './models.js';
 
 const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric chest X-rays
 
@@ -81,8 +82,9 @@ Commands
   doctor    which TensorFlow.js backend is used and why, versions, GPU
   help      this text; help COMMAND (or COMMAND --help): that command's usage
 
-Options for every command: --json (print the result as JSON), --quiet (no progress)
+Options for every command: --json (print the result as JSON), --quiet (no progress bars; step and epoch lines stay)
 Environment: PNEUMOTYPE_SOURCE (default source), PNEUMOTYPE_BACKEND (auto|gpu|cpu|js), PNEUMOTYPE_PRESET,
+PNEUMOTYPE_MODEL_DIR (serve's model), PNEUMOTYPE_SM_ROOT and PNEUMOTYPE_SM_WORK (sagemaker train),
 HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
 `;
 
@@ -253,6 +255,30 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
   throw new UsageError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
 }
 
+/** A usage error when more than one of `names` is given: they contradict each other. */
+function exclusive(values: Values, ...names: (keyof Values)[]): void {
+  const given = names.filter((n) => values[n] !== undefined && values[n] !== false);
+  if (given.length > 1) throw new UsageError(`${given.map((n) => `--${String(n)}`).join(' and ')} cannot be given together`);
+}
+
+/** train's network options, checked against each other before any work: each wrong one named by its flag. */
+function checkNetworkOptions(values: Values, model: string): void {
+  const fromScratch = (['model', 'depth', 'antialias', 'standardize'] as const).filter((n) => values[n] !== undefined && values[n] !== false);
+  if (values['init-from'] !== undefined && fromScratch.length > 0) {
+    throw new UsageError(`${fromScratch.map((n) => `--${n}`).join(', ')} shape${fromScratch.length === 1 ? 's' : ''} a network built from scratch; --init-from brings its own: leave ${fromScratch.length === 1 ? 'it' : 'them'} out`);
+  }
+  for (const n of ['freeze', 'unfreeze', 'init-range'] as const) {
+    if (values[n] !== undefined && values[n] !== false && values['init-from'] === undefined) throw new UsageError(`--${n} needs a pretrained model: give --init-from DIR|URL too`);
+  }
+  exclusive(values, 'freeze', 'unfreeze');
+  if (!Object.hasOwn(MODEL_CATALOG, model)) throw new UsageError(`--model ${quote(model)} is not one of ${Object.keys(MODEL_CATALOG).map((m) => quote(m)).join(', ')}`);
+  if (values.depth !== undefined) {
+    if (!/^\s*[1-9]\d*\s*(,\s*[1-9]\d*\s*)*$/.test(values.depth)) throw new UsageError(`--depth ${quote(values.depth)} is not blocks per stage: whole numbers of at least 1 separated by commas, e.g. "3,4,6,3"`);
+    if (model !== 'resnet') throw new UsageError(`--depth is for the resnet model only (the model is ${quote(model)})`);
+  }
+  if (values.antialias && model !== 'resnet') throw new UsageError(`--antialias is for the resnet model only (the model is ${quote(model)})`);
+}
+
 /** An ArchiveError when extract selected no entry: an archive of something else, where exit 0 would hide it. */
 function noChestEntries(archive: string, r: { entries: readonly string[] }): void {
   if (r.entries.length > 0) return;
@@ -273,6 +299,7 @@ function augmentOption(values: Values): ReturnType<typeof augmentFromName> {
 }
 
 function printEpoch(e: EpochRecord): void {
+  endProgressLine();
   process.stderr.write(
     `epoch ${e.epoch}: loss ${e.loss.toFixed(4)} acc ${e.accuracy.toFixed(3)} | val loss ${e.valLoss.toFixed(4)} acc ${e.valAccuracy.toFixed(3)} ` +
       `macro-F1 ${e.valMacroF1.toFixed(3)}${e.best ? ' (best)' : ''} | lr ${e.learningRate.toExponential(2)} | ${e.imagesPerSecond.toFixed(1)} img/s, ${e.seconds.toFixed(0)} s\n`,
@@ -280,19 +307,26 @@ function printEpoch(e: EpochRecord): void {
 }
 
 /**
- * Until the returned undo: Ctrl-C ends the process (status 130) with `hint` on stderr. Training writes every
+ * Until the returned undo: Ctrl-C (status 130) or SIGTERM (143) ends the process with `hint` on stderr. Training writes every
  * checkpoint atomically, so a run stopped at any moment resumes from its last finished epoch.
  */
 function onInterrupt(hint: string): () => void {
-  const stop = (): void => {
+  // SIGTERM too (`docker stop`, a scheduler's time limit): status 128 + its number, as a shell reports it.
+  const stop = (signal: NodeJS.Signals): void => {
+    endProgressLine();
     process.stderr.write(`\n${hint}\n`);
-    process.exit(130);
+    process.exit(signal === 'SIGTERM' ? 143 : 130);
   };
   process.once('SIGINT', stop);
-  return () => process.off('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return () => {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  };
 }
 
 function print(values: Values, result: unknown, human: string): void {
+  endProgressLine(); // stdout and stderr share the terminal
   process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${human}\n`);
 }
 
@@ -320,6 +354,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   const command = positionals[0] ?? 'help';
+  // `help bogus` and `bogus --help` are mistakes, as `bogus` is.
+  const helpFor = values.help ? command : command === 'help' ? positionals[1] : undefined;
+  if (helpFor !== undefined && helpFor !== 'help' && COMMANDS[helpFor] === undefined) {
+    process.stderr.write(`pneumotype: unknown command ${quote(helpFor)}\n\n${HELP}`);
+    return 2;
+  }
   if (values.help) {
     process.stdout.write(commandHelp(command));
     return 0;
@@ -358,6 +398,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 'error' in tf ? 1 : 0;
       }
       case 'fetch': {
+        if (values.sha256 !== undefined && !/^\s*[0-9a-fA-F]{64}\s*$/.test(values.sha256)) throw new UsageError(`--sha256 ${quote(values.sha256)} is not 64 hexadecimal digits`);
         const r = await fetchDataset({
           ...(values.source !== undefined ? { source: values.source } : {}),
           ...(values.out !== undefined ? { outDir: values.out } : {}),
@@ -449,8 +490,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         set('patience', number(values, 'patience', whole(1)));
         if (values.antialias) overrides.antialias = true;
         if (values.standardize) overrides.standardize = true;
+        exclusive(values, 'eager', 'graph');
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
+        checkNetworkOptions(values, resolveConfig(p, overrides).model);
         const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
@@ -485,6 +528,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.extracted !== undefined ? { extractedDir: values.extracted } : {}),
           ...progress,
         });
+        endProgressLine();
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
         if (!values.quiet) {
           const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
@@ -546,9 +590,22 @@ export async function main(argv: readonly string[]): Promise<number> {
         if (!values.bucket) throw new UsageError('upload needs --bucket NAME');
         const concurrency = number(values, 'concurrency', whole(1));
         const partMiB = number(values, 'part-size', { ok: (n) => n >= 5 && n <= 5120, expected: "a size in MiB from 5 to 5120 (S3's limits for one part)" });
+        // Bucket, region, endpoint and prefix: usage errors, found before any work.
+        try {
+          checkUploadOptions({
+            data: '',
+            bucket: values.bucket,
+            ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
+            ...(values.region !== undefined ? { region: values.region } : {}),
+            ...(values.endpoint !== undefined ? { endpoint: values.endpoint } : {}),
+          });
+        } catch (err) {
+          throw err instanceof ConfigError ? new UsageError(err.message) : err;
+        }
         const controller = new AbortController();
-        const stop = (): void => controller.abort();
+        const stop = (signal: NodeJS.Signals): void => controller.abort(signal);
         process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
         try {
           const r = await upload({
             data: values.data ?? DEFAULTS.labeledDir,
@@ -567,9 +624,10 @@ export async function main(argv: readonly string[]): Promise<number> {
           // Ctrl-C: the upload stopped cleanly and says how to go on; the status is an interrupt's, as for run and train.
           if (!controller.signal.aborted || !(err instanceof PneumotypeError)) throw err;
           process.stderr.write(`\npneumotype upload: ${err.message}\n`);
-          return 130;
+          return controller.signal.reason === 'SIGTERM' ? 143 : 130;
         } finally {
           process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
         }
       }
       case 'serve': {
@@ -597,6 +655,14 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'run': {
         const p = preset(values);
+        exclusive(values, 'eager', 'graph');
+        exclusive(values, 'remote', 'download-whole');
+        if (values['no-train']) {
+          // Options of the steps that --no-train leaves out would be silently ignored.
+          const unused = (['out', 'groups', 'augment', 'no-calibrate', 'eager', 'graph'] as const).filter((n) => values[n] !== undefined && values[n] !== false);
+          if (unused.length > 0) throw new UsageError(`${unused.map((n) => `--${n}`).join(', ')} ${unused.length === 1 ? 'is' : 'are'} for training, which --no-train leaves out`);
+        }
+        augmentOption(values); // a bad name is found before any work
         const undo = onInterrupt('pneumotype run: interrupted; finished steps and epochs are kept: run the same command again to continue');
         const r = await runPipeline({
           ...(values.source !== undefined ? { source: values.source } : {}),
@@ -611,7 +677,10 @@ export async function main(argv: readonly string[]): Promise<number> {
           augment: augmentOption(values),
           onEpoch: printEpoch,
           ...progress,
-          onStep: (step, note) => process.stderr.write(`== ${step}: ${note}\n`),
+          onStep: (step, note) => {
+            endProgressLine();
+            process.stderr.write(`== ${step}: ${note}\n`);
+          },
         }).finally(undo);
         print(values, r, r.steps.map((s) => `${s.step}: ${s.note}`).join('\n'));
         return 0;

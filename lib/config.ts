@@ -7,6 +7,8 @@ export type Label = (typeof CLASSES)[number];
 /** The official splits of the archive (Kaggle's copy adds a tiny `val/`, reported separately). */
 export const SPLITS = ['train', 'test'] as const;
 export type Split = (typeof SPLITS)[number] | 'val';
+/** Every split a labelled folder may hold: the official two, and `val` where Kaggle's copy has one. */
+export const SPLIT_NAMES: readonly Split[] = [...SPLITS, 'val'];
 
 /** A dataset archive that can be fetched by name. */
 export interface KnownSource {

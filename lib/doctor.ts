@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem, platform, arch } from 'node:os';
 import sharp from 'sharp';
-import { DEFAULTS } from './config.js';
+import { DEFAULTS, PRESETS, type PresetName } from './config.js';
 import { messageOf } from './errors.js';
 import { graphBackendProblem } from './graph-train.js';
 import { cudaLibraryPaths, loadTfWithInfo, type BackendInfo } from './tf.js';
@@ -58,9 +58,14 @@ export async function diagnose(): Promise<DoctorReport> {
       problem = messageOf(err);
     }
   }
-  const training: DoctorReport['training'] = problem === undefined
-    ? { engine: 'graph', note: `one TensorFlow graph per step (lib/graph-train.ts), stall guard ${DEFAULTS.stallSeconds} s; --eager trains op by op` }
-    : { engine: 'ops', note: `op by op (no graph step: ${problem})` };
+  // The preset that PNEUMOTYPE_PRESET names may train op by op (smoke does).
+  const named = process.env.PNEUMOTYPE_PRESET === 'tiny' ? 'smoke' : process.env.PNEUMOTYPE_PRESET;
+  const presetOps = named !== undefined && Object.hasOwn(PRESETS, named) && PRESETS[named as PresetName].graphOps === false;
+  const training: DoctorReport['training'] = problem !== undefined
+    ? { engine: 'ops', note: `op by op (no graph step: ${problem})` }
+    : presetOps
+      ? { engine: 'ops', note: `op by op (PNEUMOTYPE_PRESET=${named} trains so; --graph runs one TensorFlow graph per step)` }
+      : { engine: 'graph', note: `one TensorFlow graph per step (lib/graph-train.ts), stall guard ${DEFAULTS.stallSeconds} s; --eager trains op by op` };
   const pkgs = ['@tensorflow/tfjs', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'sharp', 'yauzl', 'node-fetch'];
   return {
     node: process.version,

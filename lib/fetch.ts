@@ -112,7 +112,7 @@ export function archivePathFor(source: string, outDir: string = DEFAULTS.downloa
  */
 export async function fetchDataset(options: FetchOptions = {}): Promise<FetchResult> {
   const env = options.env ?? process.env;
-  const source = options.source ?? env.PNEUMOTYPE_SOURCE ?? DEFAULTS.source;
+  const source = options.source ?? (env.PNEUMOTYPE_SOURCE || undefined) ?? DEFAULTS.source; // an empty variable counts as unset
   const expected = normalizeSha(options.sha256);
   const resolved = resolveSource(source);
   const tracker = new ProgressTracker({
@@ -139,14 +139,30 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       tracker.setTotal(existing);
       tracker.note(`verifying existing ${name}`);
       const actual = await hashFile(finalPath, existing, tracker);
-      if (want === undefined || actual === want) {
+      if (expected !== undefined && actual === recorded && actual !== expected) {
+        // The file is what was downloaded and recorded: downloading it again would most likely give the same bytes.
+        throw new IntegrityError(
+          `${quote(finalPath)} has SHA-256 ${actual}, as recorded when it was downloaded, not the ${expected} asked for: ` +
+            `check the expected digest, or move the file away to download it again; nothing was changed`,
+          { expected, actual, path: finalPath },
+        );
+      }
+      // Without a digest to check, a file that was never verified (no record: copied in, or left by another tool)
+      // must at least end as a zip archive does: one cut short would pass as verified forever after.
+      const whole = want !== undefined || (await endsLikeZip(finalPath, existing));
+      if (whole && (want === undefined || actual === want)) {
         if (recorded !== actual) await writeShaRecord(finalPath, name, actual);
         tracker.finish(`${name} already downloaded and verified`);
         return { path: finalPath, bytes: existing, sha256: actual, source, url, resumed: false, downloaded: false };
       }
       const bad = await moveAside(finalPath);
       await rm(`${finalPath}.sha256`, { force: true });
-      tracker.set(0, `existing ${name} has SHA-256 ${actual}, expected ${want}; moved to ${bad}, downloading again`);
+      tracker.set(
+        0,
+        whole
+          ? `existing ${name} has SHA-256 ${actual}, expected ${want}; moved to ${bad}, downloading again`
+          : `existing ${name} (${formatBytes(existing)}, never verified) does not end as a zip archive does; moved to ${bad}, downloading again`,
+      );
     }
 
     const download = new Download({
@@ -341,8 +357,11 @@ class Download {
         if (fresh.lastModified === undefined && state?.lastModified !== undefined) fresh.lastModified = state.lastModified;
         start = offset;
         total = range.total;
-        this.#resumed = true;
-        tracker.set(offset, `resuming at ${formatBytes(offset)}`);
+        // A 206 from byte 0 (some servers answer every request with a range) resumes nothing.
+        if (offset > 0) {
+          this.#resumed = true;
+          tracker.set(offset, `resuming at ${formatBytes(offset)}`);
+        }
       } else {
         const length = res.headers.get('content-length');
         total = length === null ? undefined : Number(length);

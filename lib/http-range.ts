@@ -267,6 +267,16 @@ function checkRangeResponse(c: Client, info: RemoteInfo, res: Response, pos: num
       { url: c.url, status },
     );
   }
+  if (status === 200 && info.etag === undefined && info.lastModified === undefined && Number(res.headers.get('content-length')) === info.size) {
+    // No validator to compare and the same length: the Range header was ignored, the file did not change (opening it
+    // again would fail the same way).
+    cancel(res);
+    throw new FetchError(
+      `The server of ${quote(c.url)} answered a Range request with the whole file (HTTP 200, ${info.size} bytes, no ETag or Last-Modified): ` +
+        'this server (or a proxy between) ignores Range requests; download the whole archive instead (`pneumotype run --download-whole`, or `pneumotype fetch`)',
+      { url: c.url, status },
+    );
+  }
   if (status === 200 || status === 416) throw changedError(c, info, res);
   if (isTransientStatus(status)) throw transientStatus(res);
   throw new FetchError(`Cannot read ${quote(c.url)}: the server answered HTTP ${status} ${res.statusText}`.trimEnd(), { url: c.url, status });

@@ -2,10 +2,13 @@
 import { posix } from 'node:path';
 import type { Label, Split } from './config.js';
 import { LabelError, quote } from './errors.js';
+import { MANIFEST_FILE } from './manifest.js';
 import { chestEntryFilter, isJunkEntry } from './zip.js';
 
 const SPLIT_DIRS: Readonly<Record<string, Split>> = { train: 'train', test: 'test', val: 'val' };
 const CLASS_DIRS = new Set(['NORMAL', 'PNEUMONIA']);
+/** relabel's own class folders that NORMAL/PNEUMONIA do not match (its normal/ does: folder names are read in any case). */
+const LABEL_DIRS = new Set(['bacteria', 'virus']);
 
 /** What a file name says. `label` is undefined when a PNEUMONIA name carries neither class or both. */
 export interface NameInfo {
@@ -96,6 +99,19 @@ export function datasetEntryFilter(name: string): boolean {
   return chestEntryFilter(name) || (inDatasetLayout(name) && !inOct(name));
 }
 
+/** What marks relabel's own output among `files`: `{split}/{bacteria,virus}/` folders, a manifest.csv. */
+function labelledLayoutSigns(files: readonly string[]): string[] {
+  const paths = files.map((f) => f.replaceAll('\\', '/').split('/'));
+  const signs: string[] = [];
+  const labelFolder = (p: string[]): boolean => {
+    const n = p.length;
+    return n >= 3 && SPLIT_DIRS[(p[n - 3] ?? '').toLowerCase()] !== undefined && LABEL_DIRS.has((p[n - 2] ?? '').toLowerCase());
+  };
+  if (paths.some(labelFolder)) signs.push('{split}/{normal,bacteria,virus}/ folders');
+  if (paths.some((p) => p.at(-1) === MANIFEST_FILE)) signs.push(`a ${MANIFEST_FILE}`);
+  return signs;
+}
+
 /** True when a path lies in an `OCT/` folder: v3's other half, whose `{train,test}/NORMAL/` fits the layout too. */
 function inOct(path: string): boolean {
   return path.split('/').some((s) => s.toLowerCase() === 'oct');
@@ -107,7 +123,8 @@ function inOct(path: string): boolean {
  * copy of the dataset (Kaggle's archive nests a second `chest_xray/`), the copy with the most images is used and the
  * others are listed as ignored, as are v3's OCT scans (`CellData/OCT/{train,test}/NORMAL/…` fits the layout too).
  * Unlabelled PNEUMONIA names are an error listing every one of them, unless `allowUnknown`, which plans them into
- * `rejected/` instead.
+ * `rejected/` instead. A copy without NORMAL/ or without PNEUMONIA/ is an error too, named as such when the source is
+ * relabel's own output.
  *
  * @example planRelabel({ files: ['chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' }).images[0]?.dest
  * // 'train/virus/person1_virus_6.jpeg'
@@ -138,6 +155,26 @@ export function planRelabel(options: { files: readonly string[]; source: string;
   }
   const roots = [...byRoot.entries()].sort((a, b) => b[1].length - a[1].length || a[0].length - b[0].length);
   const chosen = roots[0];
+  const classDirs = new Set(chosen?.[1].map((loc) => loc.classDir));
+  if (!classDirs.has('NORMAL') || !classDirs.has('PNEUMONIA')) {
+    // A relabelled folder fits the layout by its normal/ folders alone: it would become a normal-only dataset.
+    const signs = labelledLayoutSigns(options.files);
+    if (signs.length > 0) {
+      throw new LabelError(
+        `${quote(options.source)} is already relabelled (it holds ${signs.join(' and ')}): expected the original layout ` +
+          '{train,test}/{NORMAL,PNEUMONIA}/; relabel the downloaded archive or its extracted folder instead, or use this folder as the labelled dataset as it is',
+        { path: options.source },
+      );
+    }
+    if (chosen) {
+      const [have, lacking] = classDirs.has('NORMAL') ? ['NORMAL', 'PNEUMONIA'] : ['PNEUMONIA', 'NORMAL'];
+      throw new LabelError(
+        `${quote(options.source)} has ${have}/ folders but no ${lacking}/ folder${chosen[0] === '' ? '' : ` in ${quote(chosen[0])}`}: ` +
+          'expected both NORMAL/ and PNEUMONIA/ in {train,test}/, as in the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/',
+        { path: options.source },
+      );
+    }
+  }
   if (!chosen) {
     throw new LabelError(
       `no train/ or test/ folders with NORMAL/ and PNEUMONIA/ inside were found in ${quote(options.source)} ` +

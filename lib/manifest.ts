@@ -1,7 +1,7 @@
 // The labelled dataset's manifest.csv: one row per image, the contract between relabel, prepare, upload and training.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLASSES, type Label, type Split } from './config.js';
+import { CLASSES, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { parseCsv, toCsv } from './csv.js';
 import { LabelError, quote } from './errors.js';
 import { writeFileAtomic } from './fsx.js';
@@ -35,6 +35,7 @@ export const MANIFEST_COLUMNS = [
 
 export const MANIFEST_FILE = 'manifest.csv';
 
+
 /** Writes `DIR/manifest.csv` atomically, rows sorted by split, label and file. */
 export async function writeManifest(dir: string, rows: readonly ManifestRow[]): Promise<void> {
   const sorted = [...rows].sort(
@@ -53,22 +54,38 @@ export async function readManifest(dir: string): Promise<ManifestRow[]> {
     throw new LabelError(`no manifest at ${quote(path)}: run \`pneumotype relabel\` first`, { path, cause: err });
   }
   return parseCsv(text, path).map((r, i) => {
+    const where = `row ${i + 2} of ${quote(path)}`;
+    // A missing column would read as '' and surface far away (a file named '', a split of undefined).
+    const missing = MANIFEST_COLUMNS.filter((c) => r[c] === undefined);
+    if (missing.length > 0) {
+      throw new LabelError(`${where} has no ${missing.join(', ')} column${missing.length > 1 ? 's' : ''}: expected the columns ${MANIFEST_COLUMNS.join(', ')}`, { path });
+    }
+    const split = r.split as Split;
+    if (!SPLIT_NAMES.includes(split)) {
+      throw new LabelError(`${where}: split ${quote(r.split)} is not one of ${SPLIT_NAMES.join(', ')}`, { path });
+    }
     const label = r.label as Label;
     if (!CLASSES.includes(label)) {
-      throw new LabelError(`row ${i + 2} of ${quote(path)}: label ${quote(r.label)} is not one of ${CLASSES.join(', ')}`, { path });
+      throw new LabelError(`${where}: label ${quote(r.label)} is not one of ${CLASSES.join(', ')}`, { path });
+    }
+    const file = r.file ?? '';
+    if (file === '') throw new LabelError(`${where}: file ${quote(file)} is empty; expected a path relative to ${quote(dir)}`, { path });
+    const sha256 = r.sha256 ?? '';
+    if (!/^[0-9a-f]{64}$/.test(sha256)) {
+      throw new LabelError(`${where}: sha256 ${quote(sha256)} is not a SHA-256; expected 64 lowercase hexadecimal digits`, { path });
     }
     const num = (k: string): number => {
       const v = Number(r[k]);
-      if (!Number.isFinite(v)) throw new LabelError(`row ${i + 2} of ${quote(path)}: ${k} ${quote(r[k])} is not a number`, { path });
+      if (!Number.isFinite(v)) throw new LabelError(`${where}: ${k} ${quote(r[k])} is not a number`, { path });
       return v;
     };
     return {
-      split: r.split as Split,
+      split,
       label,
-      file: r.file ?? '',
+      file,
       patientId: r.patientId ?? '',
       bytes: num('bytes'),
-      sha256: r.sha256 ?? '',
+      sha256,
       width: num('width'),
       height: num('height'),
       channels: num('channels'),

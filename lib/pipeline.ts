@@ -1,16 +1,16 @@
 // The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
 // skipping what is already done.
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, type FetchResult } from './fetch.js';
-import { exists } from './fsx.js';
+import { exists, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE, type RelabelSummary } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
-import type { GroupingSource } from './balance.js';
+import { readGroups, type GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
 import { configHash, readCard, runFinished, train, type ModelCard, type TrainResult } from './train.js';
@@ -154,10 +154,17 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     options.onStep?.(name, note);
   };
 
-  const source = options.source ?? process.env.PNEUMOTYPE_SOURCE ?? config.source;
+  // The grouping CSV is only used by the evaluation at the end: a typo in its path is found before any work.
+  if (options.groups) await readGroups(options.groups);
+  const source = options.source ?? (process.env.PNEUMOTYPE_SOURCE || undefined) ?? config.source;
   const resolved = resolveSource(source);
   const url = resolved.kind === 'known' ? resolved.known.url : resolved.kind === 'url' ? resolved.url : undefined;
+  if (options.remote === true && url === undefined) {
+    throw new ConfigError(`remote reads an archive over HTTP with Range requests; ${quote(source)} is a local path: leave out --remote`, { path: source });
+  }
   const remote = url !== undefined && (options.remote ?? (resolved.kind === 'known' && resolved.known.name === 'v3'));
+  // A folder (an archive extracted by other means) is relabelled as it is: nothing to fetch.
+  const folder = resolved.kind === 'path' && (await stat(resolved.path)).isDirectory();
   let archive: FetchResult | undefined;
   let remoteResult: RemoteExtractResult | undefined;
   const labeledDone = await labeledIsComplete(dirs.labeled);
@@ -165,16 +172,41 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   // A complete labelled folder made from this source's archive needs no archive: one deleted since is not fetched again.
   const madeFrom = labeledDone ? (await readJson<RelabelSummary>(join(dirs.labeled, SUMMARY_FILE), 'relabel summary')).source.path : undefined;
   const expected = archivePathFor(source, dirs.downloads);
-  const goneArchive = !remote && madeFrom !== undefined && expected !== undefined && resolve(madeFrom) === resolve(expected) && !(await exists(expected))
-    ? expected
-    : undefined;
+  // What relabel reads: the archive, or the folder that a remote read fills (its URL recorded beside it).
+  const from = remote ? dirs.extracted : (expected ?? source);
+  const remoteRecord = `${dirs.extracted}.source.json`;
+  const remoteFrom = (await exists(remoteRecord)) ? (await readJson<{ url: string }>(remoteRecord, 'remote source record')).url : undefined;
+  if (madeFrom !== undefined) {
+    // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix),
+    // and is refused before anything is downloaded.
+    const wasRemote = resolve(madeFrom) === resolve(dirs.extracted) && remoteFrom !== undefined;
+    if (resolve(madeFrom) !== resolve(from) || (remote && wasRemote && remoteFrom !== url)) {
+      const made = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
+      const asked = remote ? `${quote(url)} (read with --remote)` : quote(from);
+      const same = wasRemote && !remote && remoteFrom === url ? 'add --remote to use it, ' : !wasRemote && remote && resolve(madeFrom) === resolve(expected ?? '') ? 'leave out --remote to use it, ' : '';
+      throw new LabelError(
+        `${quote(dirs.labeled)} was made from ${made}, not from ${asked}: ${same}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
+        { path: dirs.labeled },
+      );
+    }
+  } else if (remote && remoteFrom !== undefined && remoteFrom !== url) {
+    throw new LabelError(
+      `${quote(dirs.extracted)} holds entries read from ${quote(remoteFrom)}, not from ${quote(url)}: choose another --data-dir, or remove ${quote(dirs.extracted)} and ${quote(remoteRecord)}`,
+      { path: dirs.extracted },
+    );
+  }
+  const goneArchive = !remote && madeFrom !== undefined && expected !== undefined && !(await exists(expected)) ? expected : undefined;
 
   if (remote && labeledDone) {
     step('fetch', true, `${dirs.labeled} is complete; nothing to read from ${url}`);
+  } else if (folder) {
+    step('fetch', true, `${source} is a folder: nothing to fetch`);
   } else if (goneArchive !== undefined) {
     step('fetch', true, `${dirs.labeled} is complete; its archive ${goneArchive} is gone and not needed`);
-  } else if (remote) {
+  } else if (remote && url !== undefined) {
     options.onStep?.('fetch', `reading only the chest X-ray entries of ${url} with Range requests`);
+    await mkdir(dataDir, { recursive: true });
+    await writeJsonAtomic(remoteRecord, { url });
     remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, ...progress });
     step('fetch', false, `extracted ${remoteResult.files + remoteResult.alreadyPresent} chest X-ray entries, ` +
       `${(remoteResult.transferredBytes / 1e9).toFixed(2)} of ${(remoteResult.archiveBytes / 1e9).toFixed(2)} GB transferred`);
@@ -184,19 +216,12 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', !archive.downloaded, archive.downloaded ? `downloaded ${archive.path}` : `verified ${archive.path}`);
   }
 
-  const from = archive?.path ?? goneArchive ?? dirs.extracted;
   if (madeFrom !== undefined) {
-    // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix).
-    if (resolve(madeFrom) !== resolve(from)) {
-      throw new LabelError(
-        `${quote(dirs.labeled)} was made from ${quote(madeFrom)}, not from ${quote(from)}: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
-        { path: dirs.labeled },
-      );
-    }
     step('relabel', true, `${dirs.labeled} is complete (summary.json and every manifest file present)`);
   } else {
-    options.onStep?.('relabel', `relabelling ${from}`);
-    const r = await relabel({ from, out: dirs.labeled, extractedDir: dirs.extracted, ...progress });
+    const relabelFrom = archive?.path ?? from;
+    options.onStep?.('relabel', `relabelling ${relabelFrom}`);
+    const r = await relabel({ from: relabelFrom, out: dirs.labeled, extractedDir: dirs.extracted, ...progress });
     const c = r.summary.counts;
     step('relabel', !r.changed, `${dirs.labeled}: ${Object.entries(c).map(([s, n]) => `${s} ${n.total}`).join(', ')}`);
   }

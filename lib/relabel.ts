@@ -1,7 +1,7 @@
 // The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
 import { link, copyFile, mkdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
+import { CLASSES, DEFAULTS, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
 import { exists, listFiles, sha256, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
@@ -11,9 +11,10 @@ import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './
 import { auditLeakage, dhash, type LeakageAudit } from './phash.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
-import { extractZip, type ExtractResult } from './zip.js';
+import { extractZip, isJunkEntry, type ExtractResult } from './zip.js';
 
 export const SUMMARY_FILE = 'summary.json';
+
 
 export interface RelabelOptions {
   /** An extracted dataset folder, or a zip archive (extracted first into `extractedDir`). */
@@ -101,18 +102,35 @@ interface Examined {
   readonly how: 'linked' | 'copied' | 'kept';
 }
 
-/** Compares the planned dataset with an existing manifest; returns the differences (empty: identical). */
-function differences(plan: readonly { dest: string; sha256: string }[], manifest: readonly ManifestRow[]): string[] {
-  const old = new Map(manifest.map((r) => [r.file, r.sha256]));
+/**
+ * Compares the planned files with those an earlier run wrote; returns the differences (empty: identical). A
+ * `sha256` of undefined on the old side is not known (a rejected file whose output copy is gone): only its name counts.
+ */
+function differences(plan: readonly { dest: string; sha256: string }[], old: ReadonlyMap<string, string | undefined>): string[] {
+  const left = new Map(old);
   const diffs: string[] = [];
   for (const p of plan) {
-    const sha = old.get(p.dest);
-    if (sha === undefined) diffs.push(`${p.dest}: new`);
-    else if (sha !== p.sha256) diffs.push(`${p.dest}: content changed`);
-    old.delete(p.dest);
+    if (!left.has(p.dest)) diffs.push(`${p.dest}: new`);
+    else if (left.get(p.dest) !== undefined && left.get(p.dest) !== p.sha256) diffs.push(`${p.dest}: content changed`);
+    left.delete(p.dest);
   }
-  for (const file of old.keys()) diffs.push(`${file}: gone from the source`);
+  for (const file of left.keys()) diffs.push(`${file}: gone from the source`);
   return diffs;
+}
+
+/** The SHA-256 of a file, or undefined when it does not exist. */
+async function sha256OfFile(path: string): Promise<string | undefined> {
+  return (await exists(path)) ? sha256(await readFile(path)) : undefined;
+}
+
+/** Files of the output's own layout (`{split}/{label}/NAME`, `rejected/{split}/NAME`), junk and `.part` files aside. */
+async function outputImages(out: string): Promise<string[]> {
+  if (!(await exists(out))) return [];
+  return (await listFiles(out)).filter((f) => {
+    const [a, b, name, ...rest] = f.split('/');
+    if (name === undefined || rest.length > 0 || f.endsWith('.part') || isJunkEntry(f)) return false;
+    return a === 'rejected' ? SPLIT_NAMES.includes(b as Split) : SPLIT_NAMES.includes(a as Split) && (CLASSES as readonly string[]).includes(b ?? '');
+  });
 }
 
 /**
@@ -121,7 +139,8 @@ function differences(plan: readonly { dest: string; sha256: string }[], manifest
  * `OUT/summary.json` (counts, patients, skipped and rejected files, undecodable images, leakage audit). A zip `from`
  * is extracted first (chest X-ray entries only; files an earlier archive left in the extracted folder are not read).
  * Idempotent: over the same source a second run writes nothing and returns `changed: false` (or puts back output
- * files deleted since, with `changed: true`); over a different source it refuses rather than mixing. While it works it
+ * files deleted since, rejected ones included, with `changed: true`); over a different source, or into an output that
+ * an interrupted run left holding other images, it refuses rather than mixing. While it works it
  * holds `OUT.lock` beside the output folder: a second relabel into it gets a BusyError.
  *
  * @example const { summary } = await relabel({ from: 'data/downloads/ChestXRay2017.zip', out: 'data/labeled' })
@@ -136,10 +155,24 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
   const fromStat = await stat(options.from).catch((err: unknown) => {
     throw new LabelError(`relabel source ${quote(options.from)} does not exist (${messageOf(err)})`, { path: options.from, cause: err });
   });
+  const outStat = await stat(out).catch(() => undefined);
+  if (outStat !== undefined && !outStat.isDirectory()) {
+    throw new LabelError(`the output folder ${quote(out)} is a file: choose another --out`, { path: out });
+  }
   let root = resolve(options.from);
   let extract: ExtractResult | undefined;
   if (fromStat.isFile()) {
     const extractedDir = options.extractedDir ?? DEFAULTS.extractedDir;
+    // Checked before extracting: one folder for both would also be locked twice (a BusyError naming neither option).
+    const extracted = resolve(extractedDir);
+    const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer + sep);
+    if (within(out, extracted) || within(extracted, out)) {
+      throw new LabelError(
+        `the output folder ${quote(out)} and the extraction folder ${quote(extracted)} ${out === extracted ? 'are the same folder' : 'overlap (one is inside the other)'}: ` +
+          'relabel writes the labelled dataset apart from the extracted archive; choose another --out or --extracted',
+        { path: out },
+      );
+    }
     extract = await extractZip({
       archive: options.from,
       outDir: extractedDir,
@@ -164,24 +197,33 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
   const concurrency = options.concurrency ?? DEFAULTS.prepareConcurrency;
 
   if (previous) {
-    // Same source again? Compare content hashes only (cheap), before decoding or writing anything.
+    // Same source again? Compare content hashes only (cheap), before decoding or writing anything. Rejected files are
+    // in summary.json, not in the manifest; their content is compared with their output copy where there is one.
     const hashes = await mapPool(plan.images, concurrency, async (image) => {
       const digest = sha256(await readFile(join(root, image.source)));
       tracker.add(1);
       return { dest: image.dest, sha256: digest };
     });
-    const diffs = differences(hashes, previous);
-    if (diffs.length === 0 && (await exists(join(out, SUMMARY_FILE)))) {
+    const summaryPath = join(out, SUMMARY_FILE);
+    const oldSummary = (await exists(summaryPath)) ? (JSON.parse(await readFile(summaryPath, 'utf8')) as RelabelSummary) : undefined;
+    const old = new Map<string, string | undefined>(previous.map((r) => [r.file, r.sha256]));
+    const compared = [...hashes];
+    if (oldSummary) {
+      for (const r of oldSummary.rejected) old.set(r.dest, await sha256OfFile(join(out, r.dest)));
+      for (const r of plan.rejected) compared.push({ dest: r.dest, sha256: sha256(await readFile(join(root, r.source))) });
+    }
+    const diffs = differences(compared, old);
+    if (diffs.length === 0 && oldSummary) {
       // The same dataset: put back any output file deleted since (hard links cost nothing; sources are untouched).
-      const missing = (await mapPool(plan.images, concurrency, async (image) => ((await exists(join(out, image.dest))) ? [] : [image]))).flat();
-      for (const image of missing) {
-        const src = join(root, image.source);
+      const all = [...plan.images, ...plan.rejected];
+      const missing = (await mapPool(all, concurrency, async (file) => ((await exists(join(out, file.dest))) ? [] : [file]))).flat();
+      for (const file of missing) {
+        const src = join(root, file.source);
         const data = await readFile(src);
-        await place(src, join(out, image.dest), data, sha256(data));
+        await place(src, join(out, file.dest), data, sha256(data));
       }
       tracker.finish(missing.length > 0 ? `restored ${missing.length} missing file(s)` : 'unchanged: the output already holds this dataset');
-      const summary = JSON.parse(await readFile(join(out, SUMMARY_FILE), 'utf8')) as RelabelSummary;
-      return { out, changed: missing.length > 0, manifest: previous, summary, ...(extract ? { extract } : {}) };
+      return { out, changed: missing.length > 0, manifest: previous, summary: oldSummary, ...(extract ? { extract } : {}) };
     }
     if (diffs.length > 0) {
       const shown = diffs.slice(0, 10).map((d) => `  ${d}`).join('\n');
@@ -192,6 +234,18 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
       );
     }
     tracker.set(0, 'manifest found without summary: finishing the interrupted run');
+  }
+  // An interrupted run leaves images and no summary (maybe no manifest): refuse what this plan would not write, as
+  // it would stay in the output outside the manifest. Nothing is deleted.
+  const dests = new Set([...plan.images, ...plan.rejected].map((f) => f.dest));
+  const strangers = (await outputImages(out)).filter((f) => !dests.has(f));
+  if (strangers.length > 0) {
+    const shown = strangers.slice(0, 10).map((f) => `  ${f}`).join('\n');
+    throw new LabelError(
+      `${quote(out)} holds ${strangers.length} image file(s) that ${quote(options.from)} does not give (left by an interrupted run ` +
+        `from another source?); choose another --out or remove it first:\n${shown}${strangers.length > 10 ? `\n  … and ${strangers.length - 10} more` : ''}`,
+      { path: out, files: strangers },
+    );
   }
 
   const examined = await mapPool(plan.images, concurrency, async (image): Promise<Examined> => {

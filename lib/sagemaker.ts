@@ -309,6 +309,7 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
         config: plan.config,
         cacheDir: join(workDir, 'cache'),
         resume,
+        replace: !resume, // resume false: a run restored into the checkpoint folder is started over, as asked
         augment,
         ...(signal ? { signal } : {}),
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),

@@ -33,9 +33,24 @@ export function describeProgress(p: Progress): string {
   return parts.join('  ');
 }
 
+/** Streams whose last line is a bar still being drawn (no newline after it yet). */
+const openBars = new WeakSet<NodeJS.WriteStream>();
+
 /**
- * A ProgressCallback that draws on `stream`: an updating bar on a TTY, otherwise a line per stage at most every
- * 10 % and for every message (CI logs stay short).
+ * Clears a progress bar that `progressRenderer` left open on `stream`, so that other output (an epoch line, a
+ * result) starts on a clean line; the next progress event draws the bar again.
+ *
+ * @example endProgressLine(process.stderr); process.stderr.write('epoch 1: …\n')
+ */
+export function endProgressLine(stream: NodeJS.WriteStream = process.stderr): void {
+  if (!openBars.has(stream)) return;
+  openBars.delete(stream);
+  stream.write('\r\x1b[2K');
+}
+
+/**
+ * A ProgressCallback that draws on `stream`: an updating bar on a TTY (cut to the terminal's width, so it never
+ * wraps), otherwise a line per stage at most every 10 % and for every message (CI logs stay short).
  */
 export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): ProgressCallback {
   const tty = Boolean(stream.isTTY);
@@ -45,11 +60,16 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): P
     if (tty) {
       const width = 24;
       const bar = fraction === undefined ? '' : `${'█'.repeat(Math.round(fraction * width)).padEnd(width, '░')} ${(fraction * 100).toFixed(0).padStart(3)}% `;
-      stream.write(`\r\x1b[2K${p.stage.padEnd(8)} ${bar}${describeProgress(p)}`);
+      const line = `${p.stage.padEnd(8)} ${bar}${describeProgress(p)}`;
+      const columns = stream.columns > 1 ? stream.columns - 1 : Infinity;
+      stream.write(`\r\x1b[2K${line.length > columns ? `${line.slice(0, columns - 1)}…` : line}`);
+      openBars.add(stream);
       if (p.message) {
         stream.write(`\n  ${p.message}\n`);
+        openBars.delete(stream);
       } else if (fraction === 1) {
         stream.write('\n');
+        openBars.delete(stream);
       }
       return;
     }

@@ -1,5 +1,6 @@
 // The training loop: a readable epoch/batch loop with warm-up + cosine (or plateau) learning rates, class weights,
 // early stopping on validation macro-F1, atomic best/last checkpoints and exact resume.
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -43,6 +44,11 @@ export interface TrainOptions {
   readonly cacheDir?: string;
   /** Continue from `out/checkpoints/last`, optimizer state included. */
   readonly resume?: boolean;
+  /**
+   * Without `resume`, train afresh into a folder that holds a run, replacing it as training goes (SageMaker with
+   * `resume` false). Default false: such a folder is refused, never silently replaced.
+   */
+  readonly replace?: boolean;
   /** Random changes applied to training images (none by default, as in the original narrative). */
   readonly augment?: AugmentOptions | false;
   /**
@@ -371,6 +377,20 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   // How the card names the grouping the classes were balanced in (and a resume compares against).
   const balanceLabel = options.balanceGroups ? `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` : undefined;
 
+  // A run folder that holds a run is continued (resume) or left alone: training afresh would replace its
+  // checkpoints, model and history without a word.
+  if (!options.resume && !options.replace) {
+    const held = (['history.json', 'checkpoints', 'model'] as const).filter((f) => existsSync(join(runDir, f)));
+    if (held.length > 0) {
+      throw new ConfigError(
+        `${quote(runDir)} already holds a run (${held.join(', ')}): continue it with --resume, train into another --out, or remove it to start over`,
+        { path: runDir },
+      );
+    }
+  }
+  // The grouping CSV is read before any long work: a typo in its path is not found after the cache is prepared.
+  const groups = options.balanceGroups ? await readGroups(options.balanceGroups) : undefined;
+
   // Data: the prepared cache (built or reused), with the validation subset carved by patient.
   const prepared: PrepareResult = await prepareCache({
     labeledDir: options.data,
@@ -394,8 +414,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     const weights = classWeights(labelCounts, config.classWeights);
     // Per-image weights balancing the classes within each group, by cache index (0 outside the training subset).
     let sampleWeightOf: Float32Array | undefined;
-    if (options.balanceGroups) {
-      const groups = await readGroups(options.balanceGroups);
+    if (groups) {
       const trainImages = cache.index.images.map((img, i) => ({ img, i })).filter(({ img }) => img.subset === 'train');
       const w = groupBalancedWeights(trainImages.map(({ img }) => img.labelIndex), trainImages.map(({ img }) => groupOf(groups, img.file)), { maxWeight: config.maxSampleWeight });
       sampleWeightOf = new Float32Array(cache.index.images.length);

@@ -254,7 +254,19 @@ function etagIsContentMd5(remote: RemoteObject): boolean {
 
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
-function checkOptions(options: UploadOptions): { prefix: string; concurrency: number; partSize: number } {
+/**
+ * Checks the options of {@link upload} before any work (the CLI turns its ConfigError into a usage error): bucket
+ * name, region, concurrency, part size, endpoint and prefix.
+ *
+ * @example checkUploadOptions({ data: 'data/labeled', bucket: 'my-bucket', prefix: '/datasets/v2/' }).prefix // "datasets/v2"
+ */
+export function checkUploadOptions(options: UploadOptions): { prefix: string; concurrency: number; partSize: number } {
+  // An empty region would reach the SDK, whose "Region is missing" names no option. S3-compatible servers (an
+  // endpoint) may name their regions as they like.
+  const region = options.endpoint === undefined ? /^[a-z]{2}(-[a-z0-9]+)+-\d+$/ : /^[A-Za-z0-9_.-]+$/;
+  if (options.region !== undefined && !region.test(options.region)) {
+    throw new ConfigError(`region ${quote(options.region)} is not ${options.endpoint === undefined ? 'an AWS region name' : 'a region name'}: pass --region like "eu-west-1"`);
+  }
   if (!BUCKET_NAME.test(options.bucket)) {
     throw new ConfigError(
       `bucket ${quote(options.bucket)} is not a valid S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, ` +
@@ -769,7 +781,7 @@ function defaultClient(options: UploadOptions): S3Client {
  * console.log(`${r.uploaded} uploaded, ${r.skipped} already there`)
  */
 export async function upload(options: UploadOptions): Promise<UploadResult> {
-  const { prefix, concurrency, partSize } = checkOptions(options);
+  const { prefix, concurrency, partSize } = checkUploadOptions(options);
   const dir = options.data ?? DEFAULTS.labeledDir;
   const bucket = options.bucket;
   const manifestKey = objectKey(prefix, UPLOAD_MANIFEST_NAME);

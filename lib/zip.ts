@@ -249,12 +249,14 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
     }
     const planned: PlannedFile[] = [];
     const junk: string[] = [];
-    const seen = new Set<string>();
+    const seen = new Map<string, { target: string; name: string }>();
     let excluded = 0;
     let totalBytes = 0;
     for await (const entry of readEntries(zipfile, archive, outDir)) {
       signal?.throwIfAborted();
       const name = entryNameOf(entry);
+      // bsdtar and macOS `tar -a` write the archive's own root as "./": nothing to create.
+      if (/^(?:\.\/+)*\.\/*$/.test(name) && isDirectoryEntry(entry, name) && entry.uncompressedSize === 0) continue;
       const target = safeEntryPath(outDir, name, archive);
       if (!include(name)) {
         excluded++;
@@ -271,7 +273,13 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
       if (mode !== 0 && mode !== S_IFREG && mode !== S_IFDIR) {
         throw new ArchiveError(`${where} is a special file (mode 0o${mode.toString(8)}); expected a regular file or folder`, details);
       }
-      if (isDirectoryEntry(entry, name)) continue;
+      if (isDirectoryEntry(entry, name)) {
+        // Its data would be dropped unnoticed: there is no file to write it to.
+        if (entry.uncompressedSize > 0) {
+          throw new ArchiveError(`${where} is a folder (a name ending in "/" or a folder mode) that holds ${entry.uncompressedSize} bytes; expected a folder without data, or a file`, details);
+        }
+        continue;
+      }
       if (entry.isEncrypted()) throw new ArchiveError(`${where} is encrypted; expected an unencrypted archive`, details);
       if (entry.compressionMethod !== 0 && entry.compressionMethod !== 8) {
         throw new ArchiveError(`${where} uses compression method ${entry.compressionMethod}; expected 0 (stored) or 8 (deflated)`, details);
@@ -289,8 +297,17 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
       if (totalBytes > maxTotalBytes) {
         throw new ArchiveError(`${where} brings the declared size of the selected entries to ${totalBytes} bytes, more than the limit of ${maxTotalBytes} (maxTotalBytes); refusing a possible zip bomb`, details);
       }
-      if (seen.has(target)) throw new ArchiveError(`${where} appears more than once; expected unique entry names`, details);
-      seen.add(target);
+      // Names equal but for case or Unicode normalisation are one file on macOS and Windows: one would overwrite the
+      // other, and every run would find it changed and extract it again.
+      const twin = seen.get(foldName(target));
+      if (twin?.target === target) throw new ArchiveError(`${where} appears more than once; expected unique entry names`, details);
+      if (twin !== undefined) {
+        throw new ArchiveError(
+          `${where} and entry ${quote(twin.name)} differ only in letter case or Unicode normalisation; expected entry names that stay distinct on every filesystem`,
+          details,
+        );
+      }
+      seen.set(foldName(target), { target, name });
       planned.push({ entry, name, target });
     }
 
@@ -439,6 +456,11 @@ function entryNameOf(entry: Entry): string {
   if (typeof raw === 'string') return raw;
   const decode = (yauzl as unknown as Yauzl3).getFileNameLowLevel;
   return decode(entry.generalPurposeBitFlag, raw as Buffer, entry.extraFields, true);
+}
+
+/** A path as case-insensitive, normalisation-insensitive filesystems (APFS, NTFS) compare it. */
+function foldName(path: string): string {
+  return path.normalize('NFC').toLowerCase();
 }
 
 function isDirectoryEntry(entry: Entry, name: string): boolean {

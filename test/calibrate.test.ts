@@ -126,17 +126,20 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
 
   // Calibrating again composes: the second temperature is about 1, and the card holds the product.
   const twice = join(tmp, 'twice');
-  const settled = await Promise.allSettled([calibrateModel({ model: dir, data: labeled, out: twice }), calibrateModel({ model: dir, data: labeled, out: twice })]);
-  // Two calibrations of one folder at once: one is refused at once, so no temperature is folded twice.
-  const refused = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
-  assert.deepEqual(refused.map((s) => ({ name: (s.reason as Error).name, message: (s.reason as Error).message })), [{
+  // A second calibration of the folder while the first works (started from its progress) is refused at once, so no
+  // temperature is folded twice.
+  let second: Promise<unknown> | undefined; // settles to the second call's error
+  const again = await calibrateModel({
+    model: dir, data: labeled, out: twice,
+    onProgress: () => void (second ??= calibrateModel({ model: dir, data: labeled, out: twice }).then(() => undefined, (err: unknown) => err)),
+  });
+  const refused = (await second) as Error | undefined;
+  assert.deepEqual({ name: refused?.name, message: refused?.message }, {
     name: 'BusyError',
     message: `This process is already calibrating into ${JSON.stringify(twice)} (lock file ${JSON.stringify(`${twice}.lock`)}): wait for that call to finish`,
-  }]);
-  const again = settled.find((s) => s.status === 'fulfilled');
-  assert.ok(again?.status === 'fulfilled');
+  });
   assert.equal(existsSync(`${twice}.lock`), false, 'the lock is gone');
-  close(again.value.temperature, r.temperature, 1e-3 * r.temperature);
+  close(again.temperature, r.temperature, 1e-3 * r.temperature);
   await assert.rejects(calibrateModel({ model: join(tmp, 'nothing'), data: labeled }), { name: 'CacheError' });
   // An output that exists and is not a model folder (a dataset, a file) is refused, never replaced.
   const precious = join(tmp, 'precious');

@@ -74,14 +74,24 @@ test('help, unknown commands and bad options', () => {
     [['prepare', '--val-fraction', '1'], '--val-fraction "1" is not a fraction between 0 and 1'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--image-size', '8'], '--image-size "8" is not a whole number from 16 to 4096'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--mixup', '0.001'], '--mixup "0.001" is not 0 (off) or a number of at least 0.01'],
+    // Values and combinations that no training could use, named by their flags.
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze'], '--freeze needs a pretrained model: give --init-from DIR|URL too'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--model', 'bogus'], '--model "bogus" is not one of "resnet", "mobile", "tiny"'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--depth', '3,x'], '--depth "3,x" is not blocks per stage: whole numbers of at least 1 separated by commas, e.g. "3,4,6,3"'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--model', 'tiny', '--antialias'], '--antialias is for the resnet model only (the model is "tiny")'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'm', '--standardize', '--depth', '1,1,1,1'], '--depth, --standardize shape a network built from scratch; --init-from brings its own: leave them out'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'm', '--freeze', '--unfreeze'], '--freeze and --unfreeze cannot be given together'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--eager', '--graph'], '--eager and --graph cannot be given together'],
+    [['run', '--remote', '--download-whole'], '--remote and --download-whole cannot be given together'],
+    [['run', '--no-train', '--out', 'runs/x', '--no-calibrate'], '--out, --no-calibrate are for training, which --no-train leaves out'],
+    [['fetch', '--sha256', 'abc'], '--sha256 "abc" is not 64 hexadecimal digits'],
+    [['upload', '--bucket', 'Bad_Bucket'], 'bucket "Bad_Bucket" is not a valid S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit): pass --bucket NAME'],
+    [['upload', '--bucket', 'my-bucket', '--region', ''], 'region "" is not an AWS region name: pass --region like "eu-west-1"'],
   ] as const) {
     const r = cli(...args);
     assert.equal(r.code, 2, args.join(' '));
     assert.equal(r.stderr, `\npneumotype ${args[0]}: ${message}\nRun \`pneumotype help ${args[0]}\` for usage.\n`);
   }
-  const freeze = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze');
-  assert.equal(freeze.code, 1);
-  assert.equal(freeze.stderr, '\npneumotype train: freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too\n');
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
   assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\nRun `pneumotype help train` for usage.\n');
   assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\nRun `pneumotype help run` for usage.\n');
@@ -112,7 +122,12 @@ test('help, unknown commands and bad options', () => {
   assert.match(usage.stdout, /--predictions FILE\.csv\]\n/);
   assert.match(usage.stdout, /\nOptions for every command: --json/);
   assert.doesNotMatch(usage.stdout, /\n {2}train /);
-  assert.equal(cli('frobnicate', '-h').stdout, cli('help').stdout);
+  // Help for a command that does not exist is a mistake, as the command itself is.
+  for (const args of [['frobnicate', '-h'], ['help', 'frobnicate']]) {
+    const r = cli(...args);
+    assert.deepEqual([r.code, r.stdout], [2, ''], args.join(' '));
+    assert.equal(r.stderr, `pneumotype: unknown command "frobnicate"\n\n${cli('help').stdout}`);
+  }
   assert.equal(cli('help', 'evaluate').stdout, usage.stdout);
 });
 
@@ -158,7 +173,7 @@ test('relabel then prepare on a fixture tree, with JSON output', async () => {
   await write(join(tmp, 'plain.txt'), 'a file');
   const notDir = cli('relabel', '--from', src, '--out', join(tmp, 'plain.txt'), '--quiet');
   assert.equal(notDir.code, 1);
-  assert.match(notDir.stderr, new RegExp(`^\\npneumotype relabel: ENOTDIR: not a directory, \\w+ '${join(tmp, 'plain.txt')}/[^']*'\\n$`));
+  assert.equal(notDir.stderr, `\npneumotype relabel: the output folder "${join(tmp, 'plain.txt')}" is a file: choose another --out\n`);
   const again = cli('relabel', '--from', src, '--out', join(tmp, 'labeled'), '--quiet');
   assert.match(again.stdout, /^unchanged: .* already holds this dataset\n  train: 4 normal, 4 bacteria, 4 virus \(\d+ patients\)/);
   const p = cli('prepare', '--data', join(tmp, 'labeled'), '--cache', join(tmp, 'cache'), '--preset', 'smoke');
@@ -224,27 +239,32 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\nRun `pneumotype help train` for usage.\n');
   assert.equal(
     cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--antialias').stderr,
-    '\npneumotype train: model option antialias=true is not usable: expected false for "tiny" (only resnet has it)\n',
+    '\npneumotype train: --antialias is for the resnet model only (the model is "tiny")\nRun `pneumotype help train` for usage.\n',
   );
   assert.equal(
     cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--depth', '1,1').stderr,
-    '\npneumotype train: modelDepth "1,1" is not usable with model "tiny": only resnet has blocks per stage\n',
+    '\npneumotype train: --depth is for the resnet model only (the model is "tiny")\nRun `pneumotype help train` for usage.\n',
   );
 });
 
-test('Ctrl-C during train ends with status 130 and says how to resume', async () => {
+test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume', async () => {
   const out = join(tmp, 'run-interrupted');
-  const child = spawn(process.execPath, [BIN, 'train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '500', '--quiet'], { cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
-  let stderr = '';
-  let sent = false;
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
-    if (!sent && /^epoch 2: /m.test(stderr)) sent = child.kill('SIGINT');
-  });
-  const [code] = (await once(child, 'exit')) as [number | null];
-  assert.equal(code, 130, stderr);
-  assert.ok(stderr.endsWith(`\npneumotype train: interrupted; the last finished epoch is saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`), stderr);
-  assert.ok(existsSync(join(out, 'checkpoints', 'last', 'model.json')));
+  const hint = `\npneumotype train: interrupted; the last finished epoch is saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
+  // Ctrl-C, then SIGTERM (`docker stop`) on the resumed run: each ends with its status, the hint, and no lock left.
+  for (const [signal, status, resume] of [['SIGINT', 130, []], ['SIGTERM', 143, ['--resume']]] as const) {
+    const child = spawn(process.execPath, [BIN, 'train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '500', '--patience', '1000', ...resume], { cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
+    let stderr = '';
+    let sent = false;
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+      if (!sent && /^epoch \d+: .*\n(.|\n)*^epoch \d+: /m.test(stderr)) sent = child.kill(signal);
+    });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, status, stderr);
+    assert.ok(stderr.endsWith(hint), stderr);
+    assert.ok(existsSync(join(out, 'checkpoints', 'last', 'model.json')));
+    assert.equal(existsSync(`${out}.lock`), false);
+  }
 });
 
 test('predict without --model uses the shipped model in models/default', async () => {

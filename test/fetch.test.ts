@@ -279,6 +279,50 @@ test('an existing file that no longer matches its recorded SHA-256 is moved asid
   }
 });
 
+test('an existing file that matches its record but not the --sha256 given is an error: nothing is moved or downloaded', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const path = join(outDir, 'data.zip');
+    await writeFile(path, DATA);
+    await writeFile(`${path}.sha256`, `${hex(DATA)}  data.zip\n`);
+    const wrong = 'ab'.repeat(32);
+    await assert.rejects(fetchDataset({ source: server.url, outDir, sha256: wrong, ...FAST }), {
+      name: 'IntegrityError',
+      message: `"${path}" has SHA-256 ${hex(DATA)}, as recorded when it was downloaded, not the ${wrong} asked for: ` +
+        'check the expected digest, or move the file away to download it again; nothing was changed',
+    });
+    assert.equal(server.requests.length, 0);
+    assert.deepEqual((await readdir(outDir)).sort(), ['data.zip', 'data.zip.sha256']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('an existing file never verified (no record) that is cut short is moved aside and downloaded again', async () => {
+  const server = await startFileServer({ data: DATA });
+  try {
+    const outDir = await freshDir();
+    const path = join(outDir, 'data.zip');
+    const cut = DATA.subarray(0, 100_000);
+    await writeFile(path, cut);
+    const events: Progress[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, onProgress: (p) => events.push(p), ...FAST });
+    assert.equal(r.downloaded, true);
+    assert.deepEqual(await readFile(path), DATA);
+    assert.deepEqual(await readFile(`${path}.bad`), cut);
+    assert.ok(events.some((e) => e.message === `existing data.zip (97.7 KiB, never verified) does not end as a zip archive does; moved to ${path}.bad, downloading again`), JSON.stringify(events.map((e) => e.message)));
+    // A whole one without a record is verified and recorded, not downloaded.
+    await rm(`${path}.sha256`);
+    const again = await fetchDataset({ source: server.url, outDir, ...FAST });
+    assert.equal(again.downloaded, false);
+    assert.equal(server.requests.length, 1);
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n`);
+  } finally {
+    await server.close();
+  }
+});
+
 test('a file-backed server streams from disk and resumes like a buffer-backed one', async () => {
   const dir = await freshDir();
   const file = join(dir, 'ZhangLabData.zip');

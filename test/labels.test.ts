@@ -57,9 +57,10 @@ test('planRelabel uses the largest copy when the archive nests a second one (Kag
 
 test('planRelabel leaves v3\'s OCT scans alone, though they outnumber the chest X-rays', () => {
   const oct = ['CellData/OCT/train/NORMAL/NORMAL-1-1.jpeg', 'CellData/OCT/test/NORMAL/NORMAL-2-1.jpeg', 'CellData/oct/train/NORMAL/NORMAL-3-1.jpeg'];
-  const plan = planRelabel({ files: ['CellData/chest_xray/test/PNEUMONIA/person1_virus_6.jpeg', ...oct], source: 'ZhangLabData' });
+  const chest = ['CellData/chest_xray/test/PNEUMONIA/person1_virus_6.jpeg', 'CellData/chest_xray/test/NORMAL/IM-0001-0001.jpeg'];
+  const plan = planRelabel({ files: [...chest, ...oct], source: 'ZhangLabData' });
   assert.equal(plan.root, 'CellData/chest_xray');
-  assert.deepEqual(plan.images.map((i) => i.dest), ['test/virus/person1_virus_6.jpeg']);
+  assert.deepEqual(plan.images.map((i) => i.dest), ['test/normal/IM-0001-0001.jpeg', 'test/virus/person1_virus_6.jpeg']);
   assert.deepEqual(plan.ignored, oct.map((source) => ({ source, reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' })));
 });
 
@@ -91,5 +92,32 @@ test('planRelabel refuses a source without the dataset layout', () => {
     message:
       'no train/ or test/ folders with NORMAL/ and PNEUMONIA/ inside were found in "elsewhere" (2 files looked at): ' +
       'expected the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/',
+  });
+});
+
+test('planRelabel refuses a relabelled folder, and a layout without NORMAL/ or without PNEUMONIA/', () => {
+  // relabel's own output: normal/ reads as NORMAL/ (any case), bacteria/ and virus/ fit no class folder.
+  const labelled = ['manifest.csv', 'summary.json', 'train/normal/IM-0115-0001.jpeg', 'train/bacteria/person1_bacteria_1.jpeg', 'test/virus/person9_virus_3.jpeg'];
+  const already = (signs: string): string =>
+    `"data/labeled" is already relabelled (it holds ${signs}): expected the original layout {train,test}/{NORMAL,PNEUMONIA}/; ` +
+    'relabel the downloaded archive or its extracted folder instead, or use this folder as the labelled dataset as it is';
+  assert.throws(() => planRelabel({ files: labelled, source: 'data/labeled' }), {
+    name: 'LabelError',
+    message: already('{split}/{normal,bacteria,virus}/ folders and a manifest.csv'),
+  });
+  assert.throws(() => planRelabel({ files: labelled.slice(2), source: 'data/labeled' }), { name: 'LabelError', message: already('{split}/{normal,bacteria,virus}/ folders') });
+  assert.throws(() => planRelabel({ files: ['manifest.csv', 'train/normal/IM-0115-0001.jpeg'], source: 'data/labeled' }), { name: 'LabelError', message: already('a manifest.csv') });
+  // Without normal images at all: no folder fits the layout, still named for what it is.
+  assert.throws(() => planRelabel({ files: ['train/virus/person9_virus_3.jpeg'], source: 'data/labeled' }), { name: 'LabelError', message: already('{split}/{normal,bacteria,virus}/ folders') });
+
+  const expected = 'expected both NORMAL/ and PNEUMONIA/ in {train,test}/, as in the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/';
+  const normalOnly = files.filter((f) => !f.includes('/PNEUMONIA/'));
+  assert.throws(() => planRelabel({ files: normalOnly, source: 'half.zip' }), {
+    name: 'LabelError',
+    message: `"half.zip" has NORMAL/ folders but no PNEUMONIA/ folder in "chest_xray": ${expected}`,
+  });
+  assert.throws(() => planRelabel({ files: ['train/PNEUMONIA/person1_virus_2.jpeg'], source: 'half' }), {
+    name: 'LabelError',
+    message: `"half" has PNEUMONIA/ folders but no NORMAL/ folder: ${expected}`,
   });
 });

@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { readManifest } from '../lib/manifest.js';
 import { runPipeline } from '../lib/pipeline.js';
 import { train } from '../lib/train.js';
-import { datasetFiles } from './helpers/fixtures.js';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
 import { buildZip, datasetZip } from './helpers/zip-writer.js';
 
@@ -50,6 +50,14 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   const back = await runPipeline({ source: otherZip, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(back.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', false], ['prepare', true]]);
   assert.equal((await stat(gone)).isFile(), true);
+  // A grouping CSV that cannot be read is found before any step runs.
+  const nope = join(tmp, 'nope.csv');
+  const seen: string[] = [];
+  await assert.rejects(runPipeline({ source: otherZip, dataDir, preset: 'smoke', groups: { csv: nope, column: 'g' }, onStep: (s) => seen.push(s) }), {
+    name: 'ConfigError',
+    message: `the grouping CSV "${nope}" cannot be read (ENOENT: no such file or directory, open '${nope}')`,
+  });
+  assert.deepEqual(seen, []);
   // Without a preset and without training: the cpu preset's cache (128 px, the gpu preset's too), so that a later
   // run finds it; under PNEUMOTYPE_PRESET=smoke (the notebooks in CI), the smoke preset's.
   const saved = process.env.PNEUMOTYPE_PRESET;
@@ -65,6 +73,21 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   }
 });
 
+test('run on a folder (an archive extracted by other means): nothing to fetch, relabelled as it is; --remote with a path is refused', async () => {
+  const tree = join(tmp, 'tree');
+  await writeTree(tree, await datasetFiles({ perClass: { train: 3, test: 1 } }));
+  const dataDir = join(tmp, 'tree-data');
+  const r = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
+  assert.deepEqual(r.steps.map((s) => [s.step, s.skipped, s.step === 'fetch' ? s.note : '']), [['fetch', true, `${tree} is a folder: nothing to fetch`], ['relabel', false, ''], ['prepare', false, '']]);
+  assert.equal(r.cache.index.images.length, 12);
+  const again = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
+  assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
+  await assert.rejects(runPipeline({ source: tree, remote: true, dataDir, preset: 'smoke', train: false }), {
+    name: 'ConfigError',
+    message: `remote reads an archive over HTTP with Range requests; "${tree}" is a local path: leave out --remote`,
+  });
+});
+
 test('run with remote: only the chest X-ray entries of a v3-like archive are transferred', async () => {
   const chest = await datasetFiles({ prefix: 'CellData/chest_xray', perClass: { train: 3, test: 1 } });
   const oct = Array.from({ length: 4 }, (_, i) => ({ name: `CellData/OCT/test/DME/DME-${i}-1.jpeg`, data: randomBytes(2_000_000), method: 'store' as const }));
@@ -78,6 +101,27 @@ test('run with remote: only the chest X-ray entries of a v3-like archive are tra
     assert.equal(r.cache.index.images.length, 12);
     const again = await runPipeline({ source: server.url, remote: true, dataDir, preset: 'smoke', train: false });
     assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
+    // Another archive read into the same folders, or the same one downloaded whole: refused before any request.
+    const requests = server.requests.length;
+    const labeled = join(dataDir, 'labeled');
+    const other = `${server.url}?other`;
+    await assert.rejects(runPipeline({ source: other, remote: true, dataDir, preset: 'smoke', train: false }), {
+      name: 'LabelError',
+      message: `"${labeled}" was made from "${server.url}" (read with --remote), not from "${other}" (read with --remote): choose another --data-dir, or remove "${labeled}" to relabel`,
+    });
+    await assert.rejects(runPipeline({ source: server.url, dataDir, preset: 'smoke', train: false }), {
+      name: 'LabelError',
+      message: `"${labeled}" was made from "${server.url}" (read with --remote), not from "${join(dataDir, 'downloads', 'data.zip')}": add --remote to use it, choose another --data-dir, or remove "${labeled}" to relabel`,
+    });
+    assert.equal(server.requests.length, requests);
+    // An interrupted read of one archive is not completed with another's entries.
+    await rm(labeled, { recursive: true });
+    const extracted = join(dataDir, 'extracted');
+    await assert.rejects(runPipeline({ source: other, remote: true, dataDir, preset: 'smoke', train: false }), {
+      name: 'LabelError',
+      message: `"${extracted}" holds entries read from "${server.url}", not from "${other}": choose another --data-dir, or remove "${extracted}" and "${extracted}.source.json"`,
+    });
+    assert.equal(server.requests.length, requests);
   } finally {
     await server.close();
   }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, symlink, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
@@ -186,4 +187,121 @@ test('dhash sees an EXIF-rotated image as it is shown, like the same image saved
   const stored = await sharp(upright).rotate(-90).withMetadata({ orientation: 6 }).jpeg({ quality: 95 }).toBuffer();
   assert.equal((await sharp(stored).metadata()).orientation, 6);
   assert.ok(hammingDistance(await dhash(upright), await dhash(stored)) <= 10);
+});
+
+test('relabel refuses its own output as a source, rather than making a normal-only dataset of it', async () => {
+  const src = join(tmp, 'h-src');
+  const out = join(tmp, 'h-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 2, test: 1 } }));
+  await relabel({ from: src, out });
+  await assert.rejects(relabel({ from: out, out: join(tmp, 'h-again') }), {
+    name: 'LabelError',
+    message:
+      `"${out}" is already relabelled (it holds {split}/{normal,bacteria,virus}/ folders and a manifest.csv): expected the original layout ` +
+      '{train,test}/{NORMAL,PNEUMONIA}/; relabel the downloaded archive or its extracted folder instead, or use this folder as the labelled dataset as it is',
+  });
+  assert.equal(existsSync(join(tmp, 'h-again')), false);
+});
+
+test('a re-run compares and restores rejected files too: a new unlabelled name is a difference, a deleted one comes back', async () => {
+  const src = join(tmp, 'i-src');
+  const out = join(tmp, 'i-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 1, test: 1 }, unlabeled: true }));
+  await relabel({ from: src, out, allowUnknown: true });
+  await rm(join(out, 'rejected/train/person950_9501.jpeg'));
+  const restored = await relabel({ from: src, out, allowUnknown: true });
+  assert.equal(restored.changed, true);
+  assert.deepEqual(await readFile(join(out, 'rejected/train/person950_9501.jpeg')), await readFile(join(src, 'chest_xray/train/PNEUMONIA/person950_9501.jpeg')));
+  assert.equal((await relabel({ from: src, out, allowUnknown: true })).changed, false);
+
+  await writeFile(join(src, 'chest_xray/test/PNEUMONIA/person960_9601.jpeg'), await makeJpeg({ seed: 960 }));
+  // Replaced, not written through: the output copy is a hard link to the old file.
+  await rm(join(src, 'chest_xray/train/PNEUMONIA/person951_bacteria_virus_9502.jpeg'));
+  await writeFile(join(src, 'chest_xray/train/PNEUMONIA/person951_bacteria_virus_9502.jpeg'), await makeJpeg({ seed: 4343 }));
+  await assert.rejects(relabel({ from: src, out, allowUnknown: true }), {
+    name: 'LabelError',
+    message:
+      `"${out}" was made from another source: 2 file(s) differ from "${src}"; choose another --out or remove it first:\n` +
+      '  rejected/test/person960_9601.jpeg: new\n  rejected/train/person951_bacteria_virus_9502.jpeg: content changed',
+  });
+});
+
+test('relabel refuses an output that an interrupted run from another source left images in, and deletes none of them', async () => {
+  const src = join(tmp, 'j-src');
+  const out = join(tmp, 'j-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 1, test: 1 } }));
+  // An interrupted run over the same source is finished, not refused.
+  await relabel({ from: src, out });
+  await rm(join(out, 'manifest.csv'));
+  await rm(join(out, 'summary.json'));
+  assert.equal((await relabel({ from: src, out })).changed, true);
+
+  const stale = ['test/virus/person70_virus_77.jpeg', 'train/normal/IM-0999-0001.jpeg', 'rejected/val/person1_2.jpeg'];
+  await rm(join(out, 'manifest.csv'));
+  await rm(join(out, 'summary.json'));
+  for (const f of stale) {
+    await mkdir(dirname(join(out, f)), { recursive: true });
+    await writeFile(join(out, f), await makeJpeg({ seed: 77 }));
+  }
+  await writeFile(join(out, 'train/normal/.DS_Store'), 'Bud1');
+  await assert.rejects(relabel({ from: src, out }), (err: unknown) => {
+    assert.ok(err instanceof LabelError);
+    assert.equal(
+      err.message,
+      `"${out}" holds 3 image file(s) that "${src}" does not give (left by an interrupted run from another source?); ` +
+        'choose another --out or remove it first:\n  rejected/val/person1_2.jpeg\n  test/virus/person70_virus_77.jpeg\n  train/normal/IM-0999-0001.jpeg',
+    );
+    assert.deepEqual(err.files, [...stale].sort());
+    return true;
+  });
+  for (const f of stale) assert.ok(existsSync(join(out, f)), f);
+  assert.equal(existsSync(join(out, 'manifest.csv')), false);
+});
+
+test('relabel refuses an extraction folder that is the output folder or overlaps it, before extracting anything', async () => {
+  const zipPath = join(tmp, 'k.zip');
+  const zip = new AdmZip();
+  for (const f of await datasetFiles({ perClass: { train: 1, test: 1 } })) zip.addFile(f.path, f.data);
+  zip.writeZip(zipPath);
+  const both = join(tmp, 'k', 'both');
+  await assert.rejects(relabel({ from: zipPath, out: both, extractedDir: both }), {
+    name: 'LabelError',
+    message:
+      `the output folder "${both}" and the extraction folder "${both}" are the same folder: relabel writes the labelled dataset apart ` +
+      'from the extracted archive; choose another --out or --extracted',
+  });
+  assert.equal(existsSync(both), false, 'nothing extracted');
+  const inner = join(both, 'labeled');
+  await assert.rejects(relabel({ from: zipPath, out: inner, extractedDir: both }), {
+    name: 'LabelError',
+    message:
+      `the output folder "${inner}" and the extraction folder "${both}" overlap (one is inside the other): relabel writes the labelled ` +
+      'dataset apart from the extracted archive; choose another --out or --extracted',
+  });
+  await assert.rejects(relabel({ from: zipPath, out: both, extractedDir: join(both, 'extracted') }), { name: 'LabelError', message: /overlap \(one is inside the other\)/ });
+  assert.equal(existsSync(join(both, 'chest_xray')) || existsSync(join(both, 'extracted')), false, 'nothing extracted');
+});
+
+test('readManifest refuses rows with a bad split, label, file or sha256 or missing columns, naming row and value', async () => {
+  const dir = join(tmp, 'm');
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, 'manifest.csv');
+  const header = 'split,label,file,patientId,bytes,sha256,width,height,channels';
+  const good = `train,normal,train/normal/IM-0100-0001.jpeg,IM-0100,10,${'a'.repeat(64)},40,48,1`;
+  const cases: Array<[string, string]> = [
+    [`${header}\n${good}\n${good.replace('train,', 'bogus,')}\n`, `row 3 of "${path}": split "bogus" is not one of train, test, val`],
+    [`${header}\n${good.replace(',normal,', ',pneumonia,')}\n`, `row 2 of "${path}": label "pneumonia" is not one of normal, bacteria, virus`],
+    [`${header}\n${good.replace('a'.repeat(64), 'xyz')}\n`, `row 2 of "${path}": sha256 "xyz" is not a SHA-256; expected 64 lowercase hexadecimal digits`],
+    [`${header}\n${good.replace('train/normal/IM-0100-0001.jpeg', '')}\n`, `row 2 of "${path}": file "" is empty; expected a path relative to "${dir}"`],
+    [
+      'split,label,patientId,bytes,width,height,channels\ntrain,normal,IM-0100,10,40,48,1\n',
+      `row 2 of "${path}" has no file, sha256 columns: expected the columns split, label, file, patientId, bytes, sha256, width, height, channels`,
+    ],
+  ];
+  for (const [text, message] of cases) {
+    await writeFile(path, text);
+    await assert.rejects(readManifest(dir), { name: 'LabelError', message }, message);
+  }
+  await writeFile(path, `${header}\n${good}\n`);
+  assert.equal((await readManifest(dir))[0]?.sha256, 'a'.repeat(64));
 });

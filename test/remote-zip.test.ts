@@ -188,6 +188,32 @@ test('HEAD promises Range but GET ignores it (a proxy dropping it): a FetchError
   }
 });
 
+test('a server without ETag or Last-Modified that answers a Range request with the whole file: a FetchError, not "changed, open it again"', async () => {
+  const { createServer } = await import('node:http');
+  const server = createServer((req, res) => {
+    res.writeHead(200, { 'Accept-Ranges': 'bytes', 'Content-Length': ARCHIVE.zip.length });
+    res.end(req.method === 'HEAD' ? undefined : ARCHIVE.zip);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}/ZhangLabData.zip`;
+  try {
+    const remote = await openHttpRangeReader({ url, backoffMs: 1 });
+    assert.equal(remote.etag, undefined);
+    assert.equal(remote.lastModified, undefined);
+    await assert.rejects(openZip(remote.reader, remote.size), (err: unknown) => {
+      assert.ok(err instanceof FetchError, String(err));
+      assert.equal(err.status, 200);
+      assert.equal(err.message, `The server of "${url}" answered a Range request with the whole file (HTTP 200, ${ARCHIVE.zip.length} bytes, ` +
+        'no ETag or Last-Modified): this server (or a proxy between) ignores Range requests; download the whole archive instead ' +
+        '(`pneumotype run --download-whole`, or `pneumotype fetch`)');
+      return true;
+    });
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
 test('404 is a FetchError naming the URL and status', async () => {
   const server = await startFileServer({ data: ARCHIVE.zip });
   try {

@@ -134,6 +134,14 @@ test('a run resumes only with the configuration it was started with', async () =
     train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, ...resnet, modelDepth: '1,1,1,1' }, resume: true }),
     { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration \(.*, now .*\{"modelDepth":"1,1,1,1"\}\]\)$/ },
   );
+  // Without --resume, a folder that holds a run is refused before any work, its files untouched.
+  const run = join(tmp, 'run-ce');
+  const weights = await readFile(join(run, 'model', 'weights.bin'));
+  await assert.rejects(train({ data: labeled, out: run, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: base }), {
+    name: 'ConfigError',
+    message: `"${run}" already holds a run (history.json, checkpoints, model): continue it with --resume, train into another --out, or remove it to start over`,
+  });
+  assert.deepEqual(await readFile(join(run, 'model', 'weights.bin')), weights);
 });
 
 test('resume refuses other data and a damaged checkpoint with the file named, and trains no further once stopped early', async () => {

@@ -297,6 +297,30 @@ const HOSTILE: readonly HostileCase[] = [
     message: 'entry "chest_xray/a.txt" appears more than once; expected unique entry names',
   },
   {
+    title: 'names that differ only in letter case (one file on macOS and Windows)',
+    zip: () => buildZip([{ name: 'chest_xray/IM-1.jpeg', data: Buffer.from('1') }, { name: 'chest_xray/im-1.jpeg', data: Buffer.from('2') }]),
+    entry: 'chest_xray/im-1.jpeg',
+    message: 'entry "chest_xray/im-1.jpeg" and entry "chest_xray/IM-1.jpeg" differ only in letter case or Unicode normalisation; expected entry names that stay distinct on every filesystem',
+  },
+  {
+    title: 'names that differ only in Unicode normalisation (NFC and NFD)',
+    zip: () => buildZip([{ name: 'chest_xray/caf\u00e9.jpeg', data: Buffer.from('1') }, { name: 'chest_xray/cafe\u0301.jpeg', data: Buffer.from('2') }]),
+    entry: 'chest_xray/cafe\u0301.jpeg',
+    message: 'entry "chest_xray/cafe\u0301.jpeg" and entry "chest_xray/caf\u00e9.jpeg" differ only in letter case or Unicode normalisation; expected entry names that stay distinct on every filesystem',
+  },
+  {
+    title: 'a folder entry that holds data (name ending in "/")',
+    zip: () => buildZip([{ name: 'chest_xray/a.txt', data: Buffer.from('1') }, { name: 'chest_xray/hidden/', data: Buffer.from('data nobody would see') }]),
+    entry: 'chest_xray/hidden/',
+    message: 'entry "chest_xray/hidden/" is a folder (a name ending in "/" or a folder mode) that holds 21 bytes; expected a folder without data, or a file',
+  },
+  {
+    title: 'a folder entry that holds data (folder mode)',
+    zip: () => buildZip([{ name: 'chest_xray/hidden', data: Buffer.from('data'), unixMode: 0o040755 }]),
+    entry: 'chest_xray/hidden',
+    message: 'entry "chest_xray/hidden" is a folder (a name ending in "/" or a folder mode) that holds 4 bytes; expected a folder without data, or a file',
+  },
+  {
     title: 'an entry named like another entry\'s temporary file',
     zip: () => buildZip([{ name: 'chest_xray/a.jpeg.part', data: Buffer.from('1') }, { name: 'chest_xray/a.jpeg', data: Buffer.from('2') }]),
     entry: 'chest_xray/a.jpeg.part',
@@ -415,6 +439,22 @@ test('the total declared size of the selected entries is limited, naming the ent
   const r = await extractZip({ archive, outDir, maxTotalBytes: limit, include: (name) => name === files[0]?.path });
   assert.equal(r.files, 1);
   assert.equal(r.excluded, dataset.files.length - 1);
+});
+
+test('the archive\'s own root folder ("./", ".", as bsdtar and macOS tar write it) is skipped, not refused', async () => {
+  const { archive, outDir } = await place(buildZip([
+    { name: './', method: 'store' },
+    { name: '.', method: 'store', unixMode: 0o040755 },
+    { name: './chest_xray/', method: 'store' },
+    { name: './chest_xray/a.txt', data: Buffer.from('a\n') },
+  ]));
+  const r = await extractZip({ archive, outDir });
+  assert.deepEqual(r.entries, ['./chest_xray/a.txt']);
+  assert.equal(r.excluded, 0);
+  assert.deepEqual(await filesUnder(outDir), ['chest_xray/a.txt']);
+  // Not a folder: still no name at all.
+  const file = await place(buildZip([{ name: '.', data: Buffer.from('x') }]));
+  await assert.rejects(extractZip(file), { name: 'ArchiveError', message: `Archive ${quote(file.archive)} entry "." has an empty or invalid name; expected a path relative to the extraction folder` });
 });
 
 test('a data error keeps the files finished before it and leaves no .part', async () => {
