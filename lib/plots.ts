@@ -714,6 +714,9 @@ export interface PredictionRow {
   readonly virus: number;
 }
 
+/** The columns of evaluate's predictions CSV that the report reads. */
+const PREDICTION_COLUMNS = ['file', 'trueLabel', 'predictedLabel', ...CLASSES] as const;
+
 /**
  * Parses the predictions CSV of evaluateModel (`file,patientId,trueLabel,predictedLabel,normal,bacteria,virus`).
  * `path` only names the file in errors.
@@ -721,7 +724,15 @@ export interface PredictionRow {
  * @example parsePredictionsCsv(await readFile('runs/cpu-1/predictions.csv', 'utf8'), 'runs/cpu-1/predictions.csv')
  */
 export function parsePredictionsCsv(text: string, path = '<predictions>'): PredictionRow[] {
-  return parseCsv(text, path).map((r, i) => {
+  // Another file given by mistake (evaluation.json, say) would give no rows, and the charts it feeds would vanish.
+  const header = (text.replace(/^\uFEFF/, '').split(/\r?\n/, 1)[0] ?? '').split(',').map((c) => c.trim().replace(/^"|"$/g, ''));
+  const missing = PREDICTION_COLUMNS.filter((c) => !header.includes(c));
+  if (missing.length > 0) {
+    throw new ConfigError(`${quote(path)} is not a predictions CSV: it lacks the column${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (evaluate --predictions writes one)`, { path });
+  }
+  const rows = parseCsv(text, path);
+  if (rows.length === 0) throw new ConfigError(`${quote(path)} holds no predictions (a header and no rows)`, { path });
+  return rows.map((r, i) => {
     const label = (key: 'trueLabel' | 'predictedLabel'): Label => {
       const v = r[key];
       if (!CLASSES.includes(v as Label)) {

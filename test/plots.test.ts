@@ -353,6 +353,15 @@ test('parsePredictionsCsv reads evaluateModel\'s CSV and names the bad row', () 
     () => parsePredictionsCsv(text.replace('0.4', 'x'), 'p.csv'),
     (err: unknown) => err instanceof ConfigError && err.message === 'row 2 of "p.csv": virus "x" is not a probability from 0 to 1',
   );
+  // Another file given by mistake, or a header alone: refused, not read as no predictions (the charts would vanish).
+  assert.throws(
+    () => parsePredictionsCsv('{"n": 624, "accuracy": 0.8}\n', 'evaluation.json'),
+    (err: unknown) => err instanceof ConfigError && err.message === '"evaluation.json" is not a predictions CSV: it lacks the columns file, trueLabel, predictedLabel, normal, bacteria, virus (evaluate --predictions writes one)',
+  );
+  assert.throws(
+    () => parsePredictionsCsv(text.split('\n')[0] ?? '', 'p.csv'),
+    (err: unknown) => err instanceof ConfigError && err.message === '"p.csv" holds no predictions (a header and no rows)',
+  );
 });
 
 test('metricBarsFigure: the intervals as error bars, beside the published figures of the binary views', () => {
