@@ -12,8 +12,12 @@ import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
 
-/** Format version of index.json; a cache of another version is rebuilt. */
-export const CACHE_VERSION = 1;
+/**
+ * Version of what a cache holds (index.json's format, the decoding, the validation rule); a cache of another version
+ * is rebuilt. 2: alpha dropped before resizing (transparent areas were black), validation carved from the manifest's
+ * rows, images that failed for a reason of their surroundings marked `transient`, `verify` recorded.
+ */
+export const CACHE_VERSION = 2;
 export const CACHE_INDEX_FILE = 'index.json';
 
 /** The official splits a cache can hold. */
@@ -40,6 +44,11 @@ export interface CacheFailure {
   readonly split: CacheSplit;
   readonly file: string;
   readonly reason: string;
+  /**
+   * True when the failure came from the file's surroundings, not its content (missing, unreadable, changed since the
+   * manifest): a cache reused later tries it again once the file is back.
+   */
+  readonly transient?: true;
 }
 
 /** One split's .u8 file in index.json. */
@@ -69,6 +78,8 @@ export interface CacheIndex {
   readonly seed: number;
   readonly maxInputPixels: number;
   readonly maxInputBytes: number;
+  /** Whether each image was checked against the manifest's SHA-256 (a cache made without is not reused with). */
+  readonly verify: boolean;
   readonly splits: { readonly [S in CacheSplit]?: CacheSplitInfo };
   /** Train images first, then test, each in row order. */
   readonly images: readonly CacheImage[];
@@ -209,7 +220,7 @@ interface Journal {
 
 /** Decodes one manifest row, or says why it cannot be cached. Never throws for a bad file. */
 async function decodeRow(row: ManifestRow, split: CacheSplit, r: Resolved): Promise<Uint8Array | CacheFailure> {
-  const fail = (reason: string): CacheFailure => ({ split, file: row.file, reason });
+  const fail = (reason: string, transient = false): CacheFailure => ({ split, file: row.file, reason, ...(transient ? { transient: true } : {}) });
   const rel = normalize(row.file);
   if (row.file === '' || isAbsolute(row.file) || rel === '..' || rel.startsWith(`..${sep}`)) {
     return fail(`${quote(row.file)} is not a path inside the labelled folder ${quote(r.labeledDir)}`);
@@ -218,21 +229,37 @@ async function decodeRow(row: ManifestRow, split: CacheSplit, r: Resolved): Prom
   const limits = { size: r.imageSize, maxInputPixels: r.maxInputPixels, maxInputBytes: r.maxInputBytes };
   try {
     const size = await fileSize(path);
-    if (size === undefined) return fail(`${quote(path)} is listed in the manifest but missing`);
+    if (size === undefined) return fail(`${quote(path)} is listed in the manifest but missing`, true);
     if (size > r.maxInputBytes) return await decodeGray(path, limits); // throws the size error without reading
     const data = await readFile(path);
     if (r.verify && row.sha256 !== '') {
       const actual = sha256(data);
       if (actual !== row.sha256) {
-        return fail(`${quote(path)} changed since the manifest was written: sha256 ${actual}, the manifest says ${row.sha256}`);
+        return fail(`${quote(path)} changed since the manifest was written: sha256 ${actual}, the manifest says ${row.sha256}`, true);
       }
     }
     return await decodeGray(data, { ...limits, name: path });
   } catch (err) {
-    return fail(err instanceof ImageError ? err.message : `${quote(path)}: cannot be read (${messageOf(err)})`);
+    return err instanceof ImageError ? fail(err.message) : fail(`${quote(path)}: cannot be read (${messageOf(err)})`, true);
   }
 }
 
+
+/**
+ * True when a file that failed for a reason of its surroundings is back: present, readable and (when verified) with
+ * the manifest's content again. A file still changed or missing is not, so the cache is not rebuilt for it each time.
+ */
+async function anyBack(r: Resolved, failed: readonly CacheFailure[], manifest: readonly ManifestRow[]): Promise<boolean> {
+  const transient = failed.filter((f) => f.transient);
+  if (transient.length === 0) return false;
+  const sha = new Map(manifest.map((row) => [`${row.split}\u0000${row.file}`, row.sha256]));
+  for (const f of transient) {
+    const data = await readFile(join(r.labeledDir, f.file)).catch(() => undefined);
+    const expected = sha.get(`${f.split}\u0000${f.file}`) ?? '';
+    if (data !== undefined && (!r.verify || expected === '' || sha256(data) === expected)) return true;
+  }
+  return false;
+}
 
 async function readJournal(path: string): Promise<Journal | undefined> {
   try {
@@ -372,25 +399,24 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
       old.imageSize === r.imageSize &&
       old.maxInputPixels === r.maxInputPixels &&
       old.maxInputBytes === r.maxInputBytes &&
+      old.verify === r.verify &&
       sameSet(Object.keys(old.splits), r.splits) &&
+      // An image that failed for a reason of its surroundings (missing, unreadable) is tried again once it is there.
+      !(await anyBack(r, old.failed, manifest)) &&
       // Last, as it reads every pixel: a .u8 file that no longer matches its SHA-256 is rebuilt, as one of the wrong size is.
       (await checkPixels(r.dir, old).then(
         () => true,
         () => false,
       ))
     ) {
-      if (old.seed === r.seed && old.valFraction === r.valFraction) {
+      // The subsets are carved again every time (no pixels read): a cache keeps no split that today's rule would not make.
+      const images = assignSubsets(old.images.map(({ subset: _subset, ...im }) => im), manifest, r.valFraction, r.seed);
+      if (old.seed === r.seed && old.valFraction === r.valFraction && images.every((im, i) => im.subset === old.images[i]?.subset)) {
         tracker.set(total);
         tracker.finish(`the cache at ${quote(r.dir)} is up to date`);
         return { dir: r.dir, index: old, reused: true, resplit: false, resumedRows: 0 };
       }
-      const index: CacheIndex = {
-        ...old,
-        createdAt: new Date().toISOString(),
-        valFraction: r.valFraction,
-        seed: r.seed,
-        images: assignSubsets(old.images.map(({ subset: _subset, ...im }) => im), manifest, r.valFraction, r.seed),
-      };
+      const index: CacheIndex = { ...old, createdAt: new Date().toISOString(), valFraction: r.valFraction, seed: r.seed, images };
       await writeJsonAtomic(indexPath, index);
       tracker.set(total);
       tracker.finish(`new validation split (seed ${r.seed}, valFraction ${r.valFraction}) over the cached pixels`);
@@ -449,6 +475,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
     seed: r.seed,
     maxInputPixels: r.maxInputPixels,
     maxInputBytes: r.maxInputBytes,
+    verify: r.verify,
     splits,
     images: assignSubsets(images, manifest, r.valFraction, r.seed),
     failed,

@@ -114,6 +114,15 @@ export const DEFAULTS = {
   uploadPrefix: '', // key prefix in the bucket ('' = the bucket's root)
   uploadConnectTimeoutMs: 10_000, // an S3 endpoint that does not accept the connection by then: that attempt fails
   uploadRequestTimeoutMs: 120_000, // a request silent this long (a server that accepts and never answers) fails
+
+  // --- serve (POST /invocations, SageMaker's container contract)
+  servePort: 8080,
+  serveHost: '0.0.0.0',
+  serveMaxBodyBytes: 8 * 1024 ** 2, // larger bodies get 413 before they are read (SageMaker caps real-time bodies at 6 MB)
+  serveMaxBatch: 16, // images predicted in one batch at most
+  serveBatchWindowMs: 5, // how long the first image of a batch waits for others
+  serveDrainTimeoutMs: 30_000, // on close, in-flight requests get this long before their connections are cut
+  serveRequestTimeoutMs: 60_000, // a body not fully arrived by then is cut (SageMaker allows 60 s per invocation)
 } as const;
 
 export type Config = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends string

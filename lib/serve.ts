@@ -7,20 +7,15 @@ import { loadModel, predictPixels, type LoadedModel } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { argmax } from './metrics.js';
 
-/** Defaults of the server (SageMaker expects port 8080 on every interface). */
+/** Defaults of the server, from the config module (SageMaker expects port 8080 on every interface). */
 export const SERVE_DEFAULTS = {
-  port: 8080,
-  host: '0.0.0.0',
-  /** Larger request bodies are refused with 413 before they are read (SageMaker itself caps real-time bodies at 6 MB). */
-  maxBodyBytes: 8 * 1024 ** 2,
-  /** Images predicted in one batch at most. */
-  maxBatch: 16,
-  /** How long the first image of a batch waits for others, in milliseconds. */
-  batchWindowMs: 5,
-  /** On close, in-flight requests get this long to finish before their connections are cut. */
-  drainTimeoutMs: 30_000,
-  /** A request whose body has not fully arrived after this long is cut (SageMaker allows 60 s per invocation). */
-  requestTimeoutMs: 60_000,
+  port: DEFAULTS.servePort,
+  host: DEFAULTS.serveHost,
+  maxBodyBytes: DEFAULTS.serveMaxBodyBytes,
+  maxBatch: DEFAULTS.serveMaxBatch,
+  batchWindowMs: DEFAULTS.serveBatchWindowMs,
+  drainTimeoutMs: DEFAULTS.serveDrainTimeoutMs,
+  requestTimeoutMs: DEFAULTS.serveRequestTimeoutMs,
 } as const;
 
 /** The body types accepted by POST /invocations (application/x-image as SageMaker's built-in image algorithms use it). */

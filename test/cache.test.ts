@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { cacheDirFor, openCache, prepareCache, type CacheIndex } from '../lib/cache.js';
+import { CACHE_VERSION, cacheDirFor, openCache, prepareCache, type CacheIndex } from '../lib/cache.js';
 import type { Label } from '../lib/config.js';
 import { CacheError, quote } from '../lib/errors.js';
 import { sha256 } from '../lib/fsx.js';
@@ -190,6 +190,36 @@ test('a stale cache is rebuilt, never mixed', async () => {
   assert.equal(await stat(join(trainOnly.dir, 'test.u8')).catch(() => 'gone'), 'gone');
 });
 
+test('a cache is not reused across versions, verification settings, a split rule it does not follow, or a file that is back', async () => {
+  const dir = join(root, 'back');
+  const rows = await writeLabeled(dir, { train: 4, test: 2 });
+  const opts = { labeledDir: dir, cacheDir: join(root, 'c-back'), imageSize: SIZE, valFraction: 0.2, seed: 1 };
+  // A file missing for the moment (not yet synced, say) fails as transient, and is decoded once it is back.
+  const file = rows.find((r) => r.split === 'train' && r.label === 'virus')?.file ?? '';
+  const gone = join(dir, file);
+  const aside = `${gone}.aside`;
+  await rename(gone, aside);
+  const first = await prepareCache(opts);
+  assert.deepEqual(first.index.failed, [{ split: 'train', file, reason: `${q(gone)} is listed in the manifest but missing`, transient: true }]);
+  assert.equal((await prepareCache(opts)).reused, true, 'still missing: reused, not rebuilt each time');
+  await rename(aside, gone);
+  const back = await prepareCache(opts);
+  assert.deepEqual([back.reused, back.index.failed.length, back.index.images.length], [false, 0, first.index.images.length + 1]);
+  // Made without checking the manifest's SHA-256s: not reused by a prepare that checks them.
+  assert.equal((await prepareCache({ ...opts, verify: false })).reused, false);
+  assert.equal((await prepareCache(opts)).reused, false);
+  // Subsets that today's rule would not carve (an older cache's) are carved again, pixels kept.
+  const indexPath = join(first.dir, 'index.json');
+  const index = JSON.parse(await readFile(indexPath, 'utf8')) as CacheIndex;
+  await writeFile(indexPath, JSON.stringify({ ...index, images: index.images.map((im) => ({ ...im, subset: im.split === 'train' ? 'train' : im.subset })) }));
+  const recarved = await prepareCache(opts);
+  assert.deepEqual([recarved.reused, recarved.resplit], [false, true]);
+  assert.deepEqual(recarved.index.images, index.images);
+  // Another version (older decoding): rebuilt.
+  await writeFile(indexPath, JSON.stringify({ ...index, version: 1 }));
+  assert.deepEqual([(await prepareCache(opts)).reused, (await prepareCache(opts)).reused], [false, true]);
+});
+
 test('an interrupted build resumes from its last checkpoint and ends identical to a fresh one', async () => {
   const fresh = await prepareCache({ labeledDir: labeled, cacheDir: join(root, 'fresh'), imageSize: SIZE, seed: 9 });
   const cacheDir = join(root, 'c4');
@@ -244,9 +274,9 @@ test('openCache reports a missing, broken or foreign index, and bad reads', asyn
   });
   await writeFile(join(broken, 'index.json'), '{"version": 99}');
   await assert.rejects(openCache(broken), {
-    message: `${q(join(broken, 'index.json'))} has version 99, expected 1: run \`pneumotype prepare\` again`,
+    message: `${q(join(broken, 'index.json'))} has version 99, expected 2: run \`pneumotype prepare\` again`,
   });
-  await writeFile(join(broken, 'index.json'), '{"version": 1, "imageSize": 16, "splits": {}}');
+  await writeFile(join(broken, 'index.json'), `{"version": ${CACHE_VERSION}, "imageSize": 16, "splits": {}}`);
   await assert.rejects(openCache(broken), {
     message: `${q(join(broken, 'index.json'))} is not a cache index: missing images, failed or splits; run \`pneumotype prepare\` again`,
   });
