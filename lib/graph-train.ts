@@ -83,6 +83,10 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
     if (r === 'other' || (r && r.l1 !== 0)) return `layer "${layer.name}" has a ${key} other than L2`;
   }
   if ((layer as unknown as { activityRegularizer?: unknown }).activityRegularizer) return `layer "${layer.name}" has an activity regularizer`;
+  // Penalties the graph does not translate (batch norm's gamma and beta) would be dropped without a word.
+  for (const key of ['gammaRegularizer', 'betaRegularizer'] as const) {
+    if ((layer as unknown as Record<string, unknown>)[key]) return `layer "${layer.name}" has a ${key} (graph training translates kernel and bias L2 only)`;
+  }
   const same = (p: unknown): boolean => p === 'same' || p === 'valid';
   switch (name) {
     case 'InputLayer':
@@ -317,8 +321,8 @@ function updateRuleOf(optimizer: Optimizer): UpdateRule {
 }
 
 /** Runs a session call under the stall guard when there is one. */
-function guarded<T>(watchdog: StallWatchdog | undefined, call: () => T): T {
-  return watchdog ? watchdog.guard(call) : call();
+function guarded<T>(watchdog: StallWatchdog | undefined, call: () => T, options: { setup?: boolean } = {}): T {
+  return watchdog ? watchdog.guard(call, options) : call();
 }
 
 /** What {@link GraphTrainer.create} needs. */
@@ -391,7 +395,8 @@ export class GraphTrainer {
     try {
       await writeFile(join(dir, 'saved_model.pbtxt'), built.graph.savedModel(TAG));
       try {
-        session = guarded(options.watchdog, () => backend.binding.loadSavedModel(dir, TAG));
+        // Setup calls: the first training step still gets the watchdog's longer first limit (a GPU compiles kernels there).
+        session = guarded(options.watchdog, () => backend.binding.loadSavedModel(dir, TAG), { setup: true });
       } catch (err) {
         throw new BackendError(`TensorFlow refused the training graph (${messageOf(err)})`, { cause: err });
       }
@@ -408,9 +413,9 @@ export class GraphTrainer {
     return trainer;
   }
 
-  private run(inputs: Tensor[], inputNames: string, outputNames: string): Tensor[] {
+  private run(inputs: Tensor[], inputNames: string, outputNames: string, options: { setup?: boolean } = {}): Tensor[] {
     const ids = this.backend.getInputTensorIds(inputs);
-    const metadata = guarded(this.watchdog, () => this.backend.binding.runSavedModel(this.session, ids, inputNames, outputNames));
+    const metadata = guarded(this.watchdog, () => this.backend.binding.runSavedModel(this.session, ids, inputNames, outputNames), options);
     return metadata.map((m) => this.backend.createOutputTensor(m));
   }
 
@@ -420,7 +425,7 @@ export class GraphTrainer {
     const values = this.variables.map((v) => v.initial());
     try {
       const names = this.variables.map((_, i) => `init_${i}:0`).join(',');
-      tf.dispose(this.run(values, names, 'init_done:0'));
+      tf.dispose(this.run(values, names, 'init_done:0', { setup: true }));
     } finally {
       tf.dispose(values);
     }

@@ -77,7 +77,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     ...(arch
       ? [
           `- \`${card.model.name}\`, width ${arch.width}${depthNote(arch)}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
-          `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
+          `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${Number.isFinite(s.flops) ? `${(s.flops / 1e9).toFixed(3)} GFLOPs` : 'unknown FLOPs'} per image, ${s.layers} layers;`,
           '  trained from scratch (no ImageNet weights).',
         ]
       : [

@@ -66,7 +66,8 @@ export interface ModelSummary {
   /**
    * Floating-point operations of one forward pass of ONE image: 2 x the multiply-accumulates of the conv, depthwise,
    * separable and dense layers. Biases, batch normalisation, activations, pooling and residual adds are not counted
-   * (together they are under 1% of the total for these models).
+   * (together they are under 1% of the total for these models). NaN (null once saved as JSON) when unknown: a nested
+   * pretrained model whose own input is not the one it is given.
    */
   readonly flops: number;
   /** model.layers.length, the input layer included. */
@@ -441,7 +442,15 @@ function product(values: ReadonlyArray<number | null>): number {
 /** Forward FLOPs of one layer for one example (2 x multiply-accumulates; 0 for layers that have none counted). */
 function layerFlops(layer: AnyLayer): number {
   const nested = (layer as unknown as { layers?: AnyLayer[] }).layers;
-  if (Array.isArray(nested)) return nested.reduce((sum, l) => sum + layerFlops(l), 0);
+  if (Array.isArray(nested)) {
+    // Its layers know only the shapes of its own input: counted when that is the input it is applied to, else unknown
+    // (NaN; a dynamic [null, null, 3] or another fixed size would give a wrong count).
+    const own = (layer as unknown as { inputs?: { shape: (number | null)[] }[] }).inputs?.[0]?.shape;
+    const nodes = (layer as unknown as { inboundNodes?: { inputTensors: { shape: (number | null)[] }[] }[] }).inboundNodes ?? [];
+    const applied = nodes.at(-1)?.inputTensors[0]?.shape;
+    if (!own || !applied || own.length !== applied.length || own.slice(1).some((d, i) => d === null || d !== applied[i + 1])) return Number.NaN;
+    return nested.reduce((sum, l) => sum + layerFlops(l), 0);
+  }
   const shape = layer.outputShape;
   if (Array.isArray(shape[0]) || shape.length < 2) return 0; // multi-output layers: none of the counted kinds
   const outElements = product((shape as Array<number | null>).slice(1));

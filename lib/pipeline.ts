@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, type FetchResult } from './fetch.js';
-import { exists, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE, type RelabelSummary } from './relabel.js';
@@ -183,13 +183,21 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     if (resolve(madeFrom) !== resolve(from) || (remote && wasRemote && remoteFrom !== url)) {
       const made = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
       const asked = remote ? `${quote(url)} (read with --remote)` : quote(from);
-      const same = wasRemote && !remote && remoteFrom === url ? 'add --remote to use it, ' : !wasRemote && remote && resolve(madeFrom) === resolve(expected ?? '') ? 'leave out --remote to use it, ' : '';
+      // The same archive, read the other way: the hint names the flag that the user gave, or the one that v3's
+      // default (remote) needs.
+      const byDefault = options.remote === undefined;
+      const same = wasRemote && !remote && remoteFrom === url
+        ? (options.remote === false ? 'leave out --download-whole to use it, ' : 'add --remote to use it, ')
+        : !wasRemote && remote && resolve(madeFrom) === resolve(expected ?? '')
+          ? (byDefault ? 'add --download-whole to use it, ' : 'leave out --remote to use it, ')
+          : '';
       throw new LabelError(
         `${quote(dirs.labeled)} was made from ${made}, not from ${asked}: ${same}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
         { path: dirs.labeled },
       );
     }
-  } else if (remote && remoteFrom !== undefined && remoteFrom !== url) {
+  } else if (remote && remoteFrom !== undefined && remoteFrom !== url && (await listFiles(dirs.extracted).catch(() => [])).length > 0) {
+    // Only when the folder holds entries: a record left by a read that failed before its first entry is replaced.
     throw new LabelError(
       `${quote(dirs.extracted)} holds entries read from ${quote(remoteFrom)}, not from ${quote(url)}: choose another --data-dir, or remove ${quote(dirs.extracted)} and ${quote(remoteRecord)}`,
       { path: dirs.extracted },

@@ -472,7 +472,7 @@ function configTable(card: ModelCard, history: readonly EpochRecord[]): Table {
   const rows: (string | number | null)[][] = [
     ['model', card.model.summary.name],
     ['parameters', card.model.summary.parameters],
-    ['GFLOPs per image', Number((card.model.summary.flops / 1e9).toFixed(3))],
+    ['GFLOPs per image', Number.isFinite(card.model.summary.flops) ? Number((card.model.summary.flops / 1e9).toFixed(3)) : 'unknown'],
     ['image size', card.imageSize],
     ['backend', card.training.backend],
     ['training', runLength(card, history)],

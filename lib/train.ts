@@ -460,6 +460,11 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         ...(was.epochs !== config.epochs ? [`${was.epochs} epoch${was.epochs === 1 ? '' : 's'} (now ${config.epochs})`] : []),
         ...(JSON.stringify(was.augment ?? false) !== JSON.stringify(augment) ? [`augmentation ${JSON.stringify(was.augment ?? false)} (now ${JSON.stringify(augment)})`] : []),
         ...((was.balanceGroups ?? undefined) !== balanceLabel ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balanceLabel ?? 'none')})`] : []),
+        // A transfer run: the checkpoint holds its network, and the card must keep saying where it came from.
+        ...((was.initFrom ?? null) !== (options.initFrom ?? null) ? [`--init-from ${quote(was.initFrom ?? 'none')} (now ${quote(options.initFrom ?? 'none')})`] : []),
+        ...((was.freeze ?? false) !== (options.initFrom ? options.freeze ?? false : false) ? [`--freeze ${was.freeze ?? false} (now ${options.freeze ?? false})`] : []),
+        ...((was.unfreeze ?? false) !== (options.initFrom ? options.unfreeze ?? false : false) ? [`--unfreeze ${was.unfreeze ?? false} (now ${options.unfreeze ?? false})`] : []),
+        ...(JSON.stringify(was.initRange ?? null) !== JSON.stringify(options.initFrom ? options.initRange ?? null : null) ? [`--init-range ${JSON.stringify(was.initRange ?? null)} (now ${JSON.stringify(options.initRange ?? null)})`] : []),
       ];
       if (changed.length > 0) {
         throw new ConfigError(
@@ -483,6 +488,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         from: options.initFrom,
         imageSize: config.imageSize,
         dropout: config.dropout,
+        l2: config.weightDecay, // on the new head
         seed: config.seed,
         freeze: options.freeze ?? false,
         ...(options.unfreeze ? { unfreeze: true } : {}),

@@ -16,10 +16,13 @@ export interface TransferOptions {
   readonly imageSize: number;
   readonly dropout?: number;
   /**
-   * Name of the layer whose output feeds the new head, which pools it globally (default: the last layer with a 4-D
-   * output that is not a pooling layer: a pretrained head's fixed-size pooling would not fit other input sizes).
+   * Name of the layer whose output feeds the new head, which pools it globally (default: the layer that feeds the
+   * pretrained model's first global pooling or flattening layer, where its own head starts; without one, the last
+   * layer with a 4-D output that is not a pooling layer).
    */
   readonly featureLayer?: string;
+  /** L2 penalty on the new head's kernel (train passes its weight decay). Default 0. */
+  readonly l2?: number;
   /**
    * Freeze the pretrained layers (train the head only). Default false. Each pretrained layer carries the flag itself,
    * so it survives saving and loading (and so `--resume`): tfjs saves no trainable flag for a nested model. Its
@@ -240,10 +243,17 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     base.dispose();
     throw new ConfigError(`the pretrained model ${quote(options.from)} takes inputs of shape ${quote(inShape)}: expected [null, H, W, 1 or 3]`, { path: options.from });
   }
-  const featureName = options.featureLayer ?? [...base.layers].reverse().find((l) => {
-    const shape = l.outputShape as (number | null)[];
-    return Array.isArray(shape) && shape.length === 4 && !/Pooling2D$/.test(l.getClassName());
-  })?.name;
+  // Keras's MobileNet (v1) reshapes its pooled features back to 4-D and ends in a 1x1 convolution and a softmax: the
+  // last 4-D layer would be its ImageNet softmax, so the layer before its first global pooling comes first.
+  // (Past any fixed-size pooling in front of it, which would not fit other input sizes.)
+  const inbound = (l: Layer | undefined): Layer | undefined => (l as unknown as { inboundNodes?: { inboundLayers: Layer[] }[] } | undefined)?.inboundNodes?.[0]?.inboundLayers[0];
+  let beforeCollapse = inbound(base.layers.find((l) => /^(Global(Average|Max)Pooling2D|Flatten)$/.test(l.getClassName())));
+  while (beforeCollapse && /Pooling2D$/.test(beforeCollapse.getClassName())) beforeCollapse = inbound(beforeCollapse);
+  const featureName = options.featureLayer ?? (beforeCollapse && (beforeCollapse.outputShape as unknown[]).length === 4 ? beforeCollapse.name : undefined) ??
+    [...base.layers].reverse().find((l) => {
+      const shape = l.outputShape as (number | null)[];
+      return Array.isArray(shape) && shape.length === 4 && !/Pooling2D$/.test(l.getClassName());
+    })?.name;
   const featureLayer = featureName === undefined ? undefined : base.layers.find((l) => l.name === featureName);
   if (!featureLayer || featureName === undefined) {
     base.dispose();
@@ -258,6 +268,8 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     x = flat.outputs[0] as SymbolicTensor;
   } else {
     const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
+    // The pretrained head (its ImageNet classifier, say) is no part of the new model: its weights are freed.
+    for (const l of base.layers) if (!trunk.layers.includes(l)) l.dispose();
     // Layer by layer (allLayers), not only on the nested model: its own flag is lost on saving, its layers' are kept.
     setTrainable(trunk, options);
     const stem = grayStem(options.imageSize, channels, options.inputRange);
@@ -267,7 +279,10 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   x = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(x) as SymbolicTensor;
   if ((options.dropout ?? 0.2) > 0) x = tf.layers.dropout({ rate: options.dropout ?? 0.2, name: 'head_dropout' }).apply(x) as SymbolicTensor;
   const out = tf.layers
-    .dense({ units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }) })
+    .dense({
+      units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }),
+      ...((options.l2 ?? 0) > 0 ? { kernelRegularizer: tf.regularizers.l2({ l2: options.l2 ?? 0 }) } : {}),
+    })
     .apply(x) as SymbolicTensor;
   return tf.model({ inputs: input, outputs: out, name: 'transfer' });
 }

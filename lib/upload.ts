@@ -263,7 +263,7 @@ const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 export function checkUploadOptions(options: UploadOptions): { prefix: string; concurrency: number; partSize: number } {
   // An empty region would reach the SDK, whose "Region is missing" names no option. S3-compatible servers (an
   // endpoint) may name their regions as they like.
-  const region = options.endpoint === undefined ? /^[a-z]{2}(-[a-z0-9]+)+-\d+$/ : /^[A-Za-z0-9_.-]+$/;
+  const region = options.endpoint === undefined ? /^[a-z]{2,}(-[a-z0-9]+)+-\d+$/ : /^[A-Za-z0-9_.-]+$/;
   if (options.region !== undefined && !region.test(options.region)) {
     throw new ConfigError(`region ${quote(options.region)} is not ${options.endpoint === undefined ? 'an AWS region name' : 'a region name'}: pass --region like "eu-west-1"`);
   }

@@ -97,22 +97,23 @@ export class StallWatchdog {
     this.slots[0] = now();
   }
 
-  /** Marks its end. */
-  leave(): void {
+  /** Marks its end; a `setup` call (loading a graph, say) does not count as done, so `firstSeconds` still holds. */
+  leave(options: { setup?: boolean } = {}): void {
     const started = this.slots[0] ?? 0;
     if (started === 0) return;
     this.slots[0] = 0;
+    if (options.setup) return;
     this.slots[1] = (this.slots[1] ?? 0) + 1;
     this.slots[2] = (this.slots[2] ?? 0) + (now() - started);
   }
 
-  /** Runs `fn` as a guarded call. */
-  guard<T>(fn: () => T): T {
+  /** Runs `fn` as a guarded call (`setup`: see {@link StallWatchdog.leave}). */
+  guard<T>(fn: () => T, options: { setup?: boolean } = {}): T {
     this.enter();
     try {
       return fn();
     } finally {
-      this.leave();
+      this.leave(options);
     }
   }
 

@@ -12,7 +12,7 @@
 // PNEUMOTYPE_TF_WHEEL_VERSION (default 2.21.0); PNEUMOTYPE_PYTHON (default python3, else python);
 // PNEUMOTYPE_SKIP_TFJS_SETUP=1 skips everything.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
@@ -224,6 +224,19 @@ function gpuVisible() {
   return ['/proc/driver/nvidia/version', '/dev/nvidiactl', '/dev/dxg'].some(existsSync) || run('nvidia-smi', ['-L'], { timeout: 30_000 }).ok;
 }
 
+/** True on an x86-64 Linux CPU without AVX, which libtensorflow is built for (lib/tf.ts's cpuLacksAvx, for this script). */
+function cpuLacksAvx() {
+  if (process.arch !== 'x64' || process.platform !== 'linux') return false;
+  let text;
+  try {
+    text = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return false;
+  }
+  const flags = /^flags\s*:(.*)$/m.exec(text)?.[1];
+  return flags !== undefined && !flags.trim().split(/\s+/).includes('avx');
+}
+
 function setup(name, flavour) {
   const dir = packageDir(name);
   if (!dir) {
@@ -237,6 +250,12 @@ function setup(name, flavour) {
   if (first.ok) {
     log(`${name}: binding loads (libtensorflow ${first.version}); nothing to do`);
     return true;
+  }
+  // Before any download: on such a CPU no libtensorflow of ours loads (one built without AVX, put in by hand, does).
+  if (cpuLacksAvx()) {
+    log(`${name}: this CPU has no AVX instructions, which libtensorflow is built for; nothing downloaded or built. ` +
+      'pneumotype will use the slow pure-JavaScript backend (environment.md: a libtensorflow built without AVX)');
+    return false;
   }
   const noAvx = (r) => {
     if (r.noAvx) {

@@ -75,6 +75,12 @@ test('planGraphTraining accepts the three architectures and names what stops ano
   const head2 = tf.layers.dense({ name: 'head2', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(channelNorm));
   const channelModel = tf.model({ inputs: perChannel, outputs: head2 as ReturnType<typeof tf.input> });
   assert.deepEqual(planGraphTraining(channelModel), { supported: false, reason: 'layer "channel_norm": a LayerNormalization is translated only over axes [1, 2, 3], with no trained scale or offset' });
+  const input5 = tf.input({ shape: [S, S, 1] });
+  const regBn = tf.layers.batchNormalization({ name: 'reg_bn', gammaRegularizer: tf.regularizers.l2({ l2: 0.5 }) }).apply(input5);
+  const head5 = tf.layers.dense({ name: 'head5', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(regBn));
+  const regModel = tf.model({ inputs: input5, outputs: head5 as ReturnType<typeof tf.input> });
+  assert.deepEqual(planGraphTraining(regModel), { supported: false, reason: 'layer "reg_bn" has a gammaRegularizer (graph training translates kernel and bias L2 only)' });
+  regModel.dispose();
   const input4 = tf.input({ shape: [S, S, 1] });
   const frozenBn = tf.layers.batchNormalization({ name: 'frozen_bn', trainable: false }).apply(input4);
   const head3 = tf.layers.dense({ name: 'head3', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(frozenBn));

@@ -1,7 +1,7 @@
 // The whole job on fixtures: a local zip, and a remote v3-like zip read with Range requests; re-runs skip every step.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -122,6 +122,13 @@ test('run with remote: only the chest X-ray entries of a v3-like archive are tra
       message: `"${extracted}" holds entries read from "${server.url}", not from "${other}": choose another --data-dir, or remove "${extracted}" and "${extracted}.source.json"`,
     });
     assert.equal(server.requests.length, requests);
+    // A record left by a read that failed before its first entry (no extracted folder) is replaced, not refused.
+    const fresh = join(tmp, 'remote-record-only');
+    await mkdir(fresh, { recursive: true });
+    await writeFile(join(fresh, 'extracted.source.json'), JSON.stringify({ url: other }));
+    const replaced = await runPipeline({ source: server.url, remote: true, dataDir: fresh, preset: 'smoke', train: false });
+    assert.equal(replaced.remote?.files, chest.length);
+    assert.deepEqual(JSON.parse(await readFile(join(fresh, 'extracted.source.json'), 'utf8')), { url: server.url });
   } finally {
     await server.close();
   }

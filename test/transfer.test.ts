@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import type { SymbolicTensor, Tensor } from '@tensorflow/tfjs';
 import { loadLayersModelFromDir, saveModel } from '../lib/checkpoint.js';
 import { relabel } from '../lib/relabel.js';
+import { summarizeModel } from '../lib/models.js';
 import { loadTf } from '../lib/tf.js';
 import { train, trainStep } from '../lib/train.js';
 import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
@@ -65,6 +66,44 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
     y.dispose();
   } finally {
     nested.dispose();
+  }
+});
+
+test("Keras MobileNet v1's head (pooled, reshaped to 4-D, a 1x1 convolution and a softmax) is left out; the new head takes the L2 penalty", async () => {
+  const tf = loadTf();
+  const input = tf.input({ shape: [null, null, 3] as unknown as number[] });
+  let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', name: 'conv_pw_13_relu' }).apply(input) as SymbolicTensor;
+  x = tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d_1' }).apply(x) as SymbolicTensor;
+  x = tf.layers.reshape({ targetShape: [1, 1, 4], name: 'reshape_1' }).apply(x) as SymbolicTensor;
+  x = tf.layers.conv2d({ filters: 10, kernelSize: 1, name: 'conv_preds' }).apply(x) as SymbolicTensor;
+  x = tf.layers.activation({ activation: 'softmax', name: 'act_softmax' }).apply(x) as SymbolicTensor;
+  const out = tf.layers.reshape({ targetShape: [10], name: 'reshape_2' }).apply(x) as SymbolicTensor;
+  const v1 = tf.model({ inputs: input, outputs: out });
+  await saveModel({ dir: join(tmp, 'mobilenet-v1-like'), model: v1 });
+  v1.dispose();
+  const model = await buildTransferModel({ from: join(tmp, 'mobilenet-v1-like'), imageSize: 16, l2: 1e-3 });
+  try {
+    assert.deepEqual(model.layers.map((l) => l.name), ['gray_input', 'gray_to_rgb', 'conv_pw_13_relu', 'head_pool', 'head_dropout', 'head_logits']);
+    assert.equal(model.getLayer('head_logits').getConfig().kernelRegularizer !== undefined && model.getLayer('head_logits').getConfig().kernelRegularizer !== null, true);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('FLOPs of a nested pretrained model are counted at the size it is given, and unknown (NaN) where its layers cannot say', async () => {
+  const tf = loadTf();
+  // The gray-to-RGB 1x1 convolution, the pretrained 3x3 one at 16 px, the new head.
+  for (const [name, shape, expected] of [['fixed-16', [16, 16, 3], 2 * 16 * 16 * 3 + 2 * 27 * 16 * 16 * 4 + 2 * 4 * 3], ['dynamic', [null, null, 3], Number.NaN]] as const) {
+    const seq = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: shape as unknown as number[], filters: 4, kernelSize: 3, padding: 'same', name: 'c1' }), tf.layers.globalAveragePooling2d({}), tf.layers.dense({ units: 5 })] });
+    await saveModel({ dir: join(tmp, `flops-${name}`), model: seq });
+    seq.dispose();
+    const model = await buildTransferModel({ from: join(tmp, `flops-${name}`), imageSize: 16 });
+    try {
+      assert.ok(model.layers.some((l) => 'layers' in l), 'nested');
+      assert.deepEqual(summarizeModel(model, { name: 'tiny', imageSize: 16 }).flops, expected, name);
+    } finally {
+      model.dispose();
+    }
   }
 });
 
@@ -229,6 +268,12 @@ test('train --init-from --freeze trains the head only, resumed too, and says so 
   const out = join(tmp, 'run-frozen');
   const common = { data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), freeze: true, config: { epochs: 2 } } as const;
   await train({ ...common, stopAfterEpochs: 1 });
+  // Resumed without the transfer flags: refused (the card would describe a network trained from scratch).
+  await assert.rejects(train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { epochs: 2 }, resume: true }), {
+    name: 'ConfigError',
+    message: `cannot resume "${out}": it was started with --init-from "${join(tmp, 'pretrained')}" (now "none"), --freeze true (now false); ` +
+      'a resume continues the same run: give the settings it was started with, or train into another --out',
+  });
   const r = await train({ ...common, resume: true });
   assert.equal(r.history.length, 2);
   assert.equal(r.card.training.freeze, true);
