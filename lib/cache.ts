@@ -118,7 +118,7 @@ export interface PrepareResult {
   readonly index: CacheIndex;
   /** The cache was already up to date and was left untouched. */
   readonly reused: boolean;
-  /** Only the validation split changed (seed or valFraction): pixels were kept, index.json rewritten. */
+  /** Only the validation split changed (seed, valFraction, or the rule that carves it): pixels kept, index.json rewritten. */
   readonly resplit: boolean;
   /** Manifest rows taken over from an interrupted build instead of being decoded again. */
   readonly resumedRows: number;
@@ -358,7 +358,7 @@ function assignSubsets(
  * `index.failed`, with a progress message each.
  *
  * Idempotent and resumable: an index that matches the manifest's SHA-256, imageSize, limits, seed and valFraction is
- * returned untouched (`reused: true`); one that differs only in seed or valFraction gets a new index over the same
+ * returned untouched (`reused: true`); one that differs only in seed, valFraction or the subsets today's rule carves gets a new index over the same
  * pixels (`resplit: true`); anything else, a .u8 file of the wrong size or SHA-256 included, is rebuilt from scratch,
  * never mixed. Pixels go to `.part` files with a journal checkpointed every `chunkRows` images, so an interrupted build
  * picks up at its last checkpoint; each finished file's SHA-256 goes to the index, the old index is removed before the
@@ -419,7 +419,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
       const index: CacheIndex = { ...old, createdAt: new Date().toISOString(), valFraction: r.valFraction, seed: r.seed, images };
       await writeJsonAtomic(indexPath, index);
       tracker.set(total);
-      tracker.finish(`new validation split (seed ${r.seed}, valFraction ${r.valFraction}) over the cached pixels`);
+      tracker.finish(`validation subset carved again (seed ${r.seed}, valFraction ${r.valFraction}) over the cached pixels`);
       return { dir: r.dir, index, reused: false, resplit: true, resumedRows: 0 };
     }
   }

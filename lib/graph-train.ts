@@ -85,7 +85,7 @@ function layerProblem(layer: Layer, isOutput: boolean): string | undefined {
   if ((layer as unknown as { activityRegularizer?: unknown }).activityRegularizer) return `layer "${layer.name}" has an activity regularizer`;
   // Penalties the graph does not translate (batch norm's gamma and beta) would be dropped without a word.
   for (const key of ['gammaRegularizer', 'betaRegularizer'] as const) {
-    if ((layer as unknown as Record<string, unknown>)[key]) return `layer "${layer.name}" has a ${key} (graph training translates kernel and bias L2 only)`;
+    if ((layer as unknown as Record<string, unknown>)[key]) return `layer "${layer.name}" has a ${key} (graph training translates kernel, depthwise and bias L2 only)`;
   }
   const same = (p: unknown): boolean => p === 'same' || p === 'valid';
   switch (name) {

@@ -13,6 +13,8 @@ export interface LockOptions {
    * the lock is tried again every `pollMs` (default 1000) until it is free or `signal` aborts.
    */
   readonly wait?: { readonly onWait?: (message: string) => void; readonly pollMs?: number; readonly signal?: AbortSignal };
+  /** How often the held lock file is touched (default 30 s; tests use less). */
+  readonly heartbeatMs?: number;
 }
 
 /** How often a held lock file is touched, and how long untouched before another machine's lock counts as left. */
@@ -48,7 +50,7 @@ export async function withLock<T>(path: string, what: string, fn: () => Promise<
   const heartbeat = setInterval(() => {
     const now = new Date();
     utimes(path, now, now).catch(() => {});
-  }, HEARTBEAT_MS);
+  }, options.heartbeatMs ?? HEARTBEAT_MS);
   heartbeat.unref();
   try {
     return await fn();

@@ -77,12 +77,13 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     ...(arch
       ? [
           `- \`${card.model.name}\`, width ${arch.width}${depthNote(arch)}${card.model.standardize ? ', each image standardised over its own pixels first (zero mean, unit variance)' : ''}${card.model.antialias ? ', anti-aliased downsampling (a fixed binomial blur before each subsampling after the stem)' : ''}, ${s.parameters.toLocaleString('en-US')} parameters`,
-          `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${Number.isFinite(s.flops) ? `${(s.flops / 1e9).toFixed(3)} GFLOPs` : 'unknown FLOPs'} per image, ${s.layers} layers;`,
+          `  (${s.trainableParameters.toLocaleString('en-US')} trainable), ${(s.flops / 1e9).toFixed(3)} GFLOPs per image, ${s.layers} layers;`,
           '  trained from scratch (no ImageNet weights).',
         ]
       : [
           `- The pretrained model \`${card.training.initFrom}\` with a new 3-class head (gray input repeated to its channels${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}),`,
-          `  ${s.parameters.toLocaleString('en-US')} parameters (${s.trainableParameters.toLocaleString('en-US')} trainable): ${card.training.freeze ? 'its layers frozen, the head trained' : card.training.unfreeze ? 'fine-tuned whole' : 'fine-tuned (layers the pretrained model marks frozen stay frozen)'}.`,
+          `  ${s.parameters.toLocaleString('en-US')} parameters (${s.trainableParameters.toLocaleString('en-US')} trainable), ${Number.isFinite(s.flops) ? `${(s.flops / 1e9).toFixed(3)} GFLOPs` : 'unknown FLOPs'} per image: ` +
+            `${card.training.freeze ? 'its layers frozen, the head trained' : card.training.unfreeze ? 'fine-tuned whole' : 'fine-tuned (layers the pretrained model marks frozen stay frozen)'}.`,
         ]),
     '',
     '## Training',
@@ -92,7 +93,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
       `the best validation macro-F1 at epoch ${t.epoch} (these weights), ` +
       `${((history.length > 0 ? history.reduce((sum, e) => sum + e.seconds, 0) : t.seconds) / 60).toFixed(1)} minutes on ${extras.hardware ?? t.backend}.`,
     `- ${c.optimizer === 'adam' ? 'Adam' : 'SGD with Nesterov momentum 0.9'}, peak learning rate ${c.learningRate} after ${c.warmupEpochs} warm-up epoch(s), ${c.schedule} decay to ${c.minLearningRate};`,
-    `  batch ${c.batchSize}; L2 ${c.weightDecay}; dropout ${c.dropout}; label smoothing ${c.labelSmoothing}; class weights ${c.classWeights}.`,
+    `  batch ${c.batchSize}; L2 ${c.weightDecay}${card.training.initFrom === null ? '' : ' (on the new head)'}; dropout ${c.dropout}; label smoothing ${c.labelSmoothing}; class weights ${c.classWeights}.`,
     `- Augmentation: ${t.augment === false ? 'none' : `\`${JSON.stringify(t.augment)}\``}.`,
     `- Backend: ${t.backend}${t.engine ? `; steps: ${t.engine}` : ''}.`,
     ...(t.weights ? [`- Saved weights: ${t.weights}.`] : []),

@@ -183,16 +183,16 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     if (resolve(madeFrom) !== resolve(from) || (remote && wasRemote && remoteFrom !== url)) {
       const made = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
       const asked = remote ? `${quote(url)} (read with --remote)` : quote(from);
-      // The same archive, read the other way: the hint names the flag that the user gave, or the one that v3's
-      // default (remote) needs.
-      const byDefault = options.remote === undefined;
+      // The same archive, read the other way: the hint says how to read it as before, from this source's default
+      // (v3 is read remotely unless told otherwise, every other source downloaded whole) and the flag given.
+      const defaultRemote = resolved.kind === 'known' && resolved.known.name === 'v3';
       const same = wasRemote && !remote && remoteFrom === url
-        ? (options.remote === false ? 'leave out --download-whole to use it, ' : 'add --remote to use it, ')
+        ? (defaultRemote ? 'leave out --download-whole' : options.remote === false ? 'use --remote instead of --download-whole' : 'add --remote')
         : !wasRemote && remote && resolve(madeFrom) === resolve(expected ?? '')
-          ? (byDefault ? 'add --download-whole to use it, ' : 'leave out --remote to use it, ')
-          : '';
+          ? (!defaultRemote ? 'leave out --remote' : options.remote === true ? 'use --download-whole instead of --remote' : 'add --download-whole')
+          : undefined;
       throw new LabelError(
-        `${quote(dirs.labeled)} was made from ${made}, not from ${asked}: ${same}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
+        `${quote(dirs.labeled)} was made from ${made}, not from ${asked}: ${same === undefined ? '' : `${same} to use it, `}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
         { path: dirs.labeled },
       );
     }

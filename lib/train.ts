@@ -361,6 +361,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   return withLock(`${runDir}.lock`, `training into ${quote(runDir)}`, () => trainUnlocked(options));
 }
 
+/** Whether two `initFrom` values name the same model: URLs as written, paths once resolved (`pre`, `./pre/`). */
+function sameSource(a: string | null, b: string | null): boolean {
+  if (a === null || b === null) return a === b;
+  const url = (s: string): boolean => /^https?:\/\//i.test(s);
+  return url(a) || url(b) ? a === b : resolve(a) === resolve(b);
+}
+
 async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   const config = resolveConfig(options.preset, options.config ?? {});
   const modelOptions = modelOptionsFromConfig(config);
@@ -461,7 +468,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         ...(JSON.stringify(was.augment ?? false) !== JSON.stringify(augment) ? [`augmentation ${JSON.stringify(was.augment ?? false)} (now ${JSON.stringify(augment)})`] : []),
         ...((was.balanceGroups ?? undefined) !== balanceLabel ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balanceLabel ?? 'none')})`] : []),
         // A transfer run: the checkpoint holds its network, and the card must keep saying where it came from.
-        ...((was.initFrom ?? null) !== (options.initFrom ?? null) ? [`--init-from ${quote(was.initFrom ?? 'none')} (now ${quote(options.initFrom ?? 'none')})`] : []),
+        ...(sameSource(was.initFrom ?? null, options.initFrom ?? null) ? [] : [`--init-from ${quote(was.initFrom ?? 'none')} (now ${quote(options.initFrom ?? 'none')})`]),
         ...((was.freeze ?? false) !== (options.initFrom ? options.freeze ?? false : false) ? [`--freeze ${was.freeze ?? false} (now ${options.freeze ?? false})`] : []),
         ...((was.unfreeze ?? false) !== (options.initFrom ? options.unfreeze ?? false : false) ? [`--unfreeze ${was.unfreeze ?? false} (now ${options.unfreeze ?? false})`] : []),
         ...(JSON.stringify(was.initRange ?? null) !== JSON.stringify(options.initFrom ? options.initRange ?? null : null) ? [`--init-range ${JSON.stringify(was.initRange ?? null)} (now ${JSON.stringify(options.initRange ?? null)})`] : []),

@@ -17,8 +17,8 @@ export interface TransferOptions {
   readonly dropout?: number;
   /**
    * Name of the layer whose output feeds the new head, which pools it globally (default: the layer that feeds the
-   * pretrained model's first global pooling or flattening layer, where its own head starts; without one, the last
-   * layer with a 4-D output that is not a pooling layer).
+   * global pooling or flattening layer where the pretrained model's own head starts, found from its output back;
+   * without one, the last layer with a 4-D output that is not a pooling layer).
    */
   readonly featureLayer?: string;
   /** L2 penalty on the new head's kernel (train passes its weight decay). Default 0. */
@@ -245,9 +245,14 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   }
   // Keras's MobileNet (v1) reshapes its pooled features back to 4-D and ends in a 1x1 convolution and a softmax: the
   // last 4-D layer would be its ImageNet softmax, so the layer before its first global pooling comes first.
-  // (Past any fixed-size pooling in front of it, which would not fit other input sizes.)
+  // Walked back from the output along each layer's first input, so that the pooling inside squeeze-and-excitation
+  // blocks (EfficientNet, MobileNetV3) is not taken for the head's; past any fixed-size pooling in front of it, which
+  // would not fit other input sizes.
   const inbound = (l: Layer | undefined): Layer | undefined => (l as unknown as { inboundNodes?: { inboundLayers: Layer[] }[] } | undefined)?.inboundNodes?.[0]?.inboundLayers[0];
-  let beforeCollapse = inbound(base.layers.find((l) => /^(Global(Average|Max)Pooling2D|Flatten)$/.test(l.getClassName())));
+  const collapses = (l: Layer): boolean => /^(Global(Average|Max)Pooling2D|Flatten)$/.test(l.getClassName());
+  let collapse = base.outputs[0]?.sourceLayer as Layer | undefined;
+  while (collapse && !collapses(collapse)) collapse = inbound(collapse);
+  let beforeCollapse = inbound(collapse);
   while (beforeCollapse && /Pooling2D$/.test(beforeCollapse.getClassName())) beforeCollapse = inbound(beforeCollapse);
   const featureName = options.featureLayer ?? (beforeCollapse && (beforeCollapse.outputShape as unknown[]).length === 4 ? beforeCollapse.name : undefined) ??
     [...base.layers].reverse().find((l) => {

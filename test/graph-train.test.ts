@@ -79,7 +79,7 @@ test('planGraphTraining accepts the three architectures and names what stops ano
   const regBn = tf.layers.batchNormalization({ name: 'reg_bn', gammaRegularizer: tf.regularizers.l2({ l2: 0.5 }) }).apply(input5);
   const head5 = tf.layers.dense({ name: 'head5', units: 3, activation: 'softmax' }).apply(tf.layers.globalAveragePooling2d({}).apply(regBn));
   const regModel = tf.model({ inputs: input5, outputs: head5 as ReturnType<typeof tf.input> });
-  assert.deepEqual(planGraphTraining(regModel), { supported: false, reason: 'layer "reg_bn" has a gammaRegularizer (graph training translates kernel and bias L2 only)' });
+  assert.deepEqual(planGraphTraining(regModel), { supported: false, reason: 'layer "reg_bn" has a gammaRegularizer (graph training translates kernel, depthwise and bias L2 only)' });
   regModel.dispose();
   const input4 = tf.input({ shape: [S, S, 1] });
   const frozenBn = tf.layers.batchNormalization({ name: 'frozen_bn', trainable: false }).apply(input4);

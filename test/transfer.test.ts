@@ -69,7 +69,7 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
   }
 });
 
-test("Keras MobileNet v1's head (pooled, reshaped to 4-D, a 1x1 convolution and a softmax) is left out; the new head takes the L2 penalty", async () => {
+test("Keras MobileNet v1's head (pooled, reshaped to 4-D, a 1x1 convolution and a softmax) and an SE block's pooling are not taken for the features; the new head takes the L2 penalty", async () => {
   const tf = loadTf();
   const input = tf.input({ shape: [null, null, 3] as unknown as number[] });
   let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', name: 'conv_pw_13_relu' }).apply(input) as SymbolicTensor;
@@ -87,6 +87,26 @@ test("Keras MobileNet v1's head (pooled, reshaped to 4-D, a 1x1 convolution and 
     assert.equal(model.getLayer('head_logits').getConfig().kernelRegularizer !== undefined && model.getLayer('head_logits').getConfig().kernelRegularizer !== null, true);
   } finally {
     model.dispose();
+  }
+  // A squeeze-and-excitation block (EfficientNet, MobileNetV3) pools inside the trunk: that pooling is not the head's.
+  const seIn = tf.input({ shape: [null, null, 3] as unknown as number[] });
+  const stem = tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', name: 'stem_conv' }).apply(seIn) as SymbolicTensor;
+  let se = tf.layers.globalAveragePooling2d({ name: 'se_squeeze' }).apply(stem) as SymbolicTensor;
+  se = tf.layers.reshape({ targetShape: [1, 1, 4], name: 'se_reshape' }).apply(se) as SymbolicTensor;
+  se = tf.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'sigmoid', name: 'se_expand' }).apply(se) as SymbolicTensor;
+  let y = tf.layers.multiply({ name: 'se_excite' }).apply([stem, se]) as SymbolicTensor;
+  y = tf.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'relu', name: 'top_activation' }).apply(y) as SymbolicTensor;
+  const seOut = tf.layers.dense({ units: 10, activation: 'softmax', name: 'predictions' }).apply(tf.layers.globalAveragePooling2d({ name: 'avg_pool' }).apply(y)) as SymbolicTensor;
+  const efficient = tf.model({ inputs: seIn, outputs: seOut });
+  await saveModel({ dir: join(tmp, 'se-like'), model: efficient });
+  efficient.dispose();
+  const seModel = await buildTransferModel({ from: join(tmp, 'se-like'), imageSize: 16 });
+  try {
+    const names = seModel.layers.map((l) => l.name);
+    assert.deepEqual(names.slice(-4), ['top_activation', 'head_pool', 'head_dropout', 'head_logits']);
+    assert.ok(names.includes('se_excite') && !names.includes('avg_pool') && !names.includes('predictions'), names.join(' '));
+  } finally {
+    seModel.dispose();
   }
 });
 
@@ -274,7 +294,8 @@ test('train --init-from --freeze trains the head only, resumed too, and says so 
     message: `cannot resume "${out}": it was started with --init-from "${join(tmp, 'pretrained')}" (now "none"), --freeze true (now false); ` +
       'a resume continues the same run: give the settings it was started with, or train into another --out',
   });
-  const r = await train({ ...common, resume: true });
+  // The same model written another way (a trailing slash) is the same run.
+  const r = await train({ ...common, initFrom: `${join(tmp, 'pretrained')}/`, resume: true });
   assert.equal(r.history.length, 2);
   assert.equal(r.card.training.freeze, true);
   const pretrained = await loadLayersModelFromDir(join(tmp, 'pretrained'));
