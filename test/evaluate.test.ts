@@ -311,12 +311,15 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.match(standardized, /\n- `tiny`, width \d+, each image standardised over its own pixels first \(zero mean, unit variance\), /);
   assert.match(text, /trained from scratch \(no ImageNet weights\)/);
   const frozen = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: true } }, history, evaluation);
-  assert.match(frozen, /\n- The pretrained model `models\/mobilenet_v2` with a new 3-class head \(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\): its layers frozen, the head trained\.\n/);
+  assert.match(frozen, /\n- The pretrained model `models\/mobilenet_v2` with a new 3-class head \(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\), \d+\.\d{3} GFLOPs per image: its layers frozen, the head trained\.\n/);
+  assert.match(frozen, /; L2 [\d.e-]+ \(on the new head\); /);
+  const unknown = renderModelCard({ ...card, model: { ...card.model, summary: { ...card.model.summary, flops: Number.NaN } }, training: { ...card.training, initFrom: 'models/nested', freeze: true } }, history, evaluation);
+  assert.match(unknown, /\(24,699 trainable\), unknown FLOPs per image: /);
   assert.doesNotMatch(frozen, /trained from scratch|`tiny`, width/);
   const tuned = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false, initRange: [-1, 1] } }, history, evaluation);
-  assert.match(tuned, /\(gray input repeated to its channels, pixels mapped onto \[-1, 1\]\),\n {2}24,939 parameters \(24,699 trainable\): fine-tuned \(layers the pretrained model marks frozen stay frozen\)\.\n/);
+  assert.match(tuned, /\(gray input repeated to its channels, pixels mapped onto \[-1, 1\]\),\n {2}24,939 parameters \(24,699 trainable\), \d+\.\d{3} GFLOPs per image: fine-tuned \(layers the pretrained model marks frozen stay frozen\)\.\n/);
   const whole = renderModelCard({ ...card, training: { ...card.training, initFrom: 'models/mobilenet_v2', freeze: false, unfreeze: true } }, history, evaluation);
-  assert.match(whole, /\(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\): fine-tuned whole\.\n/);
+  assert.match(whole, /\(gray input repeated to its channels\),\n {2}24,939 parameters \(24,699 trainable\), \d+\.\d{3} GFLOPs per image: fine-tuned whole\.\n/);
   // A group without images of a class has no recall for it: a dash, not 0.0 %.
   const group = { n: 4, accuracy: 0.75, balancedAccuracy: 0.75, macroF1: 0.7, recall: { normal: 1, bacteria: 0, virus: 0.5 }, support: { normal: 2, bacteria: 0, virus: 2 }, bacteriaVsVirusAuc: null };
   const grouped = renderModelCard(card, history, { ...evaluation, byGroup: { '227 copies': group } });
