@@ -88,6 +88,36 @@ test('run on a folder (an archive extracted by other means): nothing to fetch, r
   });
 });
 
+test('v3 (read remotely by default) against labelled data made the other way: refused before any request, with the flag that reads it as before', async () => {
+  // The labelled folder made from a downloaded ZhangLabData.zip (here a tiny stand-in under that name).
+  const dataDir = join(tmp, 'v3-whole');
+  const archive = join(dataDir, 'downloads', 'ZhangLabData.zip');
+  await mkdir(join(dataDir, 'downloads'), { recursive: true });
+  await writeFile(archive, (await datasetZip({ perClass: { train: 2, test: 1 } })).zip);
+  await runPipeline({ source: archive, dataDir, preset: 'smoke', train: false });
+  const labeled = join(dataDir, 'labeled');
+  // No server is reachable here: a request would fail, so these refusals come before any.
+  const v3url = '"https://data.mendeley.com/datasets/rscbjbr9sj/3/files/810b2ce2-11c3-4424-996e-3bef36600907/ZhangLabData.zip?dl=1"';
+  await assert.rejects(runPipeline({ source: 'v3', dataDir, preset: 'smoke', train: false }), {
+    name: 'LabelError',
+    message: `"${labeled}" was made from "${archive}", not from ${v3url} (read with --remote): add --download-whole to use it, choose another --data-dir, or remove "${labeled}" to relabel`,
+  });
+  await assert.rejects(runPipeline({ source: 'v3', remote: true, dataDir, preset: 'smoke', train: false }), {
+    name: 'LabelError',
+    message: `"${labeled}" was made from "${archive}", not from ${v3url} (read with --remote): use --download-whole instead of --remote to use it, choose another --data-dir, or remove "${labeled}" to relabel`,
+  });
+  // And the other way: made from v3 read remotely (its entries in extracted/, its URL recorded), asked to download it.
+  const remoteDir = join(tmp, 'v3-remote');
+  await writeTree(join(remoteDir, 'extracted'), await datasetFiles({ prefix: 'CellData/chest_xray', perClass: { train: 2, test: 1 } }));
+  await writeFile(join(remoteDir, 'extracted.source.json'), JSON.stringify({ url: JSON.parse(v3url) as string }));
+  await runPipeline({ source: join(remoteDir, 'extracted'), dataDir: remoteDir, preset: 'smoke', train: false });
+  const remoteLabeled = join(remoteDir, 'labeled');
+  await assert.rejects(runPipeline({ source: 'v3', remote: false, dataDir: remoteDir, preset: 'smoke', train: false }), {
+    name: 'LabelError',
+    message: `"${remoteLabeled}" was made from ${v3url} (read with --remote), not from "${join(remoteDir, 'downloads', 'ZhangLabData.zip')}": leave out --download-whole to use it, choose another --data-dir, or remove "${remoteLabeled}" to relabel`,
+  });
+});
+
 test('run with remote: only the chest X-ray entries of a v3-like archive are transferred', async () => {
   const chest = await datasetFiles({ prefix: 'CellData/chest_xray', perClass: { train: 3, test: 1 } });
   const oct = Array.from({ length: 4 }, (_, i) => ({ name: `CellData/OCT/test/DME/DME-${i}-1.jpeg`, data: randomBytes(2_000_000), method: 'store' as const }));
