@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
-import { DEFAULTS, PRESETS, resolveConfig, type Config, type PresetName } from './config.js';
+import { DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
 import { evaluateModel, evaluationSummary, expandImagePaths, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
@@ -224,9 +224,8 @@ function whole(min: number, max?: number): { ok: (n: number) => boolean; expecte
 }
 
 function preset(values: Values): PresetName | undefined {
-  const p = values.preset ?? process.env.PNEUMOTYPE_PRESET;
-  if (p === undefined || p === '') return undefined;
-  if (p === 'tiny') return 'smoke';
+  const p = presetAlias(values.preset ?? process.env.PNEUMOTYPE_PRESET);
+  if (p === undefined) return undefined;
   if (!(p in PRESETS)) throw new UsageError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
   return p as PresetName;
 }
@@ -590,15 +589,18 @@ export async function main(argv: readonly string[]): Promise<number> {
         if (!values.bucket) throw new UsageError('upload needs --bucket NAME');
         const concurrency = number(values, 'concurrency', whole(1));
         const partMiB = number(values, 'part-size', { ok: (n) => n >= 5 && n <= 5120, expected: "a size in MiB from 5 to 5120 (S3's limits for one part)" });
+        const uploadOptions = {
+          data: values.data ?? DEFAULTS.labeledDir,
+          bucket: values.bucket,
+          ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
+          ...(values.region !== undefined ? { region: values.region } : {}),
+          ...(values.endpoint !== undefined ? { endpoint: values.endpoint } : {}),
+          ...(concurrency !== undefined ? { concurrency } : {}),
+          ...(partMiB !== undefined ? { partSize: Math.round(partMiB * 1024 ** 2) } : {}),
+        };
         // Bucket, region, endpoint and prefix: usage errors, found before any work.
         try {
-          checkUploadOptions({
-            data: '',
-            bucket: values.bucket,
-            ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
-            ...(values.region !== undefined ? { region: values.region } : {}),
-            ...(values.endpoint !== undefined ? { endpoint: values.endpoint } : {}),
-          });
+          checkUploadOptions(uploadOptions);
         } catch (err) {
           throw err instanceof ConfigError ? new UsageError(err.message) : err;
         }
@@ -608,13 +610,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         process.once('SIGTERM', stop);
         try {
           const r = await upload({
-            data: values.data ?? DEFAULTS.labeledDir,
-            bucket: values.bucket,
-            ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
-            ...(values.region !== undefined ? { region: values.region } : {}),
-            ...(values.endpoint !== undefined ? { endpoint: values.endpoint } : {}),
-            ...(concurrency !== undefined ? { concurrency } : {}),
-            ...(partMiB !== undefined ? { partSize: Math.round(partMiB * 1024 ** 2) } : {}),
+            ...uploadOptions,
             signal: controller.signal,
             ...progress,
           });

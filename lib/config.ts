@@ -180,6 +180,16 @@ export function presetMatching(config: Readonly<Partial<Config>>): PresetName | 
 }
 
 /** The configuration of a preset (DEFAULTS when none), with overrides applied last. */
+/**
+ * The preset a name (a flag, PNEUMOTYPE_PRESET) stands for: `tiny` is smoke's other name; undefined for none or an
+ * empty name, the name itself (unchecked) otherwise.
+ *
+ * @example presetAlias('tiny') // 'smoke'
+ */
+export function presetAlias(name: string | undefined): string | undefined {
+  return name === undefined || name === '' ? undefined : name === 'tiny' ? 'smoke' : name;
+}
+
 export function resolveConfig(preset?: PresetName, overrides: Partial<Config> = {}): Config {
   return { ...DEFAULTS, ...(preset ? PRESETS[preset] : {}), ...overrides };
 }

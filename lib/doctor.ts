@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem, platform, arch } from 'node:os';
 import sharp from 'sharp';
-import { DEFAULTS, PRESETS, type PresetName } from './config.js';
+import { DEFAULTS, PRESETS, presetAlias, type PresetName } from './config.js';
 import { messageOf } from './errors.js';
 import { graphBackendProblem } from './graph-train.js';
 import { cudaLibraryPaths, loadTfWithInfo, type BackendInfo } from './tf.js';
@@ -59,7 +59,7 @@ export async function diagnose(): Promise<DoctorReport> {
     }
   }
   // The preset that PNEUMOTYPE_PRESET names may train op by op (smoke does).
-  const named = process.env.PNEUMOTYPE_PRESET === 'tiny' ? 'smoke' : process.env.PNEUMOTYPE_PRESET;
+  const named = presetAlias(process.env.PNEUMOTYPE_PRESET);
   const presetOps = named !== undefined && Object.hasOwn(PRESETS, named) && PRESETS[named as PresetName].graphOps === false;
   const training: DoctorReport['training'] = problem !== undefined
     ? { engine: 'ops', note: `op by op (no graph step: ${problem})` }

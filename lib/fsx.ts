@@ -1,7 +1,7 @@
 // File-system helpers shared by every step: atomic writes, streaming hashes, existence checks, listings.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 /**
@@ -32,6 +32,19 @@ let tmpCounter = 0;
 /** Writes JSON (2-space indented, trailing newline) atomically. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * The JSON in the file at `path`; a missing, unreadable or garbled file is the error `fail` makes of the cause.
+ *
+ * @example await readJsonFile<ModelCard>(path, (err) => new CacheError(`${path} is damaged`, { cause: err }))
+ */
+export async function readJsonFile<T>(path: string, fail: (err: unknown) => Error): Promise<T> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    throw fail(err);
+  }
 }
 
 /** SHA-256 of a whole file, streamed, as lowercase hex. */

@@ -1,11 +1,11 @@
 // The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
 // skipping what is already done.
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, type FetchResult } from './fetch.js';
-import { exists, listFiles, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE, type RelabelSummary } from './relabel.js';
@@ -51,12 +51,8 @@ export async function prepareStep(options: PrepareStepOptions): Promise<PrepareR
 }
 
 /** A JSON file the run wrote earlier, or a CacheError naming it when it cannot be read. */
-async function readJson<T>(path: string, what: string): Promise<T> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
-  } catch (err) {
-    throw new CacheError(`the ${what} ${quote(path)} cannot be read (${messageOf(err)}): remove it, or its folder, and run again`, { path, cause: err });
-  }
+function readJson<T>(path: string, what: string): Promise<T> {
+  return readJsonFile<T>(path, (err) => new CacheError(`the ${what} ${quote(path)} cannot be read (${messageOf(err)}): remove it, or its folder, and run again`, { path, cause: err }));
 }
 
 /** True when the labelled folder is complete: summary written last, every manifest file present with its size. */

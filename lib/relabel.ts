@@ -3,7 +3,7 @@ import { link, copyFile, mkdir, readFile, realpath, rename, rm, stat } from 'nod
 import { dirname, join, resolve, sep } from 'node:path';
 import { CLASSES, DEFAULTS, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
-import { exists, listFiles, sha256, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, sha256, sha256File, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { readImageInfo } from './images.js';
 import { datasetEntryFilter, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
@@ -118,11 +118,6 @@ function differences(plan: readonly { dest: string; sha256: string }[], old: Rea
   return diffs;
 }
 
-/** The SHA-256 of a file, or undefined when it does not exist. */
-async function sha256OfFile(path: string): Promise<string | undefined> {
-  return (await exists(path)) ? sha256(await readFile(path)) : undefined;
-}
-
 /** Files of the output's own layout (`{split}/{label}/NAME`, `rejected/{split}/NAME`), junk and `.part` files aside. */
 async function outputImages(out: string): Promise<string[]> {
   if (!(await exists(out))) return [];
@@ -209,7 +204,10 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
     const old = new Map<string, string | undefined>(previous.map((r) => [r.file, r.sha256]));
     const compared = [...hashes];
     if (oldSummary) {
-      for (const r of oldSummary.rejected) old.set(r.dest, await sha256OfFile(join(out, r.dest)));
+      for (const r of oldSummary.rejected) {
+        const copy = join(out, r.dest); // gone: only its name counts
+        old.set(r.dest, (await exists(copy)) ? await sha256File(copy) : undefined);
+      }
       for (const r of plan.rejected) compared.push({ dest: r.dest, sha256: sha256(await readFile(join(root, r.source))) });
     }
     const diffs = differences(compared, old);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
 import { calibrateModel } from './calibrate.js';
-import { PRESETS, resolveConfig, type Config, type PresetName } from './config.js';
+import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
 import { MANIFEST_FILE } from './manifest.js';
@@ -152,7 +152,7 @@ export function parseHyperparameters(raw: unknown, file = 'hyperparameters.json'
   const resume = choice('resume', ['true', 'false']);
   const calibrate = choice('calibrate', ['true', 'false']);
   return {
-    preset: preset === 'tiny' ? 'smoke' : (preset as PresetName | undefined),
+    preset: presetAlias(preset) as PresetName | undefined,
     config,
     augment: choice('augment', ['none', 'basic', 'traces']) ?? 'traces',
     resume: resume !== 'false',

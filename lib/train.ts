@@ -16,7 +16,7 @@ import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from '
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
-import { exists, writeJsonAtomic } from './fsx.js';
+import { exists, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { buildModel, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
@@ -203,11 +203,8 @@ export async function runFinished(runDir: string, config: Pick<Config, 'epochs' 
 async function readTrainerState(runDir: string): Promise<TrainerState | undefined> {
   const statePath = join(runDir, 'checkpoints', 'last', STATE_FILE);
   if (!(await exists(statePath))) return undefined;
-  try {
-    return JSON.parse(await readFile(statePath, 'utf8')) as TrainerState;
-  } catch (err) {
-    throw new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err });
-  }
+  return readJsonFile<TrainerState>(statePath, (err) =>
+    new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err }));
 }
 
 /**
@@ -215,12 +212,8 @@ async function readTrainerState(runDir: string): Promise<TrainerState | undefine
  *
  * @example (await readCard('runs/cpu/model/pneumotype.json')).training.epoch
  */
-export async function readCard(path: string): Promise<ModelCard> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as ModelCard;
-  } catch (err) {
-    throw new CacheError(`${quote(path)} cannot be read as a model card (${messageOf(err)}): the run folder is damaged`, { path, cause: err });
-  }
+export function readCard(path: string): Promise<ModelCard> {
+  return readJsonFile<ModelCard>(path, (err) => new CacheError(`${quote(path)} cannot be read as a model card (${messageOf(err)}): the run folder is damaged`, { path, cause: err }));
 }
 
 /** Frees an optimizer's tensors: tfjs's momentum optimizer leaves its rate (`c`, from SGD) out of its own dispose. */

@@ -299,7 +299,8 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
       }
       // Names equal but for case or Unicode normalisation are one file on macOS and Windows: one would overwrite the
       // other, and every run would find it changed and extract it again.
-      const twin = seen.get(foldName(target));
+      const folded = foldName(target);
+      const twin = seen.get(folded);
       if (twin?.target === target) throw new ArchiveError(`${where} appears more than once; expected unique entry names`, details);
       if (twin !== undefined) {
         throw new ArchiveError(
@@ -307,7 +308,7 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
           details,
         );
       }
-      seen.set(foldName(target), { target, name });
+      seen.set(folded, { target, name });
       planned.push({ entry, name, target });
     }
 
