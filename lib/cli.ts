@@ -44,10 +44,11 @@ Commands
   train     train a classifier on the prepared cache (prepared first when missing)
             --data data/labeled --out runs/NAME [--cache data/cache] [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
-            [--init-from DIR|URL [--freeze | --unfreeze] [--init-range LO,HI]]  (transfer learning from a tfjs
-            layers model, new 3-class head; --freeze trains the head only, --unfreeze also the layers the model
-            marks frozen; --init-range: the pixel range it expects, default 0,1; Keras's MobileNetV2 and
-            InceptionV3: --init-range=-1,1)
+            [--init-from DIR|URL [--freeze | --unfreeze] [--init-range LO,HI] [--feature-layer NAME]]  (transfer
+            learning from a tfjs layers model, new 3-class head; --freeze trains the head only, --unfreeze also the
+            layers the model marks frozen; --init-range: the pixel range it expects, default 0,1; Keras's MobileNetV2
+            and InceptionV3: --init-range=-1,1; --feature-layer: the layer the head is put on, default the one
+            before the model's own global pooling)
             [--eager | --graph]  (op by op, or each step as one TensorFlow graph on tfjs-node: the default of the
             cpu and gpu presets, about 2x faster; --eager is the smoke preset's default)
             [--mixup ALPHA]  (blend image pairs and their labels, e.g. 0.2; default 0: off)
@@ -119,6 +120,7 @@ const OPTIONS = {
   'init-from': { type: 'string' },
   freeze: { type: 'boolean' },
   'init-range': { type: 'string' },
+  'feature-layer': { type: 'string' },
   unfreeze: { type: 'boolean' },
   split: { type: 'string' },
   predictions: { type: 'string' },
@@ -169,7 +171,7 @@ export const COMMANDS: { readonly [command: string]: { readonly options: readonl
   prepare: { options: ['data', 'cache', 'preset', 'image-size', 'val-fraction', 'seed'] },
   train: {
     options: ['data', 'out', 'preset', 'cache', 'model', 'epochs', 'image-size', 'batch-size', 'seed', 'augment', 'resume',
-      'init-from', 'freeze', 'unfreeze', 'init-range', 'eager', 'graph', 'mixup', 'depth', 'antialias', 'standardize',
+      'init-from', 'freeze', 'unfreeze', 'init-range', 'feature-layer', 'eager', 'graph', 'mixup', 'depth', 'antialias', 'standardize',
       'optimizer', 'learning-rate', 'weight-decay', 'patience', 'balance-groups'],
   },
   evaluate: { options: ['model', 'data', 'split', 'out', 'predictions', 'groups', 'extracted', 'bootstrap'] },
@@ -266,7 +268,7 @@ function checkNetworkOptions(values: Values, model: string): void {
   if (values['init-from'] !== undefined && fromScratch.length > 0) {
     throw new UsageError(`${fromScratch.map((n) => `--${n}`).join(', ')} shape${fromScratch.length === 1 ? 's' : ''} a network built from scratch; --init-from brings its own: leave ${fromScratch.length === 1 ? 'it' : 'them'} out`);
   }
-  for (const n of ['freeze', 'unfreeze', 'init-range'] as const) {
+  for (const n of ['freeze', 'unfreeze', 'init-range', 'feature-layer'] as const) {
     if (values[n] !== undefined && values[n] !== false && values['init-from'] === undefined) throw new UsageError(`--${n} needs a pretrained model: give --init-from DIR|URL too`);
   }
   exclusive(values, 'freeze', 'unfreeze');
@@ -506,6 +508,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.freeze ? { freeze: true } : {}),
           ...(values.unfreeze ? { unfreeze: true } : {}),
           ...(values['init-range'] !== undefined ? { initRange: parseRange(values['init-range']) } : {}),
+          ...(values['feature-layer'] !== undefined ? { featureLayer: values['feature-layer'] } : {}),
           ...(values['balance-groups'] !== undefined ? { balanceGroups: parseGroups(values['balance-groups'], 'balance-groups') } : {}),
           ...progress,
           onEpoch: printEpoch,

@@ -476,7 +476,7 @@ function configTable(card: ModelCard, history: readonly EpochRecord[]): Table {
     ['image size', card.imageSize],
     ['backend', card.training.backend],
     ['training', runLength(card, history)],
-    ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}`],
+    ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}${card.training.featureLayer !== undefined ? `, head on its layer ${card.training.featureLayer}` : ''}`],
     ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
     ['calibration', card.calibration ? `temperature ${card.calibration.temperature.toFixed(3)}, fitted on ${card.calibration.images} ${card.calibration.split} images` : 'none'],

@@ -66,6 +66,11 @@ export interface TrainOptions {
   /** With `initFrom`: the pixel range the pretrained model expects (default [0, 1]; Keras's MobileNetV2: [-1, 1]). */
   readonly initRange?: readonly [number, number];
   /**
+   * With `initFrom`: the layer whose output feeds the new head (default: found from the pretrained model's own head,
+   * see buildTransferModel in lib/transfer.ts), e.g. `'block_16_project_BN'` to cut a MobileNetV2 earlier.
+   */
+  readonly featureLayer?: string;
+  /**
    * Hold `OUT.lock` beside the run folder while training, so that a second training into it is refused (default
    * true). SageMaker passes false: one training per container, and a lock in its checkpoint folder, which SageMaker
    * copies to S3 and back, would come back on a restarted instance as another machine's.
@@ -123,6 +128,8 @@ export interface ModelCard {
     readonly unfreeze?: boolean;
     /** The pixel range the pretrained model was given (only with initFrom and a range other than [0, 1]). */
     readonly initRange?: readonly [number, number];
+    /** The pretrained layer the new head was put on, when one was named (only with initFrom). */
+    readonly featureLayer?: string;
     /** Which weights were saved: the moving average of the weights (emaDecay > 0) or those of the last step. */
     readonly weights?: string;
     /** How the steps ran: one TensorFlow graph per step, fused native ops, or plain tfjs (and why not the graph). */
@@ -369,6 +376,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   if (options.freeze && !options.initFrom) throw new ConfigError('freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too');
   if (options.unfreeze && !options.initFrom) throw new ConfigError('unfreeze needs a pretrained model to unfreeze: give initFrom (--init-from DIR|URL) too');
   if (options.initRange && !options.initFrom) throw new ConfigError('initRange is the pixel range of a pretrained model: give initFrom (--init-from DIR|URL) too');
+  if (options.featureLayer !== undefined && !options.initFrom) throw new ConfigError('featureLayer names a layer of a pretrained model: give initFrom (--init-from DIR|URL) too');
   const { tf, info } = loadTfWithInfo();
   const runDir = resolve(options.out);
   const ckptLast = join(runDir, 'checkpoints', 'last');
@@ -465,6 +473,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         ...((was.freeze ?? false) !== (options.initFrom ? options.freeze ?? false : false) ? [`--freeze ${was.freeze ?? false} (now ${options.freeze ?? false})`] : []),
         ...((was.unfreeze ?? false) !== (options.initFrom ? options.unfreeze ?? false : false) ? [`--unfreeze ${was.unfreeze ?? false} (now ${options.unfreeze ?? false})`] : []),
         ...(JSON.stringify(was.initRange ?? null) !== JSON.stringify(options.initFrom ? options.initRange ?? null : null) ? [`--init-range ${JSON.stringify(was.initRange ?? null)} (now ${JSON.stringify(options.initRange ?? null)})`] : []),
+        ...((was.featureLayer ?? null) !== (options.initFrom ? options.featureLayer ?? null : null) ? [`--feature-layer ${quote(was.featureLayer ?? 'default')} (now ${quote(options.featureLayer ?? 'default')})`] : []),
       ];
       if (changed.length > 0) {
         throw new ConfigError(
@@ -493,6 +502,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         freeze: options.freeze ?? false,
         ...(options.unfreeze ? { unfreeze: true } : {}),
         ...(options.initRange ? { inputRange: options.initRange } : {}),
+        ...(options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {}),
       });
     } else {
       model = buildModel(modelOptions);
@@ -666,6 +676,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
             ...(options.initFrom ? { freeze: options.freeze ?? false } : {}),
             ...(options.initFrom && options.initRange ? { initRange: options.initRange } : {}),
             ...(options.initFrom && options.unfreeze ? { unfreeze: true } : {}),
+            ...(options.initFrom && options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {}),
             weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
             engine,
             ...(balanceLabel !== undefined ? { balanceGroups: balanceLabel } : {}),

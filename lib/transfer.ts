@@ -264,6 +264,14 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
     base.dispose();
     throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
   }
+  const featureShape = featureLayer.outputShape as unknown[];
+  if (!Array.isArray(featureShape) || featureShape.length !== 4) {
+    base.dispose();
+    throw new ConfigError(
+      `the layer ${quote(featureName)} of the pretrained model ${quote(options.from)} gives ${JSON.stringify(featureShape)}, not 4-D feature maps [batch, height, width, channels] for the new head to pool`,
+      { path: options.from },
+    );
+  }
   let input: SymbolicTensor;
   let x: SymbolicTensor;
   const flat = await flatTrunk(base, featureName, options, channels);

@@ -33,7 +33,7 @@ function packageDir(name) {
 }
 
 /** Tries to load the package's native binding in a child process (a broken .so can abort the process). */
-function bindingLoads(dir) {
+export function bindingLoads(dir) {
   const code = `
     const binary = require(${JSON.stringify(join(dir, 'node_modules/@mapbox/node-pre-gyp'))});
     const p = binary.find(${JSON.stringify(join(dir, 'package.json'))});
@@ -225,11 +225,11 @@ function gpuVisible() {
 }
 
 /** True on an x86-64 Linux CPU without AVX, which libtensorflow is built for (lib/tf.ts's cpuLacksAvx, for this script). */
-function cpuLacksAvx() {
+export function cpuLacksAvx(cpuinfo) {
   if (process.arch !== 'x64' || process.platform !== 'linux') return false;
-  let text;
+  let text = cpuinfo;
   try {
-    text = readFileSync('/proc/cpuinfo', 'utf8');
+    text ??= readFileSync('/proc/cpuinfo', 'utf8');
   } catch {
     return false;
   }

@@ -76,6 +76,7 @@ test('help, unknown commands and bad options', () => {
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--mixup', '0.001'], '--mixup "0.001" is not 0 (off) or a number of at least 0.01'],
     // Values and combinations that no training could use, named by their flags.
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--freeze'], '--freeze needs a pretrained model: give --init-from DIR|URL too'],
+    [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--feature-layer', 'conv5'], '--feature-layer needs a pretrained model: give --init-from DIR|URL too'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--model', 'bogus'], '--model "bogus" is not one of "resnet", "mobile", "tiny"'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--depth', '3,x'], '--depth "3,x" is not blocks per stage: whole numbers of at least 1 separated by commas, e.g. "3,4,6,3"'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--model', 'tiny', '--antialias'], '--antialias is for the resnet model only (the model is "tiny")'],

@@ -1,4 +1,5 @@
-// The offline recipe's wheel extraction (scripts/setup-tfjs.mjs): a whole wheel, and which damage sends it to download again.
+// The offline recipe (scripts/setup-tfjs.mjs): the wheel's extraction and which damage sends it to download again; how a
+// binding that loads, fails or dies of SIGILL (a CPU without AVX) is told apart.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -11,10 +12,12 @@ import AdmZip from 'adm-zip';
 interface SetupScript {
   readonly WHEEL_DAMAGE: RegExp;
   extractWheel(wheel: string, deps: string, binding: string): { readonly ok: boolean; readonly out: string };
+  bindingLoads(dir: string): { readonly ok: boolean; readonly version?: string; readonly noAvx?: boolean; readonly reason?: string };
+  cpuLacksAvx(cpuinfo?: string): boolean;
 }
 // A non-literal specifier: the script is plain JavaScript, typed by the interface above.
 const script = pathToFileURL(join(import.meta.dirname, '..', 'scripts', 'setup-tfjs.mjs')).href;
-const { WHEEL_DAMAGE, extractWheel } = (await import(script)) as SetupScript;
+const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel } = (await import(script)) as SetupScript;
 
 let tmp: string;
 let binding: string;
@@ -87,4 +90,35 @@ test('a wheel cut short or with damaged bytes is recognised as damaged; a wheel 
   assert.equal(r.ok, false);
   assert.match(r.out, /KeyError: "There is no item named 'tensorflow\/libtensorflow_framework.so.2' in the archive"/);
   assert.doesNotMatch(r.out, WHEEL_DAMAGE);
+});
+
+/** A package folder whose binding (found through a stand-in node-pre-gyp, as tfjs-node's is) runs `body`. */
+async function fakePackage(name: string, body: string): Promise<string> {
+  const dir = join(tmp, name);
+  await mkdir(join(dir, 'node_modules', '@mapbox', 'node-pre-gyp'), { recursive: true });
+  await writeFile(join(dir, 'package.json'), JSON.stringify({ name, version: '0.0.0' }));
+  await writeFile(join(dir, 'node_modules', '@mapbox', 'node-pre-gyp', 'index.js'), `exports.find = () => ${JSON.stringify(join(dir, 'binding.js'))};\n`);
+  await writeFile(join(dir, 'binding.js'), body);
+  return dir;
+}
+
+test('a binding that loads gives its version; one that fails gives its error; SIGILL (no AVX) is told apart', async () => {
+  assert.deepEqual(bindingLoads(await fakePackage('loads', "exports.TF_Version = '2.21.0';\n")), { ok: true, version: '2.21.0' });
+  const fails = bindingLoads(await fakePackage('fails', "throw new Error('libtensorflow.so.2: cannot open shared object file');\n"));
+  assert.equal(fails.ok, false);
+  assert.equal(fails.noAvx, undefined);
+  assert.match(fails.reason ?? '', /Error: libtensorflow\.so\.2: cannot open shared object file/);
+  // What a stock libtensorflow does on a CPU without AVX: the loading process dies of "Illegal instruction".
+  assert.deepEqual(bindingLoads(await fakePackage('sigill', "process.kill(process.pid, 'SIGILL');\n")), {
+    ok: false,
+    noAvx: true,
+    reason: 'killed by SIGILL ("Illegal instruction": this CPU lacks AVX, which libtensorflow is built for)',
+  });
+});
+
+test('cpuLacksAvx reads the first flags line of /proc/cpuinfo (x86-64 Linux only)', { skip: process.arch !== 'x64' || process.platform !== 'linux' }, () => {
+  assert.equal(cpuLacksAvx('processor : 0\nflags : fpu sse sse2 pni ssse3\n'), true);
+  assert.equal(cpuLacksAvx('processor : 0\nflags : fpu sse sse2 avx avx2\n'), false);
+  assert.equal(cpuLacksAvx('flags\t\t: fpu avx512f\n'), true, 'avx512f alone is not the avx flag');
+  assert.equal(cpuLacksAvx('processor : 0\n'), false, 'no flags line: nothing known, nothing refused');
 });

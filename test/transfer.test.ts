@@ -69,6 +69,32 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
   }
 });
 
+test('featureLayer puts the head on a named layer; a layer that is missing or not 4-D is named in the error', async () => {
+  const tf = loadTf();
+  const model = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 16, featureLayer: 'pre_bn' });
+  try {
+    assert.deepEqual(model.layers.map((l) => l.name), ['gray_input', 'gray_to_rgb', 'pre_conv1', 'pre_bn', 'head_pool', 'head_dropout', 'head_logits']);
+    const y = tf.tidy(() => model.predict(tf.zeros([1, 16, 16, 1])) as Tensor);
+    assert.deepEqual(y.shape, [1, 3]);
+    y.dispose();
+  } finally {
+    model.dispose();
+  }
+  const from = join(tmp, 'pretrained');
+  await assert.rejects(buildTransferModel({ from, imageSize: 16, featureLayer: 'block_16_project' }), {
+    name: 'ConfigError',
+    message: `the pretrained model "${from}" has no layer "block_16_project" to take features from`,
+  });
+  const loaded = await loadLayersModelFromDir(from);
+  const flat = loaded.layers.find((l) => l.getClassName() === 'GlobalAveragePooling2D')?.name;
+  loaded.dispose();
+  assert.ok(flat);
+  await assert.rejects(buildTransferModel({ from, imageSize: 16, featureLayer: flat }), {
+    name: 'ConfigError',
+    message: `the layer "${flat}" of the pretrained model "${from}" gives [null,6], not 4-D feature maps [batch, height, width, channels] for the new head to pool`,
+  });
+});
+
 test("Keras MobileNet v1's head (pooled, reshaped to 4-D, a 1x1 convolution and a softmax) and an SE block's pooling are not taken for the features; the new head takes the L2 penalty", async () => {
   const tf = loadTf();
   const input = tf.input({ shape: [null, null, 3] as unknown as number[] });
@@ -281,6 +307,21 @@ test('train --init-from fine-tunes the pretrained model on the fixture', async (
   assert.equal(r.card.training.initFrom, join(tmp, 'pretrained'));
   assert.deepEqual(r.card.training.initRange, [-1, 1]);
   assert.equal(r.card.model.summary.name, 'transfer');
+  assert.equal(r.card.training.featureLayer, undefined);
+  // The head put on another layer: recorded in the card, and a resume must name the same layer.
+  const common = { data: join(tmp, 'labeled'), out: join(tmp, 'run-cut'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), config: { epochs: 2 } } as const;
+  const cut = await train({ ...common, featureLayer: 'pre_bn', stopAfterEpochs: 1 });
+  assert.equal(cut.card.training.featureLayer, 'pre_bn');
+  await assert.rejects(train({ ...common, resume: true }), {
+    name: 'ConfigError',
+    message: `cannot resume "${join(tmp, 'run-cut')}": it was started with --feature-layer "pre_bn" (now "default"); ` +
+      'a resume continues the same run: give the settings it was started with, or train into another --out',
+  });
+  assert.equal((await train({ ...common, featureLayer: 'pre_bn', resume: true })).history.length, 2);
+  await assert.rejects(train({ data: join(tmp, 'labeled'), out: join(tmp, 'run-nothing'), preset: 'smoke', featureLayer: 'pre_bn' }), {
+    name: 'ConfigError',
+    message: 'featureLayer names a layer of a pretrained model: give initFrom (--init-from DIR|URL) too',
+  });
 });
 
 test('train --init-from --freeze trains the head only, resumed too, and says so in the card', async () => {

@@ -20,6 +20,7 @@ import {
   UploadError,
   bucketRegionFrom,
   checkBucketRegion,
+  checkUploadOptions,
   normalizePrefix,
   objectKey,
   planUpload,
@@ -327,17 +328,20 @@ test('an endpoint that accepts connections and never answers fails after the req
         return true;
       });
     });
-    // The command, stopped by Ctrl-C while it waits: status 130 and how to go on, as run and train do.
-    const cli = spawn(process.execPath, [resolve('bin/pneumotype.js'), 'upload', '--data', dir, '--bucket', BUCKET, '--region', 'us-east-1', '--endpoint', endpoint, '--quiet'], {
-      env: { ...process.env, AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' },
-    });
-    let stderr = '';
-    cli.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    await once(silent, 'connection');
-    cli.kill('SIGINT');
-    const [code] = (await once(cli, 'exit')) as [number | null];
-    assert.equal(code, 130, stderr);
-    assert.equal(stderr, `\npneumotype upload: upload to "s3://${BUCKET}/" was aborted: run it again to upload the rest ("s3://${BUCKET}/_pneumotype-upload.json" is written only when every file is there)\n`);
+    // The command, stopped by Ctrl-C or SIGTERM (`docker stop`) while it waits: an interrupt's status (130, 143) and
+    // how to go on, as run and train do.
+    for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+      const cli = spawn(process.execPath, [resolve('bin/pneumotype.js'), 'upload', '--data', dir, '--bucket', BUCKET, '--region', 'us-east-1', '--endpoint', endpoint, '--quiet'], {
+        env: { ...process.env, AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' },
+      });
+      let stderr = '';
+      cli.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      await once(silent, 'connection');
+      cli.kill(signal);
+      const [code] = (await once(cli, 'exit')) as [number | null];
+      assert.equal(code, status, `${signal}: ${stderr}`);
+      assert.equal(stderr, `\npneumotype upload: upload to "s3://${BUCKET}/" was aborted: run it again to upload the rest ("s3://${BUCKET}/_pneumotype-upload.json" is written only when every file is there)\n`);
+    }
   } finally {
     silent.close();
   }
@@ -561,4 +565,22 @@ test('bad options and a missing dataset are refused before any request', async (
     return true;
   });
   assert.equal(s3.requests.length, before);
+});
+
+test('checkUploadOptions takes every AWS region name shape, and any plain name at an endpoint of its own', () => {
+  for (const region of ['us-east-1', 'eu-central-2', 'ap-southeast-5', 'il-central-1', 'us-gov-west-1', 'cn-northwest-1', 'us-isob-east-1', 'eusc-de-east-1']) {
+    assert.deepEqual(checkUploadOptions({ data: 'd', bucket: 'my-bucket', region }), { prefix: '', concurrency: 4, partSize: 8 * 1024 * 1024 }, region);
+  }
+  for (const region of ['', 'US-EAST-1', 'us-east', 'useast1', 'us_east_1', 'eu-west-1 ']) {
+    assert.throws(() => checkUploadOptions({ data: 'd', bucket: 'my-bucket', region }), {
+      name: 'ConfigError',
+      message: `region ${JSON.stringify(region)} is not an AWS region name: pass --region like "eu-west-1"`,
+    });
+  }
+  // MinIO, Ceph and the like: regions named as their operators like, but never empty.
+  assert.equal(checkUploadOptions({ data: 'd', bucket: 'my-bucket', region: 'garage', endpoint: 'http://127.0.0.1:9000' }).prefix, '');
+  assert.throws(() => checkUploadOptions({ data: 'd', bucket: 'my-bucket', region: '', endpoint: 'http://127.0.0.1:9000' }), {
+    name: 'ConfigError',
+    message: 'region "" is not a region name: pass --region like "eu-west-1"',
+  });
 });
