@@ -42,7 +42,7 @@ Commands
   prepare   decode, resize and cache the labelled images as uint8, carve the validation split
             [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
   train     train a classifier on the prepared cache (prepared first when missing)
-            --data data/labeled --out runs/NAME [--cache data/cache] [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
+            [--data data/labeled] --out runs/NAME [--cache data/cache] [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL [--freeze | --unfreeze] [--init-range LO,HI] [--feature-layer NAME]]  (transfer
             learning from a tfjs layers model, new 3-class head; --freeze trains the head only, --unfreeze also the
@@ -62,7 +62,7 @@ Commands
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
   evaluate  metrics with 95 % patient-bootstrap intervals, decoding images afresh (prints one JSON object)
-            [--model DIR] --data data/labeled --split test|val [--out eval.json] [--predictions FILE.csv]
+            [--model DIR] [--data data/labeled] [--split test|val (default test)] [--out eval.json] [--predictions FILE.csv]
             (--data: a labelled folder, test/{normal,bacteria,virus}/, an extracted archive or its zip (extracted
             to --extracted, default data/extracted), or the test split's own NORMAL/ and PNEUMONIA/ folders)
             [--groups CSV:COLUMN]  (metrics per group, e.g. ../shared/data/chest_xray_train_224.csv:derived_from)

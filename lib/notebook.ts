@@ -1,6 +1,6 @@
 // The tslab notebooks' helpers: settings from the environment, live displays, and data shaped for one-call cells.
 import { existsSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS, PRESETS, resolveConfig, type Config, type Label, type PresetName, type Split } from './config.js';
@@ -277,6 +277,26 @@ export async function archiveContents(archive: string): Promise<Table> {
     .map(([folder, f]) => [folder, f.files, formatBytes(f.bytes)]);
   if (junk > 0) rows.push(['(junk: __MACOSX, ._*, .DS_Store, Thumbs.db)', junk, null]);
   return { columns: ['folder', 'files', 'uncompressed'], rows };
+}
+
+/**
+ * Every file under `dir` (a run folder, say), with its size, sorted by path; a missing folder is named in the error.
+ *
+ * @example showTable(tslab.display, await folderContents('runs/notebook'))
+ */
+export async function folderContents(dir: string): Promise<Table> {
+  let names: string[];
+  try {
+    names = await readdir(dir, { recursive: true });
+  } catch (err) {
+    throw new ConfigError(`cannot list ${quote(dir)} (${messageOf(err)})`, { path: dir, cause: err });
+  }
+  const rows: (string | number | null)[][] = [];
+  for (const name of names.sort()) {
+    const s = await stat(join(dir, name)).catch(() => undefined); // gone meanwhile (a checkpoint being replaced)
+    if (s?.isFile()) rows.push([name, formatBytes(s.size)]);
+  }
+  return { columns: ['file', 'size'], rows };
 }
 
 /**

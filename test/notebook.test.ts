@@ -9,6 +9,7 @@ import { ConfigError } from '../lib/errors.js';
 import {
   archiveContents,
   evaluationSplit,
+  folderContents,
   groupMetricsTable,
   labeledSamples,
   leakageTable,
@@ -166,6 +167,21 @@ test('archiveContents counts files and bytes per folder, junk apart', async () =
     ['chest_xray/train/PNEUMONIA', 4],
     ['(junk: __MACOSX, ._*, .DS_Store, Thumbs.db)', 4],
   ]);
+});
+
+test('folderContents lists every file under a folder with its size; a missing folder is named', async () => {
+  const dir = join(tmp, 'run-listing');
+  await mkdir(join(dir, 'checkpoints', 'last'), { recursive: true });
+  await writeFile(join(dir, 'history.json'), '[]');
+  await writeFile(join(dir, 'checkpoints', 'last', 'weights.bin'), Buffer.alloc(2048));
+  assert.deepEqual(await folderContents(dir), {
+    columns: ['file', 'size'],
+    rows: [['checkpoints/last/weights.bin', '2.0 KB'], ['history.json', '2 B']],
+  });
+  await assert.rejects(folderContents(join(tmp, 'no-run')), {
+    name: 'ConfigError',
+    message: `cannot list "${join(tmp, 'no-run')}" (ENOENT: no such file or directory, scandir '${join(tmp, 'no-run')}')`,
+  });
 });
 
 test('labeledSamples decodes a few images of each class, the same ones for the same seed', async () => {
