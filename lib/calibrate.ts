@@ -123,6 +123,15 @@ export interface CalibrationRecord {
   readonly crossFitted: CalibrationFigures;
 }
 
+/** What {@link calibrateModel} returns: the record, where the model went, and what the CLI warns about. */
+export interface CalibrationResult extends CalibrationRecord {
+  readonly out: string;
+  /** Images of the split that could not be read, left out of the fit (as evaluate's `failed`). */
+  readonly failed: readonly { readonly file: string; readonly reason: string }[];
+  /** What may make the fit or the folder misleading: a split carved from other data, a model card left stale. */
+  readonly warnings: readonly string[];
+}
+
 export interface CalibrateOptions {
   /** The model folder to calibrate. */
   readonly model: string;
@@ -167,17 +176,27 @@ function crossFitted(preds: readonly Prediction[]): Prediction[] {
  *
  * @example const r = await calibrateModel({ model: 'runs/gpu/model', data: 'data/labeled' }); r.temperature
  */
-export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationRecord & { readonly out: string }> {
+export async function calibrateModel(options: CalibrateOptions): Promise<CalibrationResult> {
   const out = options.out ?? options.model;
   if (options.lock === false) return calibrateUnlocked(options, out);
   return withLock(`${resolve(out)}.lock`, `calibrating into ${quote(resolve(out))}`, () => calibrateUnlocked(options, out));
 }
 
-async function calibrateUnlocked(options: CalibrateOptions, out: string): Promise<CalibrationRecord & { readonly out: string }> {
+async function calibrateUnlocked(options: CalibrateOptions, out: string): Promise<CalibrationResult> {
   const split = options.split ?? 'val';
   const loaded = await loadModel(options.model);
   try {
-    const { preds } = await predictSplit(loaded, {
+    // The folder is written anew: a subfolder in it would be lost in place (files go along, see below).
+    const entries = await readdir(options.model, { withFileTypes: true });
+    const folders = entries.filter((e) => e.isDirectory());
+    if (resolve(out) === resolve(options.model) && folders.length > 0) {
+      throw new ConfigError(
+        `${quote(options.model)} holds ${folders.map((e) => quote(e.name)).join(', ')}, which calibrating in place would drop (the folder is written anew): ` +
+          'give --out another folder, or move them out',
+        { path: options.model },
+      );
+    }
+    const { preds, failed, warnings } = await predictSplit(loaded, {
       data: options.data, split, stage: 'calibrate',
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -195,11 +214,14 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
     foldTemperature(loaded.model, temperature);
     // The folder is written anew: other files in it (a model card's README.md) go along unchanged.
     const others: Record<string, Buffer> = {};
-    for (const e of await readdir(options.model, { withFileTypes: true })) {
-      if (e.isFile() && !MODEL_FILES.has(e.name)) others[e.name] = await readFile(join(options.model, e.name));
+    for (const e of entries) {
+      if ((e.isFile() || e.isSymbolicLink()) && !MODEL_FILES.has(e.name)) others[e.name] = await readFile(join(options.model, e.name));
+    }
+    if (others['README.md'] !== undefined) {
+      warnings.push(`${quote(join(out, 'README.md'))} (the model card) was copied as it was: its figures predate this calibration (temperature ${record.temperature.toFixed(3)}); write it again (scripts/ship-model.ts)`);
     }
     await saveModel({ dir: out, model: loaded.model, extra: { [CARD_FILE]: { ...loaded.card, calibration: record } satisfies ModelCard }, extraBinary: others });
-    return { ...record, out };
+    return { ...record, out, failed, warnings };
   } finally {
     loaded.dispose();
   }

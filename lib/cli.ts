@@ -256,6 +256,14 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
   throw new UsageError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
 }
 
+/** Images a command could not read, listed (five, then a count) even with --quiet: they are missing from `what`. */
+function warnLeftOut(command: string, failed: readonly { readonly file: string; readonly reason: string }[], what: string): void {
+  if (failed.length === 0) return;
+  const listed = failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n');
+  const more = failed.length > 5 ? `\n  and ${failed.length - 5} more (see "failed")` : '';
+  process.stderr.write(`pneumotype ${command}: warning: ${failed.length} image(s) could not be read and are left out of ${what}:\n${listed}${more}\n`);
+}
+
 /** A usage error when more than one of `names` is given: they contradict each other. */
 function exclusive(values: Values, ...names: (keyof Values)[]): void {
   const given = names.filter((n) => values[n] !== undefined && values[n] !== false);
@@ -536,12 +544,8 @@ export async function main(argv: readonly string[]): Promise<number> {
           const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
           process.stderr.write(`== evaluate: ${evaluationSummary(r)} (${r.n} images${unread})\n`);
         }
-        if (r.failed.length > 0) {
-          // Even with --quiet: these images are missing from every figure above.
-          const listed = r.failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n');
-          const more = r.failed.length > 5 ? `\n  and ${r.failed.length - 5} more (see "failed")` : '';
-          process.stderr.write(`pneumotype evaluate: warning: ${r.failed.length} image(s) could not be read and are left out of the scores (n = ${r.n}):\n${listed}${more}\n`);
-        }
+        warnLeftOut('evaluate', r.failed, `the scores (n = ${r.n})`);
+        for (const w of r.warnings ?? []) process.stderr.write(`pneumotype evaluate: warning: ${w}\n`);
         return 0;
       }
       case 'calibrate': {
@@ -557,6 +561,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         const f = (x: number): string => x.toFixed(3);
         print(values, r, `temperature ${r.temperature.toFixed(3)} fitted on ${r.images} ${split} images: expected calibration error ${f(r.before.ece)} -> ${f(r.after.ece)} ` +
           `(${f(r.crossFitted.ece)} cross-fitted by patient), log loss ${f(r.before.logLoss)} -> ${f(r.after.logLoss)}; model in ${r.out}`);
+        warnLeftOut('calibrate', r.failed, `the fit (${r.images} images)`);
+        for (const w of r.warnings) process.stderr.write(`pneumotype calibrate: warning: ${w}\n`);
         return 0;
       }
       case 'predict': {

@@ -8,8 +8,8 @@ import { groupOf, readGroups, type GroupingSource } from './balance.js';
 import { loadLayersModelFromDir } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
-import { CacheError, ConfigError, LabelError, checkInteger, messageOf, quote } from './errors.js';
-import { exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { CacheError, ConfigError, ImageError, LabelError, checkInteger, messageOf, quote } from './errors.js';
+import { exists, listFiles, sha256, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { inDatasetLayout, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
@@ -59,6 +59,19 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<Loaded
     throw new CacheError(`${quote(cardPath)} gives the input size ${quote(card.imageSize)}: expected a whole number of pixels`, { path: cardPath });
   }
   const model = await loadLayersModelFromDir(dir);
+  // The card and the network must agree: an input of another size fails in tfjs with its own words, per image.
+  const input = model.inputs[0]?.shape ?? [];
+  const output = model.outputs[0]?.shape ?? [];
+  const fits = (d: number | null | undefined, want: number): boolean => d === null || d === want;
+  if (model.inputs.length !== 1 || input.length !== 4 || !fits(input[1], card.imageSize) || !fits(input[2], card.imageSize) || input[3] !== 1 ||
+    model.outputs.length !== 1 || output.length !== 2 || output[1] !== CLASSES.length) {
+    model.dispose();
+    throw new CacheError(
+      `${quote(join(dir, 'model.json'))} takes ${JSON.stringify(input)} and gives ${JSON.stringify(output)}, but ${quote(cardPath)} says ` +
+        `[null,${card.imageSize},${card.imageSize},1] and [null,${CLASSES.length}]: the model folder is mixed up; train or copy it again`,
+      { path: dir },
+    );
+  }
   return { dir, model, card, dispose: () => model.dispose() };
 }
 
@@ -205,19 +218,41 @@ async function evaluationSource(
  * replaces the listing of `root`, for an archive's own entries. No image of the test folder is left out silently: one
  * in a folder of no class, or a PNEUMONIA name without a label, is an error.
  */
-async function evaluationItems(root: string, files: readonly string[] | undefined, split: 'test' | 'val', card: ModelCard): Promise<EvalItem[]> {
+async function evaluationItems(
+  root: string,
+  files: readonly string[] | undefined,
+  split: 'test' | 'val',
+  loaded: LoadedModel,
+  warnings: string[],
+): Promise<EvalItem[]> {
   if (files === undefined && (await exists(join(root, MANIFEST_FILE)))) {
     const rows = await readManifest(root);
     if (split === 'test') return rows.filter((r) => r.split === 'test' && r.width > 0);
     const train = rows.filter((r) => r.split === 'train' && r.width > 0);
-    const config = card.training.config;
+    const { card } = loaded;
+    const config = (card as Partial<ModelCard>).training?.config;
+    if (typeof config?.valFraction !== 'number' || typeof config.seed !== 'number') {
+      const cardPath = join(loaded.dir, 'pneumotype.json');
+      throw new CacheError(`${quote(cardPath)} records no training configuration (valFraction, seed), so its validation split cannot be carved again: use --split test`, { path: cardPath });
+    }
+    // The split is carved again from this manifest: from another one it may hold images the model trained on.
+    const manifest = join(root, MANIFEST_FILE);
+    const digest = await sha256File(manifest);
+    const trainedOn = (card as Partial<ModelCard>).data?.manifestSha256;
+    if (trainedOn !== undefined && digest !== trainedOn) {
+      warnings.push(
+        `the validation split is carved from ${quote(manifest)} (SHA-256 ${digest.slice(0, 12)}…), not from the manifest the model ` +
+          `was trained on (${trainedOn.slice(0, 12)}…): unless the same images were only re-encoded, it may hold images the model trained on, and its scores would be too good`,
+      );
+    }
     const { val } = patientGroupedSplit(train, { valFraction: config.valFraction, seed: config.seed });
     return val.map((i) => train[i] as EvalItem);
   }
   if (split === 'val') {
     throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(root, MANIFEST_FILE))} is missing`, { path: root });
   }
-  const listed = (files ?? (await listFiles(root))).filter((f) => !f.endsWith('.part') && !isJunkEntry(f));
+  // Images only: a note or a listing beside them in a class folder is no test image.
+  const listed = (files ?? (await listFiles(root))).filter((f) => IMAGE_FILE.test(f) && !isJunkEntry(f));
   const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has((f.split('/')[0] ?? '').toLowerCase()));
   const prefix = alone ? 'test/' : '';
   const paths = listed.map((f) => prefix + f);
@@ -256,7 +291,7 @@ async function evaluationItems(root: string, files: readonly string[] | undefine
   }
   const scored = new Set(items.map((i) => i.file));
   const testDir = `${testRoot}test/`.toLowerCase();
-  const left = paths.filter((f) => f.toLowerCase().startsWith(testDir) && IMAGE_FILE.test(f) && !scored.has(shown(f)));
+  const left = paths.filter((f) => f.toLowerCase().startsWith(testDir) && !scored.has(shown(f)));
   if (left.length > 0) {
     const named = left.slice(0, 5).map((f) => quote(shown(f))).join(', ') + (left.length > 5 ? `, and ${left.length - 5} more` : '');
     const expected = alone ? '{NORMAL,PNEUMONIA}/ or {normal,bacteria,virus}/' : `${testRoot}test/{NORMAL,PNEUMONIA}/ or test/{normal,bacteria,virus}/`;
@@ -346,7 +381,14 @@ export interface EvaluateResult extends EvaluationReport {
   readonly split: 'test' | 'val';
   readonly model: string;
   readonly data: string;
+  /**
+   * The folder the image paths (`failed`, the predictions CSV) are relative to: `data`, or where a zip was extracted
+   * (always set by evaluateModel; absent in evaluation files written before it was added).
+   */
+  readonly imagesDir?: string;
   readonly failed: readonly { readonly file: string; readonly reason: string }[];
+  /** What may make the scores misleading (a validation split carved from other data); present when there is any. */
+  readonly warnings?: readonly string[];
   /** Present when `groups` was given. */
   readonly byGroup?: Record<string, GroupMetrics>;
 }
@@ -366,6 +408,10 @@ export function evaluationSummary(r: EvaluateResult): string {
 export interface SplitPredictions {
   readonly preds: Array<Prediction & { readonly file: string }>;
   readonly failed: Array<{ readonly file: string; readonly reason: string }>;
+  /** The folder the files are relative to (where a zip was extracted). */
+  readonly imagesDir: string;
+  /** What may make scores on these predictions misleading (a validation split carved from other data). */
+  readonly warnings: string[];
 }
 
 /**
@@ -389,7 +435,8 @@ export async function predictSplit(
 ): Promise<SplitPredictions> {
   const { data, split } = options;
   const { root, files } = await evaluationSource(data, options);
-  const items = await evaluationItems(root, files, split, loaded.card);
+  const warnings: string[] = [];
+  const items = await evaluationItems(root, files, split, loaded, warnings);
   if (items.length === 0) {
     throw new ConfigError(`no ${split} images found in ${quote(data)}${split === 'test' ? `: expected ${DATA_LAYOUTS}` : ''}`, { path: data });
   }
@@ -413,11 +460,17 @@ export async function predictSplit(
   });
   const ok = decoded.flatMap((d) => (d.pixels ? [{ item: d.item, pixels: d.pixels }] : []));
   const failed = decoded.flatMap((d) => (d.reason !== undefined ? [{ file: d.item.file, reason: d.reason }] : []));
+  if (ok.length === 0) {
+    const listed = failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n') + (failed.length > 5 ? `\n  and ${failed.length - 5} more` : '');
+    throw new ImageError(`none of the ${failed.length} ${split} image(s) in ${quote(data)} could be read:\n${listed}`, { path: root });
+  }
   const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
   tracker.finish();
   return {
     preds: ok.map((o, i) => ({ trueIndex: CLASSES.indexOf(o.item.label), probs: probs[i] ?? [], patientId: o.item.patientId, file: o.item.file })),
     failed,
+    imagesDir: root,
+    warnings,
   };
 }
 
@@ -435,7 +488,7 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
   const groups = options.groups ? await readGroups(options.groups) : undefined;
   const loaded = await loadModel(options.model);
   try {
-    const { preds, failed } = await predictSplit(loaded, {
+    const { preds, failed, imagesDir, warnings } = await predictSplit(loaded, {
       data, split,
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
       ...(options.extractedDir !== undefined ? { extractedDir: options.extractedDir } : {}),
@@ -446,7 +499,8 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
     const result: EvaluateResult = {
-      split, model: loaded.dir, data, ...report, failed,
+      split, model: loaded.dir, data, imagesDir, ...report, failed,
+      ...(warnings.length > 0 ? { warnings } : {}),
       ...(groups ? { byGroup: await metricsByGroup(preds, groups) } : {}),
     };
     if (options.out) await writeJsonAtomic(options.out, result);

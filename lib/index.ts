@@ -35,7 +35,7 @@ export { MODEL_CATALOG, buildModel, summarizeModel, type ModelName, type ModelOp
 export { train, trainStep, regularizationLosses, learningRateAt, classWeights, TrainingError, type TrainOptions, type TrainResult, type EpochRecord, type ModelCard } from './train.js';
 export { buildTransferModel, holdFrozenBatchNorms, type TransferOptions } from './transfer.js';
 export { fromKeras3, isKeras3Topology } from './keras3.js';
-export { calibrateModel, fitTemperature, foldTemperature, temperatureScaled, type CalibrateOptions, type CalibrationRecord } from './calibrate.js';
+export { calibrateModel, fitTemperature, foldTemperature, temperatureScaled, type CalibrateOptions, type CalibrationRecord, type CalibrationResult } from './calibrate.js';
 export { enableFastTraining, planFastTraining, type FastTrainingOptions, type FastTrainingPlan } from './fast-train.js';
 export { GraphTrainer, planGraphTraining, type GraphTrainerOptions, type GraphTrainingPlan } from './graph-train.js';
 export { WeightAverage, type WeightAverageOptions } from './ema.js';

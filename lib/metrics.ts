@@ -578,7 +578,7 @@ function validateOptions(bootstrap: number, seed: number, confidence: number): v
  * skipped for that metric.
  * Predicted class: argmax of probs, ties to the lowest index. Point estimates of per-class ratios are 0 when
  * undefined (as {@link perClassMetrics}); every other undefined value is NaN. Deterministic for a seed and
- * independent of the order of the predictions.
+ * independent of the order of the predictions (images without a patientId: when they have a file).
  *
  * @example
  * const report = evaluatePredictions(preds, { bootstrap: 1000, seed: 42 })
@@ -595,7 +595,8 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
   // Patients, sorted by id so that the draws do not depend on the order of the predictions.
   const byId = new Map<string, number[]>();
   preds.forEach((p, i) => {
-    const id = p.patientId === '' ? `\u0000image:${i}` : p.patientId;
+    // An image without a patient is one of its own, keyed by its file where it has one (as calibrate keys it).
+    const id = p.patientId === '' ? `\u0000image:${p.file ?? i}` : p.patientId;
     const list = byId.get(id);
     if (list) list.push(i);
     else byId.set(id, [i]);

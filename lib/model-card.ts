@@ -1,13 +1,13 @@
 // The model card (README.md beside a model): data, preprocessing, architecture, training, metrics, intended use.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TRACE_AUGMENT } from './augment.js';
 import { DEFAULTS, presetMatching } from './config.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
-import { writeFileAtomic } from './fsx.js';
+import { CacheError, messageOf, quote } from './errors.js';
+import { readJsonFile, writeFileAtomic } from './fsx.js';
 import { calibrationOf, type Interval } from './metrics.js';
 import { MODEL_CATALOG, resolveModelOptions, type ResolvedModelOptions } from './models.js';
-import type { EpochRecord, ModelCard } from './train.js';
+import { readCard, type EpochRecord, type ModelCard } from './train.js';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
 const ci = (i: Interval): string => `${pct(i.value)} [${pct(i.low)}, ${pct(i.high)}]`;
@@ -166,8 +166,11 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
 
 /** Writes `MODEL_DIR/README.md` from the model's card, the run's history.json and a validation evaluation. */
 export async function writeModelCard(options: { modelDir: string; history: string; evaluation: EvaluateResult; extras?: ModelCardExtras }): Promise<string> {
-  const card = JSON.parse(await readFile(join(options.modelDir, 'pneumotype.json'), 'utf8')) as ModelCard;
-  const history = JSON.parse(await readFile(options.history, 'utf8')) as EpochRecord[];
+  const cardPath = join(options.modelDir, 'pneumotype.json');
+  const card = await readCard(cardPath);
+  const history = await readJsonFile<EpochRecord[]>(options.history, (err) =>
+    new CacheError(`${quote(options.history)} cannot be read as a run's history (${messageOf(err)}): expected the history.json that train writes`, { path: options.history, cause: err }));
+  if (!Array.isArray(history)) throw new CacheError(`${quote(options.history)} is not a run's history: expected a list of epochs`, { path: options.history });
   const out = join(options.modelDir, 'README.md');
   await writeFileAtomic(out, renderModelCard(card, history, options.evaluation, options.extras));
   return out;

@@ -365,6 +365,32 @@ function intervalCells(i: Interval): [string, string] {
 }
 
 /**
+ * Throws a ConfigError naming `source` and the first field that the report reads and an evaluation lacks: the JSON of
+ * `pneumotype evaluate` (or {@link evaluateModel}'s result) is expected.
+ */
+function checkEvaluation(evaluation: unknown, source: string): asserts evaluation is EvaluationReport {
+  const fail = (what: string): never => {
+    throw new ConfigError(`the evaluation ${quote(source)} has no ${what}: expected the JSON of \`pneumotype evaluate\``, { path: source });
+  };
+  if (typeof evaluation !== 'object' || evaluation === null) fail('fields (it is not an object)');
+  const at = (path: string): unknown => path.split('.').reduce<unknown>((o, k) => (typeof o === 'object' && o !== null ? (o as Record<string, unknown>)[k] : undefined), evaluation);
+  const confusion = at('confusion');
+  if (!Array.isArray(confusion) || confusion.length !== CLASSES.length || !confusion.every((r) => Array.isArray(r) && r.length === CLASSES.length && r.every((v) => typeof v === 'number'))) {
+    fail(`${CLASSES.length}x${CLASSES.length} confusion matrix`);
+  }
+  if (typeof at('n') !== 'number') fail('"n"');
+  const intervals = [
+    'accuracy', 'balancedAccuracy', 'macroF1',
+    ...CLASSES.flatMap((c) => [`perClass.${c}.precision`, `perClass.${c}.recall`, `perClass.${c}.f1`, `auc.${c}`]),
+    ...['normalVsPneumonia', 'bacteriaVsVirus'].flatMap((b) => ['accuracy', 'sensitivity', 'specificity', 'auc'].map((m) => `binary.${b}.${m}`)),
+  ];
+  for (const path of intervals) {
+    const v = at(`${path}.value`);
+    if (typeof v !== 'number' && v !== null) fail(`"${path}" (an object with a numeric value)`);
+  }
+}
+
+/**
  * The metrics table of an evaluation: every interval, and the published figure where there is one.
  *
  * @example renderTableHtml(metricsTable(await evaluateModel({ data: 'data/labeled' })))
@@ -623,10 +649,11 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   const evalSource = options.evaluation ?? ((await exists(join(runDir, 'evaluation.json'))) ? join(runDir, 'evaluation.json') : undefined);
   if (typeof evalSource === 'string') evaluation = await readJson<EvaluationReport>(abs(evalSource), 'evaluation');
   else evaluation = evalSource;
-  if (evaluation && (typeof evaluation !== 'object' || !Array.isArray(evaluation.confusion))) {
-    throw new ConfigError(`the evaluation ${quote(typeof evalSource === 'string' ? evalSource : '<object>')} has no confusion matrix: expected the JSON of \`pneumotype evaluate\``);
-  }
-  if (evaluation && 'data' in evaluation && typeof evaluation.data === 'string') evalData = evaluation.data;
+  if (evaluation !== undefined) checkEvaluation(evaluation, typeof evalSource === 'string' ? evalSource : '<object>');
+  // Where the images were read: the extraction folder of a zip (imagesDir), else the folder given.
+  const read = evaluation as Partial<EvaluateResult> | undefined;
+  if (typeof read?.imagesDir === 'string') evalData = read.imagesDir;
+  else if (typeof read?.data === 'string') evalData = read.data;
 
   const predictionsPath = options.predictionsCsv ?? ((await exists(join(runDir, 'predictions.csv'))) ? join(runDir, 'predictions.csv') : undefined);
   const predictions = predictionsPath ? parsePredictionsCsv(await readFile(abs(predictionsPath), 'utf8').catch((err: unknown) => {
@@ -638,10 +665,13 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     const split = evaluationSplit;
     const boot = evaluation.bootstrap;
     const calibration = calibrationOf(evaluation);
+    const failed = Array.isArray(read?.failed) ? read.failed.length : 0;
+    const leftOut = failed > 0 ? ` ${failed} more could not be read and are left out of every figure (listed in the evaluation's "failed").` : '';
     sections.push({
       heading: 'Evaluation',
       text:
-        `${evaluation.n} ${split} images. Intervals: ${boot ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples` : 'none'}.\n\n` +
+        `${evaluation.n} ${split} images.${leftOut} Intervals: ${boot && boot.resamples > 0 ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples` : 'none'}.\n\n` +
+        (Array.isArray(read?.warnings) && read.warnings.length > 0 ? `Warning: ${read.warnings.join(' ')}\n\n` : '') +
         `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet) and ` +
         'are shown for orientation, not as a like-for-like comparison.' +
         (card?.calibration && card.calibration.split === split

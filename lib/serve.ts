@@ -399,7 +399,8 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
         status = 500;
         code = 'internal_error';
         log('error', 'internal_error', { path, message: messageOf(err) });
-        send(req, res, 500, { error: { code: 'internal_error', message: messageOf(err) } });
+        // The detail goes to the log, not to the client (it may name paths and internals of the server).
+        send(req, res, 500, { error: { code: 'internal_error', message: 'the server failed on this request; its log says why' } });
       }
     } finally {
       stats.inFlight--;

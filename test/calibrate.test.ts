@@ -111,6 +111,11 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   const card = JSON.parse(await readFile(join(dir, 'pneumotype.json'), 'utf8')) as ModelCard;
   assert.deepEqual(card.calibration, { temperature: r.temperature, split: r.split, images: r.images, before: r.before, after: r.after, crossFitted: r.crossFitted });
   assert.equal(await readFile(join(dir, 'README.md'), 'utf8'), '# a model card\n', 'other files go along');
+  // A model card's README goes along, stale: said so. Every image was read.
+  assert.deepEqual(r.failed, []);
+  assert.deepEqual(r.warnings, [
+    `"${join(dir, 'README.md')}" (the model card) was copied as it was: its figures predate this calibration (temperature ${r.temperature.toFixed(3)}); write it again (scripts/ship-model.ts)`,
+  ]);
 
   // The saved model gives the tempered probabilities, the same predictions, and the fitted log loss.
   const loadedAfter = await loadModel(dir);
@@ -150,4 +155,26 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
     message: `"${precious}" exists and is not a model folder (no model.json): choose another output folder; nothing was replaced`,
   });
   assert.equal(await readFile(join(precious, 'notes.txt'), 'utf8'), 'keep me');
+  // In place, a subfolder would be lost with the folder written anew: refused, nothing touched.
+  await mkdir(join(dir, 'exports'));
+  await writeFile(join(dir, 'exports', 'model.onnx'), 'keep me too');
+  await assert.rejects(calibrateModel({ model: dir, data: labeled }), {
+    name: 'ConfigError',
+    message: `"${dir}" holds "exports", which calibrating in place would drop (the folder is written anew): give --out another folder, or move them out`,
+  });
+  assert.equal(await readFile(join(dir, 'exports', 'model.onnx'), 'utf8'), 'keep me too');
+});
+
+test('calibrate leaves an unreadable image out and returns it, as evaluate does', async () => {
+  const data = join(tmp, 'labeled-one-bad');
+  await cp(labeled, data, { recursive: true });
+  const loaded = await loadModel(modelDir);
+  const { preds } = await predictSplit(loaded, { data, split: 'val' });
+  loaded.dispose();
+  const victim = preds[0]?.file ?? '';
+  await writeFile(join(data, victim), 'not an image any more');
+  const r = await calibrateModel({ model: modelDir, data, out: join(tmp, 'one-bad') });
+  assert.equal(r.images, preds.length - 1);
+  assert.deepEqual(r.failed.map((f) => f.file), [victim]);
+  assert.match(r.failed[0]?.reason ?? '', /^changed since relabel: SHA-256/);
 });

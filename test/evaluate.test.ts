@@ -29,7 +29,7 @@ test('evaluate prints every field, with patient-bootstrap intervals, and writes 
   const before = tf.memory().numTensors;
   const r = await evaluateModel({ model: modelDir, data: labeled, split: 'test', bootstrap: 200, out: join(tmp, 'eval.json'), predictions: join(tmp, 'pred.csv') });
   assert.equal(tf.memory().numTensors, before);
-  assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap', 'failed']);
+  assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'imagesDir', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap', 'failed']);
   assert.equal(r.n, 12);
   for (const c of ['normal', 'bacteria', 'virus'] as const) {
     assert.deepEqual(Object.keys(r.perClass[c]), ['precision', 'recall', 'f1', 'support']);
@@ -82,6 +82,8 @@ test('evaluate reads the test split alone, a zip (train/ never extracted), and n
   const extracted = join(tmp, 'extracted');
   const r = await evaluateModel({ model: modelDir, data: archive, bootstrap: 0, extractedDir: extracted });
   assert.equal(r.n, 12);
+  // The paths of the predictions and of "failed" are relative to the extraction folder, which the result names.
+  assert.deepEqual([r.data, r.imagesDir], [archive, extracted]);
   assert.deepEqual(await readdir(join(extracted, 'chest_xray')), ['test']);
   assert.equal(evaluationEntryFilter('CellData/OCT/test/CNV/x.jpeg'), false);
   assert.equal(evaluationEntryFilter('CellData/chest_xray/test/NORMAL/x.jpeg'), true);
@@ -239,6 +241,53 @@ test('a damaged model card is a CacheError naming it, not a crash', async () => 
   }
 });
 
+test('a card that does not fit its network, or that records no training, is named before any image is scored', async () => {
+  const card = JSON.parse(await readFile(join(modelDir, 'pneumotype.json'), 'utf8')) as ModelCard;
+  const sized = join(tmp, 'card-64');
+  await cp(modelDir, sized, { recursive: true });
+  await writeFile(join(sized, 'pneumotype.json'), JSON.stringify({ ...card, imageSize: 64 }));
+  await assert.rejects(loadModel(sized), {
+    name: 'CacheError',
+    message: `"${join(sized, 'model.json')}" takes [null,32,32,1] and gives [null,3], but "${join(sized, 'pneumotype.json')}" says [null,64,64,1] and [null,3]: ` +
+      'the model folder is mixed up; train or copy it again',
+  });
+  const bare = join(tmp, 'card-bare');
+  await cp(modelDir, bare, { recursive: true });
+  await writeFile(join(bare, 'pneumotype.json'), JSON.stringify({ format: card.format, version: card.version, classes: card.classes, imageSize: card.imageSize }));
+  assert.equal((await evaluateModel({ model: bare, data: labeled, bootstrap: 0 })).n, 12, 'the test split needs no training record');
+  await assert.rejects(evaluateModel({ model: bare, data: labeled, split: 'val' }), {
+    name: 'CacheError',
+    message: `"${join(bare, 'pneumotype.json')}" records no training configuration (valFraction, seed), so its validation split cannot be carved again: use --split test`,
+  });
+});
+
+test('a validation split carved from another manifest is scored with a warning; unreadable images only: each named', async () => {
+  // Other data: one training image fewer, so another manifest (and maybe other validation patients).
+  const other = join(tmp, 'labeled-other');
+  await cp(labeled, other, { recursive: true });
+  const rows = (await readFile(join(other, 'manifest.csv'), 'utf8')).split('\n');
+  const dropped = rows.findIndex((r) => r.startsWith('train,bacteria,'));
+  await writeFile(join(other, 'manifest.csv'), rows.filter((_, i) => i !== dropped).join('\n'));
+  const r = await evaluateModel({ model: modelDir, data: other, split: 'val', bootstrap: 0 });
+  assert.equal(r.warnings?.length, 1);
+  assert.match(r.warnings?.[0] ?? '', new RegExp(`^the validation split is carved from "${join(other, 'manifest.csv').replace(/[/.]/g, '\\$&')}" \\(SHA-256 [0-9a-f]{12}…\\), not from the manifest the model was trained on \\([0-9a-f]{12}…\\): unless the same images were only re-encoded, it may hold images the model trained on, and its scores would be too good$`));
+  assert.equal((await evaluateModel({ model: modelDir, data: labeled, split: 'val', bootstrap: 0 })).warnings, undefined);
+  // Every test image unreadable: no scores, and the files are named with their reasons. A note beside them is no image.
+  const broken = join(tmp, 'broken');
+  for (const c of ['normal', 'bacteria', 'virus']) {
+    await mkdir(join(broken, 'test', c), { recursive: true });
+    await writeFile(join(broken, 'test', c, `${c}-1.jpeg`), 'not a jpeg');
+    await writeFile(join(broken, 'test', c, 'readme.txt'), 'notes');
+  }
+  await assert.rejects(evaluateModel({ model: modelDir, data: broken, bootstrap: 0 }), (err: unknown) => {
+    assert.ok(err instanceof Error && err.name === 'ImageError', String(err));
+    const lines = err.message.split('\n');
+    assert.equal(lines[0], `none of the 3 test image(s) in "${broken}" could be read:`);
+    assert.deepEqual(lines.slice(1).map((l) => l.split(':')[0]), ['  test/bacteria/bacteria-1.jpeg', '  test/normal/normal-1.jpeg', '  test/virus/virus-1.jpeg']);
+    return true;
+  });
+});
+
 test('a grouping CSV that cannot be read is refused before any image is scored', async () => {
   const missing = join(tmp, 'no-such-groups.csv');
   await assert.rejects(evaluateModel({ model: join(tmp, 'no-such-model'), data: labeled, groups: { csv: missing, column: 'derived_from' } }), {
@@ -284,6 +333,14 @@ test('the model card renders data, architecture, training, metrics with interval
   const out = await writeModelCard({ modelDir, history: join(tmp, 'run', 'history.json'), evaluation, extras: { hardware: 'a test machine' } });
   const text = await readFile(out, 'utf8');
   assert.match(text, /^# pneumotype default model\n/);
+  // A history cut short, or no model card: named, with the file.
+  await writeFile(join(tmp, 'history-cut.json'), '[{"epoch": 1, "lo');
+  await assert.rejects(writeModelCard({ modelDir, history: join(tmp, 'history-cut.json'), evaluation }), (err: unknown) => {
+    assert.ok(err instanceof Error && err.name === 'CacheError');
+    assert.match(err.message, new RegExp(`^"${join(tmp, 'history-cut.json').replace(/[/.-]/g, '\\$&')}" cannot be read as a run's history \\(.*\\): expected the history.json that train writes$`));
+    return true;
+  });
+  await assert.rejects(writeModelCard({ modelDir: join(tmp, 'nowhere'), history: join(tmp, 'run', 'history.json'), evaluation }), { name: 'CacheError' });
   assert.match(text, /Research and teaching only\. Not a medical device/);
   assert.match(text, /Grayscale, squashed to 32x32/);
   assert.match(text, /`tiny`, width 8, 24,939 parameters/);

@@ -338,6 +338,9 @@ test('bootstrap: deterministic per seed, independent of input order, intervals c
   const a = evaluatePredictions(preds, { seed: 7 }); // default 1000 resamples
   assert.deepEqual(evaluatePredictions(preds, { seed: 7 }), a);
   assert.deepEqual(evaluatePredictions([...preds].reverse(), { seed: 7 }), a);
+  // Images without a patient (patientId ''), each a patient of its own: keyed by file, so in any order too.
+  const alone = preds.slice(0, 40).map((p, i) => ({ ...p, patientId: '', file: `f${i}.jpeg` }));
+  assert.deepEqual(evaluatePredictions([...alone].reverse(), { seed: 7, bootstrap: 200 }), evaluatePredictions(alone, { seed: 7, bootstrap: 200 }));
   const b = evaluatePredictions(preds, { seed: 8 });
   assert.notDeepEqual(b.accuracy, a.accuracy);
   assert.equal(b.accuracy.value, a.accuracy.value);

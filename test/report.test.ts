@@ -230,6 +230,23 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(!lost.sections.includes('Most confident mistakes') && lost.notes.some((n) => n.startsWith('gallery: ')));
   const found = await writeRunReport({ runDir, evaluation: moved, labeledDir: labeled, gallery: 3, out: join(tmp, 'out', 'g.html') });
   assert.ok(found.sections.includes('Most confident mistakes'), found.notes.join('\n'));
+  // A zip evaluated: its data is the archive, its images are where it was extracted (imagesDir), and the report
+  // says how many images could not be read.
+  const zipped = { ...evaluation, data: join(tmp, 'ChestXRay2017.zip'), imagesDir: labeled, failed: [{ file: 'test/virus/x.jpeg', reason: 'truncated' }] };
+  const fromZip = await writeRunReport({ runDir, evaluation: zipped, gallery: 3, out: join(tmp, 'out', 'h.html') });
+  assert.ok(fromZip.sections.includes('Most confident mistakes'), fromZip.notes.join('\n'));
+  assert.ok((await readFile(fromZip.out, 'utf8')).includes(`${evaluation.n} test images. 1 more could not be read and are left out of every figure (listed in the evaluation&#39;s &quot;failed&quot;).`));
+  // An evaluation that lacks what the report shows is named, with the field, instead of a TypeError.
+  for (const [partial, what] of [
+    [{ n: 5, confusion: [[1, 0, 0], [0, 1, 0], [0, 0, 1]] }, '"accuracy" (an object with a numeric value)'],
+    [{ ...evaluation, confusion: [[1, 0], [0, 1]] }, '3x3 confusion matrix'],
+    [{ ...evaluation, binary: { normalVsPneumonia: evaluation.binary.normalVsPneumonia } }, '"binary.bacteriaVsVirus.accuracy" (an object with a numeric value)'],
+  ] as const) {
+    await assert.rejects(writeRunReport({ runDir, evaluation: partial as unknown as EvaluateResult, gallery: 0, out: join(tmp, 'out', 'x.html') }), {
+      name: 'ConfigError',
+      message: `the evaluation "<object>" has no ${what}: expected the JSON of \`pneumotype evaluate\``,
+    });
+  }
 
   // An evaluation passed as a path, and a run folder that is not one.
   const again = await writeRunReport({ runDir, evaluation: join(runDir, 'evaluation.json'), gallery: 0, out: join(tmp, 'out', 'b.html') });
