@@ -404,10 +404,12 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
       }
     } finally {
       stats.inFlight--;
-      if (status >= 500) stats.serverErrors++;
-      else if (status >= 400) stats.clientErrors++;
+      // 503 while the model loads or the server drains is the contract (SageMaker polls /ping), not a failure.
+      const expected = code === 'not_ready' && loadError === undefined;
+      if (status >= 500 && !expected) stats.serverErrors++;
+      else if (status >= 400 && !expected) stats.clientErrors++;
       if (status > 0) {
-        log(status >= 500 ? 'error' : 'info', 'request', {
+        log(status >= 500 ? (expected ? 'info' : 'error') : 'info', 'request', {
           method: req.method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ...(code ? { code } : {}),
         });
       }

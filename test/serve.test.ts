@@ -230,6 +230,8 @@ test('/ping says 503 until the model is loaded (and when it cannot be), close() 
     const why = `the model could not be loaded: "${missing}" is not a pneumotype model folder: "${join(missing, 'pneumotype.json')}" is missing (train one with \`pneumotype train\`)`;
     assert.deepEqual(await call(`${broken.url}/ping`).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
     assert.deepEqual(await invoke(broken.url, jpeg).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
+    // A model that cannot be loaded is a server error; a 503 while one loads (SageMaker polls /ping) is not.
+    assert.equal(broken.stats.serverErrors, 2);
   } finally {
     await broken.close();
   }
