@@ -12,6 +12,9 @@
 // ratioToKeras are the step it runs by default, graphRatioToKeras the graph's), BENCH_KERAS_SERIAL (0: leave out
 // the second Keras reference, the same graph run one op at a time, TF_NUM_INTEROP_THREADS=1, which is what an eager
 // runtime such as tfjs-node can at best match: it runs one op after the other, each on every core).
+// The on/off switches (BENCH_NO_KERAS, BENCH_PROFILE, BENCH_NO_BN, BENCH_GRAPH, BENCH_KERAS_SERIAL) all read alike: 1 or
+// true is on, 0 or false is off, unset or empty is the default (off for the first three, on for the last two), and any
+// other value is an error.
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -40,6 +43,16 @@ const DISTINCT_BATCHES = 4;
 
 function log(line: string): void {
   process.stdout.write(`${line}\n`);
+}
+
+/** An on/off switch from the environment: 1 or true is on, 0 or false off, unset or empty `fallback`, else an error. */
+function flag(name: string, fallback = false): boolean {
+  const raw = process.env[name];
+  const v = raw?.trim().toLowerCase() ?? '';
+  if (v === '') return fallback;
+  if (v === '1' || v === 'true') return true;
+  if (v === '0' || v === 'false') return false;
+  throw new Error(`${name}=${JSON.stringify(raw)} is not an on/off switch: expected 1 or true, 0 or false (or unset)`);
 }
 
 // --- the Python side: virtual environment and the Keras process ---------------------------------------------------
@@ -330,11 +343,15 @@ async function main(): Promise<void> {
   const blocks = intEnv('BENCH_BLOCKS', 5);
   const warmup = intEnv('BENCH_WARMUP', 3);
   const S = resolved.imageSize;
+  const noKeras = flag('BENCH_NO_KERAS');
+  const noBn = flag('BENCH_NO_BN');
+  const profileWanted = flag('BENCH_PROFILE');
+  const kerasSerialWanted = flag('BENCH_KERAS_SERIAL', true);
   const fastEnv = process.env.BENCH_FAST?.trim() ?? '';
   if (!['', '0', '1'].includes(fastEnv)) throw new Error(`BENCH_FAST=${JSON.stringify(fastEnv)} is not 0 or 1 (or unset: both)`);
   /** The tfjs variants timed: plain (lib/train.ts's step as is) and fast (the same with enableFastTraining). */
   const variants: Variant[] = fastEnv === '0' ? ['plain'] : fastEnv === '1' ? ['fast'] : ['plain', 'fast'];
-  if (process.env.BENCH_GRAPH !== '0') variants.push('graph');
+  if (flag('BENCH_GRAPH', true)) variants.push('graph');
 
   const { tf, info } = loadTfWithInfo();
   const lib = info.libtensorflowVersion ?? 'unknown';
@@ -344,11 +361,10 @@ async function main(): Promise<void> {
 
   // Python first (it may take minutes the first time), so that the timed blocks follow one another closely.
   const wanted = /^\d+\.\d+\.\d+$/.test(lib) ? lib : '2.21.0';
-  const venv: VenvResult = process.env.BENCH_NO_KERAS ? { python: undefined, action: 'skipped (BENCH_NO_KERAS)' } : ensureVenv(wanted);
+  const venv: VenvResult = noKeras ? { python: undefined, action: 'skipped (BENCH_NO_KERAS)' } : ensureVenv(wanted);
   log(`python: ${venv.action}`);
-  if (!venv.python && !process.env.BENCH_NO_KERAS) log('python: the Keras side is skipped: kerasImagesPerSecond will be null');
+  if (!venv.python && !noKeras) log('python: the Keras side is skipped: kerasImagesPerSecond will be null');
 
-  const noBn = Boolean(process.env.BENCH_NO_BN);
   const built = buildModel(modelOptions);
   const model = noBn ? await withoutBatchNorm(tf, built) : built;
   if (noBn) {
@@ -465,7 +481,7 @@ async function main(): Promise<void> {
           log(`check: both models have ${parameters.toLocaleString('en')} parameters in ${mine.length} weights of the same shapes`);
         }
       }
-      if (ready && exitCode === 0 && process.env.BENCH_KERAS_SERIAL !== '0') {
+      if (ready && exitCode === 0 && kerasSerialWanted) {
         kerasSerial = new KerasProcess(venv.python, args, { TF_NUM_INTEROP_THREADS: '1' });
         try {
           await kerasSerial.next<KerasReady>(600_000);
@@ -520,7 +536,7 @@ async function main(): Promise<void> {
     kerasSerial = undefined;
 
     const profiles: Partial<Record<Variant, Awaited<ReturnType<typeof profileSteps>>>> = {};
-    if (process.env.BENCH_PROFILE && exitCode === 0) {
+    if (profileWanted && exitCode === 0) {
       for (const variant of variants.filter((v) => v !== 'graph')) {
         const profile = await as(variant, () => profileSteps(tf, trainer, data, batch, steps));
         profiles[variant] = profile;

@@ -16,7 +16,7 @@
 // require.js, MathJax or mermaid from a CDN; plotly.js is inlined by the notebooks' first figure) and forbids requests
 // with a Content-Security-Policy. Exits 1 at the first notebook with an error, after printing the failing cell.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
@@ -80,8 +80,16 @@ function run(command, argv, options = {}) {
   return r;
 }
 
-// 1. Jupyter and the tslab kernel.
-const kernelReady = () => existsSync(JUPYTER) && existsSync(KERNEL_JSON) && readFileSync(KERNEL_JSON, 'utf8').includes(JSON.stringify(TSLAB));
+// 1. Jupyter and the tslab kernel: a spec whose argv[0] is this checkout's tslab, parsed (tslab writes it with Python's
+// json.dump, which escapes a non-ASCII path: /home/zoë as /home/zo\u00eb).
+function kernelReady() {
+  if (!existsSync(JUPYTER) || !existsSync(KERNEL_JSON)) return false;
+  try {
+    return JSON.parse(readFileSync(KERNEL_JSON, 'utf8'))?.argv?.[0] === TSLAB;
+  } catch {
+    return false;
+  }
+}
 if (!kernelReady()) {
   log('Jupyter or the tslab kernel is missing: running scripts/setup-notebooks.sh');
   if (run('bash', [join(ROOT, 'scripts', 'setup-notebooks.sh')], { quiet: false }).status !== 0 || !kernelReady()) {
@@ -145,6 +153,8 @@ await mkdir(executedDir, { recursive: true });
 
 // 5. An HTML template without network: the lab template minus require.js, MathJax and mermaid, plus a CSP.
 const work = await mkdtemp(join(tmpdir(), 'pneumotype-notebooks-'));
+// Removed however the script ends: fail() exits at once, past the `finally` below.
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 await mkdir(join(work, 'templates', 'pneumotype'), { recursive: true });
 await mkdir(join(work, 'runtime'), { recursive: true });
 await writeFile(join(work, 'templates', 'pneumotype', 'conf.json'), JSON.stringify({ base_template: 'lab', mimetypes: { 'text/html': true } }));

@@ -6,15 +6,16 @@
 //   1. its binding already loads                        -> nothing to do (idempotent re-runs take < 1 s)
 //   2. the package's own installer (downloads libtensorflow 2.9.1 and a prebuilt binding; needs the internet)
 //   3. offline recipe (CPU package only): libtensorflow from the `tensorflow-cpu` pip wheel into deps/, then build
-//      the binding with node-gyp against Node's own headers.
+//      the binding with node-gyp against Node's own headers, in a temporary folder (see buildBinding: a checkout path
+//      with a space cannot go into gyp's Makefile), and copy it into the package.
 // Environment: PNEUMOTYPE_TF_WHEEL=path/to/tensorflow_cpu-*.whl uses that wheel instead of `pip download` (else it
 // is cached in $XDG_CACHE_HOME/pneumotype/wheels, a damaged one set aside as .bad and fetched again);
 // PNEUMOTYPE_TF_WHEEL_VERSION (default 2.21.0); PNEUMOTYPE_PYTHON (default python3, else python);
 // PNEUMOTYPE_SKIP_TFJS_SETUP=1 skips everything.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -205,6 +206,20 @@ function offlineRecipe(dir) {
   rmSync(join(dir, 'deps'), { recursive: true, force: true });
   renameSync(staging, join(dir, 'deps'));
 
+  buildBinding(dir);
+}
+
+/** A path that gyp can write unquoted into a Makefile: no space, `$`, `#`, `:`, `=`, `%`, quote, backslash or non-ASCII. */
+export const makeSafe = (path) => /^[\w./+,@~-]+$/.test(path);
+
+/**
+ * Builds the binding with node-gyp in a temporary folder and copies tfjs_binding.node into the package's lib/napi-v8.
+ * binding.gyp names its headers and libraries as absolute `<(module_root_dir)/deps/...` paths, which gyp writes
+ * unquoted into the Makefile, so a package path with a space (a checkout in "My Projects") cannot build in place. The
+ * temporary folder holds a copy of binding/ and binding.gyp and a `deps` link to the package's deps/; the binding
+ * finds libtensorflow at run time through its rpath, $ORIGIN/../../deps/lib, relative to where it is copied to.
+ */
+function buildBinding(dir) {
   const napi = 8;
   const gyp =
     process.env.npm_config_node_gyp ??
@@ -212,11 +227,33 @@ function offlineRecipe(dir) {
       join(dirname(process.execPath), '../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js')].find(existsSync);
   if (!gyp) throw new Error('node-gyp not found (it ships with npm); run this script through `npm install`');
   const nodedir = process.env.npm_config_nodedir || resolve(dirname(process.execPath), '..');
-  const modulePath = join(dir, 'lib', `napi-v${napi}`);
-  log(`building the binding with node-gyp (nodedir ${nodedir})`);
-  const b = run(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir}`, '--module_name=tfjs_binding',
-    `--module_path=${modulePath}`, `--napi_build_version=${napi}`, '-j', 'max'], { cwd: dir, timeout: 20 * 60_000 });
-  if (!b.ok) throw new Error(`node-gyp build of the tfjs-node binding failed:\n    ${tail(b.out, 12)}`);
+  const base = [tmpdir(), '/tmp'].find((d) => makeSafe(d) && existsSync(d));
+  if (!base) throw new Error(`the temporary folder "${tmpdir()}" has a space or another character that gyp's Makefile cannot take; set TMPDIR to one without`);
+  const work = mkdtempSync(join(base, 'pneumotype-tfjs-build-'));
+  try {
+    cpSync(join(dir, 'binding'), join(work, 'binding'), { recursive: true });
+    copyFileSync(join(dir, 'binding.gyp'), join(work, 'binding.gyp'));
+    symlinkSync(join(dir, 'deps'), join(work, 'deps'));
+    // Node's headers go into the Makefile too (-I): through a link when Node's own folder is not make-safe either.
+    const headers = makeSafe(nodedir) ? nodedir : join(work, 'node');
+    if (headers !== nodedir) symlinkSync(nodedir, headers);
+    const built = join(work, 'lib', `napi-v${napi}`);
+    log(`building the binding with node-gyp in ${work} (nodedir ${nodedir})`);
+    const b = run(process.execPath, [gyp, 'rebuild', `--nodedir=${headers}`, '--module_name=tfjs_binding',
+      `--module_path=${built}`, `--napi_build_version=${napi}`, '-j', 'max'], { cwd: work, timeout: 20 * 60_000 });
+    if (!b.ok) throw new Error(`node-gyp build of the tfjs-node binding failed:\n    ${tail(b.out, 12)}`);
+    const from = join(built, 'tfjs_binding.node');
+    if (!existsSync(from)) throw new Error(`node-gyp reported success but wrote no ${from}`);
+    // Through a .part rename: a binding cut short never passes for one, and the copy replaces (never writes into) a
+    // file that may be hard-linked elsewhere.
+    const modulePath = join(dir, 'lib', `napi-v${napi}`);
+    const dest = join(modulePath, 'tfjs_binding.node');
+    mkdirSync(modulePath, { recursive: true });
+    copyFileSync(from, `${dest}.part`);
+    renameSync(`${dest}.part`, dest);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 /** An NVIDIA GPU, as lib/tf.ts sees one (the driver on Linux, WSL2's GPU device), or as nvidia-smi does. */

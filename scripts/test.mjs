@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 // Runs the test suite: an explicit list of files (Node 20 expands no globs) through node's test runner with tsx.
-// A listed file that does not exist, or an empty list, fails the run. `node scripts/test.mjs FILE...` runs a subset.
+// An empty list, an entry that is not an existing *.test.ts file (node 20's --test given a folder looks only for
+// *.test.{js,mjs,cjs} in it and passes with 0 tests), a listed file that runs no test, or a run of 0 tests in all fails
+// the run. `node scripts/test.mjs FILE...` runs a subset.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 
 const SUITE = [
   'test/errors.test.ts',
@@ -48,21 +52,50 @@ const SUITE = [
 ];
 
 const files = process.argv.length > 2 ? process.argv.slice(2) : SUITE;
-const missing = files.filter((f) => !existsSync(f));
-if (files.length === 0 || missing.length > 0) {
-  console.error(`test list problem: ${files.length === 0 ? 'no test files' : `missing ${missing.join(', ')}`}`);
+const problems = files.length === 0 ? ['no test files'] : files.flatMap((f) => {
+  if (!existsSync(f)) return [`missing ${f}`];
+  if (!statSync(f).isFile()) return [`${f} is not a file (list the *.test.ts files of a folder one by one)`];
+  if (!f.endsWith('.test.ts')) return [`${f} is not a *.test.ts file`];
+  return [];
+});
+if (problems.length > 0) {
+  console.error(`test list problem: ${problems.join('; ')}`);
   process.exit(1);
 }
 // A whole-suite limit (PNEUMOTYPE_TEST_TIMEOUT_MIN, default 45 minutes; the suite takes about 4): a test process
 // stuck in native code cannot time itself out, and CI must end with a failure, not hang.
 const minutes = Number(process.env.PNEUMOTYPE_TEST_TIMEOUT_MIN ?? 45);
-const r = spawnSync(
-  process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
-  { stdio: 'inherit', env: { ...process.env, PNEUMOTYPE_TEST: '1' }, timeout: minutes * 60_000, killSignal: 'SIGKILL' },
-);
+// The spec report on the terminal; a TAP copy in a temporary file, read for how many tests ran and from which files.
+const work = mkdtempSync(join(tmpdir(), 'pneumotype-test-'));
+const tap = join(work, 'report.tap');
+let r;
+let report = '';
+try {
+  r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
+      '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+    { stdio: 'inherit', env: { ...process.env, PNEUMOTYPE_TEST: '1' }, timeout: minutes * 60_000, killSignal: 'SIGKILL' },
+  );
+  report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
 if (r.error && 'code' in r.error && r.error.code === 'ETIMEDOUT') {
   console.error(`test run stopped: it ran past ${minutes} minutes (PNEUMOTYPE_TEST_TIMEOUT_MIN)`);
   process.exit(1);
 }
-process.exit(r.status ?? 1);
+if (r.status !== 0) process.exit(r.status ?? 1);
+// Node 20 reports a file that ran no test as one passing test named by the file's absolute path (TAP escapes # and \).
+const total = /^# tests (\d+)$/m.exec(report)?.[1];
+const listed = new Map(files.map((f) => [resolve(f), f]));
+const empty = [...report.matchAll(/^ok \d+ - (.*)$/gm)].map((m) => listed.get((m[1] ?? '').replace(/\\(.)/g, '$1'))).filter((f) => f !== undefined);
+if (total === undefined) {
+  console.error('test run problem: the TAP report has no "# tests" summary, so whether any test ran is unknown');
+  process.exit(1);
+}
+if (Number(total) === 0 || empty.length > 0) {
+  console.error(`test run problem: ${Number(total) === 0 ? 'no test ran' : `no test in ${empty.join(', ')}`}`);
+  process.exit(1);
+}
+process.exit(0);

@@ -1,5 +1,5 @@
 // The offline recipe (scripts/setup-tfjs.mjs): the wheel's extraction and which damage sends it to download again; how a
-// binding that loads, fails or dies of SIGILL (a CPU without AVX) is told apart.
+// binding that loads, fails or dies of SIGILL (a CPU without AVX) is told apart; which paths gyp's Makefile can take.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -14,10 +14,11 @@ interface SetupScript {
   extractWheel(wheel: string, deps: string, binding: string): { readonly ok: boolean; readonly out: string };
   bindingLoads(dir: string): { readonly ok: boolean; readonly version?: string; readonly noAvx?: boolean; readonly reason?: string };
   cpuLacksAvx(cpuinfo?: string): boolean;
+  makeSafe(path: string): boolean;
 }
 // A non-literal specifier: the script is plain JavaScript, typed by the interface above.
 const script = pathToFileURL(join(import.meta.dirname, '..', 'scripts', 'setup-tfjs.mjs')).href;
-const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel } = (await import(script)) as SetupScript;
+const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel, makeSafe } = (await import(script)) as SetupScript;
 
 let tmp: string;
 let binding: string;
@@ -121,4 +122,13 @@ test('cpuLacksAvx reads the first flags line of /proc/cpuinfo (x86-64 Linux only
   assert.equal(cpuLacksAvx('processor : 0\nflags : fpu sse sse2 avx avx2\n'), false);
   assert.equal(cpuLacksAvx('flags\t\t: fpu avx512f\n'), true, 'avx512f alone is not the avx flag');
   assert.equal(cpuLacksAvx('processor : 0\n'), false, 'no flags line: nothing known, nothing refused');
+});
+
+test('makeSafe: a path gyp can write unquoted into a Makefile (the binding is built in such a temporary folder)', () => {
+  for (const p of ['/home/ci/pneumotype/node_modules/@tensorflow/tfjs-node', '/tmp/pneumotype-tfjs-build-Ab1_x', '/opt/node-v20.20.2+x,y~']) {
+    assert.equal(makeSafe(p), true, p);
+  }
+  for (const p of ['/home/me/My Projects/pneumotype', '/home/zoë/pneumotype', '/a#b', '/a$b', '/a:b', '/a=b', '/a%b', "/a'b", '/a"b', '/a\\b', '/a\tb', '']) {
+    assert.equal(makeSafe(p), false, JSON.stringify(p));
+  }
 });
