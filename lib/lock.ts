@@ -1,6 +1,6 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
-import { rmSync } from 'node:fs';
-import { link, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { readFileSync, rmSync } from 'node:fs';
+import { constants, copyFile, link, mkdir, open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -22,21 +22,30 @@ const HEARTBEAT_MS = 30_000;
 const STALE_MS = 5 * 60_000;
 /** A takeover takes milliseconds: its marker, older than this, was left by a killed taker. */
 const TAKEOVER_STALE_MS = 10_000;
+/** Clock ticks per second of /proc's times (USER_HZ, `getconf CLK_TCK`): 100 on every architecture Node runs on. */
+const CLOCK_TICKS = 100;
+/**
+ * Slack in comparing a lock's `started` with its process's start time read from /proc: rounding (whole seconds of
+ * `btime`, ticks), and small steps of the clock since the lock was written.
+ */
+const CLOCK_SLACK_MS = 5_000;
 
 /**
  * Runs `fn` while holding the lock file `path` (created exclusively, touched every 30 s, removed afterwards however
  * `fn` ends). Another live process holding it gives a BusyError that names the work, the process and the file (or,
  * with `wait`, a wait until it is free). A lock is taken over when it was left: by a process of this machine that no
- * longer runs (killed with SIGKILL, say), or, for another machine's (a shared folder, another container), when it has
- * not been touched for 5 minutes.
+ * longer runs (killed with SIGKILL, say) or whose id another process has had since (after a reboot, say: seen on Linux,
+ * from /proc), or, for another machine's (a shared folder, another container), when it has not been touched for 5
+ * minutes. A lock that another process has taken over meanwhile (this one suspended past 5 minutes, say) is its new
+ * owner's: no longer touched, and not removed, by this call or at exit.
  *
  * @example await withLock('data/downloads/ChestXRay2017.zip.lock', 'downloading ChestXRay2017.zip', () => download())
  */
 export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
-  let token: symbol;
+  let holding: Holding;
   for (let waited = false; ; ) {
     try {
-      token = await acquire(path, what);
+      holding = await acquire(path, what);
       break;
     } catch (err) {
       // Any BusyError waits: a holder at work, or another taker of a left lock (it will hold it, or leave it free).
@@ -47,49 +56,67 @@ export async function withLock<T>(path: string, what: string, fn: () => Promise<
       await delay(options.wait.pollMs ?? 1000, undefined, signal ? { signal } : {}).catch(() => signal?.throwIfAborted());
     }
   }
+  // Touched while it holds this call's owner record; once it holds another's (taken over) or is gone, left alone.
   const heartbeat = setInterval(() => {
-    const now = new Date();
-    utimes(path, now, now).catch(() => {});
+    void touchIfOwn(path, holding.record).then((own) => {
+      if (!own) clearInterval(heartbeat);
+    });
   }, options.heartbeatMs ?? HEARTBEAT_MS);
   heartbeat.unref();
   try {
     return await fn();
   } finally {
     clearInterval(heartbeat);
-    // The file first, then the record (if it is still this call's): a call of this process in between is told it is
-    // busy, and one that takes the lock once the file is gone keeps its own record.
-    await rm(path, { force: true });
-    if (held.get(resolve(path)) === token) held.delete(resolve(path));
+    // The file first (if it still holds this call's owner record), then the record of this process (if it is still this
+    // call's): a call of this process in between is told it is busy, and one that takes the lock once the file is gone
+    // keeps its own record.
+    await removeIfOwn(path, holding.record);
+    if (held.get(resolve(path)) === holding) held.delete(resolve(path));
   }
 }
 
-/** The lock files this process holds (resolved path → the holding call); removed at exit too, as when Ctrl-C ends the CLI. */
-const held = new Map<string, symbol>();
+/** A lock this process holds: the owner record in its file (a line of JSON; its `started` tells one call from another). */
+interface Holding {
+  readonly record: string;
+}
+
+/**
+ * The lock files this process holds (resolved path → the holding call); removed at exit too, as when Ctrl-C ends the
+ * CLI, each only if it still holds the call's owner record.
+ */
+const held = new Map<string, Holding>();
 let exitHook = false;
 
-function hold(path: string): symbol {
-  const token = Symbol(path);
-  held.set(resolve(path), token);
+function hold(path: string, record: string): Holding {
+  const holding: Holding = { record };
+  held.set(resolve(path), holding);
   if (!exitHook) {
     exitHook = true;
     process.on('exit', () => {
-      for (const p of held.keys()) rmSync(p, { force: true });
+      for (const [p, { record: own }] of held) {
+        try {
+          if (readFileSync(p, 'utf8') === own) rmSync(p, { force: true });
+        } catch {
+          // gone already, or unreadable: not this process's to remove
+        }
+      }
     });
   }
-  return token;
+  return holding;
 }
 
-async function acquire(path: string, what: string): Promise<symbol> {
+async function acquire(path: string, what: string): Promise<Holding> {
   await mkdir(dirname(path), { recursive: true });
   const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+  const record = `${JSON.stringify(me)}\n`;
   // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
   const tmp = `${path}.${process.pid}.${lockCounter++}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(me)}\n`);
+  await writeFile(tmp, record);
   try {
     for (let attempt = 0; ; attempt++) {
       try {
-        await createExclusive(path, tmp, me);
-        return hold(path);
+        await createExclusive(path, tmp, record);
+        return hold(path, record);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
@@ -100,7 +127,7 @@ async function acquire(path: string, what: string): Promise<symbol> {
       // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
       // container's PID 1, say), so taken over like any other dead owner's.
       const ownId = owner !== undefined && owner.host === me.host && owner.pid === process.pid;
-      if (owner !== undefined && !ownId && (owner.host === me.host ? isAlive(owner.pid) : Date.now() - (await touched(path)) < STALE_MS)) {
+      if (owner !== undefined && !ownId && (await mayHold(owner, path))) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,
@@ -115,20 +142,17 @@ async function acquire(path: string, what: string): Promise<symbol> {
       // another taker has just made is never removed.
       const mutex = `${path}.takeover`;
       const takeMarker = (): Promise<boolean> =>
-        createExclusive(mutex, tmp, me).then(() => true, (err: NodeJS.ErrnoException) => {
+        createExclusive(mutex, tmp, record).then(() => true, (err: NodeJS.ErrnoException) => {
           if (err.code !== 'EEXIST') throw err;
           return false;
         });
       let taking = await takeMarker();
-      if (!taking && Date.now() - (await touched(mutex)) > TAKEOVER_STALE_MS) {
-        await rm(mutex, { force: true }); // a killed taker's
-        taking = await takeMarker();
-      }
+      if (!taking && (await dropLeftMarker(mutex, `${mutex}.${process.pid}.${lockCounter++}.left`))) taking = await takeMarker();
       if (!taking) throw racing;
       try {
         if (JSON.stringify(await readOwner(path)) === JSON.stringify(owner)) await rm(path, { force: true });
       } finally {
-        await rm(mutex, { force: true });
+        await removeIfOwn(mutex, record);
       }
     }
   } finally {
@@ -138,14 +162,81 @@ async function acquire(path: string, what: string): Promise<symbol> {
 let lockCounter = 0;
 
 /**
- * Makes `path` exclusively (EEXIST when it is there), with `owner` in it from the start: a hard link to `tmp`, which
- * already holds it; where the file system has no hard links (FAT, some network shares), created and written at once.
+ * Makes `path` exclusively (EEXIST when it is there), with the owner `record` in it from the start: a hard link to
+ * `tmp`, which already holds it; where the file system has no hard links (FAT, some network shares), created and written
+ * at once.
  */
-async function createExclusive(path: string, tmp: string, owner: LockHolder): Promise<void> {
+async function createExclusive(path: string, tmp: string, record: string): Promise<void> {
   await link(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP'].includes(err.code ?? '')) throw err;
-    await writeFile(path, `${JSON.stringify(owner)}\n`, { flag: 'wx' });
+    if (err.code === 'EEXIST' || !NO_LINKS.includes(err.code ?? '')) throw err;
+    await writeFile(path, record, { flag: 'wx' });
   });
+}
+/** Error codes of `link` where the file system has no hard links. */
+const NO_LINKS = ['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP'];
+
+/**
+ * Removes the lock (or takeover marker) `path` if it still holds `record`, this call's owner record: one that another
+ * process has taken over since is its own. (Read, then removed: only a takeover within those microseconds is missed.)
+ */
+async function removeIfOwn(path: string, record: string): Promise<void> {
+  if ((await readFile(path, 'utf8').catch(() => undefined)) === record) await rm(path, { force: true });
+}
+
+/**
+ * Touches the held lock `path` if it still holds `record`; false when it does not (taken over, or gone), and the
+ * heartbeat stops. An error reading it (a network share's hiccup) is tried again at the next beat.
+ */
+async function touchIfOwn(path: string, record: string): Promise<boolean> {
+  let content: string;
+  try {
+    content = await readFile(path, 'utf8');
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+  if (content !== record) return false;
+  const now = new Date();
+  await utimes(path, now, now).catch(() => {});
+  return true;
+}
+
+/**
+ * Drops the takeover marker `mutex` if a killed taker left it (untouched for TAKEOVER_STALE_MS); true when there is
+ * none now. Two takers may judge one marker left at once, and the second must not remove the marker that the first
+ * has just made in its place: it is moved `aside` first and removed only if it is the very one judged left (the same
+ * owner record), else put back.
+ */
+async function dropLeftMarker(mutex: string, aside: string): Promise<boolean> {
+  let left: { readonly record: string; readonly mtimeMs: number };
+  try {
+    const file = await open(mutex, 'r');
+    try {
+      left = { mtimeMs: (await file.stat()).mtimeMs, record: await file.readFile('utf8') };
+    } finally {
+      await file.close();
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw err;
+  }
+  if (Date.now() - left.mtimeMs <= TAKEOVER_STALE_MS) return false;
+  try {
+    await rename(mutex, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true; // another taker dropped it
+    throw err;
+  }
+  try {
+    if ((await readFile(aside, 'utf8')) === left.record) return true;
+    // Another taker's marker, made since: put back (unless a third has made one meanwhile, which then holds).
+    await link(aside, mutex).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST' || !NO_LINKS.includes(err.code ?? '')) return;
+      await copyFile(aside, mutex, constants.COPYFILE_EXCL).catch(() => {});
+    });
+    return false;
+  } finally {
+    await rm(aside, { force: true });
+  }
 }
 
 /** When the lock file was last touched (ms since the epoch); 0 when it is gone. */
@@ -163,6 +254,34 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
     // missing, empty or garbled: treated as stale
   }
   return undefined;
+}
+
+/**
+ * True when `owner` may still hold the lock `path`: for this machine, while its process runs (and, where /proc tells,
+ * is the process that wrote the lock); for another machine, while the lock is touched (within STALE_MS).
+ */
+async function mayHold(owner: LockHolder, path: string): Promise<boolean> {
+  if (owner.host !== hostname()) return Date.now() - (await touched(path)) < STALE_MS;
+  return isAlive(owner.pid) && !(await idReused(owner.pid, owner.started));
+}
+
+/**
+ * True when the running process `pid` of this machine cannot have written a lock `started` then: the lock predates the
+ * boot, or the process started after it (its id reused). Linux only: the boot time is `btime` of /proc/stat, the
+ * process's start field 22 of /proc/PID/stat (clock ticks since the boot). False where /proc is not there (macOS) or
+ * cannot be read, and for a `started` that is not a date: the process is taken for the lock's owner, as before.
+ */
+async function idReused(pid: number, started: string): Promise<boolean> {
+  const written = Date.parse(started);
+  if (Number.isNaN(written)) return false;
+  const btime = await readFile('/proc/stat', 'utf8').then((text) => /^btime (\d+)$/m.exec(text)?.[1], () => undefined);
+  if (btime === undefined) return false;
+  const boot = Number(btime) * 1000;
+  // The fields after the command name (in parentheses, and it may hold spaces and parentheses) start at field 3.
+  const fields = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const ticks = Number(fields.slice(fields.lastIndexOf(')') + 2).split(' ')[19] ?? NaN);
+  const since = Number.isFinite(ticks) ? boot + (ticks * 1000) / CLOCK_TICKS : boot;
+  return written < since - CLOCK_SLACK_MS;
 }
 
 /** True when a process with this id runs on this machine (EPERM: it runs as another user). */

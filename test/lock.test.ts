@@ -22,11 +22,14 @@ after(async () => {
 });
 const freshLock = (): string => join(root, `w${n++}`, 'out.lock');
 
-/** A node process that waits until killed: a live owner that is not this process. */
-async function sleeper(): Promise<ChildProcess & { pid: number }> {
+/**
+ * A node process that waits until killed: a live owner that is not this process. `since`: a time after it started, as
+ * it would write in a lock file of its own (a lock written before it started is not its own: its id reused).
+ */
+async function sleeper(): Promise<ChildProcess & { pid: number; since: string }> {
   const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
   await once(child, 'spawn');
-  return child as ChildProcess & { pid: number };
+  return Object.assign(child as ChildProcess & { pid: number }, { since: new Date().toISOString() });
 }
 
 test('withLock holds the lock file while fn runs (its owner inside) and removes it however fn ends', async () => {
@@ -63,7 +66,7 @@ test('a lock held by another live process is a BusyError naming the process, the
   try {
     await mkdir(dirname(lock), { recursive: true });
     // The lock file of a live process, as that process would have written it:
-    await writeFile(lock, `${JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' })}\n`);
+    await writeFile(lock, `${JSON.stringify({ pid: child.pid, host: hostname(), started: child.since })}\n`);
     let ran = false;
     await assert.rejects(
       withLock(lock, 'training into "runs/a"', async () => {
@@ -73,7 +76,7 @@ test('a lock held by another live process is a BusyError naming the process, the
         name: 'BusyError',
         message:
           `Another process is already training into "runs/a": process ${child.pid} on ${JSON.stringify(hostname())}, since ` +
-          `2026-11-27T06:00:00.000Z (lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
+          `${child.since} (lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
       },
     );
     assert.equal(ran, false);
@@ -129,6 +132,61 @@ test('a held lock is touched every 30 s (here 20 ms), so that other machines see
   await held;
 });
 
+test('a lock taken over by another process (this one suspended past 5 minutes, say) is its own: neither touched nor removed by the old holder', async () => {
+  const lock = freshLock();
+  const other = `${JSON.stringify({ pid: 999_999_999, host: 'other-host', started: new Date().toISOString() })}\n`;
+  const longAgo = new Date(Date.now() - 10 * 60_000);
+  await withLock(lock, 'training', async () => {
+    // The taker removes the left lock and makes its own; its clock says it was touched long ago.
+    await rm(lock);
+    await writeFile(lock, other, { flag: 'wx' });
+    await utimes(lock, longAgo, longAgo);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.ok((await stat(lock)).mtimeMs < Date.now() - 60_000, "the new owner's lock is not touched by the old holder's heartbeat");
+  }, { heartbeatMs: 20 });
+  assert.equal(await readFile(lock, 'utf8'), other, "the new owner's lock is left in place");
+  assert.deepEqual(await readdir(dirname(lock)), ['out.lock']);
+  // One removed while held is not made again.
+  const gone = freshLock();
+  await withLock(gone, 'training', async () => {
+    await rm(gone);
+    await new Promise((r) => setTimeout(r, 100));
+  }, { heartbeatMs: 20 });
+  assert.deepEqual(await readdir(dirname(gone)), []);
+  // Nor at exit (Ctrl-C in the CLI): a process whose lock was taken over leaves the new owner's.
+  const script = join(root, `exit${n++}.mts`);
+  await writeFile(script, `import { rm, writeFile } from 'node:fs/promises';\n` +
+    `import { withLock } from ${JSON.stringify(join(process.cwd(), 'lib', 'lock.ts'))};\n` +
+    `await withLock(${JSON.stringify(lock)}, 'training', async () => {\n` +
+    `  await rm(${JSON.stringify(lock)});\n` +
+    `  await writeFile(${JSON.stringify(lock)}, ${JSON.stringify(other)});\n` +
+    `  process.exit(130);\n` +
+    `});\n`);
+  await rm(lock);
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: 'ignore' });
+  const [code] = (await once(child, 'exit')) as [number];
+  assert.equal(code, 130);
+  assert.equal(await readFile(lock, 'utf8'), other, "the new owner's lock is left at exit too");
+});
+
+const linuxOnly = { skip: process.platform !== 'linux' && 'Linux only (/proc)' };
+test('a lock naming a live process of this machine that started after it was written (its id reused: after a reboot, say) is taken over', linuxOnly, async () => {
+  const child = await sleeper();
+  try {
+    const oneMinuteBefore = new Date(Date.parse(child.since) - 60_000).toISOString();
+    for (const started of ['2020-01-01T00:00:00.000Z', oneMinuteBefore]) {
+      const lock = freshLock();
+      await mkdir(dirname(lock), { recursive: true });
+      await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started }));
+      assert.equal(await withLock(lock, 'training', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid, started);
+      await assert.rejects(readFile(lock), { code: 'ENOENT' });
+    }
+  } finally {
+    child.kill('SIGKILL');
+    await once(child, 'exit').catch(() => {});
+  }
+});
+
 test('every step that writes a shared output takes its lock first: extract, relabel, train', async () => {
   const child = await sleeper();
   try {
@@ -142,19 +200,19 @@ test('every step that writes a shared output takes its lock first: extract, rela
     for (const [dir, what, step] of steps) {
       const lock = `${dir}.lock`;
       await mkdir(dirname(lock), { recursive: true });
-      await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+      await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started: child.since }));
       await assert.rejects(step(), {
         name: 'BusyError',
         message:
           `Another process is already ${what} ${JSON.stringify(dir)}: process ${child.pid} on ${JSON.stringify(hostname())}, since ` +
-          `2026-11-27T06:00:00.000Z (lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
+          `${child.since} (lock file ${JSON.stringify(lock)}); wait for it to finish, or delete the lock file if no such process runs`,
       });
       await rm(lock);
       await assert.rejects(step(), (err: unknown) => !(err instanceof BusyError), `${what}: without the lock it goes on (and fails on the missing input)`);
     }
     // SageMaker trains without a lock (lock: false): one training per container, its checkpoints copied to S3 and back.
     const run = join(base, 'runs', 'b');
-    await writeFile(`${run}.lock`, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+    await writeFile(`${run}.lock`, JSON.stringify({ pid: child.pid, host: hostname(), started: child.since }));
     await assert.rejects(train({ data: join(base, 'none'), out: run, preset: 'smoke', lock: false }), (err: unknown) => !(err instanceof BusyError));
   } finally {
     child.kill('SIGKILL');
@@ -167,21 +225,21 @@ test('prepare waits for another process preparing the same cache (two trainings 
   const base = join(root, `wait${n++}`);
   const dir = join(base, 'cache', '64');
   await mkdir(dirname(dir), { recursive: true });
-  await writeFile(`${dir}.lock`, JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+  await writeFile(`${dir}.lock`, JSON.stringify({ pid: child.pid, host: hostname(), started: child.since }));
   const notes: string[] = [];
   const prepared = prepareCache({ labeledDir: join(base, 'none'), cacheDir: join(base, 'cache'), imageSize: 64, onProgress: (p) => notes.push(p.message ?? '') });
   const outcome = prepared.then(() => 'done', (err: unknown) => (err instanceof BusyError ? 'busy' : 'went on'));
   await new Promise((r) => setTimeout(r, 1500));
   assert.deepEqual(notes, [
     `waiting: Another process is already preparing the cache ${JSON.stringify(dir)}: process ${child.pid} on ${JSON.stringify(hostname())}, ` +
-      `since 2026-11-27T06:00:00.000Z (lock file ${JSON.stringify(`${dir}.lock`)}); wait for it to finish, or delete the lock file if no such process runs`,
+      `since ${child.since} (lock file ${JSON.stringify(`${dir}.lock`)}); wait for it to finish, or delete the lock file if no such process runs`,
   ], 'said once, while waiting');
   child.kill('SIGKILL');
   await once(child, 'exit');
   // The holder is gone: its lock is taken over, and prepare goes on (to fail here on the missing labelled folder).
   assert.equal(await outcome, 'went on');
   // Waiting stops when the signal aborts.
-  await writeFile(`${dir}.lock`, JSON.stringify({ pid: process.ppid, host: hostname(), started: '2026-11-27T06:00:00.000Z' }));
+  await writeFile(`${dir}.lock`, JSON.stringify({ pid: process.ppid, host: hostname(), started: new Date().toISOString() }));
   const controller = new AbortController();
   const aborted = prepareCache({ labeledDir: join(base, 'none'), cacheDir: join(base, 'cache'), imageSize: 64, signal: controller.signal });
   setTimeout(() => controller.abort(new Error('stop waiting')), 300);
@@ -221,6 +279,34 @@ test('several takers of one left lock at once: exactly one holds it', async () =
     assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 1, `round ${round}`);
     assert.ok(outcomes.every((o) => o.status === 'fulfilled' || o.reason instanceof BusyError));
     assert.equal(inside.length, 1);
+    assert.deepEqual(await readdir(dirname(lock)), [], 'nothing left beside it');
+  }
+});
+
+test('several takers of one left lock and a takeover marker left by a killed taker: exactly one holds it', async () => {
+  const child = await sleeper();
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  const left = JSON.stringify({ pid: child.pid, host: hostname(), started: '2026-11-27T06:00:00.000Z' });
+  const minuteAgo = new Date(Date.now() - 60_000);
+  for (let round = 0; round < 40; round++) {
+    const lock = freshLock();
+    await mkdir(dirname(lock), { recursive: true });
+    await writeFile(lock, left);
+    await writeFile(`${lock}.takeover`, left);
+    await utimes(`${lock}.takeover`, minuteAgo, minuteAgo);
+    let inside = 0;
+    let most = 0;
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 5 }, () => withLock(lock, 'training', async () => {
+        most = Math.max(most, ++inside);
+        await new Promise((r) => setTimeout(r, 30));
+        inside--;
+      })),
+    );
+    assert.equal(most, 1, `round ${round}: one at a time`);
+    assert.ok(outcomes.some((o) => o.status === 'fulfilled'), `round ${round}`);
+    assert.ok(outcomes.every((o) => o.status === 'fulfilled' || o.reason instanceof BusyError));
     assert.deepEqual(await readdir(dirname(lock)), [], 'nothing left beside it');
   }
 });
