@@ -7,11 +7,14 @@ import { join, posix, relative, sep } from 'node:path';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetBucketLocationCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -41,6 +44,11 @@ export const UPLOAD_DEFAULTS = {
 
 /** Parts of one multipart file uploaded at once. */
 const PART_QUEUE = 2;
+/**
+ * After an abort or a failure, how long the upload still waits for the answers that let it abort its multipart
+ * uploads (CreateMultipartUpload's UploadId, AbortMultipartUpload, ListMultipartUploads) before it gives up on them.
+ */
+const CLEANUP_MS = 15_000;
 
 /** Why an upload failed, for programs that react differently (the message says it for people). */
 export type UploadFailure = 'credentials' | 'no-bucket' | 'denied' | 'region' | 'aborted' | 'failed';
@@ -669,16 +677,152 @@ class VerifyingStream extends Transform {
   }
 }
 
+/** What one file's multipart upload came to, as seen through {@link uploadClient}. */
+interface MultipartState {
+  /** CreateMultipartUpload, once sent (its UploadId is set when it answers). */
+  created: Promise<unknown> | undefined;
+  uploadId: string | undefined;
+  /** CompleteMultipartUpload answered 200. */
+  completed: boolean;
+  /** AbortMultipartUpload answered (done, or NoSuchUpload: nothing left to abort). */
+  aborted: boolean;
+}
+
+/** The run's multipart bookkeeping, shared by every file. */
+interface Multiparts {
+  /** Aborts the clean-up requests CLEANUP_MS after the run stopped (an endpoint that no longer answers). */
+  readonly cleanup: AbortSignal;
+  /** Keys whose multipart upload may still be in the bucket: a CreateMultipartUpload unanswered, an abort failed. */
+  readonly unresolved: Set<string>;
+}
+
+/**
+ * Sends AbortMultipartUpload and waits for the answer: true when the upload is gone (aborted, or S3 knows it no
+ * more), false when it may still be there.
+ */
+async function abortMultipart(client: S3Client, command: AbortMultipartUploadCommand, signal: AbortSignal): Promise<boolean> {
+  try {
+    await client.send(command, { abortSignal: signal });
+    return true;
+  } catch (err) {
+    return sdkCode(err) === 'NoSuchUpload' || status(err) === 404;
+  }
+}
+
 /**
  * lib-storage's Upload sends its requests without an abort signal (an aborted single PutObject would go on in the
- * background): a view of the client whose send() passes ours, except for AbortMultipartUpload, which must still run.
+ * background): a view of the client whose send() passes ours, except for the two requests that must run whatever
+ * happens: CreateMultipartUpload (S3 may create the upload before an abort reaches it, and without the UploadId in
+ * its answer nobody can abort it) and AbortMultipartUpload (whose failure is recorded, not thrown, so that the
+ * upload's own error is the one reported). Both still give up CLEANUP_MS after the abort. `state` follows the
+ * multipart upload, for {@link settleMultipart}.
  */
-function abortableClient(client: S3Client, signal: AbortSignal): S3Client {
+function uploadClient(client: S3Client, signal: AbortSignal, cleanup: AbortSignal, state: MultipartState): S3Client {
   const view = Object.create(client) as S3Client;
-  const send = (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }) =>
-    command instanceof AbortMultipartUploadCommand ? client.send(command, options ?? {}) : client.send(command, { ...options, abortSignal: signal });
+  const send = (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }): Promise<unknown> => {
+    // Once stopped, nothing new is created: the SDK fails the request without sending it.
+    if (command instanceof CreateMultipartUploadCommand && !signal.aborted) {
+      const created = client.send(command, { ...options, abortSignal: cleanup }).then((r) => {
+        state.uploadId = r.UploadId;
+        return r;
+      });
+      state.created = created;
+      return created;
+    }
+    if (command instanceof AbortMultipartUploadCommand) {
+      return abortMultipart(client, command, cleanup).then((gone) => {
+        state.aborted ||= gone;
+        return { $metadata: {} };
+      });
+    }
+    if (command instanceof CompleteMultipartUploadCommand) {
+      return client.send(command, { ...options, abortSignal: signal }).then((r) => {
+        state.completed = true;
+        return r;
+      });
+    }
+    return client.send(command, { ...options, abortSignal: signal });
+  };
   Object.defineProperty(view, 'send', { value: send });
   return view;
+}
+
+/**
+ * After a file's Upload failed: makes sure its multipart upload, if S3 created one, is aborted (lib-storage aborts
+ * it itself when it knows the UploadId; this is the backstop). True when nothing of it is left in the bucket.
+ */
+async function settleMultipart(client: S3Client, t: Target, key: string, state: MultipartState, cleanup: AbortSignal): Promise<boolean> {
+  if (state.created === undefined) return true;
+  const created = await state.created.then(
+    () => true,
+    // An answer with a 4xx status: S3 created nothing. No answer (a timeout, the abort), or a 5xx: it may have.
+    (err: unknown) => {
+      const code = status(err);
+      return code !== undefined && code >= 400 && code < 500 ? false : undefined;
+    },
+  );
+  if (created === false || state.completed || state.aborted) return true;
+  if (state.uploadId === undefined) return false;
+  return abortMultipart(client, new AbortMultipartUploadCommand({ Bucket: t.bucket, Key: key, UploadId: state.uploadId }), cleanup);
+}
+
+/**
+ * Aborts the incomplete multipart uploads under the prefix whose key is in `keys` (those this tool writes), and
+ * returns how many. Best effort: a listing that is refused (s3:ListBucketMultipartUploads not granted, a server
+ * that does not implement it) or an abort that fails leaves them to the bucket's lifecycle rule; only an abort of
+ * `signal` is thrown.
+ */
+async function abortIncompleteUploads(client: S3Client, t: Target, keys: ReadonlySet<string>, signal: AbortSignal): Promise<number> {
+  const found: { key: string; uploadId: string }[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  try {
+    do {
+      const page = await client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: t.bucket,
+          ...(t.prefix !== '' ? { Prefix: `${t.prefix}/` } : {}),
+          ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+          ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+        }),
+        { abortSignal: signal },
+      );
+      for (const u of page.Uploads ?? []) {
+        if (u.Key !== undefined && u.UploadId !== undefined && keys.has(u.Key)) found.push({ key: u.Key, uploadId: u.UploadId });
+      }
+      const more = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined);
+      keyMarker = more ? page.NextKeyMarker : undefined;
+      uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker !== undefined || uploadIdMarker !== undefined);
+  } catch (err) {
+    if (isAbort(err) && signal.aborted) throw err;
+    return 0;
+  }
+  let aborted = 0;
+  for (const u of found) {
+    if (await abortMultipart(client, new AbortMultipartUploadCommand({ Bucket: t.bucket, Key: u.key, UploadId: u.uploadId }), signal)) aborted++;
+    signal.throwIfAborted();
+  }
+  return aborted;
+}
+
+/** A signal that aborts `ms` after `signal` does; `dispose()` when done with it. */
+function abortLater(signal: AbortSignal, ms: number): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const onAbort = (): void => {
+    timer = setTimeout(() => controller.abort(new Error(`gave up cleaning up ${ms} ms after the upload stopped`)), ms);
+    timer.unref();
+  };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      signal.removeEventListener('abort', onAbort);
+      clearTimeout(timer);
+    },
+  };
 }
 
 async function putFile(
@@ -687,14 +831,16 @@ async function putFile(
   local: LocalFile,
   partSize: number,
   signal: AbortSignal,
+  multiparts: Multiparts,
   onBytes: (n: number) => void,
 ): Promise<UploadedFile> {
   const key = objectKey(t.prefix, local.file);
   const body = new VerifyingStream(local);
   const source = createReadStream(local.path, { highWaterMark: 1 << 20 });
   pipeline(source, body, () => undefined); // errors reach the consumer through `body`
+  const state: MultipartState = { created: undefined, uploadId: undefined, completed: false, aborted: false };
   const upload = new Upload({
-    client: abortableClient(client, signal),
+    client: uploadClient(client, signal, multiparts.cleanup, state),
     params: {
       Bucket: t.bucket,
       Key: key,
@@ -717,15 +863,16 @@ async function putFile(
       reported = loaded;
     }
   });
-  const onAbort = (): void => void upload.abort();
-  signal.addEventListener('abort', onAbort, { once: true });
+  // Not upload.abort(): its done() would reject at once and abort the multipart upload in the background, after
+  // upload() returned and perhaps destroyed the client. Our signal fails every request but the multipart ones, and
+  // done() settles once lib-storage has sent AbortMultipartUpload and had its answer.
   try {
     await upload.done();
   } catch (err) {
+    if (!(await settleMultipart(client, t, key, state, multiparts.cleanup))) multiparts.unresolved.add(key);
     if (isAbort(err) || signal.aborted) throw signal.reason ?? err;
     throw toUploadError(err, { kind: 'write', key }, t);
   } finally {
-    signal.removeEventListener('abort', onAbort);
     body.destroy();
     source.destroy();
   }
@@ -776,6 +923,14 @@ function defaultClient(options: UploadOptions): S3Client {
  * upload is complete when that object exists. Credentials come from the SDK's default chain and are never written
  * or reported.
  *
+ * Multipart uploads, which S3 keeps and bills until they are completed or aborted: every one this run starts is
+ * completed, or aborted with the abort answered, before upload() returns or rejects (after an abort or a failure it
+ * waits up to 15 s for those answers). Each run first aborts the incomplete multipart uploads under the prefix for
+ * this dataset's keys, those an earlier run left (it needs s3:ListBucketMultipartUploads and s3:AbortMultipartUpload,
+ * and goes on without them); two runs on the same prefix at once would so abort each other's. A process killed
+ * outright (SIGKILL, a lost instance) cleans up nothing until such a re-run: the bucket's lifecycle rule
+ * AbortIncompleteMultipartUpload is the backstop (the README gives one).
+ *
  * @example
  * const r = await upload({ data: 'data/labeled', bucket: 'my-scans', prefix: 'chest-xray/v2', region: 'eu-west-1' })
  * console.log(`${r.uploaded} uploaded, ${r.skipped} already there`)
@@ -791,6 +946,9 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
   const onAbort = (): void => stop.abort(options.signal?.reason);
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  const cleanup = abortLater(stop.signal, CLEANUP_MS);
+  setMaxListeners(Math.max(10, concurrency * (PART_QUEUE + 2) * 2), cleanup.signal);
+  const multiparts: Multiparts = { cleanup: cleanup.signal, unresolved: new Set() };
   const client = options.client ?? defaultClient(options);
   const aborted = (cause: unknown): UploadError =>
     new UploadError(
@@ -822,6 +980,8 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     const toUpload = [...first.upload, ...second.upload];
     const skipped = [...first.skip, ...second.skip];
     const datasetKeys = new Set(files.map((f) => objectKey(prefix, f.file)));
+    // What a run that was killed (or whose clean-up failed) left: parts S3 bills and nobody will complete.
+    const leftover = await abortIncompleteUploads(client, t, datasetKeys, stop.signal);
     const otherObjects = [...remote.keys()].filter((k) => !datasetKeys.has(k) && k !== manifestKey).length;
 
     const totalBytes = files.reduce((a, f) => a + f.bytes, 0);
@@ -835,6 +995,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
       intervalMs: DEFAULTS.progressIntervalMs,
     });
     if (skipped.length > 0) tracker.note(`${skipped.length} of ${files.length} file(s) already in the bucket`);
+    if (leftover > 0) tracker.note(`${leftover} incomplete multipart upload(s) left by an earlier run aborted`);
 
     // A manifest object that no longer describes the bucket goes before the first file changes.
     const hadManifest = remote.has(manifestKey);
@@ -848,9 +1009,10 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     }
 
     let failed = false;
+    // mapPool settles once every file has: each has completed or aborted its multipart upload by then.
     const sent = await mapPool(toUpload, concurrency, async (local) => {
       try {
-        return await putFile(client, t, local, partSize, stop.signal, (n) => tracker.add(n));
+        return await putFile(client, t, local, partSize, stop.signal, multiparts, (n) => tracker.add(n));
       } catch (err) {
         if (!failed && !options.signal?.aborted) {
           failed = true;
@@ -858,7 +1020,11 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
         }
         throw err;
       }
-    }, stop.signal);
+    }, stop.signal).catch(async (err: unknown) => {
+      // A CreateMultipartUpload that never answered (S3 may have created the upload), an abort that failed: find them.
+      if (multiparts.unresolved.size > 0) await abortIncompleteUploads(client, t, multiparts.unresolved, multiparts.cleanup).catch(() => 0);
+      throw err;
+    });
 
     const byKey = new Map<string, UploadedFile>(sent.map((f) => [f.key, f]));
     for (const s of skipped) {
@@ -927,6 +1093,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     throw err; // S3 failures are UploadErrors already, local ones LabelError / IntegrityError / file-system errors
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
+    cleanup.dispose();
     if (options.client === undefined) client.destroy();
   }
 }

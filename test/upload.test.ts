@@ -8,8 +8,9 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { inspect } from 'node:util';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ConfigError, IntegrityError, LabelError } from '../lib/errors.js';
 import { readManifest, writeManifest } from '../lib/manifest.js';
 import type { Progress } from '../lib/progress.js';
@@ -453,6 +454,92 @@ test('a denied write stops the upload with the key and the permission it needs; 
     assert.ok(!keys.includes('denied/_pneumotype-upload.json'));
     assert.ok(!keys.some((k) => k.includes('/virus/')));
   } finally {
+    await server.close();
+  }
+});
+
+test('a failed upload leaves no incomplete multipart upload, whenever the failure comes; a re-run aborts what a killed one left', async () => {
+  // manifest.csv is refused; the first file in rejected/ is 12 MiB, three parts of 5 MiB: multipart, and in flight then.
+  let deny = true;
+  let gate: Promise<void> = Promise.resolve();
+  const server = await startS3Server({
+    buckets: [BUCKET],
+    secretAccessKey: SECRET,
+    denyWrite: async (_bucket, key) => {
+      if (!deny || !key.endsWith('/manifest.csv')) return false;
+      await gate;
+      return true;
+    },
+  });
+  const dir = await labelled('orphans', { unlabeled: true });
+  await writeFile(join(dir, 'rejected/train/aaa-large.jpeg'), randomBytes(12 * 1024 * 1024));
+  const message = (prefix: string): string =>
+    `access denied writing "s3://pneumotype-test/${prefix}/manifest.csv" (AccessDenied: Access Denied): the credentials need ` +
+    `s3:PutObject on "arn:aws:s3:::pneumotype-test/${prefix}/*"; grant it or use another --bucket or --prefix; the upload is ` +
+    `incomplete ("s3://pneumotype-test/${prefix}/_pneumotype-upload.json" is written only after every file): run it again to resume`;
+  /**
+   * Holds the large file's first reply of `operation` (S3 has acted, the client does not know yet); manifest.csv is
+   * refused only then, and the reply goes once the client gave up on it (or after 0.5 s, when it waits for it).
+   */
+  const holdUntilDenied = (prefix: string, operation: string): (() => boolean) => {
+    let holding: () => void = () => undefined;
+    gate = Promise.race([new Promise<void>((resolve) => (holding = resolve)), delay(5000, undefined, { ref: false })]);
+    let held = false;
+    server.beforeReply = async (q, clientGone) => {
+      if (held || q.operation !== operation || q.key !== `${prefix}/rejected/train/aaa-large.jpeg`) return;
+      held = true;
+      holding();
+      await Promise.race([clientGone, delay(500, undefined, { ref: false })]);
+    };
+    return () => held;
+  };
+  const largeOps = (prefix: string): string[] => server.requests.filter((q) => q.key === `${prefix}/rejected/train/aaa-large.jpeg`).map((q) => q.operation);
+  try {
+    // 1. The failure comes while CreateMultipartUpload is on its way back: S3 created the upload; its UploadId must
+    // still be learnt, and the upload aborted, before upload() rejects.
+    const held1 = holdUntilDenied('orphans1', 'CreateMultipartUpload');
+    await assert.rejects(
+      upload({ data: dir, bucket: BUCKET, prefix: 'orphans1', region: 'us-east-1', client: server.client(), partSize: MIN_PART_SIZE, concurrency: 4 }),
+      (err: unknown) => {
+        assert.ok(err instanceof UploadError);
+        assert.equal(err.reason, 'denied');
+        assert.equal(err.message, message('orphans1'));
+        return true;
+      },
+    );
+    assert.ok(held1());
+    assert.deepEqual(server.incompleteUploads(BUCKET), []);
+    assert.deepEqual(largeOps('orphans1'), ['CreateMultipartUpload', 'AbortMultipartUpload']);
+
+    // 2. The failure comes while a part is on its way, with the client upload() makes and destroys (an endpoint): the
+    // abort was sent and answered before upload() rejected, not in the background after.
+    const held2 = holdUntilDenied('orphans2', 'UploadPart');
+    const none = join(tmp, 'no-such-aws-file');
+    await withEnv({ AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_PROFILE: undefined, AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: SECRET }, async () => {
+      await assert.rejects(
+        upload({ data: dir, bucket: BUCKET, prefix: 'orphans2', region: 'us-east-1', endpoint: server.endpoint, partSize: MIN_PART_SIZE, concurrency: 4 }),
+        { name: 'UploadError', message: message('orphans2') },
+      );
+    });
+    assert.ok(held2());
+    assert.deepEqual(server.incompleteUploads(BUCKET), []);
+    // (A part request the client dropped may still reach the server after the abort: it is answered NoSuchUpload.)
+    assert.ok(largeOps('orphans2').includes('AbortMultipartUpload'));
+    server.beforeReply = undefined;
+
+    // 3. What a killed run left (no abort ever sent): the next run aborts it, and leaves other keys' uploads alone.
+    deny = false;
+    const admin = server.client();
+    for (const key of ['orphans3/rejected/train/aaa-large.jpeg', 'orphans3/summary.json', 'orphans3/not-ours.bin', 'elsewhere/summary.json']) {
+      await admin.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+    }
+    const events: Progress[] = [];
+    const r = await upload({ data: dir, bucket: BUCKET, prefix: 'orphans3', region: 'us-east-1', client: server.client(), partSize: MIN_PART_SIZE, onProgress: (p) => events.push(p) });
+    assert.equal(r.uploaded, 14);
+    assert.deepEqual(server.incompleteUploads(BUCKET).map((u) => u.key), ['elsewhere/summary.json', 'orphans3/not-ours.bin']);
+    assert.ok(events.some((e) => e.message === '2 incomplete multipart upload(s) left by an earlier run aborted'), inspect(events.map((e) => e.message)));
+  } finally {
+    server.beforeReply = undefined;
     await server.close();
   }
 });

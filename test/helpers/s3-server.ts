@@ -1,5 +1,6 @@
 // Test helper: a real S3-compatible server (s3rver) on loopback, behind a thin proxy that checks SigV4 signatures and
-// injects what s3rver cannot do itself: bucket regions as AWS reports them, and denied writes.
+// injects what s3rver cannot do itself: bucket regions as AWS reports them, denied writes, and the bookkeeping of
+// multipart uploads (AbortMultipartUpload, ListMultipartUploads, NoSuchUpload for an aborted one).
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -42,8 +43,11 @@ export interface S3ServerOptions {
    * AuthorizationHeaderMalformed. Default: none, like s3rver (empty LocationConstraint, no header).
    */
   readonly region?: string;
-  /** Writes (PutObject, multipart) to keys for which this returns true are answered 403 AccessDenied. */
-  readonly denyWrite?: (bucket: string, key: string) => boolean;
+  /**
+   * Writes (PutObject, multipart) to keys for which this returns true are answered 403 AccessDenied. A promise delays
+   * the answer until it settles (a test orders a denial after other requests).
+   */
+  readonly denyWrite?: (bucket: string, key: string) => boolean | Promise<boolean>;
   /**
    * ListObjectsV2 answers at most this many keys per page, with IsTruncated and a NextContinuationToken, as S3 does at
    * 1,000, so that a client's paging is tested on a handful of objects. The proxy pages itself (continuation token:
@@ -51,6 +55,13 @@ export interface S3ServerOptions {
    * Default: s3rver's listing as it is (up to 1,000 keys, one page).
    */
   readonly listPageSize?: number;
+}
+
+/** A multipart upload created and neither completed nor aborted: what S3 keeps, and bills, until it is aborted. */
+export interface IncompleteUpload {
+  readonly bucket: string;
+  readonly key: string;
+  readonly uploadId: string;
 }
 
 /** One request the proxy saw. `operation` is derived from method, path and query. */
@@ -71,6 +82,14 @@ export interface S3Server {
   readonly requests: S3Request[];
   /** Called after an object write completed (PutObject or CompleteMultipartUpload answered 200 and was sent). */
   onObjectWritten: ((bucket: string, key: string) => void) | undefined;
+  /**
+   * Called when s3rver has answered a request, before the answer goes to the client, which waits until the returned
+   * promise settles: a test holds a reply that way (the server has acted, the client does not know yet).
+   * `clientGone` resolves if the client closes the connection meanwhile (the answer is then dropped).
+   */
+  beforeReply: ((request: S3Request, clientGone: Promise<void>) => Promise<void> | void) | undefined;
+  /** The multipart uploads created through this server and neither completed nor aborted, by key. */
+  incompleteUploads(bucket?: string): IncompleteUpload[];
   /** A client for this server: path-style, checksums only when required (as S3-compatible servers need). */
   client(overrides?: { accessKeyId?: string; secretAccessKey?: string; region?: string }): S3Client;
   /** The bytes of an object, or undefined when it does not exist. */
@@ -167,7 +186,7 @@ function operationOf(method: string, bucket: string, key: string, params: URLSea
   if (bucket === '') return 'ListBuckets';
   if (key === '') {
     if (method === 'HEAD') return 'HeadBucket';
-    if (method === 'GET') return params.has('location') ? 'GetBucketLocation' : 'ListObjects';
+    if (method === 'GET') return params.has('location') ? 'GetBucketLocation' : params.has('uploads') ? 'ListMultipartUploads' : 'ListObjects';
     if (method === 'PUT') return 'CreateBucket';
     if (method === 'DELETE') return 'DeleteBucket';
     return `${method}Bucket`;
@@ -248,6 +267,9 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
   const secretAccessKey = options.secretAccessKey ?? randomBytes(20).toString('base64url');
   const requests: S3Request[] = [];
   const clients: S3Client[] = [];
+  // s3rver keeps parts in a folder per upload and answers neither AbortMultipartUpload nor ListMultipartUploads:
+  // the proxy keeps the uploads it saw created and not yet completed or aborted, and answers those itself.
+  const uploads = new Map<string, IncompleteUpload>();
   const agent = new Agent({ keepAlive: false });
 
   async function handle(req: IncomingMessage, res: ServerResponse, server: S3Server): Promise<void> {
@@ -257,7 +279,8 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
     const bucket = decodeURIComponent(bucketPart);
     const key = decodeURIComponent(keyParts.join('/'));
     const operation = operationOf(method, bucket, key, url.searchParams);
-    requests.push({ method, bucket, key, query: url.search, operation });
+    const request: S3Request = { method, bucket, key, query: url.search, operation };
+    requests.push(request);
 
     const auth = parseAuthorization(req.headers.authorization);
     if (auth && auth.accessKeyId === S3RVER_ACCESS_KEY_ID) {
@@ -292,9 +315,43 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       }
     }
     const writes = ['PutObject', 'UploadPart', 'CreateMultipartUpload', 'CompleteMultipartUpload'];
-    if (writes.includes(operation) && options.denyWrite?.(bucket, key)) {
+    if (writes.includes(operation) && (await options.denyWrite?.(bucket, key))) {
       await sendError(req, res, 403, 'AccessDenied', 'Access Denied');
       return;
+    }
+
+    if (operation === 'ListMultipartUploads') {
+      req.resume();
+      const prefix = url.searchParams.get('prefix') ?? '';
+      const listed = [...uploads.values()]
+        .filter((u) => u.bucket === bucket && u.key.startsWith(prefix))
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      const body =
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
+        `<Bucket>${xmlEscape(bucket)}</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker><Prefix>${xmlEscape(prefix)}</Prefix>` +
+        '<MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>' +
+        listed.map((u) => `<Upload><Key>${xmlEscape(u.key)}</Key><UploadId>${u.uploadId}</UploadId><StorageClass>STANDARD</StorageClass></Upload>`).join('') +
+        '</ListMultipartUploadsResult>';
+      res.writeHead(200, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
+    const uploadId = url.searchParams.get('uploadId');
+    if (uploadId !== null && ['UploadPart', 'CompleteMultipartUpload', 'AbortMultipartUpload'].includes(operation)) {
+      const known = uploads.get(uploadId);
+      if (known === undefined || known.bucket !== bucket || known.key !== key) {
+        await sendError(req, res, 404, 'NoSuchUpload',
+          'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
+          { UploadId: uploadId });
+        return;
+      }
+      if (operation === 'AbortMultipartUpload') {
+        uploads.delete(uploadId);
+        req.resume();
+        res.writeHead(204);
+        res.end();
+        return;
+      }
     }
 
     const headers = { ...req.headers };
@@ -315,8 +372,26 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       if (value !== undefined && !['connection', 'keep-alive', 'transfer-encoding'].includes(name)) out[name] = value;
     }
     if (options.region !== undefined && operation === 'HeadBucket') out['x-amz-bucket-region'] = options.region;
+    const hold = server.beforeReply;
+    let body: Buffer | undefined;
+    if (hold !== undefined || operation === 'CreateMultipartUpload' || operation === 'CompleteMultipartUpload') {
+      const chunks: Buffer[] = [];
+      for await (const chunk of upRes) chunks.push(chunk as Buffer);
+      body = Buffer.concat(chunks);
+      if (upRes.statusCode === 200 && operation === 'CreateMultipartUpload') {
+        const id = /<UploadId>([^<]+)<\/UploadId>/.exec(body.toString('utf8'))?.[1];
+        if (id !== undefined) uploads.set(id, { bucket, key, uploadId: id });
+      }
+      if (upRes.statusCode === 200 && operation === 'CompleteMultipartUpload' && uploadId !== null) uploads.delete(uploadId);
+    }
+    if (hold !== undefined) {
+      const clientGone = new Promise<void>((resolve) => res.once('close', () => resolve()));
+      await hold(request, clientGone);
+      if (res.destroyed) return; // the client gave up while the reply was held: S3 acted all the same
+    }
     res.writeHead(upRes.statusCode ?? 502, out);
-    upRes.pipe(res);
+    if (body !== undefined) res.end(body);
+    else upRes.pipe(res);
     await once(res, 'finish');
     if (upRes.statusCode === 200 && (operation === 'PutObject' || operation === 'CompleteMultipartUpload')) {
       server.onObjectWritten?.(bucket, key);
@@ -361,6 +436,12 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
     secretAccessKey,
     requests,
     onObjectWritten: undefined,
+    beforeReply: undefined,
+    incompleteUploads(bucket) {
+      return [...uploads.values()]
+        .filter((u) => bucket === undefined || u.bucket === bucket)
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.uploadId < b.uploadId ? -1 : 1));
+    },
     client: makeClient,
     async getObject(bucket, key) {
       try {
