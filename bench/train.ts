@@ -517,16 +517,33 @@ async function main(): Promise<void> {
           (variant === 'fast' ? fastBlocks : variant === 'graph' ? graphBlocks : tfjsBlocks).push({ steps, seconds: round(seconds, 4), imagesPerSecond: (steps * batch) / seconds });
           log(`  tfjs ${variant.padEnd(5)} block ${b + 1}: ${steps} steps in ${round(seconds, 2)} s = ${round((steps * batch) / seconds)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
         }
+        // A Keras process that fails in the middle loses its own figures (null, with the error), not the tfjs ones.
         if (keras) {
-          const { steps: s, seconds, imagesPerSecond } = await keras.run();
-          const kb: Block = { steps: s, seconds, imagesPerSecond };
-          kerasBlocks.push(kb);
-          log(`  keras      block ${b + 1}: ${kb.steps} steps in ${round(kb.seconds, 2)} s = ${round(kb.imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
+          try {
+            const { steps: s, seconds, imagesPerSecond } = await keras.run();
+            const kb: Block = { steps: s, seconds, imagesPerSecond };
+            kerasBlocks.push(kb);
+            log(`  keras      block ${b + 1}: ${kb.steps} steps in ${round(kb.seconds, 2)} s = ${round(kb.imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
+          } catch (err) {
+            kerasError = `block ${b + 1}: ${(err as Error).message}`;
+            log(`keras: failed in ${kerasError}; its figures are left out`);
+            kerasBlocks.length = 0;
+            keras.close();
+            keras = undefined;
+          }
         }
         if (kerasSerial) {
-          const { steps: s, seconds, imagesPerSecond } = await kerasSerial.run();
-          kerasSerialBlocks.push({ steps: s, seconds, imagesPerSecond });
-          log(`  keras 1-op block ${b + 1}: ${s} steps in ${round(seconds, 2)} s = ${round(imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
+          try {
+            const { steps: s, seconds, imagesPerSecond } = await kerasSerial.run();
+            kerasSerialBlocks.push({ steps: s, seconds, imagesPerSecond });
+            log(`  keras 1-op block ${b + 1}: ${s} steps in ${round(seconds, 2)} s = ${round(imagesPerSecond)} images/s (load ${round(loadavg()[0] ?? 0, 2)})`);
+          } catch (err) {
+            kerasSerialError = `block ${b + 1}: ${(err as Error).message}`;
+            log(`keras serial: failed in ${kerasSerialError}; its figures are left out`);
+            kerasSerialBlocks.length = 0;
+            kerasSerial.close();
+            kerasSerial = undefined;
+          }
         }
       }
     }
