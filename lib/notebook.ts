@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { OpenedCache, Subset } from './cache.js';
-import { CLASSES, DEFAULTS, PRESETS, resolveConfig, type Config, type Label, type PresetName, type Split } from './config.js';
+import { CLASSES, DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type Label, type PresetName, type Split } from './config.js';
 import { batchIterator, type BatchOptions } from './dataset.js';
 import { liveChart, type HtmlDisplay } from './display.js';
 import { ConfigError, messageOf, quote } from './errors.js';
@@ -114,7 +114,8 @@ export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: strin
     return v ?? fallback;
   };
 
-  const presetName = from('preset', NOTEBOOK_DEFAULT_PRESET);
+  // `tiny` is the smoke preset's other name, as for the CLI and SageMaker.
+  const presetName = presetAlias(from('preset', NOTEBOOK_DEFAULT_PRESET)) ?? NOTEBOOK_DEFAULT_PRESET;
   if (!Object.hasOwn(PRESETS, presetName)) {
     throw new ConfigError(`${NOTEBOOK_ENV.preset} ${quote(presetName)} is not a preset: expected ${Object.keys(PRESETS).map((p) => quote(p)).join(', ')}`);
   }

@@ -107,6 +107,7 @@ test('notebookSettings: the environment overrides, relative paths from the proje
   assert.deepEqual(nb.groupBy, { groups: { csv, column: 'derived_from' } });
   assert.deepEqual(nb.s3, { bucket: 'my-scans', prefix: 'chest', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000' });
   assert.equal(notebookSettings({ env: { PNEUMOTYPE_SOURCE: 'https://example.org/a.zip' }, cwd: project }).source, 'https://example.org/a.zip');
+  assert.equal(notebookSettings({ env: { PNEUMOTYPE_PRESET: 'tiny' }, cwd: project }).preset, 'smoke', "'tiny' is the smoke preset, as for the CLI");
   const table = settingsTable(nb);
   assert.deepEqual(table.columns, ['setting', 'value', 'from']);
   assert.deepEqual(table.rows[0], ['preset', 'smoke (32 px, model tiny, 2 epochs, batch 8)', 'PNEUMOTYPE_PRESET']);
