@@ -102,6 +102,12 @@ export interface LockHolder {
   readonly pid: number;
   readonly host: string;
   readonly started: string;
+  /**
+   * Linux: the kernel's boot id and the process's start time in clock ticks since that boot (/proc), which together
+   * tell the process that wrote the lock from a later one given the same id (after a reboot, a container restart).
+   */
+  readonly boot?: string;
+  readonly startTicks?: number;
 }
 
 /** Work that another process is doing right now (the same download, cache or training run): see its lock file. */

@@ -22,13 +22,6 @@ const HEARTBEAT_MS = 30_000;
 const STALE_MS = 5 * 60_000;
 /** A takeover takes milliseconds: its marker, older than this, was left by a killed taker. */
 const TAKEOVER_STALE_MS = 10_000;
-/** Clock ticks per second of /proc's times (USER_HZ, `getconf CLK_TCK`): 100 on every architecture Node runs on. */
-const CLOCK_TICKS = 100;
-/**
- * Slack in comparing a lock's `started` with its process's start time read from /proc: rounding (whole seconds of
- * `btime`, ticks), and small steps of the clock since the lock was written.
- */
-const CLOCK_SLACK_MS = 5_000;
 
 /**
  * Runs `fn` while holding the lock file `path` (created exclusively, touched every 30 s, removed afterwards however
@@ -107,7 +100,7 @@ function hold(path: string, record: string): Holding {
 
 async function acquire(path: string, what: string): Promise<Holding> {
   await mkdir(dirname(path), { recursive: true });
-  const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+  const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString(), ...(await processIdentity(process.pid)) };
   const record = `${JSON.stringify(me)}\n`;
   // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
   const tmp = `${path}.${process.pid}.${lockCounter++}.tmp`;
@@ -248,7 +241,10 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
   try {
     const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<LockHolder>;
     if (typeof parsed.pid === 'number' && typeof parsed.host === 'string' && typeof parsed.started === 'string') {
-      return { pid: parsed.pid, host: parsed.host, started: parsed.started };
+      return {
+        pid: parsed.pid, host: parsed.host, started: parsed.started,
+        ...(typeof parsed.boot === 'string' && typeof parsed.startTicks === 'number' ? { boot: parsed.boot, startTicks: parsed.startTicks } : {}),
+      };
     }
   } catch {
     // missing, empty or garbled: treated as stale
@@ -262,26 +258,32 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
  */
 async function mayHold(owner: LockHolder, path: string): Promise<boolean> {
   if (owner.host !== hostname()) return Date.now() - (await touched(path)) < STALE_MS;
-  return isAlive(owner.pid) && !(await idReused(owner.pid, owner.started));
+  return isAlive(owner.pid) && !(await idReused(owner));
 }
 
 /**
- * True when the running process `pid` of this machine cannot have written a lock `started` then: the lock predates the
- * boot, or the process started after it (its id reused). Linux only: the boot time is `btime` of /proc/stat, the
- * process's start field 22 of /proc/PID/stat (clock ticks since the boot). False where /proc is not there (macOS) or
- * cannot be read, and for a `started` that is not a date: the process is taken for the lock's owner, as before.
+ * True when the running process with `owner`'s id is not the one that wrote its lock: another boot (the id reused after
+ * a reboot, or in a restarted container), or another process started since. Linux only, from /proc: the boot id
+ * (/proc/sys/kernel/random/boot_id) and field 22 of /proc/PID/stat (start time in clock ticks since the boot), both
+ * recorded in the lock by its writer. No wall clock is compared, so a clock stepped meanwhile (a VM resumed, NTP)
+ * changes nothing. False where /proc is not there (macOS) or cannot be read, and for a lock that records neither
+ * (written elsewhere, or by an older version): the process is taken for the lock's owner, as before.
  */
-async function idReused(pid: number, started: string): Promise<boolean> {
-  const written = Date.parse(started);
-  if (Number.isNaN(written)) return false;
-  const btime = await readFile('/proc/stat', 'utf8').then((text) => /^btime (\d+)$/m.exec(text)?.[1], () => undefined);
-  if (btime === undefined) return false;
-  const boot = Number(btime) * 1000;
+async function idReused(owner: LockHolder): Promise<boolean> {
+  if (owner.boot === undefined || owner.startTicks === undefined) return false;
+  const now = await processIdentity(owner.pid);
+  if (now === undefined) return false;
+  return now.boot !== owner.boot || now.startTicks !== owner.startTicks;
+}
+
+/** The boot id and the start time in clock ticks of process `pid` (see idReused); undefined without /proc. */
+async function processIdentity(pid: number): Promise<{ boot: string; startTicks: number } | undefined> {
+  if (process.platform !== 'linux') return undefined;
+  const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
   // The fields after the command name (in parentheses, and it may hold spaces and parentheses) start at field 3.
   const fields = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const ticks = Number(fields.slice(fields.lastIndexOf(')') + 2).split(' ')[19] ?? NaN);
-  const since = Number.isFinite(ticks) ? boot + (ticks * 1000) / CLOCK_TICKS : boot;
-  return written < since - CLOCK_SLACK_MS;
+  const startTicks = Number(fields.slice(fields.lastIndexOf(')') + 2).split(' ')[19] ?? NaN);
+  return boot !== '' && Number.isSafeInteger(startTicks) ? { boot, startTicks } : undefined;
 }
 
 /** True when a process with this id runs on this machine (EPERM: it runs as another user). */

@@ -11,7 +11,7 @@ import type { ProgressCallback } from './progress.js';
 import { relabel, SUMMARY_FILE, type RelabelSummary } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
 import { readGroups, type GroupingSource } from './balance.js';
-import { calibrateModel, type CalibrationRecord } from './calibrate.js';
+import { calibrateModel, type CalibrationRecord, type CalibrationResult } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
 import { configHash, readCard, runFinished, train, type ModelCard, type TrainResult } from './train.js';
 import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
@@ -56,6 +56,11 @@ function readJson<T>(path: string, what: string): Promise<T> {
 }
 
 /** True when the labelled folder is complete: summary written last, every manifest file present with its size. */
+/** What a step's note adds when images could not be read or the scores may mislead (evaluate's and calibrate's). */
+function leftOut(failed: number, warnings: readonly string[]): string {
+  return (failed > 0 ? `; warning: ${failed} image(s) could not be read and are left out` : '') + warnings.map((w) => `; warning: ${w}`).join('');
+}
+
 async function labeledIsComplete(labeledDir: string): Promise<boolean> {
   if (!(await exists(join(labeledDir, SUMMARY_FILE))) || !(await exists(join(labeledDir, MANIFEST_FILE)))) return false;
   const rows = await readManifest(labeledDir);
@@ -159,8 +164,10 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     throw new ConfigError(`remote reads an archive over HTTP with Range requests; ${quote(source)} is a local path: leave out --remote`, { path: source });
   }
   const remote = url !== undefined && (options.remote ?? (resolved.kind === 'known' && resolved.known.name === 'v3'));
-  // A folder (an archive extracted by other means) is relabelled as it is: nothing to fetch.
-  const folder = resolved.kind === 'path' && (await stat(resolved.path)).isDirectory();
+  // A folder (an archive extracted by other means) is relabelled as it is: nothing to fetch. (A local source that is
+  // gone is named by fetch, or not needed when the labelled folder made from it is complete.)
+  const local = resolved.kind === 'path' ? await stat(resolved.path).catch(() => undefined) : undefined;
+  const folder = local?.isDirectory() ?? false;
   let archive: FetchResult | undefined;
   let remoteResult: RemoteExtractResult | undefined;
   const labeledDone = await labeledIsComplete(dirs.labeled);
@@ -207,6 +214,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', true, `${source} is a folder: nothing to fetch`);
   } else if (goneArchive !== undefined) {
     step('fetch', true, `${dirs.labeled} is complete; its archive ${goneArchive} is gone and not needed`);
+  } else if (madeFrom !== undefined && resolved.kind !== 'path') {
+    // Downloaded and verified when it was relabelled, and not read again: no 1.2 GB hashed on every run.
+    step('fetch', true, `${dirs.labeled} is complete, made from ${madeFrom}: the archive is not read again`);
   } else if (remote && url !== undefined) {
     options.onStep?.('fetch', `reading only the chest X-ray entries of ${url} with Range requests`);
     await mkdir(dataDir, { recursive: true });
@@ -220,7 +230,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', !archive.downloaded, archive.downloaded ? `downloaded ${archive.path}` : `verified ${archive.path}`);
   }
 
-  if (madeFrom !== undefined) {
+  // A local zip or folder may have changed since under the same path: relabelled again, which changes nothing when it
+  // has not (relabel compares every file with what it made; seconds for the shared zip). A download is ours, verified.
+  if (madeFrom !== undefined && (resolved.kind !== 'path' || goneArchive !== undefined)) {
     step('relabel', true, `${dirs.labeled} is complete (summary.json and every manifest file present)`);
   } else {
     const relabelFrom = archive?.path ?? from;
@@ -285,7 +297,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     card = training.card;
   }
   // Calibrate (skipped when the model's card already records a calibration).
-  let calibration: CalibrationRecord | undefined;
+  let calibration: CalibrationResult | undefined;
   if (options.calibrate === false) {
     step('calibrate', true, 'turned off');
   } else if (card.calibration) {
@@ -293,7 +305,8 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   } else {
     options.onStep?.('calibrate', `fitting a temperature on the validation patients for ${runDir}/model`);
     calibration = await calibrateModel({ model: join(runDir, 'model'), data: dirs.labeled, ...progress });
-    step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${calibration.crossFitted.ece.toFixed(3)} (cross-fitted by patient)`);
+    step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${calibration.crossFitted.ece.toFixed(3)} (cross-fitted by patient)` +
+      leftOut(calibration.failed.length, calibration.warnings));
   }
   const hasTest = Object.keys(cache.index.splits).includes('test') && cache.index.images.some((i) => i.subset === 'test');
   const split = hasTest ? 'test' : 'val';
@@ -307,7 +320,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     ...(options.groups ? { groups: options.groups } : {}),
     ...progress,
   });
-  step('evaluate', false, evaluationSummary(evaluation));
+  step('evaluate', false, evaluationSummary(evaluation) + leftOut(evaluation.failed.length, evaluation.warnings ?? []));
   options.onStep?.('report', `writing ${join(runDir, 'report.html')}`);
   const report = await writeRunReport({ runDir, evaluation, predictionsCsv: join(runDir, 'predictions.csv'), labeledDir: dirs.labeled });
   step('report', false, `${report.out} (${report.figures} charts, self-contained)`);

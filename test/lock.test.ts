@@ -22,10 +22,7 @@ after(async () => {
 });
 const freshLock = (): string => join(root, `w${n++}`, 'out.lock');
 
-/**
- * A node process that waits until killed: a live owner that is not this process. `since`: a time after it started, as
- * it would write in a lock file of its own (a lock written before it started is not its own: its id reused).
- */
+/** A node process that waits until killed: a live owner that is not this process. `since`: a time after it started. */
 async function sleeper(): Promise<ChildProcess & { pid: number; since: string }> {
   const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
   await once(child, 'spawn');
@@ -170,17 +167,34 @@ test('a lock taken over by another process (this one suspended past 5 minutes, s
 });
 
 const linuxOnly = { skip: process.platform !== 'linux' && 'Linux only (/proc)' };
-test('a lock naming a live process of this machine that started after it was written (its id reused: after a reboot, say) is taken over', linuxOnly, async () => {
+test('a lock naming a live process of this machine that is not its writer (its id reused: after a reboot, say) is taken over', linuxOnly, async () => {
   const child = await sleeper();
   try {
-    const oneMinuteBefore = new Date(Date.parse(child.since) - 60_000).toISOString();
-    for (const started of ['2020-01-01T00:00:00.000Z', oneMinuteBefore]) {
+    const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+    const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
+    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const owner = { pid: child.pid, host: hostname(), started: child.since };
+    // Another boot, or the same boot and an earlier process of that id: not the child, so the lock was left.
+    for (const [what, record] of [['another boot', { ...owner, boot: 'a-boot-before', startTicks }], ['another process', { ...owner, boot, startTicks: startTicks - 1 }]] as const) {
       const lock = freshLock();
       await mkdir(dirname(lock), { recursive: true });
-      await writeFile(lock, JSON.stringify({ pid: child.pid, host: hostname(), started }));
-      assert.equal(await withLock(lock, 'training', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid, started);
+      await writeFile(lock, JSON.stringify(record));
+      assert.equal(await withLock(lock, 'training', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid, what);
       await assert.rejects(readFile(lock), { code: 'ENOENT' });
     }
+    // The child's own record (whatever the clocks say: a lock written 'in 2020' by it is still its own), and a record
+    // without the two (an older version's): held.
+    for (const record of [{ ...owner, started: '2020-01-01T00:00:00.000Z', boot, startTicks }, owner]) {
+      const lock = freshLock();
+      await mkdir(dirname(lock), { recursive: true });
+      await writeFile(lock, JSON.stringify(record));
+      await assert.rejects(withLock(lock, 'training', async () => 0), { name: 'BusyError' });
+    }
+    // This process's own record carries them.
+    const mine = freshLock();
+    const written = await withLock(mine, 'training', async () => JSON.parse(await readFile(mine, 'utf8')) as Record<string, unknown>);
+    assert.equal(written.boot, boot);
+    assert.equal(typeof written.startTicks, 'number');
   } finally {
     child.kill('SIGKILL');
     await once(child, 'exit').catch(() => {});

@@ -82,6 +82,20 @@ test('run on a folder (an archive extracted by other means): nothing to fetch, r
   assert.equal(r.cache.index.images.length, 12);
   const again = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
+  // An image added to the folder since (a folder may change under the same path): relabel is run again and says so,
+  // instead of a run on the stale labelled copy; with that copy removed, the new image is in.
+  const had = new Set((await datasetFiles({ perClass: { train: 3, test: 1 } })).map((f) => f.path));
+  const more = await datasetFiles({ perClass: { train: 4, test: 1 } });
+  await writeTree(tree, more.filter((f) => f.path.includes('/train/NORMAL/') && !had.has(f.path)));
+  const labeled = join(dataDir, 'labeled');
+  await assert.rejects(runPipeline({ source: tree, dataDir, preset: 'smoke', train: false }), {
+    name: 'LabelError',
+    message: `"${labeled}" was made from another source: 1 file(s) differ from "${tree}"; choose another --out or remove it first:\n  train/normal/NORMAL2-IM-0203-0001.jpeg: new`,
+  });
+  await rm(labeled, { recursive: true });
+  const grown = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
+  assert.deepEqual(grown.steps.map((s) => s.skipped), [true, false, false]);
+  assert.equal(grown.cache.index.images.length, 13);
   await assert.rejects(runPipeline({ source: tree, remote: true, dataDir, preset: 'smoke', train: false }), {
     name: 'ConfigError',
     message: `remote reads an archive over HTTP with Range requests; "${tree}" is a local path: leave out --remote`,
@@ -234,6 +248,9 @@ test('a downloaded archive deleted after relabelling is not downloaded again whi
     const dataDir = join(tmp, 'gone-data');
     await runPipeline({ source: server.url, dataDir, preset: 'smoke', train: false });
     assert.equal(server.requests.length, 1);
+    // Labelled and complete: the downloaded archive is not read (hashed) again.
+    const kept = await runPipeline({ source: server.url, dataDir, preset: 'smoke', train: false });
+    assert.deepEqual(kept.steps[0], { step: 'fetch', skipped: true, note: `${join(dataDir, 'labeled')} is complete, made from ${join(dataDir, 'downloads', 'data.zip')}: the archive is not read again` });
     await rm(join(dataDir, 'downloads', 'data.zip'));
     const again = await runPipeline({ source: server.url, dataDir, preset: 'smoke', train: false });
     assert.equal(server.requests.length, 1, 'no request');
