@@ -5,11 +5,11 @@
 // prediction (the largest logit stays the largest). T is fitted to minimise the log loss on a held-out split, then
 // folded into the output layer's weights (softmax(z / T) = softmax((W / T) x + b / T)), so the saved model gives the
 // calibrated probabilities everywhere: predict, evaluate, serve and browsers, with no code of ours.
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { LayersModel } from '@tensorflow/tfjs';
 import { MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
-import { ConfigError, quote } from './errors.js';
+import { ConfigError, messageOf, quote } from './errors.js';
 import { loadModel, predictSplit } from './evaluate.js';
 import { evaluatePredictions, validatePredictions, type Prediction } from './metrics.js';
 import type { ProgressCallback } from './progress.js';
@@ -186,12 +186,23 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
   const split = options.split ?? 'val';
   const loaded = await loadModel(options.model);
   try {
-    // The folder is written anew: a subfolder in it would be lost in place (files go along, see below).
-    const entries = await readdir(options.model, { withFileTypes: true });
-    const folders = entries.filter((e) => e.isDirectory());
-    if (resolve(out) === resolve(options.model) && folders.length > 0) {
+    // The folder is written anew: other files go along (read now, before any image is scored: a broken link is named
+    // first), a subfolder (or a link to one) would be lost in place.
+    const others: Record<string, Buffer> = {};
+    const folders: string[] = [];
+    for (const e of await readdir(options.model, { withFileTypes: true })) {
+      if (MODEL_FILES.has(e.name)) continue;
+      const path = join(options.model, e.name);
+      const target = await stat(path).catch((err: unknown) => {
+        throw new ConfigError(`${quote(path)} cannot be read (${messageOf(err)}): a broken link? Remove it or give --out another folder`, { path, cause: err });
+      });
+      if (target.isDirectory()) folders.push(e.name);
+      else if (target.isFile()) others[e.name] = await readFile(path);
+    }
+    const [outReal, modelReal] = await Promise.all([realpath(out).catch(() => resolve(out)), realpath(options.model)]);
+    if (outReal === modelReal && folders.length > 0) {
       throw new ConfigError(
-        `${quote(options.model)} holds ${folders.map((e) => quote(e.name)).join(', ')}, which calibrating in place would drop (the folder is written anew): ` +
+        `${quote(options.model)} holds ${folders.map((f) => quote(f)).join(', ')}, which calibrating in place would drop (the folder is written anew): ` +
           'give --out another folder, or move them out',
         { path: options.model },
       );
@@ -212,11 +223,6 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
       crossFitted: figures(crossFitted(preds)),
     };
     foldTemperature(loaded.model, temperature);
-    // The folder is written anew: other files in it (a model card's README.md) go along unchanged.
-    const others: Record<string, Buffer> = {};
-    for (const e of entries) {
-      if ((e.isFile() || e.isSymbolicLink()) && !MODEL_FILES.has(e.name)) others[e.name] = await readFile(join(options.model, e.name));
-    }
     if (others['README.md'] !== undefined) {
       warnings.push(`${quote(join(out, 'README.md'))} (the model card) was copied as it was: its figures predate this calibration (temperature ${record.temperature.toFixed(3)}); write it again (scripts/ship-model.ts)`);
     }

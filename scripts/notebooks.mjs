@@ -155,6 +155,9 @@ await mkdir(executedDir, { recursive: true });
 const work = await mkdtemp(join(tmpdir(), 'pneumotype-notebooks-'));
 // Removed however the script ends: fail() exits at once, past the `finally` below.
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+// Ctrl-C or SIGTERM: without a handler node ends at once and no 'exit' runs. With one, the child (in the same process
+// group, it got the signal too) ends, spawnSync returns, and this exits with the signal's status through 'exit'.
+for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) process.on(signal, () => process.exit(status));
 await mkdir(join(work, 'templates', 'pneumotype'), { recursive: true });
 await mkdir(join(work, 'runtime'), { recursive: true });
 await writeFile(join(work, 'templates', 'pneumotype', 'conf.json'), JSON.stringify({ base_template: 'lab', mimetypes: { 'text/html': true } }));

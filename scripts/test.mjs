@@ -67,6 +67,9 @@ if (problems.length > 0) {
 const minutes = Number(process.env.PNEUMOTYPE_TEST_TIMEOUT_MIN ?? 45);
 // The spec report on the terminal; a TAP copy in a temporary file, read for how many tests ran and from which files.
 const work = mkdtempSync(join(tmpdir(), 'pneumotype-test-'));
+// Ctrl-C or SIGTERM: the test process (same process group) gets it and ends; spawnSync returns, the temporary folder
+// is removed below, and the run ends with the signal's status (without a handler node would end at once, leaving it).
+for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) process.on(signal, () => process.exit(status));
 const tap = join(work, 'report.tap');
 let r;
 let report = '';
@@ -81,6 +84,7 @@ try {
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
+if (r.signal === 'SIGINT' || r.signal === 'SIGTERM') process.exit(r.signal === 'SIGINT' ? 130 : 143);
 if (r.error && 'code' in r.error && r.error.code === 'ETIMEDOUT') {
   console.error(`test run stopped: it ran past ${minutes} minutes (PNEUMOTYPE_TEST_TIMEOUT_MIN)`);
   process.exit(1);

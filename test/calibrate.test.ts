@@ -1,7 +1,7 @@
 // Temperature scaling: the fit on hand-made and synthetic cases, folding into the output layer, and calibrate end to end.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -163,6 +163,23 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
     message: `"${dir}" holds "exports", which calibrating in place would drop (the folder is written anew): give --out another folder, or move them out`,
   });
   assert.equal(await readFile(join(dir, 'exports', 'model.onnx'), 'utf8'), 'keep me too');
+  await rm(join(dir, 'exports'), { recursive: true });
+  // A link to a folder is a folder; a broken link is named before any image is scored.
+  await mkdir(join(tmp, 'elsewhere'), { recursive: true });
+  await symlink(join(tmp, 'elsewhere'), join(dir, 'linked'));
+  await assert.rejects(calibrateModel({ model: dir, data: labeled }), {
+    name: 'ConfigError',
+    message: `"${dir}" holds "linked", which calibrating in place would drop (the folder is written anew): give --out another folder, or move them out`,
+  });
+  await rm(join(dir, 'linked'));
+  await symlink(join(tmp, 'no-such-notes.txt'), join(dir, 'notes.txt'));
+  let scored = false;
+  await assert.rejects(calibrateModel({ model: dir, data: labeled, onProgress: () => void (scored = true) }), {
+    name: 'ConfigError',
+    message: `"${join(dir, 'notes.txt')}" cannot be read (ENOENT: no such file or directory, stat '${join(dir, 'notes.txt')}'): a broken link? Remove it or give --out another folder`,
+  });
+  assert.equal(scored, false, 'named before any image is scored');
+  await rm(join(dir, 'notes.txt'));
 });
 
 test('calibrate leaves an unreadable image out and returns it, as evaluate does', async () => {
