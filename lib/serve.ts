@@ -57,7 +57,7 @@ export interface ServeStats {
   largestBatch: number;
   /** Answers with a 4xx status. */
   clientErrors: number;
-  /** Answers with a 5xx status. */
+  /** Answers with a 5xx status, but for the 503 while the model loads or the server drains (the contract, not a failure). */
   serverErrors: number;
   /** Requests whose client went away before the answer. */
   aborted: number;

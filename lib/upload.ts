@@ -790,7 +790,9 @@ async function abortIncompleteUploads(client: S3Client, t: Target, keys: Readonl
       for (const u of page.Uploads ?? []) {
         if (u.Key !== undefined && u.UploadId !== undefined && keys.has(u.Key)) found.push({ key: u.Key, uploadId: u.UploadId });
       }
-      const more = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined);
+      // A server whose markers do not move on would page forever: the sweep ends there (it is best effort).
+      const more = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined) &&
+        (page.NextKeyMarker !== keyMarker || page.NextUploadIdMarker !== uploadIdMarker);
       keyMarker = more ? page.NextKeyMarker : undefined;
       uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
     } while (keyMarker !== undefined || uploadIdMarker !== undefined);

@@ -229,8 +229,12 @@ function buildBinding(dir) {
   const nodedir = process.env.npm_config_nodedir || resolve(dirname(process.execPath), '..');
   const base = [tmpdir(), '/tmp'].find((d) => makeSafe(d) && existsSync(d));
   if (!base) throw new Error(`the temporary folder "${tmpdir()}" has a space or another character that gyp's Makefile cannot take; set TMPDIR to one without`);
-  const work = mkdtempSync(join(base, 'pneumotype-tfjs-build-'));
+  // The package goes one level down: binding.gyp also includes its parent folder (include_dirs '..'), which must be
+  // this empty one, not the shared temporary folder where a stray tensorflow/ could shadow deps/include.
+  const top = mkdtempSync(join(base, 'pneumotype-tfjs-build-'));
+  const work = join(top, 'package');
   try {
+    mkdirSync(work);
     cpSync(join(dir, 'binding'), join(work, 'binding'), { recursive: true });
     copyFileSync(join(dir, 'binding.gyp'), join(work, 'binding.gyp'));
     symlinkSync(join(dir, 'deps'), join(work, 'deps'));
@@ -252,7 +256,7 @@ function buildBinding(dir) {
     copyFileSync(from, `${dest}.part`);
     renameSync(`${dest}.part`, dest);
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    rmSync(top, { recursive: true, force: true });
   }
 }
 
