@@ -8,23 +8,45 @@ ARG VARIANT=gpu
 ARG NODE_IMAGE=node:20-bookworm-slim
 ARG CUDA_IMAGE=nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04
 
-# --- build: dependencies, native TensorFlow (downloaded by tfjs-node's own installer), dist/, then dev tools pruned
-FROM ${NODE_IMAGE} AS build
+# Layers in the order they change: the dependencies and the two native TensorFlow downloads (tfjs-node's libtensorflow,
+# then libtensorflow-gpu) depend only on package.json, package-lock.json and scripts/setup-tfjs.mjs, so an edit of the
+# sources rebuilds dist/ alone.
+
+# --- deps: every dependency (dev tools too, for the build) and native TensorFlow (downloaded by tfjs-node's installer)
+FROM ${NODE_IMAGE} AS deps
 WORKDIR /opt/pneumotype
 ENV PNEUMOTYPE_REQUIRE_NATIVE=1
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY scripts/setup-tfjs.mjs ./scripts/setup-tfjs.mjs
+RUN node scripts/setup-tfjs.mjs
+
+# --- prod: the runtime dependencies only (dev tools pruned)
+FROM deps AS prod
+RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+
+# The GPU package next to the CPU one; its installer fetches libtensorflow-gpu 2.9.1 (no GPU is needed to build).
+FROM prod AS prod-gpu
+RUN npm install --no-save --omit=dev --ignore-scripts --no-audit --no-fund @tensorflow/tfjs-node-gpu@4.22.0 \
+ && cd node_modules/@tensorflow/tfjs-node-gpu && PATH=/opt/pneumotype/node_modules/.bin:$PATH node scripts/install.js gpu download
+
+# --- build: the sources and dist/ (the compiler comes from deps)
+FROM deps AS build
 COPY tsconfig.json ./
 COPY scripts ./scripts
 COPY lib ./lib
 COPY bin ./bin
 COPY models ./models
-RUN node scripts/setup-tfjs.mjs && npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+RUN npm run build
 
-# The GPU package next to the CPU one; its installer fetches libtensorflow-gpu 2.9.1 (no GPU is needed to build).
-FROM build AS build-gpu
-RUN npm install --no-save --omit=dev --ignore-scripts --no-audit --no-fund @tensorflow/tfjs-node-gpu@4.22.0 \
- && cd node_modules/@tensorflow/tfjs-node-gpu && PATH=/opt/pneumotype/node_modules/.bin:$PATH node scripts/install.js gpu download
+# What goes on top of the dependencies in /opt/pneumotype: the sources, the shipped model and dist/.
+FROM scratch AS app
+COPY --from=build /opt/pneumotype/tsconfig.json /opt/pneumotype/tsconfig.json
+COPY --from=build /opt/pneumotype/scripts /opt/pneumotype/scripts
+COPY --from=build /opt/pneumotype/lib /opt/pneumotype/lib
+COPY --from=build /opt/pneumotype/bin /opt/pneumotype/bin
+COPY --from=build /opt/pneumotype/models /opt/pneumotype/models
+COPY --from=build /opt/pneumotype/dist /opt/pneumotype/dist
 
 # The entry point SageMaker calls with `train` or `serve` (SAGEMAKER_BIND_TO_PORT: inference pipelines pick the port).
 FROM scratch AS entrypoint
@@ -41,12 +63,14 @@ SCRIPT
 
 # --- runtime images
 FROM ${NODE_IMAGE} AS cpu
-COPY --from=build /opt/pneumotype /opt/pneumotype
+COPY --from=prod /opt/pneumotype /opt/pneumotype
+COPY --from=app /opt/pneumotype /opt/pneumotype
 COPY --from=entrypoint /usr/local/bin/pneumotype-entrypoint /usr/local/bin/pneumotype-entrypoint
 
 FROM ${CUDA_IMAGE} AS gpu
-COPY --from=build /usr/local/bin/node /usr/local/bin/node
-COPY --from=build-gpu /opt/pneumotype /opt/pneumotype
+COPY --from=deps /usr/local/bin/node /usr/local/bin/node
+COPY --from=prod-gpu /opt/pneumotype /opt/pneumotype
+COPY --from=app /opt/pneumotype /opt/pneumotype
 COPY --from=entrypoint /usr/local/bin/pneumotype-entrypoint /usr/local/bin/pneumotype-entrypoint
 
 FROM ${VARIANT}

@@ -1,7 +1,7 @@
 // SageMaker's training contract: hyperparameters and channels under /opt/ml in; the model and a failure reason out.
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
 import { calibrateModel } from './calibrate.js';
 import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
@@ -169,16 +169,17 @@ export interface SageMakerLogLine {
 }
 
 export interface SageMakerTrainingOptions {
-  /** The contract's root: option, else $PNEUMOTYPE_SM_ROOT, else /opt/ml. */
+  /** The contract's root: option, else $PNEUMOTYPE_SM_ROOT, else /opt/ml (empty counts as not given; relative is resolved). */
   readonly root?: string;
   /** Stops the job: training ends after the epoch in progress, the best model so far is saved. */
   readonly signal?: AbortSignal;
   /** Scratch space for the prepared cache and a relabelled copy (default: a new folder in the OS temp dir, removed
-   * at the end; $PNEUMOTYPE_SM_WORK overrides the parent). */
+   * at the end; $PNEUMOTYPE_SM_WORK overrides the parent; empty counts as not given, relative is resolved). */
   readonly workDir?: string;
   /**
-   * After the signal, how long to wait for the epoch in progress to end before giving up on it and saving the best
-   * checkpoint so far (SageMaker kills the container 120 s after SIGTERM). Default 90 000 ms.
+   * After the signal, how long to wait for the epoch in progress (or the calibration of a run that finished its
+   * epochs) to end before giving up on it and saving the best checkpoint so far (SageMaker kills the container 120 s
+   * after SIGTERM). Default 90 000 ms.
    */
   readonly stopGraceMs?: number;
   readonly onLog?: (line: SageMakerLogLine) => void;
@@ -220,6 +221,21 @@ async function trainingData(channel: string, workDir: string, channelsDir: strin
   return join(workDir, 'labeled');
 }
 
+/** A path setting: undefined when not given or empty (`VAR=` in a shell or a Dockerfile), else resolved to absolute. */
+function pathSetting(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : resolve(value);
+}
+
+/**
+ * The contract's root that {@link runSageMakerTraining} uses: `root`, else `env.PNEUMOTYPE_SM_ROOT`, else /opt/ml.
+ * An empty value counts as not given (never the current folder); a relative one is resolved against it.
+ *
+ * @example sageMakerRoot(undefined, { PNEUMOTYPE_SM_ROOT: '' }) // '/opt/ml'
+ */
+export function sageMakerRoot(root?: string, env: NodeJS.ProcessEnv = process.env): string {
+  return pathSetting(root) ?? pathSetting(env.PNEUMOTYPE_SM_ROOT) ?? SAGEMAKER_ROOT;
+}
+
 function signalName(signal: AbortSignal | undefined): string {
   const reason: unknown = signal?.reason;
   return typeof reason === 'string' ? reason : 'an abort signal';
@@ -234,12 +250,15 @@ function signalName(signal: AbortSignal | undefined): string {
  * `ROOT/output/failure` and it resolves to 1. When `signal` aborts (SIGTERM), training stops after the epoch in
  * progress, the best model so far is saved, `ROOT/output/failure` says "stopped by SIGTERM ..." and it resolves to
  * 128 + the signal's number: SageMaker marks stopped jobs Stopped whatever the code, and a non-zero code keeps a
- * cut-short run from passing for a finished one. Never throws.
+ * cut-short run from passing for a finished one. A run that had trained all its epochs is still calibrated within the
+ * grace period (`stopGraceMs`) and resolves to 0; when the grace period runs out first, the uncalibrated model is
+ * saved and the failure file says calibration was skipped. With resume false, the run folder's earlier outputs are
+ * removed first: a stop before this job's first epoch ends saves no model. Never throws.
  *
  * @example process.exitCode = await runSageMakerTraining({ root: '/opt/ml' })
  */
 export async function runSageMakerTraining(options: SageMakerTrainingOptions = {}): Promise<number> {
-  const paths = sageMakerPaths(options.root ?? process.env.PNEUMOTYPE_SM_ROOT ?? SAGEMAKER_ROOT);
+  const paths = sageMakerPaths(sageMakerRoot(options.root));
   const log = (level: SageMakerLogLine['level'], event: string, fields: Record<string, unknown> = {}): void => {
     try {
       options.onLog?.({ time: new Date().toISOString(), level, event, ...fields });
@@ -267,7 +286,15 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
   let runDir = join(paths.outputData, 'run');
   let result: TrainResult | undefined;
   let plannedEpochs = 0;
+  let resumed = false;
+  let calibrationWanted = false;
+  /** What the work is doing: preparing and training, calibrating the model of a run that went through, or done. */
+  let phase = 'train' as 'train' | 'calibrate' | 'done'; // (`as`: set in the work, where TypeScript's narrowing does not look)
+  /** Set when the job stops waiting for the work (the grace period ran out): the work must not go on to calibrate. */
+  let abandoned = false;
   const epochsDone: number[] = [];
+  // A run that trained all its epochs, or stopped early: nothing of its training was cut short.
+  const finished = (r: TrainResult): boolean => r.stoppedEarly || r.history.length >= plannedEpochs;
   try {
     await rm(paths.failure, { force: true }); // a reason left by an earlier local run is not this run's
     if (signal?.aborted) return await fail(`stopped by ${signalName(signal)} before training started: no model was saved`, stopCode());
@@ -285,16 +312,24 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
       }
       const plan = parseHyperparameters(raw, paths.hyperparameters, process.env.PNEUMOTYPE_PRESET);
       plannedEpochs = resolveConfig(plan.preset, plan.config).epochs;
+      calibrationWanted = plan.calibrate;
       const resume = plan.resume && (await exists(paths.checkpoints));
+      resumed = resume;
       if (await exists(paths.checkpoints)) runDir = join(paths.checkpoints, 'run');
       log('info', 'start', { root: paths.root, hyperparameters: raw, preset: plan.preset ?? null, config: plan.config, augment: plan.augment, runDir, resume });
 
       if (options.workDir) {
-        workDir = options.workDir;
+        workDir = resolve(options.workDir);
         await mkdir(workDir, { recursive: true });
       } else {
-        const parent = process.env.PNEUMOTYPE_SM_WORK ?? tmpdir();
-        await mkdir(parent, { recursive: true });
+        const fromEnv = pathSetting(process.env.PNEUMOTYPE_SM_WORK);
+        const parent = fromEnv ?? tmpdir();
+        try {
+          await mkdir(parent, { recursive: true });
+        } catch (err) {
+          if (fromEnv === undefined) throw err;
+          throw new ConfigError(`PNEUMOTYPE_SM_WORK=${quote(process.env.PNEUMOTYPE_SM_WORK)}: the scratch folder ${quote(parent)} cannot be made (${messageOf(err)})`, { path: parent, cause: err });
+        }
         workDir = await mkdtemp(join(parent, 'pneumotype-sagemaker-'));
         ownWorkDir = true;
       }
@@ -309,7 +344,9 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
         config: plan.config,
         cacheDir: join(workDir, 'cache'),
         resume,
-        replace: !resume, // resume false: a run restored into the checkpoint folder is started over, as asked
+        // resume false: a run restored into the checkpoint folder is started over, as asked; train removes its
+        // outputs first, so that a stop before the first epoch ends cannot hand on the earlier run's model.
+        replace: !resume,
         augment,
         ...(signal ? { signal } : {}),
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -318,16 +355,20 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
           log('info', 'epoch', { ...record });
         },
       });
-      // Not after a stop signal: the grace period is for saving what exists.
-      if (plan.calibrate && !signal?.aborted && !result.card.calibration) {
+      if (abandoned) return;
+      // A run cut short by a stop signal is not calibrated (the grace period is for saving what exists), but one that
+      // went through is, also after the signal: it takes seconds, and the grace period bounds it (when it runs out,
+      // the model goes uncalibrated and the failure file says so).
+      if (plan.calibrate && !result.card.calibration && (!signal?.aborted || finished(result))) {
+        phase = 'calibrate';
         const c = await calibrateModel({ model: result.modelDir, data, lock: false, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
         log('info', 'calibrated', { temperature: c.temperature, images: c.images, before: c.before, after: c.after, crossFitted: c.crossFitted });
       }
-      await publishModel(result.modelDir, paths.model);
-      log('info', 'model_saved', { path: paths.model, bestEpoch: result.bestEpoch, validation: result.card.validation });
+      phase = 'done';
     };
 
-    // After a stop signal the epoch in progress gets `stopGraceMs` to end; then the best checkpoint so far is used.
+    // After a stop signal the work in progress (an epoch, or the calibration of a run that went through) gets
+    // `stopGraceMs` to end; then the best checkpoint so far is used.
     const graceMs = options.stopGraceMs ?? 90_000;
     let onAbort: (() => void) | undefined;
     let graceTimer: NodeJS.Timeout | undefined;
@@ -339,35 +380,54 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
     let outcome: 'done' | 'deadline' | 'error';
+    let workError = '';
     try {
       outcome = await Promise.race([work().then(() => 'done' as const), deadline]);
     } catch (err) {
       if (!signal?.aborted) throw err;
       // train refuses to finish without a best checkpoint: a stop before the first epoch ended lands here.
       outcome = 'error';
-      log('warn', 'stopped_with_error', { message: messageOf(err) });
+      workError = messageOf(err);
+      log('warn', 'stopped_with_error', { message: workError });
     } finally {
       clearTimeout(graceTimer);
       if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
+    if (outcome !== 'done') abandoned = true;
 
-    // A signal that came after the last epoch (or after early stopping) cut nothing short.
-    const finished = result !== undefined && (result.stoppedEarly || result.history.length >= plannedEpochs);
-    if (!signal?.aborted || (outcome === 'done' && finished)) return EXIT_CODES.ok;
-    // Stopped: keep what exists.
     const name = signalName(signal);
     const planned = plannedEpochs > 0 ? ` of ${plannedEpochs}` : '';
     if (outcome === 'done' && result) {
-      return await fail(`stopped by ${name} after epoch ${result.history.length}${planned}: the best model so far (epoch ${result.bestEpoch}) is in ${quote(paths.model)}`, stopCode());
+      const r = result;
+      // A signal that came after the last epoch (or after early stopping) cut nothing short (calibration, if asked, ran).
+      const complete = !signal?.aborted || finished(r);
+      // A run started over (resume false) that trained no epoch in this job has no model of its own.
+      if (!complete && !resumed && epochsDone.length === 0) return await fail(`stopped by ${name} before the first epoch ended: no model was saved`, stopCode());
+      await publishModel(r.modelDir, paths.model);
+      log('info', 'model_saved', { path: paths.model, bestEpoch: r.bestEpoch, validation: r.card.validation });
+      if (complete) return EXIT_CODES.ok;
+      // Stopped: keep what exists.
+      return await fail(`stopped by ${name} after epoch ${r.history.length}${planned}: the best model so far (epoch ${r.bestEpoch}) is in ${quote(paths.model)}`, stopCode());
     }
     const best = join(runDir, 'checkpoints', 'best');
     const last = epochsDone.at(-1);
     const late = `did not end within ${Math.round(graceMs / 1000)} s of the signal`;
-    if (last !== undefined && (await exists(join(best, 'pneumotype.json')))) {
-      const card = JSON.parse(await readFile(join(best, 'pneumotype.json'), 'utf8')) as { training?: { epoch?: number } };
+    // Every epoch had ended: the signal cut short the saving of the run's model, or its calibration.
+    const atEnd = phase === 'calibrate' || (last !== undefined && last >= plannedEpochs);
+    if ((last !== undefined || phase === 'calibrate') && (await exists(join(best, 'pneumotype.json')))) {
+      const card = JSON.parse(await readFile(join(best, 'pneumotype.json'), 'utf8')) as { training?: { epoch?: number }; calibration?: unknown };
+      // The best checkpoint, not the run's model/: an abandoned calibration may be swapping that folder.
       await publishModel(best, paths.model);
+      const bestEpoch = card.training?.epoch ?? '?';
+      if (atEnd) {
+        const epochs = phase === 'calibrate' && result ? result.history.length : last;
+        const doing = phase === 'calibrate' ? 'while calibrating its model' : 'while saving its model';
+        const why = outcome === 'deadline' ? `which ${late}` : `which failed (${workError})`;
+        const skipped = calibrationWanted && !card.calibration ? 'calibration was skipped and the uncalibrated' : 'the';
+        return await fail(`stopped by ${name} after the last epoch (${epochs}${planned}), ${doing}, ${why}: ${skipped} best model (epoch ${bestEpoch}) is in ${quote(paths.model)}`, stopCode());
+      }
       const why = outcome === 'deadline' ? `, which ${late}` : '';
-      return await fail(`stopped by ${name} during epoch ${last + 1}${planned}${why}: the best model so far (epoch ${card.training?.epoch ?? '?'}) is in ${quote(paths.model)}`, stopCode());
+      return await fail(`stopped by ${name} during epoch ${(last ?? 0) + 1}${planned}${why}: the best model so far (epoch ${bestEpoch}) is in ${quote(paths.model)}`, stopCode());
     }
     const when = outcome === 'deadline' ? `before the first epoch ended (the work in progress ${late})` : 'before the first epoch ended';
     return await fail(`stopped by ${name} ${when}: no model was saved`, stopCode());

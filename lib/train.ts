@@ -1,7 +1,7 @@
 // The training loop: a readable epoch/batch loop with warm-up + cosine (or plateau) learning rates, class weights,
 // early stopping on validation macro-F1, atomic best/last checkpoints and exact resume.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
@@ -45,8 +45,10 @@ export interface TrainOptions {
   /** Continue from `out/checkpoints/last`, optimizer state included. */
   readonly resume?: boolean;
   /**
-   * Without `resume`, train afresh into a folder that holds a run, replacing it as training goes (SageMaker with
-   * `resume` false). Default false: such a folder is refused, never silently replaced.
+   * Without `resume`, train afresh into a folder that holds a run (SageMaker with `resume` false): what an earlier
+   * run wrote there (checkpoints/last and best, model/, history.json, stalled.txt and their temporary files) is
+   * removed before training starts, other files are left alone; a stop before the first epoch ends then leaves no
+   * model (never the earlier run's). Default false: such a folder is refused, never silently replaced.
    */
   readonly replace?: boolean;
   /** Random changes applied to training images (none by default, as in the original narrative). */
@@ -361,6 +363,24 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   return withLock(`${runDir}.lock`, `training into ${quote(runDir)}`, () => trainUnlocked(options));
 }
 
+/**
+ * Removes what a training into `runDir` writes there, and nothing else: checkpoints/last and checkpoints/best (then
+ * checkpoints/ itself when that leaves it empty), model/, history.json, stalled.txt (the watchdog's report) and the
+ * temporary names of their atomic writes (`DIR.tmp-PID`, `DIR.old-PID`, `history.json.PID.N.tmp`).
+ */
+async function removeRunOutputs(runDir: string): Promise<void> {
+  const checkpoints = join(runDir, 'checkpoints');
+  for (const name of await readdir(checkpoints).catch(() => [] as string[])) {
+    if (/^(last|best)(\.(old|tmp)-\d+)?$/.test(name)) await rm(join(checkpoints, name), { recursive: true, force: true });
+  }
+  await rmdir(checkpoints).catch(() => {}); // absent, or holding files of someone else's: left as it is
+  for (const name of await readdir(runDir).catch(() => [] as string[])) {
+    if (/^model(\.(old|tmp)-\d+)?$/.test(name) || /^history\.json(\.\d+\.\d+\.tmp)?$/.test(name) || name === 'stalled.txt') {
+      await rm(join(runDir, name), { recursive: true, force: true });
+    }
+  }
+}
+
 /** Whether two `initFrom` values name the same model: URLs as written, paths once resolved (`pre`, `./pre/`). */
 function sameSource(a: string | null, b: string | null): boolean {
   if (a === null || b === null) return a === b;
@@ -398,6 +418,9 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   }
   // The grouping CSV is read before any long work: a typo in its path is not found after the cache is prepared.
   const groups = options.balanceGroups ? await readGroups(options.balanceGroups) : undefined;
+  // Starting over: the earlier run's outputs go now, so that nothing of it can pass for this run's (a stop before
+  // the first epoch ends finds no best checkpoint, instead of the earlier run's).
+  if (!options.resume && options.replace) await removeRunOutputs(runDir);
 
   // Data: the prepared cache (built or reused), with the validation subset carved by patient.
   const prepared: PrepareResult = await prepareCache({

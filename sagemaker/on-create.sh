@@ -31,7 +31,9 @@ cat > "$STATE/setup.sh" <<'SETUP'
 # pneumotype's installer on a SageMaker notebook instance (written by on-create.sh). Runs as ec2-user.
 #   setup.sh install   Node.js 20 (nvm), the project (npm ci), optionally the GPU packages, tslab, then `kernel`
 #   setup.sh kernel    registers the tslab kernel with the instance's Jupyter and Node.js on the shell PATH (fast)
-# Every step is skipped when already done, so it can be re-run after a failure or an interrupted start.
+# Every step is skipped when already done, so it can be re-run after a failure or an interrupted start. "Done" is a
+# stamp file in $STATE written after the step succeeded (never the presence of a folder, which a step that was cut
+# off leaves behind too); a step without its stamp is done again, over or instead of what it left.
 set -uo pipefail
 STATE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$STATE/config.sh"
@@ -45,16 +47,36 @@ CUDA_ENV="$PERSIST/envs/cuda112"
 log() { echo "[$(date -u +%Y-%m-%dT%H:%M:%SZ)] $*"; }
 die() { log "FAILED: $*"; exit 1; }
 
+# Step stamps: $STATE/STEP.done, written once the step has succeeded.
+step_done() { [ -f "$STATE/$1.done" ]; }
+mark_done() { touch "$STATE/$1.done"; }
+undo_step() { rm -f "$STATE/$1.done"; }
+
+# nvm reads unset variables: it runs with nounset off, which is turned on again after it.
+nvm_() {
+  local rc
+  set +u
+  nvm "$@"
+  rc=$?
+  set -u
+  return "$rc"
+}
+
 use_node() {
   [ -s "$NVM_DIR/nvm.sh" ] || return 1
+  local rc
+  set +u
   # shellcheck disable=SC1091
   . "$NVM_DIR/nvm.sh" --no-use
+  rc=$?
+  set -u
+  [ "$rc" -eq 0 ] || return 1
   if [ "$(glibc_ok)" = no ]; then
     # Amazon Linux 2 has glibc 2.26; nodejs.org's Node 20 needs 2.28: use the unofficial glibc-2.17 builds.
     export NVM_NODEJS_ORG_MIRROR=https://unofficial-builds.nodejs.org/download/release
     nvm_get_arch() { nvm_echo x64-glibc-217; }
   fi
-  nvm use --silent "$NODE_MAJOR" >/dev/null 2>&1
+  nvm_ use --silent "$NODE_MAJOR" >/dev/null 2>&1
 }
 
 glibc_ok() {
@@ -71,18 +93,35 @@ gpu_wanted() {
   esac
 }
 
+fetch_nvm() {
+  curl -fsSL "https://raw.githubusercontent.com/nvm-sh/nvm/$NVM_VERSION/install.sh" | PROFILE=/dev/null bash
+}
+
 install_node() {
-  if [ ! -s "$NVM_DIR/nvm.sh" ]; then
+  if ! step_done nvm || [ ! -s "$NVM_DIR/nvm.sh" ]; then
     log "installing nvm $NVM_VERSION into $NVM_DIR"
     mkdir -p "$NVM_DIR"
-    curl -fsSL "https://raw.githubusercontent.com/nvm-sh/nvm/$NVM_VERSION/install.sh" | PROFILE=/dev/null bash ||
-      die "nvm install"
+    if ! fetch_nvm; then
+      # nvm's installer updates what it finds; what an install cut off left may stop it: then it starts afresh.
+      log "nvm's installer failed on what $NVM_DIR holds: removing it and installing nvm afresh"
+      undo_step node
+      undo_step tslab
+      rm -rf "$NVM_DIR"
+      mkdir -p "$NVM_DIR"
+      fetch_nvm || die "nvm install"
+    fi
+    mark_done nvm
   fi
   use_node || true
-  if ! nvm which "$NODE_MAJOR" >/dev/null 2>&1; then
+  if ! step_done node || ! nvm_ which "$NODE_MAJOR" >/dev/null 2>&1; then
+    # A Node.js copied in part (an install cut off) may look installed to nvm: its folder goes first.
+    undo_step tslab
+    nvm_ deactivate >/dev/null 2>&1
+    rm -rf "$NVM_DIR/versions/node/v$NODE_MAJOR".*
     log "installing Node.js $NODE_MAJOR"
-    nvm install "$NODE_MAJOR" || die "nvm install $NODE_MAJOR"
-    nvm alias default "$NODE_MAJOR" >/dev/null
+    nvm_ install "$NODE_MAJOR" || die "nvm install $NODE_MAJOR"
+    nvm_ alias default "$NODE_MAJOR" >/dev/null || die "nvm alias default $NODE_MAJOR"
+    mark_done node
   fi
   use_node || die "Node.js $NODE_MAJOR does not start"
   log "node $(node --version), npm $(npm --version)"
@@ -91,8 +130,20 @@ install_node() {
 install_project() {
   if [ ! -f "$PROJECT_DIR/package.json" ]; then
     if [ -n "$PROJECT_REPO" ]; then
+      # A folder without package.json is no project (a clone cut off, say): git clone refuses a non-empty folder, so
+      # it is moved aside (kept: it may hold work), or removed when empty.
+      if [ -e "$PROJECT_DIR" ] && ! rmdir "$PROJECT_DIR" 2>/dev/null; then
+        local aside
+        aside="$PROJECT_DIR.partial-$(date -u +%Y%m%dT%H%M%SZ)"
+        log "$PROJECT_DIR has no package.json: moving it aside to $aside"
+        mv "$PROJECT_DIR" "$aside" || die "mv $PROJECT_DIR $aside"
+      fi
+      # Cloned beside it, then renamed: PROJECT_DIR appears only complete.
+      local tmp="$PROJECT_DIR.cloning"
+      rm -rf "$tmp"
       log "cloning $PROJECT_REPO into $PROJECT_DIR"
-      git clone "$PROJECT_REPO" "$PROJECT_DIR" || die "git clone"
+      git clone "$PROJECT_REPO" "$tmp" || die "git clone"
+      mv -T "$tmp" "$PROJECT_DIR" || die "mv $tmp $PROJECT_DIR"
     else
       log "waiting for $PROJECT_DIR/package.json (the instance's Git repository is cloned at start)"
       for _ in $(seq 60); do [ -f "$PROJECT_DIR/package.json" ] && break; sleep 5; done
@@ -102,45 +153,57 @@ install_project() {
   cd "$PROJECT_DIR" || die "cd $PROJECT_DIR"
   local stamp
   stamp="$(sha256sum package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-64)"
+  # project.stamp: the hashes of package.json and package-lock.json that npm ci last completed for.
   if [ -d node_modules ] && [ "$(cat "$STATE/project.stamp" 2>/dev/null)" = "$stamp" ]; then
     log "project dependencies are up to date"
   else
+    rm -f "$STATE/project.stamp"
+    undo_step tfjs-node-gpu # npm ci replaces node_modules, the GPU package (installed without --save) with it
     log "installing the project's dependencies (npm ci; its postinstall sets TensorFlow up and builds dist/)"
     if [ -f package-lock.json ]; then npm ci || die "npm ci"; else npm install || die "npm install"; fi
     echo "$stamp" > "$STATE/project.stamp"
   fi
   if gpu_wanted; then
-    if [ ! -d "$CUDA_ENV/lib" ]; then
+    if ! step_done cuda-env; then
+      # A conda create that was cut off leaves a prefix conda may refuse or take as done: it goes first.
+      rm -rf "$CUDA_ENV"
       log "creating $CUDA_ENV with CUDA 11.2 and cuDNN 8.1 (what @tensorflow/tfjs-node-gpu 4.22 is built against)"
       "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1 || die "conda create $CUDA_ENV"
+      mark_done cuda-env
     fi
     export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    if [ ! -d node_modules/@tensorflow/tfjs-node-gpu ]; then
+    if ! step_done tfjs-node-gpu; then
+      rm -rf node_modules/@tensorflow/tfjs-node-gpu # what an install cut off left
       log "installing @tensorflow/tfjs-node-gpu"
       npm install --no-save @tensorflow/tfjs-node-gpu@4.22.0 || die "npm install @tensorflow/tfjs-node-gpu"
-      node scripts/setup-tfjs.mjs || log "the GPU package is not ready: pneumotype will use the CPU (see npx pneumotype doctor)"
+      if node scripts/setup-tfjs.mjs; then
+        mark_done tfjs-node-gpu
+      else
+        log "the GPU package is not ready: pneumotype will use the CPU (see npx pneumotype doctor); $STATE/setup.sh install tries again"
+      fi
     fi
   fi
 }
 
 install_tslab() {
-  if [ ! -x "$(dirname "$(nvm which "$NODE_MAJOR")")/tslab" ]; then
+  if ! step_done tslab || [ ! -x "$(dirname "$(nvm_ which "$NODE_MAJOR")")/tslab" ]; then
     log "installing tslab (npm install -g, inside the persistent nvm folder)"
     npm install -g tslab || die "npm install -g tslab"
+    mark_done tslab
   fi
 }
 
 register_kernel() {
   use_node || die "Node.js is not installed yet: run $STATE/setup.sh install"
   local bin
-  bin="$(dirname "$(nvm which "$NODE_MAJOR")")"
+  bin="$(dirname "$(nvm_ which "$NODE_MAJOR")")"
   [ -x "$bin/tslab" ] || die "tslab is not installed yet: run $STATE/setup.sh install"
   # Jupyter starts kernels without nvm on its PATH: a small wrapper supplies Node.js (and CUDA 11.2 when present).
   cat > "$STATE/tslab-kernel" <<EOF
 #!/bin/bash
 export PATH="$bin:\$PATH"
 export NVM_DIR="$NVM_DIR"
-[ -d "$CUDA_ENV/lib" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+[ -f "$STATE/cuda-env.done" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 exec "$bin/tslab" "\$@"
 EOF
   chmod +x "$STATE/tslab-kernel"
@@ -152,7 +215,7 @@ EOF
 # pneumotype: Node.js $NODE_MAJOR from the persistent volume (written by the lifecycle configuration)
 export NVM_DIR="$NVM_DIR"
 [ -s "\$NVM_DIR/nvm.sh" ] && . "\$NVM_DIR/nvm.sh"
-[ -d "$CUDA_ENV/lib" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+[ -f "$STATE/cuda-env.done" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 EOF
   fi
   log "tslab kernel registered (TypeScript and JavaScript) for $JUPYTER_PYTHON"

@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
-import { parseHyperparameters, runSageMakerTraining, type SageMakerLogLine } from '../lib/sagemaker.js';
+import { parseHyperparameters, runSageMakerTraining, sageMakerRoot, type SageMakerLogLine } from '../lib/sagemaker.js';
 import { loadTf } from '../lib/tf.js';
 import type { ModelCard } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
@@ -112,6 +112,70 @@ test('the raw archive layout is relabelled first; a stop signal ends training af
   assert.equal(await failure(early), 'stopped by SIGINT before training started: no model was saved\n');
 });
 
+test('resume false starts over: a stop before the first new epoch saves no model, never the earlier run\'s', async () => {
+  // Job 1 (checkpoint configuration, 32 px) finishes; job 2 reuses its checkpoint folder with resume false, 48 px.
+  const root = await mlRoot('replace', { preset: 'smoke', epochs: '1', augment: 'none', 'image-size': '32' }, labeled);
+  await mkdir(join(root, 'checkpoints'));
+  assert.equal(await runSageMakerTraining({ root }), 0);
+  const run = join(root, 'checkpoints', 'run');
+  assert.deepEqual((await readdir(run)).sort(), ['checkpoints', 'history.json', 'model']);
+  await writeFile(join(run, 'notes.txt'), 'not a training output\n');
+  await writeFile(join(run, 'checkpoints', 'keep.txt'), 'not a training output\n');
+  await rm(join(root, 'model'), { recursive: true });
+  await mkdir(join(root, 'model')); // a new job's model folder starts empty
+  await writeFile(join(root, 'input', 'config', 'hyperparameters.json'), JSON.stringify({ preset: 'smoke', epochs: '2', augment: 'none', 'image-size': '48', resume: 'false' }));
+  const controller = new AbortController();
+  const events: string[] = [];
+  // SIGTERM while train prepares its cache, before any epoch of this job.
+  const code = await runSageMakerTraining({
+    root,
+    signal: controller.signal,
+    onLog: (l) => events.push(l.event),
+    onProgress: (p) => p.stage === 'prepare' && !controller.signal.aborted && controller.abort('SIGTERM'),
+  });
+  assert.equal(code, 143);
+  assert.deepEqual(events, ['start', 'data', 'stopping', 'stopped_with_error', 'stopped']);
+  assert.equal(await failure(root), 'stopped by SIGTERM before the first epoch ended: no model was saved\n');
+  assert.deepEqual(await readdir(join(root, 'model')), []);
+  // The earlier run's outputs are gone; other files stay.
+  assert.deepEqual((await readdir(run)).sort(), ['checkpoints', 'notes.txt']);
+  assert.deepEqual(await readdir(join(run, 'checkpoints')), ['keep.txt']);
+});
+
+test('a stop after the last epoch still calibrates within the grace period; past it the model goes uncalibrated and the failure says so', async () => {
+  const hp = { preset: 'smoke', epochs: '1', augment: 'none', calibrate: 'true' };
+  const calibration = async (root: string): Promise<unknown> => (JSON.parse(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8')) as ModelCard).calibration;
+  // SIGTERM on the last epoch's log line: nothing was cut short, calibration runs (seconds) and the job succeeds.
+  const root = await mlRoot('stop-last', hp, labeled);
+  const controller = new AbortController();
+  const events: string[] = [];
+  const code = await runSageMakerTraining({ root, signal: controller.signal, onLog: (l) => { events.push(l.event); if (l.event === 'epoch') controller.abort('SIGTERM'); } });
+  assert.equal(code, 0);
+  assert.deepEqual(events, ['start', 'data', 'epoch', 'stopping', 'calibrated', 'model_saved']);
+  await assert.rejects(failure(root), { code: 'ENOENT' });
+  assert.ok(await calibration(root));
+  // The grace period runs out while calibrating: the best checkpoint is saved uncalibrated, with the stop status.
+  const late = await mlRoot('stop-calibrating', hp, labeled);
+  const c2 = new AbortController();
+  const code2 = await runSageMakerTraining({
+    root: late,
+    stopGraceMs: 0,
+    signal: c2.signal,
+    onProgress: (p) => p.stage === 'calibrate' && !c2.signal.aborted && c2.abort('SIGTERM'),
+  });
+  assert.equal(code2, 143);
+  assert.equal(await failure(late), `stopped by SIGTERM after the last epoch (1 of 1), while calibrating its model, which did not end within 0 s of the signal: calibration was skipped and the uncalibrated best model (epoch 1) is in "${join(late, 'model')}"\n`);
+  assert.deepEqual((await readdir(join(late, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  assert.equal(await calibration(late), undefined);
+  // ... or while train still saves the run's model after the last epoch.
+  const saving = await mlRoot('stop-saving', hp, labeled);
+  const c3 = new AbortController();
+  const code3 = await runSageMakerTraining({ root: saving, stopGraceMs: 0, signal: c3.signal, onLog: (l) => l.event === 'epoch' && c3.abort('SIGTERM') });
+  assert.equal(code3, 143);
+  assert.equal(await failure(saving), `stopped by SIGTERM after the last epoch (1 of 1), while saving its model, which did not end within 0 s of the signal: calibration was skipped and the uncalibrated best model (epoch 1) is in "${join(saving, 'model')}"\n`);
+  assert.equal(await calibration(saving), undefined);
+});
+
 test('runSageMakerTrainingUntilSignal: a real SIGTERM stops the job after the epoch in progress, exit code 143', async () => {
   const root = await mlRoot('sigterm', { preset: 'smoke', epochs: '50' }, labeled);
   const script = join(tmp, 'train-child.mts');
@@ -179,6 +243,40 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
     else process.env.PNEUMOTYPE_SM_ROOT = saved;
   }
   assert.equal(await failure(envRoot), `hyperparameter "epochs" is "0" in "${join(envRoot, 'input', 'config', 'hyperparameters.json')}": expected a whole number from 1 to 10000\n`);
+});
+
+test('empty PNEUMOTYPE_SM_ROOT and PNEUMOTYPE_SM_WORK count as unset; relative ones are resolved', async () => {
+  assert.equal(sageMakerRoot(undefined, { PNEUMOTYPE_SM_ROOT: '' }), '/opt/ml');
+  assert.equal(sageMakerRoot('', {}), '/opt/ml');
+  assert.equal(sageMakerRoot(undefined, {}), '/opt/ml');
+  assert.equal(sageMakerRoot(undefined, { PNEUMOTYPE_SM_ROOT: 'ml' }), join(process.cwd(), 'ml'));
+  assert.equal(sageMakerRoot('/x/ml', { PNEUMOTYPE_SM_ROOT: '/y' }), '/x/ml');
+  const saved = { root: process.env.PNEUMOTYPE_SM_ROOT, work: process.env.PNEUMOTYPE_SM_WORK, cwd: process.cwd() };
+  const root = await mlRoot('env-relative', { preset: 'smoke' });
+  const channel = join(root, 'input', 'data', 'training');
+  const missing = `the "training" channel is missing: "${channel}" does not exist (channels: none); ` +
+    'give the training job a channel named "training" with the labelled folder (manifest.csv) or the dataset\'s NORMAL/PNEUMONIA folders\n';
+  try {
+    process.chdir(tmp);
+    // A relative root is the folder under the current one, its failure file at an absolute path.
+    process.env.PNEUMOTYPE_SM_ROOT = 'env-relative';
+    process.env.PNEUMOTYPE_SM_WORK = '';
+    const roots: unknown[] = [];
+    assert.equal(await runSageMakerTraining({ onLog: (l) => l.event === 'start' && roots.push(l.root) }), 1);
+    assert.deepEqual(roots, [root]);
+    // Empty PNEUMOTYPE_SM_WORK: the OS temp folder (it was mkdir(''): ENOENT), so the job gets as far as the channel.
+    assert.equal(await failure(root), missing);
+    process.env.PNEUMOTYPE_SM_WORK = 'scratch';
+    assert.equal(await runSageMakerTraining(), 1);
+    assert.equal(await failure(root), missing);
+    assert.deepEqual(await readdir(join(tmp, 'scratch')), []); // made there, its job folder removed at the end
+  } finally {
+    process.chdir(saved.cwd);
+    for (const [key, value] of [['PNEUMOTYPE_SM_ROOT', saved.root], ['PNEUMOTYPE_SM_WORK', saved.work]] as const) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  }
 });
 
 test('parseHyperparameters takes SageMaker strings, JSON numbers, once-more-quoted strings and Python booleans', () => {

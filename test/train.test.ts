@@ -231,6 +231,33 @@ test('an aborted run stops between epochs, keeps its best model, and resumes fro
   });
 });
 
+test('replace starts over: the earlier run\'s outputs go before training, other files stay, and a stop leaves no model', async () => {
+  const out = join(tmp, 'run-replace');
+  const opts = { data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 1 } } as const;
+  await train(opts);
+  await assert.rejects(train(opts), { name: 'ConfigError', message: `"${out}" already holds a run (history.json, checkpoints, model): continue it with --resume, train into another --out, or remove it to start over` });
+  // Leftovers of atomic writes count as outputs; files of someone else's do not.
+  await writeFile(join(out, 'history.json.4242.0.tmp'), '[');
+  await writeFile(join(out, 'stalled.txt'), 'stalled\n');
+  await mkdir(join(out, 'model.tmp-4242'));
+  await mkdir(join(out, 'checkpoints', 'best.old-4242'));
+  await writeFile(join(out, 'notes.txt'), 'mine\n');
+  await writeFile(join(out, 'checkpoints', 'keep.txt'), 'mine\n');
+  const stopped = new AbortController();
+  stopped.abort();
+  await assert.rejects(train({ ...opts, replace: true, signal: stopped.signal }), {
+    name: 'TrainingError',
+    message: `training of "${out}" stopped before its first epoch ended: there is no model yet (run it again with --resume)`,
+  });
+  assert.deepEqual((await readdir(out)).sort(), ['checkpoints', 'notes.txt']);
+  assert.deepEqual(await readdir(join(out, 'checkpoints')), ['keep.txt']);
+  // Without a stop it trains afresh.
+  const r = await train({ ...opts, replace: true });
+  assert.equal(r.history.length, 1);
+  assert.deepEqual((await readdir(out)).sort(), ['checkpoints', 'history.json', 'model', 'notes.txt']);
+  assert.deepEqual((await readdir(join(out, 'checkpoints'))).sort(), ['best', 'keep.txt', 'last']);
+});
+
 test('the card says how the steps ran: one graph by default (with Adam or SGD), fused ops in the smoke preset', async () => {
   assert.deepEqual([resolveConfig().graphOps, resolveConfig('cpu').graphOps, resolveConfig('gpu').graphOps, resolveConfig('smoke').graphOps], [true, true, true, false]);
   const run = (name: string, config: Record<string, unknown>) =>
