@@ -194,7 +194,7 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
       if (MODEL_FILES.has(e.name)) continue;
       const path = join(options.model, e.name);
       const target = await stat(path).catch((err: unknown) => {
-        throw new ConfigError(`${quote(path)} cannot be read (${messageOf(err)}): a broken link? Remove it or give --out another folder`, { path, cause: err });
+        throw new ConfigError(`${quote(path)} cannot be read (${messageOf(err)}): a broken link? Remove or repair it`, { path, cause: err });
       });
       if (target.isDirectory()) folders.push(e.name);
       else if (target.isFile()) others[e.name] = await readFile(path);

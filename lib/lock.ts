@@ -254,29 +254,30 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
 
 /**
  * True when `owner` may still hold the lock `path`: for this machine, while its process runs (and, where /proc tells,
- * is the process that wrote the lock); for another machine, while the lock is touched (within STALE_MS).
+ * is the process that wrote the lock: see processIdentity); for another machine, or another boot, while the lock is
+ * touched (within STALE_MS). A lock that records no boot (an older version's, or written without /proc) is judged
+ * by its process alone.
  */
 async function mayHold(owner: LockHolder, path: string): Promise<boolean> {
-  if (owner.host !== hostname()) return Date.now() - (await touched(path)) < STALE_MS;
-  return isAlive(owner.pid) && !(await idReused(owner));
+  const heartbeat = async (): Promise<boolean> => Date.now() - (await touched(path)) < STALE_MS;
+  if (owner.host !== hostname()) return heartbeat();
+  // Another boot of this host name: a reboot since, or another machine or container named alike on a shared folder,
+  // whose process ids mean nothing here: judged by its heartbeat, as another machine's lock.
+  const here = owner.boot !== undefined && owner.startTicks !== undefined ? await processIdentity(process.pid) : undefined;
+  if (here !== undefined && here.boot !== owner.boot) return heartbeat();
+  if (!isAlive(owner.pid)) return false;
+  // The same boot: the process with that id is the writer only if it started when the writer did (else the id reused).
+  const now = here === undefined ? undefined : await processIdentity(owner.pid);
+  return now === undefined || now.startTicks === owner.startTicks;
 }
 
 /**
- * True when the running process with `owner`'s id is not the one that wrote its lock: another boot (the id reused after
- * a reboot, or in a restarted container), or another process started since. Linux only, from /proc: the boot id
- * (/proc/sys/kernel/random/boot_id) and field 22 of /proc/PID/stat (start time in clock ticks since the boot), both
- * recorded in the lock by its writer. No wall clock is compared, so a clock stepped meanwhile (a VM resumed, NTP)
- * changes nothing. False where /proc is not there (macOS) or cannot be read, and for a lock that records neither
- * (written elsewhere, or by an older version): the process is taken for the lock's owner, as before.
+ * The boot id and the start time in clock ticks of process `pid`, recorded in a lock by its writer, so that a running
+ * process with the same id can be told apart (see mayHold). Linux only, from /proc: the boot id
+ * (/proc/sys/kernel/random/boot_id) and field 22 of /proc/PID/stat (start time in clock ticks since the boot). No wall
+ * clock is compared, so a clock stepped meanwhile (a VM resumed, NTP) changes nothing. Undefined where /proc is not
+ * there (macOS) or cannot be read.
  */
-async function idReused(owner: LockHolder): Promise<boolean> {
-  if (owner.boot === undefined || owner.startTicks === undefined) return false;
-  const now = await processIdentity(owner.pid);
-  if (now === undefined) return false;
-  return now.boot !== owner.boot || now.startTicks !== owner.startTicks;
-}
-
-/** The boot id and the start time in clock ticks of process `pid` (see idReused); undefined without /proc. */
 async function processIdentity(pid: number): Promise<{ boot: string; startTicks: number } | undefined> {
   if (process.platform !== 'linux') return undefined;
   const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();

@@ -55,12 +55,12 @@ function readJson<T>(path: string, what: string): Promise<T> {
   return readJsonFile<T>(path, (err) => new CacheError(`the ${what} ${quote(path)} cannot be read (${messageOf(err)}): remove it, or its folder, and run again`, { path, cause: err }));
 }
 
-/** True when the labelled folder is complete: summary written last, every manifest file present with its size. */
 /** What a step's note adds when images could not be read or the scores may mislead (evaluate's and calibrate's). */
 function leftOut(failed: number, warnings: readonly string[]): string {
   return (failed > 0 ? `; warning: ${failed} image(s) could not be read and are left out` : '') + warnings.map((w) => `; warning: ${w}`).join('');
 }
 
+/** True when the labelled folder is complete: summary written last, every manifest file present with its size. */
 async function labeledIsComplete(labeledDir: string): Promise<boolean> {
   if (!(await exists(join(labeledDir, SUMMARY_FILE))) || !(await exists(join(labeledDir, MANIFEST_FILE)))) return false;
   const rows = await readManifest(labeledDir);
@@ -164,10 +164,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     throw new ConfigError(`remote reads an archive over HTTP with Range requests; ${quote(source)} is a local path: leave out --remote`, { path: source });
   }
   const remote = url !== undefined && (options.remote ?? (resolved.kind === 'known' && resolved.known.name === 'v3'));
-  // A folder (an archive extracted by other means) is relabelled as it is: nothing to fetch. (A local source that is
-  // gone is named by fetch, or not needed when the labelled folder made from it is complete.)
-  const local = resolved.kind === 'path' ? await stat(resolved.path).catch(() => undefined) : undefined;
-  const folder = local?.isDirectory() ?? false;
+  // A folder (an archive extracted by other means) is relabelled as it is: nothing to fetch. (resolveSource has named
+  // a local path that does not exist.)
+  const folder = resolved.kind === 'path' && (await stat(resolved.path)).isDirectory();
   let archive: FetchResult | undefined;
   let remoteResult: RemoteExtractResult | undefined;
   const labeledDone = await labeledIsComplete(dirs.labeled);
@@ -232,12 +231,23 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
 
   // A local zip or folder may have changed since under the same path: relabelled again, which changes nothing when it
   // has not (relabel compares every file with what it made; seconds for the shared zip). A download is ours, verified.
-  if (madeFrom !== undefined && (resolved.kind !== 'path' || goneArchive !== undefined)) {
+  if (madeFrom !== undefined && resolved.kind !== 'path') {
     step('relabel', true, `${dirs.labeled} is complete (summary.json and every manifest file present)`);
   } else {
     const relabelFrom = archive?.path ?? from;
-    options.onStep?.('relabel', `relabelling ${relabelFrom}`);
-    const r = await relabel({ from: relabelFrom, out: dirs.labeled, extractedDir: dirs.extracted, ...progress });
+    options.onStep?.('relabel', madeFrom !== undefined ? `checking ${dirs.labeled} against ${relabelFrom}` : `relabelling ${relabelFrom}`);
+    // Re-checking a complete folder: another run doing the same (a notebook beside `npm start`) is waited for.
+    const r = await relabel({ from: relabelFrom, out: dirs.labeled, extractedDir: dirs.extracted, ...(madeFrom !== undefined ? { waitForLock: true } : {}), ...progress })
+      .catch((err: unknown) => {
+        // relabel's own hint names its --out; here that is --data-dir's labelled folder.
+        if (err instanceof LabelError && madeFrom !== undefined && err.message.includes('was made from another source')) {
+          throw new LabelError(
+            `${err.message.replace('; choose another --out or remove it first:', `; ${source} changed since it was relabelled: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel:`)}`,
+            { path: dirs.labeled, cause: err },
+          );
+        }
+        throw err;
+      });
     const c = r.summary.counts;
     step('relabel', !r.changed, `${dirs.labeled}: ${Object.entries(c).map(([s, n]) => `${s} ${n.total}`).join(', ')}`);
   }

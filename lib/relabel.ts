@@ -31,6 +31,11 @@ export interface RelabelOptions {
   /** Images read, hashed and linked at once (DEFAULTS.prepareConcurrency). */
   readonly concurrency?: number;
   readonly onProgress?: ProgressCallback;
+  /**
+   * Wait while another process relabels into `out` (its lock), then check again, instead of a BusyError: `run` waits
+   * so, re-checking a complete labelled folder while a notebook does the same.
+   */
+  readonly waitForLock?: boolean;
 }
 
 type Counts = Record<Label | 'total', number>;
@@ -142,7 +147,10 @@ async function outputImages(out: string): Promise<string[]> {
  */
 export async function relabel(options: RelabelOptions): Promise<RelabelResult> {
   const out = resolve(options.out ?? DEFAULTS.labeledDir);
-  return withLock(`${out}.lock`, `relabelling into ${quote(out)}`, () => relabelUnlocked(options));
+  const wait = {
+    onWait: (message: string) => options.onProgress?.({ stage: 'relabel', unit: 'files', done: 0, message: `waiting: ${message}` }),
+  };
+  return withLock(`${out}.lock`, `relabelling into ${quote(out)}`, () => relabelUnlocked(options), options.waitForLock ? { wait } : {});
 }
 
 async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> {

@@ -326,11 +326,11 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
         const parent = fromEnv ?? tmpdir();
         try {
           await mkdir(parent, { recursive: true });
+          workDir = await mkdtemp(join(parent, 'pneumotype-sagemaker-'));
         } catch (err) {
           if (fromEnv === undefined) throw err;
-          throw new ConfigError(`PNEUMOTYPE_SM_WORK=${quote(process.env.PNEUMOTYPE_SM_WORK)}: the scratch folder ${quote(parent)} cannot be made (${messageOf(err)})`, { path: parent, cause: err });
+          throw new ConfigError(`PNEUMOTYPE_SM_WORK=${quote(process.env.PNEUMOTYPE_SM_WORK)}: no scratch folder can be made in ${quote(parent)} (${messageOf(err)})`, { path: parent, cause: err });
         }
-        workDir = await mkdtemp(join(parent, 'pneumotype-sagemaker-'));
         ownWorkDir = true;
       }
       const data = await trainingData(join(paths.channels, TRAINING_CHANNEL), workDir, paths.channels, (event, fields) => log('info', event, fields), options.onProgress);

@@ -776,6 +776,7 @@ async function abortIncompleteUploads(client: S3Client, t: Target, keys: Readonl
   const found: { key: string; uploadId: string }[] = [];
   let keyMarker: string | undefined;
   let uploadIdMarker: string | undefined;
+  const seen = new Set<string>([JSON.stringify([null, null])]);
   try {
     do {
       const page = await client.send(
@@ -788,11 +789,14 @@ async function abortIncompleteUploads(client: S3Client, t: Target, keys: Readonl
         { abortSignal: signal },
       );
       for (const u of page.Uploads ?? []) {
-        if (u.Key !== undefined && u.UploadId !== undefined && keys.has(u.Key)) found.push({ key: u.Key, uploadId: u.UploadId });
+        if (u.Key !== undefined && u.UploadId !== undefined && keys.has(u.Key) && !found.some((f) => f.uploadId === u.UploadId)) {
+          found.push({ key: u.Key, uploadId: u.UploadId });
+        }
       }
-      // A server whose markers do not move on would page forever: the sweep ends there (it is best effort).
-      const more = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined) &&
-        (page.NextKeyMarker !== keyMarker || page.NextUploadIdMarker !== uploadIdMarker);
+      // A server whose markers come back to where they were would page forever: the sweep ends there (best effort).
+      const next = JSON.stringify([page.NextKeyMarker ?? null, page.NextUploadIdMarker ?? null]);
+      const more = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined) && !seen.has(next);
+      seen.add(next);
       keyMarker = more ? page.NextKeyMarker : undefined;
       uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
     } while (keyMarker !== undefined || uploadIdMarker !== undefined);

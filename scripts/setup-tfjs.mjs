@@ -348,9 +348,6 @@ if (!isMain) {
 } else if (process.env.PNEUMOTYPE_SKIP_TFJS_SETUP === '1') {
   log('PNEUMOTYPE_SKIP_TFJS_SETUP=1: skipped');
 } else {
-  // Ctrl-C or SIGTERM: the build's children (same process group) end, the `finally` blocks remove the build folder and
-  // the staging files, then this ends with the signal's status (without a handler node would end at once).
-  for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) process.on(signal, () => process.exit(status));
   const cpu = setup('@tensorflow/tfjs-node', 'cpu');
   setup('@tensorflow/tfjs-node-gpu', 'gpu');
   // By default never fail `npm install`: the library falls back to pure JS with a loud warning and

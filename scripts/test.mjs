@@ -3,7 +3,8 @@
 // An empty list, an entry that is not an existing *.test.ts file (node 20's --test given a folder looks only for
 // *.test.{js,mjs,cjs} in it and passes with 0 tests), a listed file that runs no test, or a run of 0 tests in all fails
 // the run. `node scripts/test.mjs FILE...` runs a subset.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -67,25 +68,39 @@ if (problems.length > 0) {
 const minutes = Number(process.env.PNEUMOTYPE_TEST_TIMEOUT_MIN ?? 45);
 // The spec report on the terminal; a TAP copy in a temporary file, read for how many tests ran and from which files.
 const work = mkdtempSync(join(tmpdir(), 'pneumotype-test-'));
-// Ctrl-C or SIGTERM: the test process (same process group) gets it and ends; spawnSync returns, the temporary folder
-// is removed below, and the run ends with the signal's status (without a handler node would end at once, leaving it).
-for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) process.on(signal, () => process.exit(status));
 const tap = join(work, 'report.tap');
 let r;
 let report = '';
 try {
-  r = spawnSync(
+  const child = spawn(
     process.execPath,
     ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
       '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
-    { stdio: 'inherit', env: { ...process.env, PNEUMOTYPE_TEST: '1' }, timeout: minutes * 60_000, killSignal: 'SIGKILL' },
+    { stdio: 'inherit', env: { ...process.env, PNEUMOTYPE_TEST: '1' } },
   );
+  // Ctrl-C or SIGTERM (to this process alone, or to its group): passed on to the test process, which ends; the
+  // temporary folder is removed below and the run ends with the signal's status.
+  let stopped;
+  const stop = (signal) => {
+    stopped ??= signal;
+    child.kill(signal);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, minutes * 60_000);
+  const [status, signal] = await once(child, 'exit');
+  clearTimeout(timer);
+  r = { status, signal: stopped ?? signal, timedOut };
   report = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
 if (r.signal === 'SIGINT' || r.signal === 'SIGTERM') process.exit(r.signal === 'SIGINT' ? 130 : 143);
-if (r.error && 'code' in r.error && r.error.code === 'ETIMEDOUT') {
+if (r.timedOut) {
   console.error(`test run stopped: it ran past ${minutes} minutes (PNEUMOTYPE_TEST_TIMEOUT_MIN)`);
   process.exit(1);
 }

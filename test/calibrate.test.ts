@@ -176,7 +176,7 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   let scored = false;
   await assert.rejects(calibrateModel({ model: dir, data: labeled, onProgress: () => void (scored = true) }), {
     name: 'ConfigError',
-    message: `"${join(dir, 'notes.txt')}" cannot be read (ENOENT: no such file or directory, stat '${join(dir, 'notes.txt')}'): a broken link? Remove it or give --out another folder`,
+    message: `"${join(dir, 'notes.txt')}" cannot be read (ENOENT: no such file or directory, stat '${join(dir, 'notes.txt')}'): a broken link? Remove or repair it`,
   });
   assert.equal(scored, false, 'named before any image is scored');
   await rm(join(dir, 'notes.txt'));

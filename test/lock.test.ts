@@ -174,14 +174,23 @@ test('a lock naming a live process of this machine that is not its writer (its i
     const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
     const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
     const owner = { pid: child.pid, host: hostname(), started: child.since };
-    // Another boot, or the same boot and an earlier process of that id: not the child, so the lock was left.
+    // Another boot whose lock has not been touched for 5 minutes (a reboot since), or the same boot and an earlier
+    // process of that id: not the child, so the lock was left.
+    const sixMinutesAgo = new Date(Date.now() - 6 * 60_000);
     for (const [what, record] of [['another boot', { ...owner, boot: 'a-boot-before', startTicks }], ['another process', { ...owner, boot, startTicks: startTicks - 1 }]] as const) {
       const lock = freshLock();
       await mkdir(dirname(lock), { recursive: true });
       await writeFile(lock, JSON.stringify(record));
+      if (what === 'another boot') await utimes(lock, sixMinutesAgo, sixMinutesAgo);
       assert.equal(await withLock(lock, 'training', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid, what);
       await assert.rejects(readFile(lock), { code: 'ENOENT' });
     }
+    // Another boot's lock that is still touched: another machine or container with this host name on a shared
+    // folder, whose process ids mean nothing here, at work. Held.
+    const shared = freshLock();
+    await mkdir(dirname(shared), { recursive: true });
+    await writeFile(shared, JSON.stringify({ ...owner, pid: 999_999_999, boot: 'another-machine', startTicks: 1 }));
+    await assert.rejects(withLock(shared, 'training', async () => 0), { name: 'BusyError' });
     // The child's own record (whatever the clocks say: a lock written 'in 2020' by it is still its own), and a record
     // without the two (an older version's): held.
     for (const record of [{ ...owner, started: '2020-01-01T00:00:00.000Z', boot, startTicks }, owner]) {

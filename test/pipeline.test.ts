@@ -90,7 +90,8 @@ test('run on a folder (an archive extracted by other means): nothing to fetch, r
   const labeled = join(dataDir, 'labeled');
   await assert.rejects(runPipeline({ source: tree, dataDir, preset: 'smoke', train: false }), {
     name: 'LabelError',
-    message: `"${labeled}" was made from another source: 1 file(s) differ from "${tree}"; choose another --out or remove it first:\n  train/normal/NORMAL2-IM-0203-0001.jpeg: new`,
+    message: `"${labeled}" was made from another source: 1 file(s) differ from "${tree}"; ${tree} changed since it was relabelled: ` +
+      `choose another --data-dir, or remove "${labeled}" to relabel:\n  train/normal/NORMAL2-IM-0203-0001.jpeg: new`,
   });
   await rm(labeled, { recursive: true });
   const grown = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
