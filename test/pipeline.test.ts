@@ -1,8 +1,10 @@
 // The whole job on fixtures: a local zip, and a remote v3-like zip read with Range requests; re-runs skip every step.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readManifest } from '../lib/manifest.js';
@@ -82,6 +84,22 @@ test('run on a folder (an archive extracted by other means): nothing to fetch, r
   assert.equal(r.cache.index.images.length, 12);
   const again = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
+  // Another process re-checking the same labelled folder (a notebook beside `npm start`): waited for, no BusyError.
+  const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  await once(other, 'spawn');
+  const lock = `${join(dataDir, 'labeled')}.lock`;
+  await writeFile(lock, `${JSON.stringify({ pid: other.pid, host: hostname(), started: new Date().toISOString() })}\n`);
+  const waits: string[] = [];
+  const released = setTimeout(() => void rm(lock, { force: true }), 1500);
+  try {
+    const waited = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false, onProgress: (p) => void (p.message?.startsWith('waiting: ') && waits.push(p.message)) });
+    assert.deepEqual(waited.steps.map((s) => s.skipped), [true, true, true]);
+    assert.equal(waits.length, 1);
+    assert.match(waits[0] ?? '', new RegExp(`^waiting: Another process is already relabelling into .*: process ${other.pid} on `));
+  } finally {
+    clearTimeout(released);
+    other.kill('SIGKILL');
+  }
   // An image added to the folder since (a folder may change under the same path): relabel is run again and says so,
   // instead of a run on the stale labelled copy; with that copy removed, the new image is in.
   const had = new Set((await datasetFiles({ perClass: { train: 3, test: 1 } })).map((f) => f.path));
