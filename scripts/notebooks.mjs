@@ -15,7 +15,7 @@
 // it is missing or older than lib/. The HTML is made with a template that loads nothing from the network (no
 // require.js, MathJax or mermaid from a CDN; plotly.js is inlined by the notebooks' first figure) and forbids requests
 // with a Content-Security-Policy. Exits 1 at the first notebook with an error, after printing the failing cell.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -67,17 +67,27 @@ const runDir = fromRoot(runGiven ?? join('runs', `notebooks-${preset}`));
 const timeout = args.timeout !== undefined ? Number(args.timeout) : preset === 'smoke' ? 600 : -1;
 if (!Number.isInteger(timeout) || timeout === 0 || timeout < -1) fail(`--timeout "${args.timeout}" is not valid: expected whole seconds`);
 
+/** The command running now, which Ctrl-C or SIGTERM is passed on to (see below). */
+let current;
+
 /** Runs a command to completion; returns its status and output (inherited when `quiet` is false). */
-function run(command, argv, options = {}) {
-  const r = spawnSync(command, argv, {
+async function run(command, argv, options = {}) {
+  const child = spawn(command, argv, {
     cwd: options.cwd ?? ROOT,
     env: options.env ?? process.env,
-    encoding: 'utf8',
     stdio: options.quiet === false ? 'inherit' : ['ignore', 'pipe', 'pipe'],
-    maxBuffer: 64 * 1024 * 1024,
   });
-  if (r.error) fail(`cannot run ${command}: ${r.error.message}`);
-  return r;
+  current = child;
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (c) => (stdout += c));
+  child.stderr?.setEncoding('utf8').on('data', (c) => (stderr += c));
+  const [status] = await new Promise((done, failed) => {
+    child.once('error', (err) => failed(err));
+    child.once('close', (...result) => done(result));
+  }).catch((err) => fail(`cannot run ${command}: ${err.message}`));
+  current = undefined;
+  return { status, stdout, stderr };
 }
 
 // 1. Jupyter and the tslab kernel: a spec whose argv[0] is this checkout's tslab, parsed (tslab writes it with Python's
@@ -92,7 +102,7 @@ function kernelReady() {
 }
 if (!kernelReady()) {
   log('Jupyter or the tslab kernel is missing: running scripts/setup-notebooks.sh');
-  if (run('bash', [join(ROOT, 'scripts', 'setup-notebooks.sh')], { quiet: false }).status !== 0 || !kernelReady()) {
+  if ((await run('bash', [join(ROOT, 'scripts', 'setup-notebooks.sh')], { quiet: false })).status !== 0 || !kernelReady()) {
     fail('setting up Jupyter and the tslab kernel failed (see above)');
   }
 }
@@ -103,7 +113,7 @@ const libDir = join(ROOT, 'lib');
 const newestLib = Math.max(...(await readdir(libDir)).filter((f) => f.endsWith('.ts')).map((f) => statSync(join(libDir, f)).mtimeMs));
 if (!existsSync(distIndex) || statSync(distIndex).mtimeMs < newestLib) {
   log('building dist/ (npm run build)');
-  if (run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { quiet: false }).status !== 0) {
+  if ((await run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { quiet: false })).status !== 0) {
     fail('npm run build failed');
   }
 }
@@ -124,7 +134,7 @@ if (source === undefined || source === 'fixture') {
       `await mkdir(${JSON.stringify(dirname(source))}, { recursive: true });\n` +
       `await writeFile(${JSON.stringify(`${source}.part`)}, zip);\n` +
       `await rename(${JSON.stringify(`${source}.part`)}, ${JSON.stringify(source)});\n`;
-    const r = run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code]);
+    const r = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code]);
     if (r.status !== 0) fail(`generating the fixture archive failed:\n${r.stderr}`);
   }
 } else if (!/^(v2|v3)$/.test(source) && !/^https?:\/\//i.test(source)) {
@@ -155,9 +165,14 @@ await mkdir(executedDir, { recursive: true });
 const work = await mkdtemp(join(tmpdir(), 'pneumotype-notebooks-'));
 // Removed however the script ends: fail() exits at once, past the `finally` below.
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
-// Ctrl-C or SIGTERM: without a handler node ends at once and no 'exit' runs. With one, the child (in the same process
-// group, it got the signal too) ends, spawnSync returns, and this exits with the signal's status through 'exit'.
-for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) process.on(signal, () => process.exit(status));
+// Ctrl-C or SIGTERM (to the process group, or to this process alone): passed on to the command running now, then
+// this exits with the signal's status, the folder removed through 'exit'.
+for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+  process.on(signal, () => {
+    current?.kill(signal);
+    process.exit(status);
+  });
+}
 await mkdir(join(work, 'templates', 'pneumotype'), { recursive: true });
 await mkdir(join(work, 'runtime'), { recursive: true });
 await writeFile(join(work, 'templates', 'pneumotype', 'conf.json'), JSON.stringify({ base_template: 'lab', mimetypes: { 'text/html': true } }));
@@ -199,7 +214,7 @@ try {
   for (const file of notebooks) {
     const name = basename(file, '.ipynb');
     const t0 = performance.now();
-    const exec = run(JUPYTER, [
+    const exec = await run(JUPYTER, [
       'nbconvert', '--to', 'notebook', '--execute',
       '--ExecutePreprocessor.kernel_name=tslab',
       `--ExecutePreprocessor.timeout=${timeout}`,
@@ -216,7 +231,7 @@ try {
       failed = true;
       break;
     }
-    const html = run(JUPYTER, [
+    const html = await run(JUPYTER, [
       'nbconvert', '--to', 'html',
       '--template', 'pneumotype',
       `--TemplateExporter.extra_template_basedirs=${join(work, 'templates')}`,
