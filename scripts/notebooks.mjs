@@ -165,12 +165,23 @@ await mkdir(executedDir, { recursive: true });
 const work = await mkdtemp(join(tmpdir(), 'pneumotype-notebooks-'));
 // Removed however the script ends: fail() exits at once, past the `finally` below.
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
-// Ctrl-C or SIGTERM (to the process group, or to this process alone): passed on to the command running now, then
-// this exits with the signal's status, the folder removed through 'exit'.
+// Ctrl-C (to the process group, the command included) or SIGTERM (to this process alone, passed on as SIGINT): the
+// command running now gets one SIGINT (nbconvert then shuts its kernel down; killed outright, it would leave the kernel
+// running) and 10 s to end, then this exits with the signal's status, the folder removed through 'exit'.
 for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]]) {
   process.on(signal, () => {
-    current?.kill(signal);
-    process.exit(status);
+    const child = current;
+    if (!child || child.exitCode !== null || child.signalCode !== null) process.exit(status);
+    // Ctrl-C reached the whole process group, the command included: a second SIGINT would cut its clean-up short.
+    if (signal === 'SIGTERM') child.kill('SIGINT');
+    const force = setTimeout(() => {
+      child.kill('SIGKILL');
+      process.exit(status);
+    }, 10_000);
+    child.once('close', () => {
+      clearTimeout(force);
+      process.exit(status);
+    });
   });
 }
 await mkdir(join(work, 'templates', 'pneumotype'), { recursive: true });
