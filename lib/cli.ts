@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
-import { evaluateModel, evaluationSummary, expandImagePaths, loadModel, predict } from './evaluate.js';
+import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, predict } from './evaluate.js';
 import { train, type EpochRecord } from './train.js';
 import { checkUploadOptions, upload } from './upload.js';
 import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
@@ -259,9 +259,7 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
 /** Images a command could not read, listed (five, then a count) even with --quiet: they are missing from `what`. */
 function warnLeftOut(command: string, failed: readonly { readonly file: string; readonly reason: string }[], what: string): void {
   if (failed.length === 0) return;
-  const listed = failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n');
-  const more = failed.length > 5 ? `\n  and ${failed.length - 5} more (see "failed")` : '';
-  process.stderr.write(`pneumotype ${command}: warning: ${failed.length} image(s) could not be read and are left out of ${what}:\n${listed}${more}\n`);
+  process.stderr.write(`pneumotype ${command}: warning: ${failed.length} image(s) could not be read and are left out of ${what}:\n${listFailed(failed, ' (see "failed")')}\n`);
 }
 
 /** A usage error when more than one of `names` is given: they contradict each other. */

@@ -404,6 +404,14 @@ export function evaluationSummary(r: EvaluateResult): string {
   return `${r.split}: accuracy ${a.value.toFixed(3)}${interval}, macro-F1 ${r.macroF1.value.toFixed(3)}`;
 }
 
+/**
+ * Images that could not be read, for a message: the first five a line each (`  FILE: REASON`), then how many more
+ * (followed by `more`, e.g. where the rest are listed).
+ */
+export function listFailed(failed: readonly { readonly file: string; readonly reason: string }[], more = ''): string {
+  return failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n') + (failed.length > 5 ? `\n  and ${failed.length - 5} more${more}` : '');
+}
+
 /** The predictions of a model on a split's images, and the images that could not be decoded. */
 export interface SplitPredictions {
   readonly preds: Array<Prediction & { readonly file: string }>;
@@ -461,8 +469,7 @@ export async function predictSplit(
   const ok = decoded.flatMap((d) => (d.pixels ? [{ item: d.item, pixels: d.pixels }] : []));
   const failed = decoded.flatMap((d) => (d.reason !== undefined ? [{ file: d.item.file, reason: d.reason }] : []));
   if (ok.length === 0) {
-    const listed = failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n') + (failed.length > 5 ? `\n  and ${failed.length - 5} more` : '');
-    throw new ImageError(`none of the ${failed.length} ${split} image(s) in ${quote(data)} could be read:\n${listed}`, { path: root });
+    throw new ImageError(`none of the ${failed.length} ${split} image(s) in ${quote(data)} could be read:\n${listFailed(failed)}`, { path: root });
   }
   const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
   tracker.finish();

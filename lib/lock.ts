@@ -120,7 +120,7 @@ async function acquire(path: string, what: string): Promise<Holding> {
       // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
       // container's PID 1, say), so taken over like any other dead owner's.
       const ownId = owner !== undefined && owner.host === me.host && owner.pid === process.pid;
-      if (owner !== undefined && !ownId && (await mayHold(owner, path))) {
+      if (owner !== undefined && !ownId && (await mayHold(owner, path, me))) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
             `(lock file ${quote(path)}); wait for it to finish, or delete the lock file if no such process runs`,
@@ -256,18 +256,19 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
  * True when `owner` may still hold the lock `path`: for this machine, while its process runs (and, where /proc tells,
  * is the process that wrote the lock: see processIdentity); for another machine, or another boot, while the lock is
  * touched (within STALE_MS). A lock that records no boot (an older version's, or written without /proc) is judged
- * by its process alone.
+ * by its process alone. `me`: the record this process would write (its host and boot), read once per acquire.
  */
-async function mayHold(owner: LockHolder, path: string): Promise<boolean> {
+async function mayHold(owner: LockHolder, path: string, me: LockHolder): Promise<boolean> {
   const heartbeat = async (): Promise<boolean> => Date.now() - (await touched(path)) < STALE_MS;
-  if (owner.host !== hostname()) return heartbeat();
+  if (owner.host !== me.host) return heartbeat();
+  // Both identities known (Linux, and a lock of this version): compared; else the process alone decides.
+  const comparable = owner.boot !== undefined && owner.startTicks !== undefined && me.boot !== undefined;
   // Another boot of this host name: a reboot since, or another machine or container named alike on a shared folder,
   // whose process ids mean nothing here: judged by its heartbeat, as another machine's lock.
-  const here = owner.boot !== undefined && owner.startTicks !== undefined ? await processIdentity(process.pid) : undefined;
-  if (here !== undefined && here.boot !== owner.boot) return heartbeat();
+  if (comparable && me.boot !== owner.boot) return heartbeat();
   if (!isAlive(owner.pid)) return false;
   // The same boot: the process with that id is the writer only if it started when the writer did (else the id reused).
-  const now = here === undefined ? undefined : await processIdentity(owner.pid);
+  const now = comparable ? await processIdentity(owner.pid) : undefined;
   return now === undefined || now.startTicks === owner.startTicks;
 }
 

@@ -236,18 +236,13 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   } else {
     const relabelFrom = archive?.path ?? from;
     options.onStep?.('relabel', madeFrom !== undefined ? `checking ${dirs.labeled} against ${relabelFrom}` : `relabelling ${relabelFrom}`);
-    // Re-checking a complete folder: another run doing the same (a notebook beside `npm start`) is waited for.
-    const r = await relabel({ from: relabelFrom, out: dirs.labeled, extractedDir: dirs.extracted, ...(madeFrom !== undefined ? { waitForLock: true } : {}), ...progress })
-      .catch((err: unknown) => {
-        // relabel's own hint names its --out; here that is --data-dir's labelled folder.
-        if (err instanceof LabelError && madeFrom !== undefined && err.message.includes('was made from another source')) {
-          throw new LabelError(
-            `${err.message.replace('; choose another --out or remove it first:', `; ${source} changed since it was relabelled: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel:`)}`,
-            { path: dirs.labeled, cause: err },
-          );
-        }
-        throw err;
-      });
+    // Re-checking a complete folder: another run doing the same (a notebook beside `npm start`) is waited for, and a
+    // source changed since is named with --data-dir (relabel's own hint names its --out).
+    const recheck = madeFrom === undefined ? {} : {
+      waitForLock: true,
+      otherSourceHint: `${source} changed since it was relabelled: choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
+    };
+    const r = await relabel({ from: relabelFrom, out: dirs.labeled, extractedDir: dirs.extracted, ...recheck, ...progress });
     const c = r.summary.counts;
     step('relabel', !r.changed, `${dirs.labeled}: ${Object.entries(c).map(([s, n]) => `${s} ${n.total}`).join(', ')}`);
   }

@@ -36,9 +36,16 @@ export interface RelabelOptions {
    * so, re-checking a complete labelled folder while a notebook does the same.
    */
   readonly waitForLock?: boolean;
+  /**
+   * The way on that the error names when the output was made from another source (default "choose another --out or
+   * remove it first"): `run` names its --data-dir.
+   */
+  readonly otherSourceHint?: string;
 }
 
 type Counts = Record<Label | 'total', number>;
+
+const OTHER_SOURCE_HINT = 'choose another --out or remove it first';
 
 /** summary.json: what relabel found and did. */
 export interface RelabelSummary {
@@ -235,7 +242,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
       const shown = diffs.slice(0, 10).map((d) => `  ${d}`).join('\n');
       throw new LabelError(
         `${quote(out)} was made from another source: ${diffs.length} file(s) differ from ${quote(options.from)}; ` +
-          `choose another --out or remove it first:\n${shown}${diffs.length > 10 ? `\n  … and ${diffs.length - 10} more` : ''}`,
+          `${options.otherSourceHint ?? OTHER_SOURCE_HINT}:\n${shown}${diffs.length > 10 ? `\n  … and ${diffs.length - 10} more` : ''}`,
         { path: out },
       );
     }
@@ -249,7 +256,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
     const shown = strangers.slice(0, 10).map((f) => `  ${f}`).join('\n');
     throw new LabelError(
       `${quote(out)} holds ${strangers.length} image file(s) that ${quote(options.from)} does not give (left by an interrupted run ` +
-        `from another source?); choose another --out or remove it first:\n${shown}${strangers.length > 10 ? `\n  … and ${strangers.length - 10} more` : ''}`,
+        `from another source?); ${options.otherSourceHint ?? OTHER_SOURCE_HINT}:\n${shown}${strangers.length > 10 ? `\n  … and ${strangers.length - 10} more` : ''}`,
       { path: out, files: strangers },
     );
   }
