@@ -1,6 +1,6 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
 import { readFileSync, rmSync } from 'node:fs';
-import { constants, copyFile, link, mkdir, open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -195,9 +195,9 @@ async function touchIfOwn(path: string, record: string): Promise<boolean> {
 
 /**
  * Drops the takeover marker `mutex` if a killed taker left it (untouched for TAKEOVER_STALE_MS); true when there is
- * none now. Two takers may judge one marker left at once, and the second must not remove the marker that the first
- * has just made in its place: it is moved `aside` first and removed only if it is the very one judged left (the same
- * owner record), else put back.
+ * none now. Two takers may judge one marker left at once: it is moved `aside` first, and when it proves to be another
+ * taker's, made since in place of the left one, this taker backs off (false). That marker is not put back: its owner
+ * may have finished and found no marker to remove meanwhile, and one put back then would stay behind.
  */
 async function dropLeftMarker(mutex: string, aside: string): Promise<boolean> {
   let left: { readonly record: string; readonly mtimeMs: number };
@@ -220,13 +220,7 @@ async function dropLeftMarker(mutex: string, aside: string): Promise<boolean> {
     throw err;
   }
   try {
-    if ((await readFile(aside, 'utf8')) === left.record) return true;
-    // Another taker's marker, made since: put back (unless a third has made one meanwhile, which then holds).
-    await link(aside, mutex).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EEXIST' || !NO_LINKS.includes(err.code ?? '')) return;
-      await copyFile(aside, mutex, constants.COPYFILE_EXCL).catch(() => {});
-    });
-    return false;
+    return (await readFile(aside, 'utf8')) === left.record;
   } finally {
     await rm(aside, { force: true });
   }
