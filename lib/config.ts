@@ -120,6 +120,7 @@ export const DEFAULTS = {
   serveHost: '0.0.0.0',
   serveMaxBodyBytes: 8 * 1024 ** 2, // larger bodies get 413 before they are read (SageMaker caps real-time bodies at 6 MB)
   serveMaxBatch: 16, // images predicted in one batch at most
+  serveMaxInFlight: 32, // invocations handled at once; more get 503 busy with Retry-After (each holds up to serveMaxBodyBytes)
   serveBatchWindowMs: 5, // how long the first image of a batch waits for others
   serveDrainTimeoutMs: 30_000, // on close, in-flight requests get this long before their connections are cut
   serveRequestTimeoutMs: 60_000, // a body not fully arrived by then is cut (SageMaker allows 60 s per invocation)

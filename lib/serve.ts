@@ -13,6 +13,7 @@ export const SERVE_DEFAULTS = {
   host: DEFAULTS.serveHost,
   maxBodyBytes: DEFAULTS.serveMaxBodyBytes,
   maxBatch: DEFAULTS.serveMaxBatch,
+  maxInFlight: DEFAULTS.serveMaxInFlight,
   batchWindowMs: DEFAULTS.serveBatchWindowMs,
   drainTimeoutMs: DEFAULTS.serveDrainTimeoutMs,
   requestTimeoutMs: DEFAULTS.serveRequestTimeoutMs,
@@ -39,6 +40,9 @@ export interface ServeOptions {
   /** Decompression-bomb guard per image (DEFAULTS.maxInputPixels). */
   readonly maxInputPixels?: number;
   readonly maxBatch?: number;
+  /** Invocations handled at once (reading, decoding, waiting for their batch); one more gets 503 `busy` with
+   * Retry-After: 1 before its body is read, so memory stays bounded under a flood (SERVE_DEFAULTS.maxInFlight). */
+  readonly maxInFlight?: number;
   readonly batchWindowMs?: number;
   readonly drainTimeoutMs?: number;
   readonly requestTimeoutMs?: number;
@@ -57,8 +61,11 @@ export interface ServeStats {
   largestBatch: number;
   /** Answers with a 4xx status. */
   clientErrors: number;
-  /** Answers with a 5xx status, but for the 503 while the model loads or the server drains (the contract, not a failure). */
+  /** Answers with a 5xx status, but for the 503 while the model loads or the server drains (the contract, not a failure)
+   * and the 503 of a server at maxInFlight (counted in `busy`). */
   serverErrors: number;
+  /** Invocations refused with 503 `busy` because maxInFlight were being handled already (back-pressure). */
+  busy: number;
   /** Requests whose client went away before the answer. */
   aborted: number;
   /** Requests being handled now. */
@@ -231,6 +238,7 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   const maxBodyBytes = positive('maxBodyBytes', options.maxBodyBytes ?? SERVE_DEFAULTS.maxBodyBytes, true);
   const maxInputPixels = positive('maxInputPixels', options.maxInputPixels ?? DEFAULTS.maxInputPixels, true);
   const maxBatch = positive('maxBatch', options.maxBatch ?? SERVE_DEFAULTS.maxBatch, true);
+  const maxInFlight = positive('maxInFlight', options.maxInFlight ?? SERVE_DEFAULTS.maxInFlight, true);
   const batchWindowMs = positive('batchWindowMs', options.batchWindowMs ?? SERVE_DEFAULTS.batchWindowMs, false);
   const drainTimeoutMs = positive('drainTimeoutMs', options.drainTimeoutMs ?? SERVE_DEFAULTS.drainTimeoutMs, false);
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs ?? SERVE_DEFAULTS.requestTimeoutMs, true);
@@ -245,8 +253,10 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   };
 
   const stats: ServeStats = {
-    requests: 0, predictions: 0, batches: 0, largestBatch: 0, clientErrors: 0, serverErrors: 0, aborted: 0, inFlight: 0, queued: 0,
+    requests: 0, predictions: 0, batches: 0, largestBatch: 0, clientErrors: 0, serverErrors: 0, busy: 0, aborted: 0, inFlight: 0, queued: 0,
   };
+  /** Invocations being handled now (of stats.inFlight, which counts every path). */
+  let invoking = 0;
   let loaded: LoadedModel | undefined;
   let loadError: string | undefined;
   let draining = false;
@@ -381,7 +391,11 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
         status = 200;
         send(req, res, 200, { status: 'ok' });
       } else if (path === '/invocations') {
-        const answer = await invoke(req, res);
+        if (req.method === 'POST' && loaded && invoking >= maxInFlight) {
+          throw new HttpError(503, 'busy', `the server is handling ${maxInFlight} invocations already (maxInFlight): retry shortly`, { 'retry-after': '1' });
+        }
+        invoking++;
+        const answer = await invoke(req, res).finally(() => invoking--);
         if (answer) {
           status = 200;
           stats.predictions++;
@@ -405,11 +419,12 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
     } finally {
       stats.inFlight--;
       // 503 while the model loads or the server drains is the contract (SageMaker polls /ping), not a failure.
-      const expected = code === 'not_ready' && loadError === undefined;
+      const expected = (code === 'not_ready' && loadError === undefined) || code === 'busy';
+      if (code === 'busy') stats.busy++;
       if (status >= 500 && !expected) stats.serverErrors++;
       else if (status >= 400 && !expected) stats.clientErrors++;
       if (status > 0) {
-        log(status >= 500 ? (expected ? 'info' : 'error') : 'info', 'request', {
+        log(status >= 500 ? (code === 'busy' ? 'warn' : expected ? 'info' : 'error') : 'info', 'request', {
           method: req.method, path, status, ms: Math.round((performance.now() - started) * 100) / 100, ...(code ? { code } : {}),
         });
       }
@@ -451,7 +466,7 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   server.on('error', (err) => log('error', 'server_error', { message: messageOf(err) }));
   const actualPort = (server.address() as AddressInfo).port;
   const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  log('info', 'listening', { host, port: actualPort, maxBatch, batchWindowMs, maxBodyBytes });
+  log('info', 'listening', { host, port: actualPort, maxBatch, maxInFlight, batchWindowMs, maxBodyBytes });
 
   const given = options.model;
   if (typeof given === 'object') loaded = given;

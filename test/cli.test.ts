@@ -65,6 +65,7 @@ test('help, unknown commands and bad options', () => {
   // Numbers out of range are usage errors too, named by their flag, before any work starts.
   for (const [args, message] of [
     [['serve', '--max-batch', '0'], '--max-batch "0" is not a whole number of at least 1'],
+    [['serve', '--max-in-flight', '1.5'], '--max-in-flight "1.5" is not a whole number of at least 1'],
     [['serve', '--port', '70000'], '--port "70000" is not a whole number from 0 to 65535'],
     [['serve', '--batch-window-ms=-1'], '--batch-window-ms "-1" is not a number of at least 0'],
     [['upload', '--bucket', 'b', '--part-size', '1'], '--part-size "1" is not a size in MiB from 5 to 5120 (S3\'s limits for one part)'],

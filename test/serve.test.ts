@@ -196,6 +196,34 @@ test('a request too slow to arrive gets a 408, and a client gone before its answ
   }
 });
 
+test('back-pressure: beyond maxInFlight invocations a request gets 503 busy with Retry-After, /ping still answers', async () => {
+  const lines: ServeLogLine[] = [];
+  const small = await startServer({ model, host: '127.0.0.1', port: 0, maxInFlight: 1, onLog: (l) => lines.push(l) });
+  const socket = connect(small.port, '127.0.0.1');
+  try {
+    // One invocation whose body is still arriving holds the only place.
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.on('error', () => {});
+    socket.write('POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: image/jpeg\r\ncontent-length: 100000\r\n\r\nx');
+    await until(() => small.stats.inFlight === 1, 'the first invocation to be in flight');
+    const refused = await invoke(small.url, jpeg);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['retry-after'], '1');
+    assert.deepEqual(refused.body, error('busy', 'the server is handling 1 invocations already (maxInFlight): retry shortly'));
+    assert.equal((await call(`${small.url}/ping`)).status, 200, '/ping is not an invocation');
+    socket.destroy();
+    await until(() => small.stats.aborted === 1 && small.stats.inFlight === 0, 'the first invocation to end');
+    assert.equal((await invoke(small.url, jpeg)).status, 200, 'the place is free again');
+    assert.equal(small.stats.busy, 1);
+    assert.equal(small.stats.serverErrors, 0, 'back-pressure is not a failure of the server');
+    assert.ok(lines.some((l) => l.event === 'request' && l.status === 503 && l.code === 'busy' && l.level === 'warn'), JSON.stringify(lines));
+  } finally {
+    socket.destroy();
+    await small.close();
+  }
+  await assert.rejects(startServer({ model, port: 0, maxInFlight: 0 }), { message: 'maxInFlight 0 is not valid: expected a whole number of at least 1' });
+});
+
 test('concurrent requests are predicted in one batch, and requests leave no tensors behind', async () => {
   const batched = await startServer({ model, host: '127.0.0.1', port: 0, maxBatch: 8, batchWindowMs: 60_000 });
   try {
