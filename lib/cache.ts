@@ -108,6 +108,10 @@ export interface PrepareOptions {
   /** Images decoded between two checkpoints of an interrupted-build journal (default 64). */
   chunkRows?: number;
   onProgress?: ProgressCallback;
+  /**
+   * Stops the build between two checkpoints with a CacheError whose cause is the signal's reason (run it again to go
+   * on); while waiting for another process's lock, the wait ends with the signal's reason itself.
+   */
   signal?: AbortSignal;
 }
 
@@ -305,7 +309,13 @@ async function buildSplit(
   try {
     await handle.truncate(journal.written * rowBytes);
     for (let start = journal.rowsDone; start < rows.length; start += r.chunkRows) {
-      signal?.throwIfAborted();
+      if (signal?.aborted) {
+        // The step's own error, saying how to go on (as a download's FetchError does); the journal is checkpointed.
+        throw new CacheError(`preparing the cache ${quote(r.dir)} was aborted: run it again to continue from its last checkpoint`, {
+          path: r.dir,
+          cause: signal.reason,
+        });
+      }
       const chunk = rows.slice(start, start + r.chunkRows);
       const results = await mapPool(chunk, r.concurrency, (row) => decodeRow(row, split, r));
       const good = results.filter((x): x is Uint8Array => x instanceof Uint8Array);

@@ -197,7 +197,7 @@ function exhausted(c: Client, what: string, attempts: number, err: TransientErro
 
 /**
  * The bytes [start, end) of the remote file as chunks, over one Range request, resuming with a new one where a
- * transient failure cut it. Every response must still be the probed file (If-Range, ETag, total length).
+ * transient failure cut it. Every response must still be the probed file (If-Range, ETag else Last-Modified, total length).
  */
 async function* rangeChunks(c: Client, info: RemoteInfo, start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer> {
   const validator = info.etag !== undefined && !info.etag.startsWith('W/') ? info.etag : info.lastModified;
@@ -247,8 +247,12 @@ function checkRangeResponse(c: Client, info: RemoteInfo, res: Response, pos: num
   const status = res.status;
   if (status === 206) {
     const range = parseContentRange(res.headers.get('content-range'));
-    const etag = res.headers.get('etag') ?? undefined;
+    const { etag, lastModified } = validators(res);
     if (info.etag !== undefined && etag !== undefined && etag !== info.etag) throw changedError(c, info, res);
+    // Without an ETag, Last-Modified is all there is: a server that ignores If-Range still tells the change by it.
+    if (info.etag === undefined && info.lastModified !== undefined && lastModified !== undefined && lastModified !== info.lastModified) {
+      throw changedError(c, info, res);
+    }
     if (range !== undefined && range.total !== info.size) throw changedError(c, info, res);
     if (range === undefined || range.start !== pos) {
       throw new FetchError(
@@ -291,7 +295,7 @@ function sameFile(info: RemoteInfo, res: Response): boolean {
 }
 
 function changedError(c: Client, info: RemoteInfo, res: Response): IntegrityError {
-  const etag = res.headers.get('etag') ?? undefined;
+  const { etag, lastModified } = validators(res);
   const range = parseContentRange(res.headers.get('content-range'));
   const total = range?.total ?? contentRangeStar(res) ?? (res.status === 200 ? Number(res.headers.get('content-length') ?? Number.NaN) : Number.NaN);
   let what: string;
@@ -300,6 +304,9 @@ function changedError(c: Client, info: RemoteInfo, res: Response): IntegrityErro
   if (info.etag !== undefined && etag !== undefined && etag !== info.etag) {
     what = `ETag ${info.etag} is now ${etag}`;
     [expected, actual] = [info.etag, etag];
+  } else if (info.etag === undefined && info.lastModified !== undefined && lastModified !== undefined && lastModified !== info.lastModified) {
+    what = `Last-Modified ${info.lastModified} is now ${lastModified}`;
+    [expected, actual] = [info.lastModified, lastModified];
   } else if (Number.isSafeInteger(total) && total !== info.size) {
     what = `length ${info.size} is now ${total}`;
     [expected, actual] = [String(info.size), String(total)];
@@ -309,7 +316,7 @@ function changedError(c: Client, info: RemoteInfo, res: Response): IntegrityErro
   } else {
     const was = info.etag ?? info.lastModified ?? '';
     what = `it no longer matches ${info.etag !== undefined ? 'ETag' : 'Last-Modified'} ${was}`;
-    [expected, actual] = [was, etag ?? res.headers.get('last-modified') ?? `HTTP ${res.status}`];
+    [expected, actual] = [was, etag ?? lastModified ?? `HTTP ${res.status}`];
   }
   cancel(res);
   return new IntegrityError(`Remote file ${quote(c.url)} changed while it was being read (${what}); open it again`, {

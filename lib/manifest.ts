@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLASSES, SPLIT_NAMES, type Label, type Split } from './config.js';
-import { parseCsv, toCsv } from './csv.js';
+import { csvRowOf, parseCsv, toCsv } from './csv.js';
 import { LabelError, quote } from './errors.js';
 import { writeFileAtomic } from './fsx.js';
 
@@ -54,7 +54,7 @@ export async function readManifest(dir: string): Promise<ManifestRow[]> {
     throw new LabelError(`no manifest at ${quote(path)}: run \`pneumotype relabel\` first`, { path, cause: err });
   }
   return parseCsv(text, path).map((r, i) => {
-    const where = `row ${i + 2} of ${quote(path)}`;
+    const where = `row ${csvRowOf(r) ?? i + 2} of ${quote(path)}`;
     // A missing column would read as '' and surface far away (a file named '', a split of undefined).
     const missing = MANIFEST_COLUMNS.filter((c) => r[c] === undefined);
     if (missing.length > 0) {

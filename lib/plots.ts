@@ -1,6 +1,6 @@
 // Plotly figures as plain JSON ({ data, layout }) built from pneumotype's results: drawn in notebooks and HTML reports.
 import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
-import { parseCsv } from './csv.js';
+import { csvRowOf, parseCsv } from './csv.js';
 import { ConfigError, quote } from './errors.js';
 import type { ManifestRow } from './manifest.js';
 import { rocAuc, rocCurve, type EvaluationReport, type Interval } from './metrics.js';
@@ -736,14 +736,14 @@ export function parsePredictionsCsv(text: string, path = '<predictions>'): Predi
     const label = (key: 'trueLabel' | 'predictedLabel'): Label => {
       const v = r[key];
       if (!CLASSES.includes(v as Label)) {
-        throw new ConfigError(`row ${i + 2} of ${quote(path)}: ${key} ${quote(v)} is not one of ${CLASSES.join(', ')}`, { path });
+        throw new ConfigError(`row ${csvRowOf(r) ?? i + 2} of ${quote(path)}: ${key} ${quote(v)} is not one of ${CLASSES.join(', ')}`, { path });
       }
       return v as Label;
     };
     const prob = (key: Label): number => {
       const v = Number(r[key]);
       if (r[key] === undefined || r[key] === '' || !Number.isFinite(v) || v < 0 || v > 1) {
-        throw new ConfigError(`row ${i + 2} of ${quote(path)}: ${key} ${quote(r[key])} is not a probability from 0 to 1`, { path });
+        throw new ConfigError(`row ${csvRowOf(r) ?? i + 2} of ${quote(path)}: ${key} ${quote(r[key])} is not a probability from 0 to 1`, { path });
       }
       return v;
     };

@@ -38,7 +38,10 @@ export interface ExtractOptions {
   onProgress?: ProgressCallback | undefined;
   /** At most one progress event per interval. Default DEFAULTS.progressIntervalMs. */
   progressIntervalMs?: number | undefined;
-  /** Aborts between and within entries; the entry being written is discarded, finished ones stay (resumable). */
+  /**
+   * Aborts between and within entries; the entry being written is discarded, finished ones stay (resumable). The
+   * extraction then fails with an ArchiveError whose cause is the signal's reason.
+   */
   signal?: AbortSignal | undefined;
 }
 
@@ -131,10 +134,11 @@ export function chestEntryFilter(name: string): boolean {
 /**
  * The absolute path an entry is written to under `outDir`, or an ArchiveError when the name is absolute (`/x`,
  * `C:\x`, `\\server\x`), has a `..` segment (with `/` or `\`), holds another backslash or a NUL, or is empty.
+ * With `backslashSeparates` (an entry made on Windows: MS-DOS, NTFS or VFAT host) a backslash separates folders as `/` does.
  *
  * @example safeEntryPath('data/extracted', 'chest_xray/train/NORMAL/a.jpeg', 'ChestXRay2017.zip')
  */
-export function safeEntryPath(outDir: string, entryName: string, archive: string): string {
+export function safeEntryPath(outDir: string, entryName: string, archive: string, options: { backslashSeparates?: boolean } = {}): string {
   const where = `Archive ${quote(archive)} entry ${quote(entryName)}`;
   if (/^[\\/]/.test(entryName) || /^[A-Za-z]:/.test(entryName)) {
     throw new ArchiveError(`${where} is an absolute path; expected a path relative to the extraction folder`, { path: archive, entry: entryName });
@@ -143,7 +147,7 @@ export function safeEntryPath(outDir: string, entryName: string, archive: string
   if (segments.includes('..')) {
     throw new ArchiveError(`${where} escapes the extraction folder with a ".." segment; expected a path inside it`, { path: archive, entry: entryName });
   }
-  if (entryName.includes('\\')) {
+  if (!options.backslashSeparates && entryName.includes('\\')) {
     throw new ArchiveError(`${where} contains a backslash; expected "/" as the only path separator`, { path: archive, entry: entryName });
   }
   const parts = segments.filter((s) => s !== '' && s !== '.');
@@ -191,7 +195,7 @@ export async function listZip(archive: ArchiveSource): Promise<ZipListing[]> {
   try {
     const out: ZipListing[] = [];
     for await (const entry of readEntries(zipfile, name)) {
-      const entryName = entryNameOf(entry);
+      const entryName = entryPathOf(entry, entryNameOf(entry));
       out.push({
         name: entryName,
         compressedSize: entry.compressedSize,
@@ -239,7 +243,13 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
   const maxEntryBytes = options.maxEntryBytes ?? DEFAULTS.maxEntryBytes;
   const maxRatio = options.maxCompressionRatio ?? DEFAULTS.maxCompressionRatio;
   const signal = options.signal;
-  signal?.throwIfAborted();
+  // Stopped by the signal: the step's own error, saying how to go on (as a download's FetchError does).
+  const stopped = (name: string): ArchiveError =>
+    new ArchiveError(`Extraction of ${quote(name)} into ${quote(outDir)} was aborted: run it again to continue (the files finished so far are kept)`, {
+      path: name,
+      cause: signal?.reason,
+    });
+  if (signal?.aborted) throw stopped(typeof options.archive === 'string' ? options.archive : options.archive.name);
 
   const { zipfile, name: archive } = await openArchive(options.archive);
   try {
@@ -253,11 +263,13 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
     let excluded = 0;
     let totalBytes = 0;
     for await (const entry of readEntries(zipfile, archive, outDir)) {
-      signal?.throwIfAborted();
-      const name = entryNameOf(entry);
+      if (signal?.aborted) throw stopped(archive);
+      const raw = entryNameOf(entry);
+      // From here on the name with "/" separators (as written, and as `include` sees it); refusals quote it as stored.
+      const name = entryPathOf(entry, raw);
       // bsdtar and macOS `tar -a` write the archive's own root as "./": nothing to create.
       if (/^(?:\.\/+)*\.\/*$/.test(name) && isDirectoryEntry(entry, name) && entry.uncompressedSize === 0) continue;
-      const target = safeEntryPath(outDir, name, archive);
+      const target = safeEntryPath(outDir, raw, archive, { backslashSeparates: isMadeOnWindows(entry) });
       if (!include(name)) {
         excluded++;
         continue;
@@ -344,14 +356,14 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
     });
     const result: ExtractResult = { outDir, files: 0, bytes: 0, skippedJunk: junk.length, junk, excluded, alreadyPresent: 0, entries: [] };
     for (const file of planned) {
-      signal?.throwIfAborted();
+      if (signal?.aborted) throw stopped(archive);
       if (await isAlreadyExtracted(file)) {
         result.alreadyPresent++;
         result.entries.push(file.name);
         tracker.add(file.entry.uncompressedSize);
         continue;
       }
-      await extractEntry(zipfile, archive, file, { maxEntryBytes, tracker, signal });
+      await extractEntry(zipfile, archive, file, { maxEntryBytes, tracker, signal, stopped: () => stopped(archive) });
       result.files++;
       result.bytes += file.entry.uncompressedSize;
       result.entries.push(file.name);
@@ -459,6 +471,23 @@ function entryNameOf(entry: Entry): string {
   return decode(entry.generalPurposeBitFlag, raw as Buffer, entry.extraFields, true);
 }
 
+/** Hosts of the "version made by" field whose zips separate folders with "\\": MS-DOS/FAT (0), NTFS (11), VFAT (14). */
+const WINDOWS_HOSTS: ReadonlySet<number> = new Set([0, 11, 14]);
+
+/**
+ * True for an entry made on Windows (MS-DOS, NTFS or VFAT in the high byte of "version made by"), whose name may use
+ * "\\" as the path separator, as Windows PowerShell 5.1 `Compress-Archive` writes it; Info-ZIP's unzip reads those
+ * names the same way. On other hosts a backslash is a legal file-name character and stays refused.
+ */
+function isMadeOnWindows(entry: Pick<Entry, 'versionMadeBy'>): boolean {
+  return WINDOWS_HOSTS.has(entry.versionMadeBy >>> 8);
+}
+
+/** An entry's name with "/" as the only separator: the backslashes of an entry made on Windows become "/". */
+function entryPathOf(entry: Entry, name: string): string {
+  return isMadeOnWindows(entry) ? name.replaceAll('\\', '/') : name;
+}
+
 /** A path as case-insensitive, normalisation-insensitive filesystems (APFS, NTFS) compare it. */
 function foldName(path: string): string {
   return path.normalize('NFC').toLowerCase();
@@ -493,7 +522,7 @@ async function extractEntry(
   zipfile: ZipFile,
   archive: string,
   file: PlannedFile,
-  context: { maxEntryBytes: number; tracker: ProgressTracker; signal: AbortSignal | undefined },
+  context: { maxEntryBytes: number; tracker: ProgressTracker; signal: AbortSignal | undefined; stopped: () => PneumotypeError },
 ): Promise<void> {
   const { entry, name, target } = file;
   const where = `Archive ${quote(archive)} entry ${quote(name)}`;
@@ -540,7 +569,7 @@ async function extractEntry(
     try {
       await pipeline(stream, check, sink, context.signal ? { signal: context.signal } : {});
     } catch (err) {
-      if (context.signal?.aborted) throw context.signal.reason;
+      if (context.signal?.aborted) throw context.stopped();
       if (err instanceof PneumotypeError) throw err;
       if (writeFailure !== undefined) throw writeFailure;
       throw unreadable(err);
@@ -558,7 +587,8 @@ async function extractEntry(
     if (sink !== undefined) await closed(sink);
     // Best effort: where the folder itself cannot be made (a file in its place), there is no .part to remove.
     await rm(part, { force: true }).catch(ignore);
-    if (err instanceof PneumotypeError || context.signal?.aborted) throw err;
+    if (err instanceof PneumotypeError) throw err;
+    if (context.signal?.aborted) throw context.stopped();
     throw new ArchiveError(`${where} cannot be written to ${quote(target)} (${messageOf(err)})`, { ...details, cause: err });
   }
 }

@@ -234,7 +234,15 @@ test('an interrupted build resumes from its last checkpoint and ends identical t
         if (p.done >= 9) controller.abort();
       },
     }),
-    { name: 'AbortError' },
+    (err: unknown) => {
+      // The step's own error, as a download's abort is a FetchError: it says how to go on, the abort is its cause.
+      assert.ok(err instanceof CacheError, String(err));
+      assert.equal(err.message, `preparing the cache ${q(join(cacheDir, String(SIZE)))} was aborted: run it again to continue from its last checkpoint`);
+      assert.equal(err.path, join(cacheDir, String(SIZE)));
+      assert.equal(err.cause, controller.signal.reason);
+      assert.equal((err.cause as Error).name, 'AbortError');
+      return true;
+    },
   );
   assert.equal(await stat(join(cacheDir, String(SIZE), 'index.json')).catch(() => 'none'), 'none');
   const events: Progress[] = [];
@@ -251,7 +259,7 @@ test('an interrupted build resumes from its last checkpoint and ends identical t
   const c2 = new AbortController();
   await assert.rejects(
     prepareCache({ ...opts, cacheDir: other, signal: c2.signal, onProgress: (p) => p.done >= 5 && c2.abort() }),
-    { name: 'AbortError' },
+    { name: 'CacheError', message: `preparing the cache ${q(join(other, String(SIZE)))} was aborted: run it again to continue from its last checkpoint` },
   );
   const restarted = await prepareCache({ ...opts, cacheDir: other, maxInputPixels: 1_000_000 });
   assert.equal(restarted.resumedRows, 0);

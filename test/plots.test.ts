@@ -353,6 +353,11 @@ test('parsePredictionsCsv reads evaluateModel\'s CSV and names the bad row', () 
     () => parsePredictionsCsv(text.replace('0.4', 'x'), 'p.csv'),
     (err: unknown) => err instanceof ConfigError && err.message === 'row 2 of "p.csv": virus "x" is not a probability from 0 to 1',
   );
+  // Rows are numbered by their line in the file, blank lines included (the file as an editor shows it).
+  assert.throws(
+    () => parsePredictionsCsv(text.replace('\ntest/', '\n\ntest/').replace('0.4', 'x'), 'p.csv'),
+    (err: unknown) => err instanceof ConfigError && err.message === 'row 3 of "p.csv": virus "x" is not a probability from 0 to 1',
+  );
   // Another file given by mistake, or a header alone: refused, not read as no predictions (the charts would vanish).
   assert.throws(
     () => parsePredictionsCsv('{"n": 624, "accuracy": 0.8}\n', 'evaluation.json'),

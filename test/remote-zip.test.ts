@@ -273,3 +273,70 @@ test('extractRemoteZip extracts only the chest X-ray entries of a v3-like archiv
     await remove(dir, { recursive: true, force: true });
   }
 });
+
+test('a server with only Last-Modified that ignores If-Range: a changed file is an IntegrityError, never a mix of versions', async () => {
+  const data = randomBytes(4096);
+  const server = await startFileServer({ data, etag: false, ignoreIfRange: true });
+  try {
+    const remote = await openHttpRangeReader({ url: server.url, blockSize: 1024, retries: 0, backoffMs: 1 });
+    assert.equal(remote.etag, undefined);
+    assert.equal(remote.lastModified, 'Sat, 06 Jan 2018 12:00:00 GMT');
+    const read = (position: number): Promise<Buffer> =>
+      new Promise((resolve, reject) => {
+        const buffer = Buffer.alloc(16);
+        remote.reader.read(buffer, 0, buffer.length, position, (err) => (err ? reject(err) : resolve(buffer)));
+      });
+    assert.deepEqual(await read(0), data.subarray(0, 16));
+    server.setData(randomBytes(data.length), false); // the same size, a new Last-Modified
+    await assert.rejects(read(2048), (err: unknown) => {
+      assert.ok(err instanceof IntegrityError, String(err));
+      assert.equal(
+        err.message,
+        `Remote file "${server.url}" changed while it was being read (Last-Modified Sat, 06 Jan 2018 12:00:00 GMT is now Sun, 07 Jan 2018 12:00:00 GMT); open it again`,
+      );
+      assert.equal(err.expected, 'Sat, 06 Jan 2018 12:00:00 GMT');
+      assert.equal(err.actual, 'Sun, 07 Jan 2018 12:00:00 GMT');
+      return true;
+    });
+    assert.equal(server.requests.at(-1)?.ifRange, 'Sat, 06 Jan 2018 12:00:00 GMT');
+  } finally {
+    await server.close();
+  }
+});
+
+test('extractRemoteZip stopped by its signal during an entry: an ArchiveError saying to run it again, no .part left', async () => {
+  const { extractRemoteZip } = await import('../lib/remote-zip.js');
+  const { ArchiveError } = await import('../lib/errors.js');
+  const { mkdtemp, readdir, rm: remove } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const server = await startFileServer({ data: ARCHIVE.zip });
+  const dir = await mkdtemp(join(tmpdir(), 'pneumotype-remote-'));
+  try {
+    const controller = new AbortController();
+    const include = (name: string): boolean => name.startsWith('CellData/OCT/');
+    await assert.rejects(
+      extractRemoteZip({
+        url: server.url,
+        outDir: dir,
+        include,
+        backoffMs: 1,
+        signal: controller.signal,
+        onProgress: (p) => p.done > 0 && controller.abort(), // the first event: within the first entry
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof ArchiveError, String(err));
+        assert.equal(err.message, `Extraction of "${server.url}" into ${JSON.stringify(dir)} was aborted: run it again to continue (the files finished so far are kept)`);
+        assert.equal(err.cause, controller.signal.reason);
+        return true;
+      },
+    );
+    const left = (await readdir(dir, { recursive: true })).filter((f) => f.endsWith('.jpeg') || f.endsWith('.part'));
+    assert.deepEqual(left, []);
+    const again = await extractRemoteZip({ url: server.url, outDir: dir, include, backoffMs: 1 });
+    assert.equal(again.files, ARCHIVE.oct.size);
+  } finally {
+    await server.close();
+    await remove(dir, { recursive: true, force: true });
+  }
+});

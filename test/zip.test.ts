@@ -29,6 +29,7 @@ import {
   truncatedZip,
   unsafeNameZip,
   v3LikeZip,
+  windowsBackslashZip,
   zipSlipZip,
 } from './helpers/zip-writer.js';
 
@@ -188,7 +189,15 @@ test('an extraction aborted after the first file leaves no .part and resumes', a
         if (p.done > first.data.length) controller.abort();
       },
     }),
-    { name: 'AbortError' },
+    (err: unknown) => {
+      // The step's own error, as a download's abort is a FetchError: it says how to go on, the abort is its cause.
+      assert.ok(err instanceof ArchiveError, String(err));
+      assert.equal(err.message, `Extraction of ${quote(archive)} into ${quote(outDir)} was aborted: run it again to continue (the files finished so far are kept)`);
+      assert.equal(err.path, archive);
+      assert.equal(err.cause, controller.signal.reason);
+      assert.equal((err.cause as Error).name, 'AbortError');
+      return true;
+    },
   );
   const partial = await filesUnder(outDir);
   assert.deepEqual(partial, [first.path]);
@@ -200,7 +209,12 @@ test('an extraction aborted after the first file leaves no .part and resumes', a
 
 test('an already aborted signal writes nothing', async () => {
   const { archive, outDir } = await place(dataset.zip);
-  await assert.rejects(extractZip({ archive, outDir, signal: AbortSignal.abort() }), { name: 'AbortError' });
+  const reason = new Error('stop');
+  await assert.rejects(extractZip({ archive, outDir, signal: AbortSignal.abort(reason) }), {
+    name: 'ArchiveError',
+    message: `Extraction of ${quote(archive)} into ${quote(outDir)} was aborted: run it again to continue (the files finished so far are kept)`,
+    cause: reason,
+  });
   assert.equal(existsSync(outDir), false);
 });
 
@@ -230,6 +244,34 @@ test('listZip lists every entry from the central directory', async () => {
   ]);
   assert.equal(list[1]?.crc32, crc32('hello hello hello hello\n'));
   assert.ok((list[1]?.compressedSize ?? 0) > 0);
+});
+
+test('a zip made on Windows with "\\" separators (Compress-Archive) extracts under "/" paths; one made on Unix is still refused', async () => {
+  for (const host of [0, 11, 14]) {
+    const { zip, files } = windowsBackslashZip(host);
+    const { archive, outDir } = await place(zip);
+    assert.deepEqual((await listZip(archive)).map((e) => [e.name, e.isDirectory]), [...files.map((f) => [f.path, false]), ['chest_xray/val/', true]]);
+    const r = await extractZip({ archive, outDir, include: chestEntryFilter });
+    assert.equal(r.files, files.length, `host ${host}`);
+    assert.deepEqual(r.entries, files.map((f) => f.path));
+    assert.deepEqual(await filesUnder(outDir), files.map((f) => f.path).sort());
+    for (const f of files) assert.deepEqual(await readFile(join(outDir, f.path)), f.data, f.path);
+  }
+  const out = join(tmp, 'safe-windows');
+  assert.equal(safeEntryPath(out, 'chest_xray\\a.jpeg', 'a.zip', { backslashSeparates: true }), resolve(out, 'chest_xray', 'a.jpeg'));
+  // The same checks after "\\" becomes a separator: ".." segments, absolute and drive-letter names.
+  const refused: Array<[string, number, string]> = [
+    ['chest_xray\\..\\..\\evil.txt', 11, 'escapes the extraction folder with a ".." segment; expected a path inside it'],
+    ['\\chest_xray\\a.jpeg', 0, 'is an absolute path; expected a path relative to the extraction folder'],
+    ['D:chest_xray\\a.jpeg', 14, 'is an absolute path; expected a path relative to the extraction folder'],
+    // On Unix "\\" is a legal file-name character: which was meant is unknowable.
+    ['chest_xray\\train\\a.jpeg', 3, 'contains a backslash; expected "/" as the only path separator'],
+  ];
+  for (const [name, host, text] of refused) {
+    const { archive, outDir } = await place(buildZip([{ name, data: Buffer.from('x'), host, ...(host === 3 ? { unixMode: 0o100644 } : {}) }]));
+    await assert.rejects(extractZip({ archive, outDir }), { name: 'ArchiveError', message: `Archive ${quote(archive)} entry ${quote(name)} ${text}`, entry: name }, name);
+    assert.deepEqual(await filesUnder(outDir), []);
+  }
 });
 
 test('an open ZipFile can be passed with a name for messages, and is closed afterwards', async () => {

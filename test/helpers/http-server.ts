@@ -42,6 +42,8 @@ export interface FileServerOptions {
   readonly stallTimes?: number;
   /** HEAD is answered 405 Method Not Allowed. */
   readonly noHead?: boolean;
+  /** Ignores If-Range: answers 206 with the current content even when the validator no longer matches. */
+  readonly ignoreIfRange?: boolean;
 }
 
 /** One request the server saw. */
@@ -161,7 +163,7 @@ export async function startFileServer(options: FileServerOptions): Promise<FileS
         return;
       }
       const ifRange = req.headers['if-range'];
-      const validatorOk = ifRange === undefined || ifRange === c.etag || (ifRange === c.lastModified && c.lastModified !== undefined);
+      const validatorOk = options.ignoreIfRange || ifRange === undefined || ifRange === c.etag || (ifRange === c.lastModified && c.lastModified !== undefined);
       const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
       if (validatorOk && m && (m[1] !== '' || m[2] !== '')) {
         if (m[1] === '') {

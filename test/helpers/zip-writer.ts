@@ -25,6 +25,8 @@ export interface RawZipEntry {
   readonly encrypted?: boolean;
   /** Compression method number written instead of 0/8 (unsupported methods). */
   readonly methodNumber?: number;
+  /** Host system in the "version made by" field (0 MS-DOS, 3 Unix, 11 NTFS, 14 VFAT). Default 3 with unixMode, else 0. */
+  readonly host?: number;
 }
 
 const DOS_DATE = ((2020 - 1980) << 9) | (1 << 5) | 1; // 2020-01-01
@@ -51,7 +53,7 @@ export function buildZip(entries: readonly RawZipEntry[], options: { comment?: s
     if (/[^\x00-\x7f]/.test(e.name)) flags |= 0x800;
     if (e.dataDescriptor) flags |= 0x8;
     if (e.encrypted) flags |= 0x1;
-    const host = e.unixMode === undefined ? 0 : 3;
+    const host = e.host ?? (e.unixMode === undefined ? 0 : 3);
     const attributes = e.unixMode === undefined ? (e.name.endsWith('/') ? 0x10 : 0) : ((e.unixMode & 0xffff) << 16) >>> 0;
 
     const local = Buffer.alloc(30);
@@ -222,6 +224,25 @@ export function encryptedZip(): Buffer {
   return buildZip([{ name: 'chest_xray/secret.txt', data: GOOD, method: 'store', encrypted: true }]);
 }
 
+/**
+ * A chest X-ray archive as Windows PowerShell 5.1 `Compress-Archive` writes it: "\\" as the path separator, made on
+ * MS-DOS (host 0, as .NET writes it; 11 NTFS and 14 VFAT also given), an empty folder included. `files` use "/".
+ *
+ * @example const { zip, files } = windowsBackslashZip(11);
+ */
+export function windowsBackslashZip(host = 0): ZipFixture {
+  const files: FixtureFile[] = [
+    { path: 'chest_xray/train/NORMAL/IM-0115-0001.jpeg', data: Buffer.from('normal image\n') },
+    { path: 'chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg', data: Buffer.from('bacteria image '.repeat(20)) },
+    { path: 'chest_xray/test/PNEUMONIA/person100_virus_184.jpeg', data: Buffer.from('virus image\n') },
+  ];
+  const entries: RawZipEntry[] = [
+    ...files.map((f) => ({ name: f.path.replaceAll('/', '\\'), data: f.data, host })),
+    { name: 'chest_xray\\val\\', method: 'store', host },
+  ];
+  return { zip: buildZip(entries), files };
+}
+
 /** A normal dataset archive cut in half, as an interrupted download leaves it. */
 export async function truncatedZip(): Promise<Buffer> {
   const { zip } = await datasetZip({ perClass: { train: 2, test: 1 } });
@@ -242,6 +263,7 @@ export async function allFixtureZips(): Promise<Array<{ file: string; zip: Buffe
     { file: 'absolute.zip', zip: absolutePathZip(), description: 'absolute entry name /abs.txt' },
     { file: 'absolute-windows.zip', zip: unsafeNameZip('C:\\x'), description: 'absolute Windows entry name C:\\x' },
     { file: 'unc.zip', zip: unsafeNameZip('\\\\server\\share\\x'), description: 'UNC entry name \\\\server\\share\\x' },
+    { file: 'windows-backslash.zip', zip: windowsBackslashZip().zip, description: 'chest_xray\\train\\NORMAL\\... made on MS-DOS (Compress-Archive): "\\" separates' },
     { file: 'backslash-slip.zip', zip: unsafeNameZip('..\\evil.txt'), description: 'backslash traversal ..\\evil.txt' },
     { file: 'symlink.zip', zip: symlinkZip(), description: 'symbolic link entry chest_xray/link -> /etc/passwd' },
     { file: 'oversized-claim.zip', zip: oversizedClaimZip(), description: 'entry declaring 4,000,000,000 uncompressed bytes' },
