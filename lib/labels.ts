@@ -91,12 +91,14 @@ export function inDatasetLayout(path: string): boolean {
 
 /**
  * The archive entries of the dataset: the chest X-ray folders of the published archives, and the
- * `{train,test,val}/{NORMAL,PNEUMONIA}/` layout under any other top folder (a re-zipped copy), v3's OCT half excepted.
+ * `{train,test,val}/{NORMAL,PNEUMONIA}/` layout under any other top folder (a re-zipped copy), v3's OCT half excepted
+ * (an `OCT/` folder at the top or in `CellData/`: one entry does not show whether a `chest_xray/` folder is beside it).
  *
  * @example datasetEntryFilter('Chest_XRay_224/train/NORMAL/IM-0115-0001.jpeg') // true
  */
 export function datasetEntryFilter(name: string): boolean {
-  return chestEntryFilter(name) || (inDatasetLayout(name) && !inOct(name));
+  const loc = locate(name);
+  return chestEntryFilter(name) || (loc !== undefined && !inOct(loc.root));
 }
 
 /** What marks relabel's own output among `files`: `{split}/{bacteria,virus}/` folders, a manifest.csv. */
@@ -112,16 +114,36 @@ function labelledLayoutSigns(files: readonly string[]): string[] {
   return signs;
 }
 
-/** True when a path lies in an `OCT/` folder: v3's other half, whose `{train,test}/NORMAL/` fits the layout too. */
-function inOct(path: string): boolean {
-  return path.split('/').some((s) => s.toLowerCase() === 'oct');
+/**
+ * True when the folder `dir` (relative, `/` separators) lies in v3's other half, whose `{train,test}/NORMAL/` fits the
+ * layout too: an `OCT/` folder (in any case, as every folder name here) where ZhangLabData has it, that is inside
+ * `CellData/` (`ZhangLabData/CellData/OCT/`), at the top of the source (CellData's content zipped again), or beside a
+ * `chest_xray/` folder (`besideChest`: the folders that hold one, known from a whole listing only). Elsewhere, as in
+ * `scans/Oct/`, it is an ordinary folder name.
+ */
+function inOct(dir: string, besideChest: ReadonlySet<string> = new Set()): boolean {
+  const parts = dir.split('/');
+  return parts.some((s, i) => s.toLowerCase() === 'oct' && (i === 0 || parts[i - 1]?.toLowerCase() === 'celldata' || besideChest.has(parts.slice(0, i).join('/'))));
+}
+
+/** The folders of `paths` (relative, `/` separators) that hold a `chest_xray/` folder (any case), '' for the top. */
+function foldersBesideChest(paths: readonly string[]): Set<string> {
+  const found = new Set<string>();
+  for (const path of paths) {
+    const parts = path.split('/');
+    parts.forEach((s, i) => {
+      if (i < parts.length - 1 && s.toLowerCase() === 'chest_xray') found.add(parts.slice(0, i).join('/'));
+    });
+  }
+  return found;
 }
 
 /**
  * Plans the redistribution of `NORMAL/` and `PNEUMONIA/` into `{split}/{normal,bacteria,virus}/`, keeping file
  * names. `files` are paths relative to the source root, with `/` separators. When the source holds more than one
  * copy of the dataset (Kaggle's archive nests a second `chest_xray/`), the copy with the most images is used and the
- * others are listed as ignored, as are v3's OCT scans (`CellData/OCT/{train,test}/NORMAL/…` fits the layout too).
+ * others are listed as ignored, as are v3's OCT scans (`CellData/OCT/{train,test}/NORMAL/…` fits the layout too; an
+ * `OCT/` folder counts as v3's only in CellData/, at the top or beside chest_xray/, and a refusal counts those set aside).
  * Unlabelled PNEUMONIA names are an error listing every one of them, unless `allowUnknown`, which plans them into
  * `rejected/` instead. A copy without NORMAL/ or without PNEUMONIA/ is an error too, named as such when the source is
  * relabel's own output.
@@ -133,6 +155,8 @@ export function planRelabel(options: { files: readonly string[]; source: string;
   const junk: string[] = [];
   const ignored: { source: string; reason: string }[] = [];
   const byRoot = new Map<string, Located[]>();
+  const besideChest = foldersBesideChest(options.files.map((f) => f.replaceAll('\\', '/')));
+  let octScans = 0;
   for (const raw of options.files) {
     const rel = raw.replaceAll('\\', '/');
     if (isJunkEntry(rel)) {
@@ -144,9 +168,10 @@ export function planRelabel(options: { files: readonly string[]; source: string;
       ignored.push({ source: rel, reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' });
       continue;
     }
-    if (inOct(loc.root)) {
+    if (inOct(loc.root, besideChest)) {
       // v3's other half has the same split and NORMAL/ folders, and far more images than the chest X-rays.
       ignored.push({ source: rel, reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' });
+      octScans++;
       continue;
     }
     const list = byRoot.get(loc.root) ?? [];
@@ -176,9 +201,12 @@ export function planRelabel(options: { files: readonly string[]; source: string;
     }
   }
   if (!chosen) {
+    // Files set aside as OCT are named: a folder that is not v3's but sits where v3 has its OCT/ would vanish unsaid.
+    const oct = octScans === 0 ? '' : `; ${octScans} of them set aside as OCT scans, being in an OCT/ folder where ZhangLabData has its OCT half: ` +
+      'at the top, in CellData/ or beside chest_xray/';
     throw new LabelError(
       `no train/ or test/ folders with NORMAL/ and PNEUMONIA/ inside were found in ${quote(options.source)} ` +
-        `(${options.files.length} files looked at): expected the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/`,
+        `(${options.files.length} files looked at${oct}): expected the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/`,
       { path: options.source },
     );
   }

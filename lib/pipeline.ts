@@ -1,23 +1,24 @@
 // The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
 // skipping what is already done.
 import { mkdir, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
-import { relabel, SUMMARY_FILE, type RelabelSummary } from './relabel.js';
+import { readSummary, relabel, sourceMatches, SUMMARY_FILE } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
 import { readGroups, type GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord, type CalibrationResult } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
 import { configHash, readCard, runFinished, train, type ModelCard, type TrainResult } from './train.js';
-import { CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
+import { ArchiveError, CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
+import { datasetEntryFilter } from './labels.js';
 
 export interface PrepareStepOptions {
   readonly labeledDir?: string;
@@ -172,7 +173,11 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const labeledDone = await labeledIsComplete(dirs.labeled);
 
   // A complete labelled folder made from this source's archive needs no archive: one deleted since is not fetched again.
-  const madeFrom = labeledDone ? (await readJson<RelabelSummary>(join(dirs.labeled, SUMMARY_FILE), 'relabel summary')).source.path : undefined;
+  // Compared by sourceMatches (lib/relabel.ts), not as paths relative to this process's working directory: the summary
+  // may have been written by a run started elsewhere. `madeFrom` is what the messages show.
+  const madeSource = labeledDone ? (await readSummary(dirs.labeled)).source : undefined;
+  const madeFrom = madeSource === undefined ? undefined : (madeSource.absolute ?? madeSource.path);
+  const made = (path: string | undefined): boolean => madeSource !== undefined && path !== undefined && sourceMatches(madeSource, dirs.labeled, path);
   const expected = archivePathFor(source, dirs.downloads);
   // What relabel reads: the archive, or the folder that a remote read fills (its URL recorded beside it).
   const from = remote ? dirs.extracted : (expected ?? source);
@@ -181,20 +186,20 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   if (madeFrom !== undefined) {
     // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix),
     // and is refused before anything is downloaded.
-    const wasRemote = resolve(madeFrom) === resolve(dirs.extracted) && remoteFrom !== undefined;
-    if (resolve(madeFrom) !== resolve(from) || (remote && wasRemote && remoteFrom !== url)) {
-      const made = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
+    const wasRemote = made(dirs.extracted) && remoteFrom !== undefined;
+    if (!made(from) || (remote && wasRemote && remoteFrom !== url)) {
+      const was = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
       const asked = remote ? `${quote(url)} (read with --remote)` : quote(from);
       // The same archive, read the other way: the hint says how to read it as before, from this source's default
       // (v3 is read remotely unless told otherwise, every other source downloaded whole) and the flag given.
       const defaultRemote = resolved.kind === 'known' && resolved.known.name === 'v3';
       const same = wasRemote && !remote && remoteFrom === url
         ? (defaultRemote ? 'leave out --download-whole' : options.remote === false ? 'use --remote instead of --download-whole' : 'add --remote')
-        : !wasRemote && remote && resolve(madeFrom) === resolve(expected ?? '')
+        : !wasRemote && remote && made(expected)
           ? (!defaultRemote ? 'leave out --remote' : options.remote === true ? 'use --download-whole instead of --remote' : 'add --download-whole')
           : undefined;
       throw new LabelError(
-        `${quote(dirs.labeled)} was made from ${made}, not from ${asked}: ${same === undefined ? '' : `${same} to use it, `}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
+        `${quote(dirs.labeled)} was made from ${was}, not from ${asked}: ${same === undefined ? '' : `${same} to use it, `}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
         { path: dirs.labeled },
       );
     }
@@ -220,7 +225,15 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     options.onStep?.('fetch', `reading only the chest X-ray entries of ${url} with Range requests`);
     await mkdir(dataDir, { recursive: true });
     await writeJsonAtomic(remoteRecord, { url });
-    remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, ...progress });
+    // The entries relabel reads (as `extract` selects them): chest_xray/ folders, or the layout under any top folder.
+    remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, include: datasetEntryFilter, ...progress });
+    if (remoteResult.entries.length === 0) {
+      throw new ArchiveError(
+        `the archive ${quote(url)} holds no chest X-ray entries (a chest_xray/ folder as in ChestXRay2017.zip and ZhangLabData.zip, ` +
+          `or {train,test}/{NORMAL,PNEUMONIA}/ folders; ${remoteResult.excluded} other entries): nothing to relabel; check the URL`,
+        { path: url },
+      );
+    }
     step('fetch', false, `extracted ${remoteResult.files + remoteResult.alreadyPresent} chest X-ray entries, ` +
       `${(remoteResult.transferredBytes / 1e9).toFixed(2)} of ${(remoteResult.archiveBytes / 1e9).toFixed(2)} GB transferred`);
   } else {

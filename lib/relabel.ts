@@ -1,9 +1,9 @@
 // The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
 import { link, copyFile, mkdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { CLASSES, DEFAULTS, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
-import { exists, listFiles, sha256, sha256File, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, readJsonFile, sha256, sha256File, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { readImageInfo } from './images.js';
 import { datasetEntryFilter, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
@@ -50,7 +50,16 @@ const OTHER_SOURCE_HINT = 'choose another --out or remove it first';
 /** summary.json: what relabel found and did. */
 export interface RelabelSummary {
   readonly version: 1;
-  readonly source: { readonly path: string; readonly kind: 'zip' | 'folder'; readonly root: string };
+  readonly source: {
+    /** The source as given to relabel: relative to the working directory of that run when it was given so. */
+    readonly path: string;
+    /** The same, absolute (summaries written before lack it). */
+    readonly absolute?: string;
+    /** The same, relative to the output folder: still right after the data folder moved as a whole (lacking before). */
+    readonly fromOut?: string;
+    readonly kind: 'zip' | 'folder';
+    readonly root: string;
+  };
   /** Images per split and label. `val` appears only when the source has Kaggle's val/ folder. */
   readonly counts: Partial<Record<Split, Counts>>;
   /** Distinct patient ids per split and label (ids group images within a split only). */
@@ -63,6 +72,75 @@ export interface RelabelSummary {
   readonly written: { readonly linked: number; readonly copied: number; readonly kept: number };
   readonly leakage: LeakageAudit;
   readonly notes: readonly string[];
+}
+
+const SUMMARY_ADVICE = 'remove it and relabel again to rewrite it (the labelled images are kept)';
+
+/** What is wrong with the fields of a parsed summary.json that relabel and run read, or undefined when nothing is. */
+function summaryProblem(value: unknown): string | undefined {
+  // The bad value quoted, cut short: a list in place of an object may be long.
+  const shown = (v: unknown): string => {
+    const q = quote(v);
+    return q.length > 80 ? `${q.slice(0, 79)}…` : q;
+  };
+  const bad = (name: string, v: unknown, expected: string): string =>
+    v === undefined ? `its ${name} is missing (expected ${expected})` : `its ${name} ${shown(v)} is not ${expected}`;
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(value)) return `it holds ${shown(value)}, not an object`;
+  const source = value.source;
+  if (!isObject(source)) return bad('source', source, 'an object');
+  for (const key of ['path', 'absolute', 'fromOut']) {
+    if (typeof source[key] !== 'string' && (key === 'path' || source[key] !== undefined)) return bad(`source.${key}`, source[key], 'a string');
+  }
+  const rejected = value.rejected;
+  if (!Array.isArray(rejected)) return bad('rejected', rejected, 'a list');
+  for (const [i, r] of rejected.entries()) {
+    if (!isObject(r)) return bad(`rejected[${i}]`, r, 'an object');
+    for (const key of ['source', 'dest']) if (typeof r[key] !== 'string') return bad(`rejected[${i}].${key}`, r[key], 'a string');
+  }
+  return undefined;
+}
+
+/**
+ * Reads `DIR/summary.json`, checking the fields that relabel and run read (`source`, `rejected`). A file that is not
+ * JSON, or lacks them, is a LabelError naming it (with the parse error as its cause): removed, the next relabel (or
+ * run) finishes the folder again from its source and writes it anew, keeping the labelled images.
+ *
+ * @example const { source } = await readSummary('data/labeled')
+ */
+export async function readSummary(dir: string): Promise<RelabelSummary> {
+  const path = join(dir, SUMMARY_FILE);
+  const value = await readJsonFile<unknown>(path, (err) =>
+    new LabelError(`the relabel summary ${quote(path)} cannot be read (${messageOf(err)}): ${SUMMARY_ADVICE}`, { path, cause: err }));
+  const problem = summaryProblem(value);
+  if (problem !== undefined) throw new LabelError(`the relabel summary ${quote(path)} is damaged: ${problem}; ${SUMMARY_ADVICE}`, { path });
+  return value as RelabelSummary;
+}
+
+/**
+ * True when the summary's `source` names `candidate` (a path as this process opens it) as what the labelled folder
+ * `labeledDir` was made from, whatever the working directory. Summaries record the source absolute and relative to
+ * the labelled folder, and match when either gives `candidate`: so from another working directory, and after the
+ * data folder moved as a whole. Summaries written before record only the path as given, relative to the working
+ * directory of the run that wrote it, which is not known. Such a path matches when resolved against the current
+ * directory, or against a folder that holds `labeledDir` (where that run was started when it was given the data
+ * folder relative, as `run` is), it gives `candidate`. The pipeline's sources (DATA/downloads/NAME, DATA/extracted)
+ * lie beside DATA/labeled, so only the directory that wrote both can match; a local source matched so is still
+ * compared file by file by relabel, which refuses one that differs.
+ *
+ * @example sourceMatches(summary.source, 'data/labeled', 'data/downloads/ChestXRay2017.zip')
+ */
+export function sourceMatches(source: RelabelSummary['source'], labeledDir: string, candidate: string): boolean {
+  const want = resolve(candidate);
+  if (source.absolute !== undefined || source.fromOut !== undefined) {
+    return source.absolute === want || (source.fromOut !== undefined && resolve(labeledDir, source.fromOut) === want);
+  }
+  if (resolve(source.path) === want) return true;
+  if (isAbsolute(source.path)) return false;
+  for (let dir = dirname(resolve(labeledDir)); ; dir = dirname(dir)) {
+    if (resolve(dir, source.path) === want) return true;
+    if (dirname(dir) === dir) return false;
+  }
 }
 
 export interface RelabelResult {
@@ -214,8 +292,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
       tracker.add(1);
       return { dest: image.dest, sha256: digest };
     });
-    const summaryPath = join(out, SUMMARY_FILE);
-    const oldSummary = (await exists(summaryPath)) ? (JSON.parse(await readFile(summaryPath, 'utf8')) as RelabelSummary) : undefined;
+    const oldSummary = (await exists(join(out, SUMMARY_FILE))) ? await readSummary(out) : undefined;
     const old = new Map<string, string | undefined>(previous.map((r) => [r.file, r.sha256]));
     const compared = [...hashes];
     if (oldSummary) {
@@ -320,7 +397,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
   });
   const summary: RelabelSummary = {
     version: 1,
-    source: { path: options.from, kind: extract ? 'zip' : 'folder', root: plan.root },
+    source: { path: options.from, absolute: resolve(options.from), fromOut: relative(out, resolve(options.from)), kind: extract ? 'zip' : 'folder', root: plan.root },
     counts,
     patients,
     unparsedPatientIds: examined.filter((e) => !e.image.patientParsed).map((e) => e.row.file),

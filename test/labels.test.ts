@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LabelError } from '../lib/errors.js';
-import { parseName, planRelabel } from '../lib/labels.js';
+import { datasetEntryFilter, parseName, planRelabel } from '../lib/labels.js';
 
 test('parseName reads labels and patient ids from the dataset names', () => {
   assert.deepEqual(parseName('PNEUMONIA', 'person1000_bacteria_2931.jpeg'), { patientId: 'person1000', patientParsed: true, label: 'bacteria' });
@@ -119,5 +119,25 @@ test('planRelabel refuses a relabelled folder, and a layout without NORMAL/ or w
   assert.throws(() => planRelabel({ files: ['train/PNEUMONIA/person1_virus_2.jpeg'], source: 'half' }), {
     name: 'LabelError',
     message: `"half" has PNEUMONIA/ folders but no NORMAL/ folder: ${expected}`,
+  });
+});
+
+test('OCT/ is v3\'s OCT half only where ZhangLabData has it; elsewhere an ordinary folder, and the refusal counts what was set aside', () => {
+  // A folder of October scans: the dataset, not OCT.
+  const october = ['scans/Oct/train/NORMAL/IM-0001-0001.jpeg', 'scans/Oct/train/PNEUMONIA/person1_virus_6.jpeg'];
+  assert.deepEqual(october.map(datasetEntryFilter), [true, true]);
+  const plan = planRelabel({ files: october, source: '/home/me/xray-2024' });
+  assert.equal(plan.root, 'scans/Oct');
+  assert.deepEqual(plan.images.map((i) => i.dest), ['train/normal/IM-0001-0001.jpeg', 'train/virus/person1_virus_6.jpeg']);
+  // Where v3 has it: in CellData/, at the top, beside a chest_xray/ folder (only a whole listing shows that).
+  assert.deepEqual(['ZhangLabData/CellData/OCT/train/NORMAL/NORMAL-1-1.jpeg', 'OCT/test/NORMAL/NORMAL-2-1.jpeg'].map(datasetEntryFilter), [false, false]);
+  const beside = planRelabel({ files: ['v3/OCT/train/NORMAL/NORMAL-1-1.jpeg', 'v3/chest_xray/train/NORMAL/IM-0001-0001.jpeg', 'v3/chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'v3' });
+  assert.deepEqual(beside.ignored, [{ source: 'v3/OCT/train/NORMAL/NORMAL-1-1.jpeg', reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' }]);
+  assert.throws(() => planRelabel({ files: ['CellData/OCT/train/NORMAL/NORMAL-1-1.jpeg', 'CellData/OCT/test/NORMAL/NORMAL-2-1.jpeg', 'notes.txt'], source: 'oct.zip' }), {
+    name: 'LabelError',
+    message:
+      'no train/ or test/ folders with NORMAL/ and PNEUMONIA/ inside were found in "oct.zip" (3 files looked at; 2 of them set aside as OCT scans, ' +
+      'being in an OCT/ folder where ZhangLabData has its OCT half: at the top, in CellData/ or beside chest_xray/): ' +
+      'expected the ChestXRay2017 layout chest_xray/{train,test}/{NORMAL,PNEUMONIA}/',
   });
 });

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readManifest } from '../lib/manifest.js';
 import { runPipeline } from '../lib/pipeline.js';
@@ -277,5 +277,86 @@ test('a downloaded archive deleted after relabelling is not downloaded again whi
     assert.deepEqual(again.steps.map((s) => s.skipped), [true, true, true]);
   } finally {
     await server.close();
+  }
+});
+
+test('a complete labelled folder is found from another working directory and after its data folder moved; an older summary with a relative path too', async () => {
+  const { zip } = await datasetZip({ perClass: { train: 2, test: 1 } });
+  const server = await startFileServer({ data: zip });
+  try {
+    // Made with the data folder given relative to this process's working directory, as `run --data-dir data` is.
+    const home = join(tmp, 'cwd-a');
+    await mkdir(home, { recursive: true });
+    const dataDir = join(home, 'data');
+    await runPipeline({ source: server.url, dataDir: relative(process.cwd(), dataDir), preset: 'smoke', train: false });
+    const summaryPath = join(dataDir, 'labeled', 'summary.json');
+    const written = JSON.parse(await readFile(summaryPath, 'utf8')) as { source: Record<string, unknown> };
+    assert.deepEqual(
+      [written.source.absolute, written.source.fromOut],
+      [join(dataDir, 'downloads', 'data.zip'), join('..', 'downloads', 'data.zip')],
+    );
+    // The same folder from another working directory (a child process started in `home`): every step skipped.
+    const child = spawn(process.execPath, [
+      '--import', import.meta.resolve('tsx'), '--input-type=module', '-e',
+      `import { runPipeline } from ${JSON.stringify(import.meta.resolve('../lib/pipeline.ts'))};\n` +
+        `const r = await runPipeline({ source: ${JSON.stringify(server.url)}, dataDir: 'data', preset: 'smoke', train: false });\n` +
+        'process.stdout.write(JSON.stringify(r.steps.map((s) => s.skipped)));',
+    ], { cwd: home, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let errors = '';
+    child.stdout.on('data', (chunk: Buffer) => void (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => void (errors += chunk.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0, errors);
+    assert.deepEqual(JSON.parse(out), [true, true, true]);
+    assert.equal(server.requests.length, 1, 'downloaded once');
+    // The whole data folder moved (mounted elsewhere, say): found by its path relative to the labelled folder.
+    const moved = join(tmp, 'cwd-b', 'data');
+    await mkdir(join(tmp, 'cwd-b'), { recursive: true });
+    await rename(dataDir, moved);
+    const there = await runPipeline({ source: server.url, dataDir: moved, preset: 'smoke', train: false });
+    assert.deepEqual(there.steps.map((s) => s.skipped), [true, true, true]);
+    // A summary written before, by a run started in cwd-b: its path relative to that directory, which is not known.
+    const movedSummary = join(moved, 'labeled', 'summary.json');
+    const before: Record<string, unknown> = { ...written.source, path: join('data', 'downloads', 'data.zip') };
+    delete before.absolute;
+    delete before.fromOut;
+    await writeFile(movedSummary, JSON.stringify({ ...written, source: before }));
+    const old = await runPipeline({ source: server.url, dataDir: moved, preset: 'smoke', train: false });
+    assert.deepEqual(old.steps.map((s) => s.skipped), [true, true, true]);
+    assert.equal(server.requests.length, 1, 'no request');
+    // Another archive is still refused, the older summary's path named as it was recorded.
+    const otherZip = join(tmp, 'cwd-other.zip');
+    await writeFile(otherZip, (await datasetZip({ perClass: { train: 3, test: 1 } })).zip);
+    const labeled = join(moved, 'labeled');
+    await assert.rejects(runPipeline({ source: otherZip, dataDir: moved, preset: 'smoke', train: false }), {
+      name: 'LabelError',
+      message: `"${labeled}" was made from "${join('data', 'downloads', 'data.zip')}", not from "${otherZip}": choose another --data-dir, or remove "${labeled}" to relabel`,
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+test('run --remote reads a re-zipped archive under another top folder, and names an archive without the dataset', async () => {
+  const files = await datasetFiles({ prefix: 'Chest_XRay_224', perClass: { train: 2, test: 1 } });
+  const server = await startFileServer({ data: buildZip(files.map((f) => ({ name: f.path, data: f.data }))) });
+  try {
+    const r = await runPipeline({ source: server.url, remote: true, dataDir: join(tmp, 'rezipped-data'), preset: 'smoke', train: false });
+    assert.equal(r.remote?.files, files.length);
+    assert.equal(r.cache.index.images.length, 9);
+  } finally {
+    await server.close();
+  }
+  const other = await startFileServer({ data: buildZip([{ name: 'photos/cat.jpeg', data: randomBytes(100) }, { name: 'README.txt', data: Buffer.from('no x-rays') }]) });
+  try {
+    await assert.rejects(runPipeline({ source: other.url, remote: true, dataDir: join(tmp, 'no-dataset-data'), preset: 'smoke', train: false }), {
+      name: 'ArchiveError',
+      message:
+        `the archive "${other.url}" holds no chest X-ray entries (a chest_xray/ folder as in ChestXRay2017.zip and ZhangLabData.zip, ` +
+        'or {train,test}/{NORMAL,PNEUMONIA}/ folders; 2 other entries): nothing to relabel; check the URL',
+    });
+  } finally {
+    await other.close();
   }
 });

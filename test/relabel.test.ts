@@ -305,3 +305,38 @@ test('readManifest refuses rows with a bad split, label, file or sha256 or missi
   await writeFile(path, `${header}\n${good}\n`);
   assert.equal((await readManifest(dir))[0]?.sha256, 'a'.repeat(64));
 });
+
+test('a damaged summary.json is a LabelError naming it, whether it is not JSON or lacks what relabel reads', async () => {
+  const src = join(tmp, 'n-src');
+  const out = join(tmp, 'n-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 1, test: 1 } }));
+  await relabel({ from: src, out });
+  const path = join(out, 'summary.json');
+  const good = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  const advice = 'remove it and relabel again to rewrite it (the labelled images are kept)';
+  await writeFile(path, '{"version": 1, "source": ');
+  let syntax = '';
+  try {
+    JSON.parse('{"version": 1, "source": ');
+  } catch (err) {
+    syntax = (err as Error).message;
+  }
+  await assert.rejects(relabel({ from: src, out }), (err: unknown) => {
+    assert.ok(err instanceof LabelError);
+    assert.equal(err.message, `the relabel summary "${path}" cannot be read (${syntax}): ${advice}`);
+    assert.ok(err.cause instanceof SyntaxError);
+    return true;
+  });
+  const { rejected: _, ...noRejected } = good;
+  await writeFile(path, JSON.stringify(noRejected));
+  await assert.rejects(relabel({ from: src, out }), { name: 'LabelError', message: `the relabel summary "${path}" is damaged: its rejected is missing (expected a list); ${advice}` });
+  await writeFile(path, JSON.stringify({ ...good, rejected: [{ source: 'a.jpeg', dest: 7 }] }));
+  await assert.rejects(relabel({ from: src, out }), { name: 'LabelError', message: `the relabel summary "${path}" is damaged: its rejected[0].dest 7 is not a string; ${advice}` });
+  await writeFile(path, JSON.stringify({ ...good, source: { kind: 'folder' } }));
+  await assert.rejects(relabel({ from: src, out }), { name: 'LabelError', message: `the relabel summary "${path}" is damaged: its source.path is missing (expected a string); ${advice}` });
+  // Removed, as the message says: the next relabel finishes the folder again and writes it anew.
+  await rm(path);
+  const again = await relabel({ from: src, out });
+  assert.deepEqual(again.summary.counts, (good as { counts: unknown }).counts);
+  assert.equal((await relabel({ from: src, out })).changed, false);
+});
