@@ -1,5 +1,5 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
@@ -47,7 +47,11 @@ export async function recoverDirSwap(dir: string): Promise<string> {
   return done;
 }
 
-/** Writes a folder atomically: build in `DIR.tmp-PID`, then swap it in (the old one is removed only afterwards). */
+/**
+ * Writes a folder atomically: build in `DIR.tmp-PID`, flush its files and itself to disk, then swap it in and flush the
+ * parent folder's entries; the old one is removed only afterwards. A power loss at any point leaves the old folder or
+ * the new one, complete (with {@link recoverDirSwap} finishing a swap cut between its two renames).
+ */
 export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
   await recoverDirSwap(dir);
   // Only a model folder (or an empty one) is ever replaced: `--out` pointed at a dataset, a run or a file is refused.
@@ -61,6 +65,8 @@ export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise
   await mkdir(tmp, { recursive: true });
   try {
     await fill(tmp);
+    // Every file's data and the folder's entries on disk before the swap: renames can reach the disk before the data.
+    await syncTree(tmp);
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });
     throw err;
@@ -68,7 +74,40 @@ export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise
   const had = await exists(dir);
   if (had) await rename(dir, old);
   await rename(tmp, dir);
+  // Both renames on disk before the old folder goes.
+  await syncPath(dirname(dir), true);
   if (had) await rm(old, { recursive: true, force: true });
+}
+
+/** Flushes every file under `dir` (folders included, deepest first), then `dir`'s own entries. */
+async function syncTree(dir: string): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) await syncTree(join(dir, e.name));
+    else if (e.isFile()) await syncPath(join(dir, e.name), false);
+  }
+  await syncPath(dir, true);
+}
+
+/**
+ * fsync of a file or a folder. A folder that cannot be opened or flushed where the platform does not allow it
+ * (Windows, some network file systems) is left as it is; a file that cannot be flushed is an error.
+ */
+async function syncPath(path: string, folder: boolean): Promise<void> {
+  const unsupported = (err: unknown): boolean => folder && ['EISDIR', 'EPERM', 'EACCES', 'EINVAL', 'ENOTSUP', 'EBADF'].includes((err as NodeJS.ErrnoException).code ?? '');
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    if (unsupported(err)) return;
+    throw err;
+  }
+  try {
+    await handle.sync();
+  } catch (err) {
+    if (!unsupported(err)) throw err;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** The topology and weights of `model` in memory, as `model.save` hands them to a save handler. */

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LayersModel, Tensor, io } from '@tensorflow/tfjs';
 import { modelArtifacts } from './checkpoint.js';
-import { ConfigError, quote } from './errors.js';
+import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists } from './fsx.js';
 import { loadTf } from './tf.js';
 
@@ -112,32 +112,65 @@ export class WeightAverage {
 
   /**
    * The average saved in checkpoint folder `dir` by {@link WeightAverage.encode}, on a copy of `model`; a fresh one
-   * (starting from `model`'s weights) when the folder holds none.
+   * (starting from `model`'s weights) when the folder holds none. A damaged average (ema.json garbled, ema.bin missing
+   * or cut short, weights that do not fit `model`) is a CacheError naming the file; the copy is freed then.
    */
   static async restore(dir: string, model: LayersModel, options: WeightAverageOptions): Promise<WeightAverage> {
     const average = await WeightAverage.create(model, options);
-    if (!(await exists(join(dir, EMA_JSON)))) return average;
-    const tf = loadTf();
-    const path = join(dir, EMA_JSON);
-    const saved = JSON.parse(await readFile(path, 'utf8')) as SavedAverage;
-    const bin = await readFile(join(dir, EMA_BIN));
-    const map = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), saved.specs);
     try {
-      const target = average.model.weights;
-      if (saved.specs.length !== target.length) {
-        throw new ConfigError(`the weight average in ${quote(path)} holds ${saved.specs.length} weights, the model ${target.length}`, { path });
+      const path = join(dir, EMA_JSON);
+      if (!(await exists(path))) return average;
+      const binPath = join(dir, EMA_BIN);
+      const damaged = (file: string) => (err: unknown): never => {
+        throw new CacheError(`the weight average ${quote(file)} cannot be read (${messageOf(err)})`, { path: file, cause: err });
+      };
+      const saved = await readFile(path, 'utf8').then((text) => checkSaved(JSON.parse(text))).catch(damaged(path));
+      const bin = await readFile(binPath).catch(damaged(binPath));
+      const tf = loadTf();
+      let map: ReturnType<typeof tf.io.decodeWeights> = {};
+      try {
+        // In a tidy: the weights decoded before one that fails are freed with it.
+        map = tf.tidy(() => tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), saved.specs));
+      } catch (err) {
+        damaged(binPath)(err);
       }
-      saved.specs.forEach((spec, i) => (target[i] as (typeof target)[number]).write(map[spec.name] as Tensor));
-    } finally {
-      tf.dispose(Object.values(map));
+      try {
+        const target = average.model.weights;
+        if (saved.specs.length !== target.length) {
+          throw new ConfigError(`the weight average in ${quote(path)} holds ${saved.specs.length} weights, the model ${target.length}`, { path });
+        }
+        saved.specs.forEach((spec, i) => {
+          const into = target[i] as (typeof target)[number];
+          try {
+            into.write(map[spec.name] as Tensor);
+          } catch (err) {
+            throw new CacheError(`the weight average ${quote(binPath)} does not fit the model: its weight ${quote(spec.name)} (${messageOf(err)})`, { path: binPath, cause: err });
+          }
+        });
+      } finally {
+        tf.dispose(Object.values(map));
+      }
+      average.updates = saved.updates;
+      return average;
+    } catch (err) {
+      average.dispose();
+      throw err;
     }
-    average.updates = saved.updates;
-    return average;
   }
 
   dispose(): void {
     this.model.dispose();
   }
+}
+
+/** The content of ema.json, checked for the fields restore reads. */
+function checkSaved(value: unknown): SavedAverage {
+  const saved = value as Partial<SavedAverage> | null;
+  if (typeof saved !== 'object' || saved === null || !Array.isArray(saved.specs)) throw new Error('it holds no list of weights ("specs")');
+  if (typeof saved.updates !== 'number' || !Number.isInteger(saved.updates) || saved.updates < 0) {
+    throw new Error(`its count of updates ${quote(saved.updates)} is not a whole number of at least 0`);
+  }
+  return saved as SavedAverage;
 }
 
 /** A new model with `model`'s topology and a copy of its weights. */

@@ -1,8 +1,10 @@
 // Bounded concurrency: map over items with at most N promises in flight, results in input order.
+import { checkInteger } from './errors.js';
 
 /**
  * Runs `fn` over `items` with at most `limit` calls in flight; results come back in input order. After the first
  * failure (or once `signal` aborts) no new call starts; the calls in flight finish, then the first error is thrown.
+ * A `limit` that is not a whole number of at least 1 (NaN, 0, 2.5) is a ConfigError naming it as `concurrency`.
  *
  * @example const sizes = await mapPool(files, 2, async (f) => (await stat(f)).size)
  */
@@ -12,6 +14,7 @@ export async function mapPool<T, R>(
   fn: (item: T, index: number) => Promise<R>,
   signal?: AbortSignal,
 ): Promise<R[]> {
+  checkInteger('concurrency', limit, 1);
   const out = new Array<R>(items.length);
   let next = 0;
   let failure: { error: unknown } | undefined;

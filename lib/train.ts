@@ -16,10 +16,11 @@ import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from '
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
-import { exists, readJsonFile, writeJsonAtomic } from './fsx.js';
+import { exists, readJsonFile, sha256File, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
-import { buildModel, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
+import { checkMixup } from './mixup.js';
+import { buildModel, MODEL_CATALOG, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
 import { buildTransferModel, holdFrozenBatchNorms } from './transfer.js';
@@ -65,11 +66,16 @@ export interface TrainOptions {
   readonly freeze?: boolean;
   /** With `initFrom`: train every pretrained layer, also those it marks frozen (not with `freeze`). Default false. */
   readonly unfreeze?: boolean;
-  /** With `initFrom`: the pixel range the pretrained model expects (default [0, 1]; Keras's MobileNetV2: [-1, 1]). */
+  /**
+   * With `initFrom`: the pixel range the pretrained model expects (default [0, 1]; Keras's MobileNetV2: [-1, 1]).
+   * [0, 1] given explicitly is the default: the same network, card and run (a resume with or without it continues).
+   */
   readonly initRange?: readonly [number, number];
   /**
    * With `initFrom`: the layer whose output feeds the new head (default: found from the pretrained model's own head,
-   * see buildTransferModel in lib/transfer.ts), e.g. `'block_16_project_BN'` to cut a MobileNetV2 earlier.
+   * see buildTransferModel in lib/transfer.ts), e.g. `'block_16_project_BN'` to cut a MobileNetV2 earlier. The card
+   * records the layer used, named or not: a resume naming the default layer, or naming none when the run was started
+   * without one, continues the run; naming another layer is refused.
    */
   readonly featureLayer?: string;
   /**
@@ -130,14 +136,21 @@ export interface ModelCard {
     readonly unfreeze?: boolean;
     /** The pixel range the pretrained model was given (only with initFrom and a range other than [0, 1]). */
     readonly initRange?: readonly [number, number];
-    /** The pretrained layer the new head was put on, when one was named (only with initFrom). */
+    /**
+     * The pretrained layer the new head was put on (only with initFrom). Runs started before it was always recorded
+     * hold it only when one was named (their `defaultFeatureLayer` is absent).
+     */
     readonly featureLayer?: string;
+    /** Whether `featureLayer` is the layer buildTransferModel picks by itself (recorded with it; only with initFrom). */
+    readonly defaultFeatureLayer?: boolean;
     /** Which weights were saved: the moving average of the weights (emaDecay > 0) or those of the last step. */
     readonly weights?: string;
     /** How the steps ran: one TensorFlow graph per step, fused native ops, or plain tfjs (and why not the graph). */
     readonly engine?: string;
     /** The grouping whose classes the sample weights balanced (file name and column), when one was given. */
     readonly balanceGroups?: string;
+    /** The SHA-256 of the grouping CSV of `balanceGroups` (recorded with it; absent in cards of older runs). */
+    readonly balanceGroupsSha256?: string;
   };
   readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
   readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
@@ -173,7 +186,10 @@ const STATE_FILE = 'trainer.json';
 /** The model card's file in a model folder. */
 export const CARD_FILE = 'pneumotype.json';
 
-/** The learning rate of step `step` (0-based): linear warm-up, then cosine decay to the floor (or a plateau scale). */
+/**
+ * The learning rate of step `step` (0-based): linear warm-up, then cosine decay to the floor (or a plateau scale).
+ * Meant for `learningRate >= minLearningRate` (see {@link checkRecipe}); below its floor the schedule would run backwards.
+ */
 export function learningRateAt(config: Config, step: number, stepsPerEpoch: number, plateauScale = 1): number {
   const warmup = Math.max(0, Math.round(config.warmupEpochs * stepsPerEpoch));
   const total = Math.max(1, config.epochs * stepsPerEpoch);
@@ -340,8 +356,49 @@ export async function predictSubset(
   return { probs, trueIndex, patientIds, files, loss: probs.length > 0 ? lossSum / probs.length : Number.NaN };
 }
 
-/** The settings a run's weights depend on, as one string: a resumed or reused run must match it. */
+/**
+ * The settings a run's weights depend on, as one string: a resumed or reused run must match it. A setting given
+ * explicitly at the value its absence stands for (modelDepth "2,2,2,2" or modelWidth 32 for the resnet: the same
+ * network) hashes as if it were absent, so that a configuration without explicit defaults hashes as it always did.
+ */
 export function configHash(config: Config): string {
+  return rawConfigHash(alignedToDefaults(config));
+}
+
+/**
+ * `config` with the network settings that name the model's own default (see MODEL_CATALOG in lib/models.ts) put back
+ * to the value that stands for it ('' for modelDepth, 0 for modelWidth). Anything else is left as it is.
+ */
+function alignedToDefaults(config: Config): Config {
+  const defaults = (MODEL_CATALOG as Readonly<Record<string, { defaults: Partial<ModelOptions> } | undefined>>)[config.model]?.defaults;
+  if (defaults === undefined) return config;
+  let out = config;
+  if (config.modelWidth !== 0 && config.modelWidth === defaults.width) out = { ...out, modelWidth: 0 };
+  // Only the resnet has blocks per stage (modelDepth is refused with the others).
+  const depth = defaults.depth;
+  if (config.model === 'resnet' && typeof config.modelDepth === 'string' && config.modelDepth !== '' && depth !== undefined) {
+    const parts = config.modelDepth.split(',').map((p) => p.trim());
+    if (parts.length === depth.length && parts.every((p, i) => /^\d+$/.test(p) && Number(p) === depth[i])) out = { ...out, modelDepth: '' };
+  }
+  return out;
+}
+
+/**
+ * Every hash a run of the same configuration may have recorded: {@link configHash}, and the hashes that runs started
+ * with the model's default depth or width given explicitly recorded before those were aligned (given as written now,
+ * or in their plain form: "2,2,2,2", 32), so that such runs resume with the default given or not.
+ */
+function equivalentHashes(config: Config): string[] {
+  const aligned = alignedToDefaults(config);
+  const defaults = (MODEL_CATALOG as Readonly<Record<string, { defaults: Partial<ModelOptions> } | undefined>>)[config.model]?.defaults;
+  const depths = [aligned.modelDepth, ...(config.model === 'resnet' && aligned.modelDepth === '' && defaults?.depth ? [defaults.depth.join(',')] : [])];
+  const widths = [aligned.modelWidth, ...(aligned.modelWidth === 0 && defaults?.width !== undefined ? [defaults.width] : [])];
+  const variants = depths.flatMap((modelDepth) => widths.map((modelWidth) => rawConfigHash({ ...aligned, modelDepth, modelWidth })));
+  return [...new Set([configHash(config), rawConfigHash(config), ...variants])];
+}
+
+/** The hash of {@link configHash} without aligning explicit defaults: what runs started with them recorded. */
+function rawConfigHash(config: Config): string {
   const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
     'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   // Settings added later count only when not at their default, so that runs started before them still resume.
@@ -388,11 +445,57 @@ function sameSource(a: string | null, b: string | null): boolean {
   return url(a) || url(b) ? a === b : resolve(a) === resolve(b);
 }
 
+/**
+ * Checks the training recipe of a configuration, one ConfigError per value that no training could use, naming the
+ * key, the value and what is expected (the network's own options are checked by resolveModelOptions). Every preset
+ * passes. {@link train} runs it before any work.
+ *
+ * @example checkRecipe(resolveConfig('gpu', { learningRate: 5e-5 })) // ConfigError: learningRate 0.00005 is below minLearningRate 0.0001 …
+ */
+export function checkRecipe(config: Config): void {
+  const bad = (key: keyof Config, expected: string): ConfigError => new ConfigError(`${key} ${quote(config[key])} is not valid: expected ${expected}`);
+  const number = (key: 'learningRate' | 'minLearningRate' | 'warmupEpochs' | 'weightDecay'): void => {
+    const v = config[key];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw bad(key, 'a finite number of at least 0');
+  };
+  const fraction = (key: 'labelSmoothing' | 'dropout'): void => {
+    const v = config[key];
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw bad(key, 'a number from 0 up to (not including) 1');
+  };
+  for (const key of ['epochs', 'batchSize', 'patience', 'plateauPatience'] as const) checkInteger(key, config[key], 1);
+  if (config.optimizer !== 'adam' && config.optimizer !== 'sgd') throw new ConfigError(`optimizer ${quote(config.optimizer)} is not one of "adam", "sgd"`);
+  if (config.schedule !== 'cosine' && config.schedule !== 'plateau') throw bad('schedule', '"cosine" or "plateau"');
+  if (config.classWeights !== 'balanced' && config.classWeights !== 'none') throw bad('classWeights', '"balanced" or "none"');
+  number('learningRate');
+  number('minLearningRate');
+  if (config.learningRate < config.minLearningRate) {
+    // The warm-up climbs from the floor to the peak and the decay comes back down: below the floor both would run backwards.
+    throw new ConfigError(
+      `learningRate ${quote(config.learningRate)} is below minLearningRate ${quote(config.minLearningRate)}, the floor the schedule warms up from ` +
+        `and decays to: give a learningRate of at least ${quote(config.minLearningRate)}, or a minLearningRate of at most ${quote(config.learningRate)}`,
+    );
+  }
+  number('warmupEpochs');
+  number('weightDecay');
+  fraction('labelSmoothing');
+  fraction('dropout');
+  checkMixup(config.mixup);
+  if (typeof config.emaDecay !== 'number' || !(config.emaDecay === 0 || (config.emaDecay > 0 && config.emaDecay < 1))) {
+    throw bad('emaDecay', '0 (off) or a number above 0 and below 1, e.g. 0.998');
+  }
+  if (typeof config.maxSampleWeight !== 'number' || !(config.maxSampleWeight >= 1)) throw bad('maxSampleWeight', 'a number of at least 1');
+}
+
+/** A pixel range of [0, 1], the default, is no range at all: treated as absent (the same network, the same card). */
+function rangeOrDefault(range: readonly [number, number] | undefined): readonly [number, number] | undefined {
+  return range && !(range[0] === 0 && range[1] === 1) ? range : undefined;
+}
+
 async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   const config = resolveConfig(options.preset, options.config ?? {});
+  checkRecipe(config); // the recipe, before any long work
   const modelOptions = modelOptionsFromConfig(config);
   if (!options.initFrom) resolveModelOptions(modelOptions); // checks every model option before any long work
-  for (const key of ['epochs', 'batchSize'] as const) checkInteger(key, config[key], 1);
   if (options.freeze && !options.initFrom) throw new ConfigError('freeze needs a pretrained model to freeze: give initFrom (--init-from DIR|URL) too');
   if (options.unfreeze && !options.initFrom) throw new ConfigError('unfreeze needs a pretrained model to unfreeze: give initFrom (--init-from DIR|URL) too');
   if (options.initRange && !options.initFrom) throw new ConfigError('initRange is the pixel range of a pretrained model: give initFrom (--init-from DIR|URL) too');
@@ -404,6 +507,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   const augment = options.augment ?? false;
   // How the card names the grouping the classes were balanced in (and a resume compares against).
   const balanceLabel = options.balanceGroups ? `${basename(options.balanceGroups.csv)}:${options.balanceGroups.column}` : undefined;
+  // The pretrained pixel range, [0, 1] given explicitly being the default.
+  const initRange = rangeOrDefault(options.initRange);
 
   // A run folder that holds a run is continued (resume) or left alone: training afresh would replace its
   // checkpoints, model and history without a word.
@@ -418,6 +523,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   }
   // The grouping CSV is read before any long work: a typo in its path is not found after the cache is prepared.
   const groups = options.balanceGroups ? await readGroups(options.balanceGroups) : undefined;
+  // Its content too, for the card: a resume compares it (the same file name and column may hold other groups).
+  const balanceSha256 = options.balanceGroups ? await sha256File(options.balanceGroups.csv) : undefined;
   // Starting over: the earlier run's outputs go now, so that nothing of it can pass for this run's (a stop before
   // the first epoch ends finds no best checkpoint, instead of the earlier run's).
   if (!options.resume && options.replace) await removeRunOutputs(runDir);
@@ -477,26 +584,46 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         );
       }
     }
+    // The pretrained layer the head is on, for the card: what buildTransferModel resolved, or what the last card says.
+    let featureRecord: { featureLayer?: string; defaultFeatureLayer?: boolean } = options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {};
     if (saved !== undefined) {
       state = saved;
-      if (state.configHash !== configHash(config)) {
+      // A run started with a default given explicitly recorded the hash of that (see equivalentHashes): it resumes too.
+      if (!equivalentHashes(config).includes(state.configHash)) {
         throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
       }
       const lastCard = join(ckptLast, CARD_FILE);
       const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
       // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
-      // cosine decay runs over all epochs), the augmentation and the group balancing. Patience may change.
+      // cosine decay runs over all epochs), the augmentation, the group balancing (its CSV's content too, where both
+      // cards have it), plateauPatience with the plateau schedule, maxSampleWeight with group balancing, and the
+      // transfer settings. Patience may change.
       const was = last?.training;
+      const wasConfig: Config = { ...DEFAULTS, ...(was?.config ?? {}) };
+      const sha = (hex: string): string => `${hex.slice(0, 12)}…`;
+      // The feature layer: the one named now (or the default) against the one recorded; compared between transfer
+      // runs only (a change of --init-from is reported by itself).
+      const sameLayer = (t: ModelCard['training']): boolean =>
+        options.featureLayer === undefined ? (t.defaultFeatureLayer ?? (t.featureLayer === undefined)) : options.featureLayer === t.featureLayer;
       const changed = was === undefined ? [] : [
         ...(was.epochs !== config.epochs ? [`${was.epochs} epoch${was.epochs === 1 ? '' : 's'} (now ${config.epochs})`] : []),
         ...(JSON.stringify(was.augment ?? false) !== JSON.stringify(augment) ? [`augmentation ${JSON.stringify(was.augment ?? false)} (now ${JSON.stringify(augment)})`] : []),
-        ...((was.balanceGroups ?? undefined) !== balanceLabel ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balanceLabel ?? 'none')})`] : []),
+        ...((was.balanceGroups ?? undefined) !== balanceLabel
+          ? [`group balancing ${quote(was.balanceGroups ?? 'none')} (now ${quote(balanceLabel ?? 'none')})`]
+          : was.balanceGroupsSha256 !== undefined && balanceSha256 !== undefined && was.balanceGroupsSha256 !== balanceSha256
+            ? [`group balancing ${quote(balanceLabel ?? 'none')} from a CSV with SHA-256 ${sha(was.balanceGroupsSha256)} (now ${sha(balanceSha256)})`]
+            : []),
+        // Recipe settings outside the hash (kept out of it so that earlier runs still resume), where they act.
+        ...(config.schedule === 'plateau' && wasConfig.plateauPatience !== config.plateauPatience ? [`plateauPatience ${quote(wasConfig.plateauPatience)} (now ${quote(config.plateauPatience)})`] : []),
+        ...(balanceLabel !== undefined && was.balanceGroups !== undefined && wasConfig.maxSampleWeight !== config.maxSampleWeight
+          ? [`maxSampleWeight ${quote(wasConfig.maxSampleWeight)} (now ${quote(config.maxSampleWeight)})`]
+          : []),
         // A transfer run: the checkpoint holds its network, and the card must keep saying where it came from.
         ...(sameSource(was.initFrom ?? null, options.initFrom ?? null) ? [] : [`--init-from ${quote(was.initFrom ?? 'none')} (now ${quote(options.initFrom ?? 'none')})`]),
         ...((was.freeze ?? false) !== (options.initFrom ? options.freeze ?? false : false) ? [`--freeze ${was.freeze ?? false} (now ${options.freeze ?? false})`] : []),
         ...((was.unfreeze ?? false) !== (options.initFrom ? options.unfreeze ?? false : false) ? [`--unfreeze ${was.unfreeze ?? false} (now ${options.unfreeze ?? false})`] : []),
-        ...(JSON.stringify(was.initRange ?? null) !== JSON.stringify(options.initFrom ? options.initRange ?? null : null) ? [`--init-range ${JSON.stringify(was.initRange ?? null)} (now ${JSON.stringify(options.initRange ?? null)})`] : []),
-        ...((was.featureLayer ?? null) !== (options.initFrom ? options.featureLayer ?? null : null) ? [`--feature-layer ${quote(was.featureLayer ?? 'default')} (now ${quote(options.featureLayer ?? 'default')})`] : []),
+        ...(JSON.stringify(rangeOrDefault(was.initRange) ?? null) !== JSON.stringify(options.initFrom ? initRange ?? null : null) ? [`--init-range ${JSON.stringify(rangeOrDefault(was.initRange) ?? null)} (now ${JSON.stringify(initRange ?? null)})`] : []),
+        ...(was.initFrom && options.initFrom && !sameLayer(was) ? [`--feature-layer ${quote(was.featureLayer ?? 'default')} (now ${quote(options.featureLayer ?? 'default')})`] : []),
       ];
       if (changed.length > 0) {
         throw new ConfigError(
@@ -513,6 +640,12 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           { path: runDir },
         );
       }
+      if (was?.initFrom) {
+        featureRecord = {
+          ...(was.featureLayer !== undefined ? { featureLayer: was.featureLayer } : {}),
+          ...(was.defaultFeatureLayer !== undefined ? { defaultFeatureLayer: was.defaultFeatureLayer } : {}),
+        };
+      }
       model = await loadLayersModelFromDir(ckptLast);
       await loadOptimizerState(ckptLast, optimizer, model);
     } else if (options.initFrom) {
@@ -524,8 +657,12 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         seed: config.seed,
         freeze: options.freeze ?? false,
         ...(options.unfreeze ? { unfreeze: true } : {}),
-        ...(options.initRange ? { inputRange: options.initRange } : {}),
+        ...(initRange ? { inputRange: initRange } : {}),
         ...(options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {}),
+        // Recorded in the card whether named or not: a resume naming the default layer is the same run.
+        onFeatureLayer: ({ name, isDefault }) => {
+          featureRecord = { featureLayer: name, defaultFeatureLayer: isDefault };
+        },
       });
     } else {
       model = buildModel(modelOptions);
@@ -697,12 +834,13 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           training: {
             config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null,
             ...(options.initFrom ? { freeze: options.freeze ?? false } : {}),
-            ...(options.initFrom && options.initRange ? { initRange: options.initRange } : {}),
+            ...(options.initFrom && initRange ? { initRange } : {}),
             ...(options.initFrom && options.unfreeze ? { unfreeze: true } : {}),
-            ...(options.initFrom && options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {}),
+            ...(options.initFrom ? featureRecord : {}),
             weights: average ? `moving average (decay ${config.emaDecay} per step, ${average.count} updates)` : 'last step',
             engine,
             ...(balanceLabel !== undefined ? { balanceGroups: balanceLabel } : {}),
+            ...(balanceSha256 !== undefined ? { balanceGroupsSha256: balanceSha256 } : {}),
           },
           data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },

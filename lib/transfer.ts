@@ -21,6 +21,11 @@ export interface TransferOptions {
    * without one, the last layer with a 4-D output that is not a pooling layer).
    */
   readonly featureLayer?: string;
+  /**
+   * Told which layer the head was put on once the model is built: its name, and whether it is the one picked without
+   * `featureLayer` (train records both in the model card, so that a resume naming the default layer is the same run).
+   */
+  readonly onFeatureLayer?: (layer: { readonly name: string; readonly isDefault: boolean }) => void;
   /** L2 penalty on the new head's kernel (train passes its weight decay). Default 0. */
   readonly l2?: number;
   /**
@@ -237,65 +242,103 @@ export async function buildTransferModel(options: TransferOptions): Promise<Laye
   const tf = loadTf();
   if (options.freeze && options.unfreeze) throw new ConfigError('freeze and unfreeze exclude each other: freeze trains the head only, unfreeze every pretrained layer');
   const base = await loadPretrained(options.from);
-  const inShape = base.inputs[0]?.shape ?? [];
-  const channels = inShape[3] ?? 1;
-  if (inShape.length !== 4 || (channels !== 1 && channels !== 3)) {
-    base.dispose();
-    throw new ConfigError(`the pretrained model ${quote(options.from)} takes inputs of shape ${quote(inShape)}: expected [null, H, W, 1 or 3]`, { path: options.from });
+  // The base's weights are freed on every error path: until the flat trunk has copied them, or the new model holds them.
+  let baseHeld = true;
+  let flat: LayersModel | undefined;
+  try {
+    const inShape = base.inputs[0]?.shape ?? [];
+    const channels = inShape[3] ?? 1;
+    if (inShape.length !== 4 || (channels !== 1 && channels !== 3)) {
+      throw new ConfigError(`the pretrained model ${quote(options.from)} takes inputs of shape ${quote(inShape)}: expected [null, H, W, 1 or 3]`, { path: options.from });
+    }
+    // Keras's MobileNet (v1) reshapes its pooled features back to 4-D and ends in a 1x1 convolution and a softmax: the
+    // last 4-D layer would be its ImageNet softmax, so the layer before its first global pooling comes first.
+    // Walked back from the output along each layer's first input, so that the pooling inside squeeze-and-excitation
+    // blocks (EfficientNet, MobileNetV3) is not taken for the head's; past any fixed-size pooling in front of it, which
+    // would not fit other input sizes.
+    const inbound = (l: Layer | undefined): Layer | undefined => (l as unknown as { inboundNodes?: { inboundLayers: Layer[] }[] } | undefined)?.inboundNodes?.[0]?.inboundLayers[0];
+    const collapses = (l: Layer): boolean => /^(Global(Average|Max)Pooling2D|Flatten)$/.test(l.getClassName());
+    let collapse = base.outputs[0]?.sourceLayer as Layer | undefined;
+    while (collapse && !collapses(collapse)) collapse = inbound(collapse);
+    let beforeCollapse = inbound(collapse);
+    while (beforeCollapse && /Pooling2D$/.test(beforeCollapse.getClassName())) beforeCollapse = inbound(beforeCollapse);
+    const defaultName = (beforeCollapse && (beforeCollapse.outputShape as unknown[]).length === 4 ? beforeCollapse.name : undefined) ??
+      [...base.layers].reverse().find((l) => {
+        const shape = l.outputShape as (number | null)[];
+        return Array.isArray(shape) && shape.length === 4 && !/Pooling2D$/.test(l.getClassName());
+      })?.name;
+    const featureName = options.featureLayer ?? defaultName;
+    const featureLayer = featureName === undefined ? undefined : base.layers.find((l) => l.name === featureName);
+    if (!featureLayer || featureName === undefined) {
+      throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
+    }
+    if (featureLayer.getClassName() === 'InputLayer') {
+      throw new ConfigError(
+        `the layer ${quote(featureName)} of the pretrained model ${quote(options.from)} is its input, which computes no features: name a layer after it for the new head`,
+        { path: options.from },
+      );
+    }
+    const featureShape = featureLayer.outputShape as unknown[];
+    if (!Array.isArray(featureShape) || featureShape.length !== 4) {
+      throw new ConfigError(
+        `the layer ${quote(featureName)} of the pretrained model ${quote(options.from)} gives ${JSON.stringify(featureShape)}, not 4-D feature maps [batch, height, width, channels] for the new head to pool`,
+        { path: options.from },
+      );
+    }
+    let input: SymbolicTensor;
+    let x: SymbolicTensor;
+    flat = await flatTrunk(base, featureName, options, channels);
+    if (flat) {
+      base.dispose();
+      baseHeld = false;
+      input = flat.inputs[0] as SymbolicTensor;
+      x = flat.outputs[0] as SymbolicTensor;
+    } else {
+      const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
+      // The pretrained head (its ImageNet classifier, say) is no part of the new model: its weights are freed.
+      for (const l of base.layers) if (!trunk.layers.includes(l)) l.dispose();
+      // Layer by layer (allLayers), not only on the nested model: its own flag is lost on saving, its layers' are kept.
+      setTrainable(trunk, options);
+      const stem = grayStem(options.imageSize, channels, options.inputRange);
+      input = stem.input;
+      x = trunk.apply(stem.output) as SymbolicTensor;
+    }
+    x = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(x) as SymbolicTensor;
+    if ((options.dropout ?? 0.2) > 0) x = tf.layers.dropout({ rate: options.dropout ?? 0.2, name: 'head_dropout' }).apply(x) as SymbolicTensor;
+    const out = tf.layers
+      .dense({
+        units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }),
+        ...((options.l2 ?? 0) > 0 ? { kernelRegularizer: tf.regularizers.l2({ l2: options.l2 ?? 0 }) } : {}),
+      })
+      .apply(x) as SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: out, name: 'transfer' });
+    baseHeld = false;
+    flat = undefined;
+    try {
+      options.onFeatureLayer?.({ name: featureName, isDefault: featureName === defaultName });
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+    return model;
+  } catch (err) {
+    if (baseHeld) disposeQuietly(base);
+    if (flat) disposeQuietly(flat);
+    throw err;
   }
-  // Keras's MobileNet (v1) reshapes its pooled features back to 4-D and ends in a 1x1 convolution and a softmax: the
-  // last 4-D layer would be its ImageNet softmax, so the layer before its first global pooling comes first.
-  // Walked back from the output along each layer's first input, so that the pooling inside squeeze-and-excitation
-  // blocks (EfficientNet, MobileNetV3) is not taken for the head's; past any fixed-size pooling in front of it, which
-  // would not fit other input sizes.
-  const inbound = (l: Layer | undefined): Layer | undefined => (l as unknown as { inboundNodes?: { inboundLayers: Layer[] }[] } | undefined)?.inboundNodes?.[0]?.inboundLayers[0];
-  const collapses = (l: Layer): boolean => /^(Global(Average|Max)Pooling2D|Flatten)$/.test(l.getClassName());
-  let collapse = base.outputs[0]?.sourceLayer as Layer | undefined;
-  while (collapse && !collapses(collapse)) collapse = inbound(collapse);
-  let beforeCollapse = inbound(collapse);
-  while (beforeCollapse && /Pooling2D$/.test(beforeCollapse.getClassName())) beforeCollapse = inbound(beforeCollapse);
-  const featureName = options.featureLayer ?? (beforeCollapse && (beforeCollapse.outputShape as unknown[]).length === 4 ? beforeCollapse.name : undefined) ??
-    [...base.layers].reverse().find((l) => {
-      const shape = l.outputShape as (number | null)[];
-      return Array.isArray(shape) && shape.length === 4 && !/Pooling2D$/.test(l.getClassName());
-    })?.name;
-  const featureLayer = featureName === undefined ? undefined : base.layers.find((l) => l.name === featureName);
-  if (!featureLayer || featureName === undefined) {
-    base.dispose();
-    throw new ConfigError(`the pretrained model ${quote(options.from)} has no layer ${quote(options.featureLayer ?? '(4-D output)')} to take features from`, { path: options.from });
+}
+
+/** Frees a model's weights on an error path, layer by layer where some are already gone (a nested trunk's cut head). */
+function disposeQuietly(model: LayersModel): void {
+  try {
+    model.dispose();
+  } catch {
+    for (const layer of model.layers) {
+      try {
+        layer.dispose();
+      } catch {
+        // already disposed
+      }
+    }
   }
-  const featureShape = featureLayer.outputShape as unknown[];
-  if (!Array.isArray(featureShape) || featureShape.length !== 4) {
-    base.dispose();
-    throw new ConfigError(
-      `the layer ${quote(featureName)} of the pretrained model ${quote(options.from)} gives ${JSON.stringify(featureShape)}, not 4-D feature maps [batch, height, width, channels] for the new head to pool`,
-      { path: options.from },
-    );
-  }
-  let input: SymbolicTensor;
-  let x: SymbolicTensor;
-  const flat = await flatTrunk(base, featureName, options, channels);
-  if (flat) {
-    base.dispose();
-    input = flat.inputs[0] as SymbolicTensor;
-    x = flat.outputs[0] as SymbolicTensor;
-  } else {
-    const trunk = tf.model({ inputs: base.inputs, outputs: featureLayer.output as SymbolicTensor });
-    // The pretrained head (its ImageNet classifier, say) is no part of the new model: its weights are freed.
-    for (const l of base.layers) if (!trunk.layers.includes(l)) l.dispose();
-    // Layer by layer (allLayers), not only on the nested model: its own flag is lost on saving, its layers' are kept.
-    setTrainable(trunk, options);
-    const stem = grayStem(options.imageSize, channels, options.inputRange);
-    input = stem.input;
-    x = trunk.apply(stem.output) as SymbolicTensor;
-  }
-  x = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(x) as SymbolicTensor;
-  if ((options.dropout ?? 0.2) > 0) x = tf.layers.dropout({ rate: options.dropout ?? 0.2, name: 'head_dropout' }).apply(x) as SymbolicTensor;
-  const out = tf.layers
-    .dense({
-      units: CLASSES.length, activation: 'softmax', name: 'head_logits', kernelInitializer: tf.initializers.glorotUniform({ seed: options.seed ?? 42 }),
-      ...((options.l2 ?? 0) > 0 ? { kernelRegularizer: tf.regularizers.l2({ l2: options.l2 ?? 0 }) } : {}),
-    })
-    .apply(x) as SymbolicTensor;
-  return tf.model({ inputs: input, outputs: out, name: 'transfer' });
 }

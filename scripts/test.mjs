@@ -13,6 +13,7 @@ const SUITE = [
   'test/errors.test.ts',
   'test/lock.test.ts',
   'test/random.test.ts',
+  'test/pool.test.ts',
   'test/progress.test.ts',
   'test/tf.test.ts',
   'test/setup-tfjs.test.ts',

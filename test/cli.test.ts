@@ -249,6 +249,18 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   );
 });
 
+test('train --resume takes a default given explicitly (--depth 2,2,2,2 of the resnet) as the run it continues', () => {
+  const out = join(tmp, 'run-depth');
+  const args = ['train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--model', 'resnet', '--epochs', '1', '--quiet'];
+  const first = cli(...args);
+  assert.equal(first.code, 0, first.stderr);
+  const same = cli(...args, '--resume', '--depth', '2,2,2,2');
+  assert.equal(same.code, 0, same.stderr);
+  const other = cli(...args, '--resume', '--depth', '1,1,1,1');
+  assert.equal(other.code, 1);
+  assert.match(other.stderr, new RegExp(`^\\npneumotype train: cannot resume ${JSON.stringify(out).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it was started with another configuration \\(.*\\{"modelDepth":"1,1,1,1"\\}\\]\\)\\n$`));
+});
+
 test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume', async () => {
   const out = join(tmp, 'run-interrupted');
   const hint = `\npneumotype train: interrupted; the last finished epoch is saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;

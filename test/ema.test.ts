@@ -1,6 +1,6 @@
 // The moving average of the weights: its arithmetic, its checkpoint files, and a training run that validates it.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -78,6 +78,56 @@ test('a decay outside (0, 1) or a bad interval is refused, naming the value', as
   }
 });
 
+test('a damaged weight average in a checkpoint is a CacheError naming its file, and frees the copy it made', async () => {
+  const tf = loadTf();
+  const model = dense(tf, 1);
+  const ema = await WeightAverage.create(model, { decay: 0.99 });
+  const wide = tf.sequential({ layers: [tf.layers.dense({ units: 3, inputShape: [3] })] });
+  const other = await WeightAverage.create(wide, { decay: 0.99 });
+  const dir = join(tmp, 'damaged');
+  const [json, bin] = [join(dir, EMA_JSON), join(dir, EMA_BIN)];
+  try {
+    const restore = async (damage: () => Promise<void>): Promise<WeightAverage> => {
+      await saveModel({ dir, model, extraBinary: await ema.encode() });
+      await damage();
+      return WeightAverage.restore(dir, model, { decay: 0.99 });
+    };
+    const unreadable = (file: string, why: string) => ({ name: 'CacheError', message: `the weight average ${JSON.stringify(file)} cannot be read (${why})` });
+    const before = tf.memory().numTensors;
+    await assert.rejects(restore(() => truncate(bin, 8)), unreadable(bin, 'Based on the provided shape, [3,2], the tensor should have 6 values but has 2'));
+    await assert.rejects(restore(() => truncate(bin, 24)), unreadable(bin, 'Based on the provided shape, [2], the tensor should have 2 values but has 0'));
+    await assert.rejects(restore(() => truncate(bin, 10)), unreadable(bin, 'byte length of Float32Array should be a multiple of 4'));
+    await assert.rejects(restore(() => rm(bin)), unreadable(bin, `ENOENT: no such file or directory, open '${bin}'`));
+    await assert.rejects(restore(() => writeFile(json, '{"upd')), (err: unknown) => {
+      assert.ok(err instanceof Error && err.name === 'CacheError', String(err));
+      assert.match(err.message, new RegExp(`^the weight average ${JSON.stringify(json).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} cannot be read \\(.*JSON.*\\)$`));
+      assert.ok(err.cause instanceof SyntaxError);
+      return true;
+    });
+    await assert.rejects(restore(() => writeFile(json, '{}')), unreadable(json, 'it holds no list of weights ("specs")'));
+    // Another model's average, with as many weights of other shapes; one with another count of weights.
+    await assert.rejects(restore(async () => {
+      const files = await other.encode();
+      await writeFile(json, files[EMA_JSON] ?? '');
+      await writeFile(bin, files[EMA_BIN] ?? new Uint8Array());
+    }), (err: unknown) => {
+      assert.ok(err instanceof Error && err.name === 'CacheError', String(err));
+      assert.match(err.message, new RegExp(`^the weight average ${JSON.stringify(bin).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} does not fit the model: its weight "0:dense_Dense\\d+/kernel" \\(Shape mismatch: \\[3,2\\] vs\\. \\[3,3\\]\\)$`));
+      return true;
+    });
+    await assert.rejects(restore(() => writeFile(json, JSON.stringify({ updates: 1, decay: 0.99, specs: [] }))), {
+      name: 'ConfigError',
+      message: `the weight average in ${JSON.stringify(json)} holds 0 weights, the model 2`,
+    });
+    assert.equal(tf.memory().numTensors, before, 'a failed restore leaves no tensors behind');
+  } finally {
+    ema.dispose();
+    other.dispose();
+    wide.dispose();
+    model.dispose();
+  }
+});
+
 test('a run with the average validates and ships it, keeps it in the last checkpoint, and resumes it exactly', async () => {
   const tf = loadTf();
   const config = { epochs: 4, dropout: 0, learningRate: 3e-3, patience: 10, emaDecay: 0.9 };
@@ -93,4 +143,10 @@ test('a run with the average validates and ships it, keeps it in the last checkp
     const other = resumed.history[i];
     assert.ok(other && Math.abs(rec.valLoss - other.valLoss) < 1e-4, `epoch ${i + 1}: val ${rec.valLoss} vs ${other?.valLoss}`);
   }
+  // A resume whose average is damaged stops with the file named, and leaves no tensors behind.
+  const emaJson = join(tmp, 'run-b', 'checkpoints', 'last', EMA_JSON);
+  await writeFile(emaJson, '{"upd');
+  const beforeResume = tf.memory().numTensors;
+  await assert.rejects(train({ ...opts, out: join(tmp, 'run-b'), resume: true }), { name: 'CacheError', message: /^the weight average ".*ema\.json" cannot be read \(.*JSON.*\)$/ });
+  assert.equal(tf.memory().numTensors, beforeResume, 'a failed resume leaves no tensors behind');
 });

@@ -1,18 +1,20 @@
 // Training on a separable fixture with the tiny model: learning, checkpoints, exact resume, NaN guard, no leaks.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { alignSlots, recoverDirSwap } from '../lib/checkpoint.js';
-import { resolveConfig } from '../lib/config.js';
+import { alignSlots, recoverDirSwap, writeDirAtomic } from '../lib/checkpoint.js';
+import { DEFAULTS, resolveConfig, type Config } from '../lib/config.js';
 import { loadModel, predict } from '../lib/evaluate.js';
+import { sha256 } from '../lib/fsx.js';
 import { readManifest } from '../lib/manifest.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import { classWeights, learningRateAt, setLearningRate, train, TrainingError } from '../lib/train.js';
+import { checkRecipe, classWeights, configHash, learningRateAt, setLearningRate, train, TrainingError } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 
 let tmp: string;
@@ -144,9 +146,108 @@ test('a run resumes only with the configuration it was started with', async () =
   assert.deepEqual(await readFile(join(run, 'model', 'weights.bin')), weights);
 });
 
+test('a default given explicitly is the same configuration: hashes as before, and a run started without it resumes with it', async () => {
+  // Configurations without explicit defaults hash exactly as they always did: the shipped model's run and old runs resume.
+  const hashes = {
+    defaults: '["resnet",0,224,32,"adam",0.001,0.00001,1,"cosine",0.0001,0.05,"balanced",42,0.1,0.2,0.998]',
+    smoke: '["tiny",0,32,8,"adam",0.001,0.00001,0,"cosine",0.0001,0.05,"balanced",42,0.2,0.2,0]',
+    cpu: '["resnet",16,128,32,"adam",0.001,0.00001,1,"cosine",0.0001,0.05,"balanced",42,0.1,0.2,0.998]',
+    gpu: '["resnet",16,128,32,"sgd",0.1,0.0001,1,"cosine",0.0005,0.05,"balanced",42,0.1,0.2,0.998]',
+  };
+  assert.deepEqual(
+    { defaults: configHash(resolveConfig()), smoke: configHash(resolveConfig('smoke')), cpu: configHash(resolveConfig('cpu')), gpu: configHash(resolveConfig('gpu')) },
+    hashes,
+  );
+  const shipped = JSON.parse(await readFile('models/default/pneumotype.json', 'utf8')) as { training: { config: Partial<Config> } };
+  assert.equal(configHash({ ...DEFAULTS, ...shipped.training.config }), hashes.gpu);
+  assert.equal(
+    configHash(resolveConfig('cpu', { modelDepth: '3,4,6,3', mixup: 0.2, antialias: true })),
+    '["resnet",16,128,32,"adam",0.001,0.00001,1,"cosine",0.0001,0.05,"balanced",42,0.1,0.2,0.998,{"mixup":0.2},{"antialias":true},{"modelDepth":"3,4,6,3"}]',
+  );
+  // The resnet's own depth and width, given explicitly, are the same network: the same hash.
+  assert.equal(configHash(resolveConfig('cpu', { modelDepth: '2,2,2,2' })), hashes.cpu);
+  assert.equal(configHash(resolveConfig('cpu', { modelDepth: ' 2, 2,2,2 ' })), hashes.cpu);
+  assert.equal(configHash(resolveConfig(undefined, { modelWidth: 32, modelDepth: '2,2,2,2' })), hashes.defaults);
+  assert.notEqual(configHash(resolveConfig('cpu', { modelDepth: '2,2,2' })), hashes.cpu);
+  assert.notEqual(configHash(resolveConfig('smoke', { modelWidth: 16 })), hashes.smoke);
+
+  // run-ce (above): a resnet run started without modelDepth, resumed naming its default (nothing left to train).
+  const run = join(tmp, 'run-ce');
+  const opts = { data: labeled, out: run, preset: 'smoke', cacheDir: join(tmp, 'cache'), resume: true } as const;
+  assert.equal((await train({ ...opts, config: { ...base, ...resnet, modelDepth: '2,2,2,2' } })).history.length, 4);
+  // A run started with the default given explicitly recorded that in its hash (before defaults were aligned): it resumes too.
+  const statePath = join(run, 'checkpoints', 'last', 'trainer.json');
+  const state = JSON.parse(await readFile(statePath, 'utf8')) as { configHash: string };
+  await writeFile(statePath, JSON.stringify({ ...state, configHash: state.configHash.replace(/\]$/, ',{"modelDepth":"2,2,2,2"}]') }));
+  for (const modelDepth of ['2,2,2,2', '']) assert.equal((await train({ ...opts, config: { ...base, ...resnet, modelDepth } })).history.length, 4, modelDepth);
+  await writeFile(statePath, JSON.stringify(state));
+});
+
+test("a resume compares plateauPatience (plateau schedule), maxSampleWeight and the grouping CSV's content (group balancing)", async () => {
+  const out = join(tmp, 'run-plateau');
+  const csv = join(tmp, 'groups.csv');
+  const names = (await readManifest(labeled)).filter((r) => r.split === 'train').map((r) => r.file.split('/').at(-1) ?? '');
+  const groups = `file,grp\n${names.map((f, i) => `${f},g${i % 2}`).join('\n')}\n`;
+  await writeFile(csv, groups);
+  const config = { ...base, epochs: 2, schedule: 'plateau', plateauPatience: 1 };
+  const opts = { data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), balanceGroups: { csv, column: 'grp' } } as const;
+  const first = await train({ ...opts, config, stopAfterEpochs: 1 });
+  assert.equal(first.card.training.balanceGroups, 'groups.csv:grp');
+  assert.equal(first.card.training.balanceGroupsSha256, sha256(groups));
+  const refused = (what: string): { name: string; message: string } => ({
+    name: 'ConfigError',
+    message: `cannot resume ${JSON.stringify(out)}: it was started with ${what}; a resume continues the same run: give the settings it was started with, or train into another --out`,
+  });
+  await assert.rejects(train({ ...opts, config: { ...config, plateauPatience: 2, maxSampleWeight: 3 }, resume: true }), refused('plateauPatience 1 (now 2), maxSampleWeight 10 (now 3)'));
+  // The same file name and column, other groups.
+  const regrouped = `file,grp\n${names.map((f) => `${f},g0`).join('\n')}\n`;
+  await writeFile(csv, regrouped);
+  await assert.rejects(
+    train({ ...opts, config, resume: true }),
+    refused(`group balancing "groups.csv:grp" from a CSV with SHA-256 ${sha256(groups).slice(0, 12)}… (now ${sha256(regrouped).slice(0, 12)}…)`),
+  );
+  await writeFile(csv, groups);
+  assert.equal((await train({ ...opts, config, resume: true })).history.length, 2);
+});
+
+test('recipe values that no training could use are refused before any work, one ConfigError naming each; the presets pass', async () => {
+  for (const preset of [undefined, 'smoke', 'cpu', 'gpu'] as const) checkRecipe(resolveConfig(preset));
+  // A peak equal to its floor is a constant rate; 0 and 0, no learning at all.
+  checkRecipe(resolveConfig(undefined, { learningRate: 1e-5 }));
+  checkRecipe(resolveConfig(undefined, { learningRate: 0, minLearningRate: 0 }));
+  const cases: Array<[Partial<Config>, string]> = [
+    [{ schedule: 'bogus' }, 'schedule "bogus" is not valid: expected "cosine" or "plateau"'],
+    [{ classWeights: 'bogus' }, 'classWeights "bogus" is not valid: expected "balanced" or "none"'],
+    [{ labelSmoothing: 3 }, 'labelSmoothing 3 is not valid: expected a number from 0 up to (not including) 1'],
+    [{ learningRate: -1 }, 'learningRate -1 is not valid: expected a finite number of at least 0'],
+    [{ learningRate: Number.NaN }, 'learningRate NaN is not valid: expected a finite number of at least 0'],
+    [{ minLearningRate: -1e-5 }, 'minLearningRate -0.00001 is not valid: expected a finite number of at least 0'],
+    [{ warmupEpochs: Number.NaN }, 'warmupEpochs NaN is not valid: expected a finite number of at least 0'],
+    [{ weightDecay: -1 }, 'weightDecay -1 is not valid: expected a finite number of at least 0'],
+    [{ dropout: 1.5 }, 'dropout 1.5 is not valid: expected a number from 0 up to (not including) 1'],
+    [{ emaDecay: -0.5 }, 'emaDecay -0.5 is not valid: expected 0 (off) or a number above 0 and below 1, e.g. 0.998'],
+    [{ emaDecay: 1 }, 'emaDecay 1 is not valid: expected 0 (off) or a number above 0 and below 1, e.g. 0.998'],
+    [{ patience: 0 }, 'patience 0 is not valid: expected an integer of at least 1'],
+    [{ plateauPatience: 1.5 }, 'plateauPatience 1.5 is not valid: expected an integer of at least 1'],
+    [{ maxSampleWeight: 0.5 }, 'maxSampleWeight 0.5 is not valid: expected a number of at least 1'],
+    [{ mixup: -1 }, 'mixup -1 is not valid: expected 0 (off) or a number of at least 0.01, e.g. 0.2'],
+    [{ optimizer: 'rmsprop' }, 'optimizer "rmsprop" is not one of "adam", "sgd"'],
+    // A peak below the floor would run the schedule backwards: the warm-up down, the decay up.
+    [{ learningRate: 1e-6 }, 'learningRate 0.000001 is below minLearningRate 0.00001, the floor the schedule warms up from and decays to: give a learningRate of at least 0.00001, or a minLearningRate of at most 0.000001'],
+  ];
+  for (const [config, message] of cases) {
+    await assert.rejects(train({ data: join(tmp, 'no-such-data'), out: join(tmp, 'run-bad-recipe'), preset: 'smoke', config }), { name: 'ConfigError', message }, message);
+  }
+  assert.equal(existsSync(join(tmp, 'run-bad-recipe')), false);
+  assert.throws(() => checkRecipe(resolveConfig('gpu', { learningRate: 5e-5 })), {
+    name: 'ConfigError',
+    message: 'learningRate 0.00005 is below minLearningRate 0.0001, the floor the schedule warms up from and decays to: give a learningRate of at least 0.0001, or a minLearningRate of at most 0.00005',
+  });
+});
+
 test('resume refuses other data and a damaged checkpoint with the file named, and trains no further once stopped early', async () => {
   const run = join(tmp, 'run-guard');
-  const opts = { preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 6, patience: 1, learningRate: 0 } } as const;
+  const opts = { preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 6, patience: 1, learningRate: 0, minLearningRate: 0 } } as const;
   // No learning (only the batch-norm statistics move): patience 1 stops the run long before its 6 epochs.
   const stopped = await train({ data: labeled, out: run, ...opts });
   assert.ok(stopped.stoppedEarly && stopped.history.length < 6, `stopped after ${stopped.history.length} epochs`);
@@ -316,4 +417,25 @@ test("recoverDirSwap finishes a swap left under this process's own id (a restart
   assert.equal(await recoverDirSwap(dir), `finished the interrupted swap of ${JSON.stringify(dir)}`);
   assert.deepEqual(await readdir(join(tmp, 'own-pid')), ['last']);
   assert.deepEqual(await readdir(dir), ['model.json']);
+});
+
+test('writeDirAtomic swaps a complete folder in and keeps the old one when filling fails (its fsyncs are not observable here)', async () => {
+  const dir = join(tmp, 'atomic', 'm');
+  await writeDirAtomic(dir, async (t) => {
+    await writeFile(join(t, 'model.json'), '1');
+    await mkdir(join(t, 'sub'));
+    await writeFile(join(t, 'sub', 'weights.bin'), 'w');
+  });
+  await writeDirAtomic(dir, async (t) => writeFile(join(t, 'model.json'), '2'));
+  assert.deepEqual(await readdir(dir), ['model.json']);
+  assert.equal(await readFile(join(dir, 'model.json'), 'utf8'), '2');
+  await assert.rejects(
+    writeDirAtomic(dir, async (t) => {
+      await writeFile(join(t, 'model.json'), '3');
+      throw new Error('disk full');
+    }),
+    { message: 'disk full' },
+  );
+  assert.equal(await readFile(join(dir, 'model.json'), 'utf8'), '2');
+  assert.deepEqual(await readdir(join(tmp, 'atomic')), ['m'], 'no .tmp or .old left');
 });

@@ -71,8 +71,10 @@ test('buildTransferModel keeps the pretrained features, repeats gray to RGB and 
 
 test('featureLayer puts the head on a named layer; a layer that is missing or not 4-D is named in the error', async () => {
   const tf = loadTf();
-  const model = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 16, featureLayer: 'pre_bn' });
+  const told: Array<{ name: string; isDefault: boolean }> = [];
+  const model = await buildTransferModel({ from: join(tmp, 'pretrained'), imageSize: 16, featureLayer: 'pre_bn', onFeatureLayer: (l) => told.push(l) });
   try {
+    assert.deepEqual(told, [{ name: 'pre_bn', isDefault: false }]);
     assert.deepEqual(model.layers.map((l) => l.name), ['gray_input', 'gray_to_rgb', 'pre_conv1', 'pre_bn', 'head_pool', 'head_dropout', 'head_logits']);
     const y = tf.tidy(() => model.predict(tf.zeros([1, 16, 16, 1])) as Tensor);
     assert.deepEqual(y.shape, [1, 3]);
@@ -93,6 +95,23 @@ test('featureLayer puts the head on a named layer; a layer that is missing or no
     name: 'ConfigError',
     message: `the layer "${flat}" of the pretrained model "${from}" gives [null,6], not 4-D feature maps [batch, height, width, channels] for the new head to pool`,
   });
+  // Without a name: the layer before the pretrained head's pooling, told as the default; named, it is still the default.
+  for (const featureLayer of [undefined, 'pre_conv2']) {
+    const picked: Array<{ name: string; isDefault: boolean }> = [];
+    const m = await buildTransferModel({ from, imageSize: 16, ...(featureLayer ? { featureLayer } : {}), onFeatureLayer: (l) => picked.push(l) });
+    m.dispose();
+    assert.deepEqual(picked, [{ name: 'pre_conv2', isDefault: true }]);
+  }
+  // The input layer computes no features: refused, with nothing left behind.
+  const inputName = loaded.inputLayers[0]?.name ?? loaded.layers[0]?.name;
+  assert.ok(inputName);
+  const before = tf.memory().numTensors;
+  await assert.rejects(buildTransferModel({ from, imageSize: 16, featureLayer: inputName }), {
+    name: 'ConfigError',
+    message: `the layer "${inputName}" of the pretrained model "${from}" is its input, which computes no features: name a layer after it for the new head`,
+  });
+  await assert.rejects(buildTransferModel({ from, imageSize: 16, featureLayer: 'block_16_project' }), { name: 'ConfigError' });
+  assert.equal(tf.memory().numTensors, before, 'a refused pretrained model leaves no tensors behind');
 });
 
 test("Keras MobileNet v1's head (pooled, reshaped to 4-D, a 1x1 convolution and a softmax) and an SE block's pooling are not taken for the features; the new head takes the L2 penalty", async () => {
@@ -307,11 +326,21 @@ test('train --init-from fine-tunes the pretrained model on the fixture', async (
   assert.equal(r.card.training.initFrom, join(tmp, 'pretrained'));
   assert.deepEqual(r.card.training.initRange, [-1, 1]);
   assert.equal(r.card.model.summary.name, 'transfer');
-  assert.equal(r.card.training.featureLayer, undefined);
+  // The layer the head went on is recorded, named or not: a resume naming the default layer, or [0, 1], is the same run.
+  assert.equal(r.card.training.featureLayer, 'pre_conv2');
+  assert.equal(r.card.training.defaultFeatureLayer, true);
+  const done = { data: join(tmp, 'labeled'), out: join(tmp, 'run'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), initRange: [-1, 1], config: { epochs: 1 }, resume: true } as const;
+  assert.equal((await train({ ...done, featureLayer: 'pre_conv2' })).history.length, 1);
+  await assert.rejects(train({ ...done, featureLayer: 'pre_bn' }), {
+    name: 'ConfigError',
+    message: `cannot resume "${join(tmp, 'run')}": it was started with --feature-layer "pre_conv2" (now "pre_bn"); ` +
+      'a resume continues the same run: give the settings it was started with, or train into another --out',
+  });
   // The head put on another layer: recorded in the card, and a resume must name the same layer.
   const common = { data: join(tmp, 'labeled'), out: join(tmp, 'run-cut'), preset: 'smoke', cacheDir: join(tmp, 'cache'), initFrom: join(tmp, 'pretrained'), config: { epochs: 2 } } as const;
   const cut = await train({ ...common, featureLayer: 'pre_bn', stopAfterEpochs: 1 });
   assert.equal(cut.card.training.featureLayer, 'pre_bn');
+  assert.equal(cut.card.training.defaultFeatureLayer, false);
   await assert.rejects(train({ ...common, resume: true }), {
     name: 'ConfigError',
     message: `cannot resume "${join(tmp, 'run-cut')}": it was started with --feature-layer "pre_bn" (now "default"); ` +
@@ -339,6 +368,10 @@ test('train --init-from --freeze trains the head only, resumed too, and says so 
   const r = await train({ ...common, initFrom: `${join(tmp, 'pretrained')}/`, resume: true });
   assert.equal(r.history.length, 2);
   assert.equal(r.card.training.freeze, true);
+  // Started without --init-range and --feature-layer: their defaults given explicitly are the same run.
+  const same = await train({ ...common, initRange: [0, 1], featureLayer: 'pre_conv2', resume: true });
+  assert.equal(same.history.length, 2);
+  assert.equal(same.card.training.initRange, undefined);
   const pretrained = await loadLayersModelFromDir(join(tmp, 'pretrained'));
   const trained = await loadLayersModelFromDir(r.modelDir);
   try {
