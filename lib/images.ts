@@ -117,7 +117,35 @@ function checkHeader(meta: sharp.Metadata, name: string, maxInputPixels: number)
       { path: name },
     );
   }
+  const depth = meta.depth ?? 'uchar';
+  if (depth !== 'uchar' && depth !== 'ushort') {
+    // Clipped to 8 bits these come out black or washed out, and a model would still answer with confidence.
+    throw new ImageError(
+      `${quote(name)}: its pixels are ${PIXEL_DEPTHS[depth] ?? depth} (${depth}): expected 8- or 16-bit unsigned integers; ` +
+        'export it as an 8- or 16-bit PNG, JPEG or TIFF',
+      { path: name },
+    );
+  }
   return { width, height, channels: meta.channels ?? 0, format };
+}
+
+/** What sharp's depth names mean, for errors. */
+const PIXEL_DEPTHS: Readonly<Record<string, string>> = {
+  char: 'signed 8-bit integers', short: 'signed 16-bit integers', uint: 'unsigned 32-bit integers', int: 'signed 32-bit integers',
+  float: '32-bit floating point', double: '64-bit floating point', complex: 'complex numbers', dpcomplex: 'complex numbers',
+};
+
+/**
+ * The factor that brings 16-bit pixels to their full range: 16-bit containers often hold fewer bits (12 from a DICOM
+ * export of a 12-bit detector, 8 from a converted JPEG), which the conversion to 8 bits would leave dark. The
+ * brightest value decides: the smallest of 8, 10, 12, 14 or 16 bits that holds it (an X-ray's brightest pixels,
+ * bone and markers, are near the top of its range), and the factor is 2 to the power of the bits it lacks.
+ *
+ * @example fullRangeFactor(4095) // 16: 12-bit data
+ */
+export function fullRangeFactor(brightest: number): number {
+  const bits = [8, 10, 12, 14].find((b) => brightest < 2 ** b) ?? 16;
+  return 2 ** (16 - bits);
 }
 
 // libvips keeps one error buffer per process: when two operations fail at once, one of them may report the other's
@@ -175,10 +203,10 @@ export async function runSharp<T>(op: () => Promise<T>, name: string): Promise<T
   }
 }
 
-async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo & { hasAlpha: boolean }> {
+async function header(data: Buffer, name: string, maxInputPixels: number): Promise<ImageInfo & { hasAlpha: boolean; sixteenBit: boolean }> {
   // The pixel limit is checked by checkHeader with a clearer message; sharp's own limit is off for the header read.
   const meta = await runSharp(() => sharp(data, { failOn: 'error', limitInputPixels: false }).metadata(), name);
-  return { ...checkHeader(meta, name, maxInputPixels), hasAlpha: meta.hasAlpha === true };
+  return { ...checkHeader(meta, name, maxInputPixels), hasAlpha: meta.hasAlpha === true, sixteenBit: meta.depth === 'ushort' };
 }
 
 /**
@@ -216,7 +244,7 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   const name = nameOf(input, options);
   const maxInputPixels = options.maxInputPixels ?? DEFAULTS.maxInputPixels;
   const data = await loadBytes(input, name, options.maxInputBytes ?? DEFAULTS.maxInputBytes);
-  const { format, hasAlpha } = await header(data, name, maxInputPixels);
+  const { format, hasAlpha, sixteenBit } = await header(data, name, maxInputPixels);
   // libjpeg reports damaged scan data ("Corrupt JPEG data: …") only as a warning: stop on it (sharp's own default).
   // Not for PNG, where libpng warns about harmless chunks (a known-incorrect sRGB profile, say).
   const failOn = format === 'jpeg' ? 'warning' : 'error';
@@ -224,6 +252,23 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   const squash = (image: sharp.Sharp): Promise<{ data: Buffer; info: sharp.OutputInfo }> =>
     image.resize(size, size, { fit: 'fill', kernel: 'lanczos3' }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   const out = await runSharp(async () => {
+    if (sixteenBit) {
+      // 16-bit pixels are brought to 8 bits here, scaled to their full range first (fullRangeFactor): 12-bit data (a
+      // DICOM export) would come out nearly black through libvips's own conversion, which divides by 256.
+      const wide = await sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true })
+        .removeAlpha()
+        .toColourspace('grey16')
+        .raw({ depth: 'ushort' })
+        .toBuffer({ resolveWithObject: true });
+      const { width, height, channels } = wide.info;
+      const samples = new Uint16Array(wide.data.buffer, wide.data.byteOffset, wide.data.byteLength >> 1);
+      let brightest = 0;
+      for (let i = 0; i < samples.length; i += channels) brightest = Math.max(brightest, samples[i] ?? 0);
+      const scale = fullRangeFactor(brightest) / 256;
+      const gray = Buffer.alloc(width * height);
+      for (let i = 0; i < gray.length; i++) gray[i] = Math.min(255, Math.floor((samples[i * channels] ?? 0) * scale)); // as libvips: v >> 8 at full range
+      return squash(sharp(gray, { raw: { width, height, channels: 1 } }));
+    }
     if (!hasAlpha) return squash(decode());
     // libvips resizes an image with alpha premultiplied, so removeAlpha would leave transparent pixels black: the
     // alpha goes first, in a pass of its own, and the opaque pixels are resized as they are.

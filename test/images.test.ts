@@ -106,6 +106,61 @@ test('transparency is ignored: a transparent image decodes like the same image w
   assert.ok(plain.reduce((a, b) => a + b, 0) / plain.length > 60, 'the fixture is not black itself');
 });
 
+test('16-bit images: full range as is; 12-bit (DICOM exports) and 8-bit data in a 16-bit file scaled to full range; float and signed pixels refused', async () => {
+  const { data, info } = await sharp(good).grayscale().raw().toBuffer({ resolveWithObject: true });
+  // A 16-bit grayscale PNG written by hand: each pixel v * 257 (full range) shifted right by `shift` bits.
+  const sixteen = (shift: number): Buffer => {
+    const rows: Buffer[] = [];
+    for (let y = 0; y < info.height; y++) {
+      const row = Buffer.alloc(1 + 2 * info.width); // filter byte 0, then big-endian samples
+      for (let x = 0; x < info.width; x++) row.writeUInt16BE(((data[y * info.width + x] ?? 0) * 257) >> shift, 1 + 2 * x);
+      rows.push(row);
+    }
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(info.width, 0);
+    ihdr.writeUInt32BE(info.height, 4);
+    ihdr[8] = 16; // bit depth
+    ihdr[9] = 0; // grayscale
+    const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
+    return Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', deflateSync(Buffer.concat(rows))), pngChunk('IEND', Buffer.alloc(0))]);
+  };
+  const full = await decodeGray(sixteen(0), { size: 16 });
+  const mean = (px: Uint8Array): number => px.reduce((a, b) => a + b, 0) / px.length;
+  assert.ok(mean(full) > 60, 'the full-range fixture is not dark');
+  for (const [shift, what] of [[4, '12-bit'], [8, '8-bit']] as const) {
+    const px = await decodeGray(sixteen(shift), { size: 16 });
+    assert.ok(Math.abs(mean(px) - mean(full)) < 2, `${what} data: mean ${mean(px)} against ${mean(full)} at full range`);
+  }
+  // Float and signed TIFFs (written by hand: 32x32, one uncompressed strip; SampleFormat 3 float, 2 signed).
+  const tiff = (pixels: Buffer, bits: number, sampleFormat: number): Buffer => {
+    const tags: [number, number, number][] = [
+      [256, 3, 32], [257, 3, 32], [258, 3, bits], [259, 3, 1], [262, 3, 1], [273, 4, 8], [277, 3, 1], [278, 3, 32], [279, 4, pixels.length], [339, 3, sampleFormat],
+    ];
+    const ifd = Buffer.alloc(2 + 12 * tags.length + 4);
+    ifd.writeUInt16LE(tags.length, 0);
+    tags.forEach(([tag, type, value], i) => {
+      ifd.writeUInt16LE(tag, 2 + 12 * i);
+      ifd.writeUInt16LE(type, 4 + 12 * i);
+      ifd.writeUInt32LE(1, 6 + 12 * i);
+      if (type === 3) ifd.writeUInt16LE(value, 10 + 12 * i);
+      else ifd.writeUInt32LE(value, 10 + 12 * i);
+    });
+    const head = Buffer.from([0x49, 0x49, 42, 0, 0, 0, 0, 0]);
+    head.writeUInt32LE(8 + pixels.length, 4);
+    return Buffer.concat([head, pixels, ifd]);
+  };
+  const float = tiff(Buffer.from(new Float32Array(32 * 32).fill(0.5).buffer), 32, 3);
+  assert.equal((await sharp(float).metadata()).depth, 'float', 'the fixture is a float TIFF');
+  await rejectsWith(
+    decodeGray(float, { size: 16, name: 'scan.tif' }),
+    '"scan.tif": its pixels are 32-bit floating point (float): expected 8- or 16-bit unsigned integers; export it as an 8- or 16-bit PNG, JPEG or TIFF',
+  );
+  await rejectsWith(
+    readImageInfo(tiff(Buffer.from(new Int16Array(32 * 32).fill(8192).buffer), 16, 2), { name: 'signed.tif' }),
+    '"signed.tif": its pixels are signed 16-bit integers (short): expected 8- or 16-bit unsigned integers; export it as an 8- or 16-bit PNG, JPEG or TIFF',
+  );
+});
+
 test('a corrupt JPEG is not a decodable image', async () => {
   const msg = `${q(file('corrupt.jpeg'))}: not a decodable image (corrupt data: VipsJpeg: Bogus Huffman table definition)`;
   await rejectsWith(decodeGray(file('corrupt.jpeg'), { size: 16 }), msg, true);
