@@ -20,6 +20,7 @@ import { endProgressLine, formatBytes, progressRenderer } from './terminal.js';
 import { datasetEntryFilter } from './labels.js';
 import { extractZip } from './zip.js';
 import { MODEL_CATALOG } from './models.js';
+import { MAX_BOOTSTRAP_RESAMPLES as MAX_BOOTSTRAP } from './metrics.js';
 
 const HELP = `pneumotype: normal, bacterial and viral pneumonia on pediatric chest X-rays
 
@@ -229,7 +230,11 @@ function whole(min: number, max?: number): { ok: (n: number) => boolean; expecte
 function preset(values: Values): PresetName | undefined {
   const p = presetAlias(values.preset ?? process.env.PNEUMOTYPE_PRESET);
   if (p === undefined) return undefined;
-  if (!(p in PRESETS)) throw new UsageError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
+  if (!(p in PRESETS)) {
+    // Named where it came from: a variable set in the environment is no option typed on this command line.
+    if (values.preset === undefined) throw new ConfigError(`PNEUMOTYPE_PRESET=${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}: set it to one of them, or unset it`);
+    throw new UsageError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
+  }
   return p as PresetName;
 }
 
@@ -525,7 +530,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'evaluate': {
         const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'test';
-        const bootstrap = number(values, 'bootstrap', whole(0));
+        const bootstrap = number(values, 'bootstrap', whole(0, MAX_BOOTSTRAP));
         const r = await evaluateModel({
           ...(values.model !== undefined ? { model: values.model } : {}),
           data: values.data ?? DEFAULTS.labeledDir,
@@ -539,10 +544,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         });
         endProgressLine();
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-        if (!values.quiet) {
-          const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
-          process.stderr.write(`== evaluate: ${evaluationSummary(r)} (${r.n} images${unread})\n`);
-        }
+        // A step line: it stays with --quiet, as run's do (only progress bars go).
+        const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
+        process.stderr.write(`== evaluate: ${evaluationSummary(r)} (${r.n} images${unread})\n`);
         warnLeftOut('evaluate', r.failed, `the scores (n = ${r.n})`);
         for (const w of r.warnings ?? []) process.stderr.write(`pneumotype evaluate: warning: ${w}\n`);
         return 0;
@@ -577,6 +581,8 @@ export async function main(argv: readonly string[]): Promise<number> {
               process.stdout.write(`${JSON.stringify(r)}\n`);
             }
           }
+          // Named on stderr too (as evaluate does), even with --quiet: a pipe that keeps only labels would not see them.
+          if (bad > 0) process.stderr.write(`pneumotype predict: warning: ${bad} of ${files.length} image(s) could not be read (their lines carry "error")\n`);
           return bad === files.length ? 1 : 0;
         } finally {
           loaded.dispose();

@@ -81,7 +81,29 @@ export async function diagnose(): Promise<DoctorReport> {
     },
     training,
     env: Object.fromEntries(
-      ['PNEUMOTYPE_BACKEND', 'PNEUMOTYPE_SOURCE', 'PNEUMOTYPE_PRESET', 'CUDA_VISIBLE_DEVICES', 'HTTPS_PROXY'].map((k) => [k, process.env[k] ?? null]),
+      ['PNEUMOTYPE_BACKEND', 'PNEUMOTYPE_SOURCE', 'PNEUMOTYPE_PRESET', 'CUDA_VISIBLE_DEVICES', 'HTTPS_PROXY'].map((k) => [k, withoutCredentials(process.env[k]) ?? null]),
     ),
   };
+}
+
+/**
+ * A URL (a proxy's, a source's) without its user name, password and query (a presigned URL's signature): doctor's
+ * output is what people paste into bug reports. Anything else comes back as it is.
+ *
+ * @example withoutCredentials('http://alice:s3cret@proxy:3128') // 'http://***@proxy:3128/'
+ */
+export function withoutCredentials(value: string | undefined): string | undefined {
+  if (value === undefined || !/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
+  try {
+    const url = new URL(value);
+    const user = url.username !== '' || url.password !== '';
+    if (!user && url.search === '') return value;
+    url.username = '';
+    url.password = '';
+    const query = url.search !== '';
+    url.search = '';
+    return `${user ? url.href.replace('//', '//***@') : url.href}${query ? '?***' : ''}`;
+  } catch {
+    return value;
+  }
 }

@@ -32,7 +32,7 @@ export { runPipeline, prepareStep, type PipelineOptions, type PipelineResult } f
 
 // Models, training, evaluation, prediction
 export { MODEL_CATALOG, buildModel, summarizeModel, type ModelName, type ModelOptions, type ModelSummary } from './models.js';
-export { train, trainStep, regularizationLosses, learningRateAt, classWeights, TrainingError, type TrainOptions, type TrainResult, type EpochRecord, type ModelCard } from './train.js';
+export { train, trainStep, regularizationLosses, learningRateAt, classWeights, checkRecipe, TrainingError, type TrainOptions, type TrainResult, type EpochRecord, type ModelCard } from './train.js';
 export { buildTransferModel, holdFrozenBatchNorms, type TransferOptions } from './transfer.js';
 export { fromKeras3, isKeras3Topology } from './keras3.js';
 export { calibrateModel, fitTemperature, foldTemperature, temperatureScaled, type CalibrateOptions, type CalibrationRecord, type CalibrationResult } from './calibrate.js';

@@ -5,6 +5,8 @@ import { createRng } from './random.js';
 
 /** Default number of bootstrap resamples of {@link evaluatePredictions}. */
 export const DEFAULT_BOOTSTRAP_RESAMPLES = 1000;
+/** The most bootstrap resamples {@link evaluatePredictions} takes: each holds every metric (memory), and intervals settle long before. */
+export const MAX_BOOTSTRAP_RESAMPLES = 100_000;
 /** Default coverage of the bootstrap intervals of {@link evaluatePredictions}. */
 export const DEFAULT_CONFIDENCE = 0.95;
 
@@ -557,8 +559,8 @@ export function validatePredictions(preds: readonly Prediction[]): void {
 }
 
 function validateOptions(bootstrap: number, seed: number, confidence: number): void {
-  if (!Number.isInteger(bootstrap) || bootstrap < 0) {
-    throw new ConfigError(`bootstrap ${show(bootstrap)} is not valid: expected an integer of at least 0`);
+  if (!Number.isInteger(bootstrap) || bootstrap < 0 || bootstrap > MAX_BOOTSTRAP_RESAMPLES) {
+    throw new ConfigError(`bootstrap ${show(bootstrap)} is not valid: expected an integer from 0 to ${MAX_BOOTSTRAP_RESAMPLES}`);
   }
   // The generator takes the seed modulo 2^32: a fraction or a larger number would repeat another seed's resamples.
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {

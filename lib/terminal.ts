@@ -48,15 +48,26 @@ export function endProgressLine(stream: NodeJS.WriteStream = process.stderr): vo
   stream.write('\r\x1b[2K');
 }
 
+/** How often a log (not a terminal) gets a progress line for work of unknown size. */
+const UNKNOWN_TOTAL_LINE_MS = 30_000;
+
 /**
  * A ProgressCallback that draws on `stream`: an updating bar on a TTY (cut to the terminal's width, so it never
- * wraps), otherwise a line per stage at most every 10 % and for every message (CI logs stay short).
+ * wraps), otherwise a line per stage at most every 10 % (work of unknown size: at its start, then every 30 s) and for
+ * every message (CI logs stay short). A repeated 100 % draws nothing.
  */
 export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): ProgressCallback {
   const tty = Boolean(stream.isTTY);
   const lastDecile = new Map<string, number>();
+  // Without a total (a download with no Content-Length), a log gets a line at the start and then every 30 s.
+  const lastLine = new Map<string, number>();
+  // A stage whose bar was drawn full: a repeated 100 % (finish() after the last add()) draws no second line.
+  const full = new Set<string>();
   return (p) => {
     const fraction = p.total ? Math.min(1, p.done / p.total) : undefined;
+    if (fraction === 1 && !p.message && full.has(p.stage)) return;
+    if (fraction === 1) full.add(p.stage);
+    else full.delete(p.stage);
     if (tty) {
       const width = 24;
       const bar = fraction === undefined ? '' : `${'█'.repeat(Math.round(fraction * width)).padEnd(width, '░')} ${(fraction * 100).toFixed(0).padStart(3)}% `;
@@ -73,9 +84,13 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): P
       }
       return;
     }
-    const decile = fraction === undefined ? -1 : Math.floor(fraction * 10);
-    if (p.message || decile > (lastDecile.get(p.stage) ?? -1)) {
-      lastDecile.set(p.stage, decile);
+    const now = Date.now();
+    const due = fraction === undefined
+      ? now - (lastLine.get(p.stage) ?? -Infinity) >= UNKNOWN_TOTAL_LINE_MS
+      : Math.floor(fraction * 10) > (lastDecile.get(p.stage) ?? -1);
+    if (p.message || due) {
+      if (fraction !== undefined) lastDecile.set(p.stage, Math.floor(fraction * 10));
+      lastLine.set(p.stage, now);
       stream.write(`${p.stage}: ${describeProgress(p)}${p.message ? ` (${p.message})` : ''}\n`);
     }
   };

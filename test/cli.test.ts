@@ -59,6 +59,10 @@ test('help, unknown commands and bad options', () => {
   const preset = cli('prepare', '--preset', 'huge');
   assert.equal(preset.code, 2);
   assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke, cpu, gpu\nRun `pneumotype help prepare` for usage.\n');
+  // From the environment: named as the variable, not blamed on the command line.
+  const fromEnv = spawnSync(process.execPath, [BIN, 'prepare'], { encoding: 'utf8', cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '', PNEUMOTYPE_PRESET: 'fast' } });
+  assert.equal(fromEnv.stderr, '\npneumotype prepare: PNEUMOTYPE_PRESET="fast" is not one of smoke, cpu, gpu: set it to one of them, or unset it\n');
+  assert.equal(fromEnv.status, 1);
   assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\nRun `pneumotype help upload` for usage.\n');
   const size = cli('prepare', '--image-size', 'big');
   assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\nRun `pneumotype help prepare` for usage.\n');
@@ -70,7 +74,8 @@ test('help, unknown commands and bad options', () => {
     [['serve', '--batch-window-ms=-1'], '--batch-window-ms "-1" is not a number of at least 0'],
     [['upload', '--bucket', 'b', '--part-size', '1'], '--part-size "1" is not a size in MiB from 5 to 5120 (S3\'s limits for one part)'],
     [['upload', '--bucket', 'b', '--concurrency', '0'], '--concurrency "0" is not a whole number of at least 1'],
-    [['evaluate', '--bootstrap', '1.5'], '--bootstrap "1.5" is not a whole number of at least 0'],
+    [['evaluate', '--bootstrap', '1.5'], '--bootstrap "1.5" is not a whole number from 0 to 100000'],
+    [['evaluate', '--bootstrap', '1000000000'], '--bootstrap "1000000000" is not a whole number from 0 to 100000'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--epochs', '0'], '--epochs "0" is not a whole number of at least 1'],
     [['prepare', '--val-fraction', '1'], '--val-fraction "1" is not a fraction between 0 and 1'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--image-size', '8'], '--image-size "8" is not a whole number from 16 to 4096'],
@@ -184,7 +189,14 @@ test('relabel then prepare on a fixture tree, with JSON output', async () => {
   assert.match(p.stderr, /prepare: /, 'progress is shown on stderr');
 });
 
-test('doctor says which backend was picked and why', () => {
+test('doctor says which backend was picked and why, and prints no proxy password or presigned signature', () => {
+  const secret = spawnSync(process.execPath, [BIN, 'doctor', '--json'], {
+    encoding: 'utf8', cwd: tmp, env: { ...process.env, HTTPS_PROXY: 'http://alice:s3cret@proxy:3128', PNEUMOTYPE_SOURCE: 'https://b.example/x.zip?X-Amz-Signature=zq9sigzq9' },
+  });
+  assert.equal(secret.status, 0, secret.stderr);
+  assert.deepEqual((JSON.parse(secret.stdout) as { env: Record<string, string> }).env.HTTPS_PROXY, 'http://***@proxy:3128/');
+  assert.deepEqual((JSON.parse(secret.stdout) as { env: Record<string, string> }).env.PNEUMOTYPE_SOURCE, 'https://b.example/x.zip?***');
+  assert.ok(!/s3cret|zq9sigzq9/.test(secret.stdout));
   const r = cli('doctor', '--json');
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout) as {
@@ -233,6 +245,7 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.equal(lines[0]?.file, img);
   assert.ok(['normal', 'bacteria', 'virus'].includes(lines[0]?.label ?? ''));
   assert.match(lines[1]?.error ?? '', /^"[^"]*missing\.jpeg": cannot be read/);
+  assert.equal(p.stderr, 'pneumotype predict: warning: 1 of 2 image(s) could not be read (their lines carry "error")\n');
   assert.equal(cli('evaluate', '--split', 'train').stderr, '\npneumotype evaluate: --split "train" is not one of "test", "val"\nRun `pneumotype help evaluate` for usage.\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\nRun `pneumotype help train` for usage.\n');
   assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, '\npneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\nRun `pneumotype help train` for usage.\n');
@@ -331,8 +344,11 @@ test('predict without --model uses the shipped model in models/default', async (
   assert.equal(e.code, 0, e.stderr);
   const normals = (await readdir(join(data, 'test', 'normal'))).length;
   assert.equal((JSON.parse(e.stdout) as { n: number }).n, normals);
+  // The summary is a step line: it stays with --quiet.
+  const [summary = '', ...warning] = e.stderr.split(/(?<=\n)/);
+  assert.match(summary, new RegExp(`^== evaluate: test: accuracy \\d\\.\\d{3}, macro-F1 \\d\\.\\d{3} \\(${normals} images, 1 unreadable \\(listed in "failed"\\)\\)\n$`));
   assert.equal(
-    e.stderr,
+    warning.join(''),
     `pneumotype evaluate: warning: 1 image(s) could not be read and are left out of the scores (n = ${normals}):\n` +
       `  test/virus/person1_virus_1.jpeg: "${join(withBad, 'test', 'virus', 'person1_virus_1.jpeg')}": not a decodable image (the file is empty)\n`,
   );

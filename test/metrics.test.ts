@@ -441,7 +441,7 @@ test('input validation: exact messages', () => {
   );
   assert.throws(
     () => evaluatePredictions([ok], { bootstrap: -1 }),
-    configError('bootstrap -1 is not valid: expected an integer of at least 0'),
+    configError('bootstrap -1 is not valid: expected an integer from 0 to 100000'),
   );
   assert.throws(
     () => evaluatePredictions([ok], { confidence: 1 }),

@@ -52,4 +52,20 @@ test('progressRenderer: on a terminal the bar is cut to its width and cleared be
   for (let i = 0; i <= 18; i++) plain(event(i));
   assert.equal(log.text.split('\n').filter(Boolean).length, 11, log.text); // 0 %, 10 %, …, 100 %
   assert.ok(!log.text.includes('\r'));
+
+  // A repeated 100 % (finish() after the last add()) draws no second line, on a terminal or in a log.
+  const before = [tty.text.length, log.text.length];
+  render(event(18));
+  render(event(18));
+  plain(event(18));
+  assert.equal(tty.text.length - (before[0] ?? 0), tty.text.lastIndexOf('\n') + 1 - (before[0] ?? 0), 'at most one line');
+  assert.equal((tty.text.slice(before[0]).match(/100%/g) ?? []).length, 1, JSON.stringify(tty.text.slice(before[0])));
+  assert.equal(log.text.length, before[1], 'the log had its 100 % line');
+
+  // Work of unknown size (no total) in a log: a line at its start, then none until 30 s have passed.
+  const unknown = fakeStream(false);
+  const render2 = progressRenderer(unknown);
+  for (let i = 1; i <= 50; i++) render2({ stage: 'fetch', unit: 'bytes', done: i * 1e6 });
+  assert.equal(unknown.text.split('\n').filter(Boolean).length, 1, unknown.text);
+  assert.match(unknown.text, /^fetch: /);
 });
