@@ -15,9 +15,11 @@ import { patientGroupedSplit } from './split.js';
 /**
  * Version of what a cache holds (index.json's format, the decoding, the validation rule); a cache of another version
  * is rebuilt. 2: alpha dropped before resizing (transparent areas were black), validation carved from the manifest's
- * rows, images that failed for a reason of their surroundings marked `transient`, `verify` recorded.
+ * rows, images that failed for a reason of their surroundings marked `transient`, `verify` recorded. 3: 16-bit images
+ * scaled to their full range (12-bit data decoded nearly black), float and signed pixels refused; 8-bit images decode
+ * to the same pixels as in version 2.
  */
-export const CACHE_VERSION = 2;
+export const CACHE_VERSION = 3;
 export const CACHE_INDEX_FILE = 'index.json';
 
 /** The official splits a cache can hold. */

@@ -96,7 +96,8 @@ async function syncPath(path: string, folder: boolean): Promise<void> {
   const unsupported = (err: unknown): boolean => folder && ['EISDIR', 'EPERM', 'EACCES', 'EINVAL', 'ENOTSUP', 'EBADF'].includes((err as NodeJS.ErrnoException).code ?? '');
   let handle: Awaited<ReturnType<typeof open>>;
   try {
-    handle = await open(path, 'r');
+    // A file opened for writing: Windows refuses to flush a handle opened read-only (EPERM); a folder opens read-only.
+    handle = await open(path, folder ? 'r' : 'r+');
   } catch (err) {
     if (unsupported(err)) return;
     throw err;

@@ -93,16 +93,21 @@ export async function diagnose(): Promise<DoctorReport> {
  * @example withoutCredentials('http://alice:s3cret@proxy:3128') // 'http://***@proxy:3128/'
  */
 export function withoutCredentials(value: string | undefined): string | undefined {
-  if (value === undefined || !/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
+  if (value === undefined) return value;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
+  // A proxy may be given without its scheme (`user:pass@host:3128`): fetch adds http://, and so does this.
+  if (!scheme && !/^[^/\s]*@/.test(value)) return value;
   try {
-    const url = new URL(value);
+    const url = new URL(scheme ? value : `http://${value}`);
     const user = url.username !== '' || url.password !== '';
-    if (!user && url.search === '') return value;
+    const query = url.search !== '' || url.hash !== '';
+    if (!user && !query) return value;
     url.username = '';
     url.password = '';
-    const query = url.search !== '';
     url.search = '';
-    return `${user ? url.href.replace('//', '//***@') : url.href}${query ? '?***' : ''}`;
+    url.hash = '';
+    const shown = user ? url.href.replace('//', '//***@') : url.href;
+    return `${scheme ? shown : shown.replace(/^http:\/\//, '')}${query ? '?***' : ''}`;
   } catch {
     return value;
   }

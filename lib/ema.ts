@@ -137,7 +137,7 @@ export class WeightAverage {
       try {
         const target = average.model.weights;
         if (saved.specs.length !== target.length) {
-          throw new ConfigError(`the weight average in ${quote(path)} holds ${saved.specs.length} weights, the model ${target.length}`, { path });
+          throw new CacheError(`the weight average in ${quote(path)} holds ${saved.specs.length} weights, the model ${target.length}: it belongs to another network`, { path });
         }
         saved.specs.forEach((spec, i) => {
           const into = target[i] as (typeof target)[number];

@@ -11,7 +11,7 @@ import { toCsv } from './csv.js';
 import { CacheError, ConfigError, ImageError, LabelError, checkInteger, messageOf, quote } from './errors.js';
 import { exists, listFiles, sha256, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
-import { inDatasetLayout, parseName, planRelabel } from './labels.js';
+import { inDatasetLayout, inOctHalf, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, rocAuc, virusShare, type EvaluationReport, type Prediction } from './metrics.js';
 import { mapPool } from './pool.js';
@@ -183,11 +183,14 @@ const DATA_LAYOUTS =
 const CLASS_FOLDERS = new Set(['normal', 'pneumonia', ...CLASSES]);
 
 /**
- * The zip entries evaluation extracts: everything but the `train/` and `val/` folders and v3's `OCT/` scans, so the
+ * The zip entries evaluation extracts: everything but the `train/` and `val/` folders and v3's `OCT/` scans (an `OCT/`
+ * folder at the top or in `CellData/`; one beside `chest_xray/` is set aside by planRelabel), so the
  * test split of ChestXRay2017.zip costs about a tenth of the archive, not all 1.2 GB.
  */
 export function evaluationEntryFilter(name: string): boolean {
-  return !name.split('/').slice(0, -1).some((s) => ['train', 'val', 'oct'].includes(s.toLowerCase()));
+  const folders = name.split('/').slice(0, -1);
+  // OCT/ as labels.ts judges it: where ZhangLabData has it, not any folder of that name (`scans/Oct/test/…` is scored).
+  return !folders.some((s) => ['train', 'val'].includes(s.toLowerCase())) && !inOctHalf(folders.join('/'));
 }
 
 /** The images `data` holds: its folder and their paths in it; a zip's entries (but train/) are extracted first. */

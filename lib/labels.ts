@@ -98,7 +98,7 @@ export function inDatasetLayout(path: string): boolean {
  */
 export function datasetEntryFilter(name: string): boolean {
   const loc = locate(name);
-  return chestEntryFilter(name) || (loc !== undefined && !inOct(loc.root));
+  return chestEntryFilter(name) || (loc !== undefined && !inOctHalf(loc.root));
 }
 
 /** What marks relabel's own output among `files`: `{split}/{bacteria,virus}/` folders, a manifest.csv. */
@@ -121,7 +121,7 @@ function labelledLayoutSigns(files: readonly string[]): string[] {
  * `chest_xray/` folder (`besideChest`: the folders that hold one, known from a whole listing only). Elsewhere, as in
  * `scans/Oct/`, it is an ordinary folder name.
  */
-function inOct(dir: string, besideChest: ReadonlySet<string> = new Set()): boolean {
+export function inOctHalf(dir: string, besideChest: ReadonlySet<string> = new Set()): boolean {
   const parts = dir.split('/');
   return parts.some((s, i) => s.toLowerCase() === 'oct' && (i === 0 || parts[i - 1]?.toLowerCase() === 'celldata' || besideChest.has(parts.slice(0, i).join('/'))));
 }
@@ -168,7 +168,7 @@ export function planRelabel(options: { files: readonly string[]; source: string;
       ignored.push({ source: rel, reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' });
       continue;
     }
-    if (inOct(loc.root, besideChest)) {
+    if (inOctHalf(loc.root, besideChest)) {
       // v3's other half has the same split and NORMAL/ folders, and far more images than the chest X-rays.
       ignored.push({ source: rel, reason: 'an OCT scan (ZhangLabData\'s OCT/ half), not a chest X-ray' });
       octScans++;

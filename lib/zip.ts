@@ -265,7 +265,7 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
     for await (const entry of readEntries(zipfile, archive, outDir)) {
       if (signal?.aborted) throw stopped(archive);
       const raw = entryNameOf(entry);
-      // From here on the name with "/" separators (as written, and as `include` sees it); refusals quote it as stored.
+      // From here on the name with "/" separators (as `include` sees it); safeEntryPath's refusals quote it as stored.
       const name = entryPathOf(entry, raw);
       // bsdtar and macOS `tar -a` write the archive's own root as "./": nothing to create.
       if (/^(?:\.\/+)*\.\/*$/.test(name) && isDirectoryEntry(entry, name) && entry.uncompressedSize === 0) continue;

@@ -116,8 +116,8 @@ test('a damaged weight average in a checkpoint is a CacheError naming its file, 
       return true;
     });
     await assert.rejects(restore(() => writeFile(json, JSON.stringify({ updates: 1, decay: 0.99, specs: [] }))), {
-      name: 'ConfigError',
-      message: `the weight average in ${JSON.stringify(json)} holds 0 weights, the model 2`,
+      name: 'CacheError',
+      message: `the weight average in ${JSON.stringify(json)} holds 0 weights, the model 2: it belongs to another network`,
     });
     assert.equal(tf.memory().numTensors, before, 'a failed restore leaves no tensors behind');
   } finally {

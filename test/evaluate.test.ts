@@ -87,6 +87,9 @@ test('evaluate reads the test split alone, a zip (train/ never extracted), and n
   assert.deepEqual(await readdir(join(extracted, 'chest_xray')), ['test']);
   assert.equal(evaluationEntryFilter('CellData/OCT/test/CNV/x.jpeg'), false);
   assert.equal(evaluationEntryFilter('CellData/chest_xray/test/NORMAL/x.jpeg'), true);
+  assert.equal(evaluationEntryFilter('OCT/test/NORMAL/x.jpeg'), false, "v3's CellData zipped again");
+  assert.equal(evaluationEntryFilter('scans/Oct/test/NORMAL/IM-0001-0001.jpeg'), true, 'a folder named Oct elsewhere is no OCT half');
+  assert.equal(evaluationEntryFilter('chest_xray/train/NORMAL/x.jpeg'), false);
   const expected =
     'expected a labelled folder (manifest.csv from pneumotype relabel), a folder with test/{normal,bacteria,virus}/, ' +
     'an archive layout chest_xray/test/{NORMAL,PNEUMONIA}/ or its zip, or one split\'s own NORMAL/ and PNEUMONIA/ ' +

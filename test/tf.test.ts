@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
+import { withoutCredentials } from '../lib/doctor.js';
 import { cpuLacksAvx, findLibraries, loadTf, loadTfWithInfo } from '../lib/tf.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 
@@ -147,4 +148,18 @@ test('a CPU without AVX: auto skips the native packages for pure JS and says why
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('withoutCredentials (doctor): user names, passwords, queries and fragments of URLs are masked, with or without a scheme', () => {
+  const cases: [string | undefined, string | undefined][] = [
+    ['http://alice:s3cret@proxy:3128', 'http://***@proxy:3128/'],
+    ['alice:s3cret@proxy:3128', '***@proxy:3128/'], // a proxy without its scheme, as fetch accepts it
+    ['https://b.example/x.zip?X-Amz-Signature=abc#part', 'https://b.example/x.zip?***'],
+    ['http://proxy:3128', 'http://proxy:3128'],
+    ['proxy:3128', 'proxy:3128'],
+    ['v2', 'v2'],
+    ['../shared/data/chest_xray_train_224.zip', '../shared/data/chest_xray_train_224.zip'],
+    [undefined, undefined],
+  ];
+  for (const [value, shown] of cases) assert.equal(withoutCredentials(value), shown, String(value));
 });
