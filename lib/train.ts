@@ -484,6 +484,7 @@ export function checkRecipe(config: Config): void {
     throw bad('emaDecay', '0 (off) or a number above 0 and below 1, e.g. 0.998');
   }
   if (typeof config.maxSampleWeight !== 'number' || !(config.maxSampleWeight >= 1)) throw bad('maxSampleWeight', 'a number of at least 1');
+  if (typeof config.stallSeconds !== 'number' || !(config.stallSeconds >= 0) || !Number.isFinite(config.stallSeconds)) throw bad('stallSeconds', 'a number of seconds of at least 0 (0: no stall guard)');
 }
 
 /** A pixel range of [0, 1], the default, is no range at all: treated as absent (the same network, the same card). */

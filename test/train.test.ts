@@ -230,6 +230,7 @@ test('recipe values that no training could use are refused before any work, one 
     [{ patience: 0 }, 'patience 0 is not valid: expected an integer of at least 1'],
     [{ plateauPatience: 1.5 }, 'plateauPatience 1.5 is not valid: expected an integer of at least 1'],
     [{ maxSampleWeight: 0.5 }, 'maxSampleWeight 0.5 is not valid: expected a number of at least 1'],
+    [{ stallSeconds: Number.NaN }, 'stallSeconds NaN is not valid: expected a number of seconds of at least 0 (0: no stall guard)'],
     [{ mixup: -1 }, 'mixup -1 is not valid: expected 0 (off) or a number of at least 0.01, e.g. 0.2'],
     [{ optimizer: 'rmsprop' }, 'optimizer "rmsprop" is not one of "adam", "sgd"'],
     // A peak below the floor would run the schedule backwards: the warm-up down, the decay up.
