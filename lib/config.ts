@@ -16,7 +16,7 @@ export interface KnownSource {
   readonly url: string;
   /** File name the archive is saved as. */
   readonly fileName: string;
-  /** Approximate size, for progress and disk checks before the server answers. */
+  /** Approximate size, for the documentation only (progress and the free-space check use the length the server gives). */
   readonly approxBytes: number;
   /** Prefix of the chest X-ray entries inside the archive (v3 also holds OCT scans, never extracted). */
   readonly chestPrefix: string;

@@ -1,7 +1,7 @@
 // Downloads the dataset archive: known sources, URLs or local paths; resumable, retried, verified and proxy-aware.
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import type { Agent } from 'node:http';
 import { join } from 'node:path';
 import { HttpProxyAgent } from 'http-proxy-agent';
@@ -48,8 +48,9 @@ export interface FetchResult {
   bytes: number;
   /** SHA-256 of the archive, lowercase hex. */
   sha256: string;
-  /** The source as given (or defaulted): 'v2', a URL or a path. */
+  /** The source as given (or defaulted): 'v2', a URL or a path; a URL's user name and password shown as `***`. */
   source: string;
+  /** The URL requested (before any redirect), its user name and password shown as `***`. */
   url?: string;
   /** True when this call continued a partial download instead of starting from zero. */
   resumed: boolean;
@@ -74,7 +75,7 @@ export function resolveSource(source: string): ResolvedSource {
     try {
       return { kind: 'url', url: new URL(source).href };
     } catch (err) {
-      throw new ConfigError(`Dataset source ${quote(source)} is not a valid URL`, { cause: err });
+      throw new ConfigError(`Dataset source ${quote(maskUserInfo(source))} is not a valid URL`, { cause: err });
     }
   }
   if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
@@ -123,9 +124,13 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
   });
   if (resolved.kind === 'path') return verifyLocal(resolved.path, source, expected, tracker);
 
-  const url = resolved.kind === 'known' ? resolved.known.url : resolved.url;
+  // node-fetch refuses a URL with a user name and password in it: they go as an Authorization header instead, and are
+  // shown as `***` in every message, note, record and result.
+  const { url, shown, authorization } = splitCredentials(resolved.kind === 'known' ? resolved.known.url : resolved.url);
+  const shownSource = resolved.kind === 'url' && authorization !== undefined ? shown : source;
   const name = options.fileName ?? (resolved.kind === 'known' ? resolved.known.fileName : fileNameFromUrl(url));
   checkFileName(name);
+  checkProxy(url, env);
   const outDir = options.outDir ?? DEFAULTS.downloadsDir;
   await mkdir(outDir, { recursive: true });
   const finalPath = join(outDir, name);
@@ -134,7 +139,17 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
   return withLock(`${finalPath}.lock`, `downloading ${name} into ${quote(outDir)}`, async () => {
     const existing = await fileSize(finalPath);
     if (existing !== undefined) {
-      const recorded = await readShaRecord(`${finalPath}.sha256`);
+      const record = await readShaRecord(`${finalPath}.sha256`);
+      // The URL as requested, not where it redirected to (a known source's storage host may change from run to run).
+      // A record without a URL was written before URLs were recorded: taken as this URL's, and given it below.
+      if (record?.url !== undefined && !sameUrl(record.url, url)) {
+        throw new FetchError(
+          `${quote(finalPath)} was downloaded from ${quote(record.url)}, not from ${quote(shown)}: choose another downloads folder ` +
+            `(--out, --data-dir), or move ${quote(finalPath)} away to download ${quote(shown)}; nothing was changed`,
+          { url: shown, path: finalPath },
+        );
+      }
+      const recorded = record?.digest;
       const want = expected ?? recorded;
       tracker.setTotal(existing);
       tracker.note(`verifying existing ${name}`);
@@ -151,9 +166,9 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       // must at least end as a zip archive does: one cut short would pass as verified forever after.
       const whole = want !== undefined || (await endsLikeZip(finalPath, existing));
       if (whole && (want === undefined || actual === want)) {
-        if (recorded !== actual) await writeShaRecord(finalPath, name, actual);
+        if (recorded !== actual || record?.url === undefined) await writeShaRecord(finalPath, name, actual, shown);
         tracker.finish(`${name} already downloaded and verified`);
-        return { path: finalPath, bytes: existing, sha256: actual, source, url, resumed: false, downloaded: false };
+        return { path: finalPath, bytes: existing, sha256: actual, source: shownSource, url: shown, resumed: false, downloaded: false };
       }
       const bad = await moveAside(finalPath);
       await rm(`${finalPath}.sha256`, { force: true });
@@ -167,6 +182,9 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
 
     const download = new Download({
       url,
+      shown,
+      authorization,
+      outDir,
       finalPath,
       name,
       expected,
@@ -179,7 +197,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       tracker,
     });
     const { bytes, sha256, resumed } = await download.run();
-    return { path: finalPath, bytes, sha256, source, url, resumed, downloaded: true };
+    return { path: finalPath, bytes, sha256, source: shownSource, url: shown, resumed, downloaded: true };
   });
 }
 
@@ -200,7 +218,14 @@ interface Complete {
 }
 
 interface DownloadSettings {
+  /** The URL requested, without user name and password. */
   url: string;
+  /** The URL as messages, notes and records show it: `***` for a user name and password. */
+  shown: string;
+  /** `Basic ...` for the user name and password the URL had, sent to its origin only. */
+  authorization: string | undefined;
+  /** The folder the download is written to (its free space is checked). */
+  outDir: string;
   finalPath: string;
   name: string;
   expected: string | undefined;
@@ -258,8 +283,8 @@ class Download {
         failures++;
         if (failures > retries) {
           throw new FetchError(
-            `Download of ${quote(this.#s.url)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}; the partial file ${quote(this.#partPath)} is kept for resuming`,
-            { url: this.#s.url, ...(err.status === undefined ? {} : { status: err.status }), cause: err },
+            `Download of ${quote(this.#s.shown)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}${this.#keptNote()}`,
+            { url: this.#s.shown, ...(err.status === undefined ? {} : { status: err.status }), cause: err },
           );
         }
         const delay = Math.max(backoffDelay(this.#s.backoffMs, failures), err.retryAfterMs ?? 0);
@@ -271,10 +296,10 @@ class Download {
 
   /** One request. Returns the finished body (its size, and whether the server gave that length), or 'again' after a restart. */
   async #attempt(): Promise<Complete | 'again'> {
-    const { url, tracker } = this.#s;
+    const { shown, tracker } = this.#s;
     let offset = (await fileSize(this.#partPath)) ?? 0;
     let state = offset > 0 ? await this.#readState() : undefined;
-    if (offset > 0 && (state === undefined || state.url !== url || (state.total !== undefined && offset > state.total))) {
+    if (offset > 0 && (state === undefined || !sameUrl(state.url, shown) || (state.total !== undefined && offset > state.total))) {
       tracker.set(0, `cannot resume ${this.#s.name}.part (no matching record of its source); restarting from zero`);
       await this.#truncate();
       this.#largest = 0;
@@ -299,7 +324,7 @@ class Download {
     try {
       let res: Response;
       try {
-        res = await this.#s.fetch(url, { headers, signal: idle.signal, agent: this.#s.agent, compress: false });
+        res = await this.#request(headers, idle.signal);
       } catch (err) {
         throw this.#networkError(err, idle);
       }
@@ -307,7 +332,7 @@ class Download {
       if (status === 416 && offset > 0) {
         cancel(res);
         const total = contentRangeTotal(res.headers.get('content-range')) ?? state?.total;
-        const changed = state === undefined ? undefined : describeChange(state, validatorsOf(res, url), total);
+        const changed = state === undefined ? undefined : describeChange(state, validatorsOf(res, shown), total);
         if (total === offset && changed === undefined) return { size: offset, lengthKnown: true };
         tracker.set(0, `${changed ?? `server refused to resume at ${offset} bytes (HTTP 416)`}; restarting from zero`);
         await this.#truncate();
@@ -323,20 +348,20 @@ class Download {
       }
       if (status !== 200 && status !== 206) {
         cancel(res);
-        throw new FetchError(`Cannot download ${quote(url)}: the server answered HTTP ${status} ${res.statusText}`.trimEnd(), {
-          url,
+        throw new FetchError(`Cannot download ${quote(shown)}: the server answered HTTP ${status} ${res.statusText}`.trimEnd(), {
+          url: shown,
           status,
         });
       }
 
-      const fresh = validatorsOf(res, url);
+      const fresh = validatorsOf(res, shown);
       const encoding = res.headers.get('content-encoding');
       if (encoding !== null && !/^\s*(identity|none)?\s*$/i.test(encoding)) {
         cancel(res);
         throw new FetchError(
-          `Cannot download ${quote(url)}: the server sent it ${quote(encoding)}-encoded although "identity" was asked, so its ` +
+          `Cannot download ${quote(shown)}: the server sent it ${quote(encoding)}-encoded although "identity" was asked, so its ` +
             `bytes cannot be resumed or verified; download it another way (a browser, \`curl --compressed\`) and give the file's path as the source`,
-          { url },
+          { url: shown },
         );
       }
 
@@ -392,6 +417,14 @@ class Download {
           throw this.#notAnArchive(page ? `an HTML or XML page (it starts with ${quote(head)}${typed})` : `a file that starts with ${quote(head)}${typed}`, offset);
         }
       }
+      if (total !== undefined) {
+        try {
+          await this.#checkFreeSpace(total, offset);
+        } catch (err) {
+          cancel(res);
+          throw err;
+        }
+      }
       tracker.setTotal(total);
       try {
         // Empty the .part first: killed in between, old bytes must never sit under the new validators.
@@ -409,7 +442,7 @@ class Download {
       if (total !== undefined && size > total) {
         const bad = await this.#setAside();
         throw new IntegrityError(
-          `Download of ${quote(url)} is ${size} bytes, expected ${total}; the file was kept as ${quote(bad)}`,
+          `Download of ${quote(shown)} is ${size} bytes, expected ${total}; the file was kept as ${quote(bad)}`,
           { expected: String(total), actual: String(size), path: bad },
         );
       }
@@ -417,6 +450,59 @@ class Download {
     } finally {
       idle.clear();
     }
+  }
+
+  /**
+   * The GET request. With credentials, redirects are followed here: the Authorization header goes to the URL's own
+   * origin only (node-fetch would keep it for its subdomains and other ports), and is dropped from the first redirect to
+   * another origin on.
+   */
+  async #request(headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
+    const { url, fetch, agent, authorization } = this.#s;
+    const init = { headers, signal, agent, compress: false } as const;
+    if (authorization === undefined) return fetch(url, init);
+    const origin = new URL(url).origin;
+    let current = url;
+    for (let hops = 0; ; hops++) {
+      const res = await fetch(current, { ...init, headers: { ...headers, Authorization: authorization }, redirect: 'manual' });
+      const location = res.headers.get('location');
+      if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
+      cancel(res);
+      if (hops >= MAX_REDIRECTS) throw Object.assign(new Error(`maximum redirect reached at: ${current}`), { type: 'max-redirect' });
+      const next = new URL(location, current);
+      if (next.origin !== origin) return fetch(next.href, { ...init, follow: MAX_REDIRECTS - hops - 1 });
+      current = next.href;
+    }
+  }
+
+  /**
+   * Refuses a body that cannot fit: `total` bytes in all, of which the .part holds `offset` now (kept on a resume, given
+   * up on a restart: either way the space is there). Skipped where the file system cannot tell its free space.
+   */
+  async #checkFreeSpace(total: number, offset: number): Promise<void> {
+    const free = await freeBytes(this.#s.outDir);
+    if (free === undefined) return;
+    const rest = Math.max(0, total - offset);
+    const margin = Math.min(FREE_SPACE_MARGIN, Math.ceil(rest / 100));
+    if (free >= rest + margin) return;
+    const kept = offset > 0 ? `; the partial file ${quote(this.#partPath)} (${formatBytes(offset)}) is kept` : '';
+    throw new FetchError(
+      `Not enough free space in ${quote(this.#s.outDir)} for ${this.#s.name}: ${formatBytes(rest + margin)} needed (${formatBytes(rest)} still to ` +
+        `download and a margin of ${formatBytes(margin)}), ${formatBytes(free)} free; make room or choose another downloads folder ` +
+        `(--out, --data-dir), then run again${kept}`,
+      { url: this.#s.shown, path: this.#s.outDir },
+    );
+  }
+
+  /** "; the partial file ... is kept for resuming" when there is one with bytes in it, else nothing. */
+  #keptNote(): string {
+    let size = 0;
+    try {
+      size = statSync(this.#partPath, { throwIfNoEntry: false })?.size ?? 0;
+    } catch {
+      size = 0;
+    }
+    return size > 0 ? `; the partial file ${quote(this.#partPath)} is kept for resuming` : '';
   }
 
   /** The body's next chunk; a broken connection is a TransientError saying how far it got. */
@@ -472,7 +558,7 @@ class Download {
     return new FetchError(
       `Cannot write ${quote(this.#partPath)} (${messageOf(err)}): the ${formatBytes(kept)} downloaded so far are kept; ` +
         'make room and run again to resume',
-      { url: this.#s.url, path: this.#partPath, cause: err },
+      { url: this.#s.shown, path: this.#partPath, cause: err },
     );
   }
 
@@ -480,14 +566,14 @@ class Download {
   #notAnArchive(what: string, offset: number): FetchError {
     const kept = offset > 0 ? `; the partial file ${quote(this.#partPath)} (${formatBytes(offset)}) is kept` : '';
     return new FetchError(
-      `${quote(this.#s.url)} answered with ${what}, not a zip archive: a captive portal, a login or an error page? ` +
+      `${quote(this.#s.shown)} answered with ${what}, not a zip archive: a captive portal, a login or an error page? ` +
         `Open the URL in a browser, then run again${kept}`,
-      { url: this.#s.url },
+      { url: this.#s.shown },
     );
   }
 
   async #finish(outcome: Complete): Promise<{ bytes: number; sha256: string; resumed: boolean }> {
-    const { url, finalPath, name, expected, tracker } = this.#s;
+    const { shown: url, finalPath, name, expected, tracker } = this.#s;
     const zipEnd = await endsLikeZip(this.#partPath, outcome.size);
     if (!zipEnd && !outcome.lengthKnown) {
       // A body cut where the server gave no length looks complete until here: resume it.
@@ -514,7 +600,7 @@ class Download {
       );
     }
     await rename(this.#partPath, finalPath);
-    await writeShaRecord(finalPath, name, actual);
+    await writeShaRecord(finalPath, name, actual, url);
     await rm(this.#statePath, { force: true });
     tracker.setTotal(outcome.size);
     tracker.finish(`saved ${name} (${formatBytes(outcome.size)})`);
@@ -557,18 +643,33 @@ class Download {
 
   #networkError(err: unknown, idle: IdleTimer, what = 'the request failed'): Error {
     this.#throwIfAborted();
+    const { shown } = this.#s;
+    // Ours already (a proxy variable refused for a redirect's URL): final as it is.
+    if (err instanceof PneumotypeError) return err;
     if (isRedirectLoop(err)) {
-      return new FetchError(`Cannot download ${quote(this.#s.url)}: ${messageOf(err)} (a redirect loop?)`, { url: this.#s.url, cause: err });
+      return new FetchError(`Cannot download ${quote(shown)}: ${maskUserInfo(messageOf(err))} (a redirect loop?)`, { url: shown, cause: err });
     }
     if (idle.timedOut) return new TransientError(`no data for ${formatSeconds(this.#s.timeoutMs)}`, { cause: err });
-    return new TransientError(`${what} (${messageOf(err)})`, { cause: err });
+    // Permanent: the same handshake fails the same way on every retry.
+    if (isCertificateError(err)) {
+      return new FetchError(
+        `Cannot download ${quote(shown)}: its TLS certificate is not trusted (${certificateCode(err)}); if a proxy or firewall on this ` +
+          'network inspects TLS (a corporate proxy), give its CA certificate with NODE_EXTRA_CA_CERTS=/path/to/ca.pem and run again',
+        { url: shown, cause: err },
+      );
+    }
+    // A request that cannot be made at all (a URL or header the client refuses, a redirect to an invalid URL).
+    if (err instanceof TypeError || (err as { type?: unknown } | undefined)?.type === 'invalid-redirect') {
+      return new FetchError(`Cannot download ${quote(shown)}: ${maskUserInfo(messageOf(err))}`, { url: shown, cause: err });
+    }
+    return new TransientError(`${what} (${maskUserInfo(messageOf(err))})`, { cause: err });
   }
 
   #throwIfAborted(): void {
     const signal = this.#s.signal;
     if (signal?.aborted) {
-      throw new FetchError(`Download of ${quote(this.#s.url)} was aborted; the partial file ${quote(this.#partPath)} is kept for resuming`, {
-        url: this.#s.url,
+      throw new FetchError(`Download of ${quote(this.#s.shown)} was aborted${this.#keptNote()}`, {
+        url: this.#s.shown,
         cause: signal.reason,
       });
     }
@@ -817,17 +918,154 @@ async function moveAside(path: string, base = `${path}.bad`): Promise<string> {
   }
 }
 
-async function readShaRecord(path: string): Promise<string | undefined> {
+/**
+ * `NAME.sha256`: the digest line `sha256sum -c` reads, then `# source: URL` (a comment to sha256sum), the URL as
+ * requested with any user name and password shown as `***`. Records written before the URL was recorded have no such
+ * line: `url` is then undefined.
+ */
+async function readShaRecord(path: string): Promise<{ digest: string | undefined; url: string | undefined } | undefined> {
+  let text: string;
   try {
-    const m = /^([0-9a-f]{64})\b/i.exec(await readFile(path, 'utf8'));
-    return m?.[1]?.toLowerCase();
+    text = await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const digest = /^([0-9a-f]{64})\b/i.exec(text)?.[1]?.toLowerCase();
+  const url = /^# source: (\S+)\s*$/m.exec(text)?.[1];
+  return { digest, url };
+}
+
+async function writeShaRecord(finalPath: string, name: string, digest: string, shownUrl: string): Promise<void> {
+  await writeFileAtomic(`${finalPath}.sha256`, `${digest}  ${name}\n# source: ${shownUrl}\n`);
+}
+
+/** Redirects followed (node-fetch's own default). */
+const MAX_REDIRECTS = 20;
+
+/** Room kept free beyond the download itself: 1 % of what is still to come, at most 64 MiB. */
+const FREE_SPACE_MARGIN = 64 * 1024 * 1024;
+
+/** Bytes free to this user on the file system holding `dir`; undefined where that cannot be told. */
+async function freeBytes(dir: string): Promise<number | undefined> {
+  if (typeof statfs !== 'function') return undefined;
+  try {
+    const s = await statfs(dir);
+    const free = Number(s.bavail) * Number(s.bsize);
+    return Number.isFinite(free) && free >= 0 ? free : undefined;
   } catch {
     return undefined;
   }
 }
 
-async function writeShaRecord(finalPath: string, name: string, digest: string): Promise<void> {
-  await writeFileAtomic(`${finalPath}.sha256`, `${digest}  ${name}\n`);
+/**
+ * A URL without its user name and password (`url`, for requests), the same shown with `***@` in their place (`shown`,
+ * for messages and records), and the Basic Authorization header they make (undefined when there are none).
+ *
+ * @example splitCredentials('https://al:pw@example.org/a.zip') // { url: 'https://example.org/a.zip', shown: 'https://***@example.org/a.zip', authorization: 'Basic YWw6cHc=' }
+ */
+export function splitCredentials(href: string): { url: string; shown: string; authorization: string | undefined } {
+  const u = new URL(href);
+  if (u.username === '' && u.password === '') return { url: href, shown: href, authorization: undefined };
+  const user = decodeComponent(u.username);
+  const password = decodeComponent(u.password);
+  u.username = '';
+  u.password = '';
+  const url = u.href;
+  return { url, shown: url.replace('//', '//***@'), authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` };
+}
+
+/**
+ * A URL as messages and records show it: its user name and password as `***` (anything that is no URL as it is).
+ *
+ * @example shownUrl('https://al:pw@example.org/a.zip') // 'https://***@example.org/a.zip'
+ */
+export function shownUrl(href: string): string {
+  try {
+    return splitCredentials(href).shown;
+  } catch {
+    return href;
+  }
+}
+
+function decodeComponent(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * Text with the user name and password of every URL in it (`scheme://user:pass@`) shown as `***@`; with `bare`, also
+ * those of a proxy given without its scheme (`user:pass@host:3128`).
+ *
+ * @example maskUserInfo('socks5://bob:pw@proxy:1080') // 'socks5://***@proxy:1080'
+ */
+function maskUserInfo(text: string, bare = false): string {
+  const masked = text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/gi, '$1***@');
+  return bare ? masked.replace(/^(?![a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/i, '***@') : masked;
+}
+
+/** True when two URLs name the same thing, user names and passwords aside (a `***` record matches the URL it was made from). */
+function sameUrl(a: string, b: string): boolean {
+  return withoutUserInfo(a) === withoutUserInfo(b);
+}
+
+function withoutUserInfo(href: string): string {
+  try {
+    const u = new URL(href);
+    u.username = '';
+    u.password = '';
+    return u.href;
+  } catch {
+    return href;
+  }
+}
+
+/** OpenSSL's and Node's codes for a certificate that was not accepted (untrusted, expired, for another name...). */
+const CERTIFICATE_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_CHAIN_TOO_LONG',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_TLS_CERT_ALTNAME_FORMAT',
+]);
+
+/** The certificate code of `err` or of an error it wraps (`cause`, a few levels deep), if any. */
+function certificateCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) return code;
+  }
+  return undefined;
+}
+
+/**
+ * True for a TLS certificate that was not accepted (self-signed, unknown CA, expired, for another host name): the same
+ * on every retry, so final. node-fetch copies the code of the socket's error to its own.
+ *
+ * @example isCertificateError(Object.assign(new Error('self-signed certificate'), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' })) // true
+ */
+export function isCertificateError(err: unknown): boolean {
+  return certificateCode(err) !== undefined;
 }
 
 function normalizeSha(value: string | undefined): string | undefined {
@@ -867,7 +1105,8 @@ function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+  if (n < 1024 ** 4) return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+  return `${(n / 1024 ** 4).toFixed(2)} TiB`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -885,28 +1124,55 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
  * proxyFor('http://127.0.0.1:8080/x.zip', { HTTP_PROXY: 'http://proxy:3128' }) // undefined
  */
 export function proxyFor(url: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const setting = proxySetting(url, env);
+  if (setting === undefined) return undefined;
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(setting.value) ? setting.value : `http://${setting.value}`;
+}
+
+/** The variable (name as set) and value that {@link proxyFor} takes for `url`, or undefined. */
+function proxySetting(url: string, env: Readonly<Record<string, string | undefined>>): { name: string; value: string } | undefined {
   const target = new URL(url);
   const host = target.hostname.toLowerCase().replace(/^\[|\]$/g, '');
   if (LOOPBACK.has(host) || /^127\.\d+\.\d+\.\d+$/.test(host) || host.endsWith('.localhost')) return undefined;
   const port = target.port || (target.protocol === 'https:' ? '443' : '80');
   const noProxy = pick(env, 'no_proxy', 'NO_PROXY');
-  if (noProxy !== undefined && matchesNoProxy(host, port, noProxy)) return undefined;
-  const proxy =
-    target.protocol === 'https:'
-      ? (pick(env, 'https_proxy', 'HTTPS_PROXY') ?? pick(env, 'all_proxy', 'ALL_PROXY'))
-      : target.protocol === 'http:'
-        ? (pick(env, 'http_proxy', 'HTTP_PROXY') ?? pick(env, 'all_proxy', 'ALL_PROXY'))
-        : undefined;
-  if (proxy === undefined) return undefined;
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(proxy) ? proxy : `http://${proxy}`;
+  if (noProxy !== undefined && matchesNoProxy(host, port, noProxy.value)) return undefined;
+  return target.protocol === 'https:'
+    ? (pick(env, 'https_proxy', 'HTTPS_PROXY') ?? pick(env, 'all_proxy', 'ALL_PROXY'))
+    : target.protocol === 'http:'
+      ? (pick(env, 'http_proxy', 'HTTP_PROXY') ?? pick(env, 'all_proxy', 'ALL_PROXY'))
+      : undefined;
 }
 
-function pick(env: Readonly<Record<string, string | undefined>>, ...names: string[]): string | undefined {
-  for (const n of names) {
-    const v = env[n]?.trim();
-    if (v) return v;
+function pick(env: Readonly<Record<string, string | undefined>>, ...names: string[]): { name: string; value: string } | undefined {
+  for (const name of names) {
+    const value = env[name]?.trim();
+    if (value) return { name, value };
   }
   return undefined;
+}
+
+/**
+ * Throws a ConfigError when the proxy {@link proxyFor} takes for `url` cannot be used: the agents speak HTTP to the
+ * proxy (CONNECT for https), so a SOCKS proxy (ALL_PROXY=socks5://...) would only fail, slowly, on every retry.
+ */
+function checkProxy(url: string, env: Readonly<Record<string, string | undefined>>): void {
+  const setting = proxySetting(url, env);
+  if (setting === undefined) return;
+  const { name } = setting;
+  const proxy = proxyFor(url, env) as string;
+  const shown = quote(maskUserInfo(setting.value, true));
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(proxy)?.[1]?.toLowerCase();
+  if (scheme !== 'http' && scheme !== 'https') {
+    throw new ConfigError(
+      `${name} ${shown} is a ${scheme ?? '?'}:// proxy: downloads go through http:// and https:// proxies only; set ${name} to an http:// or https:// proxy, or unset it`,
+    );
+  }
+  try {
+    new URL(proxy);
+  } catch (err) {
+    throw new ConfigError(`${name} ${shown} is not a valid proxy URL: expected http://HOST:PORT or https://HOST:PORT`, { cause: err });
+  }
 }
 
 function matchesNoProxy(host: string, port: string, list: string): boolean {
@@ -943,6 +1209,7 @@ export function proxyAgentFor(env: Readonly<Record<string, string | undefined>>)
   return (url) => {
     const proxy = proxyFor(url.href, env);
     if (proxy === undefined) return undefined;
+    checkProxy(url.href, env); // a redirect to another scheme or host may pick another variable
     const key = `${url.protocol} ${proxy}`;
     let agent = agents.get(key);
     if (agent === undefined) {

@@ -10,12 +10,14 @@ import {
   backoffDelay,
   cancel,
   IdleTimer,
+  isCertificateError,
   isRedirectLoop,
   isTransientStatus,
   parseContentRange,
   parseRetryAfter,
   proxyAgentFor,
   sleep,
+  splitCredentials,
   TransientError,
   type FetchFn,
 } from './fetch.js';
@@ -68,8 +70,13 @@ export async function openHttpRangeReader(options: HttpRangeReaderOptions): Prom
   const cacheBlocks = options.cacheBlocks ?? DEFAULT_CACHE_BLOCKS;
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new RangeError(`blockSize ${quote(blockSize)} must be a positive integer`);
   if (!Number.isInteger(cacheBlocks) || cacheBlocks < 1) throw new RangeError(`cacheBlocks ${quote(cacheBlocks)} must be a positive integer`);
+  // A user name and password in the URL go as Basic authorization (node-fetch drops it on a redirect to another
+  // host); messages show them as ***.
+  const credentials = splitCredentials(options.url);
   const client: Client = {
-    url: options.url,
+    url: credentials.shown,
+    requestUrl: credentials.url,
+    authorization: credentials.authorization,
     fetch: options.fetch ?? nodeFetch,
     agent: proxyAgentFor(options.env ?? process.env),
     retries: options.retries ?? DEFAULTS.fetchRetries,
@@ -87,7 +94,11 @@ export async function openHttpRangeReader(options: HttpRangeReaderOptions): Prom
 }
 
 interface Client {
+  /** The URL as messages show it (credentials as ***). */
   url: string;
+  /** The URL requested (without credentials) and the authorization they make. */
+  requestUrl: string;
+  authorization: string | undefined;
   fetch: FetchFn;
   agent: ReturnType<typeof proxyAgentFor>;
   retries: number;
@@ -146,7 +157,8 @@ function validators(res: Response): { etag: string | undefined; lastModified: st
 
 async function request(c: Client, init: { method?: string; headers: Record<string, string>; signal: AbortSignal }, idle: IdleTimer): Promise<Response> {
   try {
-    return await c.fetch(c.url, { ...init, agent: c.agent, compress: false });
+    const headers = c.authorization === undefined ? init.headers : { ...init.headers, authorization: c.authorization };
+    return await c.fetch(c.requestUrl, { ...init, headers, agent: c.agent, compress: false });
   } catch (err) {
     throw networkError(c, err, idle);
   }
@@ -157,6 +169,15 @@ function networkError(c: Client, err: unknown, idle: IdleTimer): Error {
   if (isRedirectLoop(err)) {
     return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)} (a redirect loop?)`, { url: c.url, cause: err });
   }
+  // The same on every try: a certificate not accepted, or a request the client refuses to make.
+  if (isCertificateError(err)) {
+    return new FetchError(
+      `Cannot read ${quote(c.url)}: its TLS certificate was not accepted (${messageOf(err)}); behind a proxy that inspects TLS, ` +
+        'give Node its certificate authority: NODE_EXTRA_CA_CERTS=/path/to/ca.pem',
+      { url: c.url, cause: err },
+    );
+  }
+  if (err instanceof TypeError) return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)}`, { url: c.url, cause: err });
   if (idle.timedOut) return new TransientError(`no data for ${c.timeoutMs} ms`, { cause: err });
   return new TransientError(messageOf(err), { cause: err });
 }

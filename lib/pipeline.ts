@@ -4,7 +4,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
-import { archivePathFor, fetchDataset, resolveSource, type FetchResult } from './fetch.js';
+import { archivePathFor, fetchDataset, resolveSource, shownUrl, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
@@ -183,17 +183,19 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const from = remote ? dirs.extracted : (expected ?? source);
   const remoteRecord = `${dirs.extracted}.source.json`;
   const remoteFrom = (await exists(remoteRecord)) ? (await readJson<{ url: string }>(remoteRecord, 'remote source record')).url : undefined;
+  // The URL as records and messages show it: a user name and password in it as *** (compared so too).
+  const shown = url === undefined ? undefined : shownUrl(url);
   if (madeFrom !== undefined) {
     // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix),
     // and is refused before anything is downloaded.
     const wasRemote = made(dirs.extracted) && remoteFrom !== undefined;
-    if (!made(from) || (remote && wasRemote && remoteFrom !== url)) {
+    if (!made(from) || (remote && wasRemote && remoteFrom !== shown)) {
       const was = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
-      const asked = remote ? `${quote(url)} (read with --remote)` : quote(from);
+      const asked = remote ? `${quote(shown)} (read with --remote)` : quote(from);
       // The same archive, read the other way: the hint says how to read it as before, from this source's default
       // (v3 is read remotely unless told otherwise, every other source downloaded whole) and the flag given.
       const defaultRemote = resolved.kind === 'known' && resolved.known.name === 'v3';
-      const same = wasRemote && !remote && remoteFrom === url
+      const same = wasRemote && !remote && remoteFrom === shown
         ? (defaultRemote ? 'leave out --download-whole' : options.remote === false ? 'use --remote instead of --download-whole' : 'add --remote')
         : !wasRemote && remote && made(expected)
           ? (!defaultRemote ? 'leave out --remote' : options.remote === true ? 'use --download-whole instead of --remote' : 'add --download-whole')
@@ -203,17 +205,17 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
         { path: dirs.labeled },
       );
     }
-  } else if (remote && remoteFrom !== undefined && remoteFrom !== url && (await listFiles(dirs.extracted).catch(() => [])).length > 0) {
+  } else if (remote && remoteFrom !== undefined && remoteFrom !== shown && (await listFiles(dirs.extracted).catch(() => [])).length > 0) {
     // Only when the folder holds entries: a record left by a read that failed before its first entry is replaced.
     throw new LabelError(
-      `${quote(dirs.extracted)} holds entries read from ${quote(remoteFrom)}, not from ${quote(url)}: choose another --data-dir, or remove ${quote(dirs.extracted)} and ${quote(remoteRecord)}`,
+      `${quote(dirs.extracted)} holds entries read from ${quote(remoteFrom)}, not from ${quote(shown)}: choose another --data-dir, or remove ${quote(dirs.extracted)} and ${quote(remoteRecord)}`,
       { path: dirs.extracted },
     );
   }
   const goneArchive = !remote && madeFrom !== undefined && expected !== undefined && !(await exists(expected)) ? expected : undefined;
 
   if (remote && labeledDone) {
-    step('fetch', true, `${dirs.labeled} is complete; nothing to read from ${url}`);
+    step('fetch', true, `${dirs.labeled} is complete; nothing to read from ${shown}`);
   } else if (folder) {
     step('fetch', true, `${source} is a folder: nothing to fetch`);
   } else if (goneArchive !== undefined) {
@@ -222,16 +224,16 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     // Downloaded and verified when it was relabelled, and not read again: no 1.2 GB hashed on every run.
     step('fetch', true, `${dirs.labeled} is complete, made from ${madeFrom}: the archive is not read again`);
   } else if (remote && url !== undefined) {
-    options.onStep?.('fetch', `reading only the chest X-ray entries of ${url} with Range requests`);
+    options.onStep?.('fetch', `reading only the chest X-ray entries of ${shown} with Range requests`);
     await mkdir(dataDir, { recursive: true });
-    await writeJsonAtomic(remoteRecord, { url });
+    await writeJsonAtomic(remoteRecord, { url: shown });
     // The entries relabel reads (as `extract` selects them): chest_xray/ folders, or the layout under any top folder.
     remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, include: datasetEntryFilter, ...progress });
     if (remoteResult.entries.length === 0) {
       throw new ArchiveError(
-        `the archive ${quote(url)} holds no chest X-ray entries (a chest_xray/ folder as in ChestXRay2017.zip and ZhangLabData.zip, ` +
+        `the archive ${quote(shown)} holds no chest X-ray entries (a chest_xray/ folder as in ChestXRay2017.zip and ZhangLabData.zip, ` +
           `or {train,test}/{NORMAL,PNEUMONIA}/ folders; ${remoteResult.excluded} other entries): nothing to relabel; check the URL`,
-        { path: url },
+        { path: shownUrl(url) },
       );
     }
     step('fetch', false, `extracted ${remoteResult.files + remoteResult.alreadyPresent} chest X-ray entries, ` +

@@ -3,7 +3,7 @@ import yauzl from 'yauzl';
 import type { ZipFile } from 'yauzl';
 import { DEFAULTS } from './config.js';
 import { ArchiveError, PneumotypeError, messageOf, quote } from './errors.js';
-import type { FetchFn } from './fetch.js';
+import { shownUrl, type FetchFn } from './fetch.js';
 import { openHttpRangeReader } from './http-range.js';
 import type { ProgressCallback } from './progress.js';
 import { chestEntryFilter, extractZip, ZIP_OPEN_OPTIONS, type ExtractResult } from './zip.js';
@@ -37,6 +37,8 @@ export interface RemoteExtractResult extends ExtractResult {
  */
 export async function extractRemoteZip(options: RemoteExtractOptions): Promise<RemoteExtractResult> {
   let transferred = 0;
+  // The URL as messages and the extraction's records name it: a user name and password in it as ***.
+  const shown = shownUrl(options.url);
   const opened = await openHttpRangeReader({
     url: options.url,
     onBytes: (n) => {
@@ -51,12 +53,12 @@ export async function extractRemoteZip(options: RemoteExtractOptions): Promise<R
     yauzl.fromRandomAccessReader(opened.reader, opened.size, { ...ZIP_OPEN_OPTIONS }, (err, zip) => {
       if (err || !zip) {
         // A failed read (the server, the network) says so itself; anything else is the archive's fault.
-        reject(err instanceof PneumotypeError ? err : new ArchiveError(`${quote(options.url)} is not a readable zip archive (${messageOf(err)})`, { path: options.url, cause: err }));
+        reject(err instanceof PneumotypeError ? err : new ArchiveError(`${quote(shown)} is not a readable zip archive (${messageOf(err)})`, { path: shown, cause: err }));
       } else resolve(zip);
     });
   });
   const result = await extractZip({
-    archive: { zipfile, name: options.url },
+    archive: { zipfile, name: shown },
     outDir: options.outDir ?? DEFAULTS.extractedDir,
     include: options.include ?? chestEntryFilter,
     onProgress: options.onProgress,

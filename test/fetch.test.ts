@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import AdmZip from 'adm-zip';
 import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SOURCES } from '../lib/config.js';
 import { BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
-import { backoffDelay, fetchDataset, parseRetryAfter, proxyFor, resolveSource } from '../lib/fetch.js';
+import { backoffDelay, fetchDataset, isCertificateError, parseRetryAfter, proxyFor, resolveSource } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
 import { startFileServer } from './helpers/http-server.js';
 
@@ -56,7 +59,7 @@ test('fresh download: saved under the URL name, hashed, recorded, no leftovers, 
       downloaded: true,
     });
     assert.deepEqual(await readFile(r.path), DATA);
-    assert.equal(await readFile(`${r.path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n`);
+    assert.equal(await readFile(`${r.path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n# source: ${server.url}\n`);
     assert.deepEqual((await readdir(outDir)).sort(), ['data.zip', 'data.zip.sha256']);
     assert.equal(server.requests.length, 1);
     assert.equal(server.requests[0]?.range, undefined);
@@ -167,7 +170,7 @@ test('503s are retried with backoff (Retry-After honoured) until the download su
   }
 });
 
-test('retries run out: FetchError with the last status, the partial file kept', async () => {
+test('retries run out: FetchError with the last status; no partial file, none named', async () => {
   const server = await startFileServer({ data: DATA, failFirst: 10 });
   try {
     const outDir = await freshDir();
@@ -176,12 +179,13 @@ test('retries run out: FetchError with the last status, the partial file kept', 
       assert.ok(err instanceof FetchError);
       assert.equal(
         err.message,
-        `Download of "${server.url}" failed after 3 attempts: HTTP 503 Service Unavailable; the partial file "${part}" is kept for resuming`,
+        `Download of "${server.url}" failed after 3 attempts: HTTP 503 Service Unavailable`,
       );
       assert.equal(err.status, 503);
       return true;
     });
     assert.equal(server.requests.length, 3);
+    assert.equal(existsSync(part), false);
   } finally {
     await server.close();
   }
@@ -317,7 +321,7 @@ test('an existing file never verified (no record) that is cut short is moved asi
     const again = await fetchDataset({ source: server.url, outDir, ...FAST });
     assert.equal(again.downloaded, false);
     assert.equal(server.requests.length, 1);
-    assert.equal(await readFile(`${path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n`);
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n# source: ${server.url}\n`);
   } finally {
     await server.close();
   }
@@ -405,12 +409,12 @@ test('resolveSource classifies known names, URLs and paths', () => {
   assert.throws(() => resolveSource('toString'), ConfigError);
 });
 
-test('an aborted signal stops the download with a FetchError', async () => {
+test('an aborted signal stops the download with a FetchError (no partial file, none named)', async () => {
   const outDir = await freshDir();
   const url = 'http://127.0.0.1:9/a.zip';
   await assert.rejects(fetchDataset({ source: url, outDir, signal: AbortSignal.abort() }), (err: unknown) => {
     assert.ok(err instanceof FetchError);
-    assert.equal(err.message, `Download of "${url}" was aborted; the partial file "${join(outDir, 'a.zip.part')}" is kept for resuming`);
+    assert.equal(err.message, `Download of "${url}" was aborted`);
     return true;
   });
 });
@@ -750,5 +754,300 @@ test('two downloads of the same file at once: one proceeds, the other is a BusyE
     assert.deepEqual((await readdir(outDir)).sort(), ['data.zip', 'data.zip.sha256'], 'the lock is gone');
   } finally {
     await server.close();
+  }
+});
+
+test('a download from another URL under the same file name is refused; the archive and its record are left as they are', async () => {
+  const v2 = await startFileServer({ data: DATA, path: '/v2/archive.zip' });
+  const v3 = await startFileServer({ data: OTHER, path: '/v3/archive.zip' });
+  try {
+    const outDir = await freshDir();
+    const path = join(outDir, 'archive.zip');
+    const first = await fetchDataset({ source: v2.url, outDir, ...FAST });
+    assert.equal(first.sha256, hex(DATA));
+    const record = `${hex(DATA)}  archive.zip\n# source: ${v2.url}\n`;
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), record);
+    await assert.rejects(fetchDataset({ source: v3.url, outDir, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(
+        err.message,
+        `"${path}" was downloaded from "${v2.url}", not from "${v3.url}": choose another downloads folder (--out, --data-dir), ` +
+          `or move "${path}" away to download "${v3.url}"; nothing was changed`,
+      );
+      assert.equal(err.url, v3.url);
+      assert.equal(err.path, path);
+      return true;
+    });
+    assert.equal(v3.requests.length, 0);
+    assert.deepEqual(await readFile(path), DATA);
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), record);
+    assert.deepEqual((await readdir(outDir)).sort(), ['archive.zip', 'archive.zip.sha256']);
+    // The same URL again is still found verified, without a request.
+    const again = await fetchDataset({ source: v2.url, outDir, ...FAST });
+    assert.equal(again.downloaded, false);
+    assert.equal(v2.requests.length, 1);
+  } finally {
+    await v2.close();
+    await v3.close();
+  }
+});
+
+test('a record made before URLs were recorded is taken as matching and gains the URL; a redirected URL is recorded as requested', async () => {
+  const server = await startFileServer({ data: DATA, path: '/files/real.zip' });
+  // Like a known source's URL that redirects to a storage host: the name and the record follow the URL as requested.
+  const front = await serveWith((_n, _req, res) => res.writeHead(302, { Location: server.url }).end());
+  try {
+    const outDir = await freshDir();
+    const path = join(outDir, 'data.zip');
+    const r = await fetchDataset({ source: front.url, outDir, ...FAST });
+    assert.equal(r.path, path);
+    assert.equal(r.downloaded, true);
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n# source: ${front.url}\n`);
+    const again = await fetchDataset({ source: front.url, outDir, ...FAST });
+    assert.equal(again.downloaded, false);
+    assert.equal(front.ranges.length, 1);
+    // An old record: digest and name only. Taken as this URL's (it was made before URLs were recorded).
+    await writeFile(`${path}.sha256`, `${hex(DATA)}  data.zip\n`);
+    const old = await fetchDataset({ source: `${server.origin}/elsewhere/data.zip`, outDir, ...FAST });
+    assert.equal(old.downloaded, false);
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n# source: ${server.origin}/elsewhere/data.zip\n`);
+    assert.equal(server.requests.length, 1);
+  } finally {
+    await front.close();
+    await server.close();
+  }
+});
+
+test('credentials in the URL go as Basic auth to the same origin only, and are masked in messages, notes, records and the .part.json', async () => {
+  const PASS = 'p@ss:wörd';
+  const auth = `Basic ${Buffer.from(`alice:${PASS}`).toString('base64')}`;
+  const otherSeen: (string | undefined)[] = [];
+  const other = await serveWith((_n, req, res) => {
+    otherSeen.push(req.headers.authorization);
+    res.writeHead(200, { 'Content-Length': DATA.length, ETag: '"o"' }).end(DATA);
+  });
+  const otherOrigin = new URL(other.url).origin;
+  const seen: { path: string; auth: string | undefined }[] = [];
+  let gets = 0;
+  const server = await serveWith((_n, req, res) => {
+    seen.push({ path: req.url ?? '', auth: req.headers.authorization });
+    if (req.headers.authorization !== auth) return void res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="data"' }).end();
+    if (req.url === '/moved.zip') return void res.writeHead(301, { Location: '/data.zip' }).end();
+    if (req.url === '/elsewhere.zip') return void res.writeHead(302, { Location: `${otherOrigin}/data.zip` }).end();
+    if (++gets === 1) return sendCut(res, DATA, 100_000, { 'Content-Length': DATA.length, ETag: '"a"' });
+    const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    const headers = { ETag: '"a"', 'Content-Length': DATA.length - start, ...(start > 0 ? { 'Content-Range': `bytes ${start}-${DATA.length - 1}/${DATA.length}` } : {}) };
+    res.writeHead(start > 0 ? 206 : 200, headers).end(DATA.subarray(start));
+  });
+  const { host } = new URL(server.url);
+  const withCredentials = (path: string, pass = PASS): string => `http://alice:${encodeURIComponent(pass)}@${host}${path}`;
+  const shown = (path: string): string => `http://***@${host}${path}`;
+  const secret = (text: string): boolean => text.includes('p@ss') || text.includes('p%40ss') || text.includes('alice');
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    const notes: string[] = [];
+    await assert.rejects(
+      fetchDataset({ source: withCredentials('/data.zip'), outDir, retries: 0, onProgress: (p) => p.message !== undefined && notes.push(p.message), ...FAST }),
+      (err: unknown) => {
+        assert.ok(err instanceof FetchError);
+        assert.match(err.message, new RegExp(`^Download of "http://\\*\\*\\*@${host}/data.zip" failed after 1 attempt: .+; the partial file "${part}" is kept for resuming$`));
+        assert.equal(err.url, shown('/data.zip'));
+        assert.ok(!secret(err.message), err.message);
+        return true;
+      },
+    );
+    const sidecar = JSON.parse(await readFile(`${part}.json`, 'utf8')) as { url: string };
+    assert.equal(sidecar.url, shown('/data.zip'));
+    const r = await fetchDataset({ source: withCredentials('/data.zip'), outDir, onProgress: (p) => p.message !== undefined && notes.push(p.message), ...FAST });
+    assert.equal(r.resumed, true);
+    assert.equal(r.url, shown('/data.zip'));
+    assert.equal(r.source, shown('/data.zip'));
+    assert.deepEqual(await readFile(r.path), DATA);
+    assert.equal(await readFile(`${r.path}.sha256`, 'utf8'), `${hex(DATA)}  data.zip\n# source: ${shown('/data.zip')}\n`);
+    assert.deepEqual(seen.map((s) => s.auth), [auth, auth]);
+    assert.ok(!notes.some(secret), JSON.stringify(notes));
+    // A later run with another password (or none) is the same source.
+    const plain = await fetchDataset({ source: server.url, outDir, ...FAST });
+    assert.equal(plain.downloaded, false);
+
+    // A redirect on the same origin keeps the credentials; one to another origin drops them.
+    const moved = await fetchDataset({ source: withCredentials('/moved.zip'), outDir: await freshDir(), ...FAST });
+    assert.deepEqual(await readFile(moved.path), DATA);
+    assert.deepEqual(seen.slice(2).map((s) => [s.path, s.auth]), [['/moved.zip', auth], ['/data.zip', auth]]);
+    const elsewhere = await fetchDataset({ source: withCredentials('/elsewhere.zip'), outDir: await freshDir(), ...FAST });
+    assert.deepEqual(await readFile(elsewhere.path), DATA);
+    assert.deepEqual(otherSeen, [undefined]);
+
+    // A wrong password: the server's 401 at once, the password nowhere.
+    const wrong = withCredentials('/data.zip', 'nope');
+    await assert.rejects(fetchDataset({ source: wrong, outDir: await freshDir(), ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(err.message, `Cannot download "${shown('/data.zip')}": the server answered HTTP 401 Unauthorized`);
+      assert.equal(err.status, 401);
+      return true;
+    });
+    // Nothing on disk holds the password.
+    for (const dir of [outDir]) {
+      for (const file of await readdir(dir)) assert.ok(!secret(await readFile(join(dir, file), 'latin1')), file);
+    }
+  } finally {
+    await server.close();
+    await other.close();
+  }
+});
+
+test('a TLS certificate error is final, with the NODE_EXTRA_CA_CERTS hint (a self-signed certificate made with openssl)', async (t) => {
+  const dir = await freshDir();
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+      '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  } catch {
+    t.skip('openssl is not available: isCertificateError is tested on its own below');
+    return;
+  }
+  let handshakes = 0;
+  const server = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (_req, res) => res.end('x'));
+  server.on('tlsClientError', () => handshakes++);
+  server.on('secureConnection', () => handshakes++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/data.zip`;
+    const outDir = await freshDir();
+    await assert.rejects(fetchDataset({ source: url, outDir, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(
+        err.message,
+        `Cannot download "${url}": its TLS certificate is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT); if a proxy or firewall on this ` +
+          'network inspects TLS (a corporate proxy), give its CA certificate with NODE_EXTRA_CA_CERTS=/path/to/ca.pem and run again',
+      );
+      assert.equal(err.url, url);
+      return true;
+    });
+    assert.equal(handshakes, 1);
+    assert.deepEqual(await readdir(outDir), []);
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+test('isCertificateError: certificate failures are final, network failures are not; a TypeError from the client is final', async () => {
+  const codes = ['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+    'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID'];
+  for (const code of codes) {
+    assert.equal(isCertificateError(Object.assign(new Error('request failed'), { code })), true, code);
+    assert.equal(isCertificateError(new Error('through a proxy', { cause: Object.assign(new Error('x'), { code }) })), true, `${code} as a cause`);
+  }
+  for (const code of ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPROTO', undefined]) {
+    assert.equal(isCertificateError(Object.assign(new Error('x'), { code })), false, String(code));
+  }
+  assert.equal(isCertificateError(undefined), false);
+  let calls = 0;
+  const url = 'http://127.0.0.1:9/data.zip';
+  const fetch = (async () => {
+    calls++;
+    throw new TypeError('Invalid URL');
+  }) as unknown as typeof import('node-fetch').default;
+  await assert.rejects(fetchDataset({ source: url, outDir: await freshDir(), fetch, ...FAST }), (err: unknown) => {
+    assert.ok(err instanceof FetchError);
+    assert.equal(err.message, `Cannot download "${url}": Invalid URL`);
+    return true;
+  });
+  assert.equal(calls, 1);
+});
+
+test('a proxy that is not http(s) (ALL_PROXY=socks5://...) is a ConfigError up front, its password masked', async () => {
+  const outDir = join(await freshDir(), 'downloads');
+  const url = 'http://dataset.invalid/data.zip';
+  for (const [name, value, shown] of [
+    ['ALL_PROXY', 'socks5://bob:hunter2@127.0.0.1:1080', 'socks5://***@127.0.0.1:1080'],
+    ['http_proxy', 'socks4a://127.0.0.1:1080', 'socks4a://127.0.0.1:1080'],
+  ] as const) {
+    await assert.rejects(fetchDataset({ source: url, outDir, env: { [name]: value }, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(
+        err.message,
+        `${name} "${shown}" is a ${value.split(':')[0]}:// proxy: downloads go through http:// and https:// proxies only; set ${name} to an http:// or https:// proxy, or unset it`,
+      );
+      return true;
+    });
+  }
+  assert.equal(existsSync(outDir), false);
+  // http and https proxies, and a loopback target that needs none, pass the check.
+  assert.equal(proxyFor(url, { ALL_PROXY: 'https://proxy:3128' }), 'https://proxy:3128');
+});
+
+test('aborted while waiting to retry after a cut: the error names the partial file, which is kept', async () => {
+  const server = await startFileServer({ data: DATA, cutAfterBytes: 100_000 });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    const controller = new AbortController();
+    // Aborted while waiting to retry after the cut: the 100,000 bytes are kept.
+    await assert.rejects(
+      fetchDataset({
+        source: server.url,
+        outDir,
+        backoffMs: 60_000,
+        timeoutMs: 5_000,
+        signal: controller.signal,
+        onProgress: (p) => p.message?.startsWith('retry 1 of 5') && controller.abort(),
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof FetchError);
+        assert.equal(err.message, `Download of "${server.url}" was aborted; the partial file "${part}" is kept for resuming`);
+        return true;
+      },
+    );
+    assert.deepEqual(await readFile(part), DATA.subarray(0, 100_000));
+  } finally {
+    await server.close();
+  }
+});
+
+test('not enough free space for the length the server gives: a FetchError before anything is written', async () => {
+  const HUGE = 2 ** 50;
+  const free = '[0-9.]+ (B|KiB|MiB|GiB|TiB)';
+  const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const fresh = await serveWith((_n, _req, res) => {
+    res.writeHead(200, { 'Content-Length': HUGE, ETag: '"h"' });
+    res.write(DATA.subarray(0, 65_536));
+  });
+  try {
+    const outDir = await freshDir();
+    await assert.rejects(fetchDataset({ source: fresh.url, outDir, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.match(err.message, new RegExp(`^${escape(`Not enough free space in "${outDir}" for data.zip: 1024.00 TiB needed (1024.00 TiB still to download and a margin of 64.0 MiB), `)}` +
+        `${free}${escape(' free; make room or choose another downloads folder (--out, --data-dir), then run again')}$`));
+      return true;
+    });
+    assert.equal(fresh.ranges.length, 1);
+    assert.deepEqual(await readdir(outDir), []);
+  } finally {
+    await fresh.close();
+  }
+  const resumed = await serveWith((_n, req, res) => {
+    const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    res.writeHead(206, { 'Content-Length': HUGE - start, 'Content-Range': `bytes ${start}-${HUGE - 1}/${HUGE}`, ETag: '"r"' });
+    res.write(DATA.subarray(start, start + 65_536));
+  });
+  try {
+    const outDir = await freshDir();
+    const part = join(outDir, 'data.zip.part');
+    await writeFile(part, DATA.subarray(0, 100_000));
+    await writeFile(`${part}.json`, JSON.stringify({ url: resumed.url, etag: '"r"', total: HUGE }));
+    await assert.rejects(fetchDataset({ source: resumed.url, outDir, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.match(err.message, new RegExp(`^${escape(`Not enough free space in "${outDir}" for data.zip: 1024.00 TiB needed (1024.00 TiB still to download and a margin of 64.0 MiB), `)}` +
+        `${free}${escape(` free; make room or choose another downloads folder (--out, --data-dir), then run again; the partial file "${part}" (97.7 KiB) is kept`)}$`));
+      return true;
+    });
+    assert.deepEqual(resumed.ranges, ['bytes=100000-']);
+    assert.deepEqual(await readFile(part), DATA.subarray(0, 100_000));
+  } finally {
+    await resumed.close();
   }
 });

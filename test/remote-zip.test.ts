@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import AdmZip from 'adm-zip';
 import yauzl from 'yauzl';
 import { FetchError, IntegrityError } from '../lib/errors.js';
+import type { FetchFn } from '../lib/fetch.js';
 import { openHttpRangeReader } from '../lib/http-range.js';
+import nodeFetch from 'node-fetch';
 import { startFileServer } from './helpers/http-server.js';
 
 /** A miniature ZhangLabData.zip: big OCT entries around small chest X-ray entries, the central directory at the end. */
@@ -222,6 +224,34 @@ test('404 is a FetchError naming the URL and status', async () => {
       assert.ok(err instanceof FetchError);
       assert.equal(err.message, `Cannot read "${url}": the server answered HTTP 404 Not Found`);
       assert.equal(err.status, 404);
+      return true;
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+test('a URL with a user name and password: sent as Basic authorization to a URL without them, shown as *** in errors', async () => {
+  const server = await startFileServer({ data: ARCHIVE.zip });
+  try {
+    const seen: { url: string; authorization: string | undefined }[] = [];
+    // The real client against the real server; the wrapper only records what each request carried.
+    const recording: FetchFn = (url, init) => {
+      const headers = (init?.headers ?? {}) as Record<string, string>;
+      seen.push({ url: String(url), authorization: headers.authorization });
+      return nodeFetch(url, init);
+    };
+    const withUser = server.url.replace('http://', 'http://alice:pa%20ss@');
+    const { reader, size } = await openHttpRangeReader({ url: withUser, fetch: recording, backoffMs: 1 });
+    const zip = await openZip(reader, size);
+    assert.ok((await listEntries(zip)).length > 0);
+    zip.close();
+    assert.ok(seen.length > 0);
+    for (const s of seen) assert.deepEqual(s, { url: server.url, authorization: `Basic ${Buffer.from('alice:pa ss').toString('base64')}` });
+    const missing = withUser.replace(/[^/]*$/, 'nothing.zip');
+    await assert.rejects(openHttpRangeReader({ url: missing, backoffMs: 1 }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.equal(err.message, `Cannot read "${server.origin.replace('http://', 'http://***@')}/nothing.zip": the server answered HTTP 404 Not Found`);
       return true;
     });
   } finally {
