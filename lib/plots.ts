@@ -336,7 +336,8 @@ export function sampleGridFigure(samples: readonly GraySample[], options: Sample
     layout[ax.xKey] = { ...hidden, domain: xDomain, anchor: ax.y, constrain: 'domain' };
     layout[ax.yKey] = { ...hidden, domain: yDomain, anchor: ax.x, autorange: 'reversed', scaleanchor: ax.x, constrain: 'domain' };
     annotations.push({
-      text: escapeText(shorten(sample.title, TILE_TITLE_CHARS)), // whole in the hover text
+      // As much as a tile's width holds at 12 px (about 100 characters across the figure): whole in the hover text.
+      text: escapeText(shorten(sample.title, Math.max(12, Math.min(TILE_TITLE_CHARS, Math.floor(100 / columns))))),
       x: (xDomain[0] + xDomain[1]) / 2,
       y: yDomain[1],
       xref: 'paper',
@@ -478,7 +479,7 @@ export function trainingCurvesFigure(
     line('validation accuracy', history.map((r) => r.valAccuracy), SERIES_COLORS.val, 'dash', 'x2', 'y2', 'val'),
     line('validation macro-F1', history.map((r) => r.valMacroF1), SERIES_COLORS.extra, 'dot', 'x2', 'y2', 'f1'),
   ];
-  const domains = columnDomains(2, 0.14);
+  const domains = columnDomains(2, 0.2); // room between the panels for the learning-rate axis and the next axis title
   // One epoch range for both panels, set here: autorange would stretch the right one to fit the best-epoch label.
   const epochRange = epochs.length === 0 ? undefined : [Math.min(...epochs) - 0.5, Math.max(...epochs) + 0.5];
   const layout = baseLayout(options.title ?? 'Training curves', 440, {
@@ -780,10 +781,10 @@ export function rocCurvesFromPredictions(rows: readonly Scored[]): RocCurveData[
   for (const label of CLASSES) {
     add(`${label} vs rest`, rows.map((r) => r[label]), rows.map((r) => r.trueLabel === label), 'one-vs-rest', CLASS_COLORS[label]);
   }
-  add('pneumonia vs normal', rows.map((r) => 1 - r.normal), rows.map((r) => r.trueLabel !== 'normal'), 'binary', '#000000');
+  add('pneumonia (positive) vs normal', rows.map((r) => 1 - r.normal), rows.map((r) => r.trueLabel !== 'normal'), 'binary', '#000000');
   const sick = rows.filter((r) => r.trueLabel !== 'normal');
   add(
-    'virus vs bacteria',
+    'virus (positive) vs bacteria',
     sick.map((r) => (r.bacteria + r.virus > 0 ? r.virus / (r.bacteria + r.virus) : 0.5)),
     sick.map((r) => r.trueLabel === 'virus'),
     'binary',
@@ -808,7 +809,7 @@ export function metricBarsFigure(report: EvaluationReport, options: { title?: st
   const panels: [string, number, Row[]][] = [
     ['3 classes', report.n, [['accuracy', report.accuracy, undefined], ['balanced accuracy', report.balancedAccuracy, undefined], ['macro-F1', report.macroF1, undefined]]],
     [
-      'normal vs pneumonia',
+      'normal vs pneumonia (pneumonia positive)',
       nvp.n,
       [
         ['accuracy', nvp.accuracy, pub.normalVsPneumonia.accuracy],
@@ -818,7 +819,7 @@ export function metricBarsFigure(report: EvaluationReport, options: { title?: st
       ],
     ],
     [
-      'bacteria vs virus',
+      'bacteria vs virus (virus positive)',
       bvv.n,
       [
         ['accuracy', bvv.accuracy, pub.bacteriaVsVirus.accuracy],

@@ -417,8 +417,9 @@ export function metricsTable(report: EvaluationReport): Table {
   const nvp = report.binary.normalVsPneumonia;
   const bvv = report.binary.bacteriaVsVirus;
   for (const [name, b, pub] of [
-    ['normal vs pneumonia', nvp, PUBLISHED.normalVsPneumonia],
-    ['bacteria vs virus', bvv, PUBLISHED.bacteriaVsVirus],
+    // Which class is positive, for sensitivity and specificity: pneumonia, and virus among true pneumonia images.
+    ['normal vs pneumonia (pneumonia positive)', nvp, PUBLISHED.normalVsPneumonia],
+    ['bacteria vs virus (virus positive)', bvv, PUBLISHED.bacteriaVsVirus],
   ] as const) {
     add(`${name}: accuracy`, b.accuracy, pub.accuracy);
     add(`${name}: sensitivity`, b.sensitivity, pub.sensitivity);

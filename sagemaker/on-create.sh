@@ -204,6 +204,8 @@ register_kernel() {
 export PATH="$bin:\$PATH"
 export NVM_DIR="$NVM_DIR"
 [ -f "$STATE/cuda-env.done" ] && export LD_LIBRARY_PATH="$CUDA_ENV/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+# With the GPU package ready the notebooks train the gpu preset, as npm start does (unless PNEUMOTYPE_PRESET says otherwise).
+[ -f "$STATE/tfjs-node-gpu.done" ] && export PNEUMOTYPE_PRESET="\${PNEUMOTYPE_PRESET:-gpu}"
 exec "$bin/tslab" "\$@"
 EOF
   chmod +x "$STATE/tslab-kernel"

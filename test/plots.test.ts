@@ -305,8 +305,8 @@ test('rocCurvesFromPredictions and rocFigure: curves from (0,0) to (1,1), AUCs, 
     ['normal vs rest', 'one-vs-rest'],
     ['bacteria vs rest', 'one-vs-rest'],
     ['virus vs rest', 'one-vs-rest'],
-    ['pneumonia vs normal', 'binary'],
-    ['virus vs bacteria', 'binary'],
+    ['pneumonia (positive) vs normal', 'binary'],
+    ['virus (positive) vs bacteria', 'binary'],
   ]);
   for (const c of curves) {
     assert.equal(c.fpr[0], 0);
@@ -335,7 +335,7 @@ test('rocCurvesFromPredictions and rocFigure: curves from (0,0) to (1,1), AUCs, 
 
   // A class without positives has no curve.
   assert.deepEqual(rocCurvesFromPredictions(rows.filter((r) => r.trueLabel !== 'virus')).map((c) => c.name), [
-    'normal vs rest', 'bacteria vs rest', 'pneumonia vs normal',
+    'normal vs rest', 'bacteria vs rest', 'pneumonia (positive) vs normal',
   ]);
   assert.throws(() => rocFigure([{ name: 'x', fpr: [0, 1], tpr: [0], auc: 0.5 }]), ConfigError);
 });

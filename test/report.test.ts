@@ -217,7 +217,7 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(html.includes('<td>training</td><td>3 of 3 epochs in 8 s (best: epoch 2)</td>'), 'the whole run, not only up to its best epoch');
   assert.ok(!html.includes('<td>augment</td>'), 'augmentation is shown once, as the run used it');
   assert.ok(html.includes('Test metrics with 95 % intervals'));
-  assert.ok(html.includes('<td>normal vs pneumonia: sensitivity</td>'));
+  assert.ok(html.includes('<td>normal vs pneumonia (pneumonia positive): sensitivity</td>'));
   assert.ok(html.includes('<td>0.932</td>'), 'the published figure is in the metrics table');
   assert.deepEqual((await readdir(join(tmp, 'out'))).sort(), ['report.html'], 'written atomically, no temporary left');
   const gallery = [...html.matchAll(/<script type="application\/json" id="figure-8-data">([^<]*)<\/script>/g)][0]?.[1];
