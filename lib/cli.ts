@@ -12,7 +12,7 @@ import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
 import { ArchiveError, ConfigError, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
-import { fetchDataset, resolveSource } from './fetch.js';
+import { fetchDataset, resolveSource, shownUrl } from './fetch.js';
 import { runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
 import { extractRemoteZip } from './remote-zip.js';
@@ -431,7 +431,7 @@ export async function main(argv: readonly string[]): Promise<number> {
             include: values.all ? () => true : datasetEntryFilter,
             ...progress,
           });
-          if (!values.all) noChestEntries(values.archive, r);
+          if (!values.all) noChestEntries(shownUrl(values.archive), r);
           print(values, r, `extracted ${r.files} file(s) (${formatBytes(r.bytes)}) to ${r.outDir}, transferring ${formatBytes(r.transferredBytes)} of ${formatBytes(r.archiveBytes)}; ${r.alreadyPresent} already present`);
           return 0;
         }

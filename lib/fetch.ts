@@ -141,8 +141,10 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
     if (existing !== undefined) {
       const record = await readShaRecord(`${finalPath}.sha256`);
       // The URL as requested, not where it redirected to (a known source's storage host may change from run to run).
-      // A record without a URL was written before URLs were recorded: taken as this URL's, and given it below.
-      if (record?.url !== undefined && !sameUrl(record.url, url)) {
+      // A record without a URL was written before URLs were recorded: taken as this URL's, and given it below. A
+      // known source (v2, v3) is its own name whatever its URL becomes; a digest asked for (`sha256`) decides by the
+      // content itself, so a mirror's copy that matches it is taken too.
+      if (record?.url !== undefined && resolved.kind !== 'known' && expected === undefined && !sameUrl(record.url, url)) {
         throw new FetchError(
           `${quote(finalPath)} was downloaded from ${quote(record.url)}, not from ${quote(shown)}: choose another downloads folder ` +
             `(--out, --data-dir), or move ${quote(finalPath)} away to download ${quote(shown)}; nothing was changed`,
@@ -166,7 +168,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       // must at least end as a zip archive does: one cut short would pass as verified forever after.
       const whole = want !== undefined || (await endsLikeZip(finalPath, existing));
       if (whole && (want === undefined || actual === want)) {
-        if (recorded !== actual || record?.url === undefined) await writeShaRecord(finalPath, name, actual, shown);
+        if (recorded !== actual || record?.url === undefined || !sameUrl(record.url, url)) await writeShaRecord(finalPath, name, actual, shown);
         tracker.finish(`${name} already downloaded and verified`);
         return { path: finalPath, bytes: existing, sha256: actual, source: shownSource, url: shown, resumed: false, downloaded: false };
       }
@@ -659,7 +661,7 @@ class Download {
       );
     }
     // A request that cannot be made at all (a URL or header the client refuses, a redirect to an invalid URL).
-    if (err instanceof TypeError || (err as { type?: unknown } | undefined)?.type === 'invalid-redirect') {
+    if (isRequestRefused(err) || (err as { type?: unknown } | undefined)?.type === 'invalid-redirect') {
       return new FetchError(`Cannot download ${quote(shown)}: ${maskUserInfo(messageOf(err))}`, { url: shown, cause: err });
     }
     return new TransientError(`${what} (${maskUserInfo(messageOf(err))})`, { cause: err });
@@ -965,13 +967,32 @@ async function freeBytes(dir: string): Promise<number | undefined> {
  */
 export function splitCredentials(href: string): { url: string; shown: string; authorization: string | undefined } {
   const u = new URL(href);
-  if (u.username === '' && u.password === '') return { url: href, shown: href, authorization: undefined };
+  if (u.username === '' && u.password === '') return { url: href, shown: withoutSignature(href), authorization: undefined };
   const user = decodeComponent(u.username);
   const password = decodeComponent(u.password);
   u.username = '';
   u.password = '';
   const url = u.href;
-  return { url, shown: url.replace('//', '//***@'), authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` };
+  return { url, shown: withoutSignature(url).replace('//', '//***@'), authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` };
+}
+
+/** The URL with the values of its signing parameters (see SIGNING_PARAMETER) shown as `***`: a presigned link is a secret. */
+function withoutSignature(href: string): string {
+  const q = href.indexOf('?');
+  if (q < 0) return href;
+  const hash = href.indexOf('#', q);
+  const query = href.slice(q + 1, hash < 0 ? undefined : hash);
+  const masked = query.split('&').map((pair) => {
+    const eq = pair.indexOf('=');
+    let key = eq < 0 ? pair : pair.slice(0, eq);
+    try {
+      key = decodeURIComponent(key);
+    } catch {
+      // as written
+    }
+    return eq >= 0 && SIGNING_PARAMETER.test(key) ? `${pair.slice(0, eq)}=***` : pair;
+  });
+  return `${href.slice(0, q + 1)}${masked.join('&')}${hash < 0 ? '' : href.slice(hash)}`;
 }
 
 /**
@@ -1006,16 +1027,28 @@ function maskUserInfo(text: string, bare = false): string {
   return bare ? masked.replace(/^(?![a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/i, '***@') : masked;
 }
 
-/** True when two URLs name the same thing, user names and passwords aside (a `***` record matches the URL it was made from). */
-function sameUrl(a: string, b: string): boolean {
-  return withoutUserInfo(a) === withoutUserInfo(b);
+/**
+ * True when two URLs name the same file: compared without user names and passwords (a `***` record matches the URL it
+ * was made from), fragments (never sent), the query's order, and the parameters that only sign or expire a link
+ * (a presigned URL signed anew names the same object).
+ *
+ * @example sameUrl('https://b.s3.amazonaws.com/a.zip?X-Amz-Signature=1&x=2', 'https://b.s3.amazonaws.com/a.zip?x=2&X-Amz-Signature=9') // true
+ */
+export function sameUrl(a: string, b: string): boolean {
+  return comparableUrl(a) === comparableUrl(b);
 }
 
-function withoutUserInfo(href: string): string {
+/** Query parameters that sign a link or bound its life (S3, GCS, Azure, CloudFront, common tokens): not the file's name. */
+const SIGNING_PARAMETER = /^(x-amz-|x-goog-|signature$|expires$|key-pair-id$|policy$|sig$|se$|st$|sp$|sv$|sr$|spr$|skoid$|sktid$|skt$|ske$|sks$|skv$|token$|access_token$)/i;
+
+function comparableUrl(href: string): string {
   try {
     const u = new URL(href);
     u.username = '';
     u.password = '';
+    u.hash = '';
+    const kept = [...u.searchParams].filter(([k]) => !SIGNING_PARAMETER.test(k)).sort(([a, x], [b, y]) => (a === b ? (x < y ? -1 : x > y ? 1 : 0) : a < b ? -1 : 1));
+    u.search = new URLSearchParams(kept).toString();
     return u.href;
   } catch {
     return href;
@@ -1056,6 +1089,19 @@ function certificateCode(err: unknown): string | undefined {
     if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) return code;
   }
   return undefined;
+}
+
+/**
+ * True for a request the client refuses to make (an invalid URL or header: node-fetch's TypeErrors), the same on every
+ * try. Not every TypeError: a WHATWG fetch given as `fetch` reports any network failure as "TypeError: fetch failed".
+ *
+ * @example isRequestRefused(new TypeError('Invalid URL')) // true
+ */
+export function isRequestRefused(err: unknown): boolean {
+  if (!(err instanceof TypeError)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && /^ERR_(INVALID_URL|INVALID_HTTP_TOKEN|INVALID_CHAR|HTTP_INVALID_HEADER_VALUE|INVALID_ARG_TYPE|INVALID_ARG_VALUE)$/.test(code)) return true;
+  return /invalid url|only absolute urls|embedded credentials|invalid header|not a legal http header|header (name|value)/i.test(err.message);
 }
 
 /**

@@ -5,13 +5,14 @@ import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import yauzl from 'yauzl';
 import { DEFAULTS } from './config.js';
-import { FetchError, IntegrityError, messageOf, quote } from './errors.js';
+import { FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
 import {
   backoffDelay,
   cancel,
   IdleTimer,
   isCertificateError,
   isRedirectLoop,
+  isRequestRefused,
   isTransientStatus,
   parseContentRange,
   parseRetryAfter,
@@ -155,11 +156,27 @@ function validators(res: Response): { etag: string | undefined; lastModified: st
   return { etag: res.headers.get('etag') ?? undefined, lastModified: res.headers.get('last-modified') ?? undefined };
 }
 
+/** Redirects followed at most, as node-fetch's own limit. */
+const MAX_REDIRECTS = 20;
+
 async function request(c: Client, init: { method?: string; headers: Record<string, string>; signal: AbortSignal }, idle: IdleTimer): Promise<Response> {
   try {
-    const headers = c.authorization === undefined ? init.headers : { ...init.headers, authorization: c.authorization };
-    return await c.fetch(c.requestUrl, { ...init, headers, agent: c.agent, compress: false });
+    if (c.authorization === undefined) return await c.fetch(c.requestUrl, { ...init, agent: c.agent, compress: false });
+    // With credentials the redirects are followed here: the authorization goes to the URL's own origin only (node-fetch
+    // would send it on to another port of the same host, or to a subdomain).
+    const origin = new URL(c.requestUrl).origin;
+    let target = c.requestUrl;
+    for (let hop = 0; ; hop++) {
+      const headers = new URL(target).origin === origin ? { ...init.headers, authorization: c.authorization } : init.headers;
+      const res = await c.fetch(target, { ...init, headers, agent: c.agent, compress: false, redirect: 'manual' });
+      const location = res.headers.get('location');
+      if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
+      cancel(res);
+      if (hop >= MAX_REDIRECTS) throw new FetchError(`Cannot read ${quote(c.url)}: more than ${MAX_REDIRECTS} redirects (a redirect loop?)`, { url: c.url });
+      target = new URL(location, target).href;
+    }
   } catch (err) {
+    if (err instanceof FetchError) throw err;
     throw networkError(c, err, idle);
   }
 }
@@ -177,7 +194,9 @@ function networkError(c: Client, err: unknown, idle: IdleTimer): Error {
       { url: c.url, cause: err },
     );
   }
-  if (err instanceof TypeError) return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)}`, { url: c.url, cause: err });
+  if (isRequestRefused(err)) return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)}`, { url: c.url, cause: err });
+  // A project error (a proxy refused up front, say) says what it is itself.
+  if (err instanceof PneumotypeError) return err;
   if (idle.timedOut) return new TransientError(`no data for ${c.timeoutMs} ms`, { cause: err });
   return new TransientError(messageOf(err), { cause: err });
 }

@@ -10,6 +10,7 @@ import { ConfigError, messageOf, quote } from './errors.js';
 import type { GroupMetrics } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { readManifest } from './manifest.js';
+import { shownUrl } from './fetch.js';
 import { parsePredictionsCsv, trainingCurvesFigure, type GraySample, type PredictionRow } from './plots.js';
 import type { Progress, ProgressCallback } from './progress.js';
 import { createRng, shuffled } from './random.js';
@@ -176,7 +177,7 @@ export function settingsTable(settings: NotebookSettings): Table {
   const c = settings.config;
   const rows: (string | number | null)[][] = [
     ['preset', `${settings.preset} (${c.imageSize} px, model ${c.model}, ${c.epochs} epochs, batch ${c.batchSize})`, o.preset ?? 'default'],
-    ['dataset source', settings.source, o.source ?? 'default'],
+    ['dataset source', shownUrl(settings.source), o.source ?? 'default'], // a password or signature in it as ***
     ['data folder', settings.dataDir, o.dataDir ?? 'default'],
     ['run folder', settings.runDir, o.runDir ?? 'default'],
     ['reports folder', settings.reportsDir, o.reportsDir ?? 'default'],
@@ -255,7 +256,9 @@ const interruptible = new Set<AbortController>();
  * An AbortSignal that the kernel's next interrupt aborts (Jupyter's stop button sends the tslab kernel SIGINT). tslab
  * itself only stops waiting for the cell; passed to train() as `signal`, the training stops too, at the next batch:
  * the unfinished epoch is dropped and re-running the cell (with `resume: true`) continues from the last checkpoint.
- * One process listener serves every signal, so re-running a cell adds none.
+ * One process listener serves every signal, so re-running a cell adds none. Meant for notebooks, where the kernel
+ * handles SIGINT anyway: in a script the listener stays until the next SIGINT, which it takes instead of ending the
+ * process; use an AbortController of your own there.
  *
  * @example
  * const run = await train({ data: nb.labeledDir, out: nb.runDir, resume: true, signal: interruptSignal() })

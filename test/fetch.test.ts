@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SOURCES } from '../lib/config.js';
 import { BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
-import { backoffDelay, fetchDataset, isCertificateError, parseRetryAfter, proxyFor, resolveSource } from '../lib/fetch.js';
+import { backoffDelay, fetchDataset, isCertificateError, parseRetryAfter, proxyFor, resolveSource, sameUrl, shownUrl } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
 import { startFileServer } from './helpers/http-server.js';
 
@@ -786,10 +786,30 @@ test('a download from another URL under the same file name is refused; the archi
     const again = await fetchDataset({ source: v2.url, outDir, ...FAST });
     assert.equal(again.downloaded, false);
     assert.equal(v2.requests.length, 1);
+    // The same file named another way (a fragment, the query's order, a presigned link signed anew): no refusal.
+    for (const variant of [`${v2.url}#part`, `${v2.url}?b=2&a=1`, `${v2.url}?a=1&b=2&X-Amz-Signature=new`]) {
+      const base = variant.includes('?') ? `${v2.url}?a=1&b=2&X-Amz-Signature=old` : v2.url;
+      const dir = await freshDir();
+      await fetchDataset({ source: base, outDir: dir, ...FAST });
+      assert.equal((await fetchDataset({ source: variant, outDir: dir, ...FAST })).downloaded, false, variant);
+    }
+    // A digest asked for decides by the content: another URL's copy that matches it is taken, and recorded as from it.
+    const pinned = await fetchDataset({ source: v3.url, outDir, sha256: hex(DATA), ...FAST });
+    assert.equal(pinned.downloaded, false);
+    assert.equal(await readFile(`${path}.sha256`, 'utf8'), `${hex(DATA)}  archive.zip\n# source: ${v3.url}\n`);
+    assert.equal(v3.requests.length, 0);
   } finally {
     await v2.close();
     await v3.close();
   }
+});
+
+test('sameUrl and shownUrl: the same file whatever the fragment, query order or signature; signatures and passwords shown as ***', () => {
+  assert.ok(sameUrl('https://h/a.zip?X-Amz-Signature=1&x=2#f', 'https://***@h/a.zip?x=2&X-Amz-Signature=9'));
+  assert.ok(!sameUrl('https://h/download?id=1', 'https://h/download?id=2'));
+  assert.ok(!sameUrl('https://h/v2/a.zip', 'https://h/v3/a.zip'));
+  assert.equal(shownUrl('https://al:pw@h/a.zip?X-Amz-Signature=abc&x=1&sig=def'), 'https://***@h/a.zip?X-Amz-Signature=***&x=1&sig=***');
+  assert.equal(shownUrl('https://data.mendeley.com/a/ChestXRay2017.zip?dl=1'), 'https://data.mendeley.com/a/ChestXRay2017.zip?dl=1');
 });
 
 test('a record made before URLs were recorded is taken as matching and gains the URL; a redirected URL is recorded as requested', async () => {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import AdmZip from 'adm-zip';
 import yauzl from 'yauzl';
@@ -248,6 +250,20 @@ test('a URL with a user name and password: sent as Basic authorization to a URL 
     zip.close();
     assert.ok(seen.length > 0);
     for (const s of seen) assert.deepEqual(s, { url: server.url, authorization: `Basic ${Buffer.from('alice:pa ss').toString('base64')}` });
+    // Redirected to another origin (another port of the same host): the authorization stays behind.
+    const redirector = createServer((req, res) => res.writeHead(302, { location: server.url }).end());
+    await new Promise<void>((resolve) => redirector.listen(0, '127.0.0.1', resolve));
+    try {
+      seen.length = 0;
+      const via = `http://alice:pa%20ss@127.0.0.1:${(redirector.address() as AddressInfo).port}/archive.zip`;
+      const again = await openHttpRangeReader({ url: via, fetch: recording, backoffMs: 1 });
+      assert.equal(again.size, size);
+      const toFiles = seen.filter((s) => s.url === server.url);
+      assert.ok(toFiles.length > 0 && seen.length > toFiles.length, JSON.stringify(seen));
+      for (const s of seen) assert.equal(s.authorization, s.url === server.url ? undefined : `Basic ${Buffer.from('alice:pa ss').toString('base64')}`, s.url);
+    } finally {
+      await new Promise((resolve) => redirector.close(resolve));
+    }
     const missing = withUser.replace(/[^/]*$/, 'nothing.zip');
     await assert.rejects(openHttpRangeReader({ url: missing, backoffMs: 1 }), (err: unknown) => {
       assert.ok(err instanceof FetchError);
