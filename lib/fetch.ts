@@ -127,11 +127,13 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
   // node-fetch refuses a URL with a user name and password in it: they go as an Authorization header instead, and are
   // shown as `***` in every message, note, record and result.
   const { url, shown, authorization } = splitCredentials(resolved.kind === 'known' ? resolved.known.url : resolved.url);
-  const shownSource = resolved.kind === 'url' && authorization !== undefined ? shown : source;
+  const shownSource = resolved.kind === 'url' ? shown : source;
   const name = options.fileName ?? (resolved.kind === 'known' ? resolved.known.fileName : fileNameFromUrl(url));
   checkFileName(name);
   checkProxy(url, env);
   const outDir = options.outDir ?? DEFAULTS.downloadsDir;
+  // What the record of a verified download names as its source: a known source's name, or the URL as shown.
+  const recordAs = resolved.kind === 'known' ? resolved.known.name : shown;
   await mkdir(outDir, { recursive: true });
   const finalPath = join(outDir, name);
 
@@ -142,9 +144,9 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       const record = await readShaRecord(`${finalPath}.sha256`);
       // The URL as requested, not where it redirected to (a known source's storage host may change from run to run).
       // A record without a URL was written before URLs were recorded: taken as this URL's, and given it below. A
-      // known source (v2, v3) is its own name whatever its URL becomes; a digest asked for (`sha256`) decides by the
-      // content itself, so a mirror's copy that matches it is taken too.
-      if (record?.url !== undefined && resolved.kind !== 'known' && expected === undefined && !sameUrl(record.url, url)) {
+      // known source (v2, v3) is recorded by its name, which holds whatever its URL becomes; a digest asked for
+      // (`sha256`) decides by the content itself, so a mirror's copy that matches it is taken too.
+      if (record?.url !== undefined && expected === undefined && !sameSource(record.url, resolved.kind === 'known' ? resolved.known.name : url)) {
         throw new FetchError(
           `${quote(finalPath)} was downloaded from ${quote(record.url)}, not from ${quote(shown)}: choose another downloads folder ` +
             `(--out, --data-dir), or move ${quote(finalPath)} away to download ${quote(shown)}; nothing was changed`,
@@ -168,7 +170,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       // must at least end as a zip archive does: one cut short would pass as verified forever after.
       const whole = want !== undefined || (await endsLikeZip(finalPath, existing));
       if (whole && (want === undefined || actual === want)) {
-        if (recorded !== actual || record?.url === undefined || !sameUrl(record.url, url)) await writeShaRecord(finalPath, name, actual, shown);
+        if (recorded !== actual || record?.url !== recordAs) await writeShaRecord(finalPath, name, actual, recordAs);
         tracker.finish(`${name} already downloaded and verified`);
         return { path: finalPath, bytes: existing, sha256: actual, source: shownSource, url: shown, resumed: false, downloaded: false };
       }
@@ -185,6 +187,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
     const download = new Download({
       url,
       shown,
+      recordAs,
       authorization,
       outDir,
       finalPath,
@@ -224,6 +227,8 @@ interface DownloadSettings {
   url: string;
   /** The URL as messages, notes and records show it: `***` for a user name and password. */
   shown: string;
+  /** What the verified download's record names as its source (see fetchDataset). */
+  recordAs: string;
   /** `Basic ...` for the user name and password the URL had, sent to its origin only. */
   authorization: string | undefined;
   /** The folder the download is written to (its free space is checked). */
@@ -602,7 +607,7 @@ class Download {
       );
     }
     await rename(this.#partPath, finalPath);
-    await writeShaRecord(finalPath, name, actual, url);
+    await writeShaRecord(finalPath, name, actual, this.#s.recordAs);
     await rm(this.#statePath, { force: true });
     tracker.setTotal(outcome.size);
     tracker.finish(`saved ${name} (${formatBytes(outcome.size)})`);
@@ -937,8 +942,14 @@ async function readShaRecord(path: string): Promise<{ digest: string | undefined
   return { digest, url };
 }
 
-async function writeShaRecord(finalPath: string, name: string, digest: string, shownUrl: string): Promise<void> {
-  await writeFileAtomic(`${finalPath}.sha256`, `${digest}  ${name}\n# source: ${shownUrl}\n`);
+async function writeShaRecord(finalPath: string, name: string, digest: string, source: string): Promise<void> {
+  await writeFileAtomic(`${finalPath}.sha256`, `${digest}  ${name}\n# source: ${source}\n`);
+}
+
+/** True when a record's source (a known source's name or a URL) names `source` (likewise): names stand for their URLs. */
+function sameSource(recorded: string, source: string): boolean {
+  const urlOf = (s: string): string => (s === 'v2' || s === 'v3' ? SOURCES[s].url : s);
+  return recorded === source || sameUrl(urlOf(recorded), urlOf(source));
 }
 
 /** Redirects followed (node-fetch's own default). */
@@ -976,7 +987,7 @@ export function splitCredentials(href: string): { url: string; shown: string; au
   return { url, shown: withoutSignature(url).replace('//', '//***@'), authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` };
 }
 
-/** The URL with the values of its signing parameters (see SIGNING_PARAMETER) shown as `***`: a presigned link is a secret. */
+/** The URL with the values of its signature parameters (see SIGNATURE_PARAMETER) shown as `***`: a presigned link is a secret. */
 function withoutSignature(href: string): string {
   const q = href.indexOf('?');
   if (q < 0) return href;
@@ -990,7 +1001,7 @@ function withoutSignature(href: string): string {
     } catch {
       // as written
     }
-    return eq >= 0 && SIGNING_PARAMETER.test(key) ? `${pair.slice(0, eq)}=***` : pair;
+    return eq >= 0 && SIGNATURE_PARAMETER.test(key) ? `${pair.slice(0, eq)}=***` : pair;
   });
   return `${href.slice(0, q + 1)}${masked.join('&')}${hash < 0 ? '' : href.slice(hash)}`;
 }
@@ -1017,13 +1028,17 @@ function decodeComponent(value: string): string {
 }
 
 /**
- * Text with the user name and password of every URL in it (`scheme://user:pass@`) shown as `***@`; with `bare`, also
- * those of a proxy given without its scheme (`user:pass@host:3128`).
+ * Text with the user name and password of every URL in it (`scheme://user:pass@`) shown as `***@`, and the values of
+ * presigned links' signature parameters as `***`; with `bare`, also the user and password of a proxy given without its
+ * scheme (`user:pass@host:3128`).
  *
  * @example maskUserInfo('socks5://bob:pw@proxy:1080') // 'socks5://***@proxy:1080'
  */
-function maskUserInfo(text: string, bare = false): string {
-  const masked = text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/gi, '$1***@');
+export function maskUserInfo(text: string, bare = false): string {
+  // Signatures of presigned links too: node-fetch's own messages quote the URL as it was requested.
+  const masked = text
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/gi, '$1***@')
+    .replace(/([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig)=)[^&#\s"']*/gi, '$1***');
   return bare ? masked.replace(/^(?![a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/i, '***@') : masked;
 }
 
@@ -1038,8 +1053,14 @@ export function sameUrl(a: string, b: string): boolean {
   return comparableUrl(a) === comparableUrl(b);
 }
 
-/** Query parameters that sign a link or bound its life (S3, GCS, Azure, CloudFront, common tokens): not the file's name. */
-const SIGNING_PARAMETER = /^(x-amz-|x-goog-|signature$|expires$|key-pair-id$|policy$|sig$|se$|st$|sp$|sv$|sr$|spr$|skoid$|sktid$|skt$|ske$|sks$|skv$|token$|access_token$)/i;
+/** Query parameters that are a presigned link's secret (S3, GCS, CloudFront, Azure's `sig`): shown as `***`, not compared. */
+const SIGNATURE_PARAMETER = /^(x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig)$/i;
+
+/** Query parameters that bound a presigned link's life or describe its signing: not compared, as the file is the same. */
+const VALIDITY_PARAMETER = /^(x-amz-date|x-amz-expires|x-amz-algorithm|x-amz-signedheaders|x-goog-date|x-goog-expires|x-goog-algorithm|x-goog-signedheaders|expires|key-pair-id|policy)$/i;
+
+/** Azure's shared-access parameters: not compared in a link that carries Azure's `sig` (elsewhere they may name the file). */
+const AZURE_SAS_PARAMETER = /^(se|st|sp|sv|sr|spr|srt|ss|skoid|sktid|skt|ske|sks|skv)$/i;
 
 function comparableUrl(href: string): string {
   try {
@@ -1047,7 +1068,9 @@ function comparableUrl(href: string): string {
     u.username = '';
     u.password = '';
     u.hash = '';
-    const kept = [...u.searchParams].filter(([k]) => !SIGNING_PARAMETER.test(k)).sort(([a, x], [b, y]) => (a === b ? (x < y ? -1 : x > y ? 1 : 0) : a < b ? -1 : 1));
+    const azure = [...u.searchParams.keys()].some((k) => k.toLowerCase() === 'sig');
+    const ignored = (k: string): boolean => SIGNATURE_PARAMETER.test(k) || VALIDITY_PARAMETER.test(k) || (azure && AZURE_SAS_PARAMETER.test(k));
+    const kept = [...u.searchParams].filter(([k]) => !ignored(k)).sort(([a, x], [b, y]) => (a === b ? (x < y ? -1 : x > y ? 1 : 0) : a < b ? -1 : 1));
     u.search = new URLSearchParams(kept).toString();
     return u.href;
   } catch {
@@ -1101,7 +1124,7 @@ export function isRequestRefused(err: unknown): boolean {
   if (!(err instanceof TypeError)) return false;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && /^ERR_(INVALID_URL|INVALID_HTTP_TOKEN|INVALID_CHAR|HTTP_INVALID_HEADER_VALUE|INVALID_ARG_TYPE|INVALID_ARG_VALUE)$/.test(code)) return true;
-  return /invalid url|only absolute urls|embedded credentials|invalid header|not a legal http header|header (name|value)/i.test(err.message);
+  return /invalid url|only absolute urls|embedded credentials|invalid header|not a legal http header|header (name|value)|url scheme .* is not supported/i.test(err.message);
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   isCertificateError,
   isRedirectLoop,
   isRequestRefused,
+  maskUserInfo,
   isTransientStatus,
   parseContentRange,
   parseRetryAfter,
@@ -184,21 +185,22 @@ async function request(c: Client, init: { method?: string; headers: Record<strin
 function networkError(c: Client, err: unknown, idle: IdleTimer): Error {
   if (c.signal?.aborted) return abortedError(c);
   if (isRedirectLoop(err)) {
-    return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)} (a redirect loop?)`, { url: c.url, cause: err });
+    return new FetchError(`Cannot read ${quote(c.url)}: ${maskUserInfo(messageOf(err))} (a redirect loop?)`, { url: c.url, cause: err });
   }
   // The same on every try: a certificate not accepted, or a request the client refuses to make.
   if (isCertificateError(err)) {
     return new FetchError(
-      `Cannot read ${quote(c.url)}: its TLS certificate was not accepted (${messageOf(err)}); behind a proxy that inspects TLS, ` +
+      `Cannot read ${quote(c.url)}: its TLS certificate was not accepted (${maskUserInfo(messageOf(err))}); behind a proxy that inspects TLS, ` +
         'give Node its certificate authority: NODE_EXTRA_CA_CERTS=/path/to/ca.pem',
       { url: c.url, cause: err },
     );
   }
-  if (isRequestRefused(err)) return new FetchError(`Cannot read ${quote(c.url)}: ${messageOf(err)}`, { url: c.url, cause: err });
+  if (isRequestRefused(err)) return new FetchError(`Cannot read ${quote(c.url)}: ${maskUserInfo(messageOf(err))}`, { url: c.url, cause: err });
   // A project error (a proxy refused up front, say) says what it is itself.
   if (err instanceof PneumotypeError) return err;
   if (idle.timedOut) return new TransientError(`no data for ${c.timeoutMs} ms`, { cause: err });
-  return new TransientError(messageOf(err), { cause: err });
+  // node-fetch's messages quote the URL as requested: its password is not in it, a presigned link's signature is.
+  return new TransientError(maskUserInfo(messageOf(err)), { cause: err });
 }
 
 function abortedError(c: Client): FetchError {

@@ -4,7 +4,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
-import { archivePathFor, fetchDataset, resolveSource, shownUrl, type FetchResult } from './fetch.js';
+import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
@@ -185,17 +185,19 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const remoteFrom = (await exists(remoteRecord)) ? (await readJson<{ url: string }>(remoteRecord, 'remote source record')).url : undefined;
   // The URL as records and messages show it: a user name and password in it as *** (compared so too).
   const shown = url === undefined ? undefined : shownUrl(url);
+  // The recorded URL names this source's archive: compared as the same file (a presigned link signed anew is).
+  const sameRemote = (recorded: string | undefined): boolean => recorded !== undefined && url !== undefined && sameUrl(recorded, url);
   if (madeFrom !== undefined) {
     // Complete, but from this source? A different archive must not be skipped past (relabel itself refuses to mix),
     // and is refused before anything is downloaded.
     const wasRemote = made(dirs.extracted) && remoteFrom !== undefined;
-    if (!made(from) || (remote && wasRemote && remoteFrom !== shown)) {
+    if (!made(from) || (remote && wasRemote && !sameRemote(remoteFrom))) {
       const was = wasRemote ? `${quote(remoteFrom)} (read with --remote)` : quote(madeFrom);
       const asked = remote ? `${quote(shown)} (read with --remote)` : quote(from);
       // The same archive, read the other way: the hint says how to read it as before, from this source's default
       // (v3 is read remotely unless told otherwise, every other source downloaded whole) and the flag given.
       const defaultRemote = resolved.kind === 'known' && resolved.known.name === 'v3';
-      const same = wasRemote && !remote && remoteFrom === shown
+      const same = wasRemote && !remote && sameRemote(remoteFrom)
         ? (defaultRemote ? 'leave out --download-whole' : options.remote === false ? 'use --remote instead of --download-whole' : 'add --remote')
         : !wasRemote && remote && made(expected)
           ? (!defaultRemote ? 'leave out --remote' : options.remote === true ? 'use --download-whole instead of --remote' : 'add --download-whole')
@@ -205,7 +207,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
         { path: dirs.labeled },
       );
     }
-  } else if (remote && remoteFrom !== undefined && remoteFrom !== shown && (await listFiles(dirs.extracted).catch(() => [])).length > 0) {
+  } else if (remote && remoteFrom !== undefined && !sameRemote(remoteFrom) && (await listFiles(dirs.extracted).catch(() => [])).length > 0) {
     // Only when the folder holds entries: a record left by a read that failed before its first entry is replaced.
     throw new LabelError(
       `${quote(dirs.extracted)} holds entries read from ${quote(remoteFrom)}, not from ${quote(shown)}: choose another --data-dir, or remove ${quote(dirs.extracted)} and ${quote(remoteRecord)}`,

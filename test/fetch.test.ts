@@ -804,10 +804,24 @@ test('a download from another URL under the same file name is refused; the archi
   }
 });
 
+test('a presigned link\'s signature is masked in the errors of a failed download too', async () => {
+  const outDir = await freshDir();
+  await assert.rejects(fetchDataset({ source: 'http://127.0.0.1:1/a.zip?X-Amz-Signature=SECRETSIG&X-Amz-Credential=SECRETCRED', outDir, retries: 0, backoffMs: 1 }), (err: unknown) => {
+    assert.ok(err instanceof FetchError);
+    assert.ok(!/SECRET/.test(`${err.message} ${err.url ?? ''}`), err.message);
+    assert.match(err.message, /X-Amz-Signature=\*\*\*/);
+    return true;
+  });
+});
+
 test('sameUrl and shownUrl: the same file whatever the fragment, query order or signature; signatures and passwords shown as ***', () => {
   assert.ok(sameUrl('https://h/a.zip?X-Amz-Signature=1&x=2#f', 'https://***@h/a.zip?x=2&X-Amz-Signature=9'));
   assert.ok(!sameUrl('https://h/download?id=1', 'https://h/download?id=2'));
   assert.ok(!sameUrl('https://h/v2/a.zip', 'https://h/v3/a.zip'));
+  // A token, or Azure-looking keys without Azure's signature, may name the file: compared.
+  assert.ok(!sameUrl('https://h/dl?token=A', 'https://h/dl?token=B'));
+  assert.ok(!sameUrl('https://h/dl?sp=1', 'https://h/dl?sp=2'));
+  assert.ok(sameUrl('https://acct.blob.core.windows.net/c/a.zip?sp=r&se=2026-01-01&sv=2022&sr=b&sig=AAA', 'https://acct.blob.core.windows.net/c/a.zip?sp=r&se=2027-01-01&sv=2022&sr=b&sig=BBB'));
   assert.equal(shownUrl('https://al:pw@h/a.zip?X-Amz-Signature=abc&x=1&sig=def'), 'https://***@h/a.zip?X-Amz-Signature=***&x=1&sig=***');
   assert.equal(shownUrl('https://data.mendeley.com/a/ChestXRay2017.zip?dl=1'), 'https://data.mendeley.com/a/ChestXRay2017.zip?dl=1');
 });
