@@ -249,33 +249,6 @@ export function liveTrainingChart(display: HtmlDisplay, options: { title?: strin
   };
 }
 
-/** The signals {@link interruptSignal} handed out that the kernel's next interrupt aborts. */
-const interruptible = new Set<AbortController>();
-
-/**
- * An AbortSignal that the kernel's next interrupt aborts (Jupyter's stop button sends the tslab kernel SIGINT). tslab
- * itself only stops waiting for the cell; passed to train() as `signal`, the training stops too, at the next batch:
- * the unfinished epoch is dropped and re-running the cell (with `resume: true`) continues from the last checkpoint.
- * One process listener serves every signal, so re-running a cell adds none. Meant for notebooks, where the kernel
- * handles SIGINT anyway: in a script the listener stays until the next SIGINT, which it takes instead of ending the
- * process; use an AbortController of your own there.
- *
- * @example
- * const run = await train({ data: nb.labeledDir, out: nb.runDir, resume: true, signal: interruptSignal() })
- */
-export function interruptSignal(): AbortSignal {
-  const controller = new AbortController();
-  if (interruptible.size === 0) process.once('SIGINT', interruptAll);
-  interruptible.add(controller);
-  return controller.signal;
-}
-
-function interruptAll(): void {
-  const controllers = [...interruptible];
-  interruptible.clear();
-  for (const c of controllers) c.abort(new Error('interrupted from the notebook (SIGINT)'));
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Data shaped for tables and figures
 
