@@ -467,19 +467,7 @@ class Download {
   async #request(headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
     const { url, fetch, agent, authorization } = this.#s;
     const init = { headers, signal, agent, compress: false } as const;
-    if (authorization === undefined) return fetch(url, init);
-    const origin = new URL(url).origin;
-    let current = url;
-    for (let hops = 0; ; hops++) {
-      const res = await fetch(current, { ...init, headers: { ...headers, Authorization: authorization }, redirect: 'manual' });
-      const location = res.headers.get('location');
-      if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
-      cancel(res);
-      if (hops >= MAX_REDIRECTS) throw Object.assign(new Error(`maximum redirect reached at: ${current}`), { type: 'max-redirect' });
-      const next = new URL(location, current);
-      if (next.origin !== origin) return fetch(next.href, { ...init, follow: MAX_REDIRECTS - hops - 1 });
-      current = next.href;
-    }
+    return authorization === undefined ? fetch(url, init) : fetchOwnOrigin(fetch, url, init, authorization);
   }
 
   /**
@@ -954,6 +942,31 @@ function sameSource(recorded: string, source: string): boolean {
 
 /** Redirects followed (node-fetch's own default). */
 const MAX_REDIRECTS = 20;
+
+/**
+ * A request whose `authorization` (a URL's user name and password) goes to the URL's own origin only: redirects within
+ * it are followed here, the first to another origin is handed to `fetch` without it (node-fetch would keep it for other
+ * ports of the host and its subdomains). Too many redirects: node-fetch's own 'max-redirect' error.
+ */
+export async function fetchOwnOrigin(
+  fetch: FetchFn,
+  url: string,
+  init: NonNullable<Parameters<FetchFn>[1]> & { headers: Record<string, string> },
+  authorization: string,
+): Promise<Response> {
+  const origin = new URL(url).origin;
+  let current = url;
+  for (let hops = 0; ; hops++) {
+    const res = await fetch(current, { ...init, headers: { ...init.headers, authorization }, redirect: 'manual' });
+    const location = res.headers.get('location');
+    if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
+    cancel(res);
+    if (hops >= MAX_REDIRECTS) throw Object.assign(new Error(`maximum redirect reached at: ${current}`), { type: 'max-redirect' });
+    const next = new URL(location, current);
+    if (next.origin !== origin) return fetch(next.href, { ...init, follow: MAX_REDIRECTS - hops - 1 });
+    current = next.href;
+  }
+}
 
 /** Room kept free beyond the download itself: 1 % of what is still to come, at most 64 MiB. */
 const FREE_SPACE_MARGIN = 64 * 1024 * 1024;

@@ -9,6 +9,7 @@ import { FetchError, IntegrityError, PneumotypeError, messageOf, quote } from '.
 import {
   backoffDelay,
   cancel,
+  fetchOwnOrigin,
   IdleTimer,
   isCertificateError,
   isRedirectLoop,
@@ -157,27 +158,11 @@ function validators(res: Response): { etag: string | undefined; lastModified: st
   return { etag: res.headers.get('etag') ?? undefined, lastModified: res.headers.get('last-modified') ?? undefined };
 }
 
-/** Redirects followed at most, as node-fetch's own limit. */
-const MAX_REDIRECTS = 20;
-
 async function request(c: Client, init: { method?: string; headers: Record<string, string>; signal: AbortSignal }, idle: IdleTimer): Promise<Response> {
   try {
-    if (c.authorization === undefined) return await c.fetch(c.requestUrl, { ...init, agent: c.agent, compress: false });
-    // With credentials the redirects are followed here: the authorization goes to the URL's own origin only (node-fetch
-    // would send it on to another port of the same host, or to a subdomain).
-    const origin = new URL(c.requestUrl).origin;
-    let target = c.requestUrl;
-    for (let hop = 0; ; hop++) {
-      const headers = new URL(target).origin === origin ? { ...init.headers, authorization: c.authorization } : init.headers;
-      const res = await c.fetch(target, { ...init, headers, agent: c.agent, compress: false, redirect: 'manual' });
-      const location = res.headers.get('location');
-      if (![301, 302, 303, 307, 308].includes(res.status) || location === null) return res;
-      cancel(res);
-      if (hop >= MAX_REDIRECTS) throw new FetchError(`Cannot read ${quote(c.url)}: more than ${MAX_REDIRECTS} redirects (a redirect loop?)`, { url: c.url });
-      target = new URL(location, target).href;
-    }
+    const options = { ...init, agent: c.agent, compress: false };
+    return await (c.authorization === undefined ? c.fetch(c.requestUrl, options) : fetchOwnOrigin(c.fetch, c.requestUrl, options, c.authorization));
   } catch (err) {
-    if (err instanceof FetchError) throw err;
     throw networkError(c, err, idle);
   }
 }
