@@ -249,6 +249,43 @@ export function liveTrainingChart(display: HtmlDisplay, options: { title?: strin
   };
 }
 
+/** The signals {@link interruptSignal} handed out that the kernel's next interrupt aborts. */
+const interruptible = new Set<AbortController>();
+/** Whether the process listener is added or about to be (one serves every signal). */
+let listening = false;
+
+/**
+ * An AbortSignal that the kernel's next interrupt aborts (Jupyter's stop button sends the tslab kernel SIGINT). tslab
+ * itself only stops waiting for the cell; passed to train() as `signal`, the training stops too, at the next batch:
+ * the unfinished epoch is dropped and re-running the cell (with `resume: true`) continues from the last checkpoint.
+ * One process listener serves every signal, so re-running a cell adds none. Meant for notebooks, where the kernel
+ * handles SIGINT anyway: in a script the listener stays until the next SIGINT, which it takes instead of ending the
+ * process; use an AbortController of your own there.
+ *
+ * The listener is added on the next turn of the event loop, not while the cell's own code runs: tslab runs that code
+ * with `breakOnSigint`, and a SIGINT listener added during such a run is left without its signal handler when the run
+ * ends (Node puts back its default handler), so the next stop button would end the kernel instead.
+ *
+ * @example
+ * const run = await train({ data: nb.labeledDir, out: nb.runDir, resume: true, signal: interruptSignal() })
+ */
+export function interruptSignal(): AbortSignal {
+  const controller = new AbortController();
+  interruptible.add(controller);
+  if (!listening) {
+    listening = true;
+    setImmediate(() => process.once('SIGINT', interruptAll));
+  }
+  return controller.signal;
+}
+
+function interruptAll(): void {
+  listening = false;
+  const controllers = [...interruptible];
+  interruptible.clear();
+  for (const c of controllers) c.abort(new Error('interrupted from the notebook (SIGINT)'));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Data shaped for tables and figures
 

@@ -741,6 +741,9 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         let interrupted = false;
         try {
           for await (const batch of batches(cache, { subset: 'train', batchSize: config.batchSize, seed: config.seed, epoch, augment, mixup: config.mixup, shuffle: true, workers: augmentThreads(config.augmentWorkers, availableParallelism()) })) {
+            // A turn of the event loop before each batch (microseconds): without it an epoch fed from memory lets no
+            // signal handler (a notebook's stop button aborting `signal`), timer or notebook display run until it ends.
+            await new Promise<void>((resolve) => setImmediate(resolve));
             if (options.signal?.aborted) {
               // Stop between batches: the unfinished epoch is dropped; the last checkpoint is where --resume continues.
               tf.dispose([batch.xs, batch.ys]);

@@ -11,6 +11,7 @@ import {
   evaluationSplit,
   folderContents,
   groupMetricsTable,
+  interruptSignal,
   labeledSamples,
   leakageTable,
   liveTrainingChart,
@@ -292,4 +293,24 @@ test('groupMetricsTable and leakageTable', () => {
   assert.deepEqual(audit.rows.map((r) => r[1]), [0, 1, 0, null]);
   assert.equal(audit.rows[1]?.[2], 'train/virus/a.jpeg ~ test/virus/b.jpeg (4 bits)');
   assert.equal(audit.rows[3]?.[2], 'images are shared across splits: test scores would be inflated');
+});
+
+test('interruptSignal: the kernel\'s next SIGINT aborts every signal handed out, through one listener', async () => {
+  const before = process.rawListeners('SIGINT');
+  const added = (): Array<() => void> => process.rawListeners('SIGINT').filter((l) => !before.includes(l)) as Array<() => void>;
+  const a = interruptSignal();
+  const b = interruptSignal(); // a cell run again: no second listener
+  assert.equal(added().length, 0, 'not added while the cell\'s own code runs');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(added().length, 1);
+  assert.ok(!a.aborted && !b.aborted);
+  added()[0]?.(); // what the kernel's SIGINT calls (a once listener: it removes itself)
+  assert.ok(a.aborted && b.aborted);
+  assert.equal((a.reason as Error).message, 'interrupted from the notebook (SIGINT)');
+  assert.deepEqual(process.rawListeners('SIGINT'), before, 'nothing left listening');
+  const c = interruptSignal(); // the next interrupt is heard again
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(added().length, 1);
+  added()[0]?.();
+  assert.ok(c.aborted);
 });

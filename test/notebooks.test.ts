@@ -303,3 +303,52 @@ test(
     }
   },
 );
+
+test(
+  'slow: the stop button (a kernel interrupt) stops training started with interruptSignal, and the kernel lives on',
+  { timeout: 300_000, skip: SKIP_RUN ? 'PNEUMOTYPE_SKIP_NOTEBOOKS=1' : false },
+  async () => {
+    // The data the first notebook test prepared (its labelled set and cache), trained on with the smoke preset.
+    const data = join(tmp, 'data');
+    assert.ok(existsSync(join(data, 'labeled', 'manifest.csv')), `the notebook run above prepared ${data}`);
+    const runDir = join(tmp, 'interrupted-run');
+    const steps = [
+      { execute: "import { interruptSignal, notebookSettings, train } from '../dist/index.js';\nconst nb = notebookSettings();\nconst seen: { started?: boolean; promise?: Promise<unknown> } = {};" },
+      {
+        execute:
+          `seen.promise = train({ data: nb.labeledDir, out: ${JSON.stringify(runDir)}, cacheDir: nb.cacheDir, preset: 'smoke', config: { epochs: 50 }, signal: interruptSignal(),\n` +
+          "  onProgress: (p) => { if (!seen.started && p.stage === 'train' && p.done > 0) { seen.started = true; console.log('training under way'); } } });\nawait seen.promise;",
+      },
+      { wait_for: 'training under way', timeout: 120 },
+      { sleep: 1 },
+      { mark: 'interrupted' },
+      { interrupt: true },
+      { wait_for: 'Interrupted asynchronously', timeout: 30 },
+      // tslab drops the requests that reach it within 200 ms of a failed cell (as Jupyter drops queued cells).
+      { sleep: 1 },
+      { execute: "console.log('outcome:', await seen.promise.then(() => 'returned', (e: Error) => e.message));" },
+      { wait_for: 'outcome:', timeout: 60 },
+    ];
+    const python = join(ROOT, '.venv-notebooks', 'bin', 'python');
+    const env = cleanEnv({
+      PNEUMOTYPE_DATA_DIR: data,
+      PNEUMOTYPE_PRESET: 'smoke',
+      JUPYTER_PATH: join(ROOT, '.venv-notebooks', 'share', 'jupyter'),
+      JUPYTER_RUNTIME_DIR: join(tmp, 'jupyter-runtime'),
+      JUPYTER_PLATFORM_DIRS: '1',
+      TF_CPP_MIN_LOG_LEVEL: '2',
+    });
+    const stdout = await new Promise<string>((resolvePromise, reject) => {
+      execFile(python, [join(ROOT, 'test', 'helpers', 'kernel-session.py'), NOTEBOOK_DIR, JSON.stringify(steps)], { env, maxBuffer: 16 * 1024 * 1024 }, (err, out, stderr) => {
+        if (err) reject(new Error(`kernel-session.py failed (${err.message}):\n${stderr.slice(-4000)}`));
+        else resolvePromise(out);
+      });
+    });
+    const result = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { streams: Array<[string, string]>; alive: boolean; exitCode: number | null; timedOut: string | null };
+    const after = result.streams.filter(([mark]) => mark === 'interrupted').map(([, text]) => text).join('');
+    assert.equal(result.timedOut, null, `every awaited output came; after the interrupt:\n${after}`);
+    assert.deepEqual([result.alive, result.exitCode], [true, null], 'the kernel survived the interrupt');
+    // The training returned within seconds instead of running its 50 epochs: stopped before its first epoch ended.
+    assert.ok(after.includes(`outcome: training of "${runDir}" stopped before its first epoch ended: there is no model yet (run it again with --resume)`), after);
+  },
+);

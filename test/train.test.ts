@@ -333,6 +333,25 @@ test('an aborted run stops between epochs, keeps its best model, and resumes fro
   });
 });
 
+test('a stop from a signal handler or timer takes effect at the next batch, not at the end of the epoch', async () => {
+  // Training yields to the event loop before each batch; without that, a handler (a notebook's stop button) that
+  // aborts the signal would only run once the epoch had ended.
+  const controller = new AbortController();
+  let started = false;
+  await assert.rejects(
+    train({
+      data: labeled, out: join(tmp, 'run-abort-timer'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, batchSize: 4, epochs: 1 },
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.stage !== 'train' || started) return;
+        started = true;
+        setImmediate(() => controller.abort());
+      },
+    }),
+    { name: 'TrainingError', message: `training of "${join(tmp, 'run-abort-timer')}" stopped before its first epoch ended: there is no model yet (run it again with --resume)` },
+  );
+});
+
 test('replace starts over: the earlier run\'s outputs go before training, other files stay, and a stop leaves no model', async () => {
   const out = join(tmp, 'run-replace');
   const opts = { data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 1 } } as const;
