@@ -477,7 +477,7 @@ export interface NotebookUpload {
  *
  * @example const r = await uploadIfConfigured({ s3: nb.s3, data: nb.labeledDir }); r.note
  */
-export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; data: string; onProgress?: ProgressCallback }): Promise<NotebookUpload> {
+export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; data: string; onProgress?: ProgressCallback; signal?: AbortSignal }): Promise<NotebookUpload> {
   const s3 = options.s3;
   if (s3 === undefined) {
     return {
@@ -495,6 +495,7 @@ export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; 
     ...(s3.region !== undefined ? { region: s3.region } : {}),
     ...(s3.endpoint !== undefined ? { endpoint: s3.endpoint } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
   });
   const where = `s3://${result.bucket}/${result.prefix === '' ? '' : `${result.prefix}/`}`;
   return {

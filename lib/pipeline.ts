@@ -28,6 +28,8 @@ export interface PrepareStepOptions {
   readonly valFraction?: number;
   readonly seed?: number;
   readonly onProgress?: ProgressCallback;
+  /** Stops the build between two checkpoints (prepareCache's `signal`); running it again goes on. */
+  readonly signal?: AbortSignal;
 }
 
 /** Builds (or reuses) the prepared cache with the preset's settings and describes the result in one line. */
@@ -42,6 +44,7 @@ export async function prepareStep(options: PrepareStepOptions): Promise<PrepareR
     ...prepareOptionsFromConfig(config),
     ...(options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
   });
   const subsets = { train: 0, val: 0, test: 0 };
   for (const image of r.index.images) subsets[image.subset]++;
