@@ -1,5 +1,7 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
+import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
@@ -719,4 +721,23 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     throw err;
   }
+}
+
+/** True when this module is the program itself (`node dist/cli.js …`), not imported by bin/pneumotype.js or a test. */
+function runDirectly(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return pathToFileURL(realpathSync(script)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+if (runDirectly()) {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  process.exitCode = await main(process.argv.slice(2));
 }

@@ -205,11 +205,22 @@ async function evaluationSource(
   if (options.split === 'val') {
     throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(data)} is an archive: relabel it first (pneumotype relabel --from ${data})`, { path: data });
   }
+  const outDir = resolve(options.extractedDir ?? DEFAULTS.extractedDir);
   const r = await extractZip({
     archive: data,
-    outDir: options.extractedDir ?? DEFAULTS.extractedDir,
+    outDir,
     include: evaluationEntryFilter,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  }).catch((err: unknown) => {
+    // A read-only working directory (the default folder is data/extracted under it): say where else to extract.
+    const code = (err as { code?: unknown; cause?: { code?: unknown } }).code ?? (err as { cause?: { code?: unknown } }).cause?.code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      throw new ConfigError(
+        `${quote(data)} cannot be extracted into ${quote(outDir)} (${messageOf(err)}): give --extracted (extractedDir) a folder whose parent you can write to`,
+        { path: outDir, cause: err },
+      );
+    }
+    throw err;
   });
   return { root: r.outDir, files: r.entries };
 }
@@ -230,7 +241,25 @@ async function evaluationItems(
 ): Promise<EvalItem[]> {
   if (files === undefined && (await exists(join(root, MANIFEST_FILE)))) {
     const rows = await readManifest(root);
-    if (split === 'test') return rows.filter((r) => r.split === 'test' && r.width > 0);
+    if (split === 'test') {
+      // Every test row, those relabel could not read too: decoded afresh, they fail again and are listed in `failed`.
+      const test = rows.filter((r) => r.split === 'test');
+      const listed = new Set(test.map((r) => r.file));
+      const testDir = join(root, 'test');
+      const onDisk = (await exists(testDir))
+        ? (await listFiles(testDir, { onSkipped: (path, reason) => warnings.push(`${quote(join(testDir, path))} was left out: ${reason}`) }))
+            .filter((f) => IMAGE_FILE.test(f) && !isJunkEntry(f))
+            .map((f) => `test/${f}`)
+        : [];
+      const extra = onDisk.filter((f) => !listed.has(f));
+      if (extra.length > 0) {
+        warnings.push(
+          `${extra.length} image(s) in ${quote(testDir)} are not in ${quote(join(root, MANIFEST_FILE))} and were not scored: ` +
+            `${extra.slice(0, 5).map((f) => quote(f)).join(', ')}${extra.length > 5 ? `, and ${extra.length - 5} more` : ''}; relabel the archive again to include them`,
+        );
+      }
+      return test;
+    }
     const train = rows.filter((r) => r.split === 'train' && r.width > 0);
     const { card } = loaded;
     const config = (card as Partial<ModelCard>).training?.config;
@@ -255,15 +284,28 @@ async function evaluationItems(
     throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(root, MANIFEST_FILE))} is missing`, { path: root });
   }
   // Images only: a note or a listing beside them in a class folder is no test image.
-  const listed = (files ?? (await listFiles(root))).filter((f) => IMAGE_FILE.test(f) && !isJunkEntry(f));
+  const listed = (files ?? (await listFiles(root, { onSkipped: (path, reason) => warnings.push(`${quote(join(root, path))} was left out: ${reason}`) }))).filter(
+    (f) => IMAGE_FILE.test(f) && !isJunkEntry(f),
+  );
   const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has((f.split('/')[0] ?? '').toLowerCase()));
   const prefix = alone ? 'test/' : '';
   const paths = listed.map((f) => prefix + f);
   const shown = (f: string): string => f.slice(prefix.length);
-  const inTest = paths.filter((f) => f.split('/').length >= 3 && f.split('/')[0]?.toLowerCase() === 'test');
-  const folders = [...new Set(inTest.map((f) => f.split('/')[1] ?? ''))].sort();
+  // The labelled layout one folder down (`zip -r lab.zip lab`): every image under one top folder T, with T/test/bacteria/ or T/test/virus/.
+  const tops = new Set(paths.map((f) => f.split('/')[0] ?? ''));
+  const top = tops.size === 1 ? `${[...tops][0] ?? ''}/` : '';
+  const labelledBelow =
+    !alone && top !== '' && top.toLowerCase() !== 'test/' &&
+    paths.some((f) => {
+      const s = f.split('/');
+      return s.length >= 4 && s[1]?.toLowerCase() === 'test' && ['bacteria', 'virus'].includes(s[2]?.toLowerCase() ?? '');
+    });
+  const base = labelledBelow ? top : '';
+  const rel = (f: string): string[] => f.slice(base.length).split('/');
+  const inTest = paths.filter((f) => rel(f).length >= 3 && rel(f)[0]?.toLowerCase() === 'test');
+  const folders = [...new Set(inTest.map((f) => rel(f)[1] ?? ''))].sort();
   let items: EvalItem[];
-  let testRoot = '';
+  let testRoot = base;
   if (folders.some((d) => ['bacteria', 'virus'].includes(d.toLowerCase()))) {
     // Labelled: test/{normal,bacteria,virus}/, in any case.
     if (!folders.every((d) => (CLASSES as readonly string[]).includes(d.toLowerCase()))) {
@@ -274,7 +316,7 @@ async function evaluationItems(
       );
     }
     items = inTest.map((f) => {
-      const label = (f.split('/')[1] ?? '').toLowerCase() as Label;
+      const label = (rel(f)[1] ?? '').toLowerCase() as Label;
       const name = f.split('/').at(-1) ?? f;
       return { file: shown(f), label, patientId: parseName(label === 'normal' ? 'NORMAL' : 'PNEUMONIA', name).patientId };
     });

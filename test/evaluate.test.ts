@@ -2,12 +2,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, cp, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import AdmZip from 'adm-zip';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { evaluateModel, evaluationEntryFilter, loadModel, metricsByGroup, predict } from '../lib/evaluate.js';
+import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
 import type { EpochRecord, ModelCard } from '../lib/train.js';
 import { datasetFiles } from './helpers/fixtures.js';
@@ -176,6 +177,62 @@ test('an image changed since relabel is left out and named, not scored under its
   assert.equal(r.failed.length, 1);
   assert.equal(r.failed[0]?.file, victim);
   assert.match(r.failed[0]?.reason ?? '', /^changed since relabel: SHA-256 [0-9a-f]{12}…, manifest\.csv has [0-9a-f]{12}…$/);
+});
+
+test('no test image goes unsaid: one relabel could not read, one added since, a dangling link; a labelled folder zipped from outside', async () => {
+  // Relabelled with a zero-byte image: its manifest row (width 0) is decoded afresh and named in `failed`.
+  const src = join(tmp, 'src-unread');
+  await cp(join(tmp, 'src'), src, { recursive: true });
+  await writeFile(join(src, 'chest_xray', 'test', 'NORMAL', 'IM-9011-0001.jpeg'), '');
+  const out = join(tmp, 'labeled-unread');
+  await relabel({ from: src, out });
+  // An image put into test/ after relabel, and a link that leads nowhere: scored they are not, but named.
+  const virus = join(out, 'test', 'virus');
+  await cp(join(virus, (await readdir(virus))[0] ?? ''), join(virus, 'person9999_virus_1.jpeg'));
+  await symlink(join(tmp, 'gone.jpeg'), join(out, 'test', 'normal', 'IM-9012-0001.jpeg'));
+  const r = await evaluateModel({ model: modelDir, data: out, bootstrap: 0 });
+  assert.equal(r.n, 12);
+  assert.deepEqual(r.failed.map((f) => f.file), ['test/normal/IM-9011-0001.jpeg']);
+  assert.deepEqual(r.warnings, [
+    `"${join(out, 'test', 'normal/IM-9012-0001.jpeg')}" was left out: a symbolic link that leads nowhere`,
+    `1 image(s) in "${join(out, 'test')}" are not in "${join(out, 'manifest.csv')}" and were not scored: "test/virus/person9999_virus_1.jpeg"; relabel the archive again to include them`,
+  ]);
+  // Without a manifest, a link that leads nowhere is named too.
+  const plain = join(tmp, 'plain-dangling');
+  await cp(join(labeled, 'test'), join(plain, 'test'), { recursive: true });
+  await symlink(join(tmp, 'gone.jpeg'), join(plain, 'test', 'virus', 'person9998_virus_1.jpeg'));
+  const p = await evaluateModel({ model: modelDir, data: plain, bootstrap: 0 });
+  assert.equal(p.n, 12);
+  assert.deepEqual(p.warnings, [`"${join(plain, 'test/virus/person9998_virus_1.jpeg')}" was left out: a symbolic link that leads nowhere`]);
+  // A labelled folder zipped from outside (`zip -r lab.zip lab`): its test/ one folder down is found.
+  const zip = new AdmZip();
+  zip.addLocalFolder(labeled, 'lab');
+  const archive = join(tmp, 'lab.zip');
+  await writeFile(archive, zip.toBuffer());
+  const z = await evaluateModel({ model: modelDir, data: archive, bootstrap: 0, extractedDir: join(tmp, 'lab-extracted') });
+  assert.equal(z.n, 12);
+  assert.deepEqual(z.confusion, (await evaluateModel({ model: modelDir, data: labeled, bootstrap: 0 })).confusion);
+  assert.ok(z.failed.length === 0 && z.warnings === undefined);
+});
+
+test('a zip cannot be extracted where the working directory is read-only: the error says where else', { skip: process.getuid?.() === 0 ? 'root writes anywhere' : false }, async () => {
+  const ro = join(tmp, 'read-only');
+  await mkdir(ro);
+  const zip = new AdmZip();
+  for (const f of await datasetFiles({ perClass: { train: 0, test: 2 } })) zip.addFile(f.path, f.data);
+  const archive = join(tmp, 'small.zip');
+  await writeFile(archive, zip.toBuffer());
+  await chmod(ro, 0o555);
+  try {
+    const target = join(ro, 'data', 'extracted');
+    await assert.rejects(evaluateModel({ model: modelDir, data: archive, bootstrap: 0, extractedDir: target }), (err: unknown) => {
+      assert.ok(err instanceof Error && err.name === 'ConfigError', String(err));
+      assert.match(err.message, new RegExp(`^"${archive.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}" cannot be extracted into "${target.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}" \\(EACCES: .*\\): give --extracted \\(extractedDir\\) a folder whose parent you can write to$`));
+      return true;
+    });
+  } finally {
+    await chmod(ro, 0o755);
+  }
 });
 
 test('predict gives a label and three probabilities per image, and an error line for a bad one', async () => {
