@@ -15,7 +15,7 @@ import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
 import { ArchiveError, ConfigError, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource, shownUrl } from './fetch.js';
-import { runPipeline, prepareStep } from './pipeline.js';
+import { defaultPreset, runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
 import { extractRemoteZip } from './remote-zip.js';
 import { endProgressLine, formatBytes, progressRenderer } from './terminal.js';
@@ -44,10 +44,11 @@ Commands
             --from FOLDER|ZIP [--out data/labeled] [--extracted data/extracted] [--allow-unknown]
   prepare   decode, resize and cache the labelled images as uint8, carve the validation split
             [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
+            (--preset of prepare and train: default $PNEUMOTYPE_PRESET, else gpu with tfjs-node-gpu, else cpu, as run)
   train     train a classifier on the prepared cache (prepared first when missing)
             [--data data/labeled] --out runs/NAME [--cache data/cache] [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
-            [--init-from DIR|URL [--freeze | --unfreeze] [--init-range LO,HI] [--feature-layer NAME]]  (transfer
+            [--init-from DIR|URL [--freeze | --unfreeze] [--init-range=LO,HI] [--feature-layer NAME]]  (transfer
             learning from a tfjs layers model, new 3-class head; --freeze trains the head only, --unfreeze also the
             layers the model marks frozen; --init-range: the pixel range it expects, default 0,1; Keras's MobileNetV2
             and InceptionV3: --init-range=-1,1; --feature-layer: the layer the head is put on, default the one
@@ -210,6 +211,45 @@ export function usageError(command: string, values: Readonly<Record<string, unkn
   return undefined;
 }
 
+/**
+ * Node's own words for a command line it cannot parse, said in ours: an unknown option with the nearest ones of the
+ * command, or a value starting with "-" that needs "=". Undefined for other failures.
+ */
+export function parseFailure(argv: readonly string[], err: unknown): string | undefined {
+  const code = (err as { code?: unknown }).code;
+  const message = (err as Error).message ?? '';
+  const command = argv.find((a) => !a.startsWith('-') && COMMANDS[a] !== undefined);
+  const who = command === undefined ? 'pneumotype' : `pneumotype ${command}`;
+  const usage = `Run \`pneumotype help${command === undefined ? '' : ` ${command}`}\` for usage.\n`;
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const name = /'--?([^'=]+)/.exec(message)?.[1];
+    if (name === undefined) return undefined;
+    const candidates = command === undefined ? Object.keys(OPTIONS) : [...(COMMANDS[command]?.options ?? []), ...EVERY_COMMAND];
+    const near = candidates.filter((c) => c.startsWith(name) || editDistance(c, name) <= 2).slice(0, 3);
+    const guess = near.length > 0 ? ` (did you mean ${near.map((c) => `--${c}`).join(' or ')}?)` : '';
+    const takes = command === undefined ? '' : `; ${command} takes ${(COMMANDS[command]?.options ?? []).map((o) => `--${o}`).join(', ') || 'no options'} (and --json, --quiet)`;
+    return `${who}: unknown option --${name}${guess}${takes}\n${usage}`;
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument is ambiguous/.test(message)) {
+    const name = /'--([^']+)'/.exec(message)?.[1] ?? 'OPTION';
+    return `${who}: the value of --${name} starts with "-", which reads as another option: write it with "=", as --${name}=VALUE (e.g. --init-range=-1,1)\n${usage}`;
+  }
+  return undefined;
+}
+
+/** Levenshtein distance (for "did you mean"). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length] ?? 0;
+}
+
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
 function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'max-in-flight' | 'batch-window-ms' | 'max-body-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
@@ -364,7 +404,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    process.stderr.write(`pneumotype: ${(err as Error).message}\nRun \`pneumotype help\` for usage.\n`);
+    const explained = parseFailure(argv, err);
+    process.stderr.write(explained ?? `pneumotype: ${(err as Error).message}\nRun \`pneumotype help\` for usage.\n`);
     return 2;
   }
   const { values, positionals } = parsed;
@@ -469,10 +510,12 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case 'prepare': {
-        const p = preset(values);
+        const named = preset(values);
         const imageSize = number(values, 'image-size', whole(16, 4096));
         const valFraction = number(values, 'val-fraction', { ok: (n) => n > 0 && n < 1, expected: 'a fraction between 0 and 1' });
         const seed = number(values, 'seed', whole(0));
+        // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU).
+        const p = named ?? defaultPreset();
         const r = await prepareStep({
           ...(values.data !== undefined ? { labeledDir: values.data } : {}),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
@@ -487,7 +530,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'train': {
         if (!values.out) throw new UsageError('train needs --out runs/NAME');
-        const p = preset(values);
+        const named = preset(values);
         const overrides: Partial<Config> = {};
         const set = <K extends keyof Config>(k: K, v: Config[K] | undefined): void => {
           if (v !== undefined) overrides[k] = v;
@@ -508,8 +551,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         exclusive(values, 'eager', 'graph');
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
-        checkNetworkOptions(values, resolveConfig(p, overrides).model);
-        const undo = onInterrupt(`pneumotype train: interrupted; the last finished epoch is saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
+        checkNetworkOptions(values, resolveConfig(named, overrides).model);
+        // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU).
+        const p = named ?? defaultPreset();
+        const undo = onInterrupt(`pneumotype train: interrupted; the epochs finished so far (if any) are saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
           out: values.out,

@@ -40,6 +40,11 @@ export interface LoadedModel {
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<LoadedModel> {
   const cardPath = join(dir, 'pneumotype.json');
   if (!(await exists(cardPath))) {
+    // A training run's folder holds its model in model/.
+    const inRun = join(dir, 'model');
+    if (await exists(join(inRun, 'pneumotype.json'))) {
+      throw new CacheError(`${quote(dir)} is a training run, not a model folder: its model is ${quote(inRun)}`, { path: dir });
+    }
     throw new CacheError(`${quote(dir)} is not a pneumotype model folder: ${quote(cardPath)} is missing (train one with \`pneumotype train\`)`, { path: dir });
   }
   let card: ModelCard;
@@ -491,6 +496,14 @@ export async function predictSplit(
   const warnings: string[] = [];
   const items = await evaluationItems(root, files, split, loaded, warnings);
   if (items.length === 0) {
+    if (split === 'test' && files === undefined && (await exists(join(root, MANIFEST_FILE)))) {
+      // A labelled folder of the train split alone (the shared data): the test split is elsewhere, or the validation split will do.
+      throw new ConfigError(
+        `${quote(data)} holds no test images: its ${MANIFEST_FILE} lists no test split. Score the validation split carved from it ` +
+          '(--split val), or give the test split with --data (its archive, the extracted folder, or a folder with test/{normal,bacteria,virus}/)',
+        { path: data },
+      );
+    }
     throw new ConfigError(`no ${split} images found in ${quote(data)}${split === 'test' ? `: expected ${DATA_LAYOUTS}` : ''}`, { path: data });
   }
   const tracker = new ProgressTracker({ stage: options.stage ?? 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });

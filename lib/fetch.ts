@@ -80,7 +80,7 @@ export function resolveSource(source: string): ResolvedSource {
   }
   if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
   throw new ConfigError(
-    `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file`,
+    `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file (run and relabel also take an extracted folder)`,
   );
 }
 
@@ -290,7 +290,10 @@ class Download {
         failures++;
         if (failures > retries) {
           throw new FetchError(
-            `Download of ${quote(this.#s.shown)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}${this.#keptNote()}`,
+            `Download of ${quote(this.#s.shown)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}${this.#keptNote()}` +
+              (UNREACHABLE.test(err.message) && this.#largest === 0
+                ? '; without network access, give --source (or PNEUMOTYPE_SOURCE) the path of a copy of the archive, zipped or extracted'
+                : ''),
             { url: this.#s.shown, ...(err.status === undefined ? {} : { status: err.status }), cause: err },
           );
         }
@@ -999,6 +1002,9 @@ export function splitCredentials(href: string): { url: string; shown: string; au
   const url = u.href;
   return { url, shown: withoutSignature(url).replace('//', '//***@'), authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` };
 }
+
+/** Errors that mean the host cannot be reached at all (no network, no name service, nothing listening). */
+const UNREACHABLE = /\b(ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ENETUNREACH|EHOSTUNREACH)\b/;
 
 /** The URL with the values of its signature parameters (see SIGNATURE_PARAMETER) shown as `***`: a presigned link is a secret. */
 function withoutSignature(href: string): string {

@@ -1,5 +1,6 @@
 // The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
 // skipping what is already done.
+import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
@@ -204,7 +205,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
         ? (defaultRemote ? 'leave out --download-whole' : options.remote === false ? 'use --remote instead of --download-whole' : 'add --remote')
         : !wasRemote && remote && made(expected)
           ? (!defaultRemote ? 'leave out --remote' : options.remote === true ? 'use --download-whole instead of --remote' : 'add --download-whole')
-          : undefined;
+          : !wasRemote && existsSync(madeFrom) ? `give --source ${quote(madeFrom)}` : undefined; // the run started with another source (PNEUMOTYPE_SOURCE forgotten)
       throw new LabelError(
         `${quote(dirs.labeled)} was made from ${was}, not from ${asked}: ${same === undefined ? '' : `${same} to use it, `}choose another --data-dir, or remove ${quote(dirs.labeled)} to relabel`,
         { path: dirs.labeled },

@@ -688,8 +688,8 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     });
   } else {
     notes.push(
-      `no evaluation: run \`pneumotype evaluate --model ${join(runDir, 'model')} --out ${join(runDir, 'evaluation.json')} ` +
-        `--predictions ${join(runDir, 'predictions.csv')}\` and make the report again`,
+      `no evaluation: run \`pneumotype evaluate --model ${join(runDir, 'model')} --split val --out ${join(runDir, 'evaluation.json')} ` +
+        `--predictions ${join(runDir, 'predictions.csv')}\` (or --split test with --data naming the test images) and make the report again`,
     );
   }
 

@@ -52,7 +52,16 @@ test('help, unknown commands and bad options', () => {
   assert.match(unknown.stderr, /^pneumotype: unknown command "frobnicate"/);
   const bad = cli('relabel', '--nope');
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /Unknown option '--nope'/);
+  assert.equal(bad.stderr, 'pneumotype relabel: unknown option --nope; relabel takes --from, --out, --extracted, --allow-unknown (and --json, --quiet)\nRun `pneumotype help relabel` for usage.\n');
+  // A typo gets the nearest options; a value that starts with "-" is told to take "=".
+  const typo = cli('evaluate', '--modle', 'm');
+  assert.equal(typo.code, 2);
+  assert.match(typo.stderr, /^pneumotype evaluate: unknown option --modle \(did you mean --model\?\); evaluate takes --model, /);
+  assert.match(cli('train', '--out', 'x', '--epoch', '3').stderr, /^pneumotype train: unknown option --epoch \(did you mean --epochs\?\)/);
+  const dash = cli('train', '--out', 'x', '--init-range', '-1,1');
+  assert.equal(dash.code, 2);
+  assert.equal(dash.stderr, 'pneumotype train: the value of --init-range starts with "-", which reads as another option: write it with "=", as --init-range=VALUE (e.g. --init-range=-1,1)\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('--bogus').stderr, 'pneumotype: unknown option --bogus\nRun `pneumotype help` for usage.\n');
   const missing = cli('relabel');
   assert.equal(missing.code, 2, 'a usage error, like an unknown option');
   assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\nRun `pneumotype help relabel` for usage.\n');
@@ -276,7 +285,7 @@ test('train --resume takes a default given explicitly (--depth 2,2,2,2 of the re
 
 test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume', async () => {
   const out = join(tmp, 'run-interrupted');
-  const hint = `\npneumotype train: interrupted; the last finished epoch is saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
+  const hint = `\npneumotype train: interrupted; the epochs finished so far (if any) are saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
   // Ctrl-C, then SIGTERM (`docker stop`) on the resumed run: each ends with its status, the hint, and no lock left.
   for (const [signal, status, resume] of [['SIGINT', 130, []], ['SIGTERM', 143, ['--resume']]] as const) {
     const child = spawn(process.execPath, [BIN, 'train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '500', '--patience', '1000', ...resume], { cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });

@@ -215,6 +215,22 @@ test('no test image goes unsaid: one relabel could not read, one added since, a 
   assert.ok(z.failed.length === 0 && z.warnings === undefined);
 });
 
+test('a labelled folder of the train split alone points to --split val; a training run points to its model', async () => {
+  const trainOnly = join(tmp, 'labeled-train-only');
+  await cp(labeled, trainOnly, { recursive: true });
+  await rm(join(trainOnly, 'test'), { recursive: true });
+  const rows = (await readFile(join(trainOnly, 'manifest.csv'), 'utf8')).split('\n');
+  await writeFile(join(trainOnly, 'manifest.csv'), rows.filter((r) => !r.startsWith('test,')).join('\n'));
+  await assert.rejects(evaluateModel({ model: modelDir, data: trainOnly, bootstrap: 0 }), {
+    name: 'ConfigError',
+    message: `"${trainOnly}" holds no test images: its manifest.csv lists no test split. Score the validation split carved from it (--split val), ` +
+      'or give the test split with --data (its archive, the extracted folder, or a folder with test/{normal,bacteria,virus}/)',
+  });
+  assert.ok((await evaluateModel({ model: modelDir, data: trainOnly, split: 'val', bootstrap: 0 })).n > 0);
+  const runDir = join(tmp, 'run');
+  await assert.rejects(loadModel(runDir), { name: 'CacheError', message: `"${runDir}" is a training run, not a model folder: its model is "${join(runDir, 'model')}"` });
+});
+
 test('a zip cannot be extracted where the working directory is read-only: the error says where else', { skip: process.getuid?.() === 0 ? 'root writes anywhere' : false }, async () => {
   const ro = join(tmp, 'read-only');
   await mkdir(ro);

@@ -386,7 +386,7 @@ test('a local path is verified and returned as is', async () => {
 test('bad source strings, SHA-256 values and file names are ConfigErrors', async () => {
   await assert.rejects(fetchDataset({ source: 'v9' }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
-    assert.equal(err.message, 'Unknown dataset source "v9": expected "v2" or "v3", an http(s) URL, or the path of an existing zip file');
+    assert.equal(err.message, 'Unknown dataset source "v9": expected "v2" or "v3", an http(s) URL, or the path of an existing zip file (run and relabel also take an extracted folder)');
     return true;
   });
   await assert.rejects(fetchDataset({ source: 'v2', sha256: 'xyz' }), (err: unknown) => {
@@ -810,6 +810,16 @@ test('a presigned link\'s signature is masked in the errors of a failed download
     assert.ok(err instanceof FetchError);
     assert.ok(!/SECRET/.test(`${err.message} ${err.url ?? ''}`), err.message);
     assert.match(err.message, /X-Amz-Signature=\*\*\*/);
+    return true;
+  });
+});
+
+test('a host that cannot be reached at all: the error says how to work from a local copy', async () => {
+  const outDir = await freshDir();
+  const url = 'http://127.0.0.1:1/ChestXRay2017.zip'; // nothing listens on port 1
+  await assert.rejects(fetchDataset({ source: url, outDir, retries: 0, backoffMs: 1 }), (err: unknown) => {
+    assert.ok(err instanceof FetchError);
+    assert.match(err.message, new RegExp(`^Download of "${url}" failed after 1 attempt: .*ECONNREFUSED.*; without network access, give --source \\(or PNEUMOTYPE_SOURCE\\) the path of a copy of the archive, zipped or extracted$`));
     return true;
   });
 });

@@ -40,7 +40,7 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   const labeled = join(dataDir, 'labeled');
   await assert.rejects(runPipeline({ source: otherZip, dataDir, preset: 'smoke', train: false }), {
     name: 'LabelError',
-    message: `"${labeled}" was made from "${zipPath}", not from "${otherZip}": choose another --data-dir, or remove "${labeled}" to relabel`,
+    message: `"${labeled}" was made from "${zipPath}", not from "${otherZip}": give --source "${zipPath}" to use it, choose another --data-dir, or remove "${labeled}" to relabel`,
   });
   // Relabelled from it after all, nothing that the first archive left in extracted/ is mixed in.
   await rm(labeled, { recursive: true });

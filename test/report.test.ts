@@ -197,7 +197,7 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.equal(first.out, join(runDir, 'report.html'));
   assert.deepEqual(first.sections, ['Overview', 'Data', 'Training', 'Left out']);
   assert.equal(first.figures, 2);
-  assert.match(first.notes[0] ?? '', /^no evaluation: run `pneumotype evaluate --model .*model --out .*evaluation\.json --predictions .*predictions\.csv`/);
+  assert.match(first.notes[0] ?? '', /^no evaluation: run `pneumotype evaluate --model .*model --split val --out .*evaluation\.json --predictions .*predictions\.csv` \(or --split test with --data naming the test images\) and make the report again/);
 
   // With evaluation.json and predictions.csv in the run folder (the defaults).
   const { rows, preds } = await fixturePredictions();
