@@ -7,7 +7,7 @@ import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
 import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, predict } from './evaluate.js';
-import { train, type EpochRecord } from './train.js';
+import { presetOfRun, train, type EpochRecord } from './train.js';
 import { checkUploadOptions, upload } from './upload.js';
 import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
@@ -44,9 +44,10 @@ Commands
             --from FOLDER|ZIP [--out data/labeled] [--extracted data/extracted] [--allow-unknown]
   prepare   decode, resize and cache the labelled images as uint8, carve the validation split
             [--data data/labeled] [--cache data/cache] [--preset P] [--image-size N] [--val-fraction F] [--seed N]
-            (--preset of prepare and train: default $PNEUMOTYPE_PRESET, else gpu with tfjs-node-gpu, else cpu, as run)
+            (--preset: default $PNEUMOTYPE_PRESET, else cpu: the gpu preset prepares the same cache)
   train     train a classifier on the prepared cache (prepared first when missing)
             [--data data/labeled] --out runs/NAME [--cache data/cache] [--preset tiny|smoke|cpu|gpu] [--model resnet|mobile|tiny]
+            (--preset: default $PNEUMOTYPE_PRESET, else gpu with tfjs-node-gpu, else cpu; --resume: the run's own)
             [--epochs N] [--image-size N] [--batch-size N] [--seed N] [--augment none|basic|traces (default traces)] [--resume]
             [--init-from DIR|URL [--freeze | --unfreeze] [--init-range=LO,HI] [--feature-layer NAME]]  (transfer
             learning from a tfjs layers model, new 3-class head; --freeze trains the head only, --unfreeze also the
@@ -60,8 +61,8 @@ Commands
             [--antialias]  (resnet: blur before each later subsampling, against high-frequency copy traces)
             [--standardize]  (standardise each image over its own pixels first, against intensity traces)
             [--optimizer adam|sgd] [--learning-rate PEAK] [--weight-decay L2]  (sgd: Nesterov momentum 0.9;
-            defaults adam, 1e-3, 1e-4; the shipped model: sgd, 0.1, 5e-4)
-            [--patience N]  (early stopping: epochs without a better validation macro-F1; default 8; SGD gains late
+            defaults of the cpu preset adam, 1e-3, 1e-4; of the gpu preset and the shipped model sgd, 0.1, 5e-4)
+            [--patience N]  (early stopping: epochs without a better validation macro-F1; default 8, gpu 60; SGD gains late
             in the schedule: the shipped model ran all 60 epochs)
             [--balance-groups CSV:COLUMN]  (weigh images so the classes balance within each group, e.g. the copy
             pipeline: ../shared/data/chest_xray_train_224.csv:derived_from)
@@ -192,7 +193,7 @@ const EVERY_COMMAND = ['json', 'quiet', 'help'] as const;
 
 /** The usage error for an option or argument `command` does not take; undefined when all are its own. */
 export function usageError(command: string, values: Readonly<Record<string, unknown>>, positionals: readonly string[]): string | undefined {
-  const spec = COMMANDS[command];
+  const spec = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
   if (spec === undefined) return undefined; // an unknown command has its own message
   const own = new Set<string>([...spec.options, ...EVERY_COMMAND]);
   const flags = spec.options.map((o) => `--${o}`).join(', ');
@@ -218,21 +219,38 @@ export function usageError(command: string, values: Readonly<Record<string, unkn
 export function parseFailure(argv: readonly string[], err: unknown): string | undefined {
   const code = (err as { code?: unknown }).code;
   const message = (err as Error).message ?? '';
-  const command = argv.find((a) => !a.startsWith('-') && COMMANDS[a] !== undefined);
+  const command = commandOf(argv);
   const who = command === undefined ? 'pneumotype' : `pneumotype ${command}`;
   const usage = `Run \`pneumotype help${command === undefined ? '' : ` ${command}`}\` for usage.\n`;
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    const name = /'--?([^'=]+)/.exec(message)?.[1];
-    if (name === undefined) return undefined;
+    const found = /'(--?)([^'=]+)/.exec(message);
+    if (found === null) return undefined;
+    const [, dashes = '--', name = ''] = found;
     const candidates = command === undefined ? Object.keys(OPTIONS) : [...(COMMANDS[command]?.options ?? []), ...EVERY_COMMAND];
-    const near = candidates.filter((c) => c.startsWith(name) || editDistance(c, name) <= 2).slice(0, 3);
+    // Long options only: a short one (-m) is one letter, close to anything.
+    const near = dashes === '--' ? candidates.filter((c) => c.startsWith(name) || editDistance(c, name) <= 2).slice(0, 3) : [];
     const guess = near.length > 0 ? ` (did you mean ${near.map((c) => `--${c}`).join(' or ')}?)` : '';
     const takes = command === undefined ? '' : `; ${command} takes ${(COMMANDS[command]?.options ?? []).map((o) => `--${o}`).join(', ') || 'no options'} (and --json, --quiet)`;
-    return `${who}: unknown option --${name}${guess}${takes}\n${usage}`;
+    return `${who}: unknown option ${dashes}${name}${guess}${takes}\n${usage}`;
   }
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument is ambiguous/.test(message)) {
     const name = /'--([^']+)'/.exec(message)?.[1] ?? 'OPTION';
     return `${who}: the value of --${name} starts with "-", which reads as another option: write it with "=", as --${name}=VALUE (e.g. --init-range=-1,1)\n${usage}`;
+  }
+  return undefined;
+}
+
+/** The command of a command line that could not be parsed: its first word that is no option and no option's value. */
+function commandOf(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    if (a === '--') return undefined;
+    if (a.startsWith('-')) {
+      const name = a.replace(/^--?/, '');
+      if (!name.includes('=') && (OPTIONS as Record<string, { type: string }>)[name]?.type === 'string') i++; // its value
+      continue;
+    }
+    return Object.hasOwn(COMMANDS, a) ? a : undefined;
   }
   return undefined;
 }
@@ -412,7 +430,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const command = positionals[0] ?? 'help';
   // `help bogus` and `bogus --help` are mistakes, as `bogus` is.
   const helpFor = values.help ? command : command === 'help' ? positionals[1] : undefined;
-  if (helpFor !== undefined && helpFor !== 'help' && COMMANDS[helpFor] === undefined) {
+  if (helpFor !== undefined && helpFor !== 'help' && !Object.hasOwn(COMMANDS, helpFor)) {
     process.stderr.write(`pneumotype: unknown command ${quote(helpFor)}\n\n${HELP}`);
     return 2;
   }
@@ -514,8 +532,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         const imageSize = number(values, 'image-size', whole(16, 4096));
         const valFraction = number(values, 'val-fraction', { ok: (n) => n > 0 && n < 1, expected: 'a fraction between 0 and 1' });
         const seed = number(values, 'seed', whole(0));
-        // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU).
-        const p = named ?? defaultPreset();
+        // The cpu preset's cache is the gpu preset's too (only the concurrency differs), so no TensorFlow is loaded to choose.
+        const p = named ?? 'cpu';
         const r = await prepareStep({
           ...(values.data !== undefined ? { labeledDir: values.data } : {}),
           ...(values.cache !== undefined ? { cacheDir: values.cache } : {}),
@@ -552,8 +570,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         checkNetworkOptions(values, resolveConfig(named, overrides).model);
-        // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU).
-        const p = named ?? defaultPreset();
+        // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU); a
+        // resumed run keeps the preset it was started with (none, before this default; gpu on another machine).
+        const own = named === undefined && values.resume ? await presetOfRun(values.out, overrides, [defaultPreset(), 'cpu', 'gpu', 'smoke', undefined]) : undefined;
+        const p = named ?? (own !== undefined ? own.preset : defaultPreset());
         const undo = onInterrupt(`pneumotype train: interrupted; the epochs finished so far (if any) are saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
@@ -773,7 +793,9 @@ function runDirectly(): boolean {
   const script = process.argv[1];
   if (script === undefined) return false;
   try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
+    // `node dist/cli` names the file without its extension.
+    const real = [script, `${script}.js`].map((p) => { try { return realpathSync(p); } catch { return undefined; } }).find((p) => p !== undefined);
+    return real !== undefined && pathToFileURL(real).href === import.meta.url;
   } catch {
     return false;
   }

@@ -289,7 +289,11 @@ async function evaluationItems(
     throw new ConfigError(`--split val needs the manifest.csv that relabel writes, and ${quote(join(root, MANIFEST_FILE))} is missing`, { path: root });
   }
   // Images only: a note or a listing beside them in a class folder is no test image.
-  const listed = (files ?? (await listFiles(root, { onSkipped: (path, reason) => warnings.push(`${quote(join(root, path))} was left out: ${reason}`) }))).filter(
+  // A link that leads nowhere is named where an image of it would have been scored (train/, val/ and OCT never are).
+  const skipped = (path: string, reason: string): void => {
+    if (evaluationEntryFilter(path)) warnings.push(`${quote(join(root, path))} was left out: ${reason}`);
+  };
+  const listed = (files ?? (await listFiles(root, { onSkipped: skipped }))).filter(
     (f) => IMAGE_FILE.test(f) && !isJunkEntry(f),
   );
   const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has((f.split('/')[0] ?? '').toLowerCase()));
@@ -500,7 +504,8 @@ export async function predictSplit(
       // A labelled folder of the train split alone (the shared data): the test split is elsewhere, or the validation split will do.
       throw new ConfigError(
         `${quote(data)} holds no test images: its ${MANIFEST_FILE} lists no test split. Score the validation split carved from it ` +
-          '(--split val), or give the test split with --data (its archive, the extracted folder, or a folder with test/{normal,bacteria,virus}/)',
+          '(--split val), or give the test split with --data (its archive, the extracted folder, or a folder with test/{normal,bacteria,virus}/)' +
+          warnings.map((w) => `; ${w}`).join(''),
         { path: data },
       );
     }

@@ -233,6 +233,26 @@ async function readTrainerState(runDir: string): Promise<TrainerState | undefine
 }
 
 /**
+ * The preset a run folder's training was started with, for resuming it without naming one: the first of `candidates`
+ * (a preset, or undefined for DEFAULTS alone) whose configuration with `overrides` is the one the run recorded.
+ * Undefined when the folder holds no run to resume, or none fits (train's resume then names the difference).
+ *
+ * @example const own = await presetOfRun('runs/cpu', {}, ['cpu', 'gpu', undefined]); // { preset: 'cpu' }
+ */
+export async function presetOfRun(
+  out: string,
+  overrides: Partial<Config>,
+  candidates: ReadonlyArray<PresetName | undefined>,
+): Promise<{ preset: PresetName | undefined } | undefined> {
+  const saved = await readTrainerState(resolve(out)).catch(() => undefined);
+  if (saved === undefined) return undefined;
+  for (const preset of candidates) {
+    if (equivalentHashes(resolveConfig(preset, overrides)).includes(saved.configHash)) return { preset };
+  }
+  return undefined;
+}
+
+/**
  * A model card (pneumotype.json), or a CacheError naming the file when it cannot be read as one.
  *
  * @example (await readCard('runs/cpu/model/pneumotype.json')).training.epoch

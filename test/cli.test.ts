@@ -62,6 +62,11 @@ test('help, unknown commands and bad options', () => {
   assert.equal(dash.code, 2);
   assert.equal(dash.stderr, 'pneumotype train: the value of --init-range starts with "-", which reads as another option: write it with "=", as --init-range=VALUE (e.g. --init-range=-1,1)\nRun `pneumotype help train` for usage.\n');
   assert.equal(cli('--bogus').stderr, 'pneumotype: unknown option --bogus\nRun `pneumotype help` for usage.\n');
+  // A short option as typed, and no guess for it; the command found past an option's value; no inherited names.
+  assert.equal(cli('relabel', '-z').stderr, 'pneumotype relabel: unknown option -z; relabel takes --from, --out, --extracted, --allow-unknown (and --json, --quiet)\nRun `pneumotype help relabel` for usage.\n');
+  assert.match(cli('--out', 'train', 'evaluate', '--modle', 'm').stderr, /^pneumotype evaluate: unknown option --modle/);
+  assert.match(cli('constructor').stderr, /^pneumotype: unknown command "constructor"/);
+  assert.equal(cli('constructor', '--bogus').stderr, 'pneumotype: unknown option --bogus\nRun `pneumotype help` for usage.\n');
   const missing = cli('relabel');
   assert.equal(missing.code, 2, 'a usage error, like an unknown option');
   assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\nRun `pneumotype help relabel` for usage.\n');

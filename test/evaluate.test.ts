@@ -201,6 +201,8 @@ test('no test image goes unsaid: one relabel could not read, one added since, a 
   const plain = join(tmp, 'plain-dangling');
   await cp(join(labeled, 'test'), join(plain, 'test'), { recursive: true });
   await symlink(join(tmp, 'gone.jpeg'), join(plain, 'test', 'virus', 'person9998_virus_1.jpeg'));
+  await mkdir(join(plain, 'train', 'virus'), { recursive: true }); // never scored: its link is no loss
+  await symlink(join(tmp, 'gone.jpeg'), join(plain, 'train', 'virus', 'person9997_virus_1.jpeg'));
   const p = await evaluateModel({ model: modelDir, data: plain, bootstrap: 0 });
   assert.equal(p.n, 12);
   assert.deepEqual(p.warnings, [`"${join(plain, 'test/virus/person9998_virus_1.jpeg')}" was left out: a symbolic link that leads nowhere`]);

@@ -14,7 +14,7 @@ import { sha256 } from '../lib/fsx.js';
 import { readManifest } from '../lib/manifest.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import { checkRecipe, classWeights, configHash, learningRateAt, setLearningRate, train, TrainingError } from '../lib/train.js';
+import { checkRecipe, classWeights, configHash, learningRateAt, setLearningRate, train, TrainingError, presetOfRun } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 
 let tmp: string;
@@ -350,6 +350,19 @@ test('a stop from a signal handler or timer takes effect at the next batch, not 
     }),
     { name: 'TrainingError', message: `training of "${join(tmp, 'run-abort-timer')}" stopped before its first epoch ended: there is no model yet (run it again with --resume)` },
   );
+});
+
+test('presetOfRun finds the preset a run was started with, DEFAULTS alone included, for a resume without --preset', async () => {
+  // run-abort (above) was trained with the smoke preset and `base`.
+  const smokeRun = join(tmp, 'run-abort');
+  assert.deepEqual(await presetOfRun(smokeRun, base, ['cpu', 'gpu', 'smoke', undefined]), { preset: 'smoke' });
+  assert.equal(await presetOfRun(smokeRun, base, ['cpu', undefined]), undefined, 'none fits: train names the difference');
+  assert.equal(await presetOfRun(join(tmp, 'no-such-run'), base, ['cpu']), undefined);
+  // Started with no preset at all (the CLI's default before it named one): DEFAULTS and the overrides.
+  const overrides = { ...base, epochs: 1, imageSize: 32, model: 'tiny', batchSize: 8, graphOps: false } as const;
+  const plain = join(tmp, 'run-no-preset');
+  await train({ data: labeled, out: plain, cacheDir: join(tmp, 'cache'), config: overrides });
+  assert.deepEqual(await presetOfRun(plain, overrides, ['cpu', 'gpu', 'smoke', undefined]), { preset: undefined });
 });
 
 test('replace starts over: the earlier run\'s outputs go before training, other files stay, and a stop leaves no model', async () => {
