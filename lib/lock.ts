@@ -99,6 +99,24 @@ function hold(path: string, record: string): Holding {
 }
 
 async function acquire(path: string, what: string): Promise<Holding> {
+  // Another call of this process holding it, or on its way to (between creating the file and holding it, where a
+  // second call would read its own id in the file and take it for a dead process's): busy, decided before any await.
+  const key = resolve(path);
+  if (held.has(key) || claiming.has(key)) {
+    throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
+  }
+  claiming.add(key);
+  try {
+    return await acquireUnclaimed(path, what);
+  } finally {
+    claiming.delete(key);
+  }
+}
+
+/** Lock files a call of this process is taking (see acquire). */
+const claiming = new Set<string>();
+
+async function acquireUnclaimed(path: string, what: string): Promise<Holding> {
   await mkdir(dirname(path), { recursive: true });
   const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString(), ...(await processIdentity(process.pid)) };
   const record = `${JSON.stringify(me)}\n`;

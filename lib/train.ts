@@ -437,8 +437,22 @@ function rawConfigHash(config: Config): string {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   if (options.lock === false) return trainUnlocked(options);
   const runDir = resolve(options.out);
-  return withLock(`${runDir}.lock`, `training into ${quote(runDir)}`, () => trainUnlocked(options));
+  // A call of this process stopped by its signal still holds the run while it writes what it has (a notebook's stop
+  // button ends the cell at once, and the cell is run again at once): waited for, not a BusyError.
+  await windingDown.get(runDir)?.catch(() => undefined);
+  const run = withLock(`${runDir}.lock`, `training into ${quote(runDir)}`, () => trainUnlocked(options));
+  const onAbort = (): void => void windingDown.set(runDir, run);
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await run;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    if (windingDown.get(runDir) === run) windingDown.delete(runDir);
+  }
 }
+
+/** Run folders whose training in this process was aborted and has not returned yet, with that training. */
+const windingDown = new Map<string, Promise<TrainResult>>();
 
 /**
  * Removes what a training into `runDir` writes there, and nothing else: checkpoints/last and checkpoints/best (then

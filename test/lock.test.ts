@@ -349,3 +349,24 @@ test('with wait, callers that meet on one left lock all get it in turn, none fai
   assert.equal(order.length, 4);
   await assert.rejects(readFile(lock), { code: 'ENOENT' });
 });
+
+test('calls of this process at once on one lock: one holds it, the others are busy, never two inside (no self-takeover)', async () => {
+  // Before, a second call that found the file between the first's creating it and holding it read its own process id
+  // there, took it for a dead process's lock, and took it over: both ran.
+  const path = freshLock();
+  let inside = 0;
+  let most = 0;
+  const work = (): Promise<void> =>
+    withLock(path, 'working', async () => {
+      inside++;
+      most = Math.max(most, inside);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      inside--;
+    });
+  const results = await Promise.allSettled([work(), work(), work()]);
+  assert.equal(most, 1);
+  assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected', 'rejected']);
+  for (const r of results) {
+    if (r.status === 'rejected') assert.ok(r.reason instanceof BusyError && r.reason.message === `This process is already working (lock file "${path}"): wait for that call to finish`, String(r.reason));
+  }
+});

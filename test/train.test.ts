@@ -352,6 +352,28 @@ test('a stop from a signal handler or timer takes effect at the next batch, not 
   );
 });
 
+test('a run stopped by its signal is waited for by the next call of this process, not refused as busy', async () => {
+  // A notebook's stop button ends the cell at once while the training winds down; the cell is run again at once.
+  const out = join(tmp, 'run-stop-rerun');
+  const controller = new AbortController();
+  const opts = { data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 2 } } as const;
+  let again: Promise<unknown> | undefined;
+  const first = train({
+    ...opts,
+    signal: controller.signal,
+    onEpoch: () => {
+      controller.abort();
+      again = train({ ...opts, resume: true }); // while the first still holds the run
+    },
+  });
+  assert.equal((await first).history.length, 1);
+  assert.equal(((await again) as { history: unknown[] }).history.length, 2, 'the second call resumed where the first stopped');
+  // Without a stop, a second call at the same time is still refused.
+  const both = await Promise.allSettled([train({ ...opts, out: join(tmp, 'run-busy') }), train({ ...opts, out: join(tmp, 'run-busy') })]);
+  assert.deepEqual(both.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+  assert.equal(both.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).name] : [])).join(), 'BusyError');
+});
+
 test('presetOfRun finds the preset a run was started with, DEFAULTS alone included, for a resume without --preset', async () => {
   // run-abort (above) was trained with the smoke preset and `base`.
   const smokeRun = join(tmp, 'run-abort');
