@@ -8,10 +8,5 @@ if (!existsSync(fileURLToPath(cli))) {
   process.stderr.write('pneumotype: dist/cli.js is missing; run `npm install` (or `npm run build`) in the project first\n');
   process.exit(1);
 }
-// Output piped into a reader that stops early (`| head`): stop quietly, as other command-line tools do.
-process.stdout.on('error', (err) => {
-  if (err.code === 'EPIPE') process.exit(0);
-  throw err;
-});
-const { main } = await import(cli.href);
-process.exitCode = await main(process.argv.slice(2));
+const { runCli } = await import(cli.href);
+await runCli();

@@ -572,8 +572,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         checkNetworkOptions(values, resolveConfig(named, overrides).model);
         // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU); a
         // resumed run keeps the preset it was started with (none, before this default; gpu on another machine).
-        const own = named === undefined && values.resume ? await presetOfRun(values.out, overrides, [defaultPreset(), 'cpu', 'gpu', 'smoke', undefined]) : undefined;
-        const p = named ?? (own !== undefined ? own.preset : defaultPreset());
+        const auto = named === undefined ? defaultPreset() : undefined;
+        const own = auto !== undefined && values.resume ? await presetOfRun(values.out, overrides, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
+        const p = named ?? (own !== undefined ? own.preset : auto);
         const undo = onInterrupt(`pneumotype train: interrupted; the epochs finished so far (if any) are saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,
@@ -792,19 +793,24 @@ export async function main(argv: readonly string[]): Promise<number> {
 function runDirectly(): boolean {
   const script = process.argv[1];
   if (script === undefined) return false;
-  try {
-    // `node dist/cli` names the file without its extension.
-    const real = [script, `${script}.js`].map((p) => { try { return realpathSync(p); } catch { return undefined; } }).find((p) => p !== undefined);
-    return real !== undefined && pathToFileURL(real).href === import.meta.url;
-  } catch {
-    return false;
+  // `node dist/cli` names the file without its extension.
+  for (const candidate of [script, `${script}.js`]) {
+    try {
+      return pathToFileURL(realpathSync(candidate)).href === import.meta.url;
+    } catch {
+      // no such file: the next candidate
+    }
   }
+  return false;
 }
 
-if (runDirectly()) {
+/** Runs the CLI as the program: the command line of this process, its exit code set; output piped into a reader that stops early (`| head`) ends it quietly. */
+export async function runCli(): Promise<void> {
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(0);
     throw err;
   });
   process.exitCode = await main(process.argv.slice(2));
 }
+
+if (runDirectly()) await runCli();

@@ -162,7 +162,7 @@ export async function expandImagePaths(paths: readonly string[]): Promise<string
       out.push(path);
       continue;
     }
-    const images = (await listFiles(path)).filter((f) => IMAGE_FILE.test(f) && !isJunkEntry(f));
+    const images = (await listFiles(path)).filter(isImageEntry);
     if (images.length === 0) throw new ConfigError(`folder ${quote(path)} holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)`, { path });
     out.push(...images.map((f) => join(path, f)));
   }
@@ -251,11 +251,7 @@ async function evaluationItems(
       const test = rows.filter((r) => r.split === 'test');
       const listed = new Set(test.map((r) => r.file));
       const testDir = join(root, 'test');
-      const onDisk = (await exists(testDir))
-        ? (await listFiles(testDir, { onSkipped: (path, reason) => warnings.push(`${quote(join(testDir, path))} was left out: ${reason}`) }))
-            .filter((f) => IMAGE_FILE.test(f) && !isJunkEntry(f))
-            .map((f) => `test/${f}`)
-        : [];
+      const onDisk = (await exists(testDir)) ? (await listImages(testDir, warnings, () => true)).map((f) => `test/${f}`) : [];
       const extra = onDisk.filter((f) => !listed.has(f));
       if (extra.length > 0) {
         warnings.push(
@@ -290,12 +286,7 @@ async function evaluationItems(
   }
   // Images only: a note or a listing beside them in a class folder is no test image.
   // A link that leads nowhere is named where an image of it would have been scored (train/, val/ and OCT never are).
-  const skipped = (path: string, reason: string): void => {
-    if (evaluationEntryFilter(path)) warnings.push(`${quote(join(root, path))} was left out: ${reason}`);
-  };
-  const listed = (files ?? (await listFiles(root, { onSkipped: skipped }))).filter(
-    (f) => IMAGE_FILE.test(f) && !isJunkEntry(f),
-  );
+  const listed = files?.filter(isImageEntry) ?? (await listImages(root, warnings, evaluationEntryFilter));
   const alone = listed.some((f) => f.split('/').length === 2 && CLASS_FOLDERS.has((f.split('/')[0] ?? '').toLowerCase()));
   const prefix = alone ? 'test/' : '';
   const paths = listed.map((f) => prefix + f);
@@ -352,6 +343,19 @@ async function evaluationItems(
     throw new ConfigError(`${left.length} test image(s) in ${quote(root)} sit in no class folder: ${named}; expected ${expected}`, { path: root });
   }
   return items;
+}
+
+/** An image file by its name, not a note or macOS's junk beside it. */
+function isImageEntry(path: string): boolean {
+  return IMAGE_FILE.test(path) && !isJunkEntry(path);
+}
+
+/** The images under `dir` (relative paths); a link that leads nowhere is named in `warnings` where `counts` says it matters. */
+async function listImages(dir: string, warnings: string[], counts: (path: string) => boolean): Promise<string[]> {
+  const onSkipped = (path: string, reason: string): void => {
+    if (counts(path)) warnings.push(`${quote(join(dir, path))} was left out: ${reason}`);
+  };
+  return (await listFiles(dir, { onSkipped })).filter(isImageEntry);
 }
 
 export interface EvaluateModelOptions {

@@ -1057,7 +1057,7 @@ export function maskUserInfo(text: string, bare = false): string {
   // Signatures of presigned links too: node-fetch's own messages quote the URL as it was requested.
   const masked = text
     .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/gi, '$1***@')
-    .replace(/([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig)=)[^&#\s"']*/gi, '$1***');
+    .replace(new RegExp(`([?&](?:${SIGNATURE_NAMES})=)[^&#\\s"']*`, 'gi'), '$1***');
   return bare ? masked.replace(/^(?![a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/i, '***@') : masked;
 }
 
@@ -1073,7 +1073,8 @@ export function sameUrl(a: string, b: string): boolean {
 }
 
 /** Query parameters that are a presigned link's secret (S3, GCS, CloudFront, Azure's `sig`): shown as `***`, not compared. */
-const SIGNATURE_PARAMETER = /^(x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig)$/i;
+const SIGNATURE_NAMES = 'x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig';
+const SIGNATURE_PARAMETER = new RegExp(`^(${SIGNATURE_NAMES})$`, 'i');
 
 /** Query parameters that bound a presigned link's life or describe its signing: not compared, as the file is the same. */
 const VALIDITY_PARAMETER = /^(x-amz-date|x-amz-expires|x-amz-algorithm|x-amz-signedheaders|x-goog-date|x-goog-expires|x-goog-algorithm|x-goog-signedheaders|expires|key-pair-id|policy)$/i;

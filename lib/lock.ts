@@ -131,9 +131,6 @@ async function acquireUnclaimed(path: string, what: string): Promise<Holding> {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      if (held.has(resolve(path))) {
-        throw new BusyError(`This process is already ${what} (lock file ${quote(path)}): wait for that call to finish`, { path });
-      }
       const owner = await readOwner(path);
       // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
       // container's PID 1, say), so taken over like any other dead owner's.
