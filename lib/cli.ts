@@ -76,8 +76,10 @@ Commands
             probabilities honest): --model DIR [--data data/labeled] [--split val] [--out DIR (default: in place)]
   predict   one JSON line per image: file, label, probabilities   [--model DIR] IMAGE|FOLDER...  (a folder: every
             .jpeg/.jpg/.png/.webp/.tif/.tiff under it)
-  report    one self-contained HTML report of a training run (works offline: plotly is inlined)
-            --run runs/NAME [--eval evaluation.json] [--predictions predictions.csv] [--out report.html]
+  report    one self-contained HTML report of a training run or a model folder (works offline: plotly is inlined)
+            --run runs/NAME|models/default [--eval evaluation.json] [--predictions predictions.csv] [--out report.html]
+            [--data DIR]  (the labelled folder, for the data section and the gallery of mistakes; default: where
+            the evaluation read its images, else the folder the model was trained on)
   upload    the labelled dataset to S3 (resumable: only missing or changed files; a manifest object written last)
             --bucket NAME [--prefix PATH] [--region REGION] [--endpoint URL] [--data data/labeled]
             [--concurrency N] [--part-size MIB]   (credentials: the AWS SDK's default chain)
@@ -183,7 +185,7 @@ export const COMMANDS: { readonly [command: string]: { readonly options: readonl
   evaluate: { options: ['model', 'data', 'split', 'out', 'predictions', 'groups', 'extracted', 'bootstrap'] },
   calibrate: { options: ['model', 'data', 'split', 'out'] },
   predict: { options: ['model'], args: Number.POSITIVE_INFINITY },
-  report: { options: ['run', 'eval', 'predictions', 'out'] },
+  report: { options: ['run', 'eval', 'predictions', 'data', 'out'] },
   upload: { options: ['bucket', 'prefix', 'region', 'endpoint', 'data', 'concurrency', 'part-size'] },
   serve: { options: ['model', 'port', 'host', 'max-batch', 'max-in-flight', 'batch-window-ms', 'max-body-bytes'] },
   sagemaker: { options: ['root'], args: 1 },
@@ -662,6 +664,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           runDir: values.run,
           ...(values.eval !== undefined ? { evaluation: values.eval } : {}),
           ...(values.predictions !== undefined ? { predictionsCsv: values.predictions } : {}),
+          ...(values.data !== undefined ? { labeledDir: values.data } : {}),
           ...(values.out !== undefined ? { out: values.out } : {}),
         });
         print(values, r, `wrote ${r.out} (${formatBytes(r.bytes)}, ${r.figures} charts)${r.notes.length ? `\n  left out: ${r.notes.join('; ')}` : ''}`);

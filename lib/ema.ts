@@ -37,7 +37,7 @@ interface SavedAverage {
  * @example
  * const ema = await WeightAverage.create(model, { decay: 0.998 });
  * // after every step: ema.update(model, step)
- * await predictSubset(ema.model, cache, 'val', 64);
+ * const probs = ema.model.predict(xsVal) // validate (and save) the average, not the raw weights
  */
 export class WeightAverage {
   private updates: number;

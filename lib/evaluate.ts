@@ -573,7 +573,8 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
     const result: EvaluateResult = {
-      split, model: loaded.dir, data, imagesDir, ...report, failed,
+      // Absolute: a report made from another folder finds the images again.
+      split, model: loaded.dir, data, imagesDir: resolve(imagesDir), ...report, failed,
       ...(warnings.length > 0 ? { warnings } : {}),
       ...(groups ? { byGroup: await metricsByGroup(preds, groups) } : {}),
     };

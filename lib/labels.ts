@@ -148,8 +148,9 @@ function foldersBesideChest(paths: readonly string[]): Set<string> {
  * `rejected/` instead. A copy without NORMAL/ or without PNEUMONIA/ is an error too, named as such when the source is
  * relabel's own output.
  *
- * @example planRelabel({ files: ['chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' }).images[0]?.dest
- * // 'train/virus/person1_virus_6.jpeg'
+ * @example
+ * const plan = planRelabel({ files: ['chest_xray/train/NORMAL/IM-0115-0001.jpeg', 'chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' });
+ * plan.images.find((i) => i.label === 'virus')?.dest // 'train/virus/person1_virus_6.jpeg'
  */
 export function planRelabel(options: { files: readonly string[]; source: string; allowUnknown?: boolean }): RelabelPlan {
   const junk: string[] = [];

@@ -669,6 +669,8 @@ export function rocFigure(curves: readonly RocCurveData[], options: { title?: st
 export function reliabilityFigure(calibration: EvaluationReport['calibration'], options: { title?: string } = {}): Figure {
   const bins = calibration.bins.filter((b) => b.n > 0);
   const mid = (b: { low: number; high: number }): number => (b.low + b.high) / 2;
+  // A NaN saved to JSON comes back as null: shown as n/a, not thrown on.
+  const point = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(3) : 'n/a');
   const range = (i: Interval): string => (Number.isFinite(i.low) && Number.isFinite(i.high) ? ` [${i.low.toFixed(3)}, ${i.high.toFixed(3)}]` : '');
   const data: Trace[] = [
     diagonal('perfectly calibrated'),
@@ -694,7 +696,7 @@ export function reliabilityFigure(calibration: EvaluationReport['calibration'], 
     },
   ];
   const { ece, brier } = calibration;
-  const title = options.title ?? `Reliability: ECE ${ece.value.toFixed(3)}${range(ece)}, Brier ${brier.value.toFixed(3)}${range(brier)}`;
+  const title = options.title ?? `Reliability: ECE ${point(ece.value)}${range(ece)}, Brier ${point(brier.value)}${range(brier)}`;
   const layout = baseLayout(title, 440, {
     xaxis: axis('top probability (the model\'s confidence)', { range: [0, 1], dtick: 0.1 }),
     yaxis: axis('share predicted right', { range: [0, 1.02] }),

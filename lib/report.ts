@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
@@ -256,7 +256,7 @@ const DRAW_SCRIPT = `
  *
  * @example
  * const html = renderHtmlReport({ title: 'Run cpu-1', sections: [{ heading: 'Training', figure: trainingCurvesFigure(history) }] })
- * await writeFileAtomic('runs/cpu-1/report.html', html)
+ * await writeFile('runs/cpu-1/report.html', html) // node:fs/promises; writeRunReport writes its report atomically
  */
 export function renderHtmlReport(options: HtmlReportOptions): string {
   const bundle = plotlyBundle();
@@ -393,7 +393,7 @@ function checkEvaluation(evaluation: unknown, source: string): asserts evaluatio
 /**
  * The metrics table of an evaluation: every interval, and the published figure where there is one.
  *
- * @example renderTableHtml(metricsTable(await evaluateModel({ data: 'data/labeled' })))
+ * @example showTable(tslab.display, metricsTable(await evaluateModel({ data: 'data/labeled' })))
  */
 export function metricsTable(report: EvaluationReport): Table {
   const rows: (string | number | null)[][] = [];
@@ -456,20 +456,21 @@ export function countsTable(summary: RelabelSummary): Table {
 /**
  * Point metrics per group of images (evaluate's `byGroup`), a row per group: a gap between groups that differ only in
  * how their files were made means the model learned the pipeline, not the lungs. A recall is empty where the group
- * has no image of that class, the bacteria-versus-virus AUC where it lacks either.
+ * has no image of that class, the bacteria-versus-virus AUC where it lacks either; the images of each class are
+ * shown, since a recall over one image says little. No macro-F1: a class a group lacks would count in it as 0.
  *
  * @example if (evaluation.byGroup) showTable(tslab.display, groupsTable(evaluation.byGroup))
  */
 export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Table {
   const round = (v: number): number => Math.round(v * 1e4) / 1e4;
   return {
-    columns: ['group', 'images', 'accuracy', 'balanced accuracy', 'macro-F1', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
+    columns: ['group', 'images', `images ${CLASSES.join(' / ')}`, 'accuracy', 'balanced accuracy', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
     rows: Object.entries(byGroup).map(([group, m]) => [
       group,
       m.n,
+      CLASSES.map((c) => m.support[c]).join(' / '),
       round(m.accuracy),
       round(m.balancedAccuracy),
-      round(m.macroF1),
       ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c]) : null)),
       // Evaluations saved before this field have none.
       typeof m.bacteriaVsVirusAuc === 'number' ? round(m.bacteriaVsVirusAuc) : null,
@@ -491,7 +492,10 @@ function splitTitle(split: string): string {
 
 /** Epochs run and training time of the whole run (the card records them up to its best epoch only). */
 function runLength(card: ModelCard, history: readonly EpochRecord[]): string {
-  const seconds = history.length > 0 ? history.reduce((sum, r) => sum + r.seconds, 0) : card.training.seconds;
+  if (history.length === 0) {
+    return `best epoch ${card.training.epoch} of ${card.training.epochs}, reached in ${Math.round(card.training.seconds)} s (no history.json: later epochs are not recorded)`;
+  }
+  const seconds = history.reduce((sum, r) => sum + r.seconds, 0);
   return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s (best: epoch ${card.training.epoch})`;
 }
 
@@ -581,27 +585,41 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   const sections: ReportSection[] = [];
 
   const historyPath = join(runDir, 'history.json');
-  if (!(await exists(historyPath))) {
-    throw new ConfigError(
-      `no training history at ${quote(historyPath)}: expected the folder of a \`pneumotype train\` run (history.json, model/)`,
-      { path: historyPath },
-    );
-  }
-  const history = await readJson<EpochRecord[]>(historyPath, 'training history');
-  if (!Array.isArray(history)) {
-    throw new ConfigError(`training history ${quote(historyPath)} is not a list of epochs`, { path: historyPath });
+  let history: EpochRecord[] = [];
+  let hasHistory = false;
+  if (await exists(historyPath)) {
+    history = await readJson<EpochRecord[]>(historyPath, 'training history');
+    if (!Array.isArray(history)) {
+      throw new ConfigError(`training history ${quote(historyPath)} is not a list of epochs`, { path: historyPath });
+    }
+    hasHistory = true;
   }
 
+  // A training run's folder (model/ or checkpoints/best/), or a model folder itself (models/default).
   let card: ModelCard | undefined;
-  for (const candidate of [join(runDir, 'model', 'pneumotype.json'), join(runDir, 'checkpoints', 'best', 'pneumotype.json')]) {
+  let modelDir = join(runDir, 'model');
+  for (const candidate of [join(runDir, 'model', 'pneumotype.json'), join(runDir, 'checkpoints', 'best', 'pneumotype.json'), join(runDir, 'pneumotype.json')]) {
     if (await exists(candidate)) {
       card = await readJson<ModelCard>(candidate, 'model card');
+      modelDir = dirname(candidate);
       break;
     }
   }
+  if (!hasHistory && !card) {
+    throw new ConfigError(
+      `no training history at ${quote(historyPath)} and no model card: expected the folder of a \`pneumotype train\` run ` +
+        '(history.json, model/) or a model folder (pneumotype.json, model.json)',
+      { path: historyPath },
+    );
+  }
+  if (!hasHistory) notes.push(`no training history at ${quote(historyPath)}: the training curves are left out (the model card records its best epoch only)`);
   if (!card) notes.push(`no model card in ${quote(join(runDir, 'model'))}: the configuration is not shown`);
+  // Without a history, the card's best epoch.
+  const cardBest = card && !hasHistory
+    ? { epoch: card.training.epoch, valAccuracy: card.validation.accuracy, valMacroF1: card.validation.macroF1, valBalancedAccuracy: card.validation.balancedAccuracy }
+    : undefined;
 
-  const best = [...history].reverse().find((r) => r.best);
+  const best = cardBest ?? [...history].reverse().find((r) => r.best);
   const overview = [
     `Run folder: ${runDir}`,
     card
@@ -635,14 +653,16 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     } else notes.push(`no dataset summary at ${quote(summaryPath)}: the data section is left out`);
   }
 
-  sections.push({
-    heading: 'Training',
-    text:
-      'Loss, accuracy and validation macro-F1 per epoch; the dotted vertical line marks the best epoch (the model kept), ' +
-      'the gray dotted line the learning rate (right axis).',
-    figure: trainingCurvesFigure(history),
-    table: historyTable(history),
-  });
+  if (hasHistory) {
+    sections.push({
+      heading: 'Training',
+      text:
+        'Loss, accuracy and validation macro-F1 per epoch; the dotted vertical line marks the best epoch (the model kept), ' +
+        'the gray dotted line the learning rate (right axis).',
+      figure: trainingCurvesFigure(history),
+      table: historyTable(history),
+    });
+  }
 
   // The evaluation
   let evaluation: EvaluationReport | undefined;
@@ -688,8 +708,12 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     });
   } else {
     notes.push(
-      `no evaluation: run \`pneumotype evaluate --model ${join(runDir, 'model')} --split val --out ${join(runDir, 'evaluation.json')} ` +
-        `--predictions ${join(runDir, 'predictions.csv')}\` (or --split test with --data naming the test images) and make the report again`,
+      modelDir === runDir
+        ? // A model folder (models/default is in the repository): the evaluation goes elsewhere and is named.
+          `no evaluation: run \`pneumotype evaluate --model ${modelDir} --split val --out evaluation.json --predictions predictions.csv\` ` +
+            `(or --split test with --data naming the test images), then \`pneumotype report --run ${modelDir} --eval evaluation.json --predictions predictions.csv\``
+        : `no evaluation: run \`pneumotype evaluate --model ${modelDir} --split val --out ${join(runDir, 'evaluation.json')} ` +
+            `--predictions ${join(runDir, 'predictions.csv')}\` (or --split test with --data naming the test images) and make the report again`,
     );
   }
 

@@ -323,7 +323,9 @@ export function regularizationLosses(model: LayersModel): Array<() => Scalar> {
  * ({@link regularizationLosses}). Returns the
  * loss and the count of correct predictions, scalars the caller disposes.
  *
- * @example const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: w, labelSmoothing: 0.05 });
+ * @example
+ * const w = tf.tensor1d(classWeights([1349, 2538, 1345], 'balanced')); // tf from loadTf()
+ * const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: w, labelSmoothing: 0.05 });
  */
 export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: Scalar } {
   const { tf } = loadTfWithInfo();

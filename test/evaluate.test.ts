@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { chmod, cp, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import AdmZip from 'adm-zip';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
 import { evaluateModel, evaluationEntryFilter, loadModel, metricsByGroup, predict } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
@@ -32,6 +32,11 @@ test('evaluate prints every field, with patient-bootstrap intervals, and writes 
   assert.equal(tf.memory().numTensors, before);
   assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'imagesDir', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap', 'failed']);
   assert.equal(r.n, 12);
+  assert.equal(r.imagesDir, labeled);
+  // A relative --data: the images' folder is saved absolute, so a report made from another folder finds them.
+  const relativeData = relative(process.cwd(), labeled);
+  const rel = await evaluateModel({ model: modelDir, data: relativeData, split: 'test', bootstrap: 0 });
+  assert.deepEqual([rel.data, rel.imagesDir], [relativeData, labeled]);
   for (const c of ['normal', 'bacteria', 'virus'] as const) {
     assert.deepEqual(Object.keys(r.perClass[c]), ['precision', 'recall', 'f1', 'support']);
     assert.equal(r.perClass[c].support, 4);

@@ -424,6 +424,12 @@ test('reliabilityFigure: accuracy per bin of the top probability against the dia
   assert.equal(title(fig.layout), `Reliability: ECE ${c.ece.value.toFixed(3)} [${c.ece.low.toFixed(3)}, ${c.ece.high.toFixed(3)}], Brier ${c.brier.value.toFixed(3)} [${c.brier.low.toFixed(3)}, ${c.brier.high.toFixed(3)}]`);
   // Without a bootstrap: no intervals in the title.
   assert.equal(title(reliabilityFigure(evaluatePredictions(preds, { bootstrap: 0 }).calibration).layout), `Reliability: ECE ${c.ece.value.toFixed(3)}, Brier ${c.brier.value.toFixed(3)}`);
+
+  // A NaN saved to evaluation.json comes back as null: n/a in the title, no TypeError.
+  const saved = JSON.parse(JSON.stringify({ ...c, ece: { value: Number.NaN, low: Number.NaN, high: Number.NaN } })) as typeof c;
+  const fromJson = reliabilityFigure(saved);
+  assertPlainJson(fromJson);
+  assert.equal(title(fromJson.layout), `Reliability: ECE n/a, Brier ${c.brier.value.toFixed(3)} [${c.brier.low.toFixed(3)}, ${c.brier.high.toFixed(3)}]`);
 });
 
 test('mostConfidentMistakes and misclassifiedGalleryFigure', () => {

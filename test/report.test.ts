@@ -260,8 +260,9 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.deepEqual(grouped.sections, ['Overview', 'Data', 'Training', 'Evaluation', 'Metrics per group', 'ROC curves']);
   const groupedHtml = await readFile(grouped.out, 'utf8');
   assert.ok(groupedHtml.includes('<th scope="col">bacteria vs virus AUC</th>'));
-  assert.ok(groupedHtml.includes('<tr><td>full-res</td><td class="num">5</td><td class="num">0.8</td><td class="num">0.75</td><td class="num">0.7</td><td class="num">1</td><td class="num">0.5</td><td class="num">1</td><td class="num">0.5</td></tr>'));
-  assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td class="num">0.5</td><td class="num">0.5</td><td class="num">0.3333</td><td>—</td><td class="num">0.5</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
+  assert.ok(groupedHtml.includes('<tr><td>full-res</td><td class="num">5</td><td>2 / 2 / 1</td><td class="num">0.8</td><td class="num">0.75</td><td class="num">1</td><td class="num">0.5</td><td class="num">1</td><td class="num">0.5</td></tr>'));
+  assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td>0 / 2 / 0</td><td class="num">0.5</td><td class="num">0.5</td><td>—</td><td class="num">0.5</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
+  assert.ok(!groupedHtml.includes('<th scope="col">macro-F1</th>'), 'no macro-F1 per group: a class a group lacks would count as 0');
   // An evaluation.json from before calibration was measured: the report leaves calibration out.
   const { calibration: _, ...older } = evaluation;
   await writeFile(join(tmp, 'older-evaluation.json'), JSON.stringify(older));
@@ -280,9 +281,21 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(calibratedHtml.includes("The temperature of this model was fitted on these val images, so their calibration figures are optimistic: cross-fitted by patient, the expected calibration error is 0.031 (0.090 before calibration)."));
   await assert.rejects(writeRunReport({ runDir: join(tmp, 'nothing') }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
-    assert.equal(err.message, `no training history at ${JSON.stringify(join(tmp, 'nothing', 'history.json'))}: expected the folder of a \`pneumotype train\` run (history.json, model/)`);
+    assert.equal(err.message, `no training history at ${JSON.stringify(join(tmp, 'nothing', 'history.json'))} and no model card: expected the folder of a \`pneumotype train\` run (history.json, model/) or a model folder (pneumotype.json, model.json)`);
     return true;
   });
+  // A model folder (models/default: a card, no history): the card's best epoch, no training curves, a note why.
+  const modelDir = join(tmp, 'model-only');
+  await mkdir(modelDir, { recursive: true });
+  await writeFile(join(modelDir, 'pneumotype.json'), JSON.stringify(card));
+  const modelOnly = await writeRunReport({ runDir: modelDir, evaluation, gallery: 0, out: join(tmp, 'out', 'm.html') });
+  assert.deepEqual(modelOnly.sections, ['Overview', 'Data', 'Evaluation', 'Left out']);
+  assert.deepEqual(modelOnly.notes, [`no training history at ${JSON.stringify(join(modelDir, 'history.json'))}: the training curves are left out (the model card records its best epoch only)`]);
+  const modelOnlyHtml = await readFile(modelOnly.out, 'utf8');
+  assert.ok(modelOnlyHtml.includes('Best epoch 2: validation accuracy 0.500, macro-F1 0.450, balanced accuracy 0.500.'), 'the card\'s best epoch');
+  assert.ok(modelOnlyHtml.includes('<td>training</td><td>best epoch 2 of 3, reached in 5 s (no history.json: later epochs are not recorded)</td>'));
+  const unevaluated = await writeRunReport({ runDir: modelDir, gallery: 0, out: join(tmp, 'out', 'n.html') });
+  assert.ok(unevaluated.notes.includes(`no evaluation: run \`pneumotype evaluate --model ${modelDir} --split val --out evaluation.json --predictions predictions.csv\` (or --split test with --data naming the test images), then \`pneumotype report --run ${modelDir} --eval evaluation.json --predictions predictions.csv\``), unevaluated.notes.join('\n'));
   await writeFile(join(tmp, 'bad.json'), '{');
   await assert.rejects(writeRunReport({ runDir, evaluation: join(tmp, 'bad.json') }), (err: unknown) =>
     err instanceof ConfigError && err.message.startsWith(`evaluation ${JSON.stringify(join(tmp, 'bad.json'))} is not valid JSON: `));
