@@ -122,7 +122,7 @@ export const DEFAULTS = {
   serveMaxBatch: 16, // images predicted in one batch at most
   serveMaxInFlight: 32, // invocations handled at once; more get 503 busy with Retry-After (each holds up to serveMaxBodyBytes)
   serveBatchWindowMs: 5, // how long the first image of a batch waits for others
-  serveDrainTimeoutMs: 30_000, // on close, in-flight requests get this long before their connections are cut
+  serveDrainTimeoutMs: 25_000, // on close, in-flight requests get this long before their connections are cut (SageMaker kills at 30 s)
   serveRequestTimeoutMs: 60_000, // a body not fully arrived by then is cut (SageMaker allows 60 s per invocation)
 } as const;
 

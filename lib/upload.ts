@@ -486,6 +486,8 @@ interface Target {
   readonly endpoint: string | undefined;
   readonly region: string;
   readonly manifestKey: string;
+  /** The access key ID the client signs with, and where it came from (for a refusal's message; never the secret). */
+  readonly key?: { readonly id: string; readonly from: string };
 }
 
 function prefixUrl(t: Target): string {
@@ -511,16 +513,31 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
     );
   }
   if (CREDENTIAL_CODES.has(code)) {
+    const used = t.key !== undefined ? ` the access key ID ${quote(t.key.id)} (${t.key.from}) was refused;` : '';
     return new UploadError(
-      `S3 rejected the credentials for bucket ${quote(t.bucket)} ${detail}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ` +
+      `S3 rejected the credentials for bucket ${quote(t.bucket)} ${detail}:${used} check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ` +
         "or AWS_PROFILE (the SDK's default credential chain)",
       { ...details, reason: 'credentials' },
     );
   }
+  if (status(err) === undefined && !(err instanceof Error && err.name === 'AbortError')) {
+    // No answer at all (refused, unresolvable, timed out): where it was sent is what to check. Mid-upload, a dropped
+    // connection is worth a second run; before anything was written, the address is what is wrong.
+    const at = t.endpoint !== undefined
+      ? `the S3 endpoint ${quote(endpointLabel(t.endpoint))}`
+      : `AWS S3 in ${quote(t.region)}`;
+    const check = t.endpoint !== undefined
+      ? 'check --endpoint (or AWS_ENDPOINT_URL_S3) and that the server is running'
+      : 'check the network, a proxy (HTTPS_PROXY) and --region';
+    const verb = { check: 'checking bucket', list: 'listing', read: 'reading', write: 'writing', delete: 'deleting' }[step.kind];
+    return new UploadError(`no answer from ${at} ${verb} ${where} ${detail}: ${check}${incomplete}`, { ...details, reason: 'failed' });
+  }
   if (code === 'NoSuchBucket' || (step.kind === 'check' && status(err) === 404)) {
     const at = t.endpoint !== undefined ? `endpoint ${quote(endpointLabel(t.endpoint))}` : 'AWS S3';
+    // A web server that is not S3 answers 404 too, without S3's NoSuchBucket (probeRegion asks again with a listing).
+    const notS3 = t.endpoint !== undefined && code !== 'NoSuchBucket' ? `; the endpoint answered 404 without S3's NoSuchBucket: is it an S3 server?` : '';
     return new UploadError(
-      `bucket ${quote(t.bucket)} does not exist (${at}): create it in ${quote(t.region)} first or pass another --bucket`,
+      `bucket ${quote(t.bucket)} does not exist (${at}): create it in ${quote(t.region)} first or pass another --bucket${notS3}`,
       { ...details, reason: 'no-bucket' },
     );
   }
@@ -563,7 +580,18 @@ async function probeRegion(client: S3Client, t: Target, customEndpoint: boolean,
     if (isAbort(err)) throw err;
     const redirected = regionOf(err);
     if (redirected !== undefined) return redirected;
-    if (status(err) === 404 || sdkCode(err) === 'NoSuchBucket' || sdkCode(err) === 'CredentialsProviderError') {
+    if (status(err) === 404) {
+      // HEAD's 404 has no body, and any web server answers 404: a listing's answer says whether S3 knows no such bucket.
+      try {
+        await client.send(new ListObjectsV2Command({ Bucket: t.bucket, MaxKeys: 1 }), { abortSignal: signal });
+      } catch (listErr) {
+        if (isAbort(listErr)) throw listErr;
+        throw toUploadError(sdkCode(listErr) === 'NoSuchBucket' ? listErr : err, { kind: 'check' }, t);
+      }
+      return undefined;
+    }
+    // Unanswered (no HTTP status): the same address would not answer the two requests below either.
+    if (status(err) === undefined || sdkCode(err) === 'NoSuchBucket' || sdkCode(err) === 'CredentialsProviderError') {
       throw toUploadError(err, { kind: 'check' }, t);
     }
     // 403 and others carry no body on HEAD: the listing below names the precise cause.
@@ -886,6 +914,30 @@ async function putFile(
   return { key, file: local.file, bytes: local.bytes, md5: local.md5, sha256: local.sha256, completedAt: new Date().toISOString() };
 }
 
+/** The endpoint the SDK reads from the environment for S3 (AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL), if any. */
+function environmentEndpoint(): string | undefined {
+  if (process.env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS === 'true') return undefined;
+  const url = process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL;
+  return url === undefined || url === '' ? undefined : url;
+}
+
+/** The access key ID a client signs with and where it came from; undefined when there are no credentials yet. */
+async function signingKey(client: S3Client, given: boolean): Promise<{ id: string; from: string } | undefined> {
+  try {
+    const { accessKeyId: id } = await client.config.credentials();
+    const from = given
+      ? 'the client passed in'
+      : process.env.AWS_ACCESS_KEY_ID === id
+        ? 'from AWS_ACCESS_KEY_ID'
+        : process.env.AWS_PROFILE !== undefined && process.env.AWS_PROFILE !== ''
+          ? `from profile ${quote(process.env.AWS_PROFILE)}`
+          : "from the SDK's default chain: a shared credentials file, SSO or a role";
+    return { id, from };
+  } catch {
+    return undefined; // no credentials: the first request says so (CredentialsProviderError)
+  }
+}
+
 /** The custom endpoint of a client, as a URL string (undefined when it cannot be read). */
 async function clientEndpoint(client: S3Client): Promise<string | undefined> {
   try {
@@ -967,9 +1019,13 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     if (region === undefined || region === '') {
       throw new ConfigError(`no AWS region for bucket ${quote(bucket)}: pass --region (the region the model is deployed to) or set AWS_REGION`);
     }
-    const customEndpoint = options.client === undefined ? options.endpoint !== undefined : (client.config as { isCustomEndpoint?: boolean }).isCustomEndpoint === true;
-    const endpoint = options.client === undefined ? options.endpoint : customEndpoint ? await clientEndpoint(client) : undefined;
-    const t: Target = { bucket, prefix, endpoint, region, manifestKey };
+    // An endpoint given, one a client passed in was made with, or one the SDK takes from the environment.
+    const fromEnv = options.client === undefined && options.endpoint === undefined ? environmentEndpoint() : undefined;
+    const own = options.client === undefined ? options.endpoint ?? fromEnv : undefined;
+    const customEndpoint = own !== undefined || (client.config as { isCustomEndpoint?: boolean }).isCustomEndpoint === true;
+    const endpoint = own ?? (customEndpoint ? await clientEndpoint(client) : undefined);
+    const key = await signingKey(client, options.client !== undefined);
+    const t: Target = { bucket, prefix, endpoint, region, manifestKey, ...(key !== undefined ? { key } : {}) };
 
     const dataset = await readDataset(dir);
     const summary = dataset.summary;

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -309,6 +310,7 @@ test('an endpoint option works with the default credential chain (environment) a
     await assert.rejects(upload({ data: dir, bucket: BUCKET, prefix: 'env2', region: 'us-east-1', endpoint: s3.endpoint }), (err: unknown) => {
       assert.ok(err instanceof UploadError);
       assert.equal(err.reason, 'credentials');
+      assert.ok(err.message.includes(`: the access key ID "${s3.accessKeyId}" (from AWS_ACCESS_KEY_ID) was refused; `), err.message);
       assert.ok(!inspect(err, { depth: Infinity }).includes('not-the-secret'));
       return true;
     });
@@ -317,7 +319,8 @@ test('an endpoint option works with the default credential chain (environment) a
 
 test('an endpoint that accepts connections and never answers fails after the request timeout, not never', async () => {
   const dir = await labelled('silent');
-  const silent = createServer(() => {}).listen(0, '127.0.0.1');
+  let connections = 0;
+  const silent = createServer(() => {}).on('connection', () => (connections += 1)).listen(0, '127.0.0.1');
   await once(silent, 'listening');
   const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
   const none = join(tmp, 'no-such-aws-file');
@@ -325,7 +328,19 @@ test('an endpoint that accepts connections and never answers fails after the req
     await withEnv({ AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_PROFILE: undefined, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' }, async () => {
       await assert.rejects(upload({ data: dir, bucket: BUCKET, region: 'us-east-1', endpoint, requestTimeoutMs: 200 }), (err: unknown) => {
         assert.ok(err instanceof UploadError, String(err));
-        assert.match(err.message, /^S3 failed listing "s3:\/\/pneumotype-test\/" \(TimeoutError: .*200 ms requestTimeout.*\): run it again/);
+        assert.match(err.message, new RegExp(`^no answer from the S3 endpoint "${endpoint}" checking bucket "s3://pneumotype-test/" \\(TimeoutError: .*200 ms requestTimeout.*\\): check --endpoint \\(or AWS_ENDPOINT_URL_S3\\) and that the server is running$`));
+        return true;
+      });
+      // One request and its retries (the SDK's 3 attempts), not three requests' worth: the setup is what is wrong.
+      assert.equal(connections, 3);
+      // The same endpoint from the environment, as the SDK reads it: named too.
+      await withEnv({ AWS_ENDPOINT_URL_S3: endpoint }, async () => {
+        await assert.rejects(upload({ data: dir, bucket: BUCKET, region: 'us-east-1', requestTimeoutMs: 200 }), (err: unknown) =>
+          err instanceof UploadError && err.message.startsWith(`no answer from the S3 endpoint "${endpoint}" checking bucket `));
+      });
+      await assert.rejects(upload({ data: dir, bucket: BUCKET, region: 'us-east-1', endpoint: 'http://127.0.0.1:1' }), (err: unknown) => {
+        assert.ok(err instanceof UploadError, String(err));
+        assert.match(err.message, /^no answer from the S3 endpoint "http:\/\/127\.0\.0\.1:1" checking bucket "s3:\/\/pneumotype-test\/" \(.*ECONNREFUSED.*\): check --endpoint \(or AWS_ENDPOINT_URL_S3\) and that the server is running$/);
         return true;
       });
     });
@@ -388,9 +403,28 @@ test('a missing bucket is a clear error naming the bucket, the endpoint and what
     assert.equal(err.reason, 'no-bucket');
     assert.equal(err.bucket, 'no-such-bucket');
     assert.equal(err.message, `bucket "no-such-bucket" does not exist (endpoint "${s3.endpoint}"): create it in "us-east-1" first or pass another --bucket`);
-    assert.equal((err.cause as { name?: string }).name, 'NotFound');
+    assert.equal((err.cause as { name?: string }).name, 'NoSuchBucket', 'the listing\'s answer: S3 names the missing bucket');
     return true;
   });
+});
+
+test('an endpoint that is a web server but not S3: the missing bucket says so', async () => {
+  const dir = await labelled('notS3');
+  const web = createHttpServer((_req, res) => res.writeHead(404, { 'content-type': 'text/html' }).end('<html>Not Found</html>')).listen(0, '127.0.0.1');
+  await once(web, 'listening');
+  const endpoint = `http://127.0.0.1:${(web.address() as AddressInfo).port}`;
+  const none = join(tmp, 'no-such-aws-file');
+  try {
+    await withEnv({ AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_PROFILE: undefined, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' }, async () => {
+      await assert.rejects(upload({ data: dir, bucket: BUCKET, region: 'us-east-1', endpoint }), (err: unknown) => {
+        assert.ok(err instanceof UploadError, String(err));
+        assert.equal(err.message, `bucket "${BUCKET}" does not exist (endpoint "${endpoint}"): create it in "us-east-1" first or pass another --bucket; the endpoint answered 404 without S3's NoSuchBucket: is it an S3 server?`);
+        return true;
+      });
+    });
+  } finally {
+    web.close();
+  }
 });
 
 test('wrong credentials: an unknown access key (s3rver) and a wrong secret (signature check) are refused without leaking', async () => {
@@ -403,7 +437,8 @@ test('wrong credentials: an unknown access key (s3rver) and a wrong secret (sign
       assert.equal(
         err.message,
         'S3 rejected the credentials for bucket "pneumotype-test" (InvalidAccessKeyId: The AWS Access Key Id you provided does not exist ' +
-          "in our records.): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (the SDK's default credential chain)",
+          'in our records.): the access key ID "AKIANOTAKEY" (the client passed in) was refused; check AWS_ACCESS_KEY_ID and ' +
+          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (the SDK's default credential chain)",
       );
       assert.equal((err.cause as { name?: string }).name, 'InvalidAccessKeyId');
       assertNoSecret(err);
@@ -418,8 +453,8 @@ test('wrong credentials: an unknown access key (s3rver) and a wrong secret (sign
       assert.equal(
         err.message,
         'S3 rejected the credentials for bucket "pneumotype-test" (SignatureDoesNotMatch: The request signature we calculated does not ' +
-          'match the signature you provided. Check your key and signing method.): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ' +
-          "or AWS_PROFILE (the SDK's default credential chain)",
+          `match the signature you provided. Check your key and signing method.): the access key ID "${s3.accessKeyId}" (the client passed in) ` +
+          "was refused; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (the SDK's default credential chain)",
       );
       assert.ok(!inspect(err, { depth: Infinity }).includes(wrongSecret));
       return true;
