@@ -14,10 +14,29 @@ export const SERVE_DEFAULTS = {
   maxBodyBytes: DEFAULTS.serveMaxBodyBytes,
   maxBatch: DEFAULTS.serveMaxBatch,
   maxInFlight: DEFAULTS.serveMaxInFlight,
+  maxDecoding: DEFAULTS.serveMaxDecoding,
   batchWindowMs: DEFAULTS.serveBatchWindowMs,
   drainTimeoutMs: DEFAULTS.serveDrainTimeoutMs,
   requestTimeoutMs: DEFAULTS.serveRequestTimeoutMs,
 } as const;
+
+/** Runs at most `limit` calls of the function it returns at once; the others wait their turn, in order. */
+function slots(limit: number): (<T>(fn: () => Promise<T>) => Promise<T>) & { readonly limit: number } {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const run = async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (active < limit) active++;
+    else await new Promise<void>((take) => waiting.push(take)); // a finished call hands its slot over
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+  return Object.assign(run, { limit });
+}
 
 /** The body types accepted by POST /invocations (application/x-image as SageMaker's built-in image algorithms use it). */
 export const ACCEPTED_CONTENT_TYPES = ['image/jpeg', 'image/png', 'application/x-image'] as const;
@@ -43,6 +62,9 @@ export interface ServeOptions {
   /** Invocations handled at once (reading, decoding, waiting for their batch); one more gets 503 `busy` with
    * Retry-After: 1 before its body is read, so memory stays bounded under a flood (SERVE_DEFAULTS.maxInFlight). */
   readonly maxInFlight?: number;
+  /** Images decoded at once (SERVE_DEFAULTS.maxDecoding); the others wait with their body read. A decode holds the
+   * whole image's pixels (16-bit images at two bytes each), so this bounds memory where maxInFlight bounds bodies. */
+  readonly maxDecoding?: number;
   readonly batchWindowMs?: number;
   readonly drainTimeoutMs?: number;
   readonly requestTimeoutMs?: number;
@@ -239,6 +261,7 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   const maxInputPixels = positive('maxInputPixels', options.maxInputPixels ?? DEFAULTS.maxInputPixels, true);
   const maxBatch = positive('maxBatch', options.maxBatch ?? SERVE_DEFAULTS.maxBatch, true);
   const maxInFlight = positive('maxInFlight', options.maxInFlight ?? SERVE_DEFAULTS.maxInFlight, true);
+  const decoding = slots(positive('maxDecoding', options.maxDecoding ?? SERVE_DEFAULTS.maxDecoding, true));
   const batchWindowMs = positive('batchWindowMs', options.batchWindowMs ?? SERVE_DEFAULTS.batchWindowMs, false);
   const drainTimeoutMs = positive('drainTimeoutMs', options.drainTimeoutMs ?? SERVE_DEFAULTS.drainTimeoutMs, false);
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs ?? SERVE_DEFAULTS.requestTimeoutMs, true);
@@ -353,7 +376,7 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
     const model = loaded;
     let pixels: Uint8Array;
     try {
-      pixels = await decodeGray(body, { size: model.card.imageSize, name: 'request body', maxInputBytes: maxBodyBytes, maxInputPixels });
+      pixels = await decoding(() => decodeGray(body, { size: model.card.imageSize, name: 'request body', maxInputBytes: maxBodyBytes, maxInputPixels }));
     } catch (err) {
       if (!(err instanceof ImageError)) throw err;
       const tooLarge = /\(maxInputPixels\)|see maxInputPixels/.test(err.message);
@@ -466,7 +489,7 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   server.on('error', (err) => log('error', 'server_error', { message: messageOf(err) }));
   const actualPort = (server.address() as AddressInfo).port;
   const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  log('info', 'listening', { host, port: actualPort, maxBatch, maxInFlight, batchWindowMs, maxBodyBytes });
+  log('info', 'listening', { host, port: actualPort, maxBatch, maxInFlight, maxDecoding: decoding.limit, batchWindowMs, maxBodyBytes });
 
   const given = options.model;
   if (typeof given === 'object') loaded = given;

@@ -224,6 +224,23 @@ test('back-pressure: beyond maxInFlight invocations a request gets 503 busy with
   await assert.rejects(startServer({ model, port: 0, maxInFlight: 0 }), { message: 'maxInFlight 0 is not valid: expected a whole number of at least 1' });
 });
 
+test('maxDecoding: images beyond it wait their turn to decode, and every request is answered as alone', async () => {
+  const lines: ServeLogLine[] = [];
+  const one = await startServer({ model, host: '127.0.0.1', port: 0, maxDecoding: 1, maxBatch: 1, onLog: (l) => lines.push(l) });
+  try {
+    const images = await Promise.all(Array.from({ length: 6 }, (_, i) => makeJpeg({ seed: 200 + i, pattern: i % 2 ? 'stripes' : 'bright-right' })));
+    const alone = [];
+    for (const img of images) alone.push(await invoke(one.url, img));
+    const together = await Promise.all(images.map((img) => invoke(one.url, img)));
+    assert.deepEqual(together.map((r) => r.status), Array(6).fill(200));
+    assert.deepEqual(together.map((r) => r.body), alone.map((r) => r.body));
+    assert.equal(lines.find((l) => l.event === 'listening')?.maxDecoding, 1);
+  } finally {
+    await one.close();
+  }
+  await assert.rejects(startServer({ model, port: 0, maxDecoding: 0 }), { message: 'maxDecoding 0 is not valid: expected a whole number of at least 1' });
+});
+
 test('concurrent requests are predicted in one batch, and requests leave no tensors behind', async () => {
   const batched = await startServer({ model, host: '127.0.0.1', port: 0, maxBatch: 8, batchWindowMs: 60_000 });
   try {
