@@ -78,13 +78,14 @@ Commands
             .jpeg/.jpg/.png/.webp/.tif/.tiff under it)
   report    one self-contained HTML report of a training run or a model folder (works offline: plotly is inlined)
             --run runs/NAME|models/default [--eval evaluation.json] [--predictions predictions.csv] [--out report.html]
-            [--data DIR]  (the labelled folder, for the data section and the gallery of mistakes; default: where
-            the evaluation read its images, else the folder the model was trained on)
+            [--data DIR]  (a labelled folder, for the data section (default: the one the model was trained on) and the
+            gallery of mistakes (default: where the evaluation read its images)); a model folder's report goes to
+            NAME-report.html in the working directory
   upload    the labelled dataset to S3 (resumable: only missing or changed files; a manifest object written last)
             --bucket NAME [--prefix PATH] [--region REGION] [--endpoint URL] [--data data/labeled]
             [--concurrency N] [--part-size MIB]   (credentials: the AWS SDK's default chain)
   serve     the SageMaker hosting contract: GET /ping, POST /invocations (image/jpeg, image/png, application/x-image)
-            [--model DIR] [--port 8080] [--host 0.0.0.0] [--max-batch 16] [--max-in-flight 32] [--batch-window-ms 5] [--max-body-bytes N]
+            [--model DIR] [--port 8080] [--host 0.0.0.0] [--max-batch 16] [--max-in-flight 32] [--max-decoding 4] [--batch-window-ms 5] [--max-body-bytes N]
   sagemaker train   the SageMaker training contract: /opt/ml/input/config/hyperparameters.json and
             /opt/ml/input/data/training -> /opt/ml/model (failure reason in /opt/ml/output/failure)  [--root /opt/ml]
   doctor    which TensorFlow.js backend is used and why, versions, GPU
@@ -151,6 +152,7 @@ const OPTIONS = {
   host: { type: 'string' },
   'max-batch': { type: 'string' },
   'max-in-flight': { type: 'string' },
+  'max-decoding': { type: 'string' },
   'batch-window-ms': { type: 'string' },
   'max-body-bytes': { type: 'string' },
   root: { type: 'string' },
@@ -187,7 +189,7 @@ export const COMMANDS: { readonly [command: string]: { readonly options: readonl
   predict: { options: ['model'], args: Number.POSITIVE_INFINITY },
   report: { options: ['run', 'eval', 'predictions', 'data', 'out'] },
   upload: { options: ['bucket', 'prefix', 'region', 'endpoint', 'data', 'concurrency', 'part-size'] },
-  serve: { options: ['model', 'port', 'host', 'max-batch', 'max-in-flight', 'batch-window-ms', 'max-body-bytes'] },
+  serve: { options: ['model', 'port', 'host', 'max-batch', 'max-in-flight', 'max-decoding', 'batch-window-ms', 'max-body-bytes'] },
   sagemaker: { options: ['root'], args: 1 },
   run: { options: ['source', 'preset', 'data-dir', 'out', 'augment', 'no-train', 'no-calibrate', 'eager', 'graph', 'remote', 'download-whole', 'groups'] },
 };
@@ -272,7 +274,7 @@ function editDistance(a: string, b: string): number {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'max-in-flight' | 'batch-window-ms' | 'max-body-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
+function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'max-in-flight' | 'max-decoding' | 'batch-window-ms' | 'max-body-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -715,6 +717,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         const port = number(values, 'port', whole(0, 65535));
         const maxBatch = number(values, 'max-batch', whole(1));
         const maxInFlight = number(values, 'max-in-flight', whole(1));
+        const maxDecoding = number(values, 'max-decoding', whole(1));
         const batchWindowMs = number(values, 'batch-window-ms', { ok: (n) => n >= 0, expected: 'a number of at least 0' });
         const maxBodyBytes = number(values, 'max-body-bytes', whole(1));
         return await serveUntilSignal({
@@ -723,6 +726,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.host !== undefined ? { host: values.host } : {}),
           ...(maxBatch !== undefined ? { maxBatch } : {}),
           ...(maxInFlight !== undefined ? { maxInFlight } : {}),
+          ...(maxDecoding !== undefined ? { maxDecoding } : {}),
           ...(batchWindowMs !== undefined ? { batchWindowMs } : {}),
           ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
           onLog: (line) => process.stdout.write(`${JSON.stringify(line)}\n`),

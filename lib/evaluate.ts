@@ -440,8 +440,9 @@ export interface EvaluateResult extends EvaluationReport {
   readonly model: string;
   readonly data: string;
   /**
-   * The folder the image paths (`failed`, the predictions CSV) are relative to: `data`, or where a zip was extracted
-   * (always set by evaluateModel; absent in evaluation files written before it was added).
+   * The folder the image paths (`failed`, the predictions CSV) are relative to, absolute: `data`'s, or where a zip was
+   * extracted (always set by evaluateModel; absent in evaluation files written before it was added, and relative in
+   * some).
    */
   readonly imagesDir?: string;
   readonly failed: readonly { readonly file: string; readonly reason: string }[];

@@ -281,7 +281,7 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
       // The scaling and the resize are libvips's, on its threads (a loop here held a server's event loop for seconds
       // under large 16-bit images). A Uint16Array is 16-bit raw input to sharp; kept at 16 bits until linear(),
       // which gives floor(v * scale), as libvips's v >> 8 at full range.
-      const image = sharp(samples, { raw: { width, height, channels } });
+      const image = sharp(samples, { raw: { width, height, channels }, limitInputPixels: maxInputPixels });
       return squash((channels > 1 ? image.extractChannel(0) : image).toColourspace('grey16').linear(scale, 0));
     }
     if (!hasAlpha) return squash(decode());
@@ -289,7 +289,7 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
     // alpha goes first, in a pass of its own, and the opaque pixels are resized as they are.
     const flat = await decode().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     const { width, height, channels } = flat.info;
-    return squash(sharp(flat.data, { raw: { width, height, channels } }));
+    return squash(sharp(flat.data, { raw: { width, height, channels }, limitInputPixels: maxInputPixels }));
   }, name);
   const { width, height, channels } = out.info;
   if (width !== size || height !== size || out.data.length !== size * size * channels) {

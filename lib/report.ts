@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
@@ -324,7 +324,7 @@ export interface RunReportOptions {
    * gallery the folder the evaluation read (its `data`).
    */
   readonly labeledDir?: string;
-  /** Where the report goes. Default RUN/report.html. */
+  /** Where the report goes. Default RUN/report.html; for a model folder, NAME-report.html in the working directory. */
   readonly out?: string;
   readonly title?: string;
   /** Misclassified test images shown, most confident first (default 12; 0: none). Needs the images on disk. */
@@ -491,15 +491,15 @@ function splitTitle(split: string): string {
 }
 
 /** Epochs run and training time of the whole run (the card records them up to its best epoch only). */
-function runLength(card: ModelCard, history: readonly EpochRecord[]): string {
-  if (history.length === 0) {
+function runLength(card: ModelCard, history: readonly EpochRecord[] | undefined): string {
+  if (history === undefined) {
     return `best epoch ${card.training.epoch} of ${card.training.epochs}, reached in ${Math.round(card.training.seconds)} s (no history.json: later epochs are not recorded)`;
   }
-  const seconds = history.reduce((sum, r) => sum + r.seconds, 0);
+  const seconds = history.length > 0 ? history.reduce((sum, r) => sum + r.seconds, 0) : card.training.seconds;
   return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s (best: epoch ${card.training.epoch})`;
 }
 
-function configTable(card: ModelCard, history: readonly EpochRecord[]): Table {
+function configTable(card: ModelCard, history: readonly EpochRecord[] | undefined): Table {
   const rows: (string | number | null)[][] = [
     ['model', card.model.summary.name],
     ['parameters', card.model.summary.parameters],
@@ -540,7 +540,7 @@ function historyTable(history: readonly EpochRecord[]): Table {
 
 /** The path as given when absolute, else resolved from the working directory. */
 function abs(path: string): string {
-  return isAbsolute(path) ? path : resolve(path);
+  return resolve(path); // normalised too: "models/default/" and "models/default" are one folder
 }
 
 /**
@@ -580,7 +580,6 @@ export async function misclassifiedSamples(
  */
 export async function writeRunReport(options: RunReportOptions): Promise<RunReportResult> {
   const runDir = abs(options.runDir);
-  const out = options.out ?? join(runDir, 'report.html');
   const notes: string[] = [];
   const sections: ReportSection[] = [];
 
@@ -612,6 +611,8 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       { path: historyPath },
     );
   }
+  // A model folder may be in the repository (models/default): its report goes to the working directory instead.
+  const out = options.out ?? (modelDir === runDir ? resolve(`${basename(runDir)}-report.html`) : join(runDir, 'report.html'));
   if (!hasHistory) notes.push(`no training history at ${quote(historyPath)}: the training curves are left out (the model card records its best epoch only)`);
   if (!card) notes.push(`no model card in ${quote(join(runDir, 'model'))}: the configuration is not shown`);
   // Without a history, the card's best epoch.
@@ -624,13 +625,13 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     `Run folder: ${runDir}`,
     card
       ? `Model ${card.model.summary.name} (${card.model.summary.parameters.toLocaleString('en-US')} parameters) on ${card.imageSize} x ${card.imageSize} grayscale images, ` +
-        `${runLength(card, history)}, created ${card.createdAt}.`
+        `${runLength(card, hasHistory ? history : undefined)}, created ${card.createdAt}.`
       : '',
     best
       ? `Best epoch ${best.epoch}: validation accuracy ${fmt(best.valAccuracy)}, macro-F1 ${fmt(best.valMacroF1)}, balanced accuracy ${fmt(best.valBalancedAccuracy)}.`
       : 'No epoch finished yet.',
   ].filter((l) => l !== '');
-  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card, history) } : {}) });
+  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card, hasHistory ? history : undefined) } : {}) });
 
   // The data
   const labeledDir = options.labeledDir ?? card?.data.labeledDir;

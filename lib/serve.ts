@@ -20,8 +20,13 @@ export const SERVE_DEFAULTS = {
   requestTimeoutMs: DEFAULTS.serveRequestTimeoutMs,
 } as const;
 
-/** Runs at most `limit` calls of the function it returns at once; the others wait their turn, in order. */
-function slots(limit: number): (<T>(fn: () => Promise<T>) => Promise<T>) & { readonly limit: number } {
+/**
+ * Runs at most `limit` calls of the function it returns at once; the others wait their turn, in order. A call that
+ * throws frees its slot too.
+ *
+ * @example const decoding = slots(4); const pixels = await decoding(() => decodeGray(body, { size: 128 }))
+ */
+export function slots(limit: number): (<T>(fn: () => Promise<T>) => Promise<T>) & { readonly limit: number } {
   let active = 0;
   const waiting: (() => void)[] = [];
   const run = async <T>(fn: () => Promise<T>): Promise<T> => {

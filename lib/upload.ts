@@ -458,6 +458,19 @@ function sdkCode(err: unknown): string {
   return e.Code ?? e.name ?? 'Error';
 }
 
+/** Error codes of a request that got no answer: refused, unresolvable, cut or timed out (Node's and the SDK's). */
+const UNANSWERED_CODES = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED',
+  'TimeoutError', 'RequestTimeout',
+]);
+
+/** Whether `err` is a request that got no answer at all (not an S3 answer, not a local file's error, not an abort). */
+function unanswered(err: unknown): boolean {
+  if (status(err) !== undefined) return false;
+  const e = (err ?? {}) as { code?: unknown; name?: unknown };
+  return UNANSWERED_CODES.has(String(e.code)) || UNANSWERED_CODES.has(String(e.name));
+}
+
 function status(err: unknown): number | undefined {
   return ((err ?? {}) as SdkError).$metadata?.httpStatusCode;
 }
@@ -520,7 +533,7 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
       { ...details, reason: 'credentials' },
     );
   }
-  if (status(err) === undefined && !(err instanceof Error && err.name === 'AbortError')) {
+  if (unanswered(err)) {
     // No answer at all (refused, unresolvable, timed out): where it was sent is what to check. Mid-upload, a dropped
     // connection is worth a second run; before anything was written, the address is what is wrong.
     const at = t.endpoint !== undefined
@@ -528,7 +541,7 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
       : `AWS S3 in ${quote(t.region)}`;
     const check = t.endpoint !== undefined
       ? 'check --endpoint (or AWS_ENDPOINT_URL_S3) and that the server is running'
-      : 'check the network, a proxy (HTTPS_PROXY) and --region';
+      : 'check the network and --region';
     const verb = { check: 'checking bucket', list: 'listing', read: 'reading', write: 'writing', delete: 'deleting' }[step.kind];
     return new UploadError(`no answer from ${at} ${verb} ${where} ${detail}: ${check}${incomplete}`, { ...details, reason: 'failed' });
   }
@@ -590,8 +603,8 @@ async function probeRegion(client: S3Client, t: Target, customEndpoint: boolean,
       }
       return undefined;
     }
-    // Unanswered (no HTTP status): the same address would not answer the two requests below either.
-    if (status(err) === undefined || sdkCode(err) === 'NoSuchBucket' || sdkCode(err) === 'CredentialsProviderError') {
+    // Unanswered: the same address would not answer the two requests below either.
+    if (unanswered(err) || sdkCode(err) === 'NoSuchBucket' || sdkCode(err) === 'CredentialsProviderError') {
       throw toUploadError(err, { kind: 'check' }, t);
     }
     // 403 and others carry no body on HEAD: the listing below names the precise cause.
@@ -962,8 +975,10 @@ function defaultClient(options: UploadOptions): S3Client {
     },
   };
   if (options.region !== undefined) config.region = options.region;
-  if (options.endpoint !== undefined) {
-    config.endpoint = options.endpoint;
+  // The environment's endpoint gets what --endpoint gets: S3-compatible servers want path-style addressing.
+  const endpoint = options.endpoint ?? environmentEndpoint();
+  if (endpoint !== undefined) {
+    config.endpoint = endpoint;
     config.forcePathStyle = true;
     // S3-compatible servers rarely understand the flexible checksums (aws-chunked bodies) the SDK sends by default.
     config.requestChecksumCalculation = 'WHEN_REQUIRED';

@@ -294,6 +294,17 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   const modelOnlyHtml = await readFile(modelOnly.out, 'utf8');
   assert.ok(modelOnlyHtml.includes('Best epoch 2: validation accuracy 0.500, macro-F1 0.450, balanced accuracy 0.500.'), 'the card\'s best epoch');
   assert.ok(modelOnlyHtml.includes('<td>training</td><td>best epoch 2 of 3, reached in 5 s (no history.json: later epochs are not recorded)</td>'));
+  // Without --out, a model folder's report goes to the working directory, not into the (committed) model folder;
+  // a trailing slash names the same folder.
+  const cwd = process.cwd();
+  process.chdir(tmp);
+  try {
+    const here = await writeRunReport({ runDir: `${modelDir}/`, gallery: 0 });
+    assert.equal(here.out, join(tmp, 'model-only-report.html'));
+    assert.ok(here.notes.some((n) => n.includes('--out evaluation.json')), here.notes.join('\n'));
+  } finally {
+    process.chdir(cwd);
+  }
   const unevaluated = await writeRunReport({ runDir: modelDir, gallery: 0, out: join(tmp, 'out', 'n.html') });
   assert.ok(unevaluated.notes.includes(`no evaluation: run \`pneumotype evaluate --model ${modelDir} --split val --out evaluation.json --predictions predictions.csv\` (or --split test with --data naming the test images), then \`pneumotype report --run ${modelDir} --eval evaluation.json --predictions predictions.csv\``), unevaluated.notes.join('\n'));
   await writeFile(join(tmp, 'bad.json'), '{');

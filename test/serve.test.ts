@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { loadModel, predict, type LoadedModel } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
-import { acceptsJson, startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
+import { acceptsJson, slots, startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
 import { loadTf } from '../lib/tf.js';
 import { train } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
@@ -222,6 +222,28 @@ test('back-pressure: beyond maxInFlight invocations a request gets 503 busy with
     await small.close();
   }
   await assert.rejects(startServer({ model, port: 0, maxInFlight: 0 }), { message: 'maxInFlight 0 is not valid: expected a whole number of at least 1' });
+});
+
+test('slots: at most N calls at once, in order, and a call that throws frees its slot', async () => {
+  const two = slots(2);
+  let now = 0;
+  let most = 0;
+  const order: number[] = [];
+  const task = (i: number, fail = false) => two(async () => {
+    now++;
+    most = Math.max(most, now);
+    await new Promise((r) => setTimeout(r, 5));
+    now--;
+    order.push(i);
+    if (fail) throw new Error(`task ${i}`);
+    return i;
+  });
+  const results = await Promise.allSettled([task(0), task(1, true), task(2), task(3, true), task(4), task(5)]);
+  assert.equal(most, 2);
+  assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message)), [0, 'task 1', 2, 'task 3', 4, 5]);
+  assert.deepEqual([...order].sort(), [0, 1, 2, 3, 4, 5]);
+  assert.equal(await task(6), 6, 'every slot is free again');
+  assert.equal(two.limit, 2);
 });
 
 test('maxDecoding: images beyond it wait their turn to decode, and every request is answered as alone', async () => {

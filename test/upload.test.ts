@@ -394,6 +394,24 @@ test('a file that changes after hashing is never completed in the bucket under t
   );
   assert.ok(swapped);
   assert.deepEqual(await s3.listKeys(BUCKET, 'racing/'), []);
+  // A file deleted after hashing: a local error, not a server that did not answer.
+  writeFileSync(path, original);
+  let deleted = false;
+  const onHashed = (p: Progress): void => {
+    if (p.stage === 'hash' && p.done === p.total && !deleted) {
+      deleted = true;
+      rmSync(path);
+    }
+  };
+  await assert.rejects(
+    upload({ data: dir, bucket: BUCKET, prefix: 'racing2', region: 'us-east-1', client: s3.client(), concurrency: 1, onProgress: onHashed }),
+    (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.ok(err.message.includes('ENOENT') && !err.message.startsWith('no answer from'), err.message);
+      return true;
+    },
+  );
+  assert.ok(deleted);
 });
 
 test('a missing bucket is a clear error naming the bucket, the endpoint and what to do', async () => {
