@@ -19,6 +19,8 @@ const out = 'models/default';
 if (!cardOnly) {
   await mkdir(out, { recursive: true });
   for (const f of ['model.json', 'weights.bin']) await copyFile(join(runDir, 'model', f), join(out, f));
+  // The training curves of the report (pneumotype report --run models/default).
+  await copyFile(join(runDir, 'history.json'), join(out, 'history.json'));
   // No path of the machine it was trained on goes into the repository.
   const card = JSON.parse(await readFile(join(runDir, 'model', 'pneumotype.json'), 'utf8'));
   card.data.labeledDir = 'data/labeled';
