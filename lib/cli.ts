@@ -85,7 +85,7 @@ Commands
             --bucket NAME [--prefix PATH] [--region REGION] [--endpoint URL] [--data data/labeled]
             [--concurrency N] [--part-size MIB]   (credentials: the AWS SDK's default chain)
   serve     the SageMaker hosting contract: GET /ping, POST /invocations (image/jpeg, image/png, application/x-image)
-            [--model DIR] [--port 8080] [--host 0.0.0.0] [--max-batch 16] [--max-in-flight 32] [--max-decoding 4] [--batch-window-ms 5] [--max-body-bytes N]
+            [--model DIR] [--port 8080] [--host 0.0.0.0] [--max-batch 16] [--max-in-flight 32] [--max-decoding 16] [--batch-window-ms 5] [--max-body-bytes N]
   sagemaker train   the SageMaker training contract: /opt/ml/input/config/hyperparameters.json and
             /opt/ml/input/data/training -> /opt/ml/model (failure reason in /opt/ml/output/failure)  [--root /opt/ml]
   doctor    which TensorFlow.js backend is used and why, versions, GPU

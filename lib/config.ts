@@ -121,7 +121,7 @@ export const DEFAULTS = {
   serveMaxBodyBytes: 8 * 1024 ** 2, // larger bodies get 413 before they are read (SageMaker caps real-time bodies at 6 MB)
   serveMaxBatch: 16, // images predicted in one batch at most
   serveMaxInFlight: 32, // invocations handled at once; more get 503 busy with Retry-After (each holds up to serveMaxBodyBytes)
-  serveMaxDecoding: 4, // images decoded at once (each holds its full-size pixels while decoding); the rest wait
+  serveMaxDecoding: 16, // images decoded at once (each holds its full-size pixels while decoding; as many as a batch); the rest wait
   serveBatchWindowMs: 5, // how long the first image of a batch waits for others
   serveDrainTimeoutMs: 25_000, // on close, in-flight requests get this long before their connections are cut (SageMaker kills at 30 s)
   serveRequestTimeoutMs: 60_000, // a body not fully arrived by then is cut (SageMaker allows 60 s per invocation)
