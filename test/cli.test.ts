@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
+import { withoutTfLog } from './helpers/stderr.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { COMMANDS, commandHelp, usageError } from '../lib/cli.js';
 
@@ -22,7 +23,7 @@ after(async () => {
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return { code: r.status, stdout: r.stdout, stderr: withoutTfLog(r.stderr) };
 }
 
 test('each command takes exactly the options its usage names', () => {
@@ -344,7 +345,7 @@ test('predict without --model uses the shipped model in models/default', async (
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   child.stdout.once('data', () => child.stdout.destroy());
   const [code] = (await once(child, 'exit')) as [number | null];
-  assert.equal(stderr, '');
+  assert.equal(withoutTfLog(stderr), '');
   assert.equal(code, 0);
   const missing = cli('predict', join(tmp, 'missing.jpeg'));
   assert.equal(missing.code, 1);

@@ -98,6 +98,10 @@ const TOLERANCE = 1e-4;
 // apart and the test needed a tolerance of 2e-3, still failing there). At 64 px they see 2x2 pixels per image, and the
 // twins agree within 4e-5.
 const TWIN_SIZE = { resnet: S, tiny: S, mobile: 64 } as const;
+// On CPUs where libtensorflow turns on oneDNN's custom operations (AVX-512 ones), the graph's depthwise convolutions
+// run other kernels than the eager ones, and the mobile twins' Adam state came 2.5e-4 apart (relative; 4e-5 there with
+// TF_ENABLE_ONEDNN_OPTS=0). A real difference in the step would be orders of magnitude larger.
+const TWIN_TOLERANCE = { resnet: TOLERANCE, tiny: TOLERANCE, mobile: 1e-3 } as const;
 
 /**
  * Three steps of twin models, one by trainStep (tfjs), one by the graph, each with its own `make()` optimizer (at the
@@ -111,7 +115,7 @@ async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readon
   const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0.05 });
   try {
     await assertStepsAgree({
-      eager, optimizer: oa, graphStep: (x, y) => trainer.step(x, y), xs, ys, classWeights: cw, steps: 3, tolerance: TOLERANCE, sameCorrect: true,
+      eager, optimizer: oa, graphStep: (x, y) => trainer.step(x, y), xs, ys, classWeights: cw, steps: 3, tolerance: TWIN_TOLERANCE[name], sameCorrect: true,
       beforeStep: (step) => {
         const lr = rates?.[step];
         if (lr !== undefined) for (const o of [oa, ob]) setLearningRate(o, lr);
@@ -119,13 +123,13 @@ async function sameAsTfjs(name: ModelName, make: () => Optimizer, rates?: readon
     });
     trainer.sync();
     const weights = await maxDifference(eager.weights.map((w) => w.read()), graphed.weights.map((w) => w.read()));
-    assert.ok(weights < TOLERANCE, `weights differ by ${weights}`);
+    assert.ok(weights < TWIN_TOLERANCE[name], `weights differ by ${weights}`);
     const [wa, wb] = [await oa.getWeights(), await ob.getWeights()];
     // The same slots in the same order (names without the suffixes that tell the twins apart, e.g. kernel_1/m).
     const slotNames = (ws: Array<{ name: string }>) => ws.map((w) => w.name.replace(/_\d+\//, '/'));
     assert.deepEqual(slotNames(wb), slotNames(wa));
     const state = await maxDifference(wa, wb);
-    assert.ok(state < TOLERANCE, `optimizer state differs by ${state}`);
+    assert.ok(state < TWIN_TOLERANCE[name], `optimizer state differs by ${state}`);
     assert.equal(ob.iterations, 3);
     tf.dispose([...wa, ...wb].map((w) => w.tensor).filter((t) => !(t instanceof tf.Variable)));
   } finally {
