@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { DEFAULTS } from './config.js';
-import { ConfigError, IntegrityError, LabelError, PneumotypeError, quote, type ErrorDetails } from './errors.js';
+import { ConfigError, IntegrityError, LabelError, messageOf, PneumotypeError, quote, type ErrorDetails } from './errors.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
@@ -531,6 +531,15 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
       `S3 rejected the credentials for bucket ${quote(t.bucket)} ${detail}:${used} check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ` +
         "or AWS_PROFILE (the SDK's default credential chain)",
       { ...details, reason: 'credentials' },
+    );
+  }
+  const local = err as { syscall?: unknown; path?: unknown; code?: unknown };
+  if (typeof local.syscall === 'string' && typeof local.path === 'string' && status(err) === undefined) {
+    // A local file that could not be read (removed or made unreadable after it was hashed): not S3's doing.
+    return new LabelError(
+      `cannot read ${quote(local.path)} to upload it as ${where} (${String(local.code)}: ${messageOf(err)}): the labelled folder ` +
+        `changed after the upload hashed it; put the file back or run \`pneumotype relabel\` again${incomplete}`,
+      { path: local.path, files: [local.path], cause: err },
     );
   }
   if (unanswered(err)) {

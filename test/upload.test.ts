@@ -406,8 +406,9 @@ test('a file that changes after hashing is never completed in the bucket under t
   await assert.rejects(
     upload({ data: dir, bucket: BUCKET, prefix: 'racing2', region: 'us-east-1', client: s3.client(), concurrency: 1, onProgress: onHashed }),
     (err: unknown) => {
-      assert.ok(err instanceof Error);
-      assert.ok(err.message.includes('ENOENT') && !err.message.startsWith('no answer from'), err.message);
+      assert.ok(err instanceof LabelError, String(err));
+      assert.equal(err.path, path);
+      assert.match(err.message, new RegExp(`^cannot read "${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}" to upload it as "s3://${BUCKET}/racing2/${first.file}" \\(ENOENT: .*\\): the labelled folder changed after the upload hashed it; put the file back or run \`pneumotype relabel\` again; the upload is incomplete`));
       return true;
     },
   );
