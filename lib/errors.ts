@@ -1,4 +1,5 @@
 // The error vocabulary: one base class, one subclass per failing concern, messages that quote the bad value and path.
+import { inspect, type InspectOptionsStylized } from 'node:util';
 
 /** Options shared by every pneumotype error. */
 export interface ErrorDetails {
@@ -23,6 +24,20 @@ export class PneumotypeError extends Error {
     this.name = new.target.name;
     this.code = code;
     this.path = details.path;
+  }
+
+  /**
+   * How `console.log`, `util.inspect` and a notebook show it (tslab prints a failed cell's error with
+   * `console.error`): `Name [code]: message`, without the stack frames and the wrapped error, which say nothing to
+   * someone whose input was refused and pushed the message off the screen. With PNEUMOTYPE_DEBUG set, the stack and
+   * the cause as well. `err.stack` and `err.cause` are there either way.
+   */
+  [inspect.custom](_depth: number, options: InspectOptionsStylized): string {
+    const head = `${this.name} [${this.code}]: ${this.message}`;
+    if (!process.env.PNEUMOTYPE_DEBUG) return head;
+    const frames = (this.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l));
+    const cause = this.cause === undefined ? [] : [`[cause]: ${inspect(this.cause, { ...options, depth: 4 }).replace(/\n/g, '\n  ')}`];
+    return [head, ...frames, ...cause].join('\n');
   }
 }
 
