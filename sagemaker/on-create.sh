@@ -163,24 +163,38 @@ install_project() {
     if [ -f package-lock.json ]; then npm ci || die "npm ci"; else npm install || die "npm install"; fi
     echo "$stamp" > "$STATE/project.stamp"
   fi
-  if gpu_wanted; then
-    if ! step_done cuda-env; then
-      # A conda create that was cut off leaves a prefix conda may refuse or take as done: it goes first.
-      rm -rf "$CUDA_ENV"
-      log "creating $CUDA_ENV with CUDA 11.2 and cuDNN 8.1 (what @tensorflow/tfjs-node-gpu 4.22 is built against)"
-      "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1 || die "conda create $CUDA_ENV"
-      mark_done cuda-env
+}
+
+# The GPU steps come after the kernel is registered, and a failure in them is logged, not fatal: the notebooks then
+# run on the CPU, and the next start (on-start.sh resumes an install not marked done) or setup.sh install tries again.
+install_gpu() {
+  gpu_wanted || return 0
+  cd "$PROJECT_DIR" || return 1
+  if ! step_done cuda-env; then
+    # A conda create that was cut off leaves a prefix conda may refuse or take as done: it goes first.
+    rm -rf "$CUDA_ENV"
+    log "creating $CUDA_ENV with CUDA 11.2 and cuDNN 8.1 (what @tensorflow/tfjs-node-gpu 4.22 is built against)"
+    if ! "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1; then
+      log "conda create $CUDA_ENV failed: the notebooks use the CPU; $STATE/setup.sh install tries again"
+      return 1
     fi
-    export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    if ! step_done tfjs-node-gpu; then
-      rm -rf node_modules/@tensorflow/tfjs-node-gpu # what an install cut off left
-      log "installing @tensorflow/tfjs-node-gpu"
-      npm install --no-save @tensorflow/tfjs-node-gpu@4.22.0 || die "npm install @tensorflow/tfjs-node-gpu"
-      if node scripts/setup-tfjs.mjs; then
-        mark_done tfjs-node-gpu
-      else
-        log "the GPU package is not ready: pneumotype will use the CPU (see npx pneumotype doctor); $STATE/setup.sh install tries again"
-      fi
+    mark_done cuda-env
+  fi
+  export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if ! step_done tfjs-node-gpu || [ ! -d node_modules/@tensorflow/tfjs-node-gpu ]; then
+    undo_step tfjs-node-gpu
+    rm -rf node_modules/@tensorflow/tfjs-node-gpu # what an install cut off left
+    log "installing @tensorflow/tfjs-node-gpu"
+    if ! npm install --no-save @tensorflow/tfjs-node-gpu@4.22.0; then
+      log "npm install @tensorflow/tfjs-node-gpu failed: the notebooks use the CPU; $STATE/setup.sh install tries again"
+      return 1
+    fi
+    # Exit status 3: installed, but its binding does not load (CUDA, the driver): not marked done.
+    if PNEUMOTYPE_REQUIRE_GPU=1 node scripts/setup-tfjs.mjs; then
+      mark_done tfjs-node-gpu
+    else
+      log "the GPU package is not ready: pneumotype will use the CPU (see npx pneumotype doctor); $STATE/setup.sh install tries again"
+      return 1
     fi
   fi
 }
@@ -232,12 +246,18 @@ fi
 case "${1:-install}" in
   install)
     log "pneumotype setup: start"
+    rm -f "$STATE/installed" # an install that stops half-way is not one that finished
     install_node
     install_project
     install_tslab
     register_kernel
-    touch "$STATE/installed"
-    log "pneumotype setup: done"
+    if install_gpu; then
+      touch "$STATE/installed"
+      log "pneumotype setup: done"
+    else
+      # Not marked installed: the next start resumes the install in the background and tries the GPU steps again.
+      log "pneumotype setup: done except the GPU steps (above); the kernel runs on the CPU until they succeed"
+    fi
     ;;
   kernel) register_kernel ;;
   *) die "usage: setup.sh [install|kernel]" ;;

@@ -278,6 +278,9 @@ export function cpuLacksAvx(cpuinfo) {
   return flags !== undefined && !flags.trim().split(/\s+/).includes('avx');
 }
 
+/** Whether @tensorflow/tfjs-node-gpu is installed and its binding loads (set by setup() for the 'gpu' flavour). */
+let gpuReady = false;
+
 function setup(name, flavour) {
   const dir = packageDir(name);
   if (!dir) {
@@ -290,6 +293,7 @@ function setup(name, flavour) {
   const first = bindingLoads(dir);
   if (first.ok) {
     log(`${name}: binding loads (libtensorflow ${first.version}); nothing to do`);
+    if (flavour === 'gpu') gpuReady = true;
     return true;
   }
   // Before any download: on such a CPU no libtensorflow of ours loads (one built without AVX, put in by hand, does).
@@ -314,6 +318,7 @@ function setup(name, flavour) {
     const installed = bindingLoads(dir);
     if (installed.ok) {
       log(`${name}: ready through its own installer`);
+      if (flavour === 'gpu') gpuReady = true;
       return true;
     }
     if (noAvx(installed)) return false;
@@ -350,6 +355,12 @@ if (!isMain) {
 } else {
   const cpu = setup('@tensorflow/tfjs-node', 'cpu');
   setup('@tensorflow/tfjs-node-gpu', 'gpu');
+  // The SageMaker installer asks whether the GPU package it just installed is ready (exit status 3 when it is not),
+  // so that it marks the step done only then.
+  if (process.env.PNEUMOTYPE_REQUIRE_GPU === '1' && !gpuReady) {
+    log('PNEUMOTYPE_REQUIRE_GPU=1 and @tensorflow/tfjs-node-gpu is not ready: exit status 3');
+    process.exitCode = 3;
+  }
   // By default never fail `npm install`: the library falls back to pure JS with a loud warning and
   // `pneumotype doctor` explains. CI sets PNEUMOTYPE_REQUIRE_NATIVE=1 (CI=true does the same) so that a broken recipe fails loudly.
   if (!cpu && (process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1' || process.env.CI === 'true')) {

@@ -1,6 +1,7 @@
 // The offline recipe (scripts/setup-tfjs.mjs): the wheel's extraction and which damage sends it to download again; how a
 // binding that loads, fails or dies of SIGILL (a CPU without AVX) is told apart; which paths gyp's Makefile can take.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -131,4 +132,16 @@ test('makeSafe: a path gyp can write unquoted into a Makefile (the binding is bu
   for (const p of ['/home/me/My Projects/pneumotype', '/home/zoë/pneumotype', '/a#b', '/a$b', '/a:b', '/a=b', '/a%b', "/a'b", '/a"b', '/a\\b', '/a\tb', '']) {
     assert.equal(makeSafe(p), false, JSON.stringify(p));
   }
+});
+
+test('PNEUMOTYPE_REQUIRE_GPU=1 (the SageMaker installer): exit status 3 while @tensorflow/tfjs-node-gpu is not ready', {
+  skip: existsSync(join(process.cwd(), 'node_modules', '@tensorflow', 'tfjs-node-gpu')) ? 'the GPU package is installed here' : false,
+}, () => {
+  // This checkout has no GPU package: the CPU package's check passes, the GPU one does not.
+  const script = join(process.cwd(), 'scripts', 'setup-tfjs.mjs');
+  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, PNEUMOTYPE_REQUIRE_GPU: '1', PNEUMOTYPE_SKIP_TFJS_SETUP: '' } });
+  assert.equal(r.status, 3, r.stdout + r.stderr);
+  assert.ok((r.stdout + r.stderr).includes('PNEUMOTYPE_REQUIRE_GPU=1 and @tensorflow/tfjs-node-gpu is not ready: exit status 3'));
+  const plain = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, PNEUMOTYPE_SKIP_TFJS_SETUP: '' } });
+  assert.equal(plain.status, 0, 'without it, a missing GPU package never fails an install');
 });
