@@ -288,7 +288,9 @@ class Download {
           failures = 0;
         }
         failures++;
-        if (failures > retries) {
+        // A name that does not resolve before any byte came (NXDOMAIN, or no network at all) will not on a retry
+        // seconds later either; EAI_AGAIN, a resolver's temporary failure, is retried.
+        if (failures > retries || (/\bENOTFOUND\b/.test(err.message) && this.#largest === 0)) {
           throw new FetchError(
             `Download of ${quote(this.#s.shown)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}${this.#keptNote()}` +
               (UNREACHABLE.test(err.message) && this.#largest === 0

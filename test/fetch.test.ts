@@ -1095,3 +1095,20 @@ test('not enough free space for the length the server gives: a FetchError before
     await resumed.close();
   }
 });
+
+test('a host name that does not resolve fails on the first attempt, with the way to work offline; a resolver that is only busy is retried', async () => {
+  const url = 'http://dataset.example/data.zip';
+  for (const [code, attempts] of [['ENOTFOUND', 1], ['EAI_AGAIN', 3]] as const) {
+    let calls = 0;
+    const fetch = (async () => {
+      calls++;
+      throw Object.assign(new Error(`request to ${url} failed, reason: getaddrinfo ${code} dataset.example`), { type: 'system', code, errno: code });
+    }) as unknown as typeof import('node-fetch').default;
+    await assert.rejects(fetchDataset({ source: url, outDir: await freshDir(), fetch, retries: 2, ...FAST }), (err: unknown) => {
+      assert.ok(err instanceof FetchError, String(err));
+      assert.match(err.message, new RegExp(`^Download of "${url}" failed after ${attempts} attempts?: .*${code}.*; without network access, give --source \\(or PNEUMOTYPE_SOURCE\\) the path of a copy of the archive, zipped or extracted$`));
+      return true;
+    });
+    assert.equal(calls, attempts, code);
+  }
+});
