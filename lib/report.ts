@@ -521,7 +521,12 @@ function configTable(card: ModelCard, history: readonly EpochRecord[] | undefine
   return { columns: ['setting', 'value'], rows };
 }
 
-function historyTable(history: readonly EpochRecord[]): Table {
+/**
+ * A training run's history (history.json) as a table, a row per epoch, figures rounded for reading.
+ *
+ * @example showTable(tslab.display, historyTable(run.history))
+ */
+export function historyTable(history: readonly EpochRecord[]): Table {
   return {
     columns: ['epoch', 'learning rate', 'loss', 'accuracy', 'val loss', 'val accuracy', 'val macro-F1', 'seconds', 'best so far'],
     rows: history.map((r) => [
