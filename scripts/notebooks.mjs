@@ -16,7 +16,7 @@
 // require.js, MathJax or mermaid from a CDN; plotly.js is inlined by the notebooks' first figure) and forbids requests
 // with a Content-Security-Policy. Exits 1 at the first notebook with an error, after printing the failing cell.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
@@ -219,6 +219,23 @@ const env = {
 log(`preset ${preset}, source ${source}`);
 log(`data ${dataDir}, run ${runDir}, HTML to ${outDir}`);
 const started = performance.now();
+/**
+ * Numbers the executed notebook's code cells 1, 2, … in order, as Jupyter would: tslab sends no execution counts, so
+ * the HTML export would show `In [ ]:` on every executed cell.
+ */
+function numberCells(path) {
+  const nb = JSON.parse(readFileSync(path, 'utf8'));
+  let n = 0;
+  for (const cell of nb.cells) {
+    if (cell.cell_type !== 'code') continue;
+    cell.execution_count = ++n;
+    for (const o of cell.outputs ?? []) if (o.output_type === 'execute_result') o.execution_count = n;
+  }
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(nb, null, 1)}\n`);
+  renameSync(tmp, path);
+}
+
 const results = [];
 let failed = false;
 try {
@@ -242,6 +259,7 @@ try {
       failed = true;
       break;
     }
+    numberCells(join(executedDir, file));
     const html = await run(JUPYTER, [
       'nbconvert', '--to', 'html',
       '--template', 'pneumotype',

@@ -2,7 +2,7 @@
 // tslab kernel into HTML that a real browser draws offline; the upload notebook against a loopback S3 server.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -238,6 +238,10 @@ test(
       const executed = await readNotebook(join(out, 'executed', `${name}.ipynb`));
       const { text, html, problems } = outputsOf(executed, name);
       assert.deepEqual(problems, [], `${name}: executed without error or stderr`);
+      // Numbered as Jupyter would (tslab sends no counts): the export shows In [1]:, In [2]:, …
+      const codeCells = executed.cells.filter((c) => c.cell_type === 'code');
+      assert.deepEqual(codeCells.map((c) => c.execution_count), codeCells.map((_, i) => i + 1), `${name}: execution counts`);
+      assert.ok(readFileSync(join(out, `${name}.html`), 'utf8').includes('[1]:'), `${name}.html shows the cells' numbers`);
       const count = html.split('class="plotly-figure"').length - 1;
       assert.ok(count >= (MIN_FIGURES[name] ?? 0), `${name}: ${count} figures, expected at least ${MIN_FIGURES[name]}`);
       figures.set(name, count);
