@@ -17,14 +17,13 @@ PROJECT_REPO=""   # e.g. https://github.com/OWNER/pneumotype.git; empty: use PRO
 INSTALL_GPU=auto  # auto (when nvidia-smi sees a GPU) | yes | no: CUDA 11.2 + cuDNN 8.1 and @tensorflow/tfjs-node-gpu
 
 mkdir -p "$STATE"
-cat > "$STATE/config.sh" <<EOF
-# Written by on-create.sh; read by setup.sh.
-PERSIST="$PERSIST"
-STATE="$STATE"
-PROJECT_DIR="$PROJECT_DIR"
-PROJECT_REPO="$PROJECT_REPO"
-INSTALL_GPU="$INSTALL_GPU"
-EOF
+# Kept when there (run again, this script only upgrades setup.sh): delete it to apply new settings.
+if [ ! -f "$STATE/config.sh" ]; then
+  { echo "# Written by on-create.sh; read by setup.sh."
+    printf 'PERSIST=%q\nSTATE=%q\nPROJECT_DIR=%q\nPROJECT_REPO=%q\nINSTALL_GPU=%q\n' \
+      "$PERSIST" "$STATE" "$PROJECT_DIR" "$PROJECT_REPO" "$INSTALL_GPU"
+  } > "$STATE/config.sh"
+fi
 
 cat > "$STATE/setup.sh" <<'SETUP'
 #!/bin/bash

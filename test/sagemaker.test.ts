@@ -316,4 +316,9 @@ test('the notebook lifecycle scripts are bash -n clean, use the persistent volum
   const r = spawnSync('bash', ['-n', join(tmp, 'setup.sh')], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.ok((await readFile(join(dir, 'on-start.sh'), 'utf8')).includes('setup.sh" kernel'), 'on-start re-registers the kernel');
+  // SageMaker takes a lifecycle script of at most 16,384 characters, base64-encoded.
+  for (const name of ['on-create.sh', 'on-start.sh']) {
+    const size = Buffer.from(await readFile(join(dir, name))).toString('base64').length;
+    assert.ok(size <= 16_384, `${name}: ${size} characters in base64, SageMaker's limit is 16,384`);
+  }
 });
