@@ -1,4 +1,4 @@
-// Bounded concurrency: map over items with at most N promises in flight, results in input order.
+// Bounded concurrency: a map with at most N promises in flight (results in input order), or at most N calls at once.
 import { checkInteger } from './errors.js';
 
 /**
@@ -32,4 +32,27 @@ export async function mapPool<T, R>(
   if (failure) throw failure.error;
   signal?.throwIfAborted();
   return out;
+}
+
+/**
+ * Runs at most `limit` calls of the function it returns at once; the others wait their turn, in order. A call that
+ * throws frees its slot too.
+ *
+ * @example const decoding = slots(4); const pixels = await decoding(() => decodeGray(body, { size: 128 }))
+ */
+export function slots(limit: number): (<T>(fn: () => Promise<T>) => Promise<T>) & { readonly limit: number } {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const run = async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (active < limit) active++;
+    else await new Promise<void>((take) => waiting.push(take)); // a finished call hands its slot over
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+  return Object.assign(run, { limit });
 }

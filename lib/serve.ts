@@ -6,6 +6,7 @@ import { ConfigError, ImageError, messageOf, quote } from './errors.js';
 import { loadModel, predictPixels, type LoadedModel } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { argmax } from './metrics.js';
+import { slots } from './pool.js';
 
 /** Defaults of the server, from the config module (SageMaker expects port 8080 on every interface). */
 export const SERVE_DEFAULTS = {
@@ -19,29 +20,6 @@ export const SERVE_DEFAULTS = {
   drainTimeoutMs: DEFAULTS.serveDrainTimeoutMs,
   requestTimeoutMs: DEFAULTS.serveRequestTimeoutMs,
 } as const;
-
-/**
- * Runs at most `limit` calls of the function it returns at once; the others wait their turn, in order. A call that
- * throws frees its slot too.
- *
- * @example const decoding = slots(4); const pixels = await decoding(() => decodeGray(body, { size: 128 }))
- */
-export function slots(limit: number): (<T>(fn: () => Promise<T>) => Promise<T>) & { readonly limit: number } {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  const run = async <T>(fn: () => Promise<T>): Promise<T> => {
-    if (active < limit) active++;
-    else await new Promise<void>((take) => waiting.push(take)); // a finished call hands its slot over
-    try {
-      return await fn();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else active--;
-    }
-  };
-  return Object.assign(run, { limit });
-}
 
 /** The body types accepted by POST /invocations (application/x-image as SageMaker's built-in image algorithms use it). */
 export const ACCEPTED_CONTENT_TYPES = ['image/jpeg', 'image/png', 'application/x-image'] as const;
