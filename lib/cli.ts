@@ -195,12 +195,17 @@ export const COMMANDS: { readonly [command: string]: { readonly options: readonl
 };
 const EVERY_COMMAND = ['json', 'quiet', 'help'] as const;
 
+/** A command's own options as written on a command line ("--from, --out"); '' when it has none. */
+function flagsOf(command: string): string {
+  return (Object.hasOwn(COMMANDS, command) ? COMMANDS[command]?.options ?? [] : []).map((o) => `--${o}`).join(', ');
+}
+
 /** The usage error for an option or argument `command` does not take; undefined when all are its own. */
 export function usageError(command: string, values: Readonly<Record<string, unknown>>, positionals: readonly string[]): string | undefined {
   const spec = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
   if (spec === undefined) return undefined; // an unknown command has its own message
   const own = new Set<string>([...spec.options, ...EVERY_COMMAND]);
-  const flags = spec.options.map((o) => `--${o}`).join(', ');
+  const flags = flagsOf(command);
   const foreign = Object.keys(values).filter((name) => !own.has(name));
   if (foreign.length > 0) {
     const takes = spec.options.length > 0 ? `it takes ${flags}` : 'it takes none';
@@ -234,7 +239,7 @@ export function parseFailure(argv: readonly string[], err: unknown): string | un
     // Long options only: a short one (-m) is one letter, close to anything.
     const near = dashes === '--' ? candidates.filter((c) => c.startsWith(name) || editDistance(c, name) <= 2).slice(0, 3) : [];
     const guess = near.length > 0 ? ` (did you mean ${near.map((c) => `--${c}`).join(' or ')}?)` : '';
-    const takes = command === undefined ? '' : `; ${command} takes ${(COMMANDS[command]?.options ?? []).map((o) => `--${o}`).join(', ') || 'no options'} (and --json, --quiet)`;
+    const takes = command === undefined ? '' : `; ${command} takes ${flagsOf(command) || 'no options'} (and --json, --quiet)`;
     return `${who}: unknown option ${dashes}${name}${guess}${takes}\n${usage}`;
   }
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument is ambiguous/.test(message)) {

@@ -543,11 +543,6 @@ export function historyTable(history: readonly EpochRecord[]): Table {
   };
 }
 
-/** The path as given when absolute, else resolved from the working directory. */
-function abs(path: string): string {
-  return resolve(path); // normalised too: "models/default/" and "models/default" are one folder
-}
-
 /**
  * The most confident mistakes (up to `limit`, 12), decoded from the labelled folder at `size` (96) pixels, for
  * misclassifiedGalleryFigure. Images that no longer decode are left out and passed to `onSkip`.
@@ -584,19 +579,15 @@ export async function misclassifiedSamples(
  * const { out } = await writeRunReport({ runDir: 'runs/cpu-1' }) // runs/cpu-1/report.html
  */
 export async function writeRunReport(options: RunReportOptions): Promise<RunReportResult> {
-  const runDir = abs(options.runDir);
+  const runDir = resolve(options.runDir); // normalised: "models/default/" and "models/default" are one folder
   const notes: string[] = [];
   const sections: ReportSection[] = [];
 
   const historyPath = join(runDir, 'history.json');
-  let history: EpochRecord[] = [];
-  let hasHistory = false;
-  if (await exists(historyPath)) {
-    history = await readJson<EpochRecord[]>(historyPath, 'training history');
-    if (!Array.isArray(history)) {
-      throw new ConfigError(`training history ${quote(historyPath)} is not a list of epochs`, { path: historyPath });
-    }
-    hasHistory = true;
+  // Undefined for a model folder without one (models/default before it shipped its history).
+  const history = (await exists(historyPath)) ? await readJson<EpochRecord[]>(historyPath, 'training history') : undefined;
+  if (history !== undefined && !Array.isArray(history)) {
+    throw new ConfigError(`training history ${quote(historyPath)} is not a list of epochs`, { path: historyPath });
   }
 
   // A training run's folder (model/ or checkpoints/best/), or a model folder itself (models/default).
@@ -609,7 +600,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       break;
     }
   }
-  if (!hasHistory && !card) {
+  if (history === undefined && !card) {
     throw new ConfigError(
       `no training history at ${quote(historyPath)} and no model card: expected the folder of a \`pneumotype train\` run ` +
         '(history.json, model/) or a model folder (pneumotype.json, model.json)',
@@ -618,30 +609,28 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   }
   // A model folder may be in the repository (models/default): its report goes to the working directory instead.
   const out = options.out ?? (modelDir === runDir ? resolve(`${basename(runDir)}-report.html`) : join(runDir, 'report.html'));
-  if (!hasHistory) notes.push(`no training history at ${quote(historyPath)}: the training curves are left out (the model card records its best epoch only)`);
+  if (history === undefined) notes.push(`no training history at ${quote(historyPath)}: the training curves are left out (the model card records its best epoch only)`);
   if (!card) notes.push(`no model card in ${quote(join(runDir, 'model'))}: the configuration is not shown`);
   // Without a history, the card's best epoch.
-  const cardBest = card && !hasHistory
-    ? { epoch: card.training.epoch, valAccuracy: card.validation.accuracy, valMacroF1: card.validation.macroF1, valBalancedAccuracy: card.validation.balancedAccuracy }
-    : undefined;
-
-  const best = cardBest ?? [...history].reverse().find((r) => r.best);
+  const best = history === undefined
+    ? card && { epoch: card.training.epoch, valAccuracy: card.validation.accuracy, valMacroF1: card.validation.macroF1, valBalancedAccuracy: card.validation.balancedAccuracy }
+    : [...history].reverse().find((r) => r.best);
   const overview = [
     `Run folder: ${runDir}`,
     card
       ? `Model ${card.model.summary.name} (${card.model.summary.parameters.toLocaleString('en-US')} parameters) on ${card.imageSize} x ${card.imageSize} grayscale images, ` +
-        `${runLength(card, hasHistory ? history : undefined)}, created ${card.createdAt}.`
+        `${runLength(card, history)}, created ${card.createdAt}.`
       : '',
     best
       ? `Best epoch ${best.epoch}: validation accuracy ${fmt(best.valAccuracy)}, macro-F1 ${fmt(best.valMacroF1)}, balanced accuracy ${fmt(best.valBalancedAccuracy)}.`
       : 'No epoch finished yet.',
   ].filter((l) => l !== '');
-  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card, hasHistory ? history : undefined) } : {}) });
+  sections.push({ heading: 'Overview', text: overview.join('\n'), ...(card ? { table: configTable(card, history) } : {}) });
 
   // The data
   const labeledDir = options.labeledDir ?? card?.data.labeledDir;
   if (labeledDir !== undefined) {
-    const summaryPath = join(abs(labeledDir), 'summary.json');
+    const summaryPath = join(resolve(labeledDir), 'summary.json');
     if (await exists(summaryPath)) {
       const summary = await readJson<RelabelSummary>(summaryPath, 'dataset summary');
       const leak = summary.leakage;
@@ -659,7 +648,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     } else notes.push(`no dataset summary at ${quote(summaryPath)}: the data section is left out`);
   }
 
-  if (hasHistory) {
+  if (history !== undefined) {
     sections.push({
       heading: 'Training',
       text:
@@ -674,7 +663,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   let evaluation: EvaluationReport | undefined;
   let evalData: string | undefined;
   const evalSource = options.evaluation ?? ((await exists(join(runDir, 'evaluation.json'))) ? join(runDir, 'evaluation.json') : undefined);
-  if (typeof evalSource === 'string') evaluation = await readJson<EvaluationReport>(abs(evalSource), 'evaluation');
+  if (typeof evalSource === 'string') evaluation = await readJson<EvaluationReport>(resolve(evalSource), 'evaluation');
   else evaluation = evalSource;
   if (evaluation !== undefined) checkEvaluation(evaluation, typeof evalSource === 'string' ? evalSource : '<object>');
   // Where the images were read: the extraction folder of a zip (imagesDir), else the folder given.
@@ -683,7 +672,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   else if (typeof read?.data === 'string') evalData = read.data;
 
   const predictionsPath = options.predictionsCsv ?? ((await exists(join(runDir, 'predictions.csv'))) ? join(runDir, 'predictions.csv') : undefined);
-  const predictions = predictionsPath ? parsePredictionsCsv(await readFile(abs(predictionsPath), 'utf8').catch((err: unknown) => {
+  const predictions = predictionsPath ? parsePredictionsCsv(await readFile(resolve(predictionsPath), 'utf8').catch((err: unknown) => {
     throw new ConfigError(`cannot read the predictions ${quote(predictionsPath)}: ${messageOf(err)}`, { path: predictionsPath, cause: err });
   }), predictionsPath) : undefined;
 
@@ -751,7 +740,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     const root = options.labeledDir ?? evalData ?? labeledDir;
     if (limit > 0 && root !== undefined) {
       const samples = await misclassifiedSamples(predictions, {
-        labeledDir: abs(root),
+        labeledDir: resolve(root),
         limit,
         onSkip: (path, err) => notes.push(`gallery: ${quote(path)} left out (${messageOf(err)})`),
       });

@@ -166,6 +166,8 @@ install_project() {
 
 # The GPU steps come after the kernel is registered, and a failure in them is logged, not fatal: the notebooks then
 # run on the CPU, and the next start (on-start.sh resumes an install not marked done) or setup.sh install tries again.
+gpu_failed() { log "$*: the notebooks use the CPU (see npx pneumotype doctor); $STATE/setup.sh install tries again"; return 1; }
+
 install_gpu() {
   gpu_wanted || return 0
   cd "$PROJECT_DIR" || return 1
@@ -173,10 +175,7 @@ install_gpu() {
     # A conda create that was cut off leaves a prefix conda may refuse or take as done: it goes first.
     rm -rf "$CUDA_ENV"
     log "creating $CUDA_ENV with CUDA 11.2 and cuDNN 8.1 (what @tensorflow/tfjs-node-gpu 4.22 is built against)"
-    if ! "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1; then
-      log "conda create $CUDA_ENV failed: the notebooks use the CPU; $STATE/setup.sh install tries again"
-      return 1
-    fi
+    "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1 || gpu_failed "conda create $CUDA_ENV failed" || return 1
     mark_done cuda-env
   fi
   export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -184,17 +183,10 @@ install_gpu() {
     undo_step tfjs-node-gpu
     rm -rf node_modules/@tensorflow/tfjs-node-gpu # what an install cut off left
     log "installing @tensorflow/tfjs-node-gpu"
-    if ! npm install --no-save @tensorflow/tfjs-node-gpu@4.22.0; then
-      log "npm install @tensorflow/tfjs-node-gpu failed: the notebooks use the CPU; $STATE/setup.sh install tries again"
-      return 1
-    fi
+    npm install --no-save @tensorflow/tfjs-node-gpu@4.22.0 || gpu_failed "npm install @tensorflow/tfjs-node-gpu failed" || return 1
     # Exit status 3: installed, but its binding does not load (CUDA, the driver): not marked done.
-    if PNEUMOTYPE_REQUIRE_GPU=1 node scripts/setup-tfjs.mjs; then
-      mark_done tfjs-node-gpu
-    else
-      log "the GPU package is not ready: pneumotype will use the CPU (see npx pneumotype doctor); $STATE/setup.sh install tries again"
-      return 1
-    fi
+    PNEUMOTYPE_REQUIRE_GPU=1 node scripts/setup-tfjs.mjs || gpu_failed "the GPU package is not ready" || return 1
+    mark_done tfjs-node-gpu
   fi
 }
 
