@@ -52,7 +52,7 @@ export {
 } from './metrics.js';
 
 // S3
-export { upload, UploadError, type UploadOptions, type UploadResult, type UploadManifest } from './upload.js';
+export { upload, UploadError, type UploadOptions, type UploadResult, type UploadManifest, type UploadSettingNames } from './upload.js';
 
 // Serving and SageMaker
 export {

@@ -18,7 +18,7 @@ import { escapeHtml, groupsTable, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
 import type { EpochRecord } from './train.js';
-import { upload, type UploadResult } from './upload.js';
+import { upload, type UploadResult, type UploadSettingNames } from './upload.js';
 import type { LeakageAudit } from './phash.js';
 import { isJunkEntry, listZip } from './zip.js';
 
@@ -35,6 +35,15 @@ export const NOTEBOOK_ENV = {
   prefix: 'PNEUMOTYPE_S3_PREFIX',
   endpoint: 'PNEUMOTYPE_S3_ENDPOINT',
 } as const;
+
+/** How upload's messages name the notebooks' S3 settings: the environment variables they come from, not CLI flags. */
+export const NOTEBOOK_UPLOAD_NAMES: UploadSettingNames = Object.freeze({
+  bucket: NOTEBOOK_ENV.bucket,
+  prefix: NOTEBOOK_ENV.prefix,
+  region: 'AWS_REGION',
+  endpoint: NOTEBOOK_ENV.endpoint,
+  concurrency: 'concurrency', // not a notebook setting: upload's default holds
+});
 
 /** The preset notebooks use when PNEUMOTYPE_PRESET is not set. */
 export const NOTEBOOK_DEFAULT_PRESET: PresetName = 'cpu';
@@ -492,6 +501,7 @@ export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; 
     data: options.data,
     bucket: s3.bucket,
     prefix: s3.prefix,
+    settingNames: NOTEBOOK_UPLOAD_NAMES,
     ...(s3.region !== undefined ? { region: s3.region } : {}),
     ...(s3.endpoint !== undefined ? { endpoint: s3.endpoint } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),

@@ -66,6 +66,34 @@ export class UploadError extends PneumotypeError {
   }
 }
 
+/**
+ * How the caller lets its user set each upload setting, for the hints in error messages: a command-line flag
+ * (`--region`: "pass --region eu-west-1") or an environment variable (`AWS_REGION`: "set AWS_REGION=eu-west-1").
+ */
+export interface UploadSettingNames {
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly region: string;
+  readonly endpoint: string;
+  readonly concurrency: string;
+}
+
+/** The CLI's flags: what {@link upload}'s messages name unless `settingNames` says otherwise. */
+export const CLI_SETTING_NAMES: UploadSettingNames = Object.freeze({
+  bucket: '--bucket', prefix: '--prefix', region: '--region', endpoint: '--endpoint', concurrency: '--concurrency',
+});
+
+const isFlag = (name: string): boolean => name.startsWith('-');
+/** "pass --region" or "set AWS_REGION". */
+const giveIt = (name: string): string => (isFlag(name) ? `pass ${name}` : `set ${name}`);
+/** "pass --region eu-west-1" or "set AWS_REGION=eu-west-1". */
+const giveValue = (name: string, value: string): string => (isFlag(name) ? `pass ${name} ${value}` : `set ${name}=${value}`);
+/** "another --bucket or --prefix", or "another bucket or prefix (PNEUMOTYPE_S3_BUCKET, PNEUMOTYPE_S3_PREFIX)". */
+function another(settings: ReadonlyArray<readonly [name: string, what: string]>): string {
+  const names = settings.map(([name]) => name);
+  return names.every(isFlag) ? `another ${names.join(' or ')}` : `another ${settings.map(([, what]) => what).join(' or ')} (${names.join(', ')})`;
+}
+
 export interface UploadOptions {
   /** The labelled dataset folder (DEFAULTS.labeledDir): manifest.csv, summary.json, the images, rejected/. */
   readonly data?: string;
@@ -90,6 +118,8 @@ export interface UploadOptions {
   readonly connectTimeoutMs?: number;
   readonly onProgress?: ProgressCallback;
   readonly signal?: AbortSignal;
+  /** How error messages name the settings (default {@link CLI_SETTING_NAMES}; the notebooks name their environment variables). */
+  readonly settingNames?: UploadSettingNames;
 }
 
 /** A local file of the dataset, hashed. */
@@ -186,11 +216,11 @@ function s3Url(bucket: string, key: string): string {
  *
  * @example normalizePrefix('/datasets/chest-xray/') // 'datasets/chest-xray'
  */
-export function normalizePrefix(prefix: string): string {
+export function normalizePrefix(prefix: string, names: UploadSettingNames = CLI_SETTING_NAMES): string {
   const trimmed = prefix.replace(/^\/+|\/+$/g, '');
   if (trimmed === '') return '';
   if (trimmed.includes('\\') || trimmed.split('/').some((s) => s === '' || s === '.' || s === '..')) {
-    throw new ConfigError(`prefix ${quote(prefix)} has an empty, "." or ".." segment or a backslash: pass --prefix like "datasets/chest-xray"`);
+    throw new ConfigError(`prefix ${quote(prefix)} has an empty, "." or ".." segment or a backslash: ${giveIt(names.prefix)} like "datasets/chest-xray"`);
   }
   return trimmed;
 }
@@ -220,12 +250,18 @@ export function bucketRegionFrom(locationConstraint: string | undefined | null):
  *
  * @example checkBucketRegion({ bucket: 'scans', bucketRegion: 'eu-west-1', targetRegion: 'eu-west-1' })
  */
-export function checkBucketRegion(options: { bucket: string; bucketRegion: string | undefined; targetRegion: string; cause?: unknown }): void {
+export function checkBucketRegion(options: {
+  bucket: string;
+  bucketRegion: string | undefined;
+  targetRegion: string;
+  cause?: unknown;
+  settingNames?: UploadSettingNames;
+}): void {
   const { bucket, bucketRegion, targetRegion } = options;
   if (bucketRegion === undefined || bucketRegion === targetRegion) return;
   throw new UploadError(
     `bucket ${quote(bucket)} is in ${quote(bucketRegion)} but the upload targets ${quote(targetRegion)}: the narrative keeps data ` +
-      `in the region the model is deployed to; pass --region ${bucketRegion} or use another bucket`,
+      `in the region the model is deployed to; ${giveValue((options.settingNames ?? CLI_SETTING_NAMES).region, bucketRegion)} or use another bucket`,
     { bucket, reason: 'region', ...(options.cause !== undefined ? { cause: options.cause } : {}) },
   );
 }
@@ -269,21 +305,22 @@ const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
  * @example checkUploadOptions({ data: 'data/labeled', bucket: 'my-bucket', prefix: '/datasets/v2/' }).prefix // "datasets/v2"
  */
 export function checkUploadOptions(options: UploadOptions): { prefix: string; concurrency: number; partSize: number } {
+  const names = options.settingNames ?? CLI_SETTING_NAMES;
   // An empty region would reach the SDK, whose "Region is missing" names no option. S3-compatible servers (an
   // endpoint) may name their regions as they like.
   const region = options.endpoint === undefined ? /^[a-z]{2,}(-[a-z0-9]+)+-\d+$/ : /^[A-Za-z0-9_.-]+$/;
   if (options.region !== undefined && !region.test(options.region)) {
-    throw new ConfigError(`region ${quote(options.region)} is not ${options.endpoint === undefined ? 'an AWS region name' : 'a region name'}: pass --region like "eu-west-1"`);
+    throw new ConfigError(`region ${quote(options.region)} is not ${options.endpoint === undefined ? 'an AWS region name' : 'a region name'}: ${giveIt(names.region)} like "eu-west-1"`);
   }
   if (!BUCKET_NAME.test(options.bucket)) {
     throw new ConfigError(
       `bucket ${quote(options.bucket)} is not a valid S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, ` +
-        'starting and ending with a letter or digit): pass --bucket NAME',
+        `starting and ending with a letter or digit): ${giveValue(names.bucket, 'NAME')}`,
     );
   }
   const concurrency = options.concurrency ?? UPLOAD_DEFAULTS.concurrency;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
-    throw new ConfigError(`concurrency ${quote(concurrency)} is not a positive integer: pass --concurrency 4 or so`);
+    throw new ConfigError(`concurrency ${quote(concurrency)} is not a positive integer: ${giveValue(names.concurrency, '4')} or so`);
   }
   const partSize = options.partSize ?? UPLOAD_DEFAULTS.partSize;
   if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
@@ -299,10 +336,10 @@ export function checkUploadOptions(options: UploadOptions): { prefix: string; co
       url = undefined;
     }
     if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-      throw new ConfigError(`endpoint ${quote(endpointLabel(options.endpoint))} is not an http(s) URL: pass --endpoint like "http://127.0.0.1:9000"`);
+      throw new ConfigError(`endpoint ${quote(endpointLabel(options.endpoint))} is not an http(s) URL: ${giveIt(names.endpoint)} like "http://127.0.0.1:9000"`);
     }
   }
-  return { prefix: normalizePrefix(options.prefix ?? UPLOAD_DEFAULTS.prefix), concurrency, partSize };
+  return { prefix: normalizePrefix(options.prefix ?? UPLOAD_DEFAULTS.prefix, names), concurrency, partSize };
 }
 
 /** An endpoint for messages: without user info (never print credentials embedded in a URL). */
@@ -501,6 +538,7 @@ interface Target {
   readonly manifestKey: string;
   /** The access key ID the client signs with, and where it came from (for a refusal's message; never the secret). */
   readonly key?: { readonly id: string; readonly from: string };
+  readonly names: UploadSettingNames;
 }
 
 function prefixUrl(t: Target): string {
@@ -549,8 +587,8 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
       ? `the S3 endpoint ${quote(endpointLabel(t.endpoint))}`
       : `AWS S3 in ${quote(t.region)}`;
     const check = t.endpoint !== undefined
-      ? 'check --endpoint (or AWS_ENDPOINT_URL_S3) and that the server is running'
-      : 'check the network and --region';
+      ? `check ${t.names.endpoint} (or AWS_ENDPOINT_URL_S3) and that the server is running`
+      : `check the network and ${t.names.region}`;
     const verb = { check: 'checking bucket', list: 'listing', read: 'reading', write: 'writing', delete: 'deleting' }[step.kind];
     return new UploadError(`no answer from ${at} ${verb} ${where} ${detail}: ${check}${incomplete}`, { ...details, reason: 'failed' });
   }
@@ -559,7 +597,7 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
     // A web server that is not S3 answers 404 too, without S3's NoSuchBucket (probeRegion asks again with a listing).
     const notS3 = t.endpoint !== undefined && code !== 'NoSuchBucket' ? `; the endpoint answered 404 without S3's NoSuchBucket: is it an S3 server?` : '';
     return new UploadError(
-      `bucket ${quote(t.bucket)} does not exist (${at}): create it in ${quote(t.region)} first or pass another --bucket${notS3}`,
+      `bucket ${quote(t.bucket)} does not exist (${at}): create it in ${quote(t.region)} first or ${isFlag(t.names.bucket) ? `pass another ${t.names.bucket}` : `set ${t.names.bucket} to another bucket`}${notS3}`,
       { ...details, reason: 'no-bucket' },
     );
   }
@@ -567,21 +605,22 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
   if (REGION_CODES.has(code) || status(err) === 301) {
     if (redirected !== undefined && redirected !== t.region) {
       try {
-        checkBucketRegion({ bucket: t.bucket, bucketRegion: redirected, targetRegion: t.region, cause: err });
+        checkBucketRegion({ bucket: t.bucket, bucketRegion: redirected, targetRegion: t.region, cause: err, settingNames: t.names });
       } catch (regionError) {
         return regionError as UploadError;
       }
     }
   }
   if (DENIED_CODES.has(code) || status(err) === 403) {
+    const bucketOrPrefix = another([[t.names.bucket, 'bucket'], [t.names.prefix, 'prefix']]);
     const need =
       step.kind === 'write'
-        ? `s3:PutObject on ${quote(`arn:aws:s3:::${t.bucket}/${t.prefix === '' ? '' : `${t.prefix}/`}*`)}; grant it or use another --bucket or --prefix`
+        ? `s3:PutObject on ${quote(`arn:aws:s3:::${t.bucket}/${t.prefix === '' ? '' : `${t.prefix}/`}*`)}; grant it or use ${bucketOrPrefix}`
         : step.kind === 'delete'
-          ? `s3:DeleteObject on ${quote(`arn:aws:s3:::${t.bucket}/${step.key}`)} (to retire the old manifest object before changing files); grant it or use another --prefix`
+          ? `s3:DeleteObject on ${quote(`arn:aws:s3:::${t.bucket}/${step.key}`)} (to retire the old manifest object before changing files); grant it or use ${another([[t.names.prefix, 'prefix']])}`
           : step.kind === 'read'
-            ? `s3:GetObject on ${quote(`arn:aws:s3:::${t.bucket}/${t.prefix === '' ? '' : `${t.prefix}/`}*`)}; grant it or use another --bucket or --prefix`
-            : `s3:ListBucket on ${quote(`arn:aws:s3:::${t.bucket}`)}; grant it or use another --bucket`;
+            ? `s3:GetObject on ${quote(`arn:aws:s3:::${t.bucket}/${t.prefix === '' ? '' : `${t.prefix}/`}*`)}; grant it or use ${bucketOrPrefix}`
+            : `s3:ListBucket on ${quote(`arn:aws:s3:::${t.bucket}`)}; grant it or use ${another([[t.names.bucket, 'bucket']])}`;
     const verb = { check: 'checking', list: 'listing', read: 'reading', write: 'writing', delete: 'deleting' }[step.kind];
     return new UploadError(`access denied ${verb} ${where} ${detail}: the credentials need ${need}${incomplete}`, { ...details, reason: 'denied' });
   }
@@ -1021,6 +1060,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
   const { prefix, concurrency, partSize } = checkUploadOptions(options);
   const dir = options.data ?? DEFAULTS.labeledDir;
   const bucket = options.bucket;
+  const names = options.settingNames ?? CLI_SETTING_NAMES;
   const manifestKey = objectKey(prefix, UPLOAD_MANIFEST_NAME);
   const stop = new AbortController();
   // Every file being sent, each of its parts and the SDK's requests listen to it: more than Node's warning level of 10.
@@ -1041,7 +1081,8 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
   try {
     const region = options.region ?? (await client.config.region().catch(() => undefined));
     if (region === undefined || region === '') {
-      throw new ConfigError(`no AWS region for bucket ${quote(bucket)}: pass --region (the region the model is deployed to) or set AWS_REGION`);
+      const orEnv = names.region === 'AWS_REGION' ? '' : ' or set AWS_REGION';
+      throw new ConfigError(`no AWS region for bucket ${quote(bucket)}: ${giveIt(names.region)} (the region the model is deployed to)${orEnv}`);
     }
     // An endpoint given, one a client passed in was made with, or one the SDK takes from the environment.
     const fromEnv = options.client === undefined && options.endpoint === undefined ? environmentEndpoint() : undefined;
@@ -1049,14 +1090,14 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     const customEndpoint = own !== undefined || (client.config as { isCustomEndpoint?: boolean }).isCustomEndpoint === true;
     const endpoint = own ?? (customEndpoint ? await clientEndpoint(client) : undefined);
     const key = await signingKey(client, options.client !== undefined);
-    const t: Target = { bucket, prefix, endpoint, region, manifestKey, ...(key !== undefined ? { key } : {}) };
+    const t: Target = { bucket, prefix, endpoint, region, manifestKey, names, ...(key !== undefined ? { key } : {}) };
 
     const dataset = await readDataset(dir);
     const summary = dataset.summary;
 
     // Nothing is hashed or written before the bucket is known to exist, in the right region, and listable.
     const bucketRegion = await probeRegion(client, t, customEndpoint, stop.signal);
-    checkBucketRegion({ bucket, bucketRegion, targetRegion: region });
+    checkBucketRegion({ bucket, bucketRegion, targetRegion: region, settingNames: names });
     const remote = await listRemote(client, t, stop.signal);
     const files = await hashDataset(dataset, concurrency, stop.signal, options.onProgress);
 

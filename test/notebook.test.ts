@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { openCache, prepareCache, type OpenedCache } from '../lib/cache.js';
-import { ConfigError } from '../lib/errors.js';
+import { ConfigError, PneumotypeError } from '../lib/errors.js';
 import {
   archiveContents,
   evaluationSplit,
@@ -23,11 +23,13 @@ import {
   readPredictions,
   settingsTable,
   uploadIfConfigured,
+  type NotebookS3,
 } from '../lib/notebook.js';
 import type { PredictionRow } from '../lib/plots.js';
 import { relabel } from '../lib/relabel.js';
 import type { EpochRecord } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
+import { withEnv } from './helpers/env.js';
 import { startS3Server } from './helpers/s3-server.js';
 import { assertNoTensorLeak } from './helpers/tf-leaks.js';
 import { datasetZip } from './helpers/zip-writer.js';
@@ -252,7 +254,7 @@ test('evaluationSplit: test when the labelled folder has one, else val', async (
   assert.equal(await evaluationSplit(trainOnly), 'val');
 });
 
-test('uploadIfConfigured: says how to configure S3 when nothing is, uploads when a bucket is given', async () => {
+test('uploadIfConfigured: says how to configure S3 when nothing is, uploads when a bucket is given, names its variables in hints', async () => {
   const none = await uploadIfConfigured({ s3: undefined, data: labeled });
   assert.equal(none.uploaded, false);
   assert.equal(none.result, undefined);
@@ -266,6 +268,25 @@ test('uploadIfConfigured: says how to configure S3 when nothing is, uploads when
     assert.equal(sent.uploaded, true);
     assert.match(sent.note, /^\d+ files sent \(.+\), 0 already there; s3:\/\/notebook-test\/nb\/ holds the \d+ files of the dataset, listed in nb\/_pneumotype-upload\.json\.$/);
     assert.ok((await s3.listKeys('notebook-test', 'nb/')).includes('nb/_pneumotype-upload.json'));
+
+    // The hints name the notebooks' environment variables, not the CLI's flags.
+    const target = { bucket: 'notebook-test', prefix: 'nb', region: 'eu-west-1', endpoint: s3.endpoint };
+    const fails = async (s3Settings: NotebookS3, expected: string | RegExp): Promise<void> => {
+      await assert.rejects(uploadIfConfigured({ s3: s3Settings, data: labeled }), (err: unknown) => {
+        assert.ok(err instanceof PneumotypeError);
+        if (typeof expected === 'string') assert.equal(err.message, expected);
+        else assert.match(err.message, expected);
+        return true;
+      });
+    };
+    await fails({ ...target, region: 'us-east-1' }, 'bucket "notebook-test" is in "eu-west-1" but the upload targets "us-east-1": the narrative keeps data ' +
+      'in the region the model is deployed to; set AWS_REGION=eu-west-1 or use another bucket');
+    await fails({ ...target, bucket: 'no-such-bucket' }, /^bucket "no-such-bucket" does not exist \(endpoint ".+"\): create it in "eu-west-1" first or set PNEUMOTYPE_S3_BUCKET to another bucket$/);
+    await fails({ ...target, prefix: 'a/../b' }, 'prefix "a/../b" has an empty, "." or ".." segment or a backslash: set PNEUMOTYPE_S3_PREFIX like "datasets/chest-xray"');
+    await fails({ ...target, endpoint: 'ftp://example.com' }, 'endpoint "ftp://example.com" is not an http(s) URL: set PNEUMOTYPE_S3_ENDPOINT like "http://127.0.0.1:9000"');
+    const none = join(tmp, 'no-such-aws-file');
+    const isolated = { AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_PROFILE: undefined, AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined };
+    await withEnv(isolated, () => fails({ ...target, region: undefined }, 'no AWS region for bucket "notebook-test": set AWS_REGION (the region the model is deployed to)'));
   } finally {
     if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
     else process.env.AWS_ACCESS_KEY_ID = saved.id;

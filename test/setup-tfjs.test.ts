@@ -145,3 +145,32 @@ test('PNEUMOTYPE_REQUIRE_GPU=1 (the SageMaker installer): exit status 3 while @t
   const plain = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, PNEUMOTYPE_SKIP_TFJS_SETUP: '' } });
   assert.equal(plain.status, 0, 'without it, a missing GPU package never fails an install');
 });
+
+test('postinstall-build: builds with TypeScript when installed; without it keeps a built dist/, else fails saying what to do', async () => {
+  const project = join(tmp, 'omit-dev');
+  await mkdir(join(project, 'scripts'), { recursive: true });
+  await writeFile(join(project, 'scripts', 'postinstall-build.mjs'), await readFile(join(import.meta.dirname, '..', 'scripts', 'postinstall-build.mjs')));
+  const run = (): { status: number | null; stderr: string } => {
+    const r = spawnSync(process.execPath, [join(project, 'scripts', 'postinstall-build.mjs')], { cwd: project, encoding: 'utf8' });
+    return { status: r.status, stderr: r.stderr };
+  };
+  // npm ci --omit=dev on a fresh clone: no TypeScript, nothing built.
+  assert.deepEqual(run(), {
+    status: 1,
+    stderr:
+      `[pneumotype] cannot build ${join(project, 'dist', 'index.js')}: TypeScript is a dev dependency and this install omitted them ` +
+      '(--omit=dev, NODE_ENV=production). Install once with dev dependencies (npm ci), which builds dist/, then remove them with ' +
+      '`npm prune --omit=dev`\n',
+  });
+  // The same after a full install had built dist/.
+  await mkdir(join(project, 'dist'));
+  await writeFile(join(project, 'dist', 'index.js'), 'export {};\n');
+  assert.deepEqual(run(), { status: 0, stderr: '[pneumotype] TypeScript is not installed (dev dependencies omitted): using the dist/ built before\n' });
+  // With TypeScript: its compiler runs on tsconfig.json, and its exit status is the script's.
+  await mkdir(join(project, 'node_modules', 'typescript', 'bin'), { recursive: true });
+  await writeFile(
+    join(project, 'node_modules', 'typescript', 'bin', 'tsc'),
+    "process.stderr.write(`tsc ${process.argv.slice(2).map((a) => a.replace(process.cwd(), '.')).join(' ')}\\n`); process.exit(2);\n",
+  );
+  assert.deepEqual(run(), { status: 2, stderr: 'tsc -p ./tsconfig.json\n' });
+});

@@ -32,6 +32,7 @@ import {
   type UploadManifest,
 } from '../lib/upload.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
+import { withEnv } from './helpers/env.js';
 import { startS3Server, type S3Server } from './helpers/s3-server.js';
 
 // The SDK warns once that it will need Node 22 from 2027; it says nothing about this test.
@@ -268,23 +269,6 @@ test('a file larger than the part size goes multipart; rejected/ is uploaded; x-
   assert.deepEqual({ uploaded: again.uploaded, skipped: again.skipped }, { uploaded: 0, skipped: files.length });
 });
 
-/** Runs `fn` with environment variables set (undefined: removed), restoring them afterwards. */
-async function withEnv(vars: Record<string, string | undefined>, fn: () => Promise<void>): Promise<void> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (values: Record<string, string | undefined>): void => {
-    for (const [k, v] of Object.entries(values)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  };
-  apply(vars);
-  try {
-    await fn();
-  } finally {
-    apply(saved);
-  }
-}
-
 test('an endpoint option works with the default credential chain (environment) and path-style addressing', async () => {
   const dir = await labelled('env');
   const none = join(tmp, 'no-such-aws-file');
@@ -507,6 +491,22 @@ test('a denied write stops the upload with the key and the permission it needs; 
     const keys = await server.listKeys(BUCKET, 'denied/');
     assert.ok(!keys.includes('denied/_pneumotype-upload.json'));
     assert.ok(!keys.some((k) => k.includes('/virus/')));
+    // A caller whose users set environment variables (the notebooks) gets them named instead of the CLI's flags.
+    const settingNames = { bucket: 'MY_BUCKET', prefix: 'MY_PREFIX', region: 'MY_REGION', endpoint: 'MY_ENDPOINT', concurrency: 'MY_CONCURRENCY' };
+    await assert.rejects(
+      upload({ data: dir, bucket: BUCKET, prefix: 'denied', region: 'us-east-1', client: server.client(), concurrency: 1, settingNames }),
+      (err: unknown) => {
+        assert.ok(err instanceof UploadError);
+        assert.match(err.message, /; grant it or use another bucket or prefix \(MY_BUCKET, MY_PREFIX\); the upload is incomplete/);
+        return true;
+      },
+    );
+    assert.throws(() => checkUploadOptions({ bucket: BUCKET, concurrency: 0, settingNames }), {
+      message: 'concurrency 0 is not a positive integer: set MY_CONCURRENCY=4 or so',
+    });
+    assert.throws(() => checkUploadOptions({ bucket: 'Bad_Bucket', settingNames }), {
+      message: 'bucket "Bad_Bucket" is not a valid S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit): set MY_BUCKET=NAME',
+    });
   } finally {
     await server.close();
   }
