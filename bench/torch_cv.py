@@ -6,7 +6,10 @@
 # the `gpu` preset (lib/config.ts): ResNet with basic blocks, SGD with Nesterov momentum, peak rate 0.1 after a
 # one-epoch warm-up, cosine decay to 1e-4, L2 5e-4 on kernels, label smoothing 0.05, balanced class weights, dropout
 # 0.2, batch 32, a moving average of the weights (0.998 per step) for validation; and the trace augmentation of
-# lib/augment.ts (TRACE_AUGMENT), re-implemented on the GPU. Written for docs/experiments.md ("PyTorch on a GPU").
+# lib/augment.ts (TRACE_AUGMENT), re-implemented on the GPU. The network is lib/models.ts's (7x7 stem from 128 px,
+# batch-norm momentum 0.9 in Keras's terms, He-normal kernels, a Glorot head, pixels in [0, 1]). Written for
+# docs/experiments.md ("PyTorch on a GPU"), whose figures came from this script's first version (commit 1b6c74a),
+# which differed in those five points; what it measured and what that changes are said there.
 #
 #   python3 bench/torch_cv.py --zip chest_xray_train_224.zip --csv chest_xray_train_224.csv \
 #       --config w16-s128-e60 --config w64-s224-e60 --out results.json
@@ -245,19 +248,30 @@ def augment(x, gen, cpu):
 # ---------------------------------------------------------------- the grouped network: k ResNets in one
 
 
+BN = dict(eps=1e-3, momentum=0.1)  # Keras's momentum 0.9 (lib/models.ts BN_MOMENTUM) in PyTorch's terms
+
+
+def he_normal(conv_layer):
+    # tf.initializers.heNormal: a normal truncated at two standard deviations, sqrt(2 / fan_in); fan_in per group
+    fan_in = conv_layer.weight.shape[1] * conv_layer.weight.shape[2] * conv_layer.weight.shape[3]
+    std = math.sqrt(2 / fan_in)
+    nn.init.trunc_normal_(conv_layer.weight, std=std, a=-2 * std, b=2 * std)
+    return conv_layer
+
+
 def conv(cin, cout, k, stride, g):
-    return nn.Conv2d(cin * g, cout * g, k, stride, k // 2, groups=g, bias=False)
+    return he_normal(nn.Conv2d(cin * g, cout * g, k, stride, k // 2, groups=g, bias=False))
 
 
 class Block(nn.Module):
     def __init__(self, cin, cout, stride, g):
         super().__init__()
-        self.c1, self.b1 = conv(cin, cout, 3, stride, g), nn.BatchNorm2d(cout * g, eps=1e-3, momentum=0.01)
-        self.c2, self.b2 = conv(cout, cout, 3, 1, g), nn.BatchNorm2d(cout * g, eps=1e-3, momentum=0.01)
+        self.c1, self.b1 = conv(cin, cout, 3, stride, g), nn.BatchNorm2d(cout * g, **BN)
+        self.c2, self.b2 = conv(cout, cout, 3, 1, g), nn.BatchNorm2d(cout * g, **BN)
         nn.init.zeros_(self.b2.weight)  # the residual branch's last BN starts at zero, as lib/models.ts does
         self.proj = None
         if stride != 1 or cin != cout:
-            self.proj = nn.Sequential(conv(cin, cout, 1, stride, g), nn.BatchNorm2d(cout * g, eps=1e-3, momentum=0.01))
+            self.proj = nn.Sequential(conv(cin, cout, 1, stride, g), nn.BatchNorm2d(cout * g, **BN))
 
     def forward(self, x):
         r = F.relu(self.b1(self.c1(x)))
@@ -269,9 +283,9 @@ class GroupedResNet(nn.Module):
     def __init__(self, g, width, size, depth=(2, 2, 2, 2), dropout=0.2):
         super().__init__()
         self.g = g
-        k = 7 if size >= 160 else 5
-        self.stem = nn.Sequential(nn.Conv2d(g, width * g, k, 2, k // 2, groups=g, bias=False),
-                                  nn.BatchNorm2d(width * g, eps=1e-3, momentum=0.01), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        k = 7 if size >= 128 else 5  # lib/models.ts RESNET_LARGE_STEM_FROM
+        self.stem = nn.Sequential(he_normal(nn.Conv2d(g, width * g, k, 2, k // 2, groups=g, bias=False)),
+                                  nn.BatchNorm2d(width * g, **BN), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
         blocks, cin = [], width
         for s, n in enumerate(depth):
             cout = width * 2 ** s
@@ -280,7 +294,8 @@ class GroupedResNet(nn.Module):
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.drop = nn.Dropout(dropout)
-        self.head_w = nn.Parameter(torch.randn(g, cin, 3) * math.sqrt(1 / cin))
+        limit = math.sqrt(6 / (cin + 3))  # Glorot uniform, as the TensorFlow.js head
+        self.head_w = nn.Parameter(torch.empty(g, cin, 3).uniform_(-limit, limit))
         self.head_b = nn.Parameter(torch.zeros(g, 3))
         self.c = cin
 
@@ -371,7 +386,7 @@ def run_config(cfg, images224, labels, groups, fold, k, seed, dev, deadline, on_
     t0 = time.time()
     for epoch in range(epochs):
         net.train()
-        perms = torch.stack([torch.from_numpy(np.random.default_rng(seed * 1000 + epoch * 10 + f).permutation(train_idx[f])[:steps * batch]) for f in range(k)], 1).to(dev)
+        perms = torch.stack([torch.from_numpy(np.random.default_rng([seed, epoch, f]).permutation(train_idx[f])[:steps * batch]) for f in range(k)], 1).to(dev)
         for s in range(steps):
             if step < steps:  # one epoch of linear warm-up
                 lr = floor + (peak - floor) * step / steps
@@ -382,7 +397,7 @@ def run_config(cfg, images224, labels, groups, fold, k, seed, dev, deadline, on_
                 gopt['lr'] = lr
             idx = perms[s * batch:(s + 1) * batch]  # (batch, k)
             xb = augment(x[idx.reshape(-1)].float() / 255, gen, cpu).view(batch, k, size, size)
-            xb = ((xb - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
+            xb = xb.contiguous(memory_format=torch.channels_last)  # pixels in [0, 1], as lib/ feeds them
             yb = y[idx]  # (batch, k)
             with torch.autocast('cuda' if dev.type == 'cuda' else 'cpu', dtype=torch.bfloat16, enabled=dev.type == 'cuda'):
                 logits = net(xb).float()
@@ -400,7 +415,7 @@ def run_config(cfg, images224, labels, groups, fold, k, seed, dev, deadline, on_
         probs = []
         with torch.no_grad(), torch.autocast('cuda' if dev.type == 'cuda' else 'cpu', dtype=torch.bfloat16, enabled=dev.type == 'cuda'):
             for c in vpad.split(256):
-                xv = ((x[c.reshape(-1)].float() / 255 - 0.5) / 0.25).view(len(c), k, size, size).contiguous(memory_format=torch.channels_last)
+                xv = (x[c.reshape(-1)].float() / 255).view(len(c), k, size, size).contiguous(memory_format=torch.channels_last)
                 probs.append(F.softmax(ema(xv).float(), -1))
         probs = torch.cat(probs).cpu().numpy()  # (vmax, k, 3)
         row = {'epoch': epoch + 1, 'seconds': time.time() - t0, 'folds': []}
@@ -427,6 +442,7 @@ def run_config(cfg, images224, labels, groups, fold, k, seed, dev, deadline, on_
     bestp = pooled(lambda f: best[f][1])
     return {
         'name': cfg['name'], 'config': cfg, 'seconds': time.time() - t0, 'folds': k,
+        # bestOnVal: each fold's epoch of best macro-F1 on its own validation images, scored on them: optimistic
         'last': metrics(last, labels, groups), 'bestOnVal': metrics(bestp, labels, groups),
         'bestEpochs': [b[2] for b in best], 'history': history,
         'lastPerFold': [metrics(last[val_idx[f]], labels[val_idx[f]], groups[val_idx[f]])['accuracy'] for f in range(k)],
@@ -450,7 +466,7 @@ def parse_config(text):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description='k-fold patient-grouped cross-validation of the training recipe in PyTorch')
     ap.add_argument('--zip')
     ap.add_argument('--csv')
     ap.add_argument('--fake', type=int, default=0, help='generated images instead of the zip (smoke test)')

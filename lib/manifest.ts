@@ -44,14 +44,17 @@ export async function writeManifest(dir: string, rows: readonly ManifestRow[]): 
   await writeFileAtomic(join(dir, MANIFEST_FILE), toCsv(MANIFEST_COLUMNS, sorted));
 }
 
-/** Reads and validates `DIR/manifest.csv`. */
-export async function readManifest(dir: string): Promise<ManifestRow[]> {
+/**
+ * Reads and validates `DIR/manifest.csv`. `relabel` is how a missing manifest's message tells the user to make it
+ * (default "`pneumotype relabel`"; the notebooks say which notebook).
+ */
+export async function readManifest(dir: string, options: { relabel?: string } = {}): Promise<ManifestRow[]> {
   const path = join(dir, MANIFEST_FILE);
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new LabelError(`no manifest at ${quote(path)}: run \`pneumotype relabel\` first`, { path, cause: err });
+    throw new LabelError(`no manifest at ${quote(path)}: run ${options.relabel ?? '`pneumotype relabel`'} first`, { path, cause: err });
   }
   return parseCsv(text, path).map((r, i) => {
     const where = `row ${csvRowOf(r) ?? i + 2} of ${quote(path)}`;

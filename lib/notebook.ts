@@ -42,7 +42,7 @@ export const NOTEBOOK_UPLOAD_NAMES: UploadSettingNames = Object.freeze({
   prefix: NOTEBOOK_ENV.prefix,
   region: 'AWS_REGION',
   endpoint: NOTEBOOK_ENV.endpoint,
-  concurrency: 'concurrency', // not a notebook setting: upload's default holds
+  relabel: 'notebook 02-three-labels',
 });
 
 /** The preset notebooks use when PNEUMOTYPE_PRESET is not set. */

@@ -75,12 +75,16 @@ export interface UploadSettingNames {
   readonly prefix: string;
   readonly region: string;
   readonly endpoint: string;
-  readonly concurrency: string;
+  /** Absent where the caller sets no concurrency (the notebooks): the CLI's flag is named then. */
+  readonly concurrency?: string;
+  /** How the user makes the labelled folder again: "`pneumotype relabel`", or "notebook 02-three-labels". */
+  readonly relabel: string;
 }
 
 /** The CLI's flags: what {@link upload}'s messages name unless `settingNames` says otherwise. */
 export const CLI_SETTING_NAMES: UploadSettingNames = Object.freeze({
   bucket: '--bucket', prefix: '--prefix', region: '--region', endpoint: '--endpoint', concurrency: '--concurrency',
+  relabel: '`pneumotype relabel`',
 });
 
 const isFlag = (name: string): boolean => name.startsWith('-');
@@ -320,7 +324,7 @@ export function checkUploadOptions(options: UploadOptions): { prefix: string; co
   }
   const concurrency = options.concurrency ?? UPLOAD_DEFAULTS.concurrency;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
-    throw new ConfigError(`concurrency ${quote(concurrency)} is not a positive integer: ${giveValue(names.concurrency, '4')} or so`);
+    throw new ConfigError(`concurrency ${quote(concurrency)} is not a positive integer: ${giveValue(names.concurrency ?? '--concurrency', '4')} or so`);
   }
   const partSize = options.partSize ?? UPLOAD_DEFAULTS.partSize;
   if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
@@ -409,14 +413,14 @@ interface Dataset {
 }
 
 /** Reads manifest.csv and summary.json and checks that every file to upload is there (cheap: no hashing). */
-async function readDataset(dir: string): Promise<Dataset> {
-  const rows = await readManifest(dir);
+async function readDataset(dir: string, settingNames: UploadSettingNames): Promise<Dataset> {
+  const rows = await readManifest(dir, { relabel: settingNames.relabel });
   const summaryPath = join(dir, SUMMARY_FILE);
   let summary: { counts?: unknown; patients?: unknown };
   try {
     summary = JSON.parse(await readFile(summaryPath, 'utf8')) as typeof summary;
   } catch (err) {
-    throw new LabelError(`no readable summary at ${quote(summaryPath)}: relabel did not finish; run \`pneumotype relabel\` first`, {
+    throw new LabelError(`no readable summary at ${quote(summaryPath)}: relabel did not finish; run ${settingNames.relabel} first`, {
       path: summaryPath,
       cause: err,
     });
@@ -436,7 +440,7 @@ async function readDataset(dir: string): Promise<Dataset> {
       const path = join(dir, ...file.split('/'));
       const s = await stat(path).catch(() => undefined);
       if (!s?.isFile()) {
-        throw new LabelError(`${quote(file)} is listed in ${quote(join(dir, MANIFEST_FILE))} but missing from ${quote(dir)}: run \`pneumotype relabel\` again`, {
+        throw new LabelError(`${quote(file)} is listed in ${quote(join(dir, MANIFEST_FILE))} but missing from ${quote(dir)}: run ${settingNames.relabel} again`, {
           path,
         });
       }
@@ -447,7 +451,13 @@ async function readDataset(dir: string): Promise<Dataset> {
 }
 
 /** Hashes every file (MD5 for S3, SHA-256 for the manifest object) and checks the images against manifest.csv. */
-async function hashDataset(dataset: Dataset, concurrency: number, signal: AbortSignal, onProgress: ProgressCallback | undefined): Promise<LocalFile[]> {
+async function hashDataset(
+  dataset: Dataset,
+  concurrency: number,
+  signal: AbortSignal,
+  onProgress: ProgressCallback | undefined,
+  names: UploadSettingNames,
+): Promise<LocalFile[]> {
   const { dir, expected } = dataset;
   const tracker = new ProgressTracker({
     stage: 'hash',
@@ -463,7 +473,7 @@ async function hashDataset(dataset: Dataset, concurrency: number, signal: AbortS
     if (want && (want.bytes !== h.bytes || want.sha256 !== h.sha256)) {
       throw new IntegrityError(
         `${quote(file)} in ${quote(dir)} does not match ${MANIFEST_FILE} (${h.bytes} bytes, sha256 ${h.sha256}; the manifest says ` +
-          `${want.bytes} bytes, sha256 ${want.sha256}): the labelled folder changed after relabel; run \`pneumotype relabel\` again`,
+          `${want.bytes} bytes, sha256 ${want.sha256}): the labelled folder changed after relabel; run ${names.relabel} again`,
         { path, expected: want.sha256, actual: h.sha256 },
       );
     }
@@ -576,7 +586,7 @@ function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
     // A local file that could not be read (removed or made unreadable after it was hashed): not S3's doing.
     return new LabelError(
       `cannot read ${quote(local.path)} to upload it as ${where} (${String(local.code)}: ${messageOf(err)}): the labelled folder ` +
-        `changed after the upload hashed it; put the file back or run \`pneumotype relabel\` again${incomplete}`,
+        `changed after the upload hashed it; put the file back or run ${t.names.relabel} again${incomplete}`,
       { path: local.path, files: [local.path], cause: err },
     );
   }
@@ -1092,14 +1102,14 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
     const key = await signingKey(client, options.client !== undefined);
     const t: Target = { bucket, prefix, endpoint, region, manifestKey, names, ...(key !== undefined ? { key } : {}) };
 
-    const dataset = await readDataset(dir);
+    const dataset = await readDataset(dir, names);
     const summary = dataset.summary;
 
     // Nothing is hashed or written before the bucket is known to exist, in the right region, and listable.
     const bucketRegion = await probeRegion(client, t, customEndpoint, stop.signal);
     checkBucketRegion({ bucket, bucketRegion, targetRegion: region, settingNames: names });
     const remote = await listRemote(client, t, stop.signal);
-    const files = await hashDataset(dataset, concurrency, stop.signal, options.onProgress);
+    const files = await hashDataset(dataset, concurrency, stop.signal, options.onProgress, names);
 
     const first = planUpload({ prefix, files, remote });
     const verified = await mapPool(first.verify, concurrency, async (v) => ({ local: v.local, remote: await headObject(client, t, v.remote, stop.signal) }), stop.signal);

@@ -260,10 +260,8 @@ test('uploadIfConfigured: says how to configure S3 when nothing is, uploads when
   assert.equal(none.result, undefined);
   assert.match(none.note, /^No S3 bucket is configured, so nothing was uploaded\. Set PNEUMOTYPE_S3_BUCKET/);
   const s3 = await startS3Server({ buckets: ['notebook-test'], region: 'eu-west-1' });
-  const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
-  process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
-  try {
+  const credentials = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+  await withEnv(credentials, async () => {
     const sent = await uploadIfConfigured({ s3: { bucket: 'notebook-test', prefix: 'nb', region: 'eu-west-1', endpoint: s3.endpoint }, data: labeled });
     assert.equal(sent.uploaded, true);
     assert.match(sent.note, /^\d+ files sent \(.+\), 0 already there; s3:\/\/notebook-test\/nb\/ holds the \d+ files of the dataset, listed in nb\/_pneumotype-upload\.json\.$/);
@@ -284,16 +282,14 @@ test('uploadIfConfigured: says how to configure S3 when nothing is, uploads when
     await fails({ ...target, bucket: 'no-such-bucket' }, /^bucket "no-such-bucket" does not exist \(endpoint ".+"\): create it in "eu-west-1" first or set PNEUMOTYPE_S3_BUCKET to another bucket$/);
     await fails({ ...target, prefix: 'a/../b' }, 'prefix "a/../b" has an empty, "." or ".." segment or a backslash: set PNEUMOTYPE_S3_PREFIX like "datasets/chest-xray"');
     await fails({ ...target, endpoint: 'ftp://example.com' }, 'endpoint "ftp://example.com" is not an http(s) URL: set PNEUMOTYPE_S3_ENDPOINT like "http://127.0.0.1:9000"');
+    await fails({ ...target, endpoint: 'http://127.0.0.1:1' }, /^no answer from the S3 endpoint "http:\/\/127\.0\.0\.1:1" checking bucket "s3:\/\/notebook-test\/" \(.*ECONNREFUSED.*\): check PNEUMOTYPE_S3_ENDPOINT \(or AWS_ENDPOINT_URL_S3\) and that the server is running$/);
+    await assert.rejects(uploadIfConfigured({ s3: target, data: tmp }), {
+      message: `no manifest at ${JSON.stringify(join(tmp, 'manifest.csv'))}: run notebook 02-three-labels first`,
+    });
     const none = join(tmp, 'no-such-aws-file');
     const isolated = { AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none, AWS_PROFILE: undefined, AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined };
     await withEnv(isolated, () => fails({ ...target, region: undefined }, 'no AWS region for bucket "notebook-test": set AWS_REGION (the region the model is deployed to)'));
-  } finally {
-    if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
-    else process.env.AWS_ACCESS_KEY_ID = saved.id;
-    if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
-    else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
-    await s3.close();
-  }
+  }).finally(() => s3.close());
 });
 
 test('groupMetricsTable and leakageTable', () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -163,9 +163,21 @@ test('postinstall-build: builds with TypeScript when installed; without it keeps
       '`npm prune --omit=dev`\n',
   });
   // The same after a full install had built dist/.
+  await mkdir(join(project, 'lib'));
+  await writeFile(join(project, 'lib', 'index.ts'), 'export {};\n');
   await mkdir(join(project, 'dist'));
   await writeFile(join(project, 'dist', 'index.js'), 'export {};\n');
-  assert.deepEqual(run(), { status: 0, stderr: '[pneumotype] TypeScript is not installed (dev dependencies omitted): using the dist/ built before\n' });
+  await writeFile(join(project, 'dist', 'cli.js'), 'export {};\n');
+  const kept = '[pneumotype] TypeScript is not installed (dev dependencies omitted): using the dist/ built before\n';
+  assert.deepEqual(run(), { status: 0, stderr: kept });
+  // A source changed since (a git pull before the install, say): kept, with a warning.
+  const later = new Date(Date.now() + 60_000);
+  await utimes(join(project, 'lib', 'index.ts'), later, later);
+  assert.deepEqual(run(), {
+    status: 0,
+    stderr: `${kept}[pneumotype] warning: dist/ is older than 1 source file(s) (${join('lib', 'index.ts')}): it may not match this checkout; ` +
+      'install with dev dependencies (npm ci) to build it again\n',
+  });
   // With TypeScript: its compiler runs on tsconfig.json, and its exit status is the script's.
   await mkdir(join(project, 'node_modules', 'typescript', 'bin'), { recursive: true });
   await writeFile(

@@ -492,7 +492,7 @@ test('a denied write stops the upload with the key and the permission it needs; 
     assert.ok(!keys.includes('denied/_pneumotype-upload.json'));
     assert.ok(!keys.some((k) => k.includes('/virus/')));
     // A caller whose users set environment variables (the notebooks) gets them named instead of the CLI's flags.
-    const settingNames = { bucket: 'MY_BUCKET', prefix: 'MY_PREFIX', region: 'MY_REGION', endpoint: 'MY_ENDPOINT', concurrency: 'MY_CONCURRENCY' };
+    const settingNames = { bucket: 'MY_BUCKET', prefix: 'MY_PREFIX', region: 'MY_REGION', endpoint: 'MY_ENDPOINT', concurrency: 'MY_CONCURRENCY', relabel: 'my relabel' };
     await assert.rejects(
       upload({ data: dir, bucket: BUCKET, prefix: 'denied', region: 'us-east-1', client: server.client(), concurrency: 1, settingNames }),
       (err: unknown) => {
