@@ -149,7 +149,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       if (record?.url !== undefined && expected === undefined && !sameSource(record.url, resolved.kind === 'known' ? resolved.known.name : url)) {
         throw new FetchError(
           `${quote(finalPath)} was downloaded from ${quote(record.url)}, not from ${quote(shown)}: choose another downloads folder ` +
-            `(--out, --data-dir), or move ${quote(finalPath)} away to download ${quote(shown)}; nothing was changed`,
+            `(--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), or move ${quote(finalPath)} away to download ${quote(shown)}; nothing was changed`,
           { url: shown, path: finalPath },
         );
       }
@@ -489,7 +489,7 @@ class Download {
     throw new FetchError(
       `Not enough free space in ${quote(this.#s.outDir)} for ${this.#s.name}: ${formatBytes(rest + margin)} needed (${formatBytes(rest)} still to ` +
         `download and a margin of ${formatBytes(margin)}), ${formatBytes(free)} free; make room or choose another downloads folder ` +
-        `(--out, --data-dir), then run again${kept}`,
+        `(--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), then run again${kept}`,
       { url: this.#s.shown, path: this.#s.outDir },
     );
   }

@@ -772,7 +772,7 @@ test('a download from another URL under the same file name is refused; the archi
       assert.ok(err instanceof FetchError);
       assert.equal(
         err.message,
-        `"${path}" was downloaded from "${v2.url}", not from "${v3.url}": choose another downloads folder (--out, --data-dir), ` +
+        `"${path}" was downloaded from "${v2.url}", not from "${v3.url}": choose another downloads folder (--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), ` +
           `or move "${path}" away to download "${v3.url}"; nothing was changed`,
       );
       assert.equal(err.url, v3.url);
@@ -1066,7 +1066,7 @@ test('not enough free space for the length the server gives: a FetchError before
     await assert.rejects(fetchDataset({ source: fresh.url, outDir, ...FAST }), (err: unknown) => {
       assert.ok(err instanceof FetchError);
       assert.match(err.message, new RegExp(`^${escape(`Not enough free space in "${outDir}" for data.zip: 1024.00 TiB needed (1024.00 TiB still to download and a margin of 64.0 MiB), `)}` +
-        `${free}${escape(' free; make room or choose another downloads folder (--out, --data-dir), then run again')}$`));
+        `${free}${escape(' free; make room or choose another downloads folder (--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), then run again')}$`));
       return true;
     });
     assert.equal(fresh.ranges.length, 1);
@@ -1087,7 +1087,7 @@ test('not enough free space for the length the server gives: a FetchError before
     await assert.rejects(fetchDataset({ source: resumed.url, outDir, ...FAST }), (err: unknown) => {
       assert.ok(err instanceof FetchError);
       assert.match(err.message, new RegExp(`^${escape(`Not enough free space in "${outDir}" for data.zip: 1024.00 TiB needed (1024.00 TiB still to download and a margin of 64.0 MiB), `)}` +
-        `${free}${escape(` free; make room or choose another downloads folder (--out, --data-dir), then run again; the partial file "${part}" (97.7 KiB) is kept`)}$`));
+        `${free}${escape(` free; make room or choose another downloads folder (--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), then run again; the partial file "${part}" (97.7 KiB) is kept`)}$`));
       return true;
     });
     assert.deepEqual(resumed.ranges, ['bytes=100000-']);
