@@ -194,7 +194,7 @@ export function settingsTable(settings: NotebookSettings): Table {
     [
       'S3 target',
       settings.s3
-        ? `s3://${settings.s3.bucket}/${settings.s3.prefix} (region ${settings.s3.region ?? 'from the AWS profile'}${settings.s3.endpoint ? `, endpoint ${settings.s3.endpoint}` : ''})`
+        ? `s3://${settings.s3.bucket}/${settings.s3.prefix} (region ${settings.s3.region ?? "not set: the AWS profile's, if it names one; else set AWS_REGION to the deployment region"}${settings.s3.endpoint ? `, endpoint ${settings.s3.endpoint}` : ''})`
         : 'none',
       NOTEBOOK_ENV.bucket,
     ],

@@ -115,6 +115,11 @@ test('notebookSettings: the environment overrides, relative paths from the proje
   assert.deepEqual(table.columns, ['setting', 'value', 'from']);
   assert.deepEqual(table.rows[0], ['preset', 'smoke (32 px, model tiny, 2 epochs, batch 8)', 'PNEUMOTYPE_PRESET']);
   assert.deepEqual(table.rows.at(-1), ['S3 target', 's3://my-scans/chest (region eu-west-1, endpoint http://127.0.0.1:9000)', 'PNEUMOTYPE_S3_BUCKET']);
+  // A bucket without a region: cell 2 says so, before cell 3's upload needs one.
+  const noRegion = settingsTable(notebookSettings({ env: { PNEUMOTYPE_S3_BUCKET: 'my-scans' }, cwd: project }));
+  assert.deepEqual(noRegion.rows.at(-1), [
+    'S3 target', "s3://my-scans/ (region not set: the AWS profile's, if it names one; else set AWS_REGION to the deployment region)", 'PNEUMOTYPE_S3_BUCKET',
+  ]);
 });
 
 test('notebookSettings: an unknown preset or a missing groups CSV is a ConfigError', () => {
