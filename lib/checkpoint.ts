@@ -151,15 +151,17 @@ export async function saveModel(options: {
     modelTopology: artifacts.modelTopology,
     weightsManifest: [{ paths: [WEIGHTS_BIN], weights: artifacts.weightSpecs }],
   };
-  let optimizerState: { specs: io.WeightsManifestEntry[]; data: ArrayBuffer; className: string } | undefined;
+  let optimizerState: { specs: io.WeightsManifestEntry[]; data: ArrayBuffer; className: string; betaPowers?: number[] } | undefined;
   if (options.optimizer) {
     const weights: NamedTensor[] = await options.optimizer.getWeights();
     try {
       const encoded = await tf.io.encodeWeights(weights);
+      const powers = betaPowersOf(options.optimizer);
       optimizerState = {
         specs: encoded.specs,
         data: tf.io.concatenateArrayBuffers(Array.isArray(encoded.data) ? encoded.data : [encoded.data]),
         className: options.optimizer.getClassName(),
+        ...(powers ? { betaPowers: powers.map((v) => v.dataSync()[0] as number) } : {}),
       };
     } finally {
       // getWeights hands out the optimizer's live variables, plus a fresh `iter` scalar: dispose only the latter.
@@ -170,7 +172,8 @@ export async function saveModel(options: {
     await writeFile(join(tmp, MODEL_JSON), `${JSON.stringify(modelJson)}\n`);
     await writeFile(join(tmp, WEIGHTS_BIN), Buffer.from(weightData));
     if (optimizerState) {
-      await writeFile(join(tmp, OPTIMIZER_JSON), `${JSON.stringify({ className: optimizerState.className, specs: optimizerState.specs })}\n`);
+      const { className, specs, betaPowers } = optimizerState;
+      await writeFile(join(tmp, OPTIMIZER_JSON), `${JSON.stringify({ className, specs, ...(betaPowers ? { betaPowers } : {}) })}\n`);
       await writeFile(join(tmp, OPTIMIZER_BIN), Buffer.from(optimizerState.data));
     }
     for (const [name, value] of Object.entries(options.extra ?? {})) {
@@ -272,6 +275,13 @@ export function alignSlots<T extends { name: string }>(named: readonly T[], orde
   return [...iter, ...aligned];
 }
 
+/** Adam's running beta powers (accBeta1, accBeta2: float32 variables tfjs keeps outside getWeights), if it has them. */
+function betaPowersOf(optimizer: Optimizer): Variable[] | undefined {
+  const o = optimizer as unknown as { accBeta1?: unknown; accBeta2?: unknown };
+  const tf = loadTf();
+  return o.accBeta1 instanceof tf.Variable && o.accBeta2 instanceof tf.Variable ? [o.accBeta1, o.accBeta2] : undefined;
+}
+
 /**
  * Restores an optimizer's state saved by {@link saveModel} for `model` (its slots matched to the model's weights by
  * name); returns false when the folder holds none.
@@ -283,7 +293,7 @@ export async function loadOptimizerState(dir: string, optimizer: Optimizer, mode
     throw new CacheError(`the optimizer state ${quote(join(dir, file))} cannot be read (${messageOf(err)})`, { path: join(dir, file), cause: err });
   };
   const meta = await readFile(join(dir, OPTIMIZER_JSON), 'utf8')
-    .then((text) => JSON.parse(text) as { className: string; specs: io.WeightsManifestEntry[] })
+    .then((text) => JSON.parse(text) as { className: string; specs: io.WeightsManifestEntry[]; betaPowers?: unknown })
     .catch(damaged(OPTIMIZER_JSON));
   if (meta.className !== optimizer.getClassName()) {
     throw new ConfigError(`the checkpoint ${quote(dir)} holds ${meta.className} state, but the run uses ${optimizer.getClassName()}`, { path: dir });
@@ -298,6 +308,13 @@ export async function loadOptimizerState(dir: string, optimizer: Optimizer, mode
   const named = meta.specs.map((s) => ({ name: s.name, tensor: map[s.name] as NonNullable<(typeof map)[string]> }));
   try {
     await optimizer.setWeights(alignSlots(named, minimizeOrder(model), join(dir, OPTIMIZER_JSON)));
+    // setWeights computes Adam's beta powers as beta^(t+1), where training multiplied them step by step in float32:
+    // the saved products make a resumed run continue exactly (older checkpoints have none, and resume as before).
+    const powers = betaPowersOf(optimizer);
+    const saved = meta.betaPowers;
+    if (powers && Array.isArray(saved) && saved.length === powers.length && saved.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      tf.tidy(() => powers.forEach((variable, i) => variable.assign(tf.scalar(saved[i] as number))));
+    }
   } finally {
     tf.dispose(named.map((n) => n.tensor)); // the optimizer's variables hold their own references
   }

@@ -7,6 +7,7 @@ import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, truncate, writeFile 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { TRACE_AUGMENT } from '../lib/augment.js';
 import { alignSlots, recoverDirSwap, writeDirAtomic } from '../lib/checkpoint.js';
 import { DEFAULTS, resolveConfig, type Config } from '../lib/config.js';
 import { loadModel, predict } from '../lib/evaluate.js';
@@ -125,6 +126,19 @@ for (const [engine, config] of [['eager, Adam', { ...base, ...resnet }], ['graph
     }
   });
 }
+
+test("an interrupted and resumed run of the smoke preset (dropout, augmentation, Adam op by op) ends exactly where an uninterrupted one does", async () => {
+  const config = { epochs: 3, patience: 10 };
+  const common = { data: labeled, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, augment: TRACE_AUGMENT } as const;
+  const straight = await train({ ...common, out: join(tmp, 'run-exact-a') });
+  await train({ ...common, out: join(tmp, 'run-exact-b'), stopAfterEpochs: 1 });
+  // Adam's beta powers travel with the checkpoint: tfjs's setWeights would make them beta^(t+1), not the float32 products.
+  const saved = JSON.parse(await readFile(join(tmp, 'run-exact-b', 'checkpoints', 'last', 'optimizer.json'), 'utf8')) as { betaPowers?: number[] };
+  assert.equal(saved.betaPowers?.length, 2);
+  const resumed = await train({ ...common, out: join(tmp, 'run-exact-b'), resume: true });
+  const figures = (h: typeof straight.history) => h.map((r) => [r.loss, r.accuracy, r.valLoss, r.valAccuracy, r.valMacroF1]);
+  assert.deepEqual(figures(resumed.history), figures(straight.history));
+});
 
 test('a run resumes only with the configuration it was started with', async () => {
   await assert.rejects(
