@@ -8,7 +8,7 @@
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { LayersModel } from '@tensorflow/tfjs';
-import { MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
+import { checkReplaceable, MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { loadModel, predictSplit } from './evaluate.js';
 import { evaluatePredictions, validatePredictions, type Prediction } from './metrics.js';
@@ -184,6 +184,7 @@ export async function calibrateModel(options: CalibrateOptions): Promise<Calibra
 
 async function calibrateUnlocked(options: CalibrateOptions, out: string): Promise<CalibrationResult> {
   const split = options.split ?? 'val';
+  await checkReplaceable(out); // before any image is scored
   const loaded = await loadModel(options.model);
   try {
     // The folder is written anew: other files go along (read now, before any image is scored: a broken link is named

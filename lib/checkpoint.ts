@@ -48,17 +48,26 @@ export async function recoverDirSwap(dir: string): Promise<string> {
 }
 
 /**
+ * Throws unless `dir` is absent, empty or a model folder: only those are ever replaced (`--out` pointed at a dataset,
+ * a run or a file is refused). {@link writeDirAtomic} checks it; commands check it first, before their work.
+ *
+ * @example await checkReplaceable('models/calibrated')
+ */
+export async function checkReplaceable(dir: string): Promise<void> {
+  const present = await stat(dir).catch(() => undefined);
+  if (present && !(present.isDirectory() && ((await exists(join(dir, MODEL_JSON))) || (await readdir(dir)).length === 0))) {
+    throw new ConfigError(`${quote(dir)} exists and is not a model folder (no ${MODEL_JSON}): choose another output folder; nothing was replaced`, { path: dir });
+  }
+}
+
+/**
  * Writes a folder atomically: build in `DIR.tmp-PID`, flush its files and itself to disk, then swap it in and flush the
  * parent folder's entries; the old one is removed only afterwards. A power loss at any point leaves the old folder or
  * the new one, complete (with {@link recoverDirSwap} finishing a swap cut between its two renames).
  */
 export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
   await recoverDirSwap(dir);
-  // Only a model folder (or an empty one) is ever replaced: `--out` pointed at a dataset, a run or a file is refused.
-  const present = await stat(dir).catch(() => undefined);
-  if (present && !(present.isDirectory() && ((await exists(join(dir, MODEL_JSON))) || (await readdir(dir)).length === 0))) {
-    throw new ConfigError(`${quote(dir)} exists and is not a model folder (no ${MODEL_JSON}): choose another output folder; nothing was replaced`, { path: dir });
-  }
+  await checkReplaceable(dir);
   const tmp = `${dir}.tmp-${process.pid}`;
   const old = `${dir}.old-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });

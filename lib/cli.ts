@@ -237,8 +237,7 @@ export function parseFailure(argv: readonly string[], err: unknown): string | un
     const [, dashes = '--', name = ''] = found;
     const candidates = command === undefined ? Object.keys(OPTIONS) : [...(COMMANDS[command]?.options ?? []), ...EVERY_COMMAND];
     // Long options only: a short one (-m) is one letter, close to anything.
-    const near = dashes === '--' ? candidates.filter((c) => c.startsWith(name) || editDistance(c, name) <= 2).slice(0, 3) : [];
-    const guess = near.length > 0 ? ` (did you mean ${near.map((c) => `--${c}`).join(' or ')}?)` : '';
+    const guess = dashes === '--' ? didYouMean(name, candidates, (c) => `--${c}`) : '';
     const takes = command === undefined ? '' : `; ${command} takes ${flagsOf(command) || 'no options'} (and --json, --quiet)`;
     return `${who}: unknown option ${dashes}${name}${guess}${takes}\n${usage}`;
   }
@@ -262,6 +261,17 @@ function commandOf(argv: readonly string[]): string | undefined {
     return Object.hasOwn(COMMANDS, a) ? a : undefined;
   }
   return undefined;
+}
+
+/**
+ * ` (did you mean X?)` for the candidates (three at most) that start with what was typed or are within 2 edits of it;
+ * '' when none is.
+ *
+ * @example didYouMean('trian', ['train', 'predict']) // ' (did you mean "train"?)'
+ */
+function didYouMean(typed: string, candidates: readonly string[], show: (c: string) => string = (c) => quote(c)): string {
+  const near = typed === '' ? [] : candidates.filter((c) => c !== typed && (c.startsWith(typed) || editDistance(c, typed) <= 2)).slice(0, 3);
+  return near.length > 0 ? ` (did you mean ${near.map(show).join(' or ')}?)` : '';
 }
 
 /** Levenshtein distance (for "did you mean"). */
@@ -301,8 +311,11 @@ function preset(values: Values): PresetName | undefined {
   if (p === undefined) return undefined;
   if (!(p in PRESETS)) {
     // Named where it came from: a variable set in the environment is no option typed on this command line.
-    if (values.preset === undefined) throw new ConfigError(`PNEUMOTYPE_PRESET=${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}: set it to one of them, or unset it`);
-    throw new UsageError(`preset ${quote(p)} is not one of ${Object.keys(PRESETS).join(', ')}`);
+    const names = Object.keys(PRESETS);
+    const known = names.map((n) => (n === 'smoke' ? 'smoke (or tiny)' : n)).join(', ');
+    const guess = didYouMean(p, [...names, 'tiny']);
+    if (values.preset === undefined) throw new ConfigError(`PNEUMOTYPE_PRESET=${quote(p)} is not one of ${known}${guess}: set it to one of them, or unset it`);
+    throw new UsageError(`preset ${quote(p)} is not one of ${known}${guess}`);
   }
   return p as PresetName;
 }
@@ -328,7 +341,7 @@ function parseGroups(value: string, flag = 'groups'): { csv: string; column: str
 function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', options: readonly T[]): T | undefined {
   const raw = values[name];
   if (raw === undefined || (options as readonly string[]).includes(raw)) return raw as T | undefined;
-  throw new UsageError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}`);
+  throw new UsageError(`--${name} ${quote(raw)} is not one of ${options.map((o) => quote(o)).join(', ')}${didYouMean(raw, options)}`);
 }
 
 /** Images a command could not read, listed (five, then a count) even with --quiet: they are missing from `what`. */
@@ -440,7 +453,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // `help bogus` and `bogus --help` are mistakes, as `bogus` is.
   const helpFor = values.help ? command : command === 'help' ? positionals[1] : undefined;
   if (helpFor !== undefined && helpFor !== 'help' && !Object.hasOwn(COMMANDS, helpFor)) {
-    process.stderr.write(`pneumotype: unknown command ${quote(helpFor)}\n\n${HELP}`);
+    process.stderr.write(`pneumotype: unknown command ${quote(helpFor)}${didYouMean(helpFor, Object.keys(COMMANDS))}\n\n${HELP}`);
     return 2;
   }
   if (values.help) {
@@ -778,7 +791,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       default:
-        process.stderr.write(`pneumotype: unknown command ${quote(command)}\n\n${HELP}`);
+        process.stderr.write(`pneumotype: unknown command ${quote(command)}${didYouMean(command, Object.keys(COMMANDS))}\n\n${HELP}`);
         return 2;
     }
   } catch (err) {

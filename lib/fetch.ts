@@ -9,7 +9,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
-import { ConfigError, FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
+import { ArchiveError, ConfigError, FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
 import { fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
@@ -294,7 +294,7 @@ class Download {
           throw new FetchError(
             `Download of ${quote(this.#s.shown)} failed after ${failures} attempt${failures === 1 ? '' : 's'}: ${err.message}${this.#keptNote()}` +
               (UNREACHABLE.test(err.message) && this.#largest === 0
-                ? '; without network access, give --source (or PNEUMOTYPE_SOURCE) the path of a copy of the archive, zipped or extracted'
+                ? '; without network access, give --source (or PNEUMOTYPE_SOURCE) the path of a copy of the archive (run and relabel also take it extracted)'
                 : ''),
             { url: this.#s.shown, ...(err.status === undefined ? {} : { status: err.status }), cause: err },
           );
@@ -679,7 +679,31 @@ class Download {
 /** Local path source: verified, never copied, moved or deleted. */
 async function verifyLocal(path: string, source: string, expected: string | undefined, tracker: ProgressTracker): Promise<FetchResult> {
   const s = await stat(path);
+  if (s.isDirectory()) {
+    throw new ConfigError(
+      `Dataset source ${quote(path)} is a folder: fetch takes a zip archive; an extracted copy needs no fetch: give it to ` +
+        '`relabel --from` or as the source of `run`, which read it as it is',
+      { path },
+    );
+  }
   if (!s.isFile()) throw new ConfigError(`Dataset source ${quote(path)} is not a file: expected a zip archive`, { path });
+  // What a download's verification checks of its bytes, before a long hash: a zip's start and its end record.
+  const head = Buffer.alloc(4);
+  const handle = await open(path, 'r');
+  try {
+    await handle.read(head, 0, 4, 0);
+  } finally {
+    await handle.close();
+  }
+  if (s.size < 4 || !isZipStart(head)) {
+    throw new ArchiveError(`Dataset source ${quote(path)} is not a zip archive (it does not start as one): expected the dataset's zip or a copy in its layout`, { path });
+  }
+  if (!(await endsLikeZip(path, s.size))) {
+    throw new ArchiveError(
+      `Dataset source ${quote(path)} is not a complete zip archive (it has no end of central directory record: cut short?): copy it again`,
+      { path },
+    );
+  }
   tracker.setTotal(s.size);
   const actual = await hashFile(path, s.size, tracker);
   if (expected !== undefined && actual !== expected) {

@@ -14,7 +14,7 @@ import type { AugmentOptions } from './augment.js';
 import { readGroups, type GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord, type CalibrationResult } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
-import { configHash, readCard, runFinished, train, type ModelCard, type TrainResult } from './train.js';
+import { configHash, readCard, recipeDifferences, runFinished, train, type ModelCard, type TrainResult } from './train.js';
 import { ArchiveError, CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
@@ -295,7 +295,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     const other = existing.data.manifestSha256 !== cache.index.manifestSha256
       ? `other data (manifest SHA-256 ${existing.data.manifestSha256.slice(0, 12)}…, ${dirs.labeled} has ${cache.index.manifestSha256.slice(0, 12)}…)`
       : was !== now
-        ? `another configuration (${was}, now ${now})`
+        ? `another configuration (${recipeDifferences({ ...DEFAULTS, ...existing.training.config }, config).join(', ') || `${was}, now ${now}`})`
         : existing.training.epochs !== config.epochs
           ? `another number of epochs (${existing.training.epochs}, now ${config.epochs})`
           : JSON.stringify(existing.training.augment ?? false) !== JSON.stringify(options.augment ?? false)

@@ -9,7 +9,7 @@ import type { AugmentOptions } from './augment.js';
 import type { CalibrationRecord } from './calibrate.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, recoverDirSwap, saveModel, trainableVariables } from './checkpoint.js';
-import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
+import { CLASSES, DEFAULTS, RECIPE_KEYS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
 import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, messageOf, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
@@ -406,6 +406,20 @@ function alignedToDefaults(config: Config): Config {
 }
 
 /**
+ * The recipe settings ({@link RECIPE_KEYS}) in which `now` differs from `was`, each as `name was (now value)`; a network
+ * setting that names the model's own default counts as the default.
+ *
+ * @example recipeDifferences(resolveConfig('smoke'), resolveConfig('cpu'))[0] // 'imageSize 32 (now 128)'
+ */
+export function recipeDifferences(was: Config, now: Config): string[] {
+  const a = alignedToDefaults(was);
+  const b = alignedToDefaults(now);
+  const shown = (key: string, v: unknown): string =>
+    (key === 'modelWidth' && v === 0) || (key === 'modelDepth' && v === '') ? 'default' : typeof v === 'string' ? quote(v) : String(v);
+  return RECIPE_KEYS.filter((key) => a[key] !== b[key]).map((key) => `${key} ${shown(key, a[key])} (now ${shown(key, b[key])})`);
+}
+
+/**
  * Every hash a run of the same configuration may have recorded: {@link configHash}, and the hashes that runs started
  * with the model's default depth or width given explicitly recorded before those were aligned (given as written now,
  * or in their plain form: "2,2,2,2", 32), so that such runs resume with the default given or not.
@@ -626,11 +640,19 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     if (saved !== undefined) {
       state = saved;
       // A run started with a default given explicitly recorded the hash of that (see equivalentHashes): it resumes too.
-      if (!equivalentHashes(config).includes(state.configHash)) {
-        throw new ConfigError(`cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`, { path: runDir });
-      }
       const lastCard = join(ckptLast, CARD_FILE);
       const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
+      if (!equivalentHashes(config).includes(state.configHash)) {
+        // Named setting by setting from the last checkpoint's card; the bare hashes only where it has none.
+        const differences = last === undefined ? [] : recipeDifferences({ ...DEFAULTS, ...last.training.config }, config);
+        throw new ConfigError(
+          differences.length > 0
+            ? `cannot resume ${quote(runDir)}: it was started with another configuration: ${differences.join(', ')}; a resume continues the ` +
+                'same run: give the settings it was started with, or train into another --out'
+            : `cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`,
+          { path: runDir },
+        );
+      }
       // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
       // cosine decay runs over all epochs), the augmentation, the group balancing (its CSV's content too, where both
       // cards have it), plateauPatience with the plateau schedule, maxSampleWeight with group balancing, and the
@@ -753,6 +775,17 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     const summary = { ...summarizeModel(model, modelOptions), ...(options.initFrom ? { name: 'transfer' as const } : {}) };
     const variables = trainableVariables(model);
     const classWeightTensor = tf.tensor1d(weights);
+    if (options.resume) {
+      // Say what the resume found: a mistyped --out would otherwise start a new run without a word.
+      const complete = state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
+      const early = complete && state.epochsDone < config.epochs ? ', stopped early' : '';
+      const message = saved === undefined
+        ? `nothing to resume in ${quote(runDir)} (no checkpoint there yet): starting a new run`
+        : complete
+          ? `${quote(runDir)} is already complete (${state.epochsDone} of ${config.epochs} epochs${early}): nothing left to train`
+          : `resuming ${quote(runDir)} after epoch ${state.epochsDone} of ${config.epochs}`;
+      options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message });
+    }
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });
     // A resume keeps the run's configuration, its learning rate included: the way on is a new run with a lower rate.
     const diverged = (epoch: number, what: string): TrainingError =>

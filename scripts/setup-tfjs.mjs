@@ -92,8 +92,19 @@ function normalInstall(dir, flavour) {
     cwd: dir,
     timeout: 15 * 60_000,
   });
-  if (!r.ok) log(`${flavour}: the package's own installer failed:\n    ${tail(r.out)}`);
+  if (!r.ok) log(`${flavour}: ${installerFailure(r.out)}`);
   return r.ok;
+}
+
+/**
+ * One line for the usual offline failure (the download host not reached), the installer's last lines otherwise.
+ *
+ * @example installerFailure("Error: getaddrinfo ENOTFOUND storage.googleapis.com\n  code: 'ENOTFOUND'") // "the package's own installer could not reach storage.googleapis.com (ENOTFOUND: no network?)"
+ */
+export function installerFailure(out) {
+  const unreachable = /\b(ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH)\b[^\n]*?([a-z0-9-]+(?:\.[a-z0-9-]+)+)/i.exec(out);
+  if (unreachable) return `the package's own installer could not reach ${unreachable[2]} (${unreachable[1]}: no network?)`;
+  return `the package's own installer failed:\n    ${tail(out)}`;
 }
 
 /** Finds or downloads the tensorflow-cpu wheel; returns its path and whether it is ours to replace (from the cache). */

@@ -150,10 +150,12 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   const precious = join(tmp, 'precious');
   await mkdir(precious);
   await writeFile(join(precious, 'notes.txt'), 'keep me');
-  await assert.rejects(calibrateModel({ model: dir, data: labeled, out: precious }), {
+  let progressed = 0;
+  await assert.rejects(calibrateModel({ model: dir, data: labeled, out: precious, onProgress: () => void progressed++ }), {
     name: 'ConfigError',
     message: `"${precious}" exists and is not a model folder (no model.json): choose another output folder; nothing was replaced`,
   });
+  assert.equal(progressed, 0, 'refused before any image is scored');
   assert.equal(await readFile(join(precious, 'notes.txt'), 'utf8'), 'keep me');
   // In place, a subfolder would be lost with the folder written anew: refused, nothing touched.
   await mkdir(join(dir, 'exports'));

@@ -50,7 +50,11 @@ test('help, unknown commands and bad options', () => {
   assert.match(help.stdout, /^pneumotype: normal, bacterial and viral pneumonia/);
   const unknown = cli('frobnicate');
   assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /^pneumotype: unknown command "frobnicate"/);
+  assert.match(unknown.stderr, /^pneumotype: unknown command "frobnicate"\n/);
+  // A typo of a command, a preset or a choice gets the nearest ones.
+  assert.match(cli('trian').stderr, /^pneumotype: unknown command "trian" \(did you mean "train"\?\)\n\npneumotype: normal/);
+  assert.equal(cli('prepare', '--preset', 'smok').stderr, '\npneumotype prepare: preset "smok" is not one of smoke (or tiny), cpu, gpu (did you mean "smoke"?)\nRun `pneumotype help prepare` for usage.\n');
+  assert.equal(cli('evaluate', '--split', 'vla').stderr, '\npneumotype evaluate: --split "vla" is not one of "test", "val" (did you mean "val"?)\nRun `pneumotype help evaluate` for usage.\n');
   const bad = cli('relabel', '--nope');
   assert.equal(bad.code, 2);
   assert.equal(bad.stderr, 'pneumotype relabel: unknown option --nope; relabel takes --from, --out, --extracted, --allow-unknown (and --json, --quiet)\nRun `pneumotype help relabel` for usage.\n');
@@ -73,10 +77,10 @@ test('help, unknown commands and bad options', () => {
   assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\nRun `pneumotype help relabel` for usage.\n');
   const preset = cli('prepare', '--preset', 'huge');
   assert.equal(preset.code, 2);
-  assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke, cpu, gpu\nRun `pneumotype help prepare` for usage.\n');
+  assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke (or tiny), cpu, gpu\nRun `pneumotype help prepare` for usage.\n');
   // From the environment: named as the variable, not blamed on the command line.
   const fromEnv = spawnSync(process.execPath, [BIN, 'prepare'], { encoding: 'utf8', cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '', PNEUMOTYPE_PRESET: 'fast' } });
-  assert.equal(fromEnv.stderr, '\npneumotype prepare: PNEUMOTYPE_PRESET="fast" is not one of smoke, cpu, gpu: set it to one of them, or unset it\n');
+  assert.equal(fromEnv.stderr, '\npneumotype prepare: PNEUMOTYPE_PRESET="fast" is not one of smoke (or tiny), cpu, gpu: set it to one of them, or unset it\n');
   assert.equal(fromEnv.status, 1);
   assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\nRun `pneumotype help upload` for usage.\n');
   const size = cli('prepare', '--image-size', 'big');
@@ -286,7 +290,7 @@ test('train --resume takes a default given explicitly (--depth 2,2,2,2 of the re
   assert.equal(same.code, 0, same.stderr);
   const other = cli(...args, '--resume', '--depth', '1,1,1,1');
   assert.equal(other.code, 1);
-  assert.match(other.stderr, new RegExp(`^\\npneumotype train: cannot resume ${JSON.stringify(out).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it was started with another configuration \\(.*\\{"modelDepth":"1,1,1,1"\\}\\]\\)\\n$`));
+  assert.match(other.stderr, new RegExp(`^\\npneumotype train: cannot resume ${JSON.stringify(out).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it was started with another configuration: modelDepth default \\(now "1,1,1,1"\\); a resume continues the same run: give the settings it was started with, or train into another --out\\n$`));
 });
 
 test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume', async () => {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SOURCES } from '../lib/config.js';
-import { BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
+import { ArchiveError, BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
 import { backoffDelay, fetchDataset, isCertificateError, parseRetryAfter, proxyFor, resolveSource, sameUrl, shownUrl } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
 import { startFileServer } from './helpers/http-server.js';
@@ -378,9 +378,28 @@ test('a local path is verified and returned as is', async () => {
   assert.deepEqual((await readdir(dir)).sort(), ['ChestXRay2017.zip']);
   await assert.rejects(fetchDataset({ source: dir }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
-    assert.equal(err.message, `Dataset source "${dir}" is not a file: expected a zip archive`);
+    assert.equal(
+      err.message,
+      `Dataset source "${dir}" is a folder: fetch takes a zip archive; an extracted copy needs no fetch: give it to \`relabel --from\` or as the source of \`run\`, which read it as it is`,
+    );
     return true;
   });
+  // Not a zip, or a zip cut short: refused before the hash, the file left as it is.
+  const cases: Array<[string, Buffer, string]> = [
+    ['notes.zip', Buffer.from('not a zip\n'), 'is not a zip archive (it does not start as one): expected the dataset\'s zip or a copy in its layout'],
+    ['tiny.zip', Buffer.from('PK'), 'is not a zip archive (it does not start as one): expected the dataset\'s zip or a copy in its layout'],
+    ['cut.zip', DATA.subarray(0, 100_000), 'is not a complete zip archive (it has no end of central directory record: cut short?): copy it again'],
+  ];
+  for (const [name, bytes, expected] of cases) {
+    const bad = join(dir, name);
+    await writeFile(bad, bytes);
+    await assert.rejects(fetchDataset({ source: bad }), (err: unknown) => {
+      assert.ok(err instanceof ArchiveError);
+      assert.equal(err.message, `Dataset source "${bad}" ${expected}`);
+      return true;
+    });
+    assert.deepEqual(await readFile(bad), bytes);
+  }
 });
 
 test('bad source strings, SHA-256 values and file names are ConfigErrors', async () => {
@@ -820,7 +839,7 @@ test('a host that cannot be reached at all: the error says how to work from a lo
   const url = 'http://127.0.0.1:1/ChestXRay2017.zip'; // nothing listens on port 1
   await assert.rejects(fetchDataset({ source: url, outDir, retries: 0, backoffMs: 1 }), (err: unknown) => {
     assert.ok(err instanceof FetchError);
-    assert.match(err.message, new RegExp(`^Download of "${url}" failed after 1 attempt: .*ECONNREFUSED.*; without network access, give --source \\(or PNEUMOTYPE_SOURCE\\) the path of a copy of the archive, zipped or extracted$`));
+    assert.match(err.message, new RegExp(`^Download of "${url}" failed after 1 attempt: .*ECONNREFUSED.*; without network access, give --source \\(or PNEUMOTYPE_SOURCE\\) the path of a copy of the archive \\(run and relabel also take it extracted\\)$`));
     return true;
   });
 });
@@ -1107,7 +1126,7 @@ test('a host name that does not resolve fails on the first attempt, with the way
     }) as unknown as typeof import('node-fetch').default;
     await assert.rejects(fetchDataset({ source: url, outDir: await freshDir(), fetch, retries: 2, ...FAST }), (err: unknown) => {
       assert.ok(err instanceof FetchError, String(err));
-      assert.match(err.message, new RegExp(`^Download of "${url}" failed after ${attempts} attempts?: .*${code}.*; without network access, give --source \\(or PNEUMOTYPE_SOURCE\\) the path of a copy of the archive, zipped or extracted$`));
+      assert.match(err.message, new RegExp(`^Download of "${url}" failed after ${attempts} attempts?: .*${code}.*; without network access, give --source \\(or PNEUMOTYPE_SOURCE\\) the path of a copy of the archive \\(run and relabel also take it extracted\\)$`));
       return true;
     });
     assert.equal(calls, attempts, code);

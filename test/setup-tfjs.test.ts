@@ -16,10 +16,11 @@ interface SetupScript {
   bindingLoads(dir: string): { readonly ok: boolean; readonly version?: string; readonly noAvx?: boolean; readonly reason?: string };
   cpuLacksAvx(cpuinfo?: string): boolean;
   makeSafe(path: string): boolean;
+  installerFailure(out: string): string;
 }
 // A non-literal specifier: the script is plain JavaScript, typed by the interface above.
 const script = pathToFileURL(join(import.meta.dirname, '..', 'scripts', 'setup-tfjs.mjs')).href;
-const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel, makeSafe } = (await import(script)) as SetupScript;
+const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel, installerFailure, makeSafe } = (await import(script)) as SetupScript;
 
 let tmp: string;
 let binding: string;
@@ -185,4 +186,21 @@ test('postinstall-build: builds with TypeScript when installed; without it keeps
     "process.stderr.write(`tsc ${process.argv.slice(2).map((a) => a.replace(process.cwd(), '.')).join(' ')}\\n`); process.exit(2);\n",
   );
   assert.deepEqual(run(), { status: 2, stderr: 'tsc -p ./tsconfig.json\n' });
+});
+
+test("installerFailure: one line when the package's installer cannot reach its download host, its last lines otherwise", () => {
+  // What tfjs-node 4.22's scripts/install.js prints offline (abridged).
+  const offline = [
+    '* Downloading libtensorflow',
+    'https://storage.googleapis.com/tensorflow/libtensorflow/libtensorflow-cpu-linux-x86_64-2.9.1.tar.gz',
+    "      throw er; // Unhandled 'error' event",
+    'Error: getaddrinfo ENOTFOUND storage.googleapis.com',
+    '    at GetAddrInfoReqWrap.onlookupall [as oncomplete] (node:dns:122:26)',
+    "  code: 'ENOTFOUND',",
+    "  hostname: 'storage.googleapis.com'",
+    '}',
+    'Node.js v20.20.2',
+  ].join('\n');
+  assert.equal(installerFailure(offline), "the package's own installer could not reach storage.googleapis.com (ENOTFOUND: no network?)");
+  assert.equal(installerFailure('a\nb\nc\nd\ne\nf\ng: gyp failed\n'), "the package's own installer failed:\n    b\n    c\n    d\n    e\n    f\n    g: gyp failed");
 });

@@ -135,20 +135,43 @@ test("an interrupted and resumed run of the smoke preset (dropout, augmentation,
   // Adam's beta powers travel with the checkpoint: tfjs's setWeights would make them beta^(t+1), not the float32 products.
   const saved = JSON.parse(await readFile(join(tmp, 'run-exact-b', 'checkpoints', 'last', 'optimizer.json'), 'utf8')) as { betaPowers?: number[] };
   assert.equal(saved.betaPowers?.length, 2);
-  const resumed = await train({ ...common, out: join(tmp, 'run-exact-b'), resume: true });
+  const said: string[] = [];
+  const onProgress = (p: { message?: string | undefined }): void => {
+    if (p.message !== undefined) said.push(p.message);
+  };
+  const resumed = await train({ ...common, out: join(tmp, 'run-exact-b'), resume: true, onProgress });
   const figures = (h: typeof straight.history) => h.map((r) => [r.loss, r.accuracy, r.valLoss, r.valAccuracy, r.valMacroF1]);
   assert.deepEqual(figures(resumed.history), figures(straight.history));
+  // What a resume found is said: where it goes on, that the run is complete, or that there was nothing to resume.
+  const again = await train({ ...common, out: join(tmp, 'run-exact-b'), resume: true, onProgress });
+  assert.equal(again.history.length, 3);
+  const fresh = await train({ ...common, out: join(tmp, 'run-exact-c'), resume: true, onProgress });
+  assert.equal(fresh.history.length, 3);
+  const q = (name: string): string => JSON.stringify(join(tmp, name));
+  assert.deepEqual(said.filter((m) => /resum|complete/.test(m)), [
+    `resuming ${q('run-exact-b')} after epoch 1 of 3`,
+    `${q('run-exact-b')} is already complete (3 of 3 epochs): nothing left to train`,
+    `nothing to resume in ${q('run-exact-c')} (no checkpoint there yet): starting a new run`,
+  ]);
 });
 
 test('a run resumes only with the configuration it was started with', async () => {
   await assert.rejects(
     train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, learningRate: 0.1 }, resume: true }),
-    { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration/ },
+    {
+      name: 'ConfigError',
+      message: `cannot resume ${JSON.stringify(join(tmp, 'run-ce'))}: it was started with another configuration: model "resnet" (now "tiny"), ` +
+        'modelWidth 4 (now default), learningRate 0.003 (now 0.1); a resume continues the same run: give the settings it was started with, or train into another --out',
+    },
   );
   // A setting added later (here the ResNet's blocks per stage) counts as soon as it leaves its default.
   await assert.rejects(
     train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, ...resnet, modelDepth: '1,1,1,1' }, resume: true }),
-    { name: 'ConfigError', message: /^cannot resume ".*run-ce": it was started with another configuration \(.*, now .*\{"modelDepth":"1,1,1,1"\}\]\)$/ },
+    {
+      name: 'ConfigError',
+      message: `cannot resume ${JSON.stringify(join(tmp, 'run-ce'))}: it was started with another configuration: modelDepth default (now "1,1,1,1"); ` +
+        'a resume continues the same run: give the settings it was started with, or train into another --out',
+    },
   );
   // Without --resume, a folder that holds a run is refused before any work, its files untouched.
   const run = join(tmp, 'run-ce');
