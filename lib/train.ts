@@ -405,6 +405,18 @@ function alignedToDefaults(config: Config): Config {
   return out;
 }
 
+/** The refusal of a resume whose recipe is not the run's: the settings that differ, by name, from the last checkpoint's card. */
+function resumeRefused(runDir: string, savedHash: string, config: Config, last: ModelCard | undefined): ConfigError {
+  const differences = last === undefined ? [] : recipeDifferences({ ...DEFAULTS, ...last.training.config }, config);
+  return new ConfigError(
+    differences.length > 0
+      ? `cannot resume ${quote(runDir)}: it was started with another configuration: ${differences.join(', ')}; a resume continues the ` +
+          'same run: give the settings it was started with, or train into another --out'
+      : `cannot resume ${quote(runDir)}: it was started with another configuration (${savedHash}, now ${configHash(config)})`,
+    { path: runDir },
+  );
+}
+
 /**
  * The recipe settings ({@link RECIPE_KEYS}) in which `now` differs from `was`, each as `name was (now value)`; a network
  * setting that names the model's own default counts as the default.
@@ -572,6 +584,14 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       );
     }
   }
+  // A resume with another recipe is refused before the cache is prepared (checked again, with the rest, below).
+  if (options.resume) {
+    const early = await readTrainerState(runDir).catch(() => undefined);
+    if (early !== undefined && !equivalentHashes(config).includes(early.configHash)) {
+      const last = await readCard(join(ckptLast, CARD_FILE)).catch(() => undefined);
+      throw resumeRefused(runDir, early.configHash, config, last);
+    }
+  }
   // The grouping CSV is read before any long work: a typo in its path is not found after the cache is prepared.
   const groups = options.balanceGroups ? await readGroups(options.balanceGroups) : undefined;
   // Its content too, for the card: a resume compares it (the same file name and column may hold other groups).
@@ -642,17 +662,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       // A run started with a default given explicitly recorded the hash of that (see equivalentHashes): it resumes too.
       const lastCard = join(ckptLast, CARD_FILE);
       const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
-      if (!equivalentHashes(config).includes(state.configHash)) {
-        // Named setting by setting from the last checkpoint's card; the bare hashes only where it has none.
-        const differences = last === undefined ? [] : recipeDifferences({ ...DEFAULTS, ...last.training.config }, config);
-        throw new ConfigError(
-          differences.length > 0
-            ? `cannot resume ${quote(runDir)}: it was started with another configuration: ${differences.join(', ')}; a resume continues the ` +
-                'same run: give the settings it was started with, or train into another --out'
-            : `cannot resume ${quote(runDir)}: it was started with another configuration (${state.configHash}, now ${configHash(config)})`,
-          { path: runDir },
-        );
-      }
+      if (!equivalentHashes(config).includes(state.configHash)) throw resumeRefused(runDir, state.configHash, config, last);
       // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
       // cosine decay runs over all epochs), the augmentation, the group balancing (its CSV's content too, where both
       // cards have it), plateauPatience with the plateau schedule, maxSampleWeight with group balancing, and the

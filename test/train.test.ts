@@ -164,6 +164,13 @@ test('a run resumes only with the configuration it was started with', async () =
         'modelWidth 4 (now default), learningRate 0.003 (now 0.1); a resume continues the same run: give the settings it was started with, or train into another --out',
     },
   );
+  // Refused before any image is prepared: here a 48 px cache that does not exist yet.
+  const stages = new Set<string>();
+  await assert.rejects(
+    train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, ...resnet, imageSize: 48 }, resume: true, onProgress: (p) => void stages.add(p.stage) }),
+    { name: 'ConfigError', message: /: it was started with another configuration: imageSize 32 \(now 48\); a resume continues/ },
+  );
+  assert.deepEqual([...stages], []);
   // A setting added later (here the ResNet's blocks per stage) counts as soon as it leaves its default.
   await assert.rejects(
     train({ data: labeled, out: join(tmp, 'run-ce'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, ...resnet, modelDepth: '1,1,1,1' }, resume: true }),
