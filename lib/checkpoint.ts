@@ -319,10 +319,17 @@ export async function loadOptimizerState(dir: string, optimizer: Optimizer, mode
     await optimizer.setWeights(alignSlots(named, minimizeOrder(model), join(dir, OPTIMIZER_JSON)));
     // setWeights computes Adam's beta powers as beta^(t+1), where training multiplied them step by step in float32:
     // the saved products make a resumed run continue exactly (older checkpoints have none, and resume as before).
+    // Taken only where each is what the step count makes it, up to float32 rounding (1 - power within 0.1 %): a file
+    // edited by hand or damaged falls back to setWeights's values, as an older checkpoint does.
     const powers = betaPowersOf(optimizer);
     const saved = meta.betaPowers;
-    if (powers && Array.isArray(saved) && saved.length === powers.length && saved.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      tf.tidy(() => powers.forEach((variable, i) => variable.assign(tf.scalar(saved[i] as number))));
+    if (powers && Array.isArray(saved) && saved.length === powers.length) {
+      const computed = powers.map((v) => v.dataSync()[0] as number);
+      const plausible = saved.every((v, i) => {
+        const c = computed[i] as number;
+        return typeof v === 'number' && v >= 0 && v < 1 && Math.abs(v - c) <= 1e-3 * (1 - c);
+      });
+      if (plausible) tf.tidy(() => powers.forEach((variable, i) => variable.assign(tf.scalar(saved[i] as number))));
     }
   } finally {
     tf.dispose(named.map((n) => n.tensor)); // the optimizer's variables hold their own references

@@ -1,6 +1,6 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
-import { realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, realpathSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
@@ -309,7 +309,7 @@ function whole(min: number, max?: number): { ok: (n: number) => boolean; expecte
 function preset(values: Values): PresetName | undefined {
   const p = presetAlias(values.preset ?? process.env.PNEUMOTYPE_PRESET);
   if (p === undefined) return undefined;
-  if (!(p in PRESETS)) {
+  if (!Object.hasOwn(PRESETS, p)) {
     // Named where it came from: a variable set in the environment is no option typed on this command line.
     const names = Object.keys(PRESETS);
     const known = names.map((n) => (n === 'smoke' ? 'smoke (or tiny)' : n)).join(', ');
@@ -597,6 +597,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         const auto = named === undefined ? defaultPreset() : undefined;
         const own = auto !== undefined && values.resume ? await presetOfRun(values.out, overrides, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
         const p = named ?? (own !== undefined ? own.preset : auto);
+        // A mistyped --out with --resume would otherwise start a new run without a word.
+        if (values.resume && !existsSync(join(values.out, 'checkpoints', 'last', 'trainer.json'))) {
+          process.stderr.write(`pneumotype train: nothing to resume in ${quote(resolve(values.out))} (no checkpoint there yet): starting a new run\n`);
+        }
         const undo = onInterrupt(`pneumotype train: interrupted; the epochs finished so far (if any) are saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);
         const r = await train({
           data: values.data ?? DEFAULTS.labeledDir,

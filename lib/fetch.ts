@@ -682,25 +682,17 @@ async function verifyLocal(path: string, source: string, expected: string | unde
   if (s.isDirectory()) {
     throw new ConfigError(
       `Dataset source ${quote(path)} is a folder: fetch takes a zip archive; an extracted copy needs no fetch: give it to ` +
-        '`relabel --from` or as the source of `run`, which read it as it is',
+        '`relabel --from` or as the source of `run`, which read it as it is (the notebooks take the zip)',
       { path },
     );
   }
   if (!s.isFile()) throw new ConfigError(`Dataset source ${quote(path)} is not a file: expected a zip archive`, { path });
-  // What a download's verification checks of its bytes, before a long hash: a zip's start and its end record.
-  const head = Buffer.alloc(4);
-  const handle = await open(path, 'r');
-  try {
-    await handle.read(head, 0, 4, 0);
-  } finally {
-    await handle.close();
-  }
-  if (s.size < 4 || !isZipStart(head)) {
-    throw new ArchiveError(`Dataset source ${quote(path)} is not a zip archive (it does not start as one): expected the dataset's zip or a copy in its layout`, { path });
-  }
+  // Before a long hash: the end record every zip has (also behind a self-extracting stub) and a download cut short
+  // lacks; a file that is no zip at all lacks it too.
   if (!(await endsLikeZip(path, s.size))) {
     throw new ArchiveError(
-      `Dataset source ${quote(path)} is not a complete zip archive (it has no end of central directory record: cut short?): copy it again`,
+      `Dataset source ${quote(path)} is not a complete zip archive (it has no end of central directory record: not a zip, ` +
+        "or cut short): expected the dataset's zip or a copy in its layout",
       { path },
     );
   }

@@ -9,7 +9,7 @@ import type { AugmentOptions } from './augment.js';
 import type { CalibrationRecord } from './calibrate.js';
 import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, recoverDirSwap, saveModel, trainableVariables } from './checkpoint.js';
-import { CLASSES, DEFAULTS, RECIPE_KEYS, resolveConfig, type Config, type PresetName } from './config.js';
+import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
 import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, messageOf, quote } from './errors.js';
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
@@ -407,7 +407,9 @@ function alignedToDefaults(config: Config): Config {
 
 /** The refusal of a resume whose recipe is not the run's: the settings that differ, by name, from the last checkpoint's card. */
 function resumeRefused(runDir: string, savedHash: string, config: Config, last: ModelCard | undefined): ConfigError {
-  const differences = last === undefined ? [] : recipeDifferences({ ...DEFAULTS, ...last.training.config }, config);
+  // A card without its training configuration (damaged, or hand-made) names nothing: the hashes are shown instead.
+  const recorded = (last as { training?: { config?: Partial<Config> } } | undefined)?.training?.config;
+  const differences = recorded === undefined ? [] : recipeDifferences({ ...DEFAULTS, ...recorded }, config);
   return new ConfigError(
     differences.length > 0
       ? `cannot resume ${quote(runDir)}: it was started with another configuration: ${differences.join(', ')}; a resume continues the ` +
@@ -418,17 +420,18 @@ function resumeRefused(runDir: string, savedHash: string, config: Config, last: 
 }
 
 /**
- * The recipe settings ({@link RECIPE_KEYS}) in which `now` differs from `was`, each as `name was (now value)`; a network
- * setting that names the model's own default counts as the default.
+ * The settings of the configuration hash in which `now` differs from `was` (what stops a resume; patience, epochs or
+ * --eager are not among them), each as `name was (now value)`; a network setting that names the model's own default
+ * counts as the default.
  *
- * @example recipeDifferences(resolveConfig('smoke'), resolveConfig('cpu'))[0] // 'imageSize 32 (now 128)'
+ * @example recipeDifferences(resolveConfig('smoke'), resolveConfig('cpu'))[0] // 'model "tiny" (now "resnet")'
  */
 export function recipeDifferences(was: Config, now: Config): string[] {
   const a = alignedToDefaults(was);
   const b = alignedToDefaults(now);
   const shown = (key: string, v: unknown): string =>
     (key === 'modelWidth' && v === 0) || (key === 'modelDepth' && v === '') ? 'default' : typeof v === 'string' ? quote(v) : String(v);
-  return RECIPE_KEYS.filter((key) => a[key] !== b[key]).map((key) => `${key} ${shown(key, a[key])} (now ${shown(key, b[key])})`);
+  return [...HASHED_KEYS, ...LATER_HASHED_KEYS].filter((key) => a[key] !== b[key]).map((key) => `${key} ${shown(key, a[key])} (now ${shown(key, b[key])})`);
 }
 
 /**
@@ -446,12 +449,15 @@ function equivalentHashes(config: Config): string[] {
 }
 
 /** The hash of {@link configHash} without aligning explicit defaults: what runs started with them recorded. */
+/** The settings a run's configuration hash is made of (a resume must keep them): the first, then those added later. */
+const HASHED_KEYS = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
+  'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
+const LATER_HASHED_KEYS = ['mixup', 'antialias', 'standardize', 'modelDepth'] as const;
+
 function rawConfigHash(config: Config): string {
-  const keys = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
-    'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
   // Settings added later count only when not at their default, so that runs started before them still resume.
-  const later = (['mixup', 'antialias', 'standardize', 'modelDepth'] as const).filter((k) => config[k] !== DEFAULTS[k]).map((k) => ({ [k]: config[k] }));
-  return JSON.stringify([...keys.map((k) => config[k]), ...later]);
+  const later = LATER_HASHED_KEYS.filter((k) => config[k] !== DEFAULTS[k]).map((k) => ({ [k]: config[k] }));
+  return JSON.stringify([...HASHED_KEYS.map((k) => config[k]), ...later]);
 }
 
 /**
@@ -586,7 +592,10 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
   }
   // A resume with another recipe is refused before the cache is prepared (checked again, with the rest, below).
   if (options.resume) {
-    const early = await readTrainerState(runDir).catch(() => undefined);
+    // A swap that a killed process left half done is finished first; a damaged state is named here, before the work.
+    const recovered = await recoverDirSwap(ckptLast);
+    if (recovered !== '') options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message: recovered });
+    const early = await readTrainerState(runDir);
     if (early !== undefined && !equivalentHashes(config).includes(early.configHash)) {
       const last = await readCard(join(ckptLast, CARD_FILE)).catch(() => undefined);
       throw resumeRefused(runDir, early.configHash, config, last);
@@ -785,15 +794,13 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     const summary = { ...summarizeModel(model, modelOptions), ...(options.initFrom ? { name: 'transfer' as const } : {}) };
     const variables = trainableVariables(model);
     const classWeightTensor = tf.tensor1d(weights);
-    if (options.resume) {
-      // Say what the resume found: a mistyped --out would otherwise start a new run without a word.
+    if (saved !== undefined) {
+      // Say what the resume found (the CLI says when there was nothing to resume; run and the notebooks always resume).
       const complete = state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
       const early = complete && state.epochsDone < config.epochs ? ', stopped early' : '';
-      const message = saved === undefined
-        ? `nothing to resume in ${quote(runDir)} (no checkpoint there yet): starting a new run`
-        : complete
-          ? `${quote(runDir)} is already complete (${state.epochsDone} of ${config.epochs} epochs${early}): nothing left to train`
-          : `resuming ${quote(runDir)} after epoch ${state.epochsDone} of ${config.epochs}`;
+      const message = complete
+        ? `${quote(runDir)} is already complete (${state.epochsDone} of ${config.epochs} epochs${early}): nothing left to train`
+        : `resuming ${quote(runDir)} after epoch ${state.epochsDone} of ${config.epochs}`;
       options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message });
     }
     const tracker = new ProgressTracker({ stage: 'train', unit: 'batches', total: (config.epochs - state.epochsDone) * stepsPerEpoch, onProgress: options.onProgress });

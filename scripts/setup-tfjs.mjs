@@ -102,8 +102,14 @@ function normalInstall(dir, flavour) {
  * @example installerFailure("Error: getaddrinfo ENOTFOUND storage.googleapis.com\n  code: 'ENOTFOUND'") // "the package's own installer could not reach storage.googleapis.com (ENOTFOUND: no network?)"
  */
 export function installerFailure(out) {
-  const unreachable = /\b(ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH)\b[^\n]*?([a-z0-9-]+(?:\.[a-z0-9-]+)+)/i.exec(out);
-  if (unreachable) return `the package's own installer could not reach ${unreachable[2]} (${unreachable[1]}: no network?)`;
+  // Node's own words for a host not reached, in the installer's last lines (its crash): "getaddrinfo ENOTFOUND host",
+  // "connect ECONNREFUSED 1.2.3.4:443". Anything else (a build error, say) is shown as it came.
+  const last = out.trim().split('\n').slice(-40).join('\n');
+  const unreachable = /\bgetaddrinfo (ENOTFOUND|EAI_AGAIN) (\S+)|\bconnect (ECONNREFUSED|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH) (\S+)/.exec(last);
+  if (unreachable) {
+    const [code, host] = unreachable[1] !== undefined ? [unreachable[1], unreachable[2]] : [unreachable[3], unreachable[4]];
+    return `the package's own installer could not reach ${host} (${code}: no network?)`;
+  }
   return `the package's own installer failed:\n    ${tail(out)}`;
 }
 

@@ -284,8 +284,10 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
 test('train --resume takes a default given explicitly (--depth 2,2,2,2 of the resnet) as the run it continues', () => {
   const out = join(tmp, 'run-depth');
   const args = ['train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--model', 'resnet', '--epochs', '1', '--quiet'];
-  const first = cli(...args);
+  // --resume where there is no run yet: said, then a new run starts.
+  const first = cli(...args, '--resume');
   assert.equal(first.code, 0, first.stderr);
+  assert.equal(first.stderr.split('\n')[0], `pneumotype train: nothing to resume in ${JSON.stringify(out)} (no checkpoint there yet): starting a new run`);
   const same = cli(...args, '--resume', '--depth', '2,2,2,2');
   assert.equal(same.code, 0, same.stderr);
   const other = cli(...args, '--resume', '--depth', '1,1,1,1');

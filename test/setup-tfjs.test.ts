@@ -203,4 +203,10 @@ test("installerFailure: one line when the package's installer cannot reach its d
   ].join('\n');
   assert.equal(installerFailure(offline), "the package's own installer could not reach storage.googleapis.com (ENOTFOUND: no network?)");
   assert.equal(installerFailure('a\nb\nc\nd\ne\nf\ng: gyp failed\n'), "the package's own installer failed:\n    b\n    c\n    d\n    e\n    f\n    g: gyp failed");
+  assert.equal(installerFailure('Error: connect ECONNREFUSED 10.0.0.1:443\n    at TCPConnectWrap.afterConnect'), "the package's own installer could not reach 10.0.0.1:443 (ECONNREFUSED: no network?)");
+  // Other network words are no verdict: a reset in a stack line, a timeout warning before a build error.
+  const reset = 'Error: read ECONNRESET\n    at TLSSocket.socketOnEnd (node:_tls_wrap:1)';
+  assert.equal(installerFailure(reset), `the package's own installer failed:\n    ${reset.split('\n').join('\n    ')}`);
+  const build = 'npm WARN ETIMEDOUT fetching tfjs-node@4.22.0\ngyp ERR! build error';
+  assert.equal(installerFailure(build), `the package's own installer failed:\n    ${build.split('\n').join('\n    ')}`);
 });
