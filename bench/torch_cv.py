@@ -15,9 +15,11 @@
 #       --config w16-s128-e60 --config w64-s224-e60 --out results.json
 #   python3 bench/torch_cv.py --fake 400 --config w8-s32-e2   # a smoke run without data, on CPU or GPU
 import argparse
+import csv
 import io
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -53,7 +55,6 @@ def load_real(zip_path, csv_path):
     from PIL import Image
     meta = {}
     with open(csv_path, newline='') as f:
-        import csv
         for row in csv.DictReader(f):
             meta[row['file']] = (row['kind'], row['derived_from'])
     zf = zipfile.ZipFile(zip_path)
@@ -501,7 +502,6 @@ def main():
         results['runs'].append(r)
         with open(a.out + '.part', 'w') as f:
             json.dump(results, f, indent=1)
-        import os
         os.replace(a.out + '.part', a.out)
         if 'last' in r:
             log(json.dumps({'name': r['name'], 'seconds': round(r['seconds']),

@@ -1,5 +1,5 @@
 // The `pneumotype` command line: parses arguments, renders progress in the terminal, prints results.
-import { existsSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -7,7 +7,7 @@ import { augmentFromName } from './augment.js';
 import { DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
 import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, predict } from './evaluate.js';
-import { presetOfRun, train, type EpochRecord } from './train.js';
+import { hasCheckpoint, presetOfRun, train, type EpochRecord } from './train.js';
 import { checkUploadOptions, upload } from './upload.js';
 import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
@@ -598,7 +598,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         const own = auto !== undefined && values.resume ? await presetOfRun(values.out, overrides, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
         const p = named ?? (own !== undefined ? own.preset : auto);
         // A mistyped --out with --resume would otherwise start a new run without a word.
-        if (values.resume && !existsSync(join(values.out, 'checkpoints', 'last', 'trainer.json'))) {
+        if (values.resume && !(await hasCheckpoint(values.out))) {
           process.stderr.write(`pneumotype train: nothing to resume in ${quote(resolve(values.out))} (no checkpoint there yet): starting a new run\n`);
         }
         const undo = onInterrupt(`pneumotype train: interrupted; the epochs finished so far (if any) are saved in ${quote(join(values.out, 'checkpoints', 'last'))}: run the same command with --resume to continue`);

@@ -225,9 +225,18 @@ export async function runFinished(runDir: string, config: Pick<Config, 'epochs' 
 }
 
 /** The trainer state of the run's last checkpoint; undefined when there is none, a CacheError when it is damaged. */
+/**
+ * Whether `runDir` holds a checkpoint that `resume` continues (a run that is complete holds one too).
+ *
+ * @example if (!(await hasCheckpoint('runs/cpu'))) console.error('nothing to resume: a new run starts')
+ */
+export async function hasCheckpoint(runDir: string): Promise<boolean> {
+  return exists(join(runDir, 'checkpoints', 'last', STATE_FILE));
+}
+
 async function readTrainerState(runDir: string): Promise<TrainerState | undefined> {
   const statePath = join(runDir, 'checkpoints', 'last', STATE_FILE);
-  if (!(await exists(statePath))) return undefined;
+  if (!(await hasCheckpoint(runDir))) return undefined;
   return readJsonFile<TrainerState>(statePath, (err) =>
     new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err }));
 }
@@ -590,15 +599,18 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       );
     }
   }
-  // A resume with another recipe is refused before the cache is prepared (checked again, with the rest, below).
+  // The state a resume continues, read once: a resume with another recipe is refused before the cache is prepared
+  // (the settings outside the hash are compared below, with the last checkpoint's card).
+  let saved: TrainerState | undefined;
   if (options.resume) {
     // A swap that a killed process left half done is finished first; a damaged state is named here, before the work.
     const recovered = await recoverDirSwap(ckptLast);
     if (recovered !== '') options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message: recovered });
-    const early = await readTrainerState(runDir);
-    if (early !== undefined && !equivalentHashes(config).includes(early.configHash)) {
+    saved = await readTrainerState(runDir);
+    // A run started with a default given explicitly recorded the hash of that (see equivalentHashes): it resumes too.
+    if (saved !== undefined && !equivalentHashes(config).includes(saved.configHash)) {
       const last = await readCard(join(ckptLast, CARD_FILE)).catch(() => undefined);
-      throw resumeRefused(runDir, early.configHash, config, last);
+      throw resumeRefused(runDir, saved.configHash, config, last);
     }
   }
   // The grouping CSV is read before any long work: a typo in its path is not found after the cache is prepared.
@@ -648,12 +660,12 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       configHash: configHash(config),
     };
     optimizer = makeOptimizer(config);
-    // A folder swap that a killed process left half done (the last checkpoint renamed away, say) is finished first.
-    for (const dir of [ckptLast, ckptBest, join(runDir, 'model')]) {
+    // A folder swap that a killed process left half done (the last checkpoint renamed away, say) is finished first
+    // (a resume has done the last checkpoint's above).
+    for (const dir of options.resume ? [ckptBest, join(runDir, 'model')] : [ckptLast, ckptBest, join(runDir, 'model')]) {
       const done = await recoverDirSwap(dir);
       if (done !== '') options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message: done });
     }
-    const saved = options.resume ? await readTrainerState(runDir) : undefined;
     if (options.resume && saved === undefined) {
       const earlier = await readFile(join(runDir, 'history.json'), 'utf8').then((t) => (JSON.parse(t) as unknown[]).length, () => 0);
       if (earlier > 0) {
@@ -668,10 +680,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     let featureRecord: { featureLayer?: string; defaultFeatureLayer?: boolean } = options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {};
     if (saved !== undefined) {
       state = saved;
-      // A run started with a default given explicitly recorded the hash of that (see equivalentHashes): it resumes too.
       const lastCard = join(ckptLast, CARD_FILE);
       const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
-      if (!equivalentHashes(config).includes(state.configHash)) throw resumeRefused(runDir, state.configHash, config, last);
       // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
       // cosine decay runs over all epochs), the augmentation, the group balancing (its CSV's content too, where both
       // cards have it), plateauPatience with the plateau schedule, maxSampleWeight with group balancing, and the

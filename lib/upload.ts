@@ -1095,8 +1095,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
       throw new ConfigError(`no AWS region for bucket ${quote(bucket)}: ${giveIt(names.region)} (the region the model is deployed to)${orEnv}`);
     }
     // An endpoint given, one a client passed in was made with, or one the SDK takes from the environment.
-    const fromEnv = options.client === undefined && options.endpoint === undefined ? environmentEndpoint() : undefined;
-    const own = options.client === undefined ? options.endpoint ?? fromEnv : undefined;
+    const own = options.client === undefined ? options.endpoint ?? environmentEndpoint() : undefined;
     const customEndpoint = own !== undefined || (client.config as { isCustomEndpoint?: boolean }).isCustomEndpoint === true;
     const endpoint = own ?? (customEndpoint ? await clientEndpoint(client) : undefined);
     const key = await signingKey(client, options.client !== undefined);
