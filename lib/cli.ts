@@ -799,19 +799,21 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
+    // A progress bar left open on a terminal is cleared first; no blank line otherwise.
+    endProgressLine();
     if (err instanceof UsageError) {
       // The command line itself: status 2, like an unknown option, with the way to its usage.
-      process.stderr.write(`\npneumotype ${command}: ${err.message}\nRun \`pneumotype help ${command}\` for usage.\n`);
+      process.stderr.write(`pneumotype ${command}: ${err.message}\nRun \`pneumotype help ${command}\` for usage.\n`);
       return 2;
     }
     if (err instanceof PneumotypeError) {
-      process.stderr.write(`\npneumotype ${command}: ${err.message}\n`);
+      process.stderr.write(`pneumotype ${command}: ${err.message}\n`);
       return 1;
     }
     // A file-system error (a path that is a file where a folder is needed, say) names its path: one line, no trace.
     const code = (err as NodeJS.ErrnoException | undefined)?.code;
     if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && (err as NodeJS.ErrnoException).syscall !== undefined) {
-      process.stderr.write(`\npneumotype ${command}: ${messageOf(err)}\n`);
+      process.stderr.write(`pneumotype ${command}: ${messageOf(err)}\n`);
       return 1;
     }
     throw err;

@@ -58,6 +58,9 @@ export interface FetchResult {
   downloaded: boolean;
 }
 
+/** What {@link obtainDataset} found: a fetched or verified archive, or a folder (an archive extracted by other means) taken as it is. */
+export type ObtainedDataset = (FetchResult & { readonly kind: 'archive' }) | { readonly kind: 'folder'; readonly path: string; readonly source: string };
+
 /** A source string, classified. */
 export type ResolvedSource = { kind: 'known'; known: KnownSource } | { kind: 'url'; url: string } | { kind: 'path'; path: string };
 
@@ -676,13 +679,27 @@ class Download {
   }
 }
 
+/**
+ * The dataset as `relabel` reads it: a source that names a folder (an archive extracted by other means) is taken as
+ * it is, with nothing to fetch; any other source goes to {@link fetchDataset}. For the notebooks, whose
+ * PNEUMOTYPE_SOURCE may be either, as `pneumotype run --source` may.
+ *
+ * @example const data = await obtainDataset({ source: nb.source, outDir: nb.downloadsDir }); await relabel({ from: data.path, out: 'data/labeled' })
+ */
+export async function obtainDataset(options: FetchOptions = {}): Promise<ObtainedDataset> {
+  const source = options.source ?? ((options.env ?? process.env).PNEUMOTYPE_SOURCE || undefined) ?? DEFAULTS.source; // an empty variable counts as unset
+  const resolved = resolveSource(source);
+  if (resolved.kind === 'path' && (await stat(resolved.path)).isDirectory()) return { kind: 'folder', path: resolved.path, source };
+  return { kind: 'archive', ...(await fetchDataset(options)) };
+}
+
 /** Local path source: verified, never copied, moved or deleted. */
 async function verifyLocal(path: string, source: string, expected: string | undefined, tracker: ProgressTracker): Promise<FetchResult> {
   const s = await stat(path);
   if (s.isDirectory()) {
     throw new ConfigError(
       `Dataset source ${quote(path)} is a folder: fetch takes a zip archive; an extracted copy needs no fetch: give it to ` +
-        '`relabel --from` or as the source of `run`, which read it as it is (the notebooks take the zip)',
+        '`relabel --from`, as the source of `run` or to `obtainDataset` (the notebooks\' PNEUMOTYPE_SOURCE), which read it as it is',
       { path },
     );
   }

@@ -15,7 +15,7 @@ export { loadTf, loadTfWithInfo, type BackendInfo, type BackendChoice, type Tf }
 export { diagnose, type DoctorReport } from './doctor.js';
 
 // Steps: fetch, extract, relabel, prepare, and the whole job
-export { fetchDataset, resolveSource, type FetchOptions, type FetchResult } from './fetch.js';
+export { fetchDataset, obtainDataset, resolveSource, type FetchOptions, type FetchResult, type ObtainedDataset } from './fetch.js';
 export { extractZip, listZip, chestEntryFilter, isJunkEntry, type ExtractOptions, type ExtractResult } from './zip.js';
 export { extractRemoteZip, type RemoteExtractOptions, type RemoteExtractResult } from './remote-zip.js';
 export { parseName, planRelabel, datasetEntryFilter, type PlannedImage, type RelabelPlan } from './labels.js';

@@ -7,6 +7,7 @@ import { CLASSES, DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, ty
 import { batchIterator, type BatchOptions } from './dataset.js';
 import { liveChart, type HtmlDisplay } from './display.js';
 import { ConfigError, messageOf, quote } from './errors.js';
+import { listFiles } from './fsx.js';
 import type { GroupMetrics } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { readManifest } from './manifest.js';
@@ -298,14 +299,26 @@ function interruptAll(): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Data shaped for tables and figures
 
+/** True when `path` is a folder (a missing path is left to the reader that follows, for its own error). */
+async function isFolder(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
+}
+
+/** The files under a folder in a zip listing's terms (names relative to it, '/'-separated). */
+async function folderEntries(dir: string): Promise<{ name: string; isDirectory: boolean; uncompressedSize: number }[]> {
+  const names = await listFiles(dir);
+  return Promise.all(names.map(async (name) => ({ name, isDirectory: false, uncompressedSize: (await stat(join(dir, name))).size })));
+}
+
 /**
  * What an archive holds, folder by folder: entries and uncompressed bytes per folder, junk (`__MACOSX`, `._*`,
- * `.DS_Store`) counted apart. Reads only the central directory.
+ * `.DS_Store`) counted apart. Reads only the central directory. Given a folder (an archive extracted by other means,
+ * as {@link obtainDataset} returns it), the same table of the files under it.
  *
  * @example showTable(tslab.display, await archiveContents('data/downloads/ChestXRay2017.zip'))
  */
 export async function archiveContents(archive: string): Promise<Table> {
-  const entries = await listZip(archive);
+  const entries = (await isFolder(archive)) ? await folderEntries(archive) : await listZip(archive);
   const folders = new Map<string, { files: number; bytes: number }>();
   let junk = 0;
   for (const e of entries) {

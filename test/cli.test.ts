@@ -53,8 +53,8 @@ test('help, unknown commands and bad options', () => {
   assert.match(unknown.stderr, /^pneumotype: unknown command "frobnicate"\n/);
   // A typo of a command, a preset or a choice gets the nearest ones.
   assert.match(cli('trian').stderr, /^pneumotype: unknown command "trian" \(did you mean "train"\?\)\n\npneumotype: normal/);
-  assert.equal(cli('prepare', '--preset', 'smok').stderr, '\npneumotype prepare: preset "smok" is not one of smoke (or tiny), cpu, gpu (did you mean "smoke"?)\nRun `pneumotype help prepare` for usage.\n');
-  assert.equal(cli('evaluate', '--split', 'vla').stderr, '\npneumotype evaluate: --split "vla" is not one of "test", "val" (did you mean "val"?)\nRun `pneumotype help evaluate` for usage.\n');
+  assert.equal(cli('prepare', '--preset', 'smok').stderr, 'pneumotype prepare: preset "smok" is not one of smoke (or tiny), cpu, gpu (did you mean "smoke"?)\nRun `pneumotype help prepare` for usage.\n');
+  assert.equal(cli('evaluate', '--split', 'vla').stderr, 'pneumotype evaluate: --split "vla" is not one of "test", "val" (did you mean "val"?)\nRun `pneumotype help evaluate` for usage.\n');
   const bad = cli('relabel', '--nope');
   assert.equal(bad.code, 2);
   assert.equal(bad.stderr, 'pneumotype relabel: unknown option --nope; relabel takes --from, --out, --extracted, --allow-unknown (and --json, --quiet)\nRun `pneumotype help relabel` for usage.\n');
@@ -74,17 +74,17 @@ test('help, unknown commands and bad options', () => {
   assert.equal(cli('constructor', '--bogus').stderr, 'pneumotype: unknown option --bogus\nRun `pneumotype help` for usage.\n');
   const missing = cli('relabel');
   assert.equal(missing.code, 2, 'a usage error, like an unknown option');
-  assert.equal(missing.stderr, '\npneumotype relabel: relabel needs --from FOLDER|ZIP\nRun `pneumotype help relabel` for usage.\n');
+  assert.equal(missing.stderr, 'pneumotype relabel: relabel needs --from FOLDER|ZIP\nRun `pneumotype help relabel` for usage.\n');
   const preset = cli('prepare', '--preset', 'huge');
   assert.equal(preset.code, 2);
-  assert.equal(preset.stderr, '\npneumotype prepare: preset "huge" is not one of smoke (or tiny), cpu, gpu\nRun `pneumotype help prepare` for usage.\n');
+  assert.equal(preset.stderr, 'pneumotype prepare: preset "huge" is not one of smoke (or tiny), cpu, gpu\nRun `pneumotype help prepare` for usage.\n');
   // From the environment: named as the variable, not blamed on the command line.
   const fromEnv = spawnSync(process.execPath, [BIN, 'prepare'], { encoding: 'utf8', cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '', PNEUMOTYPE_PRESET: 'fast' } });
-  assert.equal(fromEnv.stderr, '\npneumotype prepare: PNEUMOTYPE_PRESET="fast" is not one of smoke (or tiny), cpu, gpu: set it to one of them, or unset it\n');
+  assert.equal(fromEnv.stderr, 'pneumotype prepare: PNEUMOTYPE_PRESET="fast" is not one of smoke (or tiny), cpu, gpu: set it to one of them, or unset it\n');
   assert.equal(fromEnv.status, 1);
-  assert.equal(cli('upload').stderr, '\npneumotype upload: upload needs --bucket NAME\nRun `pneumotype help upload` for usage.\n');
+  assert.equal(cli('upload').stderr, 'pneumotype upload: upload needs --bucket NAME\nRun `pneumotype help upload` for usage.\n');
   const size = cli('prepare', '--image-size', 'big');
-  assert.equal(size.stderr, '\npneumotype prepare: --image-size "big" is not a number\nRun `pneumotype help prepare` for usage.\n');
+  assert.equal(size.stderr, 'pneumotype prepare: --image-size "big" is not a number\nRun `pneumotype help prepare` for usage.\n');
   // Numbers out of range are usage errors too, named by their flag, before any work starts.
   for (const [args, message] of [
     [['serve', '--max-batch', '0'], '--max-batch "0" is not a whole number of at least 1'],
@@ -116,11 +116,11 @@ test('help, unknown commands and bad options', () => {
   ] as const) {
     const r = cli(...args);
     assert.equal(r.code, 2, args.join(' '));
-    assert.equal(r.stderr, `\npneumotype ${args[0]}: ${message}\nRun \`pneumotype help ${args[0]}\` for usage.\n`);
+    assert.equal(r.stderr, `pneumotype ${args[0]}: ${message}\nRun \`pneumotype help ${args[0]}\` for usage.\n`);
   }
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
-  assert.equal(range.stderr, '\npneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\nRun `pneumotype help train` for usage.\n');
-  assert.equal(cli('run', '--groups', 'derived_from').stderr, '\npneumotype run: --groups "derived_from" is not CSV:COLUMN\nRun `pneumotype help run` for usage.\n');
+  assert.equal(range.stderr, 'pneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('run', '--groups', 'derived_from').stderr, 'pneumotype run: --groups "derived_from" is not CSV:COLUMN\nRun `pneumotype help run` for usage.\n');
 
   // An option of another command, or a path without its option, is a usage error, not silently ignored.
   const foreign = cli('run', '--epochs', '5', '--quiet');
@@ -160,7 +160,7 @@ test('help, unknown commands and bad options', () => {
 test('fetch names a bad source', () => {
   const r = cli('fetch', '--source', 'v9', '--quiet');
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^\npneumotype fetch: .*"v9"/);
+  assert.match(r.stderr, /^pneumotype fetch: .*"v9"/);
 });
 
 test('extract of an archive without chest X-ray entries is an error, not "extracted 0 files"', async () => {
@@ -170,7 +170,7 @@ test('extract of an archive without chest X-ray entries is an error, not "extrac
   zip.writeZip(archive);
   const r = cli('extract', '--archive', archive, '--out', join(tmp, 'oct-out'), '--quiet');
   assert.equal(r.code, 1);
-  assert.equal(r.stderr, `\npneumotype extract: Archive "${archive}" holds no chest X-ray entries (a chest_xray/ folder as in ` +
+  assert.equal(r.stderr, `pneumotype extract: Archive "${archive}" holds no chest X-ray entries (a chest_xray/ folder as in ` +
     'ChestXRay2017.zip and ZhangLabData.zip, or {train,test}/{NORMAL,PNEUMONIA}/ folders); --all extracts every entry\n');
   assert.equal(cli('extract', '--archive', archive, '--out', join(tmp, 'oct-out'), '--all', '--quiet').code, 0);
   // The dataset's layout under another top folder is what relabel reads, so extract takes it too.
@@ -199,7 +199,7 @@ test('relabel then prepare on a fixture tree, with JSON output', async () => {
   await write(join(tmp, 'plain.txt'), 'a file');
   const notDir = cli('relabel', '--from', src, '--out', join(tmp, 'plain.txt'), '--quiet');
   assert.equal(notDir.code, 1);
-  assert.equal(notDir.stderr, `\npneumotype relabel: the output folder "${join(tmp, 'plain.txt')}" is a file: choose another --out\n`);
+  assert.equal(notDir.stderr, `pneumotype relabel: the output folder "${join(tmp, 'plain.txt')}" is a file: choose another --out\n`);
   const again = cli('relabel', '--from', src, '--out', join(tmp, 'labeled'), '--quiet');
   assert.match(again.stdout, /^unchanged: .* already holds this dataset\n  train: 4 normal, 4 bacteria, 4 virus \(\d+ patients\)/);
   const p = cli('prepare', '--data', join(tmp, 'labeled'), '--cache', join(tmp, 'cache'), '--preset', 'smoke');
@@ -255,7 +255,7 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   const c = cli('calibrate', '--model', join(tmp, 'run', 'model'), '--data', data, '--out', join(tmp, 'calibrated'), '--quiet');
   assert.equal(c.code, 0, c.stderr);
   assert.match(c.stdout, /^temperature \d+\.\d{3} fitted on \d+ val images: expected calibration error \d\.\d{3} -> \d\.\d{3} \(\d\.\d{3} cross-fitted by patient\), log loss \d+\.\d{3} -> \d+\.\d{3}; model in .*calibrated\n$/);
-  assert.equal(cli('calibrate', '--data', data).stderr, '\npneumotype calibrate: calibrate needs --model DIR (the folder of a trained model)\nRun `pneumotype help calibrate` for usage.\n');
+  assert.equal(cli('calibrate', '--data', data).stderr, 'pneumotype calibrate: calibrate needs --model DIR (the folder of a trained model)\nRun `pneumotype help calibrate` for usage.\n');
   const { readdir } = await import('node:fs/promises');
   const img = join(data, 'test', 'virus', (await readdir(join(data, 'test', 'virus')))[0] ?? '');
   const p = cli('predict', '--model', join(tmp, 'run', 'model'), img, join(tmp, 'missing.jpeg'));
@@ -265,19 +265,19 @@ test('train, evaluate and predict from the command line (tiny preset)', async ()
   assert.ok(['normal', 'bacteria', 'virus'].includes(lines[0]?.label ?? ''));
   assert.match(lines[1]?.error ?? '', /^"[^"]*missing\.jpeg": cannot be read/);
   assert.equal(p.stderr, 'pneumotype predict: warning: 1 of 2 image(s) could not be read (their lines carry "error")\n');
-  assert.equal(cli('evaluate', '--split', 'train').stderr, '\npneumotype evaluate: --split "train" is not one of "test", "val"\nRun `pneumotype help evaluate` for usage.\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, '\npneumotype train: --augment "wild" is not one of "none", "basic", "traces"\nRun `pneumotype help train` for usage.\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, '\npneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\nRun `pneumotype help train` for usage.\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, '\npneumotype train: --learning-rate "0" is not a positive number\nRun `pneumotype help train` for usage.\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--patience', '2.5').stderr, '\npneumotype train: --patience "2.5" is not a whole number of at least 1\nRun `pneumotype help train` for usage.\n');
-  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, '\npneumotype train: --weight-decay "-1" is not a number of at least 0\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('evaluate', '--split', 'train').stderr, 'pneumotype evaluate: --split "train" is not one of "test", "val"\nRun `pneumotype help evaluate` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--augment', 'wild').stderr, 'pneumotype train: --augment "wild" is not one of "none", "basic", "traces"\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--optimizer', 'rmsprop').stderr, 'pneumotype train: --optimizer "rmsprop" is not one of "adam", "sgd"\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--learning-rate', '0').stderr, 'pneumotype train: --learning-rate "0" is not a positive number\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--patience', '2.5').stderr, 'pneumotype train: --patience "2.5" is not a whole number of at least 1\nRun `pneumotype help train` for usage.\n');
+  assert.equal(cli('train', '--data', data, '--out', join(tmp, 'run2'), '--weight-decay=-1').stderr, 'pneumotype train: --weight-decay "-1" is not a number of at least 0\nRun `pneumotype help train` for usage.\n');
   assert.equal(
     cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--antialias').stderr,
-    '\npneumotype train: --antialias is for the resnet model only (the model is "tiny")\nRun `pneumotype help train` for usage.\n',
+    'pneumotype train: --antialias is for the resnet model only (the model is "tiny")\nRun `pneumotype help train` for usage.\n',
   );
   assert.equal(
     cli('train', '--data', data, '--out', join(tmp, 'run2'), '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--depth', '1,1').stderr,
-    '\npneumotype train: --depth is for the resnet model only (the model is "tiny")\nRun `pneumotype help train` for usage.\n',
+    'pneumotype train: --depth is for the resnet model only (the model is "tiny")\nRun `pneumotype help train` for usage.\n',
   );
 });
 
@@ -292,12 +292,12 @@ test('train --resume takes a default given explicitly (--depth 2,2,2,2 of the re
   assert.equal(same.code, 0, same.stderr);
   const other = cli(...args, '--resume', '--depth', '1,1,1,1');
   assert.equal(other.code, 1);
-  assert.match(other.stderr, new RegExp(`^\\npneumotype train: cannot resume ${JSON.stringify(out).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it was started with another configuration: modelDepth default \\(now "1,1,1,1"\\); a resume continues the same run: give the settings it was started with, or train into another --out\\n$`));
+  assert.match(other.stderr, new RegExp(`^pneumotype train: cannot resume ${JSON.stringify(out).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it was started with another configuration: modelDepth default \\(now "1,1,1,1"\\); a resume continues the same run: give the settings it was started with, or train into another --out\\n$`));
 });
 
 test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume', async () => {
   const out = join(tmp, 'run-interrupted');
-  const hint = `\npneumotype train: interrupted; the epochs finished so far (if any) are saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
+  const hint = `pneumotype train: interrupted; the epochs finished so far (if any) are saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
   // Ctrl-C, then SIGTERM (`docker stop`) on the resumed run: each ends with its status, the hint, and no lock left.
   for (const [signal, status, resume] of [['SIGINT', 130, []], ['SIGTERM', 143, ['--resume']]] as const) {
     const child = spawn(process.execPath, [BIN, 'train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '500', '--patience', '1000', ...resume], { cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });
@@ -374,5 +374,5 @@ test('predict without --model uses the shipped model in models/default', async (
       `  test/virus/person1_virus_1.jpeg: "${join(withBad, 'test', 'virus', 'person1_virus_1.jpeg')}": not a decodable image (the file is empty)\n`,
   );
   await mkdir(join(tmp, 'no-images'));
-  assert.equal(cli('predict', join(tmp, 'no-images')).stderr, `\npneumotype predict: folder "${join(tmp, 'no-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)\n`);
+  assert.equal(cli('predict', join(tmp, 'no-images')).stderr, `pneumotype predict: folder "${join(tmp, 'no-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)\n`);
 });

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SOURCES } from '../lib/config.js';
 import { ArchiveError, BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
-import { backoffDelay, fetchDataset, isCertificateError, parseRetryAfter, proxyFor, resolveSource, sameUrl, shownUrl } from '../lib/fetch.js';
+import { backoffDelay, fetchDataset, isCertificateError, obtainDataset, parseRetryAfter, proxyFor, resolveSource, sameUrl, shownUrl } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
 import { startFileServer } from './helpers/http-server.js';
 
@@ -380,10 +380,15 @@ test('a local path is verified and returned as is', async () => {
     assert.ok(err instanceof ConfigError);
     assert.equal(
       err.message,
-      `Dataset source "${dir}" is a folder: fetch takes a zip archive; an extracted copy needs no fetch: give it to \`relabel --from\` or as the source of \`run\`, which read it as it is (the notebooks take the zip)`,
+      `Dataset source "${dir}" is a folder: fetch takes a zip archive; an extracted copy needs no fetch: give it to \`relabel --from\`, as the source of \`run\` or to \`obtainDataset\` (the notebooks' PNEUMOTYPE_SOURCE), which read it as it is`,
     );
     return true;
   });
+  // obtainDataset (the notebooks' first step): a folder as it is, an archive verified as fetchDataset does, from the
+  // option or PNEUMOTYPE_SOURCE.
+  assert.deepEqual(await obtainDataset({ source: dir }), { kind: 'folder', path: dir, source: dir });
+  assert.deepEqual(await obtainDataset({ env: { PNEUMOTYPE_SOURCE: dir } }), { kind: 'folder', path: dir, source: dir });
+  assert.deepEqual(await obtainDataset({ source: path }), { kind: 'archive', path, bytes: DATA.length, sha256: hex(DATA), source: path, resumed: false, downloaded: false });
   // Not a zip, or a zip cut short: refused before the hash, the file left as it is.
   for (const [name, bytes] of [['notes.zip', Buffer.from('not a zip\n')], ['tiny.zip', Buffer.from('PK')], ['cut.zip', DATA.subarray(0, 100_000)]] as const) {
     const bad = join(dir, name);

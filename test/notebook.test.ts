@@ -176,6 +176,12 @@ test('archiveContents counts files and bytes per folder, junk apart', async () =
     ['chest_xray/train/PNEUMONIA', 4],
     ['(junk: __MACOSX, ._*, .DS_Store, Thumbs.db)', 4],
   ]);
+  // An extracted copy (a folder as the notebooks' source): the same table of its files.
+  const tree = join(tmp, 'archive-tree');
+  await writeTree(tree, await datasetFiles({ perClass: { train: 2, test: 1 }, junk: true }));
+  const fromFolder = await archiveContents(tree);
+  assert.deepEqual(fromFolder.rows.map((r) => [r[0], r[1]]), table.rows.map((r) => [r[0], r[1]]));
+  assert.deepEqual(fromFolder.rows.map((r) => r[2]), table.rows.map((r) => r[2]));
 });
 
 test('folderContents lists every file under a folder with its size; a missing folder is named', async () => {

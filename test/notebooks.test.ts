@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { drawnFigures, launchOffline, noChromium, openWatched } from './helpers/browser.js';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startS3Server } from './helpers/s3-server.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -278,14 +279,17 @@ test(
 );
 
 test(
-  'slow: the upload notebook sends the labelled set to the S3-compatible endpoint given in the environment',
+  'slow: the upload notebook sends the labelled set to the S3-compatible endpoint given in the environment (the data from an extracted folder)',
   { timeout: 300_000, skip: SKIP_RUN ? 'PNEUMOTYPE_SKIP_NOTEBOOKS=1' : false },
   async () => {
     const s3 = await startS3Server({ buckets: ['pneumotype-notebooks'], region: 'eu-west-1' });
     try {
       const out = join(tmp, 'upload-reports');
+      // An archive extracted by other means as PNEUMOTYPE_SOURCE: notebooks 1 and 2 take the folder as it is.
+      const extracted = join(tmp, 'extracted-by-hand');
+      await writeTree(extracted, await datasetFiles({ perClass: { train: 6, test: 2 } }));
       await runNotebooks(
-        ['--only', '01,02,04', '--source', 'fixture', '--out', out, '--data', join(tmp, 'upload-data'), '--run', join(tmp, 'upload-run')],
+        ['--only', '01,02,04', '--source', extracted, '--out', out, '--data', join(tmp, 'upload-data'), '--run', join(tmp, 'upload-run')],
         cleanEnv({
           PNEUMOTYPE_S3_BUCKET: 'pneumotype-notebooks',
           PNEUMOTYPE_S3_PREFIX: 'chest-xray',
@@ -295,6 +299,9 @@ test(
           AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
         }),
       );
+      const obtained = outputsOf(await readNotebook(join(out, 'executed', '01-obtain-data.ipynb')), '01-obtain-data');
+      assert.deepEqual(obtained.problems, []);
+      assert.ok(obtained.html.includes('chest_xray/train/PNEUMONIA') && obtained.html.includes('folder'), 'notebook 1 lists the folder it was given');
       const executed = await readNotebook(join(out, 'executed', '04-upload-to-s3.ipynb'));
       const { text, problems } = outputsOf(executed, '04-upload-to-s3');
       assert.deepEqual(problems, []);

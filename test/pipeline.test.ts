@@ -203,8 +203,14 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   const dataDir = join(tmp, 'whole-data');
   const runDir = join(tmp, 'whole-run');
   // Overrides of the preset reach training (pneumotype run --eager passes { graphOps: false } the same way).
-  const first = await runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1, graphOps: false } });
+  const finishedPrepares: string[] = [];
+  const first = await runPipeline({
+    source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1, graphOps: false },
+    onProgress: (p) => void (p.stage === 'prepare' && p.done === p.total && finishedPrepares.push(p.message ?? '')),
+  });
   assert.deepEqual(first.steps.map((s) => s.step), ['fetch', 'relabel', 'prepare', 'train', 'calibrate', 'evaluate', 'report']);
+  // The prepare step's cache is announced once: train's own look at it (up to date) adds no second line.
+  assert.deepEqual(finishedPrepares.map((m) => m.replace(/".*"/, 'DIR')), ['cached 33 images at DIR']);
   assert.ok(first.calibration && first.calibration.temperature > 0 && first.calibration.split === 'val');
   assert.match(first.steps[4]?.note ?? '', /^temperature \d+\.\d{3}: expected calibration error \d\.\d{3} -> \d\.\d{3} \(cross-fitted by patient\)$/);
   assert.equal(first.training?.history.length, 1);
