@@ -244,6 +244,7 @@ export function imageSizeFigure(rows: readonly ManifestRow[], options: { title?:
 export interface GraySample {
   readonly pixels: Uint8Array;
   readonly size: number;
+  /** Shown above the image; a line break ('\n') starts a second line, each line shortened on its own. */
   readonly title: string;
 }
 
@@ -305,8 +306,10 @@ export function sampleGridFigure(samples: readonly GraySample[], options: Sample
   const w = (1 - gapX * (columns - 1)) / columns;
   const h = (1 - gapY * (rows - 1)) / rows;
   const data: Trace[] = [];
-  const layout = baseLayout(options.title ?? 'Sample images', 60 + rows * rowHeight, {
-    margin: { l: 16, r: 16, t: 64, b: 16 },
+  // Room above the first row for its tiles' titles: a second line of title needs about 14 px more.
+  const extraTitleLines = Math.max(0, ...samples.map((s) => s.title.split('\n').length - 1));
+  const layout = baseLayout(options.title ?? 'Sample images', 60 + 14 * extraTitleLines + rows * rowHeight, {
+    margin: { l: 16, r: 16, t: 64 + 14 * extraTitleLines, b: 16 },
     showlegend: false,
   });
   const annotations: Layout[] = [];
@@ -330,14 +333,17 @@ export function sampleGridFigure(samples: readonly GraySample[], options: Sample
       showscale: false,
       xaxis: ax.x,
       yaxis: ax.y,
-      hovertemplate: `${escapeText(sample.title)}<br>x %{x}, y %{y}: %{z}<extra></extra>`,
+      hovertemplate: `${sample.title.split('\n').map(escapeText).join('<br>')}<br>x %{x}, y %{y}: %{z}<extra></extra>`,
     });
     const hidden = { showgrid: false, zeroline: false, showticklabels: false, ticks: '', showline: false };
     layout[ax.xKey] = { ...hidden, domain: xDomain, anchor: ax.y, constrain: 'domain' };
     layout[ax.yKey] = { ...hidden, domain: yDomain, anchor: ax.x, autorange: 'reversed', scaleanchor: ax.x, constrain: 'domain' };
     annotations.push({
       // As much as a tile's width holds at 12 px (about 100 characters across the figure): whole in the hover text.
-      text: escapeText(shorten(sample.title, Math.max(12, Math.min(TILE_TITLE_CHARS, Math.floor(100 / columns))))),
+      text: sample.title
+        .split('\n')
+        .map((line) => escapeText(shorten(line, Math.max(12, Math.min(TILE_TITLE_CHARS, Math.floor(100 / columns))))))
+        .join('<br>'),
       x: (xDomain[0] + xDomain[1]) / 2,
       y: yDomain[1],
       xref: 'paper',
@@ -942,7 +948,8 @@ export function mostConfidentMistakes(rows: readonly PredictionRow[], options: {
 }
 
 /**
- * A gallery of misclassified images, each titled `true → predicted (confidence)`.
+ * A gallery of misclassified images, each titled `true → predicted (confidence)` over its file name (a second line, so
+ * that a long name shortened on a narrow tile never cuts the confidence).
  *
  * @example misclassifiedGalleryFigure([{ pixels, size: 96, file: 'test/virus/x.jpeg', trueLabel: 'virus', predictedLabel: 'bacteria', confidence: 0.91 }])
  */
@@ -954,7 +961,7 @@ export function misclassifiedGalleryFigure(
     samples.map((s) => ({
       pixels: s.pixels,
       size: s.size,
-      title: `${s.trueLabel} → ${s.predictedLabel} (${pct(s.confidence, 0)}) · ${s.file.split('/').at(-1) ?? s.file}`,
+      title: `${s.trueLabel} → ${s.predictedLabel} (${pct(s.confidence, 0)})\n${s.file.split('/').at(-1) ?? s.file}`,
     })),
     { ...options, title: options.title ?? 'Misclassified images, most confident first' },
   );

@@ -137,6 +137,11 @@ export function scriptJson(value: unknown): string {
     .replaceAll('\u2029', '\\u2029');
 }
 
+/** Numbers, and numbers already formatted (`'0.801'`, `'1,349'`): right-aligned, so that their digits line up. */
+function isNumeric(v: string | number | null): boolean {
+  return typeof v === 'number' || (typeof v === 'string' && /^-?\d{1,3}(,\d{3})*(\.\d+)?$|^-?\d+(\.\d+)?$/.test(v));
+}
+
 function formatCell(v: string | number | null): string {
   if (v === null) return '—';
   if (typeof v === 'string') return escapeHtml(v);
@@ -147,7 +152,7 @@ function formatCell(v: string | number | null): string {
 }
 
 /**
- * An HTML `<table>` of a {@link Table}, every cell escaped; numbers right-aligned, integers with thousands separators,
+ * An HTML `<table>` of a {@link Table}, every cell escaped; numbers (and strings that are one) right-aligned, integers with thousands separators,
  * others to 4 decimals (below 0.001 in exponent notation).
  *
  * @example renderTableHtml({ columns: ['class', 'images'], rows: [['normal', 1349]] })
@@ -155,7 +160,7 @@ function formatCell(v: string | number | null): string {
 export function renderTableHtml(table: Table): string {
   const head = table.columns.map((c) => `<th scope="col">${escapeHtml(c)}</th>`).join('');
   const body = table.rows
-    .map((row) => `<tr>${row.map((v) => `<td${typeof v === 'number' ? ' class="num"' : ''}>${formatCell(v)}</td>`).join('')}</tr>`)
+    .map((row) => `<tr>${row.map((v) => `<td${isNumeric(v) ? ' class="num"' : ''}>${formatCell(v)}</td>`).join('')}</tr>`)
     .join('\n');
   return `<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
 }
@@ -462,7 +467,8 @@ export function countsTable(summary: RelabelSummary): Table {
  * @example if (evaluation.byGroup) showTable(tslab.display, groupsTable(evaluation.byGroup))
  */
 export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Table {
-  const round = (v: number): number => Math.round(v * 1e4) / 1e4;
+  // Three decimals, as the metrics table shows them (1 as 1.000, not 1).
+  const round = (v: number): string => v.toFixed(3);
   return {
     columns: ['group', 'images', `images ${CLASSES.join(' / ')}`, 'accuracy', 'balanced accuracy', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
     rows: Object.entries(byGroup).map(([group, m]) => [
@@ -499,6 +505,13 @@ function runLength(card: ModelCard, history: readonly EpochRecord[] | undefined)
   return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s (best: epoch ${card.training.epoch})`;
 }
 
+/** The augmentation a run used, for reading: `rotateDegrees 7, zoom 0.1, jpegQuality 40-95, …`. */
+function augmentationText(augment: object): string {
+  const entries = Object.entries(augment).filter(([, v]) => v !== undefined && v !== false && v !== 0);
+  if (entries.length === 0) return 'none';
+  return entries.map(([k, v]) => (v === true ? k : `${k} ${Array.isArray(v) ? v.join('-') : typeof v === 'object' ? JSON.stringify(v) : String(v)}`)).join(', ');
+}
+
 function configTable(card: ModelCard, history: readonly EpochRecord[] | undefined): Table {
   const rows: (string | number | null)[][] = [
     ['model', card.model.summary.name],
@@ -508,15 +521,17 @@ function configTable(card: ModelCard, history: readonly EpochRecord[] | undefine
     ['backend', card.training.backend],
     ['training', runLength(card, history)],
     ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}${card.training.featureLayer !== undefined ? `, head on its layer ${card.training.featureLayer}` : ''}`],
-    ['augmentation', card.training.augment === false ? 'none' : JSON.stringify(card.training.augment)],
+    ['augmentation', card.training.augment === false ? 'none' : augmentationText(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
     ['calibration', card.calibration ? `temperature ${card.calibration.temperature.toFixed(3)}, fitted on ${card.calibration.images} ${card.calibration.split} images` : 'none'],
   ];
   const config = card.training.config as unknown as Record<string, unknown>;
+  // The model and the image size are in the rows above already (each shown again when the configuration differs).
+  const shown: Partial<Record<string, unknown>> = { model: card.model.summary.name, imageSize: card.imageSize };
   for (const k of TRAINING_SETTINGS) {
     const v = config[k];
     // '' is "the architecture's default" (modelDepth): nothing to show.
-    if (v !== undefined && v !== '') rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
+    if (v !== undefined && v !== '' && v !== shown[k]) rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
   }
   return { columns: ['setting', 'value'], rows };
 }

@@ -309,7 +309,7 @@ test('groupMetricsTable and leakageTable', () => {
     'full-res': { n: 4, accuracy: 0.75, balancedAccuracy: 0.5, macroF1: 0.4, recall: { normal: 1, bacteria: 0.5, virus: 0 }, support: { normal: 2, bacteria: 2, virus: 0 }, bacteriaVsVirusAuc: null },
     'copies': { n: 4, accuracy: 0.5, balancedAccuracy: 0.5, macroF1: 0.5, recall: { normal: 0, bacteria: 0.5, virus: 0.5 }, support: { normal: 0, bacteria: 2, virus: 2 }, bacteriaVsVirusAuc: 0.75 },
   });
-  assert.deepEqual(table.rows, [['full-res', 4, '2 / 2 / 0', 0.75, 0.5, 1, 0.5, null, null], ['copies', 4, '0 / 2 / 2', 0.5, 0.5, null, 0.5, 0.5, 0.75]]);
+  assert.deepEqual(table.rows, [['full-res', 4, '2 / 2 / 0', '0.750', '0.500', '1.000', '0.500', null, null], ['copies', 4, '0 / 2 / 2', '0.500', '0.500', null, '0.500', '0.500', '0.750']]);
   assert.equal(table.columns[2], 'images normal / bacteria / virus');
   assert.equal(table.columns.at(-1), 'bacteria vs virus AUC');
   const audit = leakageTable({

@@ -441,7 +441,16 @@ test('mostConfidentMistakes and misclassifiedGalleryFigure', () => {
   assertPlainJson(fig);
   assert.equal(fig.data.length, 2);
   assert.deepEqual((fig.layout.annotations as { text: string }[]).map((a) => a.text), [
-    'bacteria → virus (90 %) · f.jpeg',
-    'normal → bacteria (70 %) · c.jpeg',
+    'bacteria → virus (90 %)<br>f.jpeg',
+    'normal → bacteria (70 %)<br>c.jpeg',
   ]);
+  // Three to a row, a long file name is shortened on its own line: the confidence stays whole.
+  const long = misclassifiedGalleryFigure(
+    [0.93, 0.92, 0.91].map((confidence) => ({ pixels: new Uint8Array(4), size: 2, file: `test/virus/person1234_virus_${'9'.repeat(30)}.jpeg`, trueLabel: 'virus' as const, predictedLabel: 'bacteria' as const, confidence })),
+    { columns: 3 },
+  );
+  const [first, second] = ((long.layout.annotations as { text: string }[])[0]?.text ?? '').split('<br>');
+  assert.equal(first, 'virus → bacteria (93 %)');
+  assert.ok(second?.includes('…') && second.endsWith('.jpeg') && second.length === 33, second);
+  assert.ok(String(long.data[0]?.hovertemplate).startsWith(`virus → bacteria (93 %)<br>person1234_virus_${'9'.repeat(30)}.jpeg<br>`));
 });

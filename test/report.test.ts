@@ -216,9 +216,11 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(html.includes('<td>learningRate</td><td class="num">0.001</td>'));
   assert.ok(html.includes('<td>training</td><td>3 of 3 epochs in 8 s (best: epoch 2)</td>'), 'the whole run, not only up to its best epoch');
   assert.ok(!html.includes('<td>augment</td>'), 'augmentation is shown once, as the run used it');
+  assert.equal(count(html, '<td>model</td>'), 1, 'the model named once');
+  assert.ok(!html.includes('<td>imageSize</td>'), 'the image size shown once, as "image size"');
   assert.ok(html.includes('Test metrics with 95 % intervals'));
   assert.ok(html.includes('<td>normal vs pneumonia (pneumonia positive): sensitivity</td>'));
-  assert.ok(html.includes('<td>0.932</td>'), 'the published figure is in the metrics table');
+  assert.ok(html.includes('<td class="num">0.932</td>'), 'the published figure is in the metrics table');
   assert.deepEqual((await readdir(join(tmp, 'out'))).sort(), ['report.html'], 'written atomically, no temporary left');
   const gallery = [...html.matchAll(/<script type="application\/json" id="figure-8-data">([^<]*)<\/script>/g)][0]?.[1];
   const galleryFigure = JSON.parse(gallery ?? 'null') as Figure;
@@ -260,8 +262,8 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.deepEqual(grouped.sections, ['Overview', 'Data', 'Training', 'Evaluation', 'Metrics per group', 'ROC curves']);
   const groupedHtml = await readFile(grouped.out, 'utf8');
   assert.ok(groupedHtml.includes('<th scope="col">bacteria vs virus AUC</th>'));
-  assert.ok(groupedHtml.includes('<tr><td>full-res</td><td class="num">5</td><td>2 / 2 / 1</td><td class="num">0.8</td><td class="num">0.75</td><td class="num">1</td><td class="num">0.5</td><td class="num">1</td><td class="num">0.5</td></tr>'));
-  assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td>0 / 2 / 0</td><td class="num">0.5</td><td class="num">0.5</td><td>—</td><td class="num">0.5</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
+  assert.ok(groupedHtml.includes('<tr><td>full-res</td><td class="num">5</td><td>2 / 2 / 1</td><td class="num">0.800</td><td class="num">0.750</td><td class="num">1.000</td><td class="num">0.500</td><td class="num">1.000</td><td class="num">0.500</td></tr>'));
+  assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td>0 / 2 / 0</td><td class="num">0.500</td><td class="num">0.500</td><td>—</td><td class="num">0.500</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
   assert.ok(!groupedHtml.includes('<th scope="col">macro-F1</th>'), 'no macro-F1 per group: a class a group lacks would count as 0');
   // An evaluation.json from before calibration was measured: the report leaves calibration out.
   const { calibration: _, ...older } = evaluation;
