@@ -656,10 +656,13 @@ export function rocFigure(curves: readonly RocCurveData[], options: { title?: st
       hovertemplate: `${escapeText(c.name)}: FPR %{x:.3f}, TPR %{y:.3f}<extra></extra>`,
     });
   });
-  const layout = baseLayout(options.title ?? 'ROC curves', 480, {
+  const layout = baseLayout(options.title ?? 'ROC curves', 540, {
+    // A square plot, its legend centred below it: inside the plot it covered curves; beside it, on a wide page, it sat
+    // stranded at the far edge.
     xaxis: axis('false positive rate (1 - specificity)', { range: [-0.01, 1.01], constrain: 'domain' }),
     yaxis: axis('true positive rate (sensitivity)', { range: [-0.01, 1.01], scaleanchor: 'x', constrain: 'domain' }),
-    legend: { x: 0.98, y: 0.02, xanchor: 'right', yanchor: 'bottom', bgcolor: 'rgba(255,255,255,0.85)', bordercolor: '#cccccc', borderwidth: 1 },
+    margin: { l: 64, r: 24, t: 64, b: 130 },
+    legend: { orientation: 'h', x: 0.5, xanchor: 'center', y: 0.01, yref: 'container', yanchor: 'bottom' },
   });
   return { data, layout };
 }
