@@ -107,6 +107,11 @@ export interface PrepareOptions {
   verify?: boolean;
   /** Rebuild even when the cache is up to date (an interrupted build still resumes). */
   force?: boolean;
+  /**
+   * Report a cache found up to date through `onProgress` (default true). False when the caller has just prepared it
+   * and said so (`pneumotype run` before training): its check then stays silent unless it has to rebuild.
+   */
+  announceReuse?: boolean;
   /** Images decoded between two checkpoints of an interrupted-build journal (default 64). */
   chunkRows?: number;
   onProgress?: ProgressCallback;
@@ -401,7 +406,12 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
   const tracker = new ProgressTracker({ stage: 'prepare', unit: 'images', total, onProgress: options.onProgress });
   const indexPath = join(r.dir, CACHE_INDEX_FILE);
   const ignored = manifest.filter((row) => !(SPLITS as readonly string[]).includes(row.split)).length;
-  if (ignored > 0) tracker.note(`${ignored} manifest rows of split "val" are not cached: only train and test are`);
+  // Said once, unless a cache found up to date is to pass in silence (announceReuse false).
+  let noted = false;
+  const noteIgnored = (): void => {
+    if (ignored > 0 && !noted) tracker.note(`${ignored} manifest rows of split "val" are not cached: only train and test are`);
+    noted = true;
+  };
 
   if (!options.force) {
     const old = await loadIndex(r.dir).catch(() => undefined);
@@ -424,10 +434,14 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
       // The subsets are carved again every time (no pixels read): a cache keeps no split that today's rule would not make.
       const images = assignSubsets(old.images.map(({ subset: _subset, ...im }) => im), manifest, r.valFraction, r.seed);
       if (old.seed === r.seed && old.valFraction === r.valFraction && images.every((im, i) => im.subset === old.images[i]?.subset)) {
-        tracker.set(total);
-        tracker.finish(`the cache at ${quote(r.dir)} is up to date`);
+        if (options.announceReuse !== false) {
+          noteIgnored();
+          tracker.set(total);
+          tracker.finish(`the cache at ${quote(r.dir)} is up to date`);
+        }
         return { dir: r.dir, index: old, reused: true, resplit: false, resumedRows: 0 };
       }
+      noteIgnored();
       const index: CacheIndex = { ...old, createdAt: new Date().toISOString(), valFraction: r.valFraction, seed: r.seed, images };
       await writeJsonAtomic(indexPath, index);
       tracker.set(total);
@@ -436,6 +450,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
     }
   }
 
+  noteIgnored();
   const images: Omit<CacheImage, 'subset'>[] = [];
   const failed: CacheFailure[] = [];
   const splits: { [S in CacheSplit]?: CacheSplitInfo } = {};

@@ -83,7 +83,7 @@ export function resolveSource(source: string): ResolvedSource {
   }
   if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
   throw new ConfigError(
-    `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file (run and relabel also take an extracted folder)`,
+    `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)`,
   );
 }
 

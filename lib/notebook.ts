@@ -307,7 +307,12 @@ async function isFolder(path: string): Promise<boolean> {
 /** The files under a folder in a zip listing's terms (names relative to it, '/'-separated). */
 async function folderEntries(dir: string): Promise<{ name: string; isDirectory: boolean; uncompressedSize: number }[]> {
   const names = await listFiles(dir);
-  return Promise.all(names.map(async (name) => ({ name, isDirectory: false, uncompressedSize: (await stat(join(dir, name))).size })));
+  // A file gone between the listing and its stat is left out, as from a zip listed a moment later.
+  const entries = await Promise.all(names.map(async (name) => {
+    const size = (await stat(join(dir, name)).catch(() => undefined))?.size;
+    return size === undefined ? undefined : { name, isDirectory: false, uncompressedSize: size };
+  }));
+  return entries.filter((e) => e !== undefined);
 }
 
 /**

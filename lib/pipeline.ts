@@ -134,22 +134,6 @@ export interface PipelineResult {
 }
 
 /**
- * `onProgress` for train's own look at the cache that the prepare step has just written: that check finds it up to
- * date at once (one finished `prepare` event), which would repeat the step's line; its events pass only once one
- * shows real work (a cache rebuilt after all).
- */
-function withoutCacheRecheck(onProgress: ProgressCallback): ProgressCallback {
-  let working = false;
-  return (p) => {
-    if (p.stage === 'prepare' && !working) {
-      if (p.total === undefined || p.done >= p.total) return;
-      working = true;
-    }
-    onProgress(p);
-  };
-}
-
-/**
  * Runs fetch, relabel and prepare, then (unless `train` is false) train, calibrate, evaluate and report. Each step
  * checks its own output first: a verified archive is not downloaded again, a complete labelled folder is not
  * rebuilt, an up-to-date cache is reused, a finished model is not trained again nor a calibrated one calibrated; so
@@ -332,7 +316,8 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
       ...(options.config ? { config: options.config } : {}),
       resume: true,
       augment: options.augment ?? false,
-      ...(options.onProgress ? { onProgress: withoutCacheRecheck(options.onProgress) } : {}),
+      cachePrepared: true, // the prepare step above reported the cache: train's check of it stays silent
+      ...progress,
       ...(options.onEpoch ? { onEpoch: options.onEpoch } : {}),
     });
     step('train', false, `best epoch ${training.bestEpoch}: validation accuracy ${training.card.validation.accuracy.toFixed(3)}, macro-F1 ${training.card.validation.macroF1.toFixed(3)}`);

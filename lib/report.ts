@@ -137,9 +137,19 @@ export function scriptJson(value: unknown): string {
     .replaceAll('\u2029', '\\u2029');
 }
 
-/** Numbers, and numbers already formatted (`'0.801'`, `'1,349'`): right-aligned, so that their digits line up. */
-function isNumeric(v: string | number | null): boolean {
-  return typeof v === 'number' || (typeof v === 'string' && /^-?\d{1,3}(,\d{3})*(\.\d+)?$|^-?\d+(\.\d+)?$/.test(v));
+/** A number already formatted as text (`'0.801'`, `'1,349'`, `'1.00e-3'`). */
+const NUMBER_TEXT = /^-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?([eE][-+]?\d+)?$/;
+
+/**
+ * Which columns are numeric: every cell a number, a number formatted as text or empty (null). Their formatted numbers
+ * are right-aligned, so that digits line up; a column that mixes in other text (group names, say, one of which may
+ * be all digits) keeps its text left-aligned. Numbers themselves are right-aligned in any column.
+ */
+function numericColumns(table: Table): boolean[] {
+  return table.columns.map((_, c) => table.rows.every((row) => {
+    const v = row[c] ?? null;
+    return v === null || typeof v === 'number' || NUMBER_TEXT.test(v);
+  }));
 }
 
 function formatCell(v: string | number | null): string {
@@ -152,15 +162,17 @@ function formatCell(v: string | number | null): string {
 }
 
 /**
- * An HTML `<table>` of a {@link Table}, every cell escaped; numbers (and strings that are one) right-aligned, integers with thousands separators,
+ * An HTML `<table>` of a {@link Table}, every cell escaped; numbers (and, in columns of nothing else, numbers formatted
+ * as text) right-aligned, integers with thousands separators,
  * others to 4 decimals (below 0.001 in exponent notation).
  *
  * @example renderTableHtml({ columns: ['class', 'images'], rows: [['normal', 1349]] })
  */
 export function renderTableHtml(table: Table): string {
   const head = table.columns.map((c) => `<th scope="col">${escapeHtml(c)}</th>`).join('');
+  const numeric = numericColumns(table);
   const body = table.rows
-    .map((row) => `<tr>${row.map((v) => `<td${isNumeric(v) ? ' class="num"' : ''}>${formatCell(v)}</td>`).join('')}</tr>`)
+    .map((row) => `<tr>${row.map((v, c) => `<td${typeof v === 'number' || (numeric[c] === true && v !== null) ? ' class="num"' : ''}>${formatCell(v)}</td>`).join('')}</tr>`)
     .join('\n');
   return `<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
 }
@@ -462,13 +474,14 @@ export function countsTable(summary: RelabelSummary): Table {
  * Point metrics per group of images (evaluate's `byGroup`), a row per group: a gap between groups that differ only in
  * how their files were made means the model learned the pipeline, not the lungs. A recall is empty where the group
  * has no image of that class, the bacteria-versus-virus AUC where it lacks either; the images of each class are
- * shown, since a recall over one image says little. No macro-F1: a class a group lacks would count in it as 0.
+ * shown, since a recall over one image says little. No macro-F1: a class a group lacks would count in it as 0. The
+ * figures are text to three decimals (`'0.816'`), as in the metrics table.
  *
  * @example if (evaluation.byGroup) showTable(tslab.display, groupsTable(evaluation.byGroup))
  */
 export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Table {
-  // Three decimals, as the metrics table shows them (1 as 1.000, not 1).
-  const round = (v: number): string => v.toFixed(3);
+  // Three decimals, as the metrics table shows them (1 as 1.000, not 1; n/a for a value that is no number).
+  const round = (v: number): string => fmt(v, 3);
   return {
     columns: ['group', 'images', `images ${CLASSES.join(' / ')}`, 'accuracy', 'balanced accuracy', ...CLASSES.map((c) => `${c} recall`), 'bacteria vs virus AUC'],
     rows: Object.entries(byGroup).map(([group, m]) => [
@@ -526,12 +539,13 @@ function configTable(card: ModelCard, history: readonly EpochRecord[] | undefine
     ['calibration', card.calibration ? `temperature ${card.calibration.temperature.toFixed(3)}, fitted on ${card.calibration.images} ${card.calibration.split} images` : 'none'],
   ];
   const config = card.training.config as unknown as Record<string, unknown>;
-  // The model and the image size are in the rows above already (each shown again when the configuration differs).
+  // The model and the image size are in the rows above already (each shown again when the configuration differs; a
+  // transfer run's configured model is the preset's, not the one it trained, and is left out).
   const shown: Partial<Record<string, unknown>> = { model: card.model.summary.name, imageSize: card.imageSize };
   for (const k of TRAINING_SETTINGS) {
     const v = config[k];
     // '' is "the architecture's default" (modelDepth): nothing to show.
-    if (v !== undefined && v !== '' && v !== shown[k]) rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
+    if (v !== undefined && v !== null && v !== '' && v !== shown[k] && !(k === 'model' && card.training.initFrom !== null)) rows.push([k, typeof v === 'number' || typeof v === 'string' ? v : JSON.stringify(v)]);
   }
   return { columns: ['setting', 'value'], rows };
 }

@@ -46,6 +46,11 @@ export interface TrainOptions {
   /** Continue from `out/checkpoints/last`, optimizer state included. */
   readonly resume?: boolean;
   /**
+   * The caller has just prepared the cache and reported it (`pneumotype run`): train's own check of it reports
+   * nothing unless it has to rebuild (prepareCache's `announceReuse` false). Default false.
+   */
+  readonly cachePrepared?: boolean;
+  /**
    * Without `resume`, train afresh into a folder that holds a run (SageMaker with `resume` false): what an earlier
    * run wrote there (checkpoints/last and best, model/, history.json, stalled.txt and their temporary files) is
    * removed before training starts, other files are left alone; a stop before the first epoch ends then leaves no
@@ -626,6 +631,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     labeledDir: options.data,
     ...prepareOptionsFromConfig(config),
     ...(options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {}),
+    ...(options.cachePrepared ? { announceReuse: false } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const cache = await openCache(prepared.dir, { pixelsChecked: true }); // prepareCache just checked them

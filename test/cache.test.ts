@@ -149,6 +149,26 @@ test('an up-to-date cache is reused untouched; a new seed only rewrites the inde
   );
 });
 
+test('announceReuse false: a cache found up to date passes in silence, one rebuilt still reports; the note on val rows comes once', async () => {
+  const dir = join(root, 'announce');
+  const rows = await writeLabeled(dir, { train: 2, test: 1 });
+  // A Kaggle-style val/ row in the manifest: not cached, and said so.
+  const first = rows[0] as ManifestRow;
+  await writeManifest(dir, [...rows, { ...first, split: 'val', file: first.file.replace(/^train\//, 'val/') }]);
+  const opts = { labeledDir: dir, cacheDir: join(root, 'c-announce'), imageSize: SIZE, valFraction: 0.25, seed: 3 };
+  const messages = async (extra: { announceReuse?: boolean }): Promise<{ reused: boolean; messages: string[] }> => {
+    const events: Progress[] = [];
+    const r = await prepareCache({ ...opts, ...extra, onProgress: (p) => events.push(p) });
+    return { reused: r.reused, messages: events.flatMap((e) => (e.message ? [e.message.replace(/"\/.*"/, 'DIR')] : [])) };
+  };
+  const note = '1 manifest rows of split "val" are not cached: only train and test are';
+  assert.deepEqual(await messages({}), { reused: false, messages: [note, 'cached 9 images at DIR'] });
+  assert.deepEqual(await messages({ announceReuse: false }), { reused: true, messages: [] });
+  assert.deepEqual(await messages({}), { reused: true, messages: [note, 'the cache at DIR is up to date'] });
+  await truncate(join(opts.cacheDir, String(SIZE), 'train.u8'), 10);
+  assert.deepEqual(await messages({ announceReuse: false }), { reused: false, messages: [note, 'cached 9 images at DIR'] });
+});
+
 test('a stale cache is rebuilt, never mixed', async () => {
   const dir = join(root, 'stale');
   await writeLabeled(dir, { train: 4, test: 2 });

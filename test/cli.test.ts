@@ -297,7 +297,7 @@ test('train --resume takes a default given explicitly (--depth 2,2,2,2 of the re
 
 test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume', async () => {
   const out = join(tmp, 'run-interrupted');
-  const hint = `pneumotype train: interrupted; the epochs finished so far (if any) are saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
+  const hint = `\npneumotype train: interrupted; the epochs finished so far (if any) are saved in "${join(out, 'checkpoints', 'last')}": run the same command with --resume to continue\n`;
   // Ctrl-C, then SIGTERM (`docker stop`) on the resumed run: each ends with its status, the hint, and no lock left.
   for (const [signal, status, resume] of [['SIGINT', 130, []], ['SIGTERM', 143, ['--resume']]] as const) {
     const child = spawn(process.execPath, [BIN, 'train', '--data', join(tmp, 'labeled'), '--out', out, '--cache', join(tmp, 'cache'), '--preset', 'tiny', '--epochs', '500', '--patience', '1000', ...resume], { cwd: tmp, env: { ...process.env, PNEUMOTYPE_SOURCE: '' } });

@@ -409,7 +409,7 @@ test('a local path is verified and returned as is', async () => {
 test('bad source strings, SHA-256 values and file names are ConfigErrors', async () => {
   await assert.rejects(fetchDataset({ source: 'v9' }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
-    assert.equal(err.message, 'Unknown dataset source "v9": expected "v2" or "v3", an http(s) URL, or the path of an existing zip file (run and relabel also take an extracted folder)');
+    assert.equal(err.message, 'Unknown dataset source "v9": expected "v2" or "v3", an http(s) URL, or the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)');
     return true;
   });
   await assert.rejects(fetchDataset({ source: 'v2', sha256: 'xyz' }), (err: unknown) => {

@@ -301,7 +301,7 @@ test(
       );
       const obtained = outputsOf(await readNotebook(join(out, 'executed', '01-obtain-data.ipynb')), '01-obtain-data');
       assert.deepEqual(obtained.problems, []);
-      assert.ok(obtained.html.includes('chest_xray/train/PNEUMONIA') && obtained.html.includes('folder'), 'notebook 1 lists the folder it was given');
+      assert.ok(obtained.html.includes('<td>folder</td>') && obtained.html.includes('<td>chest_xray/train/PNEUMONIA</td>'), 'notebook 1 shows a folder source and lists its files');
       const executed = await readNotebook(join(out, 'executed', '04-upload-to-s3.ipynb'));
       const { text, problems } = outputsOf(executed, '04-upload-to-s3');
       assert.deepEqual(problems, []);

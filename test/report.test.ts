@@ -28,7 +28,7 @@ import {
   type Figure,
 } from '../lib/plots.js';
 import { relabel } from '../lib/relabel.js';
-import { escapeScriptText, metricsTable, plotlyBundle, renderHtmlReport, scriptJson, writeRunReport } from '../lib/report.js';
+import { escapeScriptText, metricsTable, plotlyBundle, renderHtmlReport, renderTableHtml, scriptJson, writeRunReport } from '../lib/report.js';
 import type { EpochRecord, ModelCard } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 
@@ -442,4 +442,21 @@ test('the metrics table gives no recall or F1 for a class without images, instea
   assert.deepEqual(row('virus: recall'), ['virus: recall', 'n/a (no images)', 'n/a', null]);
   assert.deepEqual(row('virus: F1'), ['virus: F1', 'n/a (no images)', 'n/a', null]);
   assert.equal(row('bacteria: recall')?.[1], '0.500');
+});
+
+test('renderTableHtml right-aligns numbers, and numbers formatted as text only in columns of nothing else', () => {
+  const html = renderTableHtml({
+    columns: ['group', 'accuracy', 'learning rate', 'note'],
+    rows: [
+      ['2017', '0.816', '1.00e-3', 1349],
+      ['full-res', '1.000', '1.00e-4', 'n/a'],
+      ['copies', null, '5.00e-4', null],
+    ],
+  });
+  const cells = [...html.matchAll(/<td( class="num")?>([^<]*)<\/td>/g)].map((m) => `${m[1] ? 'R' : 'L'} ${m[2]}`);
+  assert.deepEqual(cells, [
+    'L 2017', 'R 0.816', 'R 1.00e-3', 'R 1,349',
+    'L full-res', 'R 1.000', 'R 1.00e-4', 'L n/a',
+    'L copies', 'L —', 'R 5.00e-4', 'L —',
+  ]);
 });
