@@ -348,8 +348,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     ...progress,
   });
   step('evaluate', false, evaluationSummary(evaluation) + leftOut(evaluation.failed.length, evaluation.warnings ?? []));
-  options.onStep?.('report', `writing ${join(runDir, 'report.html')}`);
-  const report = await writeRunReport({ runDir, evaluation, predictionsCsv: join(runDir, 'predictions.csv'), labeledDir: dirs.labeled });
-  step('report', false, `${report.out} (${report.figures} charts, self-contained)`);
+  const reportPath = join(runDir, 'report.html'); // as the run folder was given, like the other steps' notes
+  options.onStep?.('report', `writing ${reportPath}`);
+  const report = await writeRunReport({ runDir, evaluation, predictionsCsv: join(runDir, 'predictions.csv'), labeledDir: dirs.labeled, out: reportPath });
+  step('report', false, `${reportPath} (${report.figures} charts, self-contained)`);
   return { ...base, ...(training ? { training } : {}), ...(calibration ? { calibration } : {}), evaluation, report: report.out };
 }
