@@ -520,7 +520,7 @@ function runLength(card: ModelCard, history: readonly EpochRecord[] | undefined)
 
 /** The augmentation a run used, for reading: `rotateDegrees 7, zoom 0.1, jpegQuality 40-95, …`. */
 function augmentationText(augment: object): string {
-  const entries = Object.entries(augment).filter(([, v]) => v !== undefined && v !== false && v !== 0);
+  const entries = Object.entries(augment).filter(([, v]) => v !== undefined && v !== null && v !== false && v !== 0); // null: a step off
   if (entries.length === 0) return 'none';
   return entries.map(([k, v]) => (v === true ? k : `${k} ${Array.isArray(v) ? v.join('-') : typeof v === 'object' ? JSON.stringify(v) : String(v)}`)).join(', ');
 }

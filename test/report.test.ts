@@ -275,11 +275,14 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(oldHtml.includes('<td>calibration</td><td>none</td>'), 'an uncalibrated model says so in the settings');
   // A model calibrated on the validation images, evaluated on them: the report says its figures are optimistic.
   const figures = { ece: 0.02, brier: 0.3, logLoss: 0.5 };
-  await writeFile(join(runDir, 'model', 'pneumotype.json'), JSON.stringify({ ...card, calibration: { temperature: 1.5, split: 'val', images: 12, before: { ...figures, ece: 0.09 }, after: figures, crossFitted: { ...figures, ece: 0.031 } } }));
+  // With an augmentation, shown for reading (steps that are off left out).
+  const augment = { rotateDegrees: 7, jpegQuality: [40, 95], flip: false, noise: 0, localContrast: null };
+  await writeFile(join(runDir, 'model', 'pneumotype.json'), JSON.stringify({ ...card, training: { ...card.training, augment }, calibration: { temperature: 1.5, split: 'val', images: 12, before: { ...figures, ece: 0.09 }, after: figures, crossFitted: { ...figures, ece: 0.031 } } }));
   await writeFile(join(tmp, 'val-evaluation.json'), JSON.stringify({ ...evaluation, split: 'val' }));
   const calibrated = await writeRunReport({ runDir, evaluation: join(tmp, 'val-evaluation.json'), gallery: 0, out: join(tmp, 'out', 'd.html') });
   const calibratedHtml = await readFile(calibrated.out, 'utf8');
   assert.ok(calibratedHtml.includes('<td>calibration</td><td>temperature 1.500, fitted on 12 val images</td>'));
+  assert.ok(calibratedHtml.includes('<td>augmentation</td><td>rotateDegrees 7, jpegQuality 40-95</td>'));
   assert.ok(calibratedHtml.includes("The temperature of this model was fitted on these val images, so their calibration figures are optimistic: cross-fitted by patient, the expected calibration error is 0.031 (0.090 before calibration)."));
   await assert.rejects(writeRunReport({ runDir: join(tmp, 'nothing') }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
