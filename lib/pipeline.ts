@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
-import { prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
+import { CACHE_INDEX_FILE, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
@@ -268,7 +268,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('relabel', !r.changed, `${dirs.labeled}: ${Object.entries(c).map(([s, n]) => `${s} ${n.total}`).join(', ')}`);
   }
 
-  options.onStep?.('prepare', `decoding into ${dirs.cache}`);
+  // A cache that is there is checked (its pixels read back) before anything is decoded: say which of the two is likely.
+  const cacheDir = cacheDirFor({ cacheDir: dirs.cache, imageSize: config.imageSize });
+  options.onStep?.('prepare', existsSync(join(cacheDir, CACHE_INDEX_FILE)) ? `checking ${cacheDir}` : `decoding into ${dirs.cache}`);
   const cache = await prepareStep({
     labeledDir: dirs.labeled,
     cacheDir: dirs.cache,

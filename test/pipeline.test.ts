@@ -31,9 +31,13 @@ test('run on a local zip: fetch verifies, relabel and prepare run, a second run 
   assert.deepEqual(first.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', false], ['prepare', false]]);
   assert.equal(first.cache.index.imageSize, 32);
   assert.equal(first.cache.index.images.length, 18);
-  const second = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', train: false });
+  const againSteps: string[] = [];
+  const second = await runPipeline({ source: zipPath, dataDir, preset: 'smoke', train: false, onStep: (s, note) => againSteps.push(`${s}: ${note}`) });
   assert.deepEqual(second.steps.map((s) => [s.step, s.skipped]), [['fetch', true], ['relabel', true], ['prepare', true]]);
   assert.ok(steps.length >= 3);
+  // The first run decodes; the second checks the cache it finds (and says so before the check, not "decoding").
+  assert.ok(steps.includes(`prepare: decoding into ${join(dataDir, 'cache')}`), steps.join('\n'));
+  assert.ok(againSteps.includes(`prepare: checking ${join(dataDir, 'cache', '32')}`), againSteps.join('\n'));
   // Another archive into the same folders: refused, not skipped past.
   const otherZip = join(tmp, 'other.zip');
   await writeFile(otherZip, (await datasetZip({ perClass: { train: 5, test: 2 } })).zip);
