@@ -67,6 +67,26 @@ export class WeightAverage {
   }
 
   /**
+   * Until the first fold, the average is the model it started from (the random start of a fresh run): `model`'s
+   * weights stand in for it then, so that a run of fewer steps than `every` validates and saves what it trained. No
+   * effect once anything was folded in.
+   *
+   * @example graph?.sync(); average.standInUntilFirstFold(model) // before validating average.model
+   */
+  standInUntilFirstFold(model: LayersModel): void {
+    if (this.updates > 0) return;
+    const tf = loadTf();
+    const source = model.weights;
+    const target = this.model.weights;
+    if (source.length !== target.length) {
+      throw new ConfigError(`the weight average holds ${target.length} weights, the model ${source.length}: not the same topology`);
+    }
+    tf.tidy(() => {
+      for (let i = 0; i < source.length; i++) (target[i] as (typeof target)[number]).write(tf.clone((source[i] as (typeof source)[number]).read()));
+    });
+  }
+
+  /**
    * Folds `model`'s weights into the average when `step` (1-based, counted by the caller) is a multiple of `every`.
    * The decay is warmed up as min(decay, (1 + n) / (10 + n)) so that the first steps do not pin the average to the
    * random start.

@@ -898,6 +898,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
 
         // The graph's state back into the model, the optimizer and the average; then validation on the patient-grouped subset.
         graph?.sync();
+        // Fewer steps so far than the average's interval: nothing folded in yet, so the trained weights stand in for it.
+        average?.standInUntilFirstFold(model);
         const val = valCount > 0 ? await predictSubset(scored, cache, 'val', config.batchSize * 2) : undefined;
         if (val?.probs.some((p) => p.some((x) => !Number.isFinite(x)))) throw diverged(epoch, 'the model outputs became NaN');
         const report: EvaluationReport | undefined = val

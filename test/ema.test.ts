@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { saveModel } from '../lib/checkpoint.js';
+import { loadLayersModelFromDir, saveModel } from '../lib/checkpoint.js';
 import { EMA_BIN, EMA_JSON, WeightAverage } from '../lib/ema.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
@@ -42,9 +42,26 @@ test('update folds the weights in with a warmed-up decay, every `every` steps; c
     ema.update(model, 2); // d = min(0.99^2, 1/10) = 0.1: 0.1 * 1 + 0.9 * 11
     assert.equal(ema.count, 1);
     assert.equal(tf.memory().numTensors, before, 'update leaves no tensors behind');
+    // Before the first fold, the trained weights stand in for the average (a run of fewer steps than `every`).
+    const start = dense(tf, 1);
+    const copy = await WeightAverage.create(start, { decay: 0.99, every: 2 });
+    try {
+      const tensors = tf.memory().numTensors;
+      copy.standInUntilFirstFold(model);
+      assert.equal(tf.memory().numTensors, tensors, 'the stand-in leaves no tensors behind');
+      assert.deepEqual(Array.from(await copy.model.getWeights()[1]!.data()), [11, 11]);
+      assert.equal(copy.count, 0);
+    } finally {
+      copy.dispose();
+      start.dispose();
+    }
     for (const v of await ema.model.getWeights()[0]!.data()) assert.ok(Math.abs(v - 10) < 1e-5, String(v));
     ema.update(model, 4); // d = min(0.9801, 2/11)
     const d = 2 / 11;
+    for (const v of await ema.model.getWeights()[1]!.data()) assert.ok(Math.abs(v - (d * 10 + (1 - d) * 11)) < 1e-5, String(v));
+    const other = dense(tf, 99);
+    ema.standInUntilFirstFold(other); // folded already: no effect
+    other.dispose();
     for (const v of await ema.model.getWeights()[1]!.data()) assert.ok(Math.abs(v - (d * 10 + (1 - d) * 11)) < 1e-5, String(v));
 
     const dir = join(tmp, 'ckpt');
@@ -149,4 +166,22 @@ test('a run with the average validates and ships it, keeps it in the last checkp
   const beforeResume = tf.memory().numTensors;
   await assert.rejects(train({ ...opts, out: join(tmp, 'run-b'), resume: true }), { name: 'CacheError', message: /^the weight average ".*ema\.json" cannot be read \(.*JSON.*\)$/ });
   assert.equal(tf.memory().numTensors, beforeResume, 'a failed resume leaves no tensors behind');
+});
+
+test('a run of fewer steps than the average folds in validates and ships what it trained, not its random start', async () => {
+  // About 38 training images in batches of 16: 3 steps, fewer than the average's interval of 4.
+  const config = { epochs: 1, batchSize: 16, dropout: 0, emaDecay: 0.9 };
+  const r = await train({ data: labeled, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, out: join(tmp, 'run-short') });
+  assert.match(r.card.training.weights ?? '', /^moving average \(decay 0\.9 per step, 0 updates\)$/);
+  const shipped = await loadLayersModelFromDir(join(r.runDir, 'model'));
+  const trained = await loadLayersModelFromDir(join(r.runDir, 'checkpoints', 'last'));
+  try {
+    const a = shipped.getWeights();
+    const b = trained.getWeights();
+    assert.equal(a.length, b.length);
+    for (const [i, w] of a.entries()) assert.deepEqual(Array.from(await w.data()), Array.from(await (b[i] as typeof w).data()), `weight ${i}`);
+  } finally {
+    shipped.dispose();
+    trained.dispose();
+  }
 });
