@@ -74,16 +74,7 @@ export class WeightAverage {
    * @example graph?.sync(); average.standInUntilFirstFold(model) // before validating average.model
    */
   standInUntilFirstFold(model: LayersModel): void {
-    if (this.updates > 0) return;
-    const tf = loadTf();
-    const source = model.weights;
-    const target = this.model.weights;
-    if (source.length !== target.length) {
-      throw new ConfigError(`the weight average holds ${target.length} weights, the model ${source.length}: not the same topology`);
-    }
-    tf.tidy(() => {
-      for (let i = 0; i < source.length; i++) (target[i] as (typeof target)[number]).write(tf.clone((source[i] as (typeof source)[number]).read()));
-    });
+    if (this.updates === 0) this.blend(model, 0);
   }
 
   /**
@@ -93,7 +84,11 @@ export class WeightAverage {
    */
   update(model: LayersModel, step: number): void {
     const d = this.foldDecay(step);
-    if (d === 1) return;
+    if (d !== 1) this.blend(model, d);
+  }
+
+  /** The average becomes d * itself + (1 - d) * `model`'s weights (with d 0: a copy of them). */
+  private blend(model: LayersModel, d: number): void {
     const tf = loadTf();
     const source = model.weights;
     const target = this.model.weights;
@@ -104,7 +99,7 @@ export class WeightAverage {
       for (let i = 0; i < source.length; i++) {
         const from = (source[i] as (typeof source)[number]).read();
         const into = target[i] as (typeof target)[number];
-        into.write(tf.add(tf.mul(into.read(), d), tf.mul(from, 1 - d)));
+        into.write(d === 0 ? tf.clone(from) : tf.add(tf.mul(into.read(), d), tf.mul(from, 1 - d)));
       }
     });
   }
