@@ -116,7 +116,7 @@ export function archivePathFor(source: string, outDir: string = DEFAULTS.downloa
  */
 export async function fetchDataset(options: FetchOptions = {}): Promise<FetchResult> {
   const env = options.env ?? process.env;
-  const source = options.source ?? (env.PNEUMOTYPE_SOURCE || undefined) ?? DEFAULTS.source; // an empty variable counts as unset
+  const source = sourceOf(options);
   const expected = normalizeSha(options.sha256);
   const resolved = resolveSource(source);
   const tracker = new ProgressTracker({
@@ -687,10 +687,15 @@ class Download {
  * @example const data = await obtainDataset({ source: nb.source, outDir: nb.downloadsDir }); await relabel({ from: data.path, out: 'data/labeled' })
  */
 export async function obtainDataset(options: FetchOptions = {}): Promise<ObtainedDataset> {
-  const source = options.source ?? ((options.env ?? process.env).PNEUMOTYPE_SOURCE || undefined) ?? DEFAULTS.source; // an empty variable counts as unset
+  const source = sourceOf(options);
   const resolved = resolveSource(source);
   if (resolved.kind === 'path' && (await stat(resolved.path)).isDirectory()) return { kind: 'folder', path: resolved.path, source };
   return { kind: 'archive', ...(await fetchDataset(options)) };
+}
+
+/** The source fetchDataset and obtainDataset read: the option, else PNEUMOTYPE_SOURCE (empty counts as unset), else the default. */
+function sourceOf(options: FetchOptions): string {
+  return options.source ?? ((options.env ?? process.env).PNEUMOTYPE_SOURCE || undefined) ?? DEFAULTS.source;
 }
 
 /** Local path source: verified, never copied, moved or deleted. */

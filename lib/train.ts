@@ -229,19 +229,24 @@ export async function runFinished(runDir: string, config: Pick<Config, 'epochs' 
   return state === undefined || state.epochsDone >= config.epochs || state.sinceBest >= config.patience;
 }
 
-/** The trainer state of the run's last checkpoint; undefined when there is none, a CacheError when it is damaged. */
+/** The trainer state file of the run's last checkpoint. */
+function trainerStatePath(runDir: string): string {
+  return join(runDir, 'checkpoints', 'last', STATE_FILE);
+}
+
 /**
  * Whether `runDir` holds a checkpoint that `resume` continues (a run that is complete holds one too).
  *
  * @example if (!(await hasCheckpoint('runs/cpu'))) console.error('nothing to resume: a new run starts')
  */
 export async function hasCheckpoint(runDir: string): Promise<boolean> {
-  return exists(join(runDir, 'checkpoints', 'last', STATE_FILE));
+  return exists(trainerStatePath(runDir));
 }
 
+/** The trainer state of the run's last checkpoint; undefined when there is none, a CacheError when it is damaged. */
 async function readTrainerState(runDir: string): Promise<TrainerState | undefined> {
-  const statePath = join(runDir, 'checkpoints', 'last', STATE_FILE);
-  if (!(await hasCheckpoint(runDir))) return undefined;
+  const statePath = trainerStatePath(runDir);
+  if (!(await exists(statePath))) return undefined;
   return readJsonFile<TrainerState>(statePath, (err) =>
     new CacheError(`cannot resume ${quote(runDir)}: its trainer state ${quote(statePath)} cannot be read (${messageOf(err)}); remove ${quote(runDir)} to start over`, { path: statePath, cause: err }));
 }
@@ -462,12 +467,12 @@ function equivalentHashes(config: Config): string[] {
   return [...new Set([configHash(config), rawConfigHash(config), ...variants])];
 }
 
-/** The hash of {@link configHash} without aligning explicit defaults: what runs started with them recorded. */
 /** The settings a run's configuration hash is made of (a resume must keep them): the first, then those added later. */
 const HASHED_KEYS = ['model', 'modelWidth', 'imageSize', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
   'schedule', 'weightDecay', 'labelSmoothing', 'classWeights', 'seed', 'valFraction', 'dropout', 'emaDecay'] as const;
 const LATER_HASHED_KEYS = ['mixup', 'antialias', 'standardize', 'modelDepth'] as const;
 
+/** The hash of {@link configHash} without aligning explicit defaults: what runs started with them recorded. */
 function rawConfigHash(config: Config): string {
   // Settings added later count only when not at their default, so that runs started before them still resume.
   const later = LATER_HASHED_KEYS.filter((k) => config[k] !== DEFAULTS[k]).map((k) => ({ [k]: config[k] }));
