@@ -118,7 +118,7 @@ export interface CalibrationRecord {
   readonly after: CalibrationFigures;
   /**
    * Two-fold cross-fitted by patient (T fitted on one half of the patients, measured on the other, pooled): an
-   * estimate for images the temperature was not fitted on.
+   * estimate for images the temperature was not fitted on. NaN (JSON null) when the split holds a single patient.
    */
   readonly crossFitted: CalibrationFigures;
 }
@@ -156,15 +156,20 @@ function tempered(preds: readonly Prediction[], temperature: number): Prediction
   return preds.map((p) => ({ ...p, probs: temperatureScaled(p.probs, temperature) }));
 }
 
-/** Two-fold cross-fitting by patient: each half tempered with the temperature fitted on the other half. */
-function crossFitted(preds: readonly Prediction[]): Prediction[] {
+/**
+ * The calibration figures of two-fold cross-fitting by patient: each half of the patients tempered with the temperature
+ * fitted on the other half, then pooled. NaN for a single patient, where there is no other half to fit on.
+ *
+ * @example crossFittedFigures(preds).ece // the calibration error to expect on images the temperature was not fitted on
+ */
+export function crossFittedFigures(preds: readonly Prediction[]): CalibrationFigures {
   // An image without a patient id is a patient of its own (as the bootstrap takes it), known by its file or position.
   const key = (p: Prediction, i: number): string => (p.patientId === '' ? `\u0000image:${p.file ?? i}` : p.patientId);
   const ids = [...new Set(preds.map(key))].sort();
   const fold = new Map(ids.map((id, i) => [id, i % 2]));
   const halves = [0, 1].map((f) => preds.filter((p, i) => fold.get(key(p, i)) === f));
-  if (halves.some((h) => h.length === 0)) return tempered(preds, fitTemperature(preds));
-  return halves.flatMap((half, f) => tempered(half, fitTemperature(halves[1 - f] as Prediction[])));
+  if (halves.some((h) => h.length === 0)) return { ece: NaN, brier: NaN, logLoss: NaN };
+  return figures(halves.flatMap((half, f) => tempered(half, fitTemperature(halves[1 - f] as Prediction[]))));
 }
 
 /**
@@ -221,7 +226,7 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
       images: preds.length,
       before: figures(preds),
       after: figures(tempered(preds, temperature)),
-      crossFitted: figures(crossFitted(preds)),
+      crossFitted: crossFittedFigures(preds),
     };
     foldTemperature(loaded.model, temperature);
     if (others['README.md'] !== undefined) {

@@ -3,7 +3,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'nod
 import { basename, dirname, join } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
-import { exists } from './fsx.js';
+import { exists, sha256 } from './fsx.js';
 import { isAlive } from './lock.js';
 import { loadTf } from './tf.js';
 
@@ -218,8 +218,19 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
 
 /** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */
 export async function loadLayersModelFromDir(dir: string): Promise<LayersModel> {
+  return layersModelFromArtifacts(await readModelArtifacts(dir), dir);
+}
+
+/** The SHA-256 of a model's weights as {@link readModelArtifacts} reads them: which trained (and calibrated) model it is. */
+export function weightsDigest(artifacts: io.ModelArtifacts): string {
+  const data = artifacts.weightData;
+  const buffers = data === undefined ? [] : Array.isArray(data) ? data : [data];
+  return sha256(Buffer.concat(buffers.map((b) => new Uint8Array(b))));
+}
+
+/** A layers model from artifacts read from `dir` (named in the error when the weights do not fit). */
+export async function layersModelFromArtifacts(artifacts: io.ModelArtifacts, dir: string): Promise<LayersModel> {
   const tf = loadTf();
-  const artifacts = await readModelArtifacts(dir);
   try {
     return await tf.loadLayersModel(tf.io.fromMemory(artifacts));
   } catch (err) {

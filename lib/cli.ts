@@ -223,7 +223,8 @@ export function usageError(command: string, values: Readonly<Record<string, unkn
 
 /**
  * Node's own words for a command line it cannot parse, said in ours: an unknown option with the nearest ones of the
- * command, or a value starting with "-" that needs "=". Undefined for other failures.
+ * command, an option without its value at the end, or a value starting with "-" that needs "=". Undefined for other
+ * failures.
  */
 export function parseFailure(argv: readonly string[], err: unknown): string | undefined {
   const code = (err as { code?: unknown }).code;
@@ -240,6 +241,12 @@ export function parseFailure(argv: readonly string[], err: unknown): string | un
     const guess = dashes === '--' ? didYouMean(name, candidates, (c) => `--${c}`) : '';
     const takes = command === undefined ? '' : `; ${command} takes ${flagsOf(command) || 'no options'} (and --json, --quiet)`;
     return `${who}: unknown option ${dashes}${name}${guess}${takes}\n${usage}`;
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(message)) {
+    // The option ended the line (`predict --model`): Node says "Option '-m, --model <value>' argument missing".
+    const name = /--([^' <]+) <value>/.exec(message)?.[1];
+    if (name === undefined) return undefined;
+    return `${who}: --${name} needs a value, and the command line ends after it\n${usage}`;
   }
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument is ambiguous/.test(message)) {
     const name = /'--([^']+)'/.exec(message)?.[1] ?? 'OPTION';
@@ -435,7 +442,9 @@ export function commandHelp(command: string): string {
   if (command === 'help' || start < 0) return HELP;
   const end = lines.findIndex((l, i) => i > start && !l.startsWith('   '));
   const footer = lines.findIndex((l) => l.startsWith('Options for every command'));
-  return [`Usage: pneumotype ${command} [options]`, '', ...lines.slice(start, end), '', ...lines.slice(footer)].join('\n');
+  // The words HELP gives the command (`sagemaker train`), not its first word alone.
+  const words = /^ {2}(\S+(?: [a-z]+)?)(?: {2,}|$)/.exec(lines[start] ?? '')?.[1] ?? command;
+  return [`Usage: pneumotype ${words} [options]`, '', ...lines.slice(start, end), '', ...lines.slice(footer)].join('\n');
 }
 
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
@@ -655,7 +664,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           ...(values.out !== undefined ? { out: values.out } : {}),
           ...progress,
         });
-        const f = (x: number): string => x.toFixed(3);
+        const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
         print(values, r, `temperature ${r.temperature.toFixed(3)} fitted on ${r.images} ${split} images: expected calibration error ${f(r.before.ece)} -> ${f(r.after.ece)} ` +
           `(${f(r.crossFitted.ece)} cross-fitted by patient), log loss ${f(r.before.logLoss)} -> ${f(r.after.logLoss)}; model in ${r.out}`);
         warnLeftOut('calibrate', r.failed, `the fit (${r.images} images)`);

@@ -1,5 +1,7 @@
 // Every default in one place: a flat, commented configuration, the named presets and the known dataset sources.
 
+import { ConfigError, quote } from './errors.js';
+
 /** The three classes, in the order used by every tensor, CSV and model output. */
 export const CLASSES = ['normal', 'bacteria', 'virus'] as const;
 export type Label = (typeof CLASSES)[number];
@@ -181,7 +183,6 @@ export function presetMatching(config: Readonly<Partial<Config>>): PresetName | 
   });
 }
 
-/** The configuration of a preset (DEFAULTS when none), with overrides applied last. */
 /**
  * The preset a name (a flag, PNEUMOTYPE_PRESET) stands for: `tiny` is smoke's other name; undefined for none or an
  * empty name, the name itself (unchecked) otherwise.
@@ -192,6 +193,28 @@ export function presetAlias(name: string | undefined): string | undefined {
   return name === undefined || name === '' ? undefined : name === 'tiny' ? 'smoke' : name;
 }
 
+/**
+ * The preset a name stands for (`tiny` is smoke's), checked: an unknown name is a ConfigError that names where it
+ * came from (`where`: "preset", or the variable it was read from), never the bare defaults in silence.
+ *
+ * @example presetNamed('tiny') // 'smoke'
+ * @example presetNamed('bogus', 'PNEUMOTYPE_PRESET') // throws: PNEUMOTYPE_PRESET="bogus" is not one of smoke (or tiny), cpu, gpu: …
+ */
+export function presetNamed(name: string, where = 'preset'): PresetName {
+  const p = presetAlias(name) ?? name;
+  if (Object.hasOwn(PRESETS, p)) return p as PresetName;
+  const known = Object.keys(PRESETS).map((n) => (n === 'smoke' ? 'smoke (or tiny)' : n)).join(', ');
+  throw where === 'preset'
+    ? new ConfigError(`preset ${quote(name)} is not one of ${known}`)
+    : new ConfigError(`${where}=${quote(name)} is not one of ${known}: set it to one of them, or unset it`);
+}
+
+/**
+ * The configuration of a preset (DEFAULTS when none; `tiny` is smoke), with overrides applied last. An unknown preset
+ * name (from JavaScript, or a variable) is a ConfigError, not the defaults.
+ *
+ * @example resolveConfig('cpu', { epochs: 5 }).imageSize // 128
+ */
 export function resolveConfig(preset?: PresetName, overrides: Partial<Config> = {}): Config {
-  return { ...DEFAULTS, ...(preset ? PRESETS[preset] : {}), ...overrides };
+  return { ...DEFAULTS, ...(preset ? PRESETS[presetNamed(preset)] : {}), ...overrides };
 }

@@ -123,6 +123,11 @@ export interface LockHolder {
    */
   readonly boot?: string;
   readonly startTicks?: number;
+  /**
+   * Linux: the process's PID namespace (`pid:[N]`, /proc/self/ns/pid). Containers on one kernel share the boot id, and
+   * may share a host name; their process ids mean nothing to each other.
+   */
+  readonly pidNs?: string;
 }
 
 /** Work that another process is doing right now (the same download, cache or training run): see its lock file. */

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { groupOf, readGroups, type GroupingSource } from './balance.js';
-import { loadLayersModelFromDir } from './checkpoint.js';
+import { layersModelFromArtifacts, readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
 import { CacheError, ConfigError, ImageError, LabelError, checkInteger, messageOf, quote } from './errors.js';
@@ -29,6 +29,8 @@ export interface LoadedModel {
   readonly dir: string;
   readonly model: LayersModel;
   readonly card: ModelCard;
+  /** The SHA-256 of its weights: which trained and calibrated model this is (a calibration changes the weights). */
+  readonly weightsSha256: string;
   dispose(): void;
 }
 
@@ -44,6 +46,9 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<Loaded
     const inRun = join(dir, 'model');
     if (await exists(join(inRun, 'pneumotype.json'))) {
       throw new CacheError(`${quote(dir)} is a training run, not a model folder: its model is ${quote(inRun)}`, { path: dir });
+    }
+    if (!(await exists(dir))) {
+      throw new CacheError(`the model folder ${quote(dir)} does not exist: expected a folder that pneumotype train wrote (pneumotype.json, model.json, weights.bin)`, { path: dir });
     }
     throw new CacheError(`${quote(dir)} is not a pneumotype model folder: ${quote(cardPath)} is missing (train one with \`pneumotype train\`)`, { path: dir });
   }
@@ -63,7 +68,9 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<Loaded
   if (!Number.isInteger(card.imageSize) || card.imageSize < 1) {
     throw new CacheError(`${quote(cardPath)} gives the input size ${quote(card.imageSize)}: expected a whole number of pixels`, { path: cardPath });
   }
-  const model = await loadLayersModelFromDir(dir);
+  const artifacts = await readModelArtifacts(dir);
+  const weightsSha256 = weightsDigest(artifacts);
+  const model = await layersModelFromArtifacts(artifacts, dir);
   // The card and the network must agree: an input of another size fails in tfjs with its own words, per image.
   const input = model.inputs[0]?.shape ?? [];
   const output = model.outputs[0]?.shape ?? [];
@@ -77,7 +84,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR): Promise<Loaded
       { path: dir },
     );
   }
-  return { dir, model, card, dispose: () => model.dispose() };
+  return { dir, model, card, weightsSha256, dispose: () => model.dispose() };
 }
 
 /** One image to predict: a path, or bytes with a name. */
@@ -204,7 +211,9 @@ async function evaluationSource(
   options: { readonly split: 'test' | 'val'; readonly extractedDir?: string; readonly onProgress?: ProgressCallback | undefined },
 ): Promise<{ root: string; files: readonly string[] | undefined }> {
   const info = await stat(data).catch((err: unknown) => {
-    throw new ConfigError(`--data ${quote(data)} does not exist: expected ${DATA_LAYOUTS}`, { path: data, cause: err });
+    // The default folder is where relabel (and run) put the labelled dataset: missing, it most likely was never made.
+    const hint = data === DEFAULTS.labeledDir ? ' (the default, where relabel and run write the labelled dataset: relabel first, or give --data)' : '';
+    throw new ConfigError(`--data ${quote(data)} does not exist${hint}: expected ${DATA_LAYOUTS}`, { path: data, cause: err });
   });
   if (info.isDirectory()) return { root: data, files: undefined };
   if (options.split === 'val') {
@@ -391,7 +400,8 @@ export interface GroupMetrics {
   readonly accuracy: number;
   readonly balancedAccuracy: number;
   readonly macroF1: number;
-  readonly recall: Readonly<Record<Label, number>>;
+  /** Null for a class with no image in the group (support 0). */
+  readonly recall: Readonly<Record<Label, number | null>>;
   readonly support: Readonly<Record<Label, number>>;
   /**
    * Bacteria-versus-virus AUC among the group's pneumonia images (virus positive, scored by {@link virusShare}): how
@@ -427,7 +437,7 @@ export async function metricsByGroup(
       accuracy: accuracy(cm),
       balancedAccuracy: balancedAccuracy(cm),
       macroF1: macroF1(cm),
-      recall: Object.fromEntries(CLASSES.map((c, k) => [c, per[k]?.recall ?? 0])) as Record<Label, number>,
+      recall: Object.fromEntries(CLASSES.map((c, k) => [c, (per[k]?.support ?? 0) > 0 ? (per[k]?.recall ?? 0) : null])) as Record<Label, number | null>,
       support: Object.fromEntries(CLASSES.map((c, k) => [c, per[k]?.support ?? 0])) as Record<Label, number>,
       bacteriaVsVirusAuc: b.virus.includes(true) && b.virus.includes(false) ? rocAuc(b.share, b.virus) : null,
     };
@@ -448,19 +458,55 @@ export interface EvaluateResult extends EvaluationReport {
   readonly failed: readonly { readonly file: string; readonly reason: string }[];
   /** What may make the scores misleading (a validation split carved from other data); present when there is any. */
   readonly warnings?: readonly string[];
+  /**
+   * Why the scores are optimistic although nothing is wrong (see {@link splitCaveats}): the validation split chose the
+   * model's epoch, or its temperature was fitted on these images. Present when there is any.
+   */
+  readonly caveats?: readonly string[];
+  /**
+   * The SHA-256 of the evaluated model's weights ({@link LoadedModel}): a report checks that it shows its own model's
+   * evaluation (absent in evaluations written before it was added).
+   */
+  readonly weightsSha256?: string;
   /** Present when `groups` was given. */
   readonly byGroup?: Record<string, GroupMetrics>;
 }
 
 /**
- * One line for people: the split, accuracy with its 95 % interval (none without bootstrap) and macro-F1.
+ * One line for people: the split, accuracy with its 95 % interval (none without bootstrap) and macro-F1, and whether
+ * the model was tuned on the split (its `caveats`).
  *
- * @example evaluationSummary(await evaluateModel({ split: 'val' })) // 'val: accuracy 0.801 [0.757, 0.842], macro-F1 0.799'
+ * @example evaluationSummary(await evaluateModel({ split: 'val' })) // 'val: accuracy 0.801 [0.757, 0.842], macro-F1 0.799, optimistic: the model was tuned on this split'
  */
 export function evaluationSummary(r: EvaluateResult): string {
   const a = r.accuracy;
   const interval = Number.isFinite(a.low) && Number.isFinite(a.high) ? ` [${a.low.toFixed(3)}, ${a.high.toFixed(3)}]` : '';
-  return `${r.split}: accuracy ${a.value.toFixed(3)}${interval}, macro-F1 ${r.macroF1.value.toFixed(3)}`;
+  const tuned = r.caveats !== undefined && r.caveats.length > 0 ? ', optimistic: the model was tuned on this split' : '';
+  return `${r.split}: accuracy ${a.value.toFixed(3)}${interval}, macro-F1 ${r.macroF1.value.toFixed(3)}${tuned}`;
+}
+
+/**
+ * Why a model's scores on a split are optimistic although nothing is wrong: training kept the epoch of best macro-F1
+ * on the validation split (when it ran more than one), and `calibrate` may have fitted the temperature on the split's
+ * images. An untouched test split has none.
+ *
+ * @example splitCaveats(card, 'val') // ['the validation split chose this model's epoch (58 of 60, …)', 'the temperature …']
+ */
+export function splitCaveats(card: ModelCard, split: 'test' | 'val'): string[] {
+  const caveats: string[] = [];
+  const t = (card as Partial<ModelCard>).training;
+  if (split === 'val' && t !== undefined && t.epochs > 1) {
+    caveats.push(
+      `the validation split chose this model's epoch (${t.epoch} of ${t.epochs}, the best validation macro-F1), so its scores are ` +
+        'optimistic: the recipe and the epoch were picked on these images; an untouched test split is the unbiased measure',
+    );
+  }
+  const k = card.calibration;
+  if (k !== undefined && k.split === split) {
+    const crossFitted = Number.isFinite(k.crossFitted?.ece) ? ` (cross-fitted by patient, the expected calibration error is ${k.crossFitted.ece.toFixed(3)})` : '';
+    caveats.push(`the temperature (${k.temperature.toFixed(3)}) was fitted on these ${k.images} images, so their calibration figures are optimistic${crossFitted}`);
+  }
+  return caveats;
 }
 
 /**
@@ -573,10 +619,12 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
       ...(options.bootstrap !== undefined ? { bootstrap: options.bootstrap } : {}),
       ...(options.seed !== undefined ? { seed: options.seed } : {}),
     });
+    const caveats = splitCaveats(loaded.card, split);
     const result: EvaluateResult = {
       // Absolute: a report made from another folder finds the images again.
-      split, model: loaded.dir, data, imagesDir: resolve(imagesDir), ...report, failed,
+      split, model: loaded.dir, weightsSha256: loaded.weightsSha256, data, imagesDir: resolve(imagesDir), ...report, failed,
       ...(warnings.length > 0 ? { warnings } : {}),
+      ...(caveats.length > 0 ? { caveats } : {}),
       ...(groups ? { byGroup: await metricsByGroup(preds, groups) } : {}),
     };
     if (options.out) await writeJsonAtomic(options.out, result);

@@ -82,6 +82,10 @@ export function resolveSource(source: string): ResolvedSource {
     }
   }
   if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
+  // A path that is not there (a folder in it, or a .zip name) is said to be missing, not an unknown kind of source.
+  if (/[\\/]|\.zip$/i.test(source)) {
+    throw new ConfigError(`Dataset source ${quote(source)} does not exist: expected the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder), ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, or an http(s) URL`, { path: source });
+  }
   throw new ConfigError(
     `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)`,
   );

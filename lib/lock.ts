@@ -1,6 +1,6 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
 import { readFileSync, rmSync } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readlink, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -118,7 +118,10 @@ const claiming = new Set<string>();
 
 async function acquireUnclaimed(path: string, what: string): Promise<Holding> {
   await mkdir(dirname(path), { recursive: true });
-  const me: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString(), ...(await processIdentity(process.pid)) };
+  const pidNs = await ownPidNamespace();
+  const me: LockHolder = {
+    pid: process.pid, host: hostname(), started: new Date().toISOString(), ...(await processIdentity(process.pid)), ...(pidNs !== undefined ? { pidNs } : {}),
+  };
   const record = `${JSON.stringify(me)}\n`;
   // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
   const tmp = `${path}.${process.pid}.${lockCounter++}.tmp`;
@@ -132,9 +135,15 @@ async function acquireUnclaimed(path: string, what: string): Promise<Holding> {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const owner = await readOwner(path);
+      // A lock file that holds no owner yet may be one being written (where the file system has no hard links, it is
+      // made empty, then written): busy while it is fresh; unreadable for longer, it was left, and is taken over.
+      if (owner === undefined && Date.now() - (await touched(path)) < TAKEOVER_STALE_MS) {
+        throw new BusyError(`Cannot take the lock file ${quote(path)} for ${what}: another process is writing it (it holds no owner yet); try again in a few seconds`, { path });
+      }
       // Our own id in a lock this process does not hold: left by an earlier process that had the same id (a restarted
-      // container's PID 1, say), so taken over like any other dead owner's.
-      const ownId = owner !== undefined && owner.host === me.host && owner.pid === process.pid;
+      // container's PID 1, say), so taken over like any other dead owner's. Only in our own process namespace: another
+      // container's PID 1 has our id too.
+      const ownId = owner !== undefined && owner.host === me.host && owner.pid === process.pid && !otherNamespace(owner, me);
       if (owner !== undefined && !ownId && (await mayHold(owner, path, me))) {
         throw new BusyError(
           `Another process is already ${what}: process ${owner.pid} on ${quote(owner.host)}, since ${owner.started} ` +
@@ -253,6 +262,7 @@ async function readOwner(path: string): Promise<LockHolder | undefined> {
       return {
         pid: parsed.pid, host: parsed.host, started: parsed.started,
         ...(typeof parsed.boot === 'string' && typeof parsed.startTicks === 'number' ? { boot: parsed.boot, startTicks: parsed.startTicks } : {}),
+        ...(typeof parsed.pidNs === 'string' ? { pidNs: parsed.pidNs } : {}),
       };
     }
   } catch {
@@ -275,6 +285,8 @@ async function mayHold(owner: LockHolder, path: string, me: LockHolder): Promise
   // Another boot of this host name: a reboot since, or another machine or container named alike on a shared folder,
   // whose process ids mean nothing here: judged by its heartbeat, as another machine's lock.
   if (comparable && me.boot !== owner.boot) return heartbeat();
+  // Another PID namespace (another container on this kernel, named alike): its ids mean nothing here either.
+  if (otherNamespace(owner, me)) return heartbeat();
   if (!isAlive(owner.pid)) return false;
   // The same boot: the process with that id is the writer only if it started when the writer did (else the id reused).
   const now = comparable ? await processIdentity(owner.pid) : undefined;
@@ -295,6 +307,17 @@ async function processIdentity(pid: number): Promise<{ boot: string; startTicks:
   const fields = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   const startTicks = Number(fields.slice(fields.lastIndexOf(')') + 2).split(' ')[19] ?? NaN);
   return boot !== '' && Number.isSafeInteger(startTicks) ? { boot, startTicks } : undefined;
+}
+
+/** True when both records name their PID namespace and the two differ (a lock without one: an older version's). */
+function otherNamespace(owner: LockHolder, me: LockHolder): boolean {
+  return owner.pidNs !== undefined && me.pidNs !== undefined && owner.pidNs !== me.pidNs;
+}
+
+/** This process's PID namespace (`pid:[4026531836]`), Linux only; undefined where /proc does not tell. */
+async function ownPidNamespace(): Promise<string | undefined> {
+  if (process.platform !== 'linux') return undefined;
+  return readlink('/proc/self/ns/pid').catch(() => undefined);
 }
 
 /** True when a process with this id runs on this machine (EPERM: it runs as another user). */

@@ -43,7 +43,11 @@ export interface BinaryMetrics {
   n: number;
 }
 
-/** A point estimate with its bootstrap interval. `low`/`high` are NaN (JSON null) when no resample defines it. */
+/**
+ * A point estimate with its bootstrap interval. `low`/`high` are NaN (JSON null) when fewer than
+ * {@link MIN_DEFINED_SHARE} of the resamples define it (a class of one or two patients: its interval would describe only
+ * the resamples that happen to hold it).
+ */
 export interface Interval {
   value: number;
   low: number;
@@ -89,7 +93,8 @@ export interface EvaluationReport {
   };
   /** How well the top probability matches the share of right answers (see {@link CalibrationReport}). */
   calibration: CalibrationReport;
-  bootstrap: { resamples: number; seed: number; confidence: number; unit: 'patient' };
+  /** `minDefinedShare`: the share of resamples that must define a figure for it to get an interval (absent in reports written before it). */
+  bootstrap: { resamples: number; seed: number; confidence: number; unit: 'patient'; minDefinedShare?: number };
 }
 
 /** One bin of the reliability diagram: images whose top probability lies in [low, high) ([low, 1] for the last). */
@@ -446,6 +451,11 @@ export function binaryMetrics(scores: readonly number[], positives: readonly boo
 // Evaluation with a patient bootstrap
 
 const K = CLASSES.length;
+/**
+ * The share of bootstrap resamples that must define a figure for it to get an interval: below it (a class with one or
+ * two patients, absent from many resamples), the skipped resamples would leave an interval that is too narrow.
+ */
+export const MIN_DEFINED_SHARE = 0.95;
 /** Equal-width bins of the top probability for the expected calibration error and the reliability diagram. */
 export const CALIBRATION_BINS = 10;
 /**
@@ -464,6 +474,8 @@ const METRIC_COUNT = 3 + 3 * K + K + 4 + 4 + 3;
 interface Prepared {
   /** Ranking per AUC: one-vs-rest per class, then normal vs pneumonia, then bacteria vs virus. */
   readonly rankings: Ranking[];
+  /** Per class, whether the data hold any true image of it: a resample without one has no balanced accuracy or macro-F1. */
+  readonly present: readonly boolean[];
 }
 
 function computeAll(counts: Float64Array, weights: Float64Array | undefined, prep: Prepared, out: Float64Array, col: number, stride: number): void {
@@ -473,8 +485,9 @@ function computeAll(counts: Float64Array, weights: Float64Array | undefined, pre
     out[(j++) * stride + col] = v;
   };
   put(accuracy(confusion));
-  put(balancedAccuracy(confusion));
-  put(macroF1(confusion));
+  const allClasses = prep.present.every((here, t) => !here || confusion[t]!.some((v) => v > 0));
+  put(allClasses ? balancedAccuracy(confusion) : NaN);
+  put(allClasses ? macroF1(confusion) : NaN);
   for (const m of rawPerClass(confusion)) {
     put(m.precision);
     put(m.recall);
@@ -577,7 +590,9 @@ function validateOptions(bootstrap: number, seed: number, confidence: number): v
  * percentile bootstrap interval. The bootstrap resamples PATIENTS: images are grouped by patientId, patients are
  * drawn with replacement (as many as there are) and all images of a drawn patient are taken, as many times as it is
  * drawn. Resamples where a metric is undefined (an AUC with one class, the precision of a class never predicted) are
- * skipped for that metric.
+ * skipped for that metric, and a metric that fewer than {@link MIN_DEFINED_SHARE} of the resamples define gets no
+ * interval (NaN bounds). Balanced accuracy and macro-F1 are undefined in a resample that lacks one of the classes of
+ * the data: averaged over fewer classes they would be another figure.
  * Predicted class: argmax of probs, ties to the lowest index. Point estimates of per-class ratios are 0 when
  * undefined (as {@link perClassMetrics}); every other undefined value is NaN. Deterministic for a seed and
  * independent of the order of the predictions (images without a patientId: when they have a file).
@@ -650,6 +665,7 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
       rank(pneumoniaScore, trueIdx.map((t) => t !== 0)),
       rank(bvvScores, bvvPositive, bvvIds),
     ],
+    present: CLASSES.map((_, c) => trueIdx.includes(c)),
   };
 
   const point = new Float64Array(METRIC_COUNT);
@@ -678,10 +694,11 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
   const interval = (j: number, zeroWhenUndefined = false): Interval => {
     const defined = samples.subarray(j * resamples, (j + 1) * resamples).filter((v) => !Number.isNaN(v)).sort();
     const value = point[j] as number;
+    const enough = defined.length >= MIN_DEFINED_SHARE * resamples;
     return {
       value: zeroWhenUndefined && Number.isNaN(value) ? 0 : value,
-      low: quantileSorted(defined, alpha / 2),
-      high: quantileSorted(defined, 1 - alpha / 2),
+      low: enough ? quantileSorted(defined, alpha / 2) : NaN,
+      high: enough ? quantileSorted(defined, 1 - alpha / 2) : NaN,
     };
   };
 
@@ -728,6 +745,6 @@ export function evaluatePredictions(preds: readonly Prediction[], options: Evalu
       bacteriaVsVirus: binaryAt(3 + 4 * K + 4, bvvIds.length),
     },
     calibration: { ece: interval(cal), brier: interval(cal + 1), logLoss: interval(cal + 2), bins },
-    bootstrap: { resamples, seed, confidence, unit: 'patient' },
+    bootstrap: { resamples, seed, confidence, unit: 'patient', minDefinedShare: MIN_DEFINED_SHARE },
   };
 }

@@ -145,7 +145,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
       '| group | n | accuracy | recall normal / bacteria / virus (support) | bacteria vs virus AUC |',
       '| --- | ---: | ---: | --- | ---: |',
       ...Object.entries(evaluation.byGroup).map(([g, m]: [string, GroupMetrics]) =>
-        `| ${g} | ${m.n} | ${pct(m.accuracy)} | ${(['normal', 'bacteria', 'virus'] as const).map((k) => `${m.support[k] > 0 ? pct(m.recall[k]) : '—'} (${m.support[k]})`).join(' / ')} | ${typeof m.bacteriaVsVirusAuc === 'number' ? num(m.bacteriaVsVirusAuc) : '—'} |`),
+        `| ${g} | ${m.n} | ${pct(m.accuracy)} | ${(['normal', 'bacteria', 'virus'] as const).map((k) => `${m.support[k] > 0 ? pct(m.recall[k] ?? NaN) : '—'} (${m.support[k]})`).join(' / ')} | ${typeof m.bacteriaVsVirusAuc === 'number' ? num(m.bacteriaVsVirusAuc) : '—'} |`),
     );
   }
   lines.push(

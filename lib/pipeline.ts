@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
+import { DEFAULTS, presetNamed, resolveConfig, type Config, type PresetName } from './config.js';
 import { CACHE_INDEX_FILE, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
@@ -111,10 +111,10 @@ export interface PipelineOptions {
 
 export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'calibrate' | 'evaluate' | 'report';
 
-/** The preset `run` uses when none is given: gpu with a native GPU backend, else cpu. */
+/** The preset `run` uses when none is given: PNEUMOTYPE_PRESET (checked: an unknown name is a ConfigError), else gpu with a native GPU backend, else cpu. */
 export function defaultPreset(): PresetName {
   const env = process.env.PNEUMOTYPE_PRESET;
-  if (env === 'smoke' || env === 'cpu' || env === 'gpu') return env;
+  if (env !== undefined && env !== '') return presetNamed(env, 'PNEUMOTYPE_PRESET');
   return loadTfWithInfo().info.package === '@tensorflow/tfjs-node-gpu' ? 'gpu' : 'cpu';
 }
 
@@ -144,7 +144,9 @@ export interface PipelineResult {
 export async function runPipeline(options: PipelineOptions = {}): Promise<PipelineResult> {
   // Without training, the cpu preset's cache (the gpu preset's is the same) and TensorFlow is not loaded to choose: a
   // later run finds the cache that --no-train prepared.
-  const presetName = options.preset ?? (options.train === false ? (process.env.PNEUMOTYPE_PRESET === 'smoke' ? 'smoke' : 'cpu') : defaultPreset());
+  const env = process.env.PNEUMOTYPE_PRESET;
+  const fromEnv = env === undefined || env === '' ? undefined : presetNamed(env, 'PNEUMOTYPE_PRESET');
+  const presetName = options.preset ?? (options.train === false ? (fromEnv === 'smoke' ? 'smoke' : 'cpu') : defaultPreset());
   const config = resolveConfig(presetName, options.config ?? {});
   const dataDir = options.dataDir ?? config.dataDir;
   const dirs = {
@@ -334,7 +336,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   } else {
     options.onStep?.('calibrate', `fitting a temperature on the validation patients for ${runDir}/model`);
     calibration = await calibrateModel({ model: join(runDir, 'model'), data: dirs.labeled, ...progress });
-    step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${calibration.crossFitted.ece.toFixed(3)} (cross-fitted by patient)` +
+    step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${Number.isFinite(calibration.crossFitted.ece) ? calibration.crossFitted.ece.toFixed(3) : 'n/a'} (cross-fitted by patient)` +
       leftOut(calibration.failed.length, calibration.warnings));
   }
   const hasTest = Object.keys(cache.index.splits).includes('test') && cache.index.images.some((i) => i.subset === 'test');

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
+import { readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
@@ -490,7 +491,7 @@ export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Ta
       CLASSES.map((c) => m.support[c]).join(' / '),
       round(m.accuracy),
       round(m.balancedAccuracy),
-      ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c]) : null)),
+      ...CLASSES.map((c) => (m.support[c] > 0 ? round(m.recall[c] ?? NaN) : null)),
       // Evaluations saved before this field have none.
       typeof m.bacteriaVsVirusAuc === 'number' ? round(m.bacteriaVsVirusAuc) : null,
     ]),
@@ -695,6 +696,19 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   if (typeof evalSource === 'string') evaluation = await readJson<EvaluationReport>(resolve(evalSource), 'evaluation');
   else evaluation = evalSource;
   if (evaluation !== undefined) checkEvaluation(evaluation, typeof evalSource === 'string' ? evalSource : '<object>');
+  // Another model's evaluation (or one made before a calibration changed the weights) is no figure of this model.
+  const evaluatedWeights = (evaluation as Partial<EvaluateResult> | undefined)?.weightsSha256;
+  if (typeof evaluatedWeights === 'string' && card && (await exists(join(modelDir, 'model.json')))) {
+    const own = weightsDigest(await readModelArtifacts(modelDir));
+    if (own !== evaluatedWeights) {
+      const source = typeof evalSource === 'string' ? quote(evalSource) : 'given';
+      throw new ConfigError(
+        `the evaluation ${source} is of other weights than the model in ${quote(modelDir)} (SHA-256 ${evaluatedWeights.slice(0, 12)}… against ` +
+          `${own.slice(0, 12)}…): evaluate this model again, or report the run or model folder that was evaluated`,
+        { path: typeof evalSource === 'string' ? evalSource : modelDir },
+      );
+    }
+  }
   // Where the images were read: the extraction folder of a zip (imagesDir), else the folder given.
   const read = evaluation as Partial<EvaluateResult> | undefined;
   if (typeof read?.imagesDir === 'string') evalData = read.imagesDir;
@@ -715,14 +729,17 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     sections.push({
       heading: 'Evaluation',
       text:
-        `${evaluation.n} ${split} images.${leftOut} Intervals: ${boot && boot.resamples > 0 ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples` : 'none'}.\n\n` +
+        `${evaluation.n} ${split} images.${leftOut} Intervals: ${boot && boot.resamples > 0 ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples${boot.minDefinedShare !== undefined ? ` (n/a where fewer than ${Math.round(boot.minDefinedShare * 100)} % of them define the figure: a class of very few patients)` : ''}` : 'none'}.\n\n` +
         (Array.isArray(read?.warnings) && read.warnings.length > 0 ? `Warning: ${read.warnings.join(' ')}\n\n` : '') +
         `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet) and ` +
         'are shown for orientation, not as a like-for-like comparison.' +
-        (card?.calibration && card.calibration.split === split
-          ? `\n\nThe temperature of this model was fitted on these ${split} images, so their calibration figures are optimistic: ` +
-            `cross-fitted by patient, the expected calibration error is ${card.calibration.crossFitted.ece.toFixed(3)} (${card.calibration.before.ece.toFixed(3)} before calibration).`
-          : ''),
+        // Evaluations written before `caveats` have none: the card's calibration record says the same of the temperature.
+        (Array.isArray(read?.caveats) && read.caveats.length > 0
+          ? `\n\nOptimistic figures: ${read.caveats.map((c) => `${c.charAt(0).toUpperCase()}${c.slice(1)}.`).join(' ')}`
+          : card?.calibration && card.calibration.split === split
+            ? `\n\nThe temperature of this model was fitted on these ${split} images, so their calibration figures are optimistic: ` +
+              `cross-fitted by patient, the expected calibration error is ${fmt(card.calibration.crossFitted.ece)} (${fmt(card.calibration.before.ece)} before calibration).`
+            : ''),
       table: metricsTable(evaluation),
       figures: [
         confusionMatrixFigure(evaluation.confusion),

@@ -5,11 +5,12 @@ import { join, resolve } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
 import { calibrateModel } from './calibrate.js';
 import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
-import { ConfigError, messageOf, quote } from './errors.js';
+import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
 import { MANIFEST_FILE } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
+import { MAX_TIMER_MS } from './serve.js';
 import { train, type TrainResult } from './train.js';
 
 /** Where SageMaker mounts everything in a training or hosting container. */
@@ -189,13 +190,33 @@ export interface SageMakerTrainingOptions {
 /** Exit codes: 0 trained; 1 failed (reason in output/failure); 128 + signal number when stopped by a signal. */
 export const EXIT_CODES = { ok: 0, failed: 1, SIGINT: 130, SIGTERM: 143 } as const;
 
-/** Copies the model files into SageMaker's model folder, each through a temporary name. */
+/** Copies the model files into SageMaker's model folder: all of them (one epoch's) or none. */
 async function publishModel(from: string, to: string): Promise<void> {
   await mkdir(to, { recursive: true });
-  for (const file of MODEL_FILES) {
-    const tmp = join(to, `.${file}.${process.pid}.tmp`);
-    await copyFile(join(from, file), tmp);
-    await rename(tmp, join(to, file));
+  // After a grace period ran out, the abandoned epoch may still swap the best checkpoint while it is copied: the
+  // files are copied beside their places until the card reads the same before and after (one epoch's files, three
+  // tries at most), and only then moved in, so that model.tar.gz never packs half a model or a temporary file.
+  const card = join(from, 'pneumotype.json');
+  const tmp = (file: string): string => join(to, `.${file}.${process.pid}.tmp`);
+  for (let attempt = 1; ; attempt++) {
+    const before = await readFile(card, 'utf8').catch(() => undefined);
+    let failure: unknown;
+    for (const file of MODEL_FILES) {
+      failure = await copyFile(join(from, file), tmp(file)).then(() => undefined, (err: unknown) => err);
+      if (failure !== undefined) break;
+    }
+    const after = await readFile(card, 'utf8').catch(() => undefined);
+    if (failure === undefined && before !== undefined && before === after) {
+      for (const file of MODEL_FILES) await rename(tmp(file), join(to, file));
+      return;
+    }
+    for (const file of MODEL_FILES) await rm(tmp(file), { force: true });
+    if (attempt >= 3) {
+      throw new CacheError(
+        `the model ${quote(from)} could not be copied to ${quote(to)}: ${failure !== undefined ? messageOf(failure) : 'it changed while it was copied, three times'}`,
+        { path: from, ...(failure !== undefined ? { cause: failure } : {}) },
+      );
+    }
   }
 }
 
@@ -275,6 +296,11 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
     }
     return code;
   };
+  // Checked before anything runs: a grace period that a timer cannot hold would end at once.
+  const grace = options.stopGraceMs;
+  if (grace !== undefined && !(Number.isFinite(grace) && grace >= 0 && grace <= MAX_TIMER_MS)) {
+    return await fail(`stopGraceMs ${quote(grace)} is not valid: expected a number of milliseconds from 0 to ${MAX_TIMER_MS}`, EXIT_CODES.failed);
+  }
   const signal = options.signal;
   const stopCode = (): number => {
     const name = signalName(signal);
@@ -414,10 +440,19 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
     const late = `did not end within ${Math.round(graceMs / 1000)} s of the signal`;
     // Every epoch had ended: the signal cut short the saving of the run's model, or its calibration.
     const atEnd = phase === 'calibrate' || (last !== undefined && last >= plannedEpochs);
-    if ((last !== undefined || phase === 'calibrate') && (await exists(join(best, 'pneumotype.json')))) {
-      const card = JSON.parse(await readFile(join(best, 'pneumotype.json'), 'utf8')) as { training?: { epoch?: number }; calibration?: unknown };
-      // The best checkpoint, not the run's model/: an abandoned calibration may be swapping that folder.
-      await publishModel(best, paths.model);
+    // A resumed run's best checkpoint counts too, when this job was stopped before its own first epoch ended.
+    if ((last !== undefined || phase === 'calibrate' || resumed) && (await exists(join(best, 'pneumotype.json')))) {
+      // The best checkpoint, not the run's model/: an abandoned calibration may be swapping that folder. A copy that
+      // fails still ends the job as stopped (its exit code), saying why no model was saved.
+      try {
+        await publishModel(best, paths.model);
+      } catch (err) {
+        return await fail(`stopped by ${name}; the best checkpoint so far could not be saved: ${messageOf(err)}`, stopCode());
+      }
+      const cardPath = join(paths.model, 'pneumotype.json');
+      const card = await readFile(cardPath, 'utf8').then((t) => JSON.parse(t) as { training?: { epoch?: number }; calibration?: unknown }).catch((err: unknown) => {
+        throw new CacheError(`the model card ${quote(cardPath)} cannot be read (${messageOf(err)})`, { path: cardPath, cause: err });
+      });
       const bestEpoch = card.training?.epoch ?? '?';
       if (atEnd) {
         const epochs = phase === 'calibrate' && result ? result.history.length : last;
@@ -427,7 +462,8 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
         return await fail(`stopped by ${name} after the last epoch (${epochs}${planned}), ${doing}, ${why}: ${skipped} best model (epoch ${bestEpoch}) is in ${quote(paths.model)}`, stopCode());
       }
       const why = outcome === 'deadline' ? `, which ${late}` : '';
-      return await fail(`stopped by ${name} during epoch ${(last ?? 0) + 1}${planned}${why}: the best model so far (epoch ${bestEpoch}) is in ${quote(paths.model)}`, stopCode());
+      const during = last === undefined ? `before this job's first epoch ended${outcome === 'deadline' ? ` (the work in progress ${late})` : ''}: the resumed run's` : `during epoch ${last + 1}${planned}${why}: the`;
+      return await fail(`stopped by ${name} ${during} best model so far (epoch ${bestEpoch}) is in ${quote(paths.model)}`, stopCode());
     }
     const when = outcome === 'deadline' ? `before the first epoch ended (the work in progress ${late})` : 'before the first epoch ended';
     return await fail(`stopped by ${name} ${when}: no model was saved`, stopCode());

@@ -223,6 +223,18 @@ function positive(name: string, value: number, integer: boolean): number {
   return value;
 }
 
+/** The longest delay a Node timer keeps: a longer one fires at once (with a warning on stderr). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A duration in milliseconds for a timer: {@link positive}, and at most {@link MAX_TIMER_MS} (about 24.8 days). */
+function milliseconds(name: string, value: number, integer: boolean): number {
+  positive(name, value, integer);
+  if (value > MAX_TIMER_MS) {
+    throw new ConfigError(`${name} ${quote(value)} is not valid: expected at most ${MAX_TIMER_MS} ms (about 24.8 days), the longest timer Node keeps`);
+  }
+  return value;
+}
+
 /**
  * Starts the prediction server and resolves once it listens. It speaks SageMaker's hosting contract:
  * `GET /ping` answers 200 once the model is loaded (503 before), `POST /invocations` takes one image
@@ -245,9 +257,9 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   const maxBatch = positive('maxBatch', options.maxBatch ?? SERVE_DEFAULTS.maxBatch, true);
   const maxInFlight = positive('maxInFlight', options.maxInFlight ?? SERVE_DEFAULTS.maxInFlight, true);
   const decoding = slots(positive('maxDecoding', options.maxDecoding ?? SERVE_DEFAULTS.maxDecoding, true));
-  const batchWindowMs = positive('batchWindowMs', options.batchWindowMs ?? SERVE_DEFAULTS.batchWindowMs, false);
-  const drainTimeoutMs = positive('drainTimeoutMs', options.drainTimeoutMs ?? SERVE_DEFAULTS.drainTimeoutMs, false);
-  const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs ?? SERVE_DEFAULTS.requestTimeoutMs, true);
+  const batchWindowMs = milliseconds('batchWindowMs', options.batchWindowMs ?? SERVE_DEFAULTS.batchWindowMs, false);
+  const drainTimeoutMs = milliseconds('drainTimeoutMs', options.drainTimeoutMs ?? SERVE_DEFAULTS.drainTimeoutMs, false);
+  const requestTimeoutMs = milliseconds('requestTimeoutMs', options.requestTimeoutMs ?? SERVE_DEFAULTS.requestTimeoutMs, true);
 
   const log = (level: ServeLogLine['level'], event: string, fields: Record<string, unknown> = {}): void => {
     if (!options.onLog) return;
@@ -553,12 +565,20 @@ export async function serveUntilSignal(options: ServeUntilSignalOptions = {}): P
     onFirst = resolve;
   });
   let server: PredictionServer | undefined;
+  let closed = false;
+  const logSignal = (level: ServeLogLine['level'], signal: NodeJS.Signals, action: string): void => {
+    try {
+      options.onLog?.({ time: new Date().toISOString(), level, event: 'signal', signal, action });
+    } catch {
+      // A failing logger must not keep the server from stopping (the server's own lines are guarded alike).
+    }
+  };
   const handler = (signal: NodeJS.Signals): void => {
     if (received === undefined) {
       received = signal;
       onFirst(signal);
     } else {
-      options.onLog?.({ time: new Date().toISOString(), level: 'warn', event: 'signal', signal, action: 'closing every connection now' });
+      logSignal('warn', signal, 'closing every connection now');
       void server?.close({ force: true });
     }
   };
@@ -569,13 +589,17 @@ export async function serveUntilSignal(options: ServeUntilSignalOptions = {}): P
     const first = await Promise.race([server.ready.then(() => undefined, () => 'failed' as const), stopped]);
     if (first === 'failed') {
       await server.close();
+      closed = true;
       return 1;
     }
     const signal = await stopped;
-    options.onLog?.({ time: new Date().toISOString(), level: 'info', event: 'signal', signal, action: 'draining' });
+    logSignal('info', signal, 'draining');
     await server.close();
+    closed = true;
     return 0;
   } finally {
     for (const s of signals) process.off(s, handler);
+    // Whatever went wrong (an onStart that throws), nothing is left listening.
+    if (server && !closed) await server.close({ force: true }).catch(() => {});
   }
 }

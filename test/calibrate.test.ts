@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { SymbolicTensor, Tensor } from '@tensorflow/tfjs';
-import { calibrateModel, fitTemperature, foldTemperature, temperatureScaled } from '../lib/calibrate.js';
+import { calibrateModel, crossFittedFigures, fitTemperature, foldTemperature, temperatureScaled } from '../lib/calibrate.js';
 import { evaluateModel, loadModel, predictSplit } from '../lib/evaluate.js';
 import { argmax, type Prediction } from '../lib/metrics.js';
 import { createRng } from '../lib/random.js';
@@ -66,6 +66,21 @@ test('fitTemperature finds the temperature that made synthetic labels, and 1 for
   for (const t of [0, -1, Number.NaN]) {
     assert.throws(() => temperatureScaled([0.5, 0.3, 0.2], t), { name: 'ConfigError', message: `temperature ${Number.isNaN(t) ? 'NaN' : t} is not valid: expected a positive number` });
   }
+});
+
+test('crossFittedFigures: each half of the patients tempered by the other half\'s fit; none for a single patient', () => {
+  const rng = createRng(3);
+  const preds = Array.from({ length: 40 }, (_, i) => {
+    const t = i % 3;
+    const logits = [0, 0, 0].map((_, c) => (c === t ? 3 : 0) + rng());
+    const z = logits.map(Math.exp);
+    const sum = z.reduce((a, b) => a + b, 0);
+    return { trueIndex: t, probs: z.map((v) => v / sum), patientId: `p${i % 10}` };
+  });
+  const r = crossFittedFigures(preds);
+  for (const k of ['ece', 'brier', 'logLoss'] as const) assert.ok(Number.isFinite(r[k]), k);
+  // One patient: no other half to fit on, so no figure (before, it fell back on the fit to all images and called that cross-fitted).
+  assert.deepEqual(crossFittedFigures(preds.map((p) => ({ ...p, patientId: 'only' }))), { ece: NaN, brier: NaN, logLoss: NaN });
 });
 
 test('foldTemperature divides the softmax layer so the model gives the tempered probabilities', async () => {

@@ -67,6 +67,10 @@ test('help, unknown commands and bad options', () => {
   assert.equal(dash.code, 2);
   assert.equal(dash.stderr, 'pneumotype train: the value of --init-range starts with "-", which reads as another option: write it with "=", as --init-range=VALUE (e.g. --init-range=-1,1)\nRun `pneumotype help train` for usage.\n');
   assert.equal(cli('--bogus').stderr, 'pneumotype: unknown option --bogus\nRun `pneumotype help` for usage.\n');
+  // An option that ends the line without its value, in the command's words.
+  const bare = cli('predict', '--model');
+  assert.equal(bare.code, 2);
+  assert.equal(bare.stderr, 'pneumotype predict: --model needs a value, and the command line ends after it\nRun `pneumotype help predict` for usage.\n');
   // A short option as typed, and no guess for it; the command found past an option's value; no inherited names.
   assert.equal(cli('relabel', '-z').stderr, 'pneumotype relabel: unknown option -z; relabel takes --from, --out, --extracted, --allow-unknown (and --json, --quiet)\nRun `pneumotype help relabel` for usage.\n');
   assert.match(cli('--out', 'train', 'evaluate', '--modle', 'm').stderr, /^pneumotype evaluate: unknown option --modle/);
@@ -140,6 +144,7 @@ test('help, unknown commands and bad options', () => {
   assert.equal(cli('doctor', 'now').stderr, 'pneumotype doctor: unexpected argument "now": doctor takes no arguments besides its options\n' +
     'Run `pneumotype help doctor` for usage.\n');
   assert.equal(cli('help', 'sagemaker', 'train').code, 0);
+  assert.match(cli('sagemaker', 'train', '--help').stdout, /^Usage: pneumotype sagemaker train \[options\]\n/);
 
   // A command's --help prints its own usage and runs nothing.
   const usage = cli('evaluate', '--help', '--data', 'nowhere');

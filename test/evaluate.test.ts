@@ -1,13 +1,14 @@
 // Evaluate and predict with a model trained on the fixture: every field of the report, CSV, layouts, bad images.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, cp, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import AdmZip from 'adm-zip';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
-import { evaluateModel, evaluationEntryFilter, loadModel, metricsByGroup, predict } from '../lib/evaluate.js';
+import { evaluateModel, evaluationEntryFilter, evaluationSummary, loadModel, metricsByGroup, predict, splitCaveats } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
 import type { EpochRecord, ModelCard } from '../lib/train.js';
@@ -30,9 +31,10 @@ test('evaluate prints every field, with patient-bootstrap intervals, and writes 
   const before = tf.memory().numTensors;
   const r = await evaluateModel({ model: modelDir, data: labeled, split: 'test', bootstrap: 200, out: join(tmp, 'eval.json'), predictions: join(tmp, 'pred.csv') });
   assert.equal(tf.memory().numTensors, before);
-  assert.deepEqual(Object.keys(r), ['split', 'model', 'data', 'imagesDir', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap', 'failed']);
+  assert.deepEqual(Object.keys(r), ['split', 'model', 'weightsSha256', 'data', 'imagesDir', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'bootstrap', 'failed']);
   assert.equal(r.n, 12);
   assert.equal(r.imagesDir, labeled);
+  assert.equal(r.weightsSha256, createHash('sha256').update(await readFile(join(modelDir, 'weights.bin'))).digest('hex'));
   // A relative --data: the images' folder is saved absolute, so a report made from another folder finds them.
   const relativeData = relative(process.cwd(), labeled);
   const rel = await evaluateModel({ model: modelDir, data: relativeData, split: 'test', bootstrap: 0 });
@@ -40,13 +42,16 @@ test('evaluate prints every field, with patient-bootstrap intervals, and writes 
   for (const c of ['normal', 'bacteria', 'virus'] as const) {
     assert.deepEqual(Object.keys(r.perClass[c]), ['precision', 'recall', 'f1', 'support']);
     assert.equal(r.perClass[c].support, 4);
-    assert.ok(r.auc[c].low <= r.auc[c].value && r.auc[c].value <= r.auc[c].high);
   }
+  // Four normal patients, but two of bacteria and two of virus: a resample lacks either about one time in ten, too
+  // often for an interval (MIN_DEFINED_SHARE), so their AUCs have none.
+  assert.ok(r.auc.normal.low <= r.auc.normal.value && r.auc.normal.value <= r.auc.normal.high);
+  assert.deepEqual([r.auc.virus.low, r.auc.virus.high, r.auc.bacteria.low, r.auc.bacteria.high], [NaN, NaN, NaN, NaN]);
   assert.deepEqual(Object.keys(r.binary), ['normalVsPneumonia', 'bacteriaVsVirus']);
   assert.deepEqual(Object.keys(r.binary.normalVsPneumonia), ['accuracy', 'sensitivity', 'specificity', 'auc', 'n']);
   assert.equal(r.binary.bacteriaVsVirus.n, 8);
   assert.equal(r.confusion.flat().reduce((a, b) => a + b, 0), 12);
-  assert.deepEqual(r.bootstrap, { resamples: 200, seed: 42, confidence: 0.95, unit: 'patient' });
+  assert.deepEqual(r.bootstrap, { resamples: 200, seed: 42, confidence: 0.95, unit: 'patient', minDefinedShare: 0.95 });
   assert.deepEqual(JSON.parse(await readFile(join(tmp, 'eval.json'), 'utf8')).n, 12);
   const csv = (await readFile(join(tmp, 'pred.csv'), 'utf8')).trim().split('\n');
   assert.equal(csv[0], 'file,patientId,trueLabel,predictedLabel,normal,bacteria,virus');
@@ -56,20 +61,60 @@ test('evaluate prints every field, with patient-bootstrap intervals, and writes 
 test('evaluate the validation split (re-carved from the manifest) and folders without a manifest', async () => {
   const val = await evaluateModel({ model: modelDir, data: labeled, split: 'val', bootstrap: 0 });
   assert.ok(val.n > 0 && val.n < 36);
+  // The split chose the model's epoch: said in the JSON and in the summary line; the test split says nothing of it.
+  const card = JSON.parse(await readFile(join(modelDir, 'pneumotype.json'), 'utf8')) as ModelCard;
+  const { training } = card;
+  assert.ok(training.epochs > 1);
+  assert.deepEqual(val.caveats, [
+    `the validation split chose this model's epoch (${training.epoch} of ${training.epochs}, the best validation macro-F1), so its scores are optimistic: ` +
+      'the recipe and the epoch were picked on these images; an untouched test split is the unbiased measure',
+  ]);
+  assert.match(evaluationSummary(val), /^val: accuracy \d\.\d{3}, macro-F1 \d\.\d{3}, optimistic: the model was tuned on this split$/);
   // A folder with only test/{normal,bacteria,virus}/, as a user might lay out new images.
   const plain = join(tmp, 'plain');
   await cp(join(labeled, 'test'), join(plain, 'test'), { recursive: true });
   assert.equal((await evaluateModel({ model: modelDir, data: plain, bootstrap: 0 })).n, 12);
   // The raw archive layout (NORMAL/PNEUMONIA), never relabelled.
   assert.equal((await evaluateModel({ model: modelDir, data: join(tmp, 'src'), bootstrap: 0 })).n, 12);
+  // The default folder, missing: most likely never made, and said so.
+  const cwd = process.cwd();
+  process.chdir(tmp);
+  try {
+    await assert.rejects(evaluateModel({ model: modelDir, bootstrap: 0 }), {
+      name: 'ConfigError',
+      message: /^--data "data\/labeled" does not exist \(the default, where relabel and run write the labelled dataset: relabel first, or give --data\): expected a labelled folder/,
+    });
+  } finally {
+    process.chdir(cwd);
+  }
   await assert.rejects(evaluateModel({ model: modelDir, data: plain, split: 'val' }), {
     name: 'ConfigError',
     message: `--split val needs the manifest.csv that relabel writes, and "${join(plain, 'manifest.csv')}" is missing`,
   });
   await assert.rejects(evaluateModel({ model: join(tmp, 'nowhere'), data: labeled }), {
     name: 'CacheError',
-    message: `"${join(tmp, 'nowhere')}" is not a pneumotype model folder: "${join(tmp, 'nowhere', 'pneumotype.json')}" is missing (train one with \`pneumotype train\`)`,
+    message: `the model folder "${join(tmp, 'nowhere')}" does not exist: expected a folder that pneumotype train wrote (pneumotype.json, model.json, weights.bin)`,
   });
+  await assert.rejects(evaluateModel({ model: plain, data: labeled }), {
+    name: 'CacheError',
+    message: `"${plain}" is not a pneumotype model folder: "${join(plain, 'pneumotype.json')}" is missing (train one with \`pneumotype train\`)`,
+  });
+});
+
+test('splitCaveats: the epoch chosen on the validation split, a temperature fitted on the scored split', () => {
+  const figures = { ece: 0.1, brier: 0.3, logLoss: 0.5 };
+  const card = {
+    training: { epoch: 58, epochs: 60 },
+    calibration: { temperature: 1.3877, split: 'val', images: 523, before: figures, after: figures, crossFitted: { ...figures, ece: 0.026 } },
+  } as unknown as ModelCard;
+  const temperature = 'the temperature (1.388) was fitted on these 523 images, so their calibration figures are optimistic (cross-fitted by patient, the expected calibration error is 0.026)';
+  assert.equal(splitCaveats(card, 'val').length, 2);
+  assert.equal(splitCaveats(card, 'val')[1], temperature);
+  assert.deepEqual(splitCaveats(card, 'test'), []);
+  // One epoch chose nothing; a temperature fitted on the test split makes the test figures optimistic too.
+  const once = { ...card, training: { epoch: 1, epochs: 1 }, calibration: { ...card.calibration, split: 'test' } } as unknown as ModelCard;
+  assert.deepEqual(splitCaveats(once, 'val'), []);
+  assert.deepEqual(splitCaveats(once, 'test'), [temperature]);
 });
 
 test('evaluate reads the test split alone, a zip (train/ never extracted), and names what it expected', async () => {
@@ -404,6 +449,9 @@ test('metrics break down by a grouping CSV keyed by file name', async () => {
   );
   assert.equal(byGroup.one?.bacteriaVsVirusAuc, 0.75);
   assert.equal(byGroup.two?.bacteriaVsVirusAuc, null);
+  // A class with no image in the group has no recall (null), not 0.
+  assert.deepEqual(byGroup.two?.recall, { normal: null, bacteria: 1, virus: null });
+  assert.deepEqual(byGroup.one?.recall, { normal: 0, bacteria: 0.5, virus: 0 });
   await assert.rejects(evaluateModel({ model: modelDir, data: labeled, bootstrap: 0, groups: { csv: join(tmp, 'groups.csv'), column: 'pipeline' } }), {
     name: 'ConfigError',
     message: `"${join(tmp, 'groups.csv')}" has no column "pipeline" (columns: file, derived_from)`,

@@ -412,6 +412,13 @@ test('bad source strings, SHA-256 values and file names are ConfigErrors', async
     assert.equal(err.message, 'Unknown dataset source "v9": expected "v2" or "v3", an http(s) URL, or the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)');
     return true;
   });
+  // A path that is not there is said to be missing, not an unknown kind of source.
+  for (const missing of ['downloads/ChestXRay2017.zip', 'ChestXRay2017.ZIP']) {
+    await assert.rejects(fetchDataset({ source: missing }), {
+      name: 'ConfigError',
+      message: `Dataset source "${missing}" does not exist: expected the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder), "v2" or "v3", or an http(s) URL`,
+    });
+  }
   await assert.rejects(fetchDataset({ source: 'v2', sha256: 'xyz' }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.message, 'SHA-256 "xyz" is not 64 hexadecimal digits');

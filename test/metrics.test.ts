@@ -230,7 +230,7 @@ test('evaluatePredictions: point estimates of a hand-computed case', () => {
   close(bvv.sensitivity.value, 1 / 3);
   assert.equal(bvv.specificity.value, 0.5);
   close(bvv.auc.value, 2 / 3);
-  assert.deepEqual(r.bootstrap, { resamples: 50, seed: 42, confidence: 0.95, unit: 'patient' });
+  assert.deepEqual(r.bootstrap, { resamples: 50, seed: 42, confidence: 0.95, unit: 'patient', minDefinedShare: 0.95 });
 });
 
 test('evaluatePredictions: calibration of the hand-computed case (ECE, Brier score, log loss, reliability bins)', () => {
@@ -393,14 +393,26 @@ test('bootstrap: resamples patients, keeping all their images together', () => {
   );
 });
 
-test('bootstrap: resamples where a metric is undefined are skipped for that metric', () => {
-  // A single virus patient: many resamples lack virus, yet the virus AUC interval is built from the others.
+test('bootstrap: a figure that fewer than 95 % of the resamples define gets no interval', () => {
+  // A single virus patient: about a third of the resamples lack virus. The others would all give a virus AUC of 1:
+  // an interval [1, 1] that says nothing of how little one patient shows. So every virus figure has none, and so
+  // have balanced accuracy and macro-F1 (a resample without virus would average over two classes: another figure).
   const preds = synthetic(createRng(4), 30).filter((p) => p.trueIndex !== 2);
   preds.push({ trueIndex: 2, probs: [0, 0, 1], patientId: 'only-virus' }); // scored above everyone
   const r = evaluatePredictions(preds, { bootstrap: 300 });
   assert.equal(r.auc.virus.value, 1);
-  assert.deepEqual([r.auc.virus.low, r.auc.virus.high], [1, 1]);
-  assert.ok(Number.isFinite(r.perClass.virus.recall.low));
+  const bounds = (i: { low: number; high: number }): number[] => [i.low, i.high];
+  for (const i of [r.auc.virus, r.perClass.virus.recall, r.binary.bacteriaVsVirus.sensitivity, r.balancedAccuracy, r.macroF1]) {
+    assert.deepEqual(bounds(i), [NaN, NaN]);
+    assert.ok(Number.isFinite(i.value));
+  }
+  // Figures every resample defines keep theirs.
+  for (const i of [r.accuracy, r.perClass.bacteria.recall, r.auc.normal, r.binary.normalVsPneumonia.accuracy]) {
+    assert.ok(Number.isFinite(i.low) && i.low <= i.high, JSON.stringify(i));
+  }
+  // With virus patients enough, every figure has an interval.
+  const many = evaluatePredictions(synthetic(createRng(5), 60), { bootstrap: 300 });
+  for (const i of [many.auc.virus, many.perClass.virus.recall, many.balancedAccuracy, many.macroF1]) assert.ok(Number.isFinite(i.low) && Number.isFinite(i.high));
 });
 
 // --- validation -----------------------------------------------------------------------------------------------

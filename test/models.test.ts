@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import type { LayersModel, SymbolicTensor, Tensor } from '@tensorflow/tfjs';
-import { PRESETS, RECIPE_KEYS, presetMatching, resolveConfig, type Config, type PresetName } from '../lib/config.js';
+import { PRESETS, RECIPE_KEYS, presetMatching, presetNamed, resolveConfig, type Config, type PresetName } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import {
   MODEL_CATALOG,
@@ -143,6 +143,16 @@ test('the gpu preset is the recipe the shipped model was trained with (models/de
   const shipped = resolveConfig(undefined, card.training.config); // keys added since then have their defaults
   assert.deepEqual(Object.fromEntries(RECIPE_KEYS.map((k) => [k, shipped[k]])), Object.fromEntries(RECIPE_KEYS.map((k) => [k, gpu[k]])));
   assert.equal(presetMatching(card.training.config), 'gpu');
+});
+
+test('resolveConfig and presetNamed: tiny is smoke; an unknown preset is a ConfigError, never the bare defaults', () => {
+  assert.deepEqual(resolveConfig('tiny' as PresetName), resolveConfig('smoke'));
+  assert.equal(presetNamed('tiny'), 'smoke');
+  assert.throws(() => resolveConfig('bogus' as PresetName), { name: 'ConfigError', message: 'preset "bogus" is not one of smoke (or tiny), cpu, gpu' });
+  assert.throws(() => presetNamed('Cpu', 'PNEUMOTYPE_PRESET'), {
+    name: 'ConfigError',
+    message: 'PNEUMOTYPE_PRESET="Cpu" is not one of smoke (or tiny), cpu, gpu: set it to one of them, or unset it',
+  });
 });
 
 test('presetMatching: the preset with the same recipe; speed and paths do not count, any recipe change does', () => {

@@ -8,7 +8,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readManifest } from '../lib/manifest.js';
-import { runPipeline } from '../lib/pipeline.js';
+import { defaultPreset, runPipeline } from '../lib/pipeline.js';
 import { train } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 import { startFileServer } from './helpers/http-server.js';
@@ -368,5 +368,21 @@ test('run --remote reads a re-zipped archive under another top folder, and names
     });
   } finally {
     await other.close();
+  }
+});
+
+test('defaultPreset: PNEUMOTYPE_PRESET is checked (tiny is smoke), an unknown one refused by name', () => {
+  const was = process.env.PNEUMOTYPE_PRESET;
+  try {
+    process.env.PNEUMOTYPE_PRESET = 'tiny';
+    assert.equal(defaultPreset(), 'smoke');
+    process.env.PNEUMOTYPE_PRESET = 'bogus';
+    assert.throws(() => defaultPreset(), {
+      name: 'ConfigError',
+      message: 'PNEUMOTYPE_PRESET="bogus" is not one of smoke (or tiny), cpu, gpu: set it to one of them, or unset it',
+    });
+  } finally {
+    if (was === undefined) delete process.env.PNEUMOTYPE_PRESET;
+    else process.env.PNEUMOTYPE_PRESET = was;
   }
 });

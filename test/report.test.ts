@@ -1,6 +1,7 @@
 // HTML reports and notebook display: plotly inlined once, nothing fetched, escaping, the run report, and one real
 // browser drawing every figure offline (skipped without Debian's chromium).
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -284,6 +285,27 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(calibratedHtml.includes('<td>calibration</td><td>temperature 1.500, fitted on 12 val images</td>'));
   assert.ok(calibratedHtml.includes('<td>augmentation</td><td>rotateDegrees 7, jpegQuality 40-95</td>'));
   assert.ok(calibratedHtml.includes("The temperature of this model was fitted on these val images, so their calibration figures are optimistic: cross-fitted by patient, the expected calibration error is 0.031 (0.090 before calibration)."));
+  // An evaluation that carries its caveats (evaluate writes them): shown as they are, the epoch's choice included.
+  const caveats = ['the validation split chose this model\'s epoch (2 of 2, the best validation macro-F1), so its scores are optimistic', 'the temperature (1.500) was fitted on these 12 images'];
+  await writeFile(join(tmp, 'val-caveats.json'), JSON.stringify({ ...evaluation, split: 'val', caveats }));
+  const withCaveats = await readFile((await writeRunReport({ runDir, evaluation: join(tmp, 'val-caveats.json'), gallery: 0, out: join(tmp, 'out', 'caveats.html') })).out, 'utf8');
+  assert.ok(withCaveats.includes('Optimistic figures: The validation split chose this model&#39;s epoch (2 of 2, the best validation macro-F1), so its scores are optimistic. The temperature (1.500) was fitted on these 12 images.'));
+  assert.ok(!withCaveats.includes('The temperature of this model was fitted on these val images'));
+  // An evaluation of other weights (another model, or this one before a calibration changed them) is refused.
+  await writeFile(join(runDir, 'model', 'model.json'), JSON.stringify({ modelTopology: {}, weightsManifest: [{ paths: ['weights.bin'], weights: [] }] }));
+  await writeFile(join(runDir, 'model', 'weights.bin'), Buffer.from([1, 2, 3, 4]));
+  const own = createHash('sha256').update(Buffer.from([1, 2, 3, 4])).digest('hex');
+  const other = createHash('sha256').update('other weights').digest('hex');
+  await writeFile(join(tmp, 'other-model.json'), JSON.stringify({ ...evaluation, weightsSha256: other }));
+  await assert.rejects(writeRunReport({ runDir, evaluation: join(tmp, 'other-model.json'), out: join(tmp, 'out', 'other-model.html') }), {
+    name: 'ConfigError',
+    message: `the evaluation "${join(tmp, 'other-model.json')}" is of other weights than the model in "${join(runDir, 'model')}" (SHA-256 ${other.slice(0, 12)}… against ${own.slice(0, 12)}…): evaluate this model again, or report the run or model folder that was evaluated`,
+  });
+  assert.ok(!existsSync(join(tmp, 'out', 'other-model.html')));
+  await writeFile(join(tmp, 'same-model.json'), JSON.stringify({ ...evaluation, weightsSha256: own }));
+  await writeRunReport({ runDir, evaluation: join(tmp, 'same-model.json'), gallery: 0, out: join(tmp, 'out', 'same-model.html') });
+  await rm(join(runDir, 'model', 'model.json'));
+  await rm(join(runDir, 'model', 'weights.bin'));
   await assert.rejects(writeRunReport({ runDir: join(tmp, 'nothing') }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.message, `no training history at ${JSON.stringify(join(tmp, 'nothing', 'history.json'))} and no model card: expected the folder of a \`pneumotype train\` run (history.json, model/) or a model folder (pneumotype.json, model.json)`);

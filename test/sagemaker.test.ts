@@ -142,6 +142,49 @@ test('resume false starts over: a stop before the first new epoch saves no model
   assert.deepEqual(await readdir(join(run, 'checkpoints')), ['keep.txt']);
 });
 
+test('a resumed job stopped before its own first epoch ends publishes the resumed run\'s best model', async () => {
+  const root = await mlRoot('resumed', { preset: 'smoke', epochs: '3', augment: 'none', 'image-size': '32' }, labeled);
+  await mkdir(join(root, 'checkpoints'));
+  const first = new AbortController();
+  assert.equal(await runSageMakerTraining({ root, signal: first.signal, onLog: (l) => l.event === 'epoch' && first.abort('SIGTERM') }), 143);
+  // A spot restart: a new container, its model folder empty, the checkpoints copied back; stopped again while it
+  // rebuilds its cache, before an epoch of its own, and the work in progress outlives the grace period.
+  await rm(join(root, 'model'), { recursive: true });
+  await mkdir(join(root, 'model'));
+  const second = new AbortController();
+  const events: string[] = [];
+  const code = await runSageMakerTraining({
+    root,
+    stopGraceMs: 0,
+    signal: second.signal,
+    onLog: (l) => events.push(l.event),
+    onProgress: (p) => p.stage === 'prepare' && !second.signal.aborted && second.abort('SIGTERM'),
+  });
+  assert.equal(code, 143);
+  assert.deepEqual(events.filter((e) => e === 'epoch'), []);
+  assert.equal(
+    await failure(root),
+    `stopped by SIGTERM before this job's first epoch ended (the work in progress did not end within 0 s of the signal): the resumed run's best model so far (epoch 1) is in "${join(root, 'model')}"\n`,
+  );
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  // A best checkpoint that cannot be copied whole (its weights gone): no half model, no temporary file, and the job
+  // still ends as stopped, saying why.
+  const best = join(root, 'checkpoints', 'run', 'checkpoints', 'best');
+  await rm(join(best, 'weights.bin'));
+  await rm(join(root, 'model'), { recursive: true });
+  await mkdir(join(root, 'model'));
+  const third = new AbortController();
+  const code3 = await runSageMakerTraining({
+    root,
+    stopGraceMs: 0,
+    signal: third.signal,
+    onProgress: (p) => p.stage === 'prepare' && !third.signal.aborted && third.abort('SIGTERM'),
+  });
+  assert.equal(code3, 143);
+  assert.match(await failure(root), new RegExp(`^stopped by SIGTERM; the best checkpoint so far could not be saved: the model ${JSON.stringify(best).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} could not be copied to .*: ENOENT`));
+  assert.deepEqual(await readdir(join(root, 'model')), []);
+});
+
 test('a stop after the last epoch still calibrates within the grace period; past it the model goes uncalibrated and the failure says so', async () => {
   const hp = { preset: 'smoke', epochs: '1', augment: 'none', calibrate: 'true' };
   const calibration = async (root: string): Promise<unknown> => (JSON.parse(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8')) as ModelCard).calibration;

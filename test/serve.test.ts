@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { loadModel, predict, type LoadedModel } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
 import { slots } from '../lib/pool.js';
-import { acceptsJson, startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
+import { acceptsJson, MAX_TIMER_MS, serveUntilSignal, startServer, type PredictionServer, type ServeLogLine } from '../lib/serve.js';
 import { loadTf } from '../lib/tf.js';
 import { train } from '../lib/train.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
@@ -295,7 +295,7 @@ test('/ping says 503 until the model is loaded (and when it cannot be), close() 
   const broken = await startServer({ model: missing, host: '127.0.0.1', port: 0 });
   try {
     await assert.rejects(broken.ready, { name: 'CacheError' });
-    const why = `the model could not be loaded: "${missing}" is not a pneumotype model folder: "${join(missing, 'pneumotype.json')}" is missing (train one with \`pneumotype train\`)`;
+    const why = `the model could not be loaded: the model folder "${missing}" does not exist: expected a folder that pneumotype train wrote (pneumotype.json, model.json, weights.bin)`;
     assert.deepEqual(await call(`${broken.url}/ping`).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
     assert.deepEqual(await invoke(broken.url, jpeg).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
     // A model that cannot be loaded is a server error; a 503 while one loads (SageMaker polls /ping) is not.
@@ -362,6 +362,47 @@ test('serveUntilSignal: SIGTERM lets requests in flight finish, then the process
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
+});
+
+test('serveUntilSignal leaves nothing listening when its onStart or onLog throws', async () => {
+  // onStart throws: the error reaches the caller, and the port is closed.
+  let started: PredictionServer | undefined;
+  await assert.rejects(
+    serveUntilSignal({ model, host: '127.0.0.1', port: 0, signals: ['SIGUSR2'], onStart: (s) => {
+      started = s;
+      throw new Error('onStart broke');
+    } }),
+    { message: 'onStart broke' },
+  );
+  const port = started?.port;
+  assert.ok(typeof port === 'number');
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/ping`), 'nothing listens on the port any more');
+  // onLog throws at the signal: the server drains and closes all the same.
+  let url = '';
+  const done = serveUntilSignal({
+    model, host: '127.0.0.1', port: 0, signals: ['SIGUSR2'],
+    onStart: (s) => {
+      url = s.url;
+    },
+    onLog: (l) => {
+      if (l.event === 'signal') throw new Error('logger broke');
+    },
+  });
+  await until(() => url !== '', 'the server to listen');
+  assert.equal((await fetch(`${url}/ping`)).status, 200);
+  process.emit('SIGUSR2', 'SIGUSR2');
+  assert.equal(await done, 0);
+  await assert.rejects(fetch(`${url}/ping`));
+  assert.equal(process.listenerCount('SIGUSR2'), 0);
+});
+
+test('timer options beyond what a Node timer holds are refused by name', async () => {
+  assert.equal(MAX_TIMER_MS, 2147483647);
+  await assert.rejects(startServer({ model, port: 0, drainTimeoutMs: 3e9 }), {
+    name: 'ConfigError',
+    message: 'drainTimeoutMs 3000000000 is not valid: expected at most 2147483647 ms (about 24.8 days), the longest timer Node keeps',
+  });
+  await assert.rejects(startServer({ model, port: 0, batchWindowMs: NaN }), { message: 'batchWindowMs NaN is not valid: expected a number of at least 0' });
 });
 
 test('acceptsJson: the most specific matching range decides, q=0 refuses', () => {
