@@ -13,6 +13,7 @@ import { exists, listFiles, sha256, sha256File, writeFileAtomic, writeJsonAtomic
 import { decodeGray } from './images.js';
 import { inDatasetLayout, inOctHalf, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { seenInTraining, thumbnail, TRAINING_THUMBNAILS_FILE } from './phash.js';
 import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, rocAuc, virusShare, type EvaluationReport, type Prediction } from './metrics.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
@@ -468,6 +469,8 @@ export interface EvaluateResult extends EvaluationReport {
    * evaluation (absent in evaluations written before it was added).
    */
   readonly weightsSha256?: string;
+  /** The images that are the model's own training images or copies of them (see SplitPredictions); present when any. */
+  readonly seenInTraining?: readonly string[];
   /** Present when `groups` was given. */
   readonly byGroup?: Record<string, GroupMetrics>;
 }
@@ -525,6 +528,23 @@ export interface SplitPredictions {
   readonly imagesDir: string;
   /** What may make scores on these predictions misleading (a validation split carved from other data). */
   readonly warnings: string[];
+  /**
+   * The images (as `failed` names them) that are the model's training images or copies of them, known by the
+   * thumbnails the model keeps ({@link seenInTraining}); empty for a model without them.
+   */
+  readonly seenInTraining: readonly string[];
+}
+
+/** Which of `pixels` (decoded at the model's input size) the model trained on, by its TRAINING_THUMBNAILS_FILE. */
+async function seenByModel(loaded: LoadedModel, pixels: readonly Uint8Array[], concurrency: number): Promise<number[]> {
+  const path = join(loaded.dir, TRAINING_THUMBNAILS_FILE);
+  const training = await readFile(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined; // a model trained before it was kept
+    throw new CacheError(`cannot read ${quote(path)} (${messageOf(err)})`, { path, cause: err });
+  });
+  if (training === undefined) return [];
+  const thumbs = await mapPool(pixels, concurrency, (p) => thumbnail(p, loaded.card.imageSize));
+  return seenInTraining(thumbs, training);
 }
 
 /**
@@ -586,12 +606,22 @@ export async function predictSplit(
     throw new ImageError(`none of the ${failed.length} ${split} image(s) in ${quote(data)} could be read:\n${listFailed(failed)}`, { path: root });
   }
   const probs = await predictPixels(loaded.model, size, ok.map((o) => o.pixels));
+  // Images the model trained on (another copy of one, too), known by the thumbnails it keeps: said, not dropped.
+  const seen = await seenByModel(loaded, ok.map((o) => o.pixels), options.concurrency ?? DEFAULTS.prepareConcurrency);
+  const seenFiles = seen.map((i) => ok[i]?.item.file ?? '');
+  if (seenFiles.length > 0) {
+    warnings.push(
+      `${seenFiles.length} of the ${ok.length} images are the model's own training images, or copies of them (${quote(seenFiles[0])}` +
+        `${seenFiles.length > 1 ? `, and ${seenFiles.length - 1} more: listed in "seenInTraining"` : ''}): their scores say little of new images`,
+    );
+  }
   tracker.finish();
   return {
     preds: ok.map((o, i) => ({ trueIndex: CLASSES.indexOf(o.item.label), probs: probs[i] ?? [], patientId: o.item.patientId, file: o.item.file })),
     failed,
     imagesDir: root,
     warnings,
+    seenInTraining: seenFiles,
   };
 }
 
@@ -609,7 +639,7 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
   const groups = options.groups ? await readGroups(options.groups) : undefined;
   const loaded = await loadModel(options.model);
   try {
-    const { preds, failed, imagesDir, warnings } = await predictSplit(loaded, {
+    const { preds, failed, imagesDir, warnings, seenInTraining: seen } = await predictSplit(loaded, {
       data, split,
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
       ...(options.extractedDir !== undefined ? { extractedDir: options.extractedDir } : {}),
@@ -625,6 +655,7 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
       split, model: loaded.dir, weightsSha256: loaded.weightsSha256, data, imagesDir: resolve(imagesDir), ...report, failed,
       ...(warnings.length > 0 ? { warnings } : {}),
       ...(caveats.length > 0 ? { caveats } : {}),
+      ...(seen.length > 0 ? { seenInTraining: seen } : {}),
       ...(groups ? { byGroup: await metricsByGroup(preds, groups) } : {}),
     };
     if (options.out) await writeJsonAtomic(options.out, result);

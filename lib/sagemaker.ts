@@ -8,6 +8,7 @@ import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } fro
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
 import { MANIFEST_FILE } from './manifest.js';
+import { TRAINING_THUMBNAILS_FILE } from './phash.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
 import { MAX_TIMER_MS } from './serve.js';
@@ -200,17 +201,19 @@ async function publishModel(from: string, to: string): Promise<void> {
   const tmp = (file: string): string => join(to, `.${file}.${process.pid}.tmp`);
   for (let attempt = 1; ; attempt++) {
     const before = await readFile(card, 'utf8').catch(() => undefined);
+    // The thumbnails of the training images go along where the folder has them (train writes them into model/).
+    const files = [...MODEL_FILES, ...((await exists(join(from, TRAINING_THUMBNAILS_FILE))) ? [TRAINING_THUMBNAILS_FILE] : [])];
     let failure: unknown;
-    for (const file of MODEL_FILES) {
+    for (const file of files) {
       failure = await copyFile(join(from, file), tmp(file)).then(() => undefined, (err: unknown) => err);
       if (failure !== undefined) break;
     }
     const after = await readFile(card, 'utf8').catch(() => undefined);
     if (failure === undefined && before !== undefined && before === after) {
-      for (const file of MODEL_FILES) await rename(tmp(file), join(to, file));
+      for (const file of files) await rename(tmp(file), join(to, file));
       return;
     }
-    for (const file of MODEL_FILES) await rm(tmp(file), { force: true });
+    for (const file of files) await rm(tmp(file), { force: true });
     if (attempt >= 3) {
       throw new CacheError(
         `the model ${quote(from)} could not be copied to ${quote(to)}: ${failure !== undefined ? messageOf(failure) : 'it changed while it was copied, three times'}`,

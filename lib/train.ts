@@ -16,11 +16,13 @@ import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from '
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
-import { exists, readJsonFile, sha256File, writeJsonAtomic } from './fsx.js';
+import { exists, readJsonFile, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { evaluatePredictions, type EvaluationReport } from './metrics.js';
 import { checkMixup } from './mixup.js';
 import { buildModel, MODEL_CATALOG, modelOptionsFromConfig, resolveModelOptions, summarizeModel, type ModelOptions, type ModelSummary } from './models.js';
+import { THUMBNAIL_BYTES, thumbnail, TRAINING_THUMBNAILS_FILE } from './phash.js';
+import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { loadTfWithInfo } from './tf.js';
 import { buildTransferModel, holdFrozenBatchNorms } from './transfer.js';
@@ -363,6 +365,51 @@ export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: S
   return { loss, correct: correct as unknown as Scalar };
 }
 // --- fast-train: the training step ----------------------------------------------------------------------------- end
+
+/**
+ * The thumbnails of a cache's training images, one after another (the TRAINING_THUMBNAILS_FILE of a model folder, which
+ * {@link seenInTraining} reads).
+ *
+ * @example await trainingThumbnails(cache, 128, 2) // Uint8Array(4709 * 272)
+ */
+export async function trainingThumbnails(cache: OpenedCache, size: number, concurrency: number): Promise<Uint8Array> {
+  const indices = cache.indices('train');
+  const out = new Uint8Array(indices.length * THUMBNAIL_BYTES);
+  await mapPool(indices, concurrency, async (i, k) => out.set(await thumbnail(cache.readImage(i), size), k * THUMBNAIL_BYTES));
+  return out;
+}
+
+/**
+ * Writes the thumbnails of a model's training images into its folder (TRAINING_THUMBNAILS_FILE), for a model trained
+ * before `train` kept them: its training split is carved again from `data` as the card records it (preparing the cache
+ * at its input size where missing), and a labelled folder other than the one the model was trained on is refused.
+ *
+ * @example await writeTrainingThumbnails({ model: 'models/default', data: 'data/labeled' }) // 'models/default/training-thumbnails.u8'
+ */
+export async function writeTrainingThumbnails(options: { model: string; data: string; cacheDir?: string; onProgress?: ProgressCallback }): Promise<string> {
+  const card = await readCard(join(options.model, CARD_FILE));
+  const config = resolveConfig(undefined, card.training.config);
+  const prepared = await prepareCache({
+    labeledDir: options.data, cacheDir: options.cacheDir ?? config.cacheDir, imageSize: card.imageSize, valFraction: config.valFraction,
+    seed: config.seed, concurrency: config.prepareConcurrency, ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  if (prepared.index.manifestSha256 !== card.data.manifestSha256) {
+    const manifest = join(options.data, 'manifest.csv');
+    throw new ConfigError(
+      `${quote(manifest)} (SHA-256 ${prepared.index.manifestSha256.slice(0, 12)}…) is not the manifest the model in ${quote(options.model)} was trained on ` +
+        `(${card.data.manifestSha256.slice(0, 12)}…): its training images cannot be told from it`,
+      { path: manifest },
+    );
+  }
+  const cache = await openCache(prepared.dir, { pixelsChecked: true });
+  try {
+    const out = join(options.model, TRAINING_THUMBNAILS_FILE);
+    await writeFileAtomic(out, await trainingThumbnails(cache, card.imageSize, config.prepareConcurrency));
+    return out;
+  } finally {
+    await cache.close();
+  }
+}
 
 /** Probabilities for every image of a subset, in batches, with the validation loss. Tensors are all disposed. */
 export async function predictSubset(
@@ -993,7 +1040,9 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     }
     const best = await loadLayersModelFromDir(ckptBest);
     try {
-      await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card } });
+      // With the thumbnails of the training images, by which evaluate tells when it is shown one of them.
+      const thumbnails = await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency);
+      await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: thumbnails } });
     } finally {
       best.dispose();
     }

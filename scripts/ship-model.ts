@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { calibrateModel } from '../lib/calibrate.js';
 import { evaluateModel } from '../lib/evaluate.js';
 import { writeModelCard } from '../lib/model-card.js';
+import { TRAINING_THUMBNAILS_FILE } from '../lib/phash.js';
+import { writeTrainingThumbnails } from '../lib/train.js';
 
 const calibrate = process.argv.includes('--calibrate');
 const cardOnly = process.argv.includes('--card-only');
@@ -25,6 +27,10 @@ if (!cardOnly) {
   const card = JSON.parse(await readFile(join(runDir, 'model', 'pneumotype.json'), 'utf8'));
   card.data.labeledDir = 'data/labeled';
   await writeFile(join(out, 'pneumotype.json'), `${JSON.stringify(card, null, 2)}\n`);
+  // The thumbnails of its training images, by which evaluate knows them again (made afresh for a run from before
+  // train kept them, from the labelled folder it trained on).
+  await copyFile(join(runDir, 'model', TRAINING_THUMBNAILS_FILE), join(out, TRAINING_THUMBNAILS_FILE)).catch(async () =>
+    writeTrainingThumbnails({ model: out, data: labeledDir }));
   if (calibrate) await calibrateModel({ model: out, data: labeledDir });
 }
 const [csv, column] = groups ? [groups.slice(0, groups.lastIndexOf(':')), groups.slice(groups.lastIndexOf(':') + 1)] : [];

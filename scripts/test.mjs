@@ -23,6 +23,7 @@ const SUITE = [
   'test/zip.test.ts',
   'test/labels.test.ts',
   'test/relabel.test.ts',
+  'test/phash.test.ts',
   'test/images.test.ts',
   'test/split.test.ts',
   'test/cache.test.ts',

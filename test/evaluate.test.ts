@@ -397,9 +397,14 @@ test('a validation split carved from another manifest is scored with a warning; 
   const dropped = rows.findIndex((r) => r.startsWith('train,bacteria,'));
   await writeFile(join(other, 'manifest.csv'), rows.filter((_, i) => i !== dropped).join('\n'));
   const r = await evaluateModel({ model: modelDir, data: other, split: 'val', bootstrap: 0 });
-  assert.equal(r.warnings?.length, 1);
+  assert.equal(r.warnings?.length, 2);
   assert.match(r.warnings?.[0] ?? '', new RegExp(`^the validation split is carved from "${join(other, 'manifest.csv').replace(/[/.]/g, '\\$&')}" \\(SHA-256 [0-9a-f]{12}…\\), not from the manifest the model was trained on \\([0-9a-f]{12}…\\): unless the same images were only re-encoded, it may hold images the model trained on, and its scores would be too good$`));
-  assert.equal((await evaluateModel({ model: modelDir, data: labeled, split: 'val', bootstrap: 0 })).warnings, undefined);
+  // And it does: the model's thumbnails of its training images know them again, each named.
+  const seen = r.seenInTraining ?? [];
+  assert.ok(seen.length > 0 && seen.every((f) => f.startsWith('train/')), JSON.stringify(seen));
+  assert.equal(r.warnings?.[1], `${seen.length} of the ${r.n} images are the model's own training images, or copies of them (${JSON.stringify(seen[0])}${seen.length > 1 ? `, and ${seen.length - 1} more: listed in "seenInTraining"` : ''}): their scores say little of new images`);
+  const own = await evaluateModel({ model: modelDir, data: labeled, split: 'val', bootstrap: 0 });
+  assert.deepEqual([own.warnings, own.seenInTraining], [undefined, undefined]);
   // Every test image unreadable: no scores, and the files are named with their reasons. A note beside them is no image.
   const broken = join(tmp, 'broken');
   for (const c of ['normal', 'bacteria', 'virus']) {

@@ -10,7 +10,10 @@ import AdmZip from 'adm-zip';
 import { openCache, prepareCache } from '../lib/cache.js';
 import { CLASSES } from '../lib/config.js';
 import { parseCsv } from '../lib/csv.js';
-import { loadModel, predict } from '../lib/evaluate.js';
+import { DEFAULT_MODEL_DIR, evaluateModel, loadModel, predict } from '../lib/evaluate.js';
+import { readManifest } from '../lib/manifest.js';
+import { patientGroupedSplit } from '../lib/split.js';
+import type { ModelCard } from '../lib/train.js';
 import { batches } from '../lib/dataset.js';
 import { fetchDataset } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
@@ -104,5 +107,26 @@ test('the shipped model labels full-resolution originals as it labels their 224 
     assert.ok(moved / rows.length < 0.02, `mean largest probability change ${moved / rows.length}`);
   } finally {
     model.dispose();
+  }
+});
+
+// The shipped model keeps thumbnails of its 4,709 training images: evaluate names the originals it trained on (their
+// 224 px copies were in its training split) and only those, so that a score on them is not taken for one on new images.
+test('evaluate knows the originals that the shipped model trained on, and no other', { skip: skipOriginals }, async () => {
+  const r = await evaluateModel({ data: ORIGINALS, bootstrap: 0 });
+  assert.equal(r.n, 107);
+  const seen = new Set(r.seenInTraining ?? []);
+  assert.equal(seen.size, 92);
+  assert.match(r.warnings?.[0] ?? '', /^92 of the 107 images are the model's own training images, or copies of them \("/);
+  // Which ones: those outside the model's validation split, carved again from the real data (the first test relabels it).
+  const labeled = join(tmp, 'labeled');
+  if (!existsSync(join(labeled, 'manifest.csv'))) return;
+  const card = JSON.parse(await readFile(join(DEFAULT_MODEL_DIR, 'pneumotype.json'), 'utf8')) as ModelCard;
+  const rows = (await readManifest(labeled)).filter((row) => row.split === 'train');
+  const { val } = patientGroupedSplit(rows, { valFraction: card.training.config.valFraction, seed: card.training.config.seed });
+  const valNames = new Set(val.map((i) => rows[i]?.file.split('/').at(-1)));
+  const csvPath = join(ORIGINALS, 'originals.csv');
+  for (const { label_folder: folder, file } of parseCsv(await readFile(csvPath, 'utf8'), csvPath)) {
+    assert.equal(seen.has(`${folder}/${file}`), !valNames.has(file), `${folder}/${file}: ${valNames.has(file) ? 'a validation image' : 'a training image'}`);
   }
 });

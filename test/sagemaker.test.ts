@@ -49,7 +49,7 @@ test('a training job on the labelled channel writes the model to /opt/ml/model a
   const code = await runSageMakerTraining({ root, onLog: (l) => events.push(l.event) });
   assert.equal(code, 0);
   assert.equal(tf.memory().numTensors, tensors);
-  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'training-thumbnails.u8', 'weights.bin']);
   await assert.rejects(failure(root), { code: 'ENOENT' });
   assert.deepEqual(events, ['start', 'data', 'epoch', 'calibrated', 'model_saved']);
   const card = JSON.parse(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8')) as { imageSize: number; training: { config: { seed: number; learningRate: number; epochs: number } } };
@@ -97,7 +97,7 @@ test('the raw archive layout is relabelled first; a stop signal ends training af
   assert.equal(code, 143);
   assert.equal(lines.find((l) => l.event === 'data')?.layout, 'archive folders');
   assert.equal(await failure(root), `stopped by SIGTERM after epoch 1 of 3: the best model so far (epoch 1) is in "${join(root, 'model')}"\n`);
-  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'training-thumbnails.u8', 'weights.bin']);
   // A stop that the work in progress outlives: the job gives up on it after the grace period.
   const slow = await mlRoot('slow', { preset: 'smoke' }, raw);
   const late = new AbortController();
@@ -243,7 +243,7 @@ test('runSageMakerTrainingUntilSignal: a real SIGTERM stops the job after the ep
   const text = await failure(root);
   assert.match(text, /^stopped by SIGTERM after epoch \d+ of 50: the best model so far \(epoch \d+\) is in "/);
   assert.ok(text.endsWith(`"${join(root, 'model')}"\n`), text);
-  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'training-thumbnails.u8', 'weights.bin']);
 });
 
 test('bad hyperparameters and a missing channel fail with an exact reason in /opt/ml/output/failure', async () => {
