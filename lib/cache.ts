@@ -7,7 +7,7 @@ import { CacheError, ConfigError, ImageError, messageOf, quote } from './errors.
 import { fileSize, sha256, sha256File, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { decodeGray } from './images.js';
-import { MANIFEST_FILE, readManifest, type ManifestRow } from './manifest.js';
+import { MANIFEST_FILE, readManifestAndDigest, type ManifestRow } from './manifest.js';
 import { mapPool } from './pool.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 import { patientGroupedSplit } from './split.js';
@@ -399,8 +399,8 @@ export async function prepareCache(options: PrepareOptions = {}): Promise<Prepar
 
 async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareResult> {
   const r = resolve(options);
-  const manifest = await readManifest(r.labeledDir);
-  const manifestSha256 = await sha256File(join(r.labeledDir, MANIFEST_FILE));
+  // Rows and digest from one read: a manifest rewritten meanwhile cannot key this cache with another version's digest.
+  const { rows: manifest, sha256: manifestSha256 } = await readManifestAndDigest(r.labeledDir);
   const bySplit = new Map<CacheSplit, ManifestRow[]>(r.splits.map((s) => [s, manifest.filter((row) => row.split === s)]));
   const total = [...bySplit.values()].reduce((n, rows) => n + rows.length, 0);
   const tracker = new ProgressTracker({ stage: 'prepare', unit: 'images', total, onProgress: options.onProgress });
@@ -675,14 +675,21 @@ export async function openCache(dir: string, options: OpenCacheOptions = {}): Pr
     const info = index.splits[split];
     if (!info) continue;
     const path = join(dir, info.file);
-    if (info.bytes <= preloadBytes) sources.set(split, { fd: undefined, data: await readFile(path), path });
-    else {
-      const fd = openSync(path, 'r');
-      if (fstatSync(fd).size !== info.count * rowBytes) {
-        closeSync(fd);
-        throw new CacheError(`${quote(path)} changed while being opened: run \`pneumotype prepare\` again`, { path });
+    try {
+      if (info.bytes <= preloadBytes) sources.set(split, { fd: undefined, data: await readFile(path), path });
+      else {
+        const fd = openSync(path, 'r');
+        if (fstatSync(fd).size !== info.count * rowBytes) {
+          closeSync(fd);
+          throw new CacheError(`${quote(path)} changed while being opened: run \`pneumotype prepare\` again`, { path });
+        }
+        sources.set(split, { fd, data: undefined, path });
       }
-      sources.set(split, { fd, data: undefined, path });
+    } catch (err) {
+      // The splits opened so far are closed again: a failed open leaves no file handle behind.
+      for (const opened of sources.values()) if (opened.fd !== undefined) closeSync(opened.fd);
+      if (err instanceof CacheError) throw err;
+      throw new CacheError(`${quote(path)} cannot be opened (${messageOf(err)}): run \`pneumotype prepare\` again`, { path, cause: err });
     }
   }
   const bySubset = new Map<Subset, number[]>(SUBSETS.map((s) => [s, []]));

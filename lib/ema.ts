@@ -71,10 +71,15 @@ export class WeightAverage {
    * weights stand in for it then, so that a run of fewer steps than `every` validates and saves what it trained. No
    * effect once anything was folded in.
    *
-   * @example graph?.sync(); average.standInUntilFirstFold(model) // before validating average.model
+   * True when it stood in: a trainer that keeps its own copy of the average (lib/graph-train.ts) must take it up
+   * (`reload`), or its first fold would blend in the random start after all.
+   *
+   * @example graph?.sync(); if (average.standInUntilFirstFold(model)) graph?.reload() // before validating average.model
    */
-  standInUntilFirstFold(model: LayersModel): void {
-    if (this.updates === 0) this.blend(model, 0);
+  standInUntilFirstFold(model: LayersModel): boolean {
+    if (this.updates !== 0) return false;
+    this.blend(model, 0);
+    return true;
   }
 
   /**

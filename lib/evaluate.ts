@@ -9,10 +9,10 @@ import { layersModelFromArtifacts, readModelArtifacts, weightsDigest } from './c
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
 import { CacheError, ConfigError, ImageError, LabelError, checkInteger, messageOf, quote } from './errors.js';
-import { exists, listFiles, sha256, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { inDatasetLayout, inOctHalf, parseName, planRelabel } from './labels.js';
-import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { MANIFEST_FILE, readManifestAndDigest } from './manifest.js';
 import { seenInTraining, thumbnail, TRAINING_THUMBNAILS_FILE } from './phash.js';
 import { accuracy, argmax, balancedAccuracy, confusionMatrix, evaluatePredictions, macroF1, perClassMetrics, rocAuc, virusShare, type EvaluationReport, type Prediction } from './metrics.js';
 import { mapPool } from './pool.js';
@@ -255,7 +255,7 @@ async function evaluationItems(
   warnings: string[],
 ): Promise<EvalItem[]> {
   if (files === undefined && (await exists(join(root, MANIFEST_FILE)))) {
-    const rows = await readManifest(root);
+    const { rows, sha256: digest } = await readManifestAndDigest(root);
     if (split === 'test') {
       // Every test row, those relabel could not read too: decoded afresh, they fail again and are listed in `failed`.
       const test = rows.filter((r) => r.split === 'test');
@@ -280,7 +280,6 @@ async function evaluationItems(
     }
     // The split is carved again from this manifest: from another one it may hold images the model trained on.
     const manifest = join(root, MANIFEST_FILE);
-    const digest = await sha256File(manifest);
     const trainedOn = (card as Partial<ModelCard>).data?.manifestSha256;
     if (trainedOn !== undefined && digest !== trainedOn) {
       warnings.push(

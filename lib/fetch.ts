@@ -318,7 +318,17 @@ class Download {
     const { shown, tracker } = this.#s;
     let offset = (await fileSize(this.#partPath)) ?? 0;
     let state = offset > 0 ? await this.#readState() : undefined;
-    if (offset > 0 && (state === undefined || !sameUrl(state.url, shown) || (state.total !== undefined && offset > state.total))) {
+    if (offset > 0 && state !== undefined && !sameUrl(state.url, shown)) {
+      // Another source's partial download (a mirror tried before): never wiped, it may be gigabytes; set aside.
+      const aside = `${this.#partPath}.previous`;
+      await rename(this.#partPath, aside);
+      await rename(this.#statePath, `${aside}.json`).catch(() => {});
+      tracker.set(0, `${this.#s.name}.part was downloaded from another source (${quote(state.url)}): kept as ${quote(aside)}; starting this one from zero`);
+      this.#largest = 0;
+      offset = 0;
+      state = undefined;
+    }
+    if (offset > 0 && (state === undefined || (state.total !== undefined && offset > state.total))) {
       tracker.set(0, `cannot resume ${this.#s.name}.part (no matching record of its source); restarting from zero`);
       await this.#truncate();
       this.#largest = 0;

@@ -419,6 +419,15 @@ export class GraphTrainer {
     return metadata.map((m) => this.backend.createOutputTensor(m));
   }
 
+  /**
+   * Copies the tfjs state into the session again, after the caller changed it between syncs (the weight average's
+   * stand-in: see WeightAverage.standInUntilFirstFold).
+   */
+  reload(): void {
+    if (this.disposed) throw new BackendError('this graph trainer was disposed');
+    this.load();
+  }
+
   /** Copies the tfjs state (weights, moments, average) into the session's variables. */
   private load(): void {
     const { tf } = this;

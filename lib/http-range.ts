@@ -5,7 +5,7 @@ import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import yauzl from 'yauzl';
 import { DEFAULTS } from './config.js';
-import { FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
+import { FetchError, IntegrityError, PneumotypeError, checkInteger, messageOf, quote } from './errors.js';
 import {
   backoffDelay,
   cancel,
@@ -61,8 +61,10 @@ const DEFAULT_CACHE_BLOCKS = 16;
 
 /**
  * Probes `url` (HEAD, or a one-byte ranged GET when HEAD is refused or inconclusive) for its size and Range support
- * and returns a yauzl RandomAccessReader over it. Every read is a Range request guarded by If-Range, so a file that
- * changes on the server fails with an IntegrityError instead of mixing two versions.
+ * and returns a yauzl RandomAccessReader over it. Every read is a Range request guarded by If-Range with the file's
+ * strong ETag or Last-Modified, so a file that changes on the server fails with an IntegrityError instead of mixing two
+ * versions. A server that sends neither has only its length checked (a change of the same length is then caught by
+ * the entries' CRC-32 as they are extracted, not here).
  *
  * @example
  * const { reader, size } = await openHttpRangeReader({ url: SOURCES.v3.url });
@@ -71,8 +73,8 @@ const DEFAULT_CACHE_BLOCKS = 16;
 export async function openHttpRangeReader(options: HttpRangeReaderOptions): Promise<HttpRangeReader> {
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   const cacheBlocks = options.cacheBlocks ?? DEFAULT_CACHE_BLOCKS;
-  if (!Number.isInteger(blockSize) || blockSize < 1) throw new RangeError(`blockSize ${quote(blockSize)} must be a positive integer`);
-  if (!Number.isInteger(cacheBlocks) || cacheBlocks < 1) throw new RangeError(`cacheBlocks ${quote(cacheBlocks)} must be a positive integer`);
+  checkInteger('blockSize', blockSize, 1);
+  checkInteger('cacheBlocks', cacheBlocks, 1);
   // A user name and password in the URL go as Basic authorization (node-fetch drops it on a redirect to another
   // host); messages show them as ***.
   const credentials = splitCredentials(options.url);

@@ -5,7 +5,8 @@ import { LabelError, quote } from './errors.js';
 import { MANIFEST_FILE } from './manifest.js';
 import { chestEntryFilter, isJunkEntry } from './zip.js';
 
-const SPLIT_DIRS: Readonly<Record<string, Split>> = { train: 'train', test: 'test', val: 'val' };
+/** Split folder names (lower case) and their splits: a Map, so that a folder named `constructor` or `__proto__` is no split. */
+const SPLIT_DIRS: ReadonlyMap<string, Split> = new Map([['train', 'train'], ['test', 'test'], ['val', 'val']]);
 const CLASS_DIRS = new Set(['NORMAL', 'PNEUMONIA']);
 /** relabel's own class folders that NORMAL/PNEUMONIA do not match (its normal/ does: folder names are read in any case). */
 const LABEL_DIRS = new Set(['bacteria', 'virus']);
@@ -78,7 +79,7 @@ function locate(rel: string): Located | undefined {
   const parts = rel.split('/');
   const n = parts.length;
   if (n < 3) return undefined;
-  const split = SPLIT_DIRS[(parts[n - 3] ?? '').toLowerCase()];
+  const split = SPLIT_DIRS.get((parts[n - 3] ?? '').toLowerCase());
   const classDir = (parts[n - 2] ?? '').toUpperCase();
   if (!split || !CLASS_DIRS.has(classDir)) return undefined;
   return { rel, root: parts.slice(0, n - 3).join('/'), split, classDir: classDir as Located['classDir'], name: parts[n - 1] ?? '' };
@@ -107,7 +108,7 @@ function labelledLayoutSigns(files: readonly string[]): string[] {
   const signs: string[] = [];
   const labelFolder = (p: string[]): boolean => {
     const n = p.length;
-    return n >= 3 && SPLIT_DIRS[(p[n - 3] ?? '').toLowerCase()] !== undefined && LABEL_DIRS.has((p[n - 2] ?? '').toLowerCase());
+    return n >= 3 && SPLIT_DIRS.has((p[n - 3] ?? '').toLowerCase()) && LABEL_DIRS.has((p[n - 2] ?? '').toLowerCase());
   };
   if (paths.some(labelFolder)) signs.push('{split}/{normal,bacteria,virus}/ folders');
   if (paths.some((p) => p.at(-1) === MANIFEST_FILE)) signs.push(`a ${MANIFEST_FILE}`);

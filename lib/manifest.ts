@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { CLASSES, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { csvRowOf, parseCsv, toCsv } from './csv.js';
 import { LabelError, quote } from './errors.js';
-import { writeFileAtomic } from './fsx.js';
+import { sha256, writeFileAtomic } from './fsx.js';
 
 /** One image of the labelled dataset. `file` is relative to the labelled folder: `train/virus/person1_virus_6.jpeg`. */
 export interface ManifestRow {
@@ -49,13 +49,27 @@ export async function writeManifest(dir: string, rows: readonly ManifestRow[]): 
  * (default "`pneumotype relabel`"; the notebooks say which notebook).
  */
 export async function readManifest(dir: string, options: { relabel?: string } = {}): Promise<ManifestRow[]> {
+  return (await readManifestAndDigest(dir, options)).rows;
+}
+
+/**
+ * {@link readManifest}, with the SHA-256 of the very bytes it parsed: what a cache or a model records of its data, taken
+ * from one read, so that a manifest rewritten meanwhile cannot pair one version's rows with another's digest.
+ *
+ * @example const { rows, sha256 } = await readManifestAndDigest('data/labeled')
+ */
+export async function readManifestAndDigest(dir: string, options: { relabel?: string } = {}): Promise<{ rows: ManifestRow[]; sha256: string }> {
   const path = join(dir, MANIFEST_FILE);
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (err) {
     throw new LabelError(`no manifest at ${quote(path)}: run ${options.relabel ?? '`pneumotype relabel`'} first`, { path, cause: err });
   }
+  return { rows: parseManifest(bytes.toString('utf8'), path, dir), sha256: sha256(bytes) };
+}
+
+function parseManifest(text: string, path: string, dir: string): ManifestRow[] {
   return parseCsv(text, path).map((r, i) => {
     const where = `row ${csvRowOf(r) ?? i + 2} of ${quote(path)}`;
     // A missing column would read as '' and surface far away (a file named '', a split of undefined).

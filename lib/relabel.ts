@@ -154,6 +154,16 @@ export interface RelabelResult {
 
 /** Hard-links `src` to `dest` (copy when linking is impossible), through a temporary name; keeps identical files. */
 async function place(src: string, dest: string, data: Buffer, digest: string): Promise<'linked' | 'copied' | 'kept'> {
+  try {
+    return await placeUnwrapped(src, dest, data, digest);
+  } catch (err) {
+    if (err instanceof LabelError) throw err;
+    // A full disk, a permission, a file gone meanwhile: named with both paths, the system's words as the cause.
+    throw new LabelError(`${quote(src)} cannot be placed at ${quote(dest)} (${messageOf(err)})`, { path: dest, cause: err });
+  }
+}
+
+async function placeUnwrapped(src: string, dest: string, data: Buffer, digest: string): Promise<'linked' | 'copied' | 'kept'> {
   const [s, d] = await Promise.all([stat(src), stat(dest).catch(() => undefined)]);
   if (d) {
     if (d.ino === s.ino && d.dev === s.dev) return 'kept';
@@ -178,6 +188,13 @@ async function place(src: string, dest: string, data: Buffer, digest: string): P
   }
   await rename(tmp, dest);
   return how;
+}
+
+/** A source file's bytes; one that cannot be read (gone meanwhile, a permission) is a LabelError naming it. */
+async function readSource(path: string): Promise<Buffer> {
+  return readFile(path).catch((err: unknown) => {
+    throw new LabelError(`the source file ${quote(path)} cannot be read (${messageOf(err)})`, { path, cause: err });
+  });
 }
 
 function emptyCounts(): Counts {
@@ -288,7 +305,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
     // Same source again? Compare content hashes only (cheap), before decoding or writing anything. Rejected files are
     // in summary.json, not in the manifest; their content is compared with their output copy where there is one.
     const hashes = await mapPool(plan.images, concurrency, async (image) => {
-      const digest = sha256(await readFile(join(root, image.source)));
+      const digest = sha256(await readSource(join(root, image.source)));
       tracker.add(1);
       return { dest: image.dest, sha256: digest };
     });
@@ -300,7 +317,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
         const copy = join(out, r.dest); // gone: only its name counts
         old.set(r.dest, (await exists(copy)) ? await sha256File(copy) : undefined);
       }
-      for (const r of plan.rejected) compared.push({ dest: r.dest, sha256: sha256(await readFile(join(root, r.source))) });
+      for (const r of plan.rejected) compared.push({ dest: r.dest, sha256: sha256(await readSource(join(root, r.source))) });
     }
     const diffs = differences(compared, old);
     if (diffs.length === 0 && oldSummary) {
@@ -309,7 +326,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
       const missing = (await mapPool(all, concurrency, async (file) => ((await exists(join(out, file.dest))) ? [] : [file]))).flat();
       for (const file of missing) {
         const src = join(root, file.source);
-        const data = await readFile(src);
+        const data = await readSource(src);
         await place(src, join(out, file.dest), data, sha256(data));
       }
       tracker.finish(missing.length > 0 ? `restored ${missing.length} missing file(s)` : 'unchanged: the output already holds this dataset');
@@ -340,7 +357,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
 
   const examined = await mapPool(plan.images, concurrency, async (image): Promise<Examined> => {
     const src = join(root, image.source);
-    const data = await readFile(src);
+    const data = await readSource(src);
     const digest = sha256(data);
     let info = { width: 0, height: 0, channels: 0 };
     let hash: string | undefined;

@@ -317,6 +317,35 @@ export interface TrainStepOptions {
   readonly labelSmoothing: number;
   /** The variables to train, in the optimizer's order (default trainableVariables(model); the same every step). */
   readonly variables?: readonly Variable[];
+  /**
+   * The seed of this step's dropout masks (see {@link stepSeed}). tfjs starts a dropout layer's generator from the
+   * layer's own seed at every call, so without one each step draws the same masks.
+   */
+  readonly dropoutSeed?: number;
+}
+
+/**
+ * A seed of its own for each step of a run: mixed from the run's seed and the global step, so that a resumed run
+ * draws what the uninterrupted one would.
+ *
+ * @example stepSeed(42, 0) !== stepSeed(42, 1) // true
+ */
+export function stepSeed(seed: number, step: number): number {
+  return (Math.imul(seed | 0, 0x27d4eb2d) ^ Math.imul((step + 1) | 0, 0x165667b1)) >>> 0;
+}
+
+/** Every dropout layer of `model`, nested models' included, with the seed its masks are drawn from. */
+function dropoutLayers(model: LayersModel): Array<{ seed?: number | undefined }> {
+  const out: Array<{ seed?: number | undefined }> = [];
+  const visit = (layers: LayersModel['layers']): void => {
+    for (const layer of layers) {
+      const inner = (layer as unknown as { layers?: LayersModel['layers'] }).layers;
+      if (Array.isArray(inner)) visit(inner);
+      else if (layer.getClassName() === 'Dropout') out.push(layer as unknown as { seed?: number | undefined });
+    }
+  };
+  visit(model.layers);
+  return out;
 }
 
 /**
@@ -351,18 +380,30 @@ export function regularizationLosses(model: LayersModel): Array<() => Scalar> {
 export function trainStep(options: TrainStepOptions): { loss: Scalar; correct: Scalar } {
   const { tf } = loadTfWithInfo();
   const { model: m, optimizer, xs, ys, classWeights: weightTensor, sampleWeights, labelSmoothing } = options;
+  // Fresh masks for this step; the layers get their own seeds back after it (a saved model.json stays as built).
+  const dropouts = options.dropoutSeed === undefined ? [] : dropoutLayers(m);
+  const ownSeeds = dropouts.map((d) => d.seed);
+  dropouts.forEach((d, k) => {
+    d.seed = ((options.dropoutSeed ?? 0) + k) >>> 0;
+  });
   let correct: Scalar | undefined;
-  const loss = optimizer.minimize(() => {
-    const probs = m.apply(xs, { training: true }) as Tensor;
-    const smooth = ys.mul(1 - labelSmoothing).add(labelSmoothing / CLASSES.length);
-    const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
-    const w = sampleWeights ?? ys.mul(weightTensor).sum(1);
-    let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
-    for (const reg of regularizationLosses(m)) total = total.add(reg());
-    correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum()) as Scalar;
-    return total;
-  }, true, [...(options.variables ?? trainableVariables(m))]) as Scalar;
-  return { loss, correct: correct as unknown as Scalar };
+  try {
+    const loss = optimizer.minimize(() => {
+      const probs = m.apply(xs, { training: true }) as Tensor;
+      const smooth = ys.mul(1 - labelSmoothing).add(labelSmoothing / CLASSES.length);
+      const perImage = smooth.mul(tf.log(tf.clipByValue(probs, 1e-7, 1))).sum(1).neg();
+      const w = sampleWeights ?? ys.mul(weightTensor).sum(1);
+      let total = perImage.mul(w).sum().div(w.sum()) as Scalar;
+      for (const reg of regularizationLosses(m)) total = total.add(reg());
+      correct = tf.keep(tf.equal(probs.argMax(1), ys.argMax(1)).sum()) as Scalar;
+      return total;
+    }, true, [...(options.variables ?? trainableVariables(m))]) as Scalar;
+    return { loss, correct: correct as unknown as Scalar };
+  } finally {
+    dropouts.forEach((d, k) => {
+      d.seed = ownSeeds[k];
+    });
+  }
 }
 // --- fast-train: the training step ----------------------------------------------------------------------------- end
 
@@ -725,7 +766,19 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       if (done !== '') options.onProgress?.({ stage: 'train', unit: 'batches', done: 0, message: done });
     }
     if (options.resume && saved === undefined) {
-      const earlier = await readFile(join(runDir, 'history.json'), 'utf8').then((t) => (JSON.parse(t) as unknown[]).length, () => 0);
+      const historyPath = join(runDir, 'history.json');
+      const earlier = await readFile(historyPath, 'utf8').then((t) => {
+        try {
+          const parsed: unknown = JSON.parse(t);
+          return Array.isArray(parsed) ? parsed.length : 1;
+        } catch (err) {
+          throw new CacheError(
+            `cannot resume ${quote(runDir)}: its history.json is damaged (${messageOf(err)}) and ${quote(join(ckptLast, STATE_FILE))} is missing; ` +
+              `train without --resume into another --out, or remove ${quote(runDir)} to start over`,
+            { path: historyPath, cause: err },
+          );
+        }
+      }, () => 0);
       if (earlier > 0) {
         throw new CacheError(
           `cannot resume ${quote(runDir)}: its history.json has ${earlier} epoch${earlier === 1 ? '' : 's'} but ${quote(join(ckptLast, STATE_FILE))} is missing, ` +
@@ -738,6 +791,13 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     let featureRecord: { featureLayer?: string; defaultFeatureLayer?: boolean } = options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {};
     if (saved !== undefined) {
       state = saved;
+      // The best checkpoint is written before the last one: a kill between the two leaves best an epoch ahead of the
+      // state. It is adopted (its epoch and metric), so that the run's model and its record name the same epoch even
+      // if the epoch trained again does not beat it.
+      const bestCard = await readCard(join(ckptBest, CARD_FILE)).catch(() => undefined);
+      if (bestCard !== undefined && bestCard.training.epoch > state.epochsDone && Number.isFinite(bestCard.validation.macroF1)) {
+        state = { ...state, bestEpoch: bestCard.training.epoch, bestMetric: bestCard.validation.macroF1, sinceBest: 0 };
+      }
       const lastCard = join(ckptLast, CARD_FILE);
       const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
       // Settings outside the configuration hash that change what the rest of the run does: the schedule's length (the
@@ -913,7 +973,10 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
               try {
                 out = graph
                   ? graph.step(batch.xs, batch.ys, state.globalStep + 1, sw)
-                  : trainStep({ model, optimizer, variables, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing, ...(sw ? { sampleWeights: sw } : {}) });
+                  : trainStep({
+                    model, optimizer, variables, xs: batch.xs, ys: batch.ys, classWeights: classWeightTensor, labelSmoothing: config.labelSmoothing,
+                    dropoutSeed: stepSeed(config.seed, state.globalStep), ...(sw ? { sampleWeights: sw } : {}),
+                  });
               } finally {
                 sw?.dispose();
               }
@@ -950,8 +1013,9 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
 
         // The graph's state back into the model, the optimizer and the average; then validation on the patient-grouped subset.
         graph?.sync();
-        // Fewer steps so far than the average's interval: nothing folded in yet, so the trained weights stand in for it.
-        average?.standInUntilFirstFold(model);
+        // Fewer steps so far than the average's interval: nothing folded in yet, so the trained weights stand in for it
+        // (in the graph's own copy of the average too, which its first fold starts from).
+        if (average?.standInUntilFirstFold(model) === true) graph?.reload();
         const val = valCount > 0 ? await predictSubset(scored, cache, 'val', config.batchSize * 2) : undefined;
         if (val?.probs.some((p) => p.some((x) => !Number.isFinite(x)))) throw diverged(epoch, 'the model outputs became NaN');
         const report: EvaluationReport | undefined = val

@@ -244,11 +244,15 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
   const maxRatio = options.maxCompressionRatio ?? DEFAULTS.maxCompressionRatio;
   const signal = options.signal;
   // Stopped by the signal: the step's own error, saying how to go on (as a download's FetchError does).
-  const stopped = (name: string): ArchiveError =>
-    new ArchiveError(`Extraction of ${quote(name)} into ${quote(outDir)} was aborted: run it again to continue (the files finished so far are kept)`, {
+  const stops = new WeakSet<Error>();
+  const stopped = (name: string): ArchiveError => {
+    const err = new ArchiveError(`Extraction of ${quote(name)} into ${quote(outDir)} was aborted: run it again to continue (the files finished so far are kept)`, {
       path: name,
       cause: signal?.reason,
     });
+    stops.add(err);
+    return err;
+  };
   if (signal?.aborted) throw stopped(typeof options.archive === 'string' ? options.archive : options.archive.name);
 
   const { zipfile, name: archive } = await openArchive(options.archive);
@@ -370,6 +374,11 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
     }
     tracker.finish();
     return result;
+  } catch (err) {
+    // A stop while the central directory or an entry was read over HTTP surfaces as the reader's own error (a
+    // FetchError "aborted"): said as the stop it is, with how to go on.
+    if (signal?.aborted && !(err instanceof Error && stops.has(err))) throw stopped(archive);
+    throw err;
   } finally {
     zipfile.close();
   }
@@ -587,8 +596,8 @@ async function extractEntry(
     if (sink !== undefined) await closed(sink);
     // Best effort: where the folder itself cannot be made (a file in its place), there is no .part to remove.
     await rm(part, { force: true }).catch(ignore);
-    if (err instanceof PneumotypeError) throw err;
     if (context.signal?.aborted) throw context.stopped();
+    if (err instanceof PneumotypeError) throw err;
     throw new ArchiveError(`${where} cannot be written to ${quote(target)} (${messageOf(err)})`, { ...details, cause: err });
   }
 }

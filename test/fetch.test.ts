@@ -745,7 +745,7 @@ test('an empty body keeps the partial file; a complete body that is no zip is se
   }
 });
 
-test('a partial file of another source restarts from zero without using up the retries of a slow, cutting server', async () => {
+test('a partial file of another source is set aside, not wiped, and this one starts from zero without using up the retries of a slow, cutting server', async () => {
   // Every response is cut after 30,000 bytes, but resumes fine: 10 attempts with 3 retries, each one progress.
   const server = await serveWith((_n, req, res) => {
     const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
@@ -755,10 +755,17 @@ test('a partial file of another source restarts from zero without using up the r
   try {
     const outDir = await freshDir();
     const part = join(outDir, 'data.zip.part');
-    await writeFile(part, randomBytes(200_000));
-    await writeFile(`${part}.json`, JSON.stringify({ url: 'http://elsewhere.invalid/data.zip', etag: '"x"' }));
-    const r = await fetchDataset({ source: server.url, outDir, retries: 3, ...FAST });
+    const earlier = randomBytes(200_000);
+    await writeFile(part, earlier);
+    const record = JSON.stringify({ url: 'http://elsewhere.invalid/data.zip', etag: '"x"' });
+    await writeFile(`${part}.json`, record);
+    const notes: string[] = [];
+    const r = await fetchDataset({ source: server.url, outDir, retries: 3, ...FAST, onProgress: (p) => p.message !== undefined && notes.push(p.message) });
     assert.deepEqual(await readFile(r.path), DATA);
+    // The other mirror's 200,000 bytes are kept beside, with their record, and said so.
+    assert.deepEqual(await readFile(`${part}.previous`), earlier);
+    assert.equal(await readFile(`${part}.previous.json`, 'utf8'), record);
+    assert.ok(notes.includes(`data.zip.part was downloaded from another source ("http://elsewhere.invalid/data.zip"): kept as ${JSON.stringify(`${part}.previous`)}; starting this one from zero`), notes.join('\n'));
   } finally {
     await server.close();
   }

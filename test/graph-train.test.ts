@@ -230,33 +230,65 @@ test('per-image weights fed to the graph give the loss of trainStep with the sam
   }
 });
 
-test('the weight average kept in the graph equals WeightAverage.update on the tfjs side', async () => {
+/**
+ * A tiny model twice (eager and graphed, the same weights), each with an Adam optimizer and a weight average folding
+ * every `every` steps, a batch and a graph trainer; `free` disposes all of it.
+ */
+async function averagedPair(every: number) {
   const [eager, graphed] = pair('tiny');
   const [oa, ob] = [tf.train.adam(1e-2, 0.9, 0.999, 1), tf.train.adam(1e-2, 0.9, 0.999, 1)];
-  const [ea, eb] = [await WeightAverage.create(eager, { decay: 0.9, every: 2 }), await WeightAverage.create(graphed, { decay: 0.9, every: 2 })];
+  const [ea, eb] = [await WeightAverage.create(eager, { decay: 0.9, every }), await WeightAverage.create(graphed, { decay: 0.9, every })];
   const { xs, ys } = batch();
   const cw = tf.tensor1d(WEIGHTS);
   const trainer = await createTrainer({ model: graphed, optimizer: ob, classWeights: WEIGHTS, labelSmoothing: 0, average: eb });
-  try {
-    for (let step = 1; step <= 5; step++) {
-      const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0 });
-      ea.update(eager, step);
-      const b = trainer.step(xs, ys, step);
-      tf.dispose([a.loss, a.correct, b.loss, b.correct]);
-    }
-    trainer.sync();
-    assert.equal(eb.count, ea.count);
-    assert.equal(eb.count, 2);
-    assert.ok((await maxDifference(ea.model.weights.map((w) => w.read()), eb.model.weights.map((w) => w.read()))) < 1e-5, 'averaged weights');
-  } finally {
+  /** Step `step` on both sides. */
+  const stepBoth = (step: number): void => {
+    const a = trainStep({ model: eager, optimizer: oa, xs, ys, classWeights: cw, labelSmoothing: 0 });
+    ea.update(eager, step);
+    const b = trainer.step(xs, ys, step);
+    tf.dispose([a.loss, a.correct, b.loss, b.correct]);
+  };
+  const sameAverage = async (): Promise<boolean> => (await maxDifference(ea.model.weights.map((w) => w.read()), eb.model.weights.map((w) => w.read()))) < 1e-5;
+  const free = (): void => {
     trainer.dispose();
     tf.dispose([xs, ys, cw]);
-    ea.dispose();
-    eb.dispose();
-    oa.dispose();
-    ob.dispose();
-    eager.dispose();
-    graphed.dispose();
+    for (const d of [ea, eb, oa, ob, eager, graphed]) d.dispose();
+  };
+  return { eager, graphed, ea, eb, trainer, stepBoth, sameAverage, free };
+}
+
+test('the weight average kept in the graph equals WeightAverage.update on the tfjs side', async () => {
+  const p = await averagedPair(2);
+  try {
+    for (let step = 1; step <= 5; step++) p.stepBoth(step);
+    p.trainer.sync();
+    assert.equal(p.eb.count, p.ea.count);
+    assert.equal(p.eb.count, 2);
+    assert.ok(await p.sameAverage(), 'averaged weights');
+  } finally {
+    p.free();
+  }
+});
+
+test('the weight average\'s stand-in (fewer steps than its interval) reaches the graph\'s copy: the first fold starts from it', async () => {
+  const p = await averagedPair(4);
+  try {
+    for (let step = 1; step <= 4; step++) {
+      p.stepBoth(step);
+      if (step === 2) {
+        // An epoch of two steps ends: validation sees the trained weights, not the random start.
+        p.trainer.sync();
+        assert.equal(p.ea.standInUntilFirstFold(p.eager), true);
+        assert.equal(p.eb.standInUntilFirstFold(p.graphed), true);
+        p.trainer.reload();
+      }
+    }
+    p.trainer.sync();
+    assert.deepEqual([p.ea.count, p.eb.count], [1, 1]);
+    assert.equal(p.eb.standInUntilFirstFold(p.graphed), false, 'folded once: no stand-in any more');
+    assert.ok(await p.sameAverage(), 'averaged weights');
+  } finally {
+    p.free();
   }
 });
 

@@ -46,6 +46,14 @@ test('planRelabel maps the layout to split/label/name and reports junk and ignor
   assert.deepEqual(plan.ignored, [{ source: 'chest_xray/README.txt', reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' }]);
 });
 
+test('folders named like the properties of an object (constructor, __proto__) are no splits: left alone, no crash', () => {
+  const plan = planRelabel({ files: [...files, 'chest_xray/constructor/NORMAL/IM-0002-0001.jpeg', 'chest_xray/__proto__/PNEUMONIA/person2_virus_1.jpeg'], source: 'fixture.zip' });
+  assert.equal(plan.images.length, 5);
+  assert.deepEqual(plan.ignored.map((i) => i.source).sort(), ['chest_xray/README.txt', 'chest_xray/__proto__/PNEUMONIA/person2_virus_1.jpeg', 'chest_xray/constructor/NORMAL/IM-0002-0001.jpeg']);
+  assert.equal(datasetEntryFilter('x/__proto__/NORMAL/a.jpeg'), false);
+  assert.equal(datasetEntryFilter('x/toString/NORMAL/a.jpeg'), false);
+});
+
 test('planRelabel uses the largest copy when the archive nests a second one (Kaggle)', () => {
   const plan = planRelabel({ files: [...files, 'chest_xray/chest_xray/train/NORMAL/IM-0115-0001.jpeg'], source: 'kaggle.zip' });
   assert.equal(plan.root, 'chest_xray');

@@ -65,6 +65,11 @@ function readEntry(zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<Buffer> {
   });
 }
 
+test('block options that are no whole number of at least 1 are ConfigErrors, before any request', async () => {
+  await assert.rejects(openHttpRangeReader({ url: 'http://127.0.0.1:1/a.zip', blockSize: 0 }), { name: 'ConfigError', message: 'blockSize 0 is not valid: expected an integer of at least 1' });
+  await assert.rejects(openHttpRangeReader({ url: 'http://127.0.0.1:1/a.zip', cacheBlocks: 1.5 }), { name: 'ConfigError', message: 'cacheBlocks 1.5 is not valid: expected an integer of at least 1' });
+});
+
 test('yauzl reads the central directory and chest entries over Range requests, transferring a small share', async () => {
   const server = await startFileServer({ data: ARCHIVE.zip });
   try {
@@ -381,6 +386,39 @@ test('extractRemoteZip stopped by its signal during an entry: an ArchiveError sa
     assert.deepEqual(left, []);
     const again = await extractRemoteZip({ url: server.url, outDir: dir, include, backoffMs: 1 });
     assert.equal(again.files, ARCHIVE.oct.size);
+  } finally {
+    await server.close();
+    await remove(dir, { recursive: true, force: true });
+  }
+});
+
+test('a stop while the central directory is read over HTTP is the same ArchiveError, not the reader\'s FetchError', async () => {
+  const { extractZip, ZIP_OPEN_OPTIONS } = await import('../lib/zip.js');
+  const { ArchiveError } = await import('../lib/errors.js');
+  const { mkdtemp, rm: remove } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const zip = new AdmZip();
+  for (let i = 0; i < 300; i++) zip.addFile(`chest_xray/train/NORMAL/IM-${1000 + i}-0001.jpeg`, Buffer.alloc(10, i));
+  const server = await startFileServer({ data: zip.toBuffer() });
+  const dir = await mkdtemp(join(tmpdir(), 'pneumotype-remote-'));
+  try {
+    const controller = new AbortController();
+    let requests = 0;
+    // Stopped at the fifth request: while the central directory (about 20 KB in blocks of 512 bytes) is being read.
+    const fetch = ((url: string, init: object) => {
+      if (++requests === 5) controller.abort(new Error('user stop'));
+      return nodeFetch(url, init);
+    }) as unknown as FetchFn;
+    const { reader, size } = await openHttpRangeReader({ url: server.url, blockSize: 512, cacheBlocks: 2, fetch, signal: controller.signal, backoffMs: 1 });
+    const zipfile = await new Promise<yauzl.ZipFile>((resolve, reject) =>
+      yauzl.fromRandomAccessReader(reader, size, { ...ZIP_OPEN_OPTIONS }, (err, zf) => (err || !zf ? reject(err) : resolve(zf))));
+    await assert.rejects(extractZip({ archive: { zipfile, name: server.url }, outDir: dir, signal: controller.signal }), (err: unknown) => {
+      assert.ok(err instanceof ArchiveError, String(err));
+      assert.equal(err.message, `Extraction of "${server.url}" into ${JSON.stringify(dir)} was aborted: run it again to continue (the files finished so far are kept)`);
+      assert.equal(err.cause, controller.signal.reason);
+      return true;
+    });
   } finally {
     await server.close();
     await remove(dir, { recursive: true, force: true });

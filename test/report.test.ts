@@ -18,7 +18,6 @@ import type { EvaluateResult } from '../lib/evaluate.js';
 import { readManifest } from '../lib/manifest.js';
 import { evaluatePredictions, type Prediction } from '../lib/metrics.js';
 import {
-  classDistributionFigure,
   confusionMatrixFigure,
   metricBarsFigure,
   reliabilityFigure,

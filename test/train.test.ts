@@ -10,13 +10,18 @@ import { after, before, test } from 'node:test';
 import { TRACE_AUGMENT } from '../lib/augment.js';
 import { alignSlots, recoverDirSwap, writeDirAtomic } from '../lib/checkpoint.js';
 import { DEFAULTS, resolveConfig, type Config } from '../lib/config.js';
+import { CacheError } from '../lib/errors.js';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { sha256 } from '../lib/fsx.js';
 import { readManifest } from '../lib/manifest.js';
+import { buildModel } from '../lib/models.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import { checkRecipe, classWeights, configHash, learningRateAt, setLearningRate, train, TrainingError, presetOfRun } from '../lib/train.js';
+import { checkRecipe, classWeights, configHash, learningRateAt, setLearningRate, stepSeed, train, trainStep, TrainingError, presetOfRun } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
+
+/** A model card as JSON, to change a field of. */
+type ModelCardJson = { training: Record<string, unknown>; validation: Record<string, unknown> } & Record<string, unknown>;
 
 let tmp: string;
 let labeled: string;
@@ -71,6 +76,37 @@ test('alignSlots matches saved optimizer slots to the weights by name, whatever 
     name: 'ConfigError',
     message: 'the optimizer state "o.json" holds 2 "momentum" slots, but the model has 1 trainable weights',
   });
+});
+
+test('trainStep with dropoutSeed draws fresh dropout masks each step, reproducibly; the layers keep their own seeds', () => {
+  const tf = loadTf();
+  const model = buildModel({ name: 'tiny', imageSize: 16, width: 4, dropout: 0.5, seed: 3 });
+  const dropout = model.layers.find((l) => l.getClassName() === 'Dropout') as unknown as { seed?: number };
+  const built = dropout.seed;
+  const start = model.getWeights().map((w) => w.clone());
+  const xs = tf.randomUniform([4, 16, 16, 1], 0, 1, 'float32', 5);
+  const ys = tf.oneHot(tf.tensor1d([0, 1, 2, 1], 'int32'), 3);
+  const w = tf.ones([3]);
+  // The loss of one SGD step from the same weights: it depends on the masks only.
+  const lossWith = (dropoutSeed: number | undefined): number => {
+    model.setWeights(start);
+    const optimizer = tf.train.sgd(0);
+    const { loss, correct } = trainStep({ model, optimizer, xs, ys, classWeights: w, labelSmoothing: 0, ...(dropoutSeed !== undefined ? { dropoutSeed } : {}) });
+    const value = loss.dataSync()[0] ?? NaN;
+    tf.dispose([loss, correct]);
+    optimizer.dispose();
+    return value;
+  };
+  try {
+    // Without a step seed, tfjs draws the same masks at every call (its generator restarts from the layer's seed).
+    assert.equal(lossWith(undefined), lossWith(undefined));
+    assert.equal(lossWith(stepSeed(42, 0)), lossWith(stepSeed(42, 0)), 'the same step, the same masks');
+    assert.notEqual(lossWith(stepSeed(42, 0)), lossWith(stepSeed(42, 1)), 'another step, other masks');
+    assert.equal(dropout.seed, built, 'the layer keeps the seed it was built with');
+  } finally {
+    tf.dispose([...start, xs, ys, w]);
+    model.dispose();
+  }
 });
 
 test('classWeights balance the classes: N / (K * n_c)', () => {
@@ -512,6 +548,29 @@ test('a run killed in the middle of its checkpoint swap, or before its history, 
     message: `cannot resume ${JSON.stringify(out)}: its history.json has 3 epochs but ${JSON.stringify(join(last, 'trainer.json'))} is missing, so the run ` +
       `cannot continue where it stopped; train without --resume into another --out, or remove ${JSON.stringify(out)} to start over`,
   });
+  // The same with a history.json cut short: named, with the reason, not a bare SyntaxError.
+  await writeFile(join(out, 'history.json'), '[{"epoch":1,');
+  await assert.rejects(train({ data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config, resume: true }), (err: unknown) => {
+    assert.ok(err instanceof CacheError, String(err));
+    assert.match(err.message, new RegExp(`^cannot resume ${JSON.stringify(out).replace(/[/.]/g, '\\$&')}: its history\\.json is damaged \\(.+\\) and .*trainer\\.json" is missing; train without --resume into another --out, or remove .* to start over$`));
+    assert.equal(err.path, join(out, 'history.json'));
+    return true;
+  });
+});
+
+test('a best checkpoint written just before a kill (an epoch ahead of the last one) is adopted on resume, not orphaned', async () => {
+  const out = join(tmp, 'run-best-ahead');
+  const opts = { data: labeled, out, preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 2 } } as const;
+  await train({ ...opts, stopAfterEpochs: 1 });
+  // As if epoch 2 had written its best checkpoint and the process died before the last one: best says epoch 2.
+  const bestCard = join(out, 'checkpoints', 'best', 'pneumotype.json');
+  const card = JSON.parse(await readFile(bestCard, 'utf8')) as ModelCardJson;
+  await writeFile(bestCard, JSON.stringify({ ...card, training: { ...card.training, epoch: 2 }, validation: { ...card.validation, macroF1: 1 } }));
+  const r = await train({ ...opts, resume: true });
+  // Epoch 2 is trained again and cannot beat a macro-F1 of 1: the adopted checkpoint stays the model, and says so.
+  assert.equal(r.bestEpoch, 2);
+  assert.equal(r.card.training.epoch, 2);
+  assert.equal(r.card.validation.macroF1, 1);
 });
 
 test("recoverDirSwap finishes a swap left under this process's own id (a restarted container is PID 1 again)", async () => {
