@@ -500,7 +500,7 @@ export function splitCaveats(card: ModelCard, split: 'test' | 'val'): string[] {
   if (split === 'val' && t !== undefined && t.epochs > 1) {
     caveats.push(
       `the validation split chose this model's epoch (${t.epoch} of ${t.epochs}, the best validation macro-F1), so its scores are ` +
-        'optimistic: the recipe and the epoch were picked on these images; an untouched test split is the unbiased measure',
+        'optimistic; an untouched test split is the unbiased measure',
     );
   }
   const k = card.calibration;

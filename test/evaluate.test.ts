@@ -66,8 +66,8 @@ test('evaluate the validation split (re-carved from the manifest) and folders wi
   const { training } = card;
   assert.ok(training.epochs > 1);
   assert.deepEqual(val.caveats, [
-    `the validation split chose this model's epoch (${training.epoch} of ${training.epochs}, the best validation macro-F1), so its scores are optimistic: ` +
-      'the recipe and the epoch were picked on these images; an untouched test split is the unbiased measure',
+    `the validation split chose this model's epoch (${training.epoch} of ${training.epochs}, the best validation macro-F1), so its scores are optimistic; ` +
+      'an untouched test split is the unbiased measure',
   ]);
   assert.match(evaluationSummary(val), /^val: accuracy \d\.\d{3}, macro-F1 \d\.\d{3}, optimistic: the model was tuned on this split$/);
   // A folder with only test/{normal,bacteria,virus}/, as a user might lay out new images.
