@@ -311,7 +311,7 @@ async function buildSplit(
     journal = { key, rowsDone: 0, written: 0, failed: [] };
   }
   const resumedRows = journal.rowsDone;
-  if (resumedRows > 0) tracker.add(resumedRows, `resuming ${split} at image ${resumedRows + 1} of ${rows.length}`);
+  if (resumedRows > 0) tracker.skip(resumedRows, `resuming ${split} at image ${resumedRows + 1} of ${rows.length}`);
   const handle: FileHandle = await open(partPath, resumedRows > 0 ? 'r+' : 'w');
   try {
     await handle.truncate(journal.written * rowBytes);

@@ -135,7 +135,8 @@ export function toTable(rows: readonly object[] | Table): Table {
         const v = r[c];
         if (v === undefined || v === null) return null;
         if (typeof v === 'string' || typeof v === 'number') return v;
-        return JSON.stringify(v) ?? String(v);
+        // A BigInt (a stat with bigint: true) has no JSON: its digits.
+        return typeof v === 'bigint' ? String(v) : (JSON.stringify(v) ?? String(v));
       }),
     ),
   };

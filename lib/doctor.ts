@@ -95,8 +95,9 @@ export async function diagnose(): Promise<DoctorReport> {
 export function withoutCredentials(value: string | undefined): string | undefined {
   if (value === undefined) return value;
   const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
-  // A proxy may be given without its scheme (`user:pass@host:3128`): fetch adds http://, and so does this.
-  if (!scheme && !/^[^/\s]*@/.test(value)) return value;
+  // A proxy may be given without its scheme (`user:pass@host:3128`): fetch adds http://, and so does this. Only with a
+  // colon before the @ (a password): `chest@2024.zip` is a file name.
+  if (!scheme && !/^[^/\s@]*:[^/\s@]*@/.test(value)) return value;
   try {
     const url = new URL(scheme ? value : `http://${value}`);
     const user = url.username !== '' || url.password !== '';
@@ -109,6 +110,8 @@ export function withoutCredentials(value: string | undefined): string | undefine
     const shown = user ? url.href.replace('//', '//***@') : url.href;
     return `${scheme ? shown : shown.replace(/^http:\/\//, '')}${query ? '?***' : ''}`;
   } catch {
-    return value;
+    // Not a URL after all (a typo in a port, say): the part before the last @ of its authority is masked all the same,
+    // and any query; a password must not reach a bug report because a URL was malformed.
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/?#\s]*@/i, (_m, s: string | undefined) => `${s ?? ''}***@`).replace(/[?#].*$/, '?***');
   }
 }

@@ -414,7 +414,7 @@ class Download {
         // A 206 from byte 0 (some servers answer every request with a range) resumes nothing.
         if (offset > 0) {
           this.#resumed = true;
-          tracker.set(offset, `resuming at ${formatBytes(offset)}`);
+          tracker.skipTo(offset, `resuming at ${formatBytes(offset)}`);
         }
       } else {
         const length = res.headers.get('content-length');

@@ -66,7 +66,7 @@ export interface ModelSummary {
   /**
    * Floating-point operations of one forward pass of ONE image: 2 x the multiply-accumulates of the conv, depthwise,
    * separable and dense layers. Biases, batch normalisation, activations, pooling and residual adds are not counted
-   * (together they are under 1% of the total for these models). NaN (null once saved as JSON) when unknown: a nested
+   * (together about 0.5 % of the total for resnet and about 3 % for mobile and tiny). NaN (null once saved as JSON) when unknown: a nested
    * pretrained model whose own input is not the one it is given.
    */
   readonly flops: number;

@@ -27,7 +27,8 @@ export class ProgressTracker {
   readonly #callback: ProgressCallback | undefined;
   readonly #intervalMs: number;
   readonly #startedAt = performance.now();
-  readonly #startDone: number;
+  /** The units not done by this run (done before it, or found done): left out of the rate. */
+  #startDone: number;
   #total: number | undefined;
   #done: number;
   #lastEmit = -Infinity;
@@ -65,6 +66,24 @@ export class ProgressTracker {
     this.#done = done;
     const now = performance.now();
     if (now - this.#lastEmit >= this.#intervalMs || message !== undefined) this.#emit(now, message);
+  }
+
+  /**
+   * Moves on by `n` units that this run did not do (files already extracted, images cached by an interrupted build):
+   * counted as done, left out of the rate and so of the ETA.
+   */
+  skip(n: number, message?: string): void {
+    this.#startDone += n;
+    this.set(this.#done + n, message);
+  }
+
+  /**
+   * Moves to `done` where what lies beyond the units done so far was done before this run (a download resumed from
+   * an earlier run's partial file): as {@link ProgressTracker.skip}, for that part.
+   */
+  skipTo(done: number, message?: string): void {
+    if (done > this.#done) this.#startDone += done - this.#done;
+    this.set(done, message);
   }
 
   /** Emits an event now, with a message (retries, resumes). */

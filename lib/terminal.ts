@@ -7,7 +7,8 @@ const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
 export function formatBytes(n: number): string {
   let v = n;
   let u = 0;
-  while (v >= 1000 && u < UNITS.length - 1) {
+  // Decided on the value as it will be shown: 999,950 bytes is "1.0 MB", not "1000.0 KB".
+  while (u < UNITS.length - 1 && Number((u === 0 ? v.toFixed(0) : v.toFixed(1))) >= 1000) {
     v /= 1000;
     u++;
   }
@@ -54,7 +55,7 @@ const UNKNOWN_TOTAL_LINE_MS = 30_000;
 /**
  * A ProgressCallback that draws on `stream`: an updating bar on a TTY (cut to the terminal's width, so it never
  * wraps), otherwise a line per stage at most every 10 % (work of unknown size: at its start, then every 30 s) and for
- * every message (CI logs stay short). A repeated 100 % draws nothing.
+ * every message (CI logs stay short). A repeated 100 % draws nothing; a message after it, the message alone.
  */
 export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): ProgressCallback {
   const tty = Boolean(stream.isTTY);
@@ -65,12 +66,20 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): P
   const full = new Set<string>();
   return (p) => {
     const fraction = p.total ? Math.min(1, p.done / p.total) : undefined;
-    if (fraction === 1 && !p.message && full.has(p.stage)) return;
+    if (fraction === 1 && full.has(p.stage)) {
+      // Drawn full already: a repeated 100 % draws nothing, and a message after it (finish(message)) only the message.
+      if (p.message) {
+        endProgressLine(stream);
+        stream.write(tty ? `  ${p.message}\n` : `${p.stage}: ${p.message}\n`);
+      }
+      return;
+    }
     if (fraction === 1) full.add(p.stage);
     else full.delete(p.stage);
     if (tty) {
       const width = 24;
-      const bar = fraction === undefined ? '' : `${'█'.repeat(Math.round(fraction * width)).padEnd(width, '░')} ${(fraction * 100).toFixed(0).padStart(3)}% `;
+      // Rounded down: a bar is full and says 100 % only when the work is done, not from 99.5 % on.
+      const bar = fraction === undefined ? '' : `${'█'.repeat(Math.floor(fraction * width)).padEnd(width, '░')} ${String(Math.floor(fraction * 100)).padStart(3)}% `;
       const line = `${p.stage.padEnd(8)} ${bar}${describeProgress(p)}`;
       const columns = stream.columns > 1 ? stream.columns - 1 : Infinity;
       stream.write(`\r\x1b[2K${line.length > columns ? `${line.slice(0, columns - 1)}…` : line}`);

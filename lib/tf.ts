@@ -35,10 +35,13 @@ function gpuVisible(): boolean {
 }
 
 /**
- * The CUDA runtime libraries that libtensorflow-gpu 2.9.1 (tfjs-node-gpu 4.22) opens when it starts. They are not
- * linked in: without them the binding loads all the same and TensorFlow quietly runs on the CPU.
+ * The CUDA libraries that libtensorflow-gpu 2.9.1 (tfjs-node-gpu 4.22, built for CUDA 11.2 and cuDNN 8) opens when it
+ * starts: the runtime, cuDNN and the math libraries its GPU kernels call. They are not linked in: with any one of them
+ * missing ("Cannot dlopen some GPU libraries") the binding loads all the same and TensorFlow quietly runs on the CPU.
  */
-export const CUDA_LIBRARIES = ['libcudart.so.11.0', 'libcudnn.so.8'] as const;
+export const CUDA_LIBRARIES = [
+  'libcudart.so.11.0', 'libcudnn.so.8', 'libcublas.so.11', 'libcublasLt.so.11', 'libcufft.so.10', 'libcurand.so.10', 'libcusolver.so.11', 'libcusparse.so.11',
+] as const;
 
 /** Where the dynamic loader looks, in its order: what `findLibraries` searches. */
 export interface LibrarySearch {
@@ -116,7 +119,10 @@ function requestFor(pkg: BackendInfo['package']): BackendChoice {
   return pkg === '@tensorflow/tfjs-node-gpu' ? 'gpu' : pkg === '@tensorflow/tfjs-node' ? 'cpu' : 'js';
 }
 
-/** "was killed by SIGILL" where loading `pkg` kills a child process; undefined where it loads or throws (said in-process). */
+/**
+ * "was killed by SIGILL" where loading `pkg` kills a child process (an instruction the CPU lacks), "did not finish
+ * within 120 s" where the test load outlived its time; undefined where it loads or throws (said in-process).
+ */
 function childLoadDies(pkg: string): string | undefined {
   let path: string;
   try {
@@ -125,6 +131,8 @@ function childLoadDies(pkg: string): string | undefined {
     return undefined; // not installed: the load below says so
   }
   const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path)})`], { stdio: 'ignore', timeout: 120_000 });
+  // spawnSync's timeout ends the child with SIGTERM: that is no verdict on the CPU.
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') return 'did not finish within 120 s';
   return r.signal ? `was killed by ${r.signal}` : undefined;
 }
 
@@ -214,7 +222,7 @@ export function loadTfWithInfo(
     const noCuda =
       cudaMissing.length === 0
         ? undefined
-        : `${cudaMissing.join(' and ')} not found (LD_LIBRARY_PATH, the linker cache, /usr/lib): libtensorflow-gpu would run on the CPU; ` +
+        : `${cudaMissing.length > 1 ? `${cudaMissing.slice(0, -1).join(', ')} and ${cudaMissing.at(-1)}` : cudaMissing[0]} not found (LD_LIBRARY_PATH, the linker cache, /usr/lib): libtensorflow-gpu would run on the CPU; ` +
           'install CUDA 11.2 and cuDNN 8.1 (environment.md)';
     if (noCuda !== undefined && requested === 'auto') {
       reasons.push(`${pkg}: skipped, ${noCuda}, or set PNEUMOTYPE_BACKEND=gpu to try it anyway`);

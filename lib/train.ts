@@ -1087,6 +1087,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     } finally {
       classWeightTensor.dispose();
     }
+    // Stopped early: the epochs not trained are no longer to do, so the bar ends full, not stuck part way with an ETA.
+    if (stoppedEarly) tracker.setTotal(tracker.done);
     tracker.finish();
 
     // The best checkpoint becomes the run's model.

@@ -107,19 +107,33 @@ async function loadPretrained(from: string): Promise<LayersModel> {
       if (!handler.load) throw new Error('tfjs has no HTTP loader');
       artifacts = await handler.load();
     } else {
-      const s = await stat(from).catch(() => undefined);
-      if (!s?.isDirectory()) throw new Error('not a folder holding model.json');
+      const s = await stat(from).catch((err: NodeJS.ErrnoException) => {
+        throw new Error(err.code === 'ENOENT' ? 'no such folder' : `it cannot be read: ${messageOf(err)}`, { cause: err });
+      });
+      if (!s.isDirectory()) throw new Error('not a folder holding model.json');
       artifacts = await readModelArtifacts(from);
     }
     return await tf.loadLayersModel(tf.io.fromMemory(fromKeras3(artifacts)));
   } catch (err) {
     throw new ConfigError(
-      `cannot start from the pretrained model ${quote(from)}: ${isUrl ? 'downloading it' : 'reading it'} failed (${messageOf(err)}). ` +
-        `Tried ${isUrl ? 'the tfjs layers model.json at that URL (needs the internet)' : 'model.json and its weights in that folder'}; ` +
+      `cannot start from the pretrained model ${quote(from)}: ${isUrl ? 'downloading it' : 'reading it'} failed (${isUrl ? withRootCause(err) : messageOf(err)}). ` +
+        `Tried ${isUrl ? 'the tfjs layers model.json at that URL (needs the internet; HTTPS_PROXY is not used for it)' : 'model.json and its weights in that folder'}; ` +
         'without it, train from scratch (leave out --init-from).',
       { path: from, cause: err },
     );
   }
+}
+
+/**
+ * An error's message with the message of its innermost cause where that says more: fetch's "fetch failed" hides the
+ * reason (no name service, a refused connection, a certificate) two causes down.
+ */
+function withRootCause(err: unknown): string {
+  let root: unknown = err;
+  for (let depth = 0; depth < 5 && root instanceof Error && root.cause !== undefined; depth++) root = root.cause;
+  const message = messageOf(err);
+  const rootMessage = root === err ? '' : messageOf(root);
+  return rootMessage === '' || message.includes(rootMessage) ? message : `${message}: ${rootMessage}`;
 }
 
 /** A layer of a functional model's configuration, as tfjs writes it (Keras 2 form). */

@@ -364,7 +364,7 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
       if (await isAlreadyExtracted(file)) {
         result.alreadyPresent++;
         result.entries.push(file.name);
-        tracker.add(file.entry.uncompressedSize);
+        tracker.skip(file.entry.uncompressedSize);
         continue;
       }
       await extractEntry(zipfile, archive, file, { maxEntryBytes, tracker, signal, stopped: () => stopped(archive) });

@@ -231,7 +231,7 @@ test('doctor says which backend was picked and why, and prints no proxy password
   };
   assert.ok(report.tensorflow.reasons.length > 0);
   assert.ok(report.cpu.cores >= 1);
-  if (process.platform === 'linux') assert.deepEqual(Object.keys(report.gpu.cudaLibraries), ['libcudart.so.11.0', 'libcudnn.so.8']);
+  if (process.platform === 'linux') assert.deepEqual(Object.keys(report.gpu.cudaLibraries), ['libcudart.so.11.0', 'libcudnn.so.8', 'libcublas.so.11', 'libcublasLt.so.11', 'libcufft.so.10', 'libcurand.so.10', 'libcusolver.so.11', 'libcusparse.so.11']);
   if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') {
     assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
     assert.deepEqual(report.training, { engine: 'graph', note: 'one TensorFlow graph per step (lib/graph-train.ts), stall guard 300 s; --eager trains op by op' });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ProgressTracker, type Progress } from '../lib/progress.js';
-import { endProgressLine, progressRenderer } from '../lib/terminal.js';
+import { toTable } from '../lib/display.js';
+import { endProgressLine, formatBytes, progressRenderer } from '../lib/terminal.js';
 
 test('ProgressTracker throttles, computes rate and ETA, and always reports the final state', () => {
   const events: Progress[] = [];
@@ -18,6 +19,25 @@ test('ProgressTracker throttles, computes rate and ETA, and always reports the f
   assert.equal(events[2]?.total, 100);
   assert.equal(events[2]?.etaSeconds, 0);
   assert.ok((events[2]?.rate ?? 0) > 0);
+});
+
+test('ProgressTracker: work done before this run (skip, skipTo) counts as done but not in the rate or ETA', () => {
+  const events: Progress[] = [];
+  const t = new ProgressTracker({ stage: 'fetch', unit: 'bytes', total: 1000, onProgress: (p) => events.push(p), intervalMs: 0 });
+  const until = performance.now() + 50;
+  while (performance.now() < until) {
+    // 50 ms pass: at most 10 / 0.05 = 200 units/s for the 10 units this run does.
+  }
+  t.skipTo(900, 'resuming at 900 B'); // a partial file of an earlier run
+  t.add(10);
+  t.skipTo(910); // where it is already (a retry of this run resuming its own bytes): nothing skipped
+  t.skip(5); // found done (a file extracted before)
+  t.finish();
+  const last = events.at(-1);
+  assert.equal(last?.done, 915);
+  assert.ok((last?.rate ?? Infinity) <= 200, `rate ${last?.rate}`);
+  assert.ok((last?.etaSeconds ?? 0) >= 85 / 200, `ETA ${last?.etaSeconds}`);
+  assert.equal(events[0]?.message, 'resuming at 900 B');
 });
 
 /** A terminal (or a log file) that keeps what is written to it. */
@@ -68,4 +88,25 @@ test('progressRenderer: on a terminal the bar is cut to its width and cleared be
   for (let i = 1; i <= 50; i++) render2({ stage: 'fetch', unit: 'bytes', done: i * 1e6 });
   assert.equal(unknown.text.split('\n').filter(Boolean).length, 1, unknown.text);
   assert.match(unknown.text, /^fetch: /);
+});
+
+test('a bar is full and says 100 % only when the work is done; a message after 100 % is drawn alone; sizes round to the next unit', () => {
+  const tty = fakeStream(true, 200);
+  const render = progressRenderer(tty);
+  render({ stage: 'train', unit: 'batches', done: 4439, total: 4440 });
+  assert.match(tty.text, / 99% /);
+  assert.doesNotMatch(tty.text, /100%/);
+  render({ stage: 'train', unit: 'batches', done: 4440, total: 4440 });
+  const before = tty.text;
+  render({ stage: 'train', unit: 'batches', done: 4440, total: 4440, message: 'the cache is up to date' });
+  assert.equal(tty.text.slice(before.length), '  the cache is up to date\n', 'the message alone, no second full bar');
+  const log = fakeStream(false);
+  const plain = progressRenderer(log);
+  plain({ stage: 'prepare', unit: 'images', done: 10, total: 10 });
+  plain({ stage: 'prepare', unit: 'images', done: 10, total: 10, message: 'up to date' });
+  assert.equal(log.text.split('\n').filter(Boolean).length, 2);
+  assert.equal(log.text.split('\n')[1], 'prepare: up to date');
+  assert.deepEqual([999, 1536, 999_949, 999_950, 999_999_999].map(formatBytes), ['999 B', '1.5 KB', '999.9 KB', '1.0 MB', '1.0 GB']);
+  // A BigInt (a stat with bigint: true) is written as its digits, not a crash.
+  assert.deepEqual(toTable([{ size: 12n }]).rows, [['12']]);
 });

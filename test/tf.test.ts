@@ -159,6 +159,10 @@ test('withoutCredentials (doctor): user names, passwords, queries and fragments 
     ['proxy:3128', 'proxy:3128'],
     ['v2', 'v2'],
     ['../shared/data/chest_xray_train_224.zip', '../shared/data/chest_xray_train_224.zip'],
+    ['chest@2024.zip', 'chest@2024.zip'], // a file name with an @, no password
+    // Malformed URLs (a port out of range, a typo): masked all the same, never shown as given.
+    ['http://alice:s3cret@proxy:99999', 'http://***@proxy:99999'],
+    ['alice:s3cret@proxy:312a', '***@proxy:312a'],
     [undefined, undefined],
   ];
   for (const [value, shown] of cases) assert.equal(withoutCredentials(value), shown, String(value));

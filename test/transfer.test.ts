@@ -406,14 +406,22 @@ test('a pretrained model that cannot be had is a clear error saying what was tri
   try {
     await assert.rejects(buildTransferModel({ from: `${server.origin}/missing/model.json`, imageSize: 32 }), (err: unknown) => {
       assert.ok(err instanceof Error);
-      assert.match(err.message, new RegExp(`^cannot start from the pretrained model "${server.origin}/missing/model.json": downloading it failed \\(.*404.*\\)\\. Tried the tfjs layers model\\.json at that URL \\(needs the internet\\); without it, train from scratch \\(leave out --init-from\\)\\.$`));
+      assert.match(err.message, new RegExp(`^cannot start from the pretrained model "${server.origin}/missing/model.json": downloading it failed \\(.*404.*\\)\\. Tried the tfjs layers model\\.json at that URL \\(needs the internet; HTTPS_PROXY is not used for it\\); without it, train from scratch \\(leave out --init-from\\)\\.$`));
       return true;
     });
   } finally {
     await server.close();
   }
+  // Nothing listening any more: the reason (a refused connection) is said, not only fetch's "fetch failed".
+  const closed = await startFileServer({ data: Buffer.from('{}'), path: '/model.json' });
+  await closed.close();
+  await assert.rejects(buildTransferModel({ from: `${closed.origin}/model.json`, imageSize: 32 }), (err: unknown) => {
+    assert.ok(err instanceof Error);
+    assert.match(err.message, /downloading it failed \(fetch failed: .*ECONNREFUSED.*\)\. /);
+    return true;
+  });
   await assert.rejects(buildTransferModel({ from: join(tmp, 'nope'), imageSize: 32 }), {
     name: 'ConfigError',
-    message: `cannot start from the pretrained model "${join(tmp, 'nope')}": reading it failed (not a folder holding model.json). Tried model.json and its weights in that folder; without it, train from scratch (leave out --init-from).`,
+    message: `cannot start from the pretrained model "${join(tmp, 'nope')}": reading it failed (no such folder). Tried model.json and its weights in that folder; without it, train from scratch (leave out --init-from).`,
   });
 });
