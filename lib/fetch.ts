@@ -319,10 +319,14 @@ class Download {
     let offset = (await fileSize(this.#partPath)) ?? 0;
     let state = offset > 0 ? await this.#readState() : undefined;
     if (offset > 0 && state !== undefined && !sameUrl(state.url, shown)) {
-      // Another source's partial download (a mirror tried before): never wiped, it may be gigabytes; set aside.
-      const aside = `${this.#partPath}.previous`;
-      await rename(this.#partPath, aside);
-      await rename(this.#statePath, `${aside}.json`).catch(() => {});
+      // Another source's partial download (a mirror tried before): never wiped, it may be gigabytes; set aside under a
+      // name of its own (NAME.part.previous, .previous-2, …: an earlier one set aside stays too).
+      let aside = `${this.#partPath}.previous`;
+      for (let n = 2; (await fileSize(aside)) !== undefined; n++) aside = `${this.#partPath}.previous-${n}`;
+      await rename(this.#partPath, aside).catch((err: unknown) => {
+        throw new FetchError(`cannot set ${quote(this.#partPath)} (from another source) aside as ${quote(aside)}: ${messageOf(err)}`, { url: this.#s.shown, path: this.#partPath, cause: err });
+      });
+      await rename(this.#statePath, `${aside}.json`).catch(() => {}); // its record, where there is one
       tracker.set(0, `${this.#s.name}.part was downloaded from another source (${quote(state.url)}): kept as ${quote(aside)}; starting this one from zero`);
       this.#largest = 0;
       offset = 0;

@@ -222,7 +222,7 @@ export function progressDisplay(display: HtmlDisplay, options: { title?: string 
       const bar =
         fraction === undefined
           ? '<progress style="width:14em;vertical-align:middle"></progress>'
-          : `<progress max="1" value="${fraction.toFixed(4)}" style="width:14em;vertical-align:middle"></progress> ${String(Math.floor(fraction * 100)).padStart(3)} %`;
+          : `<progress max="1" value="${fraction.toFixed(4)}" style="width:14em;vertical-align:middle"></progress> ${String(Math.min(100, Math.floor((last.done * 100) / (last.total ?? 1)))).padStart(3)} %`;
       const note = message === undefined ? '' : ` <span style="color:#5f6368">${escapeHtml(message)}</span>`;
       return `<div><span style="display:inline-block;min-width:6.5em;font-weight:600">${escapeHtml(stage)}</span> ${bar} &nbsp;${escapeHtml(describeProgress(last))}${note}</div>`;
     });

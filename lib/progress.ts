@@ -63,6 +63,8 @@ export class ProgressTracker {
   }
 
   set(done: number, message?: string): void {
+    // Back below what was skipped (a download restarted from zero): nothing of it is done any more.
+    if (done < this.#startDone) this.#startDone = done;
     this.#done = done;
     const now = performance.now();
     if (now - this.#lastEmit >= this.#intervalMs || message !== undefined) this.#emit(now, message);

@@ -210,8 +210,13 @@ async function publishModel(from: string, to: string): Promise<void> {
     }
     const after = await readFile(card, 'utf8').catch(() => undefined);
     if (failure === undefined && before !== undefined && before === after) {
-      for (const file of files) await rename(tmp(file), join(to, file));
-      return;
+      try {
+        for (const file of files) await rename(tmp(file), join(to, file));
+        return;
+      } catch (err) {
+        for (const file of files) await rm(tmp(file), { force: true });
+        throw new CacheError(`the model ${quote(from)} could not be moved into ${quote(to)}: ${messageOf(err)}`, { path: to, cause: err });
+      }
     }
     for (const file of files) await rm(tmp(file), { force: true });
     if (attempt >= 3) {

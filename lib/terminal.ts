@@ -78,8 +78,9 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): P
     else full.delete(p.stage);
     if (tty) {
       const width = 24;
-      // Rounded down: a bar is full and says 100 % only when the work is done, not from 99.5 % on.
-      const bar = fraction === undefined ? '' : `${'█'.repeat(Math.floor(fraction * width)).padEnd(width, '░')} ${String(Math.floor(fraction * 100)).padStart(3)}% `;
+      // Rounded down, from the counts (0.29 * 100 is 28.999…): a bar is full and says 100 % only when the work is done.
+      const share = (parts: number): number => (p.total ? Math.min(parts, Math.floor((p.done * parts) / p.total)) : 0);
+      const bar = fraction === undefined ? '' : `${'█'.repeat(share(width)).padEnd(width, '░')} ${String(share(100)).padStart(3)}% `;
       const line = `${p.stage.padEnd(8)} ${bar}${describeProgress(p)}`;
       const columns = stream.columns > 1 ? stream.columns - 1 : Infinity;
       stream.write(`\r\x1b[2K${line.length > columns ? `${line.slice(0, columns - 1)}…` : line}`);

@@ -789,6 +789,10 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     }
     // The pretrained layer the head is on, for the card: what buildTransferModel resolved, or what the last card says.
     let featureRecord: { featureLayer?: string; defaultFeatureLayer?: boolean } = options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {};
+    /** The epoch of a best checkpoint adopted on resume (written just before a kill, ahead of the last one). */
+    let adoptedBest: number | undefined;
+    /** The thumbnails of the training images (see trainingThumbnails), made when first saved. */
+    let thumbnails: Uint8Array | undefined;
     if (saved !== undefined) {
       state = saved;
       // The best checkpoint is written before the last one: a kill between the two leaves best an epoch ahead of the
@@ -797,6 +801,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
       const bestCard = await readCard(join(ckptBest, CARD_FILE)).catch(() => undefined);
       if (bestCard !== undefined && bestCard.training.epoch > state.epochsDone && Number.isFinite(bestCard.validation.macroF1)) {
         state = { ...state, bestEpoch: bestCard.training.epoch, bestMetric: bestCard.validation.macroF1, sinceBest: 0 };
+        adoptedBest = bestCard.training.epoch;
       }
       const lastCard = join(ckptLast, CARD_FILE);
       const last = (await exists(lastCard)) ? await readCard(lastCard) : undefined;
@@ -1022,7 +1027,8 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           ? evaluatePredictions(val.probs.map((p, i) => ({ probs: p, trueIndex: val.trueIndex[i] ?? 0, patientId: val.patientIds[i] ?? '' })), { bootstrap: 0 })
           : undefined;
         const macroF1 = report?.macroF1.value ?? -lossValue / seen;
-        const improved = macroF1 > state.bestMetric;
+        // That epoch trained again as before ties the adopted checkpoint: the best, as in the run that was not killed.
+        const improved = macroF1 > state.bestMetric || (epoch + 1 === adoptedBest && macroF1 >= state.bestMetric);
         const record: EpochRecord = {
           epoch: epoch + 1,
           learningRate: lr,
@@ -1070,7 +1076,12 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },
           createdAt: new Date().toISOString(),
         });
-        if (improved) await saveModel({ dir: ckptBest, model: scored, extra: { [CARD_FILE]: card() } });
+        // The best checkpoint carries the thumbnails of the training images too (made once): a model published from it
+        // (SageMaker after a stop) knows its training images as the run's model/ does.
+        if (improved) {
+          thumbnails ??= await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency);
+          await saveModel({ dir: ckptBest, model: scored, extra: { [CARD_FILE]: card() }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: thumbnails } });
+        }
         await saveModel({
           dir: ckptLast, model, optimizer, extra: { [STATE_FILE]: state, [CARD_FILE]: card() },
           ...(average ? { extraBinary: await average.encode() } : {}),
@@ -1107,7 +1118,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     const best = await loadLayersModelFromDir(ckptBest);
     try {
       // With the thumbnails of the training images, by which evaluate tells when it is shown one of them.
-      const thumbnails = await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency);
+      thumbnails ??= await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency);
       await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: thumbnails } });
     } finally {
       best.dispose();

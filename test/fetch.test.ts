@@ -759,13 +759,15 @@ test('a partial file of another source is set aside, not wiped, and this one sta
     await writeFile(part, earlier);
     const record = JSON.stringify({ url: 'http://elsewhere.invalid/data.zip', etag: '"x"' });
     await writeFile(`${part}.json`, record);
+    await writeFile(`${part}.previous`, 'set aside by an earlier switch of mirrors'); // kept too
     const notes: string[] = [];
     const r = await fetchDataset({ source: server.url, outDir, retries: 3, ...FAST, onProgress: (p) => p.message !== undefined && notes.push(p.message) });
     assert.deepEqual(await readFile(r.path), DATA);
-    // The other mirror's 200,000 bytes are kept beside, with their record, and said so.
-    assert.deepEqual(await readFile(`${part}.previous`), earlier);
-    assert.equal(await readFile(`${part}.previous.json`, 'utf8'), record);
-    assert.ok(notes.includes(`data.zip.part was downloaded from another source ("http://elsewhere.invalid/data.zip"): kept as ${JSON.stringify(`${part}.previous`)}; starting this one from zero`), notes.join('\n'));
+    // The other mirror's 200,000 bytes are kept beside, with their record, under a name of their own, and said so.
+    assert.deepEqual(await readFile(`${part}.previous-2`), earlier);
+    assert.equal(await readFile(`${part}.previous-2.json`, 'utf8'), record);
+    assert.equal(await readFile(`${part}.previous`, 'utf8'), 'set aside by an earlier switch of mirrors');
+    assert.ok(notes.includes(`data.zip.part was downloaded from another source ("http://elsewhere.invalid/data.zip"): kept as ${JSON.stringify(`${part}.previous-2`)}; starting this one from zero`), notes.join('\n'));
   } finally {
     await server.close();
   }

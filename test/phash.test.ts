@@ -13,11 +13,16 @@ async function smoothImage(seed: number, size = 96): Promise<Buffer> {
   return sharp(grid, { raw: { width: 6, height: 6, channels: 1 } }).resize(size, size, { kernel: 'cubic' }).png().toBuffer();
 }
 
-test('thumbnail: 17 x 16 bytes of the decoded pixels', async () => {
+test('thumbnail: the whole image in 17 x 16 bytes, one channel', async () => {
   const px = await decodeGray(await smoothImage(1), { size: 64 });
   const t = await thumbnail(px, 64);
   assert.equal(t.length, THUMBNAIL_BYTES);
   assert.equal(THUMBNAIL_BYTES, 17 * 16);
+  // Top half black, bottom half white: the first row is dark and the last bright (sharp writes raw one-channel input
+  // back as three channels unless told, which would make 272 bytes a third of the image, each pixel thrice).
+  const halves = Uint8Array.from({ length: 64 * 64 }, (_, i) => (i < 32 * 64 ? 0 : 255));
+  const h = await thumbnail(halves, 64);
+  assert.ok(Math.max(...h.subarray(0, 17)) < 10 && Math.min(...h.subarray(15 * 17)) > 245, JSON.stringify([...h]));
 });
 
 test('seenInTraining: the training images themselves and copies of them re-encoded or resized; not other images', async () => {

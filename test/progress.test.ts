@@ -38,6 +38,10 @@ test('ProgressTracker: work done before this run (skip, skipTo) counts as done b
   assert.ok((last?.rate ?? Infinity) <= 200, `rate ${last?.rate}`);
   assert.ok((last?.etaSeconds ?? 0) >= 85 / 200, `ETA ${last?.etaSeconds}`);
   assert.equal(events[0]?.message, 'resuming at 900 B');
+  // Back to zero (a download restarted): nothing skipped any more, no negative rate.
+  t.set(0, 'restarting from zero');
+  t.add(10);
+  assert.ok((events.at(-1)?.rate ?? -1) >= 0, `rate ${events.at(-1)?.rate}`);
 });
 
 /** A terminal (or a log file) that keeps what is written to it. */
@@ -93,6 +97,8 @@ test('progressRenderer: on a terminal the bar is cut to its width and cleared be
 test('a bar is full and says 100 % only when the work is done; a message after 100 % is drawn alone; sizes round to the next unit', () => {
   const tty = fakeStream(true, 200);
   const render = progressRenderer(tty);
+  render({ stage: 'train', unit: 'batches', done: 29, total: 100 });
+  assert.match(tty.text, / 29% /, '0.29 * 100 is 28.999…: counted from the counts');
   render({ stage: 'train', unit: 'batches', done: 4439, total: 4440 });
   assert.match(tty.text, / 99% /);
   assert.doesNotMatch(tty.text, /100%/);

@@ -166,7 +166,7 @@ test('a resumed job stopped before its own first epoch ends publishes the resume
     await failure(root),
     `stopped by SIGTERM before this job's first epoch ended (the work in progress did not end within 0 s of the signal): the resumed run's best model so far (epoch 1) is in "${join(root, 'model')}"\n`,
   );
-  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'training-thumbnails.u8', 'weights.bin']);
   // A best checkpoint that cannot be copied whole (its weights gone): no half model, no temporary file, and the job
   // still ends as stopped, saying why.
   const best = join(root, 'checkpoints', 'run', 'checkpoints', 'best');
@@ -208,7 +208,7 @@ test('a stop after the last epoch still calibrates within the grace period; past
   });
   assert.equal(code2, 143);
   assert.equal(await failure(late), `stopped by SIGTERM after the last epoch (1 of 1), while calibrating its model, which did not end within 0 s of the signal: calibration was skipped and the uncalibrated best model (epoch 1) is in "${join(late, 'model')}"\n`);
-  assert.deepEqual((await readdir(join(late, 'model'))).sort(), ['model.json', 'pneumotype.json', 'weights.bin']);
+  assert.deepEqual((await readdir(join(late, 'model'))).sort(), ['model.json', 'pneumotype.json', 'training-thumbnails.u8', 'weights.bin']);
   assert.equal(await calibration(late), undefined);
   // ... or while train still saves the run's model after the last epoch.
   const saving = await mlRoot('stop-saving', hp, labeled);

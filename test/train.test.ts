@@ -571,6 +571,18 @@ test('a best checkpoint written just before a kill (an epoch ahead of the last o
   assert.equal(r.bestEpoch, 2);
   assert.equal(r.card.training.epoch, 2);
   assert.equal(r.card.validation.macroF1, 1);
+  // With the real epoch-2 checkpoint (an uninterrupted run's), the resumed run ends exactly as that one did: epoch 2,
+  // trained again, ties the adopted best and is the best, as it was.
+  const whole = await train({ ...opts, out: join(tmp, 'run-best-ahead-whole') });
+  assert.equal(whole.bestEpoch, 2, 'its best checkpoint is epoch 2: one ahead of a run stopped after epoch 1');
+  const cut = join(tmp, 'run-best-ahead-cut');
+  await train({ ...opts, out: cut, stopAfterEpochs: 1 });
+  await rm(join(cut, 'checkpoints', 'best'), { recursive: true });
+  await cp(join(whole.runDir, 'checkpoints', 'best'), join(cut, 'checkpoints', 'best'), { recursive: true });
+  const resumed = await train({ ...opts, out: cut, resume: true });
+  const brief = (h: typeof whole.history): unknown[] => h.map((e) => [e.epoch, e.valMacroF1, e.best]);
+  assert.deepEqual(brief(resumed.history), brief(whole.history));
+  assert.equal(resumed.bestEpoch, whole.bestEpoch);
 });
 
 test("recoverDirSwap finishes a swap left under this process's own id (a restarted container is PID 1 again)", async () => {
