@@ -406,11 +406,10 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
   const tracker = new ProgressTracker({ stage: 'prepare', unit: 'images', total, onProgress: options.onProgress });
   const indexPath = join(r.dir, CACHE_INDEX_FILE);
   const ignored = manifest.filter((row) => !(SPLITS as readonly string[]).includes(row.split)).length;
-  // Said once, unless a cache found up to date is to pass in silence (announceReuse false).
-  let noted = false;
+  // Said on each way out below (one per call), but not by a cache found up to date that passes in silence
+  // (announceReuse false).
   const noteIgnored = (): void => {
-    if (ignored > 0 && !noted) tracker.note(`${ignored} manifest rows of split "val" are not cached: only train and test are`);
-    noted = true;
+    if (ignored > 0) tracker.note(`${ignored} manifest rows of split "val" are not cached: only train and test are`);
   };
 
   if (!options.force) {

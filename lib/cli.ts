@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
-import { DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
+import { DEFAULTS, KNOWN_PRESETS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
 import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, predict } from './evaluate.js';
 import { hasCheckpoint, presetOfRun, train, type EpochRecord } from './train.js';
@@ -318,11 +318,9 @@ function preset(values: Values): PresetName | undefined {
   if (p === undefined) return undefined;
   if (!Object.hasOwn(PRESETS, p)) {
     // Named where it came from: a variable set in the environment is no option typed on this command line.
-    const names = Object.keys(PRESETS);
-    const known = names.map((n) => (n === 'smoke' ? 'smoke (or tiny)' : n)).join(', ');
-    const guess = didYouMean(p, [...names, 'tiny']);
-    if (values.preset === undefined) throw new ConfigError(`PNEUMOTYPE_PRESET=${quote(p)} is not one of ${known}${guess}: set it to one of them, or unset it`);
-    throw new UsageError(`preset ${quote(p)} is not one of ${known}${guess}`);
+    const guess = didYouMean(p, [...Object.keys(PRESETS), 'tiny']);
+    if (values.preset === undefined) throw new ConfigError(`PNEUMOTYPE_PRESET=${quote(p)} is not one of ${KNOWN_PRESETS}${guess}: set it to one of them, or unset it`);
+    throw new UsageError(`preset ${quote(p)} is not one of ${KNOWN_PRESETS}${guess}`);
   }
   return p as PresetName;
 }

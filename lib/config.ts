@@ -203,11 +203,13 @@ export function presetAlias(name: string | undefined): string | undefined {
 export function presetNamed(name: string, where = 'preset'): PresetName {
   const p = presetAlias(name) ?? name;
   if (Object.hasOwn(PRESETS, p)) return p as PresetName;
-  const known = Object.keys(PRESETS).map((n) => (n === 'smoke' ? 'smoke (or tiny)' : n)).join(', ');
   throw where === 'preset'
-    ? new ConfigError(`preset ${quote(name)} is not one of ${known}`)
-    : new ConfigError(`${where}=${quote(name)} is not one of ${known}: set it to one of them, or unset it`);
+    ? new ConfigError(`preset ${quote(name)} is not one of ${KNOWN_PRESETS}`)
+    : new ConfigError(`${where}=${quote(name)} is not one of ${KNOWN_PRESETS}: set it to one of them, or unset it`);
 }
+
+/** The presets, as messages list them: `smoke (or tiny), cpu, gpu`. */
+export const KNOWN_PRESETS = Object.keys(PRESETS).map((n) => (n === 'smoke' ? 'smoke (or tiny)' : n)).join(', ');
 
 /**
  * The configuration of a preset (DEFAULTS when none; `tiny` is smoke), with overrides applied last. An unknown preset

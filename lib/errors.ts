@@ -158,6 +158,9 @@ export function quote(value: unknown): string {
   }
 }
 
+/** The longest delay a Node timer keeps: a longer one fires at once (with a warning on stderr). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Checks that an option is a whole number of at least `min`, or throws the project's ConfigError for it.
  *
@@ -165,6 +168,21 @@ export function quote(value: unknown): string {
  */
 export function checkInteger(name: string, value: number, min: number): void {
   if (!Number.isInteger(value) || value < min) throw new ConfigError(`${name} ${quote(value)} is not valid: expected an integer of at least ${min}`);
+}
+
+/**
+ * An error and the errors it wraps (`cause`), outermost first, a few levels deep: where fetch's "fetch failed" keeps the
+ * reason (a refused connection, a certificate).
+ *
+ * @example causeChain(new Error('a', { cause: new Error('b') })).map(messageOf) // ['a', 'b']
+ */
+export function causeChain(err: unknown, depth = 5): unknown[] {
+  const chain: unknown[] = [];
+  for (let e = err; e !== undefined && e !== null && chain.length < depth; e = (e as { cause?: unknown }).cause) {
+    chain.push(e);
+    if (typeof e !== 'object') break;
+  }
+  return chain;
 }
 
 /** The message of an unknown thrown value. */

@@ -9,7 +9,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
-import { ArchiveError, ConfigError, FetchError, IntegrityError, PneumotypeError, messageOf, quote } from './errors.js';
+import { ArchiveError, ConfigError, FetchError, IntegrityError, PneumotypeError, causeChain, messageOf, quote } from './errors.js';
 import { fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
@@ -82,13 +82,13 @@ export function resolveSource(source: string): ResolvedSource {
     }
   }
   if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
+  const known = Object.keys(SOURCES).map((k) => quote(k)).join(' or ');
+  const zipPath = 'the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)';
   // A path that is not there (a folder in it, or a .zip name) is said to be missing, not an unknown kind of source.
   if (/[\\/]|\.zip$/i.test(source)) {
-    throw new ConfigError(`Dataset source ${quote(source)} does not exist: expected the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder), ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, or an http(s) URL`, { path: source });
+    throw new ConfigError(`Dataset source ${quote(source)} does not exist: expected ${zipPath}, ${known}, or an http(s) URL`, { path: source });
   }
-  throw new ConfigError(
-    `Unknown dataset source ${quote(source)}: expected ${Object.keys(SOURCES).map((k) => quote(k)).join(' or ')}, an http(s) URL, or the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)`,
-  );
+  throw new ConfigError(`Unknown dataset source ${quote(source)}: expected ${known}, an http(s) URL, or ${zipPath}`);
 }
 
 /**
@@ -1185,8 +1185,8 @@ const CERTIFICATE_CODES = new Set([
 
 /** The certificate code of `err` or of an error it wraps (`cause`, a few levels deep), if any. */
 function certificateCode(err: unknown): string | undefined {
-  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
+  for (const e of causeChain(err)) {
+    const code = (e as { code?: unknown } | undefined)?.code;
     if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) return code;
   }
   return undefined;

@@ -49,6 +49,16 @@ function popcount32(v: number): number {
   return (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
 }
 
+/**
+ * Differing bits of two hashes as 32-bit words, counted until more than `limit` (then any number above it): what the
+ * audit and {@link seenInTraining} compare, stopping early on pairs far apart.
+ */
+function wordsDistance(a: Uint32Array, b: Uint32Array, limit = Infinity): number {
+  let d = 0;
+  for (let k = 0; k < a.length && d <= limit; k++) d += popcount32(((a[k] ?? 0) ^ (b[k] ?? 0)) >>> 0);
+  return d;
+}
+
 function toWords(hex: string): Uint32Array {
   const words = new Uint32Array(HASH_BITS / 32);
   for (let i = 0; i < words.length; i++) words[i] = Number.parseInt(hex.slice(i * 8, i * 8 + 8), 16) >>> 0;
@@ -57,11 +67,7 @@ function toWords(hex: string): Uint32Array {
 
 /** Number of differing bits between two hashes of {@link dhash}. */
 export function hammingDistance(a: string, b: string): number {
-  const wa = toWords(a);
-  const wb = toWords(b);
-  let d = 0;
-  for (let i = 0; i < wa.length; i++) d += popcount32(((wa[i] ?? 0) ^ (wb[i] ?? 0)) >>> 0);
-  return d;
+  return wordsDistance(toWords(a), toWords(b));
 }
 
 /** What the audit needs of an image. */
@@ -122,8 +128,7 @@ export function auditLeakage(options: { items: readonly AuditItem[]; threshold?:
       const right = hashed.filter((h) => h.item.split === splits[t]);
       for (const l of left) {
         for (const r of right) {
-          let d = 0;
-          for (let k = 0; k < l.words.length && d <= threshold; k++) d += popcount32(((l.words[k] ?? 0) ^ (r.words[k] ?? 0)) >>> 0);
+          const d = wordsDistance(l.words, r.words, threshold);
           if (d <= threshold && l.item.sha256 !== r.item.sha256) nearDuplicatesAcrossSplits.push({ a: l.item.file, b: r.item.file, distance: d });
         }
       }
@@ -191,7 +196,8 @@ function signature(thumb: Uint8Array): { unit: Float32Array | undefined; words: 
   }
   const norm = Math.sqrt(sumSq);
   for (let i = 0; i < unit.length; i++) unit[i] = (unit[i] ?? 0) / norm;
-  return { unit: sumSq > 0 ? unit : undefined, words: toWords(Buffer.from(differenceBits(thumb)).toString('hex')) };
+  // Words in the machine's byte order: compared only with words made alike, so any order counts the same bits.
+  return { unit: sumSq > 0 ? unit : undefined, words: new Uint32Array(differenceBits(thumb).buffer) };
 }
 
 /**
@@ -214,10 +220,7 @@ export function seenInTraining(queries: readonly Uint8Array[], training: Uint8Ar
     for (const k of known) {
       let dot = 0;
       for (let i = 0; i < unit.length; i++) dot += (unit[i] as number) * (k.unit[i] as number);
-      if (dot < same.correlation) continue;
-      let bits = 0;
-      for (let w = 0; w < words.length && bits <= same.bits; w++) bits += popcount32(((words[w] ?? 0) ^ (k.words[w] ?? 0)) >>> 0);
-      if (bits <= same.bits) {
+      if (dot >= same.correlation && wordsDistance(words, k.words, same.bits) <= same.bits) {
         seen.push(qi);
         return;
       }

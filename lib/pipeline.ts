@@ -113,9 +113,13 @@ export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'calibrat
 
 /** The preset `run` uses when none is given: PNEUMOTYPE_PRESET (checked: an unknown name is a ConfigError), else gpu with a native GPU backend, else cpu. */
 export function defaultPreset(): PresetName {
+  return envPreset() ?? (loadTfWithInfo().info.package === '@tensorflow/tfjs-node-gpu' ? 'gpu' : 'cpu');
+}
+
+/** The preset PNEUMOTYPE_PRESET names (checked), undefined where it is unset or empty. */
+function envPreset(): PresetName | undefined {
   const env = process.env.PNEUMOTYPE_PRESET;
-  if (env !== undefined && env !== '') return presetNamed(env, 'PNEUMOTYPE_PRESET');
-  return loadTfWithInfo().info.package === '@tensorflow/tfjs-node-gpu' ? 'gpu' : 'cpu';
+  return env === undefined || env === '' ? undefined : presetNamed(env, 'PNEUMOTYPE_PRESET');
 }
 
 export interface PipelineResult {
@@ -144,9 +148,7 @@ export interface PipelineResult {
 export async function runPipeline(options: PipelineOptions = {}): Promise<PipelineResult> {
   // Without training, the cpu preset's cache (the gpu preset's is the same) and TensorFlow is not loaded to choose: a
   // later run finds the cache that --no-train prepared.
-  const env = process.env.PNEUMOTYPE_PRESET;
-  const fromEnv = env === undefined || env === '' ? undefined : presetNamed(env, 'PNEUMOTYPE_PRESET');
-  const presetName = options.preset ?? (options.train === false ? (fromEnv === 'smoke' ? 'smoke' : 'cpu') : defaultPreset());
+  const presetName = options.preset ?? (options.train === false ? (envPreset() === 'smoke' ? 'smoke' : 'cpu') : defaultPreset());
   const config = resolveConfig(presetName, options.config ?? {});
   const dataDir = options.dataDir ?? config.dataDir;
   const dirs = {

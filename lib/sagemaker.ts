@@ -5,13 +5,12 @@ import { join, resolve } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
 import { calibrateModel } from './calibrate.js';
 import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
-import { CacheError, ConfigError, messageOf, quote } from './errors.js';
+import { CacheError, ConfigError, MAX_TIMER_MS, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
 import { MANIFEST_FILE } from './manifest.js';
 import { TRAINING_THUMBNAILS_FILE } from './phash.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
-import { MAX_TIMER_MS } from './serve.js';
 import { train, type TrainResult } from './train.js';
 
 /** Where SageMaker mounts everything in a training or hosting container. */
@@ -209,16 +208,20 @@ async function publishModel(from: string, to: string): Promise<void> {
       if (failure !== undefined) break;
     }
     const after = await readFile(card, 'utf8').catch(() => undefined);
+    // Whatever did not get into place goes: no temporary file is packed into model.tar.gz.
+    const discard = async (): Promise<void> => {
+      for (const file of files) await rm(tmp(file), { force: true });
+    };
     if (failure === undefined && before !== undefined && before === after) {
       try {
         for (const file of files) await rename(tmp(file), join(to, file));
         return;
       } catch (err) {
-        for (const file of files) await rm(tmp(file), { force: true });
+        await discard();
         throw new CacheError(`the model ${quote(from)} could not be moved into ${quote(to)}: ${messageOf(err)}`, { path: to, cause: err });
       }
     }
-    for (const file of files) await rm(tmp(file), { force: true });
+    await discard();
     if (attempt >= 3) {
       throw new CacheError(
         `the model ${quote(from)} could not be copied to ${quote(to)}: ${failure !== undefined ? messageOf(failure) : 'it changed while it was copied, three times'}`,

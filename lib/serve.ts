@@ -2,7 +2,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
-import { ConfigError, ImageError, messageOf, quote } from './errors.js';
+import { ConfigError, ImageError, MAX_TIMER_MS, messageOf, quote } from './errors.js';
 import { loadModel, predictPixels, type LoadedModel } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { argmax } from './metrics.js';
@@ -223,8 +223,7 @@ function positive(name: string, value: number, integer: boolean): number {
   return value;
 }
 
-/** The longest delay a Node timer keeps: a longer one fires at once (with a warning on stderr). */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
+export { MAX_TIMER_MS }; // the bound of the millisecond options below, kept with the other checks in errors.ts
 
 /** A duration in milliseconds for a timer: {@link positive}, and at most {@link MAX_TIMER_MS} (about 24.8 days). */
 function milliseconds(name: string, value: number, integer: boolean): number {

@@ -336,12 +336,17 @@ export function stepSeed(seed: number, step: number): number {
 
 /** Every dropout layer of `model`, nested models' included, with the seed its masks are drawn from. */
 function dropoutLayers(model: LayersModel): Array<{ seed?: number | undefined }> {
-  const out: Array<{ seed?: number | undefined }> = [];
+  return leafLayers(model).filter((l) => l.getClassName() === 'Dropout') as unknown as Array<{ seed?: number | undefined }>;
+}
+
+/** The layers of `model` with those of nested models in place of the models (a transfer model's pretrained base). */
+function leafLayers(model: LayersModel): LayersModel['layers'] {
+  const out: LayersModel['layers'] = [];
   const visit = (layers: LayersModel['layers']): void => {
     for (const layer of layers) {
       const inner = (layer as unknown as { layers?: LayersModel['layers'] }).layers;
       if (Array.isArray(inner)) visit(inner);
-      else if (layer.getClassName() === 'Dropout') out.push(layer as unknown as { seed?: number | undefined });
+      else out.push(layer);
     }
   };
   visit(model.layers);
@@ -355,16 +360,7 @@ function dropoutLayers(model: LayersModel): Array<{ seed?: number | undefined }>
  * @example const penalty = regularizationLosses(model).reduce((sum, f) => sum + (f().dataSync()[0] ?? 0), 0)
  */
 export function regularizationLosses(model: LayersModel): Array<() => Scalar> {
-  const out: Array<() => Scalar> = [...(model.losses as Array<() => Scalar>)];
-  const visit = (layers: LayersModel['layers']): void => {
-    for (const layer of layers) {
-      const inner = (layer as unknown as { layers?: LayersModel['layers'] }).layers;
-      if (Array.isArray(inner)) visit(inner);
-      else out.push(...(layer.losses as Array<() => Scalar>));
-    }
-  };
-  visit(model.layers);
-  return out;
+  return [...(model.losses as Array<() => Scalar>), ...leafLayers(model).flatMap((layer) => layer.losses as Array<() => Scalar>)];
 }
 
 /**
@@ -791,8 +787,9 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     let featureRecord: { featureLayer?: string; defaultFeatureLayer?: boolean } = options.featureLayer !== undefined ? { featureLayer: options.featureLayer } : {};
     /** The epoch of a best checkpoint adopted on resume (written just before a kill, ahead of the last one). */
     let adoptedBest: number | undefined;
-    /** The thumbnails of the training images (see trainingThumbnails), made when first saved. */
+    /** The thumbnails of the training images (see trainingThumbnails), made when first saved, then kept. */
     let thumbnails: Uint8Array | undefined;
+    const thumbnailsOnce = async (): Promise<Uint8Array> => (thumbnails ??= await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency));
     if (saved !== undefined) {
       state = saved;
       // The best checkpoint is written before the last one: a kill between the two leaves best an epoch ahead of the
@@ -1079,8 +1076,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
         // The best checkpoint carries the thumbnails of the training images too (made once): a model published from it
         // (SageMaker after a stop) knows its training images as the run's model/ does.
         if (improved) {
-          thumbnails ??= await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency);
-          await saveModel({ dir: ckptBest, model: scored, extra: { [CARD_FILE]: card() }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: thumbnails } });
+          await saveModel({ dir: ckptBest, model: scored, extra: { [CARD_FILE]: card() }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: await thumbnailsOnce() } });
         }
         await saveModel({
           dir: ckptLast, model, optimizer, extra: { [STATE_FILE]: state, [CARD_FILE]: card() },
@@ -1118,8 +1114,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
     const best = await loadLayersModelFromDir(ckptBest);
     try {
       // With the thumbnails of the training images, by which evaluate tells when it is shown one of them.
-      thumbnails ??= await trainingThumbnails(cache, config.imageSize, config.prepareConcurrency);
-      await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: thumbnails } });
+      await saveModel({ dir: modelDir, model: best, extra: { [CARD_FILE]: card }, extraBinary: { [TRAINING_THUMBNAILS_FILE]: await thumbnailsOnce() } });
     } finally {
       best.dispose();
     }

@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { LayersModel, SymbolicTensor, io } from '@tensorflow/tfjs';
 import { readModelArtifacts } from './checkpoint.js';
 import { CLASSES } from './config.js';
-import { ConfigError, messageOf, quote } from './errors.js';
+import { ConfigError, causeChain, messageOf, quote } from './errors.js';
 import { replaceLayerCall } from './fast-train.js';
 import { fromKeras3 } from './keras3.js';
 import { BN_MOMENTUM } from './models.js';
@@ -129,8 +129,7 @@ async function loadPretrained(from: string): Promise<LayersModel> {
  * reason (no name service, a refused connection, a certificate) two causes down.
  */
 function withRootCause(err: unknown): string {
-  let root: unknown = err;
-  for (let depth = 0; depth < 5 && root instanceof Error && root.cause !== undefined; depth++) root = root.cause;
+  const root = causeChain(err).at(-1);
   const message = messageOf(err);
   const rootMessage = root === err ? '' : messageOf(root);
   return rootMessage === '' || message.includes(rootMessage) ? message : `${message}: ${rootMessage}`;
