@@ -8,8 +8,9 @@
 # 0.2, batch 32, a moving average of the weights (0.998 per step) for validation; and the trace augmentation of
 # lib/augment.ts (TRACE_AUGMENT), re-implemented on the GPU. The network is lib/models.ts's (7x7 stem from 128 px,
 # batch-norm momentum 0.9 in Keras's terms, He-normal kernels, a Glorot head, pixels in [0, 1]). Written for
-# docs/experiments.md ("PyTorch on a GPU"), whose figures came from this script's first version (commit 1b6c74a),
-# which differed in those five points; what it measured and what that changes are said there.
+# docs/experiments.md ("PyTorch on a GPU"), whose first figures came from this script's first version (commit
+# 1b6c74a, docs/torch-cv-h200.json), which differed in those five points; this version's are in
+# docs/torch-cv-h200-matched.json.
 #
 #   python3 bench/torch_cv.py --zip chest_xray_train_224.zip --csv chest_xray_train_224.csv \
 #       --config w16-s128-e60 --config w64-s224-e60 --out results.json

@@ -84,15 +84,37 @@ function tail(text, n = 6) {
   return text.trim().split('\n').slice(-n).join('\n    ');
 }
 
-/** Step 2: the package's own installer. */
-function normalInstall(dir, flavour) {
+/**
+ * Step 2: the package's own installer. It deletes the package's deps/ before it downloads (`download` mode), so a
+ * deps/ that was there (a libtensorflow put in by hand, say one built without AVX or for another CUDA) is moved aside
+ * first and put back when the installer fails: nothing is lost offline. A copy left aside by an interrupted run is put
+ * back before anything else.
+ */
+export function normalInstall(dir, flavour) {
+  const deps = join(dir, 'deps');
+  const aside = join(dir, 'deps.before-install');
+  if (existsSync(aside)) {
+    rmSync(deps, { recursive: true, force: true });
+    renameSync(aside, deps);
+  }
+  const had = existsSync(deps);
+  if (had) renameSync(deps, aside);
   log(`${flavour}: trying the package's own installer (downloads libtensorflow; needs the internet)`);
   // `download` always: without it the installer reuses a deps/lib/libtensorflow that an interrupted run left half-written.
   const r = run(process.execPath, ['scripts/install.js', flavour, 'download'], {
     cwd: dir,
     timeout: 15 * 60_000,
   });
-  if (!r.ok) log(`${flavour}: ${installerFailure(r.out)}`);
+  if (!r.ok) log(`${flavour}: ${installerFailure(r.out.trim() || `exit status ${r.status}, no output`)}`);
+  if (had) {
+    if (r.ok) {
+      rmSync(aside, { recursive: true, force: true });
+    } else {
+      rmSync(deps, { recursive: true, force: true });
+      renameSync(aside, deps);
+      log(`${flavour}: the package's deps/ folder is as it was before the installer ran`);
+    }
+  }
   return r.ok;
 }
 

@@ -17,10 +17,11 @@ interface SetupScript {
   cpuLacksAvx(cpuinfo?: string): boolean;
   makeSafe(path: string): boolean;
   installerFailure(out: string): string;
+  normalInstall(dir: string, flavour: 'cpu' | 'gpu'): boolean;
 }
 // A non-literal specifier: the script is plain JavaScript, typed by the interface above.
 const script = pathToFileURL(join(import.meta.dirname, '..', 'scripts', 'setup-tfjs.mjs')).href;
-const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel, installerFailure, makeSafe } = (await import(script)) as SetupScript;
+const { WHEEL_DAMAGE, bindingLoads, cpuLacksAvx, extractWheel, installerFailure, makeSafe, normalInstall } = (await import(script)) as SetupScript;
 
 let tmp: string;
 let binding: string;
@@ -209,4 +210,40 @@ test("installerFailure: one line when the package's installer cannot reach its d
   assert.equal(installerFailure(reset), `the package's own installer failed:\n    ${reset.split('\n').join('\n    ')}`);
   const build = 'npm WARN ETIMEDOUT fetching tfjs-node@4.22.0\ngyp ERR! build error';
   assert.equal(installerFailure(build), `the package's own installer failed:\n    ${build.split('\n').join('\n    ')}`);
+});
+
+test("the package's own installer cannot lose a deps/ folder: put back when it fails, replaced when it succeeds", async () => {
+  // tfjs-node's scripts/install.js deletes deps/ before it downloads; offline, the download then fails.
+  const pkg = async (name: string, install: string): Promise<string> => {
+    const dir = join(tmp, `installer-${name}`);
+    await mkdir(join(dir, 'scripts'), { recursive: true });
+    await mkdir(join(dir, 'deps', 'lib'), { recursive: true });
+    await writeFile(join(dir, 'deps', 'lib', 'libtensorflow.so.2'), 'built by hand');
+    await writeFile(join(dir, 'scripts', 'install.js'), install);
+    return dir;
+  };
+  const failing = await pkg('fails', "require('fs').rmSync('deps', { recursive: true, force: true });\n" +
+    "console.error('Error: getaddrinfo ENOTFOUND storage.googleapis.com'); process.exit(1);\n");
+  assert.equal(normalInstall(failing, 'cpu'), false);
+  assert.equal(readFileSync(join(failing, 'deps', 'lib', 'libtensorflow.so.2'), 'utf8'), 'built by hand');
+  assert.deepEqual(readdirSync(failing).sort(), ['deps', 'scripts']);
+  // An installer that half-writes a new deps/ before failing: the old one comes back whole.
+  const half = await pkg('half', "const fs = require('fs'); fs.rmSync('deps', { recursive: true, force: true }); fs.mkdirSync('deps');\n" +
+    "fs.writeFileSync('deps/partial', ''); process.exit(1);\n");
+  assert.equal(normalInstall(half, 'gpu'), false);
+  assert.deepEqual(readdirSync(join(half, 'deps')), ['lib']);
+  const ok = await pkg('succeeds', "const fs = require('fs'); fs.rmSync('deps', { recursive: true, force: true });\n" +
+    "fs.mkdirSync('deps/lib', { recursive: true }); fs.writeFileSync('deps/lib/libtensorflow.so.2', 'downloaded');\n");
+  assert.equal(normalInstall(ok, 'cpu'), true);
+  assert.equal(readFileSync(join(ok, 'deps', 'lib', 'libtensorflow.so.2'), 'utf8'), 'downloaded');
+  assert.deepEqual(readdirSync(ok).sort(), ['deps', 'scripts']);
+  // A copy left aside by a run that was killed mid-install is put back first (and the installer's leftovers dropped).
+  const killed = await pkg('killed', 'process.exit(1);\n');
+  await rm(join(killed, 'deps'), { recursive: true });
+  await mkdir(join(killed, 'deps.before-install', 'lib'), { recursive: true });
+  await writeFile(join(killed, 'deps.before-install', 'lib', 'libtensorflow.so.2'), 'set aside');
+  await mkdir(join(killed, 'deps'));
+  assert.equal(normalInstall(killed, 'cpu'), false);
+  assert.equal(readFileSync(join(killed, 'deps', 'lib', 'libtensorflow.so.2'), 'utf8'), 'set aside');
+  assert.deepEqual(readdirSync(killed).sort(), ['deps', 'scripts']);
 });
