@@ -14,6 +14,7 @@ import { CacheError } from '../lib/errors.js';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { sha256 } from '../lib/fsx.js';
 import { readManifest } from '../lib/manifest.js';
+import type { Progress } from '../lib/progress.js';
 import { buildModel } from '../lib/models.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
@@ -336,8 +337,13 @@ test('resume refuses other data and a damaged checkpoint with the file named, an
   const run = join(tmp, 'run-guard');
   const opts = { preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { ...base, epochs: 6, patience: 1, learningRate: 0, minLearningRate: 0 } } as const;
   // No learning (only the batch-norm statistics move): patience 1 stops the run long before its 6 epochs.
-  const stopped = await train({ data: labeled, out: run, ...opts });
+  const trainEvents: Progress[] = [];
+  const stopped = await train({ data: labeled, out: run, ...opts, onProgress: (p) => void (p.stage === 'train' && trainEvents.push(p)) });
   assert.ok(stopped.stoppedEarly && stopped.history.length < 6, `stopped after ${stopped.history.length} epochs`);
+  // The bar of a run stopped early ends full: the epochs it will not train are no longer counted as work to do.
+  const barEnd = trainEvents.filter((p) => p.total !== undefined).at(-1);
+  assert.ok(barEnd?.total !== undefined && barEnd.done === barEnd.total, `last train progress ${JSON.stringify(barEnd)}`);
+  assert.ok(trainEvents.some((p) => p.total !== undefined && p.total > barEnd.total!), 'the total shrank from all 6 epochs');
   await rm(join(run, 'model'), { recursive: true });
   const again = await train({ data: labeled, out: run, ...opts, resume: true });
   assert.equal(again.history.length, stopped.history.length, 'killed before its model was written, it exports the best and trains no further');
