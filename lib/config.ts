@@ -78,7 +78,7 @@ export const DEFAULTS = {
   seed: 42,
   valFraction: 0.1, // share of train patients carved out for validation, stratified by label
   batchSize: 32,
-  shuffleBuffer: 0, // 0: shuffle the whole index each epoch (it is only file offsets)
+  shuffleBuffer: 0, // not read: every epoch shuffles the whole index (it is only file offsets); kept so that saved cards and configurations naming it stay valid
   augment: false, // the original narrative used no augmentation
   augmentWorkers: 1, // training: threads that augment the next batches while the current one trains (0: none; at most cores - 1)
 

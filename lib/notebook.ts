@@ -19,7 +19,7 @@ import { escapeHtml, groupsTable, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
 import type { EpochRecord } from './train.js';
-import { upload, type UploadResult, type UploadSettingNames } from './upload.js';
+import { normalizePrefix, upload, type UploadResult, type UploadSettingNames } from './upload.js';
 import type { LeakageAudit } from './phash.js';
 import { isJunkEntry, listZip } from './zip.js';
 
@@ -156,7 +156,9 @@ export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: strin
           bucket,
           prefix: nonEmpty(env[NOTEBOOK_ENV.prefix]) ?? config.uploadPrefix,
           region: nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION),
-          endpoint: nonEmpty(env[NOTEBOOK_ENV.endpoint]) ?? nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL),
+          // The SDK's own variables as the SDK reads them: not at all under AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true.
+          endpoint: nonEmpty(env[NOTEBOOK_ENV.endpoint]) ??
+            (env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS === 'true' ? undefined : nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL)),
         };
 
   return {
@@ -177,6 +179,15 @@ export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: strin
   };
 }
 
+/** A key prefix as the upload will use it (no leading or trailing slash); one it will refuse, as given. */
+function shownPrefix(prefix: string): string {
+  try {
+    return normalizePrefix(prefix);
+  } catch {
+    return prefix;
+  }
+}
+
 /**
  * The settings as a table (setting, value, where it came from), for `showTable`.
  *
@@ -195,7 +206,7 @@ export function settingsTable(settings: NotebookSettings): Table {
     [
       'S3 target',
       settings.s3
-        ? `s3://${settings.s3.bucket}/${settings.s3.prefix} (region ${settings.s3.region ?? "not set: the AWS profile's, if it names one; else set AWS_REGION to the deployment region"}${settings.s3.endpoint ? `, endpoint ${settings.s3.endpoint}` : ''})`
+        ? `s3://${settings.s3.bucket}/${shownPrefix(settings.s3.prefix)} (region ${settings.s3.region ?? "not set: the AWS profile's, if it names one; else set AWS_REGION to the deployment region"}${settings.s3.endpoint ? `, endpoint ${shownUrl(settings.s3.endpoint)}` : ''})`
         : 'none',
       NOTEBOOK_ENV.bucket,
     ],

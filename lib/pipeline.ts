@@ -306,7 +306,13 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
           ? `another number of epochs (${existing.training.epochs}, now ${config.epochs})`
           : JSON.stringify(existing.training.augment ?? false) !== JSON.stringify(options.augment ?? false)
             ? `another augmentation (${JSON.stringify(existing.training.augment ?? false)}, now ${JSON.stringify(options.augment ?? false)})`
-            : undefined;
+            // `run` trains from scratch without group balancing: a model that `train` started from another network or
+            // trained with balanced groups is not this run's, whatever its configuration hash says.
+            : existing.training.initFrom
+              ? `a pretrained start (--init-from ${quote(existing.training.initFrom)}; run trains from scratch)`
+              : existing.training.balanceGroups
+                ? `group balancing (--balance-groups ${quote(existing.training.balanceGroups)}; run balances no groups)`
+                : undefined;
     if (other !== undefined) {
       throw new ConfigError(`${quote(join(runDir, 'model'))} was trained on ${other}: choose another --out, or remove ${quote(runDir)} to train again`, { path: runDir });
     }

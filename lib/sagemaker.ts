@@ -1,17 +1,18 @@
 // SageMaker's training contract: hyperparameters and channels under /opt/ml in; the model and a failure reason out.
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
 import { calibrateModel } from './calibrate.js';
 import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
-import { CacheError, ConfigError, MAX_TIMER_MS, messageOf, quote } from './errors.js';
+import { CacheError, ConfigError, IntegrityError, MAX_TIMER_MS, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
-import { MANIFEST_FILE } from './manifest.js';
+import { MANIFEST_FILE, readManifest } from './manifest.js';
 import { TRAINING_THUMBNAILS_FILE } from './phash.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
 import { train, type TrainResult } from './train.js';
+import { UPLOAD_MANIFEST_NAME } from './upload.js';
 
 /** Where SageMaker mounts everything in a training or hosting container. */
 export const SAGEMAKER_ROOT = '/opt/ml';
@@ -231,6 +232,28 @@ async function publishModel(from: string, to: string): Promise<void> {
   }
 }
 
+/**
+ * Every file that a labelled channel's manifest lists is there with its size. An upload stopped part way (its
+ * `_pneumotype-upload.json` is written last) leaves a prefix whose manifest lists files it lacks; training on it would
+ * quietly leave them out, so the job stops and says so.
+ */
+async function checkChannelComplete(channel: string): Promise<void> {
+  const rows = await readManifest(channel);
+  const bad: string[] = [];
+  for (const row of rows) {
+    const s = await stat(join(channel, row.file)).catch(() => undefined);
+    if (s?.isFile() !== true) bad.push(`${quote(row.file)} is missing`);
+    else if (s.size !== row.bytes) bad.push(`${quote(row.file)} has ${s.size} bytes, expected ${row.bytes}`);
+  }
+  if (bad.length === 0) return;
+  const marker = (await exists(join(channel, UPLOAD_MANIFEST_NAME))) ? '' : ` and it has no ${UPLOAD_MANIFEST_NAME}, which \`pneumotype upload\` writes last`;
+  throw new IntegrityError(
+    `the ${quote(TRAINING_CHANNEL)} channel ${quote(channel)} is incomplete: ${bad.length} of the ${rows.length} files its ${MANIFEST_FILE} lists are missing or of another size ` +
+      `(${bad.slice(0, 3).join('; ')}${bad.length > 3 ? '; …' : ''})${marker}; an upload that stopped part way? Run \`pneumotype upload\` again, then start the job again`,
+    { path: channel, expected: `${rows.length} files`, actual: `${rows.length - bad.length} whole` },
+  );
+}
+
 /** What the training channel holds: a labelled folder, or something relabel takes (archive layout or a zip). */
 async function trainingData(channel: string, workDir: string, channelsDir: string, log: (event: string, fields: Record<string, unknown>) => void, onProgress?: ProgressCallback): Promise<string> {
   if (!(await exists(channel))) {
@@ -242,6 +265,7 @@ async function trainingData(channel: string, workDir: string, channelsDir: strin
     );
   }
   if (await exists(join(channel, MANIFEST_FILE))) {
+    await checkChannelComplete(channel);
     log('data', { layout: 'labelled', path: channel });
     return channel;
   }

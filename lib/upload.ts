@@ -311,10 +311,11 @@ const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 export function checkUploadOptions(options: UploadOptions): { prefix: string; concurrency: number; partSize: number } {
   const names = options.settingNames ?? CLI_SETTING_NAMES;
   // An empty region would reach the SDK, whose "Region is missing" names no option. S3-compatible servers (an
-  // endpoint) may name their regions as they like.
-  const region = options.endpoint === undefined ? /^[a-z]{2,}(-[a-z0-9]+)+-\d+$/ : /^[A-Za-z0-9_.-]+$/;
+  // endpoint, given or from the environment as the SDK reads it) may name their regions as they like.
+  const aws = (options.endpoint ?? environmentEndpoint()) === undefined;
+  const region = aws ? /^[a-z]{2,}(-[a-z0-9]+)+-\d+$/ : /^[A-Za-z0-9_.-]+$/;
   if (options.region !== undefined && !region.test(options.region)) {
-    throw new ConfigError(`region ${quote(options.region)} is not ${options.endpoint === undefined ? 'an AWS region name' : 'a region name'}: ${giveIt(names.region)} like "eu-west-1"`);
+    throw new ConfigError(`region ${quote(options.region)} is not ${aws ? 'an AWS region name' : 'a region name'}: ${giveIt(names.region)} like "eu-west-1"`);
   }
   if (!BUCKET_NAME.test(options.bucket)) {
     throw new ConfigError(
@@ -556,13 +557,31 @@ function prefixUrl(t: Target): string {
 }
 
 /** The SDK error of an S3 request as an UploadError that names the bucket/key and what to do. */
+/**
+ * The fields of an S3 error body that echo the request as signed (S3 sends them with SignatureDoesNotMatch): the
+ * signature, the string signed and the canonical request, which holds a session token's value. The SDK copies them
+ * onto its error, and PNEUMOTYPE_DEBUG would print the cause with them.
+ */
+const ECHO_FIELDS = new Set(['SignatureProvided', 'StringToSign', 'StringToSignBytes', 'CanonicalRequest', 'CanonicalRequestBytes']);
+
+/** The SDK's error without the {@link ECHO_FIELDS} (a copy with the same prototype, message and stack), else as it is. */
+function withoutEcho(err: unknown): unknown {
+  if (typeof err !== 'object' || err === null || !Object.keys(err).some((k) => ECHO_FIELDS.has(k))) return err;
+  const copy = Object.create(Object.getPrototypeOf(err) as object) as object;
+  for (const k of Reflect.ownKeys(err)) {
+    const descriptor = Object.getOwnPropertyDescriptor(err, k);
+    if (descriptor !== undefined && !(typeof k === 'string' && ECHO_FIELDS.has(k))) Object.defineProperty(copy, k, descriptor);
+  }
+  return copy;
+}
+
 function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
   if (err instanceof PneumotypeError) return err;
   const code = sdkCode(err);
   const detail = `(${code}: ${((err ?? {}) as SdkError).message ?? String(err)})`;
   const key = step.kind === 'check' || step.kind === 'list' ? undefined : step.key;
   const where = step.kind === 'check' ? quote(s3Url(t.bucket, '')) : step.kind === 'list' ? quote(prefixUrl(t)) : quote(s3Url(t.bucket, key ?? ''));
-  const details = { bucket: t.bucket, ...(key !== undefined ? { key } : {}), cause: err };
+  const details = { bucket: t.bucket, ...(key !== undefined ? { key } : {}), cause: withoutEcho(err) };
   const incomplete = step.kind === 'write' || step.kind === 'delete'
     ? `; the upload is incomplete (${quote(s3Url(t.bucket, t.manifestKey))} is written only after every file): run it again to resume`
     : '';
@@ -1088,6 +1107,8 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
         `(${quote(s3Url(bucket, manifestKey))} is written only when every file is there)`,
       { bucket, reason: 'aborted', cause },
     );
+  // A file failed before any abort: that failure is the one reported, even if the caller aborts during the clean-up.
+  let failed = false;
   try {
     const region = options.region ?? (await client.config.region().catch(() => undefined));
     if (region === undefined || region === '') {
@@ -1144,7 +1165,6 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
       }
     }
 
-    let failed = false;
     // mapPool settles once every file has: each has completed or aborted its multipart upload by then.
     const sent = await mapPool(toUpload, concurrency, async (local) => {
       try {
@@ -1225,7 +1245,7 @@ export async function upload(options: UploadOptions): Promise<UploadResult> {
       manifest,
     };
   } catch (err) {
-    if (options.signal?.aborted) throw aborted(options.signal.reason ?? err);
+    if (options.signal?.aborted && !failed) throw aborted(options.signal.reason ?? err);
     throw err; // S3 failures are UploadErrors already, local ones LabelError / IntegrityError / file-system errors
   } finally {
     options.signal?.removeEventListener('abort', onAbort);

@@ -115,6 +115,15 @@ test('notebookSettings: the environment overrides, relative paths from the proje
   assert.deepEqual(table.columns, ['setting', 'value', 'from']);
   assert.deepEqual(table.rows[0], ['preset', 'smoke (32 px, model tiny, 2 epochs, batch 8)', 'PNEUMOTYPE_PRESET']);
   assert.deepEqual(table.rows.at(-1), ['S3 target', 's3://my-scans/chest (region eu-west-1, endpoint http://127.0.0.1:9000)', 'PNEUMOTYPE_S3_BUCKET']);
+  // The endpoint's password is not shown, the prefix is shown as the upload uses it, and the SDK's endpoint variables
+  // are left alone where AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true tells the SDK to.
+  const secret = settingsTable(notebookSettings({
+    env: { PNEUMOTYPE_S3_BUCKET: 'scans', PNEUMOTYPE_S3_PREFIX: '/datasets/v2/', AWS_REGION: 'eu-west-1', PNEUMOTYPE_S3_ENDPOINT: 'https://alice:s3cr3t@minio.example:9000' },
+    cwd: project,
+  }));
+  assert.deepEqual(secret.rows.at(-1), ['S3 target', 's3://scans/datasets/v2 (region eu-west-1, endpoint https://***@minio.example:9000/)', 'PNEUMOTYPE_S3_BUCKET']);
+  const ignored = notebookSettings({ env: { PNEUMOTYPE_S3_BUCKET: 'scans', AWS_ENDPOINT_URL: 'http://127.0.0.1:9000', AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: 'true' }, cwd: project });
+  assert.equal(ignored.s3?.endpoint, undefined);
   // A bucket without a region: cell 2 says so, before cell 3's upload needs one.
   const noRegion = settingsTable(notebookSettings({ env: { PNEUMOTYPE_S3_BUCKET: 'my-scans' }, cwd: project }));
   assert.deepEqual(noRegion.rows.at(-1), [

@@ -239,6 +239,22 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
     name: 'ConfigError',
     message: `"${join(runDir, 'model')}" was trained on another augmentation (false, now {"flip":true}): choose another --out, or remove "${runDir}" to train again`,
   });
+  // A model that `train --init-from` or `--balance-groups` made in this folder is not run's, whatever its hash says.
+  const cardPath = join(runDir, 'model', 'pneumotype.json');
+  const cardText = await readFile(cardPath, 'utf8');
+  for (const [field, value, said] of [
+    ['initFrom', 'models/pretrained', 'a pretrained start (--init-from "models/pretrained"; run trains from scratch)'],
+    ['balanceGroups', 'groups.csv:derived_from', 'group balancing (--balance-groups "groups.csv:derived_from"; run balances no groups)'],
+  ] as const) {
+    const edited = JSON.parse(cardText) as { training: Record<string, unknown> };
+    edited.training[field] = value;
+    await writeFile(cardPath, JSON.stringify(edited));
+    await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1 } }), {
+      name: 'ConfigError',
+      message: `"${join(runDir, 'model')}" was trained on ${said}: choose another --out, or remove "${runDir}" to train again`,
+    });
+  }
+  await writeFile(cardPath, cardText);
   const otherZip = join(tmp, 'whole-other.zip');
   await writeFile(otherZip, (await datasetZip({ perClass: { train: 8, test: 2 } })).zip);
   await assert.rejects(runPipeline({ source: otherZip, dataDir: join(tmp, 'whole-other-data'), runDir, preset: 'smoke', config: { epochs: 1 } }), {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 import { loadModel, predict } from '../lib/evaluate.js';
+import { readManifest } from '../lib/manifest.js';
 import { relabel } from '../lib/relabel.js';
 import { parseHyperparameters, runSageMakerTraining, sageMakerRoot, type SageMakerLogLine } from '../lib/sagemaker.js';
 import { loadTf } from '../lib/tf.js';
@@ -274,6 +275,20 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
     await failure(root),
     `the "training" channel is missing: "${join(root, 'input', 'data', 'training')}" does not exist (channels: "validation"); ` +
       'give the training job a channel named "training" with the labelled folder (manifest.csv) or the dataset\'s NORMAL/PNEUMONIA folders\n',
+  );
+  // A channel that an upload stopped part way left: files its manifest lists are missing or cut short.
+  const partial = await mlRoot('partial-channel', { preset: 'smoke' }, labeled);
+  const channel = join(partial, 'input', 'data', 'training');
+  const rows = await readManifest(channel);
+  const [gone, cut] = [rows[0]!, rows[1]!];
+  await rm(join(channel, gone.file));
+  await writeFile(join(channel, cut.file), 'cut');
+  assert.equal(await runSageMakerTraining({ root: partial }), 1);
+  assert.equal(
+    await failure(partial),
+    `the "training" channel "${channel}" is incomplete: 2 of the ${rows.length} files its manifest.csv lists are missing or of another size ` +
+      `("${gone.file}" is missing; "${cut.file}" has 3 bytes, expected ${cut.bytes}) and it has no _pneumotype-upload.json, which \`pneumotype upload\` writes last; ` +
+      'an upload that stopped part way? Run `pneumotype upload` again, then start the job again\n',
   );
   // The root comes from PNEUMOTYPE_SM_ROOT when no option names it.
   const envRoot = await mlRoot('env-root', { epochs: '0' });

@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { inspect } from 'node:util';
+import { S3Client } from '@aws-sdk/client-s3';
 import { CreateMultipartUploadCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ConfigError, IntegrityError, LabelError } from '../lib/errors.js';
 import { readManifest, writeManifest } from '../lib/manifest.js';
@@ -466,6 +467,40 @@ test('wrong credentials: an unknown access key (s3rver) and a wrong secret (sign
   assert.deepEqual(await s3.listKeys(BUCKET, 'creds/'), []);
 });
 
+test("S3's echo of the signed request (signature, string to sign, canonical request with the session token) stays out of the error, PNEUMOTYPE_DEBUG too", async () => {
+  const dir = await labelled('echo');
+  const [signature, token] = ['5ee0c0de'.repeat(8), 'SESSIONTOKENSECRET123'];
+  // What real S3 answers a request signed with a wrong secret: the error body echoes what it expected to be signed.
+  const body = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match ' +
+    `the signature you provided. Check your key and signing method.</Message><AWSAccessKeyId>AKIAECHO</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256 ${signature}</StringToSign>` +
+    `<SignatureProvided>${signature}</SignatureProvided><StringToSignBytes>41 57 53</StringToSignBytes><CanonicalRequest>GET /\nx-amz-security-token:${token}</CanonicalRequest>` +
+    '<CanonicalRequestBytes>47 45 54</CanonicalRequestBytes><RequestId>R</RequestId><HostId>H</HostId></Error>';
+  const fake = createHttpServer((req, res) => {
+    res.writeHead(403, { 'content-type': 'application/xml' });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }).listen(0, '127.0.0.1');
+  await once(fake, 'listening');
+  const endpoint = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+  try {
+    await withEnv({ PNEUMOTYPE_DEBUG: '1' }, async () => {
+      await assert.rejects(
+        upload({ data: dir, bucket: BUCKET, region: 'us-east-1', endpoint, client: new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'AKIAECHO', secretAccessKey: SECRET, sessionToken: token } }) }),
+        (err: unknown) => {
+          assert.ok(err instanceof UploadError, String(err));
+          assert.equal(err.reason, 'credentials');
+          assert.equal((err.cause as { name?: string }).name, 'SignatureDoesNotMatch');
+          for (const shown of [inspect(err), inspect(err, { depth: Infinity, customInspect: false })]) {
+            assert.ok(!shown.includes(token) && !shown.includes(signature), shown);
+          }
+          return true;
+        },
+      );
+    });
+  } finally {
+    fake.close();
+  }
+});
+
 test('a denied write stops the upload with the key and the permission it needs; no manifest object', async () => {
   const server = await startS3Server({ buckets: [BUCKET], denyWrite: (_bucket, key) => key.includes('/virus/') });
   try {
@@ -579,6 +614,26 @@ test('a failed upload leaves no incomplete multipart upload, whenever the failur
     assert.deepEqual(server.incompleteUploads(BUCKET), []);
     // (A part request the client dropped may still reach the server after the abort: it is answered NoSuchUpload.)
     assert.ok(largeOps('orphans2').includes('AbortMultipartUpload'));
+    server.beforeReply = undefined;
+
+    // 2b. The caller aborts after the denial, while upload() is still cleaning up (a part's answer held until the
+    // client gives up on it): the denial is reported, not "aborted: run it again", which would only fail the same way.
+    const caller = new AbortController();
+    let stillHolding = false;
+    let partHeld: () => void = () => undefined;
+    gate = new Promise<void>((resolve) => (partHeld = resolve)); // manifest.csv is refused once a part is held
+    server.beforeReply = async (q, clientGone) => {
+      if (stillHolding || q.operation !== 'UploadPart' || q.key !== 'orphans2b/rejected/train/aaa-large.jpeg') return;
+      stillHolding = true;
+      partHeld();
+      await clientGone;
+      caller.abort('the user pressed stop');
+    };
+    await assert.rejects(
+      upload({ data: dir, bucket: BUCKET, prefix: 'orphans2b', region: 'us-east-1', client: server.client(), partSize: MIN_PART_SIZE, concurrency: 4, signal: caller.signal }),
+      { name: 'UploadError', reason: 'denied', message: message('orphans2b') },
+    );
+    assert.ok(stillHolding && caller.signal.aborted);
     server.beforeReply = undefined;
 
     // 3. What a killed run left (no abort ever sent): the next run aborts it, and leaves other keys' uploads alone.
@@ -724,4 +779,20 @@ test('checkUploadOptions takes every AWS region name shape, and any plain name a
     name: 'ConfigError',
     message: 'region "" is not a region name: pass --region like "eu-west-1"',
   });
+  // The endpoint may come from the environment, as the SDK reads it (unless told to ignore it).
+  const saved = { s3: process.env.AWS_ENDPOINT_URL_S3, ignore: process.env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS };
+  try {
+    process.env.AWS_ENDPOINT_URL_S3 = 'http://127.0.0.1:9000';
+    assert.equal(checkUploadOptions({ data: 'd', bucket: 'my-bucket', region: 'garage' }).prefix, '');
+    process.env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS = 'true';
+    assert.throws(() => checkUploadOptions({ data: 'd', bucket: 'my-bucket', region: 'garage' }), {
+      name: 'ConfigError',
+      message: 'region "garage" is not an AWS region name: pass --region like "eu-west-1"',
+    });
+  } finally {
+    for (const [name, value] of [['AWS_ENDPOINT_URL_S3', saved.s3], ['AWS_IGNORE_CONFIGURED_ENDPOINT_URLS', saved.ignore]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
 });
