@@ -17,9 +17,10 @@ import { patientGroupedSplit } from './split.js';
  * is rebuilt. 2: alpha dropped before resizing (transparent areas were black), validation carved from the manifest's
  * rows, images that failed for a reason of their surroundings marked `transient`, `verify` recorded. 3: 16-bit images
  * scaled to their full range (12-bit data decoded nearly black), float and signed pixels refused; 8-bit images decode
- * to the same pixels as in version 2.
+ * to the same pixels as in version 2. 4: embedded ICC profiles ignored (8-bit images with one were converted through
+ * it); images without one decode to the same pixels as in version 3.
  */
-export const CACHE_VERSION = 3;
+export const CACHE_VERSION = 4;
 export const CACHE_INDEX_FILE = 'index.json';
 
 /** The official splits a cache can hold. */

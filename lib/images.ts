@@ -263,14 +263,18 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   // libjpeg reports damaged scan data ("Corrupt JPEG data: …") only as a warning: stop on it (sharp's own default).
   // Not for PNG, where libpng warns about harmless chunks (a known-incorrect sRGB profile, say).
   const failOn = format === 'jpeg' ? 'warning' : 'error';
-  const decode = (): sharp.Sharp => sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true }).removeAlpha().grayscale();
+  // An embedded ICC profile is ignored: the pixels are taken as stored. libvips would convert 8-bit images through
+  // it but not 16-bit ones, and in ChestXRay2017 only the NORMAL originals carry one (Apple's Generic Gray, gamma
+  // 1.8: 14 levels brighter on average through it), so applying it would hand a model a brightness shortcut. The
+  // shared 224 px copies were made without it (within 0.1 level on average when it is ignored here).
+  const decode = (): sharp.Sharp => sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true, ignoreIcc: true }).removeAlpha().grayscale();
   const squash = (image: sharp.Sharp): Promise<{ data: Buffer; info: sharp.OutputInfo }> =>
     image.resize(size, size, { fit: 'fill', kernel: 'lanczos3' }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   const out = await runSharp(async () => {
     if (sixteenBit) {
       // 16-bit pixels are brought to 8 bits here, scaled to their full range first (fullRangeFactor): 12-bit data (a
       // DICOM export) would come out nearly black through libvips's own conversion, which divides by 256.
-      const wide = await sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true })
+      const wide = await sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true, ignoreIcc: true })
         .removeAlpha()
         .toColourspace('grey16')
         .raw({ depth: 'ushort' })

@@ -64,7 +64,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     `- Grayscale, squashed to ${card.imageSize}x${card.imageSize} (sharp \`fit: 'fill'\`, Lanczos 3; no crop), pixels / 255,`,
     `  shape [batch, ${card.imageSize}, ${card.imageSize}, 1]. Output: softmax over ${card.classes.join(', ')} (this order).`,
-    `- \`predict\` and \`evaluate\` apply exactly this to any JPEG/PNG/WebP/TIFF of at least ${DEFAULTS.minInputSide} pixels a side (its alpha channel, if any, is dropped).`,
+    `- \`predict\` and \`evaluate\` apply exactly this to any JPEG/PNG/WebP/TIFF of at least ${DEFAULTS.minInputSide} pixels a side (its alpha channel, if any, is dropped; an embedded ICC profile is ignored, the pixels taken as stored).`,
     '',
     '## Data',
     '',

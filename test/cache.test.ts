@@ -302,7 +302,7 @@ test('openCache reports a missing, broken or foreign index, and bad reads', asyn
   });
   await writeFile(join(broken, 'index.json'), '{"version": 99}');
   await assert.rejects(openCache(broken), {
-    message: `${q(join(broken, 'index.json'))} has version 99, expected 3: run \`pneumotype prepare\` again`,
+    message: `${q(join(broken, 'index.json'))} has version 99, expected 4: run \`pneumotype prepare\` again`,
   });
   await writeFile(join(broken, 'index.json'), `{"version": ${CACHE_VERSION}, "imageSize": 16, "splits": {}}`);
   await assert.rejects(openCache(broken), {

@@ -7,7 +7,7 @@ import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { ImageError } from '../lib/errors.js';
 import { decodeGray, readImageInfo } from '../lib/images.js';
-import { makeJpeg } from './helpers/fixtures.js';
+import { grayIccProfile, makeJpeg, withEmbeddedIcc } from './helpers/fixtures.js';
 
 let dir = '';
 let good: Buffer;
@@ -257,4 +257,18 @@ test('a missing file and a bad size are reported', async () => {
     true,
   );
   await rejectsWith(decodeGray(good, { size: 0 }), 'image size 0 is not valid: expected an integer from 1 to 4096');
+});
+
+test('an embedded ICC profile is ignored: the pixels as stored, as the shared copies were made (else 12 levels brighter)', async () => {
+  const width = 64;
+  const ramp = Buffer.from(Array.from({ length: width * width }, (_, i) => (i % width) * 4));
+  const plain = await sharp(ramp, { raw: { width, height: width, channels: 1 } }).toColourspace('b-w').jpeg({ quality: 95 }).toBuffer();
+  const tagged = withEmbeddedIcc(plain, grayIccProfile(1.8));
+  assert.equal((await sharp(tagged).metadata()).icc?.length, grayIccProfile(1.8).length);
+  // What libvips makes of it when asked to convert through the profile: the gamma-1.8 gray brightened towards sRGB.
+  const converted = await sharp(tagged).grayscale().raw().toBuffer();
+  const asStored = await sharp(plain).grayscale().raw().toBuffer();
+  const bias = converted.reduce((a, v, i) => a + v - asStored[i]!, 0) / converted.length;
+  assert.ok(bias > 10, `the profile brightens by ${bias} levels through libvips`);
+  assert.deepEqual(await decodeGray(tagged, { size: 32 }), await decodeGray(plain, { size: 32 }));
 });

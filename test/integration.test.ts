@@ -79,7 +79,8 @@ test('the real train split: download cut and resumed, relabelled with exact coun
 // The held-out test split may come at full resolution, while the model trained on 224 px copies: `predict` decodes an
 // original straight to the model's input size, a copy went through 224 px (Lanczos, JPEG quality 92) first. On the
 // 107 originals of ../shared/data (416 to 2,772 px; training images, so this checks consistency, not accuracy) the
-// shipped model gave the same label to 106 and moved no probability by more than 0.01 on average (largest 0.35).
+// shipped model gives the same label to all 107 and moves no probability by more than 0.003 on average (largest 0.023;
+// 106, 0.011 and 0.27 while the NORMAL originals' ICC profile brightened them by 14 levels on average).
 test('the shipped model labels full-resolution originals as it labels their 224 px copies', { skip: skipOriginals }, async () => {
   const csvPath = join(ORIGINALS, 'originals.csv');
   const rows = parseCsv(await readFile(csvPath, 'utf8'), csvPath);
@@ -103,8 +104,8 @@ test('the shipped model labels full-resolution originals as it labels their 224 
       moved += Math.max(...CLASSES.map((k) => Math.abs(o.probabilities[k] - c.probabilities[k])));
     });
     assert.equal(rows.length, 107);
-    assert.ok(same >= 105, `the same label for ${same} of 107`);
-    assert.ok(moved / rows.length < 0.02, `mean largest probability change ${moved / rows.length}`);
+    assert.ok(same >= 106, `the same label for ${same} of 107`);
+    assert.ok(moved / rows.length < 0.008, `mean largest probability change ${moved / rows.length}`);
   } finally {
     model.dispose();
   }

@@ -95,3 +95,50 @@ export async function writeTree(root: string, files: readonly FixtureFile[]): Pr
     await writeFile(join(root, f.path), f.data);
   }
 }
+
+/** An s15Fixed16 number of an ICC profile. */
+function s15Fixed16(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(Math.round(v * 65536));
+  return b;
+}
+
+/**
+ * A minimal ICC v2 monochrome display profile (description, copyright, D50 white point, a gamma curve), made here
+ * byte by byte: ChestXRay2017's NORMAL originals carry a gray profile of gamma 1.8, and this one stands in for it.
+ */
+export function grayIccProfile(gamma: number): Buffer {
+  const pad = (b: Buffer): Buffer => Buffer.concat([b, Buffer.alloc((4 - (b.length % 4)) % 4)]);
+  const text = 'pneumotype test gray';
+  const tags: [string, Buffer][] = [
+    ['desc', pad(Buffer.concat([Buffer.from('desc'), Buffer.alloc(4), Buffer.from([0, 0, 0, text.length + 1]), Buffer.from(`${text}\0`, 'latin1'), Buffer.alloc(78)]))],
+    ['cprt', pad(Buffer.concat([Buffer.from('text'), Buffer.alloc(4), Buffer.from('none\0', 'latin1')]))],
+    ['wtpt', Buffer.concat([Buffer.from('XYZ '), Buffer.alloc(4), s15Fixed16(0.9642), s15Fixed16(1), s15Fixed16(0.8249)])],
+    // curv with one entry: the gamma as u8Fixed8.
+    ['kTRC', Buffer.concat([Buffer.from('curv'), Buffer.alloc(4), Buffer.from([0, 0, 0, 1, Math.floor(gamma), Math.round((gamma % 1) * 256), 0, 0])])],
+  ];
+  let offset = 128 + 4 + 12 * tags.length;
+  const table = [Buffer.from([0, 0, 0, tags.length])];
+  for (const [signature, body] of tags) {
+    const entry = Buffer.alloc(12);
+    entry.write(signature, 0, 'latin1');
+    entry.writeUInt32BE(offset, 4);
+    entry.writeUInt32BE(body.length, 8);
+    table.push(entry);
+    offset += body.length;
+  }
+  const header = Buffer.alloc(128);
+  header.writeUInt32BE(offset, 0);
+  header.writeUInt32BE(0x02200000, 8);
+  header.write('mntrGRAYXYZ ', 12, 'latin1');
+  header.write('acsp', 36, 'latin1');
+  Buffer.concat([s15Fixed16(0.9642), s15Fixed16(1), s15Fixed16(0.8249)]).copy(header, 68);
+  return Buffer.concat([header, ...table, ...tags.map(([, body]) => body)]);
+}
+
+/** A grayscale JPEG with `profile` embedded as it is (an APP2 ICC_PROFILE segment after SOI), its pixels unchanged. */
+export function withEmbeddedIcc(jpeg: Buffer, profile: Buffer): Buffer {
+  const length = 2 + 12 + 2 + profile.length;
+  const app2 = Buffer.concat([Buffer.from([0xff, 0xe2, length >> 8, length & 255]), Buffer.from('ICC_PROFILE\0', 'latin1'), Buffer.from([1, 1]), profile]);
+  return Buffer.concat([jpeg.subarray(0, 2), app2, jpeg.subarray(2)]);
+}
