@@ -13,7 +13,7 @@ import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
 import { diagnose } from './doctor.js';
-import { ArchiveError, ConfigError, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
+import { ArchiveError, ConfigError, MAX_TIMER_MS, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource, shownUrl } from './fetch.js';
 import { defaultPreset, runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
@@ -294,13 +294,17 @@ function editDistance(a: string, b: string): number {
   return row[b.length] ?? 0;
 }
 
+/** A decimal number as a person writes one: `5`, ` 5`, `-0.5`, `.5`, `1e3`. */
+const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i;
+
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
 function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'max-in-flight' | 'max-decoding' | 'batch-window-ms' | 'max-body-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name} ${quote(raw)} is not a number`);
+  // Decimal only: Number() also reads 0x1F90, 0b11 and 0o17, which nobody means by a port or a count.
+  if (!DECIMAL.test(raw) || !Number.isFinite(n)) throw new UsageError(`--${name} ${quote(raw)} is not a number`);
   if (check && !check.ok(n)) throw new UsageError(`--${name} ${quote(raw)} is not ${check.expected}`);
   return n;
 }
@@ -445,18 +449,48 @@ export function commandHelp(command: string): string {
   return [`Usage: pneumotype ${words} [options]`, '', ...lines.slice(start, end), '', ...lines.slice(footer)].join('\n');
 }
 
+/**
+ * An option given twice with different values (`--model a --model b`): which one was meant is not ours to guess.
+ * Undefined when none is; a flag or the same value repeated is harmless.
+ */
+function repeatedOption(tokens: readonly { kind: string; name?: string; value?: string | undefined }[]): string | undefined {
+  const seen = new Map<string, string | undefined>();
+  for (const t of tokens) {
+    if (t.kind !== 'option' || t.name === undefined) continue;
+    if (seen.has(t.name) && seen.get(t.name) !== t.value) {
+      return `--${t.name} is given twice (${quote(seen.get(t.name) ?? '')}, then ${quote(t.value ?? '')}): give it once`;
+    }
+    seen.set(t.name, t.value);
+  }
+  return undefined;
+}
+
+/** The command being run (set by {@link main}): long-running ones outlive a closed stdout. */
+let running: string | undefined;
+
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
     const explained = parseFailure(argv, err);
     process.stderr.write(explained ?? `pneumotype: ${(err as Error).message}\nRun \`pneumotype help\` for usage.\n`);
     return 2;
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
   const command = positionals[0] ?? 'help';
+  running = command;
+  const twice = repeatedOption(tokens);
+  if (twice !== undefined) {
+    process.stderr.write(`pneumotype${positionals[0] === undefined ? '' : ` ${command}`}: ${twice}\n`);
+    return 2;
+  }
+  // Options without a command: the command is what is missing, not an option of `help`.
+  if (positionals[0] === undefined && !values.help && Object.keys(values).some((k) => !(EVERY_COMMAND as readonly string[]).includes(k))) {
+    process.stderr.write(`pneumotype: a command is missing before the options (${argv.join(' ')})\n\n${HELP}`);
+    return 2;
+  }
   // `help bogus` and `bogus --help` are mistakes, as `bogus` is.
   const helpFor = values.help ? command : command === 'help' ? positionals[1] : undefined;
   if (helpFor !== undefined && helpFor !== 'help' && !Object.hasOwn(COMMANDS, helpFor)) {
@@ -467,9 +501,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(commandHelp(command));
     return 0;
   }
-  const misuse = usageError(command, values, positionals);
+  // `help sagemaker train` is the one help of two words.
+  const misuse = command === 'help' && positionals[2] !== undefined && !(positionals[1] === 'sagemaker' && positionals[2] === 'train')
+    ? `unexpected argument ${quote(positionals[2])}: help takes one command (or \`sagemaker train\`)`
+    : usageError(command, values, positionals);
   if (misuse !== undefined) {
-    process.stderr.write(`pneumotype ${command}: ${misuse}\nRun \`pneumotype help ${command}\` for usage.\n`);
+    process.stderr.write(`pneumotype ${command}: ${misuse}\nRun \`pneumotype help${command === 'help' ? '' : ` ${command}`}\` for usage.\n`);
     return 2;
   }
   const onProgress = values.quiet ? undefined : progressRenderer(process.stderr);
@@ -671,13 +708,27 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'predict': {
         if (positionals.length < 2) throw new UsageError('predict needs at least one IMAGE or FOLDER');
-        const files = await expandImagePaths(positionals.slice(1));
+        // Each argument on its own: a folder without images gets its error line, as a bad image does, and the rest go on.
+        const files: (string | { file: string; error: string })[] = [];
+        for (const arg of positionals.slice(1)) {
+          try {
+            files.push(...(await expandImagePaths([arg])));
+          } catch (err) {
+            if (!(err instanceof ConfigError)) throw err;
+            files.push({ file: arg, error: err.message });
+          }
+        }
         const loaded = await loadModel(values.model);
         try {
           let bad = 0;
           // In chunks, so that lines appear as a large folder goes.
           for (let i = 0; i < files.length; i += PREDICT_CHUNK) {
-            for (const r of await predict(loaded, files.slice(i, i + PREDICT_CHUNK))) {
+            const chunk = files.slice(i, i + PREDICT_CHUNK);
+            const scored = await predict(loaded, chunk.filter((f): f is string => typeof f === 'string'));
+            let next = 0;
+            for (const f of chunk) {
+              const r = typeof f === 'string' ? scored[next++] : f;
+              if (r === undefined) continue;
               if ('error' in r) bad++;
               process.stdout.write(`${JSON.stringify(r)}\n`);
             }
@@ -747,7 +798,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         const maxBatch = number(values, 'max-batch', whole(1));
         const maxInFlight = number(values, 'max-in-flight', whole(1));
         const maxDecoding = number(values, 'max-decoding', whole(1));
-        const batchWindowMs = number(values, 'batch-window-ms', { ok: (n) => n >= 0, expected: 'a number of at least 0' });
+        const batchWindowMs = number(values, 'batch-window-ms', { ok: (n) => n >= 0 && n <= MAX_TIMER_MS, expected: `a number from 0 to ${MAX_TIMER_MS}` });
         const maxBodyBytes = number(values, 'max-body-bytes', whole(1));
         return await serveUntilSignal({
           ...(values.model !== undefined ? { model: values.model } : process.env.PNEUMOTYPE_MODEL_DIR ? { model: process.env.PNEUMOTYPE_MODEL_DIR } : {}),
@@ -845,8 +896,15 @@ function runDirectly(): boolean {
 /** Runs the CLI as the program: the command line of this process, its exit code set; output piped into a reader that stops early (`| head`) ends it quietly. */
 export async function runCli(): Promise<void> {
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
+    if (err.code !== 'EPIPE') throw err;
+    // A server or a SageMaker job whose log reader went away goes on (its requests and epochs matter more than its
+    // log lines, which are dropped); a command whose output nobody reads any more is done.
+    if (running === 'serve' || running === 'sagemaker') return;
+    process.exit(0);
+  });
+  // A closed stderr (a progress bar's reader gone) never ends a command or changes its exit status.
+  process.stderr.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
   });
   process.exitCode = await main(process.argv.slice(2));
 }

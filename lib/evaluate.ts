@@ -133,6 +133,12 @@ export async function predict(
   const concurrency = options.concurrency ?? Math.max(DEFAULTS.prepareConcurrency, availableParallelism());
   checkInteger('concurrency', concurrency, 1);
   const size = loaded.card.imageSize;
+  // A long list goes in chunks: only one chunk's pixels are held at once.
+  if (inputs.length > PREDICT_CHUNK_IMAGES) {
+    const out: PredictResult[] = [];
+    for (let i = 0; i < inputs.length; i += PREDICT_CHUNK_IMAGES) out.push(...(await predict(loaded, inputs.slice(i, i + PREDICT_CHUNK_IMAGES), options)));
+    return out;
+  }
   const decoded = await mapPool(inputs, concurrency, async (input) => {
     const name = typeof input === 'string' ? input : input.name;
     try {
@@ -152,6 +158,9 @@ export async function predict(
     return { file: d.name, label: CLASSES[argmax(p)] ?? 'normal', probabilities };
   });
 }
+
+/** Images {@link predict} decodes before it runs the model on them (a chunk's pixels: 256 x 224 x 224 bytes, 12.8 MB). */
+const PREDICT_CHUNK_IMAGES = 256;
 
 /** File names a folder given to predict is searched for. */
 const IMAGE_FILE = /\.(jpe?g|png|webp|tiff?)$/i;

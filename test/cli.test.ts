@@ -94,7 +94,11 @@ test('help, unknown commands and bad options', () => {
     [['serve', '--max-batch', '0'], '--max-batch "0" is not a whole number of at least 1'],
     [['serve', '--max-in-flight', '1.5'], '--max-in-flight "1.5" is not a whole number of at least 1'],
     [['serve', '--port', '70000'], '--port "70000" is not a whole number from 0 to 65535'],
-    [['serve', '--batch-window-ms=-1'], '--batch-window-ms "-1" is not a number of at least 0'],
+    [['serve', '--batch-window-ms=-1'], '--batch-window-ms "-1" is not a number from 0 to 2147483647'],
+    [['serve', '--batch-window-ms', '3e9'], '--batch-window-ms "3e9" is not a number from 0 to 2147483647'],
+    // Decimal only: 0x1F90 would quietly be port 8080.
+    [['serve', '--port', '0x1F90'], '--port "0x1F90" is not a number'],
+    [['evaluate', '--bootstrap', '0b11'], '--bootstrap "0b11" is not a number'],
     [['upload', '--bucket', 'b', '--part-size', '1'], '--part-size "1" is not a size in MiB from 5 to 5120 (S3\'s limits for one part)'],
     [['upload', '--bucket', 'b', '--concurrency', '0'], '--concurrency "0" is not a whole number of at least 1'],
     [['evaluate', '--bootstrap', '1.5'], '--bootstrap "1.5" is not a whole number from 0 to 100000'],
@@ -122,6 +126,18 @@ test('help, unknown commands and bad options', () => {
     assert.equal(r.code, 2, args.join(' '));
     assert.equal(r.stderr, `pneumotype ${args[0]}: ${message}\nRun \`pneumotype help ${args[0]}\` for usage.\n`);
   }
+  // An option given twice with two values, a help of two words, options without a command: usage errors.
+  const twice = cli('predict', '--model', 'a', '--model=b', 'x.jpeg');
+  assert.equal(twice.code, 2);
+  assert.equal(twice.stderr, 'pneumotype predict: --model is given twice ("a", then "b"): give it once\n');
+  assert.equal(cli('predict', '--quiet', '--quiet', '--help').code, 0, 'a flag repeated is harmless');
+  const helpTwo = cli('help', 'predict', 'bogus');
+  assert.equal(helpTwo.code, 2);
+  assert.equal(helpTwo.stderr, 'pneumotype help: unexpected argument "bogus": help takes one command (or `sagemaker train`)\nRun `pneumotype help` for usage.\n');
+  assert.equal(cli('help', 'sagemaker', 'train').code, 0);
+  const noCommand = cli('--model', 'x');
+  assert.equal(noCommand.code, 2);
+  assert.match(noCommand.stderr, /^pneumotype: a command is missing before the options \(--model x\)\n\npneumotype: normal/);
   const range = cli('train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'models/x', '--init-range=1,-1');
   assert.equal(range.stderr, 'pneumotype train: --init-range "1,-1" is not LO,HI with LO < HI (for example -1,1)\nRun `pneumotype help train` for usage.\n');
   assert.equal(cli('run', '--groups', 'derived_from').stderr, 'pneumotype run: --groups "derived_from" is not CSV:COLUMN\nRun `pneumotype help run` for usage.\n');
@@ -320,6 +336,39 @@ test('Ctrl-C (130) or SIGTERM (143) during train ends it and says how to resume'
   }
 });
 
+test('closed pipes: serve outlives a log reader that went away; a closed stderr changes no exit status', async () => {
+  const server = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--host', '127.0.0.1'], { cwd: tmp });
+  try {
+    let out = '';
+    server.stdout.setEncoding('utf8');
+    const port = await new Promise<number>((resolvePort, reject) => {
+      server.stdout.on('data', (chunk: string) => {
+        out += chunk;
+        const m = /"event":"listening".*"port":(\d+)/.exec(out);
+        if (m) resolvePort(Number(m[1]));
+      });
+      server.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
+    });
+    server.stdout.destroy(); // `serve | head -1`: every later log line meets a closed pipe
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/ping`);
+      assert.equal(res.status, 200);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(server.exitCode, null, 'still serving');
+    server.kill('SIGTERM');
+    const [code] = (await once(server, 'exit')) as [number | null];
+    assert.equal(code, 0);
+  } finally {
+    if (server.exitCode === null) server.kill('SIGKILL');
+  }
+  // A usage error whose stderr reader is gone still exits 2 (not 1 from an unhandled EPIPE).
+  const child = spawn(process.execPath, [BIN, 'frobnicate'], { cwd: tmp });
+  child.stderr.destroy();
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 2);
+});
+
 test('predict without --model uses the shipped model in models/default', async () => {
   const data = join(tmp, 'labeled');
   const { readdir } = await import('node:fs/promises');
@@ -360,6 +409,14 @@ test('predict without --model uses the shipped model in models/default', async (
   assert.equal(code, 0);
   const missing = cli('predict', join(tmp, 'missing.jpeg'));
   assert.equal(missing.code, 1);
+  // A folder without images gets its error line; the other arguments are scored all the same.
+  const { mkdir: makeDir } = await import('node:fs/promises');
+  await makeDir(join(tmp, 'folder-without-images'), { recursive: true });
+  const withEmpty = cli('predict', img, join(tmp, 'folder-without-images'));
+  assert.equal(withEmpty.code, 0);
+  const [scored, emptyLine] = withEmpty.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.ok(scored && 'label' in scored);
+  assert.deepEqual(emptyLine, { file: join(tmp, 'folder-without-images'), error: `folder "${join(tmp, 'folder-without-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)` });
   assert.match(missing.stdout, /^\{"file":".*missing\.jpeg","error":".*cannot be read \(ENOENT/);
   // evaluate names the images it could not read even with --quiet: they are missing from every figure.
   const withBad = join(tmp, 'with-bad');
@@ -379,5 +436,8 @@ test('predict without --model uses the shipped model in models/default', async (
       `  test/virus/person1_virus_1.jpeg: "${join(withBad, 'test', 'virus', 'person1_virus_1.jpeg')}": not a decodable image (the file is empty)\n`,
   );
   await mkdir(join(tmp, 'no-images'));
-  assert.equal(cli('predict', join(tmp, 'no-images')).stderr, `pneumotype predict: folder "${join(tmp, 'no-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)\n`);
+  const onlyEmpty = cli('predict', join(tmp, 'no-images'));
+  assert.equal(onlyEmpty.code, 1, 'nothing scored');
+  assert.equal(onlyEmpty.stdout, `${JSON.stringify({ file: join(tmp, 'no-images'), error: `folder "${join(tmp, 'no-images')}" holds no image files (.jpeg, .jpg, .png, .webp, .tif, .tiff)` })}\n`);
+  assert.equal(onlyEmpty.stderr, 'pneumotype predict: warning: 1 of 1 image(s) could not be read (their lines carry "error")\n');
 });

@@ -319,6 +319,15 @@ test('predict gives a label and three probabilities per image, and an error line
     assert.deepEqual(a.probabilities, c.probabilities);
     assert.ok(b && 'error' in b);
     assert.equal(b.error, `"${join(tmp, 'bad', 'note.jpeg')}": not a decodable image (unsupported or unrecognised format)`);
+    // A long list goes in chunks of 256 decoded images; the results keep the inputs' order.
+    const upload = { name: 'upload', data: await readFile(first) };
+    const bad = { name: 'bad', data: Buffer.from('not an image') };
+    const many = await predict(m, Array.from({ length: 600 }, (_, i) => (i % 7 === 3 ? bad : upload)));
+    assert.equal(many.length, 600);
+    many.forEach((r, i) => assert.equal('error' in r, i % 7 === 3, `result ${i}`));
+    const again = many.find((r) => 'label' in r);
+    assert.ok(again && 'label' in again && again.label === c.label);
+    for (const k of ['normal', 'bacteria', 'virus'] as const) assert.ok(Math.abs(again.probabilities[k] - c.probabilities[k]) < 1e-5, k);
     for (const [batchSize, shown] of [[0, '0'], [-1, '-1'], [Number.NaN, 'NaN'], [2.5, '2.5']] as const) {
       await assert.rejects(predict(m, [first], { batchSize }), { name: 'ConfigError', message: `batchSize ${shown} is not valid: expected an integer of at least 1` });
     }
