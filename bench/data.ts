@@ -14,14 +14,14 @@ import { decodeGray } from '../lib/images.js';
 import { parseName } from '../lib/labels.js';
 import { writeManifest, type ManifestRow } from '../lib/manifest.js';
 import { loadTfWithInfo } from '../lib/tf.js';
-import { round } from './util.js';
+import { intEnv, round } from './util.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const shared = resolve(process.env.PNEUMOTYPE_SHARED_DATA ?? join(here, '..', '..', 'shared', 'data'));
 const zipPath = join(shared, 'chest_xray_train_224.zip');
 const originalsDir = join(shared, 'originals');
 /** At most this many images in the decode-every-epoch comparison (default: the whole epoch, ~15 s on 2 cores). */
-const DECODE_EPOCH_LIMIT = Number(process.env.BENCH_DECODE_LIMIT ?? Infinity);
+const DECODE_EPOCH_LIMIT = intEnv('BENCH_DECODE_LIMIT', Infinity);
 const BATCH = 32;
 
 function log(line: string): void {
