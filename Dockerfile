@@ -56,7 +56,14 @@ set -e
 cli=/opt/pneumotype/bin/pneumotype.js
 case "${1:-}" in
   train) shift; exec node "$cli" sagemaker train "$@" ;;
-  serve) shift; exec node "$cli" serve --port "${SAGEMAKER_BIND_TO_PORT:-8080}" --model "${PNEUMOTYPE_MODEL_DIR:-/opt/ml/model}" "$@" ;;
+  serve) shift
+    # The port and the model folder SageMaker expects, unless the arguments name their own (the CLI refuses an
+    # option given twice).
+    port=; model=
+    for a in "$@"; do case "$a" in --port|--port=*) port=1 ;; --model|--model=*) model=1 ;; esac; done
+    [ -n "$model" ] || set -- --model "${PNEUMOTYPE_MODEL_DIR:-/opt/ml/model}" "$@"
+    [ -n "$port" ] || set -- --port "${SAGEMAKER_BIND_TO_PORT:-8080}" "$@"
+    exec node "$cli" serve "$@" ;;
   *) exec node "$cli" "$@" ;;
 esac
 SCRIPT

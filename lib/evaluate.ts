@@ -119,7 +119,8 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
 /**
  * Predicts each image with the model's own preprocessing (grayscale, squashed to its input size). A bad image gives
  * an `error` entry, never an exception; a bad `batchSize` is a ConfigError. At most `concurrency` images (default: the
- * cores, at least DEFAULTS.prepareConcurrency) are read and decoded at once.
+ * cores, at least DEFAULTS.prepareConcurrency) are read and decoded at once, and a long list goes 256 images at a
+ * time (so a `batchSize` above 256 acts as 256).
  *
  * @example await predict(await loadModel('runs/cpu/model'), ['a.jpeg', { name: 'upload', data: buffer }])
  */

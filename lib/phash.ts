@@ -155,9 +155,10 @@ export const THUMBNAIL_BYTES = W * H;
  * thumbnail is at least `correlation` and their difference hashes differ in at most `bits` of 256. Two measures, so
  * that images alike in one way only (same anatomy, the same synthetic pattern) are not taken for copies. On the shared
  * train split at 128 px: the 92 training images among the full-resolution originals, against their 224 px copies,
- * give at least 0.9993 and at most 7 bits (0.9959 while NORMAL originals were decoded through their ICC profile); each validation image's most correlated training image (other patients,
- * or the same child's other X-ray) at most 0.980, and its closest hash is 15 bits away or more. (The test fixtures'
- * synthetic images of one class, noise on one pattern, correlate at 0.988-0.994 and differ in 20-40 bits.)
+ * give at least 0.9993 and at most 7 bits (0.9959 while the NORMAL originals were decoded through their ICC profile);
+ * each validation image's most correlated training image (other patients, or the same child's other X-ray) at most
+ * 0.980, and its closest hash is 15 bits away or more. (The test fixtures' synthetic images of one class, noise on one
+ * pattern, correlate at 0.988-0.994 and differ in 20-40 bits.)
  */
 export const SAME_IMAGE = { correlation: 0.99, bits: 10 } as const;
 

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULTS, presetNamed, resolveConfig, type Config, type PresetName } from './config.js';
-import { CACHE_INDEX_FILE, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
+import { CACHE_INDEX_FILE, CACHE_VERSION, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { MANIFEST_FILE, readManifest } from './manifest.js';
@@ -298,7 +298,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     // Reused only when it is this data's and this configuration's model.
     const existing = await readCard(modelCard);
     const [was, now] = [configHash({ ...DEFAULTS, ...existing.training.config }), configHash(config)];
-    const other = existing.data.manifestSha256 !== cache.index.manifestSha256
+    const other = existing.data.decoding !== undefined && existing.data.decoding !== CACHE_VERSION
+      ? `images decoded another way (decoding version ${existing.data.decoding}, now ${CACHE_VERSION}; see CACHE_VERSION in lib/cache.ts)`
+      : existing.data.manifestSha256 !== cache.index.manifestSha256
       ? `other data (manifest SHA-256 ${existing.data.manifestSha256.slice(0, 12)}…, ${dirs.labeled} has ${cache.index.manifestSha256.slice(0, 12)}…)`
       : was !== now
         ? `another configuration (${recipeDifferences({ ...DEFAULTS, ...existing.training.config }, config).join(', ') || `${was}, now ${now}`})`

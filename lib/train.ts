@@ -7,7 +7,7 @@ import { basename, join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import type { AugmentOptions } from './augment.js';
 import type { CalibrationRecord } from './calibrate.js';
-import { openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
+import { CACHE_VERSION, openCache, prepareCache, prepareOptionsFromConfig, type OpenedCache, type PrepareResult, type Subset } from './cache.js';
 import { loadLayersModelFromDir, loadOptimizerState, recoverDirSwap, saveModel, trainableVariables } from './checkpoint.js';
 import { CLASSES, DEFAULTS, resolveConfig, type Config, type PresetName } from './config.js';
 import { augmentThreads, batches } from './dataset.js';
@@ -159,7 +159,18 @@ export interface ModelCard {
     /** The SHA-256 of the grouping CSV of `balanceGroups` (recorded with it; absent in cards of older runs). */
     readonly balanceGroupsSha256?: string;
   };
-  readonly data: { readonly labeledDir: string; readonly manifestSha256: string; readonly trainImages: number; readonly valImages: number };
+  readonly data: {
+    readonly labeledDir: string;
+    readonly manifestSha256: string;
+    readonly trainImages: number;
+    readonly valImages: number;
+    /**
+     * The version of the decoding that made the training pixels (CACHE_VERSION of lib/cache.ts; absent in cards written
+     * before version 4, when embedded ICC profiles began to be ignored). A run decoded another way is not resumed or
+     * reused.
+     */
+    readonly decoding?: number;
+  };
   readonly validation: { readonly accuracy: number; readonly macroF1: number; readonly balancedAccuracy: number; readonly loss: number };
   /** The temperature folded into the output layer by `calibrate`, and what it did (absent when never calibrated). */
   readonly calibration?: CalibrationRecord;
@@ -840,6 +851,14 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           { path: runDir },
         );
       }
+      const decodedAs = last?.data.decoding;
+      if (decodedAs !== undefined && decodedAs !== CACHE_VERSION) {
+        throw new ConfigError(
+          `cannot resume ${quote(runDir)}: its images were decoded by decoding version ${decodedAs}, and this pneumotype decodes ` +
+            `them as version ${CACHE_VERSION} (see CACHE_VERSION in lib/cache.ts): train into another --out, or remove ${quote(runDir)} to start over`,
+          { path: runDir },
+        );
+      }
       const trainedOn = last?.data.manifestSha256;
       if (trainedOn !== undefined && trainedOn !== prepared.index.manifestSha256) {
         throw new ConfigError(
@@ -1069,7 +1088,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
             ...(balanceLabel !== undefined ? { balanceGroups: balanceLabel } : {}),
             ...(balanceSha256 !== undefined ? { balanceGroupsSha256: balanceSha256 } : {}),
           },
-          data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount },
+          data: { labeledDir: options.data, manifestSha256: prepared.index.manifestSha256, trainImages: trainCount, valImages: valCount, decoding: CACHE_VERSION },
           validation: { accuracy: record.valAccuracy, macroF1: record.valMacroF1, balancedAccuracy: record.valBalancedAccuracy, loss: record.valLoss },
           createdAt: new Date().toISOString(),
         });

@@ -556,13 +556,13 @@ function prefixUrl(t: Target): string {
   return s3Url(t.bucket, t.prefix === '' ? '' : `${t.prefix}/`);
 }
 
-/** The SDK error of an S3 request as an UploadError that names the bucket/key and what to do. */
 /**
  * The fields of an S3 error body that echo the request as signed (S3 sends them with SignatureDoesNotMatch): the
  * signature, the string signed and the canonical request, which holds a session token's value. The SDK copies them
- * onto its error, and PNEUMOTYPE_DEBUG would print the cause with them.
+ * onto its error, and PNEUMOTYPE_DEBUG would print the cause with them. `$response` (hidden: the raw answer, which
+ * holds its body and the request as sent) goes with them.
  */
-const ECHO_FIELDS = new Set(['SignatureProvided', 'StringToSign', 'StringToSignBytes', 'CanonicalRequest', 'CanonicalRequestBytes']);
+const ECHO_FIELDS = new Set(['SignatureProvided', 'StringToSign', 'StringToSignBytes', 'CanonicalRequest', 'CanonicalRequestBytes', '$response']);
 
 /** The SDK's error without the {@link ECHO_FIELDS} (a copy with the same prototype, message and stack), else as it is. */
 function withoutEcho(err: unknown): unknown {
@@ -575,6 +575,7 @@ function withoutEcho(err: unknown): unknown {
   return copy;
 }
 
+/** The SDK error of an S3 request as an UploadError that names the bucket/key and what to do. */
 function toUploadError(err: unknown, step: Step, t: Target): PneumotypeError {
   if (err instanceof PneumotypeError) return err;
   const code = sdkCode(err);

@@ -93,6 +93,7 @@ function tail(text, n = 6) {
 export function normalInstall(dir, flavour) {
   const deps = join(dir, 'deps');
   const aside = join(dir, 'deps.before-install');
+  for (const f of readdirSync(dir)) if (f.startsWith('deps.discard-')) rmSync(join(dir, f), { recursive: true, force: true });
   if (existsSync(aside)) {
     rmSync(deps, { recursive: true, force: true });
     renameSync(aside, deps);
@@ -108,7 +109,10 @@ export function normalInstall(dir, flavour) {
   if (!r.ok) log(`${flavour}: ${installerFailure(r.out.trim() || `exit status ${r.status}, no output`)}`);
   if (had) {
     if (r.ok) {
-      rmSync(aside, { recursive: true, force: true });
+      // Renamed before it is deleted: a run killed while deleting must not find a half-deleted copy to put back.
+      const discard = join(dir, `deps.discard-${process.pid}`);
+      renameSync(aside, discard);
+      rmSync(discard, { recursive: true, force: true });
     } else {
       rmSync(deps, { recursive: true, force: true });
       renameSync(aside, deps);

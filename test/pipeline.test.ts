@@ -245,9 +245,13 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   for (const [field, value, said] of [
     ['initFrom', 'models/pretrained', 'a pretrained start (--init-from "models/pretrained"; run trains from scratch)'],
     ['balanceGroups', 'groups.csv:derived_from', 'group balancing (--balance-groups "groups.csv:derived_from"; run balances no groups)'],
+    // A model whose pixels an older decoding made (ICC profiles applied, say) is not reused with the new one.
+    ['data.decoding', 3, 'images decoded another way (decoding version 3, now 4; see CACHE_VERSION in lib/cache.ts)'],
   ] as const) {
-    const edited = JSON.parse(cardText) as { training: Record<string, unknown> };
-    edited.training[field] = value;
+    const edited = JSON.parse(cardText) as { training: Record<string, unknown>; data: Record<string, unknown> };
+    assert.equal(edited.data.decoding, 4, 'the card records the decoding of its pixels');
+    if (field === 'data.decoding') edited.data.decoding = value;
+    else edited.training[field] = value;
     await writeFile(cardPath, JSON.stringify(edited));
     await assert.rejects(runPipeline({ source: zipPath, dataDir, runDir, preset: 'smoke', config: { epochs: 1 } }), {
       name: 'ConfigError',

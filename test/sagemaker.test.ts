@@ -380,3 +380,24 @@ test('the notebook lifecycle scripts are bash -n clean, use the persistent volum
     assert.ok(size <= 16_384, `${name}: ${size} characters in base64, SageMaker's limit is 16,384`);
   }
 });
+
+test("the container's entry point: SageMaker's serve gets the port and model folder, unless the arguments name their own", { skip: process.platform === 'win32' && 'a POSIX shell script' }, async () => {
+  const dockerfile = await readFile(join(import.meta.dirname, '..', 'Dockerfile'), 'utf8');
+  const script = /<<'SCRIPT' \/usr\/local\/bin\/pneumotype-entrypoint\n([\s\S]*?)\nSCRIPT\n/.exec(dockerfile)?.[1];
+  assert.ok(script, 'the entry point heredoc in the Dockerfile');
+  const dir = await mkdtemp(join(tmp, 'entrypoint-'));
+  await writeFile(join(dir, 'entrypoint'), script);
+  // A `node` that prints the arguments it was given, one per line.
+  await writeFile(join(dir, 'node'), '#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n', { mode: 0o755 });
+  const run = (args: string[], env: Record<string, string> = {}): string[] => {
+    const r = spawnSync('sh', [join(dir, 'entrypoint'), ...args], { encoding: 'utf8', env: { PATH: `${dir}:${process.env.PATH ?? ''}`, ...env } });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout.trim().split('\n').slice(1); // without the CLI's path
+  };
+  assert.deepEqual(run(['serve']), ['serve', '--port', '8080', '--model', '/opt/ml/model']);
+  assert.deepEqual(run(['serve'], { SAGEMAKER_BIND_TO_PORT: '9090', PNEUMOTYPE_MODEL_DIR: '/models/a b' }), ['serve', '--port', '9090', '--model', '/models/a b']);
+  assert.deepEqual(run(['serve', '--port', '9000', '--max-batch', '4']), ['serve', '--model', '/opt/ml/model', '--port', '9000', '--max-batch', '4']);
+  assert.deepEqual(run(['serve', '--model=/m']), ['serve', '--port', '8080', '--model=/m']);
+  assert.deepEqual(run(['train']), ['sagemaker', 'train']);
+  assert.deepEqual(run(['doctor', '--json']), ['doctor', '--json']);
+});

@@ -358,8 +358,22 @@ test('resume refuses other data and a damaged checkpoint with the file named, an
     message: new RegExp(`^cannot resume "${run}": it was trained on other data \\(manifest SHA-256 [0-9a-f]{12}…, "${other}" has [0-9a-f]{12}…\\): train into another --out, or remove "${run}" to start over$`),
   });
 
-  // A damaged checkpoint: the trainer state, then the weights.
+  // Pixels an older decoding made (ICC profiles applied): not continued with the new decoding.
   const last = join(run, 'checkpoints', 'last');
+  const lastCard = join(last, 'pneumotype.json');
+  const lastCardText = await readFile(lastCard, 'utf8');
+  const older = JSON.parse(lastCardText) as { data: Record<string, unknown> };
+  assert.equal(older.data.decoding, 4);
+  older.data.decoding = 3;
+  await writeFile(lastCard, JSON.stringify(older));
+  await assert.rejects(train({ data: labeled, out: run, ...opts, resume: true }), {
+    name: 'ConfigError',
+    message: `cannot resume "${run}": its images were decoded by decoding version 3, and this pneumotype decodes them as version 4 ` +
+      `(see CACHE_VERSION in lib/cache.ts): train into another --out, or remove "${run}" to start over`,
+  });
+  await writeFile(lastCard, lastCardText);
+
+  // A damaged checkpoint: the trainer state, then the weights.
   await writeFile(join(last, 'trainer.json'), '{"epochsDone": 2,');
   await assert.rejects(train({ data: labeled, out: run, ...opts, resume: true }), {
     name: 'CacheError',

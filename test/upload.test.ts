@@ -489,7 +489,7 @@ test("S3's echo of the signed request (signature, string to sign, canonical requ
           assert.ok(err instanceof UploadError, String(err));
           assert.equal(err.reason, 'credentials');
           assert.equal((err.cause as { name?: string }).name, 'SignatureDoesNotMatch');
-          for (const shown of [inspect(err), inspect(err, { depth: Infinity, customInspect: false })]) {
+          for (const shown of [inspect(err), inspect(err, { depth: 6, showHidden: true }), inspect(err, { depth: Infinity, customInspect: false, showHidden: true })]) {
             assert.ok(!shown.includes(token) && !shown.includes(signature), shown);
           }
           return true;
