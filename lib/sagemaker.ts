@@ -264,6 +264,16 @@ async function trainingData(channel: string, workDir: string, channelsDir: strin
       { path: channel },
     );
   }
+  // Training runs on one instance and needs every image: a channel sharded across instances gives each only part.
+  const dataConfig = join(channelsDir, '..', 'config', 'inputdataconfig.json');
+  const distribution = (await readFile(dataConfig, 'utf8').then((t) => JSON.parse(t) as Record<string, { S3DistributionType?: unknown } | undefined>).catch(() => undefined))?.[TRAINING_CHANNEL]?.S3DistributionType;
+  if (distribution === 'ShardedByS3Key') {
+    throw new ConfigError(
+      `the ${quote(TRAINING_CHANNEL)} channel is sharded across instances (S3DistributionType "ShardedByS3Key" in ${quote(dataConfig)}): ` +
+        'pneumotype trains on one instance with every image; give the channel S3DataDistributionType "FullyReplicated" (the default)',
+      { path: dataConfig },
+    );
+  }
   if (await exists(join(channel, MANIFEST_FILE))) {
     await checkChannelComplete(channel);
     log('data', { layout: 'labelled', path: channel });

@@ -290,6 +290,16 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
       `("${gone.file}" is missing; "${cut.file}" has 3 bytes, expected ${cut.bytes}) and it has no _pneumotype-upload.json, which \`pneumotype upload\` writes last; ` +
       'an upload that stopped part way? Run `pneumotype upload` again, then start the job again\n',
   );
+  // A channel sharded across instances holds part of the images by design: said so, not reported as an upload cut short.
+  const sharded = await mlRoot('sharded-channel', { preset: 'smoke' }, labeled);
+  const dataConfig = join(sharded, 'input', 'config', 'inputdataconfig.json');
+  await writeFile(dataConfig, JSON.stringify({ training: { TrainingInputMode: 'File', S3DistributionType: 'ShardedByS3Key', RecordWrapperType: 'None' } }));
+  assert.equal(await runSageMakerTraining({ root: sharded }), 1);
+  assert.equal(
+    await failure(sharded),
+    `the "training" channel is sharded across instances (S3DistributionType "ShardedByS3Key" in "${dataConfig}"): pneumotype trains on one instance ` +
+      'with every image; give the channel S3DataDistributionType "FullyReplicated" (the default)\n',
+  );
   // The root comes from PNEUMOTYPE_SM_ROOT when no option names it.
   const envRoot = await mlRoot('env-root', { epochs: '0' });
   const saved = process.env.PNEUMOTYPE_SM_ROOT;
