@@ -266,7 +266,10 @@ async function trainingData(channel: string, workDir: string, channelsDir: strin
   }
   // Training runs on one instance and needs every image: a channel sharded across instances gives each only part.
   const dataConfig = join(channelsDir, '..', 'config', 'inputdataconfig.json');
-  const distribution = (await readFile(dataConfig, 'utf8').then((t) => JSON.parse(t) as Record<string, { S3DistributionType?: unknown } | undefined>).catch(() => undefined))?.[TRAINING_CHANNEL]?.S3DistributionType;
+  const channels = await readFile(dataConfig, 'utf8')
+    .then((text) => JSON.parse(text) as Record<string, { S3DistributionType?: unknown } | undefined>)
+    .catch(() => undefined); // absent outside SageMaker, or unreadable: nothing to say about sharding
+  const distribution = channels?.[TRAINING_CHANNEL]?.S3DistributionType;
   if (distribution === 'ShardedByS3Key') {
     throw new ConfigError(
       `the ${quote(TRAINING_CHANNEL)} channel is sharded across instances (S3DistributionType "ShardedByS3Key" in ${quote(dataConfig)}): ` +
