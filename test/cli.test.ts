@@ -350,6 +350,11 @@ test('closed pipes: serve outlives a log reader that went away; a closed stderr 
       server.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
     });
     server.stdout.destroy(); // `serve | head -1`: every later log line meets a closed pipe
+    // /ping answers 503 until the model is loaded (a log line of its own, written into the closed pipe).
+    for (let waited = 0; (await fetch(`http://127.0.0.1:${port}/ping`)).status !== 200; waited += 100) {
+      assert.ok(waited < 120_000, 'the model never loaded');
+      await new Promise((r) => setTimeout(r, 100));
+    }
     for (let i = 0; i < 3; i++) {
       const res = await fetch(`http://127.0.0.1:${port}/ping`);
       assert.equal(res.status, 200);
