@@ -43,8 +43,16 @@ test('withLock holds the lock file while fn runs (its owner inside) and removes 
 test('a second call in the same process is refused while the first holds the lock', async () => {
   const lock = freshLock();
   let release: () => void = () => {};
-  const first = withLock(lock, 'downloading "x.zip"', () => new Promise<void>((r) => (release = r)));
-  await new Promise((r) => setTimeout(r, 20));
+  let entered: () => void = () => {};
+  const inside = new Promise<void>((r) => (entered = r));
+  const first = withLock(lock, 'downloading "x.zip"', () => new Promise<void>((r) => {
+    release = r;
+    entered();
+  }));
+  // Both while the first is taking the lock and once it holds it (a fixed wait of 20 ms was sometimes neither on a
+  // loaded machine: release() then ran before the first call's fn had set it, and the test waited on nothing).
+  await assert.rejects(withLock(lock, 'downloading "x.zip"', async () => 0), { name: 'BusyError' });
+  await inside;
   await assert.rejects(withLock(lock, 'downloading "x.zip"', async () => 1), (err: unknown) => {
     assert.ok(err instanceof BusyError);
     assert.equal(err.code, 'ERR_BUSY');
@@ -127,9 +135,13 @@ test("another machine's lock (a shared folder, another container) holds while it
 test('a held lock is touched every 30 s (here 20 ms), so that other machines see it alive', async () => {
   const lock = freshLock();
   let release: () => void = () => {};
-  const held = withLock(lock, 'training', () => new Promise<void>((r) => (release = r)), { heartbeatMs: 20 });
-  await new Promise((r) => setImmediate(r));
-  while (!(await readFile(lock, 'utf8').then(() => true, () => false))) await new Promise((r) => setImmediate(r));
+  let entered: () => void = () => {};
+  const inside = new Promise<void>((r) => (entered = r));
+  const held = withLock(lock, 'training', () => new Promise<void>((r) => {
+    release = r;
+    entered();
+  }), { heartbeatMs: 20 });
+  await inside; // the lock is held and fn runs: release() now ends it
   const longAgo = new Date(Date.now() - 10 * 60_000);
   await utimes(lock, longAgo, longAgo);
   for (let i = 0; i < 100 && (await stat(lock)).mtimeMs < Date.now() - 60_000; i++) await new Promise((r) => setTimeout(r, 10));
