@@ -621,7 +621,8 @@ test('a failed upload leaves no incomplete multipart upload, whenever the failur
     const caller = new AbortController();
     let stillHolding = false;
     let partHeld: () => void = () => undefined;
-    gate = new Promise<void>((resolve) => (partHeld = resolve)); // manifest.csv is refused once a part is held
+    // manifest.csv is refused once a part is held (or after 5 s, as in case 1: never a hang).
+    gate = Promise.race([new Promise<void>((resolve) => (partHeld = resolve)), delay(5000, undefined, { ref: false })]);
     server.beforeReply = async (q, clientGone) => {
       if (stillHolding || q.operation !== 'UploadPart' || q.key !== 'orphans2b/rejected/train/aaa-large.jpeg') return;
       stillHolding = true;
