@@ -267,14 +267,15 @@ export async function decodeGray(input: string | Buffer, options: DecodeOptions)
   // it but not 16-bit ones, and in ChestXRay2017 only the NORMAL originals carry one (Apple's Generic Gray, gamma
   // 1.8: 14 levels brighter on average through it), so applying it would hand a model a brightness shortcut. The
   // shared 224 px copies were made without it (within 0.1 level on average when it is ignored here).
-  const decode = (): sharp.Sharp => sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true, ignoreIcc: true }).removeAlpha().grayscale();
+  const opening: sharp.SharpOptions = { failOn, limitInputPixels: maxInputPixels, autoOrient: true, ignoreIcc: true };
+  const decode = (): sharp.Sharp => sharp(data, opening).removeAlpha().grayscale();
   const squash = (image: sharp.Sharp): Promise<{ data: Buffer; info: sharp.OutputInfo }> =>
     image.resize(size, size, { fit: 'fill', kernel: 'lanczos3' }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   const out = await runSharp(async () => {
     if (sixteenBit) {
       // 16-bit pixels are brought to 8 bits here, scaled to their full range first (fullRangeFactor): 12-bit data (a
       // DICOM export) would come out nearly black through libvips's own conversion, which divides by 256.
-      const wide = await sharp(data, { failOn, limitInputPixels: maxInputPixels, autoOrient: true, ignoreIcc: true })
+      const wide = await sharp(data, opening)
         .removeAlpha()
         .toColourspace('grey16')
         .raw({ depth: 'ushort' })

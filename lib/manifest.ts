@@ -1,5 +1,5 @@
 // The labelled dataset's manifest.csv: one row per image, the contract between relabel, prepare, upload and training.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLASSES, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { csvRowOf, parseCsv, toCsv } from './csv.js';
@@ -67,6 +67,23 @@ export async function readManifestAndDigest(dir: string, options: { relabel?: st
     throw new LabelError(`no manifest at ${quote(path)}: run ${options.relabel ?? '`pneumotype relabel`'} first`, { path, cause: err });
   }
   return { rows: parseManifest(bytes.toString('utf8'), path, dir), sha256: sha256(bytes) };
+}
+
+/**
+ * The rows whose file is not in `dir` as the manifest lists it, each said in a few words ("…" is missing, or has N
+ * bytes, expected M); empty when every file is there with its size. What a relabelled folder, or a channel an upload
+ * filled, is judged complete by.
+ *
+ * @example await filesNotAsListed('data/labeled', await readManifest('data/labeled')) // []
+ */
+export async function filesNotAsListed(dir: string, rows: readonly ManifestRow[]): Promise<string[]> {
+  const bad: string[] = [];
+  for (const row of rows) {
+    const s = await stat(join(dir, row.file)).catch(() => undefined);
+    if (s?.isFile() !== true) bad.push(`${quote(row.file)} is missing`);
+    else if (s.size !== row.bytes) bad.push(`${quote(row.file)} has ${s.size} bytes, expected ${row.bytes}`);
+  }
+  return bad;
 }
 
 function parseManifest(text: string, path: string, dir: string): ManifestRow[] {

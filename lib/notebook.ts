@@ -19,7 +19,7 @@ import { escapeHtml, groupsTable, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
 import type { EpochRecord } from './train.js';
-import { normalizePrefix, upload, type UploadResult, type UploadSettingNames } from './upload.js';
+import { environmentEndpoint, normalizePrefix, upload, type UploadResult, type UploadSettingNames } from './upload.js';
 import type { LeakageAudit } from './phash.js';
 import { isJunkEntry, listZip } from './zip.js';
 
@@ -156,9 +156,7 @@ export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: strin
           bucket,
           prefix: nonEmpty(env[NOTEBOOK_ENV.prefix]) ?? config.uploadPrefix,
           region: nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION),
-          // The SDK's own variables as the SDK reads them: not at all under AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true.
-          endpoint: nonEmpty(env[NOTEBOOK_ENV.endpoint]) ??
-            (env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS === 'true' ? undefined : nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL)),
+          endpoint: nonEmpty(env[NOTEBOOK_ENV.endpoint]) ?? environmentEndpoint(env), // the SDK's variables, as it reads them
         };
 
   return {

@@ -7,7 +7,7 @@ import { DEFAULTS, presetNamed, resolveConfig, type Config, type PresetName } fr
 import { CACHE_INDEX_FILE, CACHE_VERSION, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
 import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
-import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { filesNotAsListed, MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { readSummary, relabel, sourceMatches, SUMMARY_FILE } from './relabel.js';
 import type { AugmentOptions } from './augment.js';
@@ -69,11 +69,7 @@ function leftOut(failed: number, warnings: readonly string[]): string {
 async function labeledIsComplete(labeledDir: string): Promise<boolean> {
   if (!(await exists(join(labeledDir, SUMMARY_FILE))) || !(await exists(join(labeledDir, MANIFEST_FILE)))) return false;
   const rows = await readManifest(labeledDir);
-  for (const row of rows) {
-    const s = await stat(join(labeledDir, row.file)).catch(() => undefined);
-    if (!s || s.size !== row.bytes) return false;
-  }
-  return rows.length > 0;
+  return rows.length > 0 && (await filesNotAsListed(labeledDir, rows)).length === 0;
 }
 
 export interface PipelineOptions {

@@ -1,5 +1,5 @@
 // SageMaker's training contract: hyperparameters and channels under /opt/ml in; the model and a failure reason out.
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { augmentFromName, type AugmentOptions } from './augment.js';
@@ -7,7 +7,7 @@ import { calibrateModel } from './calibrate.js';
 import { PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { CacheError, ConfigError, IntegrityError, MAX_TIMER_MS, messageOf, quote } from './errors.js';
 import { exists, writeFileAtomic } from './fsx.js';
-import { MANIFEST_FILE, readManifest } from './manifest.js';
+import { filesNotAsListed, MANIFEST_FILE, readManifest } from './manifest.js';
 import { TRAINING_THUMBNAILS_FILE } from './phash.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
@@ -239,12 +239,7 @@ async function publishModel(from: string, to: string): Promise<void> {
  */
 async function checkChannelComplete(channel: string): Promise<void> {
   const rows = await readManifest(channel);
-  const bad: string[] = [];
-  for (const row of rows) {
-    const s = await stat(join(channel, row.file)).catch(() => undefined);
-    if (s?.isFile() !== true) bad.push(`${quote(row.file)} is missing`);
-    else if (s.size !== row.bytes) bad.push(`${quote(row.file)} has ${s.size} bytes, expected ${row.bytes}`);
-  }
+  const bad = await filesNotAsListed(channel, rows);
   if (bad.length === 0) return;
   const marker = (await exists(join(channel, UPLOAD_MANIFEST_NAME))) ? '' : ` and it has no ${UPLOAD_MANIFEST_NAME}, which \`pneumotype upload\` writes last`;
   throw new IntegrityError(

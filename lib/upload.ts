@@ -1005,10 +1005,15 @@ async function putFile(
   return { key, file: local.file, bytes: local.bytes, md5: local.md5, sha256: local.sha256, completedAt: new Date().toISOString() };
 }
 
-/** The endpoint the SDK reads from the environment for S3 (AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL), if any. */
-function environmentEndpoint(): string | undefined {
-  if (process.env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS === 'true') return undefined;
-  const url = process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL;
+/**
+ * The endpoint the SDK reads from the environment for S3 (AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL), if any; none
+ * under AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true, as the SDK does.
+ *
+ * @example environmentEndpoint({ AWS_ENDPOINT_URL: 'http://127.0.0.1:9000' }) // 'http://127.0.0.1:9000'
+ */
+export function environmentEndpoint(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS === 'true') return undefined;
+  const url = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL;
   return url === undefined || url === '' ? undefined : url;
 }
 
