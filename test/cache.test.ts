@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -323,6 +324,34 @@ test('openCache reports a missing, broken or foreign index, and bad reads', asyn
   });
   cache.close();
   assert.throws(() => cache.readImage(0), { message: `the cache at ${q(dir)} is closed` });
+});
+
+test('openCache closes the splits it opened when a later one fails to open', { skip: !existsSync('/proc/self/fd') && 'needs /proc/self/fd' }, async () => {
+  const { dir } = await prepareCache({ labeledDir: labeled, cacheDir: join(root, 'fds'), imageSize: SIZE, valFraction: 0.25, seed: 3 });
+  // The process runs out of file handles (EMFILE) after train.u8 opens: the fault is injected into node:fs itself, since
+  // no file that passes the index's checks fails to open except in a race.
+  const fs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
+  const realOpenSync = fs.openSync;
+  let opens = 0;
+  fs.openSync = ((...args: Parameters<typeof realOpenSync>) => {
+    opens += 1;
+    if (opens === 2) throw Object.assign(new Error(`EMFILE: too many open files, open '${String(args[0])}'`), { code: 'EMFILE' });
+    return realOpenSync(...args);
+  }) as typeof realOpenSync;
+  syncBuiltinESMExports();
+  const openFds = (): number => readdirSync('/proc/self/fd').length;
+  const before = openFds();
+  try {
+    await assert.rejects(openCache(dir, { preloadBytes: 0, pixelsChecked: true }), {
+      name: 'CacheError',
+      message: `${q(join(dir, 'test.u8'))} cannot be opened (EMFILE: too many open files, open '${join(dir, 'test.u8')}'): run \`pneumotype prepare\` again`,
+    });
+  } finally {
+    fs.openSync = realOpenSync;
+    syncBuiltinESMExports();
+  }
+  assert.equal(opens, 2);
+  assert.equal(openFds(), before, 'train.u8\'s handle is closed again');
 });
 
 test('prepareCache records the SHA-256 of each .u8 file in index.json', async () => {

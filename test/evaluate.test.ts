@@ -322,7 +322,26 @@ test('predict gives a label and three probabilities per image, and an error line
     // A long list goes in chunks of 256 decoded images; the results keep the inputs' order.
     const upload = { name: 'upload', data: await readFile(first) };
     const bad = { name: 'bad', data: Buffer.from('not an image') };
-    const many = await predict(m, Array.from({ length: 600 }, (_, i) => (i % 7 === 3 ? bad : upload)));
+    // Each input's bytes are read through a getter, and the model's passes are counted: the first pass comes after
+    // exactly the first chunk's 256 inputs were read, not all 600.
+    let read = 0;
+    const readBeforePass: number[] = [];
+    const counted = (input: { name: string; data: Buffer }): { name: string; data: Buffer } => ({
+      name: input.name,
+      get data() {
+        read += 1;
+        return input.data;
+      },
+    });
+    const modelPredict = m.model.predict.bind(m.model);
+    m.model.predict = (...args: Parameters<typeof modelPredict>) => {
+      readBeforePass.push(read);
+      return modelPredict(...args);
+    };
+    const many = await predict(m, Array.from({ length: 600 }, (_, i) => counted(i % 7 === 3 ? bad : upload)), { batchSize: 256 });
+    m.model.predict = modelPredict;
+    assert.equal(read, 600);
+    assert.deepEqual(readBeforePass, [256, 512, 600]);
     assert.equal(many.length, 600);
     many.forEach((r, i) => assert.equal('error' in r, i % 7 === 3, `result ${i}`));
     const again = many.find((r) => 'label' in r);

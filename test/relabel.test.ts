@@ -340,3 +340,26 @@ test('a damaged summary.json is a LabelError naming it, whether it is not JSON o
   assert.deepEqual(again.summary.counts, (good as { counts: unknown }).counts);
   assert.equal((await relabel({ from: src, out })).changed, false);
 });
+
+test('a file that cannot be placed is a LabelError naming source and destination, with the system error as its cause', async () => {
+  const src = join(tmp, 'p-src');
+  const out = join(tmp, 'p-out');
+  await writeTree(src, await datasetFiles({ perClass: { train: 2, test: 1 } }));
+  // A file where the virus folder of the test split has to go: its images cannot be placed there.
+  await mkdir(join(out, 'test'), { recursive: true });
+  await writeFile(join(out, 'test', 'virus'), 'not a folder');
+  const source = join(src, 'chest_xray', 'test', 'PNEUMONIA', 'person60_virus_1005.jpeg');
+  const dest = join(out, 'test', 'virus', 'person60_virus_1005.jpeg');
+  const before = await readFile(source);
+  await assert.rejects(relabel({ from: src, out, concurrency: 1 }), (err: unknown) => {
+    assert.ok(err instanceof LabelError);
+    const system = `EEXIST: file already exists, mkdir '${join(out, 'test', 'virus')}'`;
+    assert.equal(err.message, `"${source}" cannot be placed at "${dest}" (${system})`);
+    assert.equal(err.path, dest);
+    assert.ok(err.cause instanceof Error);
+    assert.equal(err.cause.message, system);
+    return true;
+  });
+  assert.deepEqual(await readFile(source), before, 'the source is untouched');
+  assert.equal(await readFile(join(out, 'test', 'virus'), 'utf8'), 'not a folder');
+});
