@@ -1,10 +1,10 @@
 // The prepared cache: every image decoded once to size x size grayscale bytes, one file per split, and an index.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import { CLASSES, DEFAULTS, SPLITS, type Config, type Label } from './config.js';
 import { CacheError, ConfigError, ImageError, messageOf, quote } from './errors.js';
-import { fileSize, sha256, sha256File, writeJsonAtomic } from './fsx.js';
+import { ensureFolder, fileSize, outputError, sha256, sha256File, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { decodeGray } from './images.js';
 import { MANIFEST_FILE, readManifestAndDigest, type ManifestRow } from './manifest.js';
@@ -313,7 +313,10 @@ async function buildSplit(
   }
   const resumedRows = journal.rowsDone;
   if (resumedRows > 0) tracker.skip(resumedRows, `resuming ${split} at image ${resumedRows + 1} of ${rows.length}`);
-  const handle: FileHandle = await open(partPath, resumedRows > 0 ? 'r+' : 'w');
+  // A write that fails (a full disk) is an OutputError naming the .part file; the journal keeps what was done.
+  const handle: FileHandle = await open(partPath, resumedRows > 0 ? 'r+' : 'w').catch(async (err: unknown) => {
+    throw await outputError(partPath, err);
+  });
   try {
     await handle.truncate(journal.written * rowBytes);
     for (let start = journal.rowsDone; start < rows.length; start += r.chunkRows) {
@@ -346,6 +349,8 @@ async function buildSplit(
       await writeJsonAtomic(journalPath, journal);
     }
     if (rows.length === 0) await writeJsonAtomic(journalPath, journal);
+  } catch (err) {
+    throw await outputError(partPath, err);
   } finally {
     await handle.close();
   }
@@ -455,7 +460,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
   const failed: CacheFailure[] = [];
   const splits: { [S in CacheSplit]?: CacheSplitInfo } = {};
   let resumedRows = 0;
-  await mkdir(r.dir, { recursive: true });
+  await ensureFolder(r.dir);
   for (const [split, rows] of bySplit) {
     const built = await buildSplit(split, rows, pixelKey(r, manifestSha256, split), r, tracker, options.signal);
     resumedRows += built.resumedRows;

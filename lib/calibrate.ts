@@ -213,6 +213,17 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
         { path: options.model },
       );
     }
+    if (outReal !== modelReal) {
+      // Another model folder is replaced whole: what it holds beyond the files written into it would be lost.
+      const dropped = (await readdir(out).catch(() => [] as string[])).filter((name) => !MODEL_FILES.has(name) && others[name] === undefined);
+      if (dropped.length > 0) {
+        throw new ConfigError(
+          `${quote(out)} holds ${dropped.sort().map((f) => quote(f)).join(', ')}, which replacing it would drop (the folder is written anew): ` +
+            'give --out another folder, or move them out',
+          { path: out },
+        );
+      }
+    }
     const { preds, failed, warnings } = await predictSplit(loaded, {
       data: options.data, split, stage: 'calibrate',
       ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),

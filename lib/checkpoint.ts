@@ -1,9 +1,9 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
-import { exists, sha256 } from './fsx.js';
+import { ensureFolder, exists, outputError, sha256 } from './fsx.js';
 import { isAlive } from './lock.js';
 import { loadTf } from './tf.js';
 
@@ -14,19 +14,25 @@ export const WEIGHTS_BIN = 'weights.bin';
 export const OPTIMIZER_JSON = 'optimizer.json';
 export const OPTIMIZER_BIN = 'optimizer.bin';
 
+/** The temporary names of a folder swap: `DIR.pneumotype-tmp-PID` (the new folder) and `DIR.pneumotype-old-PID`. */
+const SWAP_NAME = /^(.*)\.pneumotype-(old|tmp)-(\d+)$/;
+const swapPath = (dir: string, kind: 'old' | 'tmp', pid: number): string => `${dir}.pneumotype-${kind}-${pid}`;
+
 /**
  * Finishes or undoes a folder swap of {@link writeDirAtomic} that a killed process left half done, and removes what
- * dead writers left beside `dir`. The swap renames `DIR` to `DIR.old-PID`, then the complete `DIR.tmp-PID` to `DIR`:
- * with `DIR` missing, a `.tmp` beside its `.old` is complete and goes in; an `.old` alone is put back. Returns what
- * it did, for the caller to report ('' when there was nothing to do).
+ * dead writers left beside `dir`. The swap renames `DIR` to `DIR.pneumotype-old-PID`, then the complete
+ * `DIR.pneumotype-tmp-PID` to `DIR`: with `DIR` missing, a `.tmp` beside its `.old` is complete and goes in; an
+ * `.old` alone is put back. Names of any other form beside `DIR` (a user's `model.old-2023`) are never touched.
+ * Returns what it did, for the caller to report ('' when there was nothing to do).
  *
  * @example await recoverDirSwap('runs/a/checkpoints/last') // "finished the interrupted swap of …"
  */
-export async function recoverDirSwap(dir: string): Promise<string> {
+export async function recoverDirSwap(dirGiven: string): Promise<string> {
+  const dir = resolve(dirGiven); // `model/` is `model`: its swap names sit beside it, not inside
   const parent = dirname(dir);
   const base = basename(dir);
   const strays = (await readdir(parent).catch(() => [] as string[]))
-    .map((name) => /^(.*)\.(old|tmp)-(\d+)$/.exec(name))
+    .map((name) => SWAP_NAME.exec(name))
     .filter((m): m is RegExpExecArray => m !== null && m[1] === base)
     .map((m) => ({ path: join(parent, m[0]), kind: m[2] as 'old' | 'tmp', pid: Number(m[3]) }))
     // This process's own id counts as left too: nothing of it is being written now, and a restarted container (PID 1
@@ -61,28 +67,43 @@ export async function checkReplaceable(dir: string): Promise<void> {
 }
 
 /**
- * Writes a folder atomically: build in `DIR.tmp-PID`, flush its files and itself to disk, then swap it in and flush the
- * parent folder's entries; the old one is removed only afterwards. A power loss at any point leaves the old folder or
- * the new one, complete (with {@link recoverDirSwap} finishing a swap cut between its two renames).
+ * Writes a folder atomically: build in `DIR.pneumotype-tmp-PID`, flush its files and itself to disk, then swap it in
+ * and flush the parent folder's entries; the old one is removed only afterwards. A power loss at any point leaves the
+ * old folder or the new one, complete (with {@link recoverDirSwap} finishing a swap cut between its two renames). A
+ * write that fails (a full disk) is an OutputError naming `dir`, and leaves the old folder as it was.
  */
-export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+export async function writeDirAtomic(dirGiven: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const dir = resolve(dirGiven);
   await recoverDirSwap(dir);
   await checkReplaceable(dir);
-  const tmp = `${dir}.tmp-${process.pid}`;
-  const old = `${dir}.old-${process.pid}`;
+  const tmp = swapPath(dir, 'tmp', process.pid);
+  const old = swapPath(dir, 'old', process.pid);
+  const fail = async (err: unknown): Promise<unknown> => {
+    await rm(tmp, { recursive: true, force: true });
+    return outputError(dir, err, dirname(dir));
+  };
+  await ensureFolder(dirname(dir), dir);
   await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
+  await ensureFolder(tmp, dir);
   try {
     await fill(tmp);
     // Every file's data and the folder's entries on disk before the swap: renames can reach the disk before the data.
     await syncTree(tmp);
   } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
+    throw await fail(err);
   }
   const had = await exists(dir);
-  if (had) await rename(dir, old);
-  await rename(tmp, dir);
+  try {
+    if (had) await rename(dir, old);
+  } catch (err) {
+    throw await fail(err);
+  }
+  try {
+    await rename(tmp, dir);
+  } catch (err) {
+    if (had) await rename(old, dir).catch(() => {}); // the old folder back in its place (recoverDirSwap would, too)
+    throw await fail(err);
+  }
   // Both renames on disk before the old folder goes.
   await syncPath(dirname(dir), true);
   if (had) await rm(old, { recursive: true, force: true });

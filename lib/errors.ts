@@ -105,6 +105,16 @@ export class CacheError extends PneumotypeError {
   }
 }
 
+/**
+ * An output that cannot be written: a full disk, a permission, a file where a folder has to go or a folder where a
+ * file has to go. The system's error is the cause; what was written before is kept.
+ */
+export class OutputError extends PneumotypeError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('ERR_OUTPUT', message, details);
+  }
+}
+
 /** Training batches that could not be made: an augmentation worker thread that failed or stopped. */
 export class AugmentError extends PneumotypeError {
   constructor(message: string, details: ErrorDetails = {}) {

@@ -8,8 +8,8 @@ import { groupOf, readGroups, type GroupingSource } from './balance.js';
 import { layersModelFromArtifacts, readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type Label } from './config.js';
 import { toCsv } from './csv.js';
-import { CacheError, ConfigError, ImageError, LabelError, checkInteger, messageOf, quote } from './errors.js';
-import { exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { CacheError, ConfigError, ImageError, LabelError, OutputError, checkInteger, messageOf, quote } from './errors.js';
+import { checkOutputFile, exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { inDatasetLayout, inOctHalf, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifestAndDigest } from './manifest.js';
@@ -237,11 +237,13 @@ async function evaluationSource(
     include: evaluationEntryFilter,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   }).catch((err: unknown) => {
-    // A read-only working directory (the default folder is data/extracted under it): say where else to extract.
-    const code = (err as { code?: unknown; cause?: { code?: unknown } }).code ?? (err as { cause?: { code?: unknown } }).cause?.code;
+    // A read-only working directory (the default folder is data/extracted under it): say where else to extract. The
+    // system's error may come as it is, or as the cause of ours (an OutputError for the lock's folder, say).
+    const system = err instanceof OutputError ? err.cause : err;
+    const code = (system as { code?: unknown; cause?: { code?: unknown } }).code ?? (system as { cause?: { code?: unknown } }).cause?.code;
     if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
       throw new ConfigError(
-        `${quote(data)} cannot be extracted into ${quote(outDir)} (${messageOf(err)}): give --extracted (extractedDir) a folder whose parent you can write to`,
+        `${quote(data)} cannot be extracted into ${quote(outDir)} (${messageOf(system)}): give --extracted (extractedDir) a folder whose parent you can write to`,
         { path: outDir, cause: err },
       );
     }
@@ -644,8 +646,9 @@ export async function predictSplit(
 export async function evaluateModel(options: EvaluateModelOptions = {}): Promise<EvaluateResult> {
   const data = options.data ?? DEFAULTS.labeledDir;
   const split = options.split ?? 'test';
-  // Read before any image is scored: a bad grouping CSV is found first.
+  // Read before any image is scored: a bad grouping CSV, or an output path that cannot be written, is found first.
   const groups = options.groups ? await readGroups(options.groups) : undefined;
+  for (const path of [options.out, options.predictions]) if (path) await checkOutputFile(path);
   const loaded = await loadModel(options.model);
   try {
     const { preds, failed, imagesDir, warnings, seenInTraining: seen } = await predictSplit(loaded, {

@@ -1,7 +1,7 @@
 // Downloads the dataset archive: known sources, URLs or local paths; resumable, retried, verified and proxy-aware.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import type { Agent } from 'node:http';
 import { join } from 'node:path';
 import { HttpProxyAgent } from 'http-proxy-agent';
@@ -10,7 +10,7 @@ import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
 import { ArchiveError, ConfigError, FetchError, IntegrityError, PneumotypeError, causeChain, messageOf, quote } from './errors.js';
-import { fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import { ensureFolder, fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
 
@@ -84,6 +84,13 @@ export function resolveSource(source: string): ResolvedSource {
   if (source !== '' && existsSync(source)) return { kind: 'path', path: source };
   const known = Object.keys(SOURCES).map((k) => quote(k)).join(' or ');
   const zipPath = 'the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)';
+  // Another scheme (ftp://, s3://): said as such, not as a missing file.
+  const scheme = /^([a-z][a-z0-9+.-]+):\/\//i.exec(source)?.[1];
+  if (scheme !== undefined) {
+    throw new ConfigError(
+      `Dataset source ${quote(maskUserInfo(source))} is a ${scheme}: URL: only http(s) URLs are downloaded; expected ${known}, an http(s) URL, or ${zipPath}`,
+    );
+  }
   // A path that is not there (a folder in it, or a .zip name) is said to be missing, not an unknown kind of source.
   if (/[\\/]|\.zip$/i.test(source)) {
     throw new ConfigError(`Dataset source ${quote(source)} does not exist: expected ${zipPath}, ${known}, or an http(s) URL`, { path: source });
@@ -141,7 +148,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
   const outDir = options.outDir ?? DEFAULTS.downloadsDir;
   // What the record of a verified download names as its source: a known source's name, or the URL as shown.
   const recordAs = resolved.kind === 'known' ? resolved.known.name : shown;
-  await mkdir(outDir, { recursive: true });
+  await ensureFolder(outDir);
   const finalPath = join(outDir, name);
 
   // One process at a time: a second would write the same .part and rename it from under the first.
@@ -619,6 +626,13 @@ class Download {
           `(no end of central directory record at its end); the file was kept as ${quote(bad)}`,
         { expected: 'a zip archive', actual: `${outcome.size} bytes without a zip end`, path: bad },
       );
+    }
+    // The bytes on disk before the name and the record that vouch for them (renames can reach the disk first).
+    const handle = await open(this.#partPath, 'r+');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
     }
     await rename(this.#partPath, finalPath);
     await writeShaRecord(finalPath, name, actual, this.#s.recordAs);

@@ -2,16 +2,18 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { messageOf, OutputError, PneumotypeError, quote } from './errors.js';
 
 /**
  * Writes a file atomically: data goes to `PATH.<pid>.<n>.tmp`, is flushed, then renamed over `PATH`, so readers see the
- * old file or the new one, never half of it.
+ * old file or the new one, never half of it. A failure (a full disk, a folder at `PATH`) is an OutputError naming
+ * `PATH`, and leaves the old file as it was.
  *
  * @example await writeFileAtomic('data/labeled/summary.json', JSON.stringify(summary, null, 2))
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  await ensureFolder(dirname(path), path);
   const tmp = `${path}.${process.pid}.${tmpCounter++}.tmp`;
   try {
     const handle = await open(tmp, 'w');
@@ -24,10 +26,73 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
-    throw err;
+    throw await outputError(path, err);
   }
 }
 let tmpCounter = 0;
+
+/**
+ * Creates folder `dir` (and its parents) for the output `forPath`; one that cannot be made (a file in the way, a
+ * permission) is an OutputError naming the output and what is in the way.
+ *
+ * @example await ensureFolder('runs/a', 'runs/a/history.json')
+ */
+export async function ensureFolder(dir: string, forPath: string = dir): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (err) {
+    throw await outputError(forPath, err, dir);
+  }
+}
+
+/**
+ * Refuses, before any work, an output file that could not be written at `path`: a folder there, or a file where one
+ * of its folders has to go. (A permission or a full disk shows only when writing.)
+ *
+ * @example await checkOutputFile('eval.json') // before scoring 624 images
+ */
+export async function checkOutputFile(path: string): Promise<void> {
+  if ((await stat(path).catch(() => undefined))?.isDirectory()) {
+    throw new OutputError(`${quote(path)} is a folder: expected the path of a file to write`, { path });
+  }
+  const blocker = await fileInTheWay(dirname(path));
+  if (blocker !== undefined) {
+    throw new OutputError(`${quote(path)} cannot be written: ${quote(blocker)} is a file, not a folder`, { path });
+  }
+}
+
+/** The nearest existing ancestor of `dir` (itself included) when that is not a folder; undefined when it is one. */
+async function fileInTheWay(dir: string): Promise<string | undefined> {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const s = await stat(d).catch(() => undefined);
+    if (s) return s.isDirectory() ? undefined : d;
+    if (dirname(d) === d) return undefined;
+  }
+}
+
+/**
+ * The OutputError for a failed write of `path` (into `folder`, by default its own): the system's error in words that
+ * say what to do, quoted, and as the cause. Any other error (a PneumotypeError, a bug) is returned as it is.
+ */
+export async function outputError(path: string, err: unknown, folder = dirname(path)): Promise<unknown> {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  // Only the system's errors (ENOSPC, EACCES, ...): ours say what they are already, and a bug stays a bug.
+  if (err instanceof PneumotypeError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) return err;
+  const system = `(${messageOf(err)})`;
+  const blocker = code === 'ENOTDIR' || code === 'EEXIST' ? await fileInTheWay(folder) : undefined;
+  const [what, advice] =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? ['the disk is full', 'make room and run it again']
+      : code === 'EISDIR' || (code === 'EEXIST' && blocker === undefined)
+        ? ['a folder is in its place', 'give the path of a file']
+        : blocker !== undefined
+          ? [`${quote(blocker)} is a file, not a folder`, 'choose another path']
+          : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+            ? ['this process may not write there', 'choose a place you can write to']
+            : ['', ''];
+  const message = what === '' ? `${quote(path)} cannot be written ${system}` : `${quote(path)} cannot be written: ${what} ${system}; ${advice}`;
+  return new OutputError(message, { path, cause: err });
+}
 
 /** Writes JSON (2-space indented, trailing newline) atomically. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {

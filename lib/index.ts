@@ -4,7 +4,7 @@
 export { CLASSES, SPLITS, SOURCES, DEFAULTS, PRESETS, resolveConfig } from './config.js';
 export type { Label, Split, KnownSource, Config, PresetName } from './config.js';
 export {
-  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, AugmentError, BackendError, UsageError, BusyError, type LockHolder,
+  PneumotypeError, ConfigError, FetchError, IntegrityError, ArchiveError, LabelError, ImageError, CacheError, OutputError, AugmentError, BackendError, UsageError, BusyError, type LockHolder,
 } from './errors.js';
 export { withLock, type LockOptions } from './lock.js';
 export { ProgressTracker, type Progress, type ProgressCallback } from './progress.js';

@@ -1,10 +1,11 @@
 // Lock files, so that two processes never write the same download, cache or run at once.
 import { readFileSync, rmSync } from 'node:fs';
-import { link, mkdir, open, readFile, readlink, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, open, readFile, readlink, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BusyError, quote, type LockHolder } from './errors.js';
+import { ensureFolder } from './fsx.js';
 
 /** Options of {@link withLock}. */
 export interface LockOptions {
@@ -117,7 +118,7 @@ async function acquire(path: string, what: string): Promise<Holding> {
 const claiming = new Set<string>();
 
 async function acquireUnclaimed(path: string, what: string): Promise<Holding> {
-  await mkdir(dirname(path), { recursive: true });
+  await ensureFolder(dirname(path), path);
   const pidNs = await ownPidNamespace();
   const me: LockHolder = {
     pid: process.pid, host: hostname(), started: new Date().toISOString(), ...(await processIdentity(process.pid)), ...(pidNs !== undefined ? { pidNs } : {}),

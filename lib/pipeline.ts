@@ -1,12 +1,12 @@
 // The whole job, step by step: fetch, relabel (with extraction), prepare, train, calibrate, evaluate and report,
 // skipping what is already done.
 import { existsSync } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULTS, presetNamed, resolveConfig, type Config, type PresetName } from './config.js';
 import { CACHE_INDEX_FILE, CACHE_VERSION, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
-import { exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
+import { ensureFolder, exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { filesNotAsListed, MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
 import { readSummary, relabel, sourceMatches, SUMMARY_FILE } from './relabel.js';
@@ -231,7 +231,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     step('fetch', true, `${dirs.labeled} is complete, made from ${madeFrom}: the archive is not read again`);
   } else if (remote && url !== undefined) {
     options.onStep?.('fetch', `reading only the chest X-ray entries of ${shown} with Range requests`);
-    await mkdir(dataDir, { recursive: true });
+    await ensureFolder(dataDir);
     await writeJsonAtomic(remoteRecord, { url: shown });
     // The entries relabel reads (as `extract` selects them): chest_xray/ folders, or the layout under any top folder.
     remoteResult = await extractRemoteZip({ url, outDir: dirs.extracted, include: datasetEntryFilter, ...progress });

@@ -1,5 +1,5 @@
 // The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
-import { link, copyFile, mkdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { CLASSES, DEFAULTS, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
@@ -184,7 +184,8 @@ async function placeUnwrapped(src: string, dest: string, data: Buffer, digest: s
     await link(await realpath(src), tmp);
   } catch {
     how = 'copied';
-    await copyFile(src, tmp);
+    // The bytes that were read and hashed, not the file again: a source changed meanwhile cannot differ from its row.
+    await writeFile(tmp, data);
   }
   await rename(tmp, dest);
   return how;
@@ -384,7 +385,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
   });
   for (const r of plan.rejected) {
     const src = join(root, r.source);
-    const data = await readFile(src);
+    const data = await readSource(src);
     await place(src, join(out, r.dest), data, sha256(data));
   }
 

@@ -6,7 +6,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
-import { exists, writeFileAtomic } from './fsx.js';
+import { checkOutputFile, exists, writeFileAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { calibrationOf, type EvaluationReport, type Interval } from './metrics.js';
@@ -639,6 +639,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   }
   // A model folder may be in the repository (models/default): its report goes to the working directory instead.
   const out = options.out ?? (modelDir === runDir ? resolve(`${basename(runDir)}-report.html`) : join(runDir, 'report.html'));
+  await checkOutputFile(out); // before its images are read
   if (history === undefined) notes.push(`no training history at ${quote(historyPath)}: the training curves are left out (the model card records its best epoch only)`);
   if (!card) notes.push(`no model card in ${quote(join(runDir, 'model'))}: the configuration is not shown`);
   // Without a history, the card's best epoch.

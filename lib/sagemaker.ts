@@ -186,6 +186,11 @@ export interface SageMakerTrainingOptions {
   readonly stopGraceMs?: number;
   readonly onLog?: (line: SageMakerLogLine) => void;
   readonly onProgress?: ProgressCallback;
+  /**
+   * Called when the grace period ran out, with a promise that settles once the abandoned work has ended and the
+   * scratch folder is removed. The CLI exits instead; a caller that stays alive (a test, a notebook) can wait for it.
+   */
+  readonly onAbandoned?: (settled: Promise<void>) => void;
 }
 
 /** Exit codes: 0 trained; 1 failed (reason in output/failure); 128 + signal number when stopped by a signal. */
@@ -199,10 +204,17 @@ async function publishModel(from: string, to: string): Promise<void> {
   // tries at most), and only then moved in, so that model.tar.gz never packs half a model or a temporary file.
   const card = join(from, 'pneumotype.json');
   const tmp = (file: string): string => join(to, `.${file}.${process.pid}.tmp`);
+  // What a killed earlier copy left (a container restarted, its model folder kept): not packed into model.tar.gz.
+  for (const name of await readdir(to)) if (/^\..+\.\d+\.tmp$/.test(name)) await rm(join(to, name), { force: true });
   for (let attempt = 1; ; attempt++) {
     const before = await readFile(card, 'utf8').catch(() => undefined);
-    // The thumbnails of the training images go along where the folder has them (train writes them into model/).
-    const files = [...MODEL_FILES, ...((await exists(join(from, TRAINING_THUMBNAILS_FILE))) ? [TRAINING_THUMBNAILS_FILE] : [])];
+    // The thumbnails of the training images go along where the folder has them (train writes them into model/). The
+    // card goes in last: a folder with a card holds the files it describes.
+    const files = [
+      ...MODEL_FILES.filter((f) => f !== 'pneumotype.json'),
+      ...((await exists(join(from, TRAINING_THUMBNAILS_FILE))) ? [TRAINING_THUMBNAILS_FILE] : []),
+      'pneumotype.json',
+    ];
     let failure: unknown;
     for (const file of files) {
       failure = await copyFile(join(from, file), tmp(file)).then(() => undefined, (err: unknown) => err);
@@ -361,6 +373,8 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
   let phase = 'train' as 'train' | 'calibrate' | 'done'; // (`as`: set in the work, where TypeScript's narrowing does not look)
   /** Set when the job stops waiting for the work (the grace period ran out): the work must not go on to calibrate. */
   let abandoned = false;
+  /** The abandoned work, settled (its error is the job's failure already): the scratch folder goes after it. */
+  let leftRunning: Promise<void> | undefined;
   const epochsDone: number[] = [];
   // A run that trained all its epochs, or stopped early: nothing of its training was cut short.
   const finished = (r: TrainResult): boolean => r.stoppedEarly || r.history.length >= plannedEpochs;
@@ -450,8 +464,9 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
     });
     let outcome: 'done' | 'deadline' | 'error';
     let workError = '';
+    const running = work();
     try {
-      outcome = await Promise.race([work().then(() => 'done' as const), deadline]);
+      outcome = await Promise.race([running.then(() => 'done' as const), deadline]);
     } catch (err) {
       if (!signal?.aborted) throw err;
       // train refuses to finish without a best checkpoint: a stop before the first epoch ended lands here.
@@ -463,6 +478,7 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
       if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
     if (outcome !== 'done') abandoned = true;
+    if (outcome === 'deadline') leftRunning = running.then(() => {}, () => {});
 
     const name = signalName(signal);
     const planned = plannedEpochs > 0 ? ` of ${plannedEpochs}` : '';
@@ -513,7 +529,14 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
   } catch (err) {
     return await fail(messageOf(err), EXIT_CODES.failed);
   } finally {
-    if (ownWorkDir && workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
+    const removeWorkDir = async (): Promise<void> => {
+      if (ownWorkDir && workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
+    };
+    // Work abandoned after the grace period may still write into the scratch folder: removed once it has ended.
+    if (leftRunning) {
+      const cleaned = leftRunning.then(removeWorkDir);
+      options.onAbandoned?.(cleaned);
+    } else await removeWorkDir();
   }
 }
 

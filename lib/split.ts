@@ -81,9 +81,10 @@ function pickStratum(patients: readonly Patient[], valFraction: number, rng: Rng
 /**
  * Splits train rows into train and validation by patient: all images of a patient land on one side. Patients are
  * stratified by their majority label and, within each label, picked in a seeded shuffled order until about
- * `valFraction` of that label's images are in validation. Every label keeps images in train, and every stratum at least
- * one patient there; a label carried by at least two patients gets a validation patient (when `valFraction > 0`)
- * where one can be moved without taking another label's last training images. The result
+ * `valFraction` of that label's images are in validation, leaving every stratum at least one patient in train. Then a
+ * label carried by at least two patients gets a validation patient (when `valFraction > 0`) where one can be moved
+ * without taking any label's last training images; such a move of a patient with mixed labels may take the last
+ * patient of its stratum (only every label, not every stratum, is sure to keep images in train). The result
  * depends only on the rows' labels and patient ids and on the seed, not on the order of the rows (except for rows
  * without a patient id, each a patient of its own, known by its position).
  *

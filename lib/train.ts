@@ -605,16 +605,17 @@ const windingDown = new Map<string, Promise<TrainResult>>();
 /**
  * Removes what a training into `runDir` writes there, and nothing else: checkpoints/last and checkpoints/best (then
  * checkpoints/ itself when that leaves it empty), model/, history.json, stalled.txt (the watchdog's report) and the
- * temporary names of their atomic writes (`DIR.tmp-PID`, `DIR.old-PID`, `history.json.PID.N.tmp`).
+ * temporary names of their atomic writes (`DIR.pneumotype-tmp-PID`, `DIR.pneumotype-old-PID`, and before them
+ * `DIR.tmp-PID` and `DIR.old-PID`; `history.json.PID.N.tmp`).
  */
 async function removeRunOutputs(runDir: string): Promise<void> {
   const checkpoints = join(runDir, 'checkpoints');
   for (const name of await readdir(checkpoints).catch(() => [] as string[])) {
-    if (/^(last|best)(\.(old|tmp)-\d+)?$/.test(name)) await rm(join(checkpoints, name), { recursive: true, force: true });
+    if (/^(last|best)(\.(pneumotype-)?(old|tmp)-\d+)?$/.test(name)) await rm(join(checkpoints, name), { recursive: true, force: true });
   }
   await rmdir(checkpoints).catch(() => {}); // absent, or holding files of someone else's: left as it is
   for (const name of await readdir(runDir).catch(() => [] as string[])) {
-    if (/^model(\.(old|tmp)-\d+)?$/.test(name) || /^history\.json(\.\d+\.\d+\.tmp)?$/.test(name) || name === 'stalled.txt') {
+    if (/^model(\.(pneumotype-)?(old|tmp)-\d+)?$/.test(name) || /^history\.json(\.\d+\.\d+\.tmp)?$/.test(name) || name === 'stalled.txt') {
       await rm(join(runDir, name), { recursive: true, force: true });
     }
   }

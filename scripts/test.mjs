@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 
 const SUITE = [
   'test/errors.test.ts',
+  'test/fsx.test.ts',
   'test/lock.test.ts',
   'test/random.test.ts',
   'test/pool.test.ts',

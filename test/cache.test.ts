@@ -7,13 +7,14 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CACHE_VERSION, cacheDirFor, openCache, prepareCache, type CacheIndex } from '../lib/cache.js';
 import type { Label } from '../lib/config.js';
-import { CacheError, quote } from '../lib/errors.js';
+import { CacheError, OutputError, quote } from '../lib/errors.js';
 import { sha256 } from '../lib/fsx.js';
 import { decodeGray, readImageInfo } from '../lib/images.js';
 import { patientGroupedSplit } from '../lib/split.js';
 import { readManifest, writeManifest, type ManifestRow } from '../lib/manifest.js';
 import type { Progress } from '../lib/progress.js';
 import { datasetFiles } from './helpers/fixtures.js';
+import { withSmallDisk } from './helpers/small-disk.js';
 
 const SIZE = 16;
 let root = '';
@@ -352,6 +353,21 @@ test('openCache closes the splits it opened when a later one fails to open', { s
   }
   assert.equal(opens, 2);
   assert.equal(openFds(), before, 'train.u8\'s handle is closed again');
+});
+
+test('a full disk while preparing is an OutputError naming the file it could not write (a real tmpfs)', async (t) => {
+  const disk = join(root, 'small-disk');
+  const ran = await withSmallDisk(disk, '48k', async () => {
+    // 64 x 64 bytes an image: the train split's 30 images need 120 KiB.
+    await assert.rejects(prepareCache({ labeledDir: labeled, cacheDir: disk, imageSize: 64, valFraction: 0.25, seed: 3, concurrency: 1 }), (err: unknown) => {
+      assert.ok(err instanceof OutputError, String(err));
+      // The pixels or the journal that vouches for them, whichever met the full disk first.
+      const file = /^"(.+)" cannot be written: the disk is full \(ENOSPC: no space left on device, write\); make room and run it again$/.exec(err.message)?.[1];
+      assert.ok(file === join(disk, '64', 'train.u8.part') || file === join(disk, '64', 'train.journal.json'), err.message);
+      return true;
+    });
+  });
+  if (!ran) t.skip('cannot mount a small tmpfs here');
 });
 
 test('prepareCache records the SHA-256 of each .u8 file in index.json', async () => {

@@ -1,7 +1,7 @@
 // Temperature scaling: the fit on hand-made and synthetic cases, folding into the output layer, and calibrate end to end.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -160,7 +160,10 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   });
   assert.equal(existsSync(`${twice}.lock`), false, 'the lock is gone');
   close(again.temperature, r.temperature, 1e-3 * r.temperature);
-  await assert.rejects(calibrateModel({ model: join(tmp, 'nothing'), data: labeled }), { name: 'CacheError' });
+  await assert.rejects(calibrateModel({ model: join(tmp, 'nothing'), data: labeled }), {
+    name: 'CacheError',
+    message: `the model folder "${join(tmp, 'nothing')}" does not exist: expected a folder that pneumotype train wrote (pneumotype.json, model.json, weights.bin)`,
+  });
   // An output that exists and is not a model folder (a dataset, a file) is refused, never replaced.
   const precious = join(tmp, 'precious');
   await mkdir(precious);
@@ -197,6 +200,26 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   });
   assert.equal(scored, false, 'named before any image is scored');
   await rm(join(dir, 'notes.txt'));
+  // Another model folder given as --out is written anew too: what it holds beyond a model's files is named, nothing
+  // is scored or replaced.
+  const other = join(tmp, 'other-model');
+  await cp(modelDir, other, { recursive: true });
+  await mkdir(join(other, 'assets'));
+  await writeFile(join(other, 'NOTES.md'), 'mine');
+  progressed = 0;
+  await assert.rejects(calibrateModel({ model: dir, data: labeled, out: other, onProgress: () => void progressed++ }), {
+    name: 'ConfigError',
+    message: `"${other}" holds "NOTES.md", "assets", which replacing it would drop (the folder is written anew): give --out another folder, or move them out`,
+  });
+  assert.equal(progressed, 0, 'refused before any image is scored');
+  assert.equal(await readFile(join(other, 'NOTES.md'), 'utf8'), 'mine');
+  // A trailing slash (as tab completion writes it) names the same folder: swapped beside it, nothing left inside.
+  await rm(join(other, 'assets'), { recursive: true });
+  await rm(join(other, 'NOTES.md'));
+  const slashed = await calibrateModel({ model: `${dir}/`, data: labeled, out: `${other}/` });
+  assert.ok(Number.isFinite(slashed.temperature));
+  assert.deepEqual((await readdir(other)).filter((f) => f.startsWith('.') || f.includes('pneumotype-')), []);
+  assert.deepEqual((await readdir(tmp)).filter((f) => f.startsWith('other-model')), ['other-model']);
 });
 
 test('calibrate leaves an unreadable image out and returns it, as evaluate does', async () => {

@@ -283,6 +283,24 @@ test('a labelled folder of the train split alone points to --split val; a traini
   await assert.rejects(loadModel(runDir), { name: 'CacheError', message: `"${runDir}" is a training run, not a model folder: its model is "${join(runDir, 'model')}"` });
 });
 
+test('evaluate refuses an output path it could not write before it scores any image', async () => {
+  const folder = join(tmp, 'an-output-folder');
+  await mkdir(folder, { recursive: true });
+  const file = join(tmp, 'an-output-file');
+  await writeFile(file, 'x');
+  let progressed = 0;
+  const onProgress = (): void => void progressed++;
+  await assert.rejects(evaluateModel({ model: modelDir, data: labeled, bootstrap: 0, out: folder, onProgress }), {
+    name: 'OutputError',
+    message: `"${folder}" is a folder: expected the path of a file to write`,
+  });
+  await assert.rejects(evaluateModel({ model: modelDir, data: labeled, bootstrap: 0, predictions: join(file, 'p.csv'), onProgress }), {
+    name: 'OutputError',
+    message: `"${join(file, 'p.csv')}" cannot be written: "${file}" is a file, not a folder`,
+  });
+  assert.equal(progressed, 0);
+});
+
 /**
  * A folder this process cannot create anything in: a fresh one made read-only, or, for root (who writes anywhere),
  * /sys, where even root may not make folders; undefined when neither holds here.
@@ -525,7 +543,11 @@ test('the model card renders data, architecture, training, metrics with interval
     assert.match(err.message, new RegExp(`^"${join(tmp, 'history-cut.json').replace(/[/.-]/g, '\\$&')}" cannot be read as a run's history \\(.*\\): expected the history.json that train writes$`));
     return true;
   });
-  await assert.rejects(writeModelCard({ modelDir: join(tmp, 'nowhere'), history: join(tmp, 'run', 'history.json'), evaluation }), { name: 'CacheError' });
+  const nowhere = join(tmp, 'nowhere', 'pneumotype.json');
+  await assert.rejects(writeModelCard({ modelDir: join(tmp, 'nowhere'), history: join(tmp, 'run', 'history.json'), evaluation }), {
+    name: 'CacheError',
+    message: `"${nowhere}" cannot be read as a model card (ENOENT: no such file or directory, open '${nowhere}'): the run folder is damaged`,
+  });
   assert.match(text, /Research and teaching only\. Not a medical device/);
   assert.match(text, /Grayscale, squashed to 32x32/);
   assert.match(text, /`tiny`, width 8, 24,939 parameters/);

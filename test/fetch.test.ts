@@ -435,8 +435,19 @@ test('resolveSource classifies known names, URLs and paths', () => {
   assert.deepEqual(resolveSource('v3'), { kind: 'known', known: SOURCES.v3 });
   assert.deepEqual(resolveSource('https://example.org/a b.zip'), { kind: 'url', url: 'https://example.org/a%20b.zip' });
   assert.deepEqual(resolveSource('.'), { kind: 'path', path: '.' });
-  assert.throws(() => resolveSource('ftp://example.org/a.zip'), ConfigError);
-  assert.throws(() => resolveSource('toString'), ConfigError);
+  const zipPath = 'the path of an existing zip file (run, relabel, evaluate and the notebooks also take an extracted folder)';
+  assert.throws(() => resolveSource('ftp://example.org/a.zip'), {
+    name: 'ConfigError',
+    message: `Dataset source "ftp://example.org/a.zip" is a ftp: URL: only http(s) URLs are downloaded; expected "v2" or "v3", an http(s) URL, or ${zipPath}`,
+  });
+  assert.throws(() => resolveSource('s3://user:secret@bucket/a.zip'), {
+    name: 'ConfigError',
+    message: `Dataset source "s3://***@bucket/a.zip" is a s3: URL: only http(s) URLs are downloaded; expected "v2" or "v3", an http(s) URL, or ${zipPath}`,
+  });
+  assert.throws(() => resolveSource('toString'), {
+    name: 'ConfigError',
+    message: `Unknown dataset source "toString": expected "v2" or "v3", an http(s) URL, or ${zipPath}`,
+  });
 });
 
 test('an aborted signal stops the download with a FetchError (no partial file, none named)', async () => {

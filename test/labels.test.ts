@@ -46,6 +46,19 @@ test('planRelabel maps the layout to split/label/name and reports junk and ignor
   assert.deepEqual(plan.ignored, [{ source: 'chest_xray/README.txt', reason: 'outside the {train,test,val}/{NORMAL,PNEUMONIA}/ layout' }]);
 });
 
+test('split and class folders are read in any case (Train/Normal, TEST/pneumonia), as the README says', () => {
+  const plan = planRelabel({
+    files: ['chest_xray/Train/Normal/IM-0115-0001.jpeg', 'chest_xray/TEST/pneumonia/person1_virus_2.jpeg', 'chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg'],
+    source: 'mixed-case.zip',
+  });
+  assert.deepEqual(plan.images.map((i) => [i.source, i.dest]), [
+    ['chest_xray/TEST/pneumonia/person1_virus_2.jpeg', 'test/virus/person1_virus_2.jpeg'],
+    ['chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg', 'train/bacteria/person1_bacteria_1.jpeg'],
+    ['chest_xray/Train/Normal/IM-0115-0001.jpeg', 'train/normal/IM-0115-0001.jpeg'],
+  ]);
+  assert.deepEqual(plan.ignored, []);
+});
+
 test('folders named like the properties of an object (constructor, __proto__) are no splits: left alone, no crash', () => {
   const plan = planRelabel({ files: [...files, 'chest_xray/constructor/NORMAL/IM-0002-0001.jpeg', 'chest_xray/__proto__/PNEUMONIA/person2_virus_1.jpeg'], source: 'fixture.zip' });
   assert.equal(plan.images.length, 5);

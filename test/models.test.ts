@@ -81,9 +81,13 @@ for (const name of ['resnet', 'mobile', 'tiny'] as const) {
           assert.ok(row.every((p) => p >= 0 && p <= 1 && Number.isFinite(p)));
           assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-5, `row sums to 1: ${row.join(', ')}`);
         }
-        await assertNoTensorLeak(`${name} predict`, () =>
-          tf.tidy(() => (model.predict(x) as Tensor).sum().dataSync()),
-        );
+        // Outside tf.tidy, which would dispose whatever predict left behind and hide it.
+        await assertNoTensorLeak(`${name} predict`, () => {
+          const out = model.predict(x) as Tensor;
+          const values = out.dataSync();
+          out.dispose();
+          return values;
+        });
       } finally {
         x.dispose();
       }

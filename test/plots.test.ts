@@ -231,7 +231,7 @@ test('intensityHistogramFigure: one normalised line per class present', () => {
   assert.match(String(fig.data[1]?.name), /^virus \(2 images, mean 85\.3\)$/);
   assert.equal(title(layoutAxis(fig, 'xaxis')), 'pixel intensity (0 black, 255 white)');
   assert.equal(title(layoutAxis(fig, 'yaxis')), 'share of pixels');
-  assert.throws(() => intensityHistogramFigure({}, { bins: 0 }), ConfigError);
+  assert.throws(() => intensityHistogramFigure({}, { bins: 0 }), { name: 'ConfigError', message: 'bins 0 is not valid: expected an integer from 1 to 256' });
 });
 
 test('trainingCurvesFigure: loss and accuracy, train and validation, learning rate, best epoch', () => {
@@ -337,7 +337,7 @@ test('rocCurvesFromPredictions and rocFigure: curves from (0,0) to (1,1), AUCs, 
   assert.deepEqual(rocCurvesFromPredictions(rows.filter((r) => r.trueLabel !== 'virus')).map((c) => c.name), [
     'normal vs rest', 'bacteria vs rest', 'pneumonia (positive) vs normal',
   ]);
-  assert.throws(() => rocFigure([{ name: 'x', fpr: [0, 1], tpr: [0], auc: 0.5 }]), ConfigError);
+  assert.throws(() => rocFigure([{ name: 'x', fpr: [0, 1], tpr: [0], auc: 0.5 }]), { name: 'ConfigError', message: 'ROC curve "x" has 2 fpr but 1 tpr values: expected as many' });
 });
 
 test('parsePredictionsCsv reads evaluateModel\'s CSV and names the bad row', () => {

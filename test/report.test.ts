@@ -204,6 +204,13 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   const evaluation: EvaluateResult = { split: 'test', model: join(runDir, 'model'), data: labeled, ...evaluatePredictions(preds, { bootstrap: 30 }), failed: [] };
   await writeFile(join(runDir, 'evaluation.json'), JSON.stringify(evaluation));
   await writeFile(join(runDir, 'predictions.csv'), toCsv(['file', 'patientId', 'trueLabel', 'predictedLabel', 'normal', 'bacteria', 'virus'], rows));
+  // A folder where the report has to go is refused before anything is read.
+  await mkdir(join(tmp, 'out', 'a-folder.html'), { recursive: true });
+  await assert.rejects(writeRunReport({ runDir, out: join(tmp, 'out', 'a-folder.html'), gallery: 3 }), {
+    name: 'OutputError',
+    message: `"${join(tmp, 'out', 'a-folder.html')}" is a folder: expected the path of a file to write`,
+  });
+  await rm(join(tmp, 'out', 'a-folder.html'), { recursive: true });
   const r = await writeRunReport({ runDir, out: join(tmp, 'out', 'report.html'), gallery: 3 });
   assert.deepEqual(r.sections, ['Overview', 'Data', 'Training', 'Evaluation', 'ROC curves', 'Most confident mistakes']);
   assert.equal(r.figures, 8);

@@ -5,7 +5,7 @@ import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { readManifest } from '../lib/manifest.js';
 import { relabel } from '../lib/relabel.js';
@@ -26,6 +26,14 @@ before(async () => {
 });
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
+});
+
+// Work that a stop's grace period gave up on goes on in the background: each test waits for its own before it ends,
+// so that none of it writes into a folder being removed (or into the next test's time).
+const abandoned: Promise<void>[] = [];
+const onAbandoned = (settled: Promise<void>): void => void abandoned.push(settled);
+afterEach(async () => {
+  await Promise.all(abandoned.splice(0));
 });
 
 /** A fresh /opt/ml tree: hyperparameters.json (when given) and the training channel copied from `channel`. */
@@ -102,7 +110,7 @@ test('the raw archive layout is relabelled first; a stop signal ends training af
   // A stop that the work in progress outlives: the job gives up on it after the grace period.
   const slow = await mlRoot('slow', { preset: 'smoke' }, raw);
   const late = new AbortController();
-  const code2 = await runSageMakerTraining({ root: slow, workDir: join(tmp, 'slow-work'), stopGraceMs: 0, signal: late.signal, onLog: (l) => l.event === 'data' && late.abort('SIGTERM') });
+  const code2 = await runSageMakerTraining({ root: slow, workDir: join(tmp, 'slow-work'), stopGraceMs: 0, onAbandoned, signal: late.signal, onLog: (l) => l.event === 'data' && late.abort('SIGTERM') });
   assert.equal(code2, 143);
   assert.equal(await failure(slow), 'stopped by SIGTERM before the first epoch ended (the work in progress did not end within 0 s of the signal): no model was saved\n');
   // A signal before anything started: nothing to keep.
@@ -117,7 +125,10 @@ test('resume false starts over: a stop before the first new epoch saves no model
   // Job 1 (checkpoint configuration, 32 px) finishes; job 2 reuses its checkpoint folder with resume false, 48 px.
   const root = await mlRoot('replace', { preset: 'smoke', epochs: '1', augment: 'none', 'image-size': '32' }, labeled);
   await mkdir(join(root, 'checkpoints'));
+  // What a killed copy of an earlier container left in the model folder is not packed with the model.
+  await writeFile(join(root, 'model', '.weights.bin.4242.tmp'), 'half a copy');
   assert.equal(await runSageMakerTraining({ root }), 0);
+  assert.deepEqual((await readdir(join(root, 'model'))).sort(), ['model.json', 'pneumotype.json', 'training-thumbnails.u8', 'weights.bin']);
   const run = join(root, 'checkpoints', 'run');
   assert.deepEqual((await readdir(run)).sort(), ['checkpoints', 'history.json', 'model']);
   await writeFile(join(run, 'notes.txt'), 'not a training output\n');
@@ -156,7 +167,7 @@ test('a resumed job stopped before its own first epoch ends publishes the resume
   const events: string[] = [];
   const code = await runSageMakerTraining({
     root,
-    stopGraceMs: 0,
+    stopGraceMs: 0, onAbandoned,
     signal: second.signal,
     onLog: (l) => events.push(l.event),
     onProgress: (p) => p.stage === 'prepare' && !second.signal.aborted && second.abort('SIGTERM'),
@@ -177,7 +188,7 @@ test('a resumed job stopped before its own first epoch ends publishes the resume
   const third = new AbortController();
   const code3 = await runSageMakerTraining({
     root,
-    stopGraceMs: 0,
+    stopGraceMs: 0, onAbandoned,
     signal: third.signal,
     onProgress: (p) => p.stage === 'prepare' && !third.signal.aborted && third.abort('SIGTERM'),
   });
@@ -203,7 +214,7 @@ test('a stop after the last epoch still calibrates within the grace period; past
   const c2 = new AbortController();
   const code2 = await runSageMakerTraining({
     root: late,
-    stopGraceMs: 0,
+    stopGraceMs: 0, onAbandoned,
     signal: c2.signal,
     onProgress: (p) => p.stage === 'calibrate' && !c2.signal.aborted && c2.abort('SIGTERM'),
   });
@@ -214,7 +225,7 @@ test('a stop after the last epoch still calibrates within the grace period; past
   // ... or while train still saves the run's model after the last epoch.
   const saving = await mlRoot('stop-saving', hp, labeled);
   const c3 = new AbortController();
-  const code3 = await runSageMakerTraining({ root: saving, stopGraceMs: 0, signal: c3.signal, onLog: (l) => l.event === 'epoch' && c3.abort('SIGTERM') });
+  const code3 = await runSageMakerTraining({ root: saving, stopGraceMs: 0, onAbandoned, signal: c3.signal, onLog: (l) => l.event === 'epoch' && c3.abort('SIGTERM') });
   assert.equal(code3, 143);
   assert.equal(await failure(saving), `stopped by SIGTERM after the last epoch (1 of 1), while saving its model, which did not end within 0 s of the signal: calibration was skipped and the uncalibrated best model (epoch 1) is in "${join(saving, 'model')}"\n`);
   assert.equal(await calibration(saving), undefined);

@@ -86,6 +86,10 @@ function rawExchange(port: number, text: string): Promise<string> {
 
 const error = (code: string, message: string): unknown => ({ error: { code, message } });
 
+/** A fetch that found nothing listening: undici's TypeError with the connection's ECONNREFUSED as its cause. */
+const refused = (err: unknown): boolean =>
+  err instanceof TypeError && (err.cause as { code?: unknown } | undefined)?.code === 'ECONNREFUSED';
+
 async function until(condition: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 2000 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
   assert.ok(condition(), `timed out waiting for ${what}`);
@@ -376,7 +380,7 @@ test('serveUntilSignal leaves nothing listening when its onStart or onLog throws
   );
   const port = started?.port;
   assert.ok(typeof port === 'number');
-  await assert.rejects(fetch(`http://127.0.0.1:${port}/ping`), 'nothing listens on the port any more');
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/ping`), refused, 'nothing listens on the port any more');
   // onLog throws at the signal: the server drains and closes all the same.
   let url = '';
   const done = serveUntilSignal({
@@ -392,7 +396,7 @@ test('serveUntilSignal leaves nothing listening when its onStart or onLog throws
   assert.equal((await fetch(`${url}/ping`)).status, 200);
   process.emit('SIGUSR2', 'SIGUSR2');
   assert.equal(await done, 0);
-  await assert.rejects(fetch(`${url}/ping`));
+  await assert.rejects(fetch(`${url}/ping`), refused);
   assert.equal(process.listenerCount('SIGUSR2'), 0);
 });
 

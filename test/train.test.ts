@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { TRACE_AUGMENT } from '../lib/augment.js';
 import { alignSlots, recoverDirSwap, writeDirAtomic } from '../lib/checkpoint.js';
 import { DEFAULTS, resolveConfig, type Config } from '../lib/config.js';
-import { CacheError } from '../lib/errors.js';
+import { CacheError, OutputError } from '../lib/errors.js';
 import { loadModel, predict } from '../lib/evaluate.js';
 import { sha256 } from '../lib/fsx.js';
 import { readManifest } from '../lib/manifest.js';
@@ -539,13 +539,14 @@ test('a run killed in the middle of its checkpoint swap, or before its history, 
     message: `cannot resume ${JSON.stringify(out)}: it was started with 3 epochs (now 8), augmentation false (now {"flip":true}); a resume continues ` +
       'the same run: give the settings it was started with, or train into another --out',
   });
-  // Killed between the two renames of a swap (last -> last.old-PID, then last.tmp-PID -> last), by a process now gone.
+  // Killed between the two renames of a swap (last -> last.pneumotype-old-PID, then last.pneumotype-tmp-PID -> last), by
+  // a process now gone.
   const child = spawn(process.execPath, ['-e', '']);
   await once(child, 'exit');
   const pid = child.pid ?? 0;
   const last = join(out, 'checkpoints', 'last');
-  await cp(last, `${last}.tmp-${pid}`, { recursive: true });
-  await rename(last, `${last}.old-${pid}`);
+  await cp(last, `${last}.pneumotype-tmp-${pid}`, { recursive: true });
+  await rename(last, `${last}.pneumotype-old-${pid}`);
   // ... and its history.json one epoch short, as when killed before writing it.
   const history = JSON.parse(await readFile(join(out, 'history.json'), 'utf8')) as unknown[];
   await writeFile(join(out, 'history.json'), JSON.stringify(history.slice(0, 1)));
@@ -607,12 +608,29 @@ test('a best checkpoint written just before a kill (an epoch ahead of the last o
 
 test("recoverDirSwap finishes a swap left under this process's own id (a restarted container is PID 1 again)", async () => {
   const dir = join(tmp, 'own-pid', 'last');
-  await mkdir(`${dir}.tmp-${process.pid}`, { recursive: true });
-  await writeFile(join(`${dir}.tmp-${process.pid}`, 'model.json'), '{}');
-  await mkdir(`${dir}.old-${process.pid}`, { recursive: true });
+  await mkdir(`${dir}.pneumotype-tmp-${process.pid}`, { recursive: true });
+  await writeFile(join(`${dir}.pneumotype-tmp-${process.pid}`, 'model.json'), '{}');
+  await mkdir(`${dir}.pneumotype-old-${process.pid}`, { recursive: true });
   assert.equal(await recoverDirSwap(dir), `finished the interrupted swap of ${JSON.stringify(dir)}`);
   assert.deepEqual(await readdir(join(tmp, 'own-pid')), ['last']);
   assert.deepEqual(await readdir(dir), ['model.json']);
+});
+
+test("a folder swap never touches a user's folders named like a swap's, and a trailing slash swaps beside the folder", async () => {
+  const parent = join(tmp, 'user-names');
+  const dir = join(parent, 'model');
+  // A user's backups beside the model, named as older versions of pneumotype named their swaps, under no live process.
+  for (const name of ['model.old-2023', 'model.tmp-7']) {
+    await mkdir(join(parent, name), { recursive: true });
+    await writeFile(join(parent, name, 'NOTES.txt'), name);
+  }
+  await writeDirAtomic(`${dir}/`, async (t) => writeFile(join(t, 'model.json'), '1'));
+  await rm(dir, { recursive: true }); // gone: recoverDirSwap would put an .old back, were it one of ours
+  await writeDirAtomic(`${dir}/`, async (t) => writeFile(join(t, 'model.json'), '2'));
+  assert.equal(await recoverDirSwap(`${dir}/`), '');
+  assert.deepEqual((await readdir(parent)).sort(), ['model', 'model.old-2023', 'model.tmp-7']);
+  assert.deepEqual(await readdir(dir), ['model.json']);
+  for (const name of ['model.old-2023', 'model.tmp-7']) assert.equal(await readFile(join(parent, name, 'NOTES.txt'), 'utf8'), name);
 });
 
 test('writeDirAtomic swaps a complete folder in and keeps the old one when filling fails (its fsyncs are not observable here)', async () => {
@@ -632,6 +650,27 @@ test('writeDirAtomic swaps a complete folder in and keeps the old one when filli
     }),
     { message: 'disk full' },
   );
+  // A system error (the disk full) becomes an OutputError naming the folder, with the system's words as its cause.
+  const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  await assert.rejects(
+    writeDirAtomic(dir, async (t) => {
+      await writeFile(join(t, 'model.json'), '4');
+      throw full;
+    }),
+    (err: unknown) => {
+      assert.ok(err instanceof OutputError);
+      assert.equal(err.message, `${JSON.stringify(dir)} cannot be written: the disk is full (ENOSPC: no space left on device, write); make room and run it again`);
+      assert.equal(err.cause, full);
+      return true;
+    },
+  );
   assert.equal(await readFile(join(dir, 'model.json'), 'utf8'), '2');
   assert.deepEqual(await readdir(join(tmp, 'atomic')), ['m'], 'no .tmp or .old left');
+  // A file where the folder's parent has to go.
+  await writeFile(join(tmp, 'atomic', 'plain'), 'x');
+  const under = join(tmp, 'atomic', 'plain', 'm');
+  await assert.rejects(writeDirAtomic(under, async (t) => writeFile(join(t, 'model.json'), '1')), {
+    name: 'OutputError',
+    message: `${JSON.stringify(under)} cannot be written: ${JSON.stringify(join(tmp, 'atomic', 'plain'))} is a file, not a folder (EEXIST: file already exists, mkdir '${join(tmp, 'atomic', 'plain')}'); choose another path`,
+  });
 });

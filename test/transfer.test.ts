@@ -110,7 +110,10 @@ test('featureLayer puts the head on a named layer; a layer that is missing or no
     name: 'ConfigError',
     message: `the layer "${inputName}" of the pretrained model "${from}" is its input, which computes no features: name a layer after it for the new head`,
   });
-  await assert.rejects(buildTransferModel({ from, imageSize: 16, featureLayer: 'block_16_project' }), { name: 'ConfigError' });
+  await assert.rejects(buildTransferModel({ from, imageSize: 16, featureLayer: 'block_16_project' }), {
+    name: 'ConfigError',
+    message: `the pretrained model "${from}" has no layer "block_16_project" to take features from`,
+  });
   assert.equal(tf.memory().numTensors, before, 'a refused pretrained model leaves no tensors behind');
 });
 

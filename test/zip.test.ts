@@ -504,7 +504,10 @@ test('a data error keeps the files finished before it and leaves no .part', asyn
     { name: 'chest_xray/good.txt', data: Buffer.from('fine\n') },
     { name: 'chest_xray/bad.txt', data: Buffer.from('not fine\n'), crc32: 1 },
   ]));
-  await assert.rejects(extractZip({ archive, outDir }), { name: 'ArchiveError' });
+  await assert.rejects(extractZip({ archive, outDir }), {
+    name: 'ArchiveError',
+    message: `Archive ${JSON.stringify(archive)} entry "chest_xray/bad.txt" fails its CRC-32 check (expected 0x00000001, got 0x8ea2a733); the archive is corrupt`,
+  });
   assert.deepEqual(await filesUnder(outDir), ['chest_xray/good.txt']);
 });
 

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { writeDirAtomic } from '../lib/checkpoint.js';
+import { OutputError } from '../lib/errors.js';
+import { checkOutputFile, ensureFolder, writeFileAtomic } from '../lib/fsx.js';
+import { withSmallDisk } from './helpers/small-disk.js';
+
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'pneumotype-fsx-'));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const q = (s: string): string => JSON.stringify(s);
+
+test('an output with a folder in its place, or a file where its folder has to go, is an OutputError naming both', async () => {
+  const folder = join(tmp, 'a-folder');
+  await mkdir(folder);
+  const file = join(tmp, 'a-file');
+  await writeFile(file, 'keep me');
+  const under = join(file, 'eval.json');
+
+  await assert.rejects(checkOutputFile(folder), { name: 'OutputError', message: `${q(folder)} is a folder: expected the path of a file to write` });
+  await assert.rejects(checkOutputFile(join(under, 'deeper.json')), {
+    name: 'OutputError',
+    message: `${q(join(under, 'deeper.json'))} cannot be written: ${q(file)} is a file, not a folder`,
+  });
+  await checkOutputFile(join(tmp, 'new', 'eval.json')); // a path whose folders do not exist yet is fine
+
+  await assert.rejects(writeFileAtomic(folder, '{}'), (err: unknown) => {
+    assert.ok(err instanceof OutputError);
+    assert.match(err.message, new RegExp(`^${q(folder).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} cannot be written: a folder is in its place \\(EISDIR: illegal operation on a directory, rename '.+\\.tmp' -> '.+'\\); give the path of a file$`));
+    assert.equal(err.path, folder);
+    assert.equal((err.cause as NodeJS.ErrnoException).code, 'EISDIR');
+    return true;
+  });
+  await assert.rejects(writeFileAtomic(under, '{}'), {
+    name: 'OutputError',
+    message: `${q(under)} cannot be written: ${q(file)} is a file, not a folder (EEXIST: file already exists, mkdir '${file}'); choose another path`,
+  });
+  await assert.rejects(ensureFolder(join(file, 'run')), {
+    name: 'OutputError',
+    message: `${q(join(file, 'run'))} cannot be written: ${q(file)} is a file, not a folder (ENOTDIR: not a directory, mkdir '${join(file, 'run')}'); choose another path`,
+  });
+  assert.equal(await readFile(file, 'utf8'), 'keep me');
+  assert.deepEqual((await readdir(tmp)).sort(), ['a-file', 'a-folder'], 'no temporary file left');
+  assert.deepEqual(await readdir(folder), []);
+});
+
+test('a full disk is an OutputError naming the output, and the file or folder written before is kept (a real 64 KiB tmpfs)', async (t) => {
+  const disk = join(tmp, 'small-disk');
+  const ran = await withSmallDisk(disk, '64k', async () => {
+    const path = join(disk, 'eval.json');
+    await writeFileAtomic(path, 'old');
+    const big = Buffer.alloc(1024 * 1024, 1);
+    await assert.rejects(writeFileAtomic(path, big), (err: unknown) => {
+      assert.ok(err instanceof OutputError);
+      assert.equal(err.message, `${q(path)} cannot be written: the disk is full (ENOSPC: no space left on device, write); make room and run it again`);
+      return true;
+    });
+    assert.equal(await readFile(path, 'utf8'), 'old');
+    assert.deepEqual(await readdir(disk), ['eval.json'], 'no temporary file left');
+
+    const dir = join(disk, 'model');
+    await writeDirAtomic(dir, async (d) => writeFile(join(d, 'model.json'), '1'));
+    await assert.rejects(writeDirAtomic(dir, async (d) => writeFile(join(d, 'weights.bin'), big)), {
+      name: 'OutputError',
+      message: `${q(dir)} cannot be written: the disk is full (ENOSPC: no space left on device, write); make room and run it again`,
+    });
+    assert.deepEqual(await readdir(dir), ['model.json']);
+    assert.deepEqual((await readdir(disk)).sort(), ['eval.json', 'model'], 'no swap folder left');
+  });
+  if (!ran) t.skip('cannot mount a small tmpfs here');
+});
