@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { messageOf, OutputError, PneumotypeError, quote } from './errors.js';
 
 /**
@@ -28,8 +28,33 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await rm(tmp, { force: true });
     throw await outputError(path, err);
   }
+  await removeStrayTemporaries(path);
 }
 let tmpCounter = 0;
+
+/**
+ * Removes the temporary files of {@link writeFileAtomic} for `path` that processes no longer running left (killed
+ * mid-write: a Ctrl-C, a SIGKILL); those of live processes are theirs.
+ */
+async function removeStrayTemporaries(path: string): Promise<void> {
+  const base = basename(path);
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.startsWith(`${base}.`) || !name.endsWith('.tmp')) continue;
+    const pid = /^\.(\d+)\.\d+\.tmp$/.exec(name.slice(base.length))?.[1];
+    if (pid !== undefined && Number(pid) !== process.pid && !isAlive(Number(pid))) await rm(join(dirname(path), name), { force: true });
+  }
+}
+
+/** True when a process with this id runs on this machine (EPERM: it runs as another user). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * Creates folder `dir` (and its parents) for the output `forPath`; one that cannot be made (a file in the way, a

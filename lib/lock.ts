@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BusyError, quote, type LockHolder } from './errors.js';
-import { ensureFolder } from './fsx.js';
+import { ensureFolder, isAlive } from './fsx.js';
 
 /** Options of {@link withLock}. */
 export interface LockOptions {
@@ -321,12 +321,4 @@ async function ownPidNamespace(): Promise<string | undefined> {
   return readlink('/proc/self/ns/pid').catch(() => undefined);
 }
 
-/** True when a process with this id runs on this machine (EPERM: it runs as another user). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export { isAlive };

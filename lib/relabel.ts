@@ -185,7 +185,11 @@ async function placeUnwrapped(src: string, dest: string, data: Buffer, digest: s
   } catch {
     how = 'copied';
     // The bytes that were read and hashed, not the file again: a source changed meanwhile cannot differ from its row.
-    await writeFile(tmp, data);
+    // A copy cut short (a full disk) leaves nothing: neither under its name nor as a .part.
+    await writeFile(tmp, data).catch(async (err: unknown) => {
+      await rm(tmp, { force: true });
+      throw err;
+    });
   }
   await rename(tmp, dest);
   return how;

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,4 +78,22 @@ test('a full disk is an OutputError naming the output, and the file or folder wr
     assert.deepEqual((await readdir(disk)).sort(), ['eval.json', 'model'], 'no swap folder left');
   });
   if (!ran) t.skip('cannot mount a small tmpfs here');
+});
+
+test("an atomic write removes what writers no longer running left beside its file, and nothing else", async () => {
+  const dir = join(tmp, 'strays');
+  await mkdir(dir);
+  const path = join(dir, 'eval.json');
+  // A process that has ended (its id now free), one that runs, and this one.
+  const gone = spawn(process.execPath, ['-e', '']);
+  await once(gone, 'exit');
+  const running = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+  try {
+    const left = [`eval.json.${gone.pid}.3.tmp`, `eval.json.${running.pid}.0.tmp`, `eval.json.${process.pid}.99.tmp`, 'eval.json.bak.tmp', 'other.json.1.2.tmp'];
+    for (const name of left) await writeFile(join(dir, name), 'half');
+    await writeFileAtomic(path, '{}');
+    assert.deepEqual((await readdir(dir)).sort(), ['eval.json', ...left.filter((n) => !n.startsWith(`eval.json.${gone.pid}.`))].sort());
+  } finally {
+    running.kill('SIGKILL');
+  }
 });

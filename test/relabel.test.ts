@@ -10,6 +10,7 @@ import { LabelError } from '../lib/errors.js';
 import { readManifest } from '../lib/manifest.js';
 import { relabel } from '../lib/relabel.js';
 import { datasetFiles, makeJpeg, writeTree } from './helpers/fixtures.js';
+import { withSmallDisk } from './helpers/small-disk.js';
 
 let tmp: string;
 before(async () => {
@@ -362,4 +363,27 @@ test('a file that cannot be placed is a LabelError naming source and destination
   });
   assert.deepEqual(await readFile(source), before, 'the source is untouched');
   assert.equal(await readFile(join(out, 'test', 'virus'), 'utf8'), 'not a folder');
+});
+
+test('a copy cut short by a full disk leaves no file under its name and no .part; every placed file is whole (a real tmpfs)', async (t) => {
+  const src = join(tmp, 'q-src');
+  await writeTree(src, await datasetFiles({ perClass: { train: 4, test: 2 } }));
+  const disk = join(tmp, 'q-disk');
+  // Another file system: hard links fail (EXDEV) and every image is copied, until the 16 KiB are full.
+  const ran = await withSmallDisk(disk, '16k', async () => {
+    const out = join(disk, 'labeled');
+    await assert.rejects(relabel({ from: src, out, concurrency: 1 }), (err: unknown) => {
+      assert.ok(err instanceof LabelError, String(err));
+      assert.match(err.message, /^".+" cannot be placed at ".+" \(ENOSPC: no space left on device, write\)$/);
+      return true;
+    });
+    const placed = (await readdir(out, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+    assert.ok(placed.length > 0, 'some images were placed before the disk was full');
+    assert.deepEqual(placed.filter((f) => f.endsWith('.part')), [], 'no .part left');
+    for (const file of placed) {
+      const original = join(src, 'chest_xray', relative(out, file).split('/')[0] ?? '', basename(dirname(file)) === 'normal' ? 'NORMAL' : 'PNEUMONIA', basename(file));
+      assert.deepEqual(await readFile(file), await readFile(original), `${relative(out, file)} is whole`);
+    }
+  });
+  if (!ran) t.skip('cannot mount a small tmpfs here');
 });
