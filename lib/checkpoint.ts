@@ -1,6 +1,6 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
 import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { ensureFolder, exists, outputError, sha256 } from './fsx.js';
@@ -213,7 +213,28 @@ export async function saveModel(options: {
   });
 }
 
-/** `DIR/model.json` and its weights as tfjs model artifacts, read from disk (any backend, no file:// handler needed). */
+/** Bytes per value of the weight dtypes a model.json names (quantized weights: their stored dtype). */
+const DTYPE_BYTES: Readonly<Record<string, number>> = { float32: 4, int32: 4, bool: 1, complex64: 8, uint8: 1, uint16: 2, float16: 2 };
+
+/**
+ * The bytes a weights manifest's entries take, as stored; undefined where a dtype's size is not fixed (strings).
+ *
+ * @example weightsManifestBytes([{ name: 'k', shape: [3, 3, 1, 16], dtype: 'float32' }]) // 576
+ */
+export function weightsManifestBytes(specs: readonly io.WeightsManifestEntry[]): number | undefined {
+  let total = 0;
+  for (const spec of specs) {
+    const per = DTYPE_BYTES[spec.quantization?.dtype ?? spec.dtype];
+    if (per === undefined || !Array.isArray(spec.shape)) return undefined;
+    total += spec.shape.reduce((a, b) => a * b, 1) * per;
+  }
+  return total;
+}
+
+/**
+ * `DIR/model.json` and its weights as tfjs model artifacts, read from disk (any backend, no file:// handler needed).
+ * Weights files must lie inside `DIR` and hold exactly the bytes model.json describes: nothing else is read.
+ */
 export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts> {
   const path = join(dir, MODEL_JSON);
   let json: { modelTopology: object; weightsManifest: { paths: string[]; weights: io.WeightsManifestEntry[] }[] };
@@ -223,15 +244,34 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
     throw new CacheError(`cannot read the model ${quote(path)} (${messageOf(err)})`, { path, cause: err });
   }
   const specs: io.WeightsManifestEntry[] = [];
-  const buffers: Buffer[] = [];
+  const files: string[] = [];
+  const root = resolve(dir);
   for (const group of json.weightsManifest ?? []) {
     specs.push(...group.weights);
     for (const p of group.paths) {
-      const weights = join(dir, p);
-      buffers.push(await readFile(weights).catch((err: unknown) => {
-        throw new CacheError(`cannot read the weights ${quote(weights)} of ${quote(path)} (${messageOf(err)})`, { path: weights, cause: err });
-      }));
+      const inside = typeof p === 'string' && p !== '' && !isAbsolute(p) && !relative(root, resolve(root, p)).startsWith('..');
+      if (!inside) {
+        throw new CacheError(`the model ${quote(path)} names the weights file ${quote(p)}, outside its folder: expected a file inside ${quote(dir)}`, { path });
+      }
+      files.push(join(dir, p));
     }
+  }
+  const sizes = await Promise.all(files.map((f) => stat(f).then((s) => s.size, (err: unknown) => {
+    throw new CacheError(`cannot read the weights ${quote(f)} of ${quote(path)} (${messageOf(err)})`, { path: f, cause: err });
+  })));
+  const expected = weightsManifestBytes(specs);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (expected !== undefined && total !== expected) {
+    throw new CacheError(
+      `the weights of ${quote(path)} hold ${total} bytes, but its model.json describes ${expected}: a file cut short, or from another model`,
+      { path },
+    );
+  }
+  const buffers: Buffer[] = [];
+  for (const weights of files) {
+    buffers.push(await readFile(weights).catch((err: unknown) => {
+      throw new CacheError(`cannot read the weights ${quote(weights)} of ${quote(path)} (${messageOf(err)})`, { path: weights, cause: err });
+    }));
   }
   const data = Buffer.concat(buffers);
   return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };

@@ -38,6 +38,7 @@ Commands
             ../shared/data/chest_xray_train_224.csv:derived_from)
   fetch     download (resumable) or verify a dataset archive
             --source v2|v3|URL|PATH (default $PNEUMOTYPE_SOURCE or v2) [--out data/downloads] [--sha256 HEX]
+            [--max-bytes N (default 20 GiB: a longer download is refused)]
   extract   extract an archive's chest X-ray entries safely (a URL or v2/v3: only those entries are transferred)
             --archive ZIP|URL|v2|v3 [--out data/extracted] [--all]
   relabel   NORMAL/PNEUMONIA -> normal/bacteria/virus, manifest.csv, summary.json, leakage audit
@@ -155,6 +156,7 @@ const OPTIONS = {
   'max-decoding': { type: 'string' },
   'batch-window-ms': { type: 'string' },
   'max-body-bytes': { type: 'string' },
+  'max-bytes': { type: 'string' },
   root: { type: 'string' },
   prefix: { type: 'string' },
   region: { type: 'string' },
@@ -175,7 +177,7 @@ const OPTIONS = {
 export const COMMANDS: { readonly [command: string]: { readonly options: readonly (keyof typeof OPTIONS)[]; readonly args?: number } } = {
   help: { options: [], args: 2 },
   doctor: { options: [] },
-  fetch: { options: ['source', 'out', 'sha256'] },
+  fetch: { options: ['source', 'out', 'sha256', 'max-bytes'] },
   extract: { options: ['archive', 'out', 'all'] },
   relabel: { options: ['from', 'out', 'extracted', 'allow-unknown'] },
   prepare: { options: ['data', 'cache', 'preset', 'image-size', 'val-fraction', 'seed'] },
@@ -299,7 +301,7 @@ const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i;
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'max-in-flight' | 'max-decoding' | 'batch-window-ms' | 'max-body-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
+function number(values: Values, name: 'mixup' | 'learning-rate' | 'weight-decay' | 'patience' | 'image-size' | 'val-fraction' | 'seed' | 'epochs' | 'batch-size' | 'bootstrap' | 'concurrency' | 'part-size' | 'port' | 'max-batch' | 'max-in-flight' | 'max-decoding' | 'batch-window-ms' | 'max-body-bytes' | 'max-bytes', check?: { ok: (n: number) => boolean; expected: string }): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
@@ -539,10 +541,12 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'fetch': {
         if (values.sha256 !== undefined && !/^\s*[0-9a-fA-F]{64}\s*$/.test(values.sha256)) throw new UsageError(`--sha256 ${quote(values.sha256)} is not 64 hexadecimal digits`);
+        const maxBytes = number(values, 'max-bytes', whole(1));
         const r = await fetchDataset({
           ...(values.source !== undefined ? { source: values.source } : {}),
           ...(values.out !== undefined ? { outDir: values.out } : {}),
           ...(values.sha256 !== undefined ? { sha256: values.sha256 } : {}),
+          ...(maxBytes !== undefined ? { maxBytes } : {}),
           ...progress,
         });
         print(values, r, `${r.downloaded ? 'downloaded' : 'verified'} ${r.path} (${formatBytes(r.bytes)}, sha256 ${r.sha256})`);

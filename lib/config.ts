@@ -64,6 +64,7 @@ export const DEFAULTS = {
   // --- extract (zip bombs and hostile archives)
   maxArchiveEntries: 200_000, // more entries than this in one archive: refused
   maxExtractBytes: 20 * 1024 ** 3, // sum of declared uncompressed sizes of the selected entries: refused above
+  maxDownloadBytes: 20 * 1024 ** 3, // a download longer than this (declared, or as it arrives without a length): refused
   maxEntryBytes: 1024 ** 3, // one entry larger than this (declared or actual): refused
   maxCompressionRatio: 1000, // uncompressed / compressed above this for a large entry: refused
 

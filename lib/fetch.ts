@@ -9,7 +9,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import nodeFetch from 'node-fetch';
 import type { Response } from 'node-fetch';
 import { DEFAULTS, SOURCES, type KnownSource } from './config.js';
-import { ArchiveError, ConfigError, FetchError, IntegrityError, PneumotypeError, causeChain, messageOf, quote } from './errors.js';
+import { ArchiveError, ConfigError, FetchError, IntegrityError, PneumotypeError, causeChain, checkInteger, messageOf, quote } from './errors.js';
 import { ensureFolder, fileSize, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
 import { ProgressTracker, type ProgressCallback } from './progress.js';
@@ -33,6 +33,11 @@ export interface FetchOptions {
   backoffMs?: number;
   /** No bytes for this long counts as a transient failure. Default DEFAULTS.fetchTimeoutMs. */
   timeoutMs?: number;
+  /**
+   * A download longer than this is refused: declared by the server, or counted as it arrives when it declares no
+   * length (an endless body would fill the disk). Default DEFAULTS.maxDownloadBytes (20 GiB; v3 is 7.9 GB).
+   */
+  maxBytes?: number;
   /** HTTP client. Default node-fetch. */
   fetch?: FetchFn;
   onProgress?: ProgressCallback;
@@ -146,6 +151,8 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
   checkFileName(name);
   checkProxy(url, env);
   const outDir = options.outDir ?? DEFAULTS.downloadsDir;
+  const maxBytes = options.maxBytes ?? DEFAULTS.maxDownloadBytes;
+  checkInteger('maxBytes', maxBytes, 1);
   // What the record of a verified download names as its source: a known source's name, or the URL as shown.
   const recordAs = resolved.kind === 'known' ? resolved.known.name : shown;
   await ensureFolder(outDir);
@@ -210,6 +217,7 @@ export async function fetchDataset(options: FetchOptions = {}): Promise<FetchRes
       retries: options.retries ?? DEFAULTS.fetchRetries,
       backoffMs: options.backoffMs ?? DEFAULTS.fetchBackoffMs,
       timeoutMs: options.timeoutMs ?? DEFAULTS.fetchTimeoutMs,
+      maxBytes,
       fetch: options.fetch ?? nodeFetch,
       agent: proxyAgentFor(env),
       signal: options.signal,
@@ -253,6 +261,7 @@ interface DownloadSettings {
   retries: number;
   backoffMs: number;
   timeoutMs: number;
+  maxBytes: number;
   fetch: FetchFn;
   agent: (url: URL) => Agent | undefined;
   signal: AbortSignal | undefined;
@@ -459,6 +468,7 @@ class Download {
       }
       if (total !== undefined) {
         try {
+          if (total > this.#s.maxBytes) throw this.#tooLong(`declares ${total} bytes`);
           await this.#checkFreeSpace(total, offset);
         } catch (err) {
           cancel(res);
@@ -522,6 +532,15 @@ class Download {
     );
   }
 
+  /** The refusal of a body longer than maxBytes (`what`: how it showed), the partial file kept. */
+  #tooLong(what: string): FetchError {
+    return new FetchError(
+      `${quote(this.#s.shown)} ${what}, more than the limit of ${this.#s.maxBytes} (maxBytes, ${formatBytes(this.#s.maxBytes)}): ` +
+        `not a dataset archive, or a larger one than expected; give a higher maxBytes (fetch --max-bytes) to download it${this.#keptNote()}`,
+      { url: this.#s.shown },
+    );
+  }
+
   /** "; the partial file ... is kept for resuming" when there is one with bytes in it, else nothing. */
   #keptNote(): string {
     let size = 0;
@@ -565,6 +584,7 @@ class Download {
         position += chunk.length;
         this.#hashed = position;
         this.#s.tracker.set(position);
+        if (position > this.#s.maxBytes) throw this.#tooLong(`sent more than ${this.#s.maxBytes} bytes`);
       }
     } finally {
       await handle.close();
@@ -1092,7 +1112,8 @@ function withoutSignature(href: string): string {
     } catch {
       // as written
     }
-    return eq >= 0 && SIGNATURE_PARAMETER.test(key) ? `${pair.slice(0, eq)}=***` : pair;
+    if (eq >= 0 && SIGNATURE_PARAMETER.test(key)) return `${pair.slice(0, eq)}=***`;
+    return eq >= 0 && TOKEN_PARAMETER.test(key) ? `${pair.slice(0, eq)}=${maskedToken(pair.slice(eq + 1))}` : pair;
   });
   return `${href.slice(0, q + 1)}${masked.join('&')}${hash < 0 ? '' : href.slice(hash)}`;
 }
@@ -1129,7 +1150,8 @@ export function maskUserInfo(text: string, bare = false): string {
   // Signatures of presigned links too: node-fetch's own messages quote the URL as it was requested.
   const masked = text
     .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/gi, '$1***@')
-    .replace(new RegExp(`([?&](?:${SIGNATURE_NAMES})=)[^&#\\s"']*`, 'gi'), '$1***');
+    .replace(new RegExp(`([?&](?:${SIGNATURE_NAMES})=)[^&#\\s"']*`, 'gi'), '$1***')
+    .replace(new RegExp(`([?&](?:${TOKEN_NAMES})=)([^&#\\s"']*)`, 'gi'), (_all, key: string, value: string) => `${key}${maskedToken(value)}`);
   return bare ? masked.replace(/^(?![a-z][a-z0-9+.-]*:\/\/)[^/?#\s"]*@/i, '***@') : masked;
 }
 
@@ -1142,6 +1164,29 @@ export function maskUserInfo(text: string, bare = false): string {
  */
 export function sameUrl(a: string, b: string): boolean {
   return comparableUrl(a) === comparableUrl(b);
+}
+
+/**
+ * Query parameters that carry an access token (`?access_token=ghp_…`): a secret, but not one that changes each time a
+ * link is made, and on some hosts the only thing that tells two files apart. Shown as `***` and the first 8 hex digits
+ * of its SHA-256 (see maskedToken), so records stay comparable and say nothing usable.
+ */
+const TOKEN_NAMES = 'token|access_token|accesstoken|api_key|apikey|auth|auth_token|password|secret';
+const TOKEN_PARAMETER = new RegExp(`^(${TOKEN_NAMES})$`, 'i');
+
+/**
+ * A token's value as shown: `***` and 8 hex digits of the SHA-256 of its decoded form (`raw`: as it stands in a query
+ * string, still encoded); a value shown so already stays as it is.
+ */
+function maskedToken(value: string, raw = true): string {
+  if (/^\*\*\*[0-9a-f]{8}$/.test(value)) return value;
+  let decoded = value;
+  try {
+    if (raw) decoded = decodeURIComponent(value.replace(/\+/g, ' '));
+  } catch {
+    // as written
+  }
+  return `***${createHash('sha256').update(decoded).digest('hex').slice(0, 8)}`;
 }
 
 /** Query parameters that are a presigned link's secret (S3, GCS, CloudFront, Azure's `sig`): shown as `***`, not compared. */
@@ -1162,7 +1207,7 @@ function comparableUrl(href: string): string {
     u.hash = '';
     const azure = [...u.searchParams.keys()].some((k) => k.toLowerCase() === 'sig');
     const ignored = (k: string): boolean => SIGNATURE_PARAMETER.test(k) || VALIDITY_PARAMETER.test(k) || (azure && AZURE_SAS_PARAMETER.test(k));
-    const kept = [...u.searchParams].filter(([k]) => !ignored(k)).sort(([a, x], [b, y]) => (a === b ? (x < y ? -1 : x > y ? 1 : 0) : a < b ? -1 : 1));
+    const kept = [...u.searchParams].filter(([k]) => !ignored(k)).map(([k, v]): [string, string] => [k, TOKEN_PARAMETER.test(k) ? maskedToken(v, false) : v]).sort(([a, x], [b, y]) => (a === b ? (x < y ? -1 : x > y ? 1 : 0) : a < b ? -1 : 1));
     u.search = new URLSearchParams(kept).toString();
     return u.href;
   } catch {

@@ -134,8 +134,14 @@ async function probe(c: Client): Promise<RemoteInfo> {
     const res = await request(c, { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' }, signal: idle.signal }, idle);
     if (res.status === 206) {
       const range = parseContentRange(res.headers.get('content-range'));
-      const body = Buffer.from(await res.arrayBuffer());
-      c.onBytes(body.length);
+      // The one byte asked for, and no more: a server that sends an endless body is not read to its end.
+      let got = 0;
+      for await (const chunk of res.body ?? []) {
+        got += (chunk as Buffer).length;
+        break;
+      }
+      cancel(res);
+      c.onBytes(got);
       if (range !== undefined) return { size: range.total, ...validators(res) };
     } else {
       cancel(res);

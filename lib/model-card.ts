@@ -4,6 +4,7 @@ import { TRACE_AUGMENT } from './augment.js';
 import { DEFAULTS, presetMatching } from './config.js';
 import type { EvaluateResult, GroupMetrics } from './evaluate.js';
 import { CacheError, messageOf, quote } from './errors.js';
+import { maskUserInfo } from './fetch.js';
 import { readJsonFile, writeFileAtomic } from './fsx.js';
 import { calibrationOf, type Interval } from './metrics.js';
 import { MODEL_CATALOG, resolveModelOptions, type ResolvedModelOptions } from './models.js';
@@ -83,7 +84,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
           '  trained from scratch (no ImageNet weights).',
         ]
       : [
-          `- The pretrained model \`${card.training.initFrom}\` with a new 3-class head${card.training.featureLayer !== undefined ? ` on its layer \`${card.training.featureLayer}\`` : ''} (gray input repeated to its channels${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}),`,
+          `- The pretrained model \`${maskUserInfo(card.training.initFrom ?? '')}\` with a new 3-class head${card.training.featureLayer !== undefined ? ` on its layer \`${card.training.featureLayer}\`` : ''} (gray input repeated to its channels${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}),`,
           `  ${s.parameters.toLocaleString('en-US')} parameters (${s.trainableParameters.toLocaleString('en-US')} trainable), ${Number.isFinite(s.flops) ? `${(s.flops / 1e9).toFixed(3)} GFLOPs` : 'unknown FLOPs'} per image: ` +
             `${card.training.freeze ? 'its layers frozen, the head trained' : card.training.unfreeze ? 'fine-tuned whole' : 'fine-tuned (layers the pretrained model marks frozen stay frozen)'}.`,
         ]),

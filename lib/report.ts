@@ -29,6 +29,7 @@ import {
 } from './plots.js';
 import type { RelabelSummary } from './relabel.js';
 import type { EpochRecord, ModelCard } from './train.js';
+import { maskUserInfo } from './fetch.js';
 
 /** A table of a report or a notebook: a header row and rows of cells (null shows as an em dash). */
 export interface Table {
@@ -534,7 +535,7 @@ function configTable(card: ModelCard, history: readonly EpochRecord[] | undefine
     ['image size', card.imageSize],
     ['backend', card.training.backend],
     ['training', runLength(card, history)],
-    ['started from', card.training.initFrom === null ? 'scratch' : `${card.training.initFrom}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}${card.training.featureLayer !== undefined ? `, head on its layer ${card.training.featureLayer}` : ''}`],
+    ['started from', card.training.initFrom === null ? 'scratch' : `${maskUserInfo(card.training.initFrom)}${card.training.freeze ? ' (pretrained layers frozen)' : card.training.unfreeze ? ' (every pretrained layer trained)' : ''}${card.training.initRange ? `, pixels mapped onto [${card.training.initRange.join(', ')}]` : ''}${card.training.featureLayer !== undefined ? `, head on its layer ${card.training.featureLayer}` : ''}`],
     ['augmentation', card.training.augment === false ? 'none' : augmentationText(card.training.augment)],
     ['train / validation images', `${card.data.trainImages} / ${card.data.valImages}`],
     ['calibration', card.calibration ? `temperature ${card.calibration.temperature.toFixed(3)}, fitted on ${card.calibration.images} ${card.calibration.split} images` : 'none'],

@@ -333,7 +333,8 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
       throw new HttpError(405, 'method_not_allowed', `${req.method ?? '?'} /invocations is not supported: send the image with POST`, { allow: 'POST' });
     }
     if (!loaded) {
-      throw new HttpError(503, 'not_ready', loadError ? `the model could not be loaded: ${loadError}` : 'the model is still loading: retry when GET /ping answers 200');
+      // Why is in the server's log (model_load_failed): paths and file contents are not for any client to read.
+      throw new HttpError(503, 'not_ready', loadError ? NOT_LOADED : 'the model is still loading: retry when GET /ping answers 200');
     }
     const type = mediaType(req.headers['content-type']);
     if (!(ACCEPTED_CONTENT_TYPES as readonly string[]).includes(type)) {
@@ -367,6 +368,8 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
       return undefined;
     }
     if (body.length === 0) throw new HttpError(400, 'empty_body', "the request body is empty: send the image's bytes");
+    // Only the two formats the contract names reach a decoder: by their first bytes, whatever the content type says.
+    if (!isJpegOrPng(body)) throw new HttpError(400, 'invalid_image', NOT_JPEG_OR_PNG);
     const model = loaded;
     let pixels: Uint8Array;
     try {
@@ -403,7 +406,7 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
           throw new HttpError(405, 'method_not_allowed', `${req.method ?? '?'} /ping is not supported: use GET`, { allow: 'GET, HEAD' });
         }
         if (!loaded || draining) {
-          throw new HttpError(503, 'not_ready', draining ? 'the server is shutting down' : loadError ? `the model could not be loaded: ${loadError}` : 'the model is still loading');
+          throw new HttpError(503, 'not_ready', draining ? 'the server is shutting down' : loadError ? NOT_LOADED : 'the model is still loading');
         }
         status = 200;
         send(req, res, 200, { status: 'ok' });
@@ -540,6 +543,16 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
 
   return { url: `http://${urlHost}:${actualPort}`, port: actualPort, ready, stats, close };
 }
+
+/** A JPEG (FF D8 FF) or a PNG (its 8-byte signature), by the first bytes. */
+function isJpegOrPng(body: Buffer): boolean {
+  return (body.length >= 3 && body[0] === 0xff && body[1] === 0xd8 && body[2] === 0xff) || body.subarray(0, 8).equals(PNG_SIGNATURE);
+}
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const NOT_JPEG_OR_PNG = 'the request body is neither a JPEG nor a PNG image (by its first bytes): send the image as JPEG or PNG';
+
+/** What a client is told when the model failed to load (the reason goes to the server's log only). */
+const NOT_LOADED = 'the model could not be loaded: see the server log (event model_load_failed)';
 
 /** Options of {@link serveUntilSignal}: the server's, plus the signals that stop it. */
 export interface ServeUntilSignalOptions extends ServeOptions {

@@ -15,6 +15,7 @@ import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, m
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
+import { shownUrl } from './fetch.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
 import { exists, readJsonFile, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
@@ -621,11 +622,19 @@ async function removeRunOutputs(runDir: string): Promise<void> {
   }
 }
 
-/** Whether two `initFrom` values name the same model: URLs as written, paths once resolved (`pre`, `./pre/`). */
+/**
+ * An `initFrom` as cards record it and messages show it: a URL's user name, password and signature as `***` (they are
+ * secrets, and a presigned link's signature changes each time it is made); a path as given.
+ */
+function shownSource(s: string): string {
+  return /^https?:\/\//i.test(s) ? shownUrl(s) : s;
+}
+
+/** Whether two `initFrom` values name the same model: URLs as recorded (see shownSource), paths once resolved (`pre`, `./pre/`). */
 function sameSource(a: string | null, b: string | null): boolean {
   if (a === null || b === null) return a === b;
   const url = (s: string): boolean => /^https?:\/\//i.test(s);
-  return url(a) || url(b) ? a === b : resolve(a) === resolve(b);
+  return url(a) || url(b) ? shownSource(a) === shownSource(b) : resolve(a) === resolve(b);
 }
 
 /**
@@ -839,7 +848,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           ? [`maxSampleWeight ${quote(wasConfig.maxSampleWeight)} (now ${quote(config.maxSampleWeight)})`]
           : []),
         // A transfer run: the checkpoint holds its network, and the card must keep saying where it came from.
-        ...(sameSource(was.initFrom ?? null, options.initFrom ?? null) ? [] : [`--init-from ${quote(was.initFrom ?? 'none')} (now ${quote(options.initFrom ?? 'none')})`]),
+        ...(sameSource(was.initFrom ?? null, options.initFrom ?? null) ? [] : [`--init-from ${quote(was.initFrom ?? 'none')} (now ${quote(options.initFrom ? shownSource(options.initFrom) : 'none')})`]),
         ...((was.freeze ?? false) !== (options.initFrom ? options.freeze ?? false : false) ? [`--freeze ${was.freeze ?? false} (now ${options.freeze ?? false})`] : []),
         ...((was.unfreeze ?? false) !== (options.initFrom ? options.unfreeze ?? false : false) ? [`--unfreeze ${was.unfreeze ?? false} (now ${options.unfreeze ?? false})`] : []),
         ...(JSON.stringify(rangeOrDefault(was.initRange) ?? null) !== JSON.stringify(options.initFrom ? initRange ?? null : null) ? [`--init-range ${JSON.stringify(rangeOrDefault(was.initRange) ?? null)} (now ${JSON.stringify(initRange ?? null)})`] : []),
@@ -1079,7 +1088,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           preprocessing: { grayscale: true, resize: 'fill', kernel: 'lanczos3', scale: '1/255', channels: 1 },
           model: { ...modelOptions, summary },
           training: {
-            config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ?? null,
+            config, epoch: epoch + 1, epochs: config.epochs, seconds: state.seconds, backend: `${info.package} (${info.backend})`, augment, initFrom: options.initFrom ? shownSource(options.initFrom) : null,
             ...(options.initFrom ? { freeze: options.freeze ?? false } : {}),
             ...(options.initFrom && initRange ? { initRange } : {}),
             ...(options.initFrom && options.unfreeze ? { unfreeze: true } : {}),

@@ -1,10 +1,11 @@
 // Transfer learning: start from a pretrained tfjs layers model (a folder or URL), keep its features, new 3-class head.
 import { stat } from 'node:fs/promises';
 import type { LayersModel, SymbolicTensor, io } from '@tensorflow/tfjs';
-import { readModelArtifacts } from './checkpoint.js';
+import { readModelArtifacts, weightsManifestBytes } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, causeChain, messageOf, quote } from './errors.js';
 import { replaceLayerCall } from './fast-train.js';
+import { maskUserInfo, shownUrl, splitCredentials } from './fetch.js';
 import { fromKeras3 } from './keras3.js';
 import { BN_MOMENTUM } from './models.js';
 import { loadTf } from './tf.js';
@@ -103,9 +104,7 @@ async function loadPretrained(from: string): Promise<LayersModel> {
   try {
     let artifacts: io.ModelArtifacts;
     if (isUrl) {
-      const handler = tf.io.http(from);
-      if (!handler.load) throw new Error('tfjs has no HTTP loader');
-      artifacts = await handler.load();
+      artifacts = await downloadArtifacts(from);
     } else {
       const s = await stat(from).catch((err: NodeJS.ErrnoException) => {
         throw new Error(err.code === 'ENOENT' ? 'no such folder' : `it cannot be read: ${messageOf(err)}`, { cause: err });
@@ -115,13 +114,72 @@ async function loadPretrained(from: string): Promise<LayersModel> {
     }
     return await tf.loadLayersModel(tf.io.fromMemory(fromKeras3(artifacts)));
   } catch (err) {
+    // A URL's user name, password and signature are a secret: shown as ***, in the cause's words too.
     throw new ConfigError(
-      `cannot start from the pretrained model ${quote(from)}: ${isUrl ? 'downloading it' : 'reading it'} failed (${isUrl ? withRootCause(err) : messageOf(err)}). ` +
+      `cannot start from the pretrained model ${quote(isUrl ? shownUrl(from) : from)}: ${isUrl ? 'downloading it' : 'reading it'} failed (${isUrl ? maskUserInfo(withRootCause(err)) : messageOf(err)}). ` +
         `Tried ${isUrl ? 'the tfjs layers model.json at that URL (needs the internet; HTTPS_PROXY is not used for it)' : 'model.json and its weights in that folder'}; ` +
         'without it, train from scratch (leave out --init-from).',
-      { path: from, cause: err },
+      { path: isUrl ? shownUrl(from) : from, cause: err },
     );
   }
+}
+
+/** The most a pretrained model.json may take (the weights are bounded by what it describes). */
+const MAX_MODEL_JSON_BYTES = 64 * 1024 ** 2;
+
+/**
+ * A tfjs layers model at a URL: model.json, then its weights files (relative to it), each read up to the bytes its
+ * manifest describes and no further, so that a server sending an endless or oversized body cannot exhaust memory. A
+ * user name and password in the URL go as a Basic header to its own origin.
+ */
+async function downloadArtifacts(from: string): Promise<io.ModelArtifacts> {
+  const { url, authorization } = splitCredentials(from);
+  const origin = new URL(url).origin;
+  const get = async (target: string, limit: number, what: string): Promise<Buffer> => {
+    const headers = authorization !== undefined && new URL(target).origin === origin ? { authorization } : undefined;
+    const res = await fetch(target, headers ? { headers } : {});
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new Error(`${what} ${quote(shownUrl(target))} answered HTTP ${res.status}`);
+    }
+    const chunks: Uint8Array[] = [];
+    let bytes = 0;
+    for await (const chunk of res.body ?? []) {
+      bytes += (chunk as Uint8Array).length;
+      if (bytes > limit) {
+        await res.body?.cancel().catch(() => {});
+        throw new Error(`${what} ${quote(shownUrl(target))} is larger than the ${limit} bytes expected`);
+      }
+      chunks.push(chunk as Uint8Array);
+    }
+    return Buffer.concat(chunks);
+  };
+  let json: { modelTopology?: object; weightsManifest?: { paths: string[]; weights: io.WeightsManifestEntry[] }[] };
+  try {
+    json = JSON.parse((await get(url, MAX_MODEL_JSON_BYTES, 'model.json')).toString('utf8')) as typeof json;
+  } catch (err) {
+    if (err instanceof SyntaxError) throw new Error(`model.json at ${quote(shownUrl(from))} is not JSON (${err.message})`, { cause: err });
+    throw err;
+  }
+  if (json.modelTopology === undefined || !Array.isArray(json.weightsManifest)) {
+    throw new Error(`model.json at ${quote(shownUrl(from))} is not a tfjs layers model (no modelTopology and weightsManifest)`);
+  }
+  const specs: io.WeightsManifestEntry[] = [];
+  const buffers: Buffer[] = [];
+  for (const group of json.weightsManifest) {
+    const limit = weightsManifestBytes(group.weights);
+    if (limit === undefined) throw new Error(`model.json at ${quote(shownUrl(from))} has weights of no fixed size (strings): not an image model`);
+    specs.push(...group.weights);
+    let got = 0;
+    for (const p of group.paths) {
+      const part = await get(new URL(p, url).href, limit - got, 'the weights file');
+      got += part.length;
+      buffers.push(part);
+    }
+    if (got !== limit) throw new Error(`the weights of model.json at ${quote(shownUrl(from))} hold ${got} bytes where ${limit} are described`);
+  }
+  const data = Buffer.concat(buffers);
+  return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };
 }
 
 /**

@@ -147,6 +147,11 @@ export function safeEntryPath(outDir: string, entryName: string, archive: string
   if (segments.includes('..')) {
     throw new ArchiveError(`${where} escapes the extraction folder with a ".." segment; expected a path inside it`, { path: archive, entry: entryName });
   }
+  // Windows drops the trailing dots and spaces of a name: ".. " or "..." would be ".." there, "  " nothing at all.
+  const odd = segments.find((s) => /^[. ]+$/.test(s) && s !== '.');
+  if (odd !== undefined) {
+    throw new ArchiveError(`${where} has a segment ${quote(odd)} of dots and spaces only, which Windows reads as ".." or as nothing; expected a path inside the extraction folder`, { path: archive, entry: entryName });
+  }
   if (!options.backslashSeparates && entryName.includes('\\')) {
     throw new ArchiveError(`${where} contains a backslash; expected "/" as the only path separator`, { path: archive, entry: entryName });
   }
@@ -326,6 +331,23 @@ async function extractUnlocked(options: ExtractOptions): Promise<ExtractResult> 
       }
       seen.set(folded, { target, name });
       planned.push({ entry, name, target });
+    }
+
+    // Entries whose data overlap (several names over one deflated stream) multiply what a small archive extracts past
+    // the per-entry ratio check. A local header takes at least 30 bytes before its data: a lower bound of where the
+    // next entry may start.
+    const byOffset = [...planned].sort((a, b) => a.entry.relativeOffsetOfLocalHeader - b.entry.relativeOffsetOfLocalHeader);
+    for (let k = 1; k < byOffset.length; k++) {
+      const before = byOffset[k - 1] as PlannedFile;
+      const after = byOffset[k] as PlannedFile;
+      const end = before.entry.relativeOffsetOfLocalHeader + 30 + before.entry.compressedSize;
+      if (after.entry.relativeOffsetOfLocalHeader < end) {
+        throw new ArchiveError(
+          `Archive ${quote(archive)} entry ${quote(after.name)} starts at byte ${after.entry.relativeOffsetOfLocalHeader}, inside entry ${quote(before.name)} ` +
+            `(bytes ${before.entry.relativeOffsetOfLocalHeader} to at least ${end}); refusing overlapping entries, a possible zip bomb`,
+          { path: archive, entry: after.name },
+        );
+      }
     }
 
     // Two entries must not write one path: a file where another entry needs a folder, or a file named like another's

@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SOURCES } from '../lib/config.js';
 import { ArchiveError, BusyError, ConfigError, FetchError, IntegrityError } from '../lib/errors.js';
-import { backoffDelay, fetchDataset, isCertificateError, obtainDataset, parseRetryAfter, proxyFor, resolveSource, sameUrl, shownUrl } from '../lib/fetch.js';
+import { backoffDelay, fetchDataset, isCertificateError, maskUserInfo, obtainDataset, parseRetryAfter, proxyFor, resolveSource, sameUrl, shownUrl } from '../lib/fetch.js';
 import type { Progress } from '../lib/progress.js';
-import { startFileServer } from './helpers/http-server.js';
+import { sendLongBody, startFileServer } from './helpers/http-server.js';
 
 /** A real zip of about `bytes` bytes (one stored entry of random bytes): downloads are checked to be zip archives. */
 function zipOf(bytes: number): Buffer {
@@ -879,8 +879,13 @@ test('sameUrl and shownUrl: the same file whatever the fragment, query order or 
   assert.ok(sameUrl('https://h/a.zip?X-Amz-Signature=1&x=2#f', 'https://***@h/a.zip?x=2&X-Amz-Signature=9'));
   assert.ok(!sameUrl('https://h/download?id=1', 'https://h/download?id=2'));
   assert.ok(!sameUrl('https://h/v2/a.zip', 'https://h/v3/a.zip'));
-  // A token, or Azure-looking keys without Azure's signature, may name the file: compared.
+  // A token, or Azure-looking keys without Azure's signature, may name the file: compared (a token through its digest,
+  // so that a record, which shows it masked, still tells two tokens apart).
   assert.ok(!sameUrl('https://h/dl?token=A', 'https://h/dl?token=B'));
+  assert.ok(sameUrl('https://h/dl?token=A%2BB', shownUrl('https://h/dl?token=A%2BB')));
+  assert.ok(!sameUrl('https://h/dl?token=B', shownUrl('https://h/dl?token=A')));
+  assert.equal(shownUrl('https://h/dl?access_token=ghp_SECRET&x=1'), `https://h/dl?access_token=***${createHash('sha256').update('ghp_SECRET').digest('hex').slice(0, 8)}&x=1`);
+  assert.equal(maskUserInfo('failed: GET https://h/dl?api_key=k1 (403)'), `failed: GET https://h/dl?api_key=***${createHash('sha256').update('k1').digest('hex').slice(0, 8)} (403)`);
   assert.ok(!sameUrl('https://h/dl?sp=1', 'https://h/dl?sp=2'));
   assert.ok(sameUrl('https://acct.blob.core.windows.net/c/a.zip?sp=r&se=2026-01-01&sv=2022&sr=b&sig=AAA', 'https://acct.blob.core.windows.net/c/a.zip?sp=r&se=2027-01-01&sv=2022&sr=b&sig=BBB'));
   assert.equal(shownUrl('https://al:pw@h/a.zip?X-Amz-Signature=abc&x=1&sig=def'), 'https://***@h/a.zip?X-Amz-Signature=***&x=1&sig=***');
@@ -1113,7 +1118,8 @@ test('not enough free space for the length the server gives: a FetchError before
   });
   try {
     const outDir = await freshDir();
-    await assert.rejects(fetchDataset({ source: fresh.url, outDir, ...FAST }), (err: unknown) => {
+    // maxBytes lifted: 1 PiB is more than any disk, and more than the default limit, which would refuse it first.
+    await assert.rejects(fetchDataset({ source: fresh.url, outDir, ...FAST, maxBytes: Number.MAX_SAFE_INTEGER }), (err: unknown) => {
       assert.ok(err instanceof FetchError);
       assert.match(err.message, new RegExp(`^${escape(`Not enough free space in "${outDir}" for data.zip: 1024.00 TiB needed (1024.00 TiB still to download and a margin of 64.0 MiB), `)}` +
         `${free}${escape(' free; make room or choose another downloads folder (--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), then run again')}$`));
@@ -1134,7 +1140,7 @@ test('not enough free space for the length the server gives: a FetchError before
     const part = join(outDir, 'data.zip.part');
     await writeFile(part, DATA.subarray(0, 100_000));
     await writeFile(`${part}.json`, JSON.stringify({ url: resumed.url, etag: '"r"', total: HUGE }));
-    await assert.rejects(fetchDataset({ source: resumed.url, outDir, ...FAST }), (err: unknown) => {
+    await assert.rejects(fetchDataset({ source: resumed.url, outDir, ...FAST, maxBytes: Number.MAX_SAFE_INTEGER }), (err: unknown) => {
       assert.ok(err instanceof FetchError);
       assert.match(err.message, new RegExp(`^${escape(`Not enough free space in "${outDir}" for data.zip: 1024.00 TiB needed (1024.00 TiB still to download and a margin of 64.0 MiB), `)}` +
         `${free}${escape(` free; make room or choose another downloads folder (--out or --data-dir; PNEUMOTYPE_DATA_DIR in the notebooks), then run again; the partial file "${part}" (97.7 KiB) is kept`)}$`));
@@ -1161,5 +1167,38 @@ test('a host name that does not resolve fails on the first attempt, with the way
       return true;
     });
     assert.equal(calls, attempts, code);
+  }
+});
+
+test('a download longer than maxBytes is refused: declared, or counted as it arrives without a length; the partial file is kept', async () => {
+  const outDir = join(root, 'too-long');
+  const zipStart = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
+  const server = createServer((req, res) => {
+    if (req.url === '/declared.zip') {
+      res.writeHead(200, { 'content-length': String(4 * 1024 * 1024) });
+      return void res.end(Buffer.concat([zipStart, Buffer.alloc(4 * 1024 * 1024 - 4)]));
+    }
+    // No length, and no end: 64 KiB chunks until the client goes away (at most 64 MiB, then the end).
+    res.writeHead(200, { 'content-type': 'application/zip' });
+    res.write(zipStart);
+    sendLongBody(res, 64 * 1024 ** 2);
+  });
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    await assert.rejects(fetchDataset({ source: `${origin}/declared.zip`, outDir, maxBytes: 1024 * 1024, retries: 0 }), {
+      name: 'FetchError',
+      message: `"${origin}/declared.zip" declares 4194304 bytes, more than the limit of 1048576 (maxBytes, 1.0 MiB): not a dataset archive, or a larger one than expected; give a higher maxBytes (fetch --max-bytes) to download it`,
+    });
+    await assert.rejects(fetchDataset({ source: `${origin}/endless.zip`, outDir, maxBytes: 1024 * 1024, retries: 0 }), (err: unknown) => {
+      assert.ok(err instanceof FetchError);
+      assert.match(err.message, new RegExp(`^"${origin.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}/endless\\.zip" sent more than 1048576 bytes, more than the limit of 1048576 \\(maxBytes, 1\\.0 MiB\\): not a dataset archive, or a larger one than expected; give a higher maxBytes \\(fetch --max-bytes\\) to download it; the partial file .* is kept`));
+      return true;
+    });
+    assert.deepEqual((await readdir(outDir)).filter((f) => !f.endsWith('.part') && !f.endsWith('.part.json')), []);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
   }
 });

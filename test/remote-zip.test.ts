@@ -9,7 +9,7 @@ import { FetchError, IntegrityError } from '../lib/errors.js';
 import type { FetchFn } from '../lib/fetch.js';
 import { openHttpRangeReader } from '../lib/http-range.js';
 import nodeFetch from 'node-fetch';
-import { startFileServer } from './helpers/http-server.js';
+import { sendLongBody, startFileServer } from './helpers/http-server.js';
 
 /** A miniature ZhangLabData.zip: big OCT entries around small chest X-ray entries, the central directory at the end. */
 function makeArchive(): { zip: Buffer; chest: Map<string, Buffer>; oct: Map<string, Buffer> } {
@@ -422,5 +422,26 @@ test('a stop while the central directory is read over HTTP is the same ArchiveEr
   } finally {
     await server.close();
     await remove(dir, { recursive: true, force: true });
+  }
+});
+
+test('the first-byte probe (HEAD refused) reads one byte of the answer, not an endless body', async () => {
+  let sent = (): number => 0;
+  const server = createServer((req, res) => {
+    if (req.method === 'HEAD') return void res.writeHead(405).end();
+    res.writeHead(206, { 'Content-Range': 'bytes 0-0/1000', ETag: '"e"' });
+    sent = sendLongBody(res, 128 * 1024 ** 2);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/a.zip`;
+    let received = 0;
+    const remote = await openHttpRangeReader({ url, backoffMs: 1, onBytes: (n) => (received += n) });
+    assert.equal(remote.size, 1000);
+    assert.ok(received <= 64 * 1024, `read ${received} bytes of the probe's answer`);
+    assert.ok(sent() < 64 * 1024 ** 2, `the server got to send ${sent()} bytes`);
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });

@@ -298,7 +298,7 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(withCaveats.includes('Optimistic figures: The validation split chose this model&#39;s epoch (2 of 2, the best validation macro-F1), so its scores are optimistic. The temperature (1.500) was fitted on these 12 images.'));
   assert.ok(!withCaveats.includes('The temperature of this model was fitted on these val images'));
   // An evaluation of other weights (another model, or this one before a calibration changed them) is refused.
-  await writeFile(join(runDir, 'model', 'model.json'), JSON.stringify({ modelTopology: {}, weightsManifest: [{ paths: ['weights.bin'], weights: [] }] }));
+  await writeFile(join(runDir, 'model', 'model.json'), JSON.stringify({ modelTopology: {}, weightsManifest: [{ paths: ['weights.bin'], weights: [{ name: 'w', shape: [1], dtype: 'float32' }] }] }));
   await writeFile(join(runDir, 'model', 'weights.bin'), Buffer.from([1, 2, 3, 4]));
   const own = createHash('sha256').update(Buffer.from([1, 2, 3, 4])).digest('hex');
   const other = createHash('sha256').update('other weights').digest('hex');

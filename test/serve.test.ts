@@ -115,6 +115,8 @@ test('GET /ping answers 200 and POST /invocations answers the label and the thre
 
 test('bad requests get a 4xx with an exact JSON error, never a 5xx', async () => {
   const u = server.url;
+  const notJpegOrPng = 'the request body is neither a JPEG nor a PNG image (by its first bytes): send the image as JPEG or PNG';
+  const tiff = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 128, g: 128, b: 128 } } }).tiff().toBuffer();
   const cases: [Promise<Reply>, number, unknown][] = [
     [call(`${u}/nope?x=1`), 404, error('not_found', 'no such route: GET "/nope" (this server answers GET /ping and POST /invocations)')],
     [call(`${u}/invocations`), 405, error('method_not_allowed', 'GET /invocations is not supported: send the image with POST')],
@@ -123,9 +125,10 @@ test('bad requests get a 4xx with an exact JSON error, never a 5xx', async () =>
     [call(`${u}/invocations`, { method: 'POST', body: jpeg }), 415, error('unsupported_media_type', 'the request has no content type: send the image as image/jpeg, image/png or application/x-image')],
     [invoke(u, jpeg, 'image/jpeg', { accept: 'text/csv' }), 406, error('not_acceptable', 'Accept "text/csv" does not allow application/json, the only type this server answers with')],
     [invoke(u, Buffer.alloc(0)), 400, error('empty_body', "the request body is empty: send the image's bytes")],
-    [invoke(u, Buffer.from('this is not an image\n')), 400, error('invalid_image', '"request body": not a decodable image (unsupported or unrecognised format)')],
-    [invoke(u, Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), 'application/x-image'), 400,
-      error('invalid_image', '"request body": not a decodable image (format "svg" is not accepted: expected jpeg, png, webp, tiff)')],
+    // Only JPEG and PNG bodies reach a decoder, whatever the content type says (libvips reads many more formats).
+    [invoke(u, Buffer.from('this is not an image\n')), 400, error('invalid_image', notJpegOrPng)],
+    [invoke(u, Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), 'application/x-image'), 400, error('invalid_image', notJpegOrPng)],
+    [invoke(u, tiff, 'image/png'), 400, error('invalid_image', notJpegOrPng)],
   ];
   for (const [reply, status, body] of cases) {
     const r = await reply;
@@ -296,10 +299,14 @@ test('concurrent requests are predicted in one batch, and requests leave no tens
 
 test('/ping says 503 until the model is loaded (and when it cannot be), close() drains queued requests and frees the model', async () => {
   const missing = join(tmp, 'nowhere');
-  const broken = await startServer({ model: missing, host: '127.0.0.1', port: 0 });
+  const logged: ServeLogLine[] = [];
+  const broken = await startServer({ model: missing, host: '127.0.0.1', port: 0, onLog: (l) => logged.push(l) });
   try {
-    await assert.rejects(broken.ready, { name: 'CacheError' });
-    const why = `the model could not be loaded: the model folder "${missing}" does not exist: expected a folder that pneumotype train wrote (pneumotype.json, model.json, weights.bin)`;
+    const reason = `the model folder "${missing}" does not exist: expected a folder that pneumotype train wrote (pneumotype.json, model.json, weights.bin)`;
+    await assert.rejects(broken.ready, { name: 'CacheError', message: reason });
+    // The reason names server paths: it goes to the log; a client is told where to look.
+    assert.equal(logged.find((l) => l.event === 'model_load_failed')?.message, reason);
+    const why = 'the model could not be loaded: see the server log (event model_load_failed)';
     assert.deepEqual(await call(`${broken.url}/ping`).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
     assert.deepEqual(await invoke(broken.url, jpeg).then((r) => [r.status, r.body]), [503, error('not_ready', why)]);
     // A model that cannot be loaded is a server error; a 503 while one loads (SageMaker polls /ping) is not.

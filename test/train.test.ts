@@ -381,8 +381,24 @@ test('resume refuses other data and a damaged checkpoint with the file named, an
   });
   const cut = join(tmp, 'cut-model');
   await cp(join(run, 'model'), cut, { recursive: true });
+  const whole = await readFile(join(cut, 'weights.bin'));
+  const described = `but its model.json describes ${whole.length}: a file cut short, or from another model`;
   await truncate(join(cut, 'weights.bin'), 100);
-  await assert.rejects(loadModel(cut), { name: 'CacheError', message: new RegExp(`^cannot load the model in "${cut}": its model.json and weights do not fit \\(.+\\)$`) });
+  await assert.rejects(loadModel(cut), { name: 'CacheError', message: `the weights of "${join(cut, 'model.json')}" hold 100 bytes, ${described}` });
+  // More bytes than described (a 1 GiB file beside a small model would be read whole): refused before reading.
+  await writeFile(join(cut, 'weights.bin'), Buffer.concat([whole, Buffer.alloc(4096)]));
+  await assert.rejects(loadModel(cut), { name: 'CacheError', message: `the weights of "${join(cut, 'model.json')}" hold ${whole.length + 4096} bytes, ${described}` });
+  // A weights path that leaves the model's folder (../secret.bin) is never read.
+  const json = JSON.parse(await readFile(join(cut, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+  await writeFile(join(tmp, 'secret.bin'), whole);
+  for (const outside of ['../secret.bin', join(tmp, 'secret.bin')]) {
+    await writeFile(join(cut, 'model.json'), JSON.stringify({ ...json, weightsManifest: json.weightsManifest.map((g) => ({ ...g, paths: [outside] })) }));
+    await assert.rejects(loadModel(cut), {
+      name: 'CacheError',
+      message: `the model "${join(cut, 'model.json')}" names the weights file ${JSON.stringify(outside)}, outside its folder: expected a file inside "${cut}"`,
+    });
+  }
+  await writeFile(join(cut, 'model.json'), JSON.stringify(json));
   await rm(join(cut, 'weights.bin'));
   await assert.rejects(loadModel(cut), { name: 'CacheError', message: new RegExp(`^cannot read the weights "${join(cut, 'weights.bin')}" of "${join(cut, 'model.json')}" \\(ENOENT`) });
 });

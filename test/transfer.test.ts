@@ -1,18 +1,21 @@
 // Transfer learning from a saved 3-channel tfjs layers model, and the clear error when the model cannot be had.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { SymbolicTensor, Tensor } from '@tensorflow/tfjs';
-import { loadLayersModelFromDir, saveModel } from '../lib/checkpoint.js';
+import type { SymbolicTensor, Tensor, io } from '@tensorflow/tfjs';
+import { loadLayersModelFromDir, saveModel, weightsManifestBytes } from '../lib/checkpoint.js';
 import { relabel } from '../lib/relabel.js';
 import { summarizeModel } from '../lib/models.js';
 import { loadTf } from '../lib/tf.js';
 import { train, trainStep } from '../lib/train.js';
 import { buildTransferModel, holdFrozenBatchNorms } from '../lib/transfer.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
-import { startFileServer } from './helpers/http-server.js';
+import { sendLongBody, startFileServer } from './helpers/http-server.js';
 import { writeNsfwjsModel } from './helpers/nsfwjs-fixture.js';
 import { movedWeights } from './helpers/weights.js';
 
@@ -402,6 +405,77 @@ test('train --init-from --freeze trains the head only, resumed too, and says so 
     name: 'ConfigError',
     message: 'unfreeze needs a pretrained model to unfreeze: give initFrom (--init-from DIR|URL) too',
   });
+});
+
+/**
+ * A loopback server of the pretrained folder's files behind Basic auth (alice:pw); `endless` streams 256 MiB as
+ * weights.bin, far more than described. Requests are logged as path and whether the password came along.
+ */
+async function pretrainedServer(dir: string, options: { endless?: boolean } = {}): Promise<{ origin: string; log: string[]; close: () => Promise<void> }> {
+  const log: string[] = [];
+  const server = createServer((req, res) => {
+    const authorized = req.headers.authorization === `Basic ${Buffer.from('alice:pw').toString('base64')}`;
+    log.push(`${req.url ?? ''} ${authorized ? 'auth' : 'anonymous'}`);
+    if (!authorized) return void res.writeHead(401).end();
+    const name = new URL(req.url ?? '/', 'http://x').pathname.replace(/^\/m\//, '');
+    if (options.endless && name === 'weights.bin') {
+      res.writeHead(200);
+      return void sendLongBody(res, 256 * 1024 ** 2);
+    }
+    readFile(join(dir, name)).then((data) => res.writeHead(200).end(data), () => res.writeHead(404).end());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    log,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+test('a pretrained model at a URL: its password goes to its own server only, is never shown, and a body without end is cut', async () => {
+  const served = await pretrainedServer(join(tmp, 'pretrained'));
+  try {
+    const model = await buildTransferModel({ from: `http://alice:pw@${served.origin.slice('http://'.length)}/m/model.json`, imageSize: 16 });
+    assert.deepEqual(model.outputs[0]?.shape, [null, 3]);
+    model.dispose();
+    assert.deepEqual(served.log, ['/m/model.json auth', '/m/weights.bin auth']);
+    // Trained from a signed link: the card records it with *** for the password and the signature, and a resume from
+    // the same model signed anew is the same source.
+    const signed = (sig: string): string => `http://alice:pw@${served.origin.slice('http://'.length)}/m/model.json?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=${sig}`;
+    const common = { data: join(tmp, 'labeled'), out: join(tmp, 'run-url'), preset: 'smoke', cacheDir: join(tmp, 'cache'), config: { epochs: 1 } } as const;
+    const run = await train({ ...common, initFrom: signed('SECRETSIG1') });
+    const recorded = `http://***@${served.origin.slice('http://'.length)}/m/model.json?X-Amz-Credential=***&X-Amz-Signature=***`;
+    assert.equal(run.card.training.initFrom, recorded);
+    assert.equal((await readFile(join(tmp, 'run-url', 'model', 'pneumotype.json'), 'utf8')).includes('SECRETSIG1'), false);
+    assert.equal((await train({ ...common, initFrom: signed('SECRETSIG2'), resume: true })).history.length, 1);
+    // A wrong password: the error shows the URL with *** for the user name and password.
+    await assert.rejects(buildTransferModel({ from: `http://alice:wrong@${served.origin.slice('http://'.length)}/m/model.json`, imageSize: 16 }), {
+      name: 'ConfigError',
+      message:
+        `cannot start from the pretrained model "http://***@${served.origin.slice('http://'.length)}/m/model.json": downloading it failed ` +
+        `(model.json "${served.origin}/m/model.json" answered HTTP 401). Tried the tfjs layers model.json at that URL ` +
+        '(needs the internet; HTTPS_PROXY is not used for it); without it, train from scratch (leave out --init-from).',
+    });
+  } finally {
+    await served.close();
+  }
+  const endless = await pretrainedServer(join(tmp, 'pretrained'), { endless: true });
+  try {
+    const described = JSON.parse(await readFile(join(tmp, 'pretrained', 'model.json'), 'utf8')) as { weightsManifest: { weights: io.WeightsManifestEntry[] }[] };
+    const bytes = weightsManifestBytes(described.weightsManifest.flatMap((g) => g.weights));
+    await assert.rejects(buildTransferModel({ from: `http://alice:pw@${endless.origin.slice('http://'.length)}/m/model.json`, imageSize: 16 }), (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.match(err.message, new RegExp(`downloading it failed \\(the weights file "http://127\\.0\\.0\\.1:\\d+/m/weights\\.bin" is larger than the ${bytes} bytes expected\\)`));
+      return true;
+    });
+  } finally {
+    await endless.close();
+  }
 });
 
 test('a pretrained model that cannot be had is a clear error saying what was tried', async () => {

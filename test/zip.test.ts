@@ -115,6 +115,10 @@ test('safeEntryPath resolves inside the folder and refuses absolute, traversing 
     ['dir\\file.txt', 'contains a backslash; expected "/" as the only path separator'],
     ['./', 'has an empty or invalid name; expected a path relative to the extraction folder'],
     ['a\0b', 'has an empty or invalid name; expected a path relative to the extraction folder'],
+    // Windows drops trailing dots and spaces: these would be ".." (or nothing) there.
+    ['chest_xray/.. /evil.txt', 'has a segment ".. " of dots and spaces only, which Windows reads as ".." or as nothing; expected a path inside the extraction folder'],
+    ['.../evil.txt', 'has a segment "..." of dots and spaces only, which Windows reads as ".." or as nothing; expected a path inside the extraction folder'],
+    ['chest_xray/  /a.jpeg', 'has a segment "  " of dots and spaces only, which Windows reads as ".." or as nothing; expected a path inside the extraction folder'],
   ];
   for (const [name, text] of refused) {
     assert.throws(() => safeEntryPath(out, name, 'a.zip'), { name: 'ArchiveError', message: `Archive "a.zip" entry ${quote(name)} ${text}` }, name);
@@ -497,6 +501,19 @@ test('the archive\'s own root folder ("./", ".", as bsdtar and macOS tar write i
   // Not a folder: still no name at all.
   const file = await place(buildZip([{ name: '.', data: Buffer.from('x') }]));
   await assert.rejects(extractZip(file), { name: 'ArchiveError', message: `Archive ${quote(file.archive)} entry "." has an empty or invalid name; expected a path relative to the extraction folder` });
+});
+
+test('entries whose data overlap (one deflated stream under many names) are refused before anything is written', async () => {
+  const data = Buffer.alloc(256 * 1024, 0x41); // deflates about 250:1, under the ratio limit
+  const { archive, outDir } = await place(buildZip([
+    { name: 'chest_xray/a.txt', data },
+    ...Array.from({ length: 3 }, (_, k) => ({ name: `chest_xray/copy${k}.txt`, data, dataOf: 0 })),
+  ]));
+  await assert.rejects(extractZip({ archive, outDir }), {
+    name: 'ArchiveError',
+    message: new RegExp(`^Archive ${JSON.stringify(archive).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} entry "chest_xray/(a|copy\\d)\\.txt" starts at byte 0, inside entry "chest_xray/(a|copy\\d)\\.txt" \\(bytes 0 to at least \\d+\\); refusing overlapping entries, a possible zip bomb$`),
+  });
+  assert.deepEqual(await filesUnder(outDir), []);
 });
 
 test('a data error keeps the files finished before it and leaves no .part', async () => {

@@ -257,3 +257,21 @@ export async function startFileServer(options: FileServerOptions): Promise<FileS
     },
   };
 }
+
+/**
+ * Writes 64 KiB chunks of zeros to `res` until the client goes away or `limit` bytes are sent, then ends it: a body
+ * that would be endless to a client that reads it whole (which then fails its test instead of hanging it). Returns
+ * a function that tells how many bytes were sent so far.
+ */
+export function sendLongBody(res: ServerResponse, limit: number): () => number {
+  let sent = 0;
+  const chunk = Buffer.alloc(64 * 1024);
+  const pump = (): void => {
+    while (!res.destroyed && sent < limit && res.write(chunk)) sent += chunk.length;
+    if (res.destroyed) return;
+    if (sent < limit) res.once('drain', pump);
+    else res.end();
+  };
+  pump();
+  return () => sent;
+}

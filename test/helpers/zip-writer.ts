@@ -27,6 +27,11 @@ export interface RawZipEntry {
   readonly methodNumber?: number;
   /** Host system in the "version made by" field (0 MS-DOS, 3 Unix, 11 NTFS, 14 VFAT). Default 3 with unixMode, else 0. */
   readonly host?: number;
+  /**
+   * Writes no data of its own: the central directory points this name at entry N's local header (overlapping entries,
+   * the zip bomb that reuses one deflated stream under many names). Give it entry N's data.
+   */
+  readonly dataOf?: number;
 }
 
 const DOS_DATE = ((2020 - 1980) << 9) | (1 << 5) | 1; // 2020-01-01
@@ -42,6 +47,7 @@ export function buildZip(entries: readonly RawZipEntry[], options: { comment?: s
   const locals: Buffer[] = [];
   const centrals: Buffer[] = [];
   let offset = 0;
+  const offsets: number[] = [];
   for (const e of entries) {
     const name = Buffer.from(e.name, 'utf8');
     const data = Buffer.from(e.data ?? new Uint8Array());
@@ -78,7 +84,8 @@ export function buildZip(entries: readonly RawZipEntry[], options: { comment?: s
       parts.push(descriptor);
     }
     const localRecord = Buffer.concat(parts);
-    locals.push(localRecord);
+    offsets.push(offset);
+    if (e.dataOf === undefined) locals.push(localRecord);
 
     const central = Buffer.alloc(46);
     central.writeUInt32LE(0x02014b50, 0);
@@ -97,9 +104,9 @@ export function buildZip(entries: readonly RawZipEntry[], options: { comment?: s
     central.writeUInt16LE(0, 34); // disk
     central.writeUInt16LE(0, 36); // internal attributes
     central.writeUInt32LE(attributes, 38);
-    central.writeUInt32LE(offset, 42);
+    central.writeUInt32LE(e.dataOf === undefined ? offset : offsets[e.dataOf] ?? 0, 42);
     centrals.push(Buffer.concat([central, name]));
-    offset += localRecord.length;
+    if (e.dataOf === undefined) offset += localRecord.length;
   }
   const directory = Buffer.concat(centrals);
   const comment = Buffer.from(options.comment ?? '', 'utf8');
