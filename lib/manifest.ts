@@ -1,6 +1,6 @@
 // The labelled dataset's manifest.csv: one row per image, the contract between relabel, prepare, upload and training.
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { CLASSES, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { csvRowOf, parseCsv, toCsv } from './csv.js';
 import { LabelError, quote } from './errors.js';
@@ -104,6 +104,10 @@ function parseManifest(text: string, path: string, dir: string): ManifestRow[] {
     }
     const file = r.file ?? '';
     if (file === '') throw new LabelError(`${where}: file ${quote(file)} is empty; expected a path relative to ${quote(dir)}`, { path });
+    // Rows are read from folders that others made (a SageMaker channel): none may point outside its folder.
+    if (isAbsolute(file) || /^[A-Za-z]:/.test(file) || file.split(/[\\/]/).includes('..')) {
+      throw new LabelError(`${where}: file ${quote(file)} points outside ${quote(dir)}; expected a path inside it`, { path });
+    }
     const sha256 = r.sha256 ?? '';
     if (!/^[0-9a-f]{64}$/.test(sha256)) {
       throw new LabelError(`${where}: sha256 ${quote(sha256)} is not a SHA-256; expected 64 lowercase hexadecimal digits`, { path });

@@ -294,6 +294,8 @@ test('readManifest refuses rows with a bad split, label, file or sha256 or missi
     [`${header}\n${good.replace(',normal,', ',pneumonia,')}\n`, `row 2 of "${path}": label "pneumonia" is not one of normal, bacteria, virus`],
     [`${header}\n${good.replace('a'.repeat(64), 'xyz')}\n`, `row 2 of "${path}": sha256 "xyz" is not a SHA-256; expected 64 lowercase hexadecimal digits`],
     [`${header}\n${good.replace('train/normal/IM-0100-0001.jpeg', '')}\n`, `row 2 of "${path}": file "" is empty; expected a path relative to "${dir}"`],
+    [`${header}\n${good.replace('train/normal/IM-0100-0001.jpeg', '../../etc/passwd')}\n`, `row 2 of "${path}": file "../../etc/passwd" points outside "${dir}"; expected a path inside it`],
+    [`${header}\n${good.replace('train/normal/IM-0100-0001.jpeg', '/etc/passwd')}\n`, `row 2 of "${path}": file "/etc/passwd" points outside "${dir}"; expected a path inside it`],
     [
       'split,label,patientId,bytes,width,height,channels\ntrain,normal,IM-0100,10,40,48,1\n',
       `row 2 of "${path}" has no file, sha256 columns: expected the columns split, label, file, patientId, bytes, sha256, width, height, channels`,
