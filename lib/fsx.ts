@@ -33,10 +33,10 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
 let tmpCounter = 0;
 
 /**
- * Removes the temporary files of {@link writeFileAtomic} for `path` that processes no longer running left (killed
- * mid-write: a Ctrl-C, a SIGKILL); those of live processes are theirs.
+ * Removes the temporary files `PATH.PID.N.tmp` (of {@link writeFileAtomic}, and of lock files) that processes no longer
+ * running left beside `path` (killed mid-write: a Ctrl-C, a SIGKILL); those of live processes are theirs.
  */
-async function removeStrayTemporaries(path: string): Promise<void> {
+export async function removeStrayTemporaries(path: string): Promise<void> {
   const base = basename(path);
   const names = await readdir(dirname(path)).catch(() => [] as string[]);
   for (const name of names) {

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BusyError, quote, type LockHolder } from './errors.js';
-import { ensureFolder, isAlive } from './fsx.js';
+import { ensureFolder, isAlive, removeStrayTemporaries } from './fsx.js';
 
 /** Options of {@link withLock}. */
 export interface LockOptions {
@@ -126,6 +126,7 @@ async function acquireUnclaimed(path: string, what: string): Promise<Holding> {
   const record = `${JSON.stringify(me)}\n`;
   // Written whole beside the lock, then linked into place: the lock file never exists without its owner in it.
   const tmp = `${path}.${process.pid}.${lockCounter++}.tmp`;
+  await removeStrayTemporaries(path); // those of processes killed while they took this lock
   await writeFile(tmp, record);
   try {
     for (let attempt = 0; ; attempt++) {

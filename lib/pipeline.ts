@@ -2,7 +2,7 @@
 // skipping what is already done.
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DEFAULTS, presetNamed, resolveConfig, type Config, type PresetName } from './config.js';
 import { CACHE_INDEX_FILE, CACHE_VERSION, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
 import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
@@ -19,6 +19,8 @@ import { ArchiveError, CacheError, ConfigError, LabelError, messageOf, quote } f
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
+import { recoverDirSwap } from './checkpoint.js';
+import { withLock } from './lock.js';
 import { datasetEntryFilter } from './labels.js';
 
 export interface PrepareStepOptions {
@@ -288,6 +290,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   // Train (resuming an interrupted run; skipped when the run's model is complete), then evaluate.
   const runDir = options.runDir ?? join('runs', presetName);
   const modelCard = join(runDir, 'model', 'pneumotype.json');
+  // A swap of model/ that a killed calibration left half done (its old folder half deleted, say) is finished or undone
+  // here: once model/ is complete, neither step below would look at it again.
+  await recoverDirSwap(join(runDir, 'model'));
   let training: TrainResult | undefined;
   let card: ModelCard;
   if ((await exists(modelCard)) && (await runFinished(runDir, config))) {
@@ -340,10 +345,21 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   } else if (card.calibration) {
     step('calibrate', true, `${runDir}/model is calibrated (temperature ${card.calibration.temperature.toFixed(3)})`);
   } else {
-    options.onStep?.('calibrate', `fitting a temperature on the validation patients for ${runDir}/model`);
-    calibration = await calibrateModel({ model: join(runDir, 'model'), data: dirs.labeled, ...progress });
-    step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${Number.isFinite(calibration.crossFitted.ece) ? calibration.crossFitted.ece.toFixed(3) : 'n/a'} (cross-fitted by patient)` +
-      leftOut(calibration.failed.length, calibration.warnings));
+    // Under the run's lock, as training: another run of the same folder neither trains into model/ while it is swapped,
+    // nor calibrates it a second time (the card is read again once the lock is held: the look above was unlocked).
+    const runLock = `${resolve(runDir)}.lock`;
+    // A calibration takes seconds: another run's is waited for, then found done.
+    const wait = { onWait: (message: string) => options.onProgress?.({ stage: 'calibrate', unit: 'images', done: 0, message: `waiting: ${message}` }) };
+    calibration = await withLock(runLock, `calibrating the model of ${quote(resolve(runDir))}`, async () => {
+      if ((await readCard(modelCard)).calibration) return undefined;
+      options.onStep?.('calibrate', `fitting a temperature on the validation patients for ${runDir}/model`);
+      return calibrateModel({ model: join(runDir, 'model'), data: dirs.labeled, ...progress });
+    }, { wait });
+    if (calibration === undefined) step('calibrate', true, `${runDir}/model was calibrated meanwhile, by another run`);
+    else {
+      step('calibrate', false, `temperature ${calibration.temperature.toFixed(3)}: expected calibration error ${calibration.before.ece.toFixed(3)} -> ${Number.isFinite(calibration.crossFitted.ece) ? calibration.crossFitted.ece.toFixed(3) : 'n/a'} (cross-fitted by patient)` +
+        leftOut(calibration.failed.length, calibration.warnings));
+    }
   }
   const hasTest = Object.keys(cache.index.splits).includes('test') && cache.index.images.some((i) => i.subset === 'test');
   const split = hasTest ? 'test' : 'val';

@@ -109,8 +109,12 @@ test('a lock left by a process that no longer runs, or a garbled one, is taken o
       });
       await utimes(lock, elevenSecondsAgo, elevenSecondsAgo);
     }
+    // The owner record that process wrote beside the lock before it was killed goes too.
+    const left = `${lock}.${child.pid}.0.tmp`;
+    await writeFile(left, content);
     assert.equal(await withLock(lock, 'preparing', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid);
     await assert.rejects(readFile(lock), { code: 'ENOENT' });
+    assert.deepEqual(await readdir(dirname(lock)), [], 'nothing left beside the lock');
   }
 });
 

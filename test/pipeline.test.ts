@@ -267,6 +267,37 @@ test('the whole job trains (with config overrides) and evaluates on the test spl
   });
   const off = await runPipeline({ source: zipPath, dataDir, runDir: join(tmp, 'uncalibrated-run'), preset: 'smoke', calibrate: false, config: { epochs: 1, graphOps: false } });
   assert.deepEqual(off.steps.filter((s) => s.step === 'calibrate'), [{ step: 'calibrate', skipped: true, note: 'turned off' }]);
+  // Another run holds the run folder and calibrates its model meanwhile: waited for, found calibrated, not calibrated
+  // twice. The old model/ a killed calibration left half deleted beside it goes.
+  const uncalibrated = join(tmp, 'uncalibrated-run');
+  const dead = spawn(process.execPath, ['-e', '']);
+  await once(dead, 'exit');
+  await mkdir(join(`${uncalibrated}/model.pneumotype-old-${dead.pid}`), { recursive: true });
+  await writeFile(join(`${uncalibrated}/model.pneumotype-old-${dead.pid}`, 'weights.bin'), 'half deleted');
+  const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  await once(other, 'spawn');
+  await writeFile(`${uncalibrated}.lock`, `${JSON.stringify({ pid: other.pid, host: hostname(), started: new Date().toISOString() })}\n`);
+  const offCard = join(uncalibrated, 'model', 'pneumotype.json');
+  const calibratedByOther = { temperature: 1.25, split: 'val', images: 3 };
+  try {
+    const waited = await runPipeline({
+      source: zipPath, dataDir, runDir: uncalibrated, preset: 'smoke', config: { epochs: 1, graphOps: false },
+      onProgress: (p) => {
+        if (p.stage !== 'calibrate' || !p.message?.startsWith('waiting: ')) return;
+        // What the other run does before it lets go: its calibration recorded in the card.
+        void readFile(offCard, 'utf8')
+          .then((text) => writeFile(offCard, JSON.stringify({ ...JSON.parse(text), calibration: calibratedByOther })))
+          .then(() => rm(`${uncalibrated}.lock`));
+      },
+    });
+    assert.deepEqual(waited.steps.filter((s) => s.step === 'calibrate'), [{ step: 'calibrate', skipped: true, note: `${uncalibrated}/model was calibrated meanwhile, by another run` }]);
+    assert.equal(waited.calibration, undefined);
+    assert.deepEqual((JSON.parse(await readFile(offCard, 'utf8')) as { calibration: unknown }).calibration, calibratedByOther);
+    assert.deepEqual((await readdir(tmp)).filter((f) => f.startsWith('uncalibrated-run')), ['uncalibrated-run']);
+    assert.deepEqual((await readdir(uncalibrated)).filter((f) => f.includes('pneumotype-old')), []);
+  } finally {
+    other.kill('SIGKILL');
+  }
   // With groups, the evaluation and the report break the metrics down by them.
   const rows = (await readManifest(join(dataDir, 'labeled'))).filter((r) => r.split === 'test').map((r, i) => `${r.file.split('/').at(-1)},${i < 5 ? 'full-res' : 'copies'}`);
   await writeFile(join(tmp, 'groups.csv'), `file,derived_from\n${rows.join('\n')}\n`);
