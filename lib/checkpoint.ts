@@ -1,6 +1,6 @@
 // Saving and loading models in the tfjs layers format (model.json + weights.bin), with optimizer state, atomically.
-import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { open, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { ensureFolder, exists, outputError, sha256 } from './fsx.js';
@@ -245,12 +245,14 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
   }
   const specs: io.WeightsManifestEntry[] = [];
   const files: string[] = [];
-  const root = resolve(dir);
+  const root = await realpath(dir).catch(() => resolve(dir));
   for (const group of json.weightsManifest ?? []) {
     specs.push(...group.weights);
     for (const p of group.paths) {
-      const inside = typeof p === 'string' && p !== '' && !isAbsolute(p) && !relative(root, resolve(root, p)).startsWith('..');
-      if (!inside) {
+      // By name (../x, /x, C:x) and where it leads (a link out of the folder): never read from outside it.
+      const named = typeof p === 'string' && p !== '' && !isAbsolute(p) && !/^[A-Za-z]:/.test(p) && isInside(root, resolve(root, p));
+      const real = named ? await realpath(join(dir, p)).catch(() => resolve(root, p)) : '';
+      if (!named || !isInside(root, real)) {
         throw new CacheError(`the model ${quote(path)} names the weights file ${quote(p)}, outside its folder: expected a file inside ${quote(dir)}`, { path });
       }
       files.push(join(dir, p));
@@ -262,10 +264,9 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
   const expected = weightsManifestBytes(specs);
   const total = sizes.reduce((a, b) => a + b, 0);
   if (expected !== undefined && total !== expected) {
-    throw new CacheError(
-      `the weights of ${quote(path)} hold ${total} bytes, but its model.json describes ${expected}: a file cut short, or from another model`,
-      { path },
-    );
+    // More is refused too (tfjs would ignore the rest): a weights file far larger than described would be read whole.
+    const why = total < expected ? 'a file cut short, or from another model' : 'files from another model, or with something appended';
+    throw new CacheError(`the weights of ${quote(path)} hold ${total} bytes, but its model.json describes ${expected}: ${why}`, { path });
   }
   const buffers: Buffer[] = [];
   for (const weights of files) {
@@ -275,6 +276,12 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
   }
   const data = Buffer.concat(buffers);
   return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };
+}
+
+/** Whether `path` lies inside folder `root` (both resolved): not `..`, not `../x`, not on another drive. */
+function isInside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }
 
 /** Loads `DIR/model.json` + its weights from disk (any backend, no file:// handler needed). */

@@ -468,7 +468,7 @@ class Download {
       }
       if (total !== undefined) {
         try {
-          if (total > this.#s.maxBytes) throw this.#tooLong(`declares ${total} bytes`);
+          if (total > this.#s.maxBytes) throw this.#tooLong(`declares ${total} bytes, more than the limit of ${this.#s.maxBytes}`);
           await this.#checkFreeSpace(total, offset);
         } catch (err) {
           cancel(res);
@@ -535,7 +535,7 @@ class Download {
   /** The refusal of a body longer than maxBytes (`what`: how it showed), the partial file kept. */
   #tooLong(what: string): FetchError {
     return new FetchError(
-      `${quote(this.#s.shown)} ${what}, more than the limit of ${this.#s.maxBytes} (maxBytes, ${formatBytes(this.#s.maxBytes)}): ` +
+      `${quote(this.#s.shown)} ${what} (maxBytes, ${formatBytes(this.#s.maxBytes)}): ` +
         `not a dataset archive, or a larger one than expected; give a higher maxBytes (fetch --max-bytes) to download it${this.#keptNote()}`,
       { url: this.#s.shown },
     );
@@ -584,7 +584,7 @@ class Download {
         position += chunk.length;
         this.#hashed = position;
         this.#s.tracker.set(position);
-        if (position > this.#s.maxBytes) throw this.#tooLong(`sent more than ${this.#s.maxBytes} bytes`);
+        if (position > this.#s.maxBytes) throw this.#tooLong(`sent more than the limit of ${this.#s.maxBytes} bytes without saying its length`);
       }
     } finally {
       await handle.close();
@@ -1171,7 +1171,7 @@ export function sameUrl(a: string, b: string): boolean {
  * link is made, and on some hosts the only thing that tells two files apart. Shown as `***` and the first 8 hex digits
  * of its SHA-256 (see maskedToken), so records stay comparable and say nothing usable.
  */
-const TOKEN_NAMES = 'token|access_token|accesstoken|api_key|apikey|auth|auth_token|password|secret';
+const TOKEN_NAMES = 'token|access_token|accesstoken|api_key|apikey|auth_token';
 const TOKEN_PARAMETER = new RegExp(`^(${TOKEN_NAMES})$`, 'i');
 
 /**
@@ -1189,8 +1189,11 @@ function maskedToken(value: string, raw = true): string {
   return `***${createHash('sha256').update(decoded).digest('hex').slice(0, 8)}`;
 }
 
-/** Query parameters that are a presigned link's secret (S3, GCS, CloudFront, Azure's `sig`): shown as `***`, not compared. */
-const SIGNATURE_NAMES = 'x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig';
+/**
+ * Query parameters that are a presigned link's secret (S3, GCS, CloudFront, Azure's `sig`), or a password (too easy to
+ * guess from a digest): shown as `***`, not compared.
+ */
+const SIGNATURE_NAMES = 'x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature|sig|password|passwd|secret|auth';
 const SIGNATURE_PARAMETER = new RegExp(`^(${SIGNATURE_NAMES})$`, 'i');
 
 /** Query parameters that bound a presigned link's life or describe its signing: not compared, as the file is the same. */

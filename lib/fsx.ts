@@ -34,7 +34,9 @@ let tmpCounter = 0;
 
 /**
  * Removes the temporary files `PATH.PID.N.tmp` (of {@link writeFileAtomic}, and of lock files) that processes no longer
- * running left beside `path` (killed mid-write: a Ctrl-C, a SIGKILL); those of live processes are theirs.
+ * running left beside `path` (killed mid-write: a Ctrl-C, a SIGKILL): those of no live process here, untouched for
+ * STRAY_AGE_MS (a process of another machine or container sharing the folder, whose id means nothing here, writes its
+ * temporary file and renames it within milliseconds). Best effort: one that cannot be removed stays.
  */
 export async function removeStrayTemporaries(path: string): Promise<void> {
   const base = basename(path);
@@ -42,9 +44,14 @@ export async function removeStrayTemporaries(path: string): Promise<void> {
   for (const name of names) {
     if (!name.startsWith(`${base}.`) || !name.endsWith('.tmp')) continue;
     const pid = /^\.(\d+)\.\d+\.tmp$/.exec(name.slice(base.length))?.[1];
-    if (pid !== undefined && Number(pid) !== process.pid && !isAlive(Number(pid))) await rm(join(dirname(path), name), { force: true });
+    if (pid === undefined || Number(pid) === process.pid || isAlive(Number(pid))) continue;
+    const stray = join(dirname(path), name);
+    const age = Date.now() - ((await stat(stray).catch(() => undefined))?.mtimeMs ?? Date.now());
+    if (age > STRAY_AGE_MS) await rm(stray, { force: true }).catch(() => {});
   }
 }
+/** How long a temporary file of a writer that runs nowhere here stays untouched before it counts as left. */
+export const STRAY_AGE_MS = 5 * 60_000;
 
 /** True when a process with this id runs on this machine (EPERM: it runs as another user). */
 export function isAlive(pid: number): boolean {

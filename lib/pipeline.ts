@@ -5,7 +5,7 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DEFAULTS, presetNamed, resolveConfig, type Config, type PresetName } from './config.js';
 import { CACHE_INDEX_FILE, CACHE_VERSION, cacheDirFor, prepareCache, prepareOptionsFromConfig, type PrepareResult } from './cache.js';
-import { archivePathFor, fetchDataset, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
+import { archivePathFor, fetchDataset, maskUserInfo, resolveSource, sameUrl, shownUrl, type FetchResult } from './fetch.js';
 import { ensureFolder, exists, listFiles, readJsonFile, writeJsonAtomic } from './fsx.js';
 import { filesNotAsListed, MANIFEST_FILE, readManifest } from './manifest.js';
 import type { ProgressCallback } from './progress.js';
@@ -312,7 +312,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
             // `run` trains from scratch without group balancing: a model that `train` started from another network or
             // trained with balanced groups is not this run's, whatever its configuration hash says.
             : existing.training.initFrom
-              ? `a pretrained start (--init-from ${quote(existing.training.initFrom)}; run trains from scratch)`
+              ? `a pretrained start (--init-from ${quote(maskUserInfo(existing.training.initFrom))}; run trains from scratch)`
               : existing.training.balanceGroups
                 ? `group balancing (--balance-groups ${quote(existing.training.balanceGroups)}; run balances no groups)`
                 : undefined;

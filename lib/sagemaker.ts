@@ -188,7 +188,8 @@ export interface SageMakerTrainingOptions {
   readonly onProgress?: ProgressCallback;
   /**
    * Called when the grace period ran out, with a promise that settles once the abandoned work has ended and the
-   * scratch folder is removed. The CLI exits instead; a caller that stays alive (a test, a notebook) can wait for it.
+   * scratch folder is removed (then, not before). Without it the folder goes at once, as the CLI exits at once; a
+   * caller that stays alive (a test, a notebook) passes it and waits.
    */
   readonly onAbandoned?: (settled: Promise<void>) => void;
 }
@@ -532,11 +533,10 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
     const removeWorkDir = async (): Promise<void> => {
       if (ownWorkDir && workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
     };
-    // Work abandoned after the grace period may still write into the scratch folder: removed once it has ended.
-    if (leftRunning) {
-      const cleaned = leftRunning.then(removeWorkDir);
-      options.onAbandoned?.(cleaned);
-    } else await removeWorkDir();
+    // Work abandoned after the grace period may still write into the scratch folder: a caller that waits for it
+    // (onAbandoned) has the folder removed once it has ended; the CLI, which exits at once, has it removed now.
+    if (leftRunning && options.onAbandoned) options.onAbandoned(leftRunning.then(removeWorkDir));
+    else await removeWorkDir();
   }
 }
 

@@ -368,8 +368,9 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
       return undefined;
     }
     if (body.length === 0) throw new HttpError(400, 'empty_body', "the request body is empty: send the image's bytes");
-    // Only the two formats the contract names reach a decoder: by their first bytes, whatever the content type says.
-    if (!isJpegOrPng(body)) throw new HttpError(400, 'invalid_image', NOT_JPEG_OR_PNG);
+    // Only the formats predict reads reach a decoder, known by their first bytes whatever the content type says: none of
+    // libvips' other loaders (SVG, PDF, ...) is reached from the network.
+    if (!isAcceptedImage(body)) throw new HttpError(400, 'invalid_image', NOT_AN_ACCEPTED_IMAGE);
     const model = loaded;
     let pixels: Uint8Array;
     try {
@@ -544,12 +545,18 @@ export async function startServer(options: ServeOptions = {}): Promise<Predictio
   return { url: `http://${urlHost}:${actualPort}`, port: actualPort, ready, stats, close };
 }
 
-/** A JPEG (FF D8 FF) or a PNG (its 8-byte signature), by the first bytes. */
-function isJpegOrPng(body: Buffer): boolean {
-  return (body.length >= 3 && body[0] === 0xff && body[1] === 0xd8 && body[2] === 0xff) || body.subarray(0, 8).equals(PNG_SIGNATURE);
+/** A JPEG (FF D8 FF), PNG (its 8-byte signature), WebP (RIFF....WEBP) or TIFF (II*\0, MM\0*), by the first bytes. */
+function isAcceptedImage(body: Buffer): boolean {
+  const starts = (bytes: readonly number[], at = 0): boolean => bytes.every((b, k) => body[at + k] === b);
+  return (
+    starts([0xff, 0xd8, 0xff]) ||
+    starts([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) ||
+    (starts([0x52, 0x49, 0x46, 0x46]) && starts([0x57, 0x45, 0x42, 0x50], 8)) ||
+    starts([0x49, 0x49, 0x2a, 0x00]) ||
+    starts([0x4d, 0x4d, 0x00, 0x2a])
+  );
 }
-const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-const NOT_JPEG_OR_PNG = 'the request body is neither a JPEG nor a PNG image (by its first bytes): send the image as JPEG or PNG';
+const NOT_AN_ACCEPTED_IMAGE = 'the request body is not a JPEG, PNG, WebP or TIFF image (by its first bytes): send the image as one of those';
 
 /** What a client is told when the model failed to load (the reason goes to the server's log only). */
 const NOT_LOADED = 'the model could not be loaded: see the server log (event model_load_failed)';

@@ -172,7 +172,12 @@ async function downloadArtifacts(from: string): Promise<io.ModelArtifacts> {
     specs.push(...group.weights);
     let got = 0;
     for (const p of group.paths) {
-      const part = await get(new URL(p, url).href, limit - got, 'the weights file');
+      // Beside model.json, with its query (a token or a signature there is the credential), as tfjs's loader does; on
+      // its server only.
+      const target = new URL(p, url);
+      if (target.origin !== origin) throw new Error(`model.json at ${quote(shownUrl(from))} names the weights file ${quote(shownUrl(target.href))} on another server`);
+      if (target.search === '') target.search = new URL(url).search;
+      const part = await get(target.href, limit - got, 'the weights file');
       got += part.length;
       buffers.push(part);
     }

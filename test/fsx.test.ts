@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { writeDirAtomic } from '../lib/checkpoint.js';
 import { OutputError } from '../lib/errors.js';
-import { checkOutputFile, ensureFolder, writeFileAtomic } from '../lib/fsx.js';
+import { checkOutputFile, ensureFolder, STRAY_AGE_MS, writeFileAtomic } from '../lib/fsx.js';
 import { withSmallDisk } from './helpers/small-disk.js';
 
 let tmp: string;
@@ -80,7 +80,7 @@ test('a full disk is an OutputError naming the output, and the file or folder wr
   if (!ran) t.skip('cannot mount a small tmpfs here');
 });
 
-test("an atomic write removes what writers no longer running left beside its file, and nothing else", async () => {
+test("an atomic write removes what writers no longer running left beside its file long ago, and nothing else", async () => {
   const dir = join(tmp, 'strays');
   await mkdir(dir);
   const path = join(dir, 'eval.json');
@@ -90,9 +90,19 @@ test("an atomic write removes what writers no longer running left beside its fil
   const running = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
   try {
     const left = [`eval.json.${gone.pid}.3.tmp`, `eval.json.${running.pid}.0.tmp`, `eval.json.${process.pid}.99.tmp`, 'eval.json.bak.tmp', 'other.json.1.2.tmp'];
-    for (const name of left) await writeFile(join(dir, name), 'half');
+    const old = new Date(Date.now() - STRAY_AGE_MS - 60_000);
+    for (const name of left) {
+      await writeFile(join(dir, name), 'half');
+      await utimes(join(dir, name), old, old);
+    }
+    // A fresh one of a process that runs nowhere here may be another machine's, being written: kept.
+    const fresh = `eval.json.${gone.pid}.7.tmp`;
+    await writeFile(join(dir, fresh), 'being written');
+    // One that cannot be removed (a folder of that name) stays, and the write still succeeds.
+    await mkdir(join(dir, `eval.json.${gone.pid}.8.tmp`));
+    await utimes(join(dir, `eval.json.${gone.pid}.8.tmp`), old, old);
     await writeFileAtomic(path, '{}');
-    assert.deepEqual((await readdir(dir)).sort(), ['eval.json', ...left.filter((n) => !n.startsWith(`eval.json.${gone.pid}.`))].sort());
+    assert.deepEqual((await readdir(dir)).sort(), ['eval.json', fresh, `eval.json.${gone.pid}.8.tmp`, ...left.filter((n) => !n.startsWith(`eval.json.${gone.pid}.`))].sort());
   } finally {
     running.kill('SIGKILL');
   }

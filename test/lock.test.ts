@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { BusyError, PneumotypeError } from '../lib/errors.js';
 import { prepareCache } from '../lib/cache.js';
 import { withLock } from '../lib/lock.js';
+import { STRAY_AGE_MS } from '../lib/fsx.js';
 import { relabel } from '../lib/relabel.js';
 import { train } from '../lib/train.js';
 import { extractZip } from '../lib/zip.js';
@@ -112,6 +113,8 @@ test('a lock left by a process that no longer runs, or a garbled one, is taken o
     // The owner record that process wrote beside the lock before it was killed goes too.
     const left = `${lock}.${child.pid}.0.tmp`;
     await writeFile(left, content);
+    const longAgo = new Date(Date.now() - STRAY_AGE_MS - 60_000);
+    await utimes(left, longAgo, longAgo);
     assert.equal(await withLock(lock, 'preparing', async () => JSON.parse(await readFile(lock, 'utf8')).pid as number), process.pid);
     await assert.rejects(readFile(lock), { code: 'ENOENT' });
     assert.deepEqual(await readdir(dirname(lock)), [], 'nothing left beside the lock');

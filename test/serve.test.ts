@@ -115,8 +115,14 @@ test('GET /ping answers 200 and POST /invocations answers the label and the thre
 
 test('bad requests get a 4xx with an exact JSON error, never a 5xx', async () => {
   const u = server.url;
-  const notJpegOrPng = 'the request body is neither a JPEG nor a PNG image (by its first bytes): send the image as JPEG or PNG';
-  const tiff = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 128, g: 128, b: 128 } } }).tiff().toBuffer();
+  const notAccepted = 'the request body is not a JPEG, PNG, WebP or TIFF image (by its first bytes): send the image as one of those';
+  const gray = sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 128, g: 128, b: 128 } } });
+  const gif = await gray.clone().gif().toBuffer();
+  // WebP and TIFF, which predict reads too, are answered.
+  for (const body of [await gray.clone().webp().toBuffer(), await gray.clone().tiff().toBuffer()]) {
+    const r = await invoke(u, body, 'application/x-image');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
   const cases: [Promise<Reply>, number, unknown][] = [
     [call(`${u}/nope?x=1`), 404, error('not_found', 'no such route: GET "/nope" (this server answers GET /ping and POST /invocations)')],
     [call(`${u}/invocations`), 405, error('method_not_allowed', 'GET /invocations is not supported: send the image with POST')],
@@ -125,10 +131,10 @@ test('bad requests get a 4xx with an exact JSON error, never a 5xx', async () =>
     [call(`${u}/invocations`, { method: 'POST', body: jpeg }), 415, error('unsupported_media_type', 'the request has no content type: send the image as image/jpeg, image/png or application/x-image')],
     [invoke(u, jpeg, 'image/jpeg', { accept: 'text/csv' }), 406, error('not_acceptable', 'Accept "text/csv" does not allow application/json, the only type this server answers with')],
     [invoke(u, Buffer.alloc(0)), 400, error('empty_body', "the request body is empty: send the image's bytes")],
-    // Only JPEG and PNG bodies reach a decoder, whatever the content type says (libvips reads many more formats).
-    [invoke(u, Buffer.from('this is not an image\n')), 400, error('invalid_image', notJpegOrPng)],
-    [invoke(u, Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), 'application/x-image'), 400, error('invalid_image', notJpegOrPng)],
-    [invoke(u, tiff, 'image/png'), 400, error('invalid_image', notJpegOrPng)],
+    // Only what predict reads reaches a decoder, whatever the content type says (libvips reads many more formats).
+    [invoke(u, Buffer.from('this is not an image\n')), 400, error('invalid_image', notAccepted)],
+    [invoke(u, Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), 'application/x-image'), 400, error('invalid_image', notAccepted)],
+    [invoke(u, gif, 'image/png'), 400, error('invalid_image', notAccepted)],
   ];
   for (const [reply, status, body] of cases) {
     const r = await reply;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -382,16 +382,21 @@ test('resume refuses other data and a damaged checkpoint with the file named, an
   const cut = join(tmp, 'cut-model');
   await cp(join(run, 'model'), cut, { recursive: true });
   const whole = await readFile(join(cut, 'weights.bin'));
-  const described = `but its model.json describes ${whole.length}: a file cut short, or from another model`;
+  const described = `but its model.json describes ${whole.length}`;
   await truncate(join(cut, 'weights.bin'), 100);
-  await assert.rejects(loadModel(cut), { name: 'CacheError', message: `the weights of "${join(cut, 'model.json')}" hold 100 bytes, ${described}` });
+  await assert.rejects(loadModel(cut), { name: 'CacheError', message: `the weights of "${join(cut, 'model.json')}" hold 100 bytes, ${described}: a file cut short, or from another model` });
   // More bytes than described (a 1 GiB file beside a small model would be read whole): refused before reading.
   await writeFile(join(cut, 'weights.bin'), Buffer.concat([whole, Buffer.alloc(4096)]));
-  await assert.rejects(loadModel(cut), { name: 'CacheError', message: `the weights of "${join(cut, 'model.json')}" hold ${whole.length + 4096} bytes, ${described}` });
+  await assert.rejects(loadModel(cut), {
+    name: 'CacheError',
+    message: `the weights of "${join(cut, 'model.json')}" hold ${whole.length + 4096} bytes, ${described}: files from another model, or with something appended`,
+  });
   // A weights path that leaves the model's folder (../secret.bin) is never read.
   const json = JSON.parse(await readFile(join(cut, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
   await writeFile(join(tmp, 'secret.bin'), whole);
-  for (const outside of ['../secret.bin', join(tmp, 'secret.bin')]) {
+  // A link inside the folder that leads out of it counts as outside too.
+  await symlink(join(tmp, 'secret.bin'), join(cut, 'linked.bin'));
+  for (const outside of ['../secret.bin', join(tmp, 'secret.bin'), 'linked.bin']) {
     await writeFile(join(cut, 'model.json'), JSON.stringify({ ...json, weightsManifest: json.weightsManifest.map((g) => ({ ...g, paths: [outside] })) }));
     await assert.rejects(loadModel(cut), {
       name: 'CacheError',
@@ -399,6 +404,7 @@ test('resume refuses other data and a damaged checkpoint with the file named, an
     });
   }
   await writeFile(join(cut, 'model.json'), JSON.stringify(json));
+  await rm(join(cut, 'linked.bin'));
   await rm(join(cut, 'weights.bin'));
   await assert.rejects(loadModel(cut), { name: 'CacheError', message: new RegExp(`^cannot read the weights "${join(cut, 'weights.bin')}" of "${join(cut, 'model.json')}" \\(ENOENT`) });
 });

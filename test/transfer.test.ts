@@ -1,7 +1,7 @@
 // Transfer learning from a saved 3-channel tfjs layers model, and the clear error when the model cannot be had.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -444,6 +444,10 @@ test('a pretrained model at a URL: its password goes to its own server only, is 
     assert.deepEqual(model.outputs[0]?.shape, [null, 3]);
     model.dispose();
     assert.deepEqual(served.log, ['/m/model.json auth', '/m/weights.bin auth']);
+    // A query on model.json (a token, a signature) goes with its weights files too, as tfjs's own loader sends it.
+    const withToken = await buildTransferModel({ from: `http://alice:pw@${served.origin.slice('http://'.length)}/m/model.json?token=abc`, imageSize: 16 });
+    withToken.dispose();
+    assert.deepEqual(served.log.slice(2), ['/m/model.json?token=abc auth', '/m/weights.bin?token=abc auth']);
     // Trained from a signed link: the card records it with *** for the password and the signature, and a resume from
     // the same model signed anew is the same source.
     const signed = (sig: string): string => `http://alice:pw@${served.origin.slice('http://'.length)}/m/model.json?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=${sig}`;
@@ -463,6 +467,22 @@ test('a pretrained model at a URL: its password goes to its own server only, is 
     });
   } finally {
     await served.close();
+  }
+  // A model.json that names its weights on another server: not fetched from there.
+  const elsewhere = join(tmp, 'pretrained-elsewhere');
+  await mkdir(elsewhere, { recursive: true });
+  const original = JSON.parse(await readFile(join(tmp, 'pretrained', 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+  await writeFile(join(elsewhere, 'model.json'), JSON.stringify({ ...original, weightsManifest: original.weightsManifest.map((g) => ({ ...g, paths: ['http://169.254.169.254/latest/w.bin'] })) }));
+  const other = await pretrainedServer(elsewhere);
+  try {
+    await assert.rejects(buildTransferModel({ from: `http://alice:pw@${other.origin.slice('http://'.length)}/m/model.json`, imageSize: 16 }), (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.ok(err.message.includes(`(model.json at "http://***@${other.origin.slice('http://'.length)}/m/model.json" names the weights file "http://169.254.169.254/latest/w.bin" on another server)`), err.message);
+      return true;
+    });
+    assert.deepEqual(other.log, ['/m/model.json auth']);
+  } finally {
+    await other.close();
   }
   const endless = await pretrainedServer(join(tmp, 'pretrained'), { endless: true });
   try {
