@@ -3,8 +3,7 @@ import { open, readdir, readFile, realpath, rename, rm, stat, writeFile } from '
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
-import { ensureFolder, exists, outputError, sha256 } from './fsx.js';
-import { isAlive } from './lock.js';
+import { ensureFolder, exists, isAlive, outputError, sha256 } from './fsx.js';
 import { loadTf } from './tf.js';
 
 type NamedTensor = Awaited<ReturnType<Optimizer['getWeights']>>[number];
@@ -258,9 +257,10 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
       files.push(join(dir, p));
     }
   }
-  const sizes = await Promise.all(files.map((f) => stat(f).then((s) => s.size, (err: unknown) => {
+  const unreadable = (f: string) => (err: unknown): never => {
     throw new CacheError(`cannot read the weights ${quote(f)} of ${quote(path)} (${messageOf(err)})`, { path: f, cause: err });
-  })));
+  };
+  const sizes = await Promise.all(files.map((f) => stat(f).then((s) => s.size, unreadable(f))));
   const expected = weightsManifestBytes(specs);
   const total = sizes.reduce((a, b) => a + b, 0);
   if (expected !== undefined && total !== expected) {
@@ -269,13 +269,13 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
     throw new CacheError(`the weights of ${quote(path)} hold ${total} bytes, but its model.json describes ${expected}: ${why}`, { path });
   }
   const buffers: Buffer[] = [];
-  for (const weights of files) {
-    buffers.push(await readFile(weights).catch((err: unknown) => {
-      throw new CacheError(`cannot read the weights ${quote(weights)} of ${quote(path)} (${messageOf(err)})`, { path: weights, cause: err });
-    }));
-  }
-  const data = Buffer.concat(buffers);
-  return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };
+  for (const weights of files) buffers.push(await readFile(weights).catch(unreadable(weights)));
+  return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: arrayBufferOf(Buffer.concat(buffers)) };
+}
+
+/** The bytes of a Buffer as an ArrayBuffer of their own (a Buffer may be a view into a larger, pooled one), as tfjs takes them. */
+export function arrayBufferOf(buf: Buffer): ArrayBuffer {
+  return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
 }
 
 /** Whether `path` lies inside folder `root` (both resolved): not `..`, not `../x`, not on another drive. */
@@ -389,7 +389,7 @@ export async function loadOptimizerState(dir: string, optimizer: Optimizer, mode
   const bin = await readFile(join(dir, OPTIMIZER_BIN)).catch(damaged(OPTIMIZER_BIN));
   let map: ReturnType<typeof tf.io.decodeWeights>;
   try {
-    map = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), meta.specs);
+    map = tf.io.decodeWeights(arrayBufferOf(bin), meta.specs);
   } catch (err) {
     damaged(OPTIMIZER_BIN)(err);
   }

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LayersModel, Tensor, io } from '@tensorflow/tfjs';
-import { modelArtifacts } from './checkpoint.js';
+import { arrayBufferOf, modelArtifacts } from './checkpoint.js';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
 import { exists } from './fsx.js';
 import { loadTf } from './tf.js';
@@ -150,7 +150,7 @@ export class WeightAverage {
       let map: ReturnType<typeof tf.io.decodeWeights> = {};
       try {
         // In a tidy: the weights decoded before one that fails are freed with it.
-        map = tf.tidy(() => tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), saved.specs));
+        map = tf.tidy(() => tf.io.decodeWeights(arrayBufferOf(bin), saved.specs));
       } catch (err) {
         damaged(binPath)(err);
       }

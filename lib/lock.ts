@@ -322,4 +322,3 @@ async function ownPidNamespace(): Promise<string | undefined> {
   return readlink('/proc/self/ns/pid').catch(() => undefined);
 }
 
-export { isAlive };

@@ -15,7 +15,7 @@ import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, m
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
-import { maskUserInfo, shownUrl } from './fetch.js';
+import { shownUrl } from './fetch.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
 import { exists, readJsonFile, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
@@ -848,7 +848,7 @@ async function trainUnlocked(options: TrainOptions): Promise<TrainResult> {
           ? [`maxSampleWeight ${quote(wasConfig.maxSampleWeight)} (now ${quote(config.maxSampleWeight)})`]
           : []),
         // A transfer run: the checkpoint holds its network, and the card must keep saying where it came from.
-        ...(sameSource(was.initFrom ?? null, options.initFrom ?? null) ? [] : [`--init-from ${quote(was.initFrom ? maskUserInfo(was.initFrom) : 'none')} (now ${quote(options.initFrom ? shownSource(options.initFrom) : 'none')})`]),
+        ...(sameSource(was.initFrom ?? null, options.initFrom ?? null) ? [] : [`--init-from ${quote(was.initFrom ? shownSource(was.initFrom) : 'none')} (now ${quote(options.initFrom ? shownSource(options.initFrom) : 'none')})`]),
         ...((was.freeze ?? false) !== (options.initFrom ? options.freeze ?? false : false) ? [`--freeze ${was.freeze ?? false} (now ${options.freeze ?? false})`] : []),
         ...((was.unfreeze ?? false) !== (options.initFrom ? options.unfreeze ?? false : false) ? [`--unfreeze ${was.unfreeze ?? false} (now ${options.unfreeze ?? false})`] : []),
         ...(JSON.stringify(rangeOrDefault(was.initRange) ?? null) !== JSON.stringify(options.initFrom ? initRange ?? null : null) ? [`--init-range ${JSON.stringify(rangeOrDefault(was.initRange) ?? null)} (now ${JSON.stringify(initRange ?? null)})`] : []),

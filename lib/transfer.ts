@@ -1,7 +1,7 @@
 // Transfer learning: start from a pretrained tfjs layers model (a folder or URL), keep its features, new 3-class head.
 import { stat } from 'node:fs/promises';
 import type { LayersModel, SymbolicTensor, io } from '@tensorflow/tfjs';
-import { readModelArtifacts, weightsManifestBytes } from './checkpoint.js';
+import { arrayBufferOf, readModelArtifacts, weightsManifestBytes } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, causeChain, messageOf, quote } from './errors.js';
 import { replaceLayerCall } from './fast-train.js';
@@ -134,7 +134,7 @@ const MAX_MODEL_JSON_BYTES = 64 * 1024 ** 2;
  */
 async function downloadArtifacts(from: string): Promise<io.ModelArtifacts> {
   const { url, authorization } = splitCredentials(from);
-  const origin = new URL(url).origin;
+  const { origin, search: query } = new URL(url);
   const get = async (target: string, limit: number, what: string): Promise<Buffer> => {
     const headers = authorization !== undefined && new URL(target).origin === origin ? { authorization } : undefined;
     const res = await fetch(target, headers ? { headers } : {});
@@ -176,15 +176,14 @@ async function downloadArtifacts(from: string): Promise<io.ModelArtifacts> {
       // its server only.
       const target = new URL(p, url);
       if (target.origin !== origin) throw new Error(`model.json at ${quote(shownUrl(from))} names the weights file ${quote(shownUrl(target.href))} on another server`);
-      if (target.search === '') target.search = new URL(url).search;
+      if (target.search === '') target.search = query;
       const part = await get(target.href, limit - got, 'the weights file');
       got += part.length;
       buffers.push(part);
     }
     if (got !== limit) throw new Error(`the weights of model.json at ${quote(shownUrl(from))} hold ${got} bytes where ${limit} are described`);
   }
-  const data = Buffer.concat(buffers);
-  return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) };
+  return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: arrayBufferOf(Buffer.concat(buffers)) };
 }
 
 /**
