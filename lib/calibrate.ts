@@ -9,8 +9,10 @@ import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { LayersModel } from '@tensorflow/tfjs';
 import { checkReplaceable, MODEL_JSON, saveModel, WEIGHTS_BIN } from './checkpoint.js';
+import type { EvaluationSplit } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { loadModel, predictSplit } from './evaluate.js';
+import type { FailedImage } from './images.js';
 import { evaluatePredictions, validatePredictions, type Prediction } from './metrics.js';
 import type { ProgressCallback } from './progress.js';
 import { withLock } from './lock.js';
@@ -110,7 +112,7 @@ export interface CalibrationFigures {
 export interface CalibrationRecord {
   /** The temperature folded into the weights as trained (the product, if a model was calibrated twice). */
   readonly temperature: number;
-  readonly split: 'val' | 'test';
+  readonly split: EvaluationSplit;
   readonly images: number;
   /** On the fitting images, before tempering. */
   readonly before: CalibrationFigures;
@@ -127,7 +129,7 @@ export interface CalibrationRecord {
 export interface CalibrationResult extends CalibrationRecord {
   readonly out: string;
   /** Images of the split that could not be read, left out of the fit (as evaluate's `failed`). */
-  readonly failed: readonly { readonly file: string; readonly reason: string }[];
+  readonly failed: readonly FailedImage[];
   /** What may make the fit or the folder misleading: a split carved from other data, a model card left stale. */
   readonly warnings: readonly string[];
 }
@@ -138,7 +140,7 @@ export interface CalibrateOptions {
   /** Labelled data (manifest.csv), as for evaluate. */
   readonly data: string;
   /** The split to fit on: the patient-grouped validation split (default). Never the test split you report. */
-  readonly split?: 'val' | 'test';
+  readonly split?: EvaluationSplit;
   /** Where to write the calibrated model (default: the model folder itself, rewritten atomically). */
   readonly out?: string;
   readonly concurrency?: number;

@@ -9,6 +9,10 @@ export type Label = (typeof CLASSES)[number];
 /** The official splits of the archive (Kaggle's copy adds a tiny `val/`, reported separately). */
 export const SPLITS = ['train', 'test'] as const;
 export type Split = (typeof SPLITS)[number] | 'val';
+/** The split `evaluate` and `calibrate` score: the official test split, or the validation patients carved from train. */
+export type EvaluationSplit = 'test' | 'val';
+/** Images (or patients) per class, and their total. */
+export type ClassCounts = Record<Label | 'total', number>;
 /** Every split a labelled folder may hold: the official two, and `val` where Kaggle's copy has one. */
 export const SPLIT_NAMES: readonly Split[] = [...SPLITS, 'val'];
 

@@ -9,6 +9,11 @@ export interface ErrorDetails {
   path?: string;
 }
 
+/** The stable, machine-readable `code` of each error class (ConfigError and its UsageError: `ERR_CONFIG`). */
+export type ErrorCode =
+  | 'ERR_CONFIG' | 'ERR_FETCH' | 'ERR_INTEGRITY' | 'ERR_ARCHIVE' | 'ERR_LABEL' | 'ERR_IMAGE' | 'ERR_CACHE' | 'ERR_OUTPUT'
+  | 'ERR_AUGMENT' | 'ERR_BACKEND' | 'ERR_BUSY' | 'ERR_TRAINING' | 'ERR_UPLOAD';
+
 /**
  * Base class of every error pneumotype throws. `code` is stable and machine-readable; `message` is for people and
  * always quotes the offending value and the file, URL or entry it came from.
@@ -17,9 +22,9 @@ export interface ErrorDetails {
  * try { await fetchDataset({ source: 'v9' }) } catch (e) { if (e instanceof PneumotypeError) console.error(e.code) }
  */
 export class PneumotypeError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly path: string | undefined;
-  constructor(code: string, message: string, details: ErrorDetails = {}) {
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = new.target.name;
     this.code = code;

@@ -6,11 +6,11 @@ import { fileURLToPath } from 'node:url';
 import type { LayersModel, Tensor } from '@tensorflow/tfjs';
 import { groupOf, readGroups, type GroupingSource } from './balance.js';
 import { layersModelFromArtifacts, readModelArtifacts, weightsDigest } from './checkpoint.js';
-import { CLASSES, DEFAULTS, type Label } from './config.js';
+import { CLASSES, DEFAULTS, type EvaluationSplit, type Label } from './config.js';
 import { toCsv } from './csv.js';
 import { CacheError, ConfigError, ImageError, LabelError, OutputError, checkInteger, messageOf, quote } from './errors.js';
 import { checkOutputFile, exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
-import { decodeGray } from './images.js';
+import { decodeGray, type FailedImage } from './images.js';
 import { inDatasetLayout, inOctHalf, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifestAndDigest } from './manifest.js';
 import { seenInTraining, thumbnail, TRAINING_THUMBNAILS_FILE } from './phash.js';
@@ -116,6 +116,14 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
   return out;
 }
 
+/** Options of {@link predict}. */
+export interface PredictOptions {
+  /** Images per forward pass (at most 256 take effect: a long list goes 256 images at a time). */
+  batchSize?: number;
+  /** Images read and decoded at once (default: the cores, at least DEFAULTS.prepareConcurrency). */
+  concurrency?: number;
+}
+
 /**
  * Predicts each image with the model's own preprocessing (grayscale, squashed to its input size). A bad image gives
  * an `error` entry, never an exception; a bad `batchSize` is a ConfigError. At most `concurrency` images (default: the
@@ -127,7 +135,7 @@ export async function predictPixels(model: LayersModel, size: number, rows: read
 export async function predict(
   loaded: LoadedModel,
   inputs: readonly PredictInput[],
-  options: { batchSize?: number; concurrency?: number } = {},
+  options: PredictOptions = {},
 ): Promise<PredictResult[]> {
   if (options.batchSize !== undefined) checkInteger('batchSize', options.batchSize, 1);
   // Images decoded (and files open) at once: a list of thousands must not run out of file descriptors.
@@ -219,7 +227,7 @@ export function evaluationEntryFilter(name: string): boolean {
 /** The images `data` holds: its folder and their paths in it; a zip's entries (but train/) are extracted first. */
 async function evaluationSource(
   data: string,
-  options: { readonly split: 'test' | 'val'; readonly extractedDir?: string; readonly onProgress?: ProgressCallback | undefined },
+  options: { readonly split: EvaluationSplit; readonly extractedDir?: string; readonly onProgress?: ProgressCallback | undefined },
 ): Promise<{ root: string; files: readonly string[] | undefined }> {
   const info = await stat(data).catch((err: unknown) => {
     // The default folder is where relabel (and run) put the labelled dataset: missing, it most likely was never made.
@@ -262,7 +270,7 @@ async function evaluationSource(
 async function evaluationItems(
   root: string,
   files: readonly string[] | undefined,
-  split: 'test' | 'val',
+  split: EvaluationSplit,
   loaded: LoadedModel,
   warnings: string[],
 ): Promise<EvalItem[]> {
@@ -387,7 +395,7 @@ export interface EvaluateModelOptions {
    * the test split's own NORMAL/ and PNEUMONIA/ folders.
    */
   readonly data?: string;
-  readonly split?: 'test' | 'val';
+  readonly split?: EvaluationSplit;
   /** Bootstrap resamples for the 95 % intervals (by patient). Default 1000. */
   readonly bootstrap?: number;
   readonly seed?: number;
@@ -458,7 +466,7 @@ export async function metricsByGroup(
 }
 
 export interface EvaluateResult extends EvaluationReport {
-  readonly split: 'test' | 'val';
+  readonly split: EvaluationSplit;
   readonly model: string;
   readonly data: string;
   /**
@@ -467,7 +475,7 @@ export interface EvaluateResult extends EvaluationReport {
    * some).
    */
   readonly imagesDir?: string;
-  readonly failed: readonly { readonly file: string; readonly reason: string }[];
+  readonly failed: readonly FailedImage[];
   /** What may make the scores misleading (a validation split carved from other data); present when there is any. */
   readonly warnings?: readonly string[];
   /**
@@ -506,7 +514,7 @@ export function evaluationSummary(r: EvaluateResult): string {
  *
  * @example splitCaveats(card, 'val') // ['the validation split chose this model's epoch (58 of 60, …)', 'the temperature …']
  */
-export function splitCaveats(card: ModelCard, split: 'test' | 'val'): string[] {
+export function splitCaveats(card: ModelCard, split: EvaluationSplit): string[] {
   const caveats: string[] = [];
   const t = (card as Partial<ModelCard>).training;
   if (split === 'val' && t !== undefined && t.epochs > 1) {
@@ -527,14 +535,14 @@ export function splitCaveats(card: ModelCard, split: 'test' | 'val'): string[] {
  * Images that could not be read, for a message: the first five a line each (`  FILE: REASON`), then how many more
  * (followed by `more`, e.g. where the rest are listed).
  */
-export function listFailed(failed: readonly { readonly file: string; readonly reason: string }[], more = ''): string {
+export function listFailed(failed: readonly FailedImage[], more = ''): string {
   return failed.slice(0, 5).map((f) => `  ${f.file}: ${f.reason}`).join('\n') + (failed.length > 5 ? `\n  and ${failed.length - 5} more${more}` : '');
 }
 
 /** The predictions of a model on a split's images, and the images that could not be decoded. */
 export interface SplitPredictions {
   readonly preds: Array<Prediction & { readonly file: string }>;
-  readonly failed: Array<{ readonly file: string; readonly reason: string }>;
+  readonly failed: FailedImage[];
   /** The folder the files are relative to (where a zip was extracted). */
   readonly imagesDir: string;
   /** What may make scores on these predictions misleading (a validation split carved from other data). */
@@ -568,7 +576,7 @@ export async function predictSplit(
   loaded: LoadedModel,
   options: {
     readonly data: string;
-    readonly split: 'test' | 'val';
+    readonly split: EvaluationSplit;
     readonly concurrency?: number;
     readonly onProgress?: ProgressCallback;
     /** The stage the progress reports name (default "evaluate"). */

@@ -4,6 +4,12 @@ import sharp from 'sharp';
 import { DEFAULTS } from './config.js';
 import { ImageError, messageOf, quote } from './errors.js';
 
+/** An image that could not be used, and why (the message of its ImageError). */
+export interface FailedImage {
+  readonly file: string;
+  readonly reason: string;
+}
+
 /** What an image's header says, read without decoding pixels. */
 export interface ImageInfo {
   readonly width: number;

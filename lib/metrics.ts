@@ -133,7 +133,7 @@ export function calibrationOf(report: EvaluationReport): CalibrationReport | und
 }
 
 /** Options of {@link evaluatePredictions}. */
-export interface EvaluateOptions {
+export interface EvaluatePredictionsOptions {
   /** Bootstrap resamples (an integer >= 0; 0 skips the bootstrap and leaves every low/high NaN). Default 1000. */
   bootstrap?: number;
   /** Seed of the resampling. Default DEFAULTS.seed (42). */
@@ -601,7 +601,7 @@ function validateOptions(bootstrap: number, seed: number, confidence: number): v
  * const report = evaluatePredictions(preds, { bootstrap: 1000, seed: 42 })
  * report.accuracy // { value: 0.91, low: 0.88, high: 0.93 }
  */
-export function evaluatePredictions(preds: readonly Prediction[], options: EvaluateOptions = {}): EvaluationReport {
+export function evaluatePredictions(preds: readonly Prediction[], options: EvaluatePredictionsOptions = {}): EvaluationReport {
   const resamples = options.bootstrap ?? DEFAULT_BOOTSTRAP_RESAMPLES;
   const seed = options.seed ?? DEFAULTS.seed;
   const confidence = options.confidence ?? DEFAULT_CONFIDENCE;

@@ -23,7 +23,7 @@ function gamma(shape: number, rng: Rng): number {
 /**
  * A Beta(alpha, alpha) draw in [0, 1]: mixup's blend weight. Small alphas (0.1-0.4) give weights near 0 or 1.
  *
- * @example sampleBeta(0.2, createRng(1)) // e.g. 0.97
+ * @example sampleBeta(0.2, createRng(1)) // 0.0118 (small alphas give weights near 0 or 1)
  */
 export function sampleBeta(alpha: number, rng: Rng): number {
   const a = gamma(alpha, rng);

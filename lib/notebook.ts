@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { OpenedCache, Subset } from './cache.js';
-import { CLASSES, DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type Label, type PresetName, type Split } from './config.js';
+import { CLASSES, DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type EvaluationSplit, type Label, type PresetName, type Split } from './config.js';
 import { batchIterator, type BatchOptions } from './dataset.js';
 import { liveChart, type HtmlDisplay } from './display.js';
 import { ConfigError, messageOf, quote } from './errors.js';
@@ -357,7 +357,7 @@ export async function archiveContents(archive: string): Promise<Table> {
 /**
  * Every file under `dir` (a run folder, say), with its size, sorted by path; a missing folder is named in the error.
  *
- * @example showTable(tslab.display, await folderContents('runs/notebook'))
+ * @example showTable(tslab.display, await folderContents(nb.runDir)) // nb = notebookSettings(): runs/notebook-cpu by default
  */
 export async function folderContents(dir: string): Promise<Table> {
   let names: string[];
@@ -495,7 +495,7 @@ export { misclassifiedSamples } from './report.js';
  *
  * @example await evaluateModel({ data: 'data/labeled', split: await evaluationSplit('data/labeled') })
  */
-export async function evaluationSplit(labeledDir: string): Promise<'test' | 'val'> {
+export async function evaluationSplit(labeledDir: string): Promise<EvaluationSplit> {
   return (await readManifest(labeledDir)).some((r) => r.split === 'test') ? 'test' : 'val';
 }
 

@@ -121,7 +121,7 @@ function envPreset(): PresetName | undefined {
 }
 
 export interface PipelineResult {
-  readonly steps: readonly { readonly step: string; readonly skipped: boolean; readonly note: string }[];
+  readonly steps: readonly { readonly step: PipelineStep; readonly skipped: boolean; readonly note: string }[];
   /** The downloaded or verified archive (absent when the chest entries were read remotely). */
   readonly archive?: FetchResult;
   readonly remote?: RemoteExtractResult;
@@ -156,7 +156,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
     cache: join(dataDir, 'cache'),
   };
   const progress = options.onProgress ? { onProgress: options.onProgress } : {};
-  const steps: { step: string; skipped: boolean; note: string }[] = [];
+  const steps: { step: PipelineStep; skipped: boolean; note: string }[] = [];
   const step = (name: PipelineStep, skipped: boolean, note: string): void => {
     steps.push({ step: name, skipped, note });
     options.onStep?.(name, note);

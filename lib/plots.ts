@@ -1,5 +1,5 @@
 // Plotly figures as plain JSON ({ data, layout }) built from pneumotype's results: drawn in notebooks and HTML reports.
-import { CLASSES, DEFAULTS, type Label, type Split } from './config.js';
+import { CLASSES, DEFAULTS, type ClassCounts, type Label, type Split } from './config.js';
 import { csvRowOf, parseCsv } from './csv.js';
 import { ConfigError, quote } from './errors.js';
 import type { ManifestRow } from './manifest.js';
@@ -131,7 +131,6 @@ function escapeText(s: string): string {
 // ---------------------------------------------------------------------------------------------------------------
 // The data
 
-type Counts = Record<Label | 'total', number>;
 const SPLIT_ORDER: readonly Split[] = ['train', 'val', 'test'];
 
 /**
@@ -142,15 +141,15 @@ const SPLIT_ORDER: readonly Split[] = ['train', 'val', 'test'];
  */
 export function classCounts(source: RelabelSummary | readonly ManifestRow[]): {
   splits: Split[];
-  images: Partial<Record<Split, Counts>>;
-  patients: Partial<Record<Split, Counts>>;
+  images: Partial<Record<Split, ClassCounts>>;
+  patients: Partial<Record<Split, ClassCounts>>;
 } {
   if (!Array.isArray(source)) {
     const summary = source as RelabelSummary;
     const splits = SPLIT_ORDER.filter((s) => summary.counts[s] !== undefined);
     return { splits, images: summary.counts, patients: summary.patients };
   }
-  const images: Partial<Record<Split, Counts>> = {};
+  const images: Partial<Record<Split, ClassCounts>> = {};
   const ids: Partial<Record<Split, Record<Label, Set<string>>>> = {};
   for (const row of source as readonly ManifestRow[]) {
     const c = (images[row.split] ??= { normal: 0, bacteria: 0, virus: 0, total: 0 });
@@ -159,7 +158,7 @@ export function classCounts(source: RelabelSummary | readonly ManifestRow[]): {
     const p = (ids[row.split] ??= { normal: new Set(), bacteria: new Set(), virus: new Set() });
     p[row.label].add(row.patientId === '' ? `\u0000${row.file}` : row.patientId);
   }
-  const patients: Partial<Record<Split, Counts>> = {};
+  const patients: Partial<Record<Split, ClassCounts>> = {};
   for (const [split, sets] of Object.entries(ids) as [Split, Record<Label, Set<string>>][]) {
     const counts = { normal: sets.normal.size, bacteria: sets.bacteria.size, virus: sets.virus.size, total: 0 };
     counts.total = counts.normal + counts.bacteria + counts.virus;
@@ -178,7 +177,7 @@ export function classDistributionFigure(source: RelabelSummary | readonly Manife
   const { splits, images, patients } = classCounts(source);
   const domains = columnDomains(2, 0.1);
   const data: Trace[] = [];
-  const panels: [Partial<Record<Split, Counts>>, string][] = [[images, 'images'], [patients, 'patients']];
+  const panels: [Partial<Record<Split, ClassCounts>>, string][] = [[images, 'images'], [patients, 'patients']];
   panels.forEach(([counts, unit], p) => {
     const ax = axisNames(p + 1);
     for (const label of CLASSES) {

@@ -1,11 +1,11 @@
 // The relabel step's effects: link or copy the planned images, then write manifest.csv and summary.json.
 import { link, mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { CLASSES, DEFAULTS, SPLIT_NAMES, type Label, type Split } from './config.js';
+import { CLASSES, DEFAULTS, SPLIT_NAMES, type ClassCounts, type Split } from './config.js';
 import { LabelError, messageOf, quote } from './errors.js';
 import { exists, listFiles, readJsonFile, sha256, sha256File, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
-import { readImageInfo } from './images.js';
+import { readImageInfo, type FailedImage } from './images.js';
 import { datasetEntryFilter, planRelabel, type PlannedImage, type RelabelPlan } from './labels.js';
 import { MANIFEST_FILE, readManifest, writeManifest, type ManifestRow } from './manifest.js';
 import { auditLeakage, dhash, type LeakageAudit } from './phash.js';
@@ -43,7 +43,6 @@ export interface RelabelOptions {
   readonly otherSourceHint?: string;
 }
 
-type Counts = Record<Label | 'total', number>;
 
 const OTHER_SOURCE_HINT = 'choose another --out or remove it first';
 
@@ -61,14 +60,14 @@ export interface RelabelSummary {
     readonly root: string;
   };
   /** Images per split and label. `val` appears only when the source has Kaggle's val/ folder. */
-  readonly counts: Partial<Record<Split, Counts>>;
+  readonly counts: Partial<Record<Split, ClassCounts>>;
   /** Distinct patient ids per split and label (ids group images within a split only). */
-  readonly patients: Partial<Record<Split, Counts>>;
+  readonly patients: Partial<Record<Split, ClassCounts>>;
   /** Names whose patient id had to fall back to the file stem. */
   readonly unparsedPatientIds: readonly string[];
   readonly skipped: { readonly junk: number; readonly junkFiles: readonly string[]; readonly ignored: RelabelPlan['ignored'] };
   readonly rejected: RelabelPlan['rejected'];
-  readonly undecodable: readonly { readonly file: string; readonly reason: string }[];
+  readonly undecodable: readonly FailedImage[];
   readonly written: { readonly linked: number; readonly copied: number; readonly kept: number };
   readonly leakage: LeakageAudit;
   readonly notes: readonly string[];
@@ -202,7 +201,7 @@ async function readSource(path: string): Promise<Buffer> {
   });
 }
 
-function emptyCounts(): Counts {
+function emptyCounts(): ClassCounts {
   return { normal: 0, bacteria: 0, virus: 0, total: 0 };
 }
 
@@ -393,7 +392,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
     await place(src, join(out, r.dest), data, sha256(data));
   }
 
-  const counts: Partial<Record<Split, Counts>> = {};
+  const counts: Partial<Record<Split, ClassCounts>> = {};
   const patientSets = new Map<string, Set<string>>();
   for (const { row } of examined) {
     const c = (counts[row.split] ??= emptyCounts());
@@ -405,7 +404,7 @@ async function relabelUnlocked(options: RelabelOptions): Promise<RelabelResult> 
       patientSets.set(key, set);
     }
   }
-  const patients: Partial<Record<Split, Counts>> = {};
+  const patients: Partial<Record<Split, ClassCounts>> = {};
   for (const split of Object.keys(counts) as Split[]) {
     const p = emptyCounts();
     for (const label of [...CLASSES, 'total'] as const) p[label] = patientSets.get(`${split}/${label}`)?.size ?? 0;

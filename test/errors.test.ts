@@ -2,6 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { format, inspect } from 'node:util';
 import { ArchiveError, ConfigError, PneumotypeError, quote } from '../lib/errors.js';
+import type {
+  BinaryReport, CacheFailure, CacheImage, CalibrationFigures, ClassCounts, ClassReport, ErrorCode, ErrorDetails, EvaluatePredictionsOptions,
+  EvaluationSplit, FailedImage, GroupingSource, NameInfo, PipelineStep, PredictOptions, ResolvedSource, SplitRow, UploadedFile,
+  UploadFailure, ZipListing,
+} from '../lib/index.js';
 
 test('errors carry a code, a path and a cause, and are PneumotypeErrors', () => {
   const cause = new Error('low level');
@@ -40,3 +45,31 @@ test('shown (console.log, a notebook\'s failed cell) as name, code and message; 
     else process.env.PNEUMOTYPE_DEBUG = saved;
   }
 });
+
+test('every error class of the public API has its own code, and ErrorCode lists exactly those codes', async () => {
+  const api = await import('../lib/index.js');
+  const made: PneumotypeError[] = [
+    new api.ConfigError('m'), new api.UsageError('m'), new api.FetchError('m', { url: 'http://x/' }),
+    new api.IntegrityError('m', { expected: 'a', actual: 'b' }), new api.ArchiveError('m', {}), new api.LabelError('m'),
+    new api.ImageError('m'), new api.CacheError('m'), new api.OutputError('m'), new api.AugmentError('m'),
+    new api.BackendError('m'), new api.BusyError('m'), new api.TrainingError('m'),
+    new api.UploadError('m', { bucket: 'b', reason: 'failed' }),
+  ];
+  // The type's members, written out: a code added to a class but not to ErrorCode fails to compile above (the
+  // constructor takes an ErrorCode), and one listed here but thrown by no class fails below.
+  const listed: Record<ErrorCode, true> = {
+    ERR_CONFIG: true, ERR_FETCH: true, ERR_INTEGRITY: true, ERR_ARCHIVE: true, ERR_LABEL: true, ERR_IMAGE: true,
+    ERR_CACHE: true, ERR_OUTPUT: true, ERR_AUGMENT: true, ERR_BACKEND: true, ERR_BUSY: true, ERR_TRAINING: true,
+    ERR_UPLOAD: true,
+  };
+  const exported = Object.values(api).filter((v) => typeof v === 'function' && v.prototype instanceof PneumotypeError);
+  assert.equal(exported.length, made.length, 'an exported error class is missing from this test');
+  assert.deepEqual([...new Set(made.map((e) => e.code))].sort(), Object.keys(listed).sort());
+});
+
+// Compile-time: the types a strict caller names for the options and results of the main operations are exported.
+export type NamedByCallers = [
+  ErrorCode, ErrorDetails, EvaluationSplit, ClassCounts, FailedImage, PredictOptions, PipelineStep, GroupingSource,
+  CacheImage, CacheFailure, ClassReport, BinaryReport, CalibrationFigures, UploadedFile, UploadFailure,
+  EvaluatePredictionsOptions, SplitRow, NameInfo, ResolvedSource, ZipListing,
+];
