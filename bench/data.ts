@@ -1,5 +1,6 @@
 // Benchmark of the data pipeline: decode+resize+cache throughput, and an epoch read from the cache vs decoded afresh.
 // Run with `npm run bench:data`. Uses ../shared/data next to the repository (or PNEUMOTYPE_SHARED_DATA); skips without it.
+// BENCH_DECODE_LIMIT=N decodes only the first N images for the decoded-afresh epoch (and extrapolates the full one).
 import AdmZip from 'adm-zip';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir } from 'node:os';

@@ -134,6 +134,8 @@ export interface PrepareResult {
   readonly resplit: boolean;
   /** Manifest rows taken over from an interrupted build instead of being decoded again. */
   readonly resumedRows: number;
+  /** Manifest rows of a split that is not cached: Kaggle's `val/` (16 train images, which Mendeley keeps in train). */
+  readonly notCached: number;
 }
 
 /**
@@ -444,14 +446,14 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
           tracker.set(total);
           tracker.finish(`the cache at ${quote(r.dir)} is up to date`);
         }
-        return { dir: r.dir, index: old, reused: true, resplit: false, resumedRows: 0 };
+        return { dir: r.dir, index: old, reused: true, resplit: false, resumedRows: 0, notCached: ignored };
       }
       noteIgnored();
       const index: CacheIndex = { ...old, createdAt: new Date().toISOString(), valFraction: r.valFraction, seed: r.seed, images };
       await writeJsonAtomic(indexPath, index);
       tracker.set(total);
       tracker.finish(`validation subset carved again (seed ${r.seed}, valFraction ${r.valFraction}) over the cached pixels`);
-      return { dir: r.dir, index, reused: false, resplit: true, resumedRows: 0 };
+      return { dir: r.dir, index, reused: false, resplit: true, resumedRows: 0, notCached: ignored };
     }
   }
 
@@ -523,7 +525,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
   tracker.finish(
     `cached ${images.length} images at ${quote(r.dir)}${failed.length > 0 ? `, skipped ${failed.length}` : ''}`,
   );
-  return { dir: r.dir, index, reused: false, resplit: false, resumedRows };
+  return { dir: r.dir, index, reused: false, resplit: false, resumedRows, notCached: ignored };
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {

@@ -6,13 +6,13 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, KNOWN_PRESETS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
-import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, predict } from './evaluate.js';
+import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, outputsClash, predict } from './evaluate.js';
 import { hasCheckpoint, presetOfRun, train, type EpochRecord } from './train.js';
 import { checkUploadOptions, upload } from './upload.js';
-import { runSageMakerTrainingUntilSignal } from './sagemaker.js';
+import { HYPERPARAMETERS, runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
 import { writeRunReport } from './report.js';
-import { diagnose } from './doctor.js';
+import { diagnose, pneumotypeVersion } from './doctor.js';
 import { ArchiveError, ConfigError, MAX_TIMER_MS, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource, shownUrl } from './fetch.js';
 import { defaultPreset, runPipeline, prepareStep } from './pipeline.js';
@@ -90,7 +90,7 @@ Commands
   sagemaker train   the SageMaker training contract: /opt/ml/input/config/hyperparameters.json and
             /opt/ml/input/data/training -> /opt/ml/model (failure reason in /opt/ml/output/failure)  [--root /opt/ml]
   doctor    which TensorFlow.js backend is used and why, versions, GPU
-  help      this text; help COMMAND (or COMMAND --help): that command's usage
+  help      this text; help COMMAND (or COMMAND --help): that command's usage; --version: pneumotype's version
 
 Options for every command: --json (print the result as JSON), --quiet (no progress bars; step and epoch lines stay)
 Environment: PNEUMOTYPE_SOURCE (default source), PNEUMOTYPE_BACKEND (auto|gpu|cpu|js), PNEUMOTYPE_PRESET,
@@ -358,7 +358,7 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
 /** Images a command could not read, listed (five, then a count) even with --quiet: they are missing from `what`. */
 function warnLeftOut(command: string, failed: readonly { readonly file: string; readonly reason: string }[], what: string): void {
   if (failed.length === 0) return;
-  process.stderr.write(`pneumotype ${command}: warning: ${failed.length} image(s) could not be read and are left out of ${what}:\n${listFailed(failed, ' (see "failed")')}\n`);
+  process.stderr.write(`pneumotype ${command}: warning: ${failed.length} image(s) could not be used and are left out of ${what}:\n${listFailed(failed, ' (see "failed")')}\n`);
 }
 
 /** A usage error when more than one of `names` is given: they contradict each other. */
@@ -448,7 +448,11 @@ export function commandHelp(command: string): string {
   const footer = lines.findIndex((l) => l.startsWith('Options for every command'));
   // The words HELP gives the command (`sagemaker train`), not its first word alone.
   const words = /^ {2}(\S+(?: [a-z]+)?)(?: {2,}|$)/.exec(lines[start] ?? '')?.[1] ?? command;
-  return [`Usage: pneumotype ${words} [options]`, '', ...lines.slice(start, end), '', ...lines.slice(footer)].join('\n');
+  // sagemaker train takes its settings from hyperparameters.json, not options: list them.
+  const hyperparameters = words === 'sagemaker train'
+    ? ['', 'Hyperparameters (hyperparameters.json; each a string, as SageMaker sends them):', ...Object.entries(HYPERPARAMETERS).map(([k, v]) => `  ${k.padEnd(15)}${v}`)]
+    : [];
+  return [`Usage: pneumotype ${words} [options]`, '', ...lines.slice(start, end), ...hyperparameters, '', ...lines.slice(footer)].join('\n');
 }
 
 /**
@@ -472,6 +476,10 @@ let running: string | undefined;
 
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  if (argv.length === 1 && argv[0] === '--version') {
+    process.stdout.write(`${pneumotypeVersion()}\n`);
+    return 0;
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
@@ -522,6 +530,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         const report = await diagnose();
         const tf = report.tensorflow;
         const lines = [
+          `pneumotype ${report.pneumotype}`,
           `node ${report.node} on ${report.platform}, ${report.cpu.cores} cores (${report.cpu.model}), ${report.memoryGiB} GiB`,
           'error' in tf
             ? `TensorFlow.js: NOT LOADED: ${tf.error}`
@@ -673,6 +682,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'evaluate': {
         const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'test';
         const bootstrap = number(values, 'bootstrap', whole(0, MAX_BOOTSTRAP));
+        const clash = outputsClash(values.out, values.predictions);
+        if (clash !== undefined) throw new UsageError(clash);
         const r = await evaluateModel({
           ...(values.model !== undefined ? { model: values.model } : {}),
           data: values.data ?? DEFAULTS.labeledDir,
@@ -687,7 +698,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         endProgressLine();
         process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
         // A step line: it stays with --quiet, as run's do (only progress bars go).
-        const unread = r.failed.length > 0 ? `, ${r.failed.length} unreadable (listed in "failed")` : '';
+        const unread = r.failed.length > 0 ? `, ${r.failed.length} left out (listed in "failed" with why)` : '';
         process.stderr.write(`== evaluate: ${evaluationSummary(r)} (${r.n} images${unread})\n`);
         warnLeftOut('evaluate', r.failed, `the scores (n = ${r.n})`);
         for (const w of r.warnings ?? []) process.stderr.write(`pneumotype evaluate: warning: ${w}\n`);

@@ -9,6 +9,8 @@ import { graphBackendProblem } from './graph-train.js';
 import { cudaLibraryPaths, loadTfWithInfo, type BackendInfo } from './tf.js';
 
 export interface DoctorReport {
+  /** pneumotype's own version (package.json). */
+  readonly pneumotype: string;
   readonly node: string;
   readonly platform: string;
   readonly cpu: { readonly model: string; readonly cores: number };
@@ -24,6 +26,15 @@ export interface DoctorReport {
 }
 
 const require = createRequire(import.meta.url);
+
+/**
+ * pneumotype's own version, from the package.json beside lib/ and dist/.
+ *
+ * @example pneumotypeVersion() // '0.1.0'
+ */
+export function pneumotypeVersion(): string {
+  return (require('../package.json') as { version: string }).version;
+}
 
 function versionOf(pkg: string): string | null {
   try {
@@ -68,6 +79,7 @@ export async function diagnose(): Promise<DoctorReport> {
       : { engine: 'graph', note: `one TensorFlow graph per step (lib/graph-train.ts), stall guard ${DEFAULTS.stallSeconds} s; --eager trains op by op` };
   const pkgs = ['@tensorflow/tfjs', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'sharp', 'yauzl', 'node-fetch'];
   return {
+    pneumotype: pneumotypeVersion(),
     node: process.version,
     platform: `${platform()} ${arch()}`,
     cpu: { model: cpus()[0]?.model ?? 'unknown', cores: availableParallelism() },

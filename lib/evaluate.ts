@@ -599,7 +599,10 @@ export async function predictSplit(
         { path: data },
       );
     }
-    throw new ConfigError(`no ${split} images found in ${quote(data)}${split === 'test' ? `: expected ${DATA_LAYOUTS}` : ''}`, { path: data });
+    const expected = split === 'test'
+      ? `: expected ${DATA_LAYOUTS}`
+      : ': the validation split is carved by patient from its train split, as the model was trained (a val/ folder, as in Kaggle\'s copy, is not it)';
+    throw new ConfigError(`no ${split} images found in ${quote(data)}${expected}`, { path: data });
   }
   const tracker = new ProgressTracker({ stage: options.stage ?? 'evaluate', unit: 'images', total: items.length, onProgress: options.onProgress });
   const size = loaded.card.imageSize;
@@ -645,6 +648,17 @@ export async function predictSplit(
 }
 
 /**
+ * Why `out` and `predictions` cannot both be written (one path for both: the CSV would replace the JSON), or
+ * undefined when they can.
+ *
+ * @example outputsClash('e.json', './e.json') // 'the evaluation (--out) and the predictions (--predictions) are both "e.json": ...'
+ */
+export function outputsClash(out: string | undefined, predictions: string | undefined): string | undefined {
+  if (out === undefined || predictions === undefined || resolve(out) !== resolve(predictions)) return undefined;
+  return `the evaluation (--out) and the predictions (--predictions) are both ${quote(out)}: the CSV would replace the JSON; give two files`;
+}
+
+/**
  * Evaluates a model on a split, decoding every image afresh with the model's preprocessing (no prepared cache
  * needed): accuracy, balanced accuracy, macro-F1, per-class scores, confusion matrix, one-vs-rest AUCs, the two
  * binary views and calibration, each with a 95 % bootstrap interval resampled by patient.
@@ -656,6 +670,8 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
   const split = options.split ?? 'test';
   // Read before any image is scored: a bad grouping CSV, or an output path that cannot be written, is found first.
   const groups = options.groups ? await readGroups(options.groups) : undefined;
+  const clash = outputsClash(options.out, options.predictions);
+  if (clash !== undefined) throw new ConfigError(clash, { path: options.out ?? '' });
   for (const path of [options.out, options.predictions]) if (path) await checkOutputFile(path);
   const loaded = await loadModel(options.model);
   try {

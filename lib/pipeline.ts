@@ -53,7 +53,9 @@ export async function prepareStep(options: PrepareStepOptions): Promise<PrepareR
   for (const image of r.index.images) subsets[image.subset]++;
   const description =
     `${r.reused ? 'cache up to date' : 'cache written'}: ${r.dir} (${config.imageSize} px; ` +
-    `${subsets.train} train, ${subsets.val} validation, ${subsets.test} test; ${r.index.failed.length} failed)`;
+    `${subsets.train} train, ${subsets.val} validation, ${subsets.test} test; ${r.index.failed.length} failed)` +
+    // Said in the step's line, not only in a progress line that a terminal overwrites.
+    (r.notCached > 0 ? `; ${r.notCached} image(s) of split "val" (Kaggle's val/) not cached: only train and test are, and validation is carved from train by patient` : '');
   return { ...r, description };
 }
 
@@ -64,7 +66,7 @@ function readJson<T>(path: string, what: string): Promise<T> {
 
 /** What a step's note adds when images could not be read or the scores may mislead (evaluate's and calibrate's). */
 function leftOut(failed: number, warnings: readonly string[]): string {
-  return (failed > 0 ? `; warning: ${failed} image(s) could not be read and are left out` : '') + warnings.map((w) => `; warning: ${w}`).join('');
+  return (failed > 0 ? `; warning: ${failed} image(s) could not be used and are left out` : '') + warnings.map((w) => `; warning: ${w}`).join('');
 }
 
 /** True when the labelled folder is complete: summary written last, every manifest file present with its size. */

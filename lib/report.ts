@@ -727,7 +727,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     const boot = evaluation.bootstrap;
     const calibration = calibrationOf(evaluation);
     const failed = Array.isArray(read?.failed) ? read.failed.length : 0;
-    const leftOut = failed > 0 ? ` ${failed} more could not be read and are left out of every figure (listed in the evaluation's "failed").` : '';
+    const leftOut = failed > 0 ? ` ${failed} more could not be used and are left out of every figure (listed in the evaluation's "failed").` : '';
     sections.push({
       heading: 'Evaluation',
       text:

@@ -11,7 +11,8 @@ import { filesNotAsListed, MANIFEST_FILE, readManifest } from './manifest.js';
 import { TRAINING_THUMBNAILS_FILE } from './phash.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
-import { train, type TrainResult } from './train.js';
+import { defaultPreset } from './pipeline.js';
+import { presetOfRun, train, type TrainResult } from './train.js';
 import { UPLOAD_MANIFEST_NAME } from './upload.js';
 
 /** Where SageMaker mounts everything in a training or hosting container. */
@@ -59,7 +60,7 @@ export function sageMakerPaths(root: string): SageMakerPaths {
 
 /** The hyperparameters a training job accepts (SageMaker passes each as a string). */
 export const HYPERPARAMETERS = {
-  preset: 'smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts',
+  preset: 'smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else as train: gpu with tfjs-node-gpu, else cpu (a resumed run keeps its own)',
   model: 'resnet | mobile | tiny',
   epochs: 'a whole number from 1 to 10000',
   'image-size': 'a whole number from 16 to 1024',
@@ -394,12 +395,17 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
           throw new ConfigError(`${quote(paths.hyperparameters)} is not valid JSON (${messageOf(err)})`, { path: paths.hyperparameters, cause: err });
         }
       }
-      const plan = parseHyperparameters(raw, paths.hyperparameters, process.env.PNEUMOTYPE_PRESET);
+      const parsed = parseHyperparameters(raw, paths.hyperparameters, process.env.PNEUMOTYPE_PRESET);
+      const resume = parsed.resume && (await exists(paths.checkpoints));
+      if (await exists(paths.checkpoints)) runDir = join(paths.checkpoints, 'run');
+      // No preset named: as `train` (DEFAULTS alone are 224 px, which learns the copy pipelines); a run resumed from
+      // the checkpoints keeps the preset it was started with (none, before this default).
+      const auto = parsed.preset === undefined ? defaultPreset() : undefined;
+      const own = auto !== undefined && resume ? await presetOfRun(runDir, parsed.config, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
+      const plan: TrainingPlan = { ...parsed, preset: parsed.preset ?? (own !== undefined ? own.preset : auto) };
       plannedEpochs = resolveConfig(plan.preset, plan.config).epochs;
       calibrationWanted = plan.calibrate;
-      const resume = plan.resume && (await exists(paths.checkpoints));
       resumed = resume;
-      if (await exists(paths.checkpoints)) runDir = join(paths.checkpoints, 'run');
       log('info', 'start', { root: paths.root, hyperparameters: raw, preset: plan.preset ?? null, config: plan.config, augment: plan.augment, runDir, resume });
 
       if (options.workDir) {

@@ -6,7 +6,7 @@
 //   --out      where the HTML exports go (default data/reports; PNEUMOTYPE_REPORTS_DIR), executed notebooks in OUT/executed
 //   --data     the notebooks' data folder (default data/notebooks; PNEUMOTYPE_DATA_DIR)
 //   --run      the training run folder (default runs/notebooks-PRESET, cleared first; PNEUMOTYPE_RUN_DIR, kept)
-//   --preset   smoke (default; PNEUMOTYPE_PRESET), cpu or gpu
+//   --preset   smoke (default; PNEUMOTYPE_PRESET), cpu or gpu (tiny = smoke, as the CLI takes it)
 //   --source   the dataset (PNEUMOTYPE_SOURCE; default ../shared/data/chest_xray_train_224.zip beside the checkout,
 //              else, or with `--source fixture`, a small generated archive in DATA/fixture)
 //   --only     run only the notebooks whose names start with these prefixes (they still need the earlier ones' data)
@@ -58,8 +58,9 @@ if (args.help) {
 }
 
 const fromRoot = (p) => (isAbsolute(p) ? p : resolve(ROOT, p));
-const preset = args.preset ?? process.env.PNEUMOTYPE_PRESET ?? 'smoke';
-if (!PRESETS.includes(preset)) fail(`--preset "${preset}" is not one of ${PRESETS.join(', ')}`);
+const named = args.preset ?? process.env.PNEUMOTYPE_PRESET ?? 'smoke';
+const preset = named === 'tiny' ? 'smoke' : named;
+if (!PRESETS.includes(preset)) fail(`--preset "${named}" is not one of ${PRESETS.join(', ')} (tiny = smoke)`);
 const outDir = fromRoot(args.out ?? process.env.PNEUMOTYPE_REPORTS_DIR ?? join('data', 'reports'));
 const dataDir = fromRoot(args.data ?? process.env.PNEUMOTYPE_DATA_DIR ?? join('data', 'notebooks'));
 const runGiven = args.run ?? process.env.PNEUMOTYPE_RUN_DIR;

@@ -161,6 +161,7 @@ test('announceReuse false: a cache found up to date passes in silence, one rebui
   const messages = async (extra: { announceReuse?: boolean }): Promise<{ reused: boolean; messages: string[] }> => {
     const events: Progress[] = [];
     const r = await prepareCache({ ...opts, ...extra, onProgress: (p) => events.push(p) });
+    assert.equal(r.notCached, 1); // in the result too, for the step's own line (pipeline's prepareStep)
     return { reused: r.reused, messages: events.flatMap((e) => (e.message ? [e.message.replace(/"\/.*"/, 'DIR')] : [])) };
   };
   const note = '1 manifest rows of split "val" are not cached: only train and test are';

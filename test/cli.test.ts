@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import AdmZip from 'adm-zip';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -160,7 +160,15 @@ test('help, unknown commands and bad options', () => {
   assert.equal(cli('doctor', 'now').stderr, 'pneumotype doctor: unexpected argument "now": doctor takes no arguments besides its options\n' +
     'Run `pneumotype help doctor` for usage.\n');
   assert.equal(cli('help', 'sagemaker', 'train').code, 0);
+  // One file for both outputs: refused before the model is loaded, not found out when the JSON is gone.
+  const clash = cli('evaluate', '--out', 'e.json', '--predictions', './e.json');
+  assert.equal(clash.code, 2);
+  assert.equal(clash.stderr, 'pneumotype evaluate: the evaluation (--out) and the predictions (--predictions) are both "e.json": the CSV would ' +
+    'replace the JSON; give two files\nRun `pneumotype help evaluate` for usage.\n');
   assert.match(cli('sagemaker', 'train', '--help').stdout, /^Usage: pneumotype sagemaker train \[options\]\n/);
+  // Its settings come from hyperparameters.json: every one is listed with what it takes.
+  assert.match(commandHelp('sagemaker train'), /\nHyperparameters \(hyperparameters\.json; each a string, as SageMaker sends them\):\n  preset {9}smoke \| cpu \| gpu/);
+  assert.match(commandHelp('sagemaker train'), /\n  calibrate {6}true \| false \(default true\)/);
 
   // A command's --help prints its own usage and runs nothing.
   const usage = cli('evaluate', '--help', '--data', 'nowhere');
@@ -240,6 +248,7 @@ test('doctor says which backend was picked and why, and prints no proxy password
   const r = cli('doctor', '--json');
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout) as {
+    pneumotype: string;
     tensorflow: { package: string; reasons: string[] };
     cpu: { cores: number };
     training: { engine: string; note: string };
@@ -247,6 +256,10 @@ test('doctor says which backend was picked and why, and prints no proxy password
   };
   assert.ok(report.tensorflow.reasons.length > 0);
   assert.ok(report.cpu.cores >= 1);
+  // Its own version, as --version prints it.
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  assert.equal(report.pneumotype, version);
+  assert.deepEqual([cli('--version').stdout, cli('--version').code], [`${version}\n`, 0]);
   if (process.platform === 'linux') assert.deepEqual(Object.keys(report.gpu.cudaLibraries), ['libcudart.so.11.0', 'libcudnn.so.8', 'libcublas.so.11', 'libcublasLt.so.11', 'libcufft.so.10', 'libcurand.so.10', 'libcusolver.so.11', 'libcusparse.so.11']);
   if (process.env.CI === 'true' || process.env.PNEUMOTYPE_REQUIRE_NATIVE === '1') {
     assert.equal(report.tensorflow.package, '@tensorflow/tfjs-node');
@@ -434,10 +447,10 @@ test('predict without --model uses the shipped model in models/default', async (
   assert.equal((JSON.parse(e.stdout) as { n: number }).n, normals);
   // The summary is a step line: it stays with --quiet.
   const [summary = '', ...warning] = e.stderr.split(/(?<=\n)/);
-  assert.match(summary, new RegExp(`^== evaluate: test: accuracy \\d\\.\\d{3}, macro-F1 \\d\\.\\d{3} \\(${normals} images, 1 unreadable \\(listed in "failed"\\)\\)\n$`));
+  assert.match(summary, new RegExp(`^== evaluate: test: accuracy \\d\\.\\d{3}, macro-F1 \\d\\.\\d{3} \\(${normals} images, 1 left out \\(listed in "failed" with why\\)\\)\n$`));
   assert.equal(
     warning.join(''),
-    `pneumotype evaluate: warning: 1 image(s) could not be read and are left out of the scores (n = ${normals}):\n` +
+    `pneumotype evaluate: warning: 1 image(s) could not be used and are left out of the scores (n = ${normals}):\n` +
       `  test/virus/person1_virus_1.jpeg: "${join(withBad, 'test', 'virus', 'person1_virus_1.jpeg')}": not a decodable image (the file is empty)\n`,
   );
   await mkdir(join(tmp, 'no-images'));

@@ -279,6 +279,15 @@ test('a labelled folder of the train split alone points to --split val; a traini
       'or give the test split with --data (its archive, the extracted folder, or a folder with test/{normal,bacteria,virus}/)',
   });
   assert.ok((await evaluateModel({ model: modelDir, data: trainOnly, split: 'val', bootstrap: 0 })).n > 0);
+  // The other way round: a labelled folder without train images has no validation split, whatever val/ it holds.
+  const testOnly = join(tmp, 'labeled-test-only');
+  await cp(labeled, testOnly, { recursive: true });
+  await writeFile(join(testOnly, 'manifest.csv'), rows.filter((r) => !r.startsWith('train,')).join('\n'));
+  await assert.rejects(evaluateModel({ model: modelDir, data: testOnly, split: 'val', bootstrap: 0 }), {
+    name: 'ConfigError',
+    message: `no val images found in "${testOnly}": the validation split is carved by patient from its train split, as the model was trained ` +
+      "(a val/ folder, as in Kaggle's copy, is not it)",
+  });
   const runDir = join(tmp, 'run');
   await assert.rejects(loadModel(runDir), { name: 'CacheError', message: `"${runDir}" is a training run, not a model folder: its model is "${join(runDir, 'model')}"` });
 });

@@ -244,7 +244,7 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   const zipped = { ...evaluation, data: join(tmp, 'ChestXRay2017.zip'), imagesDir: labeled, failed: [{ file: 'test/virus/x.jpeg', reason: 'truncated' }] };
   const fromZip = await writeRunReport({ runDir, evaluation: zipped, gallery: 3, out: join(tmp, 'out', 'h.html') });
   assert.ok(fromZip.sections.includes('Most confident mistakes'), fromZip.notes.join('\n'));
-  assert.ok((await readFile(fromZip.out, 'utf8')).includes(`${evaluation.n} test images. 1 more could not be read and are left out of every figure (listed in the evaluation&#39;s &quot;failed&quot;).`));
+  assert.ok((await readFile(fromZip.out, 'utf8')).includes(`${evaluation.n} test images. 1 more could not be used and are left out of every figure (listed in the evaluation&#39;s &quot;failed&quot;).`));
   // An evaluation that lacks what the report shows is named, with the field, instead of a TypeError.
   for (const [partial, what] of [
     [{ n: 5, confusion: [[1, 0, 0], [0, 1, 0], [0, 0, 1]] }, '"accuracy" (an object with a numeric value)'],

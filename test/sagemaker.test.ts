@@ -73,6 +73,22 @@ test('a training job on the labelled channel writes the model to /opt/ml/model a
   }
 });
 
+test('without a preset hyperparameter a job trains as train does: cpu on a CPU backend, not the 224 px defaults', async () => {
+  const root = await mlRoot('no-preset', { epochs: '1', 'image-size': '32', augment: 'none', calibrate: 'false' }, labeled);
+  const saved = process.env.PNEUMOTYPE_PRESET;
+  delete process.env.PNEUMOTYPE_PRESET;
+  const starts: SageMakerLogLine[] = [];
+  try {
+    assert.equal(await runSageMakerTraining({ root, onLog: (l) => { if (l.event === 'start') starts.push(l); } }), 0);
+  } finally {
+    if (saved !== undefined) process.env.PNEUMOTYPE_PRESET = saved;
+  }
+  assert.equal(starts[0]?.preset, 'cpu');
+  const card = JSON.parse(await readFile(join(root, 'model', 'pneumotype.json'), 'utf8')) as ModelCard;
+  // The cpu preset's network (DEFAULTS alone: width 0, the architecture's own 32), at the size asked for.
+  assert.deepEqual([card.training.config.model, card.training.config.modelWidth, card.imageSize], ['resnet', 16, 32]);
+});
+
 test('a restart of a finished job with checkpoints trains nothing and does not calibrate the calibrated model again', async () => {
   const root = await mlRoot('restart', { preset: 'smoke', epochs: '1', augment: 'none' }, labeled);
   await mkdir(join(root, 'checkpoints'));
@@ -264,7 +280,7 @@ test('bad hyperparameters and a missing channel fail with an exact reason in /op
     [{ epoch: '3' }, (f) => `unknown hyperparameter "epoch" in "${f}": expected preset, model, epochs, image-size, batch-size, seed, learning-rate, optimizer, weight-decay, augment, resume, calibrate`],
     [{ 'weight-decay': '-0.1' }, (f) => `hyperparameter "weight-decay" is "-0.1" in "${f}": expected a number from 0 to 1 (the L2 penalty)`],
     [{ optimizer: 'lbfgs' }, (f) => `hyperparameter "optimizer" is "lbfgs" in "${f}": expected adam | sgd (Nesterov momentum 0.9)`],
-    [{ preset: 'huge' }, (f) => `hyperparameter "preset" is "huge" in "${f}": expected smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else the defaults of lib/config.ts`],
+    [{ preset: 'huge' }, (f) => `hyperparameter "preset" is "huge" in "${f}": expected smoke | cpu | gpu (tiny = smoke); default $PNEUMOTYPE_PRESET, else as train: gpu with tfjs-node-gpu, else cpu (a resumed run keeps its own)`],
     [{ augment: 'lots' }, (f) => `hyperparameter "augment" is "lots" in "${f}": expected none | basic | traces (default traces, as the CLI)`],
     [{ 'learning-rate': '0' }, (f) => `hyperparameter "learning-rate" is "0" in "${f}": expected a number above 0 and at most 1`],
     [{ 'batch-size': ['8'] }, (f) => `hyperparameter "batch-size" is ["8"] in "${f}": expected a whole number from 1 to 4096`],
