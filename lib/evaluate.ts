@@ -10,6 +10,7 @@ import { CLASSES, DEFAULTS, type EvaluationSplit, type Label } from './config.js
 import { toCsv } from './csv.js';
 import { CacheError, ConfigError, ImageError, LabelError, OutputError, checkInteger, messageOf, quote } from './errors.js';
 import { checkOutputFile, exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
+import type { CalibrationFigures } from './calibrate.js';
 import { decodeGray, type FailedImage } from './images.js';
 import { inDatasetLayout, inOctHalf, parseName, planRelabel } from './labels.js';
 import { MANIFEST_FILE, readManifestAndDigest } from './manifest.js';
@@ -508,6 +509,16 @@ export function evaluationSummary(r: EvaluateResult): string {
 }
 
 /**
+ * The cross-fitted calibration figures (temperature fitted on half the patients, measured on the other), for a caveat:
+ * empty when the record has none.
+ */
+function crossFittedText(f: Partial<CalibrationFigures> | undefined): string {
+  if (f === undefined || !Number.isFinite(f.ece)) return '';
+  const more = Number.isFinite(f.brier) && Number.isFinite(f.logLoss) ? `, Brier score ${f.brier?.toFixed(3)}, log loss ${f.logLoss?.toFixed(3)}` : '';
+  return ` (cross-fitted by patient, the unbiased measure: expected calibration error ${f.ece?.toFixed(3)}${more})`;
+}
+
+/**
  * Why a model's scores on a split are optimistic although nothing is wrong: training kept the epoch of best macro-F1
  * on the validation split (when it ran more than one), and `calibrate` may have fitted the temperature on the split's
  * images. An untouched test split has none.
@@ -525,8 +536,7 @@ export function splitCaveats(card: ModelCard, split: EvaluationSplit): string[] 
   }
   const k = card.calibration;
   if (k !== undefined && k.split === split) {
-    const crossFitted = Number.isFinite(k.crossFitted?.ece) ? ` (cross-fitted by patient, the expected calibration error is ${k.crossFitted.ece.toFixed(3)})` : '';
-    caveats.push(`the temperature (${k.temperature.toFixed(3)}) was fitted on these ${k.images} images, so their calibration figures are optimistic${crossFitted}`);
+    caveats.push(`the temperature (${k.temperature.toFixed(3)}) was fitted on these ${k.images} images, so their calibration figures may be optimistic${crossFittedText(k.crossFitted)}`);
   }
   return caveats;
 }

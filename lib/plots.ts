@@ -31,6 +31,8 @@ export const PUBLISHED = {
     'Kermany DS, Goldbaum M, Cai W, et al. Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep ' +
     'Learning. Cell. 2018;172(5):1122-1131.e9. doi:10.1016/j.cell.2018.02.010',
   short: 'Kermany et al. 2018',
+  /** How figures and tables name the published values: where they were measured. */
+  label: 'Kermany et al. 2018 (their test split, 624 images)',
   normalVsPneumonia: { accuracy: 0.928, sensitivity: 0.932, specificity: 0.901, auc: 0.968 },
   bacteriaVsVirus: { accuracy: 0.907, sensitivity: 0.886, specificity: 0.909, auc: 0.94 },
 } as const;
@@ -511,7 +513,11 @@ export function trainingCurvesFigure(
       anchor: 'x',
       rangemode: 'tozero',
       showgrid: false,
-      tickformat: '.1e',
+      // Round rates (0.025, 0.05, …), not ticks synced to the loss axis's grid (2.7e-2, 5.3e-2: plotly's default for an
+      // overlaying axis).
+      tickmode: 'auto',
+      nticks: 6,
+      tickformat: '~g',
       title: { text: 'learning rate', font: { color: SERIES_COLORS.learningRate } },
       tickfont: { color: SERIES_COLORS.learningRate },
     });
@@ -689,6 +695,12 @@ export function reliabilityFigure(calibration: EvaluationReport['calibration'], 
       y: bins.map((b) => finite(b.accuracy)),
       width: bins.map((b) => (b.high - b.low) * 0.9),
       marker: { color: SERIES_COLORS.model, opacity: 0.75 },
+      // Each bin's images written in it: a bin of 15 must not look as solid as one of 200.
+      text: bins.map((b) => `n = ${b.n}`),
+      textposition: 'inside',
+      insidetextanchor: 'start',
+      textangle: 0,
+      textfont: { color: '#ffffff', size: 11 },
       customdata: bins.map((b) => [b.low, b.high, b.n, finite(b.confidence)]),
       hovertemplate: 'top probability %{customdata[0]:.1f}-%{customdata[1]:.1f}: %{customdata[2]} images, ' +
         'accuracy %{y:.3f}, mean top probability %{customdata[3]:.3f}<extra></extra>',
@@ -890,7 +902,7 @@ export function metricBarsFigure(report: EvaluationReport, options: { title?: st
       data.push({
         type: 'bar',
         orientation: 'h',
-        name: PUBLISHED.short,
+        name: PUBLISHED.label,
         legendgroup: 'published',
         showlegend: data.every((t) => t.legendgroup !== 'published'),
         y,
@@ -900,7 +912,7 @@ export function metricBarsFigure(report: EvaluationReport, options: { title?: st
         insidetextanchor: 'start',
         textangle: 0,
         marker: { color: SERIES_COLORS.published, pattern: { shape: '/', fgcolor: '#ffffff', fillmode: 'overlay', size: 8, solidity: 0.15 } },
-        hovertemplate: `${name} %{y}: %{x:.1%}<extra>${PUBLISHED.short}</extra>`,
+        hovertemplate: `${name} %{y}: %{x:.1%}<extra>${PUBLISHED.label}</extra>`,
         xaxis: ax.x,
         yaxis: ax.y,
       });

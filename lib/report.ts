@@ -50,6 +50,8 @@ export interface ReportSection {
 export interface HtmlReportOptions {
   readonly title: string;
   readonly subtitle?: string;
+  /** A line that must not be missed (shown under the subtitle, set apart, and again in the footer). */
+  readonly notice?: string;
   readonly sections: readonly ReportSection[];
   /** Shown in the footer (default: now, ISO 8601). */
   readonly generatedAt?: string;
@@ -232,6 +234,7 @@ main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
 header { border-bottom: 3px solid var(--accent); margin-bottom: 8px; padding-bottom: 10px; }
 h1 { font-size: 1.75rem; margin: 0.2em 0 0.1em; }
 .subtitle { color: var(--muted); margin: 0; }
+.notice { margin: 8px 0 0; padding: 6px 10px; border-left: 4px solid #D55E00; background: #fff4ec; }
 nav ol { columns: 2; padding-left: 1.4em; margin: 0.6em 0 0; }
 nav a, a { color: var(--accent); }
 section { margin-top: 28px; }
@@ -314,12 +317,13 @@ export function renderHtmlReport(options: HtmlReportOptions): string {
     '<header>',
     `<h1>${escapeHtml(options.title)}</h1>`,
     ...(options.subtitle !== undefined ? [`<p class="subtitle">${escapeHtml(options.subtitle)}</p>`] : []),
+    ...(options.notice !== undefined ? [`<p class="notice" role="note">${escapeHtml(options.notice)}</p>`] : []),
     ...(options.sections.length > 3 ? [`<nav aria-label="contents"><ol>${toc.join('')}</ol></nav>`] : []),
     '</header>',
     '<noscript><p class="plot-error">The figures of this report are drawn by JavaScript, which is turned off.</p></noscript>',
     ...blocks,
-    `<footer>Made by pneumotype on ${escapeHtml(generatedAt)} · figures drawn with plotly.js ${escapeHtml(bundle.version)}, ` +
-      'inlined: this file needs no network.</footer>',
+    `<footer>${options.notice !== undefined ? `${escapeHtml(options.notice)}<br>` : ''}Made by pneumotype on ${escapeHtml(generatedAt)} · ` +
+      `figures drawn with plotly.js ${escapeHtml(bundle.version)}, inlined: this file needs no network.</footer>`,
     '</main>',
     `<script>${DRAW_SCRIPT}</script>`,
     '</body>',
@@ -451,7 +455,7 @@ export function metricsTable(report: EvaluationReport): Table {
     add('calibration: Brier score', cal.brier);
     add('calibration: log loss', cal.logLoss);
   }
-  return { columns: ['metric', 'value', '95 % interval', PUBLISHED.short], rows };
+  return { columns: ['metric', 'value', '95 % interval', PUBLISHED.label], rows };
 }
 
 /**
@@ -499,6 +503,36 @@ export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Ta
   };
 }
 
+/**
+ * Said where an evaluation has no per-group figures: in the shared data how a file was copied goes with its label, and
+ * the overall figures cannot tell the lungs from the pipeline.
+ */
+const SHORTCUT_CAVEAT =
+  'Caveat: in the shared Kermany data the files come from three copy pipelines that go with the label (most bacterial ' +
+  'images from one, most normal and viral images from another), and a network can learn the pipeline instead of the ' +
+  'lungs. These overall figures cannot tell the two apart: `pneumotype evaluate --groups CSV:derived_from` breaks them ' +
+  'down by pipeline (docs/experiments.md of the repository shows it for every run).';
+
+/** The evaluation's per-group figures, undefined where it has none. */
+function byGroupOf(evaluation: EvaluationReport | undefined): Readonly<Record<string, GroupMetrics>> | undefined {
+  const byGroup = (evaluation as Partial<EvaluateResult> | undefined)?.byGroup;
+  return byGroup && Object.keys(byGroup).length > 0 ? byGroup : undefined;
+}
+
+/** What the evaluated split is, for a reader: the validation split is carved from train and chose the model. */
+function splitText(split: string, card: ModelCard | undefined): string {
+  if (split !== 'val') return '';
+  const c = card?.training.config as Partial<Record<string, unknown>> | undefined;
+  const carved = typeof c?.valFraction === 'number' && typeof c.seed === 'number'
+    ? `${Math.round(c.valFraction * 100)} % of the patients of each class (seed ${c.seed})`
+    : 'a share of the patients of each class';
+  return `The validation split: ${carved}, carved from the official train split, so from the same sources and copy ` +
+    'pipelines as the training images, and no child on both sides. The official test split was not used.\n\n';
+}
+
+/** Every run report says it, at the top and at the bottom: readers may be clinicians in training. */
+export const NOT_A_DEVICE = 'Research and teaching software, not a medical device: not clinically validated, not for diagnosis or treatment.';
+
 /** The settings of the configuration that shape a training run (paths, download and archive limits are left out). */
 const TRAINING_SETTINGS = [
   'model', 'modelWidth', 'modelDepth', 'imageSize', 'epochs', 'batchSize', 'optimizer', 'learningRate', 'minLearningRate', 'warmupEpochs',
@@ -517,7 +551,12 @@ function runLength(card: ModelCard, history: readonly EpochRecord[] | undefined)
     return `best epoch ${card.training.epoch} of ${card.training.epochs}, reached in ${Math.round(card.training.seconds)} s (no history.json: later epochs are not recorded)`;
   }
   const seconds = history.length > 0 ? history.reduce((sum, r) => sum + r.seconds, 0) : card.training.seconds;
-  return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s (best: epoch ${card.training.epoch})`;
+  // A history of a rerun (models/default ships the replay's) times other epochs than the card: say whose each is.
+  const toBest = history.filter((r) => r.epoch <= card.training.epoch).reduce((sum, r) => sum + r.seconds, 0);
+  const otherRun = Math.abs(toBest - card.training.seconds) > Math.max(5, 0.05 * card.training.seconds);
+  const cardTime = otherRun ? `; the model card records ${Math.round(card.training.seconds)} s to the best epoch, for the run that made these weights` : '';
+  return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s${otherRun ? ' by history.json' : ''} ` +
+    `(best: epoch ${card.training.epoch}${cardTime})`;
 }
 
 /** The augmentation a run used, for reading: `rotateDegrees 7, zoom 0.1, jpegQuality 40-95, …`. */
@@ -666,7 +705,11 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     if (await exists(summaryPath)) {
       const summary = await readJson<RelabelSummary>(summaryPath, 'dataset summary');
       const leak = summary.leakage;
-      const leakText = leak?.clean
+      const splits = Object.keys(summary.counts);
+      const leakText = splits.length < 2
+        ? `One split here (${splits.join('') || 'none'}): the validation images are carved from it by patient, so no child is on both sides; ` +
+          'the cross-split duplicate check has nothing to compare.'
+        : leak?.clean
         ? 'No image is shared across splits (byte-identical or near-duplicate).'
         : leak
           ? `Shared across splits: ${leak.identicalAcrossSplits.length} byte-identical and ${leak.nearDuplicatesAcrossSplits.length} near-duplicate pairs.`
@@ -685,7 +728,10 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       heading: 'Training',
       text:
         'Loss, accuracy and validation macro-F1 per epoch; the dotted vertical line marks the best epoch (the model kept), ' +
-        'the gray dotted line the learning rate (right axis).',
+        'the gray dotted line the learning rate (right axis). The two losses measure different things: the training loss is ' +
+        'that of the augmented batches with dropout on, with the class weights, label smoothing and weight penalty the ' +
+        'configuration sets; the validation loss is the plain cross-entropy of the weights kept (their moving average, where ' +
+        'the run keeps one) on unaugmented images. That the two curves cross says little by itself; the validation curves are the measure.',
       figure: trainingCurvesFigure(history),
       table: historyTable(history),
     });
@@ -733,14 +779,21 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
       text:
         `${evaluation.n} ${split} images.${leftOut} Intervals: ${boot && boot.resamples > 0 ? `${Math.round(boot.confidence * 100)} % percentile bootstrap over patients, ${boot.resamples} resamples${boot.minDefinedShare !== undefined ? ` (n/a where fewer than ${Math.round(boot.minDefinedShare * 100)} % of them define the figure: a class of very few patients)` : ''}` : 'none'}.\n\n` +
         (Array.isArray(read?.warnings) && read.warnings.length > 0 ? `Warning: ${read.warnings.join(' ')}\n\n` : '') +
-        `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet) and ` +
-        'are shown for orientation, not as a like-for-like comparison.' +
+        splitText(split, card) +
+        `Published figures: ${PUBLISHED.citation}. They come from another model (transfer learning from ImageNet), measured ` +
+        `on the official test split (624 images)${split === 'test' ? '' : `, not on these ${split} images`}: shown for orientation, not as a ` +
+        'like-for-like comparison. The paper does not say which class its bacteria-versus-virus sensitivity takes as positive.' +
+        '\n\nThe binary views: normal versus pneumonia ranks every image by 1 − p(normal); bacteria versus virus takes the true ' +
+        'pneumonia images alone and compares p(virus) with p(bacteria), whatever p(normal) is, so its sensitivity is not the ' +
+        'virus recall of the confusion matrix (a virus image called normal can count as found there).' +
+        (byGroupOf(evaluation) === undefined ? `\n\n${SHORTCUT_CAVEAT}` : '') +
         // Evaluations written before `caveats` have none: the card's calibration record says the same of the temperature.
         (Array.isArray(read?.caveats) && read.caveats.length > 0
           ? `\n\nOptimistic figures: ${read.caveats.map((c) => `${c.charAt(0).toUpperCase()}${c.slice(1)}.`).join(' ')}`
           : card?.calibration && card.calibration.split === split
-            ? `\n\nThe temperature of this model was fitted on these ${split} images, so their calibration figures are optimistic: ` +
-              `cross-fitted by patient, the expected calibration error is ${fmt(card.calibration.crossFitted.ece)} (${fmt(card.calibration.before.ece)} before calibration).`
+            ? `\n\nThe temperature of this model was fitted on these ${split} images, so their calibration figures may be optimistic: ` +
+              `cross-fitted by patient (fitted on half the patients, measured on the other), the expected calibration error is ` +
+              `${fmt(card.calibration.crossFitted.ece)} (${fmt(card.calibration.before.ece)} before calibration).`
             : ''),
       table: metricsTable(evaluation),
       figures: [
@@ -760,15 +813,16 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     );
   }
 
-  const byGroup = (evaluation as Partial<EvaluateResult> | undefined)?.byGroup;
-  if (byGroup && Object.keys(byGroup).length > 0) {
+  const byGroup = byGroupOf(evaluation);
+  if (byGroup) {
     sections.push({
       heading: 'Metrics per group',
       text:
         'The same images, broken down by a grouping of the files (evaluate --groups). When the groups are how the files ' +
         'were made, such as the copy pipelines of the shared data (derived_from), a gap between them means the model ' +
         'learned the pipeline, not the lungs; a group holding every class from one pipeline (full-res there) is the ' +
-        'fairest proxy for new images. Point values, no intervals.',
+        'fairest proxy for new images. Point values, no intervals: a recall over a handful of images (see the counts) says ' +
+        'little, and where one pipeline holds nearly all of a class the group\'s figures say more about the pipeline than the model.',
       table: groupsTable(byGroup),
     });
   }
@@ -806,6 +860,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   const html = renderHtmlReport({
     title: options.title ?? `pneumotype run ${runDir.split(/[\\/]/).at(-1) ?? runDir}`,
     subtitle: 'Normal, bacterial and viral pneumonia on pediatric chest X-rays (Kermany, Zhang & Goldbaum 2018, CC BY 4.0)',
+    notice: NOT_A_DEVICE,
     sections,
     ...(options.generatedAt !== undefined ? { generatedAt: options.generatedAt } : {}),
   });

@@ -107,7 +107,7 @@ test('splitCaveats: the epoch chosen on the validation split, a temperature fitt
     training: { epoch: 58, epochs: 60 },
     calibration: { temperature: 1.3877, split: 'val', images: 523, before: figures, after: figures, crossFitted: { ...figures, ece: 0.026 } },
   } as unknown as ModelCard;
-  const temperature = 'the temperature (1.388) was fitted on these 523 images, so their calibration figures are optimistic (cross-fitted by patient, the expected calibration error is 0.026)';
+  const temperature = 'the temperature (1.388) was fitted on these 523 images, so their calibration figures may be optimistic (cross-fitted by patient, the unbiased measure: expected calibration error 0.026, Brier score 0.300, log loss 0.500)';
   assert.equal(splitCaveats(card, 'val').length, 2);
   assert.equal(splitCaveats(card, 'val')[1], temperature);
   assert.deepEqual(splitCaveats(card, 'test'), []);

@@ -378,9 +378,9 @@ test('metricBarsFigure: the intervals as error bars, beside the published figure
   assert.deepEqual(fig.data.map((t) => [t.name, t.yaxis]), [
     ['this model (95 % interval)', 'y'],
     ['this model (95 % interval)', 'y2'],
-    ['Kermany et al. 2018', 'y2'],
+    ['Kermany et al. 2018 (their test split, 624 images)', 'y2'],
     ['this model (95 % interval)', 'y3'],
-    ['Kermany et al. 2018', 'y3'],
+    ['Kermany et al. 2018 (their test split, 624 images)', 'y3'],
   ]);
   assert.ok(fig.data.every((t) => t.type === 'bar' && t.orientation === 'h'));
   const ours = fig.data[0] as Trace;
@@ -419,6 +419,7 @@ test('reliabilityFigure: accuracy per bin of the top probability against the dia
   const bars = fig.data[1] as Trace;
   assert.deepEqual((bars.x as number[]).map((x) => Math.round(x * 100) / 100), [0.55, 0.95]);
   assert.deepEqual(bars.y, [1, 0.5]);
+  assert.deepEqual(bars.text, ['n = 1', 'n = 2'], 'each bin says how many images it holds');
   assert.deepEqual((fig.data[2]?.y as number[]).map((y) => Math.round(y * 1000) / 1000), [0.55, 0.925]);
   const c = report.calibration;
   assert.equal(title(fig.layout), `Reliability: ECE ${c.ece.value.toFixed(3)} [${c.ece.low.toFixed(3)}, ${c.ece.high.toFixed(3)}], Brier ${c.brier.value.toFixed(3)} [${c.brier.low.toFixed(3)}, ${c.brier.high.toFixed(3)}]`);

@@ -272,6 +272,15 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(groupedHtml.includes('<tr><td>full-res</td><td class="num">5</td><td>2 / 2 / 1</td><td class="num">0.800</td><td class="num">0.750</td><td class="num">1.000</td><td class="num">0.500</td><td class="num">1.000</td><td class="num">0.500</td></tr>'));
   assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td>0 / 2 / 0</td><td class="num">0.500</td><td class="num">0.500</td><td>—</td><td class="num">0.500</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
   assert.ok(!groupedHtml.includes('<th scope="col">macro-F1</th>'), 'no macro-F1 per group: a class a group lacks would count as 0');
+  // The copy-pipeline caveat stands in for the per-group table where there is none.
+  const caveat = 'Caveat: in the shared Kermany data the files come from three copy pipelines that go with the label';
+  assert.ok(!groupedHtml.includes(caveat) && html.includes(caveat));
+  // Not a medical device: under the title and in the footer of every run report.
+  const notice = 'Research and teaching software, not a medical device: not clinically validated, not for diagnosis or treatment.';
+  assert.equal(count(html, notice), 2);
+  assert.ok(html.includes(`<p class="notice" role="note">${notice}</p>`));
+  // The published figures are named with where they were measured.
+  assert.ok(html.includes('measured on the official test split (624 images): shown for orientation') && html.includes('Kermany et al. 2018 (their test split, 624 images)'));
   // An evaluation.json from before calibration was measured: the report leaves calibration out.
   const { calibration: _, ...older } = evaluation;
   await writeFile(join(tmp, 'older-evaluation.json'), JSON.stringify(older));
@@ -290,7 +299,10 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   const calibratedHtml = await readFile(calibrated.out, 'utf8');
   assert.ok(calibratedHtml.includes('<td>calibration</td><td>temperature 1.500, fitted on 12 val images</td>'));
   assert.ok(calibratedHtml.includes('<td>augmentation</td><td>rotateDegrees 7, jpegQuality 40-95</td>'));
-  assert.ok(calibratedHtml.includes("The temperature of this model was fitted on these val images, so their calibration figures are optimistic: cross-fitted by patient, the expected calibration error is 0.031 (0.090 before calibration)."));
+  // A validation evaluation says what that split is, and that the published figures are not of it.
+  assert.ok(calibratedHtml.includes('The validation split: ') && calibratedHtml.includes('carved from the official train split, so from the same sources'));
+  assert.ok(calibratedHtml.includes('measured on the official test split (624 images), not on these val images'));
+  assert.ok(calibratedHtml.includes("The temperature of this model was fitted on these val images, so their calibration figures may be optimistic: cross-fitted by patient (fitted on half the patients, measured on the other), the expected calibration error is 0.031 (0.090 before calibration)."));
   // An evaluation that carries its caveats (evaluate writes them): shown as they are, the epoch's choice included.
   const caveats = ['the validation split chose this model\'s epoch (2 of 2, the best validation macro-F1), so its scores are optimistic', 'the temperature (1.500) was fitted on these 12 images'];
   await writeFile(join(tmp, 'val-caveats.json'), JSON.stringify({ ...evaluation, split: 'val', caveats }));
