@@ -13,7 +13,7 @@ ARG CUDA_IMAGE=nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04
 # sources rebuilds dist/ alone.
 
 # --- deps: every dependency (dev tools too, for the build) and native TensorFlow (downloaded by tfjs-node's installer)
-FROM ${NODE_IMAGE} AS deps
+FROM --platform=linux/amd64 ${NODE_IMAGE} AS deps
 WORKDIR /opt/pneumotype
 ENV PNEUMOTYPE_REQUIRE_NATIVE=1
 COPY package.json package-lock.json ./
@@ -69,12 +69,12 @@ esac
 SCRIPT
 
 # --- runtime images
-FROM ${NODE_IMAGE} AS cpu
+FROM --platform=linux/amd64 ${NODE_IMAGE} AS cpu
 COPY --from=prod /opt/pneumotype /opt/pneumotype
 COPY --from=app /opt/pneumotype /opt/pneumotype
 COPY --from=entrypoint /usr/local/bin/pneumotype-entrypoint /usr/local/bin/pneumotype-entrypoint
 
-FROM ${CUDA_IMAGE} AS gpu
+FROM --platform=linux/amd64 ${CUDA_IMAGE} AS gpu
 COPY --from=deps /usr/local/bin/node /usr/local/bin/node
 COPY --from=prod-gpu /opt/pneumotype /opt/pneumotype
 COPY --from=app /opt/pneumotype /opt/pneumotype

@@ -84,7 +84,7 @@ export const DEFAULTS = {
   valFraction: 0.1, // share of train patients carved out for validation, stratified by label
   batchSize: 32,
   shuffleBuffer: 0, // not read: every epoch shuffles the whole index (it is only file offsets); kept so that saved cards and configurations naming it stay valid
-  augment: false, // the original narrative used no augmentation
+  augment: false, // not read: the augmentation is train's `augment` option (the CLI's --augment, default traces), which the card records as training.augment; kept so that saved cards and configurations naming it stay valid
   augmentWorkers: 1, // training: threads that augment the next batches while the current one trains (0: none; at most cores - 1)
 
   // --- model and training (see lib/models.ts for the architectures)

@@ -53,7 +53,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     '```sh',
     'npx pneumotype predict path/to/xray.jpeg            # {"file":…,"label":"virus","probabilities":{…}}',
-    'npx pneumotype evaluate --data data/labeled --split test   # or --data ChestXRay2017.zip, or its test/ folder',
+    'npx pneumotype evaluate --data ChestXRay2017.zip --split test   # or its test/ folder; --split val: the validation patients',
     '```',
     '',
     'Files: `model.json` + `weights.bin` (TensorFlow.js layers format: `tf.loadLayersModel` in Node or a browser),',
@@ -94,7 +94,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     // The card itself is written at the best epoch; the history tells how the run went on after it.
     `- ${Math.max(history.length, t.epoch)} of ${t.epochs} epochs${history.length > 0 && history.length < t.epochs ? ' (stopped early)' : ''}, ` +
       `the best validation macro-F1 at epoch ${t.epoch} (these weights), ` +
-      `${((history.length > 0 ? history.reduce((sum, e) => sum + e.seconds, 0) : t.seconds) / 60).toFixed(1)} minutes on ${extras.hardware ?? t.backend}.`,
+      `${trainingTime(history, t)} on ${extras.hardware ?? t.backend}.`,
     `- ${c.optimizer === 'adam' ? 'Adam' : 'SGD with Nesterov momentum 0.9'}, peak learning rate ${c.learningRate} after ${c.warmupEpochs} warm-up epoch(s), ${c.schedule} decay to ${c.minLearningRate};`,
     `  batch ${c.batchSize}; L2 ${c.weightDecay}${card.training.initFrom === null ? '' : ' (on the new head)'}; dropout ${c.dropout}; label smoothing ${c.labelSmoothing}; class weights ${c.classWeights}.`,
     `- Augmentation: ${t.augment === false ? 'none' : `\`${JSON.stringify(t.augment)}\``}.`,
@@ -107,7 +107,11 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
   const preset = presetMatching(c);
   const augmentFlag = t.augment === false ? ' --augment none' : JSON.stringify(t.augment) === JSON.stringify(TRACE_AUGMENT) ? '' : undefined;
   if (preset && augmentFlag !== undefined && !t.balanceGroups && !t.initFrom) {
-    lines.push(`- The same recipe again: \`npx pneumotype train --data data/labeled --out runs/NAME --preset ${preset}${augmentFlag}\`.`);
+    lines.push(
+      `- The same recipe again: \`npx pneumotype train --data data/labeled --out runs/NAME --preset ${preset}${augmentFlag}\`` +
+        `${card.calibration ? ', then `npx pneumotype calibrate --model runs/NAME/model --data data/labeled`' : ''}, on a labelled ` +
+        `folder (\`pneumotype relabel\`) whose manifest.csv has SHA-256 ${card.data.manifestSha256.slice(0, 12)}… (these data).`,
+    );
   }
   lines.push(
     '',
@@ -160,11 +164,25 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     t.augment === false
       ? '- The training images carry traces of three copy pipelines that correlate with the label, and this model was trained\n  without augmentation against them: part of its validation score comes from the pipeline, not the lungs.'
       : '- The training images carry traces of three copy pipelines that correlate with the label; augmentation that\n  randomises those traces was used against it, but some of the validation score may still come from them.',
-    '- The official test split is scored independently; the figures above are validation figures.',
+    '- The official test split is held out: this project has never scored it (it is scored independently). The figures\n' +
+      '  above are validation figures, and that split also chose the epoch (and the recipe, in docs/experiments.md), so\n' +
+      '  they carry some selection.',
     ...(extras.notes ?? []).map((n) => `- ${n}`),
     '',
   );
   return lines.join('\n');
+}
+
+/**
+ * How long training took: the history's epochs in all where they are the run that made these weights, else (a
+ * history.json of a rerun, as models/default ships) the card's own time to the chosen epoch.
+ */
+function trainingTime(history: readonly EpochRecord[], t: ModelCard['training']): string {
+  const toBest = history.filter((e) => e.epoch <= t.epoch).reduce((sum, e) => sum + e.seconds, 0);
+  const sameRun = history.length > 0 && Math.abs(toBest - t.seconds) <= Math.max(5, 0.05 * t.seconds);
+  return sameRun
+    ? `${(history.reduce((sum, e) => sum + e.seconds, 0) / 60).toFixed(1)} minutes`
+    : `${(t.seconds / 60).toFixed(1)} minutes to the chosen epoch`;
 }
 
 /** Writes `MODEL_DIR/README.md` from the model's card, the run's history.json and a validation evaluation. */

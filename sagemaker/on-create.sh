@@ -175,7 +175,7 @@ install_gpu() {
     # A conda create that was cut off leaves a prefix conda may refuse or take as done: it goes first.
     rm -rf "$CUDA_ENV"
     log "creating $CUDA_ENV with CUDA 11.2 and cuDNN 8.1 (what @tensorflow/tfjs-node-gpu 4.22 is built against)"
-    "$CONDA" create -y -q -p "$CUDA_ENV" -c conda-forge cudatoolkit=11.2 cudnn=8.1 || gpu_failed "conda create $CUDA_ENV failed" || return 1
+    "$CONDA" create -y -q -p "$CUDA_ENV" --override-channels -c conda-forge cudatoolkit=11.2 cudnn=8.1 || gpu_failed "conda create $CUDA_ENV failed" || return 1
     mark_done cuda-env
   fi
   export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

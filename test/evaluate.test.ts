@@ -575,7 +575,14 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.ok(text.includes(`\n- ${history.length} of ${card.training.epochs} epochs${history.length < card.training.epochs ? ' (stopped early)' : ''}, ` +
     `the best validation macro-F1 at epoch ${card.training.epoch} (these weights), ${minutes} minutes on a test machine.\n`), text);
   const again = renderModelCard({ ...card, training: { ...card.training, config: resolveConfig('smoke', { augmentWorkers: 2 }) } }, history, evaluation);
-  assert.match(again, /\n- The same recipe again: `npx pneumotype train --data data\/labeled --out runs\/NAME --preset smoke --augment none`\.\n/);
+  const manifest = card.data.manifestSha256.slice(0, 12);
+  assert.ok(again.includes('\n- The same recipe again: `npx pneumotype train --data data/labeled --out runs/NAME --preset smoke --augment none`' +
+    `${card.calibration ? ', then `npx pneumotype calibrate --model runs/NAME/model --data data/labeled`' : ''}, on a labelled folder ` +
+    `(\`pneumotype relabel\`) whose manifest.csv has SHA-256 ${manifest}… (these data).\n`), again);
+  // A history.json of a rerun (other seconds than the card's run): the card's own time to its epoch, not the rerun's.
+  const rerun = renderModelCard(card, history.map((e) => ({ ...e, seconds: e.seconds + 100 })), evaluation);
+  assert.ok(rerun.includes(`(these weights), ${(card.training.seconds / 60).toFixed(1)} minutes to the chosen epoch on `), rerun);
+  assert.match(text, /- The official test split is held out: this project has never scored it \(it is scored independently\)\. The figures\n/);
   assert.doesNotMatch(again, /anti-aliased/);
   const antialiased = renderModelCard({ ...card, model: { ...card.model, name: 'resnet', antialias: true } }, history, evaluation);
   assert.match(antialiased, /\n- `resnet`, width \d+, anti-aliased downsampling \(a fixed binomial blur before each subsampling after the stem\), /);
