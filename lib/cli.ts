@@ -15,6 +15,7 @@ import { writeRunReport } from './report.js';
 import { diagnose, pneumotypeVersion } from './doctor.js';
 import { ArchiveError, ConfigError, MAX_TIMER_MS, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource, shownUrl } from './fetch.js';
+import type { FailedImage } from './images.js';
 import { defaultPreset, runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
 import { extractRemoteZip } from './remote-zip.js';
@@ -356,7 +357,7 @@ function oneOf<T extends string>(values: Values, name: 'optimizer' | 'split', op
 }
 
 /** Images a command could not read, listed (five, then a count) even with --quiet: they are missing from `what`. */
-function warnLeftOut(command: string, failed: readonly { readonly file: string; readonly reason: string }[], what: string): void {
+function warnLeftOut(command: string, failed: readonly FailedImage[], what: string): void {
   if (failed.length === 0) return;
   process.stderr.write(`pneumotype ${command}: warning: ${failed.length} image(s) could not be used and are left out of ${what}:\n${listFailed(failed, ' (see "failed")')}\n`);
 }

@@ -18,7 +18,7 @@ import { createRng, shuffled } from './random.js';
 import { escapeHtml, groupsTable, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
-import type { EpochRecord } from './train.js';
+import type { EpochRecord, TrainResult } from './train.js';
 import { environmentEndpoint, normalizePrefix, upload, type UploadResult, type UploadSettingNames } from './upload.js';
 import type { LeakageAudit } from './phash.js';
 import { isJunkEntry, listZip } from './zip.js';
@@ -560,12 +560,29 @@ export function groupMetricsTable(byGroup: Readonly<Record<string, GroupMetrics>
 }
 
 /**
- * The leakage audit of relabel's summary as a table: byte-identical and near-duplicate images shared by two splits,
- * and byte-identical images under two patient ids within a split, each with a count and a first example.
+ * A finished training run in one row: its best epoch, whether it stopped early, how its steps ran and the kept
+ * model's validation figures, named as validation figures (three decimals, as the history table).
  *
- * @example showTable(tslab.display, leakageTable(summary.leakage))
+ * @example showTable(tslab.display, runSummaryTable(run))
  */
-export function leakageTable(audit: LeakageAudit): Table {
+export function runSummaryTable(run: Pick<TrainResult, 'bestEpoch' | 'stoppedEarly' | 'card'>): Table {
+  const v = run.card.validation;
+  const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
+  return {
+    columns: ['best epoch', 'stopped early', 'training steps', 'val accuracy', 'val macro-F1', 'val balanced accuracy', 'val loss'],
+    rows: [[run.bestEpoch, run.stoppedEarly ? 'yes' : 'no', run.card.training.engine ?? 'n/a', f(v.accuracy), f(v.macroF1), f(v.balancedAccuracy), f(v.loss)]],
+  };
+}
+
+/**
+ * The leakage audit of relabel's summary as a table: byte-identical and near-duplicate images shared by two splits,
+ * and byte-identical images under two patient ids within a split, each with a count and a first example. With the
+ * summary's `splits`, a folder of one split (the shared train split alone) says there was nothing to compare.
+ *
+ * @example showTable(tslab.display, leakageTable(summary.leakage, { splits: Object.keys(summary.counts) }))
+ */
+export function leakageTable(audit: LeakageAudit, options: { splits?: readonly string[] } = {}): Table {
+  const one = options.splits !== undefined && options.splits.length < 2;
   const first = <T>(pairs: readonly T[], show: (p: T) => string): string => (pairs[0] === undefined ? '—' : show(pairs[0]));
   return {
     columns: ['check', 'pairs', 'first example'],
@@ -577,7 +594,13 @@ export function leakageTable(audit: LeakageAudit): Table {
         first(audit.nearDuplicatesAcrossSplits, (p) => `${p.a} ~ ${p.b} (${p.distance} bits)`),
       ],
       ['byte-identical images under two patient ids in one split', audit.identicalAcrossPatients.length, first(audit.identicalAcrossPatients, (p) => `${p.a} = ${p.b}`)],
-      ['verdict', null, audit.clean ? 'clean: no image is shared across splits' : 'images are shared across splits: test scores would be inflated'],
+      [
+        'verdict',
+        null,
+        one
+          ? `one split only (${options.splits?.join('') || 'none'}): nothing to compare across splits; validation is carved from it by patient`
+          : audit.clean ? 'clean: no image is shared across splits' : 'images are shared across splits: test scores would be inflated',
+      ],
     ],
   };
 }

@@ -697,10 +697,13 @@ export function reliabilityFigure(calibration: EvaluationReport['calibration'], 
       marker: { color: SERIES_COLORS.model, opacity: 0.75 },
       // Each bin's images written in it: a bin of 15 must not look as solid as one of 200.
       text: bins.map((b) => `n = ${b.n}`),
-      textposition: 'inside',
+      // Inside a tall bar, above a short one (a bin with no image right has no bar to write in).
+      textposition: 'auto',
       insidetextanchor: 'start',
       textangle: 0,
-      textfont: { color: '#ffffff', size: 11 },
+      insidetextfont: { color: '#ffffff', size: 11 },
+      outsidetextfont: { color: '#333333', size: 11 },
+      cliponaxis: false,
       customdata: bins.map((b) => [b.low, b.high, b.n, finite(b.confidence)]),
       hovertemplate: 'top probability %{customdata[0]:.1f}-%{customdata[1]:.1f}: %{customdata[2]} images, ' +
         'accuracy %{y:.3f}, mean top probability %{customdata[3]:.3f}<extra></extra>',

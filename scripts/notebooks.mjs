@@ -274,6 +274,10 @@ try {
       break;
     }
     const out = join(outDir, `${name}.html`);
+    // The "Next: …" links name the .ipynb beside it in Jupyter; the exports sit beside each other as .html.
+    const page = readFileSync(out, 'utf8');
+    const linked = page.replace(/href="(0\d-[\w-]+)\.ipynb"/g, 'href="$1.html"');
+    if (linked !== page) writeFileSync(out, linked);
     const mb = statSync(out).size / 1e6;
     results.push({ name, seconds, out, mb });
     log(`${name}: ${seconds.toFixed(1)} s, ${out} (${mb.toFixed(1)} MB)`);

@@ -14,6 +14,7 @@ import {
   interruptSignal,
   labeledSamples,
   leakageTable,
+  runSummaryTable,
   liveTrainingChart,
   misclassifiedSamples,
   notebookSettings,
@@ -26,6 +27,7 @@ import {
   type NotebookS3,
 } from '../lib/notebook.js';
 import type { PredictionRow } from '../lib/plots.js';
+import type { ModelCard } from '../lib/train.js';
 import { relabel } from '../lib/relabel.js';
 import type { EpochRecord } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
@@ -331,6 +333,18 @@ test('groupMetricsTable and leakageTable', () => {
   assert.deepEqual(audit.rows.map((r) => r[1]), [0, 1, 0, null]);
   assert.equal(audit.rows[1]?.[2], 'train/virus/a.jpeg ~ test/virus/b.jpeg (4 bits)');
   assert.equal(audit.rows[3]?.[2], 'images are shared across splits: test scores would be inflated');
+  // The shared train split alone: a clean audit compared nothing, and says so.
+  const alone = { threshold: 10, identicalAcrossSplits: [], nearDuplicatesAcrossSplits: [], identicalAcrossPatients: [], clean: true };
+  assert.equal(leakageTable(alone, { splits: ['train'] }).rows[3]?.[2], 'one split only (train): nothing to compare across splits; validation is carved from it by patient');
+  assert.equal(leakageTable(alone, { splits: ['train', 'test'] }).rows[3]?.[2], 'clean: no image is shared across splits');
+});
+
+test('runSummaryTable: the kept model\'s figures named as validation figures, three decimals', () => {
+  const card = { training: { engine: 'one TensorFlow graph per step' }, validation: { accuracy: 0.74689, macroF1: 0.7, balancedAccuracy: 0.71234, loss: Number.NaN } } as unknown as ModelCard;
+  assert.deepEqual(runSummaryTable({ bestEpoch: 2, stoppedEarly: false, card }), {
+    columns: ['best epoch', 'stopped early', 'training steps', 'val accuracy', 'val macro-F1', 'val balanced accuracy', 'val loss'],
+    rows: [[2, 'no', 'one TensorFlow graph per step', '0.747', '0.700', '0.712', 'n/a']],
+  });
 });
 
 test('interruptSignal: the kernel\'s next SIGINT aborts every signal handed out, through one listener', async () => {

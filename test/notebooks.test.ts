@@ -242,7 +242,11 @@ test(
       // Numbered as Jupyter would (tslab sends no counts): the export shows In [1]:, In [2]:, …
       const codeCells = executed.cells.filter((c) => c.cell_type === 'code');
       assert.deepEqual(codeCells.map((c) => c.execution_count), codeCells.map((_, i) => i + 1), `${name}: execution counts`);
-      assert.ok(readFileSync(join(out, `${name}.html`), 'utf8').includes('[1]:'), `${name}.html shows the cells' numbers`);
+      const page = readFileSync(join(out, `${name}.html`), 'utf8');
+      assert.ok(page.includes('[1]:'), `${name}.html shows the cells' numbers`);
+      // Its "Next" link leads to the next export, not to a notebook that is not beside it.
+      const next = EXPECTED[EXPECTED.indexOf(name) + 1];
+      if (next !== undefined) assert.ok(page.includes(`href="${next}.html"`) && !page.includes('.ipynb"'), `${name}.html links to ${next}.html`);
       const count = html.split('class="plotly-figure"').length - 1;
       assert.ok(count >= (MIN_FIGURES[name] ?? 0), `${name}: ${count} figures, expected at least ${MIN_FIGURES[name]}`);
       figures.set(name, count);
