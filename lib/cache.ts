@@ -443,7 +443,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
       if (old.seed === r.seed && old.valFraction === r.valFraction && images.every((im, i) => im.subset === old.images[i]?.subset)) {
         if (options.announceReuse !== false) {
           noteIgnored();
-          tracker.set(total);
+          tracker.skip(total); // found done: no rate (images checked, not decoded)
           tracker.finish(`the cache at ${quote(r.dir)} is up to date`);
         }
         return { dir: r.dir, index: old, reused: true, resplit: false, resumedRows: 0, notCached: ignored };
@@ -451,7 +451,7 @@ async function prepareUnlocked(options: PrepareOptions = {}): Promise<PrepareRes
       noteIgnored();
       const index: CacheIndex = { ...old, createdAt: new Date().toISOString(), valFraction: r.valFraction, seed: r.seed, images };
       await writeJsonAtomic(indexPath, index);
-      tracker.set(total);
+      tracker.skip(total);
       tracker.finish(`validation subset carved again (seed ${r.seed}, valFraction ${r.valFraction}) over the cached pixels`);
       return { dir: r.dir, index, reused: false, resplit: true, resumedRows: 0, notCached: ignored };
     }

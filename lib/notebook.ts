@@ -389,7 +389,7 @@ export async function labeledSamples(options: { labeledDir: string; split?: Spli
   for (const label of CLASSES) {
     for (const row of shuffled(rows.filter((r) => r.label === label), rng).slice(0, perClass)) {
       const pixels = await decodeGray(join(options.labeledDir, row.file), { size, name: row.file });
-      out.push({ pixels, size, title: `${label} · ${row.file.split('/').at(-1) ?? row.file}` });
+      out.push({ pixels, size, title: `${label}\n${row.file.split('/').at(-1) ?? row.file}` });
     }
   }
   return out;
@@ -399,7 +399,7 @@ export async function labeledSamples(options: { labeledDir: string; split?: Spli
 export interface BatchPreview {
   /** tensor, shape, dtype, min, max, mean and what it holds, for `xs` and `ys`. */
   readonly tensors: Table;
-  /** The batch's images as the model sees them (augmentation included), titled `label · file`. */
+  /** The batch's images as the model sees them (augmentation included), titled `label` and `file` on two lines. */
   readonly samples: GraySample[];
   readonly labels: readonly Label[];
 }
@@ -440,7 +440,7 @@ export function previewBatch(cache: OpenedCache, options: BatchOptions & { limit
     for (let k = 0; k < count; k++) {
       const image = new Uint8Array(pixels);
       for (let j = 0; j < pixels; j++) image[j] = Math.max(0, Math.min(255, Math.round((values[k * pixels + j] ?? 0) * 255)));
-      samples.push({ pixels: image, size, title: `${labels[k]} · ${batch.files[k]?.split('/').at(-1) ?? ''}` });
+      samples.push({ pixels: image, size, title: `${labels[k]}\n${batch.files[k]?.split('/').at(-1) ?? ''}` });
     }
     return { tensors, samples, labels };
   } finally {

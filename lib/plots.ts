@@ -235,6 +235,15 @@ export function imageSizeFigure(rows: readonly ManifestRow[], options: { title?:
     xaxis: axis('width (px)', { rangemode: 'tozero' }),
     yaxis: axis('height (px)', { rangemode: 'tozero' }),
   });
+  // One size for every image (the shared 224 px copies): a lone dot in a corner says little, a note says it all.
+  const sized = rows.filter((r) => r.width > 0 && r.height > 0);
+  const sizes = new Set(sized.map((r) => `${r.width} x ${r.height}`));
+  if (sized.length > 0 && sizes.size === 1) {
+    layout.annotations = [{
+      text: `all ${sized.length.toLocaleString('en-US')} images are ${[...sizes][0]} px`,
+      xref: 'paper', yref: 'paper', x: 0.5, y: 0.5, showarrow: false, font: { size: 15 },
+    }];
+  }
   return { data, layout };
 }
 
@@ -373,7 +382,7 @@ export interface SampleSource {
 
 /**
  * Picks `perClass` (4) images of each class from a prepared cache, optionally of one subset, seeded by `seed`
- * (DEFAULTS.seed) so that they are the same every time; ready for {@link sampleGridFigure}, titled `label · file`.
+ * (DEFAULTS.seed) so that they are the same every time; ready for {@link sampleGridFigure}, titled `label` and `file` on two lines.
  *
  * @example
  * const cache = await openCache('data/cache/128')
@@ -393,7 +402,7 @@ export function cacheSamples(
     });
     for (const i of shuffled(idx, rng).slice(0, perClass)) {
       const im = cache.index.images[i];
-      out.push({ pixels: cache.readImage(i), size: cache.imageSize, title: `${label} · ${im?.file.split('/').at(-1) ?? i}` });
+      out.push({ pixels: cache.readImage(i), size: cache.imageSize, title: `${label}\n${im?.file.split('/').at(-1) ?? i}` });
     }
   }
   return out;

@@ -168,6 +168,9 @@ test('announceReuse false: a cache found up to date passes in silence, one rebui
   assert.deepEqual(await messages({}), { reused: false, messages: [note, 'cached 9 images at DIR'] });
   assert.deepEqual(await messages({ announceReuse: false }), { reused: true, messages: [] });
   assert.deepEqual(await messages({}), { reused: true, messages: [note, 'the cache at DIR is up to date'] });
+  const checked: Progress[] = [];
+  await prepareCache({ ...opts, onProgress: (p) => checked.push(p) });
+  assert.ok(checked.length > 0 && checked.every((e) => e.rate === undefined), 'an up-to-date cache is checked, not decoded: no images/s');
   await truncate(join(opts.cacheDir, String(SIZE), 'train.u8'), 10);
   assert.deepEqual(await messages({ announceReuse: false }), { reused: false, messages: [note, 'cached 9 images at DIR'] });
 });

@@ -214,7 +214,7 @@ test('labeledSamples decodes a few images of each class, the same ones for the s
   const a = await labeledSamples({ labeledDir: labeled, split: 'train', perClass: 2, size: 16 });
   const b = await labeledSamples({ labeledDir: labeled, split: 'train', perClass: 2, size: 16 });
   assert.equal(a.length, 6);
-  assert.deepEqual(a.map((s) => s.title.split(' · ')[0]), ['normal', 'normal', 'bacteria', 'bacteria', 'virus', 'virus']);
+  assert.deepEqual(a.map((s) => s.title.split('\n')[0]), ['normal', 'normal', 'bacteria', 'bacteria', 'virus', 'virus']);
   assert.ok(a.every((s) => s.size === 16 && s.pixels.length === 256));
   assert.deepEqual(a.map((s) => s.title), b.map((s) => s.title));
 });
@@ -225,7 +225,7 @@ test('previewBatch describes the first batch and leaks no tensor', async () => {
   assert.deepEqual(preview.tensors.rows.map((r) => r.slice(0, 3)), [['xs', '[4, 12, 12, 1]', 'float32'], ['ys', '[4, 3]', 'float32']]);
   assert.equal(preview.tensors.rows[1]?.[5], 0.3333);
   assert.equal(preview.samples.length, 4);
-  assert.ok(preview.samples.every((s, k) => s.pixels.length === 144 && s.title.startsWith(`${preview.labels[k]} · `)));
+  assert.ok(preview.samples.every((s, k) => s.pixels.length === 144 && s.title.startsWith(`${preview.labels[k]}\n`)));
   assert.equal(previewBatch(cache, { subset: 'train', batchSize: 4, limit: 2 }).samples.length, 2);
   await assertNoTensorLeak('previewBatch', () => previewBatch(cache, { subset: 'train', batchSize: 4, augment: { noise: 0.1 } }));
   const { dir } = await prepareCache({ labeledDir: trainOnly, cacheDir: join(tmp, 'cache-train'), imageSize: 12, valFraction: 0.2, seed: 1 });

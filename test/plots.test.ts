@@ -144,6 +144,9 @@ test('classDistributionFigure: grouped bars per class for images and patients, f
   assert.equal(sizes.data.length, 3);
   assert.deepEqual(sizes.data[1]?.x, [101, 101, 101]);
   assert.equal(title(layoutAxis(sizes, 'xaxis')), 'width (px)');
+  // Every image of one size: said in words over the lone dot; images of several sizes: the dots say it.
+  assert.equal((sizes.layout.annotations as { text: string }[] | undefined)?.[0]?.text, `all ${rows.length} images are 101 x 80 px`);
+  assert.equal(imageSizeFigure([...rows, { ...(rows[0] as ManifestRow), width: 300 }]).layout.annotations, undefined);
 });
 
 test('downsampleGray box-averages to the target size and leaves small images alone', () => {
@@ -210,11 +213,11 @@ test('cacheSamples picks the same images of each class for a seed, titled with t
   const b = cacheSamples(cache, { perClass: 2, subset: 'train', seed: 7 });
   assert.deepEqual(a, b);
   assert.equal(a.length, 6);
-  assert.deepEqual(a.map((s) => s.title.split(' · ')[0]), ['normal', 'normal', 'bacteria', 'bacteria', 'virus', 'virus']);
+  assert.deepEqual(a.map((s) => s.title.split('\n')[0]), ['normal', 'normal', 'bacteria', 'bacteria', 'virus', 'virus']);
   for (const s of a) {
     const i = s.pixels[0] as number;
     assert.equal(images[i]?.subset, 'train');
-    assert.equal(s.title, `${images[i]?.label} · ${images[i]?.file.split('/').at(-1)}`);
+    assert.equal(s.title, `${images[i]?.label}\n${images[i]?.file.split('/').at(-1)}`);
   }
   assert.equal(cacheSamples(cache, { perClass: 9 }).length, 15);
 });
