@@ -108,7 +108,8 @@ export class ProgressTracker {
       unit: this.#unit,
     };
     if (this.#total !== undefined) event.total = this.#total;
-    if (rate !== undefined && Number.isFinite(rate)) event.rate = rate;
+    // A rate once this run has done some of the work: none at the start ("0.0 images/s"), none for work found done.
+    if (rate !== undefined && Number.isFinite(rate) && this.#done > this.#startDone) event.rate = rate;
     if (rate && this.#total !== undefined) event.etaSeconds = Math.max(0, (this.#total - this.#done) / rate);
     if (message !== undefined) event.message = message;
     this.#callback(event);

@@ -42,6 +42,13 @@ test('ProgressTracker: work done before this run (skip, skipTo) counts as done b
   t.set(0, 'restarting from zero');
   t.add(10);
   assert.ok((events.at(-1)?.rate ?? -1) >= 0, `rate ${events.at(-1)?.rate}`);
+  // Nothing done by this run yet (the start, or everything found done): no rate, rather than "0.0 B/s".
+  const quiet: Progress[] = [];
+  const u = new ProgressTracker({ stage: 'prepare', unit: 'images', total: 5, intervalMs: 0, onProgress: (p) => quiet.push(p) });
+  u.note('starting');
+  u.skip(5);
+  u.finish('found done');
+  assert.deepEqual(quiet.map((e) => e.rate), [undefined, undefined, undefined]);
 });
 
 /** A terminal (or a log file) that keeps what is written to it. */
