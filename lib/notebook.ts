@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import type { AugmentOptions } from './augment.js';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type EvaluationSplit, type Label, type PresetName, type Split } from './config.js';
 import { batchIterator, type BatchOptions } from './dataset.js';
@@ -11,7 +12,7 @@ import { listFiles } from './fsx.js';
 import type { GroupMetrics } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { readManifest } from './manifest.js';
-import { shownUrl } from './fetch.js';
+import { shownUrl, type ObtainedDataset } from './fetch.js';
 import { parsePredictionsCsv, trainingCurvesFigure, type GraySample, type PredictionRow } from './plots.js';
 import type { Progress, ProgressCallback } from './progress.js';
 import { createRng, shuffled } from './random.js';
@@ -557,6 +558,58 @@ export function groupMetricsTable(byGroup: Readonly<Record<string, GroupMetrics>
     columns: ['group', 'note'],
     rows: [['(none)', `not measured: set ${NOTEBOOK_ENV.groupsCsv} to a CSV with a file column and a group column (${NOTEBOOK_ENV.groupsColumn}, default derived_from)`]],
   };
+}
+
+/**
+ * What {@link obtainDataset} found, one row per fact (a wide row of long paths and digests runs off a page): the
+ * archive or folder, its size and SHA-256, and whether this call downloaded or resumed it. The source is left out
+ * where it is the path itself.
+ *
+ * @example showTable(tslab.display, datasetTable(await obtainDataset({ source: nb.source, outDir: nb.downloadsDir })))
+ */
+export function datasetTable(dataset: ObtainedDataset): Table {
+  const rows: (string | number | null)[][] = [];
+  if (resolve(dataset.source) !== resolve(dataset.path)) rows.push(['source', dataset.source]);
+  if (dataset.kind === 'folder') {
+    rows.push(['folder', dataset.path], ['taken as it is', 'an archive extracted by other means: nothing to fetch or hash']);
+    return { columns: ['what', 'value'], rows };
+  }
+  rows.push(['archive', dataset.path], ['size', `${formatBytes(dataset.bytes)} (${dataset.bytes.toLocaleString('en-US')} bytes)`], ['SHA-256', dataset.sha256]);
+  if (dataset.url !== undefined) rows.push(['from', dataset.url]);
+  rows.push(['this time', dataset.downloaded ? (dataset.resumed ? 'downloaded, resuming an earlier partial file' : 'downloaded') : 'already there: verified, not downloaded']);
+  return { columns: ['what', 'value'], rows };
+}
+
+/** What each augmentation amount means, in words (AugmentOptions' own documentation, shortened). */
+const AUGMENT_MEANINGS: Readonly<Record<keyof AugmentOptions, (v: string) => string>> = {
+  flip: () => 'mirrored left-right with probability 1/2 (moves the heart to the other side)',
+  rotateDegrees: (v) => `rotated by up to ${v} degrees either way`,
+  zoom: (v) => `scaled by a factor within 1 ± ${v}`,
+  brightness: (v) => `every pixel shifted by the same amount, up to ±${v} (pixels from 0 to 1)`,
+  contrast: (v) => `contrast stretched by a factor within 1 ± ${v}`,
+  noise: (v) => `Gaussian pixel noise of standard deviation ${v} (pixels from 0 to 1)`,
+  blur: (v) => `half the images blurred (Gaussian sigma up to ${v} px), half sharpened (unsharp mask)`,
+  rescale: (v) => `shrunk by a factor down to 1 - ${v}, then scaled back up (resampling traces)`,
+  jpegQuality: (v) => `re-compressed as JPEG at a quality from ${v.replace('-', ' to ')}`,
+  localContrast: (v) => `probability ${v} of a CLAHE-like local contrast enhancement`,
+  normalizeIntensity: (v) => `probability ${v} of standardising the image to a random mean and spread`,
+  gamma: (v) => `every pixel raised to a power gamma within e^±${v}`,
+};
+
+/**
+ * An augmentation as a table: each option that is on, its amount, and what it does to an image.
+ *
+ * @example showTable(tslab.display, augmentTable(TRACE_AUGMENT))
+ */
+export function augmentTable(options: AugmentOptions): Table {
+  const rows: (string | number | null)[][] = [];
+  for (const [key, meaning] of Object.entries(AUGMENT_MEANINGS) as [keyof AugmentOptions, (v: string) => string][]) {
+    const value = options[key];
+    if (value === undefined || value === false || value === 0) continue;
+    const shown = Array.isArray(value) ? value.join('-') : value === true ? 'on' : String(value);
+    rows.push([key, shown, meaning(shown)]);
+  }
+  return { columns: ['option', 'value', 'what it does'], rows };
 }
 
 /**

@@ -13,6 +13,8 @@ import {
   groupMetricsTable,
   interruptSignal,
   labeledSamples,
+  augmentTable,
+  datasetTable,
   leakageTable,
   runSummaryTable,
   liveTrainingChart,
@@ -337,6 +339,30 @@ test('groupMetricsTable and leakageTable', () => {
   const alone = { threshold: 10, identicalAcrossSplits: [], nearDuplicatesAcrossSplits: [], identicalAcrossPatients: [], clean: true };
   assert.equal(leakageTable(alone, { splits: ['train'] }).rows[3]?.[2], 'one split only (train): nothing to compare across splits; validation is carved from it by patient');
   assert.equal(leakageTable(alone, { splits: ['train', 'test'] }).rows[3]?.[2], 'clean: no image is shared across splits');
+});
+
+test('datasetTable: one row per fact, the source left out where it is the path', () => {
+  const archive = { kind: 'archive' as const, path: '/d/ChestXRay2017.zip', bytes: 2048, sha256: 'ab'.repeat(32), source: 'v2', url: 'https://x.example/a.zip', resumed: true, downloaded: true };
+  assert.deepEqual(datasetTable(archive).rows, [
+    ['source', 'v2'], ['archive', '/d/ChestXRay2017.zip'], ['size', '2.0 KB (2,048 bytes)'], ['SHA-256', 'ab'.repeat(32)],
+    ['from', 'https://x.example/a.zip'], ['this time', 'downloaded, resuming an earlier partial file'],
+  ]);
+  const local = datasetTable({ ...archive, source: '/d/ChestXRay2017.zip', downloaded: false, resumed: false, url: undefined } as unknown as Parameters<typeof datasetTable>[0]);
+  assert.deepEqual(local.rows.map((r) => r[0]), ['archive', 'size', 'SHA-256', 'this time']);
+  assert.equal(local.rows.at(-1)?.[1], 'already there: verified, not downloaded');
+  assert.deepEqual(datasetTable({ kind: 'folder', path: 'data/x', source: 'data/x' }).rows.map((r) => r[0]), ['folder', 'taken as it is']);
+});
+
+test('augmentTable: each option that is on, its amount and what it does', () => {
+  assert.deepEqual(augmentTable({ flip: false, rotateDegrees: 7, brightness: 0.05, jpegQuality: [40, 95], localContrast: 0.3, noise: 0 }), {
+    columns: ['option', 'value', 'what it does'],
+    rows: [
+      ['rotateDegrees', '7', 'rotated by up to 7 degrees either way'],
+      ['brightness', '0.05', 'every pixel shifted by the same amount, up to ±0.05 (pixels from 0 to 1)'],
+      ['jpegQuality', '40-95', 're-compressed as JPEG at a quality from 40 to 95'],
+      ['localContrast', '0.3', 'probability 0.3 of a CLAHE-like local contrast enhancement'],
+    ],
+  });
 });
 
 test('runSummaryTable: the kept model\'s figures named as validation figures, three decimals', () => {
