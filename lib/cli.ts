@@ -7,7 +7,7 @@ import { augmentFromName } from './augment.js';
 import { DEFAULTS, KNOWN_PRESETS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
 import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, outputsClash, predict } from './evaluate.js';
-import { hasCheckpoint, presetOfRun, train, type EpochRecord } from './train.js';
+import { hasCheckpoint, train, type EpochRecord } from './train.js';
 import { checkUploadOptions, upload } from './upload.js';
 import { HYPERPARAMETERS, runSageMakerTrainingUntilSignal } from './sagemaker.js';
 import { serveUntilSignal } from './serve.js';
@@ -16,7 +16,7 @@ import { diagnose, pneumotypeVersion } from './doctor.js';
 import { ArchiveError, ConfigError, MAX_TIMER_MS, PneumotypeError, UsageError, messageOf, quote } from './errors.js';
 import { fetchDataset, resolveSource, shownUrl } from './fetch.js';
 import type { FailedImage } from './images.js';
-import { defaultPreset, runPipeline, prepareStep } from './pipeline.js';
+import { presetForRun, runPipeline, prepareStep } from './pipeline.js';
 import { relabel } from './relabel.js';
 import { extractRemoteZip } from './remote-zip.js';
 import { endProgressLine, formatBytes, progressRenderer } from './terminal.js';
@@ -650,11 +650,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         if (values.graph) overrides.graphOps = true;
         if (values.eager) overrides.graphOps = false;
         checkNetworkOptions(values, resolveConfig(named, overrides).model);
-        // As run: gpu with a native GPU backend, else cpu (DEFAULTS alone would be 224 px, far slower on a CPU); a
-        // resumed run keeps the preset it was started with (none, before this default; gpu on another machine).
-        const auto = named === undefined ? defaultPreset() : undefined;
-        const own = auto !== undefined && values.resume ? await presetOfRun(values.out, overrides, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
-        const p = named ?? (own !== undefined ? own.preset : auto);
+        // As run: gpu with a native GPU backend, else cpu; a resumed run keeps the preset it was started with (none,
+        // before this default; gpu on another machine).
+        const p = await presetForRun(named, { out: values.out, overrides, resume: values.resume === true });
         // A mistyped --out with --resume would otherwise start a new run without a word.
         if (values.resume && !(await hasCheckpoint(values.out))) {
           process.stderr.write(`pneumotype train: nothing to resume in ${quote(resolve(values.out))} (no checkpoint there yet): starting a new run\n`);

@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import { DEFAULTS } from './config.js';
 import { ImageError, messageOf, quote } from './errors.js';
 
-/** An image that could not be used, and why (the message of its ImageError). */
+/** An image that could not be used, and why (an ImageError's message, a file changed since relabel, …). */
 export interface FailedImage {
   readonly file: string;
   readonly reason: string;

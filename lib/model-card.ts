@@ -8,7 +8,7 @@ import { maskUserInfo } from './fetch.js';
 import { readJsonFile, writeFileAtomic } from './fsx.js';
 import { calibrationOf, type Interval } from './metrics.js';
 import { MODEL_CATALOG, resolveModelOptions, type ResolvedModelOptions } from './models.js';
-import { readCard, type EpochRecord, type ModelCard } from './train.js';
+import { historyIsOfCard, readCard, type EpochRecord, type ModelCard } from './train.js';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
 const ci = (i: Interval): string => `${pct(i.value)} [${pct(i.low)}, ${pct(i.high)}]`;
@@ -53,7 +53,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     '',
     '```sh',
     'npx pneumotype predict path/to/xray.jpeg            # {"file":…,"label":"virus","probabilities":{…}}',
-    'npx pneumotype evaluate --data ChestXRay2017.zip --split test   # or its test/ folder; --split val: the validation patients',
+    'npx pneumotype evaluate --data ChestXRay2017.zip --split test   # or its test/ folder; --data data/labeled --split val: the validation patients',
     '```',
     '',
     'Files: `model.json` + `weights.bin` (TensorFlow.js layers format: `tf.loadLayersModel` in Node or a browser),',
@@ -178,9 +178,7 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
  * history.json of a rerun, as models/default ships) the card's own time to the chosen epoch.
  */
 function trainingTime(history: readonly EpochRecord[], t: ModelCard['training']): string {
-  const toBest = history.filter((e) => e.epoch <= t.epoch).reduce((sum, e) => sum + e.seconds, 0);
-  const sameRun = history.length > 0 && Math.abs(toBest - t.seconds) <= Math.max(5, 0.05 * t.seconds);
-  return sameRun
+  return historyIsOfCard(history, t)
     ? `${(history.reduce((sum, e) => sum + e.seconds, 0) / 60).toFixed(1)} minutes`
     : `${(t.seconds / 60).toFixed(1)} minutes to the chosen epoch`;
 }

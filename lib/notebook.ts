@@ -16,7 +16,7 @@ import { shownUrl, type ObtainedDataset } from './fetch.js';
 import { parsePredictionsCsv, trainingCurvesFigure, type GraySample, type PredictionRow } from './plots.js';
 import type { Progress, ProgressCallback } from './progress.js';
 import { createRng, shuffled } from './random.js';
-import { escapeHtml, groupsTable, type Table } from './report.js';
+import { escapeHtml, groupsTable, oneSplitNote, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
 import type { EpochRecord, TrainResult } from './train.js';
@@ -635,7 +635,7 @@ export function runSummaryTable(run: Pick<TrainResult, 'bestEpoch' | 'stoppedEar
  * @example showTable(tslab.display, leakageTable(summary.leakage, { splits: Object.keys(summary.counts) }))
  */
 export function leakageTable(audit: LeakageAudit, options: { splits?: readonly string[] } = {}): Table {
-  const one = options.splits !== undefined && options.splits.length < 2;
+  const single = options.splits === undefined ? undefined : oneSplitNote(options.splits);
   const first = <T>(pairs: readonly T[], show: (p: T) => string): string => (pairs[0] === undefined ? '—' : show(pairs[0]));
   return {
     columns: ['check', 'pairs', 'first example'],
@@ -650,8 +650,8 @@ export function leakageTable(audit: LeakageAudit, options: { splits?: readonly s
       [
         'verdict',
         null,
-        one
-          ? `one split only (${options.splits?.join('') || 'none'}): nothing to compare across splits; validation is carved from it by patient`
+        single !== undefined
+          ? single
           : audit.clean ? 'clean: no image is shared across splits' : 'images are shared across splits: test scores would be inflated',
       ],
     ],

@@ -14,7 +14,7 @@ import type { AugmentOptions } from './augment.js';
 import { readGroups, type GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord, type CalibrationResult } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
-import { configHash, readCard, recipeDifferences, runFinished, train, type ModelCard, type TrainResult } from './train.js';
+import { configHash, presetOfRun, readCard, recipeDifferences, runFinished, train, type ModelCard, type TrainResult } from './train.js';
 import { ArchiveError, CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
@@ -114,6 +114,23 @@ export type PipelineStep = 'fetch' | 'relabel' | 'prepare' | 'train' | 'calibrat
 /** The preset `run` uses when none is given: PNEUMOTYPE_PRESET (checked: an unknown name is a ConfigError), else gpu with a native GPU backend, else cpu. */
 export function defaultPreset(): PresetName {
   return envPreset() ?? (loadTfWithInfo().info.package === '@tensorflow/tfjs-node-gpu' ? 'gpu' : 'cpu');
+}
+
+/**
+ * The preset a training run into `out` uses: the one named, else the one the run folder was started with when it is
+ * resumed (none, for runs from before this default), else {@link defaultPreset} (DEFAULTS alone would be 224 px,
+ * which learns the copy pipelines and is far slower on a CPU). `train` and `sagemaker train` both choose so.
+ *
+ * @example await presetForRun(undefined, { out: 'runs/cpu', overrides: {}, resume: true }) // 'cpu' on a CPU machine
+ */
+export async function presetForRun(
+  named: PresetName | undefined,
+  options: { readonly out: string; readonly overrides: Partial<Config>; readonly resume: boolean },
+): Promise<PresetName | undefined> {
+  if (named !== undefined) return named;
+  const auto = defaultPreset();
+  const own = options.resume ? await presetOfRun(options.out, options.overrides, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
+  return own !== undefined ? own.preset : auto;
 }
 
 /** The preset PNEUMOTYPE_PRESET names (checked), undefined where it is unset or empty. */

@@ -28,7 +28,7 @@ import {
   type PredictionRow,
 } from './plots.js';
 import type { RelabelSummary } from './relabel.js';
-import type { EpochRecord, ModelCard } from './train.js';
+import { historyIsOfCard, type EpochRecord, type ModelCard } from './train.js';
 import { maskUserInfo } from './fetch.js';
 
 /** A table of a report or a notebook: a header row and rows of cells (null shows as an em dash). */
@@ -508,10 +508,24 @@ export function groupsTable(byGroup: Readonly<Record<string, GroupMetrics>>): Ta
  * the overall figures cannot tell the lungs from the pipeline.
  */
 const SHORTCUT_CAVEAT =
-  'Caveat: in the shared Kermany data the files come from three copy pipelines that go with the label (most bacterial ' +
-  'images from one, most normal and viral images from another), and a network can learn the pipeline instead of the ' +
-  'lungs. These overall figures cannot tell the two apart: `pneumotype evaluate --groups CSV:derived_from` breaks them ' +
-  'down by pipeline (docs/experiments.md of the repository shows it for every run).';
+  'Caveat: copies of this dataset circulate that were made by different pipelines whose traces go with the label (the ' +
+  'project\'s shared 224 px images come from three: most bacterial images from one, most normal and viral images from ' +
+  'another), and a network can learn the pipeline instead of the lungs. Where the images are such copies, these overall ' +
+  'figures cannot tell the two apart: `pneumotype evaluate --groups CSV:derived_from` breaks them down by pipeline ' +
+  '(docs/experiments.md of the repository shows it for every run).';
+
+/**
+ * What the leakage audit of a labelled folder with one split compared (nothing across splits), undefined where it
+ * has two or more. The train split alone (the shared data) is where validation is carved, by patient id.
+ *
+ * @example oneSplitNote(['train']) // 'one split only (train): nothing to compare across splits; validation is carved from it by patient id'
+ */
+export function oneSplitNote(splits: readonly string[]): string | undefined {
+  if (splits.length >= 2) return undefined;
+  const [only] = splits;
+  if (only === undefined) return 'no split: nothing to compare';
+  return `one split only (${only}): nothing to compare across splits${only === 'train' ? '; validation is carved from it by patient id' : ''}`;
+}
 
 /** The evaluation's per-group figures, undefined where it has none. */
 function byGroupOf(evaluation: EvaluationReport | undefined): Readonly<Record<string, GroupMetrics>> | undefined {
@@ -552,8 +566,7 @@ function runLength(card: ModelCard, history: readonly EpochRecord[] | undefined)
   }
   const seconds = history.length > 0 ? history.reduce((sum, r) => sum + r.seconds, 0) : card.training.seconds;
   // A history of a rerun (models/default ships the replay's) times other epochs than the card: say whose each is.
-  const toBest = history.filter((r) => r.epoch <= card.training.epoch).reduce((sum, r) => sum + r.seconds, 0);
-  const otherRun = Math.abs(toBest - card.training.seconds) > Math.max(5, 0.05 * card.training.seconds);
+  const otherRun = history.length > 0 && !historyIsOfCard(history, card.training);
   const cardTime = otherRun ? `; the model card records ${Math.round(card.training.seconds)} s to the best epoch, for the run that made these weights` : '';
   return `${Math.max(history.length, card.training.epoch)} of ${card.training.epochs} epochs in ${Math.round(seconds)} s${otherRun ? ' by history.json' : ''} ` +
     `(best: epoch ${card.training.epoch}${cardTime})`;
@@ -705,10 +718,12 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     if (await exists(summaryPath)) {
       const summary = await readJson<RelabelSummary>(summaryPath, 'dataset summary');
       const leak = summary.leakage;
-      const splits = Object.keys(summary.counts);
-      const leakText = splits.length < 2
-        ? `One split here (${splits.join('') || 'none'}): the validation images are carved from it by patient, so no child is on both sides; ` +
-          'the cross-split duplicate check has nothing to compare.'
+      const single = oneSplitNote(Object.keys(summary.counts));
+      const leakText = single !== undefined
+        ? `${single.charAt(0).toUpperCase()}${single.slice(1)}.` +
+          (leak && leak.identicalAcrossPatients.length > 0
+            ? ` ${leak.identicalAcrossPatients.length} byte-identical images sit under two patient ids, which the grouping by patient cannot see.`
+            : '')
         : leak?.clean
         ? 'No image is shared across splits (byte-identical or near-duplicate).'
         : leak

@@ -11,8 +11,8 @@ import { filesNotAsListed, MANIFEST_FILE, readManifest } from './manifest.js';
 import { TRAINING_THUMBNAILS_FILE } from './phash.js';
 import type { ProgressCallback } from './progress.js';
 import { relabel } from './relabel.js';
-import { defaultPreset } from './pipeline.js';
-import { presetOfRun, train, type TrainResult } from './train.js';
+import { presetForRun } from './pipeline.js';
+import { train, type TrainResult } from './train.js';
 import { UPLOAD_MANIFEST_NAME } from './upload.js';
 
 /** Where SageMaker mounts everything in a training or hosting container. */
@@ -398,11 +398,8 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
       const parsed = parseHyperparameters(raw, paths.hyperparameters, process.env.PNEUMOTYPE_PRESET);
       const resume = parsed.resume && (await exists(paths.checkpoints));
       if (await exists(paths.checkpoints)) runDir = join(paths.checkpoints, 'run');
-      // No preset named: as `train` (DEFAULTS alone are 224 px, which learns the copy pipelines); a run resumed from
-      // the checkpoints keeps the preset it was started with (none, before this default).
-      const auto = parsed.preset === undefined ? defaultPreset() : undefined;
-      const own = auto !== undefined && resume ? await presetOfRun(runDir, parsed.config, [auto, 'cpu', 'gpu', 'smoke', undefined]) : undefined;
-      const plan: TrainingPlan = { ...parsed, preset: parsed.preset ?? (own !== undefined ? own.preset : auto) };
+      // No preset named: as `train`; a run resumed from the checkpoints keeps the preset it was started with.
+      const plan: TrainingPlan = { ...parsed, preset: await presetForRun(parsed.preset, { out: runDir, overrides: parsed.config, resume }) };
       plannedEpochs = resolveConfig(plan.preset, plan.config).epochs;
       calibrationWanted = plan.calibrate;
       resumed = resume;

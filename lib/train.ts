@@ -286,6 +286,19 @@ export async function presetOfRun(
 }
 
 /**
+ * True when `history` is of the run that made the card's weights: its epochs up to the chosen one add up to the
+ * card's training time (within 5 %, at least 5 s). models/default ships the history of a rerun, whose seconds are
+ * the rerun's. False for an empty history.
+ *
+ * @example historyIsOfCard(history, card.training) // false for a rerun's history.json
+ */
+export function historyIsOfCard(history: readonly EpochRecord[], training: Pick<ModelCard['training'], 'epoch' | 'seconds'>): boolean {
+  if (history.length === 0) return false;
+  const toBest = history.filter((e) => e.epoch <= training.epoch).reduce((sum, e) => sum + e.seconds, 0);
+  return Math.abs(toBest - training.seconds) <= Math.max(5, 0.05 * training.seconds);
+}
+
+/**
  * A model card (pneumotype.json), or a CacheError naming the file when it cannot be read as one.
  *
  * @example (await readCard('runs/cpu/model/pneumotype.json')).training.epoch

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { evaluateModel, evaluationEntryFilter, evaluationSummary, loadModel, metricsByGroup, predict, splitCaveats } from '../lib/evaluate.js';
 import { relabel } from '../lib/relabel.js';
 import { loadTf } from '../lib/tf.js';
-import type { EpochRecord, ModelCard } from '../lib/train.js';
+import { historyIsOfCard, type EpochRecord, type ModelCard } from '../lib/train.js';
 import { datasetFiles } from './helpers/fixtures.js';
 import { trainFixtureModel } from './helpers/fixture-model.js';
 
@@ -582,6 +582,7 @@ test('the model card renders data, architecture, training, metrics with interval
   // A history.json of a rerun (other seconds than the card's run): the card's own time to its epoch, not the rerun's.
   const rerun = renderModelCard(card, history.map((e) => ({ ...e, seconds: e.seconds + 100 })), evaluation);
   assert.ok(rerun.includes(`(these weights), ${(card.training.seconds / 60).toFixed(1)} minutes to the chosen epoch on `), rerun);
+  assert.ok(historyIsOfCard(history, card.training) && !historyIsOfCard([], card.training));
   assert.match(text, /- The official test split is held out: this project has never scored it \(it is scored independently\)\. The figures\n/);
   assert.doesNotMatch(again, /anti-aliased/);
   const antialiased = renderModelCard({ ...card, model: { ...card.model, name: 'resnet', antialias: true } }, history, evaluation);

@@ -337,7 +337,8 @@ test('groupMetricsTable and leakageTable', () => {
   assert.equal(audit.rows[3]?.[2], 'images are shared across splits: test scores would be inflated');
   // The shared train split alone: a clean audit compared nothing, and says so.
   const alone = { threshold: 10, identicalAcrossSplits: [], nearDuplicatesAcrossSplits: [], identicalAcrossPatients: [], clean: true };
-  assert.equal(leakageTable(alone, { splits: ['train'] }).rows[3]?.[2], 'one split only (train): nothing to compare across splits; validation is carved from it by patient');
+  assert.equal(leakageTable(alone, { splits: ['train'] }).rows[3]?.[2], 'one split only (train): nothing to compare across splits; validation is carved from it by patient id');
+  assert.equal(leakageTable(alone, { splits: ['test'] }).rows[3]?.[2], 'one split only (test): nothing to compare across splits');
   assert.equal(leakageTable(alone, { splits: ['train', 'test'] }).rows[3]?.[2], 'clean: no image is shared across splits');
 });
 

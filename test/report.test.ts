@@ -273,7 +273,7 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   assert.ok(groupedHtml.includes('<tr><td>copies</td><td class="num">2</td><td>0 / 2 / 0</td><td class="num">0.500</td><td class="num">0.500</td><td>—</td><td class="num">0.500</td><td>—</td><td>—</td></tr>'), 'no recall without images of a class, no AUC without both pneumonia classes');
   assert.ok(!groupedHtml.includes('<th scope="col">macro-F1</th>'), 'no macro-F1 per group: a class a group lacks would count as 0');
   // The copy-pipeline caveat stands in for the per-group table where there is none.
-  const caveat = 'Caveat: in the shared Kermany data the files come from three copy pipelines that go with the label';
+  const caveat = 'Caveat: copies of this dataset circulate that were made by different pipelines whose traces go with the label';
   assert.ok(!groupedHtml.includes(caveat) && html.includes(caveat));
   // Not a medical device: under the title and in the footer of every run report.
   const notice = 'Research and teaching software, not a medical device: not clinically validated, not for diagnosis or treatment.';
