@@ -15,7 +15,7 @@ import { readGroups, type GroupingSource } from './balance.js';
 import { calibrateModel, type CalibrationRecord, type CalibrationResult } from './calibrate.js';
 import { evaluateModel, evaluationSummary, type EvaluateResult } from './evaluate.js';
 import { configHash, presetOfRun, readCard, recipeDifferences, runFinished, train, type ModelCard, type TrainResult } from './train.js';
-import { ArchiveError, CacheError, ConfigError, LabelError, messageOf, quote } from './errors.js';
+import { ArchiveError, CacheError, ConfigError, LabelError, UsageError, messageOf, quote } from './errors.js';
 import { writeRunReport } from './report.js';
 import { loadTfWithInfo } from './tf.js';
 import { extractRemoteZip, type RemoteExtractResult } from './remote-zip.js';
@@ -187,7 +187,8 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   const resolved = resolveSource(source);
   const url = resolved.kind === 'known' ? resolved.known.url : resolved.kind === 'url' ? resolved.url : undefined;
   if (options.remote === true && url === undefined) {
-    throw new ConfigError(`remote reads an archive over HTTP with Range requests; ${quote(source)} is a local path: leave out --remote`, { path: source });
+    // An option that cannot go with the source given: a usage error (the CLI's status 2), a ConfigError to callers.
+    throw new UsageError(`remote reads an archive over HTTP with Range requests; ${quote(source)} is a local path: leave out --remote`, { path: source });
   }
   const remote = url !== undefined && (options.remote ?? (resolved.kind === 'known' && resolved.known.name === 'v3'));
   // A folder (an archive extracted by other means) is relabelled as it is: nothing to fetch. (resolveSource has named

@@ -117,6 +117,7 @@ test('help, unknown commands and bad options', () => {
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--init-from', 'm', '--freeze', '--unfreeze'], '--freeze and --unfreeze cannot be given together'],
     [['train', '--out', join(tmpdir(), 'pneumotype-never-made'), '--eager', '--graph'], '--eager and --graph cannot be given together'],
     [['run', '--remote', '--download-whole'], '--remote and --download-whole cannot be given together'],
+    [['run', '--remote', '--source', tmpdir()], `remote reads an archive over HTTP with Range requests; "${tmpdir()}" is a local path: leave out --remote`],
     [['run', '--no-train', '--out', 'runs/x', '--no-calibrate'], '--out, --no-calibrate are for training, which --no-train leaves out'],
     [['fetch', '--sha256', 'abc'], '--sha256 "abc" is not 64 hexadecimal digits'],
     [['upload', '--bucket', 'Bad_Bucket'], 'bucket "Bad_Bucket" is not a valid S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit): pass --bucket NAME'],

@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from '
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
+import { ConfigError } from '../lib/errors.js';
 import { readManifest } from '../lib/manifest.js';
 import { defaultPreset, runPipeline } from '../lib/pipeline.js';
 import { train } from '../lib/train.js';
@@ -119,8 +120,9 @@ test('run on a folder (an archive extracted by other means): nothing to fetch, r
   const grown = await runPipeline({ source: tree, dataDir, preset: 'smoke', train: false });
   assert.deepEqual(grown.steps.map((s) => s.skipped), [true, false, false]);
   assert.equal(grown.cache.index.images.length, 13);
+  await assert.rejects(runPipeline({ source: tree, remote: true, dataDir, preset: 'smoke', train: false }), (err: unknown) => err instanceof ConfigError && err.name === 'UsageError');
   await assert.rejects(runPipeline({ source: tree, remote: true, dataDir, preset: 'smoke', train: false }), {
-    name: 'ConfigError',
+    name: 'UsageError',
     message: `remote reads an archive over HTTP with Range requests; "${tree}" is a local path: leave out --remote`,
   });
 });
