@@ -3,7 +3,7 @@ import { open, readdir, readFile, realpath, rename, rm, stat, writeFile } from '
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { LayersModel, Optimizer, Variable, io } from '@tensorflow/tfjs';
 import { CacheError, ConfigError, messageOf, quote } from './errors.js';
-import { ensureFolder, exists, isAlive, outputError, sha256 } from './fsx.js';
+import { ensureFolder, exists, isAlive, isRootedAnywhere, outputError, sha256 } from './fsx.js';
 import { loadTf } from './tf.js';
 
 type NamedTensor = Awaited<ReturnType<Optimizer['getWeights']>>[number];
@@ -249,7 +249,7 @@ export async function readModelArtifacts(dir: string): Promise<io.ModelArtifacts
     specs.push(...group.weights);
     for (const p of group.paths) {
       // By name (../x, /x, C:x) and where it leads (a link out of the folder): never read from outside it.
-      const named = typeof p === 'string' && p !== '' && !isAbsolute(p) && !/^[A-Za-z]:/.test(p) && isInside(root, resolve(root, p));
+      const named = typeof p === 'string' && p !== '' && !isRootedAnywhere(p) && isInside(root, resolve(root, p));
       const real = named ? await realpath(join(dir, p)).catch(() => resolve(root, p)) : '';
       if (!named || !isInside(root, real)) {
         throw new CacheError(`the model ${quote(path)} names the weights file ${quote(p)}, outside its folder: expected a file inside ${quote(dir)}`, { path });

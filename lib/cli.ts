@@ -6,7 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { augmentFromName } from './augment.js';
 import { DEFAULTS, KNOWN_PRESETS, PRESETS, presetAlias, resolveConfig, type Config, type PresetName } from './config.js';
 import { calibrateModel } from './calibrate.js';
-import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, outputsClash, predict } from './evaluate.js';
+import { evaluateModel, evaluationSummary, expandImagePaths, listFailed, loadModel, predict } from './evaluate.js';
 import { hasCheckpoint, train, type EpochRecord } from './train.js';
 import { checkUploadOptions, upload } from './upload.js';
 import { HYPERPARAMETERS, runSageMakerTrainingUntilSignal } from './sagemaker.js';
@@ -681,8 +681,6 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'evaluate': {
         const split = oneOf(values, 'split', ['test', 'val'] as const) ?? 'test';
         const bootstrap = number(values, 'bootstrap', whole(0, MAX_BOOTSTRAP));
-        const clash = outputsClash(values.out, values.predictions);
-        if (clash !== undefined) throw new UsageError(clash);
         const r = await evaluateModel({
           ...(values.model !== undefined ? { model: values.model } : {}),
           data: values.data ?? DEFAULTS.labeledDir,

@@ -8,7 +8,7 @@ import { groupOf, readGroups, type GroupingSource } from './balance.js';
 import { layersModelFromArtifacts, readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES, DEFAULTS, type EvaluationSplit, type Label } from './config.js';
 import { toCsv } from './csv.js';
-import { CacheError, ConfigError, ImageError, LabelError, OutputError, checkInteger, messageOf, quote } from './errors.js';
+import { CacheError, ConfigError, ImageError, LabelError, OutputError, UsageError, checkInteger, messageOf, quote } from './errors.js';
 import { checkOutputFile, exists, listFiles, sha256, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import type { CalibrationFigures } from './calibrate.js';
 import { decodeGray, type FailedImage } from './images.js';
@@ -663,7 +663,7 @@ export async function predictSplit(
  *
  * @example outputsClash('e.json', './e.json') // 'the evaluation (--out) and the predictions (--predictions) are both "e.json": ...'
  */
-export function outputsClash(out: string | undefined, predictions: string | undefined): string | undefined {
+function outputsClash(out: string | undefined, predictions: string | undefined): string | undefined {
   if (out === undefined || predictions === undefined || resolve(out) !== resolve(predictions)) return undefined;
   return `the evaluation (--out) and the predictions (--predictions) are both ${quote(out)}: the CSV would replace the JSON; give two files`;
 }
@@ -680,8 +680,9 @@ export async function evaluateModel(options: EvaluateModelOptions = {}): Promise
   const split = options.split ?? 'test';
   // Read before any image is scored: a bad grouping CSV, or an output path that cannot be written, is found first.
   const groups = options.groups ? await readGroups(options.groups) : undefined;
+  // Two options that cannot go together: a usage error (the CLI's status 2), a ConfigError to callers.
   const clash = outputsClash(options.out, options.predictions);
-  if (clash !== undefined) throw new ConfigError(clash, { path: options.out ?? '' });
+  if (clash !== undefined) throw new UsageError(clash, { path: options.out ?? '' });
   for (const path of [options.out, options.predictions]) if (path) await checkOutputFile(path);
   const loaded = await loadModel(options.model);
   try {

@@ -70,6 +70,15 @@ export type ObtainedDataset = (FetchResult & { readonly kind: 'archive' }) | { r
 export type ResolvedSource = { kind: 'known'; known: KnownSource } | { kind: 'url'; url: string } | { kind: 'path'; path: string };
 
 /**
+ * Whether a source or model location is an http(s) URL (any case of the scheme), as opposed to a path or a known name.
+ *
+ * @example isHttpUrl('HTTPS://example.org/model.json') // true
+ */
+export function isHttpUrl(text: string): boolean {
+  return /^https?:\/\//i.test(text);
+}
+
+/**
  * Classifies a source string: a known name ('v2', 'v3'), an http(s) URL, or the path of an existing file or folder.
  * Anything else is a ConfigError that lists the accepted forms.
  *
@@ -79,7 +88,7 @@ export type ResolvedSource = { kind: 'known'; known: KnownSource } | { kind: 'ur
  */
 export function resolveSource(source: string): ResolvedSource {
   if (Object.hasOwn(SOURCES, source)) return { kind: 'known', known: SOURCES[source as keyof typeof SOURCES] };
-  if (/^https?:\/\//i.test(source)) {
+  if (isHttpUrl(source)) {
     try {
       return { kind: 'url', url: new URL(source).href };
     } catch (err) {
@@ -111,7 +120,7 @@ export function resolveSource(source: string): ResolvedSource {
  */
 export function archivePathFor(source: string, outDir: string = DEFAULTS.downloadsDir): string | undefined {
   if (Object.hasOwn(SOURCES, source)) return join(outDir, SOURCES[source as keyof typeof SOURCES].fileName);
-  if (/^https?:\/\//i.test(source)) {
+  if (isHttpUrl(source)) {
     try {
       return join(outDir, fileNameFromUrl(new URL(source).href));
     } catch {

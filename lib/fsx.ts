@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { messageOf, OutputError, PneumotypeError, quote } from './errors.js';
 
 /**
@@ -124,6 +124,16 @@ export async function outputError(path: string, err: unknown, folder = dirname(p
             : ['', ''];
   const message = what === '' ? `${quote(path)} cannot be written ${system}` : `${quote(path)} cannot be written: ${what} ${system}; ${advice}`;
   return new OutputError(message, { path, cause: err });
+}
+
+/**
+ * Whether a relative path read from a file (a manifest row, a model.json's weights path) is in fact rooted, here or on
+ * Windows: `/x`, or a drive such as `C:x`. Such a path never lies inside the folder it was meant to be relative to.
+ *
+ * @example isRootedAnywhere('C:weights.bin') // true
+ */
+export function isRootedAnywhere(path: string): boolean {
+  return isAbsolute(path) || /^[A-Za-z]:/.test(path);
 }
 
 /** Writes JSON (2-space indented, trailing newline) atomically. */

@@ -1,10 +1,10 @@
 // The labelled dataset's manifest.csv: one row per image, the contract between relabel, prepare, upload and training.
 import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import { CLASSES, SPLIT_NAMES, type Label, type Split } from './config.js';
 import { csvRowOf, parseCsv, toCsv } from './csv.js';
 import { LabelError, quote } from './errors.js';
-import { sha256, writeFileAtomic } from './fsx.js';
+import { isRootedAnywhere, sha256, writeFileAtomic } from './fsx.js';
 
 /** One image of the labelled dataset. `file` is relative to the labelled folder: `train/virus/person1_virus_6.jpeg`. */
 export interface ManifestRow {
@@ -105,7 +105,7 @@ function parseManifest(text: string, path: string, dir: string): ManifestRow[] {
     const file = r.file ?? '';
     if (file === '') throw new LabelError(`${where}: file ${quote(file)} is empty; expected a path relative to ${quote(dir)}`, { path });
     // Rows are read from folders that others made (a SageMaker channel): none may point outside its folder.
-    if (isAbsolute(file) || /^[A-Za-z]:/.test(file) || file.split(/[\\/]/).includes('..')) {
+    if (isRootedAnywhere(file) || file.split(/[\\/]/).includes('..')) {
       throw new LabelError(`${where}: file ${quote(file)} points outside ${quote(dir)}; expected a path inside it`, { path });
     }
     const sha256 = r.sha256 ?? '';

@@ -12,11 +12,11 @@ import { listFiles } from './fsx.js';
 import type { GroupMetrics } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { readManifest } from './manifest.js';
-import { shownUrl, type ObtainedDataset } from './fetch.js';
+import { isHttpUrl, shownUrl, type ObtainedDataset } from './fetch.js';
 import { parsePredictionsCsv, trainingCurvesFigure, type GraySample, type PredictionRow } from './plots.js';
 import type { Progress, ProgressCallback } from './progress.js';
 import { createRng, shuffled } from './random.js';
-import { escapeHtml, groupsTable, oneSplitNote, type Table } from './report.js';
+import { escapeHtml, fmt, groupsTable, oneSplitNote, type Table } from './report.js';
 import { describeProgress, formatBytes } from './terminal.js';
 import { loadTf } from './tf.js';
 import type { EpochRecord, TrainResult } from './train.js';
@@ -134,7 +134,7 @@ export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: strin
   const preset = presetName as PresetName;
   const config = resolveConfig(preset);
   const rawSource = from('source', config.source);
-  const source = /^(v2|v3)$/.test(rawSource) || /^https?:\/\//i.test(rawSource) ? rawSource : resolve(root, rawSource);
+  const source = /^(v2|v3)$/.test(rawSource) || isHttpUrl(rawSource) ? rawSource : resolve(root, rawSource);
   const dataDir = resolve(root, from('dataDir', config.dataDir));
   const runDir = resolve(root, from('runDir', join('runs', `notebook-${preset}`)));
   const reportsDir = resolve(root, from('reportsDir', join(dataDir, 'reports')));
@@ -620,10 +620,9 @@ export function augmentTable(options: AugmentOptions): Table {
  */
 export function runSummaryTable(run: Pick<TrainResult, 'bestEpoch' | 'stoppedEarly' | 'card'>): Table {
   const v = run.card.validation;
-  const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
   return {
     columns: ['best epoch', 'stopped early', 'training steps', 'val accuracy', 'val macro-F1', 'val balanced accuracy', 'val loss'],
-    rows: [[run.bestEpoch, run.stoppedEarly ? 'yes' : 'no', run.card.training.engine ?? 'n/a', f(v.accuracy), f(v.macroF1), f(v.balancedAccuracy), f(v.loss)]],
+    rows: [[run.bestEpoch, run.stoppedEarly ? 'yes' : 'no', run.card.training.engine ?? 'n/a', fmt(v.accuracy), fmt(v.macroF1), fmt(v.balancedAccuracy), fmt(v.loss)]],
   };
 }
 

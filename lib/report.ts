@@ -379,7 +379,8 @@ async function readJson<T>(path: string, what: string): Promise<T> {
   }
 }
 
-function fmt(v: number | undefined | null, digits = 3): string {
+/** A figure to `digits` decimals, as reports and notebook tables show them: n/a for a value that is no number. */
+export function fmt(v: number | undefined | null, digits = 3): string {
   return v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toFixed(digits);
 }
 
@@ -783,6 +784,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   }), predictionsPath) : undefined;
 
   const evaluationSplit = evaluation && 'split' in evaluation && typeof evaluation.split === 'string' ? evaluation.split : 'test';
+  const byGroup = byGroupOf(evaluation);
   if (evaluation) {
     const split = evaluationSplit;
     const boot = evaluation.bootstrap;
@@ -801,7 +803,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
         '\n\nThe binary views: normal versus pneumonia ranks every image by 1 − p(normal); bacteria versus virus takes the true ' +
         'pneumonia images alone and compares p(virus) with p(bacteria), whatever p(normal) is, so its sensitivity is not the ' +
         'virus recall of the confusion matrix (a virus image called normal can count as found there).' +
-        (byGroupOf(evaluation) === undefined ? `\n\n${SHORTCUT_CAVEAT}` : '') +
+        (byGroup === undefined ? `\n\n${SHORTCUT_CAVEAT}` : '') +
         // Evaluations written before `caveats` have none: the card's calibration record says the same of the temperature.
         (Array.isArray(read?.caveats) && read.caveats.length > 0
           ? `\n\nOptimistic figures: ${read.caveats.map((c) => `${c.charAt(0).toUpperCase()}${c.slice(1)}.`).join(' ')}`
@@ -828,7 +830,6 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     );
   }
 
-  const byGroup = byGroupOf(evaluation);
   if (byGroup) {
     sections.push({
       heading: 'Metrics per group',

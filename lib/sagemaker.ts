@@ -396,8 +396,9 @@ export async function runSageMakerTraining(options: SageMakerTrainingOptions = {
         }
       }
       const parsed = parseHyperparameters(raw, paths.hyperparameters, process.env.PNEUMOTYPE_PRESET);
-      const resume = parsed.resume && (await exists(paths.checkpoints));
-      if (await exists(paths.checkpoints)) runDir = join(paths.checkpoints, 'run');
+      const hasCheckpoints = await exists(paths.checkpoints);
+      const resume = parsed.resume && hasCheckpoints;
+      if (hasCheckpoints) runDir = join(paths.checkpoints, 'run');
       // No preset named: as `train`; a run resumed from the checkpoints keeps the preset it was started with.
       const plan: TrainingPlan = { ...parsed, preset: await presetForRun(parsed.preset, { out: runDir, overrides: parsed.config, resume }) };
       plannedEpochs = resolveConfig(plan.preset, plan.config).epochs;

@@ -15,7 +15,7 @@ import { BackendError, CacheError, ConfigError, PneumotypeError, checkInteger, m
 import { groupBalancedWeights, groupOf, readGroups, type GroupingSource } from './balance.js';
 import { WeightAverage } from './ema.js';
 import { enableFastTraining } from './fast-train.js';
-import { shownUrl } from './fetch.js';
+import { isHttpUrl, shownUrl } from './fetch.js';
 import { GraphTrainer, planGraphTraining } from './graph-train.js';
 import { exists, readJsonFile, sha256File, writeFileAtomic, writeJsonAtomic } from './fsx.js';
 import { withLock } from './lock.js';
@@ -640,14 +640,13 @@ async function removeRunOutputs(runDir: string): Promise<void> {
  * secrets, and a presigned link's signature changes each time it is made); a path as given.
  */
 function shownSource(s: string): string {
-  return /^https?:\/\//i.test(s) ? shownUrl(s) : s;
+  return isHttpUrl(s) ? shownUrl(s) : s;
 }
 
 /** Whether two `initFrom` values name the same model: URLs as recorded (see shownSource), paths once resolved (`pre`, `./pre/`). */
 function sameSource(a: string | null, b: string | null): boolean {
   if (a === null || b === null) return a === b;
-  const url = (s: string): boolean => /^https?:\/\//i.test(s);
-  return url(a) || url(b) ? shownSource(a) === shownSource(b) : resolve(a) === resolve(b);
+  return isHttpUrl(a) || isHttpUrl(b) ? shownSource(a) === shownSource(b) : resolve(a) === resolve(b);
 }
 
 /**

@@ -5,7 +5,7 @@ import { arrayBufferOf, readModelArtifacts, weightsManifestBytes } from './check
 import { CLASSES } from './config.js';
 import { ConfigError, causeChain, messageOf, quote } from './errors.js';
 import { replaceLayerCall } from './fast-train.js';
-import { maskUserInfo, shownUrl, splitCredentials } from './fetch.js';
+import { isHttpUrl, maskUserInfo, shownUrl, splitCredentials } from './fetch.js';
 import { fromKeras3 } from './keras3.js';
 import { BN_MOMENTUM } from './models.js';
 import { loadTf } from './tf.js';
@@ -100,7 +100,7 @@ export function holdFrozenBatchNorms(model: LayersModel): () => void {
  */
 async function loadPretrained(from: string): Promise<LayersModel> {
   const tf = loadTf();
-  const isUrl = /^https?:\/\//i.test(from);
+  const isUrl = isHttpUrl(from);
   try {
     let artifacts: io.ModelArtifacts;
     if (isUrl) {
