@@ -25,6 +25,11 @@ export interface ModelCardExtras {
   /** What the data were, in a few words (e.g. "1,349 normal, 2,538 bacteria, 1,345 virus; 224 px copies"). */
   readonly data?: string;
   readonly notes?: readonly string[];
+  /**
+   * The evaluation is also saved beside the card as `evaluation.json`, with the predictions as `predictions.csv`
+   * (scripts/ship-model.ts does): the card says so, and that `pneumotype report --run` reads them.
+   */
+  readonly evaluationSaved?: boolean;
 }
 
 /**
@@ -130,6 +135,10 @@ export function renderModelCard(card: ModelCard, history: readonly EpochRecord[]
     ...(cal ? [`| calibration: expected calibration error / Brier score / log loss | ${ci(cal.ece)} / ${ciNum(cal.brier)} / ${ciNum(cal.logLoss)} |`] : []),
     '',
     `Confusion matrix (rows true, columns predicted; normal, bacteria, virus): \`${JSON.stringify(evaluation.confusion)}\`.`,
+    ...(extras.evaluationSaved
+      ? ['', 'These figures, whole and machine-readable, are in `evaluation.json` beside this card (the output of `pneumotype evaluate',
+        `--split val${evaluation.byGroup ? ' --groups …' : ''}\`), with one row per image in \`predictions.csv\`; \`pneumotype report --run\` on this folder draws them.`]
+      : []),
   );
   if (card.calibration) {
     const k = card.calibration;

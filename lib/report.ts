@@ -856,7 +856,10 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     const limit = options.gallery ?? 12;
     // A folder the caller names wins; else where the evaluation read its images; else the model card's.
     const root = options.labeledDir ?? evalData ?? labeledDir;
-    if (limit > 0 && root !== undefined) {
+    // A folder that is not there (a shipped model's evaluation, read on another machine) is one note, not one per image.
+    if (limit > 0 && root !== undefined && !(await exists(resolve(root)))) {
+      notes.push(`gallery: the evaluated images are not at ${quote(resolve(root))}: the gallery of mistakes is left out (name their folder with --data)`);
+    } else if (limit > 0 && root !== undefined) {
       const samples = await misclassifiedSamples(predictions, {
         labeledDir: resolve(root),
         limit,

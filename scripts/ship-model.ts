@@ -2,10 +2,12 @@
 // Usage: npx tsx scripts/ship-model.ts [--calibrate | --card-only] RUN_DIR LABELED_DIR [GROUPS_CSV:COLUMN] ["hardware"]
 // --calibrate fits a temperature on the validation patients and folds it into the shipped weights (lib/calibrate.ts);
 // --card-only leaves the shipped model as it is and writes its card again (evaluated afresh).
+// Either way it writes the validation evaluation beside the card: evaluation.json and predictions.csv.
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { calibrateModel } from '../lib/calibrate.js';
 import { evaluateModel } from '../lib/evaluate.js';
+import { writeJsonAtomic } from '../lib/fsx.js';
 import { writeModelCard } from '../lib/model-card.js';
 import { TRAINING_THUMBNAILS_FILE } from '../lib/phash.js';
 import { writeTrainingThumbnails } from '../lib/train.js';
@@ -34,18 +36,24 @@ if (!cardOnly) {
   if (calibrate) await calibrateModel({ model: out, data: labeledDir });
 }
 const [csv, column] = groups ? [groups.slice(0, groups.lastIndexOf(':')), groups.slice(groups.lastIndexOf(':') + 1)] : [];
-const evaluation = await evaluateModel({
+const evaluated = await evaluateModel({
   model: out,
   data: labeledDir,
   split: 'val',
   ...(csv && column ? { groups: { csv, column } } : {}),
+  predictions: join(out, 'predictions.csv'),
 });
+// The card's figures, whole and machine-readable, beside it: `pneumotype report --run models/default` reads them (and
+// the predictions, for its ROC curves) without any data. No path of this machine goes into the repository.
+const evaluation = { ...evaluated, model: out, imagesDir: labeledDir };
+await writeJsonAtomic(join(out, 'evaluation.json'), evaluation);
 const cardPath = await writeModelCard({
   modelDir: out,
   history: join(runDir, 'history.json'),
   evaluation,
   extras: {
     ...(hardware ? { hardware } : {}),
+    evaluationSaved: true,
     data: '1,349 normal, 2,538 bacteria, 1,345 virus; 224 px copies from ../shared/data',
     notes: [
       'Model chosen for the smallest gap between copy pipelines at a competitive full-res accuracy: see docs/experiments.md.',

@@ -585,6 +585,11 @@ test('the model card renders data, architecture, training, metrics with interval
   assert.ok(historyIsOfCard(history, card.training) && !historyIsOfCard([], card.training));
   assert.match(text, /- The official test split is held out: this project has never scored it \(it is scored independently\)\. The figures\n/);
   assert.doesNotMatch(again, /anti-aliased/);
+  // The shipped model's card points to its evaluation saved beside it (scripts/ship-model.ts writes both).
+  assert.doesNotMatch(text, /evaluation\.json/);
+  assert.ok(renderModelCard(card, history, evaluation, { evaluationSaved: true }).includes('\n\nThese figures, whole and machine-readable, are in ' +
+    '`evaluation.json` beside this card (the output of `pneumotype evaluate\n--split val`), with one row per image in `predictions.csv`; ' +
+    '`pneumotype report --run` on this folder draws them.\n'));
   const antialiased = renderModelCard({ ...card, model: { ...card.model, name: 'resnet', antialias: true } }, history, evaluation);
   assert.match(antialiased, /\n- `resnet`, width \d+, anti-aliased downsampling \(a fixed binomial blur before each subsampling after the stem\), /);
   assert.doesNotMatch(again, /standardised/);

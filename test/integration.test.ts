@@ -131,3 +131,33 @@ test('evaluate knows the originals that the shipped model trained on, and no oth
     assert.equal(seen.has(`${folder}/${file}`), !valNames.has(file), `${folder}/${file}: ${valNames.has(file) ? 'a validation image' : 'a training image'}`);
   }
 });
+
+// models/default ships its validation evaluation (evaluation.json, predictions.csv) so that its figures can be read by
+// a program and its report drawn without any data. They must be what evaluate gives now, on the real data.
+test('the shipped evaluation.json and predictions.csv are what evaluate gives on the real validation split', { skip }, async () => {
+  const labeled = join(tmp, 'labeled');
+  assert.ok(existsSync(join(labeled, 'manifest.csv')), 'the first test relabels the real data');
+  const shipped = JSON.parse(await readFile(join(DEFAULT_MODEL_DIR, 'evaluation.json'), 'utf8')) as Record<string, unknown>;
+  // No path of the machine that wrote it.
+  assert.deepEqual([shipped.model, shipped.data, shipped.imagesDir], ['models/default', 'data/labeled', 'data/labeled']);
+  const groups = { csv: resolve('../shared/data/chest_xray_train_224.csv'), column: 'derived_from' };
+  const predictions = join(tmp, 'default-predictions.csv');
+  const r = await evaluateModel({ data: labeled, split: 'val', groups, predictions });
+  // Counts and labels exactly; probabilities to 1e-4 and figures to 1e-3, since another CPU may pick other kernels
+  // (a probability that crosses a bin edge moves the calibration error by about 2e-4).
+  const near = (a: unknown, b: unknown, path: string, tolerance = 1e-3): void => {
+    if (typeof a === 'number' && typeof b === 'number') assert.ok(Math.abs(a - b) <= tolerance, `${path}: ${a} against ${b}`);
+    else if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') {
+      assert.deepEqual(Object.keys(a), Object.keys(b), path);
+      for (const k of Object.keys(a)) near((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${path}.${k}`, tolerance);
+    } else assert.equal(a, b, path);
+  };
+  for (const key of ['weightsSha256', 'n', 'accuracy', 'balancedAccuracy', 'macroF1', 'perClass', 'confusion', 'auc', 'binary', 'calibration', 'byGroup'] as const) {
+    near(shipped[key], JSON.parse(JSON.stringify(r[key])), key);
+  }
+  const shippedRows = parseCsv(await readFile(join(DEFAULT_MODEL_DIR, 'predictions.csv'), 'utf8'), 'predictions.csv');
+  const rows = parseCsv(await readFile(predictions, 'utf8'), predictions);
+  assert.equal(shippedRows.length, 523);
+  near(shippedRows.map((row) => ({ ...row, normal: Number(row.normal), bacteria: Number(row.bacteria), virus: Number(row.virus) })),
+    rows.map((row) => ({ ...row, normal: Number(row.normal), bacteria: Number(row.bacteria), virus: Number(row.virus) })), 'predictions', 1e-4);
+});

@@ -357,6 +357,25 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
     err instanceof ConfigError && err.message.startsWith(`evaluation ${JSON.stringify(join(tmp, 'bad.json'))} is not valid JSON: `));
 });
 
+// models/default ships its validation evaluation and predictions: its whole report comes from the folder alone, and
+// a missing image folder is one note, not one per image of the gallery.
+test('the shipped model\'s report is drawn from its folder alone, with one note for the absent images', async () => {
+  const shipped = join(process.cwd(), 'models', 'default');
+  const cwd = process.cwd();
+  const elsewhere = await mkdtemp(join(tmp, 'elsewhere-'));
+  process.chdir(elsewhere); // where data/labeled is not
+  try {
+    const r = await writeRunReport({ runDir: shipped, out: join(elsewhere, 'default.html') });
+    assert.deepEqual(r.sections, ['Overview', 'Training', 'Evaluation', 'Metrics per group', 'ROC curves', 'Left out']);
+    assert.deepEqual(r.notes, [
+      `no dataset summary at ${JSON.stringify(join(elsewhere, 'data', 'labeled', 'summary.json'))}: the data section is left out`,
+      `gallery: the evaluated images are not at ${JSON.stringify(join(elsewhere, 'data', 'labeled'))}: the gallery of mistakes is left out (name their folder with --data)`,
+    ]);
+  } finally {
+    process.chdir(cwd);
+  }
+});
+
 /** A stand-in for tslab's display: records what was written. */
 function recorder(): { html: (s: string) => void; out: string[] } {
   const out: string[] = [];
