@@ -2,7 +2,9 @@
 // the shipped model on full-resolution originals.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -160,4 +162,41 @@ test('the shipped evaluation.json and predictions.csv are what evaluate gives on
   assert.equal(shippedRows.length, 523);
   near(shippedRows.map((row) => ({ ...row, normal: Number(row.normal), bacteria: Number(row.bacteria), virus: Number(row.virus) })),
     rows.map((row) => ({ ...row, normal: Number(row.normal), bacteria: Number(row.bacteria), virus: Number(row.virus) })), 'predictions', 1e-4);
+});
+
+// Killed (SIGKILL: no handler runs) once while extracting the real zip and once while linking its images, relabel run
+// again finishes with the manifest of an uninterrupted run, leaves no unfinished file, and never touches the zip.
+test('relabel killed mid-extract and mid-copy finishes on the next run as if never interrupted', { skip }, async () => {
+  const reference = join(tmp, 'labeled', 'manifest.csv');
+  assert.ok(existsSync(reference), 'the first test relabels the real data');
+  const zipBefore = await stat(REAL_ZIP);
+  const out = join(tmp, 'killed', 'labeled');
+  const args = [resolve('bin/pneumotype.js'), 'relabel', '--from', REAL_ZIP, '--out', out, '--extracted', join(tmp, 'killed', 'extracted')];
+  for (const [stage, enough] of [['extract', /^extract: (\d+\.\d) MB\//m], ['relabel', /^relabel: (\d+)\/5232 files/m]] as const) {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let killed = false;
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+      // Well into the stage: 10 MB of 56 extracted, or 500 of 5,232 images linked.
+      const done = [...stderr.matchAll(new RegExp(enough.source, 'gm'))].map((m) => Number(m[1]));
+      if (!killed && done.some((n) => n >= (stage === 'extract' ? 10 : 500))) killed = child.kill('SIGKILL');
+    });
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    assert.deepEqual([code, signal], [null, 'SIGKILL'], `killed during ${stage}: ${stderr}`);
+  }
+  const finished = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  assert.equal(finished.status, 0, finished.stderr);
+  assert.equal(await readFile(join(out, 'manifest.csv'), 'utf8'), await readFile(reference, 'utf8'));
+  // Every file in the labelled folder is an image of the manifest, or the manifest and summary themselves.
+  const manifest = await readManifest(out);
+  const files = (await readdir(out, { recursive: true, withFileTypes: true })).filter((e) => !e.isDirectory())
+    .map((e) => join(e.parentPath, e.name).slice(out.length + 1)).sort();
+  assert.deepEqual(files, [...manifest.map((row) => row.file), 'manifest.csv', 'summary.json'].sort());
+  // The entry being extracted when it was killed was extracted again: no `.part` is left behind.
+  const extracted = await readdir(join(tmp, 'killed', 'extracted'), { recursive: true });
+  assert.deepEqual(extracted.filter((f) => f.endsWith('.part')), []);
+  assert.equal(extracted.filter((f) => f.endsWith('.jpeg')).length, 5232);
+  const zipAfter = await stat(REAL_ZIP);
+  assert.deepEqual([zipAfter.size, zipAfter.mtimeMs], [zipBefore.size, zipBefore.mtimeMs]);
 });
