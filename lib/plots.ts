@@ -475,10 +475,13 @@ export function trainingCurvesFigure(
 ): Figure {
   const showLr = options.learningRate ?? true;
   const epochs = history.map((r) => r.epoch);
-  const line = (name: string, y: number[], color: string, dash: string, xaxis: string, yaxis: string, group: string): Trace => ({
+  // The legend names a style once (train solid, validation dashed) for both panels; a click hides the pair. Each
+  // point's hover names its series in full.
+  const line = (series: string, y: number[], color: string, dash: string, xaxis: string, yaxis: string, group: string, legend?: string): Trace => ({
     type: 'scatter',
     mode: history.length > 1 ? 'lines+markers' : 'markers',
-    name,
+    name: legend ?? series,
+    ...(xaxis === 'x2' && legend !== undefined ? { showlegend: false } : {}),
     legendgroup: group,
     x: epochs,
     y: y.map((v) => finite(v)),
@@ -486,13 +489,13 @@ export function trainingCurvesFigure(
     marker: { color, size: 5 },
     xaxis,
     yaxis,
-    hovertemplate: `${name}, epoch %{x}: %{y:.4f}<extra></extra>`,
+    hovertemplate: `${series}, epoch %{x}: %{y:.4f}<extra></extra>`,
   });
   const data: Trace[] = [
-    line('train loss', history.map((r) => r.loss), SERIES_COLORS.train, 'solid', 'x', 'y', 'train'),
-    line('validation loss', history.map((r) => r.valLoss), SERIES_COLORS.val, 'dash', 'x', 'y', 'val'),
-    line('train accuracy', history.map((r) => r.accuracy), SERIES_COLORS.train, 'solid', 'x2', 'y2', 'train'),
-    line('validation accuracy', history.map((r) => r.valAccuracy), SERIES_COLORS.val, 'dash', 'x2', 'y2', 'val'),
+    line('train loss', history.map((r) => r.loss), SERIES_COLORS.train, 'solid', 'x', 'y', 'train', 'train'),
+    line('validation loss', history.map((r) => r.valLoss), SERIES_COLORS.val, 'dash', 'x', 'y', 'val', 'validation'),
+    line('train accuracy', history.map((r) => r.accuracy), SERIES_COLORS.train, 'solid', 'x2', 'y2', 'train', 'train'),
+    line('validation accuracy', history.map((r) => r.valAccuracy), SERIES_COLORS.val, 'dash', 'x2', 'y2', 'val', 'validation'),
     line('validation macro-F1', history.map((r) => r.valMacroF1), SERIES_COLORS.extra, 'dot', 'x2', 'y2', 'f1'),
   ];
   const domains = columnDomains(2, 0.2); // room between the panels for the learning-rate axis and the next axis title

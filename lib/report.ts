@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, normalize, relative, resolve } from 'node:path';
 import { readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
@@ -627,6 +627,13 @@ export function historyTable(history: readonly EpochRecord[]): Table {
   };
 }
 
+/** A folder as the report's reader should see it: relative to the working directory when inside it, else as given. */
+function shownPath(path: string): string {
+  const inside = relative(process.cwd(), resolve(path));
+  if (inside === '') return '.';
+  return !/^\.\.([\\/]|$)/.test(inside) && !isAbsolute(inside) ? inside : normalize(path).replace(/(.)[\\/]+$/, '$1');
+}
+
 /**
  * The most confident mistakes (up to `limit`, 12), decoded from the labelled folder at `size` (96) pixels, for
  * misclassifiedGalleryFigure. Images that no longer decode are left out and passed to `onSkip`.
@@ -701,7 +708,8 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     ? card && { epoch: card.training.epoch, valAccuracy: card.validation.accuracy, valMacroF1: card.validation.macroF1, valBalancedAccuracy: card.validation.balancedAccuracy }
     : [...history].reverse().find((r) => r.best);
   const overview = [
-    `Run folder: ${runDir}`,
+    // As the caller named it (runs/cpu-1), not this machine's absolute path: the report is read elsewhere.
+    `Run folder: ${shownPath(options.runDir)}`,
     card
       ? `Model ${card.model.summary.name} (${card.model.summary.parameters.toLocaleString('en-US')} parameters) on ${card.imageSize} x ${card.imageSize} grayscale images, ` +
         `${runLength(card, history)}, created ${card.createdAt}.`

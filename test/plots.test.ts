@@ -241,7 +241,12 @@ test('trainingCurvesFigure: loss and accuracy, train and validation, learning ra
   const h = history(3);
   const fig = trainingCurvesFigure(h);
   assertPlainJson(fig);
-  assert.deepEqual(fig.data.map((t) => t.name), [
+  // One legend entry per style (train solid, validation dashed) for both panels; the hover names each series in full.
+  assert.deepEqual(fig.data.map((t) => [t.name, t.showlegend ?? true, t.legendgroup]), [
+    ['train', true, 'train'], ['validation', true, 'val'], ['train', false, 'train'], ['validation', false, 'val'],
+    ['validation macro-F1', true, 'f1'], ['learning rate', true, 'lr'],
+  ]);
+  assert.deepEqual(fig.data.map((t) => String(t.hovertemplate).split(',')[0]), [
     'train loss', 'validation loss', 'train accuracy', 'validation accuracy', 'validation macro-F1', 'learning rate',
   ]);
   assert.ok(fig.data.every((t) => t.type === 'scatter'));

@@ -346,6 +346,8 @@ test('writeRunReport: the report of a run folder, with data, curves, metrics, RO
   try {
     const here = await writeRunReport({ runDir: `${modelDir}/`, gallery: 0 });
     assert.equal(here.out, join(tmp, 'model-only-report.html'));
+    // The run folder as the reader should see it: relative to where the report was made, not this machine's path.
+    assert.ok((await readFile(here.out, 'utf8')).includes('Run folder: model-only<br>'));
     assert.ok(here.notes.some((n) => n.includes('--out evaluation.json')), here.notes.join('\n'));
   } finally {
     process.chdir(cwd);
