@@ -153,20 +153,26 @@ export async function modelArtifacts(model: LayersModel): Promise<io.ModelArtifa
   return artifacts;
 }
 
+/** What saveModel writes, and where. */
+export interface SaveModelOptions {
+  /** The folder to write (swapped in whole, atomically). */
+  readonly dir: string;
+  readonly model: LayersModel;
+  /** Its state is saved too (optimizer.json, optimizer.bin), for a resume. */
+  readonly optimizer?: Optimizer | undefined;
+  /** JSON files by name (`pneumotype.json`, say). */
+  readonly extra?: Readonly<Record<string, unknown>>;
+  /** Binary files written as they are, in the same atomic folder (the weight average of a run, say). */
+  readonly extraBinary?: Readonly<Record<string, Uint8Array>>;
+}
+
 /**
  * Saves `model` as `DIR/model.json` + `DIR/weights.bin` (loadable with tf.loadLayersModel in Node and browsers), plus
  * the optimizer's state when given and any extra JSON files, all in one atomic folder swap.
  *
  * @example await saveModel({ dir: 'runs/a/checkpoints/best', model, extra: { 'pneumotype.json': card } })
  */
-export async function saveModel(options: {
-  dir: string;
-  model: LayersModel;
-  optimizer?: Optimizer | undefined;
-  extra?: Readonly<Record<string, unknown>>;
-  /** Binary files written as they are, in the same atomic folder (the weight average of a run, say). */
-  extraBinary?: Readonly<Record<string, Uint8Array>>;
-}): Promise<void> {
+export async function saveModel(options: SaveModelOptions): Promise<void> {
   const tf = loadTf();
   const artifacts = await modelArtifacts(options.model);
   if (!artifacts?.weightData || !artifacts.weightSpecs) throw new ConfigError('the model produced no weights to save');

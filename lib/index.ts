@@ -18,10 +18,10 @@ export { diagnose, type DoctorReport } from './doctor.js';
 export { fetchDataset, obtainDataset, resolveSource, type FetchOptions, type FetchResult, type ObtainedDataset, type ResolvedSource, type FetchFn } from './fetch.js';
 export { extractZip, listZip, chestEntryFilter, isJunkEntry, type ExtractOptions, type ExtractResult, type ArchiveSource, type ZipListing } from './zip.js';
 export { extractRemoteZip, type RemoteExtractOptions, type RemoteExtractResult } from './remote-zip.js';
-export { parseName, planRelabel, datasetEntryFilter, type PlannedImage, type RelabelPlan, type NameInfo } from './labels.js';
+export { parseName, planRelabel, datasetEntryFilter, type PlanRelabelOptions, type PlannedImage, type RelabelPlan, type NameInfo } from './labels.js';
 export { relabel, type RelabelOptions, type RelabelResult, type RelabelSummary } from './relabel.js';
 export { readManifest, writeManifest, type ManifestRow } from './manifest.js';
-export { auditLeakage, dhash, hammingDistance, type LeakageAudit, type AuditItem } from './phash.js';
+export { auditLeakage, dhash, hammingDistance, type LeakageAudit, type AuditItem, type AuditLeakageOptions, type DhashOptions } from './phash.js';
 export { readImageInfo, decodeGray, type ImageInfo, type ImageLimits, type DecodeOptions, type FailedImage } from './images.js';
 export { patientGroupedSplit, type SplitRow, type SplitOptions } from './split.js';
 export {
@@ -43,8 +43,8 @@ export { calibrateModel, fitTemperature, foldTemperature, temperatureScaled, typ
 export { enableFastTraining, planFastTraining, type FastTrainingOptions, type FastTrainingPlan } from './fast-train.js';
 export { GraphTrainer, planGraphTraining, type GraphTrainerOptions, type GraphTrainingPlan } from './graph-train.js';
 export { WeightAverage, type WeightAverageOptions } from './ema.js';
-export { renderModelCard, writeModelCard, type ModelCardExtras } from './model-card.js';
-export { saveModel, loadLayersModelFromDir } from './checkpoint.js';
+export { renderModelCard, writeModelCard, type ModelCardExtras, type WriteModelCardOptions } from './model-card.js';
+export { saveModel, loadLayersModelFromDir, type SaveModelOptions } from './checkpoint.js';
 export {
   DEFAULT_MODEL_DIR, loadModel, predict, expandImagePaths, predictPixels, predictSplit, evaluateModel, evaluationSummary, metricsByGroup,
   type LoadedModel, type PredictInput, type PredictOptions, type PredictResult, type EvaluateModelOptions, type EvaluateResult, type GroupMetrics,

@@ -139,6 +139,16 @@ function foldersBesideChest(paths: readonly string[]): Set<string> {
   return found;
 }
 
+/** The input of planRelabel. */
+export interface PlanRelabelOptions {
+  /** Every path of the source (archive entries or files under the folder), `/`-separated. */
+  readonly files: readonly string[];
+  /** The source's name, for messages. */
+  readonly source: string;
+  /** Plan PNEUMONIA images whose names say no class into `rejected/`, instead of refusing the source. */
+  readonly allowUnknown?: boolean;
+}
+
 /**
  * Plans the redistribution of `NORMAL/` and `PNEUMONIA/` into `{split}/{normal,bacteria,virus}/`, keeping file
  * names. `files` are paths relative to the source root, with `/` separators. When the source holds more than one
@@ -153,7 +163,7 @@ function foldersBesideChest(paths: readonly string[]): Set<string> {
  * const plan = planRelabel({ files: ['chest_xray/train/NORMAL/IM-0115-0001.jpeg', 'chest_xray/train/PNEUMONIA/person1_virus_6.jpeg'], source: 'x.zip' });
  * plan.images.find((i) => i.label === 'virus')?.dest // 'train/virus/person1_virus_6.jpeg'
  */
-export function planRelabel(options: { files: readonly string[]; source: string; allowUnknown?: boolean }): RelabelPlan {
+export function planRelabel(options: PlanRelabelOptions): RelabelPlan {
   const junk: string[] = [];
   const ignored: { source: string; reason: string }[] = [];
   const byRoot = new Map<string, Located[]>();

@@ -192,8 +192,19 @@ function trainingTime(history: readonly EpochRecord[], t: ModelCard['training'])
     : `${(t.seconds / 60).toFixed(1)} minutes to the chosen epoch`;
 }
 
+/** The input of writeModelCard. */
+export interface WriteModelCardOptions {
+  /** The model folder (its pneumotype.json is read, its README.md written). */
+  readonly modelDir: string;
+  /** The run's history.json. */
+  readonly history: string;
+  /** A validation evaluation of this model (evaluateModel). */
+  readonly evaluation: EvaluateResult;
+  readonly extras?: ModelCardExtras;
+}
+
 /** Writes `MODEL_DIR/README.md` from the model's card, the run's history.json and a validation evaluation. */
-export async function writeModelCard(options: { modelDir: string; history: string; evaluation: EvaluateResult; extras?: ModelCardExtras }): Promise<string> {
+export async function writeModelCard(options: WriteModelCardOptions): Promise<string> {
   const cardPath = join(options.modelDir, 'pneumotype.json');
   const card = await readCard(cardPath);
   const history = await readJsonFile<EpochRecord[]>(options.history, (err) =>

@@ -106,6 +106,14 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v.trim() === '' ? undefined : v.trim();
 }
 
+/** Where notebookSettings reads from. */
+export interface NotebookSettingsOptions {
+  /** Default: process.env. */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Where to look for the project folder. Default: process.cwd(). */
+  readonly cwd?: string;
+}
+
 /**
  * The notebooks' settings: the preset (PNEUMOTYPE_PRESET, default `cpu`), the dataset source (PNEUMOTYPE_SOURCE, a
  * relative path taken from the project folder), the data, run and reports folders, the optional groups CSV for
@@ -115,7 +123,7 @@ function nonEmpty(v: string | undefined): string | undefined {
  *
  * @example const nb = notebookSettings(); await fetchDataset({ source: nb.source, outDir: nb.downloadsDir })
  */
-export function notebookSettings(options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): NotebookSettings {
+export function notebookSettings(options: NotebookSettingsOptions = {}): NotebookSettings {
   const env = options.env ?? process.env;
   const cwd = resolve(options.cwd ?? process.cwd());
   const root = projectRoot(cwd) ?? cwd;
@@ -375,13 +383,26 @@ export async function folderContents(dir: string): Promise<Table> {
   return { columns: ['file', 'size'], rows };
 }
 
+/** Which images labeledSamples picks, and at what size. */
+export interface LabeledSamplesOptions {
+  readonly labeledDir: string;
+  /** Default: every split. */
+  readonly split?: Split;
+  /** Default: 4. */
+  readonly perClass?: number;
+  /** Pixels a side. Default: 96. */
+  readonly size?: number;
+  /** Default: DEFAULTS.seed. */
+  readonly seed?: number;
+}
+
 /**
  * A few images of each class straight from the labelled folder (no prepared cache needed), decoded to `size` (96)
  * pixels a side, picked with `seed` (DEFAULTS.seed) so that they are the same every run; for sampleGridFigure.
  *
  * @example sampleGridFigure(await labeledSamples({ labeledDir: 'data/labeled', perClass: 4 }), { columns: 4 })
  */
-export async function labeledSamples(options: { labeledDir: string; split?: Split; perClass?: number; size?: number; seed?: number }): Promise<GraySample[]> {
+export async function labeledSamples(options: LabeledSamplesOptions): Promise<GraySample[]> {
   const perClass = options.perClass ?? 4;
   const size = options.size ?? 96;
   const rows = (await readManifest(options.labeledDir)).filter((r) => r.width > 0 && (options.split === undefined || r.split === options.split));
@@ -453,13 +474,23 @@ function round(v: number): number {
   return Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : v;
 }
 
+/** Which cached images pixelsByClass picks. */
+export interface PixelsByClassOptions {
+  /** Default: every subset. */
+  readonly subset?: Subset;
+  /** Default: 200. */
+  readonly perClass?: number;
+  /** Default: DEFAULTS.seed. */
+  readonly seed?: number;
+}
+
 /**
  * The pixels of up to `perClass` (200) images of each class from a prepared cache (of one subset, default all),
  * picked with `seed`: the input of intensityHistogramFigure.
  *
  * @example intensityHistogramFigure(pixelsByClass(cache, { subset: 'train' }))
  */
-export function pixelsByClass(cache: OpenedCache, options: { subset?: Subset; perClass?: number; seed?: number } = {}): Record<Label, Uint8Array[]> {
+export function pixelsByClass(cache: OpenedCache, options: PixelsByClassOptions = {}): Record<Label, Uint8Array[]> {
   const perClass = options.perClass ?? 200;
   const rng = createRng(options.seed ?? DEFAULTS.seed);
   const out = { normal: [], bacteria: [], virus: [] } as Record<Label, Uint8Array[]>;
@@ -508,13 +539,23 @@ export interface NotebookUpload {
   readonly result?: UploadResult;
 }
 
+/** The input of uploadIfConfigured. */
+export interface UploadIfConfiguredOptions {
+  /** The notebook's S3 target (notebookSettings().s3); undefined: nothing is sent. */
+  readonly s3: NotebookS3 | undefined;
+  /** The folder to upload. */
+  readonly data: string;
+  readonly onProgress?: ProgressCallback;
+  readonly signal?: AbortSignal;
+}
+
 /**
  * Uploads the labelled folder to the notebook's S3 target, or, when none is configured, sends nothing and says how to
  * configure one: the upload notebook then runs to its end either way.
  *
  * @example const r = await uploadIfConfigured({ s3: nb.s3, data: nb.labeledDir }); r.note
  */
-export async function uploadIfConfigured(options: { s3: NotebookS3 | undefined; data: string; onProgress?: ProgressCallback; signal?: AbortSignal }): Promise<NotebookUpload> {
+export async function uploadIfConfigured(options: UploadIfConfiguredOptions): Promise<NotebookUpload> {
   const s3 = options.s3;
   if (s3 === undefined) {
     return {

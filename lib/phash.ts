@@ -10,13 +10,21 @@ export const HASH_BITS = 256;
 const W = 17;
 const H = 16;
 
+/** Limits and naming of dhash. */
+export interface DhashOptions {
+  /** Refuse larger images (sharp's limitInputPixels). */
+  readonly maxInputPixels?: number;
+  /** The image's name in messages. Default: its path, or "<buffer>". */
+  readonly name?: string;
+}
+
 /**
  * Difference hash of an image: EXIF orientation applied, grayscale, squashed to 17x16, one bit per horizontal neighbour pair (left brighter).
  * Returned as 64 hex characters.
  *
  * @example await dhash('data/labeled/train/normal/IM-0115-0001.jpeg') // 'f0e1...'
  */
-export async function dhash(input: string | Buffer, options: { maxInputPixels?: number; name?: string } = {}): Promise<string> {
+export async function dhash(input: string | Buffer, options: DhashOptions = {}): Promise<string> {
   const name = options.name ?? (typeof input === 'string' ? input : '<buffer>');
   const px = await runSharp(
     () =>
@@ -93,13 +101,20 @@ export interface LeakageAudit {
   readonly clean: boolean;
 }
 
+/** The input of auditLeakage. */
+export interface AuditLeakageOptions {
+  readonly items: readonly AuditItem[];
+  /** The largest dHash Hamming distance that counts as a near duplicate. Default: 10. */
+  readonly threshold?: number;
+}
+
 /**
  * Compares every image of one split with every image of the others: identical bytes (SHA-256) and near duplicates
  * (dHash Hamming distance at most `threshold`). Pure: hashes are computed beforehand.
  *
  * @example auditLeakage({ items, threshold: 10 }).clean
  */
-export function auditLeakage(options: { items: readonly AuditItem[]; threshold?: number }): LeakageAudit {
+export function auditLeakage(options: AuditLeakageOptions): LeakageAudit {
   const threshold = options.threshold ?? 10;
   const identicalAcrossSplits: { a: string; b: string; sha256: string }[] = [];
   const identicalAcrossPatients: { a: string; b: string; sha256: string }[] = [];
