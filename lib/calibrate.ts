@@ -245,6 +245,12 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
     if (others['README.md'] !== undefined) {
       warnings.push(`${quote(join(out, 'README.md'))} (the model card) was copied as it was: its figures predate this calibration (temperature ${record.temperature.toFixed(3)}); write it again (scripts/ship-model.ts)`);
     }
+    // A saved evaluation (models/default ships one) is of the weights before: the report refuses it, so say so here.
+    const stale = ['evaluation.json', 'predictions.csv'].filter((name) => others[name] !== undefined);
+    if (stale.length > 0) {
+      warnings.push(`${stale.map((name) => quote(join(out, name))).join(' and ')} (the saved evaluation) ${stale.length > 1 ? 'were' : 'was'} copied as ${stale.length > 1 ? 'they were' : 'it was'}: ` +
+        `of the weights before this calibration; evaluate again (pneumotype evaluate --model ${out} --split val --out ${join(out, 'evaluation.json')} --predictions ${join(out, 'predictions.csv')})`);
+    }
     await saveModel({ dir: out, model: loaded.model, extra: { [CARD_FILE]: { ...loaded.card, calibration: record } satisfies ModelCard }, extraBinary: others });
     return { ...record, out, failed, warnings };
   } finally {

@@ -111,6 +111,7 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   const dir = join(tmp, 'to-calibrate');
   await cp(modelDir, dir, { recursive: true });
   await writeFile(join(dir, 'README.md'), '# a model card\n');
+  await writeFile(join(dir, 'evaluation.json'), '{}\n');
   const loadedBefore = await loadModel(dir);
   const { preds: before } = await predictSplit(loadedBefore, { data: labeled, split: 'val' });
   loadedBefore.dispose();
@@ -130,6 +131,8 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   assert.deepEqual(r.failed, []);
   assert.deepEqual(r.warnings, [
     `"${join(dir, 'README.md')}" (the model card) was copied as it was: its figures predate this calibration (temperature ${r.temperature.toFixed(3)}); write it again (scripts/ship-model.ts)`,
+    `"${join(dir, 'evaluation.json')}" (the saved evaluation) was copied as it was: of the weights before this calibration; evaluate again ` +
+      `(pneumotype evaluate --model ${dir} --split val --out ${join(dir, 'evaluation.json')} --predictions ${join(dir, 'predictions.csv')})`,
   ]);
 
   // The saved model gives the tempered probabilities, the same predictions, and the fitted log loss.
