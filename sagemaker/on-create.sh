@@ -178,6 +178,8 @@ install_gpu() {
     "$CONDA" create -y -q -p "$CUDA_ENV" --override-channels -c conda-forge cudatoolkit=11.2 cudnn=8.1 || gpu_failed "conda create $CUDA_ENV failed" || return 1
     mark_done cuda-env
   fi
+  # Without these, tfjs-node-gpu loads and trains on the CPU without a word.
+  for l in libcudart.so.11.0 libcudnn.so.8; do [ -e "$CUDA_ENV/lib/$l" ] || { undo_step cuda-env; gpu_failed "$CUDA_ENV/lib has no $l"; return 1; }; done
   export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   if ! step_done tfjs-node-gpu || [ ! -d node_modules/@tensorflow/tfjs-node-gpu ]; then
     undo_step tfjs-node-gpu

@@ -422,6 +422,41 @@ test('the notebook lifecycle scripts are bash -n clean, use the persistent volum
   }
 });
 
+// The GPU step on a fake instance: a CUDA environment that lacks the libraries tfjs-node-gpu opens is not taken as done
+// (the package would load, then train on the CPU without a word), and is made again on the next try.
+test('the lifecycle installer refuses a CUDA environment without libcudart and libcudnn, and makes it again', { skip: process.platform === 'win32' && 'bash' }, async () => {
+  const create = await readFile(join(import.meta.dirname, '..', 'sagemaker', 'on-create.sh'), 'utf8');
+  const setup = /<<'SETUP'\n([\s\S]*?)\nSETUP\n/.exec(create)?.[1] ?? '';
+  const dir = join(tmp, 'gpu-step');
+  const bin = join(dir, 'bin');
+  const state = join(dir, 'persist', '.pneumotype');
+  await mkdir(bin, { recursive: true });
+  await mkdir(state, { recursive: true });
+  await mkdir(join(dir, 'project'), { recursive: true });
+  // Only the GPU step runs, with a conda that makes the prefix (its libraries only with FAKE_LIBS=1), an npm that
+  // "installs" the package, and a node whose binding check passes.
+  const gpuOnly = setup
+    .replace(/^CONDA=.*$/m, `CONDA=${JSON.stringify(join(bin, 'conda'))}`)
+    .replace(/\ncase "\$\{1:-install\}" in[\s\S]*$/, '\ninstall_gpu; echo "install_gpu: $?"\n');
+  assert.notEqual(gpuOnly, setup);
+  await writeFile(join(state, 'setup.sh'), gpuOnly);
+  await writeFile(join(state, 'config.sh'), `PERSIST=${JSON.stringify(join(dir, 'persist'))}\nSTATE=${JSON.stringify(state)}\nPROJECT_DIR=${JSON.stringify(join(dir, 'project'))}\nPROJECT_REPO=\nINSTALL_GPU=yes\n`);
+  await writeFile(join(bin, 'conda'), '#!/bin/bash\nwhile [ "$1" != -p ]; do shift; done\nmkdir -p "$2/lib"\n[ "${FAKE_LIBS:-}" = 1 ] && touch "$2/lib/libcudart.so.11.0" "$2/lib/libcudnn.so.8"\nexit 0\n', { mode: 0o755 });
+  await writeFile(join(bin, 'npm'), '#!/bin/bash\nmkdir -p node_modules/@tensorflow/tfjs-node-gpu\n', { mode: 0o755 });
+  await writeFile(join(bin, 'node'), '#!/bin/bash\nexit 0\n', { mode: 0o755 });
+  const run = (env: Record<string, string>) =>
+    spawnSync('bash', [join(state, 'setup.sh')], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, ...env } });
+  const stamps = async () => (await readdir(state)).filter((f) => f.endsWith('.done')).sort();
+
+  const without = run({});
+  assert.match(without.stdout, new RegExp(`${join(dir, 'persist', 'envs', 'cuda112', 'lib').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} has no libcudart\\.so\\.11\\.0: the notebooks use the CPU`), without.stdout + without.stderr);
+  assert.match(without.stdout, /install_gpu: 1\n$/);
+  assert.deepEqual(await stamps(), [], 'neither step is taken as done');
+  const withLibs = run({ FAKE_LIBS: '1' });
+  assert.match(withLibs.stdout, /install_gpu: 0\n$/, withLibs.stdout + withLibs.stderr);
+  assert.deepEqual(await stamps(), ['cuda-env.done', 'tfjs-node-gpu.done']);
+});
+
 test("the container's entry point: SageMaker's serve gets the port and model folder, unless the arguments name their own", { skip: process.platform === 'win32' && 'a POSIX shell script' }, async () => {
   const dockerfile = await readFile(join(import.meta.dirname, '..', 'Dockerfile'), 'utf8');
   const script = /<<'SCRIPT' \/usr\/local\/bin\/pneumotype-entrypoint\n([\s\S]*?)\nSCRIPT\n/.exec(dockerfile)?.[1];
