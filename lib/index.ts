@@ -70,7 +70,7 @@ export {
 
 // Figures, reports and notebook display (plotly {data, layout} objects; plotly.js runs only in the browser)
 export * from './plots.js';
-export { renderHtmlReport, writeRunReport, metricsTable, countsTable, groupsTable, historyTable, plotlyBundle, type ReportSection, type Table, type HtmlReportOptions, type RunReportOptions, type RunReportResult } from './report.js';
+export { renderHtmlReport, writeRunReport, readModelEvaluation, comparisonTable, metricsTable, countsTable, groupsTable, historyTable, plotlyBundle, type ReportSection, type Table, type HtmlReportOptions, type RunReportOptions, type RunReportResult } from './report.js';
 export { showFigure, showTable, liveChart, loadPlotly, forgetPlotly, type HtmlDisplay, type LiveChart } from './display.js';
 
 // Notebook helpers: settings from the environment, live progress and training displays, data shaped for one-call cells

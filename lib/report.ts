@@ -8,7 +8,7 @@ import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
 import { checkOutputFile, exists, writeFileAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
-import type { EvaluateResult, GroupMetrics } from './evaluate.js';
+import { DEFAULT_MODEL_DIR, type EvaluateResult, type GroupMetrics } from './evaluate.js';
 import { calibrationOf, type EvaluationReport, type Interval } from './metrics.js';
 import {
   classCounts,
@@ -415,6 +415,67 @@ function checkEvaluation(evaluation: unknown, source: string): asserts evaluatio
 }
 
 /**
+ * Refuses an evaluation of other weights than the model in `modelDir` (another model's, or one made before a
+ * calibration changed the weights): it is no figure of this model. An evaluation without `weightsSha256`, or a folder
+ * without model.json, passes.
+ */
+async function checkEvaluatedWeights(evaluation: EvaluationReport, modelDir: string, source: string | undefined): Promise<void> {
+  const evaluatedWeights = (evaluation as Partial<EvaluateResult>).weightsSha256;
+  if (typeof evaluatedWeights !== 'string' || !(await exists(join(modelDir, 'model.json')))) return;
+  const own = weightsDigest(await readModelArtifacts(modelDir));
+  if (own === evaluatedWeights) return;
+  throw new ConfigError(
+    `the evaluation ${source !== undefined ? quote(source) : 'given'} is of other weights than the model in ${quote(modelDir)} (SHA-256 ${evaluatedWeights.slice(0, 12)}… against ` +
+      `${own.slice(0, 12)}…): evaluate this model again, or report the run or model folder that was evaluated`,
+    { path: source ?? modelDir },
+  );
+}
+
+/**
+ * The validation evaluation saved beside a model as `evaluation.json` (models/default ships its own; see
+ * scripts/ship-model.ts), checked as the report checks one, and refused when it is of other weights than the model's.
+ * Undefined when the folder has none.
+ *
+ * @example const shipped = await readModelEvaluation() // models/default's: shipped?.accuracy.value is 0.801
+ */
+export async function readModelEvaluation(modelDir: string = DEFAULT_MODEL_DIR): Promise<EvaluationReport | undefined> {
+  const path = join(modelDir, 'evaluation.json');
+  if (!(await exists(path))) return undefined;
+  const evaluation = await readJson<unknown>(path, 'evaluation');
+  checkEvaluation(evaluation, path);
+  await checkEvaluatedWeights(evaluation, modelDir, path);
+  return evaluation;
+}
+
+/**
+ * The headline figures of several evaluations side by side, each with its 95 % interval: one column per evaluation
+ * (an undefined one is left out). Different images unless said otherwise: the table names each one's split and size.
+ *
+ * @example showTable(tslab.display, comparisonTable({ 'this run': evaluation, 'models/default': await readModelEvaluation() }))
+ */
+export function comparisonTable(evaluations: Readonly<Record<string, EvaluationReport | undefined>>): Table {
+  const present = Object.entries(evaluations).filter((e): e is [string, EvaluationReport] => e[1] !== undefined);
+  const cell = (i: Interval | undefined): string => {
+    if (i === undefined || i.value === null || !Number.isFinite(i.value)) return 'n/a';
+    return Number.isFinite(i.low) && Number.isFinite(i.high) ? `${fmt(i.value)} [${fmt(i.low)}, ${fmt(i.high)}]` : fmt(i.value);
+  };
+  const row = (name: string, of: (r: EvaluationReport) => string | number): (string | number)[] => [name, ...present.map(([, r]) => of(r))];
+  return {
+    columns: ['metric', ...present.map(([name]) => name)],
+    rows: [
+      row('images (split)', (r) => `${r.n} (${'split' in r && typeof r.split === 'string' ? r.split : 'test'})`),
+      row('accuracy (3 classes)', (r) => cell(r.accuracy)),
+      row('balanced accuracy', (r) => cell(r.balancedAccuracy)),
+      row('macro-F1', (r) => cell(r.macroF1)),
+      ...CLASSES.map((k) => row(`${k}: recall`, (r) => (r.perClass[k].support === 0 ? 'n/a (no images)' : cell(r.perClass[k].recall)))),
+      row('normal vs pneumonia: AUC', (r) => cell(r.binary.normalVsPneumonia.auc)),
+      row('bacteria vs virus: AUC', (r) => cell(r.binary.bacteriaVsVirus.auc)),
+      row('calibration: expected calibration error', (r) => cell(calibrationOf(r)?.ece)),
+    ],
+  };
+}
+
+/**
  * The metrics table of an evaluation: every interval, and the published figure where there is one.
  *
  * @example showTable(tslab.display, metricsTable(await evaluateModel({ data: 'data/labeled' })))
@@ -768,19 +829,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   if (typeof evalSource === 'string') evaluation = await readJson<EvaluationReport>(resolve(evalSource), 'evaluation');
   else evaluation = evalSource;
   if (evaluation !== undefined) checkEvaluation(evaluation, typeof evalSource === 'string' ? evalSource : '<object>');
-  // Another model's evaluation (or one made before a calibration changed the weights) is no figure of this model.
-  const evaluatedWeights = (evaluation as Partial<EvaluateResult> | undefined)?.weightsSha256;
-  if (typeof evaluatedWeights === 'string' && card && (await exists(join(modelDir, 'model.json')))) {
-    const own = weightsDigest(await readModelArtifacts(modelDir));
-    if (own !== evaluatedWeights) {
-      const source = typeof evalSource === 'string' ? quote(evalSource) : 'given';
-      throw new ConfigError(
-        `the evaluation ${source} is of other weights than the model in ${quote(modelDir)} (SHA-256 ${evaluatedWeights.slice(0, 12)}… against ` +
-          `${own.slice(0, 12)}…): evaluate this model again, or report the run or model folder that was evaluated`,
-        { path: typeof evalSource === 'string' ? evalSource : modelDir },
-      );
-    }
-  }
+  if (evaluation !== undefined && card) await checkEvaluatedWeights(evaluation, modelDir, typeof evalSource === 'string' ? evalSource : undefined);
   // Where the images were read: the extraction folder of a zip (imagesDir), else the folder given.
   const read = evaluation as Partial<EvaluateResult> | undefined;
   if (typeof read?.imagesDir === 'string') evalData = read.imagesDir;

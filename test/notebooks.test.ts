@@ -251,6 +251,8 @@ test(
       assert.ok(count >= (MIN_FIGURES[name] ?? 0), `${name}: ${count} figures, expected at least ${MIN_FIGURES[name]}`);
       figures.set(name, count);
       if (name === '04-upload-to-s3') assert.match(text, /No S3 bucket is configured, so nothing was uploaded/);
+      // Notebook 6 sets its run beside the shipped model's saved validation evaluation.
+      if (name === '06-evaluate') assert.ok(html.includes('<th scope="col">models/default</th>') && html.includes('<td>523 (val)</td>'), `${name}: the shipped model's column`);
       assert.ok(existsSync(join(out, `${name}.html`)), `${name}.html written`);
     }
     assert.ok(existsSync(join(out, 'run-report-smoke.html')), 'the run report exported by notebook 6');

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +28,7 @@ import {
   type Figure,
 } from '../lib/plots.js';
 import { relabel } from '../lib/relabel.js';
-import { escapeScriptText, metricsTable, plotlyBundle, renderHtmlReport, renderTableHtml, scriptJson, writeRunReport } from '../lib/report.js';
+import { comparisonTable, escapeScriptText, metricsTable, plotlyBundle, readModelEvaluation, renderHtmlReport, renderTableHtml, scriptJson, writeRunReport } from '../lib/report.js';
 import type { EpochRecord, ModelCard } from '../lib/train.js';
 import { datasetFiles, writeTree } from './helpers/fixtures.js';
 
@@ -376,6 +376,28 @@ test('the shipped model\'s report is drawn from its folder alone, with one note 
   } finally {
     process.chdir(cwd);
   }
+  // Its evaluation, read for a program (or a notebook's comparison table), checked against its weights.
+  const evaluation = await readModelEvaluation();
+  assert.equal(evaluation?.n, 523);
+  assert.equal(evaluation?.accuracy.value.toFixed(3), '0.801');
+  assert.equal(await readModelEvaluation(elsewhere), undefined, 'a folder without evaluation.json');
+  const copy = join(elsewhere, 'copy');
+  await cp(shipped, copy, { recursive: true });
+  const changed = Buffer.from(await readFile(join(copy, 'weights.bin')));
+  changed[0] = (changed[0] ?? 0) ^ 1;
+  await writeFile(join(copy, 'weights.bin'), changed);
+  await assert.rejects(readModelEvaluation(copy), {
+    name: 'ConfigError',
+    message: new RegExp(`^the evaluation ${JSON.stringify(join(copy, 'evaluation.json')).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is of other weights than the model in `),
+  });
+  const table = comparisonTable({ 'this run': evaluation, missing: undefined, 'models/default': evaluation });
+  assert.deepEqual(table.columns, ['metric', 'this run', 'models/default']);
+  assert.deepEqual(table.rows.map((r) => r[0]), [
+    'images (split)', 'accuracy (3 classes)', 'balanced accuracy', 'macro-F1', 'normal: recall', 'bacteria: recall', 'virus: recall',
+    'normal vs pneumonia: AUC', 'bacteria vs virus: AUC', 'calibration: expected calibration error',
+  ]);
+  assert.deepEqual(table.rows[0], ['images (split)', '523 (val)', '523 (val)']);
+  assert.deepEqual(table.rows[1], ['accuracy (3 classes)', '0.801 [0.757, 0.842]', '0.801 [0.757, 0.842]']);
 });
 
 /** A stand-in for tslab's display: records what was written. */
