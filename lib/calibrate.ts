@@ -249,7 +249,8 @@ async function calibrateUnlocked(options: CalibrateOptions, out: string): Promis
     const stale = ['evaluation.json', 'predictions.csv'].filter((name) => others[name] !== undefined);
     if (stale.length > 0) {
       warnings.push(`${stale.map((name) => quote(join(out, name))).join(' and ')} (the saved evaluation) ${stale.length > 1 ? 'were' : 'was'} copied as ${stale.length > 1 ? 'they were' : 'it was'}: ` +
-        `of the weights before this calibration; evaluate again (pneumotype evaluate --model ${out} --split val --out ${join(out, 'evaluation.json')} --predictions ${join(out, 'predictions.csv')})`);
+        `of the weights before this calibration; evaluate again (pneumotype evaluate --model ${out} --data ${options.data} --split val --out ${join(out, 'evaluation.json')} ` +
+        `--predictions ${join(out, 'predictions.csv')}, with --groups as before; for models/default: npx tsx scripts/ship-model.ts --card-only)`);
     }
     await saveModel({ dir: out, model: loaded.model, extra: { [CARD_FILE]: { ...loaded.card, calibration: record } satisfies ModelCard }, extraBinary: others });
     return { ...record, out, failed, warnings };

@@ -1,6 +1,6 @@
 // File-system helpers shared by every step: atomic writes, streaming hashes, existence checks, listings.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { messageOf, OutputError, PneumotypeError, quote } from './errors.js';
@@ -215,4 +215,22 @@ export async function listFiles(root: string, options: { onSkipped?: (path: stri
   };
   await walk(root, '');
   return files.sort();
+}
+
+/** The nearest folder from `start` up whose package.json is pneumotype's, or undefined. */
+export function projectRoot(start: string): string | undefined {
+  let dir = resolve(start);
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'pneumotype') return dir;
+      } catch {
+        // not a readable package.json: keep looking up
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
 }

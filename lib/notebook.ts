@@ -1,14 +1,14 @@
 // The tslab notebooks' helpers: settings from the environment, live displays, and data shaped for one-call cells.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { AugmentOptions } from './augment.js';
 import type { OpenedCache, Subset } from './cache.js';
 import { CLASSES, DEFAULTS, PRESETS, presetAlias, resolveConfig, type Config, type EvaluationSplit, type Label, type PresetName, type Split } from './config.js';
 import { batchIterator, type BatchOptions } from './dataset.js';
 import { liveChart, type HtmlDisplay } from './display.js';
 import { ConfigError, messageOf, quote } from './errors.js';
-import { listFiles } from './fsx.js';
+import { listFiles, projectRoot } from './fsx.js';
 import type { GroupMetrics } from './evaluate.js';
 import { decodeGray } from './images.js';
 import { readManifest } from './manifest.js';
@@ -82,24 +82,6 @@ export interface NotebookSettings {
   readonly s3: NotebookS3 | undefined;
   /** Which variable (or default) each setting came from. */
   readonly origins: Readonly<Record<string, string>>;
-}
-
-/** The nearest folder from `start` up whose package.json is pneumotype's, or undefined. */
-function projectRoot(start: string): string | undefined {
-  let dir = resolve(start);
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'pneumotype') return dir;
-      } catch {
-        // not a readable package.json: keep looking up
-      }
-    }
-    const parent = dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
 }
 
 function nonEmpty(v: string | undefined): string | undefined {

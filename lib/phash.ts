@@ -12,7 +12,7 @@ const H = 16;
 
 /** Limits and naming of dhash. */
 export interface DhashOptions {
-  /** Refuse larger images (sharp's limitInputPixels). */
+  /** Refuse larger images (sharp's limitInputPixels). Default: DEFAULTS.maxInputPixels (40 Mpx). */
   readonly maxInputPixels?: number;
   /** The image's name in messages. Default: its path, or "<buffer>". */
   readonly name?: string;

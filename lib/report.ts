@@ -2,11 +2,11 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { basename, dirname, isAbsolute, join, normalize, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
 import { readModelArtifacts, weightsDigest } from './checkpoint.js';
 import { CLASSES } from './config.js';
 import { ConfigError, messageOf, quote } from './errors.js';
-import { checkOutputFile, exists, writeFileAtomic } from './fsx.js';
+import { checkOutputFile, exists, projectRoot, writeFileAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { DEFAULT_MODEL_DIR, type EvaluateResult, type GroupMetrics } from './evaluate.js';
 import { calibrationOf, type EvaluationReport, type Interval } from './metrics.js';
@@ -431,10 +431,22 @@ async function checkEvaluatedWeights(evaluation: EvaluationReport, modelDir: str
   );
 }
 
+/** How prediction rows differ from an evaluation (their count, or the confusion matrix they give), or undefined. */
+function predictionsMismatch(rows: readonly PredictionRow[], evaluation: EvaluationReport): string | undefined {
+  const confusion = CLASSES.map(() => CLASSES.map(() => 0));
+  for (const r of rows) {
+    const row = confusion[CLASSES.indexOf(r.trueLabel)];
+    const col = CLASSES.indexOf(r.predictedLabel);
+    if (row !== undefined && col >= 0) row[col] = (row[col] ?? 0) + 1;
+  }
+  if (rows.length === evaluation.n && JSON.stringify(confusion) === JSON.stringify(evaluation.confusion)) return undefined;
+  return `${rows.length} rows, confusion matrix ${JSON.stringify(confusion)}; the evaluation: ${evaluation.n} images, ${JSON.stringify(evaluation.confusion)}`;
+}
+
 /**
- * The validation evaluation saved beside a model as `evaluation.json` (models/default ships its own; see
- * scripts/ship-model.ts), checked as the report checks one, and refused when it is of other weights than the model's.
- * Undefined when the folder has none.
+ * The evaluation saved in a model folder (models/default ships its validation evaluation; see scripts/ship-model.ts)
+ * or a run folder (`pneumotype run` writes one beside model/) as `evaluation.json`, checked as the report checks one,
+ * and refused when it is of other weights than the folder's model. Undefined when the folder has none.
  *
  * @example const shipped = await readModelEvaluation() // models/default's: shipped?.accuracy.value is 0.801
  */
@@ -443,7 +455,9 @@ export async function readModelEvaluation(modelDir: string = DEFAULT_MODEL_DIR):
   if (!(await exists(path))) return undefined;
   const evaluation = await readJson<unknown>(path, 'evaluation');
   checkEvaluation(evaluation, path);
-  await checkEvaluatedWeights(evaluation, modelDir, path);
+  // A run folder (runs/NAME) keeps its evaluation beside its model/ folder, a model folder beside model.json.
+  const model = (await exists(join(modelDir, 'model.json'))) ? modelDir : join(modelDir, 'model');
+  await checkEvaluatedWeights(evaluation, model, path);
   return evaluation;
 }
 
@@ -688,11 +702,20 @@ export function historyTable(history: readonly EpochRecord[]): Table {
   };
 }
 
-/** A folder as the report's reader should see it: relative to the working directory when inside it, else as given. */
+/**
+ * A folder as the report's reader should see it, not as this machine's absolute path: relative to the project folder
+ * (a notebook runs in notebooks/ and names its folders absolutely), else to the working directory, when inside
+ * either; else as given.
+ */
 function shownPath(path: string): string {
-  const inside = relative(process.cwd(), resolve(path));
-  if (inside === '') return '.';
-  return !/^\.\.([\\/]|$)/.test(inside) && !isAbsolute(inside) ? inside : normalize(path).replace(/(.)[\\/]+$/, '$1');
+  const cwd = process.cwd();
+  for (const base of [projectRoot(cwd), cwd]) {
+    if (base === undefined) continue;
+    const inside = relative(base, resolve(path));
+    if (inside === '') return '.';
+    if (!/^\.\.([\\/]|$)/.test(inside) && !isAbsolute(inside)) return inside.split(sep).join('/');
+  }
+  return normalize(path).replace(/(.)[\\/]+$/, '$1');
 }
 
 /**
@@ -801,7 +824,7 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
           : '';
       sections.push({
         heading: 'Data',
-        text: [`Labelled folder: ${labeledDir}`, leakText, ...(summary.notes ?? [])].filter((l) => l !== '').join('\n\n'),
+        text: [`Labelled folder: ${shownPath(labeledDir)}`, leakText, ...(summary.notes ?? [])].filter((l) => l !== '').join('\n\n'),
         table: countsTable(summary),
         figure: classDistributionFigure(summary),
       });
@@ -836,9 +859,20 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
   else if (typeof read?.data === 'string') evalData = read.data;
 
   const predictionsPath = options.predictionsCsv ?? ((await exists(join(runDir, 'predictions.csv'))) ? join(runDir, 'predictions.csv') : undefined);
-  const predictions = predictionsPath ? parsePredictionsCsv(await readFile(resolve(predictionsPath), 'utf8').catch((err: unknown) => {
+  let predictions = predictionsPath ? parsePredictionsCsv(await readFile(resolve(predictionsPath), 'utf8').catch((err: unknown) => {
     throw new ConfigError(`cannot read the predictions ${quote(predictionsPath)}: ${messageOf(err)}`, { path: predictionsPath, cause: err });
   }), predictionsPath) : undefined;
+  // The ROC curves and the gallery must be of the evaluation's images: another evaluation's rows (the folder's own
+  // predictions.csv beside a test evaluation given with --eval, say) would be drawn under its title.
+  const mismatch = predictions && evaluation ? predictionsMismatch(predictions, evaluation) : undefined;
+  if (predictionsPath !== undefined && mismatch !== undefined) {
+    const evaluationName = typeof evalSource === 'string' ? quote(evalSource) : 'given';
+    if (options.predictionsCsv !== undefined) {
+      throw new ConfigError(`the predictions ${quote(predictionsPath)} are not of the evaluation ${evaluationName} (${mismatch}): give the CSV that evaluate wrote with it (--predictions)`, { path: predictionsPath });
+    }
+    notes.push(`${quote(predictionsPath)} is not of the evaluation ${evaluationName} (${mismatch}): the ROC curves and the gallery of mistakes are left out (give the CSV that evaluate wrote with it: --predictions)`);
+    predictions = undefined;
+  }
 
   const evaluationSplit = evaluation && 'split' in evaluation && typeof evaluation.split === 'string' ? evaluation.split : 'test';
   const byGroup = byGroupOf(evaluation);

@@ -179,7 +179,7 @@ install_gpu() {
     mark_done cuda-env
   fi
   # Without these, tfjs-node-gpu loads and trains on the CPU without a word.
-  for l in libcudart.so.11.0 libcudnn.so.8; do [ -e "$CUDA_ENV/lib/$l" ] || { undo_step cuda-env; gpu_failed "$CUDA_ENV/lib has no $l"; return 1; }; done
+  for l in libcudart.so.11.0 libcudnn.so.8; do [ -e "$CUDA_ENV/lib/$l" ] || { undo_step cuda-env; undo_step tfjs-node-gpu; gpu_failed "$CUDA_ENV/lib has no $l"; return 1; }; done
   export LD_LIBRARY_PATH="$CUDA_ENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   if ! step_done tfjs-node-gpu || [ ! -d node_modules/@tensorflow/tfjs-node-gpu ]; then
     undo_step tfjs-node-gpu

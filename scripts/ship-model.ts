@@ -44,8 +44,9 @@ const evaluated = await evaluateModel({
   predictions: join(out, 'predictions.csv'),
 });
 // The card's figures, whole and machine-readable, beside it: `pneumotype report --run models/default` reads them (and
-// the predictions, for its ROC curves) without any data. No path of this machine goes into the repository.
-const evaluation = { ...evaluated, model: out, imagesDir: labeledDir };
+// the predictions, for its ROC curves) without any data. No path of this machine goes into the repository: the
+// folders are named as the card names them, however LABELED_DIR was given.
+const evaluation = { ...evaluated, model: out, data: 'data/labeled', imagesDir: 'data/labeled' };
 await writeJsonAtomic(join(out, 'evaluation.json'), evaluation);
 const cardPath = await writeModelCard({
   modelDir: out,

@@ -132,7 +132,8 @@ test('calibrate: fits on the validation patients, folds, keeps the predictions a
   assert.deepEqual(r.warnings, [
     `"${join(dir, 'README.md')}" (the model card) was copied as it was: its figures predate this calibration (temperature ${r.temperature.toFixed(3)}); write it again (scripts/ship-model.ts)`,
     `"${join(dir, 'evaluation.json')}" (the saved evaluation) was copied as it was: of the weights before this calibration; evaluate again ` +
-      `(pneumotype evaluate --model ${dir} --split val --out ${join(dir, 'evaluation.json')} --predictions ${join(dir, 'predictions.csv')})`,
+      `(pneumotype evaluate --model ${dir} --data ${labeled} --split val --out ${join(dir, 'evaluation.json')} --predictions ${join(dir, 'predictions.csv')}, ` +
+      'with --groups as before; for models/default: npx tsx scripts/ship-model.ts --card-only)',
   ]);
 
   // The saved model gives the tempered probabilities, the same predictions, and the fitted log loss.

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 import { after, before, test } from 'node:test';
 import AdmZip from 'adm-zip';
 import { openCache, prepareCache } from '../lib/cache.js';
@@ -184,6 +184,11 @@ test('relabel killed mid-extract and mid-copy finishes on the next run as if nev
     });
     const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
     assert.deepEqual([code, signal], [null, 'SIGKILL'], `killed during ${stage}: ${stderr}`);
+    // Killed where it says: part of the archive extracted, or no manifest written yet.
+    if (stage === 'extract') {
+      const jpegs = (await readdir(join(tmp, 'killed', 'extracted'), { recursive: true })).filter((f) => f.endsWith('.jpeg'));
+      assert.ok(jpegs.length < 5232, `killed before the extraction finished: ${jpegs.length} images out`);
+    } else assert.equal(existsSync(join(out, 'manifest.csv')), false, 'killed before relabel finished');
   }
   const finished = spawnSync(process.execPath, args, { encoding: 'utf8' });
   assert.equal(finished.status, 0, finished.stderr);
@@ -191,7 +196,7 @@ test('relabel killed mid-extract and mid-copy finishes on the next run as if nev
   // Every file in the labelled folder is an image of the manifest, or the manifest and summary themselves.
   const manifest = await readManifest(out);
   const files = (await readdir(out, { recursive: true, withFileTypes: true })).filter((e) => !e.isDirectory())
-    .map((e) => join(e.parentPath, e.name).slice(out.length + 1)).sort();
+    .map((e) => relative(out, join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).split(sep).join('/')).sort();
   assert.deepEqual(files, [...manifest.map((row) => row.file), 'manifest.csv', 'summary.json'].sort());
   // The entry being extracted when it was killed was extracted again: no `.part` is left behind.
   const extracted = await readdir(join(tmp, 'killed', 'extracted'), { recursive: true });

@@ -376,6 +376,15 @@ test('the shipped model\'s report is drawn from its folder alone, with one note 
   } finally {
     process.chdir(cwd);
   }
+  // From notebooks/ (where Jupyter runs a kernel, and notebooks name folders absolutely): the folder relative to the
+  // project, not this machine's path.
+  process.chdir(join(cwd, 'notebooks'));
+  try {
+    const fromNotebook = await writeRunReport({ runDir: shipped, gallery: 0, out: join(elsewhere, 'nb.html') });
+    assert.ok((await readFile(fromNotebook.out, 'utf8')).includes('Run folder: models/default<br>'));
+  } finally {
+    process.chdir(cwd);
+  }
   // Its evaluation, read for a program (or a notebook's comparison table), checked against its weights.
   const evaluation = await readModelEvaluation();
   assert.equal(evaluation?.n, 523);
@@ -398,6 +407,18 @@ test('the shipped model\'s report is drawn from its folder alone, with one note 
   ]);
   assert.deepEqual(table.rows[0], ['images (split)', '523 (val)', '523 (val)']);
   assert.deepEqual(table.rows[1], ['accuracy (3 classes)', '0.801 [0.757, 0.842]', '0.801 [0.757, 0.842]']);
+  // Another evaluation of the same model (a test split's, given with --eval) does not take the folder's validation
+  // predictions for its ROC curves and gallery: left out and said, or refused when the CSV was named.
+  const other = { ...evaluation!, split: 'test', n: 624, confusion: [[200, 20, 14], [5, 210, 27], [4, 40, 104]] };
+  const shippedRows = '523 rows, confusion matrix [[133,0,2],[3,200,50],[6,43,86]]; the evaluation: 624 images, [[200,20,14],[5,210,27],[4,40,104]]';
+  const mixed = await writeRunReport({ runDir: shipped, evaluation: other, out: join(elsewhere, 'mixed.html') });
+  assert.ok(!mixed.sections.includes('ROC curves'), mixed.sections.join(', '));
+  assert.ok(mixed.notes.includes(`${JSON.stringify(join(shipped, 'predictions.csv'))} is not of the evaluation given (${shippedRows}): ` +
+    'the ROC curves and the gallery of mistakes are left out (give the CSV that evaluate wrote with it: --predictions)'), mixed.notes.join('\n'));
+  await assert.rejects(writeRunReport({ runDir: shipped, evaluation: other, predictionsCsv: join(shipped, 'predictions.csv'), out: join(elsewhere, 'm2.html') }), {
+    name: 'ConfigError',
+    message: `the predictions ${JSON.stringify(join(shipped, 'predictions.csv'))} are not of the evaluation given (${shippedRows}): give the CSV that evaluate wrote with it (--predictions)`,
+  });
 });
 
 /** A stand-in for tslab's display: records what was written. */

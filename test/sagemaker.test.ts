@@ -441,11 +441,12 @@ test('the lifecycle installer refuses a CUDA environment without libcudart and l
   assert.notEqual(gpuOnly, setup);
   await writeFile(join(state, 'setup.sh'), gpuOnly);
   await writeFile(join(state, 'config.sh'), `PERSIST=${JSON.stringify(join(dir, 'persist'))}\nSTATE=${JSON.stringify(state)}\nPROJECT_DIR=${JSON.stringify(join(dir, 'project'))}\nPROJECT_REPO=\nINSTALL_GPU=yes\n`);
-  await writeFile(join(bin, 'conda'), '#!/bin/bash\nwhile [ "$1" != -p ]; do shift; done\nmkdir -p "$2/lib"\n[ "${FAKE_LIBS:-}" = 1 ] && touch "$2/lib/libcudart.so.11.0" "$2/lib/libcudnn.so.8"\nexit 0\n', { mode: 0o755 });
+  await writeFile(join(bin, 'conda'), '#!/bin/bash\nwhile [ $# -gt 0 ] && [ "$1" != -p ]; do shift; done\n[ $# -gt 1 ] || exit 2\nmkdir -p "$2/lib"\n' +
+    '[ "${FAKE_LIBS:-}" = 1 ] && touch "$2/lib/libcudart.so.11.0" "$2/lib/libcudnn.so.8"\nexit 0\n', { mode: 0o755 });
   await writeFile(join(bin, 'npm'), '#!/bin/bash\nmkdir -p node_modules/@tensorflow/tfjs-node-gpu\n', { mode: 0o755 });
   await writeFile(join(bin, 'node'), '#!/bin/bash\nexit 0\n', { mode: 0o755 });
   const run = (env: Record<string, string>) =>
-    spawnSync('bash', [join(state, 'setup.sh')], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, ...env } });
+    spawnSync('bash', [join(state, 'setup.sh')], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, ...env } });
   const stamps = async () => (await readdir(state)).filter((f) => f.endsWith('.done')).sort();
 
   const without = run({});
@@ -455,6 +456,13 @@ test('the lifecycle installer refuses a CUDA environment without libcudart and l
   const withLibs = run({ FAKE_LIBS: '1' });
   assert.match(withLibs.stdout, /install_gpu: 0\n$/, withLibs.stdout + withLibs.stderr);
   assert.deepEqual(await stamps(), ['cuda-env.done', 'tfjs-node-gpu.done']);
+  // Libraries gone from an env that was done (a conda clean, say): both steps are undone, so the kernel wrapper no
+  // longer picks the gpu preset for a package that would train on the CPU.
+  await rm(join(dir, 'persist', 'envs', 'cuda112', 'lib', 'libcudnn.so.8'));
+  const gone = run({});
+  assert.match(gone.stdout, /has no libcudnn\.so\.8: the notebooks use the CPU/, gone.stdout + gone.stderr);
+  assert.match(gone.stdout, /install_gpu: 1\n$/);
+  assert.deepEqual(await stamps(), []);
 });
 
 test("the container's entry point: SageMaker's serve gets the port and model folder, unless the arguments name their own", { skip: process.platform === 'win32' && 'a POSIX shell script' }, async () => {
