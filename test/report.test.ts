@@ -399,6 +399,14 @@ test('the shipped model\'s report is drawn from its folder alone, with one note 
     name: 'ConfigError',
     message: new RegExp(`^the evaluation ${JSON.stringify(join(copy, 'evaluation.json')).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is of other weights than the model in `),
   });
+  // A run folder keeps its evaluation beside model/: checked against that model.
+  const runLike = join(elsewhere, 'run-like');
+  await cp(copy, join(runLike, 'model'), { recursive: true });
+  await writeFile(join(runLike, 'evaluation.json'), await readFile(join(shipped, 'evaluation.json')));
+  await assert.rejects(readModelEvaluation(runLike), {
+    name: 'ConfigError',
+    message: new RegExp(` is of other weights than the model in ${JSON.stringify(join(runLike, 'model')).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} `),
+  });
   const table = comparisonTable({ 'this run': evaluation, missing: undefined, 'models/default': evaluation });
   assert.deepEqual(table.columns, ['metric', 'this run', 'models/default']);
   assert.deepEqual(table.rows.map((r) => r[0]), [
