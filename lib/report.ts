@@ -9,7 +9,7 @@ import { ConfigError, messageOf, quote } from './errors.js';
 import { checkOutputFile, exists, projectRoot, writeFileAtomic } from './fsx.js';
 import { decodeGray } from './images.js';
 import { DEFAULT_MODEL_DIR, type EvaluateResult, type GroupMetrics } from './evaluate.js';
-import { calibrationOf, type EvaluationReport, type Interval } from './metrics.js';
+import { calibrationOf, confusionMatrix, type EvaluationReport, type Interval } from './metrics.js';
 import {
   classCounts,
   classDistributionFigure,
@@ -433,12 +433,8 @@ async function checkEvaluatedWeights(evaluation: EvaluationReport, modelDir: str
 
 /** How prediction rows differ from an evaluation (their count, or the confusion matrix they give), or undefined. */
 function predictionsMismatch(rows: readonly PredictionRow[], evaluation: EvaluationReport): string | undefined {
-  const confusion = CLASSES.map(() => CLASSES.map(() => 0));
-  for (const r of rows) {
-    const row = confusion[CLASSES.indexOf(r.trueLabel)];
-    const col = CLASSES.indexOf(r.predictedLabel);
-    if (row !== undefined && col >= 0) row[col] = (row[col] ?? 0) + 1;
-  }
+  // parsePredictionsCsv has checked every label against CLASSES.
+  const confusion = confusionMatrix(rows.map((r) => CLASSES.indexOf(r.trueLabel)), rows.map((r) => CLASSES.indexOf(r.predictedLabel)));
   if (rows.length === evaluation.n && JSON.stringify(confusion) === JSON.stringify(evaluation.confusion)) return undefined;
   return `${rows.length} rows, confusion matrix ${JSON.stringify(confusion)}; the evaluation: ${evaluation.n} images, ${JSON.stringify(evaluation.confusion)}`;
 }
@@ -947,12 +943,13 @@ export async function writeRunReport(options: RunReportOptions): Promise<RunRepo
     const limit = options.gallery ?? 12;
     // A folder the caller names wins; else where the evaluation read its images; else the model card's.
     const root = options.labeledDir ?? evalData ?? labeledDir;
+    const folder = limit > 0 && root !== undefined ? resolve(root) : undefined;
     // A folder that is not there (a shipped model's evaluation, read on another machine) is one note, not one per image.
-    if (limit > 0 && root !== undefined && !(await exists(resolve(root)))) {
-      notes.push(`gallery: the evaluated images are not at ${quote(resolve(root))}: the gallery of mistakes is left out (name their folder with --data)`);
-    } else if (limit > 0 && root !== undefined) {
+    if (folder !== undefined && !(await exists(folder))) {
+      notes.push(`gallery: the evaluated images are not at ${quote(folder)}: the gallery of mistakes is left out (name their folder with --data)`);
+    } else if (folder !== undefined) {
       const samples = await misclassifiedSamples(predictions, {
-        labeledDir: resolve(root),
+        labeledDir: folder,
         limit,
         onSkip: (path, err) => notes.push(`gallery: ${quote(path)} left out (${messageOf(err)})`),
       });
